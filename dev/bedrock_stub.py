@@ -1,0 +1,833 @@
+"""Local stand-in for the Amazon Bedrock Runtime InvokeModel API, serving deterministic hashed embeddings.
+
+Usage: python3 dev/bedrock_stub.py --host 127.0.0.1 --port 0 [--latency-ms N]
+       [--throttle-every N] [--fail-every N] [--deny-models a,b] [--verbose]
+
+Prints `listening on <host>:<port>` once it accepts connections. Besides
+`POST /model/{modelId}/invoke` it serves a small control API under `/_stub/`
+(health, stats, config, reset) for tests and demos.
+"""
+
+import argparse
+import hashlib
+import ipaddress
+import json
+import math
+import re
+import sys
+import threading
+import time
+import unicodedata
+import uuid
+from collections import Counter
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import unquote, urlsplit
+
+ERROR_NAMESPACE = "http://internal.amazon.com/coral/com.amazon.bedrock/"
+ERROR_STATUS = {
+    "ValidationException": 400,
+    "AccessDeniedException": 403,
+    "ResourceNotFoundException": 404,
+    "ModelTimeoutException": 408,
+    "ThrottlingException": 429,
+    "InternalServerException": 500,
+    "ServiceUnavailableException": 503,
+}
+INJECTED_MESSAGES = {
+    "InternalServerException": "The server encountered an internal error while processing the request.",
+    "ServiceUnavailableException": "The service is temporarily unable to handle the request.",
+    "ModelTimeoutException": (
+        "The request took too long to process. Processing time exceeded the model timeout length."
+    ),
+}
+THROTTLE_MESSAGE = "Too many requests, please wait before trying again."
+DENIED_MESSAGE = "You don't have access to the model with the specified model ID."
+INVALID_MODEL_MESSAGE = "The provided model identifier is invalid."
+
+MAX_BODY_BYTES = 32 * 1024 * 1024
+TITAN_MAX_CHARS = 50_000
+COHERE_MAX_TEXTS = 96
+COHERE_V3_MAX_CHARS = 2_048
+COHERE_V4_DEFAULT_MAX_TOKENS = 128_000
+COHERE_INPUT_TYPES = ("search_document", "search_query", "classification", "clustering")
+COHERE_EMBEDDING_TYPES = ("float", "int8", "uint8", "binary", "ubinary")
+PROFILE_PREFIXES = ("us", "eu", "apac", "global")
+
+
+class BedrockError(Exception):
+    """An error answered in Bedrock's wire format; `outcome` names the stats counter it bumps."""
+
+    def __init__(self, code, message, outcome):
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.outcome = outcome
+
+    @property
+    def status(self):
+        return ERROR_STATUS[self.code]
+
+
+def malformed(detail):
+    # Mirrors the wording Bedrock uses for JSON-schema violations of model-native bodies.
+    return BedrockError(
+        "ValidationException",
+        f"Malformed input request: {detail}, please reformat your input and try again.",
+        "invalid",
+    )
+
+
+# --- embeddings ---------------------------------------------------------------------------
+
+# Letters and digits of Latin, Greek, Cyrillic and Hangul form word runs; Han, Hiragana and
+# Katakana have no spaces between words, so they are split into character bigrams instead.
+_WORD_CHARS = "0-9a-z\u00b5\u00c0-\u00d6\u00d8-\u00f6\u00f8-\u024f\u0370-\u03ff\u0400-\u04ff\uac00-\ud7a3"
+_CJK_CHARS = (
+    "\u3005\u3041-\u3096\u309d-\u309f\u30a1-\u30fa\u30fc-\u30ff"
+    "\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff"
+)
+_WORD_RE = re.compile(f"[{_WORD_CHARS}]+")
+_CJK_RE = re.compile(f"[{_CJK_CHARS}]+")
+_UNIT_RE = re.compile(f"[{_WORD_CHARS}]+|[{_CJK_CHARS}]")
+
+
+def _normalise_text(text):
+    # NFKC folds full-width ASCII and half-width katakana, common in Japanese documents.
+    return unicodedata.normalize("NFKC", text).lower()
+
+
+def tokenize(text):
+    """Return (feature tokens, approximate model token count) for one text."""
+    folded = _normalise_text(text)
+    # Two findall passes keep Latin-only text free of any per-token Python loop.
+    tokens = _WORD_RE.findall(folded)
+    count = len(tokens)
+    for run in _CJK_RE.findall(folded):
+        count += len(run)
+        if len(run) == 1:
+            tokens.append(run)
+        else:
+            tokens.extend([run[i:i + 2] for i in range(len(run) - 1)])
+    return tokens, count
+
+
+_SLOT_CACHE = {}
+_SLOT_CACHE_LIMIT = 1 << 18
+
+
+def _slot_table(dims):
+    # Vocabularies repeat across calls, so each token is hashed once per dimension count.
+    table = _SLOT_CACHE.get(dims)
+    if table is None or len(table) > _SLOT_CACHE_LIMIT:
+        table = _SLOT_CACHE[dims] = {}
+    return table
+
+
+def _token_slot(token, dims):
+    digest = hashlib.blake2b(token.encode("utf-8"), digest_size=8).digest()
+    h = int.from_bytes(digest, "little")
+    return (h >> 1) % dims, (1.0 if h & 1 else -1.0)
+
+
+def _raw_features(text, dims):
+    # Texts without word or CJK characters still need a stable, non-zero direction.
+    digest = hashlib.blake2b(text.encode("utf-8"), digest_size=32, key=b"raw").digest()
+    acc = {}
+    for i in range(0, 32, 8):
+        h = int.from_bytes(digest[i:i + 8], "little")
+        slot = (h >> 1) % dims
+        acc[slot] = acc.get(slot, 0.0) + (1.0 if h & 1 else -1.0)
+    if not any(acc.values()):
+        acc = {(digest[0] | digest[1] << 8) % dims: 1.0}
+    return acc
+
+
+def _hashed_features(tokens, dims):
+    table = _slot_table(dims)
+    lookup = table.get
+    acc = {}
+    current = acc.get
+    for token, n in Counter(tokens).items():
+        entry = lookup(token)
+        if entry is None:
+            entry = table[token] = _token_slot(token, dims)
+        slot, weight = entry
+        if n > 1:
+            # Sub-linear term frequency keeps a repeated word from dominating the vector.
+            weight *= 1.0 + math.log(n)
+        acc[slot] = current(slot, 0.0) + weight
+    return acc
+
+
+def text_scale(text):
+    """A deterministic factor in [1, 2) for vectors requested without normalisation."""
+    digest = hashlib.blake2b(text.encode("utf-8"), digest_size=8, key=b"scale").digest()
+    return 1.0 + int.from_bytes(digest, "little") / 2.0 ** 64
+
+
+class Vector(list):
+    """A dense embedding that remembers its non-zero slots, so encoding can skip the zeros."""
+
+    __slots__ = ("nonzero",)
+
+
+def embed(text, dims, scale=1.0):
+    """Return (Vector of `dims` floats with L2 norm `scale`, token count)."""
+    tokens, count = tokenize(text)
+    acc = _hashed_features(tokens, dims) if tokens else {}
+    norm = math.sqrt(sum(v * v for v in acc.values()))
+    if norm == 0.0:
+        # Also covers the rare case where colliding tokens cancel each other out.
+        acc = _raw_features(text, dims)
+        norm = math.sqrt(sum(v * v for v in acc.values()))
+    # round(x * 1e6) / 1e6 gives the same 6-decimal floats as round(x, 6), several times faster.
+    factor = scale / norm * 1e6
+    vector = Vector([0.0] * dims)
+    for slot, value in acc.items():
+        vector[slot] = round(value * factor) / 1e6
+    vector.nonzero = list(acc)
+    return vector, max(1, count)
+
+
+def quantise_int8(vector):
+    peak = max(map(abs, vector)) or 1.0
+    return [round(x / peak * 127) for x in vector]
+
+
+def quantise_uint8(vector):
+    return [q + 128 for q in quantise_int8(vector)]
+
+
+def quantise_ubinary(vector):
+    packed = []
+    for i in range(0, len(vector), 8):
+        byte = 0
+        for x in vector[i:i + 8]:
+            byte = (byte << 1) | (x > 0)
+        packed.append(byte)
+    return packed
+
+
+def quantise_binary(vector):
+    return [b - 128 for b in quantise_ubinary(vector)]
+
+
+QUANTISERS = {
+    "float": lambda v: v,
+    "int8": quantise_int8,
+    "uint8": quantise_uint8,
+    "binary": quantise_binary,
+    "ubinary": quantise_ubinary,
+}
+
+
+# --- request validation -------------------------------------------------------------------
+
+def _json_type(value):
+    if isinstance(value, bool):
+        return "Boolean"
+    if isinstance(value, int):
+        return "Integer"
+    if isinstance(value, float):
+        return "Number"
+    if isinstance(value, str):
+        return "String"
+    if isinstance(value, list):
+        return "JSONArray"
+    if isinstance(value, dict):
+        return "JSONObject"
+    return "Null"
+
+
+def _show(value):
+    text = json.dumps(value, ensure_ascii=False)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def reject_extraneous(body, allowed):
+    for key in body:
+        if key not in allowed:
+            raise malformed(f"#: extraneous key [{key}] is not permitted")
+
+
+def require(body, key):
+    if key not in body:
+        raise malformed(f"#: required key [{key}] not found")
+    return body[key]
+
+
+def enum_value(value, pointer, allowed):
+    # `type(...) is` so that true/false never pass as 1/0 and 1024.0 never passes as 1024.
+    if not any(type(value) is type(a) and value == a for a in allowed):
+        choices = ", ".join(str(a) for a in allowed)
+        raise malformed(f"{pointer}: {_show(value)} is not a valid enum value (allowed: {choices})")
+    return value
+
+
+def optional_enum(body, key, allowed, default):
+    return enum_value(body[key], f"#/{key}", allowed) if key in body else default
+
+
+def optional_bool(body, key, default):
+    if key not in body:
+        return default
+    if not isinstance(body[key], bool):
+        raise malformed(f"#/{key}: expected type: Boolean, found: {_json_type(body[key])}")
+    return body[key]
+
+
+def positive_int(body, key, default):
+    if key not in body:
+        return default
+    value = body[key]
+    if type(value) is not int:
+        raise malformed(f"#/{key}: expected type: Integer, found: {_json_type(value)}")
+    if value < 1:
+        raise malformed(f"#/{key}: {value} is not greater or equal to 1")
+    return value
+
+
+def enum_list(body, key, allowed, default):
+    if key not in body:
+        return default
+    value = body[key]
+    if not isinstance(value, list):
+        raise malformed(f"#/{key}: expected type: JSONArray, found: {_json_type(value)}")
+    if not value:
+        raise malformed(f"#/{key}: expected minimum item count: 1, found: 0")
+    for i, item in enumerate(value):
+        enum_value(item, f"#/{key}/{i}", allowed)
+    return list(dict.fromkeys(value))
+
+
+def string_value(value, pointer, max_chars=None):
+    if not isinstance(value, str):
+        raise malformed(f"{pointer}: expected type: String, found: {_json_type(value)}")
+    if max_chars is not None and len(value) > max_chars:
+        raise malformed(f"{pointer}: expected maxLength: {max_chars}, actual: {len(value)}")
+    return value
+
+
+def input_text(body, max_chars=None):
+    text = string_value(require(body, "inputText"), "#/inputText", max_chars)
+    if not text:
+        raise malformed("#/inputText: expected minLength: 1, actual: 0")
+    return text
+
+
+def text_list(body):
+    texts = require(body, "texts")
+    if not isinstance(texts, list):
+        raise malformed(f"#/texts: expected type: JSONArray, found: {_json_type(texts)}")
+    if not texts:
+        raise malformed("#/texts: expected minimum item count: 1, found: 0")
+    if len(texts) > COHERE_MAX_TEXTS:
+        raise malformed(f"#/texts: expected maximum item count: {COHERE_MAX_TEXTS}, found: {len(texts)}")
+    return [string_value(t, f"#/texts/{i}") for i, t in enumerate(texts)]
+
+
+# --- models -------------------------------------------------------------------------------
+
+def titan_v1(body):
+    reject_extraneous(body, ("inputText",))
+    vector, tokens = embed(input_text(body), 1536)
+    return {"embedding": vector, "inputTextTokenCount": tokens}, tokens, 1
+
+
+def titan_v2(body):
+    reject_extraneous(body, ("inputText", "dimensions", "normalize", "embeddingTypes"))
+    text = input_text(body, TITAN_MAX_CHARS)
+    dims = optional_enum(body, "dimensions", (256, 512, 1024), 1024)
+    normalize = optional_bool(body, "normalize", True)
+    types = enum_list(body, "embeddingTypes", ("float", "binary"), ["float"])
+    vector, tokens = embed(text, dims, 1.0 if normalize else text_scale(text))
+    by_type = {"float": vector}
+    if "binary" in types:
+        by_type["binary"] = [1 if x > 0 else 0 for x in vector]
+    payload = {"embedding": vector, "inputTextTokenCount": tokens, "embeddingsByType": by_type}
+    return payload, tokens, 1
+
+
+def _cut_v3(text, index, truncate):
+    if len(text) <= COHERE_V3_MAX_CHARS:
+        return text
+    if truncate == "START":
+        return text[-COHERE_V3_MAX_CHARS:]
+    if truncate == "END":
+        return text[:COHERE_V3_MAX_CHARS]
+    raise malformed(f"#/texts/{index}: expected maxLength: {COHERE_V3_MAX_CHARS}, actual: {len(text)}")
+
+
+def _cut_v4(text, index, truncate, max_tokens):
+    # Counting first keeps the common case (text fits) to one tokenizer pass.
+    if tokenize(text)[1] <= max_tokens:
+        return text
+    if truncate == "NONE":
+        raise malformed(
+            f"#/texts/{index}: input exceeds max_tokens ({max_tokens}); "
+            "set truncate to LEFT or RIGHT to cut it"
+        )
+    spans = _unit_spans(text)
+    if truncate == "LEFT":
+        return text[spans[-max_tokens][0]:]
+    return text[:spans[max_tokens - 1][1]]
+
+
+def _unit_spans(text):
+    """Offsets into the original `text` of each unit tokenize() counts, so cuts keep its case."""
+    folded = []
+    origin = []
+    for i, ch in enumerate(text):
+        piece = _normalise_text(ch)
+        folded.append(piece)
+        origin.extend([i] * len(piece))
+    return [(origin[m.start()], origin[m.end() - 1] + 1) for m in _UNIT_RE.finditer("".join(folded))]
+
+
+def _response_id(texts, dims, types):
+    seed = json.dumps([texts, dims, types], ensure_ascii=False).encode("utf-8")
+    return str(uuid.UUID(bytes=hashlib.blake2b(seed, digest_size=16).digest(), version=4))
+
+
+def _cohere_payload(texts, dims, types):
+    embedded = [embed(t, dims) for t in texts]
+    vectors = [v for v, _ in embedded]
+    tokens = sum(n for _, n in embedded)
+    payload = {"id": _response_id(texts, dims, types)}
+    if types is None:
+        payload["response_type"] = "embeddings_floats"
+        payload["embeddings"] = vectors
+    else:
+        payload["response_type"] = "embeddings_by_type"
+        payload["embeddings"] = {t: [QUANTISERS[t](v) for v in vectors] for t in types}
+    payload["texts"] = texts
+    return payload, tokens, len(texts)
+
+
+def cohere_v3(body):
+    reject_extraneous(body, ("texts", "input_type", "truncate", "embedding_types"))
+    texts = text_list(body)
+    enum_value(require(body, "input_type"), "#/input_type", COHERE_INPUT_TYPES)
+    truncate = optional_enum(body, "truncate", ("NONE", "START", "END"), "NONE")
+    types = enum_list(body, "embedding_types", COHERE_EMBEDDING_TYPES, None)
+    texts = [_cut_v3(t, i, truncate) for i, t in enumerate(texts)]
+    return _cohere_payload(texts, 1024, types)
+
+
+def cohere_v4(body):
+    reject_extraneous(
+        body, ("texts", "input_type", "embedding_types", "output_dimension", "max_tokens", "truncate")
+    )
+    texts = text_list(body)
+    enum_value(require(body, "input_type"), "#/input_type", COHERE_INPUT_TYPES)
+    types = enum_list(body, "embedding_types", COHERE_EMBEDDING_TYPES, None)
+    dims = optional_enum(body, "output_dimension", (256, 512, 1024, 1536), 1536)
+    max_tokens = positive_int(body, "max_tokens", COHERE_V4_DEFAULT_MAX_TOKENS)
+    truncate = optional_enum(body, "truncate", ("NONE", "LEFT", "RIGHT"), "NONE")
+    texts = [_cut_v4(t, i, truncate, max_tokens) for i, t in enumerate(texts)]
+    return _cohere_payload(texts, dims, types)
+
+
+MODELS = {
+    "amazon.titan-embed-text-v1": titan_v1,
+    "amazon.titan-embed-text-v2:0": titan_v2,
+    "cohere.embed-english-v3": cohere_v3,
+    "cohere.embed-multilingual-v3": cohere_v3,
+    "cohere.embed-v4:0": cohere_v4,
+}
+PROFILE_ONLY_MODELS = {"cohere.embed-v4:0"}
+
+
+def _strip_arn(model_id):
+    # Foundation-model and inference-profile ARNs end in "/<id>"; the id decides the rest.
+    return model_id.rsplit("/", 1)[-1] if model_id.startswith("arn:") else model_id
+
+
+def _split_profile(ident):
+    prefix, dot, rest = ident.partition(".")
+    if dot and prefix in PROFILE_PREFIXES and rest in MODELS:
+        return rest
+    return None
+
+
+def model_aliases(model_id):
+    """Every name a deny list may use for this invocation: as sent, without ARN, base model."""
+    ident = _strip_arn(model_id)
+    return {model_id, ident, _split_profile(ident) or ident}
+
+
+def resolve_model(model_id):
+    ident = _strip_arn(model_id)
+    base = _split_profile(ident)
+    if base is not None:
+        return MODELS[base]
+    if ident in PROFILE_ONLY_MODELS:
+        raise BedrockError(
+            "ValidationException",
+            f"Invocation of model ID {ident} with on-demand throughput isn't supported. "
+            "Retry your request with the ID or ARN of an inference profile that contains this model.",
+            "invalid",
+        )
+    if ident in MODELS:
+        return MODELS[ident]
+    raise BedrockError("ValidationException", INVALID_MODEL_MESSAGE, "invalid")
+
+
+def parse_body(raw):
+    try:
+        body = json.loads(raw)
+    except (UnicodeDecodeError, ValueError):
+        raise malformed("request body is not valid JSON") from None
+    if not isinstance(body, dict):
+        raise malformed(f"#: expected type: JSONObject, found: {_json_type(body)}")
+    return body
+
+
+# --- fault injection and stats ------------------------------------------------------------
+
+def _non_negative_int(value, key):
+    if type(value) is not int or value < 0:
+        raise ValueError(f"{key} must be a non-negative integer")
+    return value
+
+
+def _latency(value, key):
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
+        raise ValueError(f"{key} must be a non-negative number")
+    return value
+
+
+def _deny_list(value, key):
+    if not isinstance(value, list) or not all(isinstance(m, str) for m in value):
+        raise ValueError(f"{key} must be a list of model ids")
+    return [m for m in (s.strip() for s in value) if m]
+
+
+def _fail_error(value, key):
+    if value not in INJECTED_MESSAGES:
+        raise ValueError(f"{key} must be one of {', '.join(INJECTED_MESSAGES)}")
+    return value
+
+
+CONFIG_FIELDS = {
+    "latency_ms": _latency,
+    "throttle_every": _non_negative_int,
+    "fail_every": _non_negative_int,
+    "fail_error": _fail_error,
+    "deny_models": _deny_list,
+}
+
+
+class StubState:
+    """Fault-injection config plus call counters, shared by all handler threads."""
+
+    def __init__(self, config):
+        self._lock = threading.Lock()
+        self._config = {"latency_ms": 0, "throttle_every": 0, "fail_every": 0,
+                        "fail_error": "InternalServerException", "deny_models": []}
+        self.update_config(config)
+        self._zero()
+
+    def _zero(self):
+        self._stats = {"calls": 0, "ok": 0, "throttled": 0, "failed": 0, "invalid": 0,
+                       "denied": 0, "texts": 0}
+        self._by_model = {}
+
+    def update_config(self, changes):
+        if not isinstance(changes, dict):
+            raise ValueError("config must be a JSON object")
+        unknown = sorted(set(changes) - set(CONFIG_FIELDS))
+        if unknown:
+            raise ValueError(f"unknown config keys: {', '.join(unknown)}")
+        # Validate everything before applying anything, so a bad request changes nothing.
+        checked = {k: CONFIG_FIELDS[k](v, k) for k, v in changes.items()}
+        with self._lock:
+            self._config.update(checked)
+            return self._config_copy()
+
+    def _config_copy(self):
+        return dict(self._config, deny_models=list(self._config["deny_models"]))
+
+    def config(self):
+        with self._lock:
+            return self._config_copy()
+
+    def begin_call(self, model_id):
+        """Count an InvokeModel call; return its 1-based number and the config it runs under."""
+        with self._lock:
+            self._stats["calls"] += 1
+            self._by_model[model_id] = self._by_model.get(model_id, 0) + 1
+            return self._stats["calls"], self._config_copy()
+
+    def finish_call(self, outcome, texts=0):
+        with self._lock:
+            self._stats[outcome] += 1
+            self._stats["texts"] += texts
+
+    def stats(self):
+        with self._lock:
+            return dict(self._stats, by_model=dict(self._by_model))
+
+    def reset(self):
+        with self._lock:
+            self._zero()
+            return dict(self._stats, by_model={})
+
+
+def injected_fault(number, config):
+    """The error the fault-injection config dictates for call `number`, if any."""
+    if config["throttle_every"] and number % config["throttle_every"] == 0:
+        return BedrockError("ThrottlingException", THROTTLE_MESSAGE, "throttled")
+    if config["fail_every"] and number % config["fail_every"] == 0:
+        code = config["fail_error"]
+        return BedrockError(code, INJECTED_MESSAGES[code], "failed")
+    return None
+
+
+def invoke(state, model_id, raw_body):
+    """Run one InvokeModel call; return (payload, input token count) or raise BedrockError."""
+    number, config = state.begin_call(model_id)
+    if config["latency_ms"]:
+        time.sleep(config["latency_ms"] / 1000.0)
+    try:
+        fault = injected_fault(number, config)
+        if fault is not None:
+            raise fault
+        if model_aliases(model_id) & set(config["deny_models"]):
+            raise BedrockError("AccessDeniedException", DENIED_MESSAGE, "denied")
+        handler = resolve_model(model_id)
+        payload, tokens, texts = handler(parse_body(raw_body))
+    except BedrockError as err:
+        state.finish_call(err.outcome)
+        raise
+    except Exception as err:
+        # A stub bug should surface as a readable 500, not a dropped connection.
+        state.finish_call("failed")
+        raise BedrockError("InternalServerException", f"bedrock stub error: {err!r}", "failed") from err
+    state.finish_call("ok", texts)
+    return payload, tokens
+
+
+# --- HTTP ---------------------------------------------------------------------------------
+
+_INVOKE_PATH = re.compile(r"^/model/([^/]+)/invoke$")
+
+
+class BadRequest(Exception):
+    """The HTTP framing itself is broken, so the connection cannot be reused."""
+
+
+def to_json(obj):
+    """Compact JSON; hand-rolled for embeddings because json.dumps spends most time on zeros."""
+    if isinstance(obj, Vector):
+        parts = ["0.0"] * len(obj)
+        # Hashed vectors hold few distinct values (mostly +-1 token per slot), so share reprs.
+        texts = {}
+        for slot in obj.nonzero:
+            value = obj[slot]
+            text = texts.get(value)
+            if text is None:
+                text = texts[value] = repr(value)
+            parts[slot] = text
+        return "[" + ",".join(parts) + "]"
+    if isinstance(obj, dict):
+        items = (json.dumps(str(k), ensure_ascii=False) + ":" + to_json(v) for k, v in obj.items())
+        return "{" + ",".join(items) + "}"
+    if isinstance(obj, list) and obj and isinstance(obj[0], (list, dict)):
+        return "[" + ",".join(to_json(item) for item in obj) + "]"
+    return json.dumps(obj, separators=(",", ":"), ensure_ascii=False)
+
+
+class StubHandler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    server_version = "bedrock-stub"
+    # Headers and body go out in separate writes; without this, Nagle plus delayed ACKs
+    # stall every keep-alive response by ~40 ms.
+    disable_nagle_algorithm = True
+
+    def do_GET(self):
+        self._dispatch("GET")
+
+    def do_POST(self):
+        self._dispatch("POST")
+
+    def do_PUT(self):
+        self._dispatch("PUT")
+
+    def do_DELETE(self):
+        self._dispatch("DELETE")
+
+    def log_message(self, format, *args):
+        if self.server.verbose:
+            super().log_message(format, *args)
+
+    def _dispatch(self, method):
+        try:
+            raw = self._read_body()
+        except BadRequest as err:
+            self.close_connection = True
+            self._send_error(BedrockError("ValidationException", str(err), "invalid"))
+            return
+        path = urlsplit(self.path).path
+        match = _INVOKE_PATH.match(path)
+        if match and method == "POST":
+            self._invoke(unquote(match.group(1)), raw)
+        elif path.startswith("/_stub/"):
+            self._control(method, path, raw)
+        else:
+            self._send_error(BedrockError(
+                "ResourceNotFoundException", f"No operation matches {method} {path}", "invalid"))
+
+    def _read_body(self):
+        if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
+            return self._read_chunked()
+        length = self.headers.get("Content-Length", "0")
+        try:
+            size = int(length)
+        except ValueError:
+            raise BadRequest(f"invalid Content-Length: {length}") from None
+        if size < 0 or size > MAX_BODY_BYTES:
+            raise BadRequest(f"Content-Length out of range: {size}")
+        return self.rfile.read(size)
+
+    def _read_chunked(self):
+        parts = []
+        total = 0
+        while True:
+            line = self.rfile.readline(1024)
+            try:
+                size = int(line.split(b";", 1)[0].strip(), 16)
+            except ValueError:
+                raise BadRequest("malformed chunk size") from None
+            if size == 0:
+                break
+            total += size
+            if total > MAX_BODY_BYTES:
+                raise BadRequest("request body too large")
+            parts.append(self.rfile.read(size))
+            self.rfile.readline(8)
+        # Trailers end with an empty line.
+        while self.rfile.readline(8192).strip():
+            pass
+        return b"".join(parts)
+
+    def _invoke(self, model_id, raw):
+        try:
+            payload, tokens = invoke(self.server.state, model_id, raw)
+        except BedrockError as err:
+            self._send_error(err)
+            return
+        self._send_json(200, payload, {"X-Amzn-Bedrock-Input-Token-Count": str(tokens)})
+
+    def _control(self, method, path, raw):
+        state = self.server.state
+        route = (method, path)
+        if route == ("GET", "/_stub/health"):
+            self._send_json(200, {"ok": True})
+        elif route == ("GET", "/_stub/stats"):
+            self._send_json(200, state.stats())
+        elif route == ("GET", "/_stub/config"):
+            self._send_json(200, state.config())
+        elif route == ("POST", "/_stub/config"):
+            try:
+                changes = json.loads(raw or b"{}")
+                self._send_json(200, state.update_config(changes))
+            except ValueError as err:
+                self._send_json(400, {"message": str(err)})
+        elif route == ("POST", "/_stub/reset"):
+            self._send_json(200, state.reset())
+        else:
+            self._send_json(404, {"message": f"No control endpoint {method} {path}"})
+
+    def _send_error(self, err):
+        headers = {"x-amzn-ErrorType": f"{err.code}:{ERROR_NAMESPACE}"}
+        self._send_json(err.status, {"message": err.message}, headers)
+
+    def _send_json(self, status, obj, headers=None):
+        data = to_json(obj).encode("utf-8")
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.send_header("x-amzn-RequestId", str(uuid.uuid4()))
+        for name, value in (headers or {}).items():
+            self.send_header(name, value)
+        if self.close_connection:
+            self.send_header("Connection", "close")
+        self.end_headers()
+        self.wfile.write(data)
+
+
+class StubServer(ThreadingHTTPServer):
+    daemon_threads = True
+    block_on_close = False
+    request_queue_size = 128
+
+    def __init__(self, address, state, verbose=False):
+        self.state = state
+        self.verbose = verbose
+        super().__init__(address, StubHandler)
+
+
+# --- command line -------------------------------------------------------------------------
+
+def _loopback_host(host):
+    if host == "localhost":
+        return host
+    try:
+        if ipaddress.IPv4Address(host).is_loopback:
+            return host
+    except ValueError:
+        pass
+    raise argparse.ArgumentTypeError(f"{host} is not an IPv4 loopback address")
+
+
+def _count(text):
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError("must be >= 0")
+    return value
+
+
+def parse_args(argv):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--host", type=_loopback_host, default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=0, help="0 picks a free port")
+    parser.add_argument("--latency-ms", type=float, default=0, help="delay per InvokeModel call")
+    parser.add_argument("--throttle-every", type=_count, default=0,
+                        help="answer every Nth InvokeModel call with 429 (0 = off)")
+    parser.add_argument("--fail-every", type=_count, default=0,
+                        help="answer every Nth InvokeModel call with --fail-error (0 = off)")
+    parser.add_argument("--fail-error", choices=sorted(INJECTED_MESSAGES),
+                        default="InternalServerException")
+    parser.add_argument("--deny-models", default="",
+                        help="comma-separated model ids that answer 403 AccessDeniedException")
+    parser.add_argument("--verbose", action="store_true", help="log requests to stderr")
+    args = parser.parse_args(argv)
+    if args.latency_ms < 0:
+        parser.error("--latency-ms must be >= 0")
+    return args
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    latency = int(args.latency_ms) if float(args.latency_ms).is_integer() else args.latency_ms
+    state = StubState({
+        "latency_ms": latency,
+        "throttle_every": args.throttle_every,
+        "fail_every": args.fail_every,
+        "fail_error": args.fail_error,
+        "deny_models": args.deny_models.split(","),
+    })
+    server = StubServer((args.host, args.port), state, args.verbose)
+    host, port = server.server_address[:2]
+    print(f"listening on {host}:{port}", flush=True)
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.server_close()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,481 @@
+"""Tests for dev/bedrock_stub.py, run against a real stub process over HTTP.
+
+Run from the repository root: python3 -m unittest dev/test_bedrock_stub.py -v
+"""
+
+import http.client
+import importlib.util
+import json
+import math
+import os
+import select
+import signal
+import subprocess
+import sys
+import time
+import unittest
+import urllib.error
+import urllib.request
+from urllib.parse import quote
+
+STUB = os.path.join(os.path.dirname(os.path.abspath(__file__)), "bedrock_stub.py")
+ERROR_NAMESPACE = "http://internal.amazon.com/coral/com.amazon.bedrock/"
+TITAN_V1 = "amazon.titan-embed-text-v1"
+TITAN_V2 = "amazon.titan-embed-text-v2:0"
+COHERE_EN = "cohere.embed-english-v3"
+COHERE_ML = "cohere.embed-multilingual-v3"
+COHERE_V4 = "us.cohere.embed-v4:0"
+
+
+def load_stub_module():
+    spec = importlib.util.spec_from_file_location("bedrock_stub", STUB)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def norm(vector):
+    return math.sqrt(sum(x * x for x in vector))
+
+
+def cosine(a, b):
+    return sum(x * y for x, y in zip(a, b)) / (norm(a) * norm(b))
+
+
+class StubTestCase(unittest.TestCase):
+    """Starts a fresh stub for every test so counters and fault settings never leak."""
+
+    stub_args = ()
+
+    def setUp(self):
+        self.proc = None
+        self.start_stub(*self.stub_args)
+
+    def tearDown(self):
+        self.stop_stub()
+
+    def start_stub(self, *args):
+        self.stop_stub()
+        self.proc = subprocess.Popen(
+            [sys.executable, STUB, "--host", "127.0.0.1", "--port", "0", *args],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
+        ready, _, _ = select.select([self.proc.stdout], [], [], 10)
+        line = self.proc.stdout.readline().decode() if ready else ""
+        if not line.startswith("listening on 127.0.0.1:"):
+            self.stop_stub()
+            self.fail(f"stub did not start: {line!r}")
+        self.port = int(line.rsplit(":", 1)[1])
+
+    def stop_stub(self):
+        if self.proc is None:
+            return
+        if self.proc.poll() is None:
+            os.kill(self.proc.pid, signal.SIGKILL)
+        self.proc.wait()
+        self.proc.stdout.close()
+        self.proc.stderr.close()
+        self.proc = None
+
+    def request(self, method, path, body=None, headers=None):
+        """Return (status, headers, decoded JSON body) without raising on HTTP errors."""
+        data = body if isinstance(body, bytes) or body is None else json.dumps(body).encode()
+        req = urllib.request.Request(
+            f"http://127.0.0.1:{self.port}{path}", data=data, method=method,
+            headers={"content-type": "application/json", "accept": "application/json",
+                     **(headers or {})},
+        )
+        try:
+            with urllib.request.urlopen(req, timeout=10) as resp:
+                return resp.status, resp.headers, json.loads(resp.read())
+        except urllib.error.HTTPError as err:
+            with err:
+                return err.code, err.headers, json.loads(err.read())
+
+    def invoke(self, model_id, body):
+        return self.request("POST", f"/model/{quote(model_id, safe='')}/invoke", body)
+
+    def embed_ok(self, model_id, body):
+        status, headers, payload = self.invoke(model_id, body)
+        self.assertEqual(status, 200, payload)
+        self.assertEqual(headers["content-type"], "application/json")
+        self.assertGreaterEqual(int(headers["X-Amzn-Bedrock-Input-Token-Count"]), 1)
+        return payload
+
+    def titan(self, text, **options):
+        return self.embed_ok(TITAN_V2, {"inputText": text, **options})["embedding"]
+
+    def assertBedrockError(self, response, status, code):
+        got_status, headers, payload = response
+        self.assertEqual(got_status, status, payload)
+        self.assertEqual(headers["x-amzn-ErrorType"], f"{code}:{ERROR_NAMESPACE}")
+        self.assertEqual(headers["content-type"], "application/json")
+        self.assertIsInstance(payload["message"], str)
+        return payload["message"]
+
+    def stats(self):
+        return self.request("GET", "/_stub/stats")[2]
+
+
+class ModelShapeTests(StubTestCase):
+    def test_health(self):
+        status, _, payload = self.request("GET", "/_stub/health")
+        self.assertEqual((status, payload), (200, {"ok": True}))
+
+    def test_titan_v1(self):
+        status, headers, payload = self.invoke(TITAN_V1, {"inputText": "Hello world"})
+        self.assertEqual(status, 200)
+        self.assertEqual(set(payload), {"embedding", "inputTextTokenCount"})
+        self.assertEqual(len(payload["embedding"]), 1536)
+        self.assertEqual(payload["inputTextTokenCount"], 2)
+        self.assertEqual(headers["X-Amzn-Bedrock-Input-Token-Count"], "2")
+        self.assertAlmostEqual(norm(payload["embedding"]), 1.0, places=4)
+
+    def test_titan_v2_defaults(self):
+        payload = self.embed_ok(TITAN_V2, {"inputText": "Elasticsearch stores the chunks"})
+        self.assertEqual(set(payload), {"embedding", "inputTextTokenCount", "embeddingsByType"})
+        self.assertEqual(len(payload["embedding"]), 1024)
+        self.assertEqual(payload["embeddingsByType"], {"float": payload["embedding"]})
+        self.assertAlmostEqual(norm(payload["embedding"]), 1.0, places=4)
+
+    def test_titan_v2_dimensions_and_binary(self):
+        for dims in (256, 512, 1024):
+            with self.subTest(dims=dims):
+                payload = self.embed_ok(TITAN_V2, {
+                    "inputText": "binary vectors", "dimensions": dims,
+                    "embeddingTypes": ["float", "binary"],
+                })
+                floats = payload["embeddingsByType"]["float"]
+                binary = payload["embeddingsByType"]["binary"]
+                self.assertEqual(payload["embedding"], floats)
+                self.assertEqual(len(floats), dims)
+                self.assertEqual(len(binary), dims)
+                self.assertEqual(binary, [1 if x > 0 else 0 for x in floats])
+
+    def test_titan_v2_without_normalize(self):
+        text = "raw magnitude"
+        unit = self.titan(text)
+        raw = self.titan(text, normalize=False)
+        self.assertTrue(1.0 <= norm(raw) < 2.0 + 1e-4, norm(raw))
+        self.assertNotAlmostEqual(norm(raw), 1.0, places=3)
+        self.assertAlmostEqual(cosine(unit, raw), 1.0, places=4)
+        self.assertEqual(raw, self.titan(text, normalize=False))
+
+    def test_cohere_v3_floats(self):
+        for model in (COHERE_EN, COHERE_ML):
+            with self.subTest(model=model):
+                texts = ["first chunk", "second chunk", "三番目のチャンク"]
+                payload = self.embed_ok(model, {"texts": texts, "input_type": "search_document"})
+                self.assertEqual(payload["response_type"], "embeddings_floats")
+                self.assertEqual(payload["texts"], texts)
+                self.assertIsInstance(payload["id"], str)
+                self.assertEqual(len(payload["embeddings"]), 3)
+                for vector in payload["embeddings"]:
+                    self.assertEqual(len(vector), 1024)
+                    self.assertAlmostEqual(norm(vector), 1.0, places=4)
+
+    def test_cohere_v3_by_type(self):
+        payload = self.embed_ok(COHERE_EN, {
+            "texts": ["quantised vectors", "another one"], "input_type": "search_query",
+            "embedding_types": ["float", "int8", "uint8", "binary", "ubinary"],
+        })
+        self.assertEqual(payload["response_type"], "embeddings_by_type")
+        by_type = payload["embeddings"]
+        self.assertEqual(set(by_type), {"float", "int8", "uint8", "binary", "ubinary"})
+        for name, dims, low, high in (("float", 1024, -1, 1), ("int8", 1024, -128, 127),
+                                      ("uint8", 1024, 0, 255), ("binary", 128, -128, 127),
+                                      ("ubinary", 128, 0, 255)):
+            with self.subTest(type=name):
+                self.assertEqual(len(by_type[name]), 2)
+                for vector in by_type[name]:
+                    self.assertEqual(len(vector), dims)
+                    self.assertTrue(all(low <= x <= high for x in vector))
+                    if name != "float":
+                        self.assertTrue(all(isinstance(x, int) for x in vector))
+        self.assertTrue(any(by_type["int8"][0]))
+
+    def test_cohere_v4_profiles(self):
+        for prefix in ("us", "eu", "apac", "global"):
+            with self.subTest(prefix=prefix):
+                payload = self.embed_ok(f"{prefix}.cohere.embed-v4:0", {
+                    "texts": ["cross-region inference"], "input_type": "search_document",
+                })
+                self.assertEqual(payload["response_type"], "embeddings_floats")
+                self.assertEqual(len(payload["embeddings"][0]), 1536)
+        payload = self.embed_ok(COHERE_V4, {
+            "texts": ["small"], "input_type": "search_query", "output_dimension": 256,
+            "embedding_types": ["float", "int8"], "max_tokens": 512, "truncate": "RIGHT",
+        })
+        self.assertEqual(len(payload["embeddings"]["float"][0]), 256)
+        self.assertEqual(len(payload["embeddings"]["int8"][0]), 256)
+
+    def test_cohere_v4_truncates_by_tokens(self):
+        body = {"texts": ["one two three four"], "input_type": "search_query", "max_tokens": 2}
+        self.assertEqual(self.embed_ok(COHERE_V4, {**body, "truncate": "LEFT"})["texts"],
+                         ["three four"])
+        self.assertEqual(self.embed_ok(COHERE_V4, {**body, "truncate": "RIGHT"})["texts"],
+                         ["one two"])
+        self.assertBedrockError(self.invoke(COHERE_V4, body), 400, "ValidationException")
+
+    def test_cohere_v3_truncation(self):
+        long_text = "a" * 2000 + " tail" * 20
+        body = {"texts": [long_text], "input_type": "search_document"}
+        self.assertEqual(self.embed_ok(COHERE_EN, {**body, "truncate": "END"})["texts"],
+                         [long_text[:2048]])
+        self.assertEqual(self.embed_ok(COHERE_EN, {**body, "truncate": "START"})["texts"],
+                         [long_text[-2048:]])
+        message = self.assertBedrockError(self.invoke(COHERE_EN, body), 400, "ValidationException")
+        self.assertIn("#/texts/0", message)
+
+    def test_profile_alias_of_titan(self):
+        self.assertEqual(self.embed_ok("us." + TITAN_V2, {"inputText": "alias"})["embedding"],
+                         self.titan("alias"))
+
+    def test_arn_model_id(self):
+        arn = "arn:aws:bedrock:us-east-1:123456789012:inference-profile/" + COHERE_V4
+        payload = self.embed_ok(arn, {"texts": ["arn"], "input_type": "search_query"})
+        self.assertEqual(len(payload["embeddings"][0]), 1536)
+
+
+class EmbeddingQualityTests(StubTestCase):
+    def test_deterministic(self):
+        text = "The ingest Lambda splits documents into chunks."
+        first = self.titan(text)
+        self.assertEqual(first, self.titan(text))
+        self.assertAlmostEqual(norm(first), 1.0, places=4)
+        cohere = self.embed_ok(COHERE_EN, {"texts": [text], "input_type": "search_document"})
+        self.assertEqual(cohere["embeddings"][0], first)
+
+    def test_survives_restart(self):
+        before = self.titan("same text, new process")
+        self.start_stub()
+        self.assertEqual(before, self.titan("same text, new process"))
+
+    def test_japanese_and_english_differ(self):
+        english = self.titan("The weather in Tokyo is sunny today.")
+        japanese = self.titan("今日の東京の天気は晴れです。")
+        self.assertNotEqual(english, japanese)
+        self.assertLess(cosine(english, japanese), 0.5)
+        self.assertAlmostEqual(norm(japanese), 1.0, places=4)
+
+    def test_similar_sentences_score_higher(self):
+        query = self.titan("how to configure the elasticsearch index mapping")
+        similar = self.titan("configure the index mapping in elasticsearch")
+        unrelated = self.titan("bake bread with flour water and yeast")
+        self.assertGreater(cosine(query, similar), cosine(query, unrelated) + 0.3)
+
+    def test_similar_japanese_sentences_score_higher(self):
+        query = self.titan("東京の天気予報")
+        similar = self.titan("明日の東京の天気予報を確認する")
+        unrelated = self.titan("パンの焼き方とレシピ")
+        self.assertGreater(cosine(query, similar), cosine(query, unrelated) + 0.3)
+
+    def test_punctuation_only_is_not_zero(self):
+        for text in ("!!!", "...", "—"):
+            with self.subTest(text=text):
+                vector = self.titan(text)
+                self.assertAlmostEqual(norm(vector), 1.0, places=4)
+        self.assertNotEqual(self.titan("!!!"), self.titan("???"))
+
+    def test_large_cohere_call_is_cheap(self):
+        stub = load_stub_module()
+        words = [f"w{i}x{i * 7919 % 1000}" for i in range(5000)]
+        texts = [" ".join(words[j:j + 400])[:2000] for j in range(0, 96 * 40, 40)]
+        body = json.dumps({"texts": texts, "input_type": "search_document"}).encode()
+        started = time.process_time()
+        payload, _, count = stub.cohere_v3(stub.parse_body(body))
+        stub.to_json(payload)
+        elapsed = time.process_time() - started
+        self.assertEqual(count, 96)
+        # Budget is ~100 ms; the slack absorbs slow shared CI machines.
+        self.assertLess(elapsed, 0.5)
+        self.assertEqual(json.loads(stub.to_json(payload)), json.loads(json.dumps(payload)))
+
+
+class ValidationTests(StubTestCase):
+    CASES = [
+        ("extraneous key", TITAN_V2, {"inputText": "x", "foo": 1}, "extraneous key [foo]"),
+        ("extraneous key v1", TITAN_V1, {"inputText": "x", "dimensions": 256}, "[dimensions]"),
+        ("bad dimensions", TITAN_V2, {"inputText": "x", "dimensions": 300}, "256, 512, 1024"),
+        ("dimensions as bool", TITAN_V2, {"inputText": "x", "dimensions": True}, "#/dimensions"),
+        ("normalize not bool", TITAN_V2, {"inputText": "x", "normalize": "yes"}, "#/normalize"),
+        ("bad embeddingTypes", TITAN_V2, {"inputText": "x", "embeddingTypes": ["int8"]},
+         "float, binary"),
+        ("empty inputText", TITAN_V2, {"inputText": ""}, "#/inputText"),
+        ("missing inputText", TITAN_V1, {}, "required key [inputText]"),
+        ("too long inputText", TITAN_V2, {"inputText": "a" * 50_001}, "50000"),
+        ("missing input_type", COHERE_EN, {"texts": ["x"]}, "required key [input_type]"),
+        ("bad input_type", COHERE_EN, {"texts": ["x"], "input_type": "query"}, "search_query"),
+        ("97 texts", COHERE_EN, {"texts": ["x"] * 97, "input_type": "search_query"}, "96"),
+        ("0 texts", COHERE_ML, {"texts": [], "input_type": "search_query"}, "#/texts"),
+        ("texts not strings", COHERE_EN, {"texts": [1], "input_type": "search_query"},
+         "#/texts/0"),
+        ("v3 truncate LEFT", COHERE_EN,
+         {"texts": ["x"], "input_type": "search_query", "truncate": "LEFT"}, "START"),
+        ("bad embedding_types", COHERE_EN,
+         {"texts": ["x"], "input_type": "search_query", "embedding_types": ["int4"]}, "ubinary"),
+        ("bad output_dimension", COHERE_V4,
+         {"texts": ["x"], "input_type": "search_query", "output_dimension": 1024.0}, "1536"),
+        ("v4 truncate START", COHERE_V4,
+         {"texts": ["x"], "input_type": "search_query", "truncate": "START"}, "LEFT"),
+        ("bad max_tokens", COHERE_V4,
+         {"texts": ["x"], "input_type": "search_query", "max_tokens": 0}, "#/max_tokens"),
+        ("bare cohere v4", "cohere.embed-v4:0", {"texts": ["x"], "input_type": "search_query"},
+         "on-demand throughput isn't supported"),
+        ("unknown model", "amazon.titan-embed-image-v1", {"inputText": "x"},
+         "The provided model identifier is invalid."),
+        ("profile of unknown model", "us.meta.llama3-8b-instruct-v1:0", {"inputText": "x"},
+         "The provided model identifier is invalid."),
+        ("body not JSON", TITAN_V2, b"inputText=x", "not valid JSON"),
+        ("body not object", TITAN_V2, ["x"], "JSONObject"),
+    ]
+
+    def test_closed_schemas(self):
+        for name, model, body, fragment in self.CASES:
+            with self.subTest(name):
+                message = self.assertBedrockError(self.invoke(model, body), 400,
+                                                  "ValidationException")
+                self.assertIn(fragment, message)
+        stats = self.stats()
+        self.assertEqual(stats["invalid"], len(self.CASES))
+        self.assertEqual(stats["ok"], 0)
+
+    def test_unknown_route(self):
+        self.assertBedrockError(self.request("GET", "/model/x/invoke"), 404,
+                                "ResourceNotFoundException")
+        self.assertEqual(self.stats()["calls"], 0)
+
+
+class ThrottleFlagTests(StubTestCase):
+    stub_args = ("--throttle-every", "3")
+
+    def test_every_third_call_is_throttled(self):
+        statuses = []
+        for i in range(9):
+            response = self.invoke(TITAN_V2 if i % 2 else COHERE_EN,
+                                   {"inputText": "x"} if i % 2 else
+                                   {"texts": ["x"], "input_type": "search_query"})
+            statuses.append(response[0])
+            if response[0] == 429:
+                message = self.assertBedrockError(response, 429, "ThrottlingException")
+                self.assertEqual(message, "Too many requests, please wait before trying again.")
+        self.assertEqual(statuses, [200, 200, 429] * 3)
+        stats = self.stats()
+        self.assertEqual((stats["calls"], stats["ok"], stats["throttled"]), (9, 6, 3))
+
+
+class DenyFlagTests(StubTestCase):
+    stub_args = ("--deny-models", f"{COHERE_ML},{TITAN_V1}")
+
+    def test_denied_models(self):
+        body = {"texts": ["x"], "input_type": "search_query"}
+        message = self.assertBedrockError(self.invoke(COHERE_ML, body), 403,
+                                          "AccessDeniedException")
+        self.assertEqual(message, "You don't have access to the model with the specified model ID.")
+        self.assertBedrockError(self.invoke("us." + TITAN_V1, {"inputText": "x"}), 403,
+                                "AccessDeniedException")
+        self.assertEqual(self.invoke(COHERE_EN, body)[0], 200)
+        self.assertEqual(self.stats()["denied"], 2)
+
+
+class ControlApiTests(StubTestCase):
+    def test_stats_count_calls_by_model(self):
+        self.embed_ok(TITAN_V2, {"inputText": "one"})
+        self.embed_ok(COHERE_EN, {"texts": ["a", "b", "c"], "input_type": "search_document"})
+        self.invoke(TITAN_V2, {"inputText": ""})
+        self.assertEqual(self.stats(), {
+            "calls": 3, "ok": 2, "throttled": 0, "failed": 0, "invalid": 1, "denied": 0,
+            "texts": 4, "by_model": {TITAN_V2: 2, COHERE_EN: 1},
+        })
+        status, _, zeroed = self.request("POST", "/_stub/reset")
+        self.assertEqual(status, 200)
+        self.assertEqual(zeroed["calls"], 0)
+        self.assertEqual(self.stats()["by_model"], {})
+
+    def test_config_changes_apply_at_run_time(self):
+        status, _, config = self.request("POST", "/_stub/config",
+                                         {"fail_every": 2, "deny_models": [COHERE_EN]})
+        self.assertEqual(status, 200)
+        self.assertEqual(config["fail_every"], 2)
+        self.assertEqual(config["deny_models"], [COHERE_EN])
+        self.assertEqual(config["throttle_every"], 0)
+        self.assertEqual(self.invoke(TITAN_V2, {"inputText": "x"})[0], 200)
+        message = self.assertBedrockError(self.invoke(TITAN_V2, {"inputText": "x"}), 500,
+                                          "InternalServerException")
+        self.assertTrue(message)
+        self.assertBedrockError(
+            self.invoke(COHERE_EN, {"texts": ["x"], "input_type": "search_query"}), 403,
+            "AccessDeniedException")
+
+        self.request("POST", "/_stub/config", {"fail_error": "ServiceUnavailableException"})
+        self.assertBedrockError(self.invoke(TITAN_V2, {"inputText": "x"}), 503,
+                                "ServiceUnavailableException")
+        self.assertEqual(self.stats()["failed"], 2)
+
+        self.request("POST", "/_stub/config", {"fail_every": 0, "deny_models": []})
+        self.assertEqual(self.invoke(COHERE_EN, {"texts": ["x"], "input_type": "search_query"})[0],
+                         200)
+
+    def test_bad_config_is_rejected_whole(self):
+        for body in ({"throttle_every": -1}, {"latency_ms": "fast"}, {"deny_models": "a"},
+                     {"nope": 1}, {"fail_every": 2, "fail_error": "Oops"}):
+            with self.subTest(body=body):
+                self.assertEqual(self.request("POST", "/_stub/config", body)[0], 400)
+        self.assertEqual(self.request("GET", "/_stub/config")[2]["fail_every"], 0)
+
+    def test_latency(self):
+        self.request("POST", "/_stub/config", {"latency_ms": 150})
+        started = time.monotonic()
+        self.embed_ok(TITAN_V2, {"inputText": "slow"})
+        self.assertGreaterEqual(time.monotonic() - started, 0.15)
+
+
+class HttpTests(StubTestCase):
+    def test_keep_alive(self):
+        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=10)
+        try:
+            path = "/model/" + quote(TITAN_V2, safe="") + "/invoke"
+            conn.request("POST", path, json.dumps({"inputText": "first"}),
+                         {"content-type": "application/json"})
+            first = conn.getresponse()
+            self.assertEqual(first.status, 200)
+            first.read()
+            sock = conn.sock
+            self.assertIsNotNone(sock)
+            # An error response must not close the connection either.
+            conn.request("POST", path, json.dumps({"inputText": ""}),
+                         {"content-type": "application/json"})
+            second = conn.getresponse()
+            self.assertEqual(second.status, 400)
+            second.read()
+            conn.request("GET", "/_stub/health")
+            third = conn.getresponse()
+            self.assertEqual(json.loads(third.read()), {"ok": True})
+            self.assertIs(conn.sock, sock)
+        finally:
+            conn.close()
+
+    def test_chunked_body(self):
+        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=10)
+        try:
+            body = json.dumps({"inputText": "chunked upload"}).encode()
+            conn.request("POST", "/model/" + quote(TITAN_V2, safe="") + "/invoke",
+                         iter([body[:7], body[7:]]),
+                         {"content-type": "application/json"}, encode_chunked=True)
+            response = conn.getresponse()
+            payload = json.loads(response.read())
+            self.assertEqual(response.status, 200)
+            self.assertEqual(payload["embedding"], self.titan("chunked upload"))
+        finally:
+            conn.close()
+
+    def test_refuses_non_loopback_host(self):
+        result = subprocess.run([sys.executable, STUB, "--host", "0.0.0.0", "--port", "0"],
+                                capture_output=True, timeout=10)
+        self.assertNotEqual(result.returncode, 0)
+        self.assertEqual(result.stdout, b"")
+
+
+if __name__ == "__main__":
+    unittest.main()

@@ -1,0 +1,35 @@
+//! `embed-index`: SQS chunk messages → Bedrock embeddings → Elasticsearch, with a partial batch
+//! response.
+
+use std::time::Duration;
+
+use lambda_runtime::{Error, LambdaEvent, service_fn};
+use sakuin::config::{EmbedIndexConfig, Env};
+use sakuin::embed::bedrock::BedrockEmbedder;
+use sakuin::embed_index::{EmbedIndexDeps, IndexSetupError, handle_batch};
+use sakuin::es::EsClient;
+use sakuin::aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent};
+use sakuin::retry::Deadline;
+
+/// Time kept back from the Lambda deadline to send the response.
+const RESPONSE_RESERVE: Duration = Duration::from_secs(2);
+
+#[tokio::main]
+async fn main() -> Result<(), Error> {
+    sakuin::init_logging();
+    let mut config = EmbedIndexConfig::from_env(&mut Env::from_process())?;
+    let sdk = sakuin::aws::sdk_config().await;
+    if let Some(secret_id) = &config.es_secret_id {
+        config.es.auth = Some(sakuin::aws::es_auth_from_secret(&sdk, secret_id).await?);
+    }
+    let index = EsClient::new(&config.es)?;
+    let embedder = BedrockEmbedder::new(sakuin::aws::bedrock_client(&sdk), config.model.clone());
+    let deps = EmbedIndexDeps::new(embedder, index, config);
+    let deps = &deps;
+    lambda_runtime::run(service_fn(move |event: LambdaEvent<SqsEvent>| async move {
+        let deadline = Deadline::from_lambda_deadline_ms(event.context.deadline, RESPONSE_RESERVE);
+        let (response, _) = handle_batch(deps, event.payload, deadline).await?;
+        Ok::<SqsBatchResponse, IndexSetupError>(response)
+    }))
+    .await
+}

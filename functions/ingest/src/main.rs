@@ -1,0 +1,21 @@
+//! `ingest`: S3 notifications → chunk messages on SQS.
+
+use lambda_runtime::{Error, LambdaEvent, service_fn};
+use sakuin::config::{Env, IngestConfig};
+use sakuin::ingest::{IngestDeps, handle_event};
+use sakuin::queue::SqsQueue;
+use sakuin::store::S3Store;
+use serde_json::Value;
+
+#[tokio::main]
+async fn main() -> Result<(), Error> {
+    sakuin::init_logging();
+    let mut env = Env::from_process();
+    let config = IngestConfig::from_env(&mut env)?;
+    let sdk = sakuin::aws::sdk_config().await;
+    let s3 = sakuin::aws::s3_client(&sdk, &mut env);
+    let queue = SqsQueue::new(sakuin::aws::sqs_client(&sdk), config.queue_url.clone());
+    let deps = IngestDeps { store: S3Store::new(s3), queue, config };
+    let deps = &deps;
+    lambda_runtime::run(service_fn(move |event: LambdaEvent<Value>| async move { handle_event(deps, event.payload).await })).await
+}

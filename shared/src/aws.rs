@@ -1,0 +1,57 @@
+//! Building AWS SDK clients once per container, with the settings each service needs here.
+
+use std::time::Duration;
+
+use aws_config::BehaviorVersion;
+use aws_config::retry::RetryConfig;
+use aws_config::timeout::TimeoutConfig;
+
+use crate::config::{ConfigError, Env, auth_from_secret};
+use crate::es::EsAuth;
+
+/// The shared SDK configuration: region, credentials and `AWS_ENDPOINT_URL_*` from the
+/// environment, as every SDK reads them.
+pub async fn sdk_config() -> aws_config::SdkConfig {
+    aws_config::defaults(BehaviorVersion::latest()).load().await
+}
+
+/// S3, honouring `S3_FORCE_PATH_STYLE` for local emulators.
+pub fn s3_client(conf: &aws_config::SdkConfig, env: &mut Env) -> aws_sdk_s3::Client {
+    let path_style = env.flag("S3_FORCE_PATH_STYLE", false);
+    let s3 = aws_sdk_s3::config::Builder::from(conf).force_path_style(path_style).build();
+    aws_sdk_s3::Client::from_conf(s3)
+}
+
+pub fn sqs_client(conf: &aws_config::SdkConfig) -> aws_sdk_sqs::Client {
+    aws_sdk_sqs::Client::new(conf)
+}
+
+/// Bedrock Runtime with the SDK's own retries off: `embed_all` retries against the invocation's
+/// deadline and counts throttles. Each attempt still has a hard time limit.
+pub fn bedrock_client(conf: &aws_config::SdkConfig) -> aws_sdk_bedrockruntime::Client {
+    let bedrock = aws_sdk_bedrockruntime::config::Builder::from(conf)
+        .retry_config(RetryConfig::disabled())
+        .timeout_config(
+            TimeoutConfig::builder()
+                .connect_timeout(Duration::from_secs(3))
+                .operation_attempt_timeout(Duration::from_secs(60))
+                .build(),
+        )
+        .build();
+    aws_sdk_bedrockruntime::Client::from_conf(bedrock)
+}
+
+/// Reads Elasticsearch credentials from Secrets Manager (once per container).
+pub async fn es_auth_from_secret(conf: &aws_config::SdkConfig, secret_id: &str) -> Result<EsAuth, ConfigError> {
+    let client = aws_sdk_secretsmanager::Client::new(conf);
+    let out = client.get_secret_value().secret_id(secret_id).send().await.map_err(|e| ConfigError {
+        problems: vec![format!(
+            "ES_SECRET_ID {secret_id}: could not be read: {}",
+            crate::embed::bedrock::error_chain(&e.into_service_error())
+        )],
+    })?;
+    let text = out.secret_string().ok_or_else(|| ConfigError {
+        problems: vec![format!("ES_SECRET_ID {secret_id}: the secret has no string value")],
+    })?;
+    auth_from_secret(secret_id, text)
+}

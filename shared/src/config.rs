@@ -1,0 +1,406 @@
+//! Configuration from environment variables, validated once at start-up: every problem is
+//! reported at once, each naming its variable; secrets are wrapped before anything can print them.
+
+use std::collections::HashMap;
+use std::str::FromStr;
+use std::time::Duration;
+
+use crate::chunker::ChunkSettings;
+use crate::embed::EmbeddingModel;
+use crate::es::{EsAuth, EsSettings};
+use crate::record::FieldSelection;
+use crate::secret::Secret;
+
+/// Every problem found in the configuration.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[error("invalid configuration:\n  - {}", problems.join("\n  - "))]
+pub struct ConfigError {
+    pub problems: Vec<String>,
+}
+
+/// Reads variables, collecting problems instead of stopping at the first.
+pub struct Env {
+    vars: HashMap<String, String>,
+    problems: Vec<String>,
+}
+
+impl Env {
+    pub fn from_process() -> Self {
+        Self::from_map(std::env::vars().collect())
+    }
+
+    pub fn from_map(vars: HashMap<String, String>) -> Self {
+        Self { vars, problems: Vec::new() }
+    }
+
+    /// A variable's value; empty counts as unset (SAM declares unused variables as "").
+    pub fn get(&self, name: &str) -> Option<String> {
+        self.vars.get(name).map(|v| v.trim().to_owned()).filter(|v| !v.is_empty())
+    }
+
+    fn secret(&self, name: &str) -> Option<Secret> {
+        // Secrets are not trimmed: a trailing space could be part of a password.
+        self.vars.get(name).filter(|v| !v.is_empty()).map(|v| Secret::new(v.clone()))
+    }
+
+    pub fn problem(&mut self, text: impl Into<String>) {
+        self.problems.push(text.into());
+    }
+
+    pub fn required(&mut self, name: &str, meaning: &str) -> String {
+        self.get(name).unwrap_or_else(|| {
+            self.problem(format!("{name} is required ({meaning})"));
+            String::new()
+        })
+    }
+
+    pub fn parse<T: FromStr>(&mut self, name: &str, default: T) -> T
+    where
+        T::Err: std::fmt::Display,
+    {
+        match self.get(name) {
+            None => default,
+            Some(v) => v.parse().unwrap_or_else(|e| {
+                self.problem(format!("{name}={v:?} is not valid: {e}"));
+                default
+            }),
+        }
+    }
+
+    pub fn optional<T: FromStr>(&mut self, name: &str) -> Option<T>
+    where
+        T::Err: std::fmt::Display,
+    {
+        let v = self.get(name)?;
+        match v.parse() {
+            Ok(parsed) => Some(parsed),
+            Err(e) => {
+                self.problem(format!("{name}={v:?} is not valid: {e}"));
+                None
+            }
+        }
+    }
+
+    pub fn flag(&mut self, name: &str, default: bool) -> bool {
+        match self.get(name).map(|v| v.to_ascii_lowercase()) {
+            None => default,
+            Some(v) if ["true", "1", "yes", "on"].contains(&v.as_str()) => true,
+            Some(v) if ["false", "0", "no", "off"].contains(&v.as_str()) => false,
+            Some(v) => {
+                self.problem(format!("{name}={v:?} is not true or false"));
+                default
+            }
+        }
+    }
+
+    pub fn list(&self, name: &str, default: &str) -> Vec<String> {
+        self.get(name)
+            .unwrap_or_else(|| default.to_owned())
+            .split(',')
+            .map(|s| s.trim().to_owned())
+            .filter(|s| !s.is_empty())
+            .collect()
+    }
+
+    /// Fails with every problem recorded so far.
+    pub fn check(&mut self) -> Result<(), ConfigError> {
+        let problems = std::mem::take(&mut self.problems);
+        if problems.is_empty() { Ok(()) } else { Err(ConfigError { problems }) }
+    }
+
+    /// `EMBEDDING_MODEL_ID` and `EMBEDDING_DIMENSIONS`.
+    pub fn model(&mut self) -> Option<EmbeddingModel> {
+        let id = self.get("EMBEDDING_MODEL_ID").unwrap_or_else(|| "amazon.titan-embed-text-v2:0".into());
+        let dims = self.optional::<usize>("EMBEDDING_DIMENSIONS");
+        match EmbeddingModel::resolve(&id, dims) {
+            Ok(m) => Some(m),
+            Err(e) => {
+                self.problem(e.to_string());
+                None
+            }
+        }
+    }
+
+    /// The `ES_*` variables. Credentials named by `ES_SECRET_ID` are fetched later, by the caller
+    /// that has an AWS client.
+    pub fn elasticsearch(&mut self) -> (EsSettings, Option<String>) {
+        let host = self.required("ES_HOST", "the Elasticsearch host name or IP address");
+        let port = self.parse::<u16>("ES_PORT", 9200);
+        let use_ssl = self.flag("ES_USE_SSL", false);
+        let verify_certs = self.flag("ES_VERIFY_CERTS", true);
+        let ca_cert_pem = self.get("ES_CA_CERT").and_then(|v| self.pem(&v));
+        let username = self.get("ES_USERNAME");
+        let password = self.secret("ES_PASSWORD");
+        let api_key = self.secret("ES_API_KEY");
+        let auth = match (username, password, api_key) {
+            (_, _, Some(key)) => Some(EsAuth::ApiKey(key)),
+            (Some(username), Some(password), None) => Some(EsAuth::Basic { username, password }),
+            (Some(_), None, None) => {
+                self.problem("ES_USERNAME is set without ES_PASSWORD");
+                None
+            }
+            (None, Some(_), None) => {
+                self.problem("ES_PASSWORD is set without ES_USERNAME");
+                None
+            }
+            (None, None, None) => None,
+        };
+        if host.contains("://") || host.contains('/') {
+            self.problem(format!("ES_HOST={host:?} must be a host name or IP address, without scheme or path (use ES_USE_SSL for https)"));
+        }
+        let timeout = Duration::from_secs(self.parse::<u64>("ES_TIMEOUT_SECS", 30).max(1));
+        let connect_timeout = Duration::from_secs(self.parse::<u64>("ES_CONNECT_TIMEOUT_SECS", 5).max(1));
+        let index = self.get("ES_INDEX").unwrap_or_else(|| "documents".into());
+        let secret_id = self.get("ES_SECRET_ID");
+        (
+            EsSettings { host, port, use_ssl, verify_certs, ca_cert_pem, auth, index, timeout, connect_timeout },
+            secret_id,
+        )
+    }
+
+    /// Inline PEM text, or a path to a PEM file.
+    fn pem(&mut self, value: &str) -> Option<String> {
+        if value.contains("-----BEGIN") {
+            return Some(value.replace("\\n", "\n"));
+        }
+        match std::fs::read_to_string(value) {
+            Ok(text) => Some(text),
+            Err(e) => {
+                self.problem(format!("ES_CA_CERT names {value:?}, which cannot be read: {e}"));
+                None
+            }
+        }
+    }
+}
+
+/// Credentials read from a Secrets Manager secret: `{"username","password"}` or `{"api_key"}`.
+pub fn auth_from_secret(secret_id: &str, secret_string: &str) -> Result<EsAuth, ConfigError> {
+    let problem = |text: &str| ConfigError { problems: vec![format!("secret {secret_id}: {text}")] };
+    let value: serde_json::Value =
+        serde_json::from_str(secret_string).map_err(|_| problem("is not JSON ({\"username\",\"password\"} or {\"api_key\"})"))?;
+    let field = |name: &str| value.get(name).and_then(|v| v.as_str()).filter(|s| !s.is_empty());
+    if let Some(key) = field("api_key") {
+        return Ok(EsAuth::ApiKey(Secret::new(key)));
+    }
+    match (field("username"), field("password")) {
+        (Some(u), Some(p)) => Ok(EsAuth::Basic { username: u.to_owned(), password: Secret::new(p) }),
+        _ => Err(problem("holds neither api_key nor username and password")),
+    }
+}
+
+/// What `ingest` needs.
+#[derive(Debug, Clone)]
+pub struct IngestConfig {
+    pub queue_url: String,
+    pub fields: FieldSelection,
+    pub chunking: ChunkSettings,
+    pub message_max_bytes: usize,
+    pub sqs_max_payload_bytes: usize,
+    pub max_record_bytes: usize,
+    pub model: EmbeddingModel,
+}
+
+impl IngestConfig {
+    pub fn from_env(env: &mut Env) -> Result<Self, ConfigError> {
+        let queue_url = env.required("CHUNK_QUEUE_URL", "the SQS queue chunks are sent to");
+        let fields = fields(env);
+        let model = env.model();
+        let chunking = chunking(env, model.as_ref());
+        let message_max_bytes = env.parse::<usize>("MESSAGE_MAX_BYTES", 64 * 1024);
+        let sqs_max_payload_bytes = env.parse::<usize>("SQS_MAX_PAYLOAD_BYTES", 256 * 1024);
+        let max_record_bytes = env.parse::<usize>("MAX_RECORD_BYTES", 4 * 1024 * 1024);
+        if !(4096..=1024 * 1024).contains(&message_max_bytes) {
+            env.problem(format!("MESSAGE_MAX_BYTES={message_max_bytes} must be between 4096 and 1048576 (SQS's limit)"));
+        }
+        if sqs_max_payload_bytes < message_max_bytes || sqs_max_payload_bytes > 1024 * 1024 {
+            env.problem(format!(
+                "SQS_MAX_PAYLOAD_BYTES={sqs_max_payload_bytes} must be at least MESSAGE_MAX_BYTES and at most 1048576"
+            ));
+        }
+        env.check()?;
+        Ok(Self {
+            queue_url,
+            fields,
+            chunking,
+            message_max_bytes,
+            sqs_max_payload_bytes,
+            max_record_bytes: max_record_bytes.max(1024),
+            model: model.expect("check() fails when the model is invalid"),
+        })
+    }
+}
+
+fn fields(env: &mut Env) -> FieldSelection {
+    let text_fields = env.list("TEXT_FIELDS", "text");
+    if text_fields.is_empty() {
+        env.problem("TEXT_FIELDS names no field");
+    }
+    let id_field = env.get("ID_FIELD").unwrap_or_else(|| "id".into());
+    FieldSelection { text_fields, id_field }
+}
+
+fn chunking(env: &mut Env, model: Option<&EmbeddingModel>) -> ChunkSettings {
+    let max_chars = env.parse::<usize>("CHUNK_MAX_CHARS", 1000);
+    let overlap_chars = env.parse::<usize>("CHUNK_OVERLAP_CHARS", 100);
+    if max_chars < 50 {
+        env.problem(format!("CHUNK_MAX_CHARS={max_chars} is too small (at least 50)"));
+    }
+    if overlap_chars >= max_chars {
+        env.problem(format!("CHUNK_OVERLAP_CHARS={overlap_chars} must be smaller than CHUNK_MAX_CHARS={max_chars}"));
+    }
+    if let Some(model) = model {
+        if max_chars > model.max_input_chars() {
+            env.problem(format!(
+                "CHUNK_MAX_CHARS={max_chars} is more than {} takes in one input ({} characters)",
+                model.id,
+                model.max_input_chars()
+            ));
+        }
+    }
+    ChunkSettings { max_chars, overlap_chars }
+}
+
+/// What `embed-index` needs.
+#[derive(Debug, Clone)]
+pub struct EmbedIndexConfig {
+    pub es: EsSettings,
+    pub es_secret_id: Option<String>,
+    pub model: EmbeddingModel,
+    pub similarity: String,
+    pub concurrency: usize,
+    pub bulk_max_bytes: usize,
+}
+
+impl EmbedIndexConfig {
+    pub fn from_env(env: &mut Env) -> Result<Self, ConfigError> {
+        let (es, es_secret_id) = env.elasticsearch();
+        let model = env.model();
+        let similarity = env.get("ES_SIMILARITY").unwrap_or_else(|| "cosine".into());
+        if !["cosine", "dot_product", "l2_norm", "max_inner_product"].contains(&similarity.as_str()) {
+            env.problem(format!("ES_SIMILARITY={similarity:?} is not cosine, dot_product, l2_norm or max_inner_product"));
+        }
+        let concurrency = env.parse::<usize>("EMBED_CONCURRENCY", 8);
+        if !(1..=256).contains(&concurrency) {
+            env.problem(format!("EMBED_CONCURRENCY={concurrency} must be between 1 and 256"));
+        }
+        let bulk_max_bytes = env.parse::<usize>("ES_BULK_MAX_BYTES", 10 * 1024 * 1024).max(64 * 1024);
+        env.check()?;
+        Ok(Self { es, es_secret_id, model: model.expect("checked"), similarity, concurrency, bulk_max_bytes })
+    }
+}
+
+/// What `probe` needs; every dependency it is not told about is skipped.
+#[derive(Debug, Clone)]
+pub struct ProbeConfig {
+    pub es: EsSettings,
+    pub es_secret_id: Option<String>,
+    pub model: EmbeddingModel,
+    pub bucket: Option<String>,
+    pub queue_url: Option<String>,
+    pub dead_letter_queue_url: Option<String>,
+    pub timeout: Duration,
+}
+
+impl ProbeConfig {
+    pub fn from_env(env: &mut Env) -> Result<Self, ConfigError> {
+        let (mut es, es_secret_id) = env.elasticsearch();
+        let model = env.model();
+        let timeout = Duration::from_secs(env.parse::<u64>("PROBE_TIMEOUT_SECS", 5).max(1));
+        // A probe answers quickly or says where it hangs; it never waits out a 30 s default.
+        es.timeout = es.timeout.min(timeout);
+        es.connect_timeout = es.connect_timeout.min(timeout);
+        let bucket = env.get("SOURCE_BUCKET");
+        let queue_url = env.get("CHUNK_QUEUE_URL");
+        let dead_letter_queue_url = env.get("DEAD_LETTER_QUEUE_URL");
+        env.check()?;
+        Ok(Self { es, es_secret_id, model: model.expect("checked"), bucket, queue_url, dead_letter_queue_url, timeout })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> Env {
+        Env::from_map(pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect())
+    }
+
+    #[test]
+    fn defaults_follow_the_contract() {
+        let cfg = EmbedIndexConfig::from_env(&mut env(&[("ES_HOST", "10.0.0.5")])).unwrap();
+        assert_eq!(cfg.es.base_url(), "http://10.0.0.5:9200");
+        assert_eq!(cfg.es.index, "documents");
+        assert!(cfg.es.verify_certs);
+        assert_eq!(cfg.model.id, "amazon.titan-embed-text-v2:0");
+        assert_eq!(cfg.model.dimensions, 1024);
+
+        let cfg = IngestConfig::from_env(&mut env(&[("CHUNK_QUEUE_URL", "http://q")])).unwrap();
+        assert_eq!(cfg.fields.text_fields, vec!["text"]);
+        assert_eq!(cfg.fields.id_field, "id");
+        assert_eq!(cfg.chunking, ChunkSettings { max_chars: 1000, overlap_chars: 100 });
+        assert!(cfg.message_max_bytes < 256 * 1024);
+    }
+
+    #[test]
+    fn every_problem_is_reported_at_once() {
+        let err = EmbedIndexConfig::from_env(&mut env(&[
+            ("ES_PORT", "ninety"),
+            ("ES_USE_SSL", "maybe"),
+            ("EMBEDDING_MODEL_ID", "amazon.titan-embed-text-v2:0"),
+            ("EMBEDDING_DIMENSIONS", "300"),
+            ("ES_USERNAME", "elastic"),
+        ]))
+        .unwrap_err();
+        let text = err.to_string();
+        for needle in ["ES_HOST is required", "ES_PORT", "ES_USE_SSL", "EMBEDDING_DIMENSIONS 300", "ES_USERNAME is set without"] {
+            assert!(text.contains(needle), "missing {needle:?} in:\n{text}");
+        }
+        assert_eq!(err.problems.len(), 5);
+    }
+
+    #[test]
+    fn chunk_size_must_fit_the_model() {
+        let err = IngestConfig::from_env(&mut env(&[
+            ("CHUNK_QUEUE_URL", "http://q"),
+            ("EMBEDDING_MODEL_ID", "cohere.embed-multilingual-v3"),
+            ("CHUNK_MAX_CHARS", "3000"),
+        ]))
+        .unwrap_err();
+        assert!(err.to_string().contains("2048"), "{err}");
+        let err = IngestConfig::from_env(&mut env(&[("CHUNK_QUEUE_URL", "q"), ("CHUNK_OVERLAP_CHARS", "1000")])).unwrap_err();
+        assert!(err.to_string().contains("CHUNK_OVERLAP_CHARS"), "{err}");
+    }
+
+    #[test]
+    fn secrets_never_show_in_errors_or_debug() {
+        let mut e = env(&[("ES_HOST", "h"), ("ES_USERNAME", "u"), ("ES_PASSWORD", "pa55-w0rd-x"), ("ES_PORT", "x")]);
+        let err = EmbedIndexConfig::from_env(&mut e).unwrap_err();
+        assert!(!err.to_string().contains("pa55-w0rd-x"));
+        let cfg = EmbedIndexConfig::from_env(&mut env(&[("ES_HOST", "h"), ("ES_API_KEY", "a2V5LWlkOmtleQ==")])).unwrap();
+        assert!(!format!("{cfg:?}").contains("a2V5LWlkOmtleQ=="));
+        assert!(matches!(cfg.es.auth, Some(EsAuth::ApiKey(_))));
+    }
+
+    #[test]
+    fn empty_values_count_as_unset() {
+        let cfg = EmbedIndexConfig::from_env(&mut env(&[("ES_HOST", "h"), ("ES_INDEX", ""), ("EMBEDDING_DIMENSIONS", "")])).unwrap();
+        assert_eq!(cfg.es.index, "documents");
+        assert_eq!(cfg.model.dimensions, 1024);
+    }
+
+    #[test]
+    fn host_with_scheme_is_refused_with_a_hint() {
+        let err = EmbedIndexConfig::from_env(&mut env(&[("ES_HOST", "https://es:9200")])).unwrap_err();
+        assert!(err.to_string().contains("ES_USE_SSL"), "{err}");
+    }
+
+    #[test]
+    fn secret_payloads() {
+        assert!(matches!(auth_from_secret("s", r#"{"api_key":"k"}"#), Ok(EsAuth::ApiKey(_))));
+        assert!(matches!(auth_from_secret("s", r#"{"username":"u","password":"p"}"#), Ok(EsAuth::Basic { .. })));
+        let err = auth_from_secret("arn:s", r#"{"user":"u"}"#).unwrap_err();
+        assert!(err.to_string().contains("arn:s"));
+        let err = auth_from_secret("arn:s", "hunter2").unwrap_err();
+        assert!(!err.to_string().contains("hunter2"));
+    }
+}

@@ -1,0 +1,89 @@
+//! The Bedrock Runtime adapter: one InvokeModel call, its errors sorted into retryable and not.
+
+use aws_sdk_bedrockruntime::error::SdkError;
+use aws_sdk_bedrockruntime::operation::invoke_model::InvokeModelError;
+use aws_sdk_bedrockruntime::primitives::Blob;
+
+use super::{EmbedError, Embedder, EmbeddingModel, InputPurpose, ModelOutput};
+
+/// Amazon Bedrock through the AWS SDK. Build the client with retries disabled: `embed_all`
+/// retries with the invocation's deadline in view, and counts what it does.
+#[derive(Clone)]
+pub struct BedrockEmbedder {
+    client: aws_sdk_bedrockruntime::Client,
+    model: EmbeddingModel,
+}
+
+impl BedrockEmbedder {
+    pub fn new(client: aws_sdk_bedrockruntime::Client, model: EmbeddingModel) -> Self {
+        Self { client, model }
+    }
+}
+
+impl Embedder for BedrockEmbedder {
+    fn model(&self) -> &EmbeddingModel {
+        &self.model
+    }
+
+    async fn invoke(&self, texts: &[&str], purpose: InputPurpose) -> Result<ModelOutput, EmbedError> {
+        let out = self
+            .client
+            .invoke_model()
+            .model_id(&self.model.id)
+            .content_type("application/json")
+            .accept("application/json")
+            .body(Blob::new(self.model.request_body(texts, purpose)))
+            .send()
+            .await
+            .map_err(classify)?;
+        self.model
+            .parse_response(out.body.as_ref(), texts.len())
+            .map_err(|e| EmbedError::Permanent { code: "UnexpectedResponse".into(), message: e.to_string() })
+    }
+}
+
+/// Decides, in one place, which Bedrock failures are worth another try.
+pub fn classify(err: SdkError<InvokeModelError>) -> EmbedError {
+    match &err {
+        SdkError::ServiceError(ctx) => {
+            let status = ctx.raw().status().as_u16();
+            let e = ctx.err();
+            let message = e.meta().message().unwrap_or("no message").to_owned();
+            let code = e.meta().code().unwrap_or("Unknown").to_owned();
+            match e {
+                InvokeModelError::ThrottlingException(_) | InvokeModelError::ServiceQuotaExceededException(_) => {
+                    EmbedError::Throttled(message)
+                }
+                InvokeModelError::InternalServerException(_)
+                | InvokeModelError::ServiceUnavailableException(_)
+                | InvokeModelError::ModelNotReadyException(_)
+                | InvokeModelError::ModelTimeoutException(_) => EmbedError::Transient(format!("{code}: {message}")),
+                InvokeModelError::AccessDeniedException(_)
+                | InvokeModelError::ValidationException(_)
+                | InvokeModelError::ResourceNotFoundException(_)
+                | InvokeModelError::ModelErrorException(_) => EmbedError::Permanent { code, message },
+                _ if status == 429 => EmbedError::Throttled(message),
+                _ if status >= 500 || status == 408 => EmbedError::Transient(format!("{code}: {message}")),
+                _ => EmbedError::Permanent { code, message },
+            }
+        }
+        SdkError::ConstructionFailure(_) => EmbedError::Permanent { code: "ConstructionFailure".into(), message: format!("{:?}", err) },
+        // Timeouts, connection failures and unreadable responses: the network, not the request.
+        _ => EmbedError::Transient(error_chain(&err)),
+    }
+}
+
+/// An error and its sources on one line, the way an operator wants to read a connection failure.
+pub fn error_chain(err: &dyn std::error::Error) -> String {
+    let mut out = err.to_string();
+    let mut source = err.source();
+    while let Some(s) = source {
+        let text = s.to_string();
+        if !out.contains(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+        source = s.source();
+    }
+    out
+}

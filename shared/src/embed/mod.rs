@@ -1,0 +1,295 @@
+//! Embedding texts: the `Embedder` seam, concurrent batched calls with deadline-aware retries,
+//! and the Bedrock adapter.
+
+pub mod bedrock;
+pub mod model;
+
+use std::future::Future;
+use std::time::Duration;
+
+use futures::StreamExt;
+use tracing::warn;
+
+pub use model::{EmbeddingModel, InputPurpose, ModelError, ModelFamily, ModelOutput};
+
+use crate::retry::{Backoff, Deadline};
+
+/// Why a call to the embedding model did not give vectors.
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
+pub enum EmbedError {
+    #[error("Bedrock throttled the call: {0}")]
+    Throttled(String),
+    #[error("Bedrock failed transiently: {0}")]
+    Transient(String),
+    #[error("Bedrock refused the call ({code}): {message}")]
+    Permanent { code: String, message: String },
+    #[error("out of time before Bedrock answered")]
+    OutOfTime,
+}
+
+impl EmbedError {
+    /// Whether the same call may succeed later (in this invocation or a retried one).
+    pub fn is_retryable(&self) -> bool {
+        !matches!(self, EmbedError::Permanent { .. })
+    }
+
+    /// A short label for metrics and logs.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            EmbedError::Throttled(_) => "throttled",
+            EmbedError::Transient(_) => "transient",
+            EmbedError::Permanent { .. } => "rejected",
+            EmbedError::OutOfTime => "out_of_time",
+        }
+    }
+}
+
+/// Calls one embedding model.
+pub trait Embedder: Send + Sync {
+    fn model(&self) -> &EmbeddingModel;
+
+    /// One InvokeModel call for at most `model().max_batch()` texts.
+    fn invoke(&self, texts: &[&str], purpose: InputPurpose) -> impl Future<Output = Result<ModelOutput, EmbedError>> + Send;
+}
+
+/// How hard to push and how long to keep trying.
+#[derive(Debug, Clone, Copy)]
+pub struct EmbedPolicy {
+    pub concurrency: usize,
+    pub max_attempts: u32,
+    pub base_delay: Duration,
+    pub max_delay: Duration,
+}
+
+impl Default for EmbedPolicy {
+    fn default() -> Self {
+        Self { concurrency: 8, max_attempts: 6, base_delay: Duration::from_millis(200), max_delay: Duration::from_secs(10) }
+    }
+}
+
+/// What one `embed_all` cost.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct EmbedStats {
+    pub calls: u64,
+    pub throttles: u64,
+    pub retries: u64,
+    pub input_tokens: u64,
+}
+
+impl EmbedStats {
+    fn add(&mut self, other: EmbedStats) {
+        self.calls += other.calls;
+        self.throttles += other.throttles;
+        self.retries += other.retries;
+        self.input_tokens += other.input_tokens;
+    }
+}
+
+/// Embeds every text, grouped into calls of the model's batch size and run `concurrency` at a
+/// time. Throttling and transient faults are retried with jittered backoff while the deadline
+/// allows; once it does not, no new call starts and the rest is reported `OutOfTime`.
+/// Results come back in the order of `texts`.
+pub async fn embed_all<E: Embedder>(
+    embedder: &E,
+    texts: &[&str],
+    purpose: InputPurpose,
+    policy: EmbedPolicy,
+    deadline: Deadline,
+) -> (Vec<Result<Vec<f32>, EmbedError>>, EmbedStats) {
+    let batch = embedder.model().max_batch().max(1);
+    let calls = texts.chunks(batch).enumerate().map(|(i, group)| async move {
+        let (result, stats) = call_with_retries(embedder, group, purpose, policy, deadline).await;
+        (i, group.len(), result, stats)
+    });
+    let mut done: Vec<_> = futures::stream::iter(calls).buffer_unordered(policy.concurrency.max(1)).collect().await;
+    done.sort_by_key(|(i, ..)| *i);
+
+    let mut results = Vec::with_capacity(texts.len());
+    let mut total = EmbedStats::default();
+    for (_, n, result, stats) in done {
+        total.add(stats);
+        match result {
+            Ok(out) => results.extend(out.vectors.into_iter().map(Ok)),
+            Err(e) => results.extend(std::iter::repeat_n(Err(e), n)),
+        }
+    }
+    (results, total)
+}
+
+async fn call_with_retries<E: Embedder>(
+    embedder: &E,
+    texts: &[&str],
+    purpose: InputPurpose,
+    policy: EmbedPolicy,
+    deadline: Deadline,
+) -> (Result<ModelOutput, EmbedError>, EmbedStats) {
+    let mut stats = EmbedStats::default();
+    let mut backoff = Backoff::new(policy.base_delay, policy.max_delay);
+    let mut attempt = 1;
+    loop {
+        if !deadline.allows(Duration::ZERO) {
+            return (Err(EmbedError::OutOfTime), stats);
+        }
+        stats.calls += 1;
+        let result = match tokio::time::timeout(deadline.remaining(), embedder.invoke(texts, purpose)).await {
+            Ok(r) => r,
+            Err(_) => Err(EmbedError::OutOfTime),
+        };
+        match result {
+            Ok(out) => {
+                stats.input_tokens += out.input_tokens.unwrap_or(0);
+                return (Ok(out), stats);
+            }
+            Err(e) => {
+                if matches!(e, EmbedError::Throttled(_)) {
+                    stats.throttles += 1;
+                }
+                let delay = backoff.next_delay();
+                if !e.is_retryable() || attempt >= policy.max_attempts || !deadline.allows(delay) {
+                    return (Err(e), stats);
+                }
+                warn!(model = %embedder.model().id, attempt, error = %e, delay_ms = delay.as_millis() as u64, "embedding call failed; retrying");
+                stats.retries += 1;
+                attempt += 1;
+                tokio::time::sleep(delay).await;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Mutex;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    /// Embeds a text as [len, first byte, ...]; throttles every `throttle_every`-th call and
+    /// tracks peak concurrency.
+    struct FakeEmbedder {
+        model: EmbeddingModel,
+        throttle_every: usize,
+        reject: Option<&'static str>,
+        calls: AtomicUsize,
+        in_flight: AtomicUsize,
+        peak: AtomicUsize,
+        latency: Duration,
+        seen: Mutex<Vec<usize>>,
+    }
+
+    impl FakeEmbedder {
+        fn new(model_id: &str) -> Self {
+            Self {
+                model: EmbeddingModel::resolve(model_id, None).unwrap(),
+                throttle_every: 0,
+                reject: None,
+                calls: AtomicUsize::new(0),
+                in_flight: AtomicUsize::new(0),
+                peak: AtomicUsize::new(0),
+                latency: Duration::from_millis(10),
+                seen: Mutex::new(Vec::new()),
+            }
+        }
+    }
+
+    impl Embedder for FakeEmbedder {
+        fn model(&self) -> &EmbeddingModel {
+            &self.model
+        }
+
+        async fn invoke(&self, texts: &[&str], _: InputPurpose) -> Result<ModelOutput, EmbedError> {
+            let n = self.calls.fetch_add(1, Ordering::SeqCst) + 1;
+            let now = self.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+            self.peak.fetch_max(now, Ordering::SeqCst);
+            tokio::time::sleep(self.latency).await;
+            self.in_flight.fetch_sub(1, Ordering::SeqCst);
+            self.seen.lock().unwrap().push(texts.len());
+            if self.throttle_every > 0 && n % self.throttle_every == 0 {
+                return Err(EmbedError::Throttled("slow down".into()));
+            }
+            if let Some(bad) = self.reject {
+                if texts.contains(&bad) {
+                    return Err(EmbedError::Permanent { code: "ValidationException".into(), message: "bad input".into() });
+                }
+            }
+            let dims = self.model.dimensions;
+            let vectors = texts
+                .iter()
+                .map(|t| {
+                    let mut v = vec![0.0; dims];
+                    v[0] = t.len() as f32;
+                    v
+                })
+                .collect();
+            Ok(ModelOutput { vectors, input_tokens: Some(texts.len() as u64) })
+        }
+    }
+
+    fn texts(n: usize) -> Vec<String> {
+        (0..n).map(|i| "x".repeat(i + 1)).collect()
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn cohere_batches_of_96_in_order() {
+        let e = FakeEmbedder::new("cohere.embed-english-v3");
+        let owned = texts(97);
+        let refs: Vec<&str> = owned.iter().map(String::as_str).collect();
+        let (out, stats) = embed_all(&e, &refs, InputPurpose::Document, EmbedPolicy::default(), Deadline::after(Duration::from_secs(60))).await;
+        assert_eq!(stats.calls, 2);
+        let mut seen = e.seen.lock().unwrap().clone();
+        seen.sort();
+        assert_eq!(seen, vec![1, 96]);
+        for (i, v) in out.iter().enumerate() {
+            assert_eq!(v.as_ref().unwrap()[0], (i + 1) as f32);
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn titan_runs_up_to_the_concurrency_limit() {
+        let e = FakeEmbedder::new("amazon.titan-embed-text-v2:0");
+        let owned = texts(40);
+        let refs: Vec<&str> = owned.iter().map(String::as_str).collect();
+        let policy = EmbedPolicy { concurrency: 5, ..Default::default() };
+        let (out, stats) = embed_all(&e, &refs, InputPurpose::Document, policy, Deadline::after(Duration::from_secs(60))).await;
+        assert!(out.iter().all(Result::is_ok));
+        assert_eq!(stats.calls, 40);
+        assert_eq!(e.peak.load(Ordering::SeqCst), 5);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn throttles_are_retried_and_counted() {
+        let mut e = FakeEmbedder::new("amazon.titan-embed-text-v2:0");
+        e.throttle_every = 3;
+        let owned = texts(30);
+        let refs: Vec<&str> = owned.iter().map(String::as_str).collect();
+        let (out, stats) = embed_all(&e, &refs, InputPurpose::Document, EmbedPolicy::default(), Deadline::after(Duration::from_secs(600))).await;
+        assert!(out.iter().all(Result::is_ok));
+        assert!(stats.throttles >= 10 && stats.retries == stats.throttles, "{stats:?}");
+        assert_eq!(stats.calls, 30 + stats.retries);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn permanent_errors_fail_only_their_batch() {
+        let mut e = FakeEmbedder::new("amazon.titan-embed-text-v2:0");
+        e.reject = Some("xxx");
+        let owned = texts(5);
+        let refs: Vec<&str> = owned.iter().map(String::as_str).collect();
+        let (out, stats) = embed_all(&e, &refs, InputPurpose::Document, EmbedPolicy::default(), Deadline::after(Duration::from_secs(60))).await;
+        assert_eq!(stats.retries, 0);
+        assert!(matches!(out[2], Err(EmbedError::Permanent { .. })));
+        assert_eq!(out.iter().filter(|r| r.is_ok()).count(), 4);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn no_new_calls_once_time_is_up() {
+        let mut e = FakeEmbedder::new("amazon.titan-embed-text-v2:0");
+        e.latency = Duration::from_millis(100);
+        let owned = texts(50);
+        let refs: Vec<&str> = owned.iter().map(String::as_str).collect();
+        let policy = EmbedPolicy { concurrency: 2, ..Default::default() };
+        let (out, _) = embed_all(&e, &refs, InputPurpose::Document, policy, Deadline::after(Duration::from_millis(1050))).await;
+        let ok = out.iter().filter(|r| r.is_ok()).count();
+        assert!((18..=22).contains(&ok), "{ok} finished");
+        assert!(out.iter().filter(|r| r.is_err()).all(|r| matches!(r, Err(EmbedError::OutOfTime))));
+        assert!(e.calls.load(Ordering::SeqCst) <= 22);
+    }
+}

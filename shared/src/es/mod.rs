@@ -1,0 +1,10 @@
+//! Elasticsearch: the REST client, the chunk document and its mapping, and `_bulk` encoding and
+//! item classification.
+
+pub mod bulk;
+pub mod client;
+pub mod document;
+
+pub use bulk::{BulkOutcome, ItemOutcome};
+pub use client::{EsAuth, EsClient, EsError, EsSettings};
+pub use document::{ChunkDocument, index_mapping};

@@ -1,0 +1,215 @@
+//! The chunk message the ingester queues and the embed-index worker consumes, and the packing of
+//! chunks into message bodies under a byte budget.
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+/// Version of the message layout; a worker rejects versions it does not know.
+pub const MESSAGE_VERSION: u32 = 1;
+
+/// The S3 object version a set of chunks came from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SourceRef {
+    pub bucket: String,
+    pub key: String,
+    #[serde(default)]
+    pub version_id: Option<String>,
+    #[serde(default)]
+    pub etag: Option<String>,
+    #[serde(default)]
+    pub sequencer: Option<String>,
+}
+
+/// One chunk of one document, as queued.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ChunkPayload {
+    pub doc_id: String,
+    pub chunk_index: u32,
+    pub chunk_count: u32,
+    /// Line number (JSON Lines) or position (arrays) of the record in its object.
+    pub record: u64,
+    pub text: String,
+    #[serde(default)]
+    pub metadata: Map<String, Value>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Operation {
+    Index,
+}
+
+/// A queued unit of work: chunks of one source object.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ChunkMessage {
+    pub v: u32,
+    pub op: Operation,
+    pub source: SourceRef,
+    pub chunks: Vec<ChunkPayload>,
+}
+
+/// Why a message body could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum MessageError {
+    #[error("message body is not a chunk message: {0}")]
+    Malformed(#[from] serde_json::Error),
+    #[error("message version {0} is not supported (this worker reads version {MESSAGE_VERSION})")]
+    Version(u32),
+}
+
+impl ChunkMessage {
+    pub fn parse(body: &str) -> Result<Self, MessageError> {
+        let message: ChunkMessage = serde_json::from_str(body)?;
+        if message.v != MESSAGE_VERSION {
+            return Err(MessageError::Version(message.v));
+        }
+        Ok(message)
+    }
+}
+
+/// A chunk whose serialised form alone is over the message budget.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[error("a chunk with its metadata takes {bytes} bytes, over the {budget}-byte message budget")]
+pub struct ChunkTooLarge {
+    pub bytes: usize,
+    pub budget: usize,
+}
+
+/// Packs chunks of one source object into message bodies of at most `budget` bytes.
+pub struct MessagePacker {
+    header: String,
+    budget: usize,
+    body: String,
+    chunks: usize,
+}
+
+impl MessagePacker {
+    pub fn new(source: &SourceRef, budget: usize) -> Self {
+        let source = serde_json::to_string(source).expect("a source reference always serialises");
+        let header = format!(r#"{{"v":{MESSAGE_VERSION},"op":"index","source":{source},"chunks":["#);
+        Self { body: header.clone(), header, budget, chunks: 0 }
+    }
+
+    /// Serialises one chunk the way it will travel, so its size can be checked before packing.
+    pub fn encode(chunk: &ChunkPayload) -> String {
+        let json = serde_json::to_string(chunk).expect("a chunk always serialises");
+        sqs_safe(json)
+    }
+
+    /// Whether an encoded chunk of `len` bytes fits in a message of its own.
+    pub fn fits(&self, len: usize) -> Result<(), ChunkTooLarge> {
+        let alone = self.header.len() + len + 2;
+        if alone > self.budget { Err(ChunkTooLarge { bytes: alone, budget: self.budget }) } else { Ok(()) }
+    }
+
+    /// Adds an encoded chunk; returns the full message it closed when it did not fit beside the
+    /// chunks before it.
+    pub fn push(&mut self, encoded: &str) -> Result<Option<String>, ChunkTooLarge> {
+        self.fits(encoded.len())?;
+        let mut closed = None;
+        if self.chunks > 0 && self.body.len() + 1 + encoded.len() + 2 > self.budget {
+            closed = self.finish();
+        }
+        if self.chunks > 0 {
+            self.body.push(',');
+        }
+        self.body.push_str(encoded);
+        self.chunks += 1;
+        Ok(closed)
+    }
+
+    /// The last, partly filled message, if any chunk is waiting.
+    pub fn finish(&mut self) -> Option<String> {
+        if self.chunks == 0 {
+            return None;
+        }
+        let mut body = std::mem::replace(&mut self.body, self.header.clone());
+        body.push_str("]}");
+        self.chunks = 0;
+        Some(body)
+    }
+}
+
+/// SQS refuses U+FFFE and U+FFFF in message bodies; JSON can carry them escaped.
+fn sqs_safe(json: String) -> String {
+    if json.contains(['\u{FFFE}', '\u{FFFF}']) {
+        json.replace('\u{FFFE}', "\\ufffe").replace('\u{FFFF}', "\\uffff")
+    } else {
+        json
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn source() -> SourceRef {
+        SourceRef {
+            bucket: "b".into(),
+            key: "docs/日本.jsonl".into(),
+            version_id: None,
+            etag: Some("e".into()),
+            sequencer: Some("0A".into()),
+        }
+    }
+
+    fn chunk(i: u32, text: &str) -> ChunkPayload {
+        ChunkPayload {
+            doc_id: format!("d{i}"),
+            chunk_index: 0,
+            chunk_count: 1,
+            record: u64::from(i),
+            text: text.into(),
+            metadata: json!({"lang": "ja"}).as_object().unwrap().clone(),
+        }
+    }
+
+    #[test]
+    fn packs_under_budget_and_round_trips() {
+        let mut packer = MessagePacker::new(&source(), 400);
+        let mut bodies = Vec::new();
+        for i in 0..10 {
+            if let Some(body) = packer.push(&MessagePacker::encode(&chunk(i, "テキスト text"))).unwrap() {
+                bodies.push(body);
+            }
+        }
+        bodies.extend(packer.finish());
+        assert!(bodies.len() > 1);
+        let mut seen = 0;
+        for body in &bodies {
+            assert!(body.len() <= 400, "{} bytes", body.len());
+            let msg = ChunkMessage::parse(body).unwrap();
+            assert_eq!(msg.source, source());
+            for c in msg.chunks {
+                assert_eq!(c, chunk(seen, "テキスト text"));
+                seen += 1;
+            }
+        }
+        assert_eq!(seen, 10);
+        assert!(packer.finish().is_none());
+    }
+
+    #[test]
+    fn a_chunk_over_budget_is_refused() {
+        let mut packer = MessagePacker::new(&source(), 200);
+        let err = packer.push(&MessagePacker::encode(&chunk(0, &"x".repeat(300)))).unwrap_err();
+        assert_eq!(err.budget, 200);
+        assert!(packer.finish().is_none());
+    }
+
+    #[test]
+    fn noncharacters_are_escaped_for_sqs() {
+        let enc = MessagePacker::encode(&chunk(0, "a\u{FFFE}b\u{FFFF}"));
+        assert!(!enc.contains('\u{FFFE}') && enc.contains("\\ufffe"));
+        let back: ChunkPayload = serde_json::from_str(&enc).unwrap();
+        assert_eq!(back.text, "a\u{FFFE}b\u{FFFF}");
+    }
+
+    #[test]
+    fn parse_errors_are_clear() {
+        assert!(ChunkMessage::parse("{not json").unwrap_err().to_string().contains("not a chunk message"));
+        let v2 = r#"{"v":2,"op":"index","source":{"bucket":"b","key":"k"},"chunks":[]}"#;
+        assert!(ChunkMessage::parse(v2).unwrap_err().to_string().contains("version 2"));
+    }
+}

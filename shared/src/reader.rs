@@ -1,0 +1,620 @@
+//! Streams records out of an object: JSON Lines, a JSON array of objects, a single object or
+//! concatenated objects, gzip-compressed or not, holding at most one record in memory.
+
+use std::collections::VecDeque;
+use std::io;
+use std::pin::Pin;
+
+use async_compression::tokio::bufread::GzipDecoder;
+use serde_json::Value;
+use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncRead, AsyncReadExt, BufReader};
+
+/// Bytes read from the source per system call; also the decompressed read size.
+const READ_BUFFER: usize = 64 * 1024;
+
+/// Where a record sits in its object: a line number (1-based) for JSON Lines, the position
+/// (0-based) in the top-level array or value sequence otherwise.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RecordPosition {
+    Line(u64),
+    Index(u64),
+}
+
+impl RecordPosition {
+    /// The number stored as `source.record` and used in derived document ids.
+    pub fn number(self) -> u64 {
+        match self {
+            RecordPosition::Line(n) | RecordPosition::Index(n) => n,
+        }
+    }
+}
+
+impl std::fmt::Display for RecordPosition {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            RecordPosition::Line(n) => write!(f, "line {n}"),
+            RecordPosition::Index(n) => write!(f, "record {n}"),
+        }
+    }
+}
+
+/// Why one record was rejected; the rest of the object goes on.
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
+pub enum RecordError {
+    #[error("invalid JSON: {0}")]
+    InvalidJson(String),
+    #[error("record is larger than the {limit}-byte limit")]
+    TooLarge { limit: usize },
+}
+
+/// An object-level failure: nothing more can be read from it.
+#[derive(Debug, thiserror::Error)]
+pub enum ReadError {
+    #[error("not JSON or JSON Lines: it starts with byte 0x{0:02x}")]
+    UnsupportedFormat(u8),
+    #[error("reading the object failed: {0}")]
+    Io(#[from] io::Error),
+}
+
+/// One record as read: where it was and what it held.
+#[derive(Debug)]
+pub struct RawRecord {
+    pub position: RecordPosition,
+    pub value: Result<Value, RecordError>,
+}
+
+/// What the object's name says about its layout.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FormatHint {
+    JsonLines,
+    Unknown,
+}
+
+impl FormatHint {
+    pub fn from_key(key: &str) -> Self {
+        let lower = key.to_ascii_lowercase();
+        let base = lower.strip_suffix(".gz").unwrap_or(&lower);
+        if [".jsonl", ".ndjson", ".jsonlines"].iter().any(|ext| base.ends_with(ext)) {
+            FormatHint::JsonLines
+        } else {
+            FormatHint::Unknown
+        }
+    }
+}
+
+pub type BoxedBufRead = Pin<Box<dyn AsyncBufRead + Send>>;
+
+/// Opens an object's body for record reading: gzip is recognised by its magic bytes (so `.gz` keys and
+/// unnamed compressed objects both work), the layout by the extension or the first line.
+pub async fn open_records(
+    body: impl AsyncRead + Send + 'static,
+    key: &str,
+    max_record_bytes: usize,
+) -> Result<RecordReader<BoxedBufRead>, ReadError> {
+    let mut raw = BufReader::with_capacity(READ_BUFFER, Box::pin(body));
+    let mut magic = Vec::with_capacity(2);
+    while magic.len() < 2 {
+        let buf = raw.fill_buf().await?;
+        if buf.is_empty() {
+            break;
+        }
+        let n = buf.len().min(2 - magic.len());
+        magic.extend_from_slice(&buf[..n]);
+        raw.consume(n);
+    }
+    // The magic bytes decide: a `.gz` name on plain content (or the reverse) still reads.
+    let gzip = magic == [0x1f, 0x8b];
+    let stream = io::Cursor::new(magic).chain(raw);
+    let src: BoxedBufRead = if gzip {
+        let mut decoder = GzipDecoder::new(BufReader::with_capacity(READ_BUFFER, stream));
+        decoder.multiple_members(true);
+        Box::pin(BufReader::with_capacity(READ_BUFFER, decoder))
+    } else {
+        Box::pin(BufReader::with_capacity(READ_BUFFER, stream))
+    };
+    Ok(RecordReader::new(src, FormatHint::from_key(key), max_record_bytes))
+}
+
+/// Pulls records from a buffered byte stream.
+pub struct RecordReader<R> {
+    src: R,
+    splitter: Splitter,
+    done: bool,
+}
+
+impl<R: AsyncBufRead + Unpin> RecordReader<R> {
+    pub fn new(src: R, hint: FormatHint, max_record_bytes: usize) -> Self {
+        Self { src, splitter: Splitter::new(hint, max_record_bytes), done: false }
+    }
+
+    /// The next record, `None` at the end of the object.
+    pub async fn next_record(&mut self) -> Result<Option<RawRecord>, ReadError> {
+        loop {
+            if let Some(record) = self.splitter.pop() {
+                return Ok(Some(record));
+            }
+            if let Some(byte) = self.splitter.unsupported {
+                return Err(ReadError::UnsupportedFormat(byte));
+            }
+            if self.done {
+                return Ok(None);
+            }
+            let buf = self.src.fill_buf().await?;
+            if buf.is_empty() {
+                self.splitter.finish();
+                self.done = true;
+                continue;
+            }
+            let n = buf.len();
+            self.splitter.feed(buf);
+            self.src.consume(n);
+        }
+    }
+
+    /// Bytes of (decompressed) content read so far.
+    pub fn bytes_read(&self) -> u64 {
+        self.splitter.bytes
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    /// Waiting for the first line to decide between `Lines` and `Values`.
+    Detect,
+    Lines,
+    Values,
+}
+
+/// A pending record: its bytes and where it started.
+struct Pending {
+    bytes: Vec<u8>,
+    position: RecordPosition,
+    too_large: bool,
+}
+
+/// Cuts a byte stream into record byte strings, in one of two modes: line by line (JSON Lines;
+/// a broken line costs only that line), or by tracking JSON nesting (arrays, pretty-printed
+/// objects; a top-level array is flattened into its elements).
+struct Splitter {
+    hint: FormatHint,
+    max: usize,
+    mode: Mode,
+    bytes: u64,
+    bom_checked: bool,
+    unsupported: Option<u8>,
+    detect_buf: Vec<u8>,
+    ready: VecDeque<Pending>,
+    cur: Vec<u8>,
+    cur_too_large: bool,
+    line: u64,
+    record_line: u64,
+    index: u64,
+    // `Values` scanner state.
+    in_value: bool,
+    in_array: bool,
+    depth: u32,
+    in_string: bool,
+    escape: bool,
+    scalar: bool,
+}
+
+impl Splitter {
+    fn new(hint: FormatHint, max: usize) -> Self {
+        Self {
+            hint,
+            max: max.max(1),
+            mode: Mode::Detect,
+            bytes: 0,
+            bom_checked: false,
+            unsupported: None,
+            detect_buf: Vec::new(),
+            ready: VecDeque::new(),
+            cur: Vec::new(),
+            cur_too_large: false,
+            line: 1,
+            record_line: 1,
+            index: 0,
+            in_value: false,
+            in_array: false,
+            depth: 0,
+            in_string: false,
+            escape: false,
+            scalar: false,
+        }
+    }
+
+    fn pop(&mut self) -> Option<RawRecord> {
+        let p = self.ready.pop_front()?;
+        let value = if p.too_large {
+            Err(RecordError::TooLarge { limit: self.max })
+        } else {
+            serde_json::from_slice::<Value>(&p.bytes).map_err(|e| RecordError::InvalidJson(e.to_string()))
+        };
+        Some(RawRecord { position: p.position, value })
+    }
+
+    fn feed(&mut self, data: &[u8]) {
+        self.bytes += data.len() as u64;
+        if self.mode == Mode::Detect {
+            self.detect_buf.extend_from_slice(data);
+            self.try_detect(false);
+        } else {
+            self.dispatch(data);
+        }
+    }
+
+    /// Drops a UTF-8 byte order mark, then picks the mode once the start of the object allows.
+    fn try_detect(&mut self, at_end: bool) {
+        const BOM: &[u8] = b"\xef\xbb\xbf";
+        if !self.bom_checked {
+            if !at_end && self.detect_buf.len() < BOM.len() && BOM.starts_with(&self.detect_buf) {
+                return;
+            }
+            if self.detect_buf.starts_with(BOM) {
+                self.detect_buf.drain(..BOM.len());
+            }
+            self.bom_checked = true;
+        }
+        if let Some(mode) = self.detect(at_end) {
+            self.mode = mode;
+            let buf = std::mem::take(&mut self.detect_buf);
+            self.dispatch(&buf);
+        }
+    }
+
+    /// Decides the mode from the buffered start of the object; `None` until a whole first line is
+    /// there (or `at_end`).
+    fn detect(&mut self, at_end: bool) -> Option<Mode> {
+        let first = self.detect_buf.iter().position(|b| !b.is_ascii_whitespace());
+        let Some(first) = first else {
+            return at_end.then_some(Mode::Lines);
+        };
+        match self.detect_buf[first] {
+            b'[' => return Some(Mode::Values),
+            b'{' => {}
+            other => {
+                self.unsupported = Some(other);
+                self.detect_buf.clear();
+                return Some(Mode::Lines);
+            }
+        }
+        if self.hint == FormatHint::JsonLines {
+            return Some(Mode::Lines);
+        }
+        let line_end = self.detect_buf[first..].iter().position(|&b| b == b'\n').map(|p| first + p);
+        match line_end {
+            Some(end) => {
+                // A first line that is a whole JSON value means one record per line.
+                let line = &self.detect_buf[first..end];
+                Some(if serde_json::from_slice::<serde::de::IgnoredAny>(line).is_ok() {
+                    Mode::Lines
+                } else {
+                    Mode::Values
+                })
+            }
+            None if at_end || self.detect_buf.len() > self.max => Some(Mode::Values),
+            None => None,
+        }
+    }
+
+    fn dispatch(&mut self, data: &[u8]) {
+        if self.unsupported.is_some() {
+            return;
+        }
+        match self.mode {
+            Mode::Lines => self.feed_lines(data),
+            Mode::Values => self.feed_values(data),
+            Mode::Detect => unreachable!("dispatch runs after detection"),
+        }
+    }
+
+    fn push_byte(&mut self, b: u8) {
+        if self.cur.len() < self.max {
+            self.cur.push(b);
+        } else {
+            self.cur_too_large = true;
+        }
+    }
+
+    fn push_slice(&mut self, s: &[u8]) {
+        let room = self.max - self.cur.len().min(self.max);
+        if s.len() > room {
+            self.cur_too_large = true;
+        }
+        self.cur.extend_from_slice(&s[..s.len().min(room)]);
+    }
+
+    fn emit(&mut self, position: RecordPosition) {
+        let bytes = std::mem::take(&mut self.cur);
+        let too_large = std::mem::replace(&mut self.cur_too_large, false);
+        self.ready.push_back(Pending { bytes, position, too_large });
+    }
+
+    fn feed_lines(&mut self, mut data: &[u8]) {
+        while !data.is_empty() {
+            match data.iter().position(|&b| b == b'\n') {
+                Some(p) => {
+                    self.push_slice(&data[..p]);
+                    self.end_line();
+                    data = &data[p + 1..];
+                }
+                None => {
+                    self.push_slice(data);
+                    data = &[];
+                }
+            }
+        }
+    }
+
+    fn end_line(&mut self) {
+        let line = self.line;
+        self.line += 1;
+        if self.cur.last() == Some(&b'\r') {
+            self.cur.pop();
+        }
+        if !self.cur_too_large && self.cur.iter().all(u8::is_ascii_whitespace) {
+            self.cur.clear();
+            return;
+        }
+        self.emit(RecordPosition::Line(line));
+    }
+
+    fn feed_values(&mut self, data: &[u8]) {
+        let mut i = 0;
+        while i < data.len() {
+            let b = data[i];
+            if !self.in_value {
+                match b {
+                    b'\n' => self.line += 1,
+                    b' ' | b'\t' | b'\r' => {}
+                    b',' if self.in_array => {}
+                    b']' if self.in_array => self.in_array = false,
+                    b'[' if !self.in_array => self.in_array = true,
+                    _ => {
+                        self.in_value = true;
+                        self.record_line = self.line;
+                        self.depth = 0;
+                        self.in_string = false;
+                        self.escape = false;
+                        self.scalar = !matches!(b, b'{' | b'[');
+                        continue; // the same byte now starts the value
+                    }
+                }
+                i += 1;
+                continue;
+            }
+
+            if self.in_string {
+                // Copy a run of plain string bytes at once: the hot path for text-heavy records.
+                let run = data[i..].iter().position(|&c| c == b'"' || c == b'\\' || c == b'\n');
+                let end = run.map_or(data.len(), |r| i + r);
+                if end > i && !self.escape {
+                    self.push_slice(&data[i..end]);
+                    i = end;
+                    continue;
+                }
+                self.push_byte(b);
+                if b == b'\n' {
+                    self.line += 1;
+                }
+                if self.escape {
+                    self.escape = false;
+                } else if b == b'\\' {
+                    self.escape = true;
+                } else if b == b'"' {
+                    self.in_string = false;
+                    if self.scalar && self.depth == 0 {
+                        self.end_value();
+                    }
+                }
+                i += 1;
+                continue;
+            }
+
+            if self.scalar && self.depth == 0 && !self.cur.is_empty() && matches!(b, b' ' | b'\t' | b'\r' | b'\n' | b',' | b']' | b'}' | b'{' | b'[') {
+                // A bare scalar ends at the first delimiter, which is then read again outside it.
+                self.end_value();
+                continue;
+            }
+            self.push_byte(b);
+            match b {
+                b'"' => self.in_string = true,
+                b'{' | b'[' => self.depth += 1,
+                b'}' | b']' => {
+                    self.depth = self.depth.saturating_sub(1);
+                    if self.depth == 0 && !self.scalar {
+                        self.end_value();
+                    }
+                }
+                b'\n' => self.line += 1,
+                _ => {}
+            }
+            i += 1;
+        }
+    }
+
+    fn end_value(&mut self) {
+        self.in_value = false;
+        let position = RecordPosition::Index(self.index);
+        self.index += 1;
+        self.emit(position);
+    }
+
+    fn finish(&mut self) {
+        if self.mode == Mode::Detect {
+            self.try_detect(true);
+        }
+        match self.mode {
+            Mode::Lines if !self.cur.is_empty() || self.cur_too_large => self.end_line(),
+            Mode::Values if self.in_value => self.end_value(),
+            _ => {}
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    async fn read_all(bytes: Vec<u8>, key: &str, max: usize) -> Vec<RawRecord> {
+        let mut reader = open_records(io::Cursor::new(bytes), key, max).await.unwrap();
+        let mut out = Vec::new();
+        while let Some(r) = reader.next_record().await.unwrap() {
+            out.push(r);
+        }
+        out
+    }
+
+    fn values(records: &[RawRecord]) -> Vec<Value> {
+        records.iter().map(|r| r.value.clone().unwrap()).collect()
+    }
+
+    fn gzip(data: &[u8]) -> Vec<u8> {
+        use async_compression::tokio::write::GzipEncoder;
+        use tokio::io::AsyncWriteExt;
+        let data = data.to_vec();
+        // Its own thread: the tests calling this already run inside a runtime.
+        std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+            rt.block_on(async {
+                let mut enc = GzipEncoder::new(Vec::new());
+                enc.write_all(&data).await.unwrap();
+                enc.shutdown().await.unwrap();
+                enc.into_inner()
+            })
+        })
+        .join()
+        .unwrap()
+    }
+
+    #[tokio::test]
+    async fn json_lines_with_bom_crlf_and_blank_lines() {
+        let data = b"\xef\xbb\xbf{\"id\":1}\r\n\r\n{\"id\":2}\n  \n{\"id\":3}".to_vec();
+        let recs = read_all(data, "a.jsonl", 1024).await;
+        assert_eq!(values(&recs), vec![json!({"id":1}), json!({"id":2}), json!({"id":3})]);
+        let lines: Vec<_> = recs.iter().map(|r| r.position).collect();
+        assert_eq!(lines, vec![RecordPosition::Line(1), RecordPosition::Line(3), RecordPosition::Line(5)]);
+    }
+
+    #[tokio::test]
+    async fn broken_line_costs_only_that_line() {
+        let data = b"{\"id\":1}\n{\"id\":2,\n{\"id\":3}\nnot json\n{\"id\":5}\n".to_vec();
+        let recs = read_all(data, "a.json", 1024).await;
+        assert_eq!(recs.len(), 5);
+        assert!(recs[1].value.is_err() && recs[3].value.is_err());
+        assert_eq!(recs[1].position, RecordPosition::Line(2));
+        assert_eq!(recs[4].value.as_ref().unwrap(), &json!({"id":5}));
+    }
+
+    #[tokio::test]
+    async fn array_of_objects_pretty_printed() {
+        let data = b"[\n  {\"id\": 1, \"t\": \"a ] , { b\"},\n  {\"id\": 2, \"n\": [1, [2]]}\n]\n".to_vec();
+        let recs = read_all(data, "a.json", 1024).await;
+        assert_eq!(values(&recs), vec![json!({"id":1,"t":"a ] , { b"}), json!({"id":2,"n":[1,[2]]})]);
+        assert_eq!(recs[1].position, RecordPosition::Index(1));
+    }
+
+    #[tokio::test]
+    async fn single_pretty_object_and_escapes() {
+        let data = "{\n  \"text\": \"quote \\\" and backslash \\\\\",\n  \"ja\": \"日本語\"\n}\n".as_bytes().to_vec();
+        let recs = read_all(data, "doc.json", 1024).await;
+        assert_eq!(values(&recs), vec![json!({"text":"quote \" and backslash \\","ja":"日本語"})]);
+    }
+
+    #[tokio::test]
+    async fn array_elements_that_are_not_objects_still_come_out() {
+        let recs = read_all(b"[1, \"two\", {\"id\":3}, null]".to_vec(), "x.json", 1024).await;
+        assert_eq!(values(&recs), vec![json!(1), json!("two"), json!({"id":3}), json!(null)]);
+    }
+
+    #[tokio::test]
+    async fn gzip_by_magic_and_by_extension() {
+        let plain = b"{\"id\":1}\n{\"id\":2}\n";
+        let gz = gzip(plain);
+        assert_eq!(read_all(gz.clone(), "no-extension", 1024).await.len(), 2);
+        assert_eq!(read_all(gz, "a.jsonl.gz", 1024).await.len(), 2);
+        let arr = gzip(b"[{\"id\":1},{\"id\":2},{\"id\":3}]");
+        assert_eq!(read_all(arr, "a.json.gz", 1024).await.len(), 3);
+    }
+
+    #[tokio::test]
+    async fn oversized_records_are_rejected_and_reading_goes_on() {
+        let big = format!("{{\"t\":\"{}\"}}", "x".repeat(500));
+        let data = format!("{{\"id\":1}}\n{big}\n{{\"id\":3}}\n").into_bytes();
+        let recs = read_all(data, "a.jsonl", 100).await;
+        assert_eq!(recs.len(), 3);
+        assert_eq!(recs[1].value, Err(RecordError::TooLarge { limit: 100 }));
+        assert_eq!(recs[2].value.as_ref().unwrap(), &json!({"id":3}));
+
+        let data = format!("[{{\"id\":1}}, {big}, {{\"id\":3}}]").into_bytes();
+        let recs = read_all(data, "a.json", 100).await;
+        assert_eq!(recs.len(), 3);
+        assert_eq!(recs[1].value, Err(RecordError::TooLarge { limit: 100 }));
+        assert_eq!(recs[2].value.as_ref().unwrap(), &json!({"id":3}));
+    }
+
+    #[tokio::test]
+    async fn invalid_utf8_is_a_record_error() {
+        let data = b"{\"t\":\"ok\"}\n{\"t\":\"\xff\xfe\"}\n{\"t\":\"fine\"}\n".to_vec();
+        let recs = read_all(data, "a.jsonl", 1024).await;
+        assert_eq!(recs.len(), 3);
+        assert!(matches!(&recs[1].value, Err(RecordError::InvalidJson(m)) if m.contains("line 1")), "{:?}", recs[1].value);
+    }
+
+    #[tokio::test]
+    async fn deep_nesting_is_rejected_not_crashed() {
+        let deep = format!("{}{}", "[".repeat(10_000), "]".repeat(10_000));
+        let data = format!("{{\"a\":{deep}}}\n{{\"id\":2}}\n").into_bytes();
+        let recs = read_all(data, "a.jsonl", 1 << 20).await;
+        assert!(recs[0].value.is_err());
+        assert_eq!(recs[1].value.as_ref().unwrap(), &json!({"id":2}));
+    }
+
+    #[tokio::test]
+    async fn unsupported_format_is_an_object_error() {
+        let mut reader = open_records(io::Cursor::new(b"id,text\n1,hello\n".to_vec()), "a.csv", 1024).await.unwrap();
+        let err = reader.next_record().await.unwrap_err();
+        assert!(err.to_string().contains("0x69"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn empty_object_has_no_records() {
+        assert!(read_all(Vec::new(), "a.jsonl", 10).await.is_empty());
+        assert!(read_all(b"\n\n".to_vec(), "a.json", 10).await.is_empty());
+        assert!(read_all(b"[]".to_vec(), "a.json", 10).await.is_empty());
+    }
+
+    #[tokio::test]
+    async fn records_split_across_reads_of_one_byte() {
+        // A reader that hands out one byte at a time exercises every seam in the scanner.
+        struct Trickle(Vec<u8>, usize);
+        impl AsyncRead for Trickle {
+            fn poll_read(
+                mut self: Pin<&mut Self>,
+                _: &mut std::task::Context<'_>,
+                buf: &mut tokio::io::ReadBuf<'_>,
+            ) -> std::task::Poll<io::Result<()>> {
+                if self.1 < self.0.len() {
+                    let b = self.0[self.1];
+                    buf.put_slice(&[b]);
+                    self.1 += 1;
+                }
+                std::task::Poll::Ready(Ok(()))
+            }
+        }
+        for (data, key, n) in [
+            (b"\xef\xbb\xbf[{\"a\":\"x\\\"y\"},{\"b\":[1,2]}]".to_vec(), "t.json", 2),
+            (b"{\"a\":1}\r\n{\"a\":2}\r\n".to_vec(), "t.jsonl", 2),
+            (gzip(b"{\"a\":1}\n{\"a\":2}\n{\"a\":3}"), "t", 3),
+        ] {
+            let mut reader = open_records(Trickle(data, 0), key, 1024).await.unwrap();
+            let mut count = 0;
+            while let Some(r) = reader.next_record().await.unwrap() {
+                r.value.unwrap();
+                count += 1;
+            }
+            assert_eq!(count, n, "{key}");
+        }
+    }
+}

@@ -1,0 +1,159 @@
+//! Turns one parsed record into a document: its id, the text to embed, and the rest as metadata.
+
+use serde_json::{Map, Value};
+
+use crate::ids::derived_doc_id;
+
+/// Which fields of a record hold its text and its id (dotted paths into nested objects).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FieldSelection {
+    pub text_fields: Vec<String>,
+    pub id_field: String,
+}
+
+/// A record ready for chunking.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Document {
+    pub doc_id: String,
+    pub text: String,
+    pub metadata: Map<String, Value>,
+}
+
+/// Why a well-formed JSON record still cannot be indexed.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum DocumentError {
+    #[error("record is a JSON {0}, not an object")]
+    NotAnObject(&'static str),
+    #[error("no text in field(s) {0}")]
+    NoText(String),
+    #[error("id field {field:?} holds a {kind}; it must be a string or a number")]
+    BadId { field: String, kind: &'static str },
+}
+
+/// Where a record came from, for ids derived from its position.
+#[derive(Debug, Clone, Copy)]
+pub struct RecordOrigin<'a> {
+    pub bucket: &'a str,
+    pub key: &'a str,
+    pub record: u64,
+}
+
+impl FieldSelection {
+    /// Builds the document for one record.
+    pub fn document(&self, value: Value, origin: RecordOrigin<'_>) -> Result<Document, DocumentError> {
+        let mut fields = match value {
+            Value::Object(map) => map,
+            other => return Err(DocumentError::NotAnObject(kind(&other))),
+        };
+
+        let doc_id = match take_path(&mut fields, &self.id_field) {
+            Some(Value::String(s)) if !s.trim().is_empty() => s,
+            Some(Value::Number(n)) => n.to_string(),
+            None | Some(Value::Null) | Some(Value::String(_)) => {
+                derived_doc_id(origin.bucket, origin.key, origin.record)
+            }
+            Some(other) => {
+                return Err(DocumentError::BadId { field: self.id_field.clone(), kind: kind(&other) });
+            }
+        };
+
+        let mut parts = Vec::new();
+        for field in &self.text_fields {
+            if let Some(value) = take_path(&mut fields, field) {
+                collect_text(&value, &mut parts);
+            }
+        }
+        let text = parts.join("\n\n");
+        if text.trim().is_empty() {
+            return Err(DocumentError::NoText(self.text_fields.join(", ")));
+        }
+        Ok(Document { doc_id, text, metadata: fields })
+    }
+}
+
+/// Removes and returns the value at a dotted path, leaving the rest of the record as metadata.
+fn take_path(map: &mut Map<String, Value>, path: &str) -> Option<Value> {
+    // An exact key wins over a nested path, so a flat field named "a.b" still works.
+    if let Some(v) = map.remove(path) {
+        return Some(v);
+    }
+    let (head, rest) = path.split_once('.')?;
+    match map.get_mut(head)? {
+        Value::Object(inner) => take_path(inner, rest),
+        _ => None,
+    }
+}
+
+fn collect_text(value: &Value, parts: &mut Vec<String>) {
+    match value {
+        Value::String(s) if !s.trim().is_empty() => parts.push(s.clone()),
+        Value::Number(n) => parts.push(n.to_string()),
+        Value::Array(items) => items.iter().for_each(|v| collect_text(v, parts)),
+        _ => {}
+    }
+}
+
+fn kind(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "boolean",
+        Value::Number(_) => "number",
+        Value::String(_) => "string",
+        Value::Array(_) => "array",
+        Value::Object(_) => "object",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn sel(text: &[&str], id: &str) -> FieldSelection {
+        FieldSelection { text_fields: text.iter().map(|s| s.to_string()).collect(), id_field: id.into() }
+    }
+
+    const ORIGIN: RecordOrigin<'static> = RecordOrigin { bucket: "b", key: "k.jsonl", record: 4 };
+
+    #[test]
+    fn id_text_and_metadata() {
+        let doc = sel(&["text"], "id")
+            .document(json!({"id": "a-1", "text": "本文", "title": "題", "tags": ["x"]}), ORIGIN)
+            .unwrap();
+        assert_eq!(doc.doc_id, "a-1");
+        assert_eq!(doc.text, "本文");
+        assert_eq!(Value::Object(doc.metadata), json!({"title": "題", "tags": ["x"]}));
+    }
+
+    #[test]
+    fn numeric_id_and_derived_id() {
+        let s = sel(&["text"], "id");
+        assert_eq!(s.document(json!({"id": 42, "text": "t"}), ORIGIN).unwrap().doc_id, "42");
+        assert_eq!(s.document(json!({"text": "t"}), ORIGIN).unwrap().doc_id, "s3://b/k.jsonl#4");
+        assert_eq!(s.document(json!({"id": " ", "text": "t"}), ORIGIN).unwrap().doc_id, "s3://b/k.jsonl#4");
+        let err = s.document(json!({"id": {"x": 1}, "text": "t"}), ORIGIN).unwrap_err();
+        assert!(err.to_string().contains("object"));
+    }
+
+    #[test]
+    fn several_and_nested_text_fields() {
+        let doc = sel(&["title", "body.text", "notes"], "meta.id")
+            .document(
+                json!({"title": "T", "body": {"text": "B", "lang": "ja"}, "notes": ["n1", "n2"], "meta": {"id": "m"}}),
+                ORIGIN,
+            )
+            .unwrap();
+        assert_eq!(doc.doc_id, "m");
+        assert_eq!(doc.text, "T\n\nB\n\nn1\n\nn2");
+        assert_eq!(Value::Object(doc.metadata), json!({"body": {"lang": "ja"}, "meta": {}}));
+    }
+
+    #[test]
+    fn rejects_what_cannot_be_indexed() {
+        let s = sel(&["text"], "id");
+        assert_eq!(s.document(json!([1]), ORIGIN).unwrap_err(), DocumentError::NotAnObject("array"));
+        assert_eq!(s.document(json!("x"), ORIGIN).unwrap_err(), DocumentError::NotAnObject("string"));
+        assert_eq!(s.document(json!({"text": "  "}), ORIGIN).unwrap_err(), DocumentError::NoText("text".into()));
+        assert_eq!(s.document(json!({"body": "x"}), ORIGIN).unwrap_err(), DocumentError::NoText("text".into()));
+    }
+}
