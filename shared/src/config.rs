@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use crate::chunker::ChunkSettings;
 use crate::embed::EmbeddingModel;
-use crate::es::{EsAuth, EsSettings};
+use crate::es::{EsAuth, EsSettings, VectorSettings};
 use crate::record::FieldSelection;
 use crate::secret::Secret;
 
@@ -266,7 +266,7 @@ pub struct EmbedIndexConfig {
     pub es: EsSettings,
     pub es_secret_id: Option<String>,
     pub model: EmbeddingModel,
-    pub similarity: String,
+    pub vectors: VectorSettings,
     pub concurrency: usize,
     pub bulk_max_bytes: usize,
 }
@@ -279,13 +279,19 @@ impl EmbedIndexConfig {
         if !["cosine", "dot_product", "l2_norm", "max_inner_product"].contains(&similarity.as_str()) {
             env.problem(format!("ES_SIMILARITY={similarity:?} is not cosine, dot_product, l2_norm or max_inner_product"));
         }
+        let index_type = env.get("ES_VECTOR_INDEX_TYPE").unwrap_or_else(|| "int8_hnsw".into());
+        let known = ["hnsw", "int8_hnsw", "int4_hnsw", "bbq_hnsw", "flat", "int8_flat", "int4_flat", "bbq_flat"];
+        if !known.contains(&index_type.as_str()) {
+            env.problem(format!("ES_VECTOR_INDEX_TYPE={index_type:?} is not one of {}", known.join(", ")));
+        }
         let concurrency = env.parse::<usize>("EMBED_CONCURRENCY", 8);
         if !(1..=256).contains(&concurrency) {
             env.problem(format!("EMBED_CONCURRENCY={concurrency} must be between 1 and 256"));
         }
         let bulk_max_bytes = env.parse::<usize>("ES_BULK_MAX_BYTES", 10 * 1024 * 1024).max(64 * 1024);
         env.check()?;
-        Ok(Self { es, es_secret_id, model: model.expect("checked"), similarity, concurrency, bulk_max_bytes })
+        let vectors = VectorSettings { similarity, index_type };
+        Ok(Self { es, es_secret_id, model: model.expect("checked"), vectors, concurrency, bulk_max_bytes })
     }
 }
 

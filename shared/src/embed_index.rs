@@ -14,7 +14,7 @@ use crate::config::EmbedIndexConfig;
 use crate::embed::{EmbedPolicy, EmbedStats, Embedder, EmbeddingModel, InputPurpose, embed_all};
 use crate::es::bulk::{push_index, push_update};
 use crate::es::document::SourceFields;
-use crate::es::{BulkOutcome, ChunkDocument, EsClient, EsError, ItemOutcome};
+use crate::es::{BulkOutcome, ChunkDocument, EsClient, EsError, ItemOutcome, VectorSettings};
 use crate::ids::{chunk_id, content_sha256};
 use crate::message::{ChunkMessage, ChunkPayload, SourceRef};
 use crate::metrics::MetricSet;
@@ -25,7 +25,7 @@ pub trait SearchIndex: Send + Sync {
     fn index_name(&self) -> &str;
 
     /// Creates the index if needed and checks its vector size.
-    fn ensure_index(&self, model: &EmbeddingModel, similarity: &str) -> impl Future<Output = Result<(), EsError>> + Send;
+    fn ensure_index(&self, model: &EmbeddingModel, vectors: &VectorSettings) -> impl Future<Output = Result<(), EsError>> + Send;
 
     /// `(id, content_sha256, model_id)` of the chunks among `ids` that are stored.
     fn fingerprints(&self, ids: &[String]) -> impl Future<Output = Result<Vec<(String, String, String)>, EsError>> + Send;
@@ -38,8 +38,8 @@ impl SearchIndex for EsClient {
         &self.index
     }
 
-    async fn ensure_index(&self, model: &EmbeddingModel, similarity: &str) -> Result<(), EsError> {
-        EsClient::ensure_index(self, model.dimensions, similarity, &model.id).await
+    async fn ensure_index(&self, model: &EmbeddingModel, vectors: &VectorSettings) -> Result<(), EsError> {
+        EsClient::ensure_index(self, model.dimensions, vectors, &model.id).await
     }
 
     async fn fingerprints(&self, ids: &[String]) -> Result<Vec<(String, String, String)>, EsError> {
@@ -109,7 +109,7 @@ pub async fn handle_batch<E: Embedder, I: SearchIndex>(
     let cfg = &deps.config;
     let model = &cfg.model;
     deps.index_ready
-        .get_or_try_init(|| deps.index.ensure_index(model, &cfg.similarity))
+        .get_or_try_init(|| deps.index.ensure_index(model, &cfg.vectors))
         .await
         .map_err(|source| IndexSetupError { index: deps.index.index_name().to_owned(), source })?;
 

@@ -80,6 +80,14 @@ impl EsError {
     }
 }
 
+/// How a new index stores and compares vectors.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VectorSettings {
+    pub similarity: String,
+    /// `index_options.type`: hnsw, int8_hnsw, int4_hnsw, bbq_hnsw, flat, ...
+    pub index_type: String,
+}
+
 /// The cluster's answer to `_cluster/health`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ClusterHealth {
@@ -195,11 +203,11 @@ impl EsClient {
 
     /// Creates the index with the chunk mapping when it is missing, and checks that an existing
     /// one holds vectors of the model's size. Safe to race with another container.
-    pub async fn ensure_index(&self, dimensions: usize, similarity: &str, model_id: &str) -> Result<(), EsError> {
+    pub async fn ensure_index(&self, dimensions: usize, vectors: &VectorSettings, model_id: &str) -> Result<(), EsError> {
         let path = format!("/{}", encode_path(&self.index));
         let (status, _) = self.send(Method::HEAD, &path, None).await?;
         if status == StatusCode::NOT_FOUND {
-            let body = serde_json::to_vec(&index_mapping(dimensions, similarity)).expect("mapping serialises");
+            let body = serde_json::to_vec(&index_mapping(dimensions, &vectors.similarity, &vectors.index_type)).expect("mapping serialises");
             let (status, bytes) = self.send(Method::PUT, &path, Some((body, "application/json"))).await?;
             let lost_race = status == StatusCode::BAD_REQUEST
                 && String::from_utf8_lossy(&bytes).contains("resource_already_exists_exception");

@@ -32,7 +32,7 @@ pub struct ChunkDocument<'a> {
 
 /// The mapping for a new index: `embedding` as an indexed `dense_vector` of the model's size,
 /// `metadata` flattened so arbitrary record fields can never cause mapping conflicts.
-pub fn index_mapping(dimensions: usize, similarity: &str) -> Value {
+pub fn index_mapping(dimensions: usize, similarity: &str, vector_index_type: &str) -> Value {
     json!({
         "mappings": {
             "dynamic": false,
@@ -41,7 +41,11 @@ pub fn index_mapping(dimensions: usize, similarity: &str) -> Value {
                 "chunk_index": {"type": "integer"},
                 "chunk_count": {"type": "integer"},
                 "text": {"type": "text"},
-                "embedding": {"type": "dense_vector", "dims": dimensions, "index": true, "similarity": similarity},
+                "embedding": {
+                    "type": "dense_vector", "dims": dimensions, "index": true, "similarity": similarity,
+                    // Pinned: Elasticsearch's default changes across versions (int8, then BBQ).
+                    "index_options": {"type": vector_index_type}
+                },
                 "source": {"properties": {
                     "bucket": {"type": "keyword"},
                     "key": {"type": "keyword"},
@@ -107,7 +111,7 @@ mod tests {
 
     #[test]
     fn reads_dimensions_from_a_mapping_answer() {
-        let answer = json!({"docs-v1": index_mapping(256, "cosine")});
+        let answer = json!({"docs-v1": index_mapping(256, "cosine", "int8_hnsw")});
         assert_eq!(mapped_dimensions(&answer), vec![("docs-v1".to_string(), Some(256))]);
     }
 }

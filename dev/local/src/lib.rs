@@ -1,0 +1,8 @@
+//! Runs sakuin locally, unchanged: the function binaries under a loopback Lambda Runtime API,
+//! against moto, noida-db and the Bedrock stand-in. Used by the demo, the benchmarks and the
+//! end-to-end tests.
+
+pub mod pipeline;
+pub mod runtime;
+pub mod stack;
+pub mod demo;

@@ -1,0 +1,347 @@
+//! The whole pipeline on the local stack, driven as AWS drives it: S3 notifications invoke
+//! `ingest`; an SQS event source mapping (receive, invoke `embed-index`, delete what succeeded,
+//! let failures reappear and move to the DLQ) feeds `embed-index`; a schedule invokes `probe`.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use aws_sdk_sqs::types::{DeleteMessageBatchRequestEntry, MessageSystemAttributeName, QueueAttributeName};
+use sakuin::es::{EsClient, EsSettings};
+use serde_json::{Value, json};
+
+use crate::runtime::{FunctionError, FunctionProcess};
+use crate::stack::{LocalStack, REGION};
+
+/// Names used on the local stack.
+pub const BUCKET: &str = "sakuin-demo";
+pub const QUEUE: &str = "sakuin-chunks";
+pub const DEAD_LETTER_QUEUE: &str = "sakuin-chunks-dlq";
+/// Receives before a message moves to the DLQ (the template uses 5; fewer keeps tests quick).
+pub const MAX_RECEIVE_COUNT: u32 = 3;
+/// Short, so failed messages come back quickly in local runs.
+pub const VISIBILITY_TIMEOUT_SECS: u32 = 2;
+
+/// Where the built function binaries are.
+pub fn binary_dir() -> PathBuf {
+    if let Ok(dir) = std::env::var("SAKUIN_BIN_DIR") {
+        return PathBuf::from(dir);
+    }
+    let target = std::env::var("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|_| crate::stack::repo_root().join("target"));
+    target.join("debug")
+}
+
+/// Settings for the functions beyond the stack's endpoints.
+#[derive(Debug, Clone)]
+pub struct PipelineOptions {
+    pub model_id: String,
+    pub dimensions: Option<usize>,
+    pub index: String,
+    pub extra_env: Vec<(String, String)>,
+    pub log: Option<PathBuf>,
+}
+
+impl Default for PipelineOptions {
+    fn default() -> Self {
+        Self {
+            model_id: "amazon.titan-embed-text-v2:0".into(),
+            dimensions: Some(256),
+            index: "documents".into(),
+            extra_env: Vec::new(),
+            log: None,
+        }
+    }
+}
+
+/// What one drain of the chunk queue did.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct DrainStats {
+    pub invocations: u64,
+    pub messages: u64,
+    pub deleted: u64,
+    pub reported_failures: u64,
+    pub function_errors: u64,
+}
+
+pub struct Pipeline {
+    pub stack: LocalStack,
+    pub s3: aws_sdk_s3::Client,
+    pub sqs: aws_sdk_sqs::Client,
+    pub queue_url: String,
+    pub dlq_url: String,
+    pub env: Vec<(String, String)>,
+    pub ingest: FunctionProcess,
+    pub embed_index: FunctionProcess,
+    pub probe: FunctionProcess,
+    pub options: PipelineOptions,
+}
+
+impl Pipeline {
+    /// Creates the bucket and queues, then starts the three functions.
+    pub async fn start(stack: LocalStack, options: PipelineOptions) -> Result<Self, Box<dyn std::error::Error>> {
+        let sdk = aws_config::defaults(aws_config::BehaviorVersion::latest())
+            .region(aws_config::Region::new(REGION))
+            .credentials_provider(aws_sdk_s3::config::Credentials::new("testing", "testing", None, None, "local"))
+            .load()
+            .await;
+        let s3 = aws_sdk_s3::Client::from_conf(
+            aws_sdk_s3::config::Builder::from(&sdk).endpoint_url(stack.moto.url()).force_path_style(true).build(),
+        );
+        let sqs = aws_sdk_sqs::Client::from_conf(aws_sdk_sqs::config::Builder::from(&sdk).endpoint_url(stack.moto.url()).build());
+
+        s3.create_bucket()
+            .bucket(BUCKET)
+            .create_bucket_configuration(
+                aws_sdk_s3::types::CreateBucketConfiguration::builder()
+                    .location_constraint(aws_sdk_s3::types::BucketLocationConstraint::from(REGION))
+                    .build(),
+            )
+            .send()
+            .await?;
+        let dlq_url = sqs.create_queue().queue_name(DEAD_LETTER_QUEUE).send().await?.queue_url.unwrap_or_default();
+        let dlq_arn = format!("arn:aws:sqs:{REGION}:123456789012:{DEAD_LETTER_QUEUE}");
+        let queue_url = sqs
+            .create_queue()
+            .queue_name(QUEUE)
+            .attributes(QueueAttributeName::VisibilityTimeout, VISIBILITY_TIMEOUT_SECS.to_string())
+            .attributes(
+                QueueAttributeName::RedrivePolicy,
+                json!({"deadLetterTargetArn": dlq_arn, "maxReceiveCount": MAX_RECEIVE_COUNT}).to_string(),
+            )
+            .send()
+            .await?
+            .queue_url
+            .unwrap_or_default();
+
+        let mut env = stack.env();
+        env.extend(
+            [
+                ("CHUNK_QUEUE_URL", queue_url.clone()),
+                ("DEAD_LETTER_QUEUE_URL", dlq_url.clone()),
+                ("SOURCE_BUCKET", BUCKET.to_owned()),
+                ("EMBEDDING_MODEL_ID", options.model_id.clone()),
+                ("EMBEDDING_DIMENSIONS", options.dimensions.map(|d| d.to_string()).unwrap_or_default()),
+                ("ES_INDEX", options.index.clone()),
+                ("RUST_LOG", "info".to_owned()),
+            ]
+            .into_iter()
+            .map(|(k, v)| (k.to_owned(), v)),
+        );
+        env.extend(options.extra_env.iter().cloned());
+
+        let bin = binary_dir();
+        let log = options.log.as_deref();
+        let ingest = FunctionProcess::spawn(&require(&bin, "ingest")?, "sakuin-ingest", &env, log).await?;
+        let embed_index = FunctionProcess::spawn(&require(&bin, "embed-index")?, "sakuin-embed-index", &env, log).await?;
+        let probe = FunctionProcess::spawn(&require(&bin, "probe")?, "sakuin-probe", &env, log).await?;
+        Ok(Self { stack, s3, sqs, queue_url, dlq_url, env, ingest, embed_index, probe, options })
+    }
+
+    /// A client for the local Elasticsearch, on the pipeline's index.
+    pub fn es(&self) -> EsClient {
+        EsClient::new(&EsSettings {
+            host: "127.0.0.1".into(),
+            port: self.stack.elasticsearch.port,
+            use_ssl: false,
+            verify_certs: true,
+            ca_cert_pem: None,
+            auth: None,
+            index: self.options.index.clone(),
+            timeout: Duration::from_secs(30),
+            connect_timeout: Duration::from_secs(2),
+        })
+        .expect("a plain-HTTP client always builds")
+    }
+
+    /// Puts an object and returns the S3 notification S3 would send for it.
+    pub async fn put_object(&self, key: &str, body: Vec<u8>) -> Result<Value, Box<dyn std::error::Error>> {
+        let size = body.len();
+        let out = self.s3.put_object().bucket(BUCKET).key(key).body(body.into()).send().await?;
+        let etag = out.e_tag.unwrap_or_default().trim_matches('"').to_owned();
+        Ok(s3_event("ObjectCreated:Put", BUCKET, key, Some(size), Some(&etag)))
+    }
+
+    pub async fn invoke_ingest(&self, event: &Value) -> Result<Value, FunctionError> {
+        self.ingest.invoke(event, Duration::from_secs(300)).await
+    }
+
+    pub async fn invoke_probe(&self, event: &Value) -> Result<Value, FunctionError> {
+        self.probe.invoke(event, Duration::from_secs(60)).await
+    }
+
+    /// Receives one batch (up to `batch_size`) and invokes `embed-index` with it as the event
+    /// source mapping would; returns the function's outcome and the batch's message ids.
+    pub async fn deliver_batch(&self, batch_size: i32) -> Result<Option<(Result<Value, FunctionError>, Vec<String>)>, Box<dyn std::error::Error>> {
+        let received = self
+            .sqs
+            .receive_message()
+            .queue_url(&self.queue_url)
+            .max_number_of_messages(batch_size)
+            .wait_time_seconds(1)
+            .message_system_attribute_names(MessageSystemAttributeName::All)
+            .send()
+            .await?;
+        let messages = received.messages.unwrap_or_default();
+        if messages.is_empty() {
+            return Ok(None);
+        }
+        let event = sqs_event(&messages);
+        let ids: Vec<String> = messages.iter().filter_map(|m| m.message_id.clone()).collect();
+        let outcome = self.embed_index.invoke(&event, Duration::from_secs(120)).await;
+        if let Ok(response) = &outcome {
+            let failed: Vec<&str> = response["batchItemFailures"]
+                .as_array()
+                .map(|a| a.iter().filter_map(|f| f["itemIdentifier"].as_str()).collect())
+                .unwrap_or_default();
+            let done: Vec<DeleteMessageBatchRequestEntry> = messages
+                .iter()
+                .filter(|m| !failed.contains(&m.message_id.as_deref().unwrap_or_default()))
+                .enumerate()
+                .map(|(i, m)| {
+                    DeleteMessageBatchRequestEntry::builder()
+                        .id(i.to_string())
+                        .receipt_handle(m.receipt_handle.clone().unwrap_or_default())
+                        .build()
+                        .expect("id and receipt handle are set")
+                })
+                .collect();
+            if !done.is_empty() {
+                self.sqs.delete_message_batch().queue_url(&self.queue_url).set_entries(Some(done)).send().await?;
+            }
+        }
+        Ok(Some((outcome, ids)))
+    }
+
+    /// Feeds `embed-index` until the queue stays empty (failed messages reappear after the
+    /// visibility timeout, so it waits that long before deciding the queue is drained).
+    pub async fn drain(&self, limit: Duration) -> Result<DrainStats, Box<dyn std::error::Error>> {
+        let mut stats = DrainStats::default();
+        let give_up = Instant::now() + limit;
+        let mut quiet_since: Option<Instant> = None;
+        while Instant::now() < give_up {
+            match self.deliver_batch(10).await? {
+                Some((outcome, ids)) => {
+                    quiet_since = None;
+                    stats.invocations += 1;
+                    stats.messages += ids.len() as u64;
+                    match outcome {
+                        Ok(response) => {
+                            let failed = response["batchItemFailures"].as_array().map_or(0, Vec::len) as u64;
+                            stats.reported_failures += failed;
+                            stats.deleted += ids.len() as u64 - failed;
+                        }
+                        Err(_) => stats.function_errors += 1,
+                    }
+                }
+                None => {
+                    let since = *quiet_since.get_or_insert_with(Instant::now);
+                    if since.elapsed() > Duration::from_secs(u64::from(VISIBILITY_TIMEOUT_SECS) + 1) && self.in_flight().await? == 0 {
+                        break;
+                    }
+                }
+            }
+        }
+        Ok(stats)
+    }
+
+    async fn in_flight(&self) -> Result<u64, Box<dyn std::error::Error>> {
+        Ok(queue_depth(&self.sqs, &self.queue_url, QueueAttributeName::ApproximateNumberOfMessagesNotVisible).await?
+            + queue_depth(&self.sqs, &self.queue_url, QueueAttributeName::ApproximateNumberOfMessages).await?)
+    }
+
+    /// Messages waiting in the dead-letter queue.
+    pub async fn dead_letters(&self) -> Result<u64, Box<dyn std::error::Error>> {
+        queue_depth(&self.sqs, &self.dlq_url, QueueAttributeName::ApproximateNumberOfMessages).await
+    }
+
+    pub async fn stop(self) {
+        self.ingest.stop().await;
+        self.embed_index.stop().await;
+        self.probe.stop().await;
+    }
+}
+
+async fn queue_depth(sqs: &aws_sdk_sqs::Client, url: &str, attr: QueueAttributeName) -> Result<u64, Box<dyn std::error::Error>> {
+    let out = sqs.get_queue_attributes().queue_url(url).attribute_names(attr.clone()).send().await?;
+    Ok(out.attributes().and_then(|a| a.get(&attr)).and_then(|v| v.parse().ok()).unwrap_or(0))
+}
+
+fn require(dir: &Path, name: &str) -> Result<PathBuf, Box<dyn std::error::Error>> {
+    let path = dir.join(name);
+    if path.exists() {
+        Ok(path)
+    } else {
+        Err(format!("{} is not built: run `cargo build --workspace` (or set SAKUIN_BIN_DIR)", path.display()).into())
+    }
+}
+
+/// S3 writes keys form-URL-encoded into notifications: space as `+`, reserved bytes as `%XX`.
+pub fn form_encode_key(key: &str) -> String {
+    use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
+    const KEEP: &AsciiSet = &NON_ALPHANUMERIC.remove(b'/').remove(b'-').remove(b'_').remove(b'.').remove(b'*').remove(b' ');
+    utf8_percent_encode(key, KEEP).to_string().replace(' ', "+")
+}
+
+/// A real-shaped S3 notification for one object.
+pub fn s3_event(event_name: &str, bucket: &str, key: &str, size: Option<usize>, etag: Option<&str>) -> Value {
+    let now = chrono::Utc::now();
+    let sequencer = format!("{:016X}", now.timestamp_nanos_opt().unwrap_or_default());
+    let mut object = json!({"key": form_encode_key(key), "sequencer": sequencer});
+    if let Some(size) = size {
+        object["size"] = json!(size);
+    }
+    if let Some(etag) = etag {
+        object["eTag"] = json!(etag);
+    }
+    json!({"Records": [{
+        "eventVersion": "2.1",
+        "eventSource": "aws:s3",
+        "awsRegion": REGION,
+        "eventTime": now.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+        "eventName": event_name,
+        "userIdentity": {"principalId": "AWS:AIDAEXAMPLE"},
+        "requestParameters": {"sourceIPAddress": "127.0.0.1"},
+        "responseElements": {"x-amz-request-id": "LOCAL", "x-amz-id-2": "LOCAL"},
+        "s3": {
+            "s3SchemaVersion": "1.0",
+            "configurationId": "sakuin-ingest",
+            "bucket": {"name": bucket, "ownerIdentity": {"principalId": "EXAMPLE"}, "arn": format!("arn:aws:s3:::{bucket}")},
+            "object": object
+        }
+    }]})
+}
+
+/// The SQS event Lambda's event source mapping builds from received messages.
+pub fn sqs_event(messages: &[aws_sdk_sqs::types::Message]) -> Value {
+    let records: Vec<Value> = messages
+        .iter()
+        .map(|m| {
+            let attributes: serde_json::Map<String, Value> = m
+                .attributes()
+                .map(|a| a.iter().map(|(k, v)| (k.as_str().to_owned(), Value::String(v.clone()))).collect())
+                .unwrap_or_default();
+            json!({
+                "messageId": m.message_id(),
+                "receiptHandle": m.receipt_handle(),
+                "body": m.body(),
+                "attributes": attributes,
+                "messageAttributes": {},
+                "md5OfBody": m.md5_of_body(),
+                "eventSource": "aws:sqs",
+                "eventSourceARN": format!("arn:aws:sqs:{REGION}:123456789012:{QUEUE}"),
+                "awsRegion": REGION
+            })
+        })
+        .collect();
+    json!({ "Records": records })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_are_encoded_the_way_s3_does() {
+        assert_eq!(form_encode_key("docs/2024 annual report+q4日本.jsonl"), "docs/2024+annual+report%2Bq4%E6%97%A5%E6%9C%AC.jsonl");
+        assert_eq!(sakuin::s3key::decode_key(&form_encode_key("a b+c%d/é.json")).unwrap(), "a b+c%d/é.json");
+    }
+}

@@ -1,0 +1,207 @@
+//! The local stack on loopback: moto (S3, SQS, Secrets Manager), noida-db (the Elasticsearch
+//! API) and the project's Bedrock stand-in, each on a free port, stopped when dropped.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// Region the local stack pretends to be in.
+pub const REGION: &str = "ap-northeast-1";
+
+/// A started server process; its process group is stopped on drop.
+pub struct Server {
+    pub name: &'static str,
+    pub port: u16,
+    child: Child,
+}
+
+impl Server {
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// Stops the server and every process it started (its own process group), and returns
+    /// once its port no longer accepts connections.
+    pub fn stop(&mut self) {
+        let group = format!("-{}", self.child.id());
+        let signal = |sig: &str| {
+            let _ = Command::new("kill").args([sig, "--", &group]).stdout(Stdio::null()).stderr(Stdio::null()).status();
+        };
+        let listening = || std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok();
+        signal("-TERM");
+        let deadline = Instant::now() + Duration::from_secs(3);
+        while Instant::now() < deadline && (listening() || matches!(self.child.try_wait(), Ok(None))) {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        if listening() || matches!(self.child.try_wait(), Ok(None)) {
+            signal("-KILL");
+        }
+        let _ = self.child.wait();
+        while listening() && Instant::now() < deadline + Duration::from_secs(2) {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            self.stop();
+        }
+    }
+}
+
+/// The three local services.
+pub struct LocalStack {
+    pub moto: Server,
+    pub elasticsearch: Server,
+    pub bedrock: Server,
+    pub root: PathBuf,
+    pub work_dir: PathBuf,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StackError {
+    #[error("{0} is missing: run `make venv` (or `python3 -m venv .venv && .venv/bin/pip install -r dev/requirements.txt`)")]
+    Missing(PathBuf),
+    #[error("{name} did not start: {detail}")]
+    Start { name: &'static str, detail: String },
+    #[error(transparent)]
+    Io(#[from] std::io::Error),
+}
+
+/// The repository root (where `.venv` and `dev/` live).
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").canonicalize().expect("the repository root exists")
+}
+
+fn free_port() -> std::io::Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+fn spawn(name: &'static str, program: &Path, args: &[String], log: &Path, port: u16) -> Result<Server, StackError> {
+    use std::os::unix::process::CommandExt;
+    if !program.exists() {
+        return Err(StackError::Missing(program.to_owned()));
+    }
+    let file = std::fs::File::create(log)?;
+    let child = Command::new(program)
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::from(file.try_clone()?))
+        .stderr(Stdio::from(file))
+        // Its own process group, so stopping it also stops anything it started.
+        .process_group(0)
+        .spawn()
+        .map_err(|e| StackError::Start { name, detail: e.to_string() })?;
+    Ok(Server { name, port, child })
+}
+
+/// Waits until `url` answers any HTTP status.
+async fn wait_http(server: &mut Server, path: &str, log: &Path) -> Result<(), StackError> {
+    let client = reqwest::Client::new();
+    let url = format!("{}{path}", server.url());
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while Instant::now() < deadline {
+        if let Ok(Some(status)) = server.child.try_wait() {
+            let tail = std::fs::read_to_string(log).unwrap_or_default();
+            return Err(StackError::Start { name: server.name, detail: format!("exited with {status}: {}", tail.trim()) });
+        }
+        if client.get(&url).timeout(Duration::from_secs(2)).send().await.is_ok() {
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    Err(StackError::Start { name: server.name, detail: format!("{url} did not answer within 60 s") })
+}
+
+impl LocalStack {
+    /// Starts the three services. `bedrock_args` are extra flags for the stand-in
+    /// (e.g. `--latency-ms 50`).
+    pub async fn start(bedrock_args: &[&str]) -> Result<Self, StackError> {
+        let root = repo_root();
+        let venv = root.join(".venv/bin");
+        let work_dir = std::env::temp_dir().join(format!("sakuin-local-{}-{}", std::process::id(), free_port()?));
+        std::fs::create_dir_all(&work_dir)?;
+
+        let moto_port = free_port()?;
+        let moto_log = work_dir.join("moto.log");
+        let mut moto = spawn(
+            "moto",
+            &venv.join("moto_server"),
+            &["-H".into(), "127.0.0.1".into(), "-p".into(), moto_port.to_string()],
+            &moto_log,
+            moto_port,
+        )?;
+
+        let es_port = free_port()?;
+        let es_log = work_dir.join("noida-db.log");
+        let mut elasticsearch = spawn(
+            "noida-db",
+            &venv.join("noida-db"),
+            &[
+                "start".into(),
+                "--data-dir".into(),
+                work_dir.join("noida").display().to_string(),
+                "--host".into(),
+                "127.0.0.1".into(),
+                "--only".into(),
+                "elasticsearch".into(),
+                "--elasticsearch-port".into(),
+                es_port.to_string(),
+            ],
+            &es_log,
+            es_port,
+        )?;
+
+        let bedrock_port = free_port()?;
+        let bedrock_log = work_dir.join("bedrock.log");
+        let mut args = vec![
+            root.join("dev/bedrock_stub.py").display().to_string(),
+            "--host".into(),
+            "127.0.0.1".into(),
+            "--port".into(),
+            bedrock_port.to_string(),
+        ];
+        args.extend(bedrock_args.iter().map(|s| s.to_string()));
+        let mut bedrock = spawn("bedrock stand-in", &venv.join("python"), &args, &bedrock_log, bedrock_port)?;
+
+        wait_http(&mut moto, "/moto-api/", &moto_log).await?;
+        wait_http(&mut elasticsearch, "/", &es_log).await?;
+        wait_http(&mut bedrock, "/_stub/health", &bedrock_log).await?;
+        Ok(Self { moto, elasticsearch, bedrock, root, work_dir })
+    }
+
+    /// The environment a function needs to run against this stack (besides its own settings).
+    pub fn env(&self) -> Vec<(String, String)> {
+        let moto = self.moto.url();
+        [
+            ("AWS_ENDPOINT_URL_S3", moto.clone()),
+            ("AWS_ENDPOINT_URL_SQS", moto.clone()),
+            ("AWS_ENDPOINT_URL_SECRETS_MANAGER", moto),
+            ("AWS_ENDPOINT_URL_BEDROCK_RUNTIME", self.bedrock.url()),
+            ("AWS_ACCESS_KEY_ID", "testing".into()),
+            ("AWS_SECRET_ACCESS_KEY", "testing".into()),
+            ("AWS_REGION", REGION.into()),
+            ("AWS_EC2_METADATA_DISABLED", "true".into()),
+            ("S3_FORCE_PATH_STYLE", "true".into()),
+            ("ES_HOST", "127.0.0.1".into()),
+            ("ES_PORT", self.elasticsearch.port.to_string()),
+            // The stand-in's hashed vectors are sparse, which int8 quantisation distorts; real
+            // model vectors are dense and fine with the production default.
+            ("ES_VECTOR_INDEX_TYPE", "hnsw".into()),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v))
+        .collect()
+    }
+}
+
+impl Drop for LocalStack {
+    fn drop(&mut self) {
+        self.moto.stop();
+        self.elasticsearch.stop();
+        self.bedrock.stop();
+        let _ = std::fs::remove_dir_all(&self.work_dir);
+    }
+}
