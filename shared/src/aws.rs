@@ -18,7 +18,9 @@ pub async fn sdk_config() -> aws_config::SdkConfig {
 /// S3, honouring `S3_FORCE_PATH_STYLE` for local emulators.
 pub fn s3_client(conf: &aws_config::SdkConfig, env: &mut Env) -> aws_sdk_s3::Client {
     let path_style = env.flag("S3_FORCE_PATH_STYLE", false);
-    let s3 = aws_sdk_s3::config::Builder::from(conf).force_path_style(path_style).build();
+    let s3 = aws_sdk_s3::config::Builder::from(conf)
+        .force_path_style(path_style)
+        .build();
     aws_sdk_s3::Client::from_conf(s3)
 }
 
@@ -42,16 +44,26 @@ pub fn bedrock_client(conf: &aws_config::SdkConfig) -> aws_sdk_bedrockruntime::C
 }
 
 /// Reads Elasticsearch credentials from Secrets Manager (once per container).
-pub async fn es_auth_from_secret(conf: &aws_config::SdkConfig, secret_id: &str) -> Result<EsAuth, ConfigError> {
+pub async fn es_auth_from_secret(
+    conf: &aws_config::SdkConfig,
+    secret_id: &str,
+) -> Result<EsAuth, ConfigError> {
     let client = aws_sdk_secretsmanager::Client::new(conf);
-    let out = client.get_secret_value().secret_id(secret_id).send().await.map_err(|e| ConfigError {
-        problems: vec![format!(
-            "ES_SECRET_ID {secret_id}: could not be read: {}",
-            crate::embed::bedrock::error_chain(&e.into_service_error())
-        )],
-    })?;
+    let out = client
+        .get_secret_value()
+        .secret_id(secret_id)
+        .send()
+        .await
+        .map_err(|e| ConfigError {
+            problems: vec![format!(
+                "ES_SECRET_ID {secret_id}: could not be read: {}",
+                crate::embed::bedrock::error_chain(&e.into_service_error())
+            )],
+        })?;
     let text = out.secret_string().ok_or_else(|| ConfigError {
-        problems: vec![format!("ES_SECRET_ID {secret_id}: the secret has no string value")],
+        problems: vec![format!(
+            "ES_SECRET_ID {secret_id}: the secret has no string value"
+        )],
     })?;
     auth_from_secret(secret_id, text)
 }

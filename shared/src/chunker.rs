@@ -169,15 +169,31 @@ fn push_segment(
     max: usize,
     out: &mut Vec<Segment>,
 ) {
-    let byte = |i: usize| if i < chars.len() { chars[i].0 } else { text_len };
+    let byte = |i: usize| {
+        if i < chars.len() {
+            chars[i].0
+        } else {
+            text_len
+        }
+    };
     let mut s = start;
     while end - s > max {
         let cut = soft_cut(chars, s, s + max);
-        out.push(Segment { start: byte(s), end: byte(cut), chars: cut - s, ends_paragraph: false });
+        out.push(Segment {
+            start: byte(s),
+            end: byte(cut),
+            chars: cut - s,
+            ends_paragraph: false,
+        });
         s = cut;
     }
     if s < end {
-        out.push(Segment { start: byte(s), end: byte(end), chars: end - s, ends_paragraph });
+        out.push(Segment {
+            start: byte(s),
+            end: byte(end),
+            chars: end - s,
+            ends_paragraph,
+        });
     }
 }
 
@@ -210,12 +226,19 @@ mod tests {
     use super::*;
 
     fn settings(max: usize, overlap: usize) -> ChunkSettings {
-        ChunkSettings { max_chars: max, overlap_chars: overlap }
+        ChunkSettings {
+            max_chars: max,
+            overlap_chars: overlap,
+        }
     }
 
     fn assert_within(chunks: &[String], max: usize) {
         for c in chunks {
-            assert!(c.chars().count() <= max, "chunk of {} chars > {max}: {c:?}", c.chars().count());
+            assert!(
+                c.chars().count() <= max,
+                "chunk of {} chars > {max}: {c:?}",
+                c.chars().count()
+            );
             assert!(!c.is_empty());
         }
     }
@@ -228,7 +251,10 @@ mod tests {
 
     #[test]
     fn short_text_is_one_trimmed_chunk() {
-        assert_eq!(chunk_text("  hello world.\n", &settings(100, 10)), vec!["hello world."]);
+        assert_eq!(
+            chunk_text("  hello world.\n", &settings(100, 10)),
+            vec!["hello world."]
+        );
     }
 
     #[test]
@@ -247,7 +273,10 @@ mod tests {
         let text = "Pi is about 3.14 and e is 2.71. These are constants! Are they useful? Yes.";
         let chunks = chunk_text(text, &settings(40, 0));
         assert_within(&chunks, 40);
-        assert!(chunks.iter().any(|c| c.contains("3.14 and e is 2.71.")), "{chunks:?}");
+        assert!(
+            chunks.iter().any(|c| c.contains("3.14 and e is 2.71.")),
+            "{chunks:?}"
+        );
         for c in &chunks {
             assert!(c.ends_with(['.', '!', '?']), "{c:?}");
         }
@@ -262,7 +291,10 @@ mod tests {
         // Each chunk after the first begins with the last sentence of the one before it.
         for pair in chunks.windows(2) {
             let last_sentence = pair[0].rsplit_terminator(". ").next().unwrap();
-            assert!(pair[1].starts_with(last_sentence.trim_end_matches('.')), "{pair:?}");
+            assert!(
+                pair[1].starts_with(last_sentence.trim_end_matches('.')),
+                "{pair:?}"
+            );
         }
     }
 
@@ -272,7 +304,10 @@ mod tests {
         let chunks = chunk_text(&text, &settings(25, 0));
         assert_within(&chunks, 25);
         let rejoined: String = chunks.join(" ");
-        assert_eq!(rejoined.split_whitespace().count(), text.split_whitespace().count());
+        assert_eq!(
+            rejoined.split_whitespace().count(),
+            text.split_whitespace().count()
+        );
     }
 
     #[test]
@@ -287,7 +322,11 @@ mod tests {
         let chunks = chunk_text(&jp, &settings(20, 0));
         assert_within(&chunks, 20);
         assert_eq!(chunks.concat(), jp);
-        assert!(chunks[..chunks.len() - 1].iter().all(|c| c.ends_with('、') || c.ends_with("です")));
+        assert!(
+            chunks[..chunks.len() - 1]
+                .iter()
+                .all(|c| c.ends_with('、') || c.ends_with("です"))
+        );
     }
 
     #[test]
@@ -304,11 +343,19 @@ mod tests {
         // "か" + combining dakuten, and a ZWJ family emoji, straddling the cut point.
         let text = format!("{}か\u{3099}{}", "x".repeat(9), "y".repeat(9));
         let chunks = chunk_text(&text, &settings(10, 0));
-        assert!(chunks.iter().all(|c| !c.starts_with('\u{3099}')), "{chunks:?}");
+        assert!(
+            chunks.iter().all(|c| !c.starts_with('\u{3099}')),
+            "{chunks:?}"
+        );
         let family = "👨\u{200D}👩\u{200D}👧";
         let text = format!("{}{family}{}", "x".repeat(8), "y".repeat(8));
         let chunks = chunk_text(&text, &settings(10, 0));
-        assert!(chunks.iter().all(|c| !c.starts_with('\u{200D}') && !c.ends_with('\u{200D}')), "{chunks:?}");
+        assert!(
+            chunks
+                .iter()
+                .all(|c| !c.starts_with('\u{200D}') && !c.ends_with('\u{200D}')),
+            "{chunks:?}"
+        );
         assert_eq!(chunks.concat(), text);
     }
 

@@ -30,17 +30,26 @@ impl Env {
     }
 
     pub fn from_map(vars: HashMap<String, String>) -> Self {
-        Self { vars, problems: Vec::new() }
+        Self {
+            vars,
+            problems: Vec::new(),
+        }
     }
 
     /// A variable's value; empty counts as unset (SAM declares unused variables as "").
     pub fn get(&self, name: &str) -> Option<String> {
-        self.vars.get(name).map(|v| v.trim().to_owned()).filter(|v| !v.is_empty())
+        self.vars
+            .get(name)
+            .map(|v| v.trim().to_owned())
+            .filter(|v| !v.is_empty())
     }
 
     fn secret(&self, name: &str) -> Option<Secret> {
         // Secrets are not trimmed: a trailing space could be part of a password.
-        self.vars.get(name).filter(|v| !v.is_empty()).map(|v| Secret::new(v.clone()))
+        self.vars
+            .get(name)
+            .filter(|v| !v.is_empty())
+            .map(|v| Secret::new(v.clone()))
     }
 
     pub fn problem(&mut self, text: impl Into<String>) {
@@ -105,12 +114,18 @@ impl Env {
     /// Fails with every problem recorded so far.
     pub fn check(&mut self) -> Result<(), ConfigError> {
         let problems = std::mem::take(&mut self.problems);
-        if problems.is_empty() { Ok(()) } else { Err(ConfigError { problems }) }
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(ConfigError { problems })
+        }
     }
 
     /// `EMBEDDING_MODEL_ID` and `EMBEDDING_DIMENSIONS`.
     pub fn model(&mut self) -> Option<EmbeddingModel> {
-        let id = self.get("EMBEDDING_MODEL_ID").unwrap_or_else(|| "amazon.titan-embed-text-v2:0".into());
+        let id = self
+            .get("EMBEDDING_MODEL_ID")
+            .unwrap_or_else(|| "amazon.titan-embed-text-v2:0".into());
         let dims = self.optional::<usize>("EMBEDDING_DIMENSIONS");
         match EmbeddingModel::resolve(&id, dims) {
             Ok(m) => Some(m),
@@ -149,11 +164,22 @@ impl Env {
             self.problem(format!("ES_HOST={host:?} must be a host name or IP address, without scheme or path (use ES_USE_SSL for https)"));
         }
         let timeout = Duration::from_secs(self.parse::<u64>("ES_TIMEOUT_SECS", 30).max(1));
-        let connect_timeout = Duration::from_secs(self.parse::<u64>("ES_CONNECT_TIMEOUT_SECS", 5).max(1));
+        let connect_timeout =
+            Duration::from_secs(self.parse::<u64>("ES_CONNECT_TIMEOUT_SECS", 5).max(1));
         let index = self.get("ES_INDEX").unwrap_or_else(|| "documents".into());
         let secret_id = self.get("ES_SECRET_ID");
         (
-            EsSettings { host, port, use_ssl, verify_certs, ca_cert_pem, auth, index, timeout, connect_timeout },
+            EsSettings {
+                host,
+                port,
+                use_ssl,
+                verify_certs,
+                ca_cert_pem,
+                auth,
+                index,
+                timeout,
+                connect_timeout,
+            },
             secret_id,
         )
     }
@@ -166,7 +192,9 @@ impl Env {
         match std::fs::read_to_string(value) {
             Ok(text) => Some(text),
             Err(e) => {
-                self.problem(format!("ES_CA_CERT names {value:?}, which cannot be read: {e}"));
+                self.problem(format!(
+                    "ES_CA_CERT names {value:?}, which cannot be read: {e}"
+                ));
                 None
             }
         }
@@ -175,15 +203,25 @@ impl Env {
 
 /// Credentials read from a Secrets Manager secret: `{"username","password"}` or `{"api_key"}`.
 pub fn auth_from_secret(secret_id: &str, secret_string: &str) -> Result<EsAuth, ConfigError> {
-    let problem = |text: &str| ConfigError { problems: vec![format!("secret {secret_id}: {text}")] };
-    let value: serde_json::Value =
-        serde_json::from_str(secret_string).map_err(|_| problem("is not JSON ({\"username\",\"password\"} or {\"api_key\"})"))?;
-    let field = |name: &str| value.get(name).and_then(|v| v.as_str()).filter(|s| !s.is_empty());
+    let problem = |text: &str| ConfigError {
+        problems: vec![format!("secret {secret_id}: {text}")],
+    };
+    let value: serde_json::Value = serde_json::from_str(secret_string)
+        .map_err(|_| problem("is not JSON ({\"username\",\"password\"} or {\"api_key\"})"))?;
+    let field = |name: &str| {
+        value
+            .get(name)
+            .and_then(|v| v.as_str())
+            .filter(|s| !s.is_empty())
+    };
     if let Some(key) = field("api_key") {
         return Ok(EsAuth::ApiKey(Secret::new(key)));
     }
     match (field("username"), field("password")) {
-        (Some(u), Some(p)) => Ok(EsAuth::Basic { username: u.to_owned(), password: Secret::new(p) }),
+        (Some(u), Some(p)) => Ok(EsAuth::Basic {
+            username: u.to_owned(),
+            password: Secret::new(p),
+        }),
         _ => Err(problem("holds neither api_key nor username and password")),
     }
 }
@@ -236,28 +274,38 @@ fn fields(env: &mut Env) -> FieldSelection {
         env.problem("TEXT_FIELDS names no field");
     }
     let id_field = env.get("ID_FIELD").unwrap_or_else(|| "id".into());
-    FieldSelection { text_fields, id_field }
+    FieldSelection {
+        text_fields,
+        id_field,
+    }
 }
 
 fn chunking(env: &mut Env, model: Option<&EmbeddingModel>) -> ChunkSettings {
     let max_chars = env.parse::<usize>("CHUNK_MAX_CHARS", 1000);
     let overlap_chars = env.parse::<usize>("CHUNK_OVERLAP_CHARS", 100);
     if max_chars < 50 {
-        env.problem(format!("CHUNK_MAX_CHARS={max_chars} is too small (at least 50)"));
+        env.problem(format!(
+            "CHUNK_MAX_CHARS={max_chars} is too small (at least 50)"
+        ));
     }
     if overlap_chars >= max_chars {
-        env.problem(format!("CHUNK_OVERLAP_CHARS={overlap_chars} must be smaller than CHUNK_MAX_CHARS={max_chars}"));
+        env.problem(format!(
+            "CHUNK_OVERLAP_CHARS={overlap_chars} must be smaller than CHUNK_MAX_CHARS={max_chars}"
+        ));
     }
-    if let Some(model) = model {
-        if max_chars > model.max_input_chars() {
-            env.problem(format!(
-                "CHUNK_MAX_CHARS={max_chars} is more than {} takes in one input ({} characters)",
-                model.id,
-                model.max_input_chars()
-            ));
-        }
+    if let Some(model) = model
+        && max_chars > model.max_input_chars()
+    {
+        env.problem(format!(
+            "CHUNK_MAX_CHARS={max_chars} is more than {} takes in one input ({} characters)",
+            model.id,
+            model.max_input_chars()
+        ));
     }
-    ChunkSettings { max_chars, overlap_chars }
+    ChunkSettings {
+        max_chars,
+        overlap_chars,
+    }
 }
 
 /// What `embed-index` needs.
@@ -276,22 +324,51 @@ impl EmbedIndexConfig {
         let (es, es_secret_id) = env.elasticsearch();
         let model = env.model();
         let similarity = env.get("ES_SIMILARITY").unwrap_or_else(|| "cosine".into());
-        if !["cosine", "dot_product", "l2_norm", "max_inner_product"].contains(&similarity.as_str()) {
+        if !["cosine", "dot_product", "l2_norm", "max_inner_product"].contains(&similarity.as_str())
+        {
             env.problem(format!("ES_SIMILARITY={similarity:?} is not cosine, dot_product, l2_norm or max_inner_product"));
         }
-        let index_type = env.get("ES_VECTOR_INDEX_TYPE").unwrap_or_else(|| "int8_hnsw".into());
-        let known = ["hnsw", "int8_hnsw", "int4_hnsw", "bbq_hnsw", "flat", "int8_flat", "int4_flat", "bbq_flat"];
+        let index_type = env
+            .get("ES_VECTOR_INDEX_TYPE")
+            .unwrap_or_else(|| "int8_hnsw".into());
+        let known = [
+            "hnsw",
+            "int8_hnsw",
+            "int4_hnsw",
+            "bbq_hnsw",
+            "flat",
+            "int8_flat",
+            "int4_flat",
+            "bbq_flat",
+        ];
         if !known.contains(&index_type.as_str()) {
-            env.problem(format!("ES_VECTOR_INDEX_TYPE={index_type:?} is not one of {}", known.join(", ")));
+            env.problem(format!(
+                "ES_VECTOR_INDEX_TYPE={index_type:?} is not one of {}",
+                known.join(", ")
+            ));
         }
         let concurrency = env.parse::<usize>("EMBED_CONCURRENCY", 8);
         if !(1..=256).contains(&concurrency) {
-            env.problem(format!("EMBED_CONCURRENCY={concurrency} must be between 1 and 256"));
+            env.problem(format!(
+                "EMBED_CONCURRENCY={concurrency} must be between 1 and 256"
+            ));
         }
-        let bulk_max_bytes = env.parse::<usize>("ES_BULK_MAX_BYTES", 10 * 1024 * 1024).max(64 * 1024);
+        let bulk_max_bytes = env
+            .parse::<usize>("ES_BULK_MAX_BYTES", 10 * 1024 * 1024)
+            .max(64 * 1024);
         env.check()?;
-        let vectors = VectorSettings { similarity, index_type };
-        Ok(Self { es, es_secret_id, model: model.expect("checked"), vectors, concurrency, bulk_max_bytes })
+        let vectors = VectorSettings {
+            similarity,
+            index_type,
+        };
+        Ok(Self {
+            es,
+            es_secret_id,
+            model: model.expect("checked"),
+            vectors,
+            concurrency,
+            bulk_max_bytes,
+        })
     }
 }
 
@@ -319,7 +396,15 @@ impl ProbeConfig {
         let queue_url = env.get("CHUNK_QUEUE_URL");
         let dead_letter_queue_url = env.get("DEAD_LETTER_QUEUE_URL");
         env.check()?;
-        Ok(Self { es, es_secret_id, model: model.expect("checked"), bucket, queue_url, dead_letter_queue_url, timeout })
+        Ok(Self {
+            es,
+            es_secret_id,
+            model: model.expect("checked"),
+            bucket,
+            queue_url,
+            dead_letter_queue_url,
+            timeout,
+        })
     }
 }
 
@@ -328,7 +413,12 @@ mod tests {
     use super::*;
 
     fn env(pairs: &[(&str, &str)]) -> Env {
-        Env::from_map(pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect())
+        Env::from_map(
+            pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        )
     }
 
     #[test]
@@ -343,7 +433,13 @@ mod tests {
         let cfg = IngestConfig::from_env(&mut env(&[("CHUNK_QUEUE_URL", "http://q")])).unwrap();
         assert_eq!(cfg.fields.text_fields, vec!["text"]);
         assert_eq!(cfg.fields.id_field, "id");
-        assert_eq!(cfg.chunking, ChunkSettings { max_chars: 1000, overlap_chars: 100 });
+        assert_eq!(
+            cfg.chunking,
+            ChunkSettings {
+                max_chars: 1000,
+                overlap_chars: 100
+            }
+        );
         assert!(cfg.message_max_bytes < 256 * 1024);
     }
 
@@ -358,7 +454,13 @@ mod tests {
         ]))
         .unwrap_err();
         let text = err.to_string();
-        for needle in ["ES_HOST is required", "ES_PORT", "ES_USE_SSL", "EMBEDDING_DIMENSIONS 300", "ES_USERNAME is set without"] {
+        for needle in [
+            "ES_HOST is required",
+            "ES_PORT",
+            "ES_USE_SSL",
+            "EMBEDDING_DIMENSIONS 300",
+            "ES_USERNAME is set without",
+        ] {
             assert!(text.contains(needle), "missing {needle:?} in:\n{text}");
         }
         assert_eq!(err.problems.len(), 5);
@@ -373,37 +475,62 @@ mod tests {
         ]))
         .unwrap_err();
         assert!(err.to_string().contains("2048"), "{err}");
-        let err = IngestConfig::from_env(&mut env(&[("CHUNK_QUEUE_URL", "q"), ("CHUNK_OVERLAP_CHARS", "1000")])).unwrap_err();
+        let err = IngestConfig::from_env(&mut env(&[
+            ("CHUNK_QUEUE_URL", "q"),
+            ("CHUNK_OVERLAP_CHARS", "1000"),
+        ]))
+        .unwrap_err();
         assert!(err.to_string().contains("CHUNK_OVERLAP_CHARS"), "{err}");
     }
 
     #[test]
     fn secrets_never_show_in_errors_or_debug() {
-        let mut e = env(&[("ES_HOST", "h"), ("ES_USERNAME", "u"), ("ES_PASSWORD", "pa55-w0rd-x"), ("ES_PORT", "x")]);
+        let mut e = env(&[
+            ("ES_HOST", "h"),
+            ("ES_USERNAME", "u"),
+            ("ES_PASSWORD", "pa55-w0rd-x"),
+            ("ES_PORT", "x"),
+        ]);
         let err = EmbedIndexConfig::from_env(&mut e).unwrap_err();
         assert!(!err.to_string().contains("pa55-w0rd-x"));
-        let cfg = EmbedIndexConfig::from_env(&mut env(&[("ES_HOST", "h"), ("ES_API_KEY", "a2V5LWlkOmtleQ==")])).unwrap();
+        let cfg = EmbedIndexConfig::from_env(&mut env(&[
+            ("ES_HOST", "h"),
+            ("ES_API_KEY", "a2V5LWlkOmtleQ=="),
+        ]))
+        .unwrap();
         assert!(!format!("{cfg:?}").contains("a2V5LWlkOmtleQ=="));
         assert!(matches!(cfg.es.auth, Some(EsAuth::ApiKey(_))));
     }
 
     #[test]
     fn empty_values_count_as_unset() {
-        let cfg = EmbedIndexConfig::from_env(&mut env(&[("ES_HOST", "h"), ("ES_INDEX", ""), ("EMBEDDING_DIMENSIONS", "")])).unwrap();
+        let cfg = EmbedIndexConfig::from_env(&mut env(&[
+            ("ES_HOST", "h"),
+            ("ES_INDEX", ""),
+            ("EMBEDDING_DIMENSIONS", ""),
+        ]))
+        .unwrap();
         assert_eq!(cfg.es.index, "documents");
         assert_eq!(cfg.model.dimensions, 1024);
     }
 
     #[test]
     fn host_with_scheme_is_refused_with_a_hint() {
-        let err = EmbedIndexConfig::from_env(&mut env(&[("ES_HOST", "https://es:9200")])).unwrap_err();
+        let err =
+            EmbedIndexConfig::from_env(&mut env(&[("ES_HOST", "https://es:9200")])).unwrap_err();
         assert!(err.to_string().contains("ES_USE_SSL"), "{err}");
     }
 
     #[test]
     fn secret_payloads() {
-        assert!(matches!(auth_from_secret("s", r#"{"api_key":"k"}"#), Ok(EsAuth::ApiKey(_))));
-        assert!(matches!(auth_from_secret("s", r#"{"username":"u","password":"p"}"#), Ok(EsAuth::Basic { .. })));
+        assert!(matches!(
+            auth_from_secret("s", r#"{"api_key":"k"}"#),
+            Ok(EsAuth::ApiKey(_))
+        ));
+        assert!(matches!(
+            auth_from_secret("s", r#"{"username":"u","password":"p"}"#),
+            Ok(EsAuth::Basic { .. })
+        ));
         let err = auth_from_secret("arn:s", r#"{"user":"u"}"#).unwrap_err();
         assert!(err.to_string().contains("arn:s"));
         let err = auth_from_secret("arn:s", "hunter2").unwrap_err();

@@ -25,12 +25,23 @@ pub trait SearchIndex: Send + Sync {
     fn index_name(&self) -> &str;
 
     /// Creates the index if needed and checks its vector size.
-    fn ensure_index(&self, model: &EmbeddingModel, vectors: &VectorSettings) -> impl Future<Output = Result<(), EsError>> + Send;
+    fn ensure_index(
+        &self,
+        model: &EmbeddingModel,
+        vectors: &VectorSettings,
+    ) -> impl Future<Output = Result<(), EsError>> + Send;
 
     /// `(id, content_sha256, model_id)` of the chunks among `ids` that are stored.
-    fn fingerprints(&self, ids: &[String]) -> impl Future<Output = Result<Vec<(String, String, String)>, EsError>> + Send;
+    fn fingerprints(
+        &self,
+        ids: &[String],
+    ) -> impl Future<Output = Result<Vec<(String, String, String)>, EsError>> + Send;
 
-    fn bulk(&self, body: Vec<u8>, actions: usize) -> impl Future<Output = Result<BulkOutcome, EsError>> + Send;
+    fn bulk(
+        &self,
+        body: Vec<u8>,
+        actions: usize,
+    ) -> impl Future<Output = Result<BulkOutcome, EsError>> + Send;
 }
 
 impl SearchIndex for EsClient {
@@ -38,7 +49,11 @@ impl SearchIndex for EsClient {
         &self.index
     }
 
-    async fn ensure_index(&self, model: &EmbeddingModel, vectors: &VectorSettings) -> Result<(), EsError> {
+    async fn ensure_index(
+        &self,
+        model: &EmbeddingModel,
+        vectors: &VectorSettings,
+    ) -> Result<(), EsError> {
         EsClient::ensure_index(self, model.dimensions, vectors, &model.id).await
     }
 
@@ -61,7 +76,12 @@ pub struct EmbedIndexDeps<E, I> {
 
 impl<E, I> EmbedIndexDeps<E, I> {
     pub fn new(embedder: E, index: I, config: EmbedIndexConfig) -> Self {
-        Self { embedder, index, config, index_ready: OnceCell::new() }
+        Self {
+            embedder,
+            index,
+            config,
+            index_ready: OnceCell::new(),
+        }
     }
 }
 
@@ -111,11 +131,21 @@ pub async fn handle_batch<E: Embedder, I: SearchIndex>(
     deps.index_ready
         .get_or_try_init(|| deps.index.ensure_index(model, &cfg.vectors))
         .await
-        .map_err(|source| IndexSetupError { index: deps.index.index_name().to_owned(), source })?;
+        .map_err(|source| IndexSetupError {
+            index: deps.index.index_name().to_owned(),
+            source,
+        })?;
 
-    let mut stats = BatchStats { messages: event.records.len() as u64, ..Default::default() };
+    let mut stats = BatchStats {
+        messages: event.records.len() as u64,
+        ..Default::default()
+    };
     let mut failed: BTreeSet<usize> = BTreeSet::new();
-    let ids: Vec<String> = event.records.iter().map(|m| m.message_id.clone().unwrap_or_default()).collect();
+    let ids: Vec<String> = event
+        .records
+        .iter()
+        .map(|m| m.message_id.clone().unwrap_or_default())
+        .collect();
 
     // Parse; a poison message fails alone.
     let mut messages: Vec<(usize, ChunkMessage)> = Vec::new();
@@ -139,7 +169,13 @@ pub async fn handle_batch<E: Embedder, I: SearchIndex>(
                 Some(&w) => work[w].messages.push(*i),
                 None => {
                     by_id.insert(id.clone(), work.len());
-                    work.push(Work { id, sha: content_sha256(&chunk.text), chunk, source: &message.source, messages: vec![*i] });
+                    work.push(Work {
+                        id,
+                        sha: content_sha256(&chunk.text),
+                        chunk,
+                        source: &message.source,
+                        messages: vec![*i],
+                    });
                 }
             }
         }
@@ -148,23 +184,44 @@ pub async fn handle_batch<E: Embedder, I: SearchIndex>(
 
     // Chunks whose text and model are unchanged keep their stored vector.
     let ids_to_check: Vec<String> = work.iter().map(|w| w.id.clone()).collect();
-    let stored: HashMap<String, (String, String)> = match deps.index.fingerprints(&ids_to_check).await {
-        Ok(found) => found.into_iter().map(|(id, sha, m)| (id, (sha, m))).collect(),
-        Err(e) => {
-            warn!(error = %e, "could not look up stored chunks; embedding all of them");
-            HashMap::new()
-        }
-    };
+    let stored: HashMap<String, (String, String)> =
+        match deps.index.fingerprints(&ids_to_check).await {
+            Ok(found) => found
+                .into_iter()
+                .map(|(id, sha, m)| (id, (sha, m)))
+                .collect(),
+            Err(e) => {
+                warn!(error = %e, "could not look up stored chunks; embedding all of them");
+                HashMap::new()
+            }
+        };
     let unchanged: Vec<bool> = work
         .iter()
-        .map(|w| stored.get(&w.id).is_some_and(|(sha, m)| *sha == w.sha && *m == model.id))
+        .map(|w| {
+            stored
+                .get(&w.id)
+                .is_some_and(|(sha, m)| *sha == w.sha && *m == model.id)
+        })
         .collect();
     stats.unchanged = unchanged.iter().filter(|u| **u).count() as u64;
 
     let to_embed: Vec<usize> = (0..work.len()).filter(|&w| !unchanged[w]).collect();
-    let texts: Vec<&str> = to_embed.iter().map(|&w| work[w].chunk.text.as_str()).collect();
-    let policy = EmbedPolicy { concurrency: cfg.concurrency, ..EmbedPolicy::default() };
-    let (vectors, embed_stats) = embed_all(&deps.embedder, &texts, InputPurpose::Document, policy, deadline).await;
+    let texts: Vec<&str> = to_embed
+        .iter()
+        .map(|&w| work[w].chunk.text.as_str())
+        .collect();
+    let policy = EmbedPolicy {
+        concurrency: cfg.concurrency,
+        ..EmbedPolicy::default()
+    };
+    let (vectors, embed_stats) = embed_all(
+        &deps.embedder,
+        &texts,
+        InputPurpose::Document,
+        policy,
+        deadline,
+    )
+    .await;
     stats.embed = embed_stats;
     let mut vector_of: HashMap<usize, Vec<f32>> = HashMap::new();
     for (&w, result) in to_embed.iter().zip(vectors) {
@@ -221,7 +278,14 @@ pub async fn handle_batch<E: Embedder, I: SearchIndex>(
         actions.push((w, bytes));
     }
 
-    let outcome = index_with_retries(&deps.index, actions, cfg.bulk_max_bytes, deadline, &mut stats).await;
+    let outcome = index_with_retries(
+        &deps.index,
+        actions,
+        cfg.bulk_max_bytes,
+        deadline,
+        &mut stats,
+    )
+    .await;
     for (w, result) in outcome {
         match result {
             Ok(()) => stats.indexed += 1,
@@ -266,7 +330,10 @@ async fn index_with_retries<I: SearchIndex>(
         }
         let mut retry = Vec::new();
         for request in split_by_size(pending, max_bytes) {
-            let body: Vec<u8> = request.iter().flat_map(|(_, b)| b.iter().copied()).collect();
+            let body: Vec<u8> = request
+                .iter()
+                .flat_map(|(_, b)| b.iter().copied())
+                .collect();
             stats.bulk_requests += 1;
             stats.bulk_bytes += body.len() as u64;
             match index.bulk(body, request.len()).await {
@@ -274,11 +341,19 @@ async fn index_with_retries<I: SearchIndex>(
                     for ((w, bytes), (_, item)) in request.into_iter().zip(outcome.items) {
                         match item {
                             ItemOutcome::Stored => results.push((w, Ok(()))),
-                            ItemOutcome::Retry { status, kind, reason } => {
+                            ItemOutcome::Retry {
+                                status,
+                                kind,
+                                reason,
+                            } => {
                                 warn!(status, %kind, %reason, "bulk item will be retried");
                                 retry.push((w, bytes));
                             }
-                            ItemOutcome::Reject { status, kind, reason } => {
+                            ItemOutcome::Reject {
+                                status,
+                                kind,
+                                reason,
+                            } => {
                                 results.push((w, Err(Some(format!("{status} {kind}: {reason}")))));
                             }
                         }
@@ -290,7 +365,11 @@ async fn index_with_retries<I: SearchIndex>(
                 }
                 Err(e) => {
                     let reason = e.to_string();
-                    results.extend(request.into_iter().map(|(w, _)| (w, Err(Some(reason.clone())))));
+                    results.extend(
+                        request
+                            .into_iter()
+                            .map(|(w, _)| (w, Err(Some(reason.clone())))),
+                    );
                 }
             }
         }

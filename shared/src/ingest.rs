@@ -63,6 +63,9 @@ pub struct IngestSummary {
     pub records: u64,
     pub chunks: u64,
     pub messages: u64,
+    /// SendMessageBatch requests made, retries included.
+    #[serde(default)]
+    pub sqs_requests: u64,
     pub rejected: u64,
     /// Objects gone or overwritten since their event; their newer event covers them.
     pub skipped: u64,
@@ -86,8 +89,12 @@ pub struct IngestDeps<S, Q> {
 }
 
 /// Handles one S3 notification event.
-pub async fn handle_event<S: ObjectStore, Q: ChunkQueue>(deps: &IngestDeps<S, Q>, event: Value) -> Result<IngestSummary, IngestError> {
-    let notification: S3Notification = serde_json::from_value(event).map_err(|e| IngestError::BadEvent(e.to_string()))?;
+pub async fn handle_event<S: ObjectStore, Q: ChunkQueue>(
+    deps: &IngestDeps<S, Q>,
+    event: Value,
+) -> Result<IngestSummary, IngestError> {
+    let notification: S3Notification =
+        serde_json::from_value(event).map_err(|e| IngestError::BadEvent(e.to_string()))?;
     let mut summary = IngestSummary::default();
     if let Some(kind) = &notification.event {
         info!(event = %kind, "ignoring S3 test event");
@@ -118,7 +125,12 @@ pub async fn handle_event<S: ObjectStore, Q: ChunkQueue>(deps: &IngestDeps<S, Q>
         let source = SourceRef {
             bucket: bucket.clone(),
             key,
-            version_id: record.s3.object.version_id.clone().filter(|v| !v.is_empty()),
+            version_id: record
+                .s3
+                .object
+                .version_id
+                .clone()
+                .filter(|v| !v.is_empty()),
             etag: record.s3.object.etag.clone().filter(|e| !e.is_empty()),
             sequencer: record.s3.object.sequencer.clone(),
         };
@@ -150,7 +162,11 @@ pub async fn handle_event<S: ObjectStore, Q: ChunkQueue>(deps: &IngestDeps<S, Q>
     metrics.emit();
     info!(?summary, failed = failures.len(), "ingest finished");
 
-    if failures.is_empty() { Ok(summary) } else { Err(IngestError::Objects(failures)) }
+    if failures.is_empty() {
+        Ok(summary)
+    } else {
+        Err(IngestError::Objects(failures))
+    }
 }
 
 enum ObjectFailure {
@@ -182,22 +198,33 @@ async fn ingest_object<S: ObjectStore, Q: ChunkQueue>(
     };
     let opened = match deps.store.open(&object).await {
         Ok(o) => o,
-        Err(e @ (StoreError::NotFound { .. } | StoreError::Superseded { .. })) => return Err(ObjectFailure::Skipped(e.to_string())),
+        Err(e @ (StoreError::NotFound { .. } | StoreError::Superseded { .. })) => {
+            return Err(ObjectFailure::Skipped(e.to_string()));
+        }
         Err(e) => return Err(ObjectFailure::Retry(e.to_string())),
     };
-    let source = SourceRef { etag: source.etag.or(opened.etag), version_id: source.version_id.or(opened.version_id), ..source };
+    let source = SourceRef {
+        etag: source.etag.or(opened.etag),
+        version_id: source.version_id.or(opened.version_id),
+        ..source
+    };
     let mut records = open_records(opened.body, &source.key, cfg.max_record_bytes)
         .await
         .map_err(|e| ObjectFailure::Retry(e.to_string()))?;
 
-    let limits = BatchLimits { max_payload_bytes: cfg.sqs_max_payload_bytes, max_attempts: 5 };
+    let limits = BatchLimits {
+        max_payload_bytes: cfg.sqs_max_payload_bytes,
+        max_attempts: 5,
+    };
     let mut packer = MessagePacker::new(&source, cfg.message_max_bytes);
     let mut bodies: Vec<String> = Vec::new();
     loop {
         let raw = match records.next_record().await {
             Ok(Some(raw)) => raw,
             Ok(None) => break,
-            Err(e @ ReadError::UnsupportedFormat(_)) => return Err(ObjectFailure::Rejected(e.to_string())),
+            Err(e @ ReadError::UnsupportedFormat(_)) => {
+                return Err(ObjectFailure::Rejected(e.to_string()));
+            }
             Err(e) => return Err(ObjectFailure::Retry(e.to_string())),
         };
         summary.records += 1;
@@ -213,7 +240,11 @@ async fn ingest_object<S: ObjectStore, Q: ChunkQueue>(
                 continue;
             }
         };
-        let origin = RecordOrigin { bucket: &source.bucket, key: &source.key, record: position.number() };
+        let origin = RecordOrigin {
+            bucket: &source.bucket,
+            key: &source.key,
+            record: position.number(),
+        };
         let doc = match cfg.fields.document(value, origin) {
             Ok(d) => d,
             Err(e) => {
@@ -238,11 +269,11 @@ async fn ingest_object<S: ObjectStore, Q: ChunkQueue>(
             })
             .collect();
         // All of a record's chunks go, or none: check the largest before packing any.
-        if let Some(largest) = encoded.iter().map(String::len).max() {
-            if let Err(e) = packer.fits(largest) {
-                reject(e.to_string(), summary);
-                continue;
-            }
+        if let Some(largest) = encoded.iter().map(String::len).max()
+            && let Err(e) = packer.fits(largest)
+        {
+            reject(e.to_string(), summary);
+            continue;
         }
         for chunk in &encoded {
             if let Some(body) = packer.push(chunk).expect("size checked above") {
@@ -253,11 +284,13 @@ async fn ingest_object<S: ObjectStore, Q: ChunkQueue>(
         if bodies.len() >= MAX_BATCH_ENTRIES {
             let stats = send_all(&deps.queue, std::mem::take(&mut bodies), limits).await?;
             summary.messages += stats.messages;
+            summary.sqs_requests += stats.batches;
         }
     }
     bodies.extend(packer.finish());
     let stats = send_all(&deps.queue, bodies, limits).await?;
     summary.messages += stats.messages;
+    summary.sqs_requests += stats.batches;
     info!(bucket = %source.bucket, key = %source.key, bytes = records.bytes_read(), "object ingested");
     Ok(())
 }

@@ -86,8 +86,14 @@ pub struct MessagePacker {
 impl MessagePacker {
     pub fn new(source: &SourceRef, budget: usize) -> Self {
         let source = serde_json::to_string(source).expect("a source reference always serialises");
-        let header = format!(r#"{{"v":{MESSAGE_VERSION},"op":"index","source":{source},"chunks":["#);
-        Self { body: header.clone(), header, budget, chunks: 0 }
+        let header =
+            format!(r#"{{"v":{MESSAGE_VERSION},"op":"index","source":{source},"chunks":["#);
+        Self {
+            body: header.clone(),
+            header,
+            budget,
+            chunks: 0,
+        }
     }
 
     /// Serialises one chunk the way it will travel, so its size can be checked before packing.
@@ -99,7 +105,14 @@ impl MessagePacker {
     /// Whether an encoded chunk of `len` bytes fits in a message of its own.
     pub fn fits(&self, len: usize) -> Result<(), ChunkTooLarge> {
         let alone = self.header.len() + len + 2;
-        if alone > self.budget { Err(ChunkTooLarge { bytes: alone, budget: self.budget }) } else { Ok(()) }
+        if alone > self.budget {
+            Err(ChunkTooLarge {
+                bytes: alone,
+                budget: self.budget,
+            })
+        } else {
+            Ok(())
+        }
     }
 
     /// Adds an encoded chunk; returns the full message it closed when it did not fit beside the
@@ -133,7 +146,8 @@ impl MessagePacker {
 /// SQS refuses U+FFFE and U+FFFF in message bodies; JSON can carry them escaped.
 fn sqs_safe(json: String) -> String {
     if json.contains(['\u{FFFE}', '\u{FFFF}']) {
-        json.replace('\u{FFFE}', "\\ufffe").replace('\u{FFFF}', "\\uffff")
+        json.replace('\u{FFFE}', "\\ufffe")
+            .replace('\u{FFFF}', "\\uffff")
     } else {
         json
     }
@@ -170,7 +184,10 @@ mod tests {
         let mut packer = MessagePacker::new(&source(), 400);
         let mut bodies = Vec::new();
         for i in 0..10 {
-            if let Some(body) = packer.push(&MessagePacker::encode(&chunk(i, "テキスト text"))).unwrap() {
+            if let Some(body) = packer
+                .push(&MessagePacker::encode(&chunk(i, "テキスト text")))
+                .unwrap()
+            {
                 bodies.push(body);
             }
         }
@@ -193,7 +210,9 @@ mod tests {
     #[test]
     fn a_chunk_over_budget_is_refused() {
         let mut packer = MessagePacker::new(&source(), 200);
-        let err = packer.push(&MessagePacker::encode(&chunk(0, &"x".repeat(300)))).unwrap_err();
+        let err = packer
+            .push(&MessagePacker::encode(&chunk(0, &"x".repeat(300))))
+            .unwrap_err();
         assert_eq!(err.budget, 200);
         assert!(packer.finish().is_none());
     }
@@ -208,8 +227,18 @@ mod tests {
 
     #[test]
     fn parse_errors_are_clear() {
-        assert!(ChunkMessage::parse("{not json").unwrap_err().to_string().contains("not a chunk message"));
+        assert!(
+            ChunkMessage::parse("{not json")
+                .unwrap_err()
+                .to_string()
+                .contains("not a chunk message")
+        );
         let v2 = r#"{"v":2,"op":"index","source":{"bucket":"b","key":"k"},"chunks":[]}"#;
-        assert!(ChunkMessage::parse(v2).unwrap_err().to_string().contains("version 2"));
+        assert!(
+            ChunkMessage::parse(v2)
+                .unwrap_err()
+                .to_string()
+                .contains("version 2")
+        );
     }
 }

@@ -24,7 +24,13 @@ impl MetricSet {
 
     /// Metrics with exactly these dimensions (alarms match dimension sets exactly).
     pub fn dimensions_only(dimensions: &[(&str, &str)]) -> Self {
-        Self { dimensions: dimensions.iter().map(|(n, v)| (n.to_string(), v.to_string())).collect(), ..Default::default() }
+        Self {
+            dimensions: dimensions
+                .iter()
+                .map(|(n, v)| (n.to_string(), v.to_string()))
+                .collect(),
+            ..Default::default()
+        }
     }
 
     pub fn dimension(mut self, name: &str, value: &str) -> Self {
@@ -52,7 +58,11 @@ impl MetricSet {
     pub fn to_line(&self) -> String {
         let timestamp = chrono::Utc::now().timestamp_millis();
         let names: Vec<&str> = self.dimensions.iter().map(|(n, _)| n.as_str()).collect();
-        let definitions: Vec<Value> = self.metrics.iter().map(|(n, _, unit)| json!({"Name": n, "Unit": unit})).collect();
+        let definitions: Vec<Value> = self
+            .metrics
+            .iter()
+            .map(|(n, _, unit)| json!({"Name": n, "Unit": unit}))
+            .collect();
         let mut root = self.properties.clone();
         root.insert(
             "_aws".into(),
@@ -81,12 +91,17 @@ mod tests {
     #[test]
     fn emf_line_declares_every_metric_and_dimension() {
         let mut m = MetricSet::new("embed-index").dimension("Model", "titan");
-        m.count("ChunksIndexed", 42).value("BulkBytes", 1024.0, "Bytes").property("requestId", "r-1");
+        m.count("ChunksIndexed", 42)
+            .value("BulkBytes", 1024.0, "Bytes")
+            .property("requestId", "r-1");
         let v: Value = serde_json::from_str(&m.to_line()).unwrap();
         let directive = &v["_aws"]["CloudWatchMetrics"][0];
         assert_eq!(directive["Namespace"], "sakuin");
         assert_eq!(directive["Dimensions"], json!([["Function", "Model"]]));
-        assert_eq!(directive["Metrics"][0], json!({"Name": "ChunksIndexed", "Unit": "Count"}));
+        assert_eq!(
+            directive["Metrics"][0],
+            json!({"Name": "ChunksIndexed", "Unit": "Count"})
+        );
         assert_eq!(v["ChunksIndexed"], 42.0);
         assert_eq!(v["Function"], "embed-index");
         assert_eq!(v["Model"], "titan");

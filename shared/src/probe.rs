@@ -47,7 +47,14 @@ impl ProbeReport {
         self.checks
             .iter()
             .filter(|c| !c.ok)
-            .map(|c| format!("{} failed at {}: {}", c.name, c.layer.as_deref().unwrap_or("?"), c.detail))
+            .map(|c| {
+                format!(
+                    "{} failed at {}: {}",
+                    c.name,
+                    c.layer.as_deref().unwrap_or("?"),
+                    c.detail
+                )
+            })
             .collect()
     }
 }
@@ -73,9 +80,17 @@ fn requested_groups(event: &Value) -> Vec<&'static str> {
     let asked: Vec<String> = event
         .get("checks")
         .and_then(Value::as_array)
-        .map(|a| a.iter().filter_map(|v| v.as_str().map(str::to_owned)).collect())
+        .map(|a| {
+            a.iter()
+                .filter_map(|v| v.as_str().map(str::to_owned))
+                .collect()
+        })
         .unwrap_or_default();
-    GROUPS.iter().copied().filter(|g| asked.is_empty() || asked.iter().any(|a| a == g)).collect()
+    GROUPS
+        .iter()
+        .copied()
+        .filter(|g| asked.is_empty() || asked.iter().any(|a| a == g))
+        .collect()
 }
 
 /// Runs the checks (all groups at once), emits metrics and returns the report.
@@ -83,13 +98,40 @@ pub async fn run(deps: &ProbeDeps, event: &Value) -> ProbeReport {
     let groups = requested_groups(event);
     let want = |g: &str| groups.contains(&g);
     let (es, s3, sqs, bedrock) = tokio::join!(
-        async { if want("elasticsearch") { check_elasticsearch(deps).await } else { Vec::new() } },
-        async { if want("s3") { check_s3(deps).await } else { Vec::new() } },
-        async { if want("sqs") { check_queues(deps).await } else { Vec::new() } },
-        async { if want("bedrock") { check_bedrock(deps).await } else { Vec::new() } },
+        async {
+            if want("elasticsearch") {
+                check_elasticsearch(deps).await
+            } else {
+                Vec::new()
+            }
+        },
+        async {
+            if want("s3") {
+                check_s3(deps).await
+            } else {
+                Vec::new()
+            }
+        },
+        async {
+            if want("sqs") {
+                check_queues(deps).await
+            } else {
+                Vec::new()
+            }
+        },
+        async {
+            if want("bedrock") {
+                check_bedrock(deps).await
+            } else {
+                Vec::new()
+            }
+        },
     );
     let checks: Vec<CheckResult> = [es, s3, sqs, bedrock].into_iter().flatten().collect();
-    let report = ProbeReport { ok: checks.iter().all(|c| c.ok), checks };
+    let report = ProbeReport {
+        ok: checks.iter().all(|c| c.ok),
+        checks,
+    };
     emit(&report, &groups);
     report
 }
@@ -99,7 +141,11 @@ pub async fn handle_event(deps: &ProbeDeps, event: Value) -> Result<ProbeReport,
     let report = run(deps, &event).await;
     // One structured line with the whole report, for Logs Insights.
     tracing::info!(report = %serde_json::to_string(&report).unwrap_or_default(), ok = report.ok, "probe report");
-    if report.ok { Ok(report) } else { Err(ProbeError(report.failures())) }
+    if report.ok {
+        Ok(report)
+    } else {
+        Err(ProbeError(report.failures()))
+    }
 }
 
 async fn timed<T, F: Future<Output = T>>(f: F) -> (T, u64) {
@@ -109,15 +155,32 @@ async fn timed<T, F: Future<Output = T>>(f: F) -> (T, u64) {
 }
 
 fn pass(name: &str, ms: u64, detail: impl Into<String>) -> CheckResult {
-    CheckResult { name: name.into(), ok: true, ms, detail: detail.into(), layer: None, warning: false }
+    CheckResult {
+        name: name.into(),
+        ok: true,
+        ms,
+        detail: detail.into(),
+        layer: None,
+        warning: false,
+    }
 }
 
 fn fail(name: &str, layer: &str, ms: u64, detail: impl Into<String>) -> CheckResult {
-    CheckResult { name: name.into(), ok: false, ms, detail: detail.into(), layer: Some(layer.into()), warning: false }
+    CheckResult {
+        name: name.into(),
+        ok: false,
+        ms,
+        detail: detail.into(),
+        layer: Some(layer.into()),
+        warning: false,
+    }
 }
 
 fn warn(name: &str, ms: u64, detail: impl Into<String>) -> CheckResult {
-    CheckResult { warning: true, ..pass(name, ms, detail) }
+    CheckResult {
+        warning: true,
+        ..pass(name, ms, detail)
+    }
 }
 
 /// Elasticsearch, layer by layer, stopping at the first layer that fails.
@@ -126,7 +189,11 @@ async fn check_elasticsearch(deps: &ProbeDeps) -> Vec<CheckResult> {
     let budget = deps.config.timeout;
     let mut out = Vec::new();
 
-    let (resolved, ms) = timed(tokio::time::timeout(budget, tokio::net::lookup_host((es.host.as_str(), es.port)))).await;
+    let (resolved, ms) = timed(tokio::time::timeout(
+        budget,
+        tokio::net::lookup_host((es.host.as_str(), es.port)),
+    ))
+    .await;
     let addrs: Vec<SocketAddr> = match resolved {
         Ok(Ok(addrs)) => addrs.collect(),
         Ok(Err(e)) => {
@@ -137,16 +204,29 @@ async fn check_elasticsearch(deps: &ProbeDeps) -> Vec<CheckResult> {
             return out;
         }
         Err(_) => {
-            out.push(fail("elasticsearch.dns", "dns", ms, format!("resolving {} timed out after {budget:?}", es.host)));
+            out.push(fail(
+                "elasticsearch.dns",
+                "dns",
+                ms,
+                format!("resolving {} timed out after {budget:?}", es.host),
+            ));
             return out;
         }
     };
     let listed: Vec<String> = addrs.iter().map(|a| a.ip().to_string()).collect();
-    out.push(pass("elasticsearch.dns", ms, format!("{} → {}", es.host, listed.join(", "))));
+    out.push(pass(
+        "elasticsearch.dns",
+        ms,
+        format!("{} → {}", es.host, listed.join(", ")),
+    ));
 
     let (connected, ms) = timed(connect_any(&addrs, es.connect_timeout.min(budget))).await;
     match connected {
-        Ok(addr) => out.push(pass("elasticsearch.tcp", ms, format!("connected to {addr}"))),
+        Ok(addr) => out.push(pass(
+            "elasticsearch.tcp",
+            ms,
+            format!("connected to {addr}"),
+        )),
         Err(detail) => {
             out.push(fail("elasticsearch.tcp", "tcp", ms, detail));
             return out;
@@ -163,15 +243,31 @@ async fn check_elasticsearch(deps: &ProbeDeps) -> Vec<CheckResult> {
     let (answer, ms) = timed(client.send(Method::GET, "/", None)).await;
     let (status, body) = match answer {
         Ok(a) => a,
-        Err(EsError::Unreachable { detail, timeout, .. }) => {
+        Err(EsError::Unreachable {
+            detail, timeout, ..
+        }) => {
             let (layer, hint) = if es.use_ssl && !timeout {
-                ("tls", "the TLS handshake failed: check ES_CA_CERT (the cluster's CA), that the certificate's names include ES_HOST, and its dates")
+                (
+                    "tls",
+                    "the TLS handshake failed: check ES_CA_CERT (the cluster's CA), that the certificate's names include ES_HOST, and its dates",
+                )
             } else if timeout {
-                ("http", "connected, but no HTTP answer in time: is this port Elasticsearch's HTTP port (and ES_USE_SSL right)?")
+                (
+                    "http",
+                    "connected, but no HTTP answer in time: is this port Elasticsearch's HTTP port (and ES_USE_SSL right)?",
+                )
             } else {
-                ("http", "connected, but the HTTP exchange failed: if the cluster speaks TLS, set ES_USE_SSL=true")
+                (
+                    "http",
+                    "connected, but the HTTP exchange failed: if the cluster speaks TLS, set ES_USE_SSL=true",
+                )
             };
-            out.push(fail("elasticsearch.http", layer, ms, format!("{hint} ({detail})")));
+            out.push(fail(
+                "elasticsearch.http",
+                layer,
+                ms,
+                format!("{hint} ({detail})"),
+            ));
             return out;
         }
         Err(e) => {
@@ -179,19 +275,42 @@ async fn check_elasticsearch(deps: &ProbeDeps) -> Vec<CheckResult> {
             return out;
         }
     };
-    let version = serde_json::from_slice::<Value>(&body)
-        .ok()
-        .and_then(|v| v.pointer("/version/number").and_then(Value::as_str).map(str::to_owned));
-    out.push(pass("elasticsearch.http", ms, format!("HTTP {} from {}{}", status.as_u16(), client.base_url(), version.map(|v| format!(", Elasticsearch {v}")).unwrap_or_default())));
+    let version = serde_json::from_slice::<Value>(&body).ok().and_then(|v| {
+        v.pointer("/version/number")
+            .and_then(Value::as_str)
+            .map(str::to_owned)
+    });
+    out.push(pass(
+        "elasticsearch.http",
+        ms,
+        format!(
+            "HTTP {} from {}{}",
+            status.as_u16(),
+            client.base_url(),
+            version
+                .map(|v| format!(", Elasticsearch {v}"))
+                .unwrap_or_default()
+        ),
+    ));
 
     match status {
         StatusCode::UNAUTHORIZED => {
             out.push(fail("elasticsearch.auth", "auth", 0, "401: the credentials were refused; check ES_USERNAME / ES_PASSWORD, ES_API_KEY or the secret named by ES_SECRET_ID"));
             return out;
         }
-        s if s.is_success() || s == StatusCode::FORBIDDEN => out.push(pass("elasticsearch.auth", 0, "credentials accepted")),
+        s if s.is_success() || s == StatusCode::FORBIDDEN => {
+            out.push(pass("elasticsearch.auth", 0, "credentials accepted"))
+        }
         s => {
-            out.push(fail("elasticsearch.auth", "http", 0, format!("unexpected HTTP {} for GET /: is this Elasticsearch?", s.as_u16())));
+            out.push(fail(
+                "elasticsearch.auth",
+                "http",
+                0,
+                format!(
+                    "unexpected HTTP {} for GET /: is this Elasticsearch?",
+                    s.as_u16()
+                ),
+            ));
             return out;
         }
     }
@@ -226,11 +345,25 @@ async fn check_elasticsearch(deps: &ProbeDeps) -> Vec<CheckResult> {
             let wrong: Vec<String> = dims
                 .iter()
                 .filter(|(_, d)| *d != Some(want as u64))
-                .map(|(i, d)| format!("{i} has {}", d.map(|d| format!("{d} dimensions")).unwrap_or("no dense_vector `embedding`".into())))
+                .map(|(i, d)| {
+                    format!(
+                        "{i} has {}",
+                        d.map(|d| format!("{d} dimensions"))
+                            .unwrap_or("no dense_vector `embedding`".into())
+                    )
+                })
                 .collect();
             if wrong.is_empty() {
-                let count = client.count().await.map(|c| format!(", {c} chunks")).unwrap_or_default();
-                out.push(pass("elasticsearch.index", ms, format!("{}: embedding has {want} dimensions{count}", client.index)));
+                let count = client
+                    .count()
+                    .await
+                    .map(|c| format!(", {c} chunks"))
+                    .unwrap_or_default();
+                out.push(pass(
+                    "elasticsearch.index",
+                    ms,
+                    format!("{}: embedding has {want} dimensions{count}", client.index),
+                ));
             } else {
                 out.push(fail("elasticsearch.index", "mapping", ms, format!(
                     "{} expects {want} dimensions but {}; point ES_INDEX at an index for this model",
@@ -239,12 +372,27 @@ async fn check_elasticsearch(deps: &ProbeDeps) -> Vec<CheckResult> {
                 )));
             }
         }
-        Err(EsError::Status { status: 404, .. }) => {
-            out.push(warn("elasticsearch.index", ms, format!("{} does not exist yet; embed-index creates it with the first batch", client.index)))
-        }
-        Err(EsError::Status { status: 403, reason, .. }) => {
-            out.push(fail("elasticsearch.index", "auth", ms, format!("403 reading the mapping of {}: grant `view_index_metadata` on it ({reason})", client.index)))
-        }
+        Err(EsError::Status { status: 404, .. }) => out.push(warn(
+            "elasticsearch.index",
+            ms,
+            format!(
+                "{} does not exist yet; embed-index creates it with the first batch",
+                client.index
+            ),
+        )),
+        Err(EsError::Status {
+            status: 403,
+            reason,
+            ..
+        }) => out.push(fail(
+            "elasticsearch.index",
+            "auth",
+            ms,
+            format!(
+                "403 reading the mapping of {}: grant `view_index_metadata` on it ({reason})",
+                client.index
+            ),
+        )),
         Err(e) => out.push(fail("elasticsearch.index", "mapping", ms, e.to_string())),
     }
     out
@@ -271,7 +419,9 @@ async fn connect_any(addrs: &[SocketAddr], timeout: Duration) -> Result<SocketAd
 }
 
 async fn check_s3(deps: &ProbeDeps) -> Vec<CheckResult> {
-    let Some(bucket) = &deps.config.bucket else { return Vec::new() };
+    let Some(bucket) = &deps.config.bucket else {
+        return Vec::new();
+    };
     let (result, ms) = timed(deps.s3.head_bucket().bucket(bucket).send()).await;
     vec![match result {
         Ok(_) => pass("s3.bucket", ms, format!("{bucket} is readable")),
@@ -279,8 +429,13 @@ async fn check_s3(deps: &ProbeDeps) -> Vec<CheckResult> {
             let status = e.raw_response().map(|r| r.status().as_u16());
             let detail = match status {
                 Some(404) => format!("{bucket} does not exist"),
-                Some(403) => format!("{bucket}: access denied; check the function role's s3:ListBucket permission and the bucket policy"),
-                _ => format!("{bucket}: {}; if the function is in a VPC, check the S3 gateway endpoint or NAT route", error_chain(&e)),
+                Some(403) => format!(
+                    "{bucket}: access denied; check the function role's s3:ListBucket permission and the bucket policy"
+                ),
+                _ => format!(
+                    "{bucket}: {}; if the function is in a VPC, check the S3 gateway endpoint or NAT route",
+                    error_chain(&e)
+                ),
             };
             fail("s3.bucket", "s3", ms, detail)
         }
@@ -291,7 +446,11 @@ async fn check_queues(deps: &ProbeDeps) -> Vec<CheckResult> {
     let mut out = Vec::new();
     for (name, url, is_dlq) in [
         ("sqs.queue", &deps.config.queue_url, false),
-        ("sqs.dead_letter_queue", &deps.config.dead_letter_queue_url, true),
+        (
+            "sqs.dead_letter_queue",
+            &deps.config.dead_letter_queue_url,
+            true,
+        ),
     ] {
         let Some(url) = url else { continue };
         use aws_sdk_sqs::types::QueueAttributeName as A;
@@ -324,29 +483,62 @@ async fn check_queues(deps: &ProbeDeps) -> Vec<CheckResult> {
 
 async fn check_bedrock(deps: &ProbeDeps) -> Vec<CheckResult> {
     let model = deps.bedrock.model();
-    let (result, ms) = timed(tokio::time::timeout(deps.config.timeout * 3, deps.bedrock.invoke(&["probe"], InputPurpose::Query))).await;
+    let (result, ms) = timed(tokio::time::timeout(
+        deps.config.timeout * 3,
+        deps.bedrock.invoke(&["probe"], InputPurpose::Query),
+    ))
+    .await;
     vec![match result {
-        Ok(Ok(out)) => pass("bedrock.model", ms, format!("{} answered a {}-dimension embedding", model.id, out.vectors[0].len())),
+        Ok(Ok(out)) => pass(
+            "bedrock.model",
+            ms,
+            format!(
+                "{} answered a {}-dimension embedding",
+                model.id,
+                out.vectors[0].len()
+            ),
+        ),
         Ok(Err(e)) => fail("bedrock.model", "bedrock", ms, format!("{}: {e}", model.id)),
-        Err(_) => fail("bedrock.model", "bedrock", ms, format!("{} did not answer in time; if the function is in a VPC, check the bedrock-runtime interface endpoint", model.id)),
+        Err(_) => fail(
+            "bedrock.model",
+            "bedrock",
+            ms,
+            format!(
+                "{} did not answer in time; if the function is in a VPC, check the bedrock-runtime interface endpoint",
+                model.id
+            ),
+        ),
     }]
 }
 
 /// EMF: per group, `CheckFailed` (0/1) and `CheckLatencyMs`; the queue depths as their own metrics.
 fn emit(report: &ProbeReport, groups: &[&str]) {
     for group in groups {
-        let checks: Vec<&CheckResult> = report.checks.iter().filter(|c| c.name.split('.').next() == Some(group)).collect();
+        let checks: Vec<&CheckResult> = report
+            .checks
+            .iter()
+            .filter(|c| c.name.split('.').next() == Some(group))
+            .collect();
         if checks.is_empty() {
             continue;
         }
         let failed = checks.iter().any(|c| !c.ok);
         let ms: u64 = checks.iter().map(|c| c.ms).sum();
         let mut m = MetricSet::dimensions_only(&[("Check", group)]);
-        m.count("CheckFailed", u64::from(failed)).value("CheckLatencyMs", ms as f64, "Milliseconds");
+        m.count("CheckFailed", u64::from(failed)).value(
+            "CheckLatencyMs",
+            ms as f64,
+            "Milliseconds",
+        );
         m.emit();
     }
     for c in &report.checks {
-        if let Some(waiting) = c.detail.split(' ').next().and_then(|n| n.parse::<u64>().ok()) {
+        if let Some(waiting) = c
+            .detail
+            .split(' ')
+            .next()
+            .and_then(|n| n.parse::<u64>().ok())
+        {
             let metric = match c.name.as_str() {
                 "sqs.queue" => "QueueDepth",
                 "sqs.dead_letter_queue" => "DeadLetterQueueDepth",
@@ -374,20 +566,32 @@ mod tests {
         ] {
             assert_eq!(requested_groups(&event), GROUPS.to_vec());
         }
-        assert_eq!(requested_groups(&json!({"checks": ["bedrock", "elasticsearch", "nope"]})), vec!["elasticsearch", "bedrock"]);
+        assert_eq!(
+            requested_groups(&json!({"checks": ["bedrock", "elasticsearch", "nope"]})),
+            vec!["elasticsearch", "bedrock"]
+        );
     }
 
     #[test]
     fn failures_name_check_and_layer() {
         let report = ProbeReport {
             ok: false,
-            checks: vec![pass("elasticsearch.dns", 1, "ok"), fail("elasticsearch.tcp", "tcp", 5, "refused")],
+            checks: vec![
+                pass("elasticsearch.dns", 1, "ok"),
+                fail("elasticsearch.tcp", "tcp", 5, "refused"),
+            ],
         };
-        assert_eq!(report.failures(), vec!["elasticsearch.tcp failed at tcp: refused"]);
+        assert_eq!(
+            report.failures(),
+            vec!["elasticsearch.tcp failed at tcp: refused"]
+        );
         let text = ProbeError(report.failures()).to_string();
         assert!(text.starts_with("probe failed: elasticsearch.tcp failed at tcp"));
         let v = serde_json::to_value(&report).unwrap();
-        assert_eq!(v["checks"][0], json!({"name": "elasticsearch.dns", "ok": true, "ms": 1, "detail": "ok"}));
+        assert_eq!(
+            v["checks"][0],
+            json!({"name": "elasticsearch.dns", "ok": true, "ms": 1, "detail": "ok"})
+        );
     }
 
     #[tokio::test]
@@ -395,7 +599,9 @@ mod tests {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = listener.local_addr().unwrap();
         drop(listener);
-        let err = connect_any(&[addr], Duration::from_secs(2)).await.unwrap_err();
+        let err = connect_any(&[addr], Duration::from_secs(2))
+            .await
+            .unwrap_err();
         assert!(err.contains("refused"), "{err}");
     }
 }

@@ -34,14 +34,24 @@ pub enum QueueError {
     Request(#[source] Box<dyn std::error::Error + Send + Sync>),
     #[error("the chunk queue refused a message ({code}): {message}")]
     Refused { code: String, message: String },
-    #[error("the chunk queue still refused {remaining} message(s) after {attempts} attempts; last: {code}: {message}")]
-    GaveUp { remaining: usize, attempts: u32, code: String, message: String },
+    #[error(
+        "the chunk queue still refused {remaining} message(s) after {attempts} attempts; last: {code}: {message}"
+    )]
+    GaveUp {
+        remaining: usize,
+        attempts: u32,
+        code: String,
+        message: String,
+    },
 }
 
 /// Where chunk messages go.
 pub trait ChunkQueue: Send + Sync {
     /// Sends up to ten entries; returns the entries that failed.
-    fn send_batch(&self, entries: &[QueueEntry]) -> impl Future<Output = Result<Vec<EntryFailure>, QueueError>> + Send;
+    fn send_batch(
+        &self,
+        entries: &[QueueEntry],
+    ) -> impl Future<Output = Result<Vec<EntryFailure>, QueueError>> + Send;
 }
 
 /// Counts for one `send_all`.
@@ -61,17 +71,27 @@ pub struct BatchLimits {
 
 /// Sends every body, ten (or fewer, to stay under the payload limit) per request, retrying the
 /// entries the queue failed until they land or the attempts run out.
-pub async fn send_all<Q: ChunkQueue>(queue: &Q, bodies: Vec<String>, limits: BatchLimits) -> Result<SendStats, QueueError> {
+pub async fn send_all<Q: ChunkQueue>(
+    queue: &Q,
+    bodies: Vec<String>,
+    limits: BatchLimits,
+) -> Result<SendStats, QueueError> {
     let mut stats = SendStats::default();
     let mut batch: Vec<QueueEntry> = Vec::with_capacity(MAX_BATCH_ENTRIES);
     let mut batch_bytes = 0;
     for body in bodies {
-        if !batch.is_empty() && (batch.len() == MAX_BATCH_ENTRIES || batch_bytes + body.len() > limits.max_payload_bytes) {
+        if !batch.is_empty()
+            && (batch.len() == MAX_BATCH_ENTRIES
+                || batch_bytes + body.len() > limits.max_payload_bytes)
+        {
             send_batch_with_retries(queue, std::mem::take(&mut batch), limits, &mut stats).await?;
             batch_bytes = 0;
         }
         batch_bytes += body.len();
-        batch.push(QueueEntry { id: batch.len().to_string(), body });
+        batch.push(QueueEntry {
+            id: batch.len().to_string(),
+            body,
+        });
     }
     if !batch.is_empty() {
         send_batch_with_retries(queue, batch, limits, &mut stats).await?;
@@ -95,7 +115,10 @@ async fn send_batch_with_retries<Q: ChunkQueue>(
             return Ok(());
         }
         if let Some(f) = failures.iter().find(|f| f.sender_fault) {
-            return Err(QueueError::Refused { code: f.code.clone(), message: f.message.clone() });
+            return Err(QueueError::Refused {
+                code: f.code.clone(),
+                message: f.message.clone(),
+            });
         }
         let last = failures.last().cloned().expect("failures is not empty");
         warn!(failed = failures.len(), attempt, code = %last.code, "chunk queue failed some entries; retrying them");
@@ -123,7 +146,10 @@ pub struct SqsQueue {
 
 impl SqsQueue {
     pub fn new(client: aws_sdk_sqs::Client, url: impl Into<String>) -> Self {
-        Self { client, url: url.into() }
+        Self {
+            client,
+            url: url.into(),
+        }
     }
 }
 
@@ -140,7 +166,10 @@ impl ChunkQueue for SqsQueue {
                 .map_err(|err| QueueError::Request(Box::new(err)))?;
             request = request.entries(entry);
         }
-        let out = request.send().await.map_err(|err| QueueError::Request(Box::new(err.into_service_error())))?;
+        let out = request
+            .send()
+            .await
+            .map_err(|err| QueueError::Request(Box::new(err.into_service_error())))?;
         Ok(out
             .failed
             .into_iter()
@@ -169,9 +198,15 @@ mod tests {
     }
 
     impl ChunkQueue for FlakyQueue {
-        async fn send_batch(&self, entries: &[QueueEntry]) -> Result<Vec<EntryFailure>, QueueError> {
+        async fn send_batch(
+            &self,
+            entries: &[QueueEntry],
+        ) -> Result<Vec<EntryFailure>, QueueError> {
             assert!(entries.len() <= MAX_BATCH_ENTRIES);
-            self.batches.lock().unwrap().push(entries.iter().map(|e| e.body.clone()).collect());
+            self.batches
+                .lock()
+                .unwrap()
+                .push(entries.iter().map(|e| e.body.clone()).collect());
             let mut failures = Vec::new();
             for e in entries {
                 let mut flaky = self.flaky.lock().unwrap();
@@ -191,7 +226,10 @@ mod tests {
         }
     }
 
-    const LIMITS: BatchLimits = BatchLimits { max_payload_bytes: 1 << 20, max_attempts: 4 };
+    const LIMITS: BatchLimits = BatchLimits {
+        max_payload_bytes: 1 << 20,
+        max_attempts: 4,
+    };
 
     fn bodies(n: usize) -> Vec<String> {
         (0..n).map(|i| format!("m{i}")).collect()
@@ -210,14 +248,26 @@ mod tests {
     async fn payload_limit_splits_batches() {
         let q = FlakyQueue::default();
         let big: Vec<String> = (0..5).map(|i| format!("{i}{}", "x".repeat(99))).collect();
-        send_all(&q, big, BatchLimits { max_payload_bytes: 250, max_attempts: 1 }).await.unwrap();
+        send_all(
+            &q,
+            big,
+            BatchLimits {
+                max_payload_bytes: 250,
+                max_attempts: 1,
+            },
+        )
+        .await
+        .unwrap();
         let sizes: Vec<_> = q.batches.lock().unwrap().iter().map(Vec::len).collect();
         assert_eq!(sizes, vec![2, 2, 1]);
     }
 
     #[tokio::test(start_paused = true)]
     async fn failed_entries_are_retried_alone_and_nothing_is_lost_or_doubled() {
-        let q = FlakyQueue { flaky: Mutex::new(3), ..Default::default() };
+        let q = FlakyQueue {
+            flaky: Mutex::new(3),
+            ..Default::default()
+        };
         let stats = send_all(&q, bodies(12), LIMITS).await.unwrap();
         assert_eq!(stats.retried_entries, 3);
         let mut delivered = q.delivered.lock().unwrap().clone();
@@ -230,14 +280,25 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn gives_up_after_the_attempts_with_the_reason() {
-        let q = FlakyQueue { flaky: Mutex::new(100), ..Default::default() };
+        let q = FlakyQueue {
+            flaky: Mutex::new(100),
+            ..Default::default()
+        };
         let err = send_all(&q, bodies(2), LIMITS).await.unwrap_err();
-        assert!(err.to_string().contains("after 4 attempts") && err.to_string().contains("InternalError"), "{err}");
+        assert!(
+            err.to_string().contains("after 4 attempts")
+                && err.to_string().contains("InternalError"),
+            "{err}"
+        );
     }
 
     #[tokio::test]
     async fn sender_faults_are_not_retried() {
-        let q = FlakyQueue { flaky: Mutex::new(1), sender_fault: true, ..Default::default() };
+        let q = FlakyQueue {
+            flaky: Mutex::new(1),
+            sender_fault: true,
+            ..Default::default()
+        };
         let err = send_all(&q, bodies(2), LIMITS).await.unwrap_err();
         assert!(matches!(err, QueueError::Refused { .. }));
         assert_eq!(q.batches.lock().unwrap().len(), 1);

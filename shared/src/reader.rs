@@ -74,7 +74,10 @@ impl FormatHint {
     pub fn from_key(key: &str) -> Self {
         let lower = key.to_ascii_lowercase();
         let base = lower.strip_suffix(".gz").unwrap_or(&lower);
-        if [".jsonl", ".ndjson", ".jsonlines"].iter().any(|ext| base.ends_with(ext)) {
+        if [".jsonl", ".ndjson", ".jsonlines"]
+            .iter()
+            .any(|ext| base.ends_with(ext))
+        {
             FormatHint::JsonLines
         } else {
             FormatHint::Unknown
@@ -112,7 +115,11 @@ pub async fn open_records(
     } else {
         Box::pin(BufReader::with_capacity(READ_BUFFER, stream))
     };
-    Ok(RecordReader::new(src, FormatHint::from_key(key), max_record_bytes))
+    Ok(RecordReader::new(
+        src,
+        FormatHint::from_key(key),
+        max_record_bytes,
+    ))
 }
 
 /// Pulls records from a buffered byte stream.
@@ -124,7 +131,11 @@ pub struct RecordReader<R> {
 
 impl<R: AsyncBufRead + Unpin> RecordReader<R> {
     pub fn new(src: R, hint: FormatHint, max_record_bytes: usize) -> Self {
-        Self { src, splitter: Splitter::new(hint, max_record_bytes), done: false }
+        Self {
+            src,
+            splitter: Splitter::new(hint, max_record_bytes),
+            done: false,
+        }
     }
 
     /// The next record, `None` at the end of the object.
@@ -228,9 +239,13 @@ impl Splitter {
         let value = if p.too_large {
             Err(RecordError::TooLarge { limit: self.max })
         } else {
-            serde_json::from_slice::<Value>(&p.bytes).map_err(|e| RecordError::InvalidJson(e.to_string()))
+            serde_json::from_slice::<Value>(&p.bytes)
+                .map_err(|e| RecordError::InvalidJson(e.to_string()))
         };
-        Some(RawRecord { position: p.position, value })
+        Some(RawRecord {
+            position: p.position,
+            value,
+        })
     }
 
     fn feed(&mut self, data: &[u8]) {
@@ -265,7 +280,10 @@ impl Splitter {
     /// Decides the mode from the buffered start of the object; `None` until a whole first line is
     /// there (or `at_end`).
     fn detect(&mut self, at_end: bool) -> Option<Mode> {
-        let first = self.detect_buf.iter().position(|b| !b.is_ascii_whitespace());
+        let first = self
+            .detect_buf
+            .iter()
+            .position(|b| !b.is_ascii_whitespace());
         let Some(first) = first else {
             return at_end.then_some(Mode::Lines);
         };
@@ -281,16 +299,21 @@ impl Splitter {
         if self.hint == FormatHint::JsonLines {
             return Some(Mode::Lines);
         }
-        let line_end = self.detect_buf[first..].iter().position(|&b| b == b'\n').map(|p| first + p);
+        let line_end = self.detect_buf[first..]
+            .iter()
+            .position(|&b| b == b'\n')
+            .map(|p| first + p);
         match line_end {
             Some(end) => {
                 // A first line that is a whole JSON value means one record per line.
                 let line = &self.detect_buf[first..end];
-                Some(if serde_json::from_slice::<serde::de::IgnoredAny>(line).is_ok() {
-                    Mode::Lines
-                } else {
-                    Mode::Values
-                })
+                Some(
+                    if serde_json::from_slice::<serde::de::IgnoredAny>(line).is_ok() {
+                        Mode::Lines
+                    } else {
+                        Mode::Values
+                    },
+                )
             }
             None if at_end || self.detect_buf.len() > self.max => Some(Mode::Values),
             None => None,
@@ -327,7 +350,11 @@ impl Splitter {
     fn emit(&mut self, position: RecordPosition) {
         let bytes = std::mem::take(&mut self.cur);
         let too_large = std::mem::replace(&mut self.cur_too_large, false);
-        self.ready.push_back(Pending { bytes, position, too_large });
+        self.ready.push_back(Pending {
+            bytes,
+            position,
+            too_large,
+        });
     }
 
     fn feed_lines(&mut self, mut data: &[u8]) {
@@ -386,7 +413,9 @@ impl Splitter {
 
             if self.in_string {
                 // Copy a run of plain string bytes at once: the hot path for text-heavy records.
-                let run = data[i..].iter().position(|&c| c == b'"' || c == b'\\' || c == b'\n');
+                let run = data[i..]
+                    .iter()
+                    .position(|&c| c == b'"' || c == b'\\' || c == b'\n');
                 let end = run.map_or(data.len(), |r| i + r);
                 if end > i && !self.escape {
                     self.push_slice(&data[i..end]);
@@ -411,7 +440,14 @@ impl Splitter {
                 continue;
             }
 
-            if self.scalar && self.depth == 0 && !self.cur.is_empty() && matches!(b, b' ' | b'\t' | b'\r' | b'\n' | b',' | b']' | b'}' | b'{' | b'[') {
+            if self.scalar
+                && self.depth == 0
+                && !self.cur.is_empty()
+                && matches!(
+                    b,
+                    b' ' | b'\t' | b'\r' | b'\n' | b',' | b']' | b'}' | b'{' | b'['
+                )
+            {
                 // A bare scalar ends at the first delimiter, which is then read again outside it.
                 self.end_value();
                 continue;
@@ -458,7 +494,9 @@ mod tests {
     use serde_json::json;
 
     async fn read_all(bytes: Vec<u8>, key: &str, max: usize) -> Vec<RawRecord> {
-        let mut reader = open_records(io::Cursor::new(bytes), key, max).await.unwrap();
+        let mut reader = open_records(io::Cursor::new(bytes), key, max)
+            .await
+            .unwrap();
         let mut out = Vec::new();
         while let Some(r) = reader.next_record().await.unwrap() {
             out.push(r);
@@ -476,7 +514,9 @@ mod tests {
         let data = data.to_vec();
         // Its own thread: the tests calling this already run inside a runtime.
         std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .build()
+                .unwrap();
             rt.block_on(async {
                 let mut enc = GzipEncoder::new(Vec::new());
                 enc.write_all(&data).await.unwrap();
@@ -492,9 +532,19 @@ mod tests {
     async fn json_lines_with_bom_crlf_and_blank_lines() {
         let data = b"\xef\xbb\xbf{\"id\":1}\r\n\r\n{\"id\":2}\n  \n{\"id\":3}".to_vec();
         let recs = read_all(data, "a.jsonl", 1024).await;
-        assert_eq!(values(&recs), vec![json!({"id":1}), json!({"id":2}), json!({"id":3})]);
+        assert_eq!(
+            values(&recs),
+            vec![json!({"id":1}), json!({"id":2}), json!({"id":3})]
+        );
         let lines: Vec<_> = recs.iter().map(|r| r.position).collect();
-        assert_eq!(lines, vec![RecordPosition::Line(1), RecordPosition::Line(3), RecordPosition::Line(5)]);
+        assert_eq!(
+            lines,
+            vec![
+                RecordPosition::Line(1),
+                RecordPosition::Line(3),
+                RecordPosition::Line(5)
+            ]
+        );
     }
 
     #[tokio::test]
@@ -509,23 +559,35 @@ mod tests {
 
     #[tokio::test]
     async fn array_of_objects_pretty_printed() {
-        let data = b"[\n  {\"id\": 1, \"t\": \"a ] , { b\"},\n  {\"id\": 2, \"n\": [1, [2]]}\n]\n".to_vec();
+        let data = b"[\n  {\"id\": 1, \"t\": \"a ] , { b\"},\n  {\"id\": 2, \"n\": [1, [2]]}\n]\n"
+            .to_vec();
         let recs = read_all(data, "a.json", 1024).await;
-        assert_eq!(values(&recs), vec![json!({"id":1,"t":"a ] , { b"}), json!({"id":2,"n":[1,[2]]})]);
+        assert_eq!(
+            values(&recs),
+            vec![json!({"id":1,"t":"a ] , { b"}), json!({"id":2,"n":[1,[2]]})]
+        );
         assert_eq!(recs[1].position, RecordPosition::Index(1));
     }
 
     #[tokio::test]
     async fn single_pretty_object_and_escapes() {
-        let data = "{\n  \"text\": \"quote \\\" and backslash \\\\\",\n  \"ja\": \"日本語\"\n}\n".as_bytes().to_vec();
+        let data = "{\n  \"text\": \"quote \\\" and backslash \\\\\",\n  \"ja\": \"日本語\"\n}\n"
+            .as_bytes()
+            .to_vec();
         let recs = read_all(data, "doc.json", 1024).await;
-        assert_eq!(values(&recs), vec![json!({"text":"quote \" and backslash \\","ja":"日本語"})]);
+        assert_eq!(
+            values(&recs),
+            vec![json!({"text":"quote \" and backslash \\","ja":"日本語"})]
+        );
     }
 
     #[tokio::test]
     async fn array_elements_that_are_not_objects_still_come_out() {
         let recs = read_all(b"[1, \"two\", {\"id\":3}, null]".to_vec(), "x.json", 1024).await;
-        assert_eq!(values(&recs), vec![json!(1), json!("two"), json!({"id":3}), json!(null)]);
+        assert_eq!(
+            values(&recs),
+            vec![json!(1), json!("two"), json!({"id":3}), json!(null)]
+        );
     }
 
     #[tokio::test]
@@ -559,7 +621,11 @@ mod tests {
         let data = b"{\"t\":\"ok\"}\n{\"t\":\"\xff\xfe\"}\n{\"t\":\"fine\"}\n".to_vec();
         let recs = read_all(data, "a.jsonl", 1024).await;
         assert_eq!(recs.len(), 3);
-        assert!(matches!(&recs[1].value, Err(RecordError::InvalidJson(m)) if m.contains("line 1")), "{:?}", recs[1].value);
+        assert!(
+            matches!(&recs[1].value, Err(RecordError::InvalidJson(m)) if m.contains("line 1")),
+            "{:?}",
+            recs[1].value
+        );
     }
 
     #[tokio::test]
@@ -573,7 +639,13 @@ mod tests {
 
     #[tokio::test]
     async fn unsupported_format_is_an_object_error() {
-        let mut reader = open_records(io::Cursor::new(b"id,text\n1,hello\n".to_vec()), "a.csv", 1024).await.unwrap();
+        let mut reader = open_records(
+            io::Cursor::new(b"id,text\n1,hello\n".to_vec()),
+            "a.csv",
+            1024,
+        )
+        .await
+        .unwrap();
         let err = reader.next_record().await.unwrap_err();
         assert!(err.to_string().contains("0x69"), "{err}");
     }
@@ -604,7 +676,11 @@ mod tests {
             }
         }
         for (data, key, n) in [
-            (b"\xef\xbb\xbf[{\"a\":\"x\\\"y\"},{\"b\":[1,2]}]".to_vec(), "t.json", 2),
+            (
+                b"\xef\xbb\xbf[{\"a\":\"x\\\"y\"},{\"b\":[1,2]}]".to_vec(),
+                "t.json",
+                2,
+            ),
             (b"{\"a\":1}\r\n{\"a\":2}\r\n".to_vec(), "t.jsonl", 2),
             (gzip(b"{\"a\":1}\n{\"a\":2}\n{\"a\":3}"), "t", 3),
         ] {

@@ -40,7 +40,11 @@ pub struct RecordOrigin<'a> {
 
 impl FieldSelection {
     /// Builds the document for one record.
-    pub fn document(&self, value: Value, origin: RecordOrigin<'_>) -> Result<Document, DocumentError> {
+    pub fn document(
+        &self,
+        value: Value,
+        origin: RecordOrigin<'_>,
+    ) -> Result<Document, DocumentError> {
         let mut fields = match value {
             Value::Object(map) => map,
             other => return Err(DocumentError::NotAnObject(kind(&other))),
@@ -53,7 +57,10 @@ impl FieldSelection {
                 derived_doc_id(origin.bucket, origin.key, origin.record)
             }
             Some(other) => {
-                return Err(DocumentError::BadId { field: self.id_field.clone(), kind: kind(&other) });
+                return Err(DocumentError::BadId {
+                    field: self.id_field.clone(),
+                    kind: kind(&other),
+                });
             }
         };
 
@@ -67,7 +74,11 @@ impl FieldSelection {
         if text.trim().is_empty() {
             return Err(DocumentError::NoText(self.text_fields.join(", ")));
         }
-        Ok(Document { doc_id, text, metadata: fields })
+        Ok(Document {
+            doc_id,
+            text,
+            metadata: fields,
+        })
     }
 }
 
@@ -110,28 +121,56 @@ mod tests {
     use serde_json::json;
 
     fn sel(text: &[&str], id: &str) -> FieldSelection {
-        FieldSelection { text_fields: text.iter().map(|s| s.to_string()).collect(), id_field: id.into() }
+        FieldSelection {
+            text_fields: text.iter().map(|s| s.to_string()).collect(),
+            id_field: id.into(),
+        }
     }
 
-    const ORIGIN: RecordOrigin<'static> = RecordOrigin { bucket: "b", key: "k.jsonl", record: 4 };
+    const ORIGIN: RecordOrigin<'static> = RecordOrigin {
+        bucket: "b",
+        key: "k.jsonl",
+        record: 4,
+    };
 
     #[test]
     fn id_text_and_metadata() {
         let doc = sel(&["text"], "id")
-            .document(json!({"id": "a-1", "text": "本文", "title": "題", "tags": ["x"]}), ORIGIN)
+            .document(
+                json!({"id": "a-1", "text": "本文", "title": "題", "tags": ["x"]}),
+                ORIGIN,
+            )
             .unwrap();
         assert_eq!(doc.doc_id, "a-1");
         assert_eq!(doc.text, "本文");
-        assert_eq!(Value::Object(doc.metadata), json!({"title": "題", "tags": ["x"]}));
+        assert_eq!(
+            Value::Object(doc.metadata),
+            json!({"title": "題", "tags": ["x"]})
+        );
     }
 
     #[test]
     fn numeric_id_and_derived_id() {
         let s = sel(&["text"], "id");
-        assert_eq!(s.document(json!({"id": 42, "text": "t"}), ORIGIN).unwrap().doc_id, "42");
-        assert_eq!(s.document(json!({"text": "t"}), ORIGIN).unwrap().doc_id, "s3://b/k.jsonl#4");
-        assert_eq!(s.document(json!({"id": " ", "text": "t"}), ORIGIN).unwrap().doc_id, "s3://b/k.jsonl#4");
-        let err = s.document(json!({"id": {"x": 1}, "text": "t"}), ORIGIN).unwrap_err();
+        assert_eq!(
+            s.document(json!({"id": 42, "text": "t"}), ORIGIN)
+                .unwrap()
+                .doc_id,
+            "42"
+        );
+        assert_eq!(
+            s.document(json!({"text": "t"}), ORIGIN).unwrap().doc_id,
+            "s3://b/k.jsonl#4"
+        );
+        assert_eq!(
+            s.document(json!({"id": " ", "text": "t"}), ORIGIN)
+                .unwrap()
+                .doc_id,
+            "s3://b/k.jsonl#4"
+        );
+        let err = s
+            .document(json!({"id": {"x": 1}, "text": "t"}), ORIGIN)
+            .unwrap_err();
         assert!(err.to_string().contains("object"));
     }
 
@@ -145,15 +184,30 @@ mod tests {
             .unwrap();
         assert_eq!(doc.doc_id, "m");
         assert_eq!(doc.text, "T\n\nB\n\nn1\n\nn2");
-        assert_eq!(Value::Object(doc.metadata), json!({"body": {"lang": "ja"}, "meta": {}}));
+        assert_eq!(
+            Value::Object(doc.metadata),
+            json!({"body": {"lang": "ja"}, "meta": {}})
+        );
     }
 
     #[test]
     fn rejects_what_cannot_be_indexed() {
         let s = sel(&["text"], "id");
-        assert_eq!(s.document(json!([1]), ORIGIN).unwrap_err(), DocumentError::NotAnObject("array"));
-        assert_eq!(s.document(json!("x"), ORIGIN).unwrap_err(), DocumentError::NotAnObject("string"));
-        assert_eq!(s.document(json!({"text": "  "}), ORIGIN).unwrap_err(), DocumentError::NoText("text".into()));
-        assert_eq!(s.document(json!({"body": "x"}), ORIGIN).unwrap_err(), DocumentError::NoText("text".into()));
+        assert_eq!(
+            s.document(json!([1]), ORIGIN).unwrap_err(),
+            DocumentError::NotAnObject("array")
+        );
+        assert_eq!(
+            s.document(json!("x"), ORIGIN).unwrap_err(),
+            DocumentError::NotAnObject("string")
+        );
+        assert_eq!(
+            s.document(json!({"text": "  "}), ORIGIN).unwrap_err(),
+            DocumentError::NoText("text".into())
+        );
+        assert_eq!(
+            s.document(json!({"body": "x"}), ORIGIN).unwrap_err(),
+            DocumentError::NoText("text".into())
+        );
     }
 }

@@ -38,7 +38,9 @@ impl Deadline {
     }
 
     pub fn after(d: Duration) -> Self {
-        Self { at: Instant::now() + d }
+        Self {
+            at: Instant::now() + d,
+        }
     }
 
     /// From the Lambda context's deadline (epoch milliseconds), minus `reserve`.
@@ -47,7 +49,8 @@ impl Deadline {
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_millis() as u64)
             .unwrap_or(0);
-        let left = Duration::from_millis(deadline_ms.saturating_sub(now_ms)).saturating_sub(reserve);
+        let left =
+            Duration::from_millis(deadline_ms.saturating_sub(now_ms)).saturating_sub(reserve);
         Self::after(left)
     }
 
@@ -71,15 +74,24 @@ mod tests {
         let delays: Vec<_> = (0..6).map(|_| b.next_delay()).collect();
         let ceilings = [100, 200, 400, 800, 800, 800];
         for (d, c) in delays.iter().zip(ceilings) {
-            assert!(d.as_millis() as u64 <= c && d.as_millis() as u64 >= c / 2, "{d:?} vs {c}");
+            assert!(
+                d.as_millis() as u64 <= c && d.as_millis() as u64 >= c / 2,
+                "{d:?} vs {c}"
+            );
         }
     }
 
     #[test]
     fn deadline_from_lambda_context() {
-        let now_ms = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as u64;
+        let now_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_millis() as u64;
         let d = Deadline::from_lambda_deadline_ms(now_ms + 10_000, Duration::from_secs(2));
         assert!(d.remaining() <= Duration::from_secs(8) && d.remaining() > Duration::from_secs(7));
-        assert!(!Deadline::from_lambda_deadline_ms(now_ms, Duration::from_secs(1)).allows(Duration::ZERO));
+        assert!(
+            !Deadline::from_lambda_deadline_ms(now_ms, Duration::from_secs(1))
+                .allows(Duration::ZERO)
+        );
     }
 }

@@ -16,7 +16,9 @@ pub fn decode_key(raw: &str) -> Result<String, KeyError> {
     percent_decode(spaced.as_bytes())
         .decode_utf8()
         .map(|key| key.into_owned())
-        .map_err(|_| KeyError { raw: raw.to_owned() })
+        .map_err(|_| KeyError {
+            raw: raw.to_owned(),
+        })
 }
 
 #[cfg(test)]

@@ -41,7 +41,10 @@ pub enum StoreError {
 
 /// Where documents are read from.
 pub trait ObjectStore: Send + Sync {
-    fn open(&self, object: &ObjectRef) -> impl Future<Output = Result<OpenedObject, StoreError>> + Send;
+    fn open(
+        &self,
+        object: &ObjectRef,
+    ) -> impl Future<Output = Result<OpenedObject, StoreError>> + Send;
 }
 
 /// Amazon S3 through the AWS SDK.
@@ -60,7 +63,11 @@ impl ObjectStore for S3Store {
     async fn open(&self, object: &ObjectRef) -> Result<OpenedObject, StoreError> {
         use aws_sdk_s3::operation::get_object::GetObjectError;
 
-        let mut request = self.client.get_object().bucket(&object.bucket).key(&object.key);
+        let mut request = self
+            .client
+            .get_object()
+            .bucket(&object.bucket)
+            .key(&object.key);
         // A version id pins the exact object; without versioning the eTag guards against reading a
         // newer write under an older event's name.
         match (&object.version_id, &object.etag) {
@@ -83,7 +90,11 @@ impl ObjectStore for S3Store {
                     GetObjectError::NoSuchKey(_) => Err(StoreError::NotFound { bucket, key }),
                     _ if status == Some(404) => Err(StoreError::NotFound { bucket, key }),
                     _ if status == Some(412) => Err(StoreError::Superseded { bucket, key }),
-                    other => Err(StoreError::Other { bucket, key, source: Box::new(other) }),
+                    other => Err(StoreError::Other {
+                        bucket,
+                        key,
+                        source: Box::new(other),
+                    }),
                 }
             }
         }
@@ -91,5 +102,9 @@ impl ObjectStore for S3Store {
 }
 
 fn quoted(etag: &str) -> String {
-    if etag.starts_with('"') { etag.to_owned() } else { format!("\"{etag}\"") }
+    if etag.starts_with('"') {
+        etag.to_owned()
+    } else {
+        format!("\"{etag}\"")
+    }
 }

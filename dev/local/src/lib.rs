@@ -2,7 +2,8 @@
 //! against moto, noida-db and the Bedrock stand-in. Used by the demo, the benchmarks and the
 //! end-to-end tests.
 
+pub mod bench;
+pub mod demo;
 pub mod pipeline;
 pub mod runtime;
 pub mod stack;
-pub mod demo;

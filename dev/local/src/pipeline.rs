@@ -5,7 +5,9 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use aws_sdk_sqs::types::{DeleteMessageBatchRequestEntry, MessageSystemAttributeName, QueueAttributeName};
+use aws_sdk_sqs::types::{
+    DeleteMessageBatchRequestEntry, MessageSystemAttributeName, QueueAttributeName,
+};
 use sakuin::es::{EsClient, EsSettings};
 use serde_json::{Value, json};
 
@@ -26,7 +28,9 @@ pub fn binary_dir() -> PathBuf {
     if let Ok(dir) = std::env::var("SAKUIN_BIN_DIR") {
         return PathBuf::from(dir);
     }
-    let target = std::env::var("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|_| crate::stack::repo_root().join("target"));
+    let target = std::env::var("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| crate::stack::repo_root().join("target"));
     target.join("debug")
 }
 
@@ -62,6 +66,15 @@ pub struct DrainStats {
     pub function_errors: u64,
 }
 
+/// The bucket, queues and function environment on a running stack, before any function starts.
+pub struct Provisioned {
+    pub s3: aws_sdk_s3::Client,
+    pub sqs: aws_sdk_sqs::Client,
+    pub queue_url: String,
+    pub dlq_url: String,
+    pub env: Vec<(String, String)>,
+}
+
 pub struct Pipeline {
     pub stack: LocalStack,
     pub s3: aws_sdk_s3::Client,
@@ -77,63 +90,36 @@ pub struct Pipeline {
 
 impl Pipeline {
     /// Creates the bucket and queues, then starts the three functions.
-    pub async fn start(stack: LocalStack, options: PipelineOptions) -> Result<Self, Box<dyn std::error::Error>> {
-        let sdk = aws_config::defaults(aws_config::BehaviorVersion::latest())
-            .region(aws_config::Region::new(REGION))
-            .credentials_provider(aws_sdk_s3::config::Credentials::new("testing", "testing", None, None, "local"))
-            .load()
-            .await;
-        let s3 = aws_sdk_s3::Client::from_conf(
-            aws_sdk_s3::config::Builder::from(&sdk).endpoint_url(stack.moto.url()).force_path_style(true).build(),
-        );
-        let sqs = aws_sdk_sqs::Client::from_conf(aws_sdk_sqs::config::Builder::from(&sdk).endpoint_url(stack.moto.url()).build());
-
-        s3.create_bucket()
-            .bucket(BUCKET)
-            .create_bucket_configuration(
-                aws_sdk_s3::types::CreateBucketConfiguration::builder()
-                    .location_constraint(aws_sdk_s3::types::BucketLocationConstraint::from(REGION))
-                    .build(),
-            )
-            .send()
-            .await?;
-        let dlq_url = sqs.create_queue().queue_name(DEAD_LETTER_QUEUE).send().await?.queue_url.unwrap_or_default();
-        let dlq_arn = format!("arn:aws:sqs:{REGION}:123456789012:{DEAD_LETTER_QUEUE}");
-        let queue_url = sqs
-            .create_queue()
-            .queue_name(QUEUE)
-            .attributes(QueueAttributeName::VisibilityTimeout, VISIBILITY_TIMEOUT_SECS.to_string())
-            .attributes(
-                QueueAttributeName::RedrivePolicy,
-                json!({"deadLetterTargetArn": dlq_arn, "maxReceiveCount": MAX_RECEIVE_COUNT}).to_string(),
-            )
-            .send()
-            .await?
-            .queue_url
-            .unwrap_or_default();
-
-        let mut env = stack.env();
-        env.extend(
-            [
-                ("CHUNK_QUEUE_URL", queue_url.clone()),
-                ("DEAD_LETTER_QUEUE_URL", dlq_url.clone()),
-                ("SOURCE_BUCKET", BUCKET.to_owned()),
-                ("EMBEDDING_MODEL_ID", options.model_id.clone()),
-                ("EMBEDDING_DIMENSIONS", options.dimensions.map(|d| d.to_string()).unwrap_or_default()),
-                ("ES_INDEX", options.index.clone()),
-                ("RUST_LOG", "info".to_owned()),
-            ]
-            .into_iter()
-            .map(|(k, v)| (k.to_owned(), v)),
-        );
-        env.extend(options.extra_env.iter().cloned());
-
+    pub async fn start(
+        stack: LocalStack,
+        options: PipelineOptions,
+    ) -> Result<Self, Box<dyn std::error::Error>> {
+        let Provisioned { s3, sqs, queue_url, dlq_url, env } = provision(&stack, &options).await?;
         let bin = binary_dir();
         let log = options.log.as_deref();
-        let ingest = FunctionProcess::spawn(&require(&bin, "ingest")?, "sakuin-ingest", &env, log).await?;
-        let embed_index = FunctionProcess::spawn(&require(&bin, "embed-index")?, "sakuin-embed-index", &env, log).await?;
-        let probe = FunctionProcess::spawn(&require(&bin, "probe")?, "sakuin-probe", &env, log).await?;
-        Ok(Self { stack, s3, sqs, queue_url, dlq_url, env, ingest, embed_index, probe, options })
+        let ingest =
+            FunctionProcess::spawn(&require(&bin, "ingest")?, "sakuin-ingest", &env, log).await?;
+        let embed_index = FunctionProcess::spawn(
+            &require(&bin, "embed-index")?,
+            "sakuin-embed-index",
+            &env,
+            log,
+        )
+        .await?;
+        let probe =
+            FunctionProcess::spawn(&require(&bin, "probe")?, "sakuin-probe", &env, log).await?;
+        Ok(Self {
+            stack,
+            s3,
+            sqs,
+            queue_url,
+            dlq_url,
+            env,
+            ingest,
+            embed_index,
+            probe,
+            options,
+        })
     }
 
     /// A client for the local Elasticsearch, on the pipeline's index.
@@ -153,11 +139,28 @@ impl Pipeline {
     }
 
     /// Puts an object and returns the S3 notification S3 would send for it.
-    pub async fn put_object(&self, key: &str, body: Vec<u8>) -> Result<Value, Box<dyn std::error::Error>> {
+    pub async fn put_object(
+        &self,
+        key: &str,
+        body: Vec<u8>,
+    ) -> Result<Value, Box<dyn std::error::Error>> {
         let size = body.len();
-        let out = self.s3.put_object().bucket(BUCKET).key(key).body(body.into()).send().await?;
+        let out = self
+            .s3
+            .put_object()
+            .bucket(BUCKET)
+            .key(key)
+            .body(body.into())
+            .send()
+            .await?;
         let etag = out.e_tag.unwrap_or_default().trim_matches('"').to_owned();
-        Ok(s3_event("ObjectCreated:Put", BUCKET, key, Some(size), Some(&etag)))
+        Ok(s3_event(
+            "ObjectCreated:Put",
+            BUCKET,
+            key,
+            Some(size),
+            Some(&etag),
+        ))
     }
 
     pub async fn invoke_ingest(&self, event: &Value) -> Result<Value, FunctionError> {
@@ -170,7 +173,11 @@ impl Pipeline {
 
     /// Receives one batch (up to `batch_size`) and invokes `embed-index` with it as the event
     /// source mapping would; returns the function's outcome and the batch's message ids.
-    pub async fn deliver_batch(&self, batch_size: i32) -> Result<Option<(Result<Value, FunctionError>, Vec<String>)>, Box<dyn std::error::Error>> {
+    pub async fn deliver_batch(
+        &self,
+        batch_size: i32,
+    ) -> Result<Option<(Result<Value, FunctionError>, Vec<String>)>, Box<dyn std::error::Error>>
+    {
         let received = self
             .sqs
             .receive_message()
@@ -185,12 +192,22 @@ impl Pipeline {
             return Ok(None);
         }
         let event = sqs_event(&messages);
-        let ids: Vec<String> = messages.iter().filter_map(|m| m.message_id.clone()).collect();
-        let outcome = self.embed_index.invoke(&event, Duration::from_secs(120)).await;
+        let ids: Vec<String> = messages
+            .iter()
+            .filter_map(|m| m.message_id.clone())
+            .collect();
+        let outcome = self
+            .embed_index
+            .invoke(&event, Duration::from_secs(120))
+            .await;
         if let Ok(response) = &outcome {
             let failed: Vec<&str> = response["batchItemFailures"]
                 .as_array()
-                .map(|a| a.iter().filter_map(|f| f["itemIdentifier"].as_str()).collect())
+                .map(|a| {
+                    a.iter()
+                        .filter_map(|f| f["itemIdentifier"].as_str())
+                        .collect()
+                })
                 .unwrap_or_default();
             let done: Vec<DeleteMessageBatchRequestEntry> = messages
                 .iter()
@@ -205,7 +222,12 @@ impl Pipeline {
                 })
                 .collect();
             if !done.is_empty() {
-                self.sqs.delete_message_batch().queue_url(&self.queue_url).set_entries(Some(done)).send().await?;
+                self.sqs
+                    .delete_message_batch()
+                    .queue_url(&self.queue_url)
+                    .set_entries(Some(done))
+                    .send()
+                    .await?;
             }
         }
         Ok(Some((outcome, ids)))
@@ -225,7 +247,8 @@ impl Pipeline {
                     stats.messages += ids.len() as u64;
                     match outcome {
                         Ok(response) => {
-                            let failed = response["batchItemFailures"].as_array().map_or(0, Vec::len) as u64;
+                            let failed =
+                                response["batchItemFailures"].as_array().map_or(0, Vec::len) as u64;
                             stats.reported_failures += failed;
                             stats.deleted += ids.len() as u64 - failed;
                         }
@@ -234,7 +257,9 @@ impl Pipeline {
                 }
                 None => {
                     let since = *quiet_since.get_or_insert_with(Instant::now);
-                    if since.elapsed() > Duration::from_secs(u64::from(VISIBILITY_TIMEOUT_SECS) + 1) && self.in_flight().await? == 0 {
+                    if since.elapsed() > Duration::from_secs(u64::from(VISIBILITY_TIMEOUT_SECS) + 1)
+                        && self.in_flight().await? == 0
+                    {
                         break;
                     }
                 }
@@ -244,13 +269,28 @@ impl Pipeline {
     }
 
     async fn in_flight(&self) -> Result<u64, Box<dyn std::error::Error>> {
-        Ok(queue_depth(&self.sqs, &self.queue_url, QueueAttributeName::ApproximateNumberOfMessagesNotVisible).await?
-            + queue_depth(&self.sqs, &self.queue_url, QueueAttributeName::ApproximateNumberOfMessages).await?)
+        Ok(queue_depth(
+            &self.sqs,
+            &self.queue_url,
+            QueueAttributeName::ApproximateNumberOfMessagesNotVisible,
+        )
+        .await?
+            + queue_depth(
+                &self.sqs,
+                &self.queue_url,
+                QueueAttributeName::ApproximateNumberOfMessages,
+            )
+            .await?)
     }
 
     /// Messages waiting in the dead-letter queue.
     pub async fn dead_letters(&self) -> Result<u64, Box<dyn std::error::Error>> {
-        queue_depth(&self.sqs, &self.dlq_url, QueueAttributeName::ApproximateNumberOfMessages).await
+        queue_depth(
+            &self.sqs,
+            &self.dlq_url,
+            QueueAttributeName::ApproximateNumberOfMessages,
+        )
+        .await
     }
 
     pub async fn stop(self) {
@@ -260,9 +300,105 @@ impl Pipeline {
     }
 }
 
-async fn queue_depth(sqs: &aws_sdk_sqs::Client, url: &str, attr: QueueAttributeName) -> Result<u64, Box<dyn std::error::Error>> {
-    let out = sqs.get_queue_attributes().queue_url(url).attribute_names(attr.clone()).send().await?;
-    Ok(out.attributes().and_then(|a| a.get(&attr)).and_then(|v| v.parse().ok()).unwrap_or(0))
+/// Creates the bucket and the queues (with a redrive policy to the DLQ) and returns the
+/// environment the functions need.
+pub async fn provision(
+    stack: &LocalStack,
+    options: &PipelineOptions,
+) -> Result<Provisioned, Box<dyn std::error::Error>> {
+    let sdk = aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .region(aws_config::Region::new(REGION))
+        .credentials_provider(aws_sdk_s3::config::Credentials::new(
+            "testing", "testing", None, None, "local",
+        ))
+        .load()
+        .await;
+    let s3 = aws_sdk_s3::Client::from_conf(
+        aws_sdk_s3::config::Builder::from(&sdk)
+            .endpoint_url(stack.moto.url())
+            .force_path_style(true)
+            .build(),
+    );
+    let sqs = aws_sdk_sqs::Client::from_conf(
+        aws_sdk_sqs::config::Builder::from(&sdk)
+            .endpoint_url(stack.moto.url())
+            .build(),
+    );
+
+    s3.create_bucket()
+        .bucket(BUCKET)
+        .create_bucket_configuration(
+            aws_sdk_s3::types::CreateBucketConfiguration::builder()
+                .location_constraint(aws_sdk_s3::types::BucketLocationConstraint::from(REGION))
+                .build(),
+        )
+        .send()
+        .await?;
+    let dlq_url = sqs
+        .create_queue()
+        .queue_name(DEAD_LETTER_QUEUE)
+        .send()
+        .await?
+        .queue_url
+        .unwrap_or_default();
+    let dlq_arn = format!("arn:aws:sqs:{REGION}:123456789012:{DEAD_LETTER_QUEUE}");
+    let queue_url = sqs
+        .create_queue()
+        .queue_name(QUEUE)
+        .attributes(
+            QueueAttributeName::VisibilityTimeout,
+            VISIBILITY_TIMEOUT_SECS.to_string(),
+        )
+        .attributes(
+            QueueAttributeName::RedrivePolicy,
+            json!({"deadLetterTargetArn": dlq_arn, "maxReceiveCount": MAX_RECEIVE_COUNT})
+                .to_string(),
+        )
+        .send()
+        .await?
+        .queue_url
+        .unwrap_or_default();
+
+    let mut env = stack.env();
+    env.extend(
+        [
+            ("CHUNK_QUEUE_URL", queue_url.clone()),
+            ("DEAD_LETTER_QUEUE_URL", dlq_url.clone()),
+            ("SOURCE_BUCKET", BUCKET.to_owned()),
+            ("EMBEDDING_MODEL_ID", options.model_id.clone()),
+            (
+                "EMBEDDING_DIMENSIONS",
+                options
+                    .dimensions
+                    .map(|d| d.to_string())
+                    .unwrap_or_default(),
+            ),
+            ("ES_INDEX", options.index.clone()),
+            ("RUST_LOG", "info".to_owned()),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v)),
+    );
+    env.extend(options.extra_env.iter().cloned());
+    Ok(Provisioned { s3, sqs, queue_url, dlq_url, env })
+}
+
+async fn queue_depth(
+    sqs: &aws_sdk_sqs::Client,
+    url: &str,
+    attr: QueueAttributeName,
+) -> Result<u64, Box<dyn std::error::Error>> {
+    let out = sqs
+        .get_queue_attributes()
+        .queue_url(url)
+        .attribute_names(attr.clone())
+        .send()
+        .await?;
+    Ok(out
+        .attributes()
+        .and_then(|a| a.get(&attr))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0))
 }
 
 fn require(dir: &Path, name: &str) -> Result<PathBuf, Box<dyn std::error::Error>> {
@@ -270,19 +406,35 @@ fn require(dir: &Path, name: &str) -> Result<PathBuf, Box<dyn std::error::Error>
     if path.exists() {
         Ok(path)
     } else {
-        Err(format!("{} is not built: run `cargo build --workspace` (or set SAKUIN_BIN_DIR)", path.display()).into())
+        Err(format!(
+            "{} is not built: run `cargo build --workspace` (or set SAKUIN_BIN_DIR)",
+            path.display()
+        )
+        .into())
     }
 }
 
 /// S3 writes keys form-URL-encoded into notifications: space as `+`, reserved bytes as `%XX`.
 pub fn form_encode_key(key: &str) -> String {
     use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
-    const KEEP: &AsciiSet = &NON_ALPHANUMERIC.remove(b'/').remove(b'-').remove(b'_').remove(b'.').remove(b'*').remove(b' ');
+    const KEEP: &AsciiSet = &NON_ALPHANUMERIC
+        .remove(b'/')
+        .remove(b'-')
+        .remove(b'_')
+        .remove(b'.')
+        .remove(b'*')
+        .remove(b' ');
     utf8_percent_encode(key, KEEP).to_string().replace(' ', "+")
 }
 
 /// A real-shaped S3 notification for one object.
-pub fn s3_event(event_name: &str, bucket: &str, key: &str, size: Option<usize>, etag: Option<&str>) -> Value {
+pub fn s3_event(
+    event_name: &str,
+    bucket: &str,
+    key: &str,
+    size: Option<usize>,
+    etag: Option<&str>,
+) -> Value {
     let now = chrono::Utc::now();
     let sequencer = format!("{:016X}", now.timestamp_nanos_opt().unwrap_or_default());
     let mut object = json!({"key": form_encode_key(key), "sequencer": sequencer});
@@ -317,7 +469,11 @@ pub fn sqs_event(messages: &[aws_sdk_sqs::types::Message]) -> Value {
         .map(|m| {
             let attributes: serde_json::Map<String, Value> = m
                 .attributes()
-                .map(|a| a.iter().map(|(k, v)| (k.as_str().to_owned(), Value::String(v.clone()))).collect())
+                .map(|a| {
+                    a.iter()
+                        .map(|(k, v)| (k.as_str().to_owned(), Value::String(v.clone())))
+                        .collect()
+                })
                 .unwrap_or_default();
             json!({
                 "messageId": m.message_id(),
@@ -341,7 +497,13 @@ mod tests {
 
     #[test]
     fn keys_are_encoded_the_way_s3_does() {
-        assert_eq!(form_encode_key("docs/2024 annual report+q4日本.jsonl"), "docs/2024+annual+report%2Bq4%E6%97%A5%E6%9C%AC.jsonl");
-        assert_eq!(sakuin::s3key::decode_key(&form_encode_key("a b+c%d/é.json")).unwrap(), "a b+c%d/é.json");
+        assert_eq!(
+            form_encode_key("docs/2024 annual report+q4日本.jsonl"),
+            "docs/2024+annual+report%2Bq4%E6%97%A5%E6%9C%AC.jsonl"
+        );
+        assert_eq!(
+            sakuin::s3key::decode_key(&form_encode_key("a b+c%d/é.json")).unwrap(),
+            "a b+c%d/é.json"
+        );
     }
 }

@@ -52,7 +52,12 @@ pub struct FunctionProcess {
 impl FunctionProcess {
     /// Starts `binary` with the Lambda environment plus `env`. Its stdout and stderr (logs, EMF
     /// lines) go to `log` when given, else are discarded.
-    pub async fn spawn(binary: &Path, name: &str, env: &[(String, String)], log: Option<&Path>) -> std::io::Result<Self> {
+    pub async fn spawn(
+        binary: &Path,
+        name: &str,
+        env: &[(String, String)],
+        log: Option<&Path>,
+    ) -> std::io::Result<Self> {
         let listener = TcpListener::bind("127.0.0.1:0").await?;
         let addr = listener.local_addr()?;
         let (sender, receiver) = mpsc::channel(16);
@@ -72,7 +77,12 @@ impl FunctionProcess {
         });
 
         let log_file = match log {
-            Some(path) => Some(Arc::new(std::sync::Mutex::new(std::fs::OpenOptions::new().create(true).append(true).open(path)?))),
+            Some(path) => Some(Arc::new(std::sync::Mutex::new(
+                std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(path)?,
+            ))),
             None => None,
         };
         let spawned_at = Instant::now();
@@ -90,8 +100,14 @@ impl FunctionProcess {
             .kill_on_drop(true)
             .spawn()?;
         let mut child = child;
-        let stdout = child.stdout.take().map(|s| Box::new(s) as Box<dyn tokio::io::AsyncRead + Send + Unpin>);
-        let stderr = child.stderr.take().map(|s| Box::new(s) as Box<dyn tokio::io::AsyncRead + Send + Unpin>);
+        let stdout = child
+            .stdout
+            .take()
+            .map(|s| Box::new(s) as Box<dyn tokio::io::AsyncRead + Send + Unpin>);
+        let stderr = child
+            .stderr
+            .take()
+            .map(|s| Box::new(s) as Box<dyn tokio::io::AsyncRead + Send + Unpin>);
         for stream in [stdout, stderr].into_iter().flatten() {
             let (shared, log_file) = (shared.clone(), log_file.clone());
             tokio::spawn(async move {
@@ -109,7 +125,14 @@ impl FunctionProcess {
                 }
             });
         }
-        Ok(Self { name: name.to_owned(), child: Mutex::new(child), sender, shared, spawned_at, next_id: Default::default() })
+        Ok(Self {
+            name: name.to_owned(),
+            child: Mutex::new(child),
+            sender,
+            shared,
+            spawned_at,
+            next_id: Default::default(),
+        })
     }
 
     /// Process start → first `GET /next`: the cold start Lambda bills as init. Waits up to `limit`.
@@ -129,12 +152,19 @@ impl FunctionProcess {
     /// Invokes the function with `payload` and a deadline `timeout` away; returns its response or
     /// its error. A process that died (or never initialised) is an error too.
     pub async fn invoke(&self, payload: &Value, timeout: Duration) -> Outcome {
-        let n = self.next_id.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let n = self
+            .next_id
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         let id = format!("{:08x}-0000-4000-8000-{:012x}", std::process::id(), n);
-        let deadline_ms = (SystemTime::now().duration_since(UNIX_EPOCH).unwrap() + timeout).as_millis() as u64;
+        let deadline_ms =
+            (SystemTime::now().duration_since(UNIX_EPOCH).unwrap() + timeout).as_millis() as u64;
         let (tx, rx) = oneshot::channel();
         self.shared.waiting.lock().await.insert(id.clone(), tx);
-        let invocation = Invocation { id: id.clone(), payload: serde_json::to_vec(payload).unwrap(), deadline_ms };
+        let invocation = Invocation {
+            id: id.clone(),
+            payload: serde_json::to_vec(payload).unwrap(),
+            deadline_ms,
+        };
         if self.sender.send(invocation).await.is_err() {
             return Err(self.died("runtime closed").await);
         }
@@ -160,7 +190,15 @@ impl FunctionProcess {
 
     async fn died(&self, what: &str) -> FunctionError {
         let init = self.shared.init_error.lock().await.clone();
-        FunctionError { error_type: "Runtime.ExitError".into(), error_message: init.unwrap_or_else(|| format!("{}: {what}", self.name)) }
+        FunctionError {
+            error_type: "Runtime.ExitError".into(),
+            error_message: init.unwrap_or_else(|| format!("{}: {what}", self.name)),
+        }
+    }
+
+    /// The function process's id (for CPU and memory figures).
+    pub async fn pid(&self) -> Option<u32> {
+        self.child.lock().await.id()
     }
 
     /// An init error the function reported (bad configuration), if any.
@@ -178,7 +216,9 @@ async fn serve(stream: TcpStream, shared: Arc<Shared>) {
     let (read, mut write) = stream.into_split();
     let mut reader = BufReader::new(read);
     loop {
-        let Some((method, path, body)) = read_request(&mut reader).await else { return };
+        let Some((method, path, body)) = read_request(&mut reader).await else {
+            return;
+        };
         let response = route(&method, &path, body, &shared).await;
         if write.write_all(&response).await.is_err() {
             return;
@@ -190,16 +230,29 @@ async fn route(method: &str, path: &str, body: Vec<u8>, shared: &Shared) -> Vec<
     let path = path.strip_prefix("/2018-06-01/runtime").unwrap_or(path);
     match (method, path) {
         ("GET", "/invocation/next") => {
-            shared.first_next.lock().await.get_or_insert_with(Instant::now);
+            shared
+                .first_next
+                .lock()
+                .await
+                .get_or_insert_with(Instant::now);
             let next = shared.queue.lock().await.recv().await;
             match next {
                 Some(inv) => {
-                    let arn = format!("arn:aws:lambda:ap-northeast-1:123456789012:function:{}", shared.function_name);
+                    let arn = format!(
+                        "arn:aws:lambda:ap-northeast-1:123456789012:function:{}",
+                        shared.function_name
+                    );
                     let headers = [
                         ("Lambda-Runtime-Aws-Request-Id", inv.id.clone()),
                         ("Lambda-Runtime-Deadline-Ms", inv.deadline_ms.to_string()),
                         ("Lambda-Runtime-Invoked-Function-Arn", arn),
-                        ("Lambda-Runtime-Trace-Id", format!("Root=1-00000000-{}", inv.id.replace('-', "")[..24].to_owned())),
+                        (
+                            "Lambda-Runtime-Trace-Id",
+                            format!(
+                                "Root=1-00000000-{}",
+                                inv.id.replace('-', "")[..24].to_owned()
+                            ),
+                        ),
                     ];
                     http_response(200, &headers, &inv.payload)
                 }
@@ -226,7 +279,11 @@ async fn route(method: &str, path: &str, body: Vec<u8>, shared: &Shared) -> Vec<
         }
         ("POST", "/init/error") => {
             let v: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
-            let text = format!("{}: {}", v["errorType"].as_str().unwrap_or("InitError"), v["errorMessage"].as_str().unwrap_or_default());
+            let text = format!(
+                "{}: {}",
+                v["errorType"].as_str().unwrap_or("InitError"),
+                v["errorMessage"].as_str().unwrap_or_default()
+            );
             *shared.init_error.lock().await = Some(text);
             http_response(202, &[], b"{\"status\":\"OK\"}")
         }
@@ -234,7 +291,9 @@ async fn route(method: &str, path: &str, body: Vec<u8>, shared: &Shared) -> Vec<
     }
 }
 
-async fn read_request<R: tokio::io::AsyncBufRead + Unpin>(reader: &mut R) -> Option<(String, String, Vec<u8>)> {
+async fn read_request<R: tokio::io::AsyncBufRead + Unpin>(
+    reader: &mut R,
+) -> Option<(String, String, Vec<u8>)> {
     let mut line = String::new();
     if reader.read_line(&mut line).await.ok()? == 0 {
         return None;
@@ -288,7 +347,10 @@ fn http_response(status: u16, headers: &[(&str, String)], body: &[u8]) -> Vec<u8
         404 => "Not Found",
         _ => "Error",
     };
-    let mut out = format!("HTTP/1.1 {status} {reason}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n", body.len());
+    let mut out = format!(
+        "HTTP/1.1 {status} {reason}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n",
+        body.len()
+    );
     for (k, v) in headers {
         out.push_str(&format!("{k}: {v}\r\n"));
     }

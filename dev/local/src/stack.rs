@@ -25,12 +25,18 @@ impl Server {
     pub fn stop(&mut self) {
         let group = format!("-{}", self.child.id());
         let signal = |sig: &str| {
-            let _ = Command::new("kill").args([sig, "--", &group]).stdout(Stdio::null()).stderr(Stdio::null()).status();
+            let _ = Command::new("kill")
+                .args([sig, "--", &group])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status();
         };
         let listening = || std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok();
         signal("-TERM");
         let deadline = Instant::now() + Duration::from_secs(3);
-        while Instant::now() < deadline && (listening() || matches!(self.child.try_wait(), Ok(None))) {
+        while Instant::now() < deadline
+            && (listening() || matches!(self.child.try_wait(), Ok(None)))
+        {
             std::thread::sleep(Duration::from_millis(20));
         }
         if listening() || matches!(self.child.try_wait(), Ok(None)) {
@@ -62,7 +68,9 @@ pub struct LocalStack {
 
 #[derive(Debug, thiserror::Error)]
 pub enum StackError {
-    #[error("{0} is missing: run `make venv` (or `python3 -m venv .venv && .venv/bin/pip install -r dev/requirements.txt`)")]
+    #[error(
+        "{0} is missing: run `make venv` (or `python3 -m venv .venv && .venv/bin/pip install -r dev/requirements.txt`)"
+    )]
     Missing(PathBuf),
     #[error("{name} did not start: {detail}")]
     Start { name: &'static str, detail: String },
@@ -72,14 +80,25 @@ pub enum StackError {
 
 /// The repository root (where `.venv` and `dev/` live).
 pub fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").canonicalize().expect("the repository root exists")
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../..")
+        .canonicalize()
+        .expect("the repository root exists")
 }
 
 fn free_port() -> std::io::Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
 }
 
-fn spawn(name: &'static str, program: &Path, args: &[String], log: &Path, port: u16) -> Result<Server, StackError> {
+fn spawn(
+    name: &'static str,
+    program: &Path,
+    args: &[String],
+    log: &Path,
+    port: u16,
+) -> Result<Server, StackError> {
     use std::os::unix::process::CommandExt;
     if !program.exists() {
         return Err(StackError::Missing(program.to_owned()));
@@ -93,7 +112,10 @@ fn spawn(name: &'static str, program: &Path, args: &[String], log: &Path, port: 
         // Its own process group, so stopping it also stops anything it started.
         .process_group(0)
         .spawn()
-        .map_err(|e| StackError::Start { name, detail: e.to_string() })?;
+        .map_err(|e| StackError::Start {
+            name,
+            detail: e.to_string(),
+        })?;
     Ok(Server { name, port, child })
 }
 
@@ -105,14 +127,26 @@ async fn wait_http(server: &mut Server, path: &str, log: &Path) -> Result<(), St
     while Instant::now() < deadline {
         if let Ok(Some(status)) = server.child.try_wait() {
             let tail = std::fs::read_to_string(log).unwrap_or_default();
-            return Err(StackError::Start { name: server.name, detail: format!("exited with {status}: {}", tail.trim()) });
+            return Err(StackError::Start {
+                name: server.name,
+                detail: format!("exited with {status}: {}", tail.trim()),
+            });
         }
-        if client.get(&url).timeout(Duration::from_secs(2)).send().await.is_ok() {
+        if client
+            .get(&url)
+            .timeout(Duration::from_secs(2))
+            .send()
+            .await
+            .is_ok()
+        {
             return Ok(());
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    Err(StackError::Start { name: server.name, detail: format!("{url} did not answer within 60 s") })
+    Err(StackError::Start {
+        name: server.name,
+        detail: format!("{url} did not answer within 60 s"),
+    })
 }
 
 impl LocalStack {
@@ -121,7 +155,11 @@ impl LocalStack {
     pub async fn start(bedrock_args: &[&str]) -> Result<Self, StackError> {
         let root = repo_root();
         let venv = root.join(".venv/bin");
-        let work_dir = std::env::temp_dir().join(format!("sakuin-local-{}-{}", std::process::id(), free_port()?));
+        let work_dir = std::env::temp_dir().join(format!(
+            "sakuin-local-{}-{}",
+            std::process::id(),
+            free_port()?
+        ));
         std::fs::create_dir_all(&work_dir)?;
 
         let moto_port = free_port()?;
@@ -129,7 +167,12 @@ impl LocalStack {
         let mut moto = spawn(
             "moto",
             &venv.join("moto_server"),
-            &["-H".into(), "127.0.0.1".into(), "-p".into(), moto_port.to_string()],
+            &[
+                "-H".into(),
+                "127.0.0.1".into(),
+                "-p".into(),
+                moto_port.to_string(),
+            ],
             &moto_log,
             moto_port,
         )?;
@@ -164,12 +207,24 @@ impl LocalStack {
             bedrock_port.to_string(),
         ];
         args.extend(bedrock_args.iter().map(|s| s.to_string()));
-        let mut bedrock = spawn("bedrock stand-in", &venv.join("python"), &args, &bedrock_log, bedrock_port)?;
+        let mut bedrock = spawn(
+            "bedrock stand-in",
+            &venv.join("python"),
+            &args,
+            &bedrock_log,
+            bedrock_port,
+        )?;
 
         wait_http(&mut moto, "/moto-api/", &moto_log).await?;
         wait_http(&mut elasticsearch, "/", &es_log).await?;
         wait_http(&mut bedrock, "/_stub/health", &bedrock_log).await?;
-        Ok(Self { moto, elasticsearch, bedrock, root, work_dir })
+        Ok(Self {
+            moto,
+            elasticsearch,
+            bedrock,
+            root,
+            work_dir,
+        })
     }
 
     /// The environment a function needs to run against this stack (besides its own settings).

@@ -21,7 +21,14 @@ async fn corpus() -> Vec<(String, Vec<u8>, Vec<String>)> {
     let mut ids = Vec::new();
     for i in 0..120 {
         let id = format!("jsonl-{i:03}");
-        let text = if i % 10 == 0 { format!("{long_ja}（{i}）") } else { format!("Document {i} about topic {}. It has a second sentence.", i % 7) };
+        let text = if i % 10 == 0 {
+            format!("{long_ja}（{i}）")
+        } else {
+            format!(
+                "Document {i} about topic {}. It has a second sentence.",
+                i % 7
+            )
+        };
         lines.push_str(&json!({"id": id, "text": text, "n": i}).to_string());
         lines.push_str(if i % 2 == 0 { "\r\n" } else { "\n" });
         if i == 50 {
@@ -34,7 +41,11 @@ async fn corpus() -> Vec<(String, Vec<u8>, Vec<String>)> {
     // A pretty-printed JSON array, under a key that needs form-URL-encoding.
     let docs: Vec<Value> = (0..100).map(|i| json!({"id": format!("array-{i:03}"), "text": format!("配列の文書 {i} です。内容は十分に長くはありません。"), "tags": ["a", i]})).collect();
     let ids = (0..100).map(|i| format!("array-{i:03}")).collect();
-    objects.push(("corpus/2026 report+final 日本.json".to_owned(), serde_json::to_vec_pretty(&docs).unwrap(), ids));
+    objects.push((
+        "corpus/2026 report+final 日本.json".to_owned(),
+        serde_json::to_vec_pretty(&docs).unwrap(),
+        ids,
+    ));
 
     // Gzip-compressed JSON Lines, no ids: derived from bucket, key and line.
     let mut gz = String::new();
@@ -43,13 +54,19 @@ async fn corpus() -> Vec<(String, Vec<u8>, Vec<String>)> {
         gz.push('\n');
     }
     let key = "corpus/compressed.jsonl.gz".to_owned();
-    let ids = (1..=60).map(|line| format!("s3://sakuin-demo/{key}#{line}")).collect();
+    let ids = (1..=60)
+        .map(|line| format!("s3://sakuin-demo/{key}#{line}"))
+        .collect();
     objects.push((key, gzip(gz.as_bytes()).await, ids));
 
     // Single objects.
     for i in 0..20 {
         let body = serde_json::to_vec_pretty(&json!({"id": format!("single-{i:02}"), "text": format!("A single document, number {i}."), "meta": {"n": i}})).unwrap();
-        objects.push((format!("corpus/single/{i:02}.json"), body, vec![format!("single-{i:02}")]));
+        objects.push((
+            format!("corpus/single/{i:02}.json"),
+            body,
+            vec![format!("single-{i:02}")],
+        ));
     }
     objects
 }
@@ -57,8 +74,16 @@ async fn corpus() -> Vec<(String, Vec<u8>, Vec<String>)> {
 async fn all_chunks(pipeline: &Pipeline) -> Vec<Value> {
     let es = pipeline.es();
     es.refresh().await.unwrap();
-    let answer = es.search(&json!({"size": 10000, "query": {"match_all": {}}})).await.unwrap();
-    answer["hits"]["hits"].as_array().unwrap().iter().map(|h| h["_source"].clone()).collect()
+    let answer = es
+        .search(&json!({"size": 10000, "query": {"match_all": {}}}))
+        .await
+        .unwrap();
+    answer["hits"]["hits"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| h["_source"].clone())
+        .collect()
 }
 
 async fn stub_stats(pipeline: &Pipeline) -> Value {
@@ -68,14 +93,30 @@ async fn stub_stats(pipeline: &Pipeline) -> Value {
 
 async fn stub_config(pipeline: &Pipeline, config: Value) {
     let url = format!("{}/_stub/config", pipeline.stack.bedrock.url());
-    let status = reqwest::Client::new().post(url).body(config.to_string()).send().await.unwrap().status();
+    let status = reqwest::Client::new()
+        .post(url)
+        .body(config.to_string())
+        .send()
+        .await
+        .unwrap()
+        .status();
     assert!(status.is_success());
 }
 
 async fn start(options: PipelineOptions) -> Pipeline {
-    let stack = LocalStack::start(&[]).await.expect("the local stack starts (make venv installs it)");
+    let stack = LocalStack::start(&[])
+        .await
+        .expect("the local stack starts (make venv installs it)");
     let log = stack.work_dir.join("functions.log");
-    Pipeline::start(stack, PipelineOptions { log: Some(log), ..options }).await.expect("the functions start (cargo build --workspace builds them)")
+    Pipeline::start(
+        stack,
+        PipelineOptions {
+            log: Some(log),
+            ..options
+        },
+    )
+    .await
+    .expect("the functions start (cargo build --workspace builds them)")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -84,8 +125,10 @@ async fn every_document_lands_once_and_faults_lose_nothing() {
 
     // Ingest: every object through its S3 notification.
     let corpus = corpus().await;
-    let expected: BTreeMap<String, String> =
-        corpus.iter().flat_map(|(key, _, ids)| ids.iter().map(move |id| (id.clone(), key.clone()))).collect();
+    let expected: BTreeMap<String, String> = corpus
+        .iter()
+        .flat_map(|(key, _, ids)| ids.iter().map(move |id| (id.clone(), key.clone())))
+        .collect();
     assert!(expected.len() >= 300, "{} documents", expected.len());
     let mut events = Vec::new();
     let (mut records, mut chunks_queued) = (0, 0);
@@ -100,7 +143,11 @@ async fn every_document_lands_once_and_faults_lose_nothing() {
     assert_eq!(records as usize, expected.len());
 
     let drained = pipeline.drain(Duration::from_secs(180)).await.unwrap();
-    assert_eq!((drained.reported_failures, drained.function_errors), (0, 0), "{drained:?}");
+    assert_eq!(
+        (drained.reported_failures, drained.function_errors),
+        (0, 0),
+        "{drained:?}"
+    );
     assert_eq!(pipeline.dead_letters().await.unwrap(), 0);
 
     // Every document is there, from the right object, with its chunks in order and full vectors.
@@ -108,14 +155,23 @@ async fn every_document_lands_once_and_faults_lose_nothing() {
     assert_eq!(chunks.len() as u64, chunks_queued);
     let mut by_doc: BTreeMap<String, Vec<&Value>> = BTreeMap::new();
     for c in &chunks {
-        by_doc.entry(c["doc_id"].as_str().unwrap().to_owned()).or_default().push(c);
+        by_doc
+            .entry(c["doc_id"].as_str().unwrap().to_owned())
+            .or_default()
+            .push(c);
     }
-    assert_eq!(by_doc.keys().cloned().collect::<BTreeSet<_>>(), expected.keys().cloned().collect::<BTreeSet<_>>());
+    assert_eq!(
+        by_doc.keys().cloned().collect::<BTreeSet<_>>(),
+        expected.keys().cloned().collect::<BTreeSet<_>>()
+    );
     for (doc_id, doc_chunks) in &by_doc {
         let key = &expected[doc_id];
         let count = doc_chunks[0]["chunk_count"].as_u64().unwrap() as usize;
         assert_eq!(doc_chunks.len(), count, "{doc_id}");
-        let indexes: BTreeSet<u64> = doc_chunks.iter().map(|c| c["chunk_index"].as_u64().unwrap()).collect();
+        let indexes: BTreeSet<u64> = doc_chunks
+            .iter()
+            .map(|c| c["chunk_index"].as_u64().unwrap())
+            .collect();
         assert_eq!(indexes, (0..count as u64).collect(), "{doc_id}");
         for c in doc_chunks {
             assert_eq!(c["source"]["key"], key.as_str(), "{doc_id}");
@@ -130,8 +186,14 @@ async fn every_document_lands_once_and_faults_lose_nothing() {
         }
     }
     assert!(by_doc["jsonl-000"].len() > 1, "long documents are split");
-    assert_eq!(by_doc["array-007"][0]["metadata"], json!({"tags": ["a", 7]}));
-    assert_eq!(by_doc["single-03"][0]["metadata"], json!({"meta": {"n": 3}}));
+    assert_eq!(
+        by_doc["array-007"][0]["metadata"],
+        json!({"tags": ["a", 7]})
+    );
+    assert_eq!(
+        by_doc["single-03"][0]["metadata"],
+        json!({"meta": {"n": 3}})
+    );
 
     // A duplicate S3 event adds nothing and costs no embedding.
     let calls_before = stub_stats(&pipeline).await["calls"].as_u64().unwrap();
@@ -140,7 +202,11 @@ async fn every_document_lands_once_and_faults_lose_nothing() {
     let drained = pipeline.drain(Duration::from_secs(60)).await.unwrap();
     assert_eq!(drained.reported_failures, 0);
     assert_eq!(all_chunks(&pipeline).await.len(), chunks.len());
-    assert_eq!(stub_stats(&pipeline).await["calls"].as_u64().unwrap(), calls_before, "unchanged chunks are not re-embedded");
+    assert_eq!(
+        stub_stats(&pipeline).await["calls"].as_u64().unwrap(),
+        calls_before,
+        "unchanged chunks are not re-embedded"
+    );
 
     // A poison message fails alone; the rest of its batch lands; it ends in the DLQ.
     let good = |doc: &str| {
@@ -148,52 +214,122 @@ async fn every_document_lands_once_and_faults_lose_nothing() {
                "chunks": [{"doc_id": doc, "chunk_index": 0, "chunk_count": 1, "record": 1, "text": format!("{doc} text"), "metadata": {}}]})
         .to_string()
     };
-    for body in [good("manual-1"), "{\"v\":1,\"op\":\"index\",\"source\":".to_owned(), good("manual-2")] {
-        pipeline.sqs.send_message().queue_url(&pipeline.queue_url).message_body(body).send().await.unwrap();
+    for body in [
+        good("manual-1"),
+        "{\"v\":1,\"op\":\"index\",\"source\":".to_owned(),
+        good("manual-2"),
+    ] {
+        pipeline
+            .sqs
+            .send_message()
+            .queue_url(&pipeline.queue_url)
+            .message_body(body)
+            .send()
+            .await
+            .unwrap();
     }
-    let (outcome, ids) = pipeline.deliver_batch(10).await.unwrap().expect("three messages wait");
+    let (outcome, ids) = pipeline
+        .deliver_batch(10)
+        .await
+        .unwrap()
+        .expect("three messages wait");
     assert_eq!(ids.len(), 3);
-    let failures = outcome.unwrap()["batchItemFailures"].as_array().unwrap().clone();
+    let failures = outcome.unwrap()["batchItemFailures"]
+        .as_array()
+        .unwrap()
+        .clone();
     assert_eq!(failures.len(), 1, "{failures:?}");
     pipeline.drain(Duration::from_secs(60)).await.unwrap();
-    let docs: BTreeSet<String> = all_chunks(&pipeline).await.iter().map(|c| c["doc_id"].as_str().unwrap().to_owned()).collect();
+    let docs: BTreeSet<String> = all_chunks(&pipeline)
+        .await
+        .iter()
+        .map(|c| c["doc_id"].as_str().unwrap().to_owned())
+        .collect();
     assert!(docs.contains("manual-1") && docs.contains("manual-2"));
     assert_eq!(pipeline.dead_letters().await.unwrap(), 1);
 
     // The probe passes with the stack up, and names Elasticsearch when it is down.
     let report = pipeline.invoke_probe(&json!({"version": "0", "source": "aws.scheduler", "detail-type": "Scheduled Event", "detail": "{}"})).await.unwrap();
     assert_eq!(report["ok"], true, "{report}");
-    let names: Vec<&str> = report["checks"].as_array().unwrap().iter().map(|c| c["name"].as_str().unwrap()).collect();
-    for name in ["elasticsearch.tcp", "elasticsearch.cluster", "elasticsearch.index", "s3.bucket", "sqs.queue", "sqs.dead_letter_queue", "bedrock.model"] {
+    let names: Vec<&str> = report["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["name"].as_str().unwrap())
+        .collect();
+    for name in [
+        "elasticsearch.tcp",
+        "elasticsearch.cluster",
+        "elasticsearch.index",
+        "s3.bucket",
+        "sqs.queue",
+        "sqs.dead_letter_queue",
+        "bedrock.model",
+    ] {
         assert!(names.contains(&name), "{name} missing from {names:?}");
     }
     let mut pipeline = pipeline;
     pipeline.stack.elasticsearch.stop();
     let err = pipeline.invoke_probe(&json!({})).await.unwrap_err();
     assert_eq!(err.error_type, "ProbeFailed");
-    assert!(err.error_message.contains("elasticsearch.tcp failed at tcp"), "{}", err.error_message);
-    assert!(!err.error_message.contains("s3.bucket"), "only failing checks are named: {}", err.error_message);
+    assert!(
+        err.error_message
+            .contains("elasticsearch.tcp failed at tcp"),
+        "{}",
+        err.error_message
+    );
+    assert!(
+        !err.error_message.contains("s3.bucket"),
+        "only failing checks are named: {}",
+        err.error_message
+    );
 
     // While Elasticsearch is down, messages are reported failed, not lost.
-    pipeline.sqs.send_message().queue_url(&pipeline.queue_url).message_body(good("during-outage")).send().await.unwrap();
+    pipeline
+        .sqs
+        .send_message()
+        .queue_url(&pipeline.queue_url)
+        .message_body(good("during-outage"))
+        .send()
+        .await
+        .unwrap();
     let (outcome, _) = pipeline.deliver_batch(10).await.unwrap().unwrap();
     match outcome {
         Ok(response) => assert_eq!(response["batchItemFailures"].as_array().unwrap().len(), 1),
-        Err(e) => assert!(e.error_message.contains("unreachable") || e.error_message.contains("Elasticsearch"), "{e}"),
+        Err(e) => assert!(
+            e.error_message.contains("unreachable") || e.error_message.contains("Elasticsearch"),
+            "{e}"
+        ),
     }
     pipeline.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn throttled_bedrock_slows_the_pipeline_but_loses_nothing() {
-    let pipeline = start(PipelineOptions { index: "throttled".into(), ..PipelineOptions::default() }).await;
+    let pipeline = start(PipelineOptions {
+        index: "throttled".into(),
+        ..PipelineOptions::default()
+    })
+    .await;
     stub_config(&pipeline, json!({"throttle_every": 3})).await;
-    let lines: String = (0..90).map(|i| json!({"id": format!("t-{i}"), "text": format!("Throttled document {i}.")}).to_string() + "\n").collect();
-    let event = pipeline.put_object("throttle/a.jsonl", lines.into_bytes()).await.unwrap();
+    let lines: String = (0..90)
+        .map(|i| {
+            json!({"id": format!("t-{i}"), "text": format!("Throttled document {i}.")}).to_string()
+                + "\n"
+        })
+        .collect();
+    let event = pipeline
+        .put_object("throttle/a.jsonl", lines.into_bytes())
+        .await
+        .unwrap();
     pipeline.invoke_ingest(&event).await.unwrap();
     let drained = pipeline.drain(Duration::from_secs(120)).await.unwrap();
     assert_eq!(drained.function_errors, 0);
-    let docs: BTreeSet<String> = all_chunks(&pipeline).await.iter().map(|c| c["doc_id"].as_str().unwrap().to_owned()).collect();
+    let docs: BTreeSet<String> = all_chunks(&pipeline)
+        .await
+        .iter()
+        .map(|c| c["doc_id"].as_str().unwrap().to_owned())
+        .collect();
     assert_eq!(docs.len(), 90);
     let stats = stub_stats(&pipeline).await;
     assert!(stats["throttled"].as_u64().unwrap() >= 29, "{stats}");
@@ -205,13 +341,23 @@ async fn throttled_bedrock_slows_the_pipeline_but_loses_nothing() {
 async fn bad_configuration_stops_the_function_with_every_problem() {
     let pipeline = start(PipelineOptions {
         index: "badconfig".into(),
-        extra_env: vec![("CHUNK_OVERLAP_CHARS".into(), "5000".into()), ("ES_PORT".into(), "not-a-port".into())],
+        extra_env: vec![
+            ("CHUNK_OVERLAP_CHARS".into(), "5000".into()),
+            ("ES_PORT".into(), "not-a-port".into()),
+        ],
         ..PipelineOptions::default()
     })
     .await;
-    let err = pipeline.invoke_ingest(&json!({"Records": []})).await.unwrap_err();
+    let err = pipeline
+        .invoke_ingest(&json!({"Records": []}))
+        .await
+        .unwrap_err();
     assert!(err.error_message.contains("CHUNK_OVERLAP_CHARS"), "{err}");
-    let err = pipeline.embed_index.invoke(&json!({"Records": []}), Duration::from_secs(10)).await.unwrap_err();
+    let err = pipeline
+        .embed_index
+        .invoke(&json!({"Records": []}), Duration::from_secs(10))
+        .await
+        .unwrap_err();
     assert!(err.error_message.contains("ES_PORT"), "{err}");
     pipeline.stop().await;
 }

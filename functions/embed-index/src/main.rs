@@ -4,11 +4,11 @@
 use std::time::Duration;
 
 use lambda_runtime::{Error, LambdaEvent, service_fn};
+use sakuin::aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent};
 use sakuin::config::{EmbedIndexConfig, Env};
 use sakuin::embed::bedrock::BedrockEmbedder;
 use sakuin::embed_index::{EmbedIndexDeps, IndexSetupError, handle_batch};
 use sakuin::es::EsClient;
-use sakuin::aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent};
 use sakuin::retry::Deadline;
 
 /// Time kept back from the Lambda deadline to send the response.

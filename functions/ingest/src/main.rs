@@ -15,7 +15,14 @@ async fn main() -> Result<(), Error> {
     let sdk = sakuin::aws::sdk_config().await;
     let s3 = sakuin::aws::s3_client(&sdk, &mut env);
     let queue = SqsQueue::new(sakuin::aws::sqs_client(&sdk), config.queue_url.clone());
-    let deps = IngestDeps { store: S3Store::new(s3), queue, config };
+    let deps = IngestDeps {
+        store: S3Store::new(s3),
+        queue,
+        config,
+    };
     let deps = &deps;
-    lambda_runtime::run(service_fn(move |event: LambdaEvent<Value>| async move { handle_event(deps, event.payload).await })).await
+    lambda_runtime::run(service_fn(move |event: LambdaEvent<Value>| async move {
+        handle_event(deps, event.payload).await
+    }))
+    .await
 }

@@ -33,5 +33,8 @@ async fn main() -> Result<(), Error> {
         config,
     };
     let deps = &deps;
-    lambda_runtime::run(service_fn(move |event: LambdaEvent<Value>| async move { handle_event(deps, event.payload).await })).await
+    lambda_runtime::run(service_fn(move |event: LambdaEvent<Value>| async move {
+        handle_event(deps, event.payload).await
+    }))
+    .await
 }

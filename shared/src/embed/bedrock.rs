@@ -25,7 +25,11 @@ impl Embedder for BedrockEmbedder {
         &self.model
     }
 
-    async fn invoke(&self, texts: &[&str], purpose: InputPurpose) -> Result<ModelOutput, EmbedError> {
+    async fn invoke(
+        &self,
+        texts: &[&str],
+        purpose: InputPurpose,
+    ) -> Result<ModelOutput, EmbedError> {
         let out = self
             .client
             .invoke_model()
@@ -38,7 +42,10 @@ impl Embedder for BedrockEmbedder {
             .map_err(classify)?;
         self.model
             .parse_response(out.body.as_ref(), texts.len())
-            .map_err(|e| EmbedError::Permanent { code: "UnexpectedResponse".into(), message: e.to_string() })
+            .map_err(|e| EmbedError::Permanent {
+                code: "UnexpectedResponse".into(),
+                message: e.to_string(),
+            })
     }
 }
 
@@ -51,23 +58,33 @@ pub fn classify(err: SdkError<InvokeModelError>) -> EmbedError {
             let message = e.meta().message().unwrap_or("no message").to_owned();
             let code = e.meta().code().unwrap_or("Unknown").to_owned();
             match e {
-                InvokeModelError::ThrottlingException(_) | InvokeModelError::ServiceQuotaExceededException(_) => {
+                InvokeModelError::ThrottlingException(_)
+                | InvokeModelError::ServiceQuotaExceededException(_) => {
                     EmbedError::Throttled(message)
                 }
                 InvokeModelError::InternalServerException(_)
                 | InvokeModelError::ServiceUnavailableException(_)
                 | InvokeModelError::ModelNotReadyException(_)
-                | InvokeModelError::ModelTimeoutException(_) => EmbedError::Transient(format!("{code}: {message}")),
+                | InvokeModelError::ModelTimeoutException(_) => {
+                    EmbedError::Transient(format!("{code}: {message}"))
+                }
                 InvokeModelError::AccessDeniedException(_)
                 | InvokeModelError::ValidationException(_)
                 | InvokeModelError::ResourceNotFoundException(_)
-                | InvokeModelError::ModelErrorException(_) => EmbedError::Permanent { code, message },
+                | InvokeModelError::ModelErrorException(_) => {
+                    EmbedError::Permanent { code, message }
+                }
                 _ if status == 429 => EmbedError::Throttled(message),
-                _ if status >= 500 || status == 408 => EmbedError::Transient(format!("{code}: {message}")),
+                _ if status >= 500 || status == 408 => {
+                    EmbedError::Transient(format!("{code}: {message}"))
+                }
                 _ => EmbedError::Permanent { code, message },
             }
         }
-        SdkError::ConstructionFailure(_) => EmbedError::Permanent { code: "ConstructionFailure".into(), message: format!("{:?}", err) },
+        SdkError::ConstructionFailure(_) => EmbedError::Permanent {
+            code: "ConstructionFailure".into(),
+            message: format!("{:?}", err),
+        },
         // Timeouts, connection failures and unreadable responses: the network, not the request.
         _ => EmbedError::Transient(error_chain(&err)),
     }

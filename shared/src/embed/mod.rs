@@ -49,7 +49,11 @@ pub trait Embedder: Send + Sync {
     fn model(&self) -> &EmbeddingModel;
 
     /// One InvokeModel call for at most `model().max_batch()` texts.
-    fn invoke(&self, texts: &[&str], purpose: InputPurpose) -> impl Future<Output = Result<ModelOutput, EmbedError>> + Send;
+    fn invoke(
+        &self,
+        texts: &[&str],
+        purpose: InputPurpose,
+    ) -> impl Future<Output = Result<ModelOutput, EmbedError>> + Send;
 }
 
 /// How hard to push and how long to keep trying.
@@ -63,7 +67,12 @@ pub struct EmbedPolicy {
 
 impl Default for EmbedPolicy {
     fn default() -> Self {
-        Self { concurrency: 8, max_attempts: 6, base_delay: Duration::from_millis(200), max_delay: Duration::from_secs(10) }
+        Self {
+            concurrency: 8,
+            max_attempts: 6,
+            base_delay: Duration::from_millis(200),
+            max_delay: Duration::from_secs(10),
+        }
     }
 }
 
@@ -97,11 +106,18 @@ pub async fn embed_all<E: Embedder>(
     deadline: Deadline,
 ) -> (Vec<Result<Vec<f32>, EmbedError>>, EmbedStats) {
     let batch = embedder.model().max_batch().max(1);
-    let calls = texts.chunks(batch).enumerate().map(|(i, group)| async move {
-        let (result, stats) = call_with_retries(embedder, group, purpose, policy, deadline).await;
-        (i, group.len(), result, stats)
-    });
-    let mut done: Vec<_> = futures::stream::iter(calls).buffer_unordered(policy.concurrency.max(1)).collect().await;
+    let calls = texts
+        .chunks(batch)
+        .enumerate()
+        .map(|(i, group)| async move {
+            let (result, stats) =
+                call_with_retries(embedder, group, purpose, policy, deadline).await;
+            (i, group.len(), result, stats)
+        });
+    let mut done: Vec<_> = futures::stream::iter(calls)
+        .buffer_unordered(policy.concurrency.max(1))
+        .collect()
+        .await;
     done.sort_by_key(|(i, ..)| *i);
 
     let mut results = Vec::with_capacity(texts.len());
@@ -131,10 +147,12 @@ async fn call_with_retries<E: Embedder>(
             return (Err(EmbedError::OutOfTime), stats);
         }
         stats.calls += 1;
-        let result = match tokio::time::timeout(deadline.remaining(), embedder.invoke(texts, purpose)).await {
-            Ok(r) => r,
-            Err(_) => Err(EmbedError::OutOfTime),
-        };
+        let result =
+            match tokio::time::timeout(deadline.remaining(), embedder.invoke(texts, purpose)).await
+            {
+                Ok(r) => r,
+                Err(_) => Err(EmbedError::OutOfTime),
+            };
         match result {
             Ok(out) => {
                 stats.input_tokens += out.input_tokens.unwrap_or(0);
@@ -203,13 +221,16 @@ mod tests {
             tokio::time::sleep(self.latency).await;
             self.in_flight.fetch_sub(1, Ordering::SeqCst);
             self.seen.lock().unwrap().push(texts.len());
-            if self.throttle_every > 0 && n % self.throttle_every == 0 {
+            if self.throttle_every > 0 && n.is_multiple_of(self.throttle_every) {
                 return Err(EmbedError::Throttled("slow down".into()));
             }
-            if let Some(bad) = self.reject {
-                if texts.contains(&bad) {
-                    return Err(EmbedError::Permanent { code: "ValidationException".into(), message: "bad input".into() });
-                }
+            if let Some(bad) = self.reject
+                && texts.contains(&bad)
+            {
+                return Err(EmbedError::Permanent {
+                    code: "ValidationException".into(),
+                    message: "bad input".into(),
+                });
             }
             let dims = self.model.dimensions;
             let vectors = texts
@@ -220,7 +241,10 @@ mod tests {
                     v
                 })
                 .collect();
-            Ok(ModelOutput { vectors, input_tokens: Some(texts.len() as u64) })
+            Ok(ModelOutput {
+                vectors,
+                input_tokens: Some(texts.len() as u64),
+            })
         }
     }
 
@@ -233,7 +257,14 @@ mod tests {
         let e = FakeEmbedder::new("cohere.embed-english-v3");
         let owned = texts(97);
         let refs: Vec<&str> = owned.iter().map(String::as_str).collect();
-        let (out, stats) = embed_all(&e, &refs, InputPurpose::Document, EmbedPolicy::default(), Deadline::after(Duration::from_secs(60))).await;
+        let (out, stats) = embed_all(
+            &e,
+            &refs,
+            InputPurpose::Document,
+            EmbedPolicy::default(),
+            Deadline::after(Duration::from_secs(60)),
+        )
+        .await;
         assert_eq!(stats.calls, 2);
         let mut seen = e.seen.lock().unwrap().clone();
         seen.sort();
@@ -248,8 +279,18 @@ mod tests {
         let e = FakeEmbedder::new("amazon.titan-embed-text-v2:0");
         let owned = texts(40);
         let refs: Vec<&str> = owned.iter().map(String::as_str).collect();
-        let policy = EmbedPolicy { concurrency: 5, ..Default::default() };
-        let (out, stats) = embed_all(&e, &refs, InputPurpose::Document, policy, Deadline::after(Duration::from_secs(60))).await;
+        let policy = EmbedPolicy {
+            concurrency: 5,
+            ..Default::default()
+        };
+        let (out, stats) = embed_all(
+            &e,
+            &refs,
+            InputPurpose::Document,
+            policy,
+            Deadline::after(Duration::from_secs(60)),
+        )
+        .await;
         assert!(out.iter().all(Result::is_ok));
         assert_eq!(stats.calls, 40);
         assert_eq!(e.peak.load(Ordering::SeqCst), 5);
@@ -261,9 +302,19 @@ mod tests {
         e.throttle_every = 3;
         let owned = texts(30);
         let refs: Vec<&str> = owned.iter().map(String::as_str).collect();
-        let (out, stats) = embed_all(&e, &refs, InputPurpose::Document, EmbedPolicy::default(), Deadline::after(Duration::from_secs(600))).await;
+        let (out, stats) = embed_all(
+            &e,
+            &refs,
+            InputPurpose::Document,
+            EmbedPolicy::default(),
+            Deadline::after(Duration::from_secs(600)),
+        )
+        .await;
         assert!(out.iter().all(Result::is_ok));
-        assert!(stats.throttles >= 10 && stats.retries == stats.throttles, "{stats:?}");
+        assert!(
+            stats.throttles >= 10 && stats.retries == stats.throttles,
+            "{stats:?}"
+        );
         assert_eq!(stats.calls, 30 + stats.retries);
     }
 
@@ -273,7 +324,14 @@ mod tests {
         e.reject = Some("xxx");
         let owned = texts(5);
         let refs: Vec<&str> = owned.iter().map(String::as_str).collect();
-        let (out, stats) = embed_all(&e, &refs, InputPurpose::Document, EmbedPolicy::default(), Deadline::after(Duration::from_secs(60))).await;
+        let (out, stats) = embed_all(
+            &e,
+            &refs,
+            InputPurpose::Document,
+            EmbedPolicy::default(),
+            Deadline::after(Duration::from_secs(60)),
+        )
+        .await;
         assert_eq!(stats.retries, 0);
         assert!(matches!(out[2], Err(EmbedError::Permanent { .. })));
         assert_eq!(out.iter().filter(|r| r.is_ok()).count(), 4);
@@ -285,11 +343,25 @@ mod tests {
         e.latency = Duration::from_millis(100);
         let owned = texts(50);
         let refs: Vec<&str> = owned.iter().map(String::as_str).collect();
-        let policy = EmbedPolicy { concurrency: 2, ..Default::default() };
-        let (out, _) = embed_all(&e, &refs, InputPurpose::Document, policy, Deadline::after(Duration::from_millis(1050))).await;
+        let policy = EmbedPolicy {
+            concurrency: 2,
+            ..Default::default()
+        };
+        let (out, _) = embed_all(
+            &e,
+            &refs,
+            InputPurpose::Document,
+            policy,
+            Deadline::after(Duration::from_millis(1050)),
+        )
+        .await;
         let ok = out.iter().filter(|r| r.is_ok()).count();
         assert!((18..=22).contains(&ok), "{ok} finished");
-        assert!(out.iter().filter(|r| r.is_err()).all(|r| matches!(r, Err(EmbedError::OutOfTime))));
+        assert!(
+            out.iter()
+                .filter(|r| r.is_err())
+                .all(|r| matches!(r, Err(EmbedError::OutOfTime)))
+        );
         assert!(e.calls.load(Ordering::SeqCst) <= 22);
     }
 }

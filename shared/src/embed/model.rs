@@ -39,8 +39,14 @@ pub enum ModelError {
          or an inference profile such as us.cohere.embed-v4:0)"
     )]
     Unknown(String),
-    #[error("EMBEDDING_DIMENSIONS {dimensions} is not offered by {model} (choose one of {allowed:?})")]
-    Dimensions { model: String, dimensions: usize, allowed: &'static [usize] },
+    #[error(
+        "EMBEDDING_DIMENSIONS {dimensions} is not offered by {model} (choose one of {allowed:?})"
+    )]
+    Dimensions {
+        model: String,
+        dimensions: usize,
+        allowed: &'static [usize],
+    },
     #[error(
         "{0} is only served through a cross-Region inference profile: set EMBEDDING_MODEL_ID to \
          us.{0}, eu.{0}, apac.{0} or global.{0}"
@@ -51,13 +57,19 @@ pub enum ModelError {
 }
 
 /// Prefixes of cross-Region inference profile ids.
-const PROFILE_PREFIXES: &[&str] = &["us.", "eu.", "apac.", "global.", "us-gov.", "jp.", "au.", "ca."];
+const PROFILE_PREFIXES: &[&str] = &[
+    "us.", "eu.", "apac.", "global.", "us-gov.", "jp.", "au.", "ca.",
+];
 
 impl EmbeddingModel {
     /// Recognises a model id, an inference-profile id, or either one's ARN.
     pub fn resolve(id: &str, dimensions: Option<usize>) -> Result<Self, ModelError> {
         let id = id.trim();
-        let tail = if id.starts_with("arn:") { id.rsplit('/').next().unwrap_or(id) } else { id };
+        let tail = if id.starts_with("arn:") {
+            id.rsplit('/').next().unwrap_or(id)
+        } else {
+            id
+        };
         let (profiled, base) = match PROFILE_PREFIXES.iter().find(|p| tail.starts_with(*p)) {
             Some(prefix) => (true, &tail[prefix.len()..]),
             None => (false, tail),
@@ -65,16 +77,28 @@ impl EmbeddingModel {
         let (family, allowed, default): (ModelFamily, &'static [usize], usize) = match base {
             "amazon.titan-embed-text-v1" => (ModelFamily::TitanV1, &[1536], 1536),
             "amazon.titan-embed-text-v2:0" => (ModelFamily::TitanV2, &[256, 512, 1024], 1024),
-            "cohere.embed-english-v3" | "cohere.embed-multilingual-v3" => (ModelFamily::CohereV3, &[1024], 1024),
-            "cohere.embed-v4:0" if profiled => (ModelFamily::CohereV4, &[256, 512, 1024, 1536], 1536),
+            "cohere.embed-english-v3" | "cohere.embed-multilingual-v3" => {
+                (ModelFamily::CohereV3, &[1024], 1024)
+            }
+            "cohere.embed-v4:0" if profiled => {
+                (ModelFamily::CohereV4, &[256, 512, 1024, 1536], 1536)
+            }
             "cohere.embed-v4:0" => return Err(ModelError::NeedsProfile(base.to_owned())),
             _ => return Err(ModelError::Unknown(id.to_owned())),
         };
         let dimensions = dimensions.unwrap_or(default);
         if !allowed.contains(&dimensions) {
-            return Err(ModelError::Dimensions { model: id.to_owned(), dimensions, allowed });
+            return Err(ModelError::Dimensions {
+                model: id.to_owned(),
+                dimensions,
+                allowed,
+            });
         }
-        Ok(Self { id: id.to_owned(), family, dimensions })
+        Ok(Self {
+            id: id.to_owned(),
+            family,
+            dimensions,
+        })
     }
 
     /// Texts one InvokeModel call can carry.
@@ -102,7 +126,9 @@ impl EmbeddingModel {
             InputPurpose::Query => "search_query",
         };
         let body = match self.family {
-            ModelFamily::TitanV1 => serde_json::to_vec(&TitanV1Request { input_text: texts[0] }),
+            ModelFamily::TitanV1 => serde_json::to_vec(&TitanV1Request {
+                input_text: texts[0],
+            }),
             ModelFamily::TitanV2 => serde_json::to_vec(&TitanV2Request {
                 input_text: texts[0],
                 dimensions: self.dimensions,
@@ -110,7 +136,11 @@ impl EmbeddingModel {
             }),
             // Chunks already fit the model; END only guards against a tokenizer surprise, keeping
             // the chunk searchable instead of failing its message.
-            ModelFamily::CohereV3 => serde_json::to_vec(&CohereV3Request { texts, input_type, truncate: "END" }),
+            ModelFamily::CohereV3 => serde_json::to_vec(&CohereV3Request {
+                texts,
+                input_type,
+                truncate: "END",
+            }),
             ModelFamily::CohereV4 => serde_json::to_vec(&CohereV4Request {
                 texts,
                 input_type,
@@ -140,7 +170,10 @@ impl EmbeddingModel {
             }
         };
         if vectors.len() != expected {
-            return Err(ModelError::Response(format!("{} vectors for {expected} texts", vectors.len())));
+            return Err(ModelError::Response(format!(
+                "{} vectors for {expected} texts",
+                vectors.len()
+            )));
         }
         if let Some(v) = vectors.iter().find(|v| v.len() != self.dimensions) {
             return Err(ModelError::Response(format!(
@@ -150,7 +183,10 @@ impl EmbeddingModel {
                 self.dimensions
             )));
         }
-        Ok(ModelOutput { vectors, input_tokens })
+        Ok(ModelOutput {
+            vectors,
+            input_tokens,
+        })
     }
 }
 
@@ -226,12 +262,24 @@ mod tests {
         let m = EmbeddingModel::resolve("amazon.titan-embed-text-v2:0", None).unwrap();
         assert_eq!((m.family, m.dimensions), (ModelFamily::TitanV2, 1024));
         let m = EmbeddingModel::resolve("us.cohere.embed-v4:0", Some(512)).unwrap();
-        assert_eq!((m.family, m.dimensions, m.max_batch()), (ModelFamily::CohereV4, 512, 96));
-        let arn = "arn:aws:bedrock:ap-northeast-1:123456789012:inference-profile/apac.cohere.embed-v4:0";
+        assert_eq!(
+            (m.family, m.dimensions, m.max_batch()),
+            (ModelFamily::CohereV4, 512, 96)
+        );
+        let arn =
+            "arn:aws:bedrock:ap-northeast-1:123456789012:inference-profile/apac.cohere.embed-v4:0";
         assert_eq!(EmbeddingModel::resolve(arn, None).unwrap().dimensions, 1536);
         let arn = "arn:aws:bedrock:ap-northeast-1::foundation-model/cohere.embed-multilingual-v3";
-        assert_eq!(EmbeddingModel::resolve(arn, None).unwrap().family, ModelFamily::CohereV3);
-        assert_eq!(EmbeddingModel::resolve("amazon.titan-embed-text-v1", None).unwrap().dimensions, 1536);
+        assert_eq!(
+            EmbeddingModel::resolve(arn, None).unwrap().family,
+            ModelFamily::CohereV3
+        );
+        assert_eq!(
+            EmbeddingModel::resolve("amazon.titan-embed-text-v1", None)
+                .unwrap()
+                .dimensions,
+            1536
+        );
     }
 
     #[test]
@@ -244,14 +292,20 @@ mod tests {
             EmbeddingModel::resolve("amazon.titan-embed-text-v2:0", Some(768)),
             Err(ModelError::Dimensions { .. })
         ));
-        assert!(matches!(EmbeddingModel::resolve("gpt-4", None), Err(ModelError::Unknown(_))));
+        assert!(matches!(
+            EmbeddingModel::resolve("gpt-4", None),
+            Err(ModelError::Unknown(_))
+        ));
         assert!(EmbeddingModel::resolve("amazon.titan-embed-text-v1", Some(1024)).is_err());
     }
 
     #[test]
     fn request_bodies_are_exactly_the_model_schemas() {
         let v1 = EmbeddingModel::resolve("amazon.titan-embed-text-v1", None).unwrap();
-        assert_eq!(body(&v1, &["こんにちは"], InputPurpose::Document), json!({"inputText": "こんにちは"}));
+        assert_eq!(
+            body(&v1, &["こんにちは"], InputPurpose::Document),
+            json!({"inputText": "こんにちは"})
+        );
         let v2 = EmbeddingModel::resolve("amazon.titan-embed-text-v2:0", Some(256)).unwrap();
         assert_eq!(
             body(&v2, &["hi"], InputPurpose::Query),
@@ -281,19 +335,41 @@ mod tests {
         let c3 = EmbeddingModel::resolve("cohere.embed-english-v3", None).unwrap();
         let floats = json!({"id": "x", "response_type": "embeddings_floats",
                             "embeddings": [vec![0.1; 1024], vec![0.2; 1024]], "texts": ["a", "b"]});
-        assert_eq!(c3.parse_response(floats.to_string().as_bytes(), 2).unwrap().vectors.len(), 2);
+        assert_eq!(
+            c3.parse_response(floats.to_string().as_bytes(), 2)
+                .unwrap()
+                .vectors
+                .len(),
+            2
+        );
         let by_type = json!({"id": "x", "response_type": "embeddings_by_type",
                              "embeddings": {"float": [vec![0.1; 1024]], "int8": [vec![1; 1024]]}});
-        assert_eq!(c3.parse_response(by_type.to_string().as_bytes(), 1).unwrap().vectors.len(), 1);
+        assert_eq!(
+            c3.parse_response(by_type.to_string().as_bytes(), 1)
+                .unwrap()
+                .vectors
+                .len(),
+            1
+        );
     }
 
     #[test]
     fn wrong_counts_and_sizes_are_errors() {
         let c3 = EmbeddingModel::resolve("cohere.embed-english-v3", None).unwrap();
         let one = json!({"embeddings": [vec![0.1; 1024]]}).to_string();
-        assert!(c3.parse_response(one.as_bytes(), 2).unwrap_err().to_string().contains("1 vectors for 2"));
+        assert!(
+            c3.parse_response(one.as_bytes(), 2)
+                .unwrap_err()
+                .to_string()
+                .contains("1 vectors for 2")
+        );
         let short = json!({"embeddings": [vec![0.1; 3]]}).to_string();
-        assert!(c3.parse_response(short.as_bytes(), 1).unwrap_err().to_string().contains("3-dimension"));
+        assert!(
+            c3.parse_response(short.as_bytes(), 1)
+                .unwrap_err()
+                .to_string()
+                .contains("3-dimension")
+        );
         assert!(c3.parse_response(b"{}", 1).is_err());
         assert!(c3.parse_response(b"<html>", 1).is_err());
     }

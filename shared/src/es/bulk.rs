@@ -17,7 +17,8 @@ pub fn push_update(body: &mut Vec<u8>, index: &str, id: &str, partial: &impl Ser
         doc: &'a T,
     }
     push_action(body, "update", index, id);
-    serde_json::to_writer(&mut *body, &Update { doc: partial }).expect("documents always serialise");
+    serde_json::to_writer(&mut *body, &Update { doc: partial })
+        .expect("documents always serialise");
     body.push(b'\n');
 }
 
@@ -30,7 +31,14 @@ fn push_action(body: &mut Vec<u8>, action: &str, index: &str, id: &str) {
     body.extend_from_slice(b"{\"");
     body.extend_from_slice(action.as_bytes());
     body.extend_from_slice(b"\":");
-    serde_json::to_writer(&mut *body, &Meta { _index: index, _id: id }).expect("ids always serialise");
+    serde_json::to_writer(
+        &mut *body,
+        &Meta {
+            _index: index,
+            _id: id,
+        },
+    )
+    .expect("ids always serialise");
     body.extend_from_slice(b"}\n");
 }
 
@@ -40,9 +48,17 @@ pub enum ItemOutcome {
     Stored,
     /// Worth another try: 429 (rejected execution), 5xx, or a document that vanished under a
     /// partial update.
-    Retry { status: u16, kind: String, reason: String },
+    Retry {
+        status: u16,
+        kind: String,
+        reason: String,
+    },
     /// The cluster will never take this document as it is (mapping, dimensions, parsing).
-    Reject { status: u16, kind: String, reason: String },
+    Reject {
+        status: u16,
+        kind: String,
+        reason: String,
+    },
 }
 
 impl ItemOutcome {
@@ -52,10 +68,16 @@ impl ItemOutcome {
             200..=299 => ItemOutcome::Stored,
             // 404 only comes from `update` of a chunk deleted since it was looked up; 409 from a
             // concurrent write of the same id. Both resolve on the next attempt.
-            404 | 408 | 409 | 429 | 500..=599 => {
-                ItemOutcome::Retry { status, kind: kind.to_owned(), reason: reason.to_owned() }
-            }
-            _ => ItemOutcome::Reject { status, kind: kind.to_owned(), reason: reason.to_owned() },
+            404 | 408 | 409 | 429 | 500..=599 => ItemOutcome::Retry {
+                status,
+                kind: kind.to_owned(),
+                reason: reason.to_owned(),
+            },
+            _ => ItemOutcome::Reject {
+                status,
+                kind: kind.to_owned(),
+                reason: reason.to_owned(),
+            },
         }
     }
 }
@@ -107,16 +129,26 @@ impl ItemErrorBody {
 /// Reads a `_bulk` answer; `expected` is the number of actions sent, and a short answer is an
 /// error rather than silent success for the missing items.
 pub fn parse_bulk_answer(body: &[u8], expected: usize) -> Result<BulkOutcome, String> {
-    let answer: BulkAnswer = serde_json::from_slice(body).map_err(|e| format!("unreadable _bulk answer: {e}"))?;
+    let answer: BulkAnswer =
+        serde_json::from_slice(body).map_err(|e| format!("unreadable _bulk answer: {e}"))?;
     if answer.items.len() != expected {
-        return Err(format!("_bulk answered {} items for {expected} actions", answer.items.len()));
+        return Err(format!(
+            "_bulk answered {} items for {expected} actions",
+            answer.items.len()
+        ));
     }
     let items = answer
         .items
         .into_iter()
         .map(|mut item| {
-            let (_, it) = item.drain().next().expect("each bulk item has one action key");
-            let (kind, reason) = it.error.map(|e| (e.kind.clone(), e.full_reason())).unwrap_or_default();
+            let (_, it) = item
+                .drain()
+                .next()
+                .expect("each bulk item has one action key");
+            let (kind, reason) = it
+                .error
+                .map(|e| (e.kind.clone(), e.full_reason()))
+                .unwrap_or_default();
             let outcome = ItemOutcome::classify(it.status, &kind, &reason);
             (it.id, outcome)
         })
@@ -135,9 +167,15 @@ mod tests {
         push_index(&mut body, "docs", "a\"1", &json!({"text": "日本\n語"}));
         push_update(&mut body, "docs", "b", &json!({"chunk_count": 2}));
         let text = String::from_utf8(body).unwrap();
-        let lines: Vec<Value> = text.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+        let lines: Vec<Value> = text
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
         assert_eq!(lines.len(), 4);
-        assert_eq!(lines[0], json!({"index": {"_index": "docs", "_id": "a\"1"}}));
+        assert_eq!(
+            lines[0],
+            json!({"index": {"_index": "docs", "_id": "a\"1"}})
+        );
         assert_eq!(lines[1]["text"], "日本\n語");
         assert_eq!(lines[2], json!({"update": {"_index": "docs", "_id": "b"}}));
         assert_eq!(lines[3], json!({"doc": {"chunk_count": 2}}));
@@ -156,22 +194,41 @@ mod tests {
         ]});
         let out = parse_bulk_answer(answer.to_string().as_bytes(), 5).unwrap();
         assert_eq!(out.items[0], ("ok".into(), ItemOutcome::Stored));
-        assert!(matches!(&out.items[1].1, ItemOutcome::Retry { status: 429, kind, .. } if kind == "es_rejected_execution_exception"));
+        assert!(
+            matches!(&out.items[1].1, ItemOutcome::Retry { status: 429, kind, .. } if kind == "es_rejected_execution_exception")
+        );
         match &out.items[2].1 {
-            ItemOutcome::Reject { status: 400, kind, reason } => {
+            ItemOutcome::Reject {
+                status: 400,
+                kind,
+                reason,
+            } => {
                 assert_eq!(kind, "document_parsing_exception");
-                assert!(reason.contains("different number of dimensions"), "{reason}");
+                assert!(
+                    reason.contains("different number of dimensions"),
+                    "{reason}"
+                );
             }
             other => panic!("{other:?}"),
         }
-        assert!(matches!(out.items[3].1, ItemOutcome::Retry { status: 404, .. }));
-        assert!(matches!(out.items[4].1, ItemOutcome::Retry { status: 503, .. }));
+        assert!(matches!(
+            out.items[3].1,
+            ItemOutcome::Retry { status: 404, .. }
+        ));
+        assert!(matches!(
+            out.items[4].1,
+            ItemOutcome::Retry { status: 503, .. }
+        ));
     }
 
     #[test]
     fn short_or_garbled_answers_are_errors() {
         let answer = json!({"errors": false, "items": [{"index": {"_id": "a", "status": 201}}]});
-        assert!(parse_bulk_answer(answer.to_string().as_bytes(), 2).unwrap_err().contains("1 items for 2"));
+        assert!(
+            parse_bulk_answer(answer.to_string().as_bytes(), 2)
+                .unwrap_err()
+                .contains("1 items for 2")
+        );
         assert!(parse_bulk_answer(b"<html>502</html>", 1).is_err());
     }
 }

@@ -30,7 +30,10 @@ pub struct EsSettings {
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum EsAuth {
-    Basic { username: String, password: Secret },
+    Basic {
+        username: String,
+        password: Secret,
+    },
     /// The `encoded` form the create-API-key call returns.
     ApiKey(Secret),
 }
@@ -51,9 +54,18 @@ impl EsSettings {
 pub enum EsError {
     /// The request never got an HTTP answer: DNS, connect, TLS or a timeout.
     #[error("Elasticsearch at {url} is unreachable: {detail}")]
-    Unreachable { url: String, detail: String, timeout: bool },
+    Unreachable {
+        url: String,
+        detail: String,
+        timeout: bool,
+    },
     #[error("Elasticsearch answered {status} to {what}: {kind}: {reason}")]
-    Status { what: String, status: u16, kind: String, reason: String },
+    Status {
+        what: String,
+        status: u16,
+        kind: String,
+        reason: String,
+    },
     #[error("Elasticsearch answer to {what} could not be read: {detail}")]
     Decode { what: String, detail: String },
     #[error(
@@ -61,8 +73,15 @@ pub enum EsError {
          ES_INDEX at a new index (or an alias to one) for this model, or set EMBEDDING_DIMENSIONS to {mapped} \
          if the model offers it"
     )]
-    DimensionMismatch { index: String, mapped: u64, wanted: usize, model: String },
-    #[error("index {index} exists but `embedding` is not a dense_vector; point ES_INDEX at a new index")]
+    DimensionMismatch {
+        index: String,
+        mapped: u64,
+        wanted: usize,
+        model: String,
+    },
+    #[error(
+        "index {index} exists but `embedding` is not a dense_vector; point ES_INDEX at a new index"
+    )]
     NoVectorField { index: String },
     #[error("the Elasticsearch client could not be built: {0}")]
     Setup(String),
@@ -114,7 +133,10 @@ pub struct EsClient {
 
 impl std::fmt::Debug for EsClient {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("EsClient").field("base", &self.base).field("index", &self.index).finish_non_exhaustive()
+        f.debug_struct("EsClient")
+            .field("base", &self.base)
+            .field("index", &self.index)
+            .finish_non_exhaustive()
     }
 }
 
@@ -127,8 +149,9 @@ impl EsClient {
             .tcp_keepalive(Duration::from_secs(30))
             .user_agent(concat!("sakuin/", env!("CARGO_PKG_VERSION")));
         if let Some(pem) = &settings.ca_cert_pem {
-            let certs = reqwest::Certificate::from_pem_bundle(pem.as_bytes())
-                .map_err(|e| EsError::Setup(format!("ES_CA_CERT is not a PEM certificate bundle: {e}")))?;
+            let certs = reqwest::Certificate::from_pem_bundle(pem.as_bytes()).map_err(|e| {
+                EsError::Setup(format!("ES_CA_CERT is not a PEM certificate bundle: {e}"))
+            })?;
             if certs.is_empty() {
                 return Err(EsError::Setup("ES_CA_CERT holds no certificate".into()));
             }
@@ -140,21 +163,34 @@ impl EsClient {
                 "ES_VERIFY_CERTS=false: TLS certificates and host names are NOT verified; anyone on the path can \
                  read and change the traffic. Use ES_CA_CERT to trust a private CA instead."
             );
-            builder = builder.tls_danger_accept_invalid_certs(true).tls_danger_accept_invalid_hostnames(true);
+            builder = builder
+                .tls_danger_accept_invalid_certs(true)
+                .tls_danger_accept_invalid_hostnames(true);
         }
-        let http = builder.build().map_err(|e| EsError::Setup(error_chain(&e)))?;
+        let http = builder
+            .build()
+            .map_err(|e| EsError::Setup(error_chain(&e)))?;
         let auth = settings.auth.as_ref().map(|auth| {
             let value = match auth {
                 EsAuth::Basic { username, password } => {
-                    format!("Basic {}", base64(format!("{username}:{}", password.expose()).as_bytes()))
+                    format!(
+                        "Basic {}",
+                        base64(format!("{username}:{}", password.expose()).as_bytes())
+                    )
                 }
                 EsAuth::ApiKey(key) => format!("ApiKey {}", key.expose()),
             };
-            let mut header = HeaderValue::from_str(&value).unwrap_or_else(|_| HeaderValue::from_static("invalid"));
+            let mut header = HeaderValue::from_str(&value)
+                .unwrap_or_else(|_| HeaderValue::from_static("invalid"));
             header.set_sensitive(true);
             header
         });
-        Ok(Self { http, base: settings.base_url(), auth, index: settings.index.clone() })
+        Ok(Self {
+            http,
+            base: settings.base_url(),
+            auth,
+            index: settings.index.clone(),
+        })
     }
 
     pub fn base_url(&self) -> &str {
@@ -188,7 +224,13 @@ impl EsClient {
     }
 
     /// Like `send`, but a non-2xx answer is an `EsError::Status` with Elasticsearch's reason.
-    async fn call(&self, method: Method, path: &str, body: Option<(Vec<u8>, &'static str)>, what: &str) -> Result<Vec<u8>, EsError> {
+    async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<(Vec<u8>, &'static str)>,
+        what: &str,
+    ) -> Result<Vec<u8>, EsError> {
         let (status, bytes) = self.send(method, path, body).await?;
         if status.is_success() {
             Ok(bytes)
@@ -198,31 +240,59 @@ impl EsClient {
     }
 
     fn json(what: &str, bytes: &[u8]) -> Result<Value, EsError> {
-        serde_json::from_slice(bytes).map_err(|e| EsError::Decode { what: what.to_owned(), detail: e.to_string() })
+        serde_json::from_slice(bytes).map_err(|e| EsError::Decode {
+            what: what.to_owned(),
+            detail: e.to_string(),
+        })
     }
 
     /// Creates the index with the chunk mapping when it is missing, and checks that an existing
     /// one holds vectors of the model's size. Safe to race with another container.
-    pub async fn ensure_index(&self, dimensions: usize, vectors: &VectorSettings, model_id: &str) -> Result<(), EsError> {
+    pub async fn ensure_index(
+        &self,
+        dimensions: usize,
+        vectors: &VectorSettings,
+        model_id: &str,
+    ) -> Result<(), EsError> {
         let path = format!("/{}", encode_path(&self.index));
         let (status, _) = self.send(Method::HEAD, &path, None).await?;
         if status == StatusCode::NOT_FOUND {
-            let body = serde_json::to_vec(&index_mapping(dimensions, &vectors.similarity, &vectors.index_type)).expect("mapping serialises");
-            let (status, bytes) = self.send(Method::PUT, &path, Some((body, "application/json"))).await?;
+            let body = serde_json::to_vec(&index_mapping(
+                dimensions,
+                &vectors.similarity,
+                &vectors.index_type,
+            ))
+            .expect("mapping serialises");
+            let (status, bytes) = self
+                .send(Method::PUT, &path, Some((body, "application/json")))
+                .await?;
             let lost_race = status == StatusCode::BAD_REQUEST
                 && String::from_utf8_lossy(&bytes).contains("resource_already_exists_exception");
             if !status.is_success() && !lost_race {
-                return Err(status_error(&format!("creating index {}", self.index), status, &bytes));
+                return Err(status_error(
+                    &format!("creating index {}", self.index),
+                    status,
+                    &bytes,
+                ));
             }
         } else if !status.is_success() {
-            return Err(status_error(&format!("checking index {}", self.index), status, &[]));
+            return Err(status_error(
+                &format!("checking index {}", self.index),
+                status,
+                &[],
+            ));
         }
         let mapping = self.mapping().await?;
         for (index, dims) in mapped_dimensions(&mapping) {
             match dims {
                 Some(d) if d as usize == dimensions => {}
                 Some(d) => {
-                    return Err(EsError::DimensionMismatch { index, mapped: d, wanted: dimensions, model: model_id.to_owned() });
+                    return Err(EsError::DimensionMismatch {
+                        index,
+                        mapped: d,
+                        wanted: dimensions,
+                        model: model_id.to_owned(),
+                    });
                 }
                 None => return Err(EsError::NoVectorField { index }),
             }
@@ -233,25 +303,50 @@ impl EsClient {
     /// `GET <index>/_mapping`, keyed by concrete index (an alias may name several).
     pub async fn mapping(&self) -> Result<Value, EsError> {
         let what = format!("reading the mapping of {}", self.index);
-        let bytes = self.call(Method::GET, &format!("/{}/_mapping", encode_path(&self.index)), None, &what).await?;
+        let bytes = self
+            .call(
+                Method::GET,
+                &format!("/{}/_mapping", encode_path(&self.index)),
+                None,
+                &what,
+            )
+            .await?;
         Self::json(&what, &bytes)
     }
 
     /// Sends a `_bulk` body of `actions` actions and reads every item.
     pub async fn bulk(&self, body: Vec<u8>, actions: usize) -> Result<BulkOutcome, EsError> {
-        let bytes = self.call(Method::POST, "/_bulk", Some((body, "application/x-ndjson")), "_bulk").await?;
-        parse_bulk_answer(&bytes, actions).map_err(|detail| EsError::Decode { what: "_bulk".into(), detail })
+        let bytes = self
+            .call(
+                Method::POST,
+                "/_bulk",
+                Some((body, "application/x-ndjson")),
+                "_bulk",
+            )
+            .await?;
+        parse_bulk_answer(&bytes, actions).map_err(|detail| EsError::Decode {
+            what: "_bulk".into(),
+            detail,
+        })
     }
 
     /// The stored `content_sha256` and `model_id` of each of `ids` that exists.
-    pub async fn stored_fingerprints(&self, ids: &[String]) -> Result<Vec<(String, String, String)>, EsError> {
+    pub async fn stored_fingerprints(
+        &self,
+        ids: &[String],
+    ) -> Result<Vec<(String, String, String)>, EsError> {
         if ids.is_empty() {
             return Ok(Vec::new());
         }
         let what = "_mget of stored chunk hashes";
-        let path = format!("/{}/_mget?_source_includes=content_sha256,model_id", encode_path(&self.index));
+        let path = format!(
+            "/{}/_mget?_source_includes=content_sha256,model_id",
+            encode_path(&self.index)
+        );
         let body = serde_json::to_vec(&json!({ "ids": ids })).expect("ids serialise");
-        let bytes = self.call(Method::POST, &path, Some((body, "application/json")), what).await?;
+        let bytes = self
+            .call(Method::POST, &path, Some((body, "application/json")), what)
+            .await?;
         let answer = Self::json(what, &bytes)?;
         let docs = answer["docs"].as_array().cloned().unwrap_or_default();
         Ok(docs
@@ -269,7 +364,9 @@ impl EsClient {
     /// `GET /_cluster/health`.
     pub async fn cluster_health(&self) -> Result<ClusterHealth, EsError> {
         let what = "_cluster/health";
-        let bytes = self.call(Method::GET, "/_cluster/health", None, what).await?;
+        let bytes = self
+            .call(Method::GET, "/_cluster/health", None, what)
+            .await?;
         let v = Self::json(what, &bytes)?;
         Ok(ClusterHealth {
             status: v["status"].as_str().unwrap_or("unknown").to_owned(),
@@ -281,14 +378,27 @@ impl EsClient {
     /// Documents in the index.
     pub async fn count(&self) -> Result<u64, EsError> {
         let what = format!("counting {}", self.index);
-        let bytes = self.call(Method::GET, &format!("/{}/_count", encode_path(&self.index)), None, &what).await?;
+        let bytes = self
+            .call(
+                Method::GET,
+                &format!("/{}/_count", encode_path(&self.index)),
+                None,
+                &what,
+            )
+            .await?;
         Ok(Self::json(&what, &bytes)?["count"].as_u64().unwrap_or(0))
     }
 
     /// Makes recent writes visible to search (tests and the demo; the pipeline never waits).
     pub async fn refresh(&self) -> Result<(), EsError> {
         let what = format!("refreshing {}", self.index);
-        self.call(Method::POST, &format!("/{}/_refresh", encode_path(&self.index)), None, &what).await?;
+        self.call(
+            Method::POST,
+            &format!("/{}/_refresh", encode_path(&self.index)),
+            None,
+            &what,
+        )
+        .await?;
         Ok(())
     }
 
@@ -297,7 +407,12 @@ impl EsClient {
         let what = format!("searching {}", self.index);
         let bytes = serde_json::to_vec(body).expect("query serialises");
         let answer = self
-            .call(Method::POST, &format!("/{}/_search", encode_path(&self.index)), Some((bytes, "application/json")), &what)
+            .call(
+                Method::POST,
+                &format!("/{}/_search", encode_path(&self.index)),
+                Some((bytes, "application/json")),
+                &what,
+            )
             .await?;
         Self::json(&what, &answer)
     }
@@ -330,8 +445,14 @@ fn status_error(what: &str, status: StatusCode, body: &[u8]) -> EsError {
     let parsed: Option<Value> = serde_json::from_slice(body).ok();
     let (kind, reason) = match parsed.as_ref().map(|v| &v["error"]) {
         Some(Value::Object(e)) => (
-            e.get("type").and_then(Value::as_str).unwrap_or("error").to_owned(),
-            e.get("reason").and_then(Value::as_str).unwrap_or("").to_owned(),
+            e.get("type")
+                .and_then(Value::as_str)
+                .unwrap_or("error")
+                .to_owned(),
+            e.get("reason")
+                .and_then(Value::as_str)
+                .unwrap_or("")
+                .to_owned(),
         ),
         Some(Value::String(s)) => ("error".to_owned(), s.clone()),
         _ => {
@@ -339,7 +460,12 @@ fn status_error(what: &str, status: StatusCode, body: &[u8]) -> EsError {
             ("http".to_owned(), text.chars().take(200).collect())
         }
     };
-    EsError::Status { what: what.to_owned(), status: status.as_u16(), kind, reason }
+    EsError::Status {
+        what: what.to_owned(),
+        status: status.as_u16(),
+        kind,
+        reason,
+    }
 }
 
 /// Index names cannot hold most reserved characters; percent-encode the few that may appear in
@@ -354,7 +480,11 @@ fn base64(input: &[u8]) -> String {
     const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
     let mut out = String::with_capacity(input.len().div_ceil(3) * 4);
     for chunk in input.chunks(3) {
-        let b = [chunk[0], *chunk.get(1).unwrap_or(&0), *chunk.get(2).unwrap_or(&0)];
+        let b = [
+            chunk[0],
+            *chunk.get(1).unwrap_or(&0),
+            *chunk.get(2).unwrap_or(&0),
+        ];
         let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
         for i in 0..4 {
             if i <= chunk.len() {
@@ -378,7 +508,10 @@ mod tests {
             use_ssl: true,
             verify_certs: true,
             ca_cert_pem: None,
-            auth: Some(EsAuth::Basic { username: "elastic".into(), password: Secret::new("s3cr3t-pass") }),
+            auth: Some(EsAuth::Basic {
+                username: "elastic".into(),
+                password: Secret::new("s3cr3t-pass"),
+            }),
             index: "documents".into(),
             timeout: Duration::from_secs(5),
             connect_timeout: Duration::from_secs(2),
@@ -397,7 +530,11 @@ mod tests {
     #[test]
     fn urls_and_ipv6() {
         assert_eq!(settings().base_url(), "https://es.internal:9200");
-        let v6 = EsSettings { host: "fd00::10".into(), use_ssl: false, ..settings() };
+        let v6 = EsSettings {
+            host: "fd00::10".into(),
+            use_ssl: false,
+            ..settings()
+        };
         assert_eq!(v6.base_url(), "http://[fd00::10]:9200");
     }
 
@@ -405,7 +542,11 @@ mod tests {
     fn secrets_stay_out_of_debug_output() {
         let s = settings();
         let client = EsClient::new(&s).unwrap();
-        for text in [format!("{s:?}"), format!("{client:?}"), format!("{:?}", client.auth)] {
+        for text in [
+            format!("{s:?}"),
+            format!("{client:?}"),
+            format!("{:?}", client.auth),
+        ] {
             assert!(!text.contains("s3cr3t-pass"), "{text}");
             assert!(!text.contains(&base64(b"elastic:s3cr3t-pass")), "{text}");
         }
@@ -413,7 +554,10 @@ mod tests {
 
     #[test]
     fn a_bad_ca_bundle_is_a_setup_error() {
-        let s = EsSettings { ca_cert_pem: Some("not a pem".into()), ..settings() };
+        let s = EsSettings {
+            ca_cert_pem: Some("not a pem".into()),
+            ..settings()
+        };
         let err = EsClient::new(&s).unwrap_err();
         assert!(err.to_string().contains("ES_CA_CERT"), "{err}");
     }
@@ -423,7 +567,12 @@ mod tests {
         let body = br#"{"error":{"type":"security_exception","reason":"action [cluster:monitor/health] is unauthorized"},"status":403}"#;
         let err = status_error("_cluster/health", StatusCode::FORBIDDEN, body);
         let text = err.to_string();
-        assert!(text.contains("403") && text.contains("security_exception") && text.contains("unauthorized"), "{text}");
+        assert!(
+            text.contains("403")
+                && text.contains("security_exception")
+                && text.contains("unauthorized"),
+            "{text}"
+        );
         assert!(!err.is_retryable());
         assert!(status_error("_bulk", StatusCode::TOO_MANY_REQUESTS, b"").is_retryable());
         assert!(status_error("_bulk", StatusCode::BAD_GATEWAY, b"<html>").is_retryable());

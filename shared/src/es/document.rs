@@ -71,7 +71,9 @@ pub fn mapped_dimensions(mapping: &Value) -> Vec<(String, Option<u64>)> {
             indices
                 .iter()
                 .map(|(name, m)| {
-                    let dims = m.pointer("/mappings/properties/embedding/dims").and_then(Value::as_u64);
+                    let dims = m
+                        .pointer("/mappings/properties/embedding/dims")
+                        .and_then(Value::as_u64);
                     (name.clone(), dims)
                 })
                 .collect()
@@ -93,25 +95,50 @@ mod tests {
             chunk_count: 2,
             text: "本文",
             embedding: Some(&vector),
-            source: SourceFields { bucket: "b", key: "k k+", version_id: None, etag: Some("e"), sequencer: None, record: 3 },
+            source: SourceFields {
+                bucket: "b",
+                key: "k k+",
+                version_id: None,
+                etag: Some("e"),
+                sequencer: None,
+                record: 3,
+            },
             metadata: &metadata,
             model_id: "amazon.titan-embed-text-v2:0",
             content_sha256: "abc",
             indexed_at: "2026-11-22T00:00:00.000Z",
         };
         let v = serde_json::to_value(&doc).unwrap();
-        for field in ["doc_id", "chunk_index", "chunk_count", "text", "embedding", "source", "metadata", "model_id", "content_sha256", "indexed_at"] {
+        for field in [
+            "doc_id",
+            "chunk_index",
+            "chunk_count",
+            "text",
+            "embedding",
+            "source",
+            "metadata",
+            "model_id",
+            "content_sha256",
+            "indexed_at",
+        ] {
             assert!(v.get(field).is_some(), "{field}");
         }
         assert_eq!(v["source"]["key"], "k k+");
         assert_eq!(v["source"]["record"], 3);
-        let partial = serde_json::to_value(ChunkDocument { embedding: None, ..doc }).unwrap();
+        let partial = serde_json::to_value(ChunkDocument {
+            embedding: None,
+            ..doc
+        })
+        .unwrap();
         assert!(partial.get("embedding").is_none());
     }
 
     #[test]
     fn reads_dimensions_from_a_mapping_answer() {
         let answer = json!({"docs-v1": index_mapping(256, "cosine", "int8_hnsw")});
-        assert_eq!(mapped_dimensions(&answer), vec![("docs-v1".to_string(), Some(256))]);
+        assert_eq!(
+            mapped_dimensions(&answer),
+            vec![("docs-v1".to_string(), Some(256))]
+        );
     }
 }

@@ -1,0 +1,62 @@
+# sakuin — the two front-door commands are `make demo` and `make test`.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+VENV := .venv
+PY := $(VENV)/bin/python
+# cargo-lambda, zig, sam and cfn-lint come from the project virtualenv.
+export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
+REGION ?= ap-northeast-1
+
+.PHONY: help venv build demo test lint fmt template sam-build lambda bench clean
+
+help:
+	@echo "make demo    run the whole pipeline locally (stack, functions, samples, probe, search)"
+	@echo "make test    run every test: lint, template checks, unit, adapter and end-to-end tests"
+	@echo "make bench   print performance figures (cold start, ingest, embed-index)"
+	@echo "make sam-build  build the arm64 Lambda artifacts with SAM (offline)"
+
+$(VENV)/.installed: dev/requirements.txt
+	python3 -m venv $(VENV)
+	$(PY) -m pip install --quiet --disable-pip-version-check -r dev/requirements.txt
+	touch $@
+
+venv: $(VENV)/.installed
+
+build:
+	cargo build --workspace
+
+demo: venv build
+	target/debug/sakuin-local demo
+
+lint:
+	cargo fmt --all --check
+	cargo clippy --workspace --all-targets --quiet -- -D warnings
+
+fmt:
+	cargo fmt --all
+
+template: venv
+	sam validate --lint --template template.yaml --region $(REGION)
+	cfn-lint template.yaml
+
+# SAM runs `cargo lambda build --release --arm64 --bin <name>` at the workspace root for each
+# function; CARGO_TARGET_DIR must not be set for its copy step to find the bootstrap.
+sam-build: venv
+	env -u CARGO_TARGET_DIR sam build
+
+lambda: venv
+	cargo lambda build --release --arm64
+
+test: venv lint template
+	$(PY) -m unittest discover --start-directory dev --pattern 'test_*.py'
+	cargo build --workspace
+	cargo test --workspace
+
+bench: venv
+	cargo build --workspace --release
+	target/release/sakuin-local bench
+
+clean:
+	cargo clean
+	rm -rf .aws-sam

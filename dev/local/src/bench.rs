@@ -1,0 +1,217 @@
+//! `make bench`: figures, never pass/fail. Cold starts, ingest throughput and memory against
+//! object size, embed-index throughput against the Bedrock stand-in with 50 ms latency.
+
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+use crate::pipeline::{Pipeline, PipelineOptions};
+use crate::runtime::FunctionProcess;
+use crate::stack::LocalStack;
+
+/// CPU seconds (user + system) and peak resident set of a process, from /proc.
+pub fn process_usage(pid: u32) -> Option<(f64, u64)> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the command name, which is in parentheses and may hold spaces.
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: f64 = fields.get(11)?.parse::<f64>().ok()? + fields.get(12)?.parse::<f64>().ok()?;
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let hwm_kb = status.lines().find(|l| l.starts_with("VmHWM:"))?.split_whitespace().nth(1)?.parse::<u64>().ok()?;
+    // USER_HZ is 100 on Linux.
+    Some((ticks / 100.0, hwm_kb * 1024))
+}
+
+fn mib(bytes: u64) -> f64 {
+    bytes as f64 / (1024.0 * 1024.0)
+}
+
+/// JSON Lines of about `bytes` bytes: mixed Japanese and English records of realistic length.
+pub fn jsonl_corpus(bytes: usize) -> (Vec<u8>, u64) {
+    let mut out = Vec::with_capacity(bytes + 4096);
+    let mut n = 0u64;
+    while out.len() < bytes {
+        let text = if n % 3 == 0 {
+            format!("文書{n}の本文です。東京と大阪の支店で使われる手順書の一部で、申請の流れと承認の条件を説明します。担当者は内容を確認してから次の段階に進みます。")
+        } else {
+            format!("Record {n}. This paragraph describes how the operations team handles a request, who approves it, and what happens when a step fails. It is long enough to look like a real document.")
+        };
+        out.extend_from_slice(json!({"id": format!("r{n}"), "title": format!("Title {n}"), "text": text, "tags": ["bench", n % 10]}).to_string().as_bytes());
+        out.push(b'\n');
+        n += 1;
+    }
+    (out, n)
+}
+
+/// A pretty JSON array of about `bytes` bytes.
+pub fn array_corpus(bytes: usize) -> (Vec<u8>, u64) {
+    let (lines, n) = jsonl_corpus(bytes);
+    let mut out = Vec::with_capacity(lines.len() + n as usize * 4);
+    out.extend_from_slice(b"[\n");
+    for (i, line) in lines.split(|b| *b == b'\n').filter(|l| !l.is_empty()).enumerate() {
+        if i > 0 {
+            out.extend_from_slice(b",\n");
+        }
+        out.extend_from_slice(b"  ");
+        out.extend_from_slice(line);
+    }
+    out.extend_from_slice(b"\n]\n");
+    (out, n)
+}
+
+async fn cold_starts(stack: &LocalStack) -> Result<(), Box<dyn std::error::Error>> {
+    println!("\n## Cold start: process start → first call to the Runtime API (release build, 10 runs each)");
+    let mut env = stack.env();
+    env.extend([("CHUNK_QUEUE_URL".into(), "http://127.0.0.1:1/queue".into()), ("SOURCE_BUCKET".into(), "bench".into())]);
+    let bin = crate::pipeline::binary_dir();
+    for name in ["ingest", "embed-index", "probe"] {
+        let mut times = Vec::new();
+        for _ in 0..10 {
+            let f = FunctionProcess::spawn(&bin.join(name), name, &env, None).await?;
+            if let Some(t) = f.ready_after(Duration::from_secs(10)).await {
+                times.push(t.as_secs_f64() * 1e3);
+            }
+            f.stop().await;
+        }
+        times.sort_by(f64::total_cmp);
+        if times.is_empty() {
+            println!("  {name:<12} did not start");
+            continue;
+        }
+        println!(
+            "  {name:<12} median {:>6.1} ms   min {:>6.1} ms   max {:>6.1} ms",
+            times[times.len() / 2],
+            times[0],
+            times[times.len() - 1]
+        );
+    }
+    Ok(())
+}
+
+async fn ingest_sizes(sizes: &[(&str, usize, bool)]) -> Result<(), Box<dyn std::error::Error>> {
+    println!("\n## Ingest: one invocation per object, a fresh process each (peak RSS is the process's high-water mark)");
+    println!("  {:<22} {:>9} {:>9} {:>10} {:>9} {:>11} {:>13} {:>12}", "object", "records", "MB/s", "records/s", "CPU s", "CPU s/10k", "peak RSS MiB", "SQS req/1k");
+    for &(label, bytes, array) in sizes {
+        let stack = LocalStack::start(&[]).await?;
+        let pipeline = Pipeline::start(stack, PipelineOptions::default()).await?;
+        let (body, records) = if array { array_corpus(bytes) } else { jsonl_corpus(bytes) };
+        let size = body.len() as u64;
+        let key = if array { "bench/array.json" } else { "bench/lines.jsonl" };
+        let event = pipeline.put_object(key, body).await?;
+        let pid = pipeline.ingest.pid().await;
+        let (cpu_before, _) = pid.and_then(process_usage).unwrap_or_default();
+        let started = Instant::now();
+        let summary = pipeline.ingest.invoke(&event, Duration::from_secs(900)).await?;
+        let wall = started.elapsed().as_secs_f64();
+        let (cpu_after, peak) = pid.and_then(process_usage).unwrap_or_default();
+        let cpu = cpu_after - cpu_before;
+        assert_eq!(summary["records"].as_u64(), Some(records), "{summary}");
+        let chunks = summary["chunks"].as_u64().unwrap_or(0).max(1);
+        println!(
+            "  {label:<22} {records:>9} {:>9.1} {:>10.0} {cpu:>9.2} {:>11.3} {:>13.1} {:>12.1}",
+            mib(size) / wall,
+            records as f64 / wall,
+            cpu / records as f64 * 10_000.0,
+            mib(peak),
+            summary["sqs_requests"].as_u64().unwrap_or(0) as f64 * 1000.0 / chunks as f64
+        );
+        pipeline.stop().await;
+    }
+    println!("  (wall time includes moto's SQS, a single Python process; CPU s is the function's own)");
+    Ok(())
+}
+
+/// Sums the EMF metrics embed-index wrote to its log.
+fn emf_totals(log: &std::path::Path, function: &str) -> serde_json::Map<String, Value> {
+    let mut totals = serde_json::Map::new();
+    for line in std::fs::read_to_string(log).unwrap_or_default().lines() {
+        let Ok(v) = serde_json::from_str::<Value>(line) else { continue };
+        if v.get("_aws").is_none() || v["Function"] != function {
+            continue;
+        }
+        for (k, val) in v.as_object().into_iter().flatten() {
+            if let Some(n) = val.as_f64() {
+                let sum = totals.get(k).and_then(Value::as_f64).unwrap_or(0.0) + n;
+                totals.insert(k.clone(), json!(sum));
+            }
+        }
+    }
+    totals
+}
+
+async fn embed_throughput(model: &str, dims: Option<usize>, chunks_wanted: usize) -> Result<(), Box<dyn std::error::Error>> {
+    let concurrency = 8;
+    let stack = LocalStack::start(&["--latency-ms", "50"]).await?;
+    let log = stack.work_dir.join("functions.log");
+    let options = PipelineOptions {
+        model_id: model.into(),
+        dimensions: dims,
+        index: format!("bench-{}", model.replace([':', '.'], "-")),
+        extra_env: vec![("EMBED_CONCURRENCY".into(), concurrency.to_string())],
+        log: Some(log.clone()),
+    };
+    let pipeline = Pipeline::start(stack, options).await?;
+    // Short records: one chunk each, so chunks = records.
+    let body: String = (0..chunks_wanted)
+        .map(|i| json!({"id": format!("e{i}"), "text": format!("Benchmark chunk {i}: a short paragraph about item {} in the catalogue.", i % 97)}).to_string() + "\n")
+        .collect();
+    let event = pipeline.put_object("bench/embed.jsonl", body.into_bytes()).await?;
+    pipeline.invoke_ingest(&event).await?;
+
+    let mut invocation_time = 0.0;
+    let mut invocations = 0u64;
+    loop {
+        let started = Instant::now();
+        let Some((outcome, _)) = pipeline.deliver_batch(10).await? else { break };
+        outcome?;
+        invocation_time += started.elapsed().as_secs_f64();
+        invocations += 1;
+    }
+    let pid = pipeline.embed_index.pid().await;
+    let peak = pid.and_then(process_usage).map(|(_, p)| p).unwrap_or(0);
+    let m = emf_totals(&log, "embed-index");
+    let get = |k: &str| m.get(k).and_then(Value::as_f64).unwrap_or(0.0);
+    let embedded = get("ChunksEmbedded");
+    let calls = get("BedrockCalls");
+    let per_call = if model.starts_with("cohere") { 96.0 } else { 1.0 };
+    let theoretical = concurrency as f64 * per_call / 0.050;
+    let achieved = embedded / invocation_time;
+    println!(
+        "  {model:<30} {:>7.0} {:>9.0} chunks/s {:>11.0} {:>6.1} % {:>10.1} {:>10.2} {:>9.1}",
+        embedded,
+        achieved,
+        theoretical,
+        100.0 * achieved / theoretical,
+        calls * 1000.0 / embedded.max(1.0),
+        get("BulkRequests") / invocations.max(1) as f64,
+        mib(peak)
+    );
+    pipeline.stop().await;
+    Ok(())
+}
+
+pub async fn run(args: &[String]) -> Result<(), Box<dyn std::error::Error>> {
+    let large = args.iter().any(|a| a == "--large");
+    println!("# sakuin benchmarks ({} cores; figures, not pass/fail)", std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1));
+    let stack = LocalStack::start(&[]).await?;
+    cold_starts(&stack).await?;
+    drop(stack);
+
+    let mut sizes = vec![("10 MB JSON Lines", 10 << 20, false), ("100 MB JSON Lines", 100 << 20, false)];
+    if large {
+        sizes.push(("1 GiB JSON Lines", 1 << 30, false));
+        sizes.push(("200 MiB JSON array", 200 << 20, true));
+    } else {
+        sizes.push(("50 MiB JSON array", 50 << 20, true));
+    }
+    ingest_sizes(&sizes).await?;
+
+    println!("\n## Embed-index against the stand-in with 50 ms per call, EMBED_CONCURRENCY=8, batches of 10 messages");
+    println!(
+        "  {:<30} {:>7} {:>18} {:>11} {:>8} {:>10} {:>10} {:>9}",
+        "model", "chunks", "achieved", "theoretical", "ratio", "calls/1k", "bulk/inv", "RSS MiB"
+    );
+    embed_throughput("amazon.titan-embed-text-v2:0", Some(256), 2000).await?;
+    embed_throughput("cohere.embed-multilingual-v3", None, 4000).await?;
+    Ok(())
+}
