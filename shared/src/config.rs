@@ -235,7 +235,21 @@ pub struct IngestConfig {
     pub message_max_bytes: usize,
     pub sqs_max_payload_bytes: usize,
     pub max_record_bytes: usize,
+    /// Where rejected records are written, in the source bucket; keys under it are never ingested.
+    pub rejects_prefix: String,
+    /// The field path of the records array inside each JSON document (`RECORDS_PATH`, dotted);
+    /// empty: the document itself is the records.
+    pub records_path: Vec<String>,
     pub model: EmbeddingModel,
+}
+
+impl IngestConfig {
+    pub fn batch_limits(&self) -> crate::queue::BatchLimits {
+        crate::queue::BatchLimits {
+            max_payload_bytes: self.sqs_max_payload_bytes,
+            max_attempts: 5,
+        }
+    }
 }
 
 impl IngestConfig {
@@ -247,6 +261,16 @@ impl IngestConfig {
         let message_max_bytes = env.parse::<usize>("MESSAGE_MAX_BYTES", 64 * 1024);
         let sqs_max_payload_bytes = env.parse::<usize>("SQS_MAX_PAYLOAD_BYTES", 256 * 1024);
         let max_record_bytes = env.parse::<usize>("MAX_RECORD_BYTES", 4 * 1024 * 1024);
+        let rejects_prefix = env
+            .get("REJECTS_PREFIX")
+            .unwrap_or_else(|| "rejects/".into());
+        let records_path: Vec<String> = env
+            .get("RECORDS_PATH")
+            .map(|p| p.split('.').map(str::to_owned).collect())
+            .unwrap_or_default();
+        if records_path.iter().any(String::is_empty) {
+            env.problem("RECORDS_PATH has an empty segment (write it like data.items)");
+        }
         if !(4096..=1024 * 1024).contains(&message_max_bytes) {
             env.problem(format!("MESSAGE_MAX_BYTES={message_max_bytes} must be between 4096 and 1048576 (SQS's limit)"));
         }
@@ -263,6 +287,8 @@ impl IngestConfig {
             message_max_bytes,
             sqs_max_payload_bytes,
             max_record_bytes: max_record_bytes.max(1024),
+            rejects_prefix,
+            records_path,
             model: model.expect("check() fails when the model is invalid"),
         })
     }
@@ -382,6 +408,11 @@ pub struct ProbeConfig {
     pub queue_url: Option<String>,
     pub dead_letter_queue_url: Option<String>,
     pub timeout: Duration,
+    /// `PROBE_REQUIRED_CHECKS`: groups or check names whose failure fails the invocation
+    /// (`all`, the default, or `none`); other failing checks are reported but tolerated.
+    pub required_checks: Vec<String>,
+    /// `PROBE_CERT_WARN_DAYS`: the TLS check warns when the certificate expires sooner.
+    pub cert_warn_days: u32,
 }
 
 impl ProbeConfig {
@@ -395,6 +426,17 @@ impl ProbeConfig {
         let bucket = env.get("SOURCE_BUCKET");
         let queue_url = env.get("CHUNK_QUEUE_URL");
         let dead_letter_queue_url = env.get("DEAD_LETTER_QUEUE_URL");
+        let required_checks = env.list("PROBE_REQUIRED_CHECKS", "all");
+        for name in &required_checks {
+            if !crate::probe::is_known_selector(name) {
+                env.problem(format!(
+                    "PROBE_REQUIRED_CHECKS names {name:?}, which is not all, none, a group ({}) or a check ({})",
+                    crate::probe::GROUPS.join(", "),
+                    crate::probe::CHECKS.join(", ")
+                ));
+            }
+        }
+        let cert_warn_days = env.parse::<u32>("PROBE_CERT_WARN_DAYS", 14);
         env.check()?;
         Ok(Self {
             es,
@@ -404,6 +446,8 @@ impl ProbeConfig {
             queue_url,
             dead_letter_queue_url,
             timeout,
+            required_checks,
+            cert_warn_days,
         })
     }
 }

@@ -1,12 +1,13 @@
 //! The `embed-index` handler: a batch of chunk messages in; chunks embedded (unless unchanged),
-//! bulk-indexed, and every message whose chunks did not all land named in the partial batch
-//! response.
+//! bulk-indexed, deletions and sweeps applied in S3 event order, and every message whose work did
+//! not all land named in the partial batch response.
 
 use std::collections::{BTreeSet, HashMap};
 use std::future::Future;
 use std::time::Duration;
 
 use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent};
+use serde_json::json;
 use tokio::sync::OnceCell;
 use tracing::{error, info, warn};
 
@@ -15,8 +16,8 @@ use crate::embed::{EmbedPolicy, EmbedStats, Embedder, EmbeddingModel, InputPurpo
 use crate::es::bulk::{push_index, push_update};
 use crate::es::document::SourceFields;
 use crate::es::{BulkOutcome, ChunkDocument, EsClient, EsError, ItemOutcome, VectorSettings};
-use crate::ids::{chunk_id, content_sha256};
-use crate::message::{ChunkMessage, ChunkPayload, SourceRef};
+use crate::ids::{chunk_id, content_sha256, source_marker_id};
+use crate::message::{ChunkMessage, ChunkPayload, Operation, SourceRef};
 use crate::metrics::MetricSet;
 use crate::retry::{Backoff, Deadline};
 
@@ -24,7 +25,7 @@ use crate::retry::{Backoff, Deadline};
 pub trait SearchIndex: Send + Sync {
     fn index_name(&self) -> &str;
 
-    /// Creates the index if needed and checks its vector size.
+    /// Creates the index (and the source-marker index) if needed and checks its vector size.
     fn ensure_index(
         &self,
         model: &EmbeddingModel,
@@ -42,6 +43,39 @@ pub trait SearchIndex: Send + Sync {
         body: Vec<u8>,
         actions: usize,
     ) -> impl Future<Output = Result<BulkOutcome, EsError>> + Send;
+
+    /// The newest sequencer applied, per source marker id among `ids` that has one.
+    fn markers(
+        &self,
+        ids: &[String],
+    ) -> impl Future<Output = Result<HashMap<String, String>, EsError>> + Send;
+
+    /// Records the newest event applied for some source objects.
+    fn set_markers(
+        &self,
+        markers: &[SourceMarker],
+    ) -> impl Future<Output = Result<(), EsError>> + Send;
+
+    /// Deletes a source object's chunks written before `sequencer` (`inclusive`: up to and
+    /// including it); chunks written without a sequencer count as older. Returns the count.
+    fn delete_chunks(
+        &self,
+        source: &SourceRef,
+        sequencer: &str,
+        inclusive: bool,
+    ) -> impl Future<Output = Result<u64, EsError>> + Send;
+}
+
+/// The newest S3 event applied to one source object.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct SourceMarker {
+    #[serde(skip)]
+    pub id: String,
+    pub bucket: String,
+    pub key: String,
+    pub sequencer: String,
+    pub deleted: bool,
+    pub updated_at: String,
 }
 
 impl SearchIndex for EsClient {
@@ -54,7 +88,8 @@ impl SearchIndex for EsClient {
         model: &EmbeddingModel,
         vectors: &VectorSettings,
     ) -> Result<(), EsError> {
-        EsClient::ensure_index(self, model.dimensions, vectors, &model.id).await
+        EsClient::ensure_index(self, model.dimensions, vectors, &model.id).await?;
+        self.ensure_marker_index().await
     }
 
     async fn fingerprints(&self, ids: &[String]) -> Result<Vec<(String, String, String)>, EsError> {
@@ -63,6 +98,61 @@ impl SearchIndex for EsClient {
 
     async fn bulk(&self, body: Vec<u8>, actions: usize) -> Result<BulkOutcome, EsError> {
         EsClient::bulk(self, body, actions).await
+    }
+
+    async fn markers(&self, ids: &[String]) -> Result<HashMap<String, String>, EsError> {
+        Ok(EsClient::markers(self, ids).await?.into_iter().collect())
+    }
+
+    async fn set_markers(&self, markers: &[SourceMarker]) -> Result<(), EsError> {
+        if markers.is_empty() {
+            return Ok(());
+        }
+        let index = self.marker_index();
+        let mut body = Vec::new();
+        for m in markers {
+            push_index(&mut body, &index, &m.id, m);
+        }
+        let outcome = EsClient::bulk(self, body, markers.len()).await?;
+        match outcome
+            .items
+            .into_iter()
+            .find(|(_, o)| *o != ItemOutcome::Stored)
+        {
+            Some((
+                _,
+                ItemOutcome::Retry {
+                    status,
+                    kind,
+                    reason,
+                }
+                | ItemOutcome::Reject {
+                    status,
+                    kind,
+                    reason,
+                },
+            )) => Err(EsError::Status {
+                what: format!("writing markers to {index}"),
+                status,
+                kind,
+                reason,
+            }),
+            _ => Ok(()),
+        }
+    }
+
+    async fn delete_chunks(
+        &self,
+        source: &SourceRef,
+        sequencer: &str,
+        inclusive: bool,
+    ) -> Result<u64, EsError> {
+        let bound = if inclusive { "gt" } else { "gte" };
+        let query = json!({"bool": {
+            "filter": [{"term": {"source.bucket": source.bucket}}, {"term": {"source.key": source.key}}],
+            "must_not": [{"range": {"source.sequencer": {bound: sequencer}}}]
+        }});
+        self.delete_by_query(&query).await
     }
 }
 
@@ -103,6 +193,10 @@ pub struct BatchStats {
     pub unchanged: u64,
     pub embedded: u64,
     pub indexed: u64,
+    /// Chunks of an older version of their object than one already applied: dropped.
+    pub superseded: u64,
+    /// Chunks removed by deletions and sweeps.
+    pub deleted: u64,
     pub failed_embedding: u64,
     pub failed_indexing: u64,
     pub bulk_requests: u64,
@@ -117,6 +211,81 @@ struct Work<'a> {
     chunk: &'a ChunkPayload,
     source: &'a SourceRef,
     messages: Vec<usize>,
+}
+
+/// A deletion (`inclusive`) or sweep to run after the batch's chunks are written.
+struct Removal<'a> {
+    message: usize,
+    source: &'a SourceRef,
+    sequencer: String,
+    inclusive: bool,
+}
+
+/// Sorts the batch's messages by S3 event order per object: messages older than the newest event
+/// already applied to their object are dropped; the rest are split into chunk work and removals.
+/// Returns the live index messages, the removals, and the markers to record.
+fn order_by_sequencer<'a>(
+    messages: &'a [(usize, ChunkMessage)],
+    applied: &HashMap<String, String>,
+    stats: &mut BatchStats,
+) -> (
+    Vec<&'a (usize, ChunkMessage)>,
+    Vec<Removal<'a>>,
+    Vec<SourceMarker>,
+) {
+    let now = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+    let mut live = Vec::new();
+    let mut removals = Vec::new();
+    let mut newest: HashMap<String, SourceMarker> = HashMap::new();
+    for entry in messages {
+        let (i, m) = entry;
+        let marker_id = source_marker_id(&m.source.bucket, &m.source.key);
+        let seq = m.source.sequencer.as_deref();
+        if let (Some(s), Some(current)) = (seq, applied.get(&marker_id))
+            && s < current.as_str()
+        {
+            info!(bucket = %m.source.bucket, key = %m.source.key, sequencer = s, newest = %current, op = ?m.op, "older event for this object: skipped");
+            stats.superseded += m.chunks.len() as u64;
+            continue;
+        }
+        if let Some(s) = seq {
+            let deleted = m.op == Operation::Delete;
+            let replace = newest
+                .get(&marker_id)
+                .is_none_or(|n| s > n.sequencer.as_str() || (s == n.sequencer && deleted));
+            if replace && m.op != Operation::Sweep {
+                newest.insert(
+                    marker_id.clone(),
+                    SourceMarker {
+                        id: marker_id,
+                        bucket: m.source.bucket.clone(),
+                        key: m.source.key.clone(),
+                        sequencer: s.to_owned(),
+                        deleted,
+                        updated_at: now.clone(),
+                    },
+                );
+            }
+        }
+        match (m.op, seq) {
+            (Operation::Index, _) => live.push(entry),
+            // A removal without a sequencer (a hand-made event) removes everything of the object.
+            (Operation::Delete, _) => removals.push(Removal {
+                message: *i,
+                source: &m.source,
+                sequencer: seq.map_or_else(|| "~".repeat(32), str::to_owned),
+                inclusive: true,
+            }),
+            (Operation::Sweep, Some(s)) => removals.push(Removal {
+                message: *i,
+                source: &m.source,
+                sequencer: s.to_owned(),
+                inclusive: false,
+            }),
+            (Operation::Sweep, None) => {}
+        }
+    }
+    (live, removals, newest.into_values().collect())
 }
 
 /// Handles one SQS batch. Messages are never failed wholesale: each one that did not fully land
@@ -159,14 +328,50 @@ pub async fn handle_batch<E: Embedder, I: SearchIndex>(
         }
     }
 
-    // Distinct chunks: a chunk queued twice (duplicate S3 events) is embedded and indexed once.
+    // S3 event order per object, from the markers of what was already applied.
+    let marker_ids: Vec<String> = messages
+        .iter()
+        .filter(|(_, m)| m.source.sequencer.is_some())
+        .map(|(_, m)| source_marker_id(&m.source.bucket, &m.source.key))
+        .collect::<BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    let applied = match deps.index.markers(&marker_ids).await {
+        Ok(applied) => applied,
+        Err(e) => {
+            // Without the markers, removals could undo a newer write: they wait for a retry.
+            warn!(error = %e, "could not read source markers; deletions and sweeps in this batch will be retried");
+            for (i, m) in &messages {
+                if m.op != Operation::Index {
+                    failed.insert(*i);
+                }
+            }
+            HashMap::new()
+        }
+    };
+    let ordered: Vec<(usize, ChunkMessage)> = messages
+        .into_iter()
+        .filter(|(i, _)| !failed.contains(i))
+        .collect();
+    let (live, removals, markers) = order_by_sequencer(&ordered, &applied, &mut stats);
+
+    // Distinct chunks: a chunk queued twice (duplicate S3 events) is embedded and indexed once,
+    // from the newest version of its object in the batch.
     let mut work: Vec<Work> = Vec::new();
     let mut by_id: HashMap<String, usize> = HashMap::new();
-    for (i, message) in &messages {
+    for (i, message) in live {
         for chunk in &message.chunks {
             let id = chunk_id(&chunk.doc_id, chunk.chunk_index);
             match by_id.get(&id) {
-                Some(&w) => work[w].messages.push(*i),
+                Some(&w) => {
+                    let item = &mut work[w];
+                    item.messages.push(*i);
+                    if message.source.sequencer > item.source.sequencer {
+                        item.chunk = chunk;
+                        item.source = &message.source;
+                        item.sha = content_sha256(&chunk.text);
+                    }
+                }
                 None => {
                     by_id.insert(id.clone(), work.len());
                     work.push(Work {
@@ -300,6 +505,27 @@ pub async fn handle_batch<E: Embedder, I: SearchIndex>(
         }
     }
 
+    // Removals run after the writes, so a sweep never races the chunks it must keep.
+    for r in &removals {
+        match deps
+            .index
+            .delete_chunks(r.source, &r.sequencer, r.inclusive)
+            .await
+        {
+            Ok(n) => {
+                stats.deleted += n;
+                info!(bucket = %r.source.bucket, key = %r.source.key, deleted = n, op = if r.inclusive { "delete" } else { "sweep" }, "removed chunks");
+            }
+            Err(e) => {
+                warn!(bucket = %r.source.bucket, key = %r.source.key, error = %e, "removing chunks failed; the message will be retried");
+                failed.insert(r.message);
+            }
+        }
+    }
+    if let Err(e) = deps.index.set_markers(&markers).await {
+        warn!(error = %e, "could not record the newest events applied; ordering falls back to chunk overwrites");
+    }
+
     stats.messages_failed = failed.len() as u64;
     let mut response = SqsBatchResponse::default();
     for i in &failed {
@@ -412,6 +638,8 @@ fn emit(stats: &BatchStats, model: &EmbeddingModel) {
         .count("ChunksUnchanged", stats.unchanged)
         .count("ChunksEmbedded", stats.embedded)
         .count("ChunksIndexed", stats.indexed)
+        .count("ChunksSuperseded", stats.superseded)
+        .count("ChunksDeleted", stats.deleted)
         .count("ChunksFailedEmbedding", stats.failed_embedding)
         .count("ChunksFailedIndexing", stats.failed_indexing)
         .count("BedrockCalls", stats.embed.calls)
@@ -426,6 +654,11 @@ fn emit(stats: &BatchStats, model: &EmbeddingModel) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::embed::{EmbedError, ModelOutput};
+    use crate::es::bulk::parse_bulk_answer;
+    use crate::es::{EsSettings, VectorSettings};
+    use std::sync::Mutex;
+    use std::sync::atomic::{AtomicUsize, Ordering as AtomicOrdering};
 
     #[test]
     fn splits_bulk_requests_by_size() {
@@ -434,5 +667,353 @@ mod tests {
         assert_eq!(sizes, vec![2, 2, 1]);
         let big = vec![(0, vec![b'x'; 500]), (1, vec![b'x'; 10])];
         assert_eq!(split_by_size(big, 100).len(), 2);
+    }
+
+    /// Embeds every text as a constant vector; counts calls.
+    struct CountingEmbedder {
+        model: EmbeddingModel,
+        calls: AtomicUsize,
+        texts: AtomicUsize,
+        reject: Option<&'static str>,
+    }
+
+    impl Embedder for CountingEmbedder {
+        fn model(&self) -> &EmbeddingModel {
+            &self.model
+        }
+
+        async fn invoke(&self, texts: &[&str], _: InputPurpose) -> Result<ModelOutput, EmbedError> {
+            self.calls.fetch_add(1, AtomicOrdering::SeqCst);
+            self.texts.fetch_add(texts.len(), AtomicOrdering::SeqCst);
+            if self.reject.is_some_and(|r| texts.contains(&r)) {
+                return Err(EmbedError::Permanent {
+                    code: "ValidationException".into(),
+                    message: "bad".into(),
+                });
+            }
+            Ok(ModelOutput {
+                vectors: texts
+                    .iter()
+                    .map(|_| vec![0.5; self.model.dimensions])
+                    .collect(),
+                input_tokens: None,
+            })
+        }
+    }
+
+    /// An in-memory index: stores bulk documents by id, answers scripted item statuses first.
+    #[derive(Default)]
+    struct MemoryIndex {
+        docs: Mutex<HashMap<String, serde_json::Value>>,
+        markers: Mutex<HashMap<String, String>>,
+        /// Statuses for the next bulk items, in order (then 201).
+        script: Mutex<Vec<u16>>,
+        bulk_calls: AtomicUsize,
+    }
+
+    impl SearchIndex for MemoryIndex {
+        fn index_name(&self) -> &str {
+            "docs"
+        }
+
+        async fn ensure_index(
+            &self,
+            _: &EmbeddingModel,
+            _: &VectorSettings,
+        ) -> Result<(), EsError> {
+            Ok(())
+        }
+
+        async fn fingerprints(
+            &self,
+            ids: &[String],
+        ) -> Result<Vec<(String, String, String)>, EsError> {
+            let docs = self.docs.lock().unwrap();
+            Ok(ids
+                .iter()
+                .filter_map(|id| {
+                    let d = docs.get(id)?;
+                    Some((
+                        id.clone(),
+                        d["content_sha256"].as_str()?.into(),
+                        d["model_id"].as_str()?.into(),
+                    ))
+                })
+                .collect())
+        }
+
+        async fn bulk(&self, body: Vec<u8>, actions: usize) -> Result<BulkOutcome, EsError> {
+            self.bulk_calls.fetch_add(1, AtomicOrdering::SeqCst);
+            let text = String::from_utf8(body).unwrap();
+            let lines: Vec<serde_json::Value> = text
+                .lines()
+                .map(|l| serde_json::from_str(l).unwrap())
+                .collect();
+            let mut items = Vec::new();
+            for pair in lines.chunks(2) {
+                let (action, meta) = pair[0].as_object().unwrap().iter().next().unwrap();
+                let id = meta["_id"].as_str().unwrap().to_owned();
+                let status = {
+                    let mut script = self.script.lock().unwrap();
+                    if script.is_empty() {
+                        201
+                    } else {
+                        script.remove(0)
+                    }
+                };
+                if status < 300 {
+                    let mut docs = self.docs.lock().unwrap();
+                    if action == "update" {
+                        let doc = docs.get_mut(&id).expect("update of a stored doc");
+                        for (k, v) in pair[1]["doc"].as_object().unwrap() {
+                            doc[k] = v.clone();
+                        }
+                    } else {
+                        docs.insert(id.clone(), pair[1].clone());
+                    }
+                    items.push(json!({action: {"_id": id, "status": status}}));
+                } else {
+                    items.push(json!({action: {"_id": id, "status": status, "error": {"type": if status == 429 { "es_rejected_execution_exception" } else { "document_parsing_exception" }, "reason": "scripted"}}}));
+                }
+            }
+            let answer = json!({"errors": true, "items": items});
+            Ok(parse_bulk_answer(answer.to_string().as_bytes(), actions).unwrap())
+        }
+
+        async fn markers(&self, ids: &[String]) -> Result<HashMap<String, String>, EsError> {
+            let markers = self.markers.lock().unwrap();
+            Ok(ids
+                .iter()
+                .filter_map(|id| Some((id.clone(), markers.get(id)?.clone())))
+                .collect())
+        }
+
+        async fn set_markers(&self, markers: &[SourceMarker]) -> Result<(), EsError> {
+            let mut stored = self.markers.lock().unwrap();
+            for m in markers {
+                stored.insert(m.id.clone(), m.sequencer.clone());
+            }
+            Ok(())
+        }
+
+        async fn delete_chunks(
+            &self,
+            source: &SourceRef,
+            sequencer: &str,
+            inclusive: bool,
+        ) -> Result<u64, EsError> {
+            let mut docs = self.docs.lock().unwrap();
+            let before = docs.len();
+            docs.retain(|_, d| {
+                let same = d["source"]["key"] == source.key.as_str()
+                    && d["source"]["bucket"] == source.bucket.as_str();
+                let seq = d["source"]["sequencer"].as_str().unwrap_or("");
+                let older = if inclusive {
+                    seq <= sequencer
+                } else {
+                    seq < sequencer
+                };
+                !(same && older)
+            });
+            Ok((before - docs.len()) as u64)
+        }
+    }
+
+    fn deps(reject: Option<&'static str>) -> EmbedIndexDeps<CountingEmbedder, MemoryIndex> {
+        let model = EmbeddingModel::resolve("amazon.titan-embed-text-v2:0", Some(256)).unwrap();
+        let es = EsSettings {
+            host: "h".into(),
+            port: 9200,
+            use_ssl: false,
+            verify_certs: true,
+            ca_cert_pem: None,
+            auth: None,
+            index: "docs".into(),
+            timeout: Duration::from_secs(1),
+            connect_timeout: Duration::from_secs(1),
+        };
+        let config = EmbedIndexConfig {
+            es,
+            es_secret_id: None,
+            model: model.clone(),
+            vectors: VectorSettings {
+                similarity: "cosine".into(),
+                index_type: "hnsw".into(),
+            },
+            concurrency: 4,
+            bulk_max_bytes: 1 << 20,
+        };
+        let embedder = CountingEmbedder {
+            model,
+            calls: AtomicUsize::new(0),
+            texts: AtomicUsize::new(0),
+            reject,
+        };
+        EmbedIndexDeps::new(embedder, MemoryIndex::default(), config)
+    }
+
+    fn message(op: &str, key: &str, seq: Option<&str>, docs: &[(&str, &str)]) -> String {
+        let chunks: Vec<serde_json::Value> = docs
+            .iter()
+            .map(|(id, text)| json!({"doc_id": id, "chunk_index": 0, "chunk_count": 1, "record": 1, "text": text, "metadata": {"k": key}}))
+            .collect();
+        json!({"v": 1, "op": op, "source": {"bucket": "b", "key": key, "sequencer": seq.map(crate::ids::normalize_sequencer)}, "chunks": chunks}).to_string()
+    }
+
+    fn event(bodies: &[String]) -> SqsEvent {
+        let records: Vec<serde_json::Value> = bodies
+            .iter()
+            .enumerate()
+            .map(|(i, b)| json!({"messageId": format!("m{i}"), "receiptHandle": "r", "body": b, "attributes": {}, "messageAttributes": {}, "eventSource": "aws:sqs"}))
+            .collect();
+        serde_json::from_value(json!({"Records": records})).unwrap()
+    }
+
+    fn failures(r: &SqsBatchResponse) -> Vec<String> {
+        serde_json::to_value(r).unwrap()["batchItemFailures"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|f| f["itemIdentifier"].as_str().unwrap().to_owned())
+            .collect()
+    }
+
+    async fn run(
+        d: &EmbedIndexDeps<CountingEmbedder, MemoryIndex>,
+        bodies: &[String],
+    ) -> (Vec<String>, BatchStats) {
+        let (r, stats) = handle_batch(d, event(bodies), Deadline::after(Duration::from_secs(30)))
+            .await
+            .unwrap();
+        (failures(&r), stats)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_poison_message_fails_alone() {
+        let d = deps(None);
+        let bodies = vec![
+            message("index", "k", None, &[("a", "alpha")]),
+            "{\"v\":1,".into(),
+            message("index", "k", None, &[("b", "beta")]),
+        ];
+        let (failed, stats) = run(&d, &bodies).await;
+        assert_eq!(failed, vec!["m1"]);
+        assert_eq!(stats.indexed, 2);
+        assert_eq!(d.index.docs.lock().unwrap().len(), 2);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn duplicates_and_unchanged_chunks_cost_no_embedding() {
+        let d = deps(None);
+        let body = message("index", "k", None, &[("a", "alpha"), ("b", "beta")]);
+        let (failed, stats) = run(&d, &[body.clone(), body.clone()]).await;
+        assert!(failed.is_empty());
+        assert_eq!((stats.chunks, stats.embedded), (2, 2));
+        let (_, stats) = run(&d, &[body]).await;
+        assert_eq!((stats.unchanged, stats.embedded, stats.indexed), (2, 0, 2));
+        assert_eq!(d.embedder.texts.load(AtomicOrdering::SeqCst), 2);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn rejected_items_fail_their_message_and_busy_items_are_retried() {
+        let d = deps(None);
+        *d.index.script.lock().unwrap() = vec![429, 400, 503];
+        let bodies = vec![
+            message("index", "k", None, &[("a", "alpha")]),
+            message("index", "k", None, &[("b", "beta")]),
+            message("index", "k", None, &[("c", "gamma")]),
+        ];
+        let (failed, stats) = run(&d, &bodies).await;
+        assert_eq!(failed, vec!["m1"], "{stats:?}");
+        assert_eq!(stats.indexed, 2);
+        assert!(d.index.bulk_calls.load(AtomicOrdering::SeqCst) >= 2);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_chunk_bedrock_refuses_fails_only_its_message() {
+        let d = deps(Some("poisoned text"));
+        let bodies = vec![
+            message("index", "k", None, &[("a", "fine")]),
+            message("index", "k", None, &[("b", "poisoned text")]),
+        ];
+        let (failed, stats) = run(&d, &bodies).await;
+        assert_eq!(failed, vec!["m1"]);
+        assert_eq!(stats.failed_embedding, 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_older_event_never_wins_over_a_newer_one() {
+        let d = deps(None);
+        run(
+            &d,
+            &[message("index", "k", Some("0B"), &[("a", "new text")])],
+        )
+        .await;
+        let (failed, stats) = run(
+            &d,
+            &[message(
+                "index",
+                "k",
+                Some("0A"),
+                &[("a", "old text"), ("stale", "old only")],
+            )],
+        )
+        .await;
+        assert!(failed.is_empty());
+        assert_eq!(stats.superseded, 2);
+        let docs = d.index.docs.lock().unwrap();
+        assert_eq!(docs[&chunk_id("a", 0)]["text"], "new text");
+        assert!(!docs.contains_key(&chunk_id("stale", 0)));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn overwrite_sweeps_stale_chunks_and_delete_removes_the_rest() {
+        let d = deps(None);
+        run(
+            &d,
+            &[message(
+                "index",
+                "k",
+                Some("01"),
+                &[("a", "one"), ("b", "two"), ("c", "three")],
+            )],
+        )
+        .await;
+        run(
+            &d,
+            &[message(
+                "index",
+                "other",
+                Some("01"),
+                &[("z", "other object")],
+            )],
+        )
+        .await;
+        // The new version has fewer records; its sweep may even arrive before its chunks.
+        let (failed, _) = run(
+            &d,
+            &[
+                message("sweep", "k", Some("02"), &[]),
+                message("index", "k", Some("02"), &[("a", "one v2")]),
+            ],
+        )
+        .await;
+        assert!(failed.is_empty());
+        {
+            let docs = d.index.docs.lock().unwrap();
+            assert!(
+                docs.contains_key(&chunk_id("a", 0))
+                    && !docs.contains_key(&chunk_id("b", 0))
+                    && !docs.contains_key(&chunk_id("c", 0))
+            );
+        }
+        // A late, older delete changes nothing; the real delete removes the object's chunks only.
+        let (_, stats) = run(&d, &[message("delete", "k", Some("01"), &[])]).await;
+        assert_eq!(stats.deleted, 0);
+        let (_, stats) = run(&d, &[message("delete", "k", Some("03"), &[])]).await;
+        assert_eq!(stats.deleted, 1);
+        let docs = d.index.docs.lock().unwrap();
+        assert_eq!(docs.len(), 1);
+        assert!(docs.contains_key(&chunk_id("z", 0)));
     }
 }

@@ -24,6 +24,21 @@ pub fn content_sha256(text: &str) -> String {
     hex(&Sha256::digest(text.as_bytes()))
 }
 
+/// S3 sequencers order events for one key once left-padded to equal length; padded to a fixed
+/// width (and upper-cased) they compare correctly as plain strings, also inside Elasticsearch.
+pub fn normalize_sequencer(sequencer: &str) -> String {
+    format!("{:0>32}", sequencer.trim().to_ascii_uppercase())
+}
+
+/// The id of the per-object marker that records the newest event applied for a key.
+pub fn source_marker_id(bucket: &str, key: &str) -> String {
+    let mut hasher = Sha256::new();
+    hasher.update(bucket.as_bytes());
+    hasher.update([0u8]);
+    hasher.update(key.as_bytes());
+    hex(&hasher.finalize()[..16])
+}
+
 fn hex(bytes: &[u8]) -> String {
     const DIGITS: &[u8; 16] = b"0123456789abcdef";
     let mut out = String::with_capacity(bytes.len() * 2);
@@ -53,6 +68,14 @@ mod tests {
     fn chunk_id_is_pinned() {
         // Changing this value re-keys every index in production: it must never change by accident.
         assert_eq!(chunk_id("faq-001", 0), "290dec4627c784edccef5f7584eb02ef");
+    }
+
+    #[test]
+    fn sequencers_compare_after_padding() {
+        let (older, newer) = (normalize_sequencer("9F"), normalize_sequencer("0A1B"));
+        assert!(older < newer, "{older} vs {newer}");
+        assert_eq!(normalize_sequencer("0065f1e2d3c4b5a697").len(), 32);
+        assert_eq!(normalize_sequencer("00ab"), normalize_sequencer("AB"));
     }
 
     #[test]

@@ -33,10 +33,16 @@ pub struct ChunkPayload {
     pub metadata: Map<String, Value>,
 }
 
+/// What a message asks the worker to do with its source object's chunks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Operation {
+    /// Embed and index the chunks it carries.
     Index,
+    /// The object was removed: delete its chunks written before this event.
+    Delete,
+    /// The object version is fully queued: delete chunks of older versions of the same key.
+    Sweep,
 }
 
 /// A queued unit of work: chunks of one source object.
@@ -45,6 +51,7 @@ pub struct ChunkMessage {
     pub v: u32,
     pub op: Operation,
     pub source: SourceRef,
+    #[serde(default)]
     pub chunks: Vec<ChunkPayload>,
 }
 
@@ -58,6 +65,17 @@ pub enum MessageError {
 }
 
 impl ChunkMessage {
+    /// The body of a message with no chunks (a deletion or a sweep).
+    pub fn control(op: Operation, source: &SourceRef) -> String {
+        let message = ChunkMessage {
+            v: MESSAGE_VERSION,
+            op,
+            source: source.clone(),
+            chunks: Vec::new(),
+        };
+        serde_json::to_string(&message).expect("a control message always serialises")
+    }
+
     pub fn parse(body: &str) -> Result<Self, MessageError> {
         let message: ChunkMessage = serde_json::from_str(body)?;
         if message.v != MESSAGE_VERSION {
@@ -223,6 +241,14 @@ mod tests {
         assert!(!enc.contains('\u{FFFE}') && enc.contains("\\ufffe"));
         let back: ChunkPayload = serde_json::from_str(&enc).unwrap();
         assert_eq!(back.text, "a\u{FFFE}b\u{FFFF}");
+    }
+
+    #[test]
+    fn control_messages_round_trip() {
+        let body = ChunkMessage::control(Operation::Delete, &source());
+        let msg = ChunkMessage::parse(&body).unwrap();
+        assert_eq!((msg.op, msg.chunks.len()), (Operation::Delete, 0));
+        assert!(body.contains(r#""op":"delete""#));
     }
 
     #[test]

@@ -1,22 +1,59 @@
 //! The `probe`: checks each dependency layer by layer (for Elasticsearch: name resolution, TCP,
-//! TLS and HTTP, authentication, cluster health, the index mapping), times every check, and says
-//! where the path breaks.
+//! TLS, HTTP, authentication and authorisation, cluster health, the index mapping; then S3, SQS,
+//! Bedrock and Secrets Manager), times every check, and says where the path breaks and what to
+//! look at.
+//!
+//! Which checks run: every group whose configuration is present, or the subset an event (or the
+//! CLI's `--checks`) asks for. Which checks matter: `PROBE_REQUIRED_CHECKS` (default `all`). A
+//! failing check that is not required is still reported `ok:false` (and still counts in its
+//! group's `CheckFailed` metric, so its alarm fires), but it does not fail the invocation.
 
+mod elasticsearch;
+mod services;
+pub mod tls;
+
+use std::collections::BTreeMap;
 use std::future::Future;
-use std::net::SocketAddr;
-use std::time::{Duration, Instant};
+use std::io::Write;
+use std::time::Instant;
 
-use reqwest::{Method, StatusCode};
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
-use tokio::net::TcpStream;
+use serde_json::{Value, json};
 
-use crate::config::ProbeConfig;
-use crate::embed::bedrock::{BedrockEmbedder, error_chain};
-use crate::embed::{Embedder, InputPurpose};
-use crate::es::document::mapped_dimensions;
-use crate::es::{EsClient, EsError};
+use crate::config::{ConfigError, Env, ProbeConfig};
+use crate::es::EsClient;
 use crate::metrics::MetricSet;
+
+pub use tls::TlsTrust;
+
+/// Dependency groups, in report order.
+pub const GROUPS: &[&str] = &["elasticsearch", "s3", "sqs", "bedrock", "secretsmanager"];
+
+/// Every check the probe can report.
+pub const CHECKS: &[&str] = &[
+    "elasticsearch.dns",
+    "elasticsearch.tcp",
+    "elasticsearch.tls",
+    "elasticsearch.http",
+    "elasticsearch.auth",
+    "elasticsearch.cluster",
+    "elasticsearch.index",
+    "s3.bucket",
+    "sqs.queue",
+    "sqs.dead_letter_queue",
+    "bedrock.model",
+    "secretsmanager.secret",
+];
+
+/// Whether `name` may appear in `PROBE_REQUIRED_CHECKS` or an event's `checks`: `all`, `none`,
+/// a group or a check.
+pub fn is_known_selector(name: &str) -> bool {
+    name == "all" || name == "none" || GROUPS.contains(&name) || CHECKS.contains(&name)
+}
+
+fn group_of(check: &str) -> &str {
+    check.split('.').next().unwrap_or(check)
+}
 
 /// One check's result, as reported.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -24,38 +61,109 @@ pub struct CheckResult {
     pub name: String,
     pub ok: bool,
     pub ms: u64,
+    /// What was found, in one sentence.
     pub detail: String,
-    /// The layer a failed check broke at (dns, tcp, tls, http, auth, cluster, mapping, s3, sqs,
-    /// bedrock).
+    /// The layer a failed check broke at: dns, tcp, tls, http, auth, authz, cluster, mapping for
+    /// Elasticsearch; network, access, model_access, not_found, region, throttled, service,
+    /// request, response for the AWS services; config for the probe's own settings.
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub layer: Option<String>,
-    /// Passed, but needs a look (a yellow cluster, a non-empty dead-letter queue).
+    /// Passed, but needs a look (a yellow cluster, a certificate expiring soon, a non-empty
+    /// dead-letter queue, certificate verification turned off).
     #[serde(skip_serializing_if = "std::ops::Not::not", default)]
     pub warning: bool,
+    /// What to check, in the operator's terms.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub hint: Option<String>,
+    /// `false` when `PROBE_REQUIRED_CHECKS` leaves the check out: reported, never fails the probe.
+    #[serde(skip_serializing_if = "is_true", default = "yes")]
+    pub required: bool,
+    /// Figures the check measured (`CertDaysLeft`, `QueueBacklog`, ...), also sent as metrics.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty", default)]
+    pub metrics: BTreeMap<String, f64>,
+}
+
+fn is_true(b: &bool) -> bool {
+    *b
+}
+
+fn yes() -> bool {
+    true
+}
+
+impl CheckResult {
+    pub fn pass(name: &str, ms: u64, detail: impl Into<String>) -> Self {
+        Self {
+            name: name.into(),
+            ok: true,
+            ms,
+            detail: detail.into(),
+            layer: None,
+            warning: false,
+            hint: None,
+            required: true,
+            metrics: BTreeMap::new(),
+        }
+    }
+
+    pub fn fail(name: &str, layer: &str, ms: u64, detail: impl Into<String>) -> Self {
+        Self {
+            ok: false,
+            layer: Some(layer.into()),
+            ..Self::pass(name, ms, detail)
+        }
+    }
+
+    pub fn warn(name: &str, ms: u64, detail: impl Into<String>) -> Self {
+        Self {
+            warning: true,
+            ..Self::pass(name, ms, detail)
+        }
+    }
+
+    pub fn hint(mut self, hint: impl Into<String>) -> Self {
+        self.hint = Some(hint.into());
+        self
+    }
+
+    pub fn metric(mut self, name: &str, value: f64) -> Self {
+        self.metrics.insert(name.into(), value);
+        self
+    }
+
+    /// The sentence the invocation's error carries for this check.
+    pub fn failure_sentence(&self) -> String {
+        format!(
+            "{} failed at {}: {}{}",
+            self.name,
+            self.layer.as_deref().unwrap_or("?"),
+            self.detail,
+            if self.required { "" } else { " (not required)" }
+        )
+    }
 }
 
 /// The probe's answer.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ProbeReport {
+    /// No required check failed.
     pub ok: bool,
     pub checks: Vec<CheckResult>,
+    /// Groups that did not run because their configuration is absent.
+    #[serde(skip_serializing_if = "Vec::is_empty", default)]
+    pub skipped: Vec<String>,
 }
 
 impl ProbeReport {
-    /// Every failed check and the layer it broke at, in one sentence per check.
+    /// Every failed check and the layer it broke at, one sentence per check; required ones first.
     pub fn failures(&self) -> Vec<String> {
-        self.checks
-            .iter()
-            .filter(|c| !c.ok)
-            .map(|c| {
-                format!(
-                    "{} failed at {}: {}",
-                    c.name,
-                    c.layer.as_deref().unwrap_or("?"),
-                    c.detail
-                )
-            })
-            .collect()
+        let failed = |required: bool| {
+            self.checks
+                .iter()
+                .filter(move |c| !c.ok && c.required == required)
+                .map(CheckResult::failure_sentence)
+        };
+        failed(true).chain(failed(false)).collect()
     }
 }
 
@@ -63,88 +171,263 @@ impl ProbeReport {
 #[error("probe failed: {}", .0.join("; "))]
 pub struct ProbeError(pub Vec<String>);
 
-/// Clients built once per container. `es` is an error when the client could not be built (a bad
-/// CA bundle, say): the probe reports it instead of refusing to start.
+/// The AWS clients the probe calls.
+#[derive(Clone, Debug)]
+pub struct AwsClients {
+    pub s3: aws_sdk_s3::Client,
+    pub sqs: aws_sdk_sqs::Client,
+    /// With the SDK's retries off (see `aws::bedrock_client`): one call answers the question.
+    pub bedrock: aws_sdk_bedrockruntime::Client,
+    pub secrets: aws_sdk_secretsmanager::Client,
+}
+
+impl AwsClients {
+    /// The clients, from the shared SDK configuration (Region, credentials and
+    /// `AWS_ENDPOINT_URL_*` as every SDK reads them).
+    pub fn from_sdk(conf: &aws_config::SdkConfig, env: &mut Env) -> Self {
+        Self {
+            s3: crate::aws::s3_client(conf, env),
+            sqs: crate::aws::sqs_client(conf),
+            bedrock: crate::aws::bedrock_client(conf),
+            secrets: aws_sdk_secretsmanager::Client::new(conf),
+        }
+    }
+}
+
+/// Clients built once per container. Problems building them are probe findings, reported by the
+/// checks that need them, never a refusal to start.
 pub struct ProbeDeps {
     pub config: ProbeConfig,
     pub es: Result<EsClient, String>,
-    pub s3: aws_sdk_s3::Client,
-    pub sqs: aws_sdk_sqs::Client,
-    pub bedrock: BedrockEmbedder,
+    pub tls: Result<TlsTrust, String>,
+    /// Why the credentials named by `ES_SECRET_ID` could not be loaded at start-up.
+    pub es_credentials_problem: Option<String>,
+    pub aws: AwsClients,
 }
 
-/// Which dependency groups to check; an event may ask for a subset with `{"checks": [...]}`.
-const GROUPS: &[&str] = &["elasticsearch", "s3", "sqs", "bedrock"];
+impl ProbeDeps {
+    /// Builds the Elasticsearch client and the TLS trust from the configuration. Set
+    /// `config.es.auth` first when the credentials come from Secrets Manager.
+    pub fn new(config: ProbeConfig, aws: AwsClients) -> Self {
+        let es = EsClient::new(&config.es).map_err(|e| e.to_string());
+        let tls = if config.es.use_ssl {
+            TlsTrust::new(config.es.ca_cert_pem.as_deref())
+        } else {
+            Err("ES_USE_SSL is false".into())
+        };
+        Self {
+            config,
+            es,
+            tls,
+            es_credentials_problem: None,
+            aws,
+        }
+    }
 
-fn requested_groups(event: &Value) -> Vec<&'static str> {
-    let asked: Vec<String> = event
-        .get("checks")
-        .and_then(Value::as_array)
-        .map(|a| {
-            a.iter()
-                .filter_map(|v| v.as_str().map(str::to_owned))
-                .collect()
-        })
-        .unwrap_or_default();
-    GROUPS
+    pub fn with_credentials_problem(mut self, problem: Option<String>) -> Self {
+        self.es_credentials_problem = problem;
+        self
+    }
+
+    /// Everything from the environment, the same way for the Lambda and the `sakuin` CLI. A
+    /// secret that cannot be read is a finding for the checks, not a refusal to start.
+    pub async fn from_env(env: &mut Env) -> Result<Self, ConfigError> {
+        let mut config = ProbeConfig::from_env(env)?;
+        let sdk = crate::aws::sdk_config().await;
+        let aws = AwsClients::from_sdk(&sdk, env);
+        env.check()?;
+        let mut problem = None;
+        if let Some(id) = &config.es_secret_id {
+            match tokio::time::timeout(config.timeout, crate::aws::es_auth_from_secret(&sdk, id))
+                .await
+            {
+                Ok(Ok(auth)) => config.es.auth = Some(auth),
+                Ok(Err(e)) => problem = Some(e.problems.join(", ")),
+                Err(_) => {
+                    problem = Some(format!(
+                        "ES_SECRET_ID {id}: Secrets Manager did not answer within {} s",
+                        config.timeout.as_secs()
+                    ))
+                }
+            }
+        }
+        Ok(Self::new(config, aws).with_credentials_problem(problem))
+    }
+}
+
+/// The groups an event asks for (`{"checks": ["elasticsearch", "s3.bucket"]}` or
+/// `{"checks": "elasticsearch,s3"}`; a check name selects its group), and the names it did not
+/// recognise. Any other event shape asks for everything.
+pub fn requested_groups(event: &Value) -> (Vec<&'static str>, Vec<String>) {
+    let asked: Vec<String> = match event.get("checks") {
+        Some(Value::Array(a)) => a
+            .iter()
+            .filter_map(|v| v.as_str().map(|s| s.trim().to_owned()))
+            .collect(),
+        Some(Value::String(s)) => s.split(',').map(|s| s.trim().to_owned()).collect(),
+        _ => Vec::new(),
+    };
+    let asked: Vec<String> = asked.into_iter().filter(|s| !s.is_empty()).collect();
+    select_groups(&asked)
+}
+
+/// Groups selected by names of groups or checks (`all` or nothing = every group).
+pub fn select_groups(names: &[String]) -> (Vec<&'static str>, Vec<String>) {
+    let unknown: Vec<String> = names
+        .iter()
+        .filter(|n| !is_known_selector(n) || n.as_str() == "none")
+        .cloned()
+        .collect();
+    let everything = names.is_empty() || names.iter().any(|n| n == "all");
+    let groups = GROUPS
         .iter()
         .copied()
-        .filter(|g| asked.is_empty() || asked.iter().any(|a| a == g))
-        .collect()
+        .filter(|g| everything || names.iter().any(|n| is_known_selector(n) && group_of(n) == *g))
+        .collect();
+    (groups, unknown)
 }
 
-/// Runs the checks (all groups at once), emits metrics and returns the report.
-pub async fn run(deps: &ProbeDeps, event: &Value) -> ProbeReport {
-    let groups = requested_groups(event);
+fn is_required(required: &[String], check: &str) -> bool {
+    required
+        .iter()
+        .any(|r| r == "all" || r == check || r == group_of(check))
+}
+
+/// Runs the selected groups concurrently and returns the report (no output).
+pub async fn run(deps: &ProbeDeps, groups: &[&str]) -> ProbeReport {
     let want = |g: &str| groups.contains(&g);
-    let (es, s3, sqs, bedrock) = tokio::join!(
-        async {
-            if want("elasticsearch") {
-                check_elasticsearch(deps).await
-            } else {
-                Vec::new()
-            }
-        },
-        async {
-            if want("s3") {
-                check_s3(deps).await
-            } else {
-                Vec::new()
-            }
-        },
-        async {
-            if want("sqs") {
-                check_queues(deps).await
-            } else {
-                Vec::new()
-            }
-        },
-        async {
-            if want("bedrock") {
-                check_bedrock(deps).await
-            } else {
-                Vec::new()
-            }
-        },
+    let config = &deps.config;
+    let mut skipped = Vec::new();
+    for (group, missing) in [
+        ("s3", config.bucket.is_none().then_some("SOURCE_BUCKET")),
+        (
+            "sqs",
+            (config.queue_url.is_none() && config.dead_letter_queue_url.is_none())
+                .then_some("CHUNK_QUEUE_URL / DEAD_LETTER_QUEUE_URL"),
+        ),
+        (
+            "secretsmanager",
+            config.es_secret_id.is_none().then_some("ES_SECRET_ID"),
+        ),
+    ] {
+        if let (true, Some(var)) = (want(group), missing) {
+            skipped.push(format!("{group} ({var} is not set)"));
+        }
+    }
+    let when = |g: &'static str| want(g);
+    let (es, s3, sqs, bedrock, secret) = tokio::join!(
+        maybe(when("elasticsearch"), elasticsearch::check(deps)),
+        maybe(when("s3"), services::check_s3(deps)),
+        maybe(when("sqs"), services::check_queues(deps)),
+        maybe(when("bedrock"), services::check_bedrock(deps)),
+        maybe(when("secretsmanager"), services::check_secret(deps)),
     );
-    let checks: Vec<CheckResult> = [es, s3, sqs, bedrock].into_iter().flatten().collect();
-    let report = ProbeReport {
-        ok: checks.iter().all(|c| c.ok),
+    let mut checks: Vec<CheckResult> = [es, s3, sqs, bedrock, secret]
+        .into_iter()
+        .flatten()
+        .collect();
+    for c in &mut checks {
+        c.required = is_required(&config.required_checks, &c.name);
+    }
+    ProbeReport {
+        ok: checks.iter().all(|c| c.ok || !c.required),
         checks,
-    };
-    emit(&report, &groups);
-    report
+        skipped,
+    }
 }
 
-/// The Lambda handler: the report, or an error naming every failed check.
+async fn maybe<F: Future<Output = Vec<CheckResult>>>(on: bool, f: F) -> Vec<CheckResult> {
+    if on { f.await } else { Vec::new() }
+}
+
+/// The Lambda handler: runs what the event asks for, writes the metrics and one report line,
+/// and fails when a required check failed (so the function's `Errors` alarm fires).
 pub async fn handle_event(deps: &ProbeDeps, event: Value) -> Result<ProbeReport, ProbeError> {
-    let report = run(deps, &event).await;
-    // One structured line with the whole report, for Logs Insights.
-    tracing::info!(report = %serde_json::to_string(&report).unwrap_or_default(), ok = report.ok, "probe report");
+    let (groups, unknown) = requested_groups(&event);
+    let mut report = run(deps, &groups).await;
+    if !unknown.is_empty() {
+        report.checks.insert(
+            0,
+            CheckResult::fail(
+                "probe.request",
+                "config",
+                0,
+                format!("the event asks for unknown checks: {}", unknown.join(", ")),
+            )
+            .hint(format!("known: all, {}, {}", GROUPS.join(", "), CHECKS.join(", "))),
+        );
+        report.ok = false;
+    }
+    emit_metrics(&report, &groups);
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "{}", report_line(&report));
+    drop(out);
     if report.ok {
         Ok(report)
     } else {
         Err(ProbeError(report.failures()))
+    }
+}
+
+/// One JSON object on one line with the whole report, for Logs Insights
+/// (`filter message = "probe report" and not ok`).
+pub fn report_line(report: &ProbeReport) -> String {
+    json!({
+        "timestamp": chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+        "level": if report.ok { "INFO" } else { "ERROR" },
+        "message": "probe report",
+        "ok": report.ok,
+        "failures": report.failures(),
+        "checks": report.checks,
+        "skipped": report.skipped,
+    })
+    .to_string()
+}
+
+/// The EMF lines: per group `CheckFailed` (0/1, dimension exactly `Check=<group>`, which the
+/// template's alarm watches) and `CheckLatencyMs`; per check `Up` (0/1), `LatencyMs` and what it
+/// measured (`CertDaysLeft`, `QueueBacklog`, `QueueInFlight`, `DeadLetterQueueDepth`), with
+/// dimension `Check=<check name>`.
+pub fn metric_sets(report: &ProbeReport, groups: &[&str]) -> Vec<MetricSet> {
+    let mut sets = Vec::new();
+    for group in groups {
+        let checks: Vec<&CheckResult> = report
+            .checks
+            .iter()
+            .filter(|c| group_of(&c.name) == *group)
+            .collect();
+        if checks.is_empty() {
+            continue;
+        }
+        let mut m = MetricSet::dimensions_only(&[("Check", group)]);
+        m.count("CheckFailed", u64::from(checks.iter().any(|c| !c.ok)))
+            .value(
+                "CheckLatencyMs",
+                checks.iter().map(|c| c.ms).sum::<u64>() as f64,
+                "Milliseconds",
+            );
+        sets.push(m);
+    }
+    for c in &report.checks {
+        let mut m = MetricSet::dimensions_only(&[("Check", &c.name)]);
+        m.count("Up", u64::from(c.ok))
+            .value("LatencyMs", c.ms as f64, "Milliseconds");
+        for (name, value) in &c.metrics {
+            let unit = match name.as_str() {
+                "CertDaysLeft" => "None",
+                "OldestMessageAgeSeconds" => "Seconds",
+                _ => "Count",
+            };
+            m.value(name, *value, unit);
+        }
+        sets.push(m);
+    }
+    sets
+}
+
+fn emit_metrics(report: &ProbeReport, groups: &[&str]) {
+    for m in metric_sets(report, groups) {
+        m.emit();
     }
 }
 
@@ -154,407 +437,14 @@ async fn timed<T, F: Future<Output = T>>(f: F) -> (T, u64) {
     (out, start.elapsed().as_millis() as u64)
 }
 
-fn pass(name: &str, ms: u64, detail: impl Into<String>) -> CheckResult {
-    CheckResult {
-        name: name.into(),
-        ok: true,
-        ms,
-        detail: detail.into(),
-        layer: None,
-        warning: false,
-    }
-}
-
-fn fail(name: &str, layer: &str, ms: u64, detail: impl Into<String>) -> CheckResult {
-    CheckResult {
-        name: name.into(),
-        ok: false,
-        ms,
-        detail: detail.into(),
-        layer: Some(layer.into()),
-        warning: false,
-    }
-}
-
-fn warn(name: &str, ms: u64, detail: impl Into<String>) -> CheckResult {
-    CheckResult {
-        warning: true,
-        ..pass(name, ms, detail)
-    }
-}
-
-/// Elasticsearch, layer by layer, stopping at the first layer that fails.
-async fn check_elasticsearch(deps: &ProbeDeps) -> Vec<CheckResult> {
-    let es = &deps.config.es;
-    let budget = deps.config.timeout;
-    let mut out = Vec::new();
-
-    let (resolved, ms) = timed(tokio::time::timeout(
-        budget,
-        tokio::net::lookup_host((es.host.as_str(), es.port)),
-    ))
-    .await;
-    let addrs: Vec<SocketAddr> = match resolved {
-        Ok(Ok(addrs)) => addrs.collect(),
-        Ok(Err(e)) => {
-            out.push(fail("elasticsearch.dns", "dns", ms, format!(
-                "{} does not resolve ({e}); check the name, the VPC's DNS resolver and any Route 53 Resolver rule forwarding the on-premises domain",
-                es.host
-            )));
-            return out;
-        }
-        Err(_) => {
-            out.push(fail(
-                "elasticsearch.dns",
-                "dns",
-                ms,
-                format!("resolving {} timed out after {budget:?}", es.host),
-            ));
-            return out;
-        }
-    };
-    let listed: Vec<String> = addrs.iter().map(|a| a.ip().to_string()).collect();
-    out.push(pass(
-        "elasticsearch.dns",
-        ms,
-        format!("{} → {}", es.host, listed.join(", ")),
-    ));
-
-    let (connected, ms) = timed(connect_any(&addrs, es.connect_timeout.min(budget))).await;
-    match connected {
-        Ok(addr) => out.push(pass(
-            "elasticsearch.tcp",
-            ms,
-            format!("connected to {addr}"),
-        )),
-        Err(detail) => {
-            out.push(fail("elasticsearch.tcp", "tcp", ms, detail));
-            return out;
-        }
-    }
-
-    let client = match &deps.es {
-        Ok(c) => c,
-        Err(e) => {
-            out.push(fail("elasticsearch.http", "tls", 0, e.clone()));
-            return out;
-        }
-    };
-    let (answer, ms) = timed(client.send(Method::GET, "/", None)).await;
-    let (status, body) = match answer {
-        Ok(a) => a,
-        Err(EsError::Unreachable {
-            detail, timeout, ..
-        }) => {
-            let (layer, hint) = if es.use_ssl && !timeout {
-                (
-                    "tls",
-                    "the TLS handshake failed: check ES_CA_CERT (the cluster's CA), that the certificate's names include ES_HOST, and its dates",
-                )
-            } else if timeout {
-                (
-                    "http",
-                    "connected, but no HTTP answer in time: is this port Elasticsearch's HTTP port (and ES_USE_SSL right)?",
-                )
-            } else {
-                (
-                    "http",
-                    "connected, but the HTTP exchange failed: if the cluster speaks TLS, set ES_USE_SSL=true",
-                )
-            };
-            out.push(fail(
-                "elasticsearch.http",
-                layer,
-                ms,
-                format!("{hint} ({detail})"),
-            ));
-            return out;
-        }
-        Err(e) => {
-            out.push(fail("elasticsearch.http", "http", ms, e.to_string()));
-            return out;
-        }
-    };
-    let version = serde_json::from_slice::<Value>(&body).ok().and_then(|v| {
-        v.pointer("/version/number")
-            .and_then(Value::as_str)
-            .map(str::to_owned)
-    });
-    out.push(pass(
-        "elasticsearch.http",
-        ms,
-        format!(
-            "HTTP {} from {}{}",
-            status.as_u16(),
-            client.base_url(),
-            version
-                .map(|v| format!(", Elasticsearch {v}"))
-                .unwrap_or_default()
-        ),
-    ));
-
-    match status {
-        StatusCode::UNAUTHORIZED => {
-            out.push(fail("elasticsearch.auth", "auth", 0, "401: the credentials were refused; check ES_USERNAME / ES_PASSWORD, ES_API_KEY or the secret named by ES_SECRET_ID"));
-            return out;
-        }
-        s if s.is_success() || s == StatusCode::FORBIDDEN => {
-            out.push(pass("elasticsearch.auth", 0, "credentials accepted"))
-        }
-        s => {
-            out.push(fail(
-                "elasticsearch.auth",
-                "http",
-                0,
-                format!(
-                    "unexpected HTTP {} for GET /: is this Elasticsearch?",
-                    s.as_u16()
-                ),
-            ));
-            return out;
-        }
-    }
-
-    let (health, ms) = timed(client.cluster_health()).await;
-    match health {
-        Ok(h) if h.status == "green" => out.push(pass("elasticsearch.cluster", ms, format!("green, {} node(s)", h.nodes))),
-        Ok(h) if h.status == "yellow" => out.push(warn(
-            "elasticsearch.cluster",
-            ms,
-            format!("yellow, {} node(s), {} unassigned shard(s): replicas are not allocated (normal for a single node)", h.nodes, h.unassigned_shards),
-        )),
-        Ok(h) => {
-            out.push(fail("elasticsearch.cluster", "cluster", ms, format!("{}: some primary shards are not allocated; writes to them fail", h.status)));
-            return out;
-        }
-        Err(EsError::Status { status: 403, reason, .. }) => {
-            out.push(fail("elasticsearch.cluster", "auth", ms, format!("403: the user may not read cluster health (grant the `monitor` cluster privilege): {reason}")));
-            return out;
-        }
-        Err(e) => {
-            out.push(fail("elasticsearch.cluster", "cluster", ms, e.to_string()));
-            return out;
-        }
-    }
-
-    let (mapping, ms) = timed(client.mapping()).await;
-    let want = deps.config.model.dimensions;
-    match mapping {
-        Ok(m) => {
-            let dims = mapped_dimensions(&m);
-            let wrong: Vec<String> = dims
-                .iter()
-                .filter(|(_, d)| *d != Some(want as u64))
-                .map(|(i, d)| {
-                    format!(
-                        "{i} has {}",
-                        d.map(|d| format!("{d} dimensions"))
-                            .unwrap_or("no dense_vector `embedding`".into())
-                    )
-                })
-                .collect();
-            if wrong.is_empty() {
-                let count = client
-                    .count()
-                    .await
-                    .map(|c| format!(", {c} chunks"))
-                    .unwrap_or_default();
-                out.push(pass(
-                    "elasticsearch.index",
-                    ms,
-                    format!("{}: embedding has {want} dimensions{count}", client.index),
-                ));
-            } else {
-                out.push(fail("elasticsearch.index", "mapping", ms, format!(
-                    "{} expects {want} dimensions but {}; point ES_INDEX at an index for this model",
-                    deps.config.model.id,
-                    wrong.join(", ")
-                )));
-            }
-        }
-        Err(EsError::Status { status: 404, .. }) => out.push(warn(
-            "elasticsearch.index",
-            ms,
-            format!(
-                "{} does not exist yet; embed-index creates it with the first batch",
-                client.index
-            ),
-        )),
-        Err(EsError::Status {
-            status: 403,
-            reason,
-            ..
-        }) => out.push(fail(
-            "elasticsearch.index",
-            "auth",
-            ms,
-            format!(
-                "403 reading the mapping of {}: grant `view_index_metadata` on it ({reason})",
-                client.index
-            ),
-        )),
-        Err(e) => out.push(fail("elasticsearch.index", "mapping", ms, e.to_string())),
-    }
-    out
-}
-
-/// Connects to the first address that answers; says whether the others refused or timed out.
-async fn connect_any(addrs: &[SocketAddr], timeout: Duration) -> Result<SocketAddr, String> {
-    let mut problems = Vec::new();
-    for addr in addrs {
-        match tokio::time::timeout(timeout, TcpStream::connect(addr)).await {
-            Ok(Ok(_)) => return Ok(*addr),
-            Ok(Err(e)) if e.kind() == std::io::ErrorKind::ConnectionRefused => problems.push(format!(
-                "{addr} refused the connection: the host is reachable but nothing listens on port {} (or a firewall rejects it)",
-                addr.port()
-            )),
-            Ok(Err(e)) => problems.push(format!("{addr}: {e}")),
-            Err(_) => problems.push(format!(
-                "{addr} did not answer within {timeout:?}: usually routing (the subnet's route to the on-premises CIDR over the VPN / Direct Connect), \
-                 the security group's egress, or the on-premises firewall dropping the traffic"
-            )),
-        }
-    }
-    Err(problems.join("; "))
-}
-
-async fn check_s3(deps: &ProbeDeps) -> Vec<CheckResult> {
-    let Some(bucket) = &deps.config.bucket else {
-        return Vec::new();
-    };
-    let (result, ms) = timed(deps.s3.head_bucket().bucket(bucket).send()).await;
-    vec![match result {
-        Ok(_) => pass("s3.bucket", ms, format!("{bucket} is readable")),
-        Err(e) => {
-            let status = e.raw_response().map(|r| r.status().as_u16());
-            let detail = match status {
-                Some(404) => format!("{bucket} does not exist"),
-                Some(403) => format!(
-                    "{bucket}: access denied; check the function role's s3:ListBucket permission and the bucket policy"
-                ),
-                _ => format!(
-                    "{bucket}: {}; if the function is in a VPC, check the S3 gateway endpoint or NAT route",
-                    error_chain(&e)
-                ),
-            };
-            fail("s3.bucket", "s3", ms, detail)
-        }
-    }]
-}
-
-async fn check_queues(deps: &ProbeDeps) -> Vec<CheckResult> {
-    let mut out = Vec::new();
-    for (name, url, is_dlq) in [
-        ("sqs.queue", &deps.config.queue_url, false),
-        (
-            "sqs.dead_letter_queue",
-            &deps.config.dead_letter_queue_url,
-            true,
-        ),
-    ] {
-        let Some(url) = url else { continue };
-        use aws_sdk_sqs::types::QueueAttributeName as A;
-        let (result, ms) = timed(
-            deps.sqs
-                .get_queue_attributes()
-                .queue_url(url)
-                .attribute_names(A::ApproximateNumberOfMessages)
-                .attribute_names(A::ApproximateNumberOfMessagesNotVisible)
-                .send(),
-        )
-        .await;
-        out.push(match result {
-            Ok(r) => {
-                let attr = |a: A| r.attributes().and_then(|m| m.get(&a)).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
-                let visible = attr(A::ApproximateNumberOfMessages);
-                let in_flight = attr(A::ApproximateNumberOfMessagesNotVisible);
-                let detail = format!("{visible} waiting, {in_flight} in flight");
-                if is_dlq && visible > 0 {
-                    warn(name, ms, format!("{detail}: messages that failed every retry; read the embed-index errors, fix, then redrive"))
-                } else {
-                    pass(name, ms, detail)
-                }
-            }
-            Err(e) => fail(name, "sqs", ms, format!("{url}: {}; if the function is in a VPC, check the SQS interface endpoint or NAT route", error_chain(&e.into_service_error()))),
-        });
-    }
-    out
-}
-
-async fn check_bedrock(deps: &ProbeDeps) -> Vec<CheckResult> {
-    let model = deps.bedrock.model();
-    let (result, ms) = timed(tokio::time::timeout(
-        deps.config.timeout * 3,
-        deps.bedrock.invoke(&["probe"], InputPurpose::Query),
-    ))
-    .await;
-    vec![match result {
-        Ok(Ok(out)) => pass(
-            "bedrock.model",
-            ms,
-            format!(
-                "{} answered a {}-dimension embedding",
-                model.id,
-                out.vectors[0].len()
-            ),
-        ),
-        Ok(Err(e)) => fail("bedrock.model", "bedrock", ms, format!("{}: {e}", model.id)),
-        Err(_) => fail(
-            "bedrock.model",
-            "bedrock",
-            ms,
-            format!(
-                "{} did not answer in time; if the function is in a VPC, check the bedrock-runtime interface endpoint",
-                model.id
-            ),
-        ),
-    }]
-}
-
-/// EMF: per group, `CheckFailed` (0/1) and `CheckLatencyMs`; the queue depths as their own metrics.
-fn emit(report: &ProbeReport, groups: &[&str]) {
-    for group in groups {
-        let checks: Vec<&CheckResult> = report
-            .checks
-            .iter()
-            .filter(|c| c.name.split('.').next() == Some(group))
-            .collect();
-        if checks.is_empty() {
-            continue;
-        }
-        let failed = checks.iter().any(|c| !c.ok);
-        let ms: u64 = checks.iter().map(|c| c.ms).sum();
-        let mut m = MetricSet::dimensions_only(&[("Check", group)]);
-        m.count("CheckFailed", u64::from(failed)).value(
-            "CheckLatencyMs",
-            ms as f64,
-            "Milliseconds",
-        );
-        m.emit();
-    }
-    for c in &report.checks {
-        if let Some(waiting) = c
-            .detail
-            .split(' ')
-            .next()
-            .and_then(|n| n.parse::<u64>().ok())
-        {
-            let metric = match c.name.as_str() {
-                "sqs.queue" => "QueueDepth",
-                "sqs.dead_letter_queue" => "DeadLetterQueueDepth",
-                _ => continue,
-            };
-            let mut m = MetricSet::dimensions_only(&[("Function", "probe")]);
-            m.count(metric, waiting);
-            m.emit();
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use serde_json::json;
+
+    fn names(v: &[&str]) -> Vec<String> {
+        v.iter().map(|s| s.to_string()).collect()
+    }
 
     #[test]
     fn any_event_shape_checks_everything_unless_told() {
@@ -563,27 +453,50 @@ mod tests {
             json!({"version": "0", "source": "aws.scheduler", "detail-type": "Scheduled Event", "detail": "{}"}),
             json!({"source": "aws.events", "detail": {}}),
             json!(null),
+            json!({"checks": []}),
+            json!({"checks": ["all"]}),
         ] {
-            assert_eq!(requested_groups(&event), GROUPS.to_vec());
+            assert_eq!(requested_groups(&event), (GROUPS.to_vec(), vec![]));
         }
         assert_eq!(
             requested_groups(&json!({"checks": ["bedrock", "elasticsearch", "nope"]})),
-            vec!["elasticsearch", "bedrock"]
+            (vec!["elasticsearch", "bedrock"], names(&["nope"]))
+        );
+        assert_eq!(
+            requested_groups(&json!({"checks": "s3.bucket, sqs"})).0,
+            vec!["s3", "sqs"]
         );
     }
 
     #[test]
-    fn failures_name_check_and_layer() {
+    fn required_checks_by_group_or_name() {
+        assert!(is_required(&names(&["all"]), "s3.bucket"));
+        assert!(is_required(&names(&["elasticsearch"]), "elasticsearch.tls"));
+        assert!(!is_required(&names(&["elasticsearch"]), "s3.bucket"));
+        assert!(is_required(&names(&["s3.bucket"]), "s3.bucket"));
+        assert!(!is_required(&names(&["none"]), "elasticsearch.tcp"));
+        assert!(is_known_selector("sqs.dead_letter_queue") && !is_known_selector("sqs.dlq"));
+    }
+
+    #[test]
+    fn failures_name_check_and_layer_required_first() {
+        let mut optional = CheckResult::fail("s3.bucket", "not_found", 3, "gone");
+        optional.required = false;
         let report = ProbeReport {
             ok: false,
             checks: vec![
-                pass("elasticsearch.dns", 1, "ok"),
-                fail("elasticsearch.tcp", "tcp", 5, "refused"),
+                CheckResult::pass("elasticsearch.dns", 1, "ok"),
+                optional,
+                CheckResult::fail("elasticsearch.tcp", "tcp", 5, "refused"),
             ],
+            skipped: vec![],
         };
         assert_eq!(
             report.failures(),
-            vec!["elasticsearch.tcp failed at tcp: refused"]
+            vec![
+                "elasticsearch.tcp failed at tcp: refused",
+                "s3.bucket failed at not_found: gone (not required)"
+            ]
         );
         let text = ProbeError(report.failures()).to_string();
         assert!(text.starts_with("probe failed: elasticsearch.tcp failed at tcp"));
@@ -592,16 +505,52 @@ mod tests {
             v["checks"][0],
             json!({"name": "elasticsearch.dns", "ok": true, "ms": 1, "detail": "ok"})
         );
+        assert_eq!(v["checks"][1]["required"], false);
+        let back: ProbeReport = serde_json::from_value(v).unwrap();
+        assert_eq!(back, report);
     }
 
-    #[tokio::test]
-    async fn closed_port_is_refused_and_named() {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let addr = listener.local_addr().unwrap();
-        drop(listener);
-        let err = connect_any(&[addr], Duration::from_secs(2))
-            .await
-            .unwrap_err();
-        assert!(err.contains("refused"), "{err}");
+    #[test]
+    fn metrics_keep_the_alarm_dimension_and_add_per_check_figures() {
+        let report = ProbeReport {
+            ok: false,
+            checks: vec![
+                CheckResult::pass("elasticsearch.tls", 7, "ok").metric("CertDaysLeft", 40.0),
+                CheckResult::fail("elasticsearch.http", "http", 9, "no"),
+                CheckResult::pass("sqs.dead_letter_queue", 2, "0").metric("DeadLetterQueueDepth", 0.0),
+            ],
+            skipped: vec![],
+        };
+        let lines: Vec<Value> = metric_sets(&report, &["elasticsearch", "sqs", "s3"])
+            .iter()
+            .map(|m| serde_json::from_str(&m.to_line()).unwrap())
+            .collect();
+        assert_eq!(lines.len(), 2 + 3);
+        let es = &lines[0];
+        assert_eq!(es["_aws"]["CloudWatchMetrics"][0]["Dimensions"], json!([["Check"]]));
+        assert_eq!(es["_aws"]["CloudWatchMetrics"][0]["Namespace"], "sakuin");
+        assert_eq!((es["Check"].clone(), es["CheckFailed"].clone()), (json!("elasticsearch"), json!(1.0)));
+        assert_eq!(lines[1]["CheckFailed"], 0.0);
+        let tls = &lines[2];
+        assert_eq!((tls["Check"].clone(), tls["Up"].clone(), tls["CertDaysLeft"].clone()), (json!("elasticsearch.tls"), json!(1.0), json!(40.0)));
+        assert_eq!(lines[3]["Up"], 0.0);
+        assert_eq!(lines[4]["DeadLetterQueueDepth"], 0.0);
+        assert_eq!(lines[4]["_aws"]["CloudWatchMetrics"][0]["Dimensions"], json!([["Check"]]));
+    }
+
+    #[test]
+    fn the_report_line_is_one_json_object() {
+        let report = ProbeReport {
+            ok: false,
+            checks: vec![CheckResult::fail("elasticsearch.tcp", "tcp", 5, "refused").hint("look")],
+            skipped: vec!["s3 (SOURCE_BUCKET is not set)".into()],
+        };
+        let line = report_line(&report);
+        assert!(!line.contains('\n'));
+        let v: Value = serde_json::from_str(&line).unwrap();
+        assert_eq!(v["message"], "probe report");
+        assert_eq!(v["level"], "ERROR");
+        assert_eq!(v["failures"][0], "elasticsearch.tcp failed at tcp: refused");
+        assert_eq!(v["checks"][0]["hint"], "look");
     }
 }

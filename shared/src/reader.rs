@@ -52,6 +52,8 @@ pub enum RecordError {
 pub enum ReadError {
     #[error("not JSON or JSON Lines: it starts with byte 0x{0:02x}")]
     UnsupportedFormat(u8),
+    #[error("no array of records at {0:?} (RECORDS_PATH)")]
+    RecordsPathNotFound(String),
     #[error("reading the object failed: {0}")]
     Io(#[from] io::Error),
 }
@@ -61,6 +63,9 @@ pub enum ReadError {
 pub struct RawRecord {
     pub position: RecordPosition,
     pub value: Result<Value, RecordError>,
+    /// The record's bytes when it could not be read (the first `max_record_bytes` of an
+    /// oversized one), kept for the rejects object; empty otherwise.
+    pub raw: Vec<u8>,
 }
 
 /// What the object's name says about its layout.
@@ -94,6 +99,17 @@ pub async fn open_records(
     key: &str,
     max_record_bytes: usize,
 ) -> Result<RecordReader<BoxedBufRead>, ReadError> {
+    open_records_at(body, key, max_record_bytes, &[]).await
+}
+
+/// Like `open_records`, for documents whose records are the array at a field path (for
+/// `["data", "items"]`: `{"data": {"items": [ ...records... ]}}`), streamed element by element.
+pub async fn open_records_at(
+    body: impl AsyncRead + Send + 'static,
+    key: &str,
+    max_record_bytes: usize,
+    records_path: &[String],
+) -> Result<RecordReader<BoxedBufRead>, ReadError> {
     let mut raw = BufReader::with_capacity(READ_BUFFER, Box::pin(body));
     let mut magic = Vec::with_capacity(2);
     while magic.len() < 2 {
@@ -115,11 +131,12 @@ pub async fn open_records(
     } else {
         Box::pin(BufReader::with_capacity(READ_BUFFER, stream))
     };
-    Ok(RecordReader::new(
-        src,
-        FormatHint::from_key(key),
-        max_record_bytes,
-    ))
+    let mut reader = RecordReader::new(src, FormatHint::from_key(key), max_record_bytes);
+    if !records_path.is_empty() {
+        reader.splitter.navigator = Some(Navigator::new(records_path));
+        reader.splitter.mode = Mode::Values;
+    }
+    Ok(reader)
 }
 
 /// Pulls records from a buffered byte stream.
@@ -146,6 +163,13 @@ impl<R: AsyncBufRead + Unpin> RecordReader<R> {
             }
             if let Some(byte) = self.splitter.unsupported {
                 return Err(ReadError::UnsupportedFormat(byte));
+            }
+            if self.done
+                && let Some(nav) = &self.splitter.navigator
+                && !nav.found
+            {
+                let path = nav.path.iter().map(|s| String::from_utf8_lossy(s)).collect::<Vec<_>>().join(".");
+                return Err(ReadError::RecordsPathNotFound(path));
             }
             if self.done {
                 return Ok(None);
@@ -207,6 +231,10 @@ struct Splitter {
     in_string: bool,
     escape: bool,
     scalar: bool,
+    /// Finds the records array under a field path before element streaming starts.
+    navigator: Option<Navigator>,
+    /// The records array under the path has ended; the rest of the document is not records.
+    path_done: bool,
 }
 
 impl Splitter {
@@ -231,6 +259,8 @@ impl Splitter {
             in_string: false,
             escape: false,
             scalar: false,
+            navigator: None,
+            path_done: false,
         }
     }
 
@@ -242,10 +272,8 @@ impl Splitter {
             serde_json::from_slice::<Value>(&p.bytes)
                 .map_err(|e| RecordError::InvalidJson(e.to_string()))
         };
-        Some(RawRecord {
-            position: p.position,
-            value,
-        })
+        let raw = if value.is_err() { p.bytes } else { Vec::new() };
+        Some(RawRecord { position: p.position, value, raw })
     }
 
     fn feed(&mut self, data: &[u8]) {
@@ -388,6 +416,23 @@ impl Splitter {
 
     fn feed_values(&mut self, data: &[u8]) {
         let mut i = 0;
+        if let Some(nav) = &mut self.navigator {
+            if !nav.found {
+                self.line += data.iter().filter(|&&b| b == b'\n').count() as u64;
+                match nav.feed(data) {
+                    Some(at) => {
+                        // Count back the lines after the array's start: they are scanned below.
+                        self.line -= data[at..].iter().filter(|&&b| b == b'\n').count() as u64;
+                        self.in_array = true;
+                        i = at;
+                    }
+                    None => return,
+                }
+            }
+        }
+        if self.path_done {
+            return;
+        }
         while i < data.len() {
             let b = data[i];
             if !self.in_value {
@@ -395,7 +440,13 @@ impl Splitter {
                     b'\n' => self.line += 1,
                     b' ' | b'\t' | b'\r' => {}
                     b',' if self.in_array => {}
-                    b']' if self.in_array => self.in_array = false,
+                    b']' if self.in_array => {
+                        self.in_array = false;
+                        if self.navigator.is_some() {
+                            self.path_done = true;
+                            return;
+                        }
+                    }
                     b'[' if !self.in_array => self.in_array = true,
                     _ => {
                         self.in_value = true;
@@ -485,6 +536,96 @@ impl Splitter {
             Mode::Values if self.in_value => self.end_value(),
             _ => {}
         }
+    }
+}
+
+/// Walks a JSON document's structure (without building it) to the array at a field path.
+struct Navigator {
+    path: Vec<Vec<u8>>,
+    /// Open containers: `true` for an object.
+    stack: Vec<bool>,
+    /// How many path segments the open containers match.
+    matched: usize,
+    in_string: bool,
+    escape: bool,
+    /// In an object, whether the next string is a key.
+    expecting_key: bool,
+    capturing_key: bool,
+    key: Vec<u8>,
+    found: bool,
+}
+
+impl Navigator {
+    fn new(path: &[String]) -> Self {
+        Self {
+            path: path.iter().map(|s| s.as_bytes().to_vec()).collect(),
+            stack: Vec::new(),
+            matched: 0,
+            in_string: false,
+            escape: false,
+            expecting_key: false,
+            capturing_key: false,
+            key: Vec::new(),
+            found: false,
+        }
+    }
+
+    /// Consumes bytes; returns the offset just past the records array's `[` once reached.
+    fn feed(&mut self, data: &[u8]) -> Option<usize> {
+        for (i, &b) in data.iter().enumerate() {
+            if self.in_string {
+                if self.escape {
+                    self.escape = false;
+                } else if b == b'\\' {
+                    self.escape = true;
+                } else if b == b'"' {
+                    self.in_string = false;
+                    self.capturing_key = false;
+                    continue;
+                }
+                if self.capturing_key {
+                    self.key.push(b);
+                }
+                continue;
+            }
+            let in_object = self.stack.last() == Some(&true);
+            match b {
+                b'"' => {
+                    self.in_string = true;
+                    if in_object && self.expecting_key {
+                        self.capturing_key = true;
+                        self.key.clear();
+                    }
+                }
+                b':' => self.expecting_key = false,
+                b',' => self.expecting_key = in_object,
+                b'{' | b'[' => {
+                    // A value that opens a container: is it the next segment of the path?
+                    let on_path = in_object
+                        && self.stack.len() == self.matched + 1
+                        && self.path.get(self.matched).is_some_and(|seg| *seg == self.key);
+                    if on_path && b == b'[' && self.matched + 1 == self.path.len() {
+                        self.found = true;
+                        return Some(i + 1);
+                    }
+                    if on_path && b == b'{' {
+                        self.matched += 1;
+                    }
+                    self.stack.push(b == b'{');
+                    self.expecting_key = b == b'{';
+                    self.key.clear();
+                }
+                b'}' | b']' => {
+                    self.stack.pop();
+                    if self.stack.len() < self.matched + 1 {
+                        self.matched = self.matched.min(self.stack.len().saturating_sub(1));
+                    }
+                    self.expecting_key = false;
+                }
+                _ => {}
+            }
+        }
+        None
     }
 }
 
@@ -692,5 +833,45 @@ mod tests {
             }
             assert_eq!(count, n, "{key}");
         }
+    }
+}
+
+#[cfg(test)]
+mod records_path_tests {
+    use super::*;
+    use serde_json::json;
+
+    async fn read_at(data: &str, path: &[&str]) -> Result<Vec<(RecordPosition, Value)>, ReadError> {
+        let path: Vec<String> = path.iter().map(|s| s.to_string()).collect();
+        let mut reader = open_records_at(io::Cursor::new(data.as_bytes().to_vec()), "doc.json", 1024, &path).await?;
+        let mut out = Vec::new();
+        while let Some(r) = reader.next_record().await? {
+            out.push((r.position, r.value.unwrap()));
+        }
+        Ok(out)
+    }
+
+    #[tokio::test]
+    async fn streams_the_array_under_a_path_and_ignores_the_rest() {
+        let doc = r#"{"meta": {"items": ["decoy"], "note": "x [ { ] \" items"}, "items": [{"id": 1}, {"id": 2, "nested": {"items": [3]}}], "after": [9]}"#;
+        let recs = read_at(doc, &["items"]).await.unwrap();
+        assert_eq!(recs.iter().map(|(_, v)| v.clone()).collect::<Vec<_>>(), vec![json!({"id": 1}), json!({"id": 2, "nested": {"items": [3]}})]);
+        assert_eq!(recs[1].0, RecordPosition::Index(1));
+    }
+
+    #[tokio::test]
+    async fn nested_paths_and_pretty_documents() {
+        let doc = "{\n  \"data\": {\n    \"count\": 2,\n    \"items\": [\n      {\"id\": \"a\"},\n      {\"id\": \"b\"}\n    ]\n  }\n}\n";
+        let recs = read_at(doc, &["data", "items"]).await.unwrap();
+        assert_eq!(recs.len(), 2);
+        assert_eq!(recs[0].1, json!({"id": "a"}));
+    }
+
+    #[tokio::test]
+    async fn a_missing_path_is_an_object_error() {
+        let err = read_at(r#"{"data": {"rows": []}}"#, &["data", "items"]).await.unwrap_err();
+        assert!(err.to_string().contains("data.items"), "{err}");
+        // A path whose value is not an array is not the records either.
+        assert!(read_at(r#"{"items": {"id": 1}}"#, &["items"]).await.is_err());
     }
 }

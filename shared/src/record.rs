@@ -39,46 +39,52 @@ pub struct RecordOrigin<'a> {
 }
 
 impl FieldSelection {
-    /// Builds the document for one record.
-    pub fn document(
-        &self,
-        value: Value,
-        origin: RecordOrigin<'_>,
-    ) -> Result<Document, DocumentError> {
-        let mut fields = match value {
-            Value::Object(map) => map,
-            other => return Err(DocumentError::NotAnObject(kind(&other))),
+    /// Builds the document for one record; a record that cannot be indexed comes back whole
+    /// with the reason, so it can be kept for replay.
+    pub fn document(&self, value: Value, origin: RecordOrigin<'_>) -> Result<Document, (DocumentError, Value)> {
+        let Value::Object(mut fields) = value else {
+            let kind = kind(&value);
+            return Err((DocumentError::NotAnObject(kind), value));
         };
 
-        let doc_id = match take_path(&mut fields, &self.id_field) {
-            Some(Value::String(s)) if !s.trim().is_empty() => s,
+        let doc_id = match get_path(&fields, &self.id_field) {
+            Some(Value::String(s)) if !s.trim().is_empty() => s.clone(),
             Some(Value::Number(n)) => n.to_string(),
-            None | Some(Value::Null) | Some(Value::String(_)) => {
-                derived_doc_id(origin.bucket, origin.key, origin.record)
-            }
+            None | Some(Value::Null) | Some(Value::String(_)) => derived_doc_id(origin.bucket, origin.key, origin.record),
             Some(other) => {
-                return Err(DocumentError::BadId {
-                    field: self.id_field.clone(),
-                    kind: kind(&other),
-                });
+                let error = DocumentError::BadId { field: self.id_field.clone(), kind: kind(other) };
+                return Err((error, Value::Object(fields)));
             }
         };
 
         let mut parts = Vec::new();
         for field in &self.text_fields {
-            if let Some(value) = take_path(&mut fields, field) {
-                collect_text(&value, &mut parts);
+            if let Some(value) = get_path(&fields, field) {
+                collect_text(value, &mut parts);
             }
         }
         let text = parts.join("\n\n");
         if text.trim().is_empty() {
-            return Err(DocumentError::NoText(self.text_fields.join(", ")));
+            return Err((DocumentError::NoText(self.text_fields.join(", ")), Value::Object(fields)));
         }
-        Ok(Document {
-            doc_id,
-            text,
-            metadata: fields,
-        })
+        // Only now take the id and text out, leaving the rest as metadata.
+        take_path(&mut fields, &self.id_field);
+        for field in &self.text_fields {
+            take_path(&mut fields, field);
+        }
+        Ok(Document { doc_id, text, metadata: fields })
+    }
+}
+
+/// The value at a dotted path (an exact key wins, so a flat field named "a.b" still works).
+fn get_path<'v>(map: &'v Map<String, Value>, path: &str) -> Option<&'v Value> {
+    if let Some(v) = map.get(path) {
+        return Some(v);
+    }
+    let (head, rest) = path.split_once('.')?;
+    match map.get(head)? {
+        Value::Object(inner) => get_path(inner, rest),
+        _ => None,
     }
 }
 
@@ -168,10 +174,9 @@ mod tests {
                 .doc_id,
             "s3://b/k.jsonl#4"
         );
-        let err = s
-            .document(json!({"id": {"x": 1}, "text": "t"}), ORIGIN)
-            .unwrap_err();
+        let (err, record) = s.document(json!({"id": {"x": 1}, "text": "t"}), ORIGIN).unwrap_err();
         assert!(err.to_string().contains("object"));
+        assert_eq!(record, json!({"id": {"x": 1}, "text": "t"}), "the record comes back whole");
     }
 
     #[test]
@@ -193,21 +198,10 @@ mod tests {
     #[test]
     fn rejects_what_cannot_be_indexed() {
         let s = sel(&["text"], "id");
-        assert_eq!(
-            s.document(json!([1]), ORIGIN).unwrap_err(),
-            DocumentError::NotAnObject("array")
-        );
-        assert_eq!(
-            s.document(json!("x"), ORIGIN).unwrap_err(),
-            DocumentError::NotAnObject("string")
-        );
-        assert_eq!(
-            s.document(json!({"text": "  "}), ORIGIN).unwrap_err(),
-            DocumentError::NoText("text".into())
-        );
-        assert_eq!(
-            s.document(json!({"body": "x"}), ORIGIN).unwrap_err(),
-            DocumentError::NoText("text".into())
-        );
+        let err = |v: Value| s.document(v, ORIGIN).unwrap_err();
+        assert_eq!(err(json!([1])), (DocumentError::NotAnObject("array"), json!([1])));
+        assert_eq!(err(json!("x")).0, DocumentError::NotAnObject("string"));
+        assert_eq!(err(json!({"text": "  "})), (DocumentError::NoText("text".into()), json!({"text": "  "})));
+        assert_eq!(err(json!({"body": "x"})).0, DocumentError::NoText("text".into()));
     }
 }

@@ -45,6 +45,9 @@ pub trait ObjectStore: Send + Sync {
         &self,
         object: &ObjectRef,
     ) -> impl Future<Output = Result<OpenedObject, StoreError>> + Send;
+
+    /// Writes a small object (ingest's rejects).
+    fn put(&self, bucket: &str, key: &str, body: Vec<u8>) -> impl Future<Output = Result<(), StoreError>> + Send;
 }
 
 /// Amazon S3 through the AWS SDK.
@@ -98,6 +101,19 @@ impl ObjectStore for S3Store {
                 }
             }
         }
+    }
+
+    async fn put(&self, bucket: &str, key: &str, body: Vec<u8>) -> Result<(), StoreError> {
+        self.client
+            .put_object()
+            .bucket(bucket)
+            .key(key)
+            .content_type("application/x-ndjson")
+            .body(body.into())
+            .send()
+            .await
+            .map(|_| ())
+            .map_err(|e| StoreError::Other { bucket: bucket.to_owned(), key: key.to_owned(), source: Box::new(e.into_service_error()) })
     }
 }
 

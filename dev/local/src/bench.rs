@@ -17,7 +17,13 @@ pub fn process_usage(pid: u32) -> Option<(f64, u64)> {
     let fields: Vec<&str> = rest.split_whitespace().collect();
     let ticks: f64 = fields.get(11)?.parse::<f64>().ok()? + fields.get(12)?.parse::<f64>().ok()?;
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let hwm_kb = status.lines().find(|l| l.starts_with("VmHWM:"))?.split_whitespace().nth(1)?.parse::<u64>().ok()?;
+    let hwm_kb = status
+        .lines()
+        .find(|l| l.starts_with("VmHWM:"))?
+        .split_whitespace()
+        .nth(1)?
+        .parse::<u64>()
+        .ok()?;
     // USER_HZ is 100 on Linux.
     Some((ticks / 100.0, hwm_kb * 1024))
 }
@@ -32,9 +38,13 @@ pub fn jsonl_corpus(bytes: usize) -> (Vec<u8>, u64) {
     let mut n = 0u64;
     while out.len() < bytes {
         let text = if n % 3 == 0 {
-            format!("文書{n}の本文です。東京と大阪の支店で使われる手順書の一部で、申請の流れと承認の条件を説明します。担当者は内容を確認してから次の段階に進みます。")
+            format!(
+                "文書{n}の本文です。東京と大阪の支店で使われる手順書の一部で、申請の流れと承認の条件を説明します。担当者は内容を確認してから次の段階に進みます。"
+            )
         } else {
-            format!("Record {n}. This paragraph describes how the operations team handles a request, who approves it, and what happens when a step fails. It is long enough to look like a real document.")
+            format!(
+                "Record {n}. This paragraph describes how the operations team handles a request, who approves it, and what happens when a step fails. It is long enough to look like a real document."
+            )
         };
         out.extend_from_slice(json!({"id": format!("r{n}"), "title": format!("Title {n}"), "text": text, "tags": ["bench", n % 10]}).to_string().as_bytes());
         out.push(b'\n');
@@ -48,7 +58,11 @@ pub fn array_corpus(bytes: usize) -> (Vec<u8>, u64) {
     let (lines, n) = jsonl_corpus(bytes);
     let mut out = Vec::with_capacity(lines.len() + n as usize * 4);
     out.extend_from_slice(b"[\n");
-    for (i, line) in lines.split(|b| *b == b'\n').filter(|l| !l.is_empty()).enumerate() {
+    for (i, line) in lines
+        .split(|b| *b == b'\n')
+        .filter(|l| !l.is_empty())
+        .enumerate()
+    {
         if i > 0 {
             out.extend_from_slice(b",\n");
         }
@@ -60,9 +74,14 @@ pub fn array_corpus(bytes: usize) -> (Vec<u8>, u64) {
 }
 
 async fn cold_starts(stack: &LocalStack) -> Result<(), Box<dyn std::error::Error>> {
-    println!("\n## Cold start: process start → first call to the Runtime API (release build, 10 runs each)");
+    println!(
+        "\n## Cold start: process start → first call to the Runtime API (release build, 10 runs each)"
+    );
     let mut env = stack.env();
-    env.extend([("CHUNK_QUEUE_URL".into(), "http://127.0.0.1:1/queue".into()), ("SOURCE_BUCKET".into(), "bench".into())]);
+    env.extend([
+        ("CHUNK_QUEUE_URL".into(), "http://127.0.0.1:1/queue".into()),
+        ("SOURCE_BUCKET".into(), "bench".into()),
+    ]);
     let bin = crate::pipeline::binary_dir();
     for name in ["ingest", "embed-index", "probe"] {
         let mut times = Vec::new();
@@ -89,19 +108,42 @@ async fn cold_starts(stack: &LocalStack) -> Result<(), Box<dyn std::error::Error
 }
 
 async fn ingest_sizes(sizes: &[(&str, usize, bool)]) -> Result<(), Box<dyn std::error::Error>> {
-    println!("\n## Ingest: one invocation per object, a fresh process each (peak RSS is the process's high-water mark)");
-    println!("  {:<22} {:>9} {:>9} {:>10} {:>9} {:>11} {:>13} {:>12}", "object", "records", "MB/s", "records/s", "CPU s", "CPU s/10k", "peak RSS MiB", "SQS req/1k");
+    println!(
+        "\n## Ingest: one invocation per object, a fresh process each (peak RSS is the process's high-water mark)"
+    );
+    println!(
+        "  {:<22} {:>9} {:>9} {:>10} {:>9} {:>11} {:>13} {:>12}",
+        "object",
+        "records",
+        "MB/s",
+        "records/s",
+        "CPU s",
+        "CPU s/10k",
+        "peak RSS MiB",
+        "SQS req/1k"
+    );
     for &(label, bytes, array) in sizes {
         let stack = LocalStack::start(&[]).await?;
         let pipeline = Pipeline::start(stack, PipelineOptions::default()).await?;
-        let (body, records) = if array { array_corpus(bytes) } else { jsonl_corpus(bytes) };
+        let (body, records) = if array {
+            array_corpus(bytes)
+        } else {
+            jsonl_corpus(bytes)
+        };
         let size = body.len() as u64;
-        let key = if array { "bench/array.json" } else { "bench/lines.jsonl" };
+        let key = if array {
+            "bench/array.json"
+        } else {
+            "bench/lines.jsonl"
+        };
         let event = pipeline.put_object(key, body).await?;
         let pid = pipeline.ingest.pid().await;
         let (cpu_before, _) = pid.and_then(process_usage).unwrap_or_default();
         let started = Instant::now();
-        let summary = pipeline.ingest.invoke(&event, Duration::from_secs(900)).await?;
+        let summary = pipeline
+            .ingest
+            .invoke(&event, Duration::from_secs(900))
+            .await?;
         let wall = started.elapsed().as_secs_f64();
         let (cpu_after, peak) = pid.and_then(process_usage).unwrap_or_default();
         let cpu = cpu_after - cpu_before;
@@ -117,7 +159,9 @@ async fn ingest_sizes(sizes: &[(&str, usize, bool)]) -> Result<(), Box<dyn std::
         );
         pipeline.stop().await;
     }
-    println!("  (wall time includes moto's SQS, a single Python process; CPU s is the function's own)");
+    println!(
+        "  (wall time includes moto's SQS, a single Python process; CPU s is the function's own)"
+    );
     Ok(())
 }
 
@@ -125,7 +169,9 @@ async fn ingest_sizes(sizes: &[(&str, usize, bool)]) -> Result<(), Box<dyn std::
 fn emf_totals(log: &std::path::Path, function: &str) -> serde_json::Map<String, Value> {
     let mut totals = serde_json::Map::new();
     for line in std::fs::read_to_string(log).unwrap_or_default().lines() {
-        let Ok(v) = serde_json::from_str::<Value>(line) else { continue };
+        let Ok(v) = serde_json::from_str::<Value>(line) else {
+            continue;
+        };
         if v.get("_aws").is_none() || v["Function"] != function {
             continue;
         }
@@ -139,7 +185,11 @@ fn emf_totals(log: &std::path::Path, function: &str) -> serde_json::Map<String, 
     totals
 }
 
-async fn embed_throughput(model: &str, dims: Option<usize>, chunks_wanted: usize) -> Result<(), Box<dyn std::error::Error>> {
+async fn embed_throughput(
+    model: &str,
+    dims: Option<usize>,
+    chunks_wanted: usize,
+) -> Result<(), Box<dyn std::error::Error>> {
     let concurrency = 8;
     let stack = LocalStack::start(&["--latency-ms", "50"]).await?;
     let log = stack.work_dir.join("functions.log");
@@ -155,14 +205,18 @@ async fn embed_throughput(model: &str, dims: Option<usize>, chunks_wanted: usize
     let body: String = (0..chunks_wanted)
         .map(|i| json!({"id": format!("e{i}"), "text": format!("Benchmark chunk {i}: a short paragraph about item {} in the catalogue.", i % 97)}).to_string() + "\n")
         .collect();
-    let event = pipeline.put_object("bench/embed.jsonl", body.into_bytes()).await?;
+    let event = pipeline
+        .put_object("bench/embed.jsonl", body.into_bytes())
+        .await?;
     pipeline.invoke_ingest(&event).await?;
 
     let mut invocation_time = 0.0;
     let mut invocations = 0u64;
     loop {
         let started = Instant::now();
-        let Some((outcome, _)) = pipeline.deliver_batch(10).await? else { break };
+        let Some((outcome, _)) = pipeline.deliver_batch(10).await? else {
+            break;
+        };
         outcome?;
         invocation_time += started.elapsed().as_secs_f64();
         invocations += 1;
@@ -173,7 +227,11 @@ async fn embed_throughput(model: &str, dims: Option<usize>, chunks_wanted: usize
     let get = |k: &str| m.get(k).and_then(Value::as_f64).unwrap_or(0.0);
     let embedded = get("ChunksEmbedded");
     let calls = get("BedrockCalls");
-    let per_call = if model.starts_with("cohere") { 96.0 } else { 1.0 };
+    let per_call = if model.starts_with("cohere") {
+        96.0
+    } else {
+        1.0
+    };
     let theoretical = concurrency as f64 * per_call / 0.050;
     let achieved = embedded / invocation_time;
     println!(
@@ -192,12 +250,20 @@ async fn embed_throughput(model: &str, dims: Option<usize>, chunks_wanted: usize
 
 pub async fn run(args: &[String]) -> Result<(), Box<dyn std::error::Error>> {
     let large = args.iter().any(|a| a == "--large");
-    println!("# sakuin benchmarks ({} cores; figures, not pass/fail)", std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1));
+    println!(
+        "# sakuin benchmarks ({} cores; figures, not pass/fail)",
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1)
+    );
     let stack = LocalStack::start(&[]).await?;
     cold_starts(&stack).await?;
     drop(stack);
 
-    let mut sizes = vec![("10 MB JSON Lines", 10 << 20, false), ("100 MB JSON Lines", 100 << 20, false)];
+    let mut sizes = vec![
+        ("10 MB JSON Lines", 10 << 20, false),
+        ("100 MB JSON Lines", 100 << 20, false),
+    ];
     if large {
         sizes.push(("1 GiB JSON Lines", 1 << 30, false));
         sizes.push(("200 MiB JSON array", 200 << 20, true));
@@ -206,7 +272,9 @@ pub async fn run(args: &[String]) -> Result<(), Box<dyn std::error::Error>> {
     }
     ingest_sizes(&sizes).await?;
 
-    println!("\n## Embed-index against the stand-in with 50 ms per call, EMBED_CONCURRENCY=8, batches of 10 messages");
+    println!(
+        "\n## Embed-index against the stand-in with 50 ms per call, EMBED_CONCURRENCY=8, batches of 10 messages"
+    );
     println!(
         "  {:<30} {:>7} {:>18} {:>11} {:>8} {:>10} {:>10} {:>9}",
         "model", "chunks", "achieved", "theoretical", "ratio", "calls/1k", "bulk/inv", "RSS MiB"

@@ -174,7 +174,14 @@ pub async fn serve_stack() -> Result<(), Box<dyn std::error::Error>> {
         ("docs/handbook.json", "handbook.json"),
     ] {
         let body = std::fs::read(dir.join(file))?;
-        provisioned.s3.put_object().bucket(crate::pipeline::BUCKET).key(key).body(body.into()).send().await?;
+        provisioned
+            .s3
+            .put_object()
+            .bucket(crate::pipeline::BUCKET)
+            .key(key)
+            .body(body.into())
+            .send()
+            .await?;
     }
     let env_file = crate::stack::repo_root().join(".local/stack.env");
     std::fs::create_dir_all(env_file.parent().expect("has a parent"))?;
@@ -183,11 +190,16 @@ pub async fn serve_stack() -> Result<(), Box<dyn std::error::Error>> {
         text.push_str(&format!("{k}={v}\n"));
     }
     std::fs::write(&env_file, text)?;
-    println!("local stack is up; environment written to {}", env_file.display());
+    println!(
+        "local stack is up; environment written to {}",
+        env_file.display()
+    );
     for (k, v) in &provisioned.env {
         println!("  {k}={v}");
     }
-    println!("\nin another terminal:\n  cargo lambda watch --env-file .local/stack.env\n  cargo lambda invoke ingest --data-file events/s3-put.json\n\nCtrl-C stops the stack.");
+    println!(
+        "\nin another terminal:\n  cargo lambda watch --env-file .local/stack.env\n  cargo lambda invoke ingest --data-file events/s3-put.json\n\nCtrl-C stops the stack."
+    );
     tokio::signal::ctrl_c().await?;
     drop(stack);
     Ok(())

@@ -23,11 +23,22 @@ pub const MAX_RECEIVE_COUNT: u32 = 3;
 /// Short, so failed messages come back quickly in local runs.
 pub const VISIBILITY_TIMEOUT_SECS: u32 = 2;
 
-/// Where the built function binaries are.
+/// Where the built function binaries are: `SAKUIN_BIN_DIR`, else beside the running program
+/// (`target/release/sakuin-local` uses the release build), else `target/debug`.
 pub fn binary_dir() -> PathBuf {
     if let Ok(dir) = std::env::var("SAKUIN_BIN_DIR") {
         return PathBuf::from(dir);
     }
+    if let Some(dir) = std::env::current_exe().ok().and_then(|exe| exe.parent().map(Path::to_path_buf))
+        && dir.join("ingest").exists()
+    {
+        return dir;
+    }
+    let target = std::env::var("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| crate::stack::repo_root().join("target"));
+    target.join("debug")
+}
     let target = std::env::var("CARGO_TARGET_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|_| crate::stack::repo_root().join("target"));
@@ -94,7 +105,13 @@ impl Pipeline {
         stack: LocalStack,
         options: PipelineOptions,
     ) -> Result<Self, Box<dyn std::error::Error>> {
-        let Provisioned { s3, sqs, queue_url, dlq_url, env } = provision(&stack, &options).await?;
+        let Provisioned {
+            s3,
+            sqs,
+            queue_url,
+            dlq_url,
+            env,
+        } = provision(&stack, &options).await?;
         let bin = binary_dir();
         let log = options.log.as_deref();
         let ingest =
@@ -380,7 +397,13 @@ pub async fn provision(
         .map(|(k, v)| (k.to_owned(), v)),
     );
     env.extend(options.extra_env.iter().cloned());
-    Ok(Provisioned { s3, sqs, queue_url, dlq_url, env })
+    Ok(Provisioned {
+        s3,
+        sqs,
+        queue_url,
+        dlq_url,
+        env,
+    })
 }
 
 async fn queue_depth(

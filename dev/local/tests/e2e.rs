@@ -361,3 +361,117 @@ async fn bad_configuration_stops_the_function_with_every_problem() {
     assert!(err.error_message.contains("ES_PORT"), "{err}");
     pipeline.stop().await;
 }
+
+async fn doc_ids_for(pipeline: &Pipeline, key: &str) -> BTreeSet<String> {
+    all_chunks(pipeline)
+        .await
+        .iter()
+        .filter(|c| c["source"]["key"] == key)
+        .map(|c| c["doc_id"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn overwrites_deletes_and_late_events_leave_exactly_the_current_object() {
+    let pipeline = start(PipelineOptions { index: "lifecycle".into(), ..PipelineOptions::default() }).await;
+    let lines = |ids: &[&str]| -> Vec<u8> {
+        ids.iter().map(|id| json!({"id": id, "text": format!("{id} body")}).to_string() + "\n").collect::<String>().into_bytes()
+    };
+
+    // Version 1 with three records, then version 2 with one: no stale chunk of v1 remains.
+    let v1 = pipeline.put_object("life/doc.jsonl", lines(&["a", "b", "c"])).await.unwrap();
+    pipeline.invoke_ingest(&v1).await.unwrap();
+    pipeline.drain(Duration::from_secs(60)).await.unwrap();
+    assert_eq!(doc_ids_for(&pipeline, "life/doc.jsonl").await, ["a", "b", "c"].map(String::from).into());
+    let v2 = pipeline.put_object("life/doc.jsonl", lines(&["a"])).await.unwrap();
+    pipeline.invoke_ingest(&v2).await.unwrap();
+    pipeline.drain(Duration::from_secs(60)).await.unwrap();
+    assert_eq!(doc_ids_for(&pipeline, "life/doc.jsonl").await, ["a"].map(String::from).into());
+
+    // The v1 notification arriving late reads nothing: the object has changed since.
+    let late = pipeline.invoke_ingest(&v1).await.unwrap();
+    assert_eq!(late["skipped"], 1, "{late}");
+
+    // A late chunk message of v1 (queued before v2, delivered after) is dropped, not indexed.
+    let old_sequencer = v1["Records"][0]["s3"]["object"]["sequencer"].as_str().unwrap();
+    let stale = json!({"v": 1, "op": "index",
+        "source": {"bucket": "sakuin-demo", "key": "life/doc.jsonl", "sequencer": sakuin::ids::normalize_sequencer(old_sequencer)},
+        "chunks": [{"doc_id": "b", "chunk_index": 0, "chunk_count": 1, "record": 2, "text": "b body", "metadata": {}}]});
+    pipeline.sqs.send_message().queue_url(&pipeline.queue_url).message_body(stale.to_string()).send().await.unwrap();
+    let drained = pipeline.drain(Duration::from_secs(60)).await.unwrap();
+    assert_eq!(drained.reported_failures, 0);
+    assert_eq!(doc_ids_for(&pipeline, "life/doc.jsonl").await, ["a"].map(String::from).into());
+
+    // Deleting the object removes its chunks and no other object's.
+    let other = pipeline.put_object("life/other.jsonl", lines(&["z"])).await.unwrap();
+    pipeline.invoke_ingest(&other).await.unwrap();
+    pipeline.s3.delete_object().bucket("sakuin-demo").key("life/doc.jsonl").send().await.unwrap();
+    let removed = sakuin_local::pipeline::s3_event("ObjectRemoved:Delete", "sakuin-demo", "life/doc.jsonl", None, None);
+    assert_eq!(pipeline.invoke_ingest(&removed).await.unwrap()["deleted"], 1);
+    pipeline.drain(Duration::from_secs(60)).await.unwrap();
+    assert!(doc_ids_for(&pipeline, "life/doc.jsonl").await.is_empty());
+    assert_eq!(doc_ids_for(&pipeline, "life/other.jsonl").await, ["z"].map(String::from).into());
+
+    // Rejected records land under rejects/, with line and reason, ready to replay.
+    let bad = pipeline.put_object("life/bad.jsonl", b"{\"id\":\"ok\",\"text\":\"fine\"}\n{broken\n".to_vec()).await.unwrap();
+    let summary = pipeline.invoke_ingest(&bad).await.unwrap();
+    assert_eq!(summary["rejected"], 1);
+    let listed = pipeline.s3.list_objects_v2().bucket("sakuin-demo").prefix("rejects/life/bad.jsonl/").send().await.unwrap();
+    let key = listed.contents()[0].key().unwrap().to_owned();
+    let body = pipeline.s3.get_object().bucket("sakuin-demo").key(&key).send().await.unwrap().body.collect().await.unwrap().into_bytes();
+    let reject: Value = serde_json::from_slice(body.split(|b| *b == b'\n').next().unwrap()).unwrap();
+    assert_eq!((reject["record"].as_u64(), reject["raw"].as_str()), (Some(2), Some("{broken")));
+    pipeline.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn credentials_come_from_secrets_manager_and_a_bad_secret_is_named() {
+    let stack = LocalStack::start(&[]).await.expect("the local stack starts");
+    let sdk = aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .region(aws_config::Region::new("ap-northeast-1"))
+        .credentials_provider(aws_sdk_s3::config::Credentials::new("testing", "testing", None, None, "test"))
+        .endpoint_url(stack.moto.url())
+        .load()
+        .await;
+    let secrets = aws_sdk_secretsmanager::Client::new(&sdk);
+    let arn = secrets
+        .create_secret()
+        .name("sakuin/es")
+        .secret_string(json!({"username": "sakuin", "password": "n0t-in-any-log"}).to_string())
+        .send()
+        .await
+        .unwrap()
+        .arn
+        .unwrap();
+    secrets.create_secret().name("sakuin/bad").secret_string("just a password").send().await.unwrap();
+
+    let log = stack.work_dir.join("functions.log");
+    let pipeline = Pipeline::start(
+        stack,
+        PipelineOptions { index: "secret".into(), extra_env: vec![("ES_SECRET_ID".into(), arn)], log: Some(log.clone()), ..PipelineOptions::default() },
+    )
+    .await
+    .unwrap();
+    let event = pipeline.put_object("secret/a.jsonl", b"{\"id\":\"s1\",\"text\":\"with credentials from the secret\"}\n".to_vec()).await.unwrap();
+    pipeline.invoke_ingest(&event).await.unwrap();
+    let drained = pipeline.drain(Duration::from_secs(60)).await.unwrap();
+    assert_eq!((drained.reported_failures, drained.function_errors), (0, 0));
+    assert_eq!(all_chunks(&pipeline).await.len(), 1);
+
+    // A secret of the wrong shape stops the function at start-up, naming the secret, never its value.
+    let bad = sakuin_local::runtime::FunctionProcess::spawn(
+        &sakuin_local::pipeline::binary_dir().join("embed-index"),
+        "bad-secret",
+        &[pipeline.env.clone(), vec![("ES_SECRET_ID".into(), "sakuin/bad".into())]].concat(),
+        None,
+    )
+    .await
+    .unwrap();
+    let err = bad.invoke(&json!({"Records": []}), Duration::from_secs(10)).await.unwrap_err();
+    assert!(err.error_message.contains("sakuin/bad"), "{err}");
+    assert!(!err.error_message.contains("just a password"), "{err}");
+    bad.stop().await;
+    let logged = std::fs::read_to_string(&log).unwrap_or_default();
+    assert!(!logged.contains("n0t-in-any-log"), "the password never reaches a log");
+    pipeline.stop().await;
+}

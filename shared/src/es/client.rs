@@ -375,6 +375,84 @@ impl EsClient {
         })
     }
 
+    /// The index beside the chunk index that records, per source object, the newest S3 event
+    /// applied (so an older event never wins over a newer one).
+    pub fn marker_index(&self) -> String {
+        format!("{}-sources", self.index)
+    }
+
+    /// Creates the marker index when it is missing.
+    pub async fn ensure_marker_index(&self) -> Result<(), EsError> {
+        let index = self.marker_index();
+        let path = format!("/{}", encode_path(&index));
+        let (status, _) = self.send(Method::HEAD, &path, None).await?;
+        if status != StatusCode::NOT_FOUND {
+            return Ok(());
+        }
+        let mapping = json!({"mappings": {"dynamic": false, "properties": {
+            "bucket": {"type": "keyword"}, "key": {"type": "keyword"}, "sequencer": {"type": "keyword"},
+            "deleted": {"type": "boolean"}, "updated_at": {"type": "date"}
+        }}});
+        let body = serde_json::to_vec(&mapping).expect("mapping serialises");
+        let (status, bytes) = self
+            .send(Method::PUT, &path, Some((body, "application/json")))
+            .await?;
+        if status.is_success()
+            || String::from_utf8_lossy(&bytes).contains("resource_already_exists_exception")
+        {
+            Ok(())
+        } else {
+            Err(status_error(
+                &format!("creating index {index}"),
+                status,
+                &bytes,
+            ))
+        }
+    }
+
+    /// The recorded sequencer of each marker among `ids` that exists.
+    pub async fn markers(&self, ids: &[String]) -> Result<Vec<(String, String)>, EsError> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let what = "_mget of source markers";
+        let path = format!(
+            "/{}/_mget?_source_includes=sequencer",
+            encode_path(&self.marker_index())
+        );
+        let body = serde_json::to_vec(&json!({ "ids": ids })).expect("ids serialise");
+        let bytes = self
+            .call(Method::POST, &path, Some((body, "application/json")), what)
+            .await?;
+        let answer = Self::json(what, &bytes)?;
+        Ok(answer["docs"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|d| d["found"].as_bool() == Some(true))
+            .filter_map(|d| {
+                Some((
+                    d["_id"].as_str()?.to_owned(),
+                    d.pointer("/_source/sequencer")?.as_str()?.to_owned(),
+                ))
+            })
+            .collect())
+    }
+
+    /// `_delete_by_query` on the chunk index; returns how many chunks it deleted.
+    pub async fn delete_by_query(&self, query: &Value) -> Result<u64, EsError> {
+        let what = format!("_delete_by_query on {}", self.index);
+        let path = format!(
+            "/{}/_delete_by_query?conflicts=proceed",
+            encode_path(&self.index)
+        );
+        let body = serde_json::to_vec(&json!({ "query": query })).expect("query serialises");
+        let bytes = self
+            .call(Method::POST, &path, Some((body, "application/json")), &what)
+            .await?;
+        Ok(Self::json(&what, &bytes)?["deleted"].as_u64().unwrap_or(0))
+    }
+
     /// Documents in the index.
     pub async fn count(&self) -> Result<u64, EsError> {
         let what = format!("counting {}", self.index);

@@ -1,0 +1,786 @@
+//! Elasticsearch, layer by layer, stopping at the first layer that fails: DNS, TCP, TLS (when
+//! `ES_USE_SSL`), HTTP, authentication, authorisation and cluster health, the target index.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use reqwest::{Method, StatusCode};
+use rustls::CertificateError;
+use serde_json::{Value, json};
+
+use super::tls::{self, HandshakeError, LeafCertificate};
+use super::{CheckResult, ProbeDeps, timed};
+use crate::es::document::mapped_dimensions;
+use crate::es::{EsAuth, EsClient, EsError};
+
+const ROUTE_HINT: &str = "check, in order: the Lambda subnet's route table has a route to the on-premises CIDR through the VPN / Direct Connect gateway, \
+     the security group allows egress to this address and port, the on-premises firewall allows the VPC's CIDR in, and the VPN tunnel or Direct Connect virtual interface is up";
+
+pub(super) async fn check(deps: &ProbeDeps) -> Vec<CheckResult> {
+    let mut out = Vec::new();
+    let es = &deps.config.es;
+    let budget = deps.config.timeout;
+
+    // DNS: which addresses the name gives, from where the probe runs.
+    let Some(addrs) = resolve(&es.host, es.port, budget, &mut out).await else {
+        return out;
+    };
+
+    // TCP: refused (a host answered) or timed out (the packets went nowhere).
+    let (connected, ms) = timed(connect_any(&addrs, es.connect_timeout.min(budget))).await;
+    let addr = match connected {
+        Ok(addr) => {
+            out.push(CheckResult::pass(
+                "elasticsearch.tcp",
+                ms,
+                format!("connected to {addr}"),
+            ));
+            addr
+        }
+        Err((detail, hint)) => {
+            out.push(CheckResult::fail("elasticsearch.tcp", "tcp", ms, detail).hint(hint));
+            return out;
+        }
+    };
+
+    // TLS: our own handshake, to tell the certificate problems apart.
+    if es.use_ssl {
+        let result = check_tls(deps, addr).await;
+        let failed = !result.ok;
+        out.push(result);
+        if failed {
+            return out;
+        }
+    }
+
+    let client = match &deps.es {
+        Ok(c) => c,
+        Err(e) => {
+            out.push(
+                CheckResult::fail("elasticsearch.http", "config", 0, e.clone())
+                    .hint("fix the ES_* settings the message names"),
+            );
+            return out;
+        }
+    };
+
+    // HTTP: any answer to GET / counts; its status decides the auth layer.
+    let (answer, ms) = timed(client.send(Method::GET, "/", None)).await;
+    let (status, body) = match answer {
+        Ok(a) => a,
+        Err(e) => {
+            out.push(http_failure(e, es.use_ssl, budget, ms));
+            return out;
+        }
+    };
+    let root: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+    if !(status.is_success()
+        || status == StatusCode::UNAUTHORIZED
+        || status == StatusCode::FORBIDDEN)
+    {
+        let (detail, hint) = match status.as_u16() {
+            502..=504 => (
+                format!("HTTP {status} from {}: a proxy or load balancer in front of Elasticsearch has no healthy node behind it", client.base_url()),
+                "check the Elasticsearch nodes and whatever balances in front of them",
+            ),
+            s if s >= 500 => (
+                format!("HTTP {status} from {}: {}", client.base_url(), es_reason(&body)),
+                "Elasticsearch is up but failing: read its logs",
+            ),
+            _ => (
+                format!("HTTP {status} for GET / from {}: this does not look like Elasticsearch", client.base_url()),
+                "check ES_HOST / ES_PORT point at Elasticsearch's HTTP port (9200 by default), not a proxy or another service",
+            ),
+        };
+        out.push(CheckResult::fail("elasticsearch.http", "http", ms, detail).hint(hint));
+        return out;
+    }
+    let version = root
+        .pointer("/version/number")
+        .and_then(Value::as_str)
+        .map(|v| format!(", Elasticsearch {v}"))
+        .unwrap_or_default();
+    let cluster = root
+        .get("cluster_name")
+        .and_then(Value::as_str)
+        .map(|n| format!(", cluster {n}"))
+        .unwrap_or_default();
+    out.push(CheckResult::pass(
+        "elasticsearch.http",
+        ms,
+        format!(
+            "HTTP {} from {} in {ms} ms{version}{cluster}",
+            status.as_u16(),
+            client.base_url()
+        ),
+    ));
+
+    // Authentication: 401 is the credentials; 403 means they were accepted.
+    let (auth, ms) = timed(check_auth(deps, client, status, &body)).await;
+    let auth = CheckResult { ms, ..auth };
+    let failed = !auth.ok;
+    out.push(auth);
+    if failed {
+        return out;
+    }
+
+    // Cluster health, which also needs the `monitor` privilege.
+    let (cluster, ms) = timed(check_cluster(client)).await;
+    let cluster = CheckResult { ms, ..cluster };
+    let failed = !cluster.ok;
+    out.push(cluster);
+    if failed {
+        return out;
+    }
+
+    let (index, ms) = timed(check_index(deps, client)).await;
+    out.push(CheckResult { ms, ..index });
+    out
+}
+
+async fn resolve(
+    host: &str,
+    port: u16,
+    budget: Duration,
+    out: &mut Vec<CheckResult>,
+) -> Option<Vec<SocketAddr>> {
+    let host = host.trim_matches(['[', ']']);
+    let (resolved, ms) = timed(tokio::time::timeout(
+        budget,
+        tokio::net::lookup_host((host, port)),
+    ))
+    .await;
+    let hint = "check the name is right and resolvable from the VPC: the VPC's DNS resolution setting, a Route 53 private hosted zone, \
+                or a Route 53 Resolver outbound endpoint and forwarding rule for the on-premises domain (a laptop resolves with its own DNS)";
+    match resolved {
+        Ok(Ok(addrs)) => {
+            let mut addrs: Vec<SocketAddr> = addrs.collect();
+            addrs.dedup();
+            if addrs.is_empty() {
+                out.push(
+                    CheckResult::fail(
+                        "elasticsearch.dns",
+                        "dns",
+                        ms,
+                        format!("{host} resolves to no address"),
+                    )
+                    .hint(hint),
+                );
+                return None;
+            }
+            let listed: Vec<String> = addrs.iter().map(|a| a.ip().to_string()).collect();
+            let detail = if host.parse::<std::net::IpAddr>().is_ok() {
+                format!("{host} is an IP address (no lookup)")
+            } else {
+                format!("{host} → {}", listed.join(", "))
+            };
+            out.push(CheckResult::pass("elasticsearch.dns", ms, detail));
+            Some(addrs)
+        }
+        Ok(Err(e)) => {
+            out.push(
+                CheckResult::fail(
+                    "elasticsearch.dns",
+                    "dns",
+                    ms,
+                    format!("{host} does not resolve ({e})"),
+                )
+                .hint(hint),
+            );
+            None
+        }
+        Err(_) => {
+            out.push(
+                CheckResult::fail(
+                    "elasticsearch.dns",
+                    "dns",
+                    ms,
+                    format!("resolving {host} did not finish within {}", secs(budget)),
+                )
+                .hint("the DNS resolver does not answer: check the VPC's resolver, or the Route 53 Resolver outbound endpoint's security group and the on-premises DNS servers it forwards to"),
+            );
+            None
+        }
+    }
+}
+
+/// Connects to the first address that answers, within `timeout` in total; otherwise says, per
+/// address, whether it refused, was unreachable or timed out.
+pub(super) async fn connect_any(
+    addrs: &[SocketAddr],
+    timeout: Duration,
+) -> Result<SocketAddr, (String, String)> {
+    let deadline = tokio::time::Instant::now() + timeout;
+    let mut problems = Vec::new();
+    let (mut refused, mut silent, mut unroutable) = (false, false, false);
+    for addr in addrs {
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        if left.is_zero() {
+            problems.push(format!("{addr} not tried (out of time)"));
+            continue;
+        }
+        match tokio::time::timeout(left, tokio::net::TcpStream::connect(addr)).await {
+            Ok(Ok(_)) => return Ok(*addr),
+            Ok(Err(e)) => match e.kind() {
+                std::io::ErrorKind::ConnectionRefused => {
+                    refused = true;
+                    problems.push(format!("{addr} refused the connection"));
+                }
+                std::io::ErrorKind::HostUnreachable | std::io::ErrorKind::NetworkUnreachable => {
+                    unroutable = true;
+                    problems.push(format!("{addr}: {e}"));
+                }
+                _ => problems.push(format!("{addr}: {e}")),
+            },
+            Err(_) => {
+                silent = true;
+                problems.push(format!(
+                    "{addr} did not answer within {} (connect timed out)",
+                    secs(timeout.min(left))
+                ));
+            }
+        }
+    }
+    let port = addrs.first().map(|a| a.port()).unwrap_or_default();
+    let hint = if silent {
+        format!("a connect that times out means the packets are dropped on the way: {ROUTE_HINT}")
+    } else if unroutable {
+        format!("there is no route to the address: {ROUTE_HINT}")
+    } else if refused {
+        format!(
+            "the host answered but nothing accepts port {port}: is Elasticsearch running and listening on this interface (network.host / http.port), \
+             is ES_PORT right, or does a firewall reject (rather than drop) the connection?"
+        )
+    } else {
+        ROUTE_HINT.to_owned()
+    };
+    Err((problems.join(" / "), hint))
+}
+
+async fn check_tls(deps: &ProbeDeps, addr: SocketAddr) -> CheckResult {
+    const NAME: &str = "elasticsearch.tls";
+    let es = &deps.config.es;
+    let trust = match &deps.tls {
+        Ok(t) => t,
+        Err(e) => {
+            return CheckResult::fail(NAME, "tls", 0, e.clone())
+                .hint("ES_CA_CERT must be PEM text or the path of a PEM file holding the cluster's CA certificate(s)");
+        }
+    };
+    let budget = deps.config.timeout;
+    let (result, ms) = timed(tls::handshake(
+        trust,
+        addr,
+        &es.host,
+        es.verify_certs,
+        budget,
+    ))
+    .await;
+    let now = chrono::Utc::now().timestamp();
+    let trusted = if trust.extra_roots > 0 {
+        "the system roots or ES_CA_CERT"
+    } else {
+        "the system roots (ES_CA_CERT is not set)"
+    };
+    match result {
+        Ok(hs) => {
+            let mut detail = format!("{} {} with {addr}", hs.protocol, hs.cipher);
+            let mut warning = false;
+            let mut hint = None;
+            let mut days = None;
+            if let Some(leaf) = &hs.leaf {
+                let left = leaf.days_left(now);
+                days = Some(left);
+                detail.push_str(&format!(
+                    ", certificate for {} issued by {}, valid until {} ({left} days left)",
+                    leaf.describe_names(),
+                    leaf.issuer_cn.as_deref().unwrap_or("?"),
+                    tls::date(leaf.not_after)
+                ));
+                let warn_days = i64::from(deps.config.cert_warn_days);
+                if left < warn_days {
+                    warning = true;
+                    hint = Some(format!(
+                        "the certificate expires in {left} days (PROBE_CERT_WARN_DAYS={warn_days}): renew the cluster's HTTP certificate before {}",
+                        tls::date(leaf.not_after)
+                    ));
+                }
+            }
+            if !es.verify_certs {
+                warning = true;
+                let would = match &hs.verdict {
+                    Ok(()) => "it would pass verification".to_owned(),
+                    Err(e) => format!(
+                        "it would FAIL verification: {}",
+                        certificate_problem(e, hs.leaf.as_ref(), &es.host, now, trusted).0
+                    ),
+                };
+                detail = format!(
+                    "certificate verification is OFF (ES_VERIFY_CERTS=false), anyone on the path can read and change the traffic; {would}; {detail}"
+                );
+                hint = Some("set ES_CA_CERT to the cluster's CA certificate and ES_VERIFY_CERTS=true".into());
+            }
+            let mut result = if warning {
+                CheckResult::warn(NAME, ms, detail)
+            } else {
+                CheckResult::pass(NAME, ms, detail)
+            };
+            result.hint = hint;
+            match days {
+                Some(d) => result.metric("CertDaysLeft", d as f64),
+                None => result,
+            }
+        }
+        Err(HandshakeError::Certificate { error, leaf }) => {
+            let (detail, hint) = certificate_problem(&error, leaf.as_ref(), &es.host, now, trusted);
+            let result = CheckResult::fail(NAME, "tls", ms, detail).hint(hint);
+            match leaf {
+                Some(l) => result.metric("CertDaysLeft", l.days_left(now) as f64),
+                None => result,
+            }
+        }
+        Err(HandshakeError::Timeout(t)) => CheckResult::fail(
+            NAME,
+            "tls",
+            ms,
+            format!("{addr} accepted TCP but no TLS handshake answer came within {}", secs(t)),
+        )
+        .hint("is this the TLS port? a server that waits for plain HTTP never answers a ClientHello; otherwise a firewall or proxy may hold TLS traffic (check ES_PORT and ES_USE_SSL)"),
+        Err(HandshakeError::Connect(e)) => CheckResult::fail(NAME, "tls", ms, format!("could not connect for the handshake: {e}"))
+            .hint(ROUTE_HINT),
+        Err(HandshakeError::Protocol(io)) => {
+            let (detail, hint) = match tls::rustls_error(&io) {
+                Some(rustls::Error::InvalidMessage(_)) | Some(rustls::Error::InappropriateMessage { .. }) |
+                Some(rustls::Error::InappropriateHandshakeMessage { .. }) => (
+                    format!("{addr} does not speak TLS ({io})"),
+                    "the port answers in plain text: if the cluster serves plain HTTP set ES_USE_SSL=false, otherwise check ES_PORT",
+                ),
+                Some(rustls::Error::AlertReceived(alert)) => (
+                    format!("the server refused the handshake with alert {alert:?}"),
+                    "the server and the probe share no protocol version or cipher suite, or the server requires a client certificate (xpack.security.http.ssl.client_authentication)",
+                ),
+                Some(rustls::Error::PeerIncompatible(why)) => (
+                    format!("the server's TLS is incompatible: {why:?}"),
+                    "the cluster must offer TLS 1.2 or 1.3 with a modern cipher suite",
+                ),
+                _ => (
+                    format!("the TLS handshake with {addr} failed: {io}"),
+                    "a connection closed during the handshake is often a firewall or TLS-inspecting proxy: check what sits between the VPC and the cluster",
+                ),
+            };
+            CheckResult::fail(NAME, "tls", ms, detail).hint(hint)
+        }
+    }
+}
+
+/// One sentence and one hint for a certificate the verifier refused.
+fn certificate_problem(
+    error: &rustls::Error,
+    leaf: Option<&LeafCertificate>,
+    host: &str,
+    now: i64,
+    trusted: &str,
+) -> (String, String) {
+    let names = leaf
+        .map(LeafCertificate::describe_names)
+        .unwrap_or_else(|| "unknown names".into());
+    let issuer = leaf
+        .and_then(|l| l.issuer_cn.clone())
+        .unwrap_or_else(|| "an unknown issuer".into());
+    match tls::certificate_error(error) {
+        Some(CertificateError::UnknownIssuer) => {
+            let what = if leaf.is_some_and(|l| l.self_issued) {
+                format!("the certificate is self-signed ({issuer}) and not trusted")
+            } else {
+                format!("the certificate is untrusted: its issuer {issuer} is not in {trusted}")
+            };
+            (
+                format!("{what} (unknown issuer)"),
+                "set ES_CA_CERT to the PEM of the CA that signed the cluster's HTTP certificate (for a cluster that configured its own security, config/certs/http_ca.crt), or the certificate itself if it is self-signed".into(),
+            )
+        }
+        Some(CertificateError::NotValidForName) | Some(CertificateError::NotValidForNameContext { .. }) => {
+            let presented = match tls::certificate_error(error) {
+                Some(CertificateError::NotValidForNameContext { presented, .. }) if !presented.is_empty() => presented.join(", "),
+                _ => names,
+            };
+            (
+                format!("hostname mismatch: the certificate is for {presented}, not {host}"),
+                format!("set ES_HOST to a name the certificate holds (resolvable from the VPC, e.g. a Route 53 private zone record), or reissue the cluster's certificate with {host} in its subjectAltName"),
+            )
+        }
+        Some(CertificateError::Expired) | Some(CertificateError::ExpiredContext { .. }) => {
+            let when = leaf.map(|l| format!(" on {} ({} days ago)", tls::date(l.not_after), -l.days_left(now))).unwrap_or_default();
+            (
+                format!("the certificate expired{when}"),
+                "renew the cluster's HTTP certificate (and check the clocks if it should still be valid)".into(),
+            )
+        }
+        Some(CertificateError::NotValidYet) | Some(CertificateError::NotValidYetContext { .. }) => {
+            let when = leaf.map(|l| format!(" until {}", tls::date(l.not_before))).unwrap_or_default();
+            (
+                format!("the certificate is not valid yet{when}"),
+                "a clock is wrong (the cluster's CA or this host), or the certificate was issued with a future start date".into(),
+            )
+        }
+        Some(CertificateError::InvalidPurpose) | Some(CertificateError::InvalidPurposeContext { .. }) => (
+            "the certificate is not meant for TLS servers (its extended key usage lacks serverAuth)".into(),
+            "reissue the certificate with extendedKeyUsage=serverAuth".into(),
+        ),
+        Some(CertificateError::Revoked) => ("the certificate is revoked".into(), "reissue the cluster's certificate".into()),
+        Some(CertificateError::BadSignature) => (
+            "the certificate's signature does not verify".into(),
+            "the chain is broken or tampered with: check the chain the cluster sends and ES_CA_CERT".into(),
+        ),
+        Some(other) => (
+            format!("the certificate was refused: {other:?}"),
+            "check the certificate chain the cluster sends and ES_CA_CERT".into(),
+        ),
+        None => (
+            format!("the certificate was refused: {error}"),
+            "check the certificate chain the cluster sends and ES_CA_CERT".into(),
+        ),
+    }
+}
+
+fn http_failure(e: EsError, use_ssl: bool, budget: Duration, ms: u64) -> CheckResult {
+    const NAME: &str = "elasticsearch.http";
+    match e {
+        EsError::Unreachable {
+            detail, timeout: true, ..
+        } => CheckResult::fail(
+            NAME,
+            "http",
+            ms,
+            format!("connected, but no HTTP answer within {} ({detail})", secs(budget)),
+        )
+        .hint("Elasticsearch accepted the connection but did not answer: an overloaded or stuck node, or a port that is not Elasticsearch's HTTP port"),
+        EsError::Unreachable { detail, .. } if !use_ssl => CheckResult::fail(
+            NAME,
+            "http",
+            ms,
+            format!("the HTTP exchange failed ({detail})"),
+        )
+        .hint("the port accepted TCP but did not speak plain HTTP: if the cluster serves HTTPS (the default since Elasticsearch 8), set ES_USE_SSL=true"),
+        EsError::Unreachable { detail, .. } => CheckResult::fail(
+            NAME,
+            "http",
+            ms,
+            format!("the HTTPS exchange failed after a good TLS handshake ({detail})"),
+        )
+        .hint("the handshake passed but the request did not: a proxy or a node that closes connections; check the Elasticsearch logs"),
+        other => CheckResult::fail(NAME, "http", ms, other.to_string()),
+    }
+}
+
+fn describe_auth(auth: Option<&EsAuth>) -> String {
+    match auth {
+        Some(EsAuth::Basic { username, .. }) => format!("user `{username}`"),
+        Some(EsAuth::ApiKey(_)) => "the API key".into(),
+        None => "no credentials".into(),
+    }
+}
+
+async fn check_auth(
+    deps: &ProbeDeps,
+    client: &EsClient,
+    status: StatusCode,
+    body: &[u8],
+) -> CheckResult {
+    const NAME: &str = "elasticsearch.auth";
+    let auth = deps.config.es.auth.as_ref();
+    let who = describe_auth(auth);
+    let secret_problem = deps.es_credentials_problem.as_deref();
+    if status == StatusCode::UNAUTHORIZED {
+        let reason = es_reason(body);
+        let (detail, hint) = match (auth, secret_problem) {
+            (_, Some(problem)) => (
+                format!("401: the cluster wants credentials, but they could not be loaded: {problem}"),
+                "see secretsmanager.secret: the function role needs secretsmanager:GetSecretValue on ES_SECRET_ID (and kms:Decrypt for a customer managed key)".to_owned(),
+            ),
+            (None, None) => (
+                format!("401: the cluster requires credentials and none are configured ({reason})"),
+                "set ES_SECRET_ID (or ES_API_KEY, or ES_USERNAME and ES_PASSWORD for local runs)".to_owned(),
+            ),
+            (Some(_), None) => (
+                format!("401: the cluster refused {who} ({reason})"),
+                format!("authentication failed, so the credentials themselves are wrong: a mistyped or rotated password, an expired or invalidated API key, or {who} in another realm; fix the value in ES_SECRET_ID (or ES_API_KEY / ES_PASSWORD)"),
+            ),
+        };
+        return CheckResult::fail(NAME, "auth", 0, detail).hint(hint);
+    }
+    // Who the cluster thinks we are (needs no privilege beyond being authenticated).
+    let whoami = match client
+        .send(Method::GET, "/_security/_authenticate", None)
+        .await
+    {
+        Ok((s, b)) if s.is_success() => serde_json::from_slice::<Value>(&b).ok(),
+        _ => None,
+    };
+    let identity = whoami.as_ref().map(|v| {
+        let user = v["username"].as_str().unwrap_or("?");
+        let roles: Vec<&str> = v["roles"]
+            .as_array()
+            .map(|r| r.iter().filter_map(Value::as_str).collect())
+            .unwrap_or_default();
+        let via = v["authentication_type"].as_str().unwrap_or("");
+        format!(
+            "authenticated as `{user}`{} with roles [{}]",
+            if via.is_empty() { String::new() } else { format!(" ({via})") },
+            roles.join(", ")
+        )
+    });
+    let mut detail = match (&identity, status == StatusCode::FORBIDDEN, auth) {
+        (Some(id), false, _) => id.clone(),
+        (Some(id), true, _) => format!("{id}; GET / is forbidden (403) to it, continuing"),
+        (None, true, _) => format!("{who} accepted; GET / is forbidden (403) to it, continuing"),
+        (None, false, None) => "no credentials configured and the cluster answered: security is off or anonymous access is on".into(),
+        (None, false, Some(_)) => format!("{who} accepted"),
+    };
+    if let Some(problem) = secret_problem {
+        detail.push_str(&format!(
+            ", but the credentials from ES_SECRET_ID could not be loaded ({problem})"
+        ));
+        return CheckResult::warn(NAME, 0, detail)
+            .hint("see secretsmanager.secret; embed-index cannot authenticate either");
+    }
+    CheckResult::pass(NAME, 0, detail)
+}
+
+async fn check_cluster(client: &EsClient) -> CheckResult {
+    const NAME: &str = "elasticsearch.cluster";
+    let path = "/_cluster/health?level=indices&filter_path=status,cluster_name,number_of_nodes,number_of_data_nodes,unassigned_shards,unassigned_primary_shards,indices.*.status";
+    let (status, body) = match client.send(Method::GET, path, None).await {
+        Ok(a) => a,
+        Err(e) => return CheckResult::fail(NAME, "cluster", 0, e.to_string()),
+    };
+    if status == StatusCode::FORBIDDEN {
+        return CheckResult::fail(
+            NAME,
+            "authz",
+            0,
+            format!("403: authenticated, but not allowed to read cluster health ({})", es_reason(&body)),
+        )
+        .hint("authorization, not authentication: grant the `monitor` cluster privilege to the role of the probe's user or API key (or give the probe its own key with `monitor`)");
+    }
+    if !status.is_success() {
+        return CheckResult::fail(
+            NAME,
+            "cluster",
+            0,
+            format!("HTTP {} from _cluster/health: {}", status.as_u16(), es_reason(&body)),
+        );
+    }
+    let h: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+    let health = h["status"].as_str().unwrap_or("unknown");
+    let nodes = h["number_of_nodes"].as_u64().unwrap_or(0);
+    let unassigned = h["unassigned_shards"].as_u64().unwrap_or(0);
+    let index = &client.index;
+    let index_status = h.pointer(&format!("/indices/{}/status", index.replace('~', "~0").replace('/', "~1")))
+        .and_then(Value::as_str);
+    match health {
+        "green" => CheckResult::pass(NAME, 0, format!("green, {nodes} node(s)")),
+        "yellow" => CheckResult::warn(
+            NAME,
+            0,
+            format!("yellow, {nodes} node(s), {unassigned} unassigned shard(s): replicas are not allocated (normal for a single node)"),
+        )
+        .hint("on a multi-node cluster, find the unassigned replicas with GET _cluster/allocation/explain"),
+        "red" => {
+            let mut red: Vec<String> = h["indices"]
+                .as_object()
+                .map(|m| {
+                    m.iter()
+                        .filter(|(_, v)| v["status"] == "red")
+                        .map(|(k, _)| k.clone())
+                        .collect()
+                })
+                .unwrap_or_default();
+            red.sort();
+            let primaries = h["unassigned_primary_shards"]
+                .as_u64()
+                .map(|n| format!("{n} primary shard(s) unassigned"))
+                .unwrap_or_else(|| "some primary shards are unassigned".into());
+            let mut detail = format!("red, {nodes} node(s): {primaries}");
+            if !red.is_empty() {
+                let shown: Vec<&str> = red.iter().take(5).map(String::as_str).collect();
+                detail.push_str(&format!(
+                    "; red indices: {}{}",
+                    shown.join(", "),
+                    if red.len() > 5 { format!(" and {} more", red.len() - 5) } else { String::new() }
+                ));
+            }
+            if index_status == Some("red") {
+                detail.push_str(&format!("; the target index {index} is red, writes to it fail"));
+            }
+            let explain_index = if index_status == Some("red") { Some(index.as_str()) } else { red.first().map(String::as_str) };
+            if let Some(reason) = allocation_reason(client, explain_index).await {
+                detail.push_str(&format!("; reason: {reason}"));
+            }
+            CheckResult::fail(NAME, "cluster", 0, detail)
+                .hint("a lost data node, full disks (flood-stage watermark) or a failed recovery: check the nodes, their disks and GET _cluster/allocation/explain")
+        }
+        other => CheckResult::fail(NAME, "cluster", 0, format!("unexpected health status {other:?}")),
+    }
+}
+
+/// Why a primary shard is unassigned, from `_cluster/allocation/explain` (best effort).
+async fn allocation_reason(client: &EsClient, index: Option<&str>) -> Option<String> {
+    let body = index.map(|i| {
+        (
+            serde_json::to_vec(&json!({"index": i, "shard": 0, "primary": true})).unwrap_or_default(),
+            "application/json",
+        )
+    });
+    let (status, bytes) = client
+        .send(Method::POST, "/_cluster/allocation/explain", body)
+        .await
+        .ok()?;
+    if !status.is_success() {
+        return None;
+    }
+    let v: Value = serde_json::from_slice(&bytes).ok()?;
+    let mut parts = Vec::new();
+    if let (Some(i), Some(s)) = (v["index"].as_str(), v["shard"].as_u64()) {
+        parts.push(format!("shard {s} of {i}"));
+    }
+    if let Some(r) = v.pointer("/unassigned_info/reason").and_then(Value::as_str) {
+        parts.push(r.to_owned());
+    }
+    if let Some(e) = v["allocate_explanation"].as_str() {
+        parts.push(e.chars().take(240).collect());
+    }
+    (!parts.is_empty()).then(|| parts.join(": "))
+}
+
+async fn check_index(deps: &ProbeDeps, client: &EsClient) -> CheckResult {
+    const NAME: &str = "elasticsearch.index";
+    let model = &deps.config.model;
+    let want = model.dimensions;
+    let index = &client.index;
+    match client.mapping().await {
+        Ok(m) => {
+            let dims = mapped_dimensions(&m);
+            let wrong: Vec<String> = dims
+                .iter()
+                .filter(|(_, d)| *d != Some(want as u64))
+                .map(|(i, d)| match d {
+                    Some(d) => format!("{i} maps `embedding` with {d} dimensions"),
+                    None => format!("{i} has no dense_vector `embedding`"),
+                })
+                .collect();
+            if !wrong.is_empty() {
+                return CheckResult::fail(
+                    NAME,
+                    "mapping",
+                    0,
+                    format!("{model_id} produces {want} dimensions but {}", wrong.join(", "), model_id = model.id),
+                )
+                .hint(format!(
+                    "every document embed-index writes would be rejected: point ES_INDEX at a new index (or an alias) for this model, \
+                     or set EMBEDDING_DIMENSIONS to the mapped size if {} offers it",
+                    model.id
+                ));
+            }
+            let field = m
+                .as_object()
+                .and_then(|o| o.values().next())
+                .and_then(|v| v.pointer("/mappings/properties/embedding"))
+                .cloned()
+                .unwrap_or(Value::Null);
+            let similarity = field["similarity"].as_str().map(|s| format!(", {s}")).unwrap_or_default();
+            let index_type = field
+                .pointer("/index_options/type")
+                .and_then(Value::as_str)
+                .map(|s| format!(", {s}"))
+                .unwrap_or_default();
+            let (count, detail_count) = match client.count().await {
+                Ok(c) => (Some(c), format!("; {c} documents (chunks)")),
+                Err(EsError::Status { status: 403, .. }) => {
+                    (None, "; the document count is forbidden (grant `read` on the index)".into())
+                }
+                Err(e) => (None, format!("; count failed: {e}")),
+            };
+            let concrete: Vec<&str> = dims.iter().map(|(i, _)| i.as_str()).collect();
+            let alias = if concrete.len() == 1 && concrete[0] == index {
+                String::new()
+            } else {
+                format!(" (alias of {})", concrete.join(", "))
+            };
+            let result = CheckResult::pass(
+                NAME,
+                0,
+                format!("{index}{alias}: `embedding` dense_vector with {want} dimensions{similarity}{index_type}, matching {}{detail_count}", model.id),
+            );
+            match count {
+                Some(c) => result.metric("DocumentCount", c as f64),
+                None => result,
+            }
+        }
+        Err(EsError::Status { status: 404, .. }) => CheckResult::warn(
+            NAME,
+            0,
+            format!("{index} does not exist yet"),
+        )
+        .hint("embed-index creates it with the first batch; if documents were expected, check that ES_INDEX matches embed-index's"),
+        Err(EsError::Status { status: 403, reason, .. }) => CheckResult::fail(
+            NAME,
+            "authz",
+            0,
+            format!("403 reading the mapping of {index} ({reason})"),
+        )
+        .hint(format!("grant `view_index_metadata` (and `read` for the count) on {index} to the probe's role")),
+        Err(e) => CheckResult::fail(NAME, "mapping", 0, e.to_string()),
+    }
+}
+
+/// Elasticsearch's `{"error":{"type","reason"}}`, or the start of the body.
+fn es_reason(body: &[u8]) -> String {
+    let v: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
+    match &v["error"] {
+        Value::Object(e) => format!(
+            "{}: {}",
+            e.get("type").and_then(Value::as_str).unwrap_or("error"),
+            e.get("reason").and_then(Value::as_str).unwrap_or("")
+        ),
+        Value::String(s) => s.clone(),
+        _ => String::from_utf8_lossy(body).chars().take(200).collect(),
+    }
+}
+
+fn secs(d: Duration) -> String {
+    if d.subsec_millis() == 0 {
+        format!("{} s", d.as_secs())
+    } else {
+        format!("{:.1} s", d.as_secs_f64())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn closed_port_is_refused_and_named() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        drop(listener);
+        let (detail, hint) = connect_any(&[addr], Duration::from_secs(2))
+            .await
+            .unwrap_err();
+        assert!(detail.contains("refused"), "{detail}");
+        assert!(hint.contains("nothing accepts port"), "{hint}");
+    }
+
+    #[test]
+    fn es_reasons_are_read() {
+        let body = br#"{"error":{"type":"security_exception","reason":"unable to authenticate user [probe]"},"status":401}"#;
+        assert_eq!(
+            es_reason(body),
+            "security_exception: unable to authenticate user [probe]"
+        );
+        assert_eq!(es_reason(b"<html>nope"), "<html>nope");
+        assert_eq!(secs(Duration::from_millis(1500)), "1.5 s");
+        assert_eq!(secs(Duration::from_secs(2)), "2 s");
+    }
+}

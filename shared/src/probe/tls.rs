@@ -1,0 +1,512 @@
+//! The TLS layer of the Elasticsearch path: a handshake of our own, with the trust the
+//! Elasticsearch client uses (the system roots plus `ES_CA_CERT`), that keeps the server's leaf
+//! certificate and the verifier's verdict so a failure can be named precisely.
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use rustls::client::WebPkiServerVerifier;
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::crypto::CryptoProvider;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+use rustls::{CertificateError, DigitallySignedStruct, RootCertStore, SignatureScheme};
+use tokio::net::TcpStream;
+
+/// The roots a handshake trusts; built once per container.
+#[derive(Debug)]
+pub struct TlsTrust {
+    verifier: Arc<WebPkiServerVerifier>,
+    provider: Arc<CryptoProvider>,
+    /// Certificates taken from `ES_CA_CERT`.
+    pub extra_roots: usize,
+    /// Certificates taken from the system store.
+    pub system_roots: usize,
+}
+
+impl TlsTrust {
+    /// The system roots (as `rustls-native-certs` finds them, like the Elasticsearch client's
+    /// platform verifier on Linux) plus every certificate in `ca_pem`.
+    pub fn new(ca_pem: Option<&str>) -> Result<Self, String> {
+        let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+        let mut roots = RootCertStore::empty();
+        let mut extra_roots = 0;
+        if let Some(pem) = ca_pem {
+            for cert in CertificateDer::pem_slice_iter(pem.as_bytes()) {
+                let cert =
+                    cert.map_err(|e| format!("ES_CA_CERT is not a PEM certificate bundle: {e}"))?;
+                roots
+                    .add(cert)
+                    .map_err(|e| format!("ES_CA_CERT holds a certificate rustls refuses: {e}"))?;
+                extra_roots += 1;
+            }
+            if extra_roots == 0 {
+                return Err("ES_CA_CERT holds no certificate".into());
+            }
+        }
+        let native = rustls_native_certs::load_native_certs();
+        let (system_roots, _) = roots.add_parsable_certificates(native.certs);
+        if roots.is_empty() {
+            return Err(
+                "no trusted roots: the system store is empty and ES_CA_CERT is not set".into(),
+            );
+        }
+        let verifier = WebPkiServerVerifier::builder_with_provider(roots.into(), provider.clone())
+            .build()
+            .map_err(|e| format!("the TLS verifier could not be built: {e}"))?;
+        Ok(Self {
+            verifier,
+            provider,
+            extra_roots,
+            system_roots,
+        })
+    }
+}
+
+/// What a handshake that completed learned.
+#[derive(Debug, Clone)]
+pub struct Handshake {
+    pub protocol: String,
+    pub cipher: String,
+    pub leaf: Option<LeafCertificate>,
+    /// The verifier's verdict; only `Err` when verification is off (otherwise the handshake
+    /// would have failed).
+    pub verdict: Result<(), rustls::Error>,
+}
+
+/// Why a handshake did not complete.
+#[derive(Debug)]
+pub enum HandshakeError {
+    /// The TCP connection for the handshake could not be made.
+    Connect(String),
+    /// No handshake answer in time.
+    Timeout(Duration),
+    /// The verifier rejected the server's certificate.
+    Certificate {
+        error: rustls::Error,
+        leaf: Option<LeafCertificate>,
+    },
+    /// Anything else rustls or the socket said.
+    Protocol(std::io::Error),
+}
+
+/// Collects the leaf certificate and the verdict, and decides whether a bad verdict stops the
+/// handshake (`verify`) or is only reported.
+#[derive(Debug)]
+struct Capture {
+    inner: Arc<WebPkiServerVerifier>,
+    verify: bool,
+    seen: Mutex<Option<(Vec<u8>, Result<(), rustls::Error>)>>,
+}
+
+impl ServerCertVerifier for Capture {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        server_name: &ServerName<'_>,
+        ocsp_response: &[u8],
+        now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        let verdict = self
+            .inner
+            .verify_server_cert(end_entity, intermediates, server_name, ocsp_response, now)
+            .map(|_| ());
+        *self.seen.lock().unwrap_or_else(|p| p.into_inner()) =
+            Some((end_entity.to_vec(), verdict.clone()));
+        match verdict {
+            Err(e) if self.verify => Err(e),
+            _ => Ok(ServerCertVerified::assertion()),
+        }
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.inner.supported_verify_schemes()
+    }
+}
+
+/// Connects to `addr` and runs a TLS handshake for `host`, all within `timeout`.
+pub async fn handshake(
+    trust: &TlsTrust,
+    addr: SocketAddr,
+    host: &str,
+    verify: bool,
+    timeout: Duration,
+) -> Result<Handshake, HandshakeError> {
+    let server_name = ServerName::try_from(host.trim_matches(['[', ']']).to_owned())
+        .map_err(|e| HandshakeError::Connect(format!("{host} is not a valid TLS server name: {e}")))?;
+    let capture = Arc::new(Capture {
+        inner: trust.verifier.clone(),
+        verify,
+        seen: Mutex::new(None),
+    });
+    let config = rustls::ClientConfig::builder_with_provider(trust.provider.clone())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| HandshakeError::Connect(e.to_string()))?
+        .dangerous()
+        .with_custom_certificate_verifier(capture.clone())
+        .with_no_client_auth();
+    let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
+    let attempt = async {
+        let tcp = TcpStream::connect(addr)
+            .await
+            .map_err(|e| HandshakeError::Connect(format!("{addr}: {e}")))?;
+        connector
+            .connect(server_name, tcp)
+            .await
+            .map_err(HandshakeError::Protocol)
+    };
+    let seen = || {
+        capture
+            .seen
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take()
+    };
+    match tokio::time::timeout(timeout, attempt).await {
+        Err(_) => Err(HandshakeError::Timeout(timeout)),
+        Ok(Err(HandshakeError::Protocol(io))) => match seen() {
+            Some((leaf, Err(error))) => Err(HandshakeError::Certificate {
+                error,
+                leaf: LeafCertificate::parse(&leaf),
+            }),
+            _ => Err(HandshakeError::Protocol(io)),
+        },
+        Ok(Err(e)) => Err(e),
+        Ok(Ok(stream)) => {
+            let (_, conn) = stream.get_ref();
+            let protocol = conn
+                .protocol_version()
+                .map(|v| format!("{v:?}").replace('_', "."))
+                .unwrap_or_default();
+            let cipher = conn
+                .negotiated_cipher_suite()
+                .map(|c| format!("{:?}", c.suite()))
+                .unwrap_or_default();
+            let (leaf, verdict) = match seen() {
+                Some((der, verdict)) => (LeafCertificate::parse(&der), verdict),
+                None => (None, Ok(())),
+            };
+            Ok(Handshake {
+                protocol,
+                cipher,
+                leaf,
+                verdict,
+            })
+        }
+    }
+}
+
+/// What the probe reads from the server's leaf certificate.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LeafCertificate {
+    pub subject_cn: Option<String>,
+    pub issuer_cn: Option<String>,
+    /// Subject and issuer are the same name: a self-signed (or self-issued) certificate.
+    pub self_issued: bool,
+    /// Validity, in seconds since the Unix epoch.
+    pub not_before: i64,
+    pub not_after: i64,
+    /// The subjectAltName DNS names and IP addresses.
+    pub names: Vec<String>,
+}
+
+impl LeafCertificate {
+    /// Reads an X.509 certificate's DER: just enough of it for the probe's report.
+    pub fn parse(der: &[u8]) -> Option<Self> {
+        let (tag, cert, _) = der::tlv(der)?;
+        if tag != der::SEQUENCE {
+            return None;
+        }
+        let (tag, tbs, _) = der::tlv(cert)?;
+        if tag != der::SEQUENCE {
+            return None;
+        }
+        // [0] version (optional), serialNumber, signature algorithm.
+        let (tag, _, next) = der::tlv(tbs)?;
+        let next = if tag == 0xA0 { der::tlv(next)?.2 } else { next };
+        let (_, _, next) = der::tlv(next)?;
+        let (_, issuer, next) = der::tlv(next)?;
+        let (_, validity, next) = der::tlv(next)?;
+        let (_, subject_raw, next) = der::tlv(next)?;
+        let (_, _spki, mut next) = der::tlv(next)?;
+        let (t1, v1, after) = der::tlv(validity)?;
+        let (t2, v2, _) = der::tlv(after)?;
+        let not_before = der::time(t1, v1)?;
+        let not_after = der::time(t2, v2)?;
+        let mut names = Vec::new();
+        while let Some((tag, value, after)) = der::tlv(next) {
+            if tag == 0xA3 {
+                names = der::subject_alt_names(value).unwrap_or_default();
+            }
+            next = after;
+        }
+        Some(Self {
+            subject_cn: der::common_name(subject_raw),
+            issuer_cn: der::common_name(issuer),
+            self_issued: issuer == subject_raw,
+            not_before,
+            not_after,
+            names,
+        })
+    }
+
+    /// Whole days from `now` until the certificate expires (negative once it has).
+    pub fn days_left(&self, now: i64) -> i64 {
+        (self.not_after - now).div_euclid(86_400)
+    }
+
+    /// Names a client may use for this certificate, for messages.
+    pub fn describe_names(&self) -> String {
+        if self.names.is_empty() {
+            match &self.subject_cn {
+                Some(cn) => format!("no subjectAltName, only CN={cn} (which TLS clients ignore)"),
+                None => "no names at all".into(),
+            }
+        } else {
+            self.names.join(", ")
+        }
+    }
+}
+
+/// A calendar date for messages.
+pub fn date(epoch_seconds: i64) -> String {
+    chrono::DateTime::from_timestamp(epoch_seconds, 0)
+        .map(|d| d.format("%Y-%m-%d %H:%M UTC").to_string())
+        .unwrap_or_else(|| epoch_seconds.to_string())
+}
+
+/// The certificate problem a verdict names, without the rustls wording.
+pub fn certificate_error(error: &rustls::Error) -> Option<&CertificateError> {
+    match error {
+        rustls::Error::InvalidCertificate(e) => Some(e),
+        _ => None,
+    }
+}
+
+/// The rustls error inside an I/O error from a handshake, if there is one.
+pub fn rustls_error(io: &std::io::Error) -> Option<&rustls::Error> {
+    io.get_ref()
+        .and_then(|inner| inner.downcast_ref::<rustls::Error>())
+}
+
+/// A minimal DER reader: tag-length-value, times and names.
+mod der {
+    pub const SEQUENCE: u8 = 0x30;
+    const SET: u8 = 0x31;
+    const OID: u8 = 0x06;
+    const OCTET_STRING: u8 = 0x04;
+    const UTC_TIME: u8 = 0x17;
+    const GENERALIZED_TIME: u8 = 0x18;
+    /// 2.5.4.3, commonName.
+    const CN: &[u8] = &[0x55, 0x04, 0x03];
+    /// 2.5.29.17, subjectAltName.
+    const SAN: &[u8] = &[0x55, 0x1D, 0x11];
+
+    /// One element: (tag, contents, what follows). Only single-byte tags and definite lengths,
+    /// which is all DER allows for certificates.
+    pub fn tlv(input: &[u8]) -> Option<(u8, &[u8], &[u8])> {
+        let (&tag, rest) = input.split_first()?;
+        let (&first, rest) = rest.split_first()?;
+        let (len, rest) = if first < 0x80 {
+            (first as usize, rest)
+        } else {
+            let n = (first & 0x7F) as usize;
+            if n == 0 || n > 4 || rest.len() < n {
+                return None;
+            }
+            let len = rest[..n]
+                .iter()
+                .fold(0usize, |acc, b| (acc << 8) | *b as usize);
+            (len, &rest[n..])
+        };
+        if rest.len() < len {
+            return None;
+        }
+        Some((tag, &rest[..len], &rest[len..]))
+    }
+
+    /// UTCTime (YYMMDDHHMMSSZ, years 1950–2049) or GeneralizedTime (YYYYMMDDHHMMSSZ).
+    pub fn time(tag: u8, value: &[u8]) -> Option<i64> {
+        let text = std::str::from_utf8(value).ok()?;
+        let digits = text.strip_suffix('Z')?;
+        if !digits.bytes().all(|b| b.is_ascii_digit()) {
+            return None;
+        }
+        let num = |s: &str| s.parse::<u32>().ok();
+        let (year, rest) = match (tag, digits.len()) {
+            (UTC_TIME, 12) => {
+                let yy = num(&digits[..2])? as i32;
+                (if yy < 50 { 2000 + yy } else { 1900 + yy }, &digits[2..])
+            }
+            (GENERALIZED_TIME, 14) => (num(&digits[..4])? as i32, &digits[4..]),
+            _ => return None,
+        };
+        let date = chrono::NaiveDate::from_ymd_opt(year, num(&rest[..2])?, num(&rest[2..4])?)?;
+        let time = date.and_hms_opt(num(&rest[4..6])?, num(&rest[6..8])?, num(&rest[8..10])?)?;
+        Some(time.and_utc().timestamp())
+    }
+
+    /// The first commonName of a Name (SEQUENCE of SET of SEQUENCE {OID, value}).
+    pub fn common_name(name: &[u8]) -> Option<String> {
+        let mut sets = name;
+        while let Some((tag, set, next)) = tlv(sets) {
+            sets = next;
+            if tag != SET {
+                continue;
+            }
+            let mut attrs = set;
+            while let Some((_, attr, after)) = tlv(attrs) {
+                attrs = after;
+                let (tag, oid, value) = tlv(attr)?;
+                if tag == OID && oid == CN {
+                    let (_, text, _) = tlv(value)?;
+                    return Some(String::from_utf8_lossy(text).into_owned());
+                }
+            }
+        }
+        None
+    }
+
+    /// dNSName and iPAddress entries of the subjectAltName extension, given the contents of
+    /// the `[3]` extensions wrapper.
+    pub fn subject_alt_names(extensions: &[u8]) -> Option<Vec<String>> {
+        let (_, mut list, _) = tlv(extensions)?;
+        while let Some((_, ext, next)) = tlv(list) {
+            list = next;
+            let (tag, oid, mut rest) = tlv(ext)?;
+            if tag != OID || oid != SAN {
+                continue;
+            }
+            let mut names = Vec::new();
+            while let Some((tag, value, after)) = tlv(rest) {
+                rest = after;
+                if tag != OCTET_STRING {
+                    continue; // the `critical` flag
+                }
+                let (_, mut general, _) = tlv(value)?;
+                while let Some((tag, name, after)) = tlv(general) {
+                    general = after;
+                    match (tag, name.len()) {
+                        (0x82, _) => names.push(String::from_utf8_lossy(name).into_owned()),
+                        (0x87, 4) => {
+                            names.push(std::net::Ipv4Addr::new(name[0], name[1], name[2], name[3]).to_string())
+                        }
+                        (0x87, 16) => {
+                            let mut b = [0u8; 16];
+                            b.copy_from_slice(name);
+                            names.push(std::net::Ipv6Addr::from(b).to_string());
+                        }
+                        _ => {}
+                    }
+                }
+            }
+            return Some(names);
+        }
+        None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Issued by a test CA with `openssl ca -startdate 20250101000000Z -enddate 20350615123000Z`,
+    /// SANs DNS:es.example.internal, DNS:*.es.example.internal, IP:10.0.0.5.
+    const LEAF: &str = "-----BEGIN CERTIFICATE-----
+MIIB2jCCAYCgAwIBAgICEAAwCgYIKoZIzj0EAwIwGTEXMBUGA1UEAwwOU2FrdWlu
+IFRlc3QgQ0EwHhcNMjUwMTAxMDAwMDAwWhcNMzUwNjE1MTIzMDAwWjAwMRwwGgYD
+VQQDDBNlcy5leGFtcGxlLmludGVybmFsMRAwDgYDVQQKDAdFeGFtcGxlMFkwEwYH
+KoZIzj0CAQYIKoZIzj0DAQcDQgAEhT/XU6pU/BifVKCe/oTFzqnyn17Tfmm7zvci
+a5Z8xspAeir04lqiuU6mUW5N6zWoT2jbbcEvjmcDbIk5sc5+4KOBoDCBnTA7BgNV
+HREENDAyghNlcy5leGFtcGxlLmludGVybmFsghUqLmVzLmV4YW1wbGUuaW50ZXJu
+YWyHBAoAAAUwCQYDVR0TBAIwADATBgNVHSUEDDAKBggrBgEFBQcDATAdBgNVHQ4E
+FgQUHkNwAlNau5EdoLq88ZaTD/4dTGQwHwYDVR0jBBgwFoAU6KjKLkUK/UE3pXRl
+I7rY0I5MTqcwCgYIKoZIzj0EAwIDSAAwRQIgb/s8N/b722OxAjvjoN9CpiuyAixL
+eYehuwv/tlmtslYCIQDT/IU03Qu1V6vM2KhmHwVr0Un0Ip98+bZalNNu64/LWw==
+-----END CERTIFICATE-----";
+
+    /// No SAN; notBefore 2049-12-31 23:59:59 as UTCTime, notAfter 2060-01-01 as GeneralizedTime.
+    const CN_ONLY: &str = "-----BEGIN CERTIFICATE-----
+MIIBdDCCARqgAwIBAgICEAEwCgYIKoZIzj0EAwIwGTEXMBUGA1UEAwwOU2FrdWlu
+IFRlc3QgQ0EwIBcNNDkxMjMxMjM1OTU5WhgPMjA2MDAxMDEwMDAwMDBaMBwxGjAY
+BgNVBAMMEW9sZC1zdHlsZS1jbi1vbmx5MFkwEwYHKoZIzj0CAQYIKoZIzj0DAQcD
+QgAEEEAxa8m4STmjALXgdu3ytREjF4mlGeyWc4dj709XrtqS6YcuwLBB8t0ZUi6R
+v7Y+iTMbl57F9ff60hGOduv/2aNNMEswCQYDVR0TBAIwADAdBgNVHQ4EFgQUrALx
+1qPNZKekCaNNbiOeWpf9cwIwHwYDVR0jBBgwFoAU6KjKLkUK/UE3pXRlI7rY0I5M
+TqcwCgYIKoZIzj0EAwIDSAAwRQIgLTTJhFGDjAlq6NExSSXkMskNgUhbUcAaiPQR
+60KxmUQCIQClAuGw1LIrFvcdhQV9/zJk4DCQKuADayUOzN/fIhZcNA==
+-----END CERTIFICATE-----";
+
+    fn der(pem: &str) -> Vec<u8> {
+        CertificateDer::from_pem_slice(pem.as_bytes())
+            .unwrap()
+            .to_vec()
+    }
+
+    #[test]
+    fn reads_validity_names_and_issuer() {
+        let leaf = LeafCertificate::parse(&der(LEAF)).unwrap();
+        assert_eq!(leaf.not_before, 1_735_689_600); // 2025-01-01T00:00:00Z
+        assert_eq!(leaf.not_after, 2_065_523_400); // 2035-06-15T12:30:00Z
+        assert_eq!(
+            leaf.names,
+            vec!["es.example.internal", "*.es.example.internal", "10.0.0.5"]
+        );
+        assert_eq!(leaf.subject_cn.as_deref(), Some("es.example.internal"));
+        assert_eq!(leaf.issuer_cn.as_deref(), Some("Sakuin Test CA"));
+        assert!(!leaf.self_issued);
+        assert_eq!(leaf.days_left(leaf.not_after - 86_400 * 3 - 5), 3);
+        assert_eq!(leaf.days_left(leaf.not_after + 1), -1);
+        assert_eq!(date(leaf.not_after), "2035-06-15 12:30 UTC");
+    }
+
+    #[test]
+    fn reads_generalized_time_and_cn_only_certificates() {
+        let leaf = LeafCertificate::parse(&der(CN_ONLY)).unwrap();
+        assert_eq!(leaf.not_before, 2_524_607_999); // 2049-12-31T23:59:59Z
+        assert_eq!(leaf.not_after, 2_840_140_800); // 2060-01-01T00:00:00Z
+        assert!(leaf.names.is_empty());
+        assert!(leaf.describe_names().contains("CN=old-style-cn-only"));
+    }
+
+    #[test]
+    fn hostile_der_is_refused_not_panicked_on() {
+        let good = der(LEAF);
+        for cut in 0..good.len() {
+            let _ = LeafCertificate::parse(&good[..cut]);
+        }
+        assert_eq!(LeafCertificate::parse(&[0x30, 0x84, 0xff, 0xff, 0xff, 0xff]), None);
+        assert_eq!(LeafCertificate::parse(b""), None);
+    }
+
+    #[test]
+    fn a_bad_ca_bundle_is_named() {
+        let err = TlsTrust::new(Some("-----BEGIN CERTIFICATE-----\nnot base64!\n-----END CERTIFICATE-----\n"))
+            .unwrap_err();
+        assert!(err.contains("ES_CA_CERT"), "{err}");
+        let err = TlsTrust::new(Some("no pem here")).unwrap_err();
+        assert!(err.contains("ES_CA_CERT holds no certificate"), "{err}");
+        let trust = TlsTrust::new(Some(LEAF)).unwrap();
+        assert_eq!(trust.extra_roots, 1);
+    }
+}
