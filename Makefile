@@ -39,6 +39,8 @@ fmt:
 template: venv
 	sam validate --lint --template template.yaml --region $(REGION)
 	cfn-lint template.yaml
+	checkov --config-file dev/checkov.yaml --file template.yaml
+	$(PY) -m unittest -q dev/test_template.py
 
 # SAM runs `cargo lambda build --release --arm64 --bin <name>` at the workspace root for each
 # function; CARGO_TARGET_DIR must not be set for its copy step to find the bootstrap.

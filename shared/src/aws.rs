@@ -67,3 +67,11 @@ pub async fn es_auth_from_secret(
     })?;
     auth_from_secret(secret_id, text)
 }
+
+pub use aws_config::SdkConfig;
+pub use aws_sdk_lambda::Client as LambdaClient;
+
+/// Lambda, for ingest's continuations (honours `AWS_ENDPOINT_URL_LAMBDA`).
+pub fn lambda_client(conf: &aws_config::SdkConfig) -> aws_sdk_lambda::Client {
+    aws_sdk_lambda::Client::new(conf)
+}

@@ -240,10 +240,25 @@ pub struct IngestConfig {
     /// The field path of the records array inside each JSON document (`RECORDS_PATH`, dotted);
     /// empty: the document itself is the records.
     pub records_path: Vec<String>,
+    /// At most this long per invocation before handing over to a fresh one (`INGEST_TIME_LIMIT_SECS`);
+    /// it always stops 30 s before the Lambda deadline.
+    pub time_limit: Option<std::time::Duration>,
     pub model: EmbeddingModel,
 }
 
 impl IngestConfig {
+    /// Time kept back before the Lambda deadline to hand the rest over.
+    pub const HAND_OVER_RESERVE: Duration = Duration::from_secs(30);
+
+    /// When an invocation stops reading and hands over, from the Lambda deadline (epoch ms).
+    pub fn work_deadline(&self, lambda_deadline_ms: u64) -> crate::retry::Deadline {
+        let by_lambda = crate::retry::Deadline::from_lambda_deadline_ms(lambda_deadline_ms, Self::HAND_OVER_RESERVE);
+        match self.time_limit {
+            Some(limit) if limit < by_lambda.remaining() => crate::retry::Deadline::after(limit),
+            _ => by_lambda,
+        }
+    }
+
     pub fn batch_limits(&self) -> crate::queue::BatchLimits {
         crate::queue::BatchLimits {
             max_payload_bytes: self.sqs_max_payload_bytes,
@@ -264,6 +279,7 @@ impl IngestConfig {
         let rejects_prefix = env
             .get("REJECTS_PREFIX")
             .unwrap_or_else(|| "rejects/".into());
+        let time_limit = env.optional::<u64>("INGEST_TIME_LIMIT_SECS").map(Duration::from_secs);
         let records_path: Vec<String> = env
             .get("RECORDS_PATH")
             .map(|p| p.split('.').map(str::to_owned).collect())
@@ -289,6 +305,7 @@ impl IngestConfig {
             max_record_bytes: max_record_bytes.max(1024),
             rejects_prefix,
             records_path,
+            time_limit,
             model: model.expect("check() fails when the model is invalid"),
         })
     }

@@ -282,7 +282,12 @@ pub fn select_groups(names: &[String]) -> (Vec<&'static str>, Vec<String>) {
     let groups = GROUPS
         .iter()
         .copied()
-        .filter(|g| everything || names.iter().any(|n| is_known_selector(n) && group_of(n) == *g))
+        .filter(|g| {
+            everything
+                || names
+                    .iter()
+                    .any(|n| is_known_selector(n) && group_of(n) == *g)
+        })
         .collect();
     (groups, unknown)
 }
@@ -315,12 +320,17 @@ pub async fn run(deps: &ProbeDeps, groups: &[&str]) -> ProbeReport {
         }
     }
     let when = |g: &'static str| want(g);
+    // Boxed: the SDK and reqwest futures are large, and five of them side by side would
+    // otherwise sit on the caller's stack.
     let (es, s3, sqs, bedrock, secret) = tokio::join!(
-        maybe(when("elasticsearch"), elasticsearch::check(deps)),
-        maybe(when("s3"), services::check_s3(deps)),
-        maybe(when("sqs"), services::check_queues(deps)),
-        maybe(when("bedrock"), services::check_bedrock(deps)),
-        maybe(when("secretsmanager"), services::check_secret(deps)),
+        maybe(when("elasticsearch"), Box::pin(elasticsearch::check(deps))),
+        maybe(when("s3"), Box::pin(services::check_s3(deps))),
+        maybe(when("sqs"), Box::pin(services::check_queues(deps))),
+        maybe(when("bedrock"), Box::pin(services::check_bedrock(deps))),
+        maybe(
+            when("secretsmanager"),
+            Box::pin(services::check_secret(deps))
+        ),
     );
     let mut checks: Vec<CheckResult> = [es, s3, sqs, bedrock, secret]
         .into_iter()
@@ -354,7 +364,11 @@ pub async fn handle_event(deps: &ProbeDeps, event: Value) -> Result<ProbeReport,
                 0,
                 format!("the event asks for unknown checks: {}", unknown.join(", ")),
             )
-            .hint(format!("known: all, {}, {}", GROUPS.join(", "), CHECKS.join(", "))),
+            .hint(format!(
+                "known: all, {}, {}",
+                GROUPS.join(", "),
+                CHECKS.join(", ")
+            )),
         );
         report.ok = false;
     }
@@ -517,7 +531,8 @@ mod tests {
             checks: vec![
                 CheckResult::pass("elasticsearch.tls", 7, "ok").metric("CertDaysLeft", 40.0),
                 CheckResult::fail("elasticsearch.http", "http", 9, "no"),
-                CheckResult::pass("sqs.dead_letter_queue", 2, "0").metric("DeadLetterQueueDepth", 0.0),
+                CheckResult::pass("sqs.dead_letter_queue", 2, "0")
+                    .metric("DeadLetterQueueDepth", 0.0),
             ],
             skipped: vec![],
         };
@@ -527,15 +542,31 @@ mod tests {
             .collect();
         assert_eq!(lines.len(), 2 + 3);
         let es = &lines[0];
-        assert_eq!(es["_aws"]["CloudWatchMetrics"][0]["Dimensions"], json!([["Check"]]));
+        assert_eq!(
+            es["_aws"]["CloudWatchMetrics"][0]["Dimensions"],
+            json!([["Check"]])
+        );
         assert_eq!(es["_aws"]["CloudWatchMetrics"][0]["Namespace"], "sakuin");
-        assert_eq!((es["Check"].clone(), es["CheckFailed"].clone()), (json!("elasticsearch"), json!(1.0)));
+        assert_eq!(
+            (es["Check"].clone(), es["CheckFailed"].clone()),
+            (json!("elasticsearch"), json!(1.0))
+        );
         assert_eq!(lines[1]["CheckFailed"], 0.0);
         let tls = &lines[2];
-        assert_eq!((tls["Check"].clone(), tls["Up"].clone(), tls["CertDaysLeft"].clone()), (json!("elasticsearch.tls"), json!(1.0), json!(40.0)));
+        assert_eq!(
+            (
+                tls["Check"].clone(),
+                tls["Up"].clone(),
+                tls["CertDaysLeft"].clone()
+            ),
+            (json!("elasticsearch.tls"), json!(1.0), json!(40.0))
+        );
         assert_eq!(lines[3]["Up"], 0.0);
         assert_eq!(lines[4]["DeadLetterQueueDepth"], 0.0);
-        assert_eq!(lines[4]["_aws"]["CloudWatchMetrics"][0]["Dimensions"], json!([["Check"]]));
+        assert_eq!(
+            lines[4]["_aws"]["CloudWatchMetrics"][0]["Dimensions"],
+            json!([["Check"]])
+        );
     }
 
     #[test]

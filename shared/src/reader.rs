@@ -66,6 +66,8 @@ pub struct RawRecord {
     /// The record's bytes when it could not be read (the first `max_record_bytes` of an
     /// oversized one), kept for the rejects object; empty otherwise.
     pub raw: Vec<u8>,
+    /// Where reading would continue after this record.
+    pub resume: ResumePoint,
 }
 
 /// What the object's name says about its layout.
@@ -110,6 +112,18 @@ pub async fn open_records_at(
     max_record_bytes: usize,
     records_path: &[String],
 ) -> Result<RecordReader<BoxedBufRead>, ReadError> {
+    open_records_from(body, key, max_record_bytes, records_path, None).await
+}
+
+/// Like `open_records_at`, continuing after the record that `resume` was taken from (the
+/// content before it is read and skipped: gzip cannot seek, and plain objects are cheap to skip).
+pub async fn open_records_from(
+    body: impl AsyncRead + Send + 'static,
+    key: &str,
+    max_record_bytes: usize,
+    records_path: &[String],
+    resume: Option<ResumePoint>,
+) -> Result<RecordReader<BoxedBufRead>, ReadError> {
     let mut raw = BufReader::with_capacity(READ_BUFFER, Box::pin(body));
     let mut magic = Vec::with_capacity(2);
     while magic.len() < 2 {
@@ -131,10 +145,33 @@ pub async fn open_records_at(
     } else {
         Box::pin(BufReader::with_capacity(READ_BUFFER, stream))
     };
+    let mut src = src;
+    let mut reader_splitter_pos = 0;
+    if let Some(point) = resume {
+        let skipped = tokio::io::copy(&mut (&mut src).take(point.offset), &mut tokio::io::sink()).await?;
+        if skipped < point.offset {
+            return Err(ReadError::Io(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                format!("the object ends at {skipped} bytes, before the resume point at {}", point.offset),
+            )));
+        }
+        reader_splitter_pos = point.offset;
+    }
     let mut reader = RecordReader::new(src, FormatHint::from_key(key), max_record_bytes);
     if !records_path.is_empty() {
-        reader.splitter.navigator = Some(Navigator::new(records_path));
+        let mut navigator = Navigator::new(records_path);
+        navigator.found = resume.is_some();
+        reader.splitter.navigator = Some(navigator);
         reader.splitter.mode = Mode::Values;
+    }
+    if let Some(point) = resume {
+        let s = &mut reader.splitter;
+        s.mode = if point.values { Mode::Values } else { Mode::Lines };
+        s.bom_checked = true;
+        s.pos = reader_splitter_pos;
+        s.line = point.line;
+        s.index = point.index;
+        s.in_array = point.in_array;
     }
     Ok(reader)
 }
@@ -205,6 +242,20 @@ struct Pending {
     bytes: Vec<u8>,
     position: RecordPosition,
     too_large: bool,
+    resume: ResumePoint,
+}
+
+/// Where reading can pick up again right after a record, in a later invocation: the offset in
+/// the (decompressed) content and the scanner's counters at that point.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ResumePoint {
+    pub offset: u64,
+    pub line: u64,
+    pub index: u64,
+    /// `true` when scanning JSON values (arrays, documents), `false` for JSON Lines.
+    pub values: bool,
+    /// Inside the top-level (or `RECORDS_PATH`) array.
+    pub in_array: bool,
 }
 
 /// Cuts a byte stream into record byte strings, in one of two modes: line by line (JSON Lines;
@@ -235,6 +286,10 @@ struct Splitter {
     navigator: Option<Navigator>,
     /// The records array under the path has ended; the rest of the document is not records.
     path_done: bool,
+    /// Offset of the next byte the mode scanners read, in the (decompressed) content.
+    pos: u64,
+    /// Offset just past the record being emitted.
+    record_end: u64,
 }
 
 impl Splitter {
@@ -261,6 +316,8 @@ impl Splitter {
             scalar: false,
             navigator: None,
             path_done: false,
+            pos: 0,
+            record_end: 0,
         }
     }
 
@@ -273,7 +330,7 @@ impl Splitter {
                 .map_err(|e| RecordError::InvalidJson(e.to_string()))
         };
         let raw = if value.is_err() { p.bytes } else { Vec::new() };
-        Some(RawRecord { position: p.position, value, raw })
+        Some(RawRecord { position: p.position, value, raw, resume: p.resume })
     }
 
     fn feed(&mut self, data: &[u8]) {
@@ -295,6 +352,7 @@ impl Splitter {
             }
             if self.detect_buf.starts_with(BOM) {
                 self.detect_buf.drain(..BOM.len());
+                self.pos += BOM.len() as u64;
             }
             self.bom_checked = true;
         }
@@ -378,11 +436,14 @@ impl Splitter {
     fn emit(&mut self, position: RecordPosition) {
         let bytes = std::mem::take(&mut self.cur);
         let too_large = std::mem::replace(&mut self.cur_too_large, false);
-        self.ready.push_back(Pending {
-            bytes,
-            position,
-            too_large,
-        });
+        let resume = ResumePoint {
+            offset: self.record_end,
+            line: self.line,
+            index: self.index,
+            values: self.mode == Mode::Values,
+            in_array: self.in_array,
+        };
+        self.ready.push_back(Pending { bytes, position, too_large, resume });
     }
 
     fn feed_lines(&mut self, mut data: &[u8]) {
@@ -390,11 +451,14 @@ impl Splitter {
             match data.iter().position(|&b| b == b'\n') {
                 Some(p) => {
                     self.push_slice(&data[..p]);
+                    self.pos += p as u64 + 1;
+                    self.record_end = self.pos;
                     self.end_line();
                     data = &data[p + 1..];
                 }
                 None => {
                     self.push_slice(data);
+                    self.pos += data.len() as u64;
                     data = &[];
                 }
             }
@@ -415,6 +479,8 @@ impl Splitter {
     }
 
     fn feed_values(&mut self, data: &[u8]) {
+        let base = self.pos;
+        self.pos += data.len() as u64;
         let mut i = 0;
         if let Some(nav) = &mut self.navigator {
             if !nav.found {
@@ -484,6 +550,7 @@ impl Splitter {
                 } else if b == b'"' {
                     self.in_string = false;
                     if self.scalar && self.depth == 0 {
+                        self.record_end = base + i as u64 + 1;
                         self.end_value();
                     }
                 }
@@ -500,6 +567,7 @@ impl Splitter {
                 )
             {
                 // A bare scalar ends at the first delimiter, which is then read again outside it.
+                self.record_end = base + i as u64;
                 self.end_value();
                 continue;
             }
@@ -510,6 +578,7 @@ impl Splitter {
                 b'}' | b']' => {
                     self.depth = self.depth.saturating_sub(1);
                     if self.depth == 0 && !self.scalar {
+                        self.record_end = base + i as u64 + 1;
                         self.end_value();
                     }
                 }
@@ -531,6 +600,7 @@ impl Splitter {
         if self.mode == Mode::Detect {
             self.try_detect(true);
         }
+        self.record_end = self.pos;
         match self.mode {
             Mode::Lines if !self.cur.is_empty() || self.cur_too_large => self.end_line(),
             Mode::Values if self.in_value => self.end_value(),
@@ -873,5 +943,56 @@ mod records_path_tests {
         assert!(err.to_string().contains("data.items"), "{err}");
         // A path whose value is not an array is not the records either.
         assert!(read_at(r#"{"items": {"id": 1}}"#, &["items"]).await.is_err());
+    }
+}
+
+#[cfg(test)]
+mod resume_tests {
+    use super::*;
+
+    async fn records(data: &[u8], key: &str, path: &[String], from: Option<ResumePoint>) -> Vec<RawRecord> {
+        let mut reader = open_records_from(io::Cursor::new(data.to_vec()), key, 64, path, from).await.unwrap();
+        let mut out = Vec::new();
+        while let Some(r) = reader.next_record().await.unwrap() {
+            out.push(r);
+        }
+        out
+    }
+
+    /// Resuming after any record yields exactly the records after it: none lost, none repeated.
+    async fn check_every_seam(data: &[u8], key: &str, path: &[&str]) {
+        let path: Vec<String> = path.iter().map(|s| s.to_string()).collect();
+        let all = records(data, key, &path, None).await;
+        assert!(all.len() >= 3, "{key}: {} records", all.len());
+        let summary = |r: &RawRecord| (r.position, r.value.clone().ok());
+        for (k, record) in all.iter().enumerate() {
+            let rest = records(data, key, &path, Some(record.resume)).await;
+            let expected: Vec<_> = all[k + 1..].iter().map(summary).collect();
+            let got: Vec<_> = rest.iter().map(summary).collect();
+            assert_eq!(got, expected, "{key}: resuming after record {k}");
+        }
+    }
+
+    #[tokio::test]
+    async fn json_lines_seams() {
+        let data = b"\xef\xbb\xbf{\"id\":1}\r\n\r\n{\"id\":2}\n{broken\n{\"id\":4,\"t\":\"a\\nb\"}\n{\"id\":5}";
+        check_every_seam(data, "a.jsonl", &[]).await;
+    }
+
+    #[tokio::test]
+    async fn array_and_document_seams() {
+        check_every_seam(b"[\n {\"id\": 1},\n {\"id\": [2, {\"x\": \"]\"}]},\n 3,\n \"four\",\n {\"id\": 5}\n]\n", "a.json", &[]).await;
+        check_every_seam(b"{\"id\": 1}\n{\n  \"id\": 2\n}\n{\"id\": 3} {\"id\": 4}", "b.json", &[]).await;
+        check_every_seam(b"{\"meta\": {\"n\": 3}, \"items\": [{\"id\": 1}, {\"id\": 2}, {\"id\": 3}], \"tail\": [4]}", "c.json", &["items"]).await;
+    }
+
+    #[tokio::test]
+    async fn gzip_seams() {
+        use async_compression::tokio::write::GzipEncoder;
+        use tokio::io::AsyncWriteExt;
+        let mut enc = GzipEncoder::new(Vec::new());
+        enc.write_all(b"{\"id\":1}\n{\"id\":2}\n{\"id\":3}\n{\"id\":4}\n").await.unwrap();
+        enc.shutdown().await.unwrap();
+        check_every_seam(&enc.into_inner(), "a.jsonl.gz", &[]).await;
     }
 }

@@ -48,6 +48,18 @@ pub trait ObjectStore: Send + Sync {
 
     /// Writes a small object (ingest's rejects).
     fn put(&self, bucket: &str, key: &str, body: Vec<u8>) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// One page of the objects under `prefix`, in key order, after `start_after`.
+    fn list(&self, bucket: &str, prefix: &str, start_after: Option<&str>) -> impl Future<Output = Result<ListPage, StoreError>> + Send;
+}
+
+/// A page of a listing.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ListPage {
+    /// `(key, eTag)` of each object.
+    pub objects: Vec<(String, Option<String>)>,
+    /// More objects follow the last one.
+    pub truncated: bool,
 }
 
 /// Amazon S3 through the AWS SDK.
@@ -114,6 +126,24 @@ impl ObjectStore for S3Store {
             .await
             .map(|_| ())
             .map_err(|e| StoreError::Other { bucket: bucket.to_owned(), key: key.to_owned(), source: Box::new(e.into_service_error()) })
+    }
+
+    async fn list(&self, bucket: &str, prefix: &str, start_after: Option<&str>) -> Result<ListPage, StoreError> {
+        let mut request = self.client.list_objects_v2().bucket(bucket).prefix(prefix);
+        if let Some(after) = start_after {
+            request = request.start_after(after);
+        }
+        let out = request.send().await.map_err(|e| StoreError::Other {
+            bucket: bucket.to_owned(),
+            key: prefix.to_owned(),
+            source: Box::new(e.into_service_error()),
+        })?;
+        let objects = out
+            .contents()
+            .iter()
+            .filter_map(|o| Some((o.key()?.to_owned(), o.e_tag().map(|e| e.trim_matches('"').to_owned()))))
+            .collect();
+        Ok(ListPage { objects, truncated: out.is_truncated().unwrap_or(false) })
     }
 }
 

@@ -39,11 +39,6 @@ pub fn binary_dir() -> PathBuf {
         .unwrap_or_else(|_| crate::stack::repo_root().join("target"));
     target.join("debug")
 }
-    let target = std::env::var("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|_| crate::stack::repo_root().join("target"));
-    target.join("debug")
-}
 
 /// Settings for the functions beyond the stack's endpoints.
 #[derive(Debug, Clone)]

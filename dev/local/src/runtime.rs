@@ -37,6 +37,11 @@ struct Shared {
     function_name: String,
     /// The last lines the process wrote, for errors when it dies.
     tail: std::sync::Mutex<std::collections::VecDeque<String>>,
+    /// Asynchronous invocations (the function invoking itself through the Lambda API).
+    async_sender: Mutex<Option<mpsc::Sender<Invocation>>>,
+    async_pending: std::sync::atomic::AtomicUsize,
+    async_results: std::sync::Mutex<Vec<Outcome>>,
+    next_async: std::sync::atomic::AtomicU64,
 }
 
 /// One running function process (a warm Lambda container) and its Runtime API.
@@ -68,7 +73,12 @@ impl FunctionProcess {
             init_error: Mutex::new(None),
             function_name: name.to_owned(),
             tail: Default::default(),
+            async_sender: Mutex::new(None),
+            async_pending: Default::default(),
+            async_results: Default::default(),
+            next_async: Default::default(),
         });
+        *shared.async_sender.lock().await = Some(sender.clone());
         let server = shared.clone();
         tokio::spawn(async move {
             while let Ok((stream, _)) = listener.accept().await {
@@ -89,6 +99,8 @@ impl FunctionProcess {
         let child = Command::new(binary)
             .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .env("AWS_LAMBDA_RUNTIME_API", addr.to_string())
+            // The same server answers the Lambda Invoke API, for functions that invoke themselves.
+            .env("AWS_ENDPOINT_URL_LAMBDA", format!("http://{addr}"))
             .env("AWS_LAMBDA_FUNCTION_NAME", name)
             .env("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "256")
             .env("AWS_LAMBDA_FUNCTION_VERSION", "$LATEST")
@@ -201,6 +213,16 @@ impl FunctionProcess {
         self.child.lock().await.id()
     }
 
+    /// Waits until every asynchronous invocation the function made of itself has finished;
+    /// returns their outcomes so far.
+    pub async fn wait_async(&self, limit: Duration) -> Vec<Outcome> {
+        let give_up = Instant::now() + limit;
+        while self.shared.async_pending.load(std::sync::atomic::Ordering::SeqCst) > 0 && Instant::now() < give_up {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        self.shared.async_results.lock().unwrap().clone()
+    }
+
     /// An init error the function reported (bad configuration), if any.
     pub async fn init_error(&self) -> Option<String> {
         self.shared.init_error.lock().await.clone()
@@ -226,7 +248,16 @@ async fn serve(stream: TcpStream, shared: Arc<Shared>) {
     }
 }
 
-async fn route(method: &str, path: &str, body: Vec<u8>, shared: &Shared) -> Vec<u8> {
+/// Records an asynchronous invocation's outcome and counts it done.
+fn shared_results(shared: &Arc<Shared>) -> impl FnOnce(Outcome) + Send + 'static {
+    let shared = shared.clone();
+    move |outcome| {
+        shared.async_results.lock().unwrap().push(outcome);
+        shared.async_pending.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+async fn route(method: &str, path: &str, body: Vec<u8>, shared: &Arc<Shared>) -> Vec<u8> {
     let path = path.strip_prefix("/2018-06-01/runtime").unwrap_or(path);
     match (method, path) {
         ("GET", "/invocation/next") => {
@@ -276,6 +307,25 @@ async fn route(method: &str, path: &str, body: Vec<u8>, shared: &Shared) -> Vec<
                 let _ = tx.send(outcome);
             }
             http_response(202, &[], b"{\"status\":\"OK\"}")
+        }
+        ("POST", p) if p.starts_with("/2015-03-31/functions/") && p.ends_with("/invocations") => {
+            // Lambda's Invoke API with InvocationType=Event: queue it, answer 202 at once.
+            let n = shared.next_async.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            let id = format!("async-{:04}-4000-8000-{:012x}", std::process::id() % 10000, n);
+            let deadline_ms = (SystemTime::now().duration_since(UNIX_EPOCH).unwrap() + Duration::from_secs(300)).as_millis() as u64;
+            let (tx, rx) = oneshot::channel();
+            shared.waiting.lock().await.insert(id.clone(), tx);
+            shared.async_pending.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            let sender = shared.async_sender.lock().await.clone();
+            if let Some(sender) = sender {
+                let _ = sender.send(Invocation { id, payload: body, deadline_ms }).await;
+            }
+            let results = shared_results(shared);
+            tokio::spawn(async move {
+                let outcome = rx.await.unwrap_or_else(|_| Err(FunctionError { error_type: "Runtime.ExitError".into(), error_message: "no response".into() }));
+                results(outcome);
+            });
+            http_response(202, &[("X-Amz-Executed-Version", "$LATEST".to_owned())], b"")
         }
         ("POST", "/init/error") => {
             let v: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);

@@ -475,3 +475,43 @@ async fn credentials_come_from_secrets_manager_and_a_bad_secret_is_named() {
     assert!(!logged.contains("n0t-in-any-log"), "the password never reaches a log");
     pipeline.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn large_objects_continue_across_invocations_and_backfill_reads_a_prefix() {
+    // No time per invocation: every invocation hands over at its first chance.
+    let pipeline = start(PipelineOptions {
+        index: "seams".into(),
+        extra_env: vec![("INGEST_TIME_LIMIT_SECS".into(), "0".into()), ("MESSAGE_MAX_BYTES".into(), "4096".into())],
+        ..PipelineOptions::default()
+    })
+    .await;
+    let body: String = (0..1500).map(|i| json!({"id": format!("seam-{i:04}"), "text": format!("Record {i} of a large object.")}).to_string() + "\n").collect();
+    let event = pipeline.put_object("seams/large.jsonl", body.into_bytes()).await.unwrap();
+    let first = pipeline.invoke_ingest(&event).await.unwrap();
+    assert!(first["continued"].as_str().unwrap().contains("seams/large.jsonl from byte"), "{first}");
+    let continued = pipeline.ingest.wait_async(Duration::from_secs(120)).await;
+    assert!(continued.len() >= 2, "{} continuations", continued.len());
+    assert!(continued.iter().all(Result::is_ok), "{continued:?}");
+    let records = first["records"].as_u64().unwrap() + continued.iter().map(|r| r.as_ref().unwrap()["records"].as_u64().unwrap()).sum::<u64>();
+    assert_eq!(records, 1500, "each record read exactly once across the seams");
+    pipeline.drain(Duration::from_secs(120)).await.unwrap();
+    assert_eq!(doc_ids_for(&pipeline, "seams/large.jsonl").await.len(), 1500);
+
+    // A backfill of objects that were there before any notification, in several formats.
+    let lines: String = (0..40).map(|i| json!({"id": format!("bf-l{i}"), "text": "line"}).to_string() + "\n").collect();
+    let array = serde_json::to_vec(&(0..30).map(|i| json!({"id": format!("bf-a{i}"), "text": "element"})).collect::<Vec<_>>()).unwrap();
+    let gz: String = (0..20).map(|i| json!({"id": format!("bf-g{i}"), "text": "compressed"}).to_string() + "\n").collect();
+    for (key, body) in [("old/a.jsonl", lines.into_bytes()), ("old/b.json", array), ("old/c.jsonl.gz", gzip(gz.as_bytes()).await)] {
+        pipeline.s3.put_object().bucket("sakuin-demo").key(key).body(body.into()).send().await.unwrap();
+    }
+    let first = pipeline.invoke_ingest(&json!({"backfill": {"bucket": "sakuin-demo", "prefix": "old/"}})).await.unwrap();
+    let before = continued.len();
+    let all = pipeline.ingest.wait_async(Duration::from_secs(120)).await;
+    let objects = first["objects"].as_u64().unwrap() + all[before..].iter().map(|r| r.as_ref().unwrap()["objects"].as_u64().unwrap()).sum::<u64>();
+    assert_eq!(objects, 3);
+    pipeline.drain(Duration::from_secs(120)).await.unwrap();
+    for (key, n) in [("old/a.jsonl", 40), ("old/b.json", 30), ("old/c.jsonl.gz", 20)] {
+        assert_eq!(doc_ids_for(&pipeline, key).await.len(), n, "{key}");
+    }
+    pipeline.stop().await;
+}

@@ -2,7 +2,7 @@
 
 use lambda_runtime::{Error, LambdaEvent, service_fn};
 use sakuin::config::{Env, IngestConfig};
-use sakuin::ingest::{IngestDeps, handle_event};
+use sakuin::ingest::{IngestDeps, LambdaContinuation, handle_event};
 use sakuin::queue::SqsQueue;
 use sakuin::store::S3Store;
 use serde_json::Value;
@@ -15,14 +15,15 @@ async fn main() -> Result<(), Error> {
     let sdk = sakuin::aws::sdk_config().await;
     let s3 = sakuin::aws::s3_client(&sdk, &mut env);
     let queue = SqsQueue::new(sakuin::aws::sqs_client(&sdk), config.queue_url.clone());
-    let deps = IngestDeps {
-        store: S3Store::new(s3),
-        queue,
-        config,
-    };
+    // Work that outlasts an invocation continues in a fresh invocation of this same function.
+    let function = env.get("AWS_LAMBDA_FUNCTION_NAME").unwrap_or_else(|| "ingest".into());
+    let continuation = LambdaContinuation::new(sakuin::aws::lambda_client(&sdk), function);
+    let deps = IngestDeps { store: S3Store::new(s3), queue, continuation, config };
     let deps = &deps;
     lambda_runtime::run(service_fn(move |event: LambdaEvent<Value>| async move {
-        handle_event(deps, event.payload).await
+        let deadline = deps.config.work_deadline(event.context.deadline);
+        handle_event(deps, event.payload, deadline).await
     }))
     .await
 }
+

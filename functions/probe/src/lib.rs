@@ -83,7 +83,9 @@ pub fn parse_args(args: &[String]) -> Result<Command, String> {
                     v.parse::<usize>()
                         .ok()
                         .filter(|k| (1..=1000).contains(k))
-                        .ok_or_else(|| format!("search: -k takes a number from 1 to 1000, not {v:?}"))
+                        .ok_or_else(|| {
+                            format!("search: -k takes a number from 1 to 1000, not {v:?}")
+                        })
                 };
                 match arg.as_str() {
                     "--json" => json = true,
@@ -175,7 +177,8 @@ pub async fn run(args: &[String]) -> i32 {
                     return 2;
                 }
             };
-            let embedder = BedrockEmbedder::new(deps.aws.bedrock.clone(), deps.config.model.clone());
+            let embedder =
+                BedrockEmbedder::new(deps.aws.bedrock.clone(), deps.config.model.clone());
             match search(&embedder, es, &query, k).await {
                 Ok(hits) => {
                     if json {
@@ -355,23 +358,43 @@ mod tests {
         assert_eq!(parse_args(&args(&["--help"])), Ok(Command::Help));
         assert_eq!(
             parse_args(&args(&["probe"])),
-            Ok(Command::Probe { checks: vec![], json: false })
+            Ok(Command::Probe {
+                checks: vec![],
+                json: false
+            })
         );
         assert_eq!(
-            parse_args(&args(&["probe", "--checks", "elasticsearch,s3.bucket", "--json"])),
+            parse_args(&args(&[
+                "probe",
+                "--checks",
+                "elasticsearch,s3.bucket",
+                "--json"
+            ])),
             Ok(Command::Probe {
                 checks: args(&["elasticsearch", "s3.bucket"]),
                 json: true
             })
         );
-        assert!(parse_args(&args(&["probe", "--checks=nope"])).unwrap_err().contains("nope"));
+        assert!(
+            parse_args(&args(&["probe", "--checks=nope"]))
+                .unwrap_err()
+                .contains("nope")
+        );
         assert_eq!(
             parse_args(&args(&["search", "東京", "の", "首都", "-k", "3"])),
-            Ok(Command::Search { query: "東京 の 首都".into(), k: 3, json: false })
+            Ok(Command::Search {
+                query: "東京 の 首都".into(),
+                k: 3,
+                json: false
+            })
         );
         assert_eq!(
             parse_args(&args(&["search", "--json", "-k=5", "--", "-x query"])),
-            Ok(Command::Search { query: "-x query".into(), k: 5, json: true })
+            Ok(Command::Search {
+                query: "-x query".into(),
+                k: 5,
+                json: true
+            })
         );
         assert!(parse_args(&args(&["search", "q", "-k", "0"])).is_err());
         assert!(parse_args(&args(&["search"])).is_err());
@@ -393,18 +416,32 @@ mod tests {
             ok: false,
             checks: vec![
                 CheckResult::pass("elasticsearch.dns", 1, "h → 10.0.0.5"),
-                CheckResult::fail("elasticsearch.tcp", "tcp", 1000, "10.0.0.5:9200 did not answer")
-                    .hint("the route"),
+                CheckResult::fail(
+                    "elasticsearch.tcp",
+                    "tcp",
+                    1000,
+                    "10.0.0.5:9200 did not answer",
+                )
+                .hint("the route"),
                 optional,
             ],
             skipped: vec!["sqs (CHUNK_QUEUE_URL / DEAD_LETTER_QUEUE_URL is not set)".into()],
         };
         let table = render_report(&report);
         assert!(table.contains("FAIL  elasticsearch.tcp"), "{table}");
-        assert!(table.contains("at tcp: 10.0.0.5:9200 did not answer"), "{table}");
+        assert!(
+            table.contains("at tcp: 10.0.0.5:9200 did not answer"),
+            "{table}"
+        );
         assert!(table.contains("→ the route"), "{table}");
-        assert!(table.contains("fail  s3.bucket") && table.contains("(not required)"), "{table}");
+        assert!(
+            table.contains("fail  s3.bucket") && table.contains("(not required)"),
+            "{table}"
+        );
         assert!(table.contains("skip  sqs"), "{table}");
-        assert!(table.contains("probe failed: elasticsearch.tcp failed at tcp"), "{table}");
+        assert!(
+            table.contains("probe failed: elasticsearch.tcp failed at tcp"),
+            "{table}"
+        );
     }
 }

@@ -35,17 +35,26 @@ fn assert_stopped_at(report: &ProbeReport, name: &str, layer: &str, needles: &[&
     }
     assert!(!report.ok);
     assert!(
-        report.checks[..report.checks.len() - 1].iter().all(|c| c.ok),
+        report.checks[..report.checks.len() - 1]
+            .iter()
+            .all(|c| c.ok),
         "the layers before the failing one pass: {report:#?}"
     );
 }
 
 #[tokio::test]
 async fn a_name_that_does_not_resolve_fails_at_dns() {
-    let report = probe_es(&[("ES_HOST", "sakuin-probe-test.invalid"), ("PROBE_TIMEOUT_SECS", "2")]).await;
+    let report = probe_es(&[
+        ("ES_HOST", "sakuin-probe-test.invalid"),
+        ("PROBE_TIMEOUT_SECS", "2"),
+    ])
+    .await;
     assert_eq!(report.checks.len(), 1);
     let c = last(&report);
-    assert_eq!((c.name.as_str(), c.layer.as_deref()), ("elasticsearch.dns", Some("dns")));
+    assert_eq!(
+        (c.name.as_str(), c.layer.as_deref()),
+        ("elasticsearch.dns", Some("dns"))
+    );
     // Without a resolver the lookup may hang instead of failing: both are the DNS layer.
     assert!(
         c.detail.contains("does not resolve") || c.detail.contains("did not finish"),
@@ -58,8 +67,17 @@ async fn a_name_that_does_not_resolve_fails_at_dns() {
 async fn a_closed_port_is_refused_at_tcp() {
     let port = closed_port().to_string();
     let report = probe_es(&[("ES_HOST", "127.0.0.1"), ("ES_PORT", &port)]).await;
-    assert_stopped_at(&report, "elasticsearch.tcp", "tcp", &["refused", "nothing accepts port"]);
-    assert!(check(&report, "elasticsearch.dns").detail.contains("IP address"));
+    assert_stopped_at(
+        &report,
+        "elasticsearch.tcp",
+        "tcp",
+        &["refused", "nothing accepts port"],
+    );
+    assert!(
+        check(&report, "elasticsearch.dns")
+            .detail
+            .contains("IP address")
+    );
 }
 
 #[tokio::test]
@@ -78,7 +96,12 @@ async fn a_blackholed_connect_times_out_within_the_budget() {
         &report,
         "elasticsearch.tcp",
         "tcp",
-        &["did not answer within 1 s", "route table", "security group", "on-premises firewall"],
+        &[
+            "did not answer within 1 s",
+            "route table",
+            "security group",
+            "on-premises firewall",
+        ],
     );
     // Bounded by the budget, with generous slack for a loaded machine.
     assert!(elapsed < Duration::from_secs(20), "took {elapsed:?}");
@@ -108,24 +131,70 @@ async fn tls_faults_are_told_apart() {
 
     // Self-signed: untrusted, says so, and points at ES_CA_CERT.
     let report = tls_report(&certs, "self_signed.pem", &[]).await;
-    assert_stopped_at(&report, "elasticsearch.tls", "tls", &["self-signed", "unknown issuer", "ES_CA_CERT"]);
+    assert_stopped_at(
+        &report,
+        "elasticsearch.tls",
+        "tls",
+        &["self-signed", "unknown issuer", "ES_CA_CERT"],
+    );
+
+    // The quick `openssl req -x509` kind: a CA certificate as the server's own.
+    let report = tls_report(&certs, "self_signed_ca.pem", &[]).await;
+    assert_stopped_at(
+        &report,
+        "elasticsearch.tls",
+        "tls",
+        &[
+            "CA certificate (basicConstraints CA:TRUE)",
+            "self-signed",
+            "elasticsearch-certutil",
+        ],
+    );
 
     // Signed by a CA the probe is not told about.
     let report = tls_report(&certs, "good.pem", &[("ES_CA_CERT", "")]).await;
-    assert_stopped_at(&report, "elasticsearch.tls", "tls", &["untrusted", "Sakuin Test CA", "ES_CA_CERT is not set"]);
+    assert_stopped_at(
+        &report,
+        "elasticsearch.tls",
+        "tls",
+        &["untrusted", "Sakuin Test CA", "ES_CA_CERT is not set"],
+    );
 
     // Hostname mismatch, listing the names the certificate holds.
     let report = tls_report(&certs, "wrong_host.pem", &[]).await;
-    assert_stopped_at(&report, "elasticsearch.tls", "tls", &["hostname mismatch", "es.other.example", "es2.other.example", "not 127.0.0.1"]);
+    assert_stopped_at(
+        &report,
+        "elasticsearch.tls",
+        "tls",
+        &[
+            "hostname mismatch",
+            "es.other.example",
+            "es2.other.example",
+            "not 127.0.0.1",
+        ],
+    );
 
     // Expired, with the date and a negative days-left figure.
     let report = tls_report(&certs, "expired.pem", &[]).await;
-    assert_stopped_at(&report, "elasticsearch.tls", "tls", &["expired on 2021-01-01", "renew"]);
-    assert!(last(&report).metrics["CertDaysLeft"] < -365.0, "{report:#?}");
+    assert_stopped_at(
+        &report,
+        "elasticsearch.tls",
+        "tls",
+        &["expired on 2021-01-01", "renew"],
+    );
+    assert!(
+        last(&report).metrics["CertDaysLeft"] < -365.0,
+        "{report:#?}"
+    );
 
     // Not valid yet.
     let report = tls_report(&certs, "not_yet.pem", &[]).await;
-    assert_stopped_at(&report, "elasticsearch.tls", "tls", &["not valid yet until 2099-01-01"]);
+    assert_stopped_at(
+        &report,
+        "elasticsearch.tls",
+        "tls",
+        &["not valid yet until 2099-01-01"],
+    );
 
     // Trusted and valid, but expiring within PROBE_CERT_WARN_DAYS (14): a warning, and the rest
     // of the path runs over TLS.
@@ -133,10 +202,24 @@ async fn tls_faults_are_told_apart() {
     assert!(report.ok, "{report:#?}");
     let tls = check(&report, "elasticsearch.tls");
     assert!(tls.ok && tls.warning, "{tls:#?}");
-    assert!(tls.detail.contains("days left") && tls.hint.as_deref().unwrap().contains("PROBE_CERT_WARN_DAYS=14"), "{tls:#?}");
-    assert_eq!(tls.metrics["CertDaysLeft"], 4.0);
+    assert!(
+        tls.detail.contains("days left")
+            && tls
+                .hint
+                .as_deref()
+                .unwrap()
+                .contains("PROBE_CERT_WARN_DAYS=14"),
+        "{tls:#?}"
+    );
+    // Valid for 5 days from (about) now: 4 whole days left, or 5 within the same second.
+    let days = tls.metrics["CertDaysLeft"];
+    assert!(days == 4.0 || days == 5.0, "{tls:#?}");
     assert!(check(&report, "elasticsearch.index").ok);
-    assert!(check(&report, "elasticsearch.http").detail.contains("https://127.0.0.1"));
+    assert!(
+        check(&report, "elasticsearch.http")
+            .detail
+            .contains("https://127.0.0.1")
+    );
 
     // The same, with a shorter warning window: a clean pass.
     let report = tls_report(&certs, "good.pem", &[("PROBE_CERT_WARN_DAYS", "2")]).await;
@@ -147,11 +230,21 @@ async fn tls_faults_are_told_apart() {
     let report = tls_report(&certs, "self_signed.pem", &[("ES_VERIFY_CERTS", "false")]).await;
     let tls = check(&report, "elasticsearch.tls");
     assert!(tls.ok && tls.warning, "{tls:#?}");
-    assert!(tls.detail.contains("verification is OFF") && tls.detail.contains("would FAIL verification") && tls.detail.contains("self-signed"), "{tls:#?}");
+    assert!(
+        tls.detail.contains("verification is OFF")
+            && tls.detail.contains("would FAIL verification")
+            && tls.detail.contains("self-signed"),
+        "{tls:#?}"
+    );
     assert!(check(&report, "elasticsearch.cluster").ok, "{report:#?}");
 
     // A TLS cluster probed as plain HTTP: the HTTP layer says to set ES_USE_SSL.
-    let report = tls_report(&certs, "good.pem", &[("ES_USE_SSL", "false"), ("ES_CA_CERT", "")]).await;
+    let report = tls_report(
+        &certs,
+        "good.pem",
+        &[("ES_USE_SSL", "false"), ("ES_CA_CERT", "")],
+    )
+    .await;
     assert_stopped_at(&report, "elasticsearch.http", "http", &["ES_USE_SSL=true"]);
 }
 
@@ -159,8 +252,18 @@ async fn tls_faults_are_told_apart() {
 async fn tls_against_a_plain_http_port_says_it_is_not_tls() {
     let server = serve(Cluster::default().responder(), None).await;
     let port = server.port();
-    let report = probe_es(&[("ES_HOST", "127.0.0.1"), ("ES_PORT", &port), ("ES_USE_SSL", "true")]).await;
-    assert_stopped_at(&report, "elasticsearch.tls", "tls", &["does not speak TLS", "ES_USE_SSL=false"]);
+    let report = probe_es(&[
+        ("ES_HOST", "127.0.0.1"),
+        ("ES_PORT", &port),
+        ("ES_USE_SSL", "true"),
+    ])
+    .await;
+    assert_stopped_at(
+        &report,
+        "elasticsearch.tls",
+        "tls",
+        &["does not speak TLS", "ES_USE_SSL=false"],
+    );
 }
 
 async fn mock_report(cluster: Cluster, extra: &[(&str, &str)]) -> (ProbeReport, Vec<String>) {
@@ -179,57 +282,147 @@ async fn mock_report(cluster: Cluster, extra: &[(&str, &str)]) -> (ProbeReport, 
 
 #[tokio::test]
 async fn http_401_is_authentication() {
-    let (report, _) = mock_report(Cluster { auth_status: Some(401), ..Default::default() }, &[]).await;
-    assert_stopped_at(&report, "elasticsearch.auth", "auth", &["401", "refused user `probe`", "unable to authenticate"]);
-    assert!(check(&report, "elasticsearch.http").detail.contains("HTTP 401"));
+    let (report, _) = mock_report(
+        Cluster {
+            auth_status: Some(401),
+            ..Default::default()
+        },
+        &[],
+    )
+    .await;
+    assert_stopped_at(
+        &report,
+        "elasticsearch.auth",
+        "auth",
+        &["401", "refused user `probe`", "unable to authenticate"],
+    );
+    assert!(
+        check(&report, "elasticsearch.http")
+            .detail
+            .contains("HTTP 401")
+    );
     let text = serde_json::to_string(&report).unwrap();
     assert!(!text.contains("pr0be-pa55word"), "{text}");
 }
 
 #[tokio::test]
 async fn http_401_without_credentials_says_none_are_configured() {
-    let server = serve(Cluster { auth_status: Some(401), ..Default::default() }.responder(), None).await;
+    let server = serve(
+        Cluster {
+            auth_status: Some(401),
+            ..Default::default()
+        }
+        .responder(),
+        None,
+    )
+    .await;
     let port = server.port();
     let report = probe_es(&[("ES_HOST", "127.0.0.1"), ("ES_PORT", &port)]).await;
-    assert_stopped_at(&report, "elasticsearch.auth", "auth", &["none are configured", "ES_SECRET_ID"]);
+    assert_stopped_at(
+        &report,
+        "elasticsearch.auth",
+        "auth",
+        &["none are configured", "ES_SECRET_ID"],
+    );
 }
 
 #[tokio::test]
 async fn http_403_on_cluster_health_is_authorization() {
-    let (report, _) = mock_report(Cluster { health: "forbidden", ..Default::default() }, &[]).await;
-    assert_stopped_at(&report, "elasticsearch.cluster", "authz", &["403", "not allowed to read cluster health", "`monitor` cluster privilege"]);
+    let (report, _) = mock_report(
+        Cluster {
+            health: "forbidden",
+            ..Default::default()
+        },
+        &[],
+    )
+    .await;
+    assert_stopped_at(
+        &report,
+        "elasticsearch.cluster",
+        "authz",
+        &[
+            "403",
+            "not allowed to read cluster health",
+            "`monitor` cluster privilege",
+        ],
+    );
     let auth = check(&report, "elasticsearch.auth");
-    assert!(auth.ok && auth.detail.contains("authenticated as `probe`") && auth.detail.contains("sakuin_probe"), "{auth:#?}");
+    assert!(
+        auth.ok
+            && auth.detail.contains("authenticated as `probe`")
+            && auth.detail.contains("sakuin_probe"),
+        "{auth:#?}"
+    );
 }
 
 #[tokio::test]
 async fn a_red_cluster_fails_with_the_reason() {
-    let (report, paths) = mock_report(Cluster { health: "red", ..Default::default() }, &[]).await;
+    let (report, paths) = mock_report(
+        Cluster {
+            health: "red",
+            ..Default::default()
+        },
+        &[],
+    )
+    .await;
     assert_stopped_at(
         &report,
         "elasticsearch.cluster",
         "cluster",
-        &["red", "1 primary shard(s) unassigned", "red indices: documents", "the target index documents is red", "NODE_LEFT", "no longer be found"],
+        &[
+            "red",
+            "1 primary shard(s) unassigned",
+            "red indices: documents",
+            "the target index documents is red",
+            "NODE_LEFT",
+            "no longer be found",
+        ],
     );
-    assert!(paths.iter().any(|p| p == "POST /_cluster/allocation/explain"), "{paths:?}");
+    assert!(
+        paths
+            .iter()
+            .any(|p| p == "POST /_cluster/allocation/explain"),
+        "{paths:?}"
+    );
 }
 
 #[tokio::test]
 async fn a_yellow_cluster_is_a_warning() {
-    let (report, _) = mock_report(Cluster { health: "yellow", ..Default::default() }, &[]).await;
+    let (report, _) = mock_report(
+        Cluster {
+            health: "yellow",
+            ..Default::default()
+        },
+        &[],
+    )
+    .await;
     assert!(report.ok, "{report:#?}");
     let c = check(&report, "elasticsearch.cluster");
-    assert!(c.ok && c.warning && c.detail.starts_with("yellow"), "{c:#?}");
+    assert!(
+        c.ok && c.warning && c.detail.starts_with("yellow"),
+        "{c:#?}"
+    );
 }
 
 #[tokio::test]
 async fn an_index_with_the_wrong_dimensions_fails_at_mapping() {
-    let (report, _) = mock_report(Cluster { dims: Some(384), ..Default::default() }, &[]).await;
+    let (report, _) = mock_report(
+        Cluster {
+            dims: Some(384),
+            ..Default::default()
+        },
+        &[],
+    )
+    .await;
     assert_stopped_at(
         &report,
         "elasticsearch.index",
         "mapping",
-        &["amazon.titan-embed-text-v2:0 produces 1024 dimensions", "documents maps `embedding` with 384 dimensions", "ES_INDEX"],
+        &[
+            "amazon.titan-embed-text-v2:0 produces 1024 dimensions",
+            "documents maps `embedding` with 384 dimensions",
+            "ES_INDEX",
+        ],
     );
 }
 
@@ -240,17 +433,41 @@ async fn a_healthy_cluster_reports_every_layer() {
     let names: Vec<&str> = report.checks.iter().map(|c| c.name.as_str()).collect();
     assert_eq!(
         names,
-        ["elasticsearch.dns", "elasticsearch.tcp", "elasticsearch.http", "elasticsearch.auth", "elasticsearch.cluster", "elasticsearch.index"]
+        [
+            "elasticsearch.dns",
+            "elasticsearch.tcp",
+            "elasticsearch.http",
+            "elasticsearch.auth",
+            "elasticsearch.cluster",
+            "elasticsearch.index"
+        ]
     );
-    assert!(check(&report, "elasticsearch.http").detail.contains("Elasticsearch 8.15.0"));
+    assert!(
+        check(&report, "elasticsearch.http")
+            .detail
+            .contains("Elasticsearch 8.15.0")
+    );
     let index = check(&report, "elasticsearch.index");
-    assert!(index.detail.contains("1024 dimensions") && index.detail.contains("42 documents"), "{index:#?}");
+    assert!(
+        index.detail.contains("1024 dimensions") && index.detail.contains("42 documents"),
+        "{index:#?}"
+    );
     assert_eq!(index.metrics["DocumentCount"], 42.0);
 
     // A missing index is a warning: embed-index creates it.
-    let (report, _) = mock_report(Cluster { dims: None, ..Default::default() }, &[]).await;
+    let (report, _) = mock_report(
+        Cluster {
+            dims: None,
+            ..Default::default()
+        },
+        &[],
+    )
+    .await;
     let index = check(&report, "elasticsearch.index");
-    assert!(report.ok && index.warning && index.detail.contains("does not exist yet"), "{index:#?}");
+    assert!(
+        report.ok && index.warning && index.detail.contains("does not exist yet"),
+        "{index:#?}"
+    );
 }
 
 #[tokio::test]
@@ -264,13 +481,21 @@ async fn only_required_checks_fail_the_invocation() {
     let err = handle_event(&deps, event.clone()).await.unwrap_err();
     let diagnostic = lambda_runtime::Diagnostic::from(err);
     assert_eq!(diagnostic.error_type, "ProbeFailed");
-    assert!(diagnostic.error_message.starts_with("probe failed: elasticsearch.tcp failed at tcp: "), "{}", diagnostic.error_message);
+    assert!(
+        diagnostic
+            .error_message
+            .starts_with("probe failed: elasticsearch.tcp failed at tcp: "),
+        "{}",
+        diagnostic.error_message
+    );
 
     // Not required: reported ok:false, but the invocation succeeds.
     let mut relaxed: Vec<(&str, &str)> = vars.to_vec();
     relaxed.push(("PROBE_REQUIRED_CHECKS", "s3,bedrock"));
     let deps = es_deps(&relaxed).await;
-    let report = handle_event(&deps, event.clone()).await.expect("not required");
+    let report = handle_event(&deps, event.clone())
+        .await
+        .expect("not required");
     let tcp = check(&report, "elasticsearch.tcp");
     assert!(!tcp.ok && !tcp.required, "{tcp:#?}");
     let v = as_json(&report);
@@ -284,8 +509,13 @@ async fn only_required_checks_fail_the_invocation() {
     assert!(handle_event(&deps, event).await.is_err());
 
     // An event naming an unknown check is a failure of its own, not a silent no-op.
-    let err = handle_event(&deps, json!({"checks": ["elasticsaerch"]})).await.unwrap_err();
-    assert!(err.to_string().contains("probe.request failed at config"), "{err}");
+    let err = handle_event(&deps, json!({"checks": ["elasticsaerch"]}))
+        .await
+        .unwrap_err();
+    assert!(
+        err.to_string().contains("probe.request failed at config"),
+        "{err}"
+    );
 }
 
 /// Records what it was asked to embed, and answers a fixed vector.
@@ -299,9 +529,19 @@ impl Embedder for RecordingEmbedder {
         &self.model
     }
 
-    async fn invoke(&self, texts: &[&str], purpose: InputPurpose) -> Result<ModelOutput, EmbedError> {
-        self.seen.lock().unwrap().push((texts[0].to_owned(), purpose));
-        Ok(ModelOutput { vectors: vec![vec![0.25; self.model.dimensions]], input_tokens: Some(1) })
+    async fn invoke(
+        &self,
+        texts: &[&str],
+        purpose: InputPurpose,
+    ) -> Result<ModelOutput, EmbedError> {
+        self.seen
+            .lock()
+            .unwrap()
+            .push((texts[0].to_owned(), purpose));
+        Ok(ModelOutput {
+            vectors: vec![vec![0.25; self.model.dimensions]],
+            input_tokens: Some(1),
+        })
     }
 }
 
@@ -309,29 +549,49 @@ impl Embedder for RecordingEmbedder {
 async fn search_embeds_a_query_and_runs_knn() {
     let server = serve(Cluster::default().responder(), None).await;
     let port = server.port();
-    let deps = es_deps(&[("ES_HOST", "127.0.0.1"), ("ES_PORT", &port), ("EMBEDDING_MODEL_ID", "cohere.embed-multilingual-v3")]).await;
+    let deps = es_deps(&[
+        ("ES_HOST", "127.0.0.1"),
+        ("ES_PORT", &port),
+        ("EMBEDDING_MODEL_ID", "cohere.embed-multilingual-v3"),
+    ])
+    .await;
     let embedder = RecordingEmbedder {
         model: deps.config.model.clone(),
         seen: Default::default(),
     };
     let es = deps.es.as_ref().unwrap();
-    let hits = sakuin_probe::search(&embedder, es, "パスワードを忘れました", 2).await.unwrap();
+    let hits = sakuin_probe::search(&embedder, es, "パスワードを忘れました", 2)
+        .await
+        .unwrap();
     assert_eq!(hits.len(), 2);
-    assert_eq!(*embedder.seen.lock().unwrap(), vec![("パスワードを忘れました".to_owned(), InputPurpose::Query)]);
+    assert_eq!(
+        *embedder.seen.lock().unwrap(),
+        vec![("パスワードを忘れました".to_owned(), InputPurpose::Query)]
+    );
     // Cohere's body for a query says so.
-    let body: Value = serde_json::from_slice(&embedder.model.request_body(&["q"], InputPurpose::Query)).unwrap();
+    let body: Value =
+        serde_json::from_slice(&embedder.model.request_body(&["q"], InputPurpose::Query)).unwrap();
     assert_eq!(body["input_type"], "search_query");
     let (_, path, request) = server.requests.lock().unwrap().last().cloned().unwrap();
     assert_eq!(path, "/documents/_search");
     let request: Value = serde_json::from_str(&request).unwrap();
     assert_eq!(request["knn"]["k"], 2);
-    assert_eq!(request["knn"]["query_vector"].as_array().unwrap().len(), 1024);
+    assert_eq!(
+        request["knn"]["query_vector"].as_array().unwrap().len(),
+        1024
+    );
     let text = sakuin_probe::render_hits("q", "documents", &hits);
-    assert!(text.contains("0.9100  faq/ja.jsonl #0") && text.contains("パスワードを忘れた場合は 再設定のリンクを使います。"), "{text}");
+    assert!(
+        text.contains("0.9100  faq/ja.jsonl #0")
+            && text.contains("パスワードを忘れた場合は 再設定のリンクを使います。"),
+        "{text}"
+    );
 }
 
 fn owned(vars: &[(&str, &str)]) -> Vec<(String, String)> {
-    vars.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    vars.iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
 }
 
 fn sakuin_cli(args: &[&str], vars: &[(String, String)]) -> (i32, String, String) {
@@ -359,7 +619,11 @@ fn sakuin_cli(args: &[&str], vars: &[(String, String)]) -> (i32, String, String)
 async fn the_cli_prints_the_same_report_and_exits_by_it() {
     let (code, out, _) = sakuin_cli(&["--help"], &[]);
     assert_eq!(code, 0);
-    assert!(out.contains("sakuin probe") && out.contains("sakuin search") && out.contains("PROBE_REQUIRED_CHECKS"));
+    assert!(
+        out.contains("sakuin probe")
+            && out.contains("sakuin search")
+            && out.contains("PROBE_REQUIRED_CHECKS")
+    );
     let (code, _, err) = sakuin_cli(&["probe", "--checks", "elastic"], &[]);
     assert_eq!(code, 2, "{err}");
     let (code, _, err) = sakuin_cli(&["probe"], &[]);
@@ -367,9 +631,21 @@ async fn the_cli_prints_the_same_report_and_exits_by_it() {
     assert!(err.contains("ES_HOST is required"), "{err}");
 
     // A 401 cluster: exit 1, and the JSON is the Lambda's report.
-    let server = serve(Cluster { auth_status: Some(401), ..Default::default() }.responder(), None).await;
+    let server = serve(
+        Cluster {
+            auth_status: Some(401),
+            ..Default::default()
+        }
+        .responder(),
+        None,
+    )
+    .await;
     let port = server.port();
-    let vars = owned(&[("ES_HOST", "127.0.0.1"), ("ES_PORT", &port), ("ES_API_KEY", "c2VjcmV0LWlkOnNlY3JldC1rZXk=")]);
+    let vars = owned(&[
+        ("ES_HOST", "127.0.0.1"),
+        ("ES_PORT", &port),
+        ("ES_API_KEY", "c2VjcmV0LWlkOnNlY3JldC1rZXk="),
+    ]);
     let (code, out, err) = tokio::task::spawn_blocking(move || {
         sakuin_cli(&["probe", "--checks", "elasticsearch", "--json"], &vars)
     })
@@ -379,15 +655,24 @@ async fn the_cli_prints_the_same_report_and_exits_by_it() {
     let report: ProbeReport = serde_json::from_str(&out).expect("--json prints the report");
     let auth = check(&report, "elasticsearch.auth");
     assert_eq!((auth.ok, auth.layer.as_deref()), (false, Some("auth")));
-    assert!(!out.contains("c2VjcmV0LWlkOnNlY3JldC1rZXk=") && !err.contains("c2VjcmV0LWlkOnNlY3JldC1rZXk="));
+    assert!(
+        !out.contains("c2VjcmV0LWlkOnNlY3JldC1rZXk=")
+            && !err.contains("c2VjcmV0LWlkOnNlY3JldC1rZXk=")
+    );
 
     // A healthy cluster: exit 0 and a readable table.
     let server = serve(Cluster::default().responder(), None).await;
     let port = server.port();
     let vars = owned(&[("ES_HOST", "127.0.0.1"), ("ES_PORT", &port)]);
-    let (code, out, err) = tokio::task::spawn_blocking(move || sakuin_cli(&["probe", "--checks", "elasticsearch"], &vars))
-        .await
-        .unwrap();
+    let (code, out, err) = tokio::task::spawn_blocking(move || {
+        sakuin_cli(&["probe", "--checks", "elasticsearch"], &vars)
+    })
+    .await
+    .unwrap();
     assert_eq!(code, 0, "{out}{err}");
-    assert!(out.contains("ok    elasticsearch.index") && out.contains("OK: every required check passed"), "{out}");
+    assert!(
+        out.contains("ok    elasticsearch.index")
+            && out.contains("OK: every required check passed"),
+        "{out}"
+    );
 }

@@ -80,15 +80,25 @@ pub(super) async fn check(deps: &ProbeDeps) -> Vec<CheckResult> {
     {
         let (detail, hint) = match status.as_u16() {
             502..=504 => (
-                format!("HTTP {status} from {}: a proxy or load balancer in front of Elasticsearch has no healthy node behind it", client.base_url()),
+                format!(
+                    "HTTP {status} from {}: a proxy or load balancer in front of Elasticsearch has no healthy node behind it",
+                    client.base_url()
+                ),
                 "check the Elasticsearch nodes and whatever balances in front of them",
             ),
             s if s >= 500 => (
-                format!("HTTP {status} from {}: {}", client.base_url(), es_reason(&body)),
+                format!(
+                    "HTTP {status} from {}: {}",
+                    client.base_url(),
+                    es_reason(&body)
+                ),
                 "Elasticsearch is up but failing: read its logs",
             ),
             _ => (
-                format!("HTTP {status} for GET / from {}: this does not look like Elasticsearch", client.base_url()),
+                format!(
+                    "HTTP {status} for GET / from {}: this does not look like Elasticsearch",
+                    client.base_url()
+                ),
                 "check ES_HOST / ES_PORT point at Elasticsearch's HTTP port (9200 by default), not a proxy or another service",
             ),
         };
@@ -236,7 +246,7 @@ pub(super) async fn connect_any(
                 silent = true;
                 problems.push(format!(
                     "{addr} did not answer within {} (connect timed out)",
-                    secs(timeout.min(left))
+                    secs(timeout)
                 ));
             }
         }
@@ -432,6 +442,13 @@ fn certificate_problem(
             "the certificate's signature does not verify".into(),
             "the chain is broken or tampered with: check the chain the cluster sends and ES_CA_CERT".into(),
         ),
+        Some(CertificateError::Other(other)) if format!("{other:?}").contains("CaUsedAsEndEntity") => (
+            format!(
+                "the server presents a CA certificate (basicConstraints CA:TRUE) as its own{}, which TLS clients refuse even when it is trusted",
+                if leaf.is_some_and(|l| l.self_issued) { ", self-signed" } else { "" }
+            ),
+            "give the cluster a server certificate (CA:FALSE) signed by a CA, e.g. with elasticsearch-certutil http, and set ES_CA_CERT to that CA".into(),
+        ),
         Some(other) => (
             format!("the certificate was refused: {other:?}"),
             "check the certificate chain the cluster sends and ES_CA_CERT".into(),
@@ -526,7 +543,11 @@ async fn check_auth(
         let via = v["authentication_type"].as_str().unwrap_or("");
         format!(
             "authenticated as `{user}`{} with roles [{}]",
-            if via.is_empty() { String::new() } else { format!(" ({via})") },
+            if via.is_empty() {
+                String::new()
+            } else {
+                format!(" ({via})")
+            },
             roles.join(", ")
         )
     });
@@ -568,7 +589,11 @@ async fn check_cluster(client: &EsClient) -> CheckResult {
             NAME,
             "cluster",
             0,
-            format!("HTTP {} from _cluster/health: {}", status.as_u16(), es_reason(&body)),
+            format!(
+                "HTTP {} from _cluster/health: {}",
+                status.as_u16(),
+                es_reason(&body)
+            ),
         );
     }
     let h: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
@@ -576,7 +601,11 @@ async fn check_cluster(client: &EsClient) -> CheckResult {
     let nodes = h["number_of_nodes"].as_u64().unwrap_or(0);
     let unassigned = h["unassigned_shards"].as_u64().unwrap_or(0);
     let index = &client.index;
-    let index_status = h.pointer(&format!("/indices/{}/status", index.replace('~', "~0").replace('/', "~1")))
+    let index_status = h
+        .pointer(&format!(
+            "/indices/{}/status",
+            index.replace('~', "~0").replace('/', "~1")
+        ))
         .and_then(Value::as_str);
     match health {
         "green" => CheckResult::pass(NAME, 0, format!("green, {nodes} node(s)")),
@@ -628,7 +657,8 @@ async fn check_cluster(client: &EsClient) -> CheckResult {
 async fn allocation_reason(client: &EsClient, index: Option<&str>) -> Option<String> {
     let body = index.map(|i| {
         (
-            serde_json::to_vec(&json!({"index": i, "shard": 0, "primary": true})).unwrap_or_default(),
+            serde_json::to_vec(&json!({"index": i, "shard": 0, "primary": true}))
+                .unwrap_or_default(),
             "application/json",
         )
     });

@@ -159,11 +159,7 @@ pub(super) async fn check_s3(deps: &ProbeDeps) -> Vec<CheckResult> {
 /// need a CloudWatch call, and peeking at messages would count as a receive.
 pub(super) async fn check_queues(deps: &ProbeDeps) -> Vec<CheckResult> {
     let mut out = Vec::new();
-    let dlq_name = deps
-        .config
-        .dead_letter_queue_url
-        .as_deref()
-        .map(queue_name);
+    let dlq_name = deps.config.dead_letter_queue_url.as_deref().map(queue_name);
     for (name, url, is_dlq) in [
         ("sqs.queue", &deps.config.queue_url, false),
         (
@@ -300,7 +296,9 @@ pub(super) async fn check_bedrock(deps: &ProbeDeps) -> Vec<CheckResult> {
         .model_id(&model.id)
         .content_type("application/json")
         .accept("application/json")
-        .body(Blob::new(model.request_body(&["probe"], InputPurpose::Query)))
+        .body(Blob::new(
+            model.request_body(&["probe"], InputPurpose::Query),
+        ))
         .send();
     let (result, ms) = timed(bounded(budget, call)).await;
     vec![match result {
@@ -349,10 +347,12 @@ fn bedrock_failure(
     region: &str,
 ) -> (&'static str, String, String) {
     let tail = model.rsplit('/').next().unwrap_or(model);
-    let base = ["us.", "eu.", "apac.", "global.", "us-gov.", "jp.", "au.", "ca."]
-        .iter()
-        .find_map(|p| tail.strip_prefix(p))
-        .unwrap_or(tail);
+    let base = [
+        "us.", "eu.", "apac.", "global.", "us-gov.", "jp.", "au.", "ca.",
+    ]
+    .iter()
+    .find_map(|p| tail.strip_prefix(p))
+    .unwrap_or(tail);
     let lower = message.to_ascii_lowercase();
     match code {
         "AccessDeniedException" | "AccessDenied" => {
@@ -473,25 +473,75 @@ mod tests {
     #[test]
     fn bedrock_refusals_are_told_apart() {
         let stub_denied = "You don't have access to the model with the specified model ID.";
-        let (layer, detail, hint) = bedrock_failure(403, "AccessDeniedException", stub_denied, "amazon.titan-embed-text-v2:0", "ap-northeast-1");
+        let (layer, detail, hint) = bedrock_failure(
+            403,
+            "AccessDeniedException",
+            stub_denied,
+            "amazon.titan-embed-text-v2:0",
+            "ap-northeast-1",
+        );
         assert_eq!(layer, "model_access");
-        assert!(detail.contains("ap-northeast-1") && hint.contains("Model access"), "{detail} / {hint}");
+        assert!(
+            detail.contains("ap-northeast-1") && hint.contains("Model access"),
+            "{detail} / {hint}"
+        );
 
         let iam = "User: arn:aws:sts::123456789012:assumed-role/probe/x is not authorized to perform: bedrock:InvokeModel on resource: arn:aws:bedrock:ap-northeast-1::foundation-model/amazon.titan-embed-text-v2:0 because no identity-based policy allows the bedrock:InvokeModel action";
-        let (layer, _, hint) = bedrock_failure(403, "AccessDeniedException", iam, "amazon.titan-embed-text-v2:0", "ap-northeast-1");
+        let (layer, _, hint) = bedrock_failure(
+            403,
+            "AccessDeniedException",
+            iam,
+            "amazon.titan-embed-text-v2:0",
+            "ap-northeast-1",
+        );
         assert_eq!(layer, "access");
-        assert!(hint.contains("foundation-model/amazon.titan-embed-text-v2:0"), "{hint}");
+        assert!(
+            hint.contains("foundation-model/amazon.titan-embed-text-v2:0"),
+            "{hint}"
+        );
 
-        assert_eq!(bedrock_failure(429, "ThrottlingException", "Too many requests", "m", "r").0, "throttled");
-        assert_eq!(bedrock_failure(429, "Weird", "slow", "m", "r").0, "throttled");
-        assert_eq!(bedrock_failure(400, "ValidationException", "The provided model identifier is invalid.", "m", "r").0, "not_found");
-        assert_eq!(bedrock_failure(400, "ValidationException", "Malformed input request", "m", "r").0, "request");
-        assert_eq!(bedrock_failure(503, "ServiceUnavailableException", "later", "m", "r").0, "service");
+        assert_eq!(
+            bedrock_failure(429, "ThrottlingException", "Too many requests", "m", "r").0,
+            "throttled"
+        );
+        assert_eq!(
+            bedrock_failure(429, "Weird", "slow", "m", "r").0,
+            "throttled"
+        );
+        assert_eq!(
+            bedrock_failure(
+                400,
+                "ValidationException",
+                "The provided model identifier is invalid.",
+                "m",
+                "r"
+            )
+            .0,
+            "not_found"
+        );
+        assert_eq!(
+            bedrock_failure(
+                400,
+                "ValidationException",
+                "Malformed input request",
+                "m",
+                "r"
+            )
+            .0,
+            "request"
+        );
+        assert_eq!(
+            bedrock_failure(503, "ServiceUnavailableException", "later", "m", "r").0,
+            "service"
+        );
     }
 
     #[test]
     fn queue_names_from_urls() {
-        assert_eq!(queue_name("https://sqs.ap-northeast-1.amazonaws.com/123456789012/sakuin-dlq"), "sakuin-dlq");
+        assert_eq!(
+            queue_name("https://sqs.ap-northeast-1.amazonaws.com/123456789012/sakuin-dlq"),
+            "sakuin-dlq"
+        );
         assert_eq!(queue_name("http://127.0.0.1:5000/123456789012/q/"), "q");
     }
 }

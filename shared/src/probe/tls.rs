@@ -97,8 +97,11 @@ pub enum HandshakeError {
 struct Capture {
     inner: Arc<WebPkiServerVerifier>,
     verify: bool,
-    seen: Mutex<Option<(Vec<u8>, Result<(), rustls::Error>)>>,
+    seen: Mutex<Option<Seen>>,
 }
+
+/// The leaf certificate's DER and the verifier's verdict on it.
+type Seen = (Vec<u8>, Result<(), rustls::Error>);
 
 impl ServerCertVerifier for Capture {
     fn verify_server_cert(
@@ -152,8 +155,10 @@ pub async fn handshake(
     verify: bool,
     timeout: Duration,
 ) -> Result<Handshake, HandshakeError> {
-    let server_name = ServerName::try_from(host.trim_matches(['[', ']']).to_owned())
-        .map_err(|e| HandshakeError::Connect(format!("{host} is not a valid TLS server name: {e}")))?;
+    let server_name =
+        ServerName::try_from(host.trim_matches(['[', ']']).to_owned()).map_err(|e| {
+            HandshakeError::Connect(format!("{host} is not a valid TLS server name: {e}"))
+        })?;
     let capture = Arc::new(Capture {
         inner: trust.verifier.clone(),
         verify,
@@ -408,9 +413,9 @@ mod der {
                     general = after;
                     match (tag, name.len()) {
                         (0x82, _) => names.push(String::from_utf8_lossy(name).into_owned()),
-                        (0x87, 4) => {
-                            names.push(std::net::Ipv4Addr::new(name[0], name[1], name[2], name[3]).to_string())
-                        }
+                        (0x87, 4) => names.push(
+                            std::net::Ipv4Addr::new(name[0], name[1], name[2], name[3]).to_string(),
+                        ),
                         (0x87, 16) => {
                             let mut b = [0u8; 16];
                             b.copy_from_slice(name);
@@ -495,14 +500,19 @@ TqcwCgYIKoZIzj0EAwIDSAAwRQIgLTTJhFGDjAlq6NExSSXkMskNgUhbUcAaiPQR
         for cut in 0..good.len() {
             let _ = LeafCertificate::parse(&good[..cut]);
         }
-        assert_eq!(LeafCertificate::parse(&[0x30, 0x84, 0xff, 0xff, 0xff, 0xff]), None);
+        assert_eq!(
+            LeafCertificate::parse(&[0x30, 0x84, 0xff, 0xff, 0xff, 0xff]),
+            None
+        );
         assert_eq!(LeafCertificate::parse(b""), None);
     }
 
     #[test]
     fn a_bad_ca_bundle_is_named() {
-        let err = TlsTrust::new(Some("-----BEGIN CERTIFICATE-----\nnot base64!\n-----END CERTIFICATE-----\n"))
-            .unwrap_err();
+        let err = TlsTrust::new(Some(
+            "-----BEGIN CERTIFICATE-----\nnot base64!\n-----END CERTIFICATE-----\n",
+        ))
+        .unwrap_err();
         assert!(err.contains("ES_CA_CERT"), "{err}");
         let err = TlsTrust::new(Some("no pem here")).unwrap_err();
         assert!(err.contains("ES_CA_CERT holds no certificate"), "{err}");

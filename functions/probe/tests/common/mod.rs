@@ -132,11 +132,21 @@ async fn answer<S: AsyncRead + AsyncWrite + Unpin>(
     responder: &(dyn Fn(&str, &str, &str) -> (u16, String) + Send + Sync),
     log: &Mutex<Vec<(String, String, String)>>,
 ) {
-    let mut buf = Vec::new();
+    let mut buf: Vec<u8> = Vec::new();
     let mut chunk = [0u8; 4096];
     let head_end = loop {
         if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
             break i + 4;
+        }
+        // Not HTTP (a TLS ClientHello, say): answer 400 and close, as Elasticsearch does.
+        if buf.first().is_some_and(|b| !b.is_ascii_uppercase()) {
+            let _ = stream
+                .write_all(
+                    b"HTTP/1.1 400 Bad Request\r\ncontent-length: 0\r\nconnection: close\r\n\r\n",
+                )
+                .await;
+            let _ = stream.shutdown().await;
+            return;
         }
         match tokio::time::timeout(Duration::from_secs(5), stream.read(&mut chunk)).await {
             Ok(Ok(n)) if n > 0 => buf.extend_from_slice(&chunk[..n]),
@@ -340,34 +350,118 @@ impl Certs {
             format!("subjectAltName=DNS:es.other.example,DNS:es2.other.example\n{leaf_ext}"),
         )
         .unwrap();
-        let ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes"];
+        let ec = [
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+        ];
         let mut ca = vec!["req", "-x509"];
         ca.extend(ec);
         ca.extend([
-            "-keyout", "ca.key", "-out", "ca.pem", "-days", "30", "-subj", "/CN=Sakuin Test CA",
-            "-addext", "basicConstraints=critical,CA:TRUE", "-addext", "keyUsage=critical,keyCertSign,cRLSign",
+            "-keyout",
+            "ca.key",
+            "-out",
+            "ca.pem",
+            "-days",
+            "30",
+            "-subj",
+            "/CN=Sakuin Test CA",
+            "-addext",
+            "basicConstraints=critical,CA:TRUE",
+            "-addext",
+            "keyUsage=critical,keyCertSign,cRLSign",
         ]);
         openssl(&dir, &ca);
         let mut csr = vec!["req", "-new"];
         csr.extend(ec);
-        csr.extend(["-keyout", "leaf.key", "-out", "leaf.csr", "-subj", "/CN=127.0.0.1"]);
+        csr.extend([
+            "-keyout",
+            "leaf.key",
+            "-out",
+            "leaf.csr",
+            "-subj",
+            "/CN=127.0.0.1",
+        ]);
         openssl(&dir, &csr);
         let sign = |out: &str, ext: &str, dates: &[&str]| {
-            let mut args = vec!["ca", "-batch", "-notext", "-config", "ca.cnf", "-in", "leaf.csr", "-extfile", ext, "-out", out];
+            let mut args = vec![
+                "ca", "-batch", "-notext", "-config", "ca.cnf", "-in", "leaf.csr", "-extfile", ext,
+                "-out", out,
+            ];
             args.extend(dates);
             openssl(&dir, &args);
         };
         sign("good.pem", "local.ext", &["-days", "5"]);
         sign("wrong_host.pem", "other.ext", &["-days", "30"]);
-        sign("expired.pem", "local.ext", &["-startdate", "20200101000000Z", "-enddate", "20210101000000Z"]);
-        sign("not_yet.pem", "local.ext", &["-startdate", "20990101000000Z", "-enddate", "21000101000000Z"]);
-        let mut self_signed = vec!["req", "-x509"];
-        self_signed.extend(ec);
-        self_signed.extend([
-            "-keyout", "self.key", "-out", "self_signed.pem", "-days", "30", "-subj", "/CN=es-self-signed",
-            "-addext", "subjectAltName=IP:127.0.0.1,DNS:localhost",
+        sign(
+            "expired.pem",
+            "local.ext",
+            &[
+                "-startdate",
+                "20200101000000Z",
+                "-enddate",
+                "20210101000000Z",
+            ],
+        );
+        sign(
+            "not_yet.pem",
+            "local.ext",
+            &[
+                "-startdate",
+                "20990101000000Z",
+                "-enddate",
+                "21000101000000Z",
+            ],
+        );
+        // A self-signed server certificate (CA:FALSE), and the quick `req -x509` kind, which
+        // is a CA certificate (CA:TRUE) used as the server's own.
+        let mut self_csr = vec!["req", "-new"];
+        self_csr.extend(ec);
+        self_csr.extend([
+            "-keyout",
+            "self.key",
+            "-out",
+            "self.csr",
+            "-subj",
+            "/CN=es-self-signed",
         ]);
-        openssl(&dir, &self_signed);
+        openssl(&dir, &self_csr);
+        openssl(
+            &dir,
+            &[
+                "x509",
+                "-req",
+                "-in",
+                "self.csr",
+                "-signkey",
+                "self.key",
+                "-days",
+                "30",
+                "-extfile",
+                "local.ext",
+                "-out",
+                "self_signed.pem",
+            ],
+        );
+        openssl(
+            &dir,
+            &[
+                "req",
+                "-x509",
+                "-key",
+                "self.key",
+                "-out",
+                "self_signed_ca.pem",
+                "-days",
+                "30",
+                "-subj",
+                "/CN=es-quick",
+                "-addext",
+                "subjectAltName=IP:127.0.0.1,DNS:localhost",
+            ],
+        );
         Self { dir }
     }
 
@@ -381,7 +475,7 @@ impl Certs {
 
     /// A TLS acceptor serving `cert` (a file in the directory) with its key.
     pub fn acceptor(&self, cert: &str) -> tokio_rustls::TlsAcceptor {
-        let key = if cert == "self_signed.pem" {
+        let key = if cert.starts_with("self_signed") {
             "self.key"
         } else {
             "leaf.key"
@@ -492,7 +586,10 @@ async fn spawn_service(program: &Path, args: &[String], port: u16, ready_path: &
         {
             return service;
         }
-        assert!(Instant::now() < deadline, "{url} did not answer within 60 s");
+        assert!(
+            Instant::now() < deadline,
+            "{url} did not answer within 60 s"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
@@ -533,6 +630,17 @@ pub async fn stub_config(stub: &Service, config: Value) {
 /// moto's server (S3, SQS, Secrets Manager) from the project's virtual environment.
 pub async fn moto() -> Service {
     let port = closed_port();
-    let args = ["-H".to_owned(), "127.0.0.1".into(), "-p".into(), port.to_string()];
-    spawn_service(&repo_root().join(".venv/bin/moto_server"), &args, port, "/moto-api/").await
+    let args = [
+        "-H".to_owned(),
+        "127.0.0.1".into(),
+        "-p".into(),
+        port.to_string(),
+    ];
+    spawn_service(
+        &repo_root().join(".venv/bin/moto_server"),
+        &args,
+        port,
+        "/moto-api/",
+    )
+    .await
 }

@@ -1,0 +1,414 @@
+//! The AWS dependencies against real protocols on loopback: moto (S3, SQS, Secrets Manager) and
+//! the project's Bedrock stand-in, each fault with its layer and cause; then the `sakuin`
+//! binary's probe and search with the same environment as the Lambda.
+
+mod common;
+
+use std::time::Duration;
+
+use aws_sdk_s3::types::{BucketLocationConstraint, CreateBucketConfiguration};
+use aws_sdk_sqs::types::QueueAttributeName;
+use common::*;
+use sakuin::probe::{self, ProbeDeps, ProbeReport};
+use serde_json::{Value, json};
+
+const AWS_GROUPS: &[&str] = &["s3", "sqs", "bedrock", "secretsmanager"];
+
+struct Fixture {
+    moto: Service,
+    stub: Service,
+    clients: sakuin::probe::AwsClients,
+    queue_url: String,
+    dlq_url: String,
+}
+
+impl Fixture {
+    fn vars<'a>(&'a self, extra: &[(&'a str, &'a str)]) -> Vec<(&'a str, &'a str)> {
+        let mut vars = vec![
+            ("ES_HOST", "127.0.0.1"),
+            ("SOURCE_BUCKET", "sakuin-probe-src"),
+            ("CHUNK_QUEUE_URL", self.queue_url.as_str()),
+            ("DEAD_LETTER_QUEUE_URL", self.dlq_url.as_str()),
+            ("ES_SECRET_ID", "sakuin/es"),
+            ("EMBEDDING_DIMENSIONS", "256"),
+            ("PROBE_TIMEOUT_SECS", "3"),
+        ];
+        for (k, v) in extra {
+            vars.retain(|(name, _)| name != k);
+            vars.push((k, v));
+        }
+        vars
+    }
+
+    async fn probe(&self, extra: &[(&str, &str)], groups: &[&str]) -> ProbeReport {
+        let deps = ProbeDeps::new(config(&self.vars(extra)), self.clients.clone());
+        tokio::time::timeout(Duration::from_secs(60), probe::run(&deps, groups))
+            .await
+            .expect("the probe finishes within its budget")
+    }
+}
+
+async fn fixture() -> Fixture {
+    let moto = moto().await;
+    let stub = bedrock_stub(&["--deny-models", "amazon.titan-embed-text-v1"]).await;
+    let clients = aws_clients(Some(&moto.url()), Some(&stub.url())).await;
+    clients
+        .s3
+        .create_bucket()
+        .bucket("sakuin-probe-src")
+        .create_bucket_configuration(
+            CreateBucketConfiguration::builder()
+                .location_constraint(BucketLocationConstraint::from(REGION))
+                .build(),
+        )
+        .send()
+        .await
+        .unwrap();
+    let dlq_url = clients
+        .sqs
+        .create_queue()
+        .queue_name("sakuin-probe-dlq")
+        .send()
+        .await
+        .unwrap()
+        .queue_url
+        .unwrap();
+    let queue_url = clients
+        .sqs
+        .create_queue()
+        .queue_name("sakuin-probe-chunks")
+        .attributes(
+            QueueAttributeName::RedrivePolicy,
+            json!({"deadLetterTargetArn": format!("arn:aws:sqs:{REGION}:123456789012:sakuin-probe-dlq"), "maxReceiveCount": 5}).to_string(),
+        )
+        .send()
+        .await
+        .unwrap()
+        .queue_url
+        .unwrap();
+    for (name, value) in [
+        (
+            "sakuin/es",
+            r#"{"username":"probe","password":"pw-SECRET-123"}"#,
+        ),
+        ("sakuin/bad", "hunter2-not-json"),
+    ] {
+        clients
+            .secrets
+            .create_secret()
+            .name(name)
+            .secret_string(value)
+            .send()
+            .await
+            .unwrap();
+    }
+    Fixture {
+        moto,
+        stub,
+        clients,
+        queue_url,
+        dlq_url,
+    }
+}
+
+fn assert_failed(report: &ProbeReport, name: &str, layer: &str, needles: &[&str]) {
+    let c = check(report, name);
+    assert_eq!((c.ok, c.layer.as_deref()), (false, Some(layer)), "{c:#?}");
+    for n in needles {
+        assert!(
+            c.detail.contains(n) || c.hint.as_deref().unwrap_or("").contains(n),
+            "{n:?} not in {c:#?}"
+        );
+    }
+    assert!(!report.ok);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn aws_dependencies_fail_at_the_right_layer() {
+    tokio::time::timeout(Duration::from_secs(300), scenarios())
+        .await
+        .expect("bounded");
+}
+
+async fn scenarios() {
+    let f = fixture().await;
+
+    // Everything in place: a pass per check, with the queue figures.
+    let report = f.probe(&[], AWS_GROUPS).await;
+    assert!(report.ok, "{report:#?}");
+    let names: Vec<&str> = report.checks.iter().map(|c| c.name.as_str()).collect();
+    assert_eq!(
+        names,
+        [
+            "s3.bucket",
+            "sqs.queue",
+            "sqs.dead_letter_queue",
+            "bedrock.model",
+            "secretsmanager.secret"
+        ]
+    );
+    let queue = check(&report, "sqs.queue");
+    assert!(
+        queue.detail.contains("0 waiting")
+            && queue
+                .detail
+                .contains("move to sakuin-probe-dlq after 5 receives"),
+        "{queue:#?}"
+    );
+    assert_eq!(queue.metrics["QueueBacklog"], 0.0);
+    assert!(
+        check(&report, "bedrock.model")
+            .detail
+            .contains("256 dimensions")
+    );
+    let secret = check(&report, "secretsmanager.secret");
+    assert!(secret.detail.contains("user `probe`"), "{secret:#?}");
+    assert!(
+        !serde_json::to_string(&report)
+            .unwrap()
+            .contains("pw-SECRET-123")
+    );
+
+    // A dead letter: a warning and its depth, not a failure.
+    f.clients
+        .sqs
+        .send_message()
+        .queue_url(&f.dlq_url)
+        .message_body("{}")
+        .send()
+        .await
+        .unwrap();
+    let report = f.probe(&[], &["sqs"]).await;
+    let dlq = check(&report, "sqs.dead_letter_queue");
+    assert!(
+        report.ok && dlq.warning && dlq.detail.starts_with("1 dead letter"),
+        "{dlq:#?}"
+    );
+    assert_eq!(dlq.metrics["DeadLetterQueueDepth"], 1.0);
+    let emf: Vec<Value> = probe::metric_sets(&report, &["sqs"])
+        .iter()
+        .map(|m| serde_json::from_str(&m.to_line()).unwrap())
+        .collect();
+    assert!(
+        emf.iter()
+            .any(|l| l["Check"] == "sqs.dead_letter_queue" && l["DeadLetterQueueDepth"] == 1.0),
+        "{emf:?}"
+    );
+
+    // A missing bucket.
+    let report = f
+        .probe(&[("SOURCE_BUCKET", "sakuin-no-such-bucket")], &["s3"])
+        .await;
+    assert_failed(
+        &report,
+        "s3.bucket",
+        "not_found",
+        &["sakuin-no-such-bucket does not exist", "SOURCE_BUCKET"],
+    );
+
+    // A missing queue.
+    let missing = f
+        .queue_url
+        .replace("sakuin-probe-chunks", "sakuin-no-such-queue");
+    let report = f.probe(&[("CHUNK_QUEUE_URL", &missing)], &["sqs"]).await;
+    assert_failed(
+        &report,
+        "sqs.queue",
+        "not_found",
+        &["does not exist", "CHUNK_QUEUE_URL"],
+    );
+
+    // Bedrock: the model is not enabled (the stand-in's --deny-models) ...
+    let report = f
+        .probe(
+            &[
+                ("EMBEDDING_MODEL_ID", "amazon.titan-embed-text-v1"),
+                ("EMBEDDING_DIMENSIONS", ""),
+            ],
+            &["bedrock"],
+        )
+        .await;
+    assert_failed(
+        &report,
+        "bedrock.model",
+        "model_access",
+        &[
+            "AccessDeniedException",
+            "don't have access to the model",
+            "Model access",
+        ],
+    );
+
+    // ... and throttled.
+    stub_config(&f.stub, json!({"throttle_every": 1})).await;
+    let report = f.probe(&[], &["bedrock"]).await;
+    assert_failed(
+        &report,
+        "bedrock.model",
+        "throttled",
+        &["ThrottlingException", "Service Quotas"],
+    );
+    stub_config(&f.stub, json!({"throttle_every": 0})).await;
+
+    // Secrets Manager: no such secret, and a secret of the wrong shape (never printed).
+    let report = f
+        .probe(&[("ES_SECRET_ID", "sakuin/none")], &["secretsmanager"])
+        .await;
+    assert_failed(
+        &report,
+        "secretsmanager.secret",
+        "not_found",
+        &["sakuin/none", "ES_SECRET_ID"],
+    );
+    let report = f
+        .probe(&[("ES_SECRET_ID", "sakuin/bad")], &["secretsmanager"])
+        .await;
+    assert_failed(
+        &report,
+        "secretsmanager.secret",
+        "response",
+        &["is not JSON"],
+    );
+    assert!(!serde_json::to_string(&report).unwrap().contains("hunter2"));
+
+    // An endpoint nobody answers on: the network layer, within the budget.
+    let offline = aws_clients(None, None).await;
+    let deps = ProbeDeps::new(config(&f.vars(&[])), offline);
+    let report = tokio::time::timeout(Duration::from_secs(60), probe::run(&deps, &["s3", "sqs"]))
+        .await
+        .unwrap();
+    assert_failed(&report, "s3.bucket", "network", &["S3 gateway endpoint"]);
+    assert_failed(
+        &report,
+        "sqs.queue",
+        "network",
+        &["interface endpoint for SQS"],
+    );
+
+    cli(&f).await;
+}
+
+fn sakuin_cli(args: Vec<String>, vars: Vec<(String, String)>) -> (i32, String, String) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_sakuin"))
+        .args(args)
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("AWS_CONFIG_FILE", "/dev/null")
+        .env("AWS_SHARED_CREDENTIALS_FILE", "/dev/null")
+        .envs(vars)
+        .output()
+        .expect("the sakuin binary runs");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+async fn run_cli(args: &[&str], vars: &[(&str, &str)]) -> (i32, String, String) {
+    let args = args.iter().map(|s| s.to_string()).collect();
+    let vars = vars
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    tokio::task::spawn_blocking(move || sakuin_cli(args, vars))
+        .await
+        .unwrap()
+}
+
+/// The binary, configured only through the Lambda's environment variables.
+async fn cli(f: &Fixture) {
+    let es = serve(
+        Cluster {
+            dims: Some(256),
+            ..Default::default()
+        }
+        .responder(),
+        None,
+    )
+    .await;
+    let es_port = es.port();
+    let (moto, stub) = (f.moto.url(), f.stub.url());
+    let mut vars = f.vars(&[("ES_PORT", &es_port)]);
+    vars.extend([
+        ("AWS_REGION", REGION),
+        ("AWS_ACCESS_KEY_ID", "testing"),
+        ("AWS_SECRET_ACCESS_KEY", "testing"),
+        ("AWS_EC2_METADATA_DISABLED", "true"),
+        ("AWS_ENDPOINT_URL_S3", &moto),
+        ("AWS_ENDPOINT_URL_SQS", &moto),
+        ("AWS_ENDPOINT_URL_SECRETS_MANAGER", &moto),
+        ("AWS_ENDPOINT_URL_BEDROCK_RUNTIME", &stub),
+        ("S3_FORCE_PATH_STYLE", "true"),
+    ]);
+
+    // Every check, as a table; the dead letter from above is a warning, not a failure.
+    let (code, out, err) = run_cli(&["probe"], &vars).await;
+    assert_eq!(code, 0, "{out}{err}");
+    for needle in [
+        "ok    elasticsearch.index",
+        "ok    s3.bucket",
+        "WARN  sqs.dead_letter_queue",
+        "ok    bedrock.model",
+        "ok    secretsmanager.secret",
+        "OK: every required check passed",
+    ] {
+        assert!(out.contains(needle), "{needle:?} not in\n{out}");
+    }
+    assert!(!out.contains("pw-SECRET-123"));
+    // The credentials came from the secret.
+    assert!(
+        es.requests
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|(_, p, _)| p == "/_security/_authenticate")
+    );
+
+    // A required check failing: exit 1 and the JSON report.
+    let mut broken = vars.clone();
+    broken.retain(|(k, _)| *k != "SOURCE_BUCKET");
+    broken.push(("SOURCE_BUCKET", "sakuin-no-such-bucket"));
+    let (code, out, err) = run_cli(&["probe", "--json", "--checks", "s3,bedrock"], &broken).await;
+    assert_eq!(code, 1, "{out}{err}");
+    let report: ProbeReport = serde_json::from_str(&out).unwrap();
+    assert_eq!(report.checks.len(), 2);
+    assert_eq!(
+        check(&report, "s3.bucket").layer.as_deref(),
+        Some("not_found")
+    );
+
+    // ... unless it is not required.
+    broken.push(("PROBE_REQUIRED_CHECKS", "bedrock"));
+    let (code, out, err) = run_cli(&["probe", "--checks", "s3,bedrock"], &broken).await;
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(
+        out.contains("fail  s3.bucket") && out.contains("(not required)"),
+        "{out}"
+    );
+
+    // A semantic search: the stand-in embeds the query with the configured 256 dimensions,
+    // the cluster answers kNN hits.
+    let (code, out, err) = run_cli(&["search", "パスワードを忘れました", "-k", "2"], &vars).await;
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(
+        out.contains("0.9100  faq/ja.jsonl #0") && out.contains("再設定のリンク"),
+        "{out}"
+    );
+    let (_, path, body) = es.requests.lock().unwrap().last().cloned().unwrap();
+    assert_eq!(path, "/documents/_search");
+    let body: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(body["knn"]["k"], 2);
+    assert_eq!(body["knn"]["query_vector"].as_array().unwrap().len(), 256);
+
+    // Bedrock refusing the query is an error naming the model.
+    let mut denied = vars.clone();
+    denied.retain(|(k, _)| !k.starts_with("EMBEDDING_"));
+    denied.push(("EMBEDDING_MODEL_ID", "amazon.titan-embed-text-v1"));
+    let (code, out, err) = run_cli(&["search", "q"], &denied).await;
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(
+        err.contains("amazon.titan-embed-text-v1") && err.contains("AccessDenied"),
+        "{err}"
+    );
+}
