@@ -72,6 +72,7 @@ SCENARIOS = {
         "EmbeddingModelId": "global.cohere.embed-v4:0",
         "EmbeddingDimensions": "1024",
         "RejectsPrefix": "bad-records/",
+        "RecordsPath": "data.items",
         "SourcePrefix": "incoming/",
         "EnableBucketVersioning": "true",
         "AccessLogBucketName": "corp-s3-access-logs",
@@ -432,6 +433,8 @@ def expected_grants(p: dict) -> dict[str, set[tuple[str, str, str]]]:
         ("sqs:DeleteMessage", queue, ""),
         ("sqs:GetQueueAttributes", queue, ""),
         ("sqs:ChangeMessageVisibility", queue, ""),
+        # Requeues chunks with their vectors while Elasticsearch is unavailable.
+        ("sqs:SendMessage", queue, ""),
     }
     probe = logs("probe") | eni | bedrock | secret | {
         ("s3:ListBucket", bucket, ""),
@@ -441,7 +444,7 @@ def expected_grants(p: dict) -> dict[str, set[tuple[str, str, str]]]:
     }
     if data_key:
         ingest |= {("kms:Decrypt", data_key, via("s3", "sqs")), ("kms:GenerateDataKey", data_key, via("s3", "sqs"))}
-        embed_index |= {("kms:Decrypt", data_key, via("sqs"))}
+        embed_index |= {("kms:Decrypt", data_key, via("sqs")), ("kms:GenerateDataKey", data_key, via("sqs"))}
     return {
         "IngestRole": ingest,
         "EmbedIndexRole": embed_index,

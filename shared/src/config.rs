@@ -263,6 +263,7 @@ impl IngestConfig {
         crate::queue::BatchLimits {
             max_payload_bytes: self.sqs_max_payload_bytes,
             max_attempts: 5,
+            delay_seconds: 0,
         }
     }
 }
@@ -360,6 +361,11 @@ pub struct EmbedIndexConfig {
     pub vectors: VectorSettings,
     pub concurrency: usize,
     pub bulk_max_bytes: usize,
+    /// Where chunks go back, with their vectors, when Elasticsearch stays unavailable
+    /// (`CHUNK_QUEUE_URL`); without it such messages just fail and are retried.
+    pub requeue_url: Option<String>,
+    pub message_max_bytes: usize,
+    pub sqs_max_payload_bytes: usize,
 }
 
 impl EmbedIndexConfig {
@@ -399,6 +405,9 @@ impl EmbedIndexConfig {
         let bulk_max_bytes = env
             .parse::<usize>("ES_BULK_MAX_BYTES", 10 * 1024 * 1024)
             .max(64 * 1024);
+        let requeue_url = env.get("CHUNK_QUEUE_URL");
+        let message_max_bytes = env.parse::<usize>("MESSAGE_MAX_BYTES", 64 * 1024).clamp(4096, 1024 * 1024);
+        let sqs_max_payload_bytes = env.parse::<usize>("SQS_MAX_PAYLOAD_BYTES", 256 * 1024).clamp(message_max_bytes, 1024 * 1024);
         env.check()?;
         let vectors = VectorSettings {
             similarity,
@@ -411,6 +420,9 @@ impl EmbedIndexConfig {
             vectors,
             concurrency,
             bulk_max_bytes,
+            requeue_url,
+            message_max_bytes,
+            sqs_max_payload_bytes,
         })
     }
 }

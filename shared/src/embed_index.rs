@@ -17,7 +17,8 @@ use crate::es::bulk::{push_index, push_update};
 use crate::es::document::SourceFields;
 use crate::es::{BulkOutcome, ChunkDocument, EsClient, EsError, ItemOutcome, VectorSettings};
 use crate::ids::{chunk_id, content_sha256, source_marker_id};
-use crate::message::{ChunkMessage, ChunkPayload, Operation, SourceRef};
+use crate::message::{CarriedVector, ChunkMessage, ChunkPayload, MessagePacker, Operation, SourceRef};
+use crate::queue::{BatchLimits, ChunkQueue, QueueError, send_all};
 use crate::metrics::MetricSet;
 use crate::retry::{Backoff, Deadline};
 
@@ -157,21 +158,18 @@ impl SearchIndex for EsClient {
 }
 
 /// Clients and settings, built once per container; the index check runs once too.
-pub struct EmbedIndexDeps<E, I> {
+pub struct EmbedIndexDeps<E, I, Q> {
     pub embedder: E,
     pub index: I,
+    /// The chunk queue, for chunks that carry their vectors back while Elasticsearch is down.
+    pub requeue: Option<Q>,
     pub config: EmbedIndexConfig,
     pub index_ready: OnceCell<()>,
 }
 
-impl<E, I> EmbedIndexDeps<E, I> {
-    pub fn new(embedder: E, index: I, config: EmbedIndexConfig) -> Self {
-        Self {
-            embedder,
-            index,
-            config,
-            index_ready: OnceCell::new(),
-        }
+impl<E, I, Q> EmbedIndexDeps<E, I, Q> {
+    pub fn new(embedder: E, index: I, requeue: Option<Q>, config: EmbedIndexConfig) -> Self {
+        Self { embedder, index, requeue, config, index_ready: OnceCell::new() }
     }
 }
 
@@ -197,6 +195,10 @@ pub struct BatchStats {
     pub superseded: u64,
     /// Chunks removed by deletions and sweeps.
     pub deleted: u64,
+    /// Chunks whose message carried their vector: indexed without calling Bedrock.
+    pub reused: u64,
+    /// Chunks sent back to the queue with their vectors because Elasticsearch stayed unavailable.
+    pub requeued: u64,
     pub failed_embedding: u64,
     pub failed_indexing: u64,
     pub bulk_requests: u64,
@@ -290,8 +292,8 @@ fn order_by_sequencer<'a>(
 
 /// Handles one SQS batch. Messages are never failed wholesale: each one that did not fully land
 /// is reported by id, so Lambda retries only those (and the DLQ collects the poisonous ones).
-pub async fn handle_batch<E: Embedder, I: SearchIndex>(
-    deps: &EmbedIndexDeps<E, I>,
+pub async fn handle_batch<E: Embedder, I: SearchIndex, Q: ChunkQueue>(
+    deps: &EmbedIndexDeps<E, I, Q>,
     event: SqsEvent,
     deadline: Deadline,
 ) -> Result<(SqsBatchResponse, BatchStats), IndexSetupError> {
@@ -309,7 +311,11 @@ pub async fn handle_batch<E: Embedder, I: SearchIndex>(
         messages: event.records.len() as u64,
         ..Default::default()
     };
+    // Every message that must be retried, and those failed for a reason other than Elasticsearch
+    // being unavailable (which a requeue with vectors cannot help).
     let mut failed: BTreeSet<usize> = BTreeSet::new();
+    let mut hard: BTreeSet<usize> = BTreeSet::new();
+    let mut unavailable: BTreeSet<usize> = BTreeSet::new();
     let ids: Vec<String> = event
         .records
         .iter()
@@ -324,6 +330,7 @@ pub async fn handle_batch<E: Embedder, I: SearchIndex>(
             Err(e) => {
                 error!(message_id = %ids[i], error = %e, "poison message: it will go to the dead-letter queue after its retries");
                 failed.insert(i);
+                hard.insert(i);
             }
         }
     }
@@ -344,6 +351,7 @@ pub async fn handle_batch<E: Embedder, I: SearchIndex>(
             for (i, m) in &messages {
                 if m.op != Operation::Index {
                     failed.insert(*i);
+                    hard.insert(*i);
                 }
             }
             HashMap::new()
@@ -410,7 +418,19 @@ pub async fn handle_batch<E: Embedder, I: SearchIndex>(
         .collect();
     stats.unchanged = unchanged.iter().filter(|u| **u).count() as u64;
 
-    let to_embed: Vec<usize> = (0..work.len()).filter(|&w| !unchanged[w]).collect();
+    // Vectors already paid for (carried back while Elasticsearch was down) are used as they are.
+    let mut vector_of: HashMap<usize, Vec<f32>> = HashMap::new();
+    for (w, item) in work.iter().enumerate() {
+        if let Some(carried) = &item.chunk.vector
+            && !unchanged[w]
+            && carried.model_id == model.id
+            && let Some(v) = carried.decode(model.dimensions)
+        {
+            vector_of.insert(w, v);
+        }
+    }
+    stats.reused = vector_of.len() as u64;
+    let to_embed: Vec<usize> = (0..work.len()).filter(|&w| !unchanged[w] && !vector_of.contains_key(&w)).collect();
     let texts: Vec<&str> = to_embed
         .iter()
         .map(|&w| work[w].chunk.text.as_str())
@@ -428,7 +448,6 @@ pub async fn handle_batch<E: Embedder, I: SearchIndex>(
     )
     .await;
     stats.embed = embed_stats;
-    let mut vector_of: HashMap<usize, Vec<f32>> = HashMap::new();
     for (&w, result) in to_embed.iter().zip(vectors) {
         match result {
             Ok(v) => {
@@ -440,10 +459,11 @@ pub async fn handle_batch<E: Embedder, I: SearchIndex>(
                     error!(doc_id = %work[w].chunk.doc_id, chunk = work[w].chunk.chunk_index, error = %e, "chunk cannot be embedded");
                 }
                 failed.extend(&work[w].messages);
+                hard.extend(&work[w].messages);
             }
         }
     }
-    stats.embedded = vector_of.len() as u64;
+    stats.embedded = vector_of.len() as u64 - stats.reused;
 
     // One encoded action per chunk that is ready, so retries resend only what did not land.
     let indexed_at = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
@@ -499,6 +519,9 @@ pub async fn handle_batch<E: Embedder, I: SearchIndex>(
                 let item = &work[w];
                 if let Some(reason) = reason {
                     error!(doc_id = %item.chunk.doc_id, chunk = item.chunk.chunk_index, id = %item.id, %reason, "Elasticsearch rejected the chunk");
+                    hard.extend(&item.messages);
+                } else {
+                    unavailable.extend(&item.messages);
                 }
                 failed.extend(&item.messages);
             }
@@ -519,9 +542,42 @@ pub async fn handle_batch<E: Embedder, I: SearchIndex>(
             Err(e) => {
                 warn!(bucket = %r.source.bucket, key = %r.source.key, error = %e, "removing chunks failed; the message will be retried");
                 failed.insert(r.message);
+                hard.insert(r.message);
             }
         }
     }
+    // Embeddings are never paid for twice: a message that failed only because Elasticsearch
+    // stayed unavailable goes back on the queue, delayed, carrying its vectors.
+    if let Some(queue) = &deps.requeue {
+        for &i in unavailable.difference(&hard) {
+            let Some((_, message)) = ordered.iter().find(|(m, _)| *m == i) else { continue };
+            if message.chunks.iter().any(|c| c.vector.is_some()) {
+                continue; // already carried once: fail it, SQS backs off and the DLQ keeps it
+            }
+            let mut payloads = Vec::with_capacity(message.chunks.len());
+            for chunk in &message.chunks {
+                let w = by_id[&chunk_id(&chunk.doc_id, chunk.chunk_index)];
+                let vector = match (vector_of.get(&w), unchanged[w]) {
+                    (Some(v), _) => Some(CarriedVector::new(&model.id, v)),
+                    (None, true) => None,
+                    (None, false) => break,
+                };
+                payloads.push(ChunkPayload { vector, ..chunk.clone() });
+            }
+            if payloads.len() != message.chunks.len() {
+                continue;
+            }
+            match requeue_with_vectors(queue, &message.source, &payloads, cfg).await {
+                Ok(()) => {
+                    failed.remove(&i);
+                    stats.requeued += payloads.len() as u64;
+                    warn!(message_id = %ids[i], chunks = payloads.len(), "Elasticsearch unavailable: chunks requeued with their vectors");
+                }
+                Err(e) => warn!(message_id = %ids[i], error = %e, "could not requeue with vectors; the message will be retried"),
+            }
+        }
+    }
+
     if let Err(e) = deps.index.set_markers(&markers).await {
         warn!(error = %e, "could not record the newest events applied; ordering falls back to chunk overwrites");
     }
@@ -534,6 +590,25 @@ pub async fn handle_batch<E: Embedder, I: SearchIndex>(
     emit(&stats, model);
     info!(?stats, "batch finished");
     Ok((response, stats))
+}
+
+/// Delay before requeued chunks come back: time for Elasticsearch to recover.
+const REQUEUE_DELAY_SECS: i32 = 60;
+
+async fn requeue_with_vectors<Q: ChunkQueue>(queue: &Q, source: &SourceRef, chunks: &[ChunkPayload], cfg: &EmbedIndexConfig) -> Result<(), QueueError> {
+    let mut packer = MessagePacker::new(source, cfg.message_max_bytes);
+    let mut bodies = Vec::new();
+    for chunk in chunks {
+        let encoded = MessagePacker::encode(chunk);
+        match packer.push(&encoded) {
+            Ok(Some(body)) => bodies.push(body),
+            Ok(None) => {}
+            Err(e) => return Err(QueueError::Refused { code: "ChunkTooLarge".into(), message: e.to_string() }),
+        }
+    }
+    bodies.extend(packer.finish());
+    let limits = BatchLimits { max_payload_bytes: cfg.sqs_max_payload_bytes, max_attempts: 3, delay_seconds: REQUEUE_DELAY_SECS };
+    send_all(queue, bodies, limits).await.map(|_| ())
 }
 
 /// Sends the actions in `_bulk` requests of at most `max_bytes`, resending items answered with
@@ -640,6 +715,8 @@ fn emit(stats: &BatchStats, model: &EmbeddingModel) {
         .count("ChunksIndexed", stats.indexed)
         .count("ChunksSuperseded", stats.superseded)
         .count("ChunksDeleted", stats.deleted)
+        .count("ChunksReused", stats.reused)
+        .count("ChunksRequeued", stats.requeued)
         .count("ChunksFailedEmbedding", stats.failed_embedding)
         .count("ChunksFailedIndexing", stats.failed_indexing)
         .count("BedrockCalls", stats.embed.calls)
@@ -819,7 +896,22 @@ mod tests {
         }
     }
 
-    fn deps(reject: Option<&'static str>) -> EmbedIndexDeps<CountingEmbedder, MemoryIndex> {
+    /// Collects requeued message bodies.
+    #[derive(Default)]
+    struct MemoryQueue {
+        bodies: Mutex<Vec<(String, i32)>>,
+    }
+
+    impl ChunkQueue for MemoryQueue {
+        async fn send_batch(&self, entries: &[crate::queue::QueueEntry]) -> Result<Vec<crate::queue::EntryFailure>, QueueError> {
+            self.bodies.lock().unwrap().extend(entries.iter().map(|e| (e.body.clone(), e.delay_seconds)));
+            Ok(Vec::new())
+        }
+    }
+
+    type Deps = EmbedIndexDeps<CountingEmbedder, MemoryIndex, MemoryQueue>;
+
+    fn deps(reject: Option<&'static str>) -> Deps {
         let model = EmbeddingModel::resolve("amazon.titan-embed-text-v2:0", Some(256)).unwrap();
         let es = EsSettings {
             host: "h".into(),
@@ -842,6 +934,9 @@ mod tests {
             },
             concurrency: 4,
             bulk_max_bytes: 1 << 20,
+            requeue_url: Some("q".into()),
+            message_max_bytes: 64 * 1024,
+            sqs_max_payload_bytes: 256 * 1024,
         };
         let embedder = CountingEmbedder {
             model,
@@ -849,7 +944,7 @@ mod tests {
             texts: AtomicUsize::new(0),
             reject,
         };
-        EmbedIndexDeps::new(embedder, MemoryIndex::default(), config)
+        EmbedIndexDeps::new(embedder, MemoryIndex::default(), Some(MemoryQueue::default()), config)
     }
 
     fn message(op: &str, key: &str, seq: Option<&str>, docs: &[(&str, &str)]) -> String {
@@ -879,7 +974,7 @@ mod tests {
     }
 
     async fn run(
-        d: &EmbedIndexDeps<CountingEmbedder, MemoryIndex>,
+        d: &Deps,
         bodies: &[String],
     ) -> (Vec<String>, BatchStats) {
         let (r, stats) = handle_batch(d, event(bodies), Deadline::after(Duration::from_secs(30)))
@@ -1015,5 +1110,34 @@ mod tests {
         let docs = d.index.docs.lock().unwrap();
         assert_eq!(docs.len(), 1);
         assert!(docs.contains_key(&chunk_id("z", 0)));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_outage_sends_vectors_back_instead_of_paying_for_them_twice() {
+        let d = deps(None);
+        // Elasticsearch answers 503 to every attempt of the first batch.
+        *d.index.script.lock().unwrap() = vec![503; 20];
+        let body = message("index", "k", None, &[("a", "alpha"), ("b", "beta")]);
+        let (failed, stats) = run(&d, &[body]).await;
+        assert!(failed.is_empty(), "the message is done: its chunks travel on with their vectors");
+        assert_eq!((stats.embedded, stats.requeued), (2, 2));
+        let requeued: Vec<(String, i32)> = d.requeue.as_ref().unwrap().bodies.lock().unwrap().clone();
+        assert_eq!(requeued.len(), 1);
+        assert_eq!(requeued[0].1, REQUEUE_DELAY_SECS);
+
+        // The cluster is back: the requeued message indexes without any Bedrock call.
+        d.index.script.lock().unwrap().clear();
+        let calls = d.embedder.calls.load(AtomicOrdering::SeqCst);
+        let (failed, stats) = run(&d, &[requeued[0].0.clone()]).await;
+        assert!(failed.is_empty());
+        assert_eq!((stats.reused, stats.embedded, stats.indexed), (2, 0, 2));
+        assert_eq!(d.embedder.calls.load(AtomicOrdering::SeqCst), calls);
+        assert_eq!(d.index.docs.lock().unwrap()[&chunk_id("a", 0)]["embedding"].as_array().unwrap().len(), 256);
+
+        // Still down when it comes back: it fails (SQS backs off, the DLQ keeps the vectors).
+        *d.index.script.lock().unwrap() = vec![503; 20];
+        d.index.docs.lock().unwrap().clear();
+        let (failed, stats) = run(&d, &[requeued[0].0.clone()]).await;
+        assert_eq!((failed.len(), stats.requeued), (1, 0));
     }
 }

@@ -480,6 +480,7 @@ async fn ingest_object<S: ObjectStore, Q: ChunkQueue, C: Continuation>(
                     record: position.number(),
                     text,
                     metadata: doc.metadata.clone(),
+                    vector: None,
                 })
             })
             .collect();

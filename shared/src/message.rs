@@ -31,6 +31,33 @@ pub struct ChunkPayload {
     pub text: String,
     #[serde(default)]
     pub metadata: Map<String, Value>,
+    /// The chunk's embedding, when a worker already paid for it but could not index it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vector: Option<CarriedVector>,
+}
+
+/// An embedding carried in a message: which model made it, and its floats as little-endian
+/// `f32` bytes in base64 (a 1024-dimension vector is 5.5 KB, a third of its JSON numbers).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CarriedVector {
+    pub model_id: String,
+    pub f32le: String,
+}
+
+impl CarriedVector {
+    pub fn new(model_id: &str, vector: &[f32]) -> Self {
+        let bytes: Vec<u8> = vector.iter().flat_map(|x| x.to_le_bytes()).collect();
+        Self { model_id: model_id.to_owned(), f32le: crate::base64::encode(&bytes) }
+    }
+
+    /// The vector, if it decodes to `dimensions` floats.
+    pub fn decode(&self, dimensions: usize) -> Option<Vec<f32>> {
+        let bytes = crate::base64::decode(&self.f32le)?;
+        if bytes.len() != dimensions * 4 {
+            return None;
+        }
+        Some(bytes.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect())
+    }
 }
 
 /// What a message asks the worker to do with its source object's chunks.
@@ -194,6 +221,7 @@ mod tests {
             record: u64::from(i),
             text: text.into(),
             metadata: json!({"lang": "ja"}).as_object().unwrap().clone(),
+            vector: None,
         }
     }
 
@@ -241,6 +269,17 @@ mod tests {
         assert!(!enc.contains('\u{FFFE}') && enc.contains("\\ufffe"));
         let back: ChunkPayload = serde_json::from_str(&enc).unwrap();
         assert_eq!(back.text, "a\u{FFFE}b\u{FFFF}");
+    }
+
+    #[test]
+    fn carried_vectors_round_trip_exactly() {
+        let v = vec![0.1f32, -2.5, f32::MIN_POSITIVE, 1e-7];
+        let carried = CarriedVector::new("amazon.titan-embed-text-v2:0", &v);
+        assert_eq!(carried.decode(4).unwrap(), v);
+        assert!(carried.decode(5).is_none());
+        let chunk = ChunkPayload { vector: Some(carried), ..chunk(0, "t") };
+        let back: ChunkPayload = serde_json::from_str(&MessagePacker::encode(&chunk)).unwrap();
+        assert_eq!(back, chunk);
     }
 
     #[test]

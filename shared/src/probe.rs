@@ -319,14 +319,13 @@ pub async fn run(deps: &ProbeDeps, groups: &[&str]) -> ProbeReport {
             skipped.push(format!("{group} ({var} is not set)"));
         }
     }
-    let when = |g: &'static str| want(g);
     // Boxed: the SDK and reqwest futures are large, and five of them side by side would
     // otherwise sit on the caller's stack.
     let (es, s3, sqs, bedrock, secret) = tokio::join!(
-        maybe(when("elasticsearch"), Box::pin(elasticsearch::check(deps))),
-        maybe(when("s3"), Box::pin(services::check_s3(deps))),
-        maybe(when("sqs"), Box::pin(services::check_queues(deps))),
-        maybe(when("bedrock"), Box::pin(services::check_bedrock(deps))),
+        maybe(want("elasticsearch"), Box::pin(elasticsearch::check(deps))),
+        maybe(want("s3"), Box::pin(services::check_s3(deps))),
+        maybe(want("sqs"), Box::pin(services::check_queues(deps))),
+        maybe(want("bedrock"), Box::pin(services::check_bedrock(deps))),
         maybe(
             when("secretsmanager"),
             Box::pin(services::check_secret(deps))
@@ -427,10 +426,10 @@ pub fn metric_sets(report: &ProbeReport, groups: &[&str]) -> Vec<MetricSet> {
         m.count("Up", u64::from(c.ok))
             .value("LatencyMs", c.ms as f64, "Milliseconds");
         for (name, value) in &c.metrics {
-            let unit = match name.as_str() {
-                "CertDaysLeft" => "None",
-                "OldestMessageAgeSeconds" => "Seconds",
-                _ => "Count",
+            let unit = if name == "CertDaysLeft" {
+                "None"
+            } else {
+                "Count"
             };
             m.value(name, *value, unit);
         }

@@ -16,6 +16,8 @@ pub const MAX_BATCH_ENTRIES: usize = 10;
 pub struct QueueEntry {
     pub id: String,
     pub body: String,
+    /// Seconds before the message becomes visible (0 to 900).
+    pub delay_seconds: i32,
 }
 
 /// An entry the queue did not accept.
@@ -67,6 +69,8 @@ pub struct SendStats {
 pub struct BatchLimits {
     pub max_payload_bytes: usize,
     pub max_attempts: u32,
+    /// Delivery delay of the messages sent.
+    pub delay_seconds: i32,
 }
 
 /// Sends every body, ten (or fewer, to stay under the payload limit) per request, retrying the
@@ -88,10 +92,7 @@ pub async fn send_all<Q: ChunkQueue>(
             batch_bytes = 0;
         }
         batch_bytes += body.len();
-        batch.push(QueueEntry {
-            id: batch.len().to_string(),
-            body,
-        });
+        batch.push(QueueEntry { id: batch.len().to_string(), body, delay_seconds: limits.delay_seconds });
     }
     if !batch.is_empty() {
         send_batch_with_retries(queue, batch, limits, &mut stats).await?;
@@ -162,6 +163,7 @@ impl ChunkQueue for SqsQueue {
             let entry = SendMessageBatchRequestEntry::builder()
                 .id(&e.id)
                 .message_body(&e.body)
+                .set_delay_seconds((e.delay_seconds > 0).then_some(e.delay_seconds))
                 .build()
                 .map_err(|err| QueueError::Request(Box::new(err)))?;
             request = request.entries(entry);
@@ -229,6 +231,7 @@ mod tests {
     const LIMITS: BatchLimits = BatchLimits {
         max_payload_bytes: 1 << 20,
         max_attempts: 4,
+        delay_seconds: 0,
     };
 
     fn bodies(n: usize) -> Vec<String> {
@@ -254,6 +257,7 @@ mod tests {
             BatchLimits {
                 max_payload_bytes: 250,
                 max_attempts: 1,
+                delay_seconds: 0,
             },
         )
         .await

@@ -9,6 +9,7 @@ use sakuin::config::{EmbedIndexConfig, Env};
 use sakuin::embed::bedrock::BedrockEmbedder;
 use sakuin::embed_index::{EmbedIndexDeps, IndexSetupError, handle_batch};
 use sakuin::es::EsClient;
+use sakuin::queue::SqsQueue;
 use sakuin::retry::Deadline;
 
 /// Time kept back from the Lambda deadline to send the response.
@@ -24,7 +25,9 @@ async fn main() -> Result<(), Error> {
     }
     let index = EsClient::new(&config.es)?;
     let embedder = BedrockEmbedder::new(sakuin::aws::bedrock_client(&sdk), config.model.clone());
-    let deps = EmbedIndexDeps::new(embedder, index, config);
+    // Chunks go back on their queue, with their vectors, when Elasticsearch stays unavailable.
+    let requeue = config.requeue_url.clone().map(|url| SqsQueue::new(sakuin::aws::sqs_client(&sdk), url));
+    let deps = EmbedIndexDeps::new(embedder, index, requeue, config);
     let deps = &deps;
     lambda_runtime::run(service_fn(move |event: LambdaEvent<SqsEvent>| async move {
         let deadline = Deadline::from_lambda_deadline_ms(event.context.deadline, RESPONSE_RESERVE);

@@ -115,15 +115,17 @@ pub(super) async fn check(deps: &ProbeDeps) -> Vec<CheckResult> {
         .and_then(Value::as_str)
         .map(|n| format!(", cluster {n}"))
         .unwrap_or_default();
-    out.push(CheckResult::pass(
-        "elasticsearch.http",
-        ms,
-        format!(
-            "HTTP {} from {} in {ms} ms{version}{cluster}",
-            status.as_u16(),
-            client.base_url()
-        ),
-    ));
+    let detail = format!(
+        "HTTP {} from {} in {ms} ms{version}{cluster}",
+        status.as_u16(),
+        client.base_url()
+    );
+    out.push(if status.is_success() && version.is_empty() {
+        CheckResult::warn("elasticsearch.http", ms, format!("{detail}, but the answer to GET / is not Elasticsearch's (no version number)"))
+            .hint("check ES_HOST / ES_PORT point at Elasticsearch's HTTP port and not at a proxy's or another service's page")
+    } else {
+        CheckResult::pass("elasticsearch.http", ms, detail)
+    });
 
     // Authentication: 401 is the credentials; 403 means they were accepted.
     let (auth, ms) = timed(check_auth(deps, client, status, &body)).await;
@@ -774,7 +776,11 @@ fn es_reason(body: &[u8]) -> String {
             e.get("reason").and_then(Value::as_str).unwrap_or("")
         ),
         Value::String(s) => s.clone(),
-        _ => String::from_utf8_lossy(body).chars().take(200).collect(),
+        _ => {
+            let text = String::from_utf8_lossy(body);
+            let flat = text.split_whitespace().collect::<Vec<_>>().join(" ");
+            flat.chars().take(200).collect()
+        }
     }
 }
 
@@ -809,7 +815,7 @@ mod tests {
             es_reason(body),
             "security_exception: unable to authenticate user [probe]"
         );
-        assert_eq!(es_reason(b"<html>nope"), "<html>nope");
+        assert_eq!(es_reason(b"<html>\n  <p>nope</p>\n"), "<html> <p>nope</p>");
         assert_eq!(secs(Duration::from_millis(1500)), "1.5 s");
         assert_eq!(secs(Duration::from_secs(2)), "2 s");
     }
