@@ -252,7 +252,10 @@ impl IngestConfig {
 
     /// When an invocation stops reading and hands over, from the Lambda deadline (epoch ms).
     pub fn work_deadline(&self, lambda_deadline_ms: u64) -> crate::retry::Deadline {
-        let by_lambda = crate::retry::Deadline::from_lambda_deadline_ms(lambda_deadline_ms, Self::HAND_OVER_RESERVE);
+        let by_lambda = crate::retry::Deadline::from_lambda_deadline_ms(
+            lambda_deadline_ms,
+            Self::HAND_OVER_RESERVE,
+        );
         match self.time_limit {
             Some(limit) if limit < by_lambda.remaining() => crate::retry::Deadline::after(limit),
             _ => by_lambda,
@@ -280,7 +283,9 @@ impl IngestConfig {
         let rejects_prefix = env
             .get("REJECTS_PREFIX")
             .unwrap_or_else(|| "rejects/".into());
-        let time_limit = env.optional::<u64>("INGEST_TIME_LIMIT_SECS").map(Duration::from_secs);
+        let time_limit = env
+            .optional::<u64>("INGEST_TIME_LIMIT_SECS")
+            .map(Duration::from_secs);
         let records_path: Vec<String> = env
             .get("RECORDS_PATH")
             .map(|p| p.split('.').map(str::to_owned).collect())
@@ -406,8 +411,12 @@ impl EmbedIndexConfig {
             .parse::<usize>("ES_BULK_MAX_BYTES", 10 * 1024 * 1024)
             .max(64 * 1024);
         let requeue_url = env.get("CHUNK_QUEUE_URL");
-        let message_max_bytes = env.parse::<usize>("MESSAGE_MAX_BYTES", 64 * 1024).clamp(4096, 1024 * 1024);
-        let sqs_max_payload_bytes = env.parse::<usize>("SQS_MAX_PAYLOAD_BYTES", 256 * 1024).clamp(message_max_bytes, 1024 * 1024);
+        let message_max_bytes = env
+            .parse::<usize>("MESSAGE_MAX_BYTES", 64 * 1024)
+            .clamp(4096, 1024 * 1024);
+        let sqs_max_payload_bytes = env
+            .parse::<usize>("SQS_MAX_PAYLOAD_BYTES", 256 * 1024)
+            .clamp(message_max_bytes, 1024 * 1024);
         env.check()?;
         let vectors = VectorSettings {
             similarity,

@@ -17,9 +17,11 @@ use crate::es::bulk::{push_index, push_update};
 use crate::es::document::SourceFields;
 use crate::es::{BulkOutcome, ChunkDocument, EsClient, EsError, ItemOutcome, VectorSettings};
 use crate::ids::{chunk_id, content_sha256, source_marker_id};
-use crate::message::{CarriedVector, ChunkMessage, ChunkPayload, MessagePacker, Operation, SourceRef};
-use crate::queue::{BatchLimits, ChunkQueue, QueueError, send_all};
+use crate::message::{
+    CarriedVector, ChunkMessage, ChunkPayload, MessagePacker, Operation, SourceRef,
+};
 use crate::metrics::MetricSet;
+use crate::queue::{BatchLimits, ChunkQueue, QueueError, send_all};
 use crate::retry::{Backoff, Deadline};
 
 /// Where chunks are stored and looked up.
@@ -169,7 +171,13 @@ pub struct EmbedIndexDeps<E, I, Q> {
 
 impl<E, I, Q> EmbedIndexDeps<E, I, Q> {
     pub fn new(embedder: E, index: I, requeue: Option<Q>, config: EmbedIndexConfig) -> Self {
-        Self { embedder, index, requeue, config, index_ready: OnceCell::new() }
+        Self {
+            embedder,
+            index,
+            requeue,
+            config,
+            index_ready: OnceCell::new(),
+        }
     }
 }
 
@@ -430,7 +438,9 @@ pub async fn handle_batch<E: Embedder, I: SearchIndex, Q: ChunkQueue>(
         }
     }
     stats.reused = vector_of.len() as u64;
-    let to_embed: Vec<usize> = (0..work.len()).filter(|&w| !unchanged[w] && !vector_of.contains_key(&w)).collect();
+    let to_embed: Vec<usize> = (0..work.len())
+        .filter(|&w| !unchanged[w] && !vector_of.contains_key(&w))
+        .collect();
     let texts: Vec<&str> = to_embed
         .iter()
         .map(|&w| work[w].chunk.text.as_str())
@@ -550,7 +560,9 @@ pub async fn handle_batch<E: Embedder, I: SearchIndex, Q: ChunkQueue>(
     // stayed unavailable goes back on the queue, delayed, carrying its vectors.
     if let Some(queue) = &deps.requeue {
         for &i in unavailable.difference(&hard) {
-            let Some((_, message)) = ordered.iter().find(|(m, _)| *m == i) else { continue };
+            let Some((_, message)) = ordered.iter().find(|(m, _)| *m == i) else {
+                continue;
+            };
             if message.chunks.iter().any(|c| c.vector.is_some()) {
                 continue; // already carried once: fail it, SQS backs off and the DLQ keeps it
             }
@@ -562,7 +574,10 @@ pub async fn handle_batch<E: Embedder, I: SearchIndex, Q: ChunkQueue>(
                     (None, true) => None,
                     (None, false) => break,
                 };
-                payloads.push(ChunkPayload { vector, ..chunk.clone() });
+                payloads.push(ChunkPayload {
+                    vector,
+                    ..chunk.clone()
+                });
             }
             if payloads.len() != message.chunks.len() {
                 continue;
@@ -573,7 +588,9 @@ pub async fn handle_batch<E: Embedder, I: SearchIndex, Q: ChunkQueue>(
                     stats.requeued += payloads.len() as u64;
                     warn!(message_id = %ids[i], chunks = payloads.len(), "Elasticsearch unavailable: chunks requeued with their vectors");
                 }
-                Err(e) => warn!(message_id = %ids[i], error = %e, "could not requeue with vectors; the message will be retried"),
+                Err(e) => {
+                    warn!(message_id = %ids[i], error = %e, "could not requeue with vectors; the message will be retried")
+                }
             }
         }
     }
@@ -595,7 +612,12 @@ pub async fn handle_batch<E: Embedder, I: SearchIndex, Q: ChunkQueue>(
 /// Delay before requeued chunks come back: time for Elasticsearch to recover.
 const REQUEUE_DELAY_SECS: i32 = 60;
 
-async fn requeue_with_vectors<Q: ChunkQueue>(queue: &Q, source: &SourceRef, chunks: &[ChunkPayload], cfg: &EmbedIndexConfig) -> Result<(), QueueError> {
+async fn requeue_with_vectors<Q: ChunkQueue>(
+    queue: &Q,
+    source: &SourceRef,
+    chunks: &[ChunkPayload],
+    cfg: &EmbedIndexConfig,
+) -> Result<(), QueueError> {
     let mut packer = MessagePacker::new(source, cfg.message_max_bytes);
     let mut bodies = Vec::new();
     for chunk in chunks {
@@ -603,11 +625,20 @@ async fn requeue_with_vectors<Q: ChunkQueue>(queue: &Q, source: &SourceRef, chun
         match packer.push(&encoded) {
             Ok(Some(body)) => bodies.push(body),
             Ok(None) => {}
-            Err(e) => return Err(QueueError::Refused { code: "ChunkTooLarge".into(), message: e.to_string() }),
+            Err(e) => {
+                return Err(QueueError::Refused {
+                    code: "ChunkTooLarge".into(),
+                    message: e.to_string(),
+                });
+            }
         }
     }
     bodies.extend(packer.finish());
-    let limits = BatchLimits { max_payload_bytes: cfg.sqs_max_payload_bytes, max_attempts: 3, delay_seconds: REQUEUE_DELAY_SECS };
+    let limits = BatchLimits {
+        max_payload_bytes: cfg.sqs_max_payload_bytes,
+        max_attempts: 3,
+        delay_seconds: REQUEUE_DELAY_SECS,
+    };
     send_all(queue, bodies, limits).await.map(|_| ())
 }
 
@@ -903,8 +934,14 @@ mod tests {
     }
 
     impl ChunkQueue for MemoryQueue {
-        async fn send_batch(&self, entries: &[crate::queue::QueueEntry]) -> Result<Vec<crate::queue::EntryFailure>, QueueError> {
-            self.bodies.lock().unwrap().extend(entries.iter().map(|e| (e.body.clone(), e.delay_seconds)));
+        async fn send_batch(
+            &self,
+            entries: &[crate::queue::QueueEntry],
+        ) -> Result<Vec<crate::queue::EntryFailure>, QueueError> {
+            self.bodies
+                .lock()
+                .unwrap()
+                .extend(entries.iter().map(|e| (e.body.clone(), e.delay_seconds)));
             Ok(Vec::new())
         }
     }
@@ -944,7 +981,12 @@ mod tests {
             texts: AtomicUsize::new(0),
             reject,
         };
-        EmbedIndexDeps::new(embedder, MemoryIndex::default(), Some(MemoryQueue::default()), config)
+        EmbedIndexDeps::new(
+            embedder,
+            MemoryIndex::default(),
+            Some(MemoryQueue::default()),
+            config,
+        )
     }
 
     fn message(op: &str, key: &str, seq: Option<&str>, docs: &[(&str, &str)]) -> String {
@@ -973,10 +1015,7 @@ mod tests {
             .collect()
     }
 
-    async fn run(
-        d: &Deps,
-        bodies: &[String],
-    ) -> (Vec<String>, BatchStats) {
+    async fn run(d: &Deps, bodies: &[String]) -> (Vec<String>, BatchStats) {
         let (r, stats) = handle_batch(d, event(bodies), Deadline::after(Duration::from_secs(30)))
             .await
             .unwrap();
@@ -1119,9 +1158,13 @@ mod tests {
         *d.index.script.lock().unwrap() = vec![503; 20];
         let body = message("index", "k", None, &[("a", "alpha"), ("b", "beta")]);
         let (failed, stats) = run(&d, &[body]).await;
-        assert!(failed.is_empty(), "the message is done: its chunks travel on with their vectors");
+        assert!(
+            failed.is_empty(),
+            "the message is done: its chunks travel on with their vectors"
+        );
         assert_eq!((stats.embedded, stats.requeued), (2, 2));
-        let requeued: Vec<(String, i32)> = d.requeue.as_ref().unwrap().bodies.lock().unwrap().clone();
+        let requeued: Vec<(String, i32)> =
+            d.requeue.as_ref().unwrap().bodies.lock().unwrap().clone();
         assert_eq!(requeued.len(), 1);
         assert_eq!(requeued[0].1, REQUEUE_DELAY_SECS);
 
@@ -1132,7 +1175,13 @@ mod tests {
         assert!(failed.is_empty());
         assert_eq!((stats.reused, stats.embedded, stats.indexed), (2, 0, 2));
         assert_eq!(d.embedder.calls.load(AtomicOrdering::SeqCst), calls);
-        assert_eq!(d.index.docs.lock().unwrap()[&chunk_id("a", 0)]["embedding"].as_array().unwrap().len(), 256);
+        assert_eq!(
+            d.index.docs.lock().unwrap()[&chunk_id("a", 0)]["embedding"]
+                .as_array()
+                .unwrap()
+                .len(),
+            256
+        );
 
         // Still down when it comes back: it fails (SQS backs off, the DLQ keeps the vectors).
         *d.index.script.lock().unwrap() = vec![503; 20];

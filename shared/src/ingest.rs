@@ -15,9 +15,9 @@ use crate::ids::normalize_sequencer;
 use crate::message::{ChunkMessage, ChunkPayload, MessagePacker, Operation, SourceRef};
 use crate::metrics::MetricSet;
 use crate::queue::{ChunkQueue, MAX_BATCH_ENTRIES, QueueError, send_all};
-use crate::retry::Deadline;
 use crate::reader::{ReadError, RecordPosition, ResumePoint, open_records_from};
 use crate::record::RecordOrigin;
+use crate::retry::Deadline;
 use crate::s3key::decode_key;
 use crate::store::{ObjectRef, ObjectStore, StoreError};
 
@@ -133,7 +133,10 @@ pub struct LambdaContinuation {
 
 impl LambdaContinuation {
     pub fn new(client: aws_sdk_lambda::Client, function_name: impl Into<String>) -> Self {
-        Self { client, function_name: function_name.into() }
+        Self {
+            client,
+            function_name: function_name.into(),
+        }
     }
 }
 
@@ -148,7 +151,13 @@ impl Continuation for LambdaContinuation {
             .send()
             .await
             .map(|_| ())
-            .map_err(|e| format!("invoking {} to continue: {}", self.function_name, crate::embed::bedrock::error_chain(&e.into_service_error())))
+            .map_err(|e| {
+                format!(
+                    "invoking {} to continue: {}",
+                    self.function_name,
+                    crate::embed::bedrock::error_chain(&e.into_service_error())
+                )
+            })
     }
 }
 
@@ -162,19 +171,38 @@ pub struct IngestDeps<S, Q, C> {
 
 /// Turns an event into work: an S3 notification, `{"backfill": {"bucket", "prefix"}}`, or a
 /// continuation `{"work": [...]}`.
-fn plan(event: Value, config: &IngestConfig, summary: &mut IngestSummary) -> Result<VecDeque<Work>, IngestError> {
+fn plan(
+    event: Value,
+    config: &IngestConfig,
+    summary: &mut IngestSummary,
+) -> Result<VecDeque<Work>, IngestError> {
     if let Some(work) = event.get("work") {
-        return serde_json::from_value(work.clone()).map_err(|e| IngestError::BadEvent(format!("continuation: {e}")));
+        return serde_json::from_value(work.clone())
+            .map_err(|e| IngestError::BadEvent(format!("continuation: {e}")));
     }
     if let Some(backfill) = event.get("backfill") {
-        let bucket = backfill.get("bucket").and_then(Value::as_str).ok_or_else(|| IngestError::BadEvent("backfill needs a bucket".into()))?;
-        let prefix = backfill.get("prefix").and_then(Value::as_str).unwrap_or_default();
-        return Ok(VecDeque::from([Work::Backfill { bucket: bucket.into(), prefix: prefix.into(), start_after: None }]));
+        let bucket = backfill
+            .get("bucket")
+            .and_then(Value::as_str)
+            .ok_or_else(|| IngestError::BadEvent("backfill needs a bucket".into()))?;
+        let prefix = backfill
+            .get("prefix")
+            .and_then(Value::as_str)
+            .unwrap_or_default();
+        return Ok(VecDeque::from([Work::Backfill {
+            bucket: bucket.into(),
+            prefix: prefix.into(),
+            start_after: None,
+        }]));
     }
     if event.get("Records").is_none() && event.get("Event").is_none() {
-        return Err(IngestError::BadEvent(format!("no Records in {}", truncate(&event.to_string(), 200))));
+        return Err(IngestError::BadEvent(format!(
+            "no Records in {}",
+            truncate(&event.to_string(), 200)
+        )));
     }
-    let notification: S3Notification = serde_json::from_value(event).map_err(|e| IngestError::BadEvent(e.to_string()))?;
+    let notification: S3Notification =
+        serde_json::from_value(event).map_err(|e| IngestError::BadEvent(e.to_string()))?;
     if let Some(kind) = &notification.event {
         info!(event = %kind, "ignoring S3 test event");
         summary.ignored += 1;
@@ -206,20 +234,36 @@ fn plan(event: Value, config: &IngestConfig, summary: &mut IngestSummary) -> Res
             key,
             version_id: record.s3.object.version_id.filter(|v| !v.is_empty()),
             etag: record.s3.object.etag.filter(|e| !e.is_empty()),
-            sequencer: record.s3.object.sequencer.as_deref().map(normalize_sequencer),
+            sequencer: record
+                .s3
+                .object
+                .sequencer
+                .as_deref()
+                .map(normalize_sequencer),
         };
-        work.push_back(if removed { Work::Delete { source } } else { Work::Object { source, resume: None, part: 0 } });
+        work.push_back(if removed {
+            Work::Delete { source }
+        } else {
+            Work::Object {
+                source,
+                resume: None,
+                part: 0,
+            }
+        });
     }
     Ok(work)
 }
 
 /// Folder markers and ingest's own rejects are never data (reading the rejects would loop).
 fn is_data_key(key: &str, config: &IngestConfig) -> bool {
-    !key.ends_with('/') && (config.rejects_prefix.is_empty() || !key.starts_with(&config.rejects_prefix))
+    !key.ends_with('/')
+        && (config.rejects_prefix.is_empty() || !key.starts_with(&config.rejects_prefix))
 }
 
 fn truncate(text: &str, max: usize) -> &str {
-    text.char_indices().nth(max).map_or(text, |(i, _)| &text[..i])
+    text.char_indices()
+        .nth(max)
+        .map_or(text, |(i, _)| &text[..i])
 }
 
 /// Handles one event. When time runs short it hands the rest to a fresh invocation, after the
@@ -253,7 +297,15 @@ pub async fn handle_event<S: ObjectStore, Q: ChunkQueue, C: Continuation>(
                     Err(e) => failures.push(format!("s3://{}/{}: {e}", source.bucket, source.key)),
                 }
             }
-            Work::Backfill { bucket, prefix, start_after } => match deps.store.list(&bucket, &prefix, start_after.as_deref()).await {
+            Work::Backfill {
+                bucket,
+                prefix,
+                start_after,
+            } => match deps
+                .store
+                .list(&bucket, &prefix, start_after.as_deref())
+                .await
+            {
                 Ok(page) => {
                     summary.listed += page.objects.len() as u64;
                     info!(%bucket, %prefix, after = ?start_after, listed = page.objects.len(), more = page.truncated, "backfill page");
@@ -266,8 +318,18 @@ pub async fn handle_event<S: ObjectStore, Q: ChunkQueue, C: Continuation>(
                     let mut pushed = 0;
                     for (key, etag) in page.objects.into_iter().rev() {
                         if is_data_key(&key, &deps.config) {
-                            let source = SourceRef { bucket: bucket.clone(), key, version_id: None, etag, sequencer: None };
-                            work.push_front(Work::Object { source, resume: None, part: 0 });
+                            let source = SourceRef {
+                                bucket: bucket.clone(),
+                                key,
+                                version_id: None,
+                                etag,
+                                sequencer: None,
+                            };
+                            work.push_front(Work::Object {
+                                source,
+                                resume: None,
+                                part: 0,
+                            });
                             pushed += 1;
                         }
                     }
@@ -277,10 +339,20 @@ pub async fn handle_event<S: ObjectStore, Q: ChunkQueue, C: Continuation>(
                 }
                 Err(e) => failures.push(format!("backfill of s3://{bucket}/{prefix}: {e}")),
             },
-            Work::Object { source, resume, part } => match ingest_object(deps, source.clone(), resume, part, deadline, &mut summary).await {
+            Work::Object {
+                source,
+                resume,
+                part,
+            } => match ingest_object(deps, source.clone(), resume, part, deadline, &mut summary)
+                .await
+            {
                 Ok(None) => summary.objects += 1,
                 Ok(Some(point)) => {
-                    work.push_front(Work::Object { source, resume: Some(point), part: part + 1 });
+                    work.push_front(Work::Object {
+                        source,
+                        resume: Some(point),
+                        part: part + 1,
+                    });
                     break;
                 }
                 Err(ObjectFailure::Skipped(reason)) => {
@@ -301,19 +373,34 @@ pub async fn handle_event<S: ObjectStore, Q: ChunkQueue, C: Continuation>(
 
     if let Some(next) = work.front() {
         let description = match next {
-            Work::Object { source, resume, part } => format!(
+            Work::Object {
+                source,
+                resume,
+                part,
+            } => format!(
                 "s3://{}/{} from byte {} (part {part})",
                 source.bucket,
                 source.key,
                 resume.map_or(0, |r| r.offset)
             ),
             Work::Delete { source } => format!("deletion of s3://{}/{}", source.bucket, source.key),
-            Work::Backfill { bucket, prefix, start_after } => {
-                format!("backfill of s3://{bucket}/{prefix} after {}", start_after.as_deref().unwrap_or("the start"))
+            Work::Backfill {
+                bucket,
+                prefix,
+                start_after,
+            } => {
+                format!(
+                    "backfill of s3://{bucket}/{prefix} after {}",
+                    start_after.as_deref().unwrap_or("the start")
+                )
             }
         };
         let remaining: Vec<Work> = work.into_iter().collect();
-        match deps.continuation.hand_over(serde_json::json!({ "work": remaining })).await {
+        match deps
+            .continuation
+            .hand_over(serde_json::json!({ "work": remaining }))
+            .await
+        {
             Ok(()) => {
                 info!(next = %description, units = remaining.len(), "time is short: a fresh invocation continues");
                 summary.continued = Some(description);
@@ -336,7 +423,11 @@ pub async fn handle_event<S: ObjectStore, Q: ChunkQueue, C: Continuation>(
     metrics.emit();
     info!(?summary, failed = failures.len(), "ingest finished");
 
-    if failures.is_empty() { Ok(summary) } else { Err(IngestError::Objects(failures)) }
+    if failures.is_empty() {
+        Ok(summary)
+    } else {
+        Err(IngestError::Objects(failures))
+    }
 }
 
 enum ObjectFailure {
@@ -368,12 +459,19 @@ impl Rejects {
     const MAX_RAW: usize = 64 * 1024;
 
     fn new() -> Self {
-        Self { lines: Vec::new(), count: 0, dropped: 0 }
+        Self {
+            lines: Vec::new(),
+            count: 0,
+            dropped: 0,
+        }
     }
 
     fn add(&mut self, source: &SourceRef, position: RecordPosition, reason: &str, raw: &str) {
         self.count += 1;
-        let cut = raw.char_indices().nth(Self::MAX_RAW).map_or(raw.len(), |(i, _)| i);
+        let cut = raw
+            .char_indices()
+            .nth(Self::MAX_RAW)
+            .map_or(raw.len(), |(i, _)| i);
         let line = serde_json::json!({
             "bucket": source.bucket, "key": source.key, "etag": source.etag,
             "record": position.number(), "position": position.to_string(),
@@ -423,10 +521,20 @@ async fn ingest_object<S: ObjectStore, Q: ChunkQueue, C: Continuation>(
         }
         Err(e) => return Err(ObjectFailure::Retry(e.to_string())),
     };
-    let source = SourceRef { etag: source.etag.or(opened.etag), version_id: source.version_id.or(opened.version_id), ..source };
-    let mut records = open_records_from(opened.body, &source.key, cfg.max_record_bytes, &cfg.records_path, resume)
-        .await
-        .map_err(|e| ObjectFailure::Retry(e.to_string()))?;
+    let source = SourceRef {
+        etag: source.etag.or(opened.etag),
+        version_id: source.version_id.or(opened.version_id),
+        ..source
+    };
+    let mut records = open_records_from(
+        opened.body,
+        &source.key,
+        cfg.max_record_bytes,
+        &cfg.records_path,
+        resume,
+    )
+    .await
+    .map_err(|e| ObjectFailure::Retry(e.to_string()))?;
 
     let limits = cfg.batch_limits();
     let mut packer = MessagePacker::new(&source, cfg.message_max_bytes);
@@ -459,7 +567,11 @@ async fn ingest_object<S: ObjectStore, Q: ChunkQueue, C: Continuation>(
                 continue;
             }
         };
-        let origin = RecordOrigin { bucket: &source.bucket, key: &source.key, record: position.number() };
+        let origin = RecordOrigin {
+            bucket: &source.bucket,
+            key: &source.key,
+            record: position.number(),
+        };
         let doc = match cfg.fields.document(value, origin) {
             Ok(d) => d,
             Err((e, record)) => {
@@ -490,7 +602,11 @@ async fn ingest_object<S: ObjectStore, Q: ChunkQueue, C: Continuation>(
         {
             let mut record = doc.metadata.clone();
             record.insert("text".into(), doc.text.clone().into());
-            reject(e.to_string(), &serde_json::Value::Object(record).to_string(), summary);
+            reject(
+                e.to_string(),
+                &serde_json::Value::Object(record).to_string(),
+                summary,
+            );
             continue;
         }
         for chunk in &encoded {
@@ -562,29 +678,52 @@ mod tests {
             let body = objects
                 .get(&(object.bucket.clone(), object.key.clone()))
                 .cloned()
-                .ok_or(StoreError::NotFound { bucket: object.bucket.clone(), key: object.key.clone() })?;
-            Ok(OpenedObject { size: Some(body.len() as i64), body: Box::pin(std::io::Cursor::new(body)), etag: Some("e1".into()), version_id: None })
+                .ok_or(StoreError::NotFound {
+                    bucket: object.bucket.clone(),
+                    key: object.key.clone(),
+                })?;
+            Ok(OpenedObject {
+                size: Some(body.len() as i64),
+                body: Box::pin(std::io::Cursor::new(body)),
+                etag: Some("e1".into()),
+                version_id: None,
+            })
         }
 
         async fn put(&self, bucket: &str, key: &str, body: Vec<u8>) -> Result<(), StoreError> {
-            self.objects.lock().unwrap().insert((bucket.into(), key.into()), body);
+            self.objects
+                .lock()
+                .unwrap()
+                .insert((bucket.into(), key.into()), body);
             Ok(())
         }
 
         /// Pages of two, so backfills cross page boundaries.
-        async fn list(&self, bucket: &str, prefix: &str, start_after: Option<&str>) -> Result<crate::store::ListPage, StoreError> {
+        async fn list(
+            &self,
+            bucket: &str,
+            prefix: &str,
+            start_after: Option<&str>,
+        ) -> Result<crate::store::ListPage, StoreError> {
             let mut keys: Vec<String> = self
                 .objects
                 .lock()
                 .unwrap()
                 .keys()
-                .filter(|(b, k)| b == bucket && k.starts_with(prefix) && start_after.is_none_or(|a| k.as_str() > a))
+                .filter(|(b, k)| {
+                    b == bucket
+                        && k.starts_with(prefix)
+                        && start_after.is_none_or(|a| k.as_str() > a)
+                })
                 .map(|(_, k)| k.clone())
                 .collect();
             keys.sort();
             let truncated = keys.len() > 2;
             keys.truncate(2);
-            Ok(crate::store::ListPage { objects: keys.into_iter().map(|k| (k, Some("e1".into()))).collect(), truncated })
+            Ok(crate::store::ListPage {
+                objects: keys.into_iter().map(|k| (k, Some("e1".into()))).collect(),
+                truncated,
+            })
         }
     }
 
@@ -595,11 +734,17 @@ mod tests {
     }
 
     impl ChunkQueue for MemoryQueue {
-        async fn send_batch(&self, entries: &[QueueEntry]) -> Result<Vec<EntryFailure>, QueueError> {
+        async fn send_batch(
+            &self,
+            entries: &[QueueEntry],
+        ) -> Result<Vec<EntryFailure>, QueueError> {
             if self.down {
                 return Err(QueueError::Request("connection refused".into()));
             }
-            self.bodies.lock().unwrap().extend(entries.iter().map(|e| e.body.clone()));
+            self.bodies
+                .lock()
+                .unwrap()
+                .extend(entries.iter().map(|e| e.body.clone()));
             Ok(Vec::new())
         }
     }
@@ -626,11 +771,26 @@ mod tests {
     fn deps(objects: &[(&str, &str)], down: bool) -> Deps {
         let store = MemoryStore::default();
         for (key, body) in objects {
-            store.objects.lock().unwrap().insert(("b".into(), key.to_string()), body.as_bytes().to_vec());
+            store
+                .objects
+                .lock()
+                .unwrap()
+                .insert(("b".into(), key.to_string()), body.as_bytes().to_vec());
         }
-        let vars = [("CHUNK_QUEUE_URL", "q")].iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        let vars = [("CHUNK_QUEUE_URL", "q")]
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
         let config = IngestConfig::from_env(&mut Env::from_map(vars)).unwrap();
-        IngestDeps { store, queue: MemoryQueue { down, ..Default::default() }, continuation: Handover::default(), config }
+        IngestDeps {
+            store,
+            queue: MemoryQueue {
+                down,
+                ..Default::default()
+            },
+            continuation: Handover::default(),
+            config,
+        }
     }
 
     fn record(event: &str, key: &str, sequencer: Option<&str>) -> serde_json::Value {
@@ -638,12 +798,27 @@ mod tests {
     }
 
     fn messages(d: &Deps) -> Vec<ChunkMessage> {
-        d.queue.bodies.lock().unwrap().iter().map(|b| ChunkMessage::parse(b).unwrap()).collect()
+        d.queue
+            .bodies
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|b| ChunkMessage::parse(b).unwrap())
+            .collect()
     }
 
     #[tokio::test]
     async fn every_record_of_a_multi_record_event_and_nothing_else() {
-        let d = deps(&[("a b+.jsonl", "{\"id\":1,\"text\":\"one\"}\n{\"id\":2,\"text\":\"two\"}\n"), ("c.json", "[{\"text\":\"three\"}]")], false);
+        let d = deps(
+            &[
+                (
+                    "a b+.jsonl",
+                    "{\"id\":1,\"text\":\"one\"}\n{\"id\":2,\"text\":\"two\"}\n",
+                ),
+                ("c.json", "[{\"text\":\"three\"}]"),
+            ],
+            false,
+        );
         let event = json!({"Records": [
             record("ObjectCreated:Put", "a+b%2B.jsonl", Some("0A")),
             record("ObjectCreated:CompleteMultipartUpload", "c.json", None),
@@ -652,41 +827,99 @@ mod tests {
             record("ObjectRestore:Completed", "c.json", None),
         ]});
         let summary = handle_event(&d, event, later()).await.unwrap();
-        assert_eq!((summary.objects, summary.records, summary.chunks, summary.rejected, summary.ignored), (2, 3, 3, 0, 3));
+        assert_eq!(
+            (
+                summary.objects,
+                summary.records,
+                summary.chunks,
+                summary.rejected,
+                summary.ignored
+            ),
+            (2, 3, 3, 0, 3)
+        );
         let msgs = messages(&d);
-        let texts: Vec<&str> = msgs.iter().flat_map(|m| m.chunks.iter().map(|c| c.text.as_str())).collect();
+        let texts: Vec<&str> = msgs
+            .iter()
+            .flat_map(|m| m.chunks.iter().map(|c| c.text.as_str()))
+            .collect();
         assert_eq!(texts, vec!["one", "two", "three"]);
         assert_eq!(msgs[0].source.key, "a b+.jsonl");
-        assert_eq!(msgs[0].source.sequencer.as_deref(), Some(crate::ids::normalize_sequencer("0A").as_str()));
+        assert_eq!(
+            msgs[0].source.sequencer.as_deref(),
+            Some(crate::ids::normalize_sequencer("0A").as_str())
+        );
         // The sweep for the sequenced object goes after its chunks; the unsequenced one has none.
         let ops: Vec<Operation> = msgs.iter().map(|m| m.op).collect();
-        assert_eq!(ops, vec![Operation::Index, Operation::Sweep, Operation::Index]);
+        assert_eq!(
+            ops,
+            vec![Operation::Index, Operation::Sweep, Operation::Index]
+        );
     }
 
     #[tokio::test]
     async fn a_test_event_and_a_removal() {
         let d = deps(&[], false);
         let test_event = json!({"Service": "Amazon S3", "Event": "s3:TestEvent", "Bucket": "b"});
-        assert_eq!(handle_event(&d, test_event, later()).await.unwrap().ignored, 1);
-        let summary = handle_event(&d, json!({"Records": [record("ObjectRemoved:Delete", "gone.jsonl", Some("0F"))]}), later()).await.unwrap();
+        assert_eq!(
+            handle_event(&d, test_event, later()).await.unwrap().ignored,
+            1
+        );
+        let summary = handle_event(
+            &d,
+            json!({"Records": [record("ObjectRemoved:Delete", "gone.jsonl", Some("0F"))]}),
+            later(),
+        )
+        .await
+        .unwrap();
         assert_eq!(summary.deleted, 1);
         let msgs = messages(&d);
-        assert_eq!((msgs[0].op, msgs[0].source.key.as_str()), (Operation::Delete, "gone.jsonl"));
+        assert_eq!(
+            (msgs[0].op, msgs[0].source.key.as_str()),
+            (Operation::Delete, "gone.jsonl")
+        );
     }
 
     #[tokio::test]
     async fn bad_records_are_kept_for_replay_and_the_rest_goes_on() {
         let body = "{\"id\":1,\"text\":\"good\"}\n{\"id\":2,\"text\":\n[1,2]\n{\"id\":4,\"title\":\"no text\"}\n{\"id\":5,\"text\":\"also good\"}\n";
         let d = deps(&[("in.jsonl", body)], false);
-        let summary = handle_event(&d, json!({"Records": [record("ObjectCreated:Put", "in.jsonl", None)]}), later()).await.unwrap();
-        assert_eq!((summary.records, summary.rejected, summary.chunks), (5, 3, 2));
+        let summary = handle_event(
+            &d,
+            json!({"Records": [record("ObjectCreated:Put", "in.jsonl", None)]}),
+            later(),
+        )
+        .await
+        .unwrap();
+        assert_eq!(
+            (summary.records, summary.rejected, summary.chunks),
+            (5, 3, 2)
+        );
         let objects = d.store.objects.lock().unwrap();
-        let rejects = String::from_utf8(objects[&("b".to_string(), "rejects/in.jsonl/e1.jsonl".to_string())].clone()).unwrap();
-        let lines: Vec<serde_json::Value> = rejects.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+        let rejects = String::from_utf8(
+            objects[&("b".to_string(), "rejects/in.jsonl/e1.jsonl".to_string())].clone(),
+        )
+        .unwrap();
+        let lines: Vec<serde_json::Value> = rejects
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
         assert_eq!(lines.len(), 3);
-        assert_eq!((lines[0]["record"].as_u64(), lines[0]["raw"].as_str()), (Some(2), Some("{\"id\":2,\"text\":")));
-        assert!(lines[0]["reason"].as_str().unwrap().contains("invalid JSON"));
-        assert!(lines[1]["reason"].as_str().unwrap().contains("not an object"));
+        assert_eq!(
+            (lines[0]["record"].as_u64(), lines[0]["raw"].as_str()),
+            (Some(2), Some("{\"id\":2,\"text\":"))
+        );
+        assert!(
+            lines[0]["reason"]
+                .as_str()
+                .unwrap()
+                .contains("invalid JSON")
+        );
+        assert!(
+            lines[1]["reason"]
+                .as_str()
+                .unwrap()
+                .contains("not an object")
+        );
         assert_eq!(lines[2]["raw"], "{\"id\":4,\"title\":\"no text\"}");
     }
 
@@ -695,58 +928,120 @@ mod tests {
         let d = deps(&[("x.csv", "id,text\n1,hello\n")], false);
         let event = json!({"Records": [record("ObjectCreated:Put", "x.csv", None), record("ObjectCreated:Put", "gone.json", None)]});
         let summary = handle_event(&d, event, later()).await.unwrap();
-        assert_eq!((summary.rejected, summary.skipped, summary.objects), (1, 1, 0));
-        assert!(d.store.objects.lock().unwrap().contains_key(&("b".to_string(), "rejects/x.csv/e1.jsonl".to_string())));
+        assert_eq!(
+            (summary.rejected, summary.skipped, summary.objects),
+            (1, 1, 0)
+        );
+        assert!(
+            d.store
+                .objects
+                .lock()
+                .unwrap()
+                .contains_key(&("b".to_string(), "rejects/x.csv/e1.jsonl".to_string()))
+        );
     }
 
     #[tokio::test]
     async fn a_queue_outage_fails_the_invocation_naming_the_object() {
         let d = deps(&[("in.jsonl", "{\"text\":\"t\"}\n")], true);
-        let err = handle_event(&d, json!({"Records": [record("ObjectCreated:Put", "in.jsonl", None)]}), later()).await.unwrap_err();
-        assert!(err.to_string().contains("s3://b/in.jsonl") && err.to_string().contains("connection refused"), "{err}");
+        let err = handle_event(
+            &d,
+            json!({"Records": [record("ObjectCreated:Put", "in.jsonl", None)]}),
+            later(),
+        )
+        .await
+        .unwrap_err();
+        assert!(
+            err.to_string().contains("s3://b/in.jsonl")
+                && err.to_string().contains("connection refused"),
+            "{err}"
+        );
     }
 
     /// Runs an event, then every continuation it hands over, each with a deadline already
     /// past (so every invocation stops at its first chance); returns the invocations' summaries.
     async fn run_to_completion(d: &Deps, event: Value) -> Vec<IngestSummary> {
-        let mut summaries = vec![handle_event(d, event, Deadline::after(Duration::ZERO)).await.unwrap()];
+        let mut summaries = vec![
+            handle_event(d, event, Deadline::after(Duration::ZERO))
+                .await
+                .unwrap(),
+        ];
         loop {
             let next = d.continuation.events.lock().unwrap().pop();
             let Some(next) = next else { break };
             // The handed-over work survives a round trip through JSON, as it does through Lambda.
             let next: Value = serde_json::from_str(&next.to_string()).unwrap();
-            summaries.push(handle_event(d, next, Deadline::after(Duration::ZERO)).await.unwrap());
+            summaries.push(
+                handle_event(d, next, Deadline::after(Duration::ZERO))
+                    .await
+                    .unwrap(),
+            );
             assert!(summaries.len() < 1000, "continuations never end");
         }
         summaries
     }
 
     fn queued_doc_ids(d: &Deps) -> Vec<String> {
-        messages(d).iter().flat_map(|m| m.chunks.iter().map(|c| c.doc_id.clone())).collect()
+        messages(d)
+            .iter()
+            .flat_map(|m| m.chunks.iter().map(|c| c.doc_id.clone()))
+            .collect()
     }
 
     #[tokio::test]
     async fn a_short_deadline_continues_in_fresh_invocations_without_loss_or_duplication() {
-        let body: String = (0..2000).map(|i| json!({"id": format!("d{i:04}"), "text": format!("record {i} with some text")}).to_string() + "\n").collect();
+        let body: String = (0..2000)
+            .map(|i| {
+                json!({"id": format!("d{i:04}"), "text": format!("record {i} with some text")})
+                    .to_string()
+                    + "\n"
+            })
+            .collect();
         let mut d = deps(&[("big.jsonl", &body)], false);
         d.config.message_max_bytes = 4096;
-        let summaries = run_to_completion(&d, json!({"Records": [record("ObjectCreated:Put", "big.jsonl", Some("0C"))]})).await;
-        assert!(summaries.len() > 2, "the object took several invocations: {}", summaries.len());
-        assert!(summaries[0].continued.as_deref().unwrap().contains("big.jsonl from byte"));
+        let summaries = run_to_completion(
+            &d,
+            json!({"Records": [record("ObjectCreated:Put", "big.jsonl", Some("0C"))]}),
+        )
+        .await;
+        assert!(
+            summaries.len() > 2,
+            "the object took several invocations: {}",
+            summaries.len()
+        );
+        assert!(
+            summaries[0]
+                .continued
+                .as_deref()
+                .unwrap()
+                .contains("big.jsonl from byte")
+        );
         let ids = queued_doc_ids(&d);
         let expected: Vec<String> = (0..2000).map(|i| format!("d{i:04}")).collect();
         assert_eq!(ids, expected, "every record queued once, in order");
         assert_eq!(summaries.iter().map(|s| s.records).sum::<u64>(), 2000);
         // Only the invocation that finished the object sends its sweep.
-        let sweeps = messages(&d).iter().filter(|m| m.op == Operation::Sweep).count();
+        let sweeps = messages(&d)
+            .iter()
+            .filter(|m| m.op == Operation::Sweep)
+            .count();
         assert_eq!(sweeps, 1);
         assert_eq!(messages(&d).last().unwrap().op, Operation::Sweep);
     }
 
     #[tokio::test]
     async fn a_backfill_reads_every_object_under_the_prefix_across_pages_and_seams() {
-        let lines = |p: &str, n: usize| -> String { (0..n).map(|i| json!({"id": format!("{p}{i}"), "text": "t"}).to_string() + "\n").collect() };
-        let array = serde_json::to_string(&(0..30).map(|i| json!({"id": format!("arr{i}"), "text": "t"})).collect::<Vec<_>>()).unwrap();
+        let lines = |p: &str, n: usize| -> String {
+            (0..n)
+                .map(|i| json!({"id": format!("{p}{i}"), "text": "t"}).to_string() + "\n")
+                .collect()
+        };
+        let array = serde_json::to_string(
+            &(0..30)
+                .map(|i| json!({"id": format!("arr{i}"), "text": "t"}))
+                .collect::<Vec<_>>(),
+        )
+        .unwrap();
         let objects = [
             ("in/a.jsonl", lines("a", 40)),
             ("in/b.json", array),
@@ -758,7 +1053,8 @@ mod tests {
         let refs: Vec<(&str, &str)> = objects.iter().map(|(k, v)| (*k, v.as_str())).collect();
         let mut d = deps(&refs, false);
         d.config.message_max_bytes = 4096;
-        let summaries = run_to_completion(&d, json!({"backfill": {"bucket": "b", "prefix": "in/"}})).await;
+        let summaries =
+            run_to_completion(&d, json!({"backfill": {"bucket": "b", "prefix": "in/"}})).await;
         let mut ids = queued_doc_ids(&d);
         let total = ids.len();
         ids.sort();
@@ -773,9 +1069,13 @@ mod tests {
     #[tokio::test]
     async fn unknown_events_are_refused_clearly() {
         let d = deps(&[], false);
-        let err = handle_event(&d, json!({"backfil": {"bucket": "b"}}), later()).await.unwrap_err();
+        let err = handle_event(&d, json!({"backfil": {"bucket": "b"}}), later())
+            .await
+            .unwrap_err();
         assert!(err.to_string().contains("backfil"), "{err}");
-        let err = handle_event(&d, json!({"backfill": {"prefix": "x"}}), later()).await.unwrap_err();
+        let err = handle_event(&d, json!({"backfill": {"prefix": "x"}}), later())
+            .await
+            .unwrap_err();
         assert!(err.to_string().contains("bucket"), "{err}");
     }
 }

@@ -47,7 +47,10 @@ pub struct CarriedVector {
 impl CarriedVector {
     pub fn new(model_id: &str, vector: &[f32]) -> Self {
         let bytes: Vec<u8> = vector.iter().flat_map(|x| x.to_le_bytes()).collect();
-        Self { model_id: model_id.to_owned(), f32le: crate::base64::encode(&bytes) }
+        Self {
+            model_id: model_id.to_owned(),
+            f32le: crate::base64::encode(&bytes),
+        }
     }
 
     /// The vector, if it decodes to `dimensions` floats.
@@ -56,7 +59,12 @@ impl CarriedVector {
         if bytes.len() != dimensions * 4 {
             return None;
         }
-        Some(bytes.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect())
+        Some(
+            bytes
+                .chunks_exact(4)
+                .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+                .collect(),
+        )
     }
 }
 
@@ -277,7 +285,10 @@ mod tests {
         let carried = CarriedVector::new("amazon.titan-embed-text-v2:0", &v);
         assert_eq!(carried.decode(4).unwrap(), v);
         assert!(carried.decode(5).is_none());
-        let chunk = ChunkPayload { vector: Some(carried), ..chunk(0, "t") };
+        let chunk = ChunkPayload {
+            vector: Some(carried),
+            ..chunk(0, "t")
+        };
         let back: ChunkPayload = serde_json::from_str(&MessagePacker::encode(&chunk)).unwrap();
         assert_eq!(back, chunk);
     }

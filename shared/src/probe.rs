@@ -327,7 +327,7 @@ pub async fn run(deps: &ProbeDeps, groups: &[&str]) -> ProbeReport {
         maybe(want("sqs"), Box::pin(services::check_queues(deps))),
         maybe(want("bedrock"), Box::pin(services::check_bedrock(deps))),
         maybe(
-            when("secretsmanager"),
+            want("secretsmanager"),
             Box::pin(services::check_secret(deps))
         ),
     );

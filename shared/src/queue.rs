@@ -92,7 +92,11 @@ pub async fn send_all<Q: ChunkQueue>(
             batch_bytes = 0;
         }
         batch_bytes += body.len();
-        batch.push(QueueEntry { id: batch.len().to_string(), body, delay_seconds: limits.delay_seconds });
+        batch.push(QueueEntry {
+            id: batch.len().to_string(),
+            body,
+            delay_seconds: limits.delay_seconds,
+        });
     }
     if !batch.is_empty() {
         send_batch_with_retries(queue, batch, limits, &mut stats).await?;

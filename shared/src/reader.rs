@@ -148,11 +148,15 @@ pub async fn open_records_from(
     let mut src = src;
     let mut reader_splitter_pos = 0;
     if let Some(point) = resume {
-        let skipped = tokio::io::copy(&mut (&mut src).take(point.offset), &mut tokio::io::sink()).await?;
+        let skipped =
+            tokio::io::copy(&mut (&mut src).take(point.offset), &mut tokio::io::sink()).await?;
         if skipped < point.offset {
             return Err(ReadError::Io(io::Error::new(
                 io::ErrorKind::UnexpectedEof,
-                format!("the object ends at {skipped} bytes, before the resume point at {}", point.offset),
+                format!(
+                    "the object ends at {skipped} bytes, before the resume point at {}",
+                    point.offset
+                ),
             )));
         }
         reader_splitter_pos = point.offset;
@@ -166,7 +170,11 @@ pub async fn open_records_from(
     }
     if let Some(point) = resume {
         let s = &mut reader.splitter;
-        s.mode = if point.values { Mode::Values } else { Mode::Lines };
+        s.mode = if point.values {
+            Mode::Values
+        } else {
+            Mode::Lines
+        };
         s.bom_checked = true;
         s.pos = reader_splitter_pos;
         s.line = point.line;
@@ -205,7 +213,12 @@ impl<R: AsyncBufRead + Unpin> RecordReader<R> {
                 && let Some(nav) = &self.splitter.navigator
                 && !nav.found
             {
-                let path = nav.path.iter().map(|s| String::from_utf8_lossy(s)).collect::<Vec<_>>().join(".");
+                let path = nav
+                    .path
+                    .iter()
+                    .map(|s| String::from_utf8_lossy(s))
+                    .collect::<Vec<_>>()
+                    .join(".");
                 return Err(ReadError::RecordsPathNotFound(path));
             }
             if self.done {
@@ -330,7 +343,12 @@ impl Splitter {
                 .map_err(|e| RecordError::InvalidJson(e.to_string()))
         };
         let raw = if value.is_err() { p.bytes } else { Vec::new() };
-        Some(RawRecord { position: p.position, value, raw, resume: p.resume })
+        Some(RawRecord {
+            position: p.position,
+            value,
+            raw,
+            resume: p.resume,
+        })
     }
 
     fn feed(&mut self, data: &[u8]) {
@@ -443,7 +461,12 @@ impl Splitter {
             values: self.mode == Mode::Values,
             in_array: self.in_array,
         };
-        self.ready.push_back(Pending { bytes, position, too_large, resume });
+        self.ready.push_back(Pending {
+            bytes,
+            position,
+            too_large,
+            resume,
+        });
     }
 
     fn feed_lines(&mut self, mut data: &[u8]) {
@@ -482,18 +505,18 @@ impl Splitter {
         let base = self.pos;
         self.pos += data.len() as u64;
         let mut i = 0;
-        if let Some(nav) = &mut self.navigator {
-            if !nav.found {
-                self.line += data.iter().filter(|&&b| b == b'\n').count() as u64;
-                match nav.feed(data) {
-                    Some(at) => {
-                        // Count back the lines after the array's start: they are scanned below.
-                        self.line -= data[at..].iter().filter(|&&b| b == b'\n').count() as u64;
-                        self.in_array = true;
-                        i = at;
-                    }
-                    None => return,
+        if let Some(nav) = &mut self.navigator
+            && !nav.found
+        {
+            self.line += data.iter().filter(|&&b| b == b'\n').count() as u64;
+            match nav.feed(data) {
+                Some(at) => {
+                    // Count back the lines after the array's start: they are scanned below.
+                    self.line -= data[at..].iter().filter(|&&b| b == b'\n').count() as u64;
+                    self.in_array = true;
+                    i = at;
                 }
+                None => return,
             }
         }
         if self.path_done {
@@ -673,7 +696,10 @@ impl Navigator {
                     // A value that opens a container: is it the next segment of the path?
                     let on_path = in_object
                         && self.stack.len() == self.matched + 1
-                        && self.path.get(self.matched).is_some_and(|seg| *seg == self.key);
+                        && self
+                            .path
+                            .get(self.matched)
+                            .is_some_and(|seg| *seg == self.key);
                     if on_path && b == b'[' && self.matched + 1 == self.path.len() {
                         self.found = true;
                         return Some(i + 1);
@@ -913,7 +939,13 @@ mod records_path_tests {
 
     async fn read_at(data: &str, path: &[&str]) -> Result<Vec<(RecordPosition, Value)>, ReadError> {
         let path: Vec<String> = path.iter().map(|s| s.to_string()).collect();
-        let mut reader = open_records_at(io::Cursor::new(data.as_bytes().to_vec()), "doc.json", 1024, &path).await?;
+        let mut reader = open_records_at(
+            io::Cursor::new(data.as_bytes().to_vec()),
+            "doc.json",
+            1024,
+            &path,
+        )
+        .await?;
         let mut out = Vec::new();
         while let Some(r) = reader.next_record().await? {
             out.push((r.position, r.value.unwrap()));
@@ -925,7 +957,10 @@ mod records_path_tests {
     async fn streams_the_array_under_a_path_and_ignores_the_rest() {
         let doc = r#"{"meta": {"items": ["decoy"], "note": "x [ { ] \" items"}, "items": [{"id": 1}, {"id": 2, "nested": {"items": [3]}}], "after": [9]}"#;
         let recs = read_at(doc, &["items"]).await.unwrap();
-        assert_eq!(recs.iter().map(|(_, v)| v.clone()).collect::<Vec<_>>(), vec![json!({"id": 1}), json!({"id": 2, "nested": {"items": [3]}})]);
+        assert_eq!(
+            recs.iter().map(|(_, v)| v.clone()).collect::<Vec<_>>(),
+            vec![json!({"id": 1}), json!({"id": 2, "nested": {"items": [3]}})]
+        );
         assert_eq!(recs[1].0, RecordPosition::Index(1));
     }
 
@@ -939,10 +974,16 @@ mod records_path_tests {
 
     #[tokio::test]
     async fn a_missing_path_is_an_object_error() {
-        let err = read_at(r#"{"data": {"rows": []}}"#, &["data", "items"]).await.unwrap_err();
+        let err = read_at(r#"{"data": {"rows": []}}"#, &["data", "items"])
+            .await
+            .unwrap_err();
         assert!(err.to_string().contains("data.items"), "{err}");
         // A path whose value is not an array is not the records either.
-        assert!(read_at(r#"{"items": {"id": 1}}"#, &["items"]).await.is_err());
+        assert!(
+            read_at(r#"{"items": {"id": 1}}"#, &["items"])
+                .await
+                .is_err()
+        );
     }
 }
 
@@ -950,8 +991,15 @@ mod records_path_tests {
 mod resume_tests {
     use super::*;
 
-    async fn records(data: &[u8], key: &str, path: &[String], from: Option<ResumePoint>) -> Vec<RawRecord> {
-        let mut reader = open_records_from(io::Cursor::new(data.to_vec()), key, 64, path, from).await.unwrap();
+    async fn records(
+        data: &[u8],
+        key: &str,
+        path: &[String],
+        from: Option<ResumePoint>,
+    ) -> Vec<RawRecord> {
+        let mut reader = open_records_from(io::Cursor::new(data.to_vec()), key, 64, path, from)
+            .await
+            .unwrap();
         let mut out = Vec::new();
         while let Some(r) = reader.next_record().await.unwrap() {
             out.push(r);
@@ -982,7 +1030,12 @@ mod resume_tests {
     #[tokio::test]
     async fn array_and_document_seams() {
         check_every_seam(b"[\n {\"id\": 1},\n {\"id\": [2, {\"x\": \"]\"}]},\n 3,\n \"four\",\n {\"id\": 5}\n]\n", "a.json", &[]).await;
-        check_every_seam(b"{\"id\": 1}\n{\n  \"id\": 2\n}\n{\"id\": 3} {\"id\": 4}", "b.json", &[]).await;
+        check_every_seam(
+            b"{\"id\": 1}\n{\n  \"id\": 2\n}\n{\"id\": 3} {\"id\": 4}",
+            "b.json",
+            &[],
+        )
+        .await;
         check_every_seam(b"{\"meta\": {\"n\": 3}, \"items\": [{\"id\": 1}, {\"id\": 2}, {\"id\": 3}], \"tail\": [4]}", "c.json", &["items"]).await;
     }
 
@@ -991,7 +1044,9 @@ mod resume_tests {
         use async_compression::tokio::write::GzipEncoder;
         use tokio::io::AsyncWriteExt;
         let mut enc = GzipEncoder::new(Vec::new());
-        enc.write_all(b"{\"id\":1}\n{\"id\":2}\n{\"id\":3}\n{\"id\":4}\n").await.unwrap();
+        enc.write_all(b"{\"id\":1}\n{\"id\":2}\n{\"id\":3}\n{\"id\":4}\n")
+            .await
+            .unwrap();
         enc.shutdown().await.unwrap();
         check_every_seam(&enc.into_inner(), "a.jsonl.gz", &[]).await;
     }

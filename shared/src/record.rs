@@ -41,7 +41,11 @@ pub struct RecordOrigin<'a> {
 impl FieldSelection {
     /// Builds the document for one record; a record that cannot be indexed comes back whole
     /// with the reason, so it can be kept for replay.
-    pub fn document(&self, value: Value, origin: RecordOrigin<'_>) -> Result<Document, (DocumentError, Value)> {
+    pub fn document(
+        &self,
+        value: Value,
+        origin: RecordOrigin<'_>,
+    ) -> Result<Document, (DocumentError, Value)> {
         let Value::Object(mut fields) = value else {
             let kind = kind(&value);
             return Err((DocumentError::NotAnObject(kind), value));
@@ -50,9 +54,14 @@ impl FieldSelection {
         let doc_id = match get_path(&fields, &self.id_field) {
             Some(Value::String(s)) if !s.trim().is_empty() => s.clone(),
             Some(Value::Number(n)) => n.to_string(),
-            None | Some(Value::Null) | Some(Value::String(_)) => derived_doc_id(origin.bucket, origin.key, origin.record),
+            None | Some(Value::Null) | Some(Value::String(_)) => {
+                derived_doc_id(origin.bucket, origin.key, origin.record)
+            }
             Some(other) => {
-                let error = DocumentError::BadId { field: self.id_field.clone(), kind: kind(other) };
+                let error = DocumentError::BadId {
+                    field: self.id_field.clone(),
+                    kind: kind(other),
+                };
                 return Err((error, Value::Object(fields)));
             }
         };
@@ -65,14 +74,21 @@ impl FieldSelection {
         }
         let text = parts.join("\n\n");
         if text.trim().is_empty() {
-            return Err((DocumentError::NoText(self.text_fields.join(", ")), Value::Object(fields)));
+            return Err((
+                DocumentError::NoText(self.text_fields.join(", ")),
+                Value::Object(fields),
+            ));
         }
         // Only now take the id and text out, leaving the rest as metadata.
         take_path(&mut fields, &self.id_field);
         for field in &self.text_fields {
             take_path(&mut fields, field);
         }
-        Ok(Document { doc_id, text, metadata: fields })
+        Ok(Document {
+            doc_id,
+            text,
+            metadata: fields,
+        })
     }
 }
 
@@ -174,9 +190,15 @@ mod tests {
                 .doc_id,
             "s3://b/k.jsonl#4"
         );
-        let (err, record) = s.document(json!({"id": {"x": 1}, "text": "t"}), ORIGIN).unwrap_err();
+        let (err, record) = s
+            .document(json!({"id": {"x": 1}, "text": "t"}), ORIGIN)
+            .unwrap_err();
         assert!(err.to_string().contains("object"));
-        assert_eq!(record, json!({"id": {"x": 1}, "text": "t"}), "the record comes back whole");
+        assert_eq!(
+            record,
+            json!({"id": {"x": 1}, "text": "t"}),
+            "the record comes back whole"
+        );
     }
 
     #[test]
@@ -199,9 +221,18 @@ mod tests {
     fn rejects_what_cannot_be_indexed() {
         let s = sel(&["text"], "id");
         let err = |v: Value| s.document(v, ORIGIN).unwrap_err();
-        assert_eq!(err(json!([1])), (DocumentError::NotAnObject("array"), json!([1])));
+        assert_eq!(
+            err(json!([1])),
+            (DocumentError::NotAnObject("array"), json!([1]))
+        );
         assert_eq!(err(json!("x")).0, DocumentError::NotAnObject("string"));
-        assert_eq!(err(json!({"text": "  "})), (DocumentError::NoText("text".into()), json!({"text": "  "})));
-        assert_eq!(err(json!({"body": "x"})).0, DocumentError::NoText("text".into()));
+        assert_eq!(
+            err(json!({"text": "  "})),
+            (DocumentError::NoText("text".into()), json!({"text": "  "}))
+        );
+        assert_eq!(
+            err(json!({"body": "x"})).0,
+            DocumentError::NoText("text".into())
+        );
     }
 }

@@ -47,10 +47,20 @@ pub trait ObjectStore: Send + Sync {
     ) -> impl Future<Output = Result<OpenedObject, StoreError>> + Send;
 
     /// Writes a small object (ingest's rejects).
-    fn put(&self, bucket: &str, key: &str, body: Vec<u8>) -> impl Future<Output = Result<(), StoreError>> + Send;
+    fn put(
+        &self,
+        bucket: &str,
+        key: &str,
+        body: Vec<u8>,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
 
     /// One page of the objects under `prefix`, in key order, after `start_after`.
-    fn list(&self, bucket: &str, prefix: &str, start_after: Option<&str>) -> impl Future<Output = Result<ListPage, StoreError>> + Send;
+    fn list(
+        &self,
+        bucket: &str,
+        prefix: &str,
+        start_after: Option<&str>,
+    ) -> impl Future<Output = Result<ListPage, StoreError>> + Send;
 }
 
 /// A page of a listing.
@@ -125,10 +135,19 @@ impl ObjectStore for S3Store {
             .send()
             .await
             .map(|_| ())
-            .map_err(|e| StoreError::Other { bucket: bucket.to_owned(), key: key.to_owned(), source: Box::new(e.into_service_error()) })
+            .map_err(|e| StoreError::Other {
+                bucket: bucket.to_owned(),
+                key: key.to_owned(),
+                source: Box::new(e.into_service_error()),
+            })
     }
 
-    async fn list(&self, bucket: &str, prefix: &str, start_after: Option<&str>) -> Result<ListPage, StoreError> {
+    async fn list(
+        &self,
+        bucket: &str,
+        prefix: &str,
+        start_after: Option<&str>,
+    ) -> Result<ListPage, StoreError> {
         let mut request = self.client.list_objects_v2().bucket(bucket).prefix(prefix);
         if let Some(after) = start_after {
             request = request.start_after(after);
@@ -141,9 +160,17 @@ impl ObjectStore for S3Store {
         let objects = out
             .contents()
             .iter()
-            .filter_map(|o| Some((o.key()?.to_owned(), o.e_tag().map(|e| e.trim_matches('"').to_owned()))))
+            .filter_map(|o| {
+                Some((
+                    o.key()?.to_owned(),
+                    o.e_tag().map(|e| e.trim_matches('"').to_owned()),
+                ))
+            })
             .collect();
-        Ok(ListPage { objects, truncated: out.is_truncated().unwrap_or(false) })
+        Ok(ListPage {
+            objects,
+            truncated: out.is_truncated().unwrap_or(false),
+        })
     }
 }
 

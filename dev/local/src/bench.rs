@@ -37,7 +37,7 @@ pub fn jsonl_corpus(bytes: usize) -> (Vec<u8>, u64) {
     let mut out = Vec::with_capacity(bytes + 4096);
     let mut n = 0u64;
     while out.len() < bytes {
-        let text = if n % 3 == 0 {
+        let text = if n.is_multiple_of(3) {
             format!(
                 "文書{n}の本文です。東京と大阪の支店で使われる手順書の一部で、申請の流れと承認の条件を説明します。担当者は内容を確認してから次の段階に進みます。"
             )
@@ -248,6 +248,50 @@ async fn embed_throughput(
     Ok(())
 }
 
+/// Documents per second through the whole pipeline: objects in S3 → ingest → SQS → embed-index
+/// → Elasticsearch, from the first upload until the last chunk is indexed.
+async fn end_to_end(documents: usize) -> Result<(), Box<dyn std::error::Error>> {
+    let stack = LocalStack::start(&[]).await?;
+    let pipeline = Pipeline::start(
+        stack,
+        PipelineOptions {
+            index: "bench-e2e".into(),
+            ..PipelineOptions::default()
+        },
+    )
+    .await?;
+    let per_object = 250;
+    let started = Instant::now();
+    for (n, first) in (0..documents).step_by(per_object).enumerate() {
+        let body: String = (first..(first + per_object).min(documents))
+            .map(|i| json!({"id": format!("e2e-{i}"), "text": format!("文書{i}。Document {i} of the end-to-end run, with a second sentence.")}).to_string() + "\n")
+            .collect();
+        let event = pipeline
+            .put_object(&format!("e2e/{n:03}.jsonl"), body.into_bytes())
+            .await?;
+        pipeline.invoke_ingest(&event).await?;
+    }
+    let mut last_batch = started.elapsed();
+    loop {
+        let Some((outcome, _)) = pipeline.deliver_batch(10).await? else {
+            break;
+        };
+        outcome?;
+        last_batch = started.elapsed();
+    }
+    let es = pipeline.es();
+    es.refresh().await?;
+    let chunks = es.count().await?;
+    println!(
+        "  {documents} documents ({chunks} chunks, {} objects) in {:.2} s: {:.0} documents/s",
+        documents.div_ceil(per_object),
+        last_batch.as_secs_f64(),
+        documents as f64 / last_batch.as_secs_f64()
+    );
+    pipeline.stop().await;
+    Ok(())
+}
+
 pub async fn run(args: &[String]) -> Result<(), Box<dyn std::error::Error>> {
     let large = args.iter().any(|a| a == "--large");
     println!(
@@ -281,5 +325,10 @@ pub async fn run(args: &[String]) -> Result<(), Box<dyn std::error::Error>> {
     );
     embed_throughput("amazon.titan-embed-text-v2:0", Some(256), 2000).await?;
     embed_throughput("cohere.embed-multilingual-v3", None, 4000).await?;
+
+    println!(
+        "\n## End to end on the local stack (stand-in without latency; moto and noida-db are single processes)"
+    );
+    end_to_end(2000).await?;
     Ok(())
 }

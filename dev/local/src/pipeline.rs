@@ -29,7 +29,9 @@ pub fn binary_dir() -> PathBuf {
     if let Ok(dir) = std::env::var("SAKUIN_BIN_DIR") {
         return PathBuf::from(dir);
     }
-    if let Some(dir) = std::env::current_exe().ok().and_then(|exe| exe.parent().map(Path::to_path_buf))
+    if let Some(dir) = std::env::current_exe()
+        .ok()
+        .and_then(|exe| exe.parent().map(Path::to_path_buf))
         && dir.join("ingest").exists()
     {
         return dir;

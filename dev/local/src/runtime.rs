@@ -217,7 +217,13 @@ impl FunctionProcess {
     /// returns their outcomes so far.
     pub async fn wait_async(&self, limit: Duration) -> Vec<Outcome> {
         let give_up = Instant::now() + limit;
-        while self.shared.async_pending.load(std::sync::atomic::Ordering::SeqCst) > 0 && Instant::now() < give_up {
+        while self
+            .shared
+            .async_pending
+            .load(std::sync::atomic::Ordering::SeqCst)
+            > 0
+            && Instant::now() < give_up
+        {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         self.shared.async_results.lock().unwrap().clone()
@@ -253,7 +259,9 @@ fn shared_results(shared: &Arc<Shared>) -> impl FnOnce(Outcome) + Send + 'static
     let shared = shared.clone();
     move |outcome| {
         shared.async_results.lock().unwrap().push(outcome);
-        shared.async_pending.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+        shared
+            .async_pending
+            .fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
     }
 }
 
@@ -310,22 +318,47 @@ async fn route(method: &str, path: &str, body: Vec<u8>, shared: &Arc<Shared>) ->
         }
         ("POST", p) if p.starts_with("/2015-03-31/functions/") && p.ends_with("/invocations") => {
             // Lambda's Invoke API with InvocationType=Event: queue it, answer 202 at once.
-            let n = shared.next_async.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-            let id = format!("async-{:04}-4000-8000-{:012x}", std::process::id() % 10000, n);
-            let deadline_ms = (SystemTime::now().duration_since(UNIX_EPOCH).unwrap() + Duration::from_secs(300)).as_millis() as u64;
+            let n = shared
+                .next_async
+                .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            let id = format!(
+                "async-{:04}-4000-8000-{:012x}",
+                std::process::id() % 10000,
+                n
+            );
+            let deadline_ms = (SystemTime::now().duration_since(UNIX_EPOCH).unwrap()
+                + Duration::from_secs(300))
+            .as_millis() as u64;
             let (tx, rx) = oneshot::channel();
             shared.waiting.lock().await.insert(id.clone(), tx);
-            shared.async_pending.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            shared
+                .async_pending
+                .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
             let sender = shared.async_sender.lock().await.clone();
             if let Some(sender) = sender {
-                let _ = sender.send(Invocation { id, payload: body, deadline_ms }).await;
+                let _ = sender
+                    .send(Invocation {
+                        id,
+                        payload: body,
+                        deadline_ms,
+                    })
+                    .await;
             }
             let results = shared_results(shared);
             tokio::spawn(async move {
-                let outcome = rx.await.unwrap_or_else(|_| Err(FunctionError { error_type: "Runtime.ExitError".into(), error_message: "no response".into() }));
+                let outcome = rx.await.unwrap_or_else(|_| {
+                    Err(FunctionError {
+                        error_type: "Runtime.ExitError".into(),
+                        error_message: "no response".into(),
+                    })
+                });
                 results(outcome);
             });
-            http_response(202, &[("X-Amz-Executed-Version", "$LATEST".to_owned())], b"")
+            http_response(
+                202,
+                &[("X-Amz-Executed-Version", "$LATEST".to_owned())],
+                b"",
+            )
         }
         ("POST", "/init/error") => {
             let v: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);

@@ -4,7 +4,9 @@
 use std::time::Duration;
 
 use sakuin::embed::bedrock::BedrockEmbedder;
-use sakuin::embed::{EmbedError, EmbedPolicy, Embedder, EmbeddingModel, InputPurpose, ModelFamily, embed_all};
+use sakuin::embed::{
+    EmbedError, EmbedPolicy, Embedder, EmbeddingModel, InputPurpose, ModelFamily, embed_all,
+};
 use sakuin::retry::Deadline;
 use sakuin_local::stack::LocalStack;
 use serde_json::{Value, json};
@@ -12,7 +14,9 @@ use serde_json::{Value, json};
 async fn embedder(stack: &LocalStack, model: EmbeddingModel) -> BedrockEmbedder {
     let sdk = aws_config::defaults(aws_config::BehaviorVersion::latest())
         .region(aws_config::Region::new("ap-northeast-1"))
-        .credentials_provider(aws_sdk_s3::config::Credentials::new("testing", "testing", None, None, "test"))
+        .credentials_provider(aws_sdk_s3::config::Credentials::new(
+            "testing", "testing", None, None, "test",
+        ))
         .endpoint_url(stack.bedrock.url())
         .load()
         .await;
@@ -30,12 +34,16 @@ async fn stub(stack: &LocalStack, path: &str, body: Option<Value>) -> Value {
 }
 
 fn texts(n: usize) -> Vec<String> {
-    (0..n).map(|i| format!("テキスト {i}: a short text to embed.")).collect()
+    (0..n)
+        .map(|i| format!("テキスト {i}: a short text to embed."))
+        .collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_model_family_on_the_wire() {
-    let stack = LocalStack::start(&[]).await.expect("the local stack starts (make venv)");
+    let stack = LocalStack::start(&[])
+        .await
+        .expect("the local stack starts (make venv)");
     let deadline = || Deadline::after(Duration::from_secs(60));
 
     for (id, dims, expected) in [
@@ -50,17 +58,32 @@ async fn every_model_family_on_the_wire() {
     ] {
         let model = EmbeddingModel::resolve(id, dims).unwrap();
         let e = embedder(&stack, model.clone()).await;
-        for (n, calls) in [(1, 1), (96, if model.max_batch() == 96 { 1 } else { 96 }), (97, if model.max_batch() == 96 { 2 } else { 97 })] {
+        for (n, calls) in [
+            (1, 1),
+            (96, if model.max_batch() == 96 { 1 } else { 96 }),
+            (97, if model.max_batch() == 96 { 2 } else { 97 }),
+        ] {
             stub(&stack, "reset", Some(json!({}))).await;
             let owned = texts(n);
             let refs: Vec<&str> = owned.iter().map(String::as_str).collect();
-            let (vectors, stats) = embed_all(&e, &refs, InputPurpose::Document, EmbedPolicy::default(), deadline()).await;
+            let (vectors, stats) = embed_all(
+                &e,
+                &refs,
+                InputPurpose::Document,
+                EmbedPolicy::default(),
+                deadline(),
+            )
+            .await;
             assert_eq!(vectors.len(), n, "{id}");
             for v in &vectors {
                 assert_eq!(v.as_ref().unwrap().len(), expected, "{id} with {n} texts");
             }
             assert_eq!(stats.calls as usize, calls, "{id} with {n} texts");
-            assert_eq!(stub(&stack, "stats", None).await["calls"].as_u64().unwrap() as usize, calls, "{id}");
+            assert_eq!(
+                stub(&stack, "stats", None).await["calls"].as_u64().unwrap() as usize,
+                calls,
+                "{id}"
+            );
             if matches!(model.family, ModelFamily::TitanV1 | ModelFamily::TitanV2) {
                 assert!(stats.input_tokens > 0, "Titan reports input tokens");
             }
@@ -75,17 +98,31 @@ async fn every_model_family_on_the_wire() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn failures_are_told_apart() {
-    let stack = LocalStack::start(&["--deny-models", "amazon.titan-embed-text-v1"]).await.expect("the local stack starts");
+    let stack = LocalStack::start(&["--deny-models", "amazon.titan-embed-text-v1"])
+        .await
+        .expect("the local stack starts");
 
     // Validation: what Bedrock refuses is permanent, with Bedrock's own code and message.
-    let titan = embedder(&stack, EmbeddingModel::resolve("amazon.titan-embed-text-v2:0", Some(256)).unwrap()).await;
+    let titan = embedder(
+        &stack,
+        EmbeddingModel::resolve("amazon.titan-embed-text-v2:0", Some(256)).unwrap(),
+    )
+    .await;
     match titan.invoke(&[""], InputPurpose::Document).await {
         Err(EmbedError::Permanent { code, .. }) => assert_eq!(code, "ValidationException"),
         other => panic!("{other:?}"),
     }
     // A model id that only works through an inference profile, invoked bare.
-    let bare = EmbeddingModel { id: "cohere.embed-v4:0".into(), family: ModelFamily::CohereV4, dimensions: 1536 };
-    match embedder(&stack, bare).await.invoke(&["x"], InputPurpose::Document).await {
+    let bare = EmbeddingModel {
+        id: "cohere.embed-v4:0".into(),
+        family: ModelFamily::CohereV4,
+        dimensions: 1536,
+    };
+    match embedder(&stack, bare)
+        .await
+        .invoke(&["x"], InputPurpose::Document)
+        .await
+    {
         Err(EmbedError::Permanent { code, message }) => {
             assert_eq!(code, "ValidationException");
             assert!(message.contains("inference profile"), "{message}");
@@ -93,23 +130,47 @@ async fn failures_are_told_apart() {
         other => panic!("{other:?}"),
     }
     // Model access not granted.
-    let denied = embedder(&stack, EmbeddingModel::resolve("amazon.titan-embed-text-v1", None).unwrap()).await;
+    let denied = embedder(
+        &stack,
+        EmbeddingModel::resolve("amazon.titan-embed-text-v1", None).unwrap(),
+    )
+    .await;
     match denied.invoke(&["x"], InputPurpose::Document).await {
         Err(EmbedError::Permanent { code, .. }) => assert_eq!(code, "AccessDeniedException"),
         other => panic!("{other:?}"),
     }
     // Throttling and server errors are retryable; embed_all retries them and succeeds.
     stub(&stack, "config", Some(json!({"throttle_every": 1}))).await;
-    let err = titan.invoke(&["x"], InputPurpose::Document).await.unwrap_err();
+    let err = titan
+        .invoke(&["x"], InputPurpose::Document)
+        .await
+        .unwrap_err();
     assert!(matches!(err, EmbedError::Throttled(_)), "{err:?}");
     stub(&stack, "config", Some(json!({"throttle_every": 0, "fail_every": 1, "fail_error": "ServiceUnavailableException"}))).await;
-    let err = titan.invoke(&["x"], InputPurpose::Document).await.unwrap_err();
-    assert!(matches!(err, EmbedError::Transient(_)) && err.is_retryable(), "{err:?}");
+    let err = titan
+        .invoke(&["x"], InputPurpose::Document)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, EmbedError::Transient(_)) && err.is_retryable(),
+        "{err:?}"
+    );
     stub(&stack, "config", Some(json!({"fail_every": 2}))).await;
     let owned = texts(10);
     let refs: Vec<&str> = owned.iter().map(String::as_str).collect();
-    let policy = EmbedPolicy { base_delay: Duration::from_millis(5), max_delay: Duration::from_millis(20), ..EmbedPolicy::default() };
-    let (vectors, stats) = embed_all(&titan, &refs, InputPurpose::Document, policy, Deadline::after(Duration::from_secs(60))).await;
+    let policy = EmbedPolicy {
+        base_delay: Duration::from_millis(5),
+        max_delay: Duration::from_millis(20),
+        ..EmbedPolicy::default()
+    };
+    let (vectors, stats) = embed_all(
+        &titan,
+        &refs,
+        InputPurpose::Document,
+        policy,
+        Deadline::after(Duration::from_secs(60)),
+    )
+    .await;
     assert!(vectors.iter().all(Result::is_ok));
     assert!(stats.retries >= 5, "{stats:?}");
 }

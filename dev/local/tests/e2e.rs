@@ -284,7 +284,8 @@ async fn every_document_lands_once_and_faults_lose_nothing() {
         err.error_message
     );
 
-    // While Elasticsearch is down, messages are reported failed, not lost.
+    // While Elasticsearch is down, nothing is lost and no embedding is paid for twice: the
+    // message goes back on the queue, delayed, carrying its vectors.
     pipeline
         .sqs
         .send_message()
@@ -294,13 +295,23 @@ async fn every_document_lands_once_and_faults_lose_nothing() {
         .await
         .unwrap();
     let (outcome, _) = pipeline.deliver_batch(10).await.unwrap().unwrap();
-    match outcome {
-        Ok(response) => assert_eq!(response["batchItemFailures"].as_array().unwrap().len(), 1),
-        Err(e) => assert!(
-            e.error_message.contains("unreachable") || e.error_message.contains("Elasticsearch"),
-            "{e}"
-        ),
-    }
+    let response = outcome.unwrap();
+    assert!(
+        response["batchItemFailures"].as_array().unwrap().is_empty(),
+        "{response}"
+    );
+    let delayed = pipeline
+        .sqs
+        .get_queue_attributes()
+        .queue_url(&pipeline.queue_url)
+        .attribute_names(aws_sdk_sqs::types::QueueAttributeName::ApproximateNumberOfMessagesDelayed)
+        .send()
+        .await
+        .unwrap();
+    let delayed = delayed.attributes().unwrap()
+        [&aws_sdk_sqs::types::QueueAttributeName::ApproximateNumberOfMessagesDelayed]
+        .clone();
+    assert_eq!(delayed, "1", "the chunk waits on the queue with its vector");
     pipeline.stop().await;
 }
 
@@ -373,63 +384,149 @@ async fn doc_ids_for(pipeline: &Pipeline, key: &str) -> BTreeSet<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn overwrites_deletes_and_late_events_leave_exactly_the_current_object() {
-    let pipeline = start(PipelineOptions { index: "lifecycle".into(), ..PipelineOptions::default() }).await;
+    let pipeline = start(PipelineOptions {
+        index: "lifecycle".into(),
+        ..PipelineOptions::default()
+    })
+    .await;
     let lines = |ids: &[&str]| -> Vec<u8> {
-        ids.iter().map(|id| json!({"id": id, "text": format!("{id} body")}).to_string() + "\n").collect::<String>().into_bytes()
+        ids.iter()
+            .map(|id| json!({"id": id, "text": format!("{id} body")}).to_string() + "\n")
+            .collect::<String>()
+            .into_bytes()
     };
 
     // Version 1 with three records, then version 2 with one: no stale chunk of v1 remains.
-    let v1 = pipeline.put_object("life/doc.jsonl", lines(&["a", "b", "c"])).await.unwrap();
+    let v1 = pipeline
+        .put_object("life/doc.jsonl", lines(&["a", "b", "c"]))
+        .await
+        .unwrap();
     pipeline.invoke_ingest(&v1).await.unwrap();
     pipeline.drain(Duration::from_secs(60)).await.unwrap();
-    assert_eq!(doc_ids_for(&pipeline, "life/doc.jsonl").await, ["a", "b", "c"].map(String::from).into());
-    let v2 = pipeline.put_object("life/doc.jsonl", lines(&["a"])).await.unwrap();
+    assert_eq!(
+        doc_ids_for(&pipeline, "life/doc.jsonl").await,
+        ["a", "b", "c"].map(String::from).into()
+    );
+    let v2 = pipeline
+        .put_object("life/doc.jsonl", lines(&["a"]))
+        .await
+        .unwrap();
     pipeline.invoke_ingest(&v2).await.unwrap();
     pipeline.drain(Duration::from_secs(60)).await.unwrap();
-    assert_eq!(doc_ids_for(&pipeline, "life/doc.jsonl").await, ["a"].map(String::from).into());
+    assert_eq!(
+        doc_ids_for(&pipeline, "life/doc.jsonl").await,
+        ["a"].map(String::from).into()
+    );
 
     // The v1 notification arriving late reads nothing: the object has changed since.
     let late = pipeline.invoke_ingest(&v1).await.unwrap();
     assert_eq!(late["skipped"], 1, "{late}");
 
     // A late chunk message of v1 (queued before v2, delivered after) is dropped, not indexed.
-    let old_sequencer = v1["Records"][0]["s3"]["object"]["sequencer"].as_str().unwrap();
+    let old_sequencer = v1["Records"][0]["s3"]["object"]["sequencer"]
+        .as_str()
+        .unwrap();
     let stale = json!({"v": 1, "op": "index",
         "source": {"bucket": "sakuin-demo", "key": "life/doc.jsonl", "sequencer": sakuin::ids::normalize_sequencer(old_sequencer)},
         "chunks": [{"doc_id": "b", "chunk_index": 0, "chunk_count": 1, "record": 2, "text": "b body", "metadata": {}}]});
-    pipeline.sqs.send_message().queue_url(&pipeline.queue_url).message_body(stale.to_string()).send().await.unwrap();
+    pipeline
+        .sqs
+        .send_message()
+        .queue_url(&pipeline.queue_url)
+        .message_body(stale.to_string())
+        .send()
+        .await
+        .unwrap();
     let drained = pipeline.drain(Duration::from_secs(60)).await.unwrap();
     assert_eq!(drained.reported_failures, 0);
-    assert_eq!(doc_ids_for(&pipeline, "life/doc.jsonl").await, ["a"].map(String::from).into());
+    assert_eq!(
+        doc_ids_for(&pipeline, "life/doc.jsonl").await,
+        ["a"].map(String::from).into()
+    );
 
     // Deleting the object removes its chunks and no other object's.
-    let other = pipeline.put_object("life/other.jsonl", lines(&["z"])).await.unwrap();
+    let other = pipeline
+        .put_object("life/other.jsonl", lines(&["z"]))
+        .await
+        .unwrap();
     pipeline.invoke_ingest(&other).await.unwrap();
-    pipeline.s3.delete_object().bucket("sakuin-demo").key("life/doc.jsonl").send().await.unwrap();
-    let removed = sakuin_local::pipeline::s3_event("ObjectRemoved:Delete", "sakuin-demo", "life/doc.jsonl", None, None);
-    assert_eq!(pipeline.invoke_ingest(&removed).await.unwrap()["deleted"], 1);
+    pipeline
+        .s3
+        .delete_object()
+        .bucket("sakuin-demo")
+        .key("life/doc.jsonl")
+        .send()
+        .await
+        .unwrap();
+    let removed = sakuin_local::pipeline::s3_event(
+        "ObjectRemoved:Delete",
+        "sakuin-demo",
+        "life/doc.jsonl",
+        None,
+        None,
+    );
+    assert_eq!(
+        pipeline.invoke_ingest(&removed).await.unwrap()["deleted"],
+        1
+    );
     pipeline.drain(Duration::from_secs(60)).await.unwrap();
     assert!(doc_ids_for(&pipeline, "life/doc.jsonl").await.is_empty());
-    assert_eq!(doc_ids_for(&pipeline, "life/other.jsonl").await, ["z"].map(String::from).into());
+    assert_eq!(
+        doc_ids_for(&pipeline, "life/other.jsonl").await,
+        ["z"].map(String::from).into()
+    );
 
     // Rejected records land under rejects/, with line and reason, ready to replay.
-    let bad = pipeline.put_object("life/bad.jsonl", b"{\"id\":\"ok\",\"text\":\"fine\"}\n{broken\n".to_vec()).await.unwrap();
+    let bad = pipeline
+        .put_object(
+            "life/bad.jsonl",
+            b"{\"id\":\"ok\",\"text\":\"fine\"}\n{broken\n".to_vec(),
+        )
+        .await
+        .unwrap();
     let summary = pipeline.invoke_ingest(&bad).await.unwrap();
     assert_eq!(summary["rejected"], 1);
-    let listed = pipeline.s3.list_objects_v2().bucket("sakuin-demo").prefix("rejects/life/bad.jsonl/").send().await.unwrap();
+    let listed = pipeline
+        .s3
+        .list_objects_v2()
+        .bucket("sakuin-demo")
+        .prefix("rejects/life/bad.jsonl/")
+        .send()
+        .await
+        .unwrap();
     let key = listed.contents()[0].key().unwrap().to_owned();
-    let body = pipeline.s3.get_object().bucket("sakuin-demo").key(&key).send().await.unwrap().body.collect().await.unwrap().into_bytes();
-    let reject: Value = serde_json::from_slice(body.split(|b| *b == b'\n').next().unwrap()).unwrap();
-    assert_eq!((reject["record"].as_u64(), reject["raw"].as_str()), (Some(2), Some("{broken")));
+    let body = pipeline
+        .s3
+        .get_object()
+        .bucket("sakuin-demo")
+        .key(&key)
+        .send()
+        .await
+        .unwrap()
+        .body
+        .collect()
+        .await
+        .unwrap()
+        .into_bytes();
+    let reject: Value =
+        serde_json::from_slice(body.split(|b| *b == b'\n').next().unwrap()).unwrap();
+    assert_eq!(
+        (reject["record"].as_u64(), reject["raw"].as_str()),
+        (Some(2), Some("{broken"))
+    );
     pipeline.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn credentials_come_from_secrets_manager_and_a_bad_secret_is_named() {
-    let stack = LocalStack::start(&[]).await.expect("the local stack starts");
+    let stack = LocalStack::start(&[])
+        .await
+        .expect("the local stack starts");
     let sdk = aws_config::defaults(aws_config::BehaviorVersion::latest())
         .region(aws_config::Region::new("ap-northeast-1"))
-        .credentials_provider(aws_sdk_s3::config::Credentials::new("testing", "testing", None, None, "test"))
+        .credentials_provider(aws_sdk_s3::config::Credentials::new(
+            "testing", "testing", None, None, "test",
+        ))
         .endpoint_url(stack.moto.url())
         .load()
         .await;
@@ -443,16 +540,33 @@ async fn credentials_come_from_secrets_manager_and_a_bad_secret_is_named() {
         .unwrap()
         .arn
         .unwrap();
-    secrets.create_secret().name("sakuin/bad").secret_string("just a password").send().await.unwrap();
+    secrets
+        .create_secret()
+        .name("sakuin/bad")
+        .secret_string("just a password")
+        .send()
+        .await
+        .unwrap();
 
     let log = stack.work_dir.join("functions.log");
     let pipeline = Pipeline::start(
         stack,
-        PipelineOptions { index: "secret".into(), extra_env: vec![("ES_SECRET_ID".into(), arn)], log: Some(log.clone()), ..PipelineOptions::default() },
+        PipelineOptions {
+            index: "secret".into(),
+            extra_env: vec![("ES_SECRET_ID".into(), arn)],
+            log: Some(log.clone()),
+            ..PipelineOptions::default()
+        },
     )
     .await
     .unwrap();
-    let event = pipeline.put_object("secret/a.jsonl", b"{\"id\":\"s1\",\"text\":\"with credentials from the secret\"}\n".to_vec()).await.unwrap();
+    let event = pipeline
+        .put_object(
+            "secret/a.jsonl",
+            b"{\"id\":\"s1\",\"text\":\"with credentials from the secret\"}\n".to_vec(),
+        )
+        .await
+        .unwrap();
     pipeline.invoke_ingest(&event).await.unwrap();
     let drained = pipeline.drain(Duration::from_secs(60)).await.unwrap();
     assert_eq!((drained.reported_failures, drained.function_errors), (0, 0));
@@ -462,17 +576,27 @@ async fn credentials_come_from_secrets_manager_and_a_bad_secret_is_named() {
     let bad = sakuin_local::runtime::FunctionProcess::spawn(
         &sakuin_local::pipeline::binary_dir().join("embed-index"),
         "bad-secret",
-        &[pipeline.env.clone(), vec![("ES_SECRET_ID".into(), "sakuin/bad".into())]].concat(),
+        &[
+            pipeline.env.clone(),
+            vec![("ES_SECRET_ID".into(), "sakuin/bad".into())],
+        ]
+        .concat(),
         None,
     )
     .await
     .unwrap();
-    let err = bad.invoke(&json!({"Records": []}), Duration::from_secs(10)).await.unwrap_err();
+    let err = bad
+        .invoke(&json!({"Records": []}), Duration::from_secs(10))
+        .await
+        .unwrap_err();
     assert!(err.error_message.contains("sakuin/bad"), "{err}");
     assert!(!err.error_message.contains("just a password"), "{err}");
     bad.stop().await;
     let logged = std::fs::read_to_string(&log).unwrap_or_default();
-    assert!(!logged.contains("n0t-in-any-log"), "the password never reaches a log");
+    assert!(
+        !logged.contains("n0t-in-any-log"),
+        "the password never reaches a log"
+    );
     pipeline.stop().await;
 }
 
@@ -481,36 +605,96 @@ async fn large_objects_continue_across_invocations_and_backfill_reads_a_prefix()
     // No time per invocation: every invocation hands over at its first chance.
     let pipeline = start(PipelineOptions {
         index: "seams".into(),
-        extra_env: vec![("INGEST_TIME_LIMIT_SECS".into(), "0".into()), ("MESSAGE_MAX_BYTES".into(), "4096".into())],
+        extra_env: vec![
+            ("INGEST_TIME_LIMIT_SECS".into(), "0".into()),
+            ("MESSAGE_MAX_BYTES".into(), "4096".into()),
+        ],
         ..PipelineOptions::default()
     })
     .await;
-    let body: String = (0..1500).map(|i| json!({"id": format!("seam-{i:04}"), "text": format!("Record {i} of a large object.")}).to_string() + "\n").collect();
-    let event = pipeline.put_object("seams/large.jsonl", body.into_bytes()).await.unwrap();
+    let body: String = (0..1500)
+        .map(|i| {
+            json!({"id": format!("seam-{i:04}"), "text": format!("Record {i} of a large object.")})
+                .to_string()
+                + "\n"
+        })
+        .collect();
+    let event = pipeline
+        .put_object("seams/large.jsonl", body.into_bytes())
+        .await
+        .unwrap();
     let first = pipeline.invoke_ingest(&event).await.unwrap();
-    assert!(first["continued"].as_str().unwrap().contains("seams/large.jsonl from byte"), "{first}");
+    assert!(
+        first["continued"]
+            .as_str()
+            .unwrap()
+            .contains("seams/large.jsonl from byte"),
+        "{first}"
+    );
     let continued = pipeline.ingest.wait_async(Duration::from_secs(120)).await;
     assert!(continued.len() >= 2, "{} continuations", continued.len());
     assert!(continued.iter().all(Result::is_ok), "{continued:?}");
-    let records = first["records"].as_u64().unwrap() + continued.iter().map(|r| r.as_ref().unwrap()["records"].as_u64().unwrap()).sum::<u64>();
-    assert_eq!(records, 1500, "each record read exactly once across the seams");
+    let records = first["records"].as_u64().unwrap()
+        + continued
+            .iter()
+            .map(|r| r.as_ref().unwrap()["records"].as_u64().unwrap())
+            .sum::<u64>();
+    assert_eq!(
+        records, 1500,
+        "each record read exactly once across the seams"
+    );
     pipeline.drain(Duration::from_secs(120)).await.unwrap();
-    assert_eq!(doc_ids_for(&pipeline, "seams/large.jsonl").await.len(), 1500);
+    assert_eq!(
+        doc_ids_for(&pipeline, "seams/large.jsonl").await.len(),
+        1500
+    );
 
     // A backfill of objects that were there before any notification, in several formats.
-    let lines: String = (0..40).map(|i| json!({"id": format!("bf-l{i}"), "text": "line"}).to_string() + "\n").collect();
-    let array = serde_json::to_vec(&(0..30).map(|i| json!({"id": format!("bf-a{i}"), "text": "element"})).collect::<Vec<_>>()).unwrap();
-    let gz: String = (0..20).map(|i| json!({"id": format!("bf-g{i}"), "text": "compressed"}).to_string() + "\n").collect();
-    for (key, body) in [("old/a.jsonl", lines.into_bytes()), ("old/b.json", array), ("old/c.jsonl.gz", gzip(gz.as_bytes()).await)] {
-        pipeline.s3.put_object().bucket("sakuin-demo").key(key).body(body.into()).send().await.unwrap();
+    let lines: String = (0..40)
+        .map(|i| json!({"id": format!("bf-l{i}"), "text": "line"}).to_string() + "\n")
+        .collect();
+    let array = serde_json::to_vec(
+        &(0..30)
+            .map(|i| json!({"id": format!("bf-a{i}"), "text": "element"}))
+            .collect::<Vec<_>>(),
+    )
+    .unwrap();
+    let gz: String = (0..20)
+        .map(|i| json!({"id": format!("bf-g{i}"), "text": "compressed"}).to_string() + "\n")
+        .collect();
+    for (key, body) in [
+        ("old/a.jsonl", lines.into_bytes()),
+        ("old/b.json", array),
+        ("old/c.jsonl.gz", gzip(gz.as_bytes()).await),
+    ] {
+        pipeline
+            .s3
+            .put_object()
+            .bucket("sakuin-demo")
+            .key(key)
+            .body(body.into())
+            .send()
+            .await
+            .unwrap();
     }
-    let first = pipeline.invoke_ingest(&json!({"backfill": {"bucket": "sakuin-demo", "prefix": "old/"}})).await.unwrap();
+    let first = pipeline
+        .invoke_ingest(&json!({"backfill": {"bucket": "sakuin-demo", "prefix": "old/"}}))
+        .await
+        .unwrap();
     let before = continued.len();
     let all = pipeline.ingest.wait_async(Duration::from_secs(120)).await;
-    let objects = first["objects"].as_u64().unwrap() + all[before..].iter().map(|r| r.as_ref().unwrap()["objects"].as_u64().unwrap()).sum::<u64>();
+    let objects = first["objects"].as_u64().unwrap()
+        + all[before..]
+            .iter()
+            .map(|r| r.as_ref().unwrap()["objects"].as_u64().unwrap())
+            .sum::<u64>();
     assert_eq!(objects, 3);
     pipeline.drain(Duration::from_secs(120)).await.unwrap();
-    for (key, n) in [("old/a.jsonl", 40), ("old/b.json", 30), ("old/c.jsonl.gz", 20)] {
+    for (key, n) in [
+        ("old/a.jsonl", 40),
+        ("old/b.json", 30),
+        ("old/c.jsonl.gz", 20),
+    ] {
         assert_eq!(doc_ids_for(&pipeline, key).await.len(), n, "{key}");
     }
     pipeline.stop().await;

@@ -26,7 +26,10 @@ async fn main() -> Result<(), Error> {
     let index = EsClient::new(&config.es)?;
     let embedder = BedrockEmbedder::new(sakuin::aws::bedrock_client(&sdk), config.model.clone());
     // Chunks go back on their queue, with their vectors, when Elasticsearch stays unavailable.
-    let requeue = config.requeue_url.clone().map(|url| SqsQueue::new(sakuin::aws::sqs_client(&sdk), url));
+    let requeue = config
+        .requeue_url
+        .clone()
+        .map(|url| SqsQueue::new(sakuin::aws::sqs_client(&sdk), url));
     let deps = EmbedIndexDeps::new(embedder, index, requeue, config);
     let deps = &deps;
     lambda_runtime::run(service_fn(move |event: LambdaEvent<SqsEvent>| async move {

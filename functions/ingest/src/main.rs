@@ -16,9 +16,16 @@ async fn main() -> Result<(), Error> {
     let s3 = sakuin::aws::s3_client(&sdk, &mut env);
     let queue = SqsQueue::new(sakuin::aws::sqs_client(&sdk), config.queue_url.clone());
     // Work that outlasts an invocation continues in a fresh invocation of this same function.
-    let function = env.get("AWS_LAMBDA_FUNCTION_NAME").unwrap_or_else(|| "ingest".into());
+    let function = env
+        .get("AWS_LAMBDA_FUNCTION_NAME")
+        .unwrap_or_else(|| "ingest".into());
     let continuation = LambdaContinuation::new(sakuin::aws::lambda_client(&sdk), function);
-    let deps = IngestDeps { store: S3Store::new(s3), queue, continuation, config };
+    let deps = IngestDeps {
+        store: S3Store::new(s3),
+        queue,
+        continuation,
+        config,
+    };
     let deps = &deps;
     lambda_runtime::run(service_fn(move |event: LambdaEvent<Value>| async move {
         let deadline = deps.config.work_deadline(event.context.deadline);
@@ -26,4 +33,3 @@ async fn main() -> Result<(), Error> {
     }))
     .await
 }
-

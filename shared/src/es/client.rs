@@ -175,7 +175,9 @@ impl EsClient {
                 EsAuth::Basic { username, password } => {
                     format!(
                         "Basic {}",
-                        crate::base64::encode(format!("{username}:{}", password.expose()).as_bytes())
+                        crate::base64::encode(
+                            format!("{username}:{}", password.expose()).as_bytes()
+                        )
                     )
                 }
                 EsAuth::ApiKey(key) => format!("ApiKey {}", key.expose()),
@@ -554,7 +556,6 @@ fn encode_path(name: &str) -> String {
     utf8_percent_encode(name, SEGMENT).to_string()
 }
 
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -575,7 +576,6 @@ mod tests {
             connect_timeout: Duration::from_secs(2),
         }
     }
-
 
     #[test]
     fn urls_and_ipv6() {
@@ -598,7 +598,10 @@ mod tests {
             format!("{:?}", client.auth),
         ] {
             assert!(!text.contains("s3cr3t-pass"), "{text}");
-            assert!(!text.contains(&crate::base64::encode(b"elastic:s3cr3t-pass")), "{text}");
+            assert!(
+                !text.contains(&crate::base64::encode(b"elastic:s3cr3t-pass")),
+                "{text}"
+            );
         }
     }
 
