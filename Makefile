@@ -12,7 +12,7 @@ REGION ?= ap-northeast-1
 
 help:
 	@echo "make demo    run the whole pipeline locally (stack, functions, samples, probe, search)"
-	@echo "make test    run every test: lint, template checks, unit, adapter and end-to-end tests"
+	@echo "make test    run every test: lint, template checks and scan, sam build, unit, adapter and end-to-end tests"
 	@echo "make bench   print performance figures (cold start, ingest, embed-index)"
 	@echo "make sam-build  build the arm64 Lambda artifacts with SAM (offline)"
 
@@ -45,12 +45,13 @@ template: venv
 # SAM runs `cargo lambda build --release --arm64 --bin <name>` at the workspace root for each
 # function; CARGO_TARGET_DIR must not be set for its copy step to find the bootstrap.
 sam-build: venv
+	@rustup target list --installed | grep -q '^aarch64-unknown-linux-gnu$$' || rustup target add aarch64-unknown-linux-gnu
 	env -u CARGO_TARGET_DIR sam build
 
 lambda: venv
 	cargo lambda build --release --arm64
 
-test: venv lint template
+test: venv lint template sam-build
 	$(PY) -m unittest discover --start-directory dev --pattern 'test_*.py'
 	cargo build --workspace
 	cargo test --workspace

@@ -212,6 +212,9 @@ pub struct BatchStats {
     pub bulk_requests: u64,
     pub bulk_bytes: u64,
     pub embed: EmbedStats,
+    /// Wall time spent embedding, and writing to Elasticsearch.
+    pub embed_ms: u64,
+    pub index_ms: u64,
 }
 
 /// One distinct chunk of the batch and the messages that carry it.
@@ -449,6 +452,7 @@ pub async fn handle_batch<E: Embedder, I: SearchIndex, Q: ChunkQueue>(
         concurrency: cfg.concurrency,
         ..EmbedPolicy::default()
     };
+    let embed_started = std::time::Instant::now();
     let (vectors, embed_stats) = embed_all(
         &deps.embedder,
         &texts,
@@ -458,6 +462,7 @@ pub async fn handle_batch<E: Embedder, I: SearchIndex, Q: ChunkQueue>(
     )
     .await;
     stats.embed = embed_stats;
+    stats.embed_ms = embed_started.elapsed().as_millis() as u64;
     for (&w, result) in to_embed.iter().zip(vectors) {
         match result {
             Ok(v) => {
@@ -513,6 +518,7 @@ pub async fn handle_batch<E: Embedder, I: SearchIndex, Q: ChunkQueue>(
         actions.push((w, bytes));
     }
 
+    let index_started = std::time::Instant::now();
     let outcome = index_with_retries(
         &deps.index,
         actions,
@@ -521,6 +527,7 @@ pub async fn handle_batch<E: Embedder, I: SearchIndex, Q: ChunkQueue>(
         &mut stats,
     )
     .await;
+    stats.index_ms = index_started.elapsed().as_millis() as u64;
     for (w, result) in outcome {
         match result {
             Ok(()) => stats.indexed += 1,
@@ -755,6 +762,8 @@ fn emit(stats: &BatchStats, model: &EmbeddingModel) {
         .count("BedrockRetries", stats.embed.retries)
         .count("InputTokens", stats.embed.input_tokens)
         .count("BulkRequests", stats.bulk_requests)
+        .value("EmbedMillis", stats.embed_ms as f64, "Milliseconds")
+        .value("IndexMillis", stats.index_ms as f64, "Milliseconds")
         .value("BulkBytes", stats.bulk_bytes as f64, "Bytes");
     m.emit();
 }
