@@ -293,21 +293,37 @@ pub async fn run(args: &[String]) -> Result<(), Box<dyn std::error::Error>> {
             .map(|n| n.get())
             .unwrap_or(1)
     );
+    if args.iter().any(|a| a == "--memory") {
+        // Only the memory-against-size table (it is the slow one with --large).
+        let mut sizes = vec![
+            ("10 MB JSON Lines", 10 << 20, false),
+            ("100 MB JSON Lines", 100 << 20, false),
+        ];
+        if large {
+            sizes.push(("1 GiB JSON Lines", 1 << 30, false));
+        }
+        sizes.push(("200 MiB JSON array", 200 << 20, true));
+        return ingest_memory_by_size(&sizes).await;
+    }
     let stack = LocalStack::start(&[]).await?;
     cold_starts(&stack).await?;
     drop(stack);
 
+    ingest_sizes(&[
+        ("10 MB JSON Lines", 10 << 20, false),
+        ("100 MB JSON Lines", 100 << 20, false),
+        ("50 MiB JSON array", 50 << 20, true),
+    ])
+    .await?;
     let mut sizes = vec![
         ("10 MB JSON Lines", 10 << 20, false),
         ("100 MB JSON Lines", 100 << 20, false),
     ];
     if large {
         sizes.push(("1 GiB JSON Lines", 1 << 30, false));
-        sizes.push(("200 MiB JSON array", 200 << 20, true));
-    } else {
-        sizes.push(("50 MiB JSON array", 50 << 20, true));
     }
-    ingest_sizes(&sizes).await?;
+    sizes.push(("200 MiB JSON array", 200 << 20, true));
+    ingest_memory_by_size(&sizes).await?;
 
     println!(
         "\n## Embed-index against the stand-in with 50 ms per call, EMBED_CONCURRENCY=8, batches of 10 messages"
@@ -334,5 +350,139 @@ pub async fn run(args: &[String]) -> Result<(), Box<dyn std::error::Error>> {
         "\n## End to end on the local stack (stand-in without latency; moto and noida-db are single processes)"
     );
     end_to_end(2000).await?;
+    Ok(())
+}
+
+/// Counts what ingest would send, and sends nothing: isolates ingest's own memory and CPU from
+/// the queue it writes to.
+struct NullQueue;
+
+impl sakuin::queue::ChunkQueue for NullQueue {
+    async fn send_batch(
+        &self,
+        _entries: &[sakuin::queue::QueueEntry],
+    ) -> Result<Vec<sakuin::queue::EntryFailure>, sakuin::queue::QueueError> {
+        Ok(Vec::new())
+    }
+}
+
+struct NoContinuation;
+
+impl sakuin::ingest::Continuation for NoContinuation {
+    async fn hand_over(&self, _event: Value) -> Result<(), String> {
+        Err("the memory benchmark runs each object in one invocation".into())
+    }
+}
+
+/// `sakuin-local ingest-memory BUCKET KEY`: ingests one object from S3 (endpoint from the
+/// environment) in this process, with a queue that drops what it is given, and prints the
+/// process's own CPU seconds and peak RSS as JSON. Run as a child of the benchmark, so nothing
+/// else lives in the measured process.
+pub async fn ingest_memory(args: &[String]) -> Result<(), Box<dyn std::error::Error>> {
+    let [bucket, key] = args else {
+        return Err("usage: sakuin-local ingest-memory BUCKET KEY".into());
+    };
+    let mut env = sakuin::config::Env::from_process();
+    let config = sakuin::config::IngestConfig::from_env(&mut env)?;
+    let sdk = sakuin::aws::sdk_config().await;
+    let store = sakuin::store::S3Store::new(sakuin::aws::s3_client(&sdk, &mut env));
+    let deps = sakuin::ingest::IngestDeps {
+        store,
+        queue: NullQueue,
+        continuation: NoContinuation,
+        config,
+    };
+    let event = crate::pipeline::s3_event("ObjectCreated:Put", bucket, key, None, None);
+    let started = Instant::now();
+    let summary = sakuin::ingest::handle_event(
+        &deps,
+        event,
+        sakuin::retry::Deadline::after(Duration::from_secs(3600)),
+    )
+    .await?;
+    let (cpu, peak) = process_usage(std::process::id()).unwrap_or_default();
+    println!(
+        "{}",
+        json!({"records": summary.records, "chunks": summary.chunks, "messages": summary.messages,
+               "wall_s": started.elapsed().as_secs_f64(), "cpu_s": cpu, "peak_rss": peak})
+    );
+    Ok(())
+}
+
+/// Peak RSS of ingest against object size, on objects up to 1 GiB: S3 from moto, the queue a
+/// null sink (moto's single-process SQS cannot absorb a gigabyte of chunks in reasonable time).
+async fn ingest_memory_by_size(
+    sizes: &[(&str, usize, bool)],
+) -> Result<(), Box<dyn std::error::Error>> {
+    println!(
+        "\n## Ingest memory against object size (S3 read from moto, chunks to a null queue, one process per object)"
+    );
+    println!(
+        "  {:<22} {:>9} {:>9} {:>10} {:>9} {:>11} {:>13}",
+        "object", "records", "MB/s", "records/s", "CPU s", "CPU s/10k", "peak RSS MiB"
+    );
+    let stack = LocalStack::start(&[]).await?;
+    let provisioned = crate::pipeline::provision(&stack, &PipelineOptions::default()).await?;
+    for &(label, bytes, array) in sizes {
+        let (body, records) = if array {
+            array_corpus(bytes)
+        } else {
+            jsonl_corpus(bytes)
+        };
+        let size = body.len() as u64;
+        let key = format!("memory/{}.{}", size, if array { "json" } else { "jsonl" });
+        provisioned
+            .s3
+            .put_object()
+            .bucket(crate::pipeline::BUCKET)
+            .key(&key)
+            .body(body.into())
+            .send()
+            .await?;
+        let out = tokio::process::Command::new(std::env::current_exe()?)
+            .args(["ingest-memory", crate::pipeline::BUCKET, &key])
+            .envs(
+                provisioned
+                    .env
+                    .iter()
+                    .map(|(k, v)| (k.as_str(), v.as_str())),
+            )
+            .env("RUST_LOG", "warn")
+            .output()
+            .await?;
+        let line = String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter(|l| l.starts_with("{\""))
+            .last()
+            .unwrap_or_default()
+            .to_owned();
+        let Ok(v) = serde_json::from_str::<Value>(&line) else {
+            println!(
+                "  {label:<22} failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+                    .lines()
+                    .last()
+                    .unwrap_or_default()
+            );
+            continue;
+        };
+        assert_eq!(v["records"].as_u64(), Some(records));
+        let wall = v["wall_s"].as_f64().unwrap_or(1.0);
+        let cpu = v["cpu_s"].as_f64().unwrap_or(0.0);
+        println!(
+            "  {label:<22} {records:>9} {:>9.1} {:>10.0} {cpu:>9.2} {:>11.3} {:>13.1}",
+            mib(size) / wall,
+            records as f64 / wall,
+            cpu / records as f64 * 10_000.0,
+            mib(v["peak_rss"].as_u64().unwrap_or(0))
+        );
+        provisioned
+            .s3
+            .delete_object()
+            .bucket(crate::pipeline::BUCKET)
+            .key(&key)
+            .send()
+            .await?;
+    }
     Ok(())
 }

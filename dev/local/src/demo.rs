@@ -73,8 +73,9 @@ pub async fn run(queries: &[String]) -> Result<(), Box<dyn std::error::Error>> {
         println!("  s3://{}/{key:<34} → {summary}", crate::pipeline::BUCKET);
     }
     println!("▶ draining the chunk queue into embed-index (as the SQS event source mapping does)");
+    let ingested = started.elapsed();
     let drained = pipeline.drain(Duration::from_secs(120)).await?;
-    let elapsed = started.elapsed();
+    let elapsed = ingested + drained.busy;
     println!(
         "  {} invocation(s), {} message(s), {} reported failure(s), {} in the DLQ",
         drained.invocations,

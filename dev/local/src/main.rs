@@ -6,19 +6,24 @@ use std::process::ExitCode;
 const USAGE: &str = "\
 usage: sakuin-local demo [QUERY...]   run the samples through the whole pipeline, probe, search
        sakuin-local stack             start the local stack, write .local/stack.env, wait for Ctrl-C
-       sakuin-local bench [--large]   print performance figures (--large: 1 GiB and 200 MiB objects)";
+       sakuin-local bench [--large]   print performance figures (--large: adds a 1 GiB object)";
 
 #[tokio::main]
 async fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let result = match args.first().map(String::as_str) {
-        Some("demo") => sakuin_local::demo::run(&args[1..]).await,
-        Some("stack") => sakuin_local::demo::serve_stack().await,
-        Some("bench") => sakuin_local::bench::run(&args[1..]).await,
-        _ => {
-            eprintln!("{USAGE}");
-            return ExitCode::from(2);
+    // Ctrl-C drops the running command, and with it the local stack it started.
+    let command = async {
+        match args.first().map(String::as_str) {
+            Some("demo") => sakuin_local::demo::run(&args[1..]).await,
+            Some("stack") => sakuin_local::demo::serve_stack().await,
+            Some("bench") => sakuin_local::bench::run(&args[1..]).await,
+            Some("ingest-memory") => sakuin_local::bench::ingest_memory(&args[1..]).await,
+            _ => Err(USAGE.into()),
         }
+    };
+    let result: Result<(), Box<dyn std::error::Error>> = tokio::select! {
+        result = command => result,
+        _ = tokio::signal::ctrl_c() => Err("interrupted".into()),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

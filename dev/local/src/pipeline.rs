@@ -72,6 +72,9 @@ pub struct DrainStats {
     pub deleted: u64,
     pub reported_failures: u64,
     pub function_errors: u64,
+    /// From the start of the drain to the end of its last invocation (without the quiet wait
+    /// that proves the queue empty).
+    pub busy: Duration,
 }
 
 /// The bucket, queues and function environment on a running stack, before any function starts.
@@ -251,11 +254,13 @@ impl Pipeline {
     /// visibility timeout, so it waits that long before deciding the queue is drained).
     pub async fn drain(&self, limit: Duration) -> Result<DrainStats, Box<dyn std::error::Error>> {
         let mut stats = DrainStats::default();
-        let give_up = Instant::now() + limit;
+        let started = Instant::now();
+        let give_up = started + limit;
         let mut quiet_since: Option<Instant> = None;
         while Instant::now() < give_up {
             match self.deliver_batch(10).await? {
                 Some((outcome, ids)) => {
+                    stats.busy = started.elapsed();
                     quiet_since = None;
                     stats.invocations += 1;
                     stats.messages += ids.len() as u64;
