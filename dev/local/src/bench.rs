@@ -452,8 +452,7 @@ async fn ingest_memory_by_size(
             .await?;
         let line = String::from_utf8_lossy(&out.stdout)
             .lines()
-            .filter(|l| l.starts_with("{\""))
-            .last()
+            .rfind(|l| l.contains("\"peak_rss\""))
             .unwrap_or_default()
             .to_owned();
         let Ok(v) = serde_json::from_str::<Value>(&line) else {
