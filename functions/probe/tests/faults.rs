@@ -676,3 +676,41 @@ async fn the_cli_prints_the_same_report_and_exits_by_it() {
         "{out}"
     );
 }
+
+/// The Elasticsearch client the pipeline uses (not the probe's own handshake) trusts a private CA
+/// given in `ES_CA_CERT`, and still checks the host name and refuses unknown issuers.
+#[tokio::test]
+async fn the_elasticsearch_client_trusts_the_private_ca_and_checks_the_host_name() {
+    use sakuin::es::{EsClient, EsError, EsSettings};
+    let certs = Certs::make();
+    let ca = std::fs::read_to_string(certs.path("ca.pem")).unwrap();
+    for (cert, trusted) in [
+        ("good.pem", true),
+        ("wrong_host.pem", false),
+        ("self_signed.pem", false),
+    ] {
+        let server = serve(Cluster::default().responder(), Some(certs.acceptor(cert))).await;
+        let settings = EsSettings {
+            host: "127.0.0.1".into(),
+            port: server.port().parse().unwrap(),
+            use_ssl: true,
+            verify_certs: true,
+            ca_cert_pem: Some(ca.clone()),
+            auth: None,
+            index: "documents".into(),
+            timeout: Duration::from_secs(5),
+            connect_timeout: Duration::from_secs(2),
+        };
+        let result = EsClient::new(&settings).unwrap().cluster_health().await;
+        match (trusted, result) {
+            (true, Ok(health)) => assert!(!health.status.is_empty()),
+            (false, Err(EsError::Unreachable { detail, .. })) => {
+                assert!(
+                    detail.to_lowercase().contains("certificate"),
+                    "{cert}: {detail}"
+                )
+            }
+            (_, other) => panic!("{cert}: {other:?}"),
+        }
+    }
+}
