@@ -126,7 +126,7 @@ pub async fn run(queries: &[String]) -> Result<(), Box<dyn std::error::Error>> {
     let embedder = BedrockEmbedder::new(sakuin::aws::bedrock_client(&sdk), model);
     let defaults = [
         "パスワードを忘れました".to_string(),
-        "how do I export my data".into(),
+        "export all data as CSV".into(),
         "TCP check times out".into(),
     ];
     let queries = if queries.is_empty() {

@@ -699,3 +699,45 @@ async fn large_objects_continue_across_invocations_and_backfill_reads_a_prefix()
     }
     pipeline.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_index_with_other_dimensions_stops_embed_index_with_the_fix() {
+    let pipeline = start(PipelineOptions {
+        index: "wrongdims".into(),
+        ..PipelineOptions::default()
+    })
+    .await;
+    let mapping =
+        json!({"mappings": {"properties": {"embedding": {"type": "dense_vector", "dims": 3}}}});
+    let (status, _) = pipeline
+        .es()
+        .send(
+            reqwest::Method::PUT,
+            "/wrongdims",
+            Some((mapping.to_string().into_bytes(), "application/json")),
+        )
+        .await
+        .unwrap();
+    assert!(status.is_success());
+    let event = pipeline
+        .put_object(
+            "dims/a.jsonl",
+            b"{\"id\":\"d\",\"text\":\"some text\"}\n".to_vec(),
+        )
+        .await
+        .unwrap();
+    pipeline.invoke_ingest(&event).await.unwrap();
+    let (outcome, _) = pipeline.deliver_batch(10).await.unwrap().unwrap();
+    let err = outcome.unwrap_err();
+    assert_eq!(err.error_type, "IndexSetupError");
+    for needle in ["wrongdims", "3 dimensions", "produces 256", "ES_INDEX"] {
+        assert!(
+            err.error_message.contains(needle),
+            "{needle}: {}",
+            err.error_message
+        );
+    }
+    // Nothing was written: not one rejected document per chunk, one clear error.
+    assert_eq!(pipeline.es().count().await.unwrap(), 0);
+    pipeline.stop().await;
+}
