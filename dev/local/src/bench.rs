@@ -293,17 +293,17 @@ pub async fn run(args: &[String]) -> Result<(), Box<dyn std::error::Error>> {
             .map(|n| n.get())
             .unwrap_or(1)
     );
+    // Memory against object size: 1 GiB only with --large (uploading it takes a while).
+    let mut memory_sizes = vec![
+        ("10 MB JSON Lines", 10 << 20, false),
+        ("100 MB JSON Lines", 100 << 20, false),
+    ];
+    if large {
+        memory_sizes.push(("1 GiB JSON Lines", 1 << 30, false));
+    }
+    memory_sizes.push(("200 MiB JSON array", 200 << 20, true));
     if args.iter().any(|a| a == "--memory") {
-        // Only the memory-against-size table (it is the slow one with --large).
-        let mut sizes = vec![
-            ("10 MB JSON Lines", 10 << 20, false),
-            ("100 MB JSON Lines", 100 << 20, false),
-        ];
-        if large {
-            sizes.push(("1 GiB JSON Lines", 1 << 30, false));
-        }
-        sizes.push(("200 MiB JSON array", 200 << 20, true));
-        return ingest_memory_by_size(&sizes).await;
+        return ingest_memory_by_size(&memory_sizes).await;
     }
     let stack = LocalStack::start(&[]).await?;
     cold_starts(&stack).await?;
@@ -315,15 +315,7 @@ pub async fn run(args: &[String]) -> Result<(), Box<dyn std::error::Error>> {
         ("50 MiB JSON array", 50 << 20, true),
     ])
     .await?;
-    let mut sizes = vec![
-        ("10 MB JSON Lines", 10 << 20, false),
-        ("100 MB JSON Lines", 100 << 20, false),
-    ];
-    if large {
-        sizes.push(("1 GiB JSON Lines", 1 << 30, false));
-    }
-    sizes.push(("200 MiB JSON array", 200 << 20, true));
-    ingest_memory_by_size(&sizes).await?;
+    ingest_memory_by_size(&memory_sizes).await?;
 
     println!(
         "\n## Embed-index against the stand-in with 50 ms per call, EMBED_CONCURRENCY=8, batches of 10 messages"
