@@ -1,7 +1,7 @@
 """Local stand-in for the Amazon Bedrock Runtime InvokeModel API, serving deterministic hashed embeddings.
 
 Usage: python3 dev/bedrock_stub.py --host 127.0.0.1 --port 0 [--latency-ms N]
-       [--throttle-every N] [--fail-every N] [--deny-models a,b] [--verbose]
+       [--throttle-every N] [--fail-every N] [--deny-models a,b] [--workers N] [--verbose]
 
 Prints `listening on <host>:<port>` once it accepts connections. Besides
 `POST /model/{modelId}/invoke` it serves a small control API under `/_stub/`
@@ -13,13 +13,17 @@ import hashlib
 import ipaddress
 import json
 import math
+import multiprocessing
+import os
 import re
+import signal
 import sys
 import threading
 import time
 import unicodedata
 import uuid
 from collections import Counter
+from concurrent.futures import ProcessPoolExecutor
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import unquote, urlsplit
 
@@ -62,6 +66,8 @@ class BedrockError(Exception):
         self.code = code
         self.message = message
         self.outcome = outcome
+        # Seconds the answer takes, set by `invoke` from the config the call ran under.
+        self.latency = 0.0
 
     @property
     def status(self):
@@ -584,28 +590,56 @@ def injected_fault(number, config):
     return None
 
 
-def invoke(state, model_id, raw_body):
-    """Run one InvokeModel call; return (payload, input token count) or raise BedrockError."""
-    number, config = state.begin_call(model_id)
-    if config["latency_ms"]:
-        time.sleep(config["latency_ms"] / 1000.0)
+def compute(model_id, raw_body):
+    """The CPU-bound part of a call: validate, embed and encode. Runs in a worker process when
+    the stand-in has them, so concurrent calls are served in parallel as the real service does.
+
+    Returns (error, body, input token count, texts); `error` is None or the (code, message,
+    outcome) of a BedrockError, which crosses process boundaries as plain values.
+    """
     try:
-        fault = injected_fault(number, config)
-        if fault is not None:
-            raise fault
-        if model_aliases(model_id) & set(config["deny_models"]):
-            raise BedrockError("AccessDeniedException", DENIED_MESSAGE, "denied")
         handler = resolve_model(model_id)
         payload, tokens, texts = handler(parse_body(raw_body))
+        return None, to_json(payload).encode("utf-8"), tokens, texts
     except BedrockError as err:
-        state.finish_call(err.outcome)
-        raise
-    except Exception as err:
-        # A stub bug should surface as a readable 500, not a dropped connection.
-        state.finish_call("failed")
-        raise BedrockError("InternalServerException", f"bedrock stub error: {err!r}", "failed") from err
+        return (err.code, err.message, err.outcome), None, 0, 0
+    except Exception as err:  # noqa: BLE001 - a stub bug should surface as a readable 500
+        return ("InternalServerException", f"bedrock stub error: {err!r}", "failed"), None, 0, 0
+
+
+def invoke(state, model_id, raw_body, pool=None):
+    """Run one InvokeModel call.
+
+    Returns (encoded payload, input token count, latency in seconds) or raises BedrockError,
+    whose `latency` is set too. The caller holds the answer back until the latency has passed
+    since the call began, so the stand-in's own work (embedding, encoding) happens inside the
+    configured latency instead of adding to it, as a real service's response time would.
+    """
+    number, config = state.begin_call(model_id)
+    latency = config["latency_ms"] / 1000.0
+    fault = injected_fault(number, config)
+    if fault is None and model_aliases(model_id) & set(config["deny_models"]):
+        fault = BedrockError("AccessDeniedException", DENIED_MESSAGE, "denied")
+    if fault is None:
+        if pool is None:
+            error, body, tokens, texts = compute(model_id, raw_body)
+        else:
+            error, body, tokens, texts = pool.submit(compute, model_id, raw_body).result()
+        if error is not None:
+            fault = BedrockError(*error)
+    if fault is not None:
+        state.finish_call(fault.outcome)
+        fault.latency = latency
+        raise fault
     state.finish_call("ok", texts)
-    return payload, tokens
+    return body, tokens, latency
+
+
+def hold_until(started, latency):
+    """Sleep until `latency` seconds have passed since `started` (time.monotonic())."""
+    remaining = started + latency - time.monotonic()
+    if remaining > 0:
+        time.sleep(remaining)
 
 
 # --- HTTP ---------------------------------------------------------------------------------
@@ -617,19 +651,22 @@ class BadRequest(Exception):
     """The HTTP framing itself is broken, so the connection cannot be reused."""
 
 
+_ZERO = "0.0,"
+
+
 def to_json(obj):
     """Compact JSON; hand-rolled for embeddings because json.dumps spends most time on zeros."""
     if isinstance(obj, Vector):
-        parts = ["0.0"] * len(obj)
-        # Hashed vectors hold few distinct values (mostly +-1 token per slot), so share reprs.
-        texts = {}
-        for slot in obj.nonzero:
-            value = obj[slot]
-            text = texts.get(value)
-            if text is None:
-                text = texts[value] = repr(value)
-            parts[slot] = text
-        return "[" + ",".join(parts) + "]"
+        # Runs of zeros between the few non-zero slots are written as repeated strings.
+        out = []
+        previous = -1
+        for slot in sorted(obj.nonzero):
+            out.append(_ZERO * (slot - previous - 1))
+            out.append(repr(obj[slot]))
+            out.append(",")
+            previous = slot
+        out.append(_ZERO * (len(obj) - previous - 1))
+        return "[" + "".join(out)[:-1] + "]"
     if isinstance(obj, dict):
         items = (json.dumps(str(k), ensure_ascii=False) + ":" + to_json(v) for k, v in obj.items())
         return "{" + ",".join(items) + "}"
@@ -662,6 +699,7 @@ class StubHandler(BaseHTTPRequestHandler):
             super().log_message(format, *args)
 
     def _dispatch(self, method):
+        started = time.monotonic()
         try:
             raw = self._read_body()
         except BadRequest as err:
@@ -671,7 +709,7 @@ class StubHandler(BaseHTTPRequestHandler):
         path = urlsplit(self.path).path
         match = _INVOKE_PATH.match(path)
         if match and method == "POST":
-            self._invoke(unquote(match.group(1)), raw)
+            self._invoke(unquote(match.group(1)), raw, started)
         elif path.startswith("/_stub/"):
             self._control(method, path, raw)
         else:
@@ -711,13 +749,15 @@ class StubHandler(BaseHTTPRequestHandler):
             pass
         return b"".join(parts)
 
-    def _invoke(self, model_id, raw):
+    def _invoke(self, model_id, raw, started):
         try:
-            payload, tokens = invoke(self.server.state, model_id, raw)
+            body, tokens, latency = invoke(self.server.state, model_id, raw, self.server.pool)
         except BedrockError as err:
-            self._send_error(err)
+            self._send_error(err, started)
             return
-        self._send_json(200, payload, {"X-Amzn-Bedrock-Input-Token-Count": str(tokens)})
+        headers = {"X-Amzn-Bedrock-Input-Token-Count": str(tokens)}
+        hold_until(started, latency)
+        self._send_bytes(200, body, headers)
 
     def _control(self, method, path, raw):
         state = self.server.state
@@ -739,12 +779,18 @@ class StubHandler(BaseHTTPRequestHandler):
         else:
             self._send_json(404, {"message": f"No control endpoint {method} {path}"})
 
-    def _send_error(self, err):
+    def _send_error(self, err, started=None):
         headers = {"x-amzn-ErrorType": f"{err.code}:{ERROR_NAMESPACE}"}
-        self._send_json(err.status, {"message": err.message}, headers)
+        self._send_json(err.status, {"message": err.message}, headers,
+                        started=started, latency=err.latency)
 
-    def _send_json(self, status, obj, headers=None):
+    def _send_json(self, status, obj, headers=None, started=None, latency=0.0):
         data = to_json(obj).encode("utf-8")
+        if started is not None:
+            hold_until(started, latency)
+        self._send_bytes(status, data, headers)
+
+    def _send_bytes(self, status, data, headers=None):
         self.send_response(status)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(data)))
@@ -762,9 +808,11 @@ class StubServer(ThreadingHTTPServer):
     block_on_close = False
     request_queue_size = 128
 
-    def __init__(self, address, state, verbose=False):
+    def __init__(self, address, state, verbose=False, pool=None):
         self.state = state
         self.verbose = verbose
+        # Worker processes for the embedding work (None: in the handler thread).
+        self.pool = pool
         super().__init__(address, StubHandler)
 
 
@@ -792,7 +840,8 @@ def parse_args(argv):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--host", type=_loopback_host, default="127.0.0.1")
     parser.add_argument("--port", type=int, default=0, help="0 picks a free port")
-    parser.add_argument("--latency-ms", type=float, default=0, help="delay per InvokeModel call")
+    parser.add_argument("--latency-ms", type=float, default=0,
+                        help="time each InvokeModel call takes, the stand-in's own work included")
     parser.add_argument("--throttle-every", type=_count, default=0,
                         help="answer every Nth InvokeModel call with 429 (0 = off)")
     parser.add_argument("--fail-every", type=_count, default=0,
@@ -801,6 +850,9 @@ def parse_args(argv):
                         default="InternalServerException")
     parser.add_argument("--deny-models", default="",
                         help="comma-separated model ids that answer 403 AccessDeniedException")
+    parser.add_argument("--workers", type=_count, default=os.cpu_count() or 1,
+                        help="processes computing embeddings (0 = in the request threads); "
+                             "default: one per CPU")
     parser.add_argument("--verbose", action="store_true", help="log requests to stderr")
     args = parser.parse_args(argv)
     if args.latency_ms < 0:
@@ -810,6 +862,9 @@ def parse_args(argv):
 
 def main(argv=None):
     args = parse_args(argv)
+    # A handler thread whose latency has passed must get the GIL back promptly to answer, not
+    # after another thread's 5 ms time slice of embedding work.
+    sys.setswitchinterval(0.0005)
     latency = int(args.latency_ms) if float(args.latency_ms).is_integer() else args.latency_ms
     state = StubState({
         "latency_ms": latency,
@@ -818,8 +873,19 @@ def main(argv=None):
         "fail_error": args.fail_error,
         "deny_models": args.deny_models.split(","),
     })
-    server = StubServer((args.host, args.port), state, args.verbose)
+    pool = None
+    if args.workers:
+        # Spawned, not forked: the server is multi-threaded by the time calls arrive. The
+        # warm-up call starts every worker before the stand-in reports that it listens.
+        pool = ProcessPoolExecutor(args.workers, mp_context=multiprocessing.get_context("spawn"))
+        warm = [pool.submit(compute, "amazon.titan-embed-text-v2:0", b'{"inputText": "warm"}')
+                for _ in range(args.workers)]
+        for future in warm:
+            future.result()
+    server = StubServer((args.host, args.port), state, args.verbose, pool)
     host, port = server.server_address[:2]
+    # SIGTERM unwinds like Ctrl-C, so the worker processes are shut down with the server.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     print(f"listening on {host}:{port}", flush=True)
     try:
         server.serve_forever()
@@ -827,6 +893,8 @@ def main(argv=None):
         pass
     finally:
         server.server_close()
+        if pool is not None:
+            pool.shutdown(cancel_futures=True)
 
 
 if __name__ == "__main__":

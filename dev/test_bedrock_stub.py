@@ -430,6 +430,14 @@ class ControlApiTests(StubTestCase):
         self.embed_ok(TITAN_V2, {"inputText": "slow"})
         self.assertGreaterEqual(time.monotonic() - started, 0.15)
 
+    def test_errors_take_the_latency_too(self):
+        # A throttled call is no faster than a served one: clients back off from its answer.
+        self.request("POST", "/_stub/config", {"latency_ms": 150, "throttle_every": 1})
+        started = time.monotonic()
+        self.assertBedrockError(self.invoke(TITAN_V2, {"inputText": "slow"}), 429,
+                                "ThrottlingException")
+        self.assertGreaterEqual(time.monotonic() - started, 0.15)
+
 
 class HttpTests(StubTestCase):
     def test_keep_alive(self):

@@ -369,6 +369,9 @@ pub struct EmbedIndexConfig {
     /// Where chunks go back, with their vectors, when Elasticsearch stays unavailable
     /// (`CHUNK_QUEUE_URL`); without it such messages just fail and are retried.
     pub requeue_url: Option<String>,
+    /// How long requeued chunks wait before they come back (`REQUEUE_DELAY_SECS`, SQS's
+    /// `DelaySeconds`: 0–900).
+    pub requeue_delay_secs: i32,
     pub message_max_bytes: usize,
     pub sqs_max_payload_bytes: usize,
 }
@@ -411,6 +414,12 @@ impl EmbedIndexConfig {
             .parse::<usize>("ES_BULK_MAX_BYTES", 10 * 1024 * 1024)
             .max(64 * 1024);
         let requeue_url = env.get("CHUNK_QUEUE_URL");
+        let requeue_delay_secs = env.parse::<i32>("REQUEUE_DELAY_SECS", 60);
+        if !(0..=900).contains(&requeue_delay_secs) {
+            env.problem(format!(
+                "REQUEUE_DELAY_SECS={requeue_delay_secs} must be between 0 and 900 (SQS DelaySeconds)"
+            ));
+        }
         let message_max_bytes = env
             .parse::<usize>("MESSAGE_MAX_BYTES", 64 * 1024)
             .clamp(4096, 1024 * 1024);
@@ -430,6 +439,7 @@ impl EmbedIndexConfig {
             concurrency,
             bulk_max_bytes,
             requeue_url,
+            requeue_delay_secs,
             message_max_bytes,
             sqs_max_payload_bytes,
         })

@@ -12,10 +12,14 @@ use tokio::sync::OnceCell;
 use tracing::{error, info, warn};
 
 use crate::config::EmbedIndexConfig;
-use crate::embed::{EmbedPolicy, EmbedStats, Embedder, EmbeddingModel, InputPurpose, embed_all};
+use crate::embed::{
+    EmbedError, EmbedPolicy, EmbedStats, Embedder, EmbeddingModel, InputPurpose, embed_all,
+};
 use crate::es::bulk::{push_index, push_update};
 use crate::es::document::SourceFields;
-use crate::es::{BulkOutcome, ChunkDocument, EsClient, EsError, ItemOutcome, VectorSettings};
+use crate::es::{
+    BulkOutcome, ChunkDocument, EsClient, EsError, ItemOutcome, Stored, VectorSettings,
+};
 use crate::ids::{chunk_id, content_sha256, source_marker_id};
 use crate::message::{
     CarriedVector, ChunkMessage, ChunkPayload, MessagePacker, Operation, SourceRef,
@@ -35,23 +39,20 @@ pub trait SearchIndex: Send + Sync {
         vectors: &VectorSettings,
     ) -> impl Future<Output = Result<(), EsError>> + Send;
 
-    /// `(id, content_sha256, model_id)` of the chunks among `ids` that are stored.
-    fn fingerprints(
+    /// What a batch needs to know before it embeds, in one round trip: the stored fingerprints
+    /// of the chunks among `chunk_ids`, and the newest sequencer applied per marker among
+    /// `marker_ids`.
+    fn lookup(
         &self,
-        ids: &[String],
-    ) -> impl Future<Output = Result<Vec<(String, String, String)>, EsError>> + Send;
+        chunk_ids: &[String],
+        marker_ids: &[String],
+    ) -> impl Future<Output = Result<Stored, EsError>> + Send;
 
     fn bulk(
         &self,
         body: Vec<u8>,
         actions: usize,
     ) -> impl Future<Output = Result<BulkOutcome, EsError>> + Send;
-
-    /// The newest sequencer applied, per source marker id among `ids` that has one.
-    fn markers(
-        &self,
-        ids: &[String],
-    ) -> impl Future<Output = Result<HashMap<String, String>, EsError>> + Send;
 
     /// Records the newest event applied for some source objects.
     fn set_markers(
@@ -95,16 +96,12 @@ impl SearchIndex for EsClient {
         self.ensure_marker_index().await
     }
 
-    async fn fingerprints(&self, ids: &[String]) -> Result<Vec<(String, String, String)>, EsError> {
-        self.stored_fingerprints(ids).await
+    async fn lookup(&self, chunk_ids: &[String], marker_ids: &[String]) -> Result<Stored, EsError> {
+        EsClient::lookup(self, chunk_ids, marker_ids).await
     }
 
     async fn bulk(&self, body: Vec<u8>, actions: usize) -> Result<BulkOutcome, EsError> {
         EsClient::bulk(self, body, actions).await
-    }
-
-    async fn markers(&self, ids: &[String]) -> Result<HashMap<String, String>, EsError> {
-        Ok(EsClient::markers(self, ids).await?.into_iter().collect())
     }
 
     async fn set_markers(&self, markers: &[SourceMarker]) -> Result<(), EsError> {
@@ -209,12 +206,91 @@ pub struct BatchStats {
     pub requeued: u64,
     pub failed_embedding: u64,
     pub failed_indexing: u64,
+    /// The failed chunks (embedding and indexing) by reason.
+    pub failures: Failures,
     pub bulk_requests: u64,
+    /// Bulk items answered 429 or 5xx (or in a request that failed transiently) and resent.
+    pub bulk_retries: u64,
     pub bulk_bytes: u64,
     pub embed: EmbedStats,
     /// Wall time spent embedding, and writing to Elasticsearch.
     pub embed_ms: u64,
     pub index_ms: u64,
+}
+
+/// Why a chunk did not land in an invocation: the `Reason` dimension of `ChunksFailed`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FailureReason {
+    /// Bedrock was still throttling when the retries or the time ran out.
+    Throttled,
+    /// Bedrock 5xx, timeouts or connection errors past the retries.
+    BedrockError,
+    /// Not embedded because the invocation's time ran short.
+    OutOfTime,
+    /// Bedrock refused the input (`ValidationException` and other permanent errors).
+    ModelRejected,
+    /// `AccessDeniedException`: the role's policy or the account's model access.
+    AccessDenied,
+    /// Elasticsearch rejected the document (mapping, size): permanent for its message.
+    EsRejected,
+    /// Elasticsearch unreachable, or 429 / 5xx past the retries.
+    EsUnavailable,
+}
+
+impl FailureReason {
+    pub const ALL: [FailureReason; 7] = [
+        FailureReason::Throttled,
+        FailureReason::BedrockError,
+        FailureReason::OutOfTime,
+        FailureReason::ModelRejected,
+        FailureReason::AccessDenied,
+        FailureReason::EsRejected,
+        FailureReason::EsUnavailable,
+    ];
+
+    pub fn label(self) -> &'static str {
+        match self {
+            FailureReason::Throttled => "throttled",
+            FailureReason::BedrockError => "bedrock_error",
+            FailureReason::OutOfTime => "out_of_time",
+            FailureReason::ModelRejected => "model_rejected",
+            FailureReason::AccessDenied => "access_denied",
+            FailureReason::EsRejected => "es_rejected",
+            FailureReason::EsUnavailable => "es_unavailable",
+        }
+    }
+
+    fn of_embedding(error: &EmbedError) -> Self {
+        match error {
+            EmbedError::Throttled(_) => FailureReason::Throttled,
+            EmbedError::Transient(_) => FailureReason::BedrockError,
+            EmbedError::OutOfTime => FailureReason::OutOfTime,
+            EmbedError::Permanent { .. } if error.is_access_denied() => FailureReason::AccessDenied,
+            EmbedError::Permanent { .. } => FailureReason::ModelRejected,
+        }
+    }
+}
+
+/// Failed chunks counted by [`FailureReason`].
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Failures([u64; FailureReason::ALL.len()]);
+
+impl Failures {
+    pub fn add(&mut self, reason: FailureReason) {
+        self.0[reason as usize] += 1;
+    }
+
+    pub fn get(&self, reason: FailureReason) -> u64 {
+        self.0[reason as usize]
+    }
+
+    /// The reasons with at least one failure, and their counts.
+    pub fn nonzero(&self) -> impl Iterator<Item = (FailureReason, u64)> + '_ {
+        FailureReason::ALL
+            .into_iter()
+            .map(|r| (r, self.get(r)))
+            .filter(|(_, n)| *n > 0)
+    }
 }
 
 /// One distinct chunk of the batch and the messages that carry it.
@@ -346,7 +422,8 @@ pub async fn handle_batch<E: Embedder, I: SearchIndex, Q: ChunkQueue>(
         }
     }
 
-    // S3 event order per object, from the markers of what was already applied.
+    // One round trip for the markers of what was already applied (S3 event order per object)
+    // and the fingerprints of the chunks already stored (those unchanged are not re-embedded).
     let marker_ids: Vec<String> = messages
         .iter()
         .filter(|(_, m)| m.source.sequencer.is_some())
@@ -354,18 +431,28 @@ pub async fn handle_batch<E: Embedder, I: SearchIndex, Q: ChunkQueue>(
         .collect::<BTreeSet<_>>()
         .into_iter()
         .collect();
-    let applied = match deps.index.markers(&marker_ids).await {
-        Ok(applied) => applied,
+    let chunk_ids: Vec<String> = messages
+        .iter()
+        .flat_map(|(_, m)| &m.chunks)
+        .map(|c| chunk_id(&c.doc_id, c.chunk_index))
+        .collect::<BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    let Stored {
+        fingerprints: stored,
+        markers: applied,
+    } = match deps.index.lookup(&chunk_ids, &marker_ids).await {
+        Ok(found) => found,
         Err(e) => {
             // Without the markers, removals could undo a newer write: they wait for a retry.
-            warn!(error = %e, "could not read source markers; deletions and sweeps in this batch will be retried");
+            warn!(error = %e, "could not look up stored chunks and source markers; embedding every chunk, and deletions and sweeps in this batch will be retried");
             for (i, m) in &messages {
                 if m.op != Operation::Index {
                     failed.insert(*i);
                     hard.insert(*i);
                 }
             }
-            HashMap::new()
+            Stored::default()
         }
     };
     let ordered: Vec<(usize, ChunkMessage)> = messages
@@ -407,18 +494,6 @@ pub async fn handle_batch<E: Embedder, I: SearchIndex, Q: ChunkQueue>(
     stats.chunks = work.len() as u64;
 
     // Chunks whose text and model are unchanged keep their stored vector.
-    let ids_to_check: Vec<String> = work.iter().map(|w| w.id.clone()).collect();
-    let stored: HashMap<String, (String, String)> =
-        match deps.index.fingerprints(&ids_to_check).await {
-            Ok(found) => found
-                .into_iter()
-                .map(|(id, sha, m)| (id, (sha, m)))
-                .collect(),
-            Err(e) => {
-                warn!(error = %e, "could not look up stored chunks; embedding all of them");
-                HashMap::new()
-            }
-        };
     let unchanged: Vec<bool> = work
         .iter()
         .map(|w| {
@@ -470,6 +545,7 @@ pub async fn handle_batch<E: Embedder, I: SearchIndex, Q: ChunkQueue>(
             }
             Err(e) => {
                 stats.failed_embedding += 1;
+                stats.failures.add(FailureReason::of_embedding(&e));
                 if !e.is_retryable() {
                     error!(doc_id = %work[w].chunk.doc_id, chunk = work[w].chunk.chunk_index, error = %e, "chunk cannot be embedded");
                 }
@@ -536,8 +612,10 @@ pub async fn handle_batch<E: Embedder, I: SearchIndex, Q: ChunkQueue>(
                 let item = &work[w];
                 if let Some(reason) = reason {
                     error!(doc_id = %item.chunk.doc_id, chunk = item.chunk.chunk_index, id = %item.id, %reason, "Elasticsearch rejected the chunk");
+                    stats.failures.add(FailureReason::EsRejected);
                     hard.extend(&item.messages);
                 } else {
+                    stats.failures.add(FailureReason::EsUnavailable);
                     unavailable.extend(&item.messages);
                 }
                 failed.extend(&item.messages);
@@ -616,9 +694,6 @@ pub async fn handle_batch<E: Embedder, I: SearchIndex, Q: ChunkQueue>(
     Ok((response, stats))
 }
 
-/// Delay before requeued chunks come back: time for Elasticsearch to recover.
-const REQUEUE_DELAY_SECS: i32 = 60;
-
 async fn requeue_with_vectors<Q: ChunkQueue>(
     queue: &Q,
     source: &SourceRef,
@@ -644,7 +719,7 @@ async fn requeue_with_vectors<Q: ChunkQueue>(
     let limits = BatchLimits {
         max_payload_bytes: cfg.sqs_max_payload_bytes,
         max_attempts: 3,
-        delay_seconds: REQUEUE_DELAY_SECS,
+        delay_seconds: cfg.requeue_delay_secs,
     };
     send_all(queue, bodies, limits).await.map(|_| ())
 }
@@ -686,6 +761,7 @@ async fn index_with_retries<I: SearchIndex>(
                                 reason,
                             } => {
                                 warn!(status, %kind, %reason, "bulk item will be retried");
+                                stats.bulk_retries += 1;
                                 retry.push((w, bytes));
                             }
                             ItemOutcome::Reject {
@@ -700,6 +776,7 @@ async fn index_with_retries<I: SearchIndex>(
                 }
                 Err(e) if e.is_retryable() => {
                     warn!(error = %e, "bulk request failed; will retry");
+                    stats.bulk_retries += request.len() as u64;
                     retry.extend(request);
                 }
                 Err(e) => {
@@ -762,16 +839,25 @@ fn emit(stats: &BatchStats, model: &EmbeddingModel) {
         .count("BedrockRetries", stats.embed.retries)
         .count("InputTokens", stats.embed.input_tokens)
         .count("BulkRequests", stats.bulk_requests)
+        .count("BulkRetries", stats.bulk_retries)
         .value("EmbedMillis", stats.embed_ms as f64, "Milliseconds")
         .value("IndexMillis", stats.index_ms as f64, "Milliseconds")
         .value("BulkBytes", stats.bulk_bytes as f64, "Bytes");
     m.emit();
+    // One line per reason that occurred: `ChunksFailed` by `Reason`, graphable side by side.
+    for (reason, n) in stats.failures.nonzero() {
+        let mut f = MetricSet::new("embed-index")
+            .dimension("Model", &model.id)
+            .dimension("Reason", reason.label());
+        f.count("ChunksFailed", n);
+        f.emit();
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::embed::{EmbedError, ModelOutput};
+    use crate::embed::ModelOutput;
     use crate::es::bulk::parse_bulk_answer;
     use crate::es::{EsSettings, VectorSettings};
     use std::sync::Mutex;
@@ -841,22 +927,30 @@ mod tests {
             Ok(())
         }
 
-        async fn fingerprints(
+        async fn lookup(
             &self,
-            ids: &[String],
-        ) -> Result<Vec<(String, String, String)>, EsError> {
+            chunk_ids: &[String],
+            marker_ids: &[String],
+        ) -> Result<Stored, EsError> {
             let docs = self.docs.lock().unwrap();
-            Ok(ids
-                .iter()
-                .filter_map(|id| {
-                    let d = docs.get(id)?;
-                    Some((
-                        id.clone(),
-                        d["content_sha256"].as_str()?.into(),
-                        d["model_id"].as_str()?.into(),
-                    ))
-                })
-                .collect())
+            let markers = self.markers.lock().unwrap();
+            let text = |d: &serde_json::Value, k: &str| Some(d[k].as_str()?.to_owned());
+            Ok(Stored {
+                fingerprints: chunk_ids
+                    .iter()
+                    .filter_map(|id| {
+                        let d = docs.get(id)?;
+                        Some((
+                            id.clone(),
+                            (text(d, "content_sha256")?, text(d, "model_id")?),
+                        ))
+                    })
+                    .collect(),
+                markers: marker_ids
+                    .iter()
+                    .filter_map(|id| Some((id.clone(), markers.get(id)?.clone())))
+                    .collect(),
+            })
         }
 
         async fn bulk(&self, body: Vec<u8>, actions: usize) -> Result<BulkOutcome, EsError> {
@@ -895,14 +989,6 @@ mod tests {
             }
             let answer = json!({"errors": true, "items": items});
             Ok(parse_bulk_answer(answer.to_string().as_bytes(), actions).unwrap())
-        }
-
-        async fn markers(&self, ids: &[String]) -> Result<HashMap<String, String>, EsError> {
-            let markers = self.markers.lock().unwrap();
-            Ok(ids
-                .iter()
-                .filter_map(|id| Some((id.clone(), markers.get(id)?.clone())))
-                .collect())
         }
 
         async fn set_markers(&self, markers: &[SourceMarker]) -> Result<(), EsError> {
@@ -981,6 +1067,7 @@ mod tests {
             concurrency: 4,
             bulk_max_bytes: 1 << 20,
             requeue_url: Some("q".into()),
+            requeue_delay_secs: 60,
             message_max_bytes: 64 * 1024,
             sqs_max_payload_bytes: 256 * 1024,
         };
@@ -1070,6 +1157,11 @@ mod tests {
         assert_eq!(failed, vec!["m1"], "{stats:?}");
         assert_eq!(stats.indexed, 2);
         assert!(d.index.bulk_calls.load(AtomicOrdering::SeqCst) >= 2);
+        assert_eq!(stats.bulk_retries, 2, "the 429 and the 503 are resent");
+        assert_eq!(
+            stats.failures.nonzero().collect::<Vec<_>>(),
+            vec![(FailureReason::EsRejected, 1)]
+        );
     }
 
     #[tokio::test(start_paused = true)]
@@ -1082,6 +1174,43 @@ mod tests {
         let (failed, stats) = run(&d, &bodies).await;
         assert_eq!(failed, vec!["m1"]);
         assert_eq!(stats.failed_embedding, 1);
+        assert_eq!(
+            stats.failures.nonzero().collect::<Vec<_>>(),
+            vec![(FailureReason::ModelRejected, 1)]
+        );
+    }
+
+    #[test]
+    fn embedding_errors_are_counted_by_reason() {
+        let permanent = |code: &str| EmbedError::Permanent {
+            code: code.into(),
+            message: "m".into(),
+        };
+        let cases = [
+            (EmbedError::Throttled("t".into()), "throttled"),
+            (EmbedError::Transient("503".into()), "bedrock_error"),
+            (EmbedError::OutOfTime, "out_of_time"),
+            (permanent("ValidationException"), "model_rejected"),
+            (permanent("AccessDeniedException"), "access_denied"),
+        ];
+        let mut failures = Failures::default();
+        for (error, label) in &cases {
+            let reason = FailureReason::of_embedding(error);
+            assert_eq!(reason.label(), *label);
+            failures.add(reason);
+        }
+        failures.add(FailureReason::Throttled);
+        let counted: Vec<(&str, u64)> = failures.nonzero().map(|(r, n)| (r.label(), n)).collect();
+        assert_eq!(
+            counted,
+            vec![
+                ("throttled", 2),
+                ("bedrock_error", 1),
+                ("out_of_time", 1),
+                ("model_rejected", 1),
+                ("access_denied", 1)
+            ]
+        );
     }
 
     #[tokio::test(start_paused = true)]
@@ -1172,10 +1301,11 @@ mod tests {
             "the message is done: its chunks travel on with their vectors"
         );
         assert_eq!((stats.embedded, stats.requeued), (2, 2));
+        assert_eq!(stats.failures.get(FailureReason::EsUnavailable), 2);
         let requeued: Vec<(String, i32)> =
             d.requeue.as_ref().unwrap().bodies.lock().unwrap().clone();
         assert_eq!(requeued.len(), 1);
-        assert_eq!(requeued[0].1, REQUEUE_DELAY_SECS);
+        assert_eq!(requeued[0].1, 60);
 
         // The cluster is back: the requeued message indexes without any Bedrock call.
         d.index.script.lock().unwrap().clear();

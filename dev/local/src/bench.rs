@@ -190,6 +190,7 @@ async fn embed_throughput(
         index: format!("bench-{}", model.replace([':', '.'], "-")),
         extra_env: vec![("EMBED_CONCURRENCY".into(), concurrency.to_string())],
         log: Some(log.clone()),
+        ..PipelineOptions::default()
     };
     let pipeline = Pipeline::start(stack, options).await?;
     // Short records: one chunk each, so chunks = records.
@@ -285,63 +286,90 @@ async fn end_to_end(documents: usize) -> Result<(), Box<dyn std::error::Error>> 
     Ok(())
 }
 
+/// The benchmark's sections, in the order they run; `bench embed e2e` runs only those.
+pub const SECTIONS: [&str; 5] = ["cold", "ingest", "memory", "embed", "e2e"];
+
 pub async fn run(args: &[String]) -> Result<(), Box<dyn std::error::Error>> {
     let large = args.iter().any(|a| a == "--large");
+    let chosen: Vec<&str> = args
+        .iter()
+        .map(String::as_str)
+        .filter(|a| !a.starts_with("--"))
+        .collect();
+    if let Some(unknown) = chosen.iter().find(|a| !SECTIONS.contains(a)) {
+        return Err(format!(
+            "unknown section {unknown:?}; sections: {}",
+            SECTIONS.join(" ")
+        )
+        .into());
+    }
+    // `--memory` is the memory section alone, as before sections existed.
+    let memory_only = args.iter().any(|a| a == "--memory");
+    let runs = |section: &str| {
+        if memory_only {
+            section == "memory"
+        } else {
+            chosen.is_empty() || chosen.contains(&section)
+        }
+    };
     println!(
         "# sakuin benchmarks ({} cores; figures, not pass/fail)",
         std::thread::available_parallelism()
             .map(|n| n.get())
             .unwrap_or(1)
     );
-    // Memory against object size: 1 GiB only with --large (uploading it takes a while).
-    let mut memory_sizes = vec![
-        ("10 MB JSON Lines", 10 << 20, false),
-        ("100 MB JSON Lines", 100 << 20, false),
-    ];
-    if large {
-        memory_sizes.push(("1 GiB JSON Lines", 1 << 30, false));
+    if runs("cold") {
+        let stack = LocalStack::start(&[]).await?;
+        cold_starts(&stack).await?;
     }
-    memory_sizes.push(("200 MiB JSON array", 200 << 20, true));
-    if args.iter().any(|a| a == "--memory") {
-        return ingest_memory_by_size(&memory_sizes).await;
+    if runs("ingest") {
+        ingest_sizes(&[
+            ("10 MB JSON Lines", 10 << 20, false),
+            ("100 MB JSON Lines", 100 << 20, false),
+            ("50 MiB JSON array", 50 << 20, true),
+        ])
+        .await?;
     }
-    let stack = LocalStack::start(&[]).await?;
-    cold_starts(&stack).await?;
-    drop(stack);
-
-    ingest_sizes(&[
-        ("10 MB JSON Lines", 10 << 20, false),
-        ("100 MB JSON Lines", 100 << 20, false),
-        ("50 MiB JSON array", 50 << 20, true),
-    ])
-    .await?;
-    ingest_memory_by_size(&memory_sizes).await?;
-
-    println!(
-        "\n## Embed-index against the stand-in with 50 ms per call, EMBED_CONCURRENCY=8, batches of 10 messages"
-    );
-    println!(
-        "  chunks/s while embedding against the floor its calls allow (concurrent waves of 50 ms), and per whole invocation"
-    );
-    println!(
-        "  {:<30} {:>7} {:>10} {:>12} {:>9} {:>10} {:>9} {:>12} {:>8}",
-        "model",
-        "chunks",
-        "achieved",
-        "theoretical",
-        "ratio",
-        "calls/1k",
-        "bulk/inv",
-        "invocation",
-        "RSS MiB"
-    );
-    embed_throughput("amazon.titan-embed-text-v2:0", Some(256), 2000).await?;
-    embed_throughput("cohere.embed-multilingual-v3", None, 4000).await?;
-
-    println!(
-        "\n## End to end on the local stack (stand-in without latency; moto and noida-db are single processes)"
-    );
-    end_to_end(2000).await?;
+    if runs("memory") {
+        // 1 GiB only with --large (uploading it takes a while).
+        let mut sizes = vec![
+            ("10 MB JSON Lines", 10 << 20, false),
+            ("100 MB JSON Lines", 100 << 20, false),
+        ];
+        if large {
+            sizes.push(("1 GiB JSON Lines", 1 << 30, false));
+        }
+        sizes.push(("200 MiB JSON array", 200 << 20, true));
+        ingest_memory_by_size(&sizes).await?;
+    }
+    if runs("embed") {
+        println!(
+            "\n## Embed-index against the stand-in with 50 ms per call, EMBED_CONCURRENCY=8, batches of 10 messages"
+        );
+        println!(
+            "  chunks/s while embedding against the floor its calls allow (concurrent waves of 50 ms), and per whole invocation"
+        );
+        println!(
+            "  {:<30} {:>7} {:>10} {:>12} {:>9} {:>10} {:>9} {:>12} {:>8}",
+            "model",
+            "chunks",
+            "achieved",
+            "theoretical",
+            "ratio",
+            "calls/1k",
+            "bulk/inv",
+            "invocation",
+            "RSS MiB"
+        );
+        embed_throughput("amazon.titan-embed-text-v2:0", Some(256), 2000).await?;
+        embed_throughput("cohere.embed-multilingual-v3", None, 4000).await?;
+    }
+    if runs("e2e") {
+        println!(
+            "\n## End to end on the local stack (stand-in without latency; moto and noida-db are single processes)"
+        );
+        end_to_end(2000).await?;
+    }
     Ok(())
 }
 

@@ -4,6 +4,8 @@
 
 pub mod bench;
 pub mod demo;
+pub mod esfaults;
+pub mod http;
 pub mod pipeline;
 pub mod runtime;
 pub mod stack;

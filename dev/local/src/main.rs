@@ -6,7 +6,10 @@ use std::process::ExitCode;
 const USAGE: &str = "\
 usage: sakuin-local demo [QUERY...]   run the samples through the whole pipeline, probe, search
        sakuin-local stack             start the local stack, write .local/stack.env, wait for Ctrl-C
-       sakuin-local bench [--large]   print performance figures (--large: adds a 1 GiB object)";
+       sakuin-local bench [SECTION...] [--large] [--memory]
+                                      print performance figures; sections: cold ingest memory
+                                      embed e2e (default all); --large adds a 1 GiB object,
+                                      --memory runs only the memory section";
 
 #[tokio::main]
 async fn main() -> ExitCode {

@@ -11,6 +11,7 @@ use aws_sdk_sqs::types::{
 use sakuin::es::{EsClient, EsSettings};
 use serde_json::{Value, json};
 
+use crate::esfaults::EsFaults;
 use crate::runtime::{FunctionError, FunctionProcess};
 use crate::stack::{LocalStack, REGION};
 
@@ -50,6 +51,8 @@ pub struct PipelineOptions {
     pub index: String,
     pub extra_env: Vec<(String, String)>,
     pub log: Option<PathBuf>,
+    /// Put the fault-injecting proxy between the functions and Elasticsearch.
+    pub es_faults: bool,
 }
 
 impl Default for PipelineOptions {
@@ -60,6 +63,7 @@ impl Default for PipelineOptions {
             index: "documents".into(),
             extra_env: Vec::new(),
             log: None,
+            es_faults: false,
         }
     }
 }
@@ -97,6 +101,8 @@ pub struct Pipeline {
     pub embed_index: FunctionProcess,
     pub probe: FunctionProcess,
     pub options: PipelineOptions,
+    /// The proxy the functions reach Elasticsearch through, when `options.es_faults`.
+    pub es_faults: Option<EsFaults>,
 }
 
 impl Pipeline {
@@ -110,8 +116,19 @@ impl Pipeline {
             sqs,
             queue_url,
             dlq_url,
-            env,
+            mut env,
         } = provision(&stack, &options).await?;
+        let es_faults = if options.es_faults {
+            let proxy = EsFaults::start(stack.elasticsearch.port).await?;
+            for (name, value) in &mut env {
+                if name == "ES_PORT" {
+                    *value = proxy.port.to_string();
+                }
+            }
+            Some(proxy)
+        } else {
+            None
+        };
         let bin = binary_dir();
         let log = options.log.as_deref();
         let ingest =
@@ -136,6 +153,7 @@ impl Pipeline {
             embed_index,
             probe,
             options,
+            es_faults,
         })
     }
 
@@ -287,19 +305,17 @@ impl Pipeline {
         Ok(stats)
     }
 
+    /// Messages waiting, in flight, or delayed (chunks requeued during an outage).
     async fn in_flight(&self) -> Result<u64, Box<dyn std::error::Error>> {
-        Ok(queue_depth(
-            &self.sqs,
-            &self.queue_url,
+        let mut total = 0;
+        for attribute in [
             QueueAttributeName::ApproximateNumberOfMessagesNotVisible,
-        )
-        .await?
-            + queue_depth(
-                &self.sqs,
-                &self.queue_url,
-                QueueAttributeName::ApproximateNumberOfMessages,
-            )
-            .await?)
+            QueueAttributeName::ApproximateNumberOfMessages,
+            QueueAttributeName::ApproximateNumberOfMessagesDelayed,
+        ] {
+            total += queue_depth(&self.sqs, &self.queue_url, attribute).await?;
+        }
+        Ok(total)
     }
 
     /// Messages waiting in the dead-letter queue.

@@ -8,10 +8,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde_json::Value;
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::process::{Child, Command};
 use tokio::sync::{Mutex, mpsc, oneshot};
+
+use crate::http::{http_response, read_request};
 
 /// A function's error response, as Lambda reports it.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -244,10 +246,10 @@ async fn serve(stream: TcpStream, shared: Arc<Shared>) {
     let (read, mut write) = stream.into_split();
     let mut reader = BufReader::new(read);
     loop {
-        let Some((method, path, body)) = read_request(&mut reader).await else {
+        let Some(request) = read_request(&mut reader).await else {
             return;
         };
-        let response = route(&method, &path, body, &shared).await;
+        let response = route(&request.method, &request.path, request.body, &shared).await;
         if write.write_all(&response).await.is_err() {
             return;
         }
@@ -372,73 +374,4 @@ async fn route(method: &str, path: &str, body: Vec<u8>, shared: &Arc<Shared>) ->
         }
         _ => http_response(404, &[], b"{\"errorMessage\":\"not found\"}"),
     }
-}
-
-async fn read_request<R: tokio::io::AsyncBufRead + Unpin>(
-    reader: &mut R,
-) -> Option<(String, String, Vec<u8>)> {
-    let mut line = String::new();
-    if reader.read_line(&mut line).await.ok()? == 0 {
-        return None;
-    }
-    let mut parts = line.split_whitespace();
-    let method = parts.next()?.to_owned();
-    let path = parts.next()?.to_owned();
-    let mut length = 0usize;
-    let mut chunked = false;
-    loop {
-        let mut header = String::new();
-        if reader.read_line(&mut header).await.ok()? == 0 {
-            return None;
-        }
-        let header = header.trim_end();
-        if header.is_empty() {
-            break;
-        }
-        if let Some((k, v)) = header.split_once(':') {
-            match k.trim().to_ascii_lowercase().as_str() {
-                "content-length" => length = v.trim().parse().ok()?,
-                "transfer-encoding" => chunked = v.to_ascii_lowercase().contains("chunked"),
-                _ => {}
-            }
-        }
-    }
-    let mut body = Vec::new();
-    if chunked {
-        loop {
-            let mut size = String::new();
-            reader.read_line(&mut size).await.ok()?;
-            let n = usize::from_str_radix(size.trim().split(';').next()?, 16).ok()?;
-            let mut chunk = vec![0; n + 2];
-            reader.read_exact(&mut chunk).await.ok()?;
-            if n == 0 {
-                break;
-            }
-            body.extend_from_slice(&chunk[..n]);
-        }
-    } else {
-        body.resize(length, 0);
-        reader.read_exact(&mut body).await.ok()?;
-    }
-    Some((method, path, body))
-}
-
-fn http_response(status: u16, headers: &[(&str, String)], body: &[u8]) -> Vec<u8> {
-    let reason = match status {
-        200 => "OK",
-        202 => "Accepted",
-        404 => "Not Found",
-        _ => "Error",
-    };
-    let mut out = format!(
-        "HTTP/1.1 {status} {reason}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n",
-        body.len()
-    );
-    for (k, v) in headers {
-        out.push_str(&format!("{k}: {v}\r\n"));
-    }
-    out.push_str("\r\n");
-    let mut bytes = out.into_bytes();
-    bytes.extend_from_slice(body);
-    bytes
 }

@@ -227,6 +227,28 @@ impl LocalStack {
         })
     }
 
+    /// The Bedrock stand-in's call counters (`GET /_stub/stats`).
+    pub async fn bedrock_stats(&self) -> Result<serde_json::Value, Box<dyn std::error::Error>> {
+        let body = reqwest::get(format!("{}/_stub/stats", self.bedrock.url()))
+            .await?
+            .error_for_status()?
+            .bytes()
+            .await?;
+        Ok(serde_json::from_slice(&body)?)
+    }
+
+    /// Changes the stand-in's latency or fault injection (`POST /_stub/config`), e.g.
+    /// `{"throttle_every": 3}`.
+    pub async fn bedrock_config(&self, changes: serde_json::Value) -> Result<(), reqwest::Error> {
+        reqwest::Client::new()
+            .post(format!("{}/_stub/config", self.bedrock.url()))
+            .body(changes.to_string())
+            .send()
+            .await?
+            .error_for_status()?;
+        Ok(())
+    }
+
     /// The environment a function needs to run against this stack (besides its own settings).
     pub fn env(&self) -> Vec<(String, String)> {
         let moto = self.moto.url();

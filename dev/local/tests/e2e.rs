@@ -4,8 +4,9 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
+use sakuin::ids::chunk_id;
 use sakuin_local::demo::gzip;
-use sakuin_local::pipeline::{Pipeline, PipelineOptions};
+use sakuin_local::pipeline::{MAX_RECEIVE_COUNT, Pipeline, PipelineOptions};
 use sakuin_local::stack::LocalStack;
 use serde_json::{Value, json};
 
@@ -87,20 +88,7 @@ async fn all_chunks(pipeline: &Pipeline) -> Vec<Value> {
 }
 
 async fn stub_stats(pipeline: &Pipeline) -> Value {
-    let url = format!("{}/_stub/stats", pipeline.stack.bedrock.url());
-    serde_json::from_slice(&reqwest::get(url).await.unwrap().bytes().await.unwrap()).unwrap()
-}
-
-async fn stub_config(pipeline: &Pipeline, config: Value) {
-    let url = format!("{}/_stub/config", pipeline.stack.bedrock.url());
-    let status = reqwest::Client::new()
-        .post(url)
-        .body(config.to_string())
-        .send()
-        .await
-        .unwrap()
-        .status();
-    assert!(status.is_success());
+    pipeline.stack.bedrock_stats().await.unwrap()
 }
 
 async fn start(options: PipelineOptions) -> Pipeline {
@@ -322,7 +310,11 @@ async fn throttled_bedrock_slows_the_pipeline_but_loses_nothing() {
         ..PipelineOptions::default()
     })
     .await;
-    stub_config(&pipeline, json!({"throttle_every": 3})).await;
+    pipeline
+        .stack
+        .bedrock_config(json!({"throttle_every": 3}))
+        .await
+        .unwrap();
     let lines: String = (0..90)
         .map(|i| {
             json!({"id": format!("t-{i}"), "text": format!("Throttled document {i}.")}).to_string()
@@ -739,5 +731,96 @@ async fn an_index_with_other_dimensions_stops_embed_index_with_the_fix() {
     }
     // Nothing was written: not one rejected document per chunk, one clear error.
     assert_eq!(pipeline.es().count().await.unwrap(), 0);
+    pipeline.stop().await;
+}
+
+/// Sum of `metric` over the EMF lines the functions wrote, only those with dimension
+/// `Reason` = `reason` when given.
+fn emf_sum(pipeline: &Pipeline, metric: &str, reason: Option<&str>) -> f64 {
+    let log = pipeline.stack.work_dir.join("functions.log");
+    std::fs::read_to_string(log)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|v| v.get("_aws").is_some())
+        .filter(|v| reason.is_none_or(|r| v["Reason"] == r))
+        .filter_map(|v| v[metric].as_f64())
+        .sum()
+}
+
+async fn doc_ids(pipeline: &Pipeline) -> BTreeSet<String> {
+    all_chunks(pipeline)
+        .await
+        .iter()
+        .map(|c| c["doc_id"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn elasticsearch_faults_lose_nothing_and_never_pay_for_an_embedding_twice() {
+    let pipeline = start(PipelineOptions {
+        index: "es-faults".into(),
+        extra_env: vec![("REQUEUE_DELAY_SECS".into(), "1".into())],
+        es_faults: true,
+        ..PipelineOptions::default()
+    })
+    .await;
+    let faults = pipeline.es_faults.as_ref().unwrap();
+    let texts = async || stub_stats(&pipeline).await["texts"].as_u64().unwrap();
+    let put = async |name: &str, n: usize| {
+        let lines: String = (0..n)
+            .map(|i| json!({"id": format!("{name}-{i}"), "text": format!("Document {i} of object {name}.")}).to_string() + "\n")
+            .collect();
+        let key = format!("faults/{name}.jsonl");
+        let event = pipeline.put_object(&key, lines.into_bytes()).await.unwrap();
+        pipeline.invoke_ingest(&event).await.unwrap();
+        (0..n).map(|i| format!("{name}-{i}")).collect::<Vec<_>>()
+    };
+
+    // Bulk items answered 429 twice are retried within the invocation; an item answered 400
+    // fails its message on every receive, and that message alone ends in the DLQ.
+    let mut expected = BTreeSet::new();
+    for name in ["a", "b", "c"] {
+        expected.extend(put(name, 10).await);
+    }
+    faults.busy(&chunk_id("b-3", 0), 2);
+    faults.reject(&chunk_id("c-5", 0));
+    let drained = pipeline.drain(Duration::from_secs(120)).await.unwrap();
+    assert_eq!(drained.function_errors, 0);
+    expected.remove("c-5");
+    assert_eq!(doc_ids(&pipeline).await, expected);
+    assert_eq!(pipeline.dead_letters().await.unwrap(), 1);
+    let injected = faults.injected();
+    assert_eq!(injected.busy_items, 2);
+    assert_eq!(injected.rejected_items, u64::from(MAX_RECEIVE_COUNT));
+    // Every retry of the poisoned message re-embeds its one chunk that did not land, no more.
+    assert_eq!(texts().await, 30 + u64::from(MAX_RECEIVE_COUNT) - 1);
+    assert_eq!(
+        emf_sum(&pipeline, "ChunksFailed", Some("es_rejected")),
+        f64::from(MAX_RECEIVE_COUNT)
+    );
+
+    // An outage in the middle of the run: the batch's chunks are embedded once, go back on the
+    // queue with their vectors, and land after the cluster returns without another call.
+    faults.set_down(true);
+    expected.extend(put("d", 5).await);
+    let before = texts().await;
+    let (outcome, _) = pipeline.deliver_batch(10).await.unwrap().unwrap();
+    // The object's sweep needs the cluster, so its message fails and comes back later; the
+    // chunks' message is done: they travel on with their vectors.
+    outcome.unwrap();
+    assert_eq!(emf_sum(&pipeline, "ChunksRequeued", None), 5.0);
+    assert_eq!(texts().await, before + 5);
+    assert_eq!(
+        emf_sum(&pipeline, "ChunksFailed", Some("es_unavailable")),
+        5.0
+    );
+    faults.set_down(false);
+    pipeline.drain(Duration::from_secs(60)).await.unwrap();
+    assert_eq!(doc_ids(&pipeline).await, expected);
+    assert_eq!(texts().await, before + 5, "no embedding is paid for twice");
+    assert_eq!(emf_sum(&pipeline, "ChunksReused", None), 5.0);
+    assert!(faults.injected().unavailable_requests > 0);
+    assert_eq!(pipeline.dead_letters().await.unwrap(), 1);
     pipeline.stop().await;
 }

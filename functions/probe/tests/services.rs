@@ -1,5 +1,5 @@
 //! The AWS dependencies against real protocols on loopback: moto (S3, SQS, Secrets Manager) and
-//! the project's Bedrock stand-in, each fault with its layer and cause; then the `sakuin`
+//! the project's Bedrock stand-in (the local stack of `dev/local`), each fault with its layer and cause; then the `sakuin`
 //! binary's probe and search with the same environment as the Lambda.
 
 mod common;
@@ -10,13 +10,13 @@ use aws_sdk_s3::types::{BucketLocationConstraint, CreateBucketConfiguration};
 use aws_sdk_sqs::types::QueueAttributeName;
 use common::*;
 use sakuin::probe::{self, ProbeDeps, ProbeReport};
+use sakuin_local::stack::LocalStack;
 use serde_json::{Value, json};
 
 const AWS_GROUPS: &[&str] = &["s3", "sqs", "bedrock", "secretsmanager"];
 
 struct Fixture {
-    moto: Service,
-    stub: Service,
+    stack: LocalStack,
     clients: sakuin::probe::AwsClients,
     queue_url: String,
     dlq_url: String,
@@ -49,9 +49,10 @@ impl Fixture {
 }
 
 async fn fixture() -> Fixture {
-    let moto = moto().await;
-    let stub = bedrock_stub(&["--deny-models", "amazon.titan-embed-text-v1"]).await;
-    let clients = aws_clients(Some(&moto.url()), Some(&stub.url())).await;
+    let stack = LocalStack::start(&["--deny-models", "amazon.titan-embed-text-v1"])
+        .await
+        .expect("the local stack starts (make venv installs it)");
+    let clients = aws_clients(Some(&stack.moto.url()), Some(&stack.bedrock.url())).await;
     clients
         .s3
         .create_bucket()
@@ -103,8 +104,7 @@ async fn fixture() -> Fixture {
             .unwrap();
     }
     Fixture {
-        moto,
-        stub,
+        stack,
         clients,
         queue_url,
         dlq_url,
@@ -240,7 +240,10 @@ async fn scenarios() {
     );
 
     // ... and throttled.
-    stub_config(&f.stub, json!({"throttle_every": 1})).await;
+    f.stack
+        .bedrock_config(json!({"throttle_every": 1}))
+        .await
+        .unwrap();
     let report = f.probe(&[], &["bedrock"]).await;
     assert_failed(
         &report,
@@ -248,7 +251,10 @@ async fn scenarios() {
         "throttled",
         &["ThrottlingException", "Service Quotas"],
     );
-    stub_config(&f.stub, json!({"throttle_every": 0})).await;
+    f.stack
+        .bedrock_config(json!({"throttle_every": 0}))
+        .await
+        .unwrap();
 
     // Secrets Manager: no such secret, and a secret of the wrong shape (never printed).
     let report = f
@@ -328,7 +334,7 @@ async fn cli(f: &Fixture) {
     )
     .await;
     let es_port = es.port();
-    let (moto, stub) = (f.moto.url(), f.stub.url());
+    let (moto, stub) = (f.stack.moto.url(), f.stack.bedrock.url());
     let mut vars = f.vars(&[("ES_PORT", &es_port)]);
     vars.extend([
         ("AWS_REGION", REGION),

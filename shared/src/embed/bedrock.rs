@@ -40,14 +40,27 @@ impl Embedder for BedrockEmbedder {
             .send()
             .await
             .map_err(classify)?;
-        self.model
-            .parse_response(out.body.as_ref(), texts.len())
-            .map_err(|e| EmbedError::Permanent {
-                code: "UnexpectedResponse".into(),
-                message: e.to_string(),
-            })
+        let body = out.body.into_inner();
+        let expected = texts.len();
+        // A Cohere answer is up to a megabyte of numbers: it is read on a blocking thread, so
+        // the other calls in flight are not held up behind it.
+        let parsed = if body.len() > PARSE_INLINE_MAX_BYTES {
+            let model = self.model.clone();
+            tokio::task::spawn_blocking(move || model.parse_response(&body, expected))
+                .await
+                .map_err(|e| EmbedError::Transient(format!("reading the answer: {e}")))?
+        } else {
+            self.model.parse_response(&body, expected)
+        };
+        parsed.map_err(|e| EmbedError::Permanent {
+            code: "UnexpectedResponse".into(),
+            message: e.to_string(),
+        })
     }
 }
+
+/// Answers larger than this are parsed off the async threads (a Titan answer is a few KiB).
+const PARSE_INLINE_MAX_BYTES: usize = 64 * 1024;
 
 /// Decides, in one place, which Bedrock failures are worth another try.
 pub fn classify(err: SdkError<InvokeModelError>) -> EmbedError {

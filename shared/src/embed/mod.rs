@@ -33,14 +33,9 @@ impl EmbedError {
         !matches!(self, EmbedError::Permanent { .. })
     }
 
-    /// A short label for metrics and logs.
-    pub fn reason(&self) -> &'static str {
-        match self {
-            EmbedError::Throttled(_) => "throttled",
-            EmbedError::Transient(_) => "transient",
-            EmbedError::Permanent { .. } => "rejected",
-            EmbedError::OutOfTime => "out_of_time",
-        }
+    /// Whether the refusal is about permissions (the role, or model access) rather than input.
+    pub fn is_access_denied(&self) -> bool {
+        matches!(self, EmbedError::Permanent { code, .. } if code == "AccessDeniedException")
     }
 }
 

@@ -241,11 +241,53 @@ struct CohereResponse {
 
 /// Cohere answers `embeddings_floats` (a list of vectors) or, when types were asked for,
 /// `embeddings_by_type` (a map of lists).
-#[derive(Deserialize)]
-#[serde(untagged)]
 enum CohereEmbeddings {
     Floats(Vec<Vec<f32>>),
     ByType { float: Vec<Vec<f32>> },
+}
+
+// By hand rather than `#[serde(untagged)]`, which buffers the whole answer (96 × 1,024 numbers)
+// as generic values before it tries each shape; this reads the floats straight off the bytes.
+impl<'de> Deserialize<'de> for CohereEmbeddings {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Shapes;
+
+        impl<'de> serde::de::Visitor<'de> for Shapes {
+            type Value = CohereEmbeddings;
+
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a list of float vectors, or a map with a `float` list")
+            }
+
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                seq: A,
+            ) -> Result<Self::Value, A::Error> {
+                let vectors =
+                    Deserialize::deserialize(serde::de::value::SeqAccessDeserializer::new(seq))?;
+                Ok(CohereEmbeddings::Floats(vectors))
+            }
+
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> Result<Self::Value, A::Error> {
+                let mut float = None;
+                while let Some(key) = map.next_key::<std::borrow::Cow<'de, str>>()? {
+                    if key == "float" {
+                        float = Some(map.next_value()?);
+                    } else {
+                        map.next_value::<serde::de::IgnoredAny>()?;
+                    }
+                }
+                float
+                    .map(|float| CohereEmbeddings::ByType { float })
+                    .ok_or_else(|| serde::de::Error::missing_field("float"))
+            }
+        }
+
+        deserializer.deserialize_any(Shapes)
+    }
 }
 
 #[cfg(test)]

@@ -1,6 +1,7 @@
 //! A small Elasticsearch REST client over reqwest: auth, TLS with a private CA, timeouts, and
 //! the handful of calls the functions make.
 
+use std::collections::HashMap;
 use std::time::Duration;
 
 use reqwest::header::{AUTHORIZATION, CONTENT_TYPE, HeaderValue};
@@ -12,6 +13,15 @@ use super::bulk::{BulkOutcome, parse_bulk_answer};
 use super::document::{index_mapping, mapped_dimensions};
 use crate::embed::bedrock::error_chain;
 use crate::secret::Secret;
+
+/// Stored chunk fingerprints and source markers, as [`EsClient::lookup`] finds them.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Stored {
+    /// Chunk id → (`content_sha256`, `model_id`).
+    pub fingerprints: HashMap<String, (String, String)>,
+    /// Source marker id → the newest sequencer applied.
+    pub markers: HashMap<String, String>,
+}
 
 /// How to reach and authenticate to the cluster.
 #[derive(Debug, Clone, PartialEq)]
@@ -332,37 +342,6 @@ impl EsClient {
         })
     }
 
-    /// The stored `content_sha256` and `model_id` of each of `ids` that exists.
-    pub async fn stored_fingerprints(
-        &self,
-        ids: &[String],
-    ) -> Result<Vec<(String, String, String)>, EsError> {
-        if ids.is_empty() {
-            return Ok(Vec::new());
-        }
-        let what = "_mget of stored chunk hashes";
-        let path = format!(
-            "/{}/_mget?_source_includes=content_sha256,model_id",
-            encode_path(&self.index)
-        );
-        let body = serde_json::to_vec(&json!({ "ids": ids })).expect("ids serialise");
-        let bytes = self
-            .call(Method::POST, &path, Some((body, "application/json")), what)
-            .await?;
-        let answer = Self::json(what, &bytes)?;
-        let docs = answer["docs"].as_array().cloned().unwrap_or_default();
-        Ok(docs
-            .into_iter()
-            .filter(|d| d["found"].as_bool() == Some(true))
-            .filter_map(|d| {
-                let id = d["_id"].as_str()?.to_owned();
-                let sha = d.pointer("/_source/content_sha256")?.as_str()?.to_owned();
-                let model = d.pointer("/_source/model_id")?.as_str()?.to_owned();
-                Some((id, sha, model))
-            })
-            .collect())
-    }
-
     /// `GET /_cluster/health`.
     pub async fn cluster_health(&self) -> Result<ClusterHealth, EsError> {
         let what = "_cluster/health";
@@ -412,33 +391,67 @@ impl EsClient {
         }
     }
 
-    /// The recorded sequencer of each marker among `ids` that exists.
-    pub async fn markers(&self, ids: &[String]) -> Result<Vec<(String, String)>, EsError> {
-        if ids.is_empty() {
-            return Ok(Vec::new());
+    /// What a batch needs to know before it embeds, in one `_mget`: the stored
+    /// `content_sha256` and `model_id` of each of `chunk_ids` that exists, and the recorded
+    /// sequencer of each of `marker_ids` (in the marker index) that exists.
+    pub async fn lookup(
+        &self,
+        chunk_ids: &[String],
+        marker_ids: &[String],
+    ) -> Result<Stored, EsError> {
+        let mut stored = Stored::default();
+        if chunk_ids.is_empty() && marker_ids.is_empty() {
+            return Ok(stored);
         }
-        let what = "_mget of source markers";
-        let path = format!(
-            "/{}/_mget?_source_includes=sequencer",
-            encode_path(&self.marker_index())
-        );
-        let body = serde_json::to_vec(&json!({ "ids": ids })).expect("ids serialise");
+        let what = "_mget of stored chunk hashes and source markers";
+        let marker_index = self.marker_index();
+        let docs: Vec<Value> = chunk_ids
+            .iter()
+            .map(|id| json!({"_index": self.index, "_id": id, "_source": ["content_sha256", "model_id"]}))
+            .chain(marker_ids.iter().map(
+                |id| json!({"_index": marker_index, "_id": id, "_source": ["sequencer"]}),
+            ))
+            .collect();
+        let body = serde_json::to_vec(&json!({ "docs": docs })).expect("ids serialise");
         let bytes = self
-            .call(Method::POST, &path, Some((body, "application/json")), what)
+            .call(
+                Method::POST,
+                "/_mget",
+                Some((body, "application/json")),
+                what,
+            )
             .await?;
         let answer = Self::json(what, &bytes)?;
-        Ok(answer["docs"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter(|d| d["found"].as_bool() == Some(true))
-            .filter_map(|d| {
-                Some((
-                    d["_id"].as_str()?.to_owned(),
-                    d.pointer("/_source/sequencer")?.as_str()?.to_owned(),
-                ))
-            })
-            .collect())
+        let docs = answer["docs"].as_array().map(Vec::as_slice).unwrap_or(&[]);
+        if docs.len() != chunk_ids.len() + marker_ids.len() {
+            return Err(EsError::Decode {
+                what: what.into(),
+                detail: format!(
+                    "{} docs for {} ids",
+                    docs.len(),
+                    chunk_ids.len() + marker_ids.len()
+                ),
+            });
+        }
+        // Answers come in request order; `_index` would name the concrete index behind an alias.
+        let (chunks, markers) = docs.split_at(chunk_ids.len());
+        let field = |d: &Value, name: &str| -> Option<String> {
+            if d["found"].as_bool() != Some(true) {
+                return None;
+            }
+            Some(d["_source"][name].as_str()?.to_owned())
+        };
+        for (id, d) in chunk_ids.iter().zip(chunks) {
+            if let (Some(sha), Some(model)) = (field(d, "content_sha256"), field(d, "model_id")) {
+                stored.fingerprints.insert(id.clone(), (sha, model));
+            }
+        }
+        for (id, d) in marker_ids.iter().zip(markers) {
+            if let Some(sequencer) = field(d, "sequencer") {
+                stored.markers.insert(id.clone(), sequencer);
+            }
+        }
+        Ok(stored)
     }
 
     /// `_delete_by_query` on the chunk index; returns how many chunks it deleted.

@@ -6,5 +6,5 @@ pub mod client;
 pub mod document;
 
 pub use bulk::{BulkOutcome, ItemOutcome};
-pub use client::{EsAuth, EsClient, EsError, EsSettings, VectorSettings};
+pub use client::{EsAuth, EsClient, EsError, EsSettings, Stored, VectorSettings};
 pub use document::{ChunkDocument, index_mapping};

@@ -1,0 +1,294 @@
+//! A fault-injecting proxy in front of the local Elasticsearch. It passes requests through until
+//! told to misbehave the way a real cluster does: answer every request 503 (an outage), or
+//! answer chosen `_bulk` items 429 (busy, for a number of attempts) or 400 (rejected for good).
+//! Faulted items never reach the cluster, so what is stored is exactly what was accepted.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use serde_json::{Value, json};
+use tokio::io::{AsyncWriteExt, BufReader};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::task::JoinHandle;
+
+use crate::http::{Request, http_response, read_request};
+
+/// What happens to a `_bulk` item for a given document id.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ItemFault {
+    /// 429 `es_rejected_execution_exception` for the next `times` attempts, then passed through.
+    Busy { times: u32 },
+    /// 400 `document_parsing_exception`, every time.
+    Rejected,
+}
+
+/// How many faults the proxy has injected.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Injected {
+    pub busy_items: u64,
+    pub rejected_items: u64,
+    pub unavailable_requests: u64,
+}
+
+#[derive(Default)]
+struct Plan {
+    down: bool,
+    items: HashMap<String, ItemFault>,
+    injected: Injected,
+}
+
+pub struct EsFaults {
+    pub port: u16,
+    plan: Arc<Mutex<Plan>>,
+    task: JoinHandle<()>,
+}
+
+impl EsFaults {
+    /// Listens on a free loopback port and forwards to Elasticsearch on `upstream_port`.
+    pub async fn start(upstream_port: u16) -> std::io::Result<Self> {
+        let listener = TcpListener::bind("127.0.0.1:0").await?;
+        let port = listener.local_addr()?.port();
+        let plan = Arc::new(Mutex::new(Plan::default()));
+        let upstream = Upstream {
+            base: format!("http://127.0.0.1:{upstream_port}"),
+            client: reqwest::Client::new(),
+        };
+        let shared = plan.clone();
+        let task = tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                let _ = stream.set_nodelay(true);
+                tokio::spawn(serve(stream, shared.clone(), upstream.clone()));
+            }
+        });
+        Ok(Self { port, plan, task })
+    }
+
+    /// An outage: every request is answered 503 until `set_down(false)`.
+    pub fn set_down(&self, down: bool) {
+        self.plan.lock().unwrap().down = down;
+    }
+
+    /// The next `times` bulk items for document `id` are answered 429.
+    pub fn busy(&self, id: &str, times: u32) {
+        let mut plan = self.plan.lock().unwrap();
+        plan.items.insert(id.to_owned(), ItemFault::Busy { times });
+    }
+
+    /// Every bulk item for document `id` is answered 400.
+    pub fn reject(&self, id: &str) {
+        let mut plan = self.plan.lock().unwrap();
+        plan.items.insert(id.to_owned(), ItemFault::Rejected);
+    }
+
+    pub fn injected(&self) -> Injected {
+        self.plan.lock().unwrap().injected
+    }
+}
+
+impl Drop for EsFaults {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+#[derive(Clone)]
+struct Upstream {
+    base: String,
+    client: reqwest::Client,
+}
+
+impl Upstream {
+    async fn forward(&self, request: &Request, body: Vec<u8>) -> Result<(u16, Vec<u8>), String> {
+        let method = reqwest::Method::from_bytes(request.method.as_bytes())
+            .map_err(|e| format!("method {}: {e}", request.method))?;
+        let mut call = self
+            .client
+            .request(method, format!("{}{}", self.base, request.path));
+        for (name, value) in &request.headers {
+            if !["host", "content-length", "connection", "transfer-encoding"]
+                .contains(&name.as_str())
+            {
+                call = call.header(name, value);
+            }
+        }
+        let response = call.body(body).send().await.map_err(|e| e.to_string())?;
+        let status = response.status().as_u16();
+        let bytes = response.bytes().await.map_err(|e| e.to_string())?;
+        Ok((status, bytes.to_vec()))
+    }
+}
+
+async fn serve(stream: TcpStream, plan: Arc<Mutex<Plan>>, upstream: Upstream) {
+    let (read, mut write) = stream.into_split();
+    let mut reader = BufReader::new(read);
+    while let Some(request) = read_request(&mut reader).await {
+        let (status, body) = answer(&request, &plan, &upstream).await;
+        if write
+            .write_all(&http_response(status, &[], &body))
+            .await
+            .is_err()
+        {
+            return;
+        }
+    }
+}
+
+async fn answer(request: &Request, plan: &Mutex<Plan>, upstream: &Upstream) -> (u16, Vec<u8>) {
+    let down = {
+        let mut plan = plan.lock().unwrap();
+        if plan.down {
+            plan.injected.unavailable_requests += 1;
+        }
+        plan.down
+    };
+    if down {
+        let error = json!({"error": {"root_cause": [{"type": "master_not_discovered_exception", "reason": null}], "type": "master_not_discovered_exception", "reason": null}, "status": 503});
+        return (503, error.to_string().into_bytes());
+    }
+    let path = request.path.split('?').next().unwrap_or("");
+    let result = if request.method == "POST" && path.ends_with("/_bulk") {
+        bulk(request, plan, upstream).await
+    } else {
+        upstream.forward(request, request.body.clone()).await
+    };
+    result.unwrap_or_else(|e| {
+        let error = json!({"error": {"type": "proxy_exception", "reason": e}, "status": 502});
+        (502, error.to_string().into_bytes())
+    })
+}
+
+/// One bulk action: its verb, index, id, and its lines (the source too, except for deletes).
+struct Action<'a> {
+    verb: String,
+    index: String,
+    id: String,
+    lines: Vec<&'a [u8]>,
+}
+
+fn parse_actions(body: &[u8]) -> Result<Vec<Action<'_>>, String> {
+    let mut lines = body
+        .split(|b| *b == b'\n')
+        .filter(|l| !l.iter().all(u8::is_ascii_whitespace));
+    let mut actions = Vec::new();
+    while let Some(line) = lines.next() {
+        let meta: Value = serde_json::from_slice(line).map_err(|e| format!("action line: {e}"))?;
+        let (verb, target) = meta
+            .as_object()
+            .and_then(|m| m.iter().next())
+            .ok_or("empty action line")?;
+        let mut action = Action {
+            verb: verb.clone(),
+            index: target["_index"].as_str().unwrap_or_default().to_owned(),
+            id: target["_id"].as_str().unwrap_or_default().to_owned(),
+            lines: vec![line],
+        };
+        if verb != "delete" {
+            action
+                .lines
+                .push(lines.next().ok_or("action without a source line")?);
+        }
+        actions.push(action);
+    }
+    Ok(actions)
+}
+
+/// Answers the planned items itself and forwards the rest, then merges the answers in order.
+async fn bulk(
+    request: &Request,
+    plan: &Mutex<Plan>,
+    upstream: &Upstream,
+) -> Result<(u16, Vec<u8>), String> {
+    let actions = parse_actions(&request.body)?;
+    let mut faults: Vec<Option<(u16, &str, &str)>> = Vec::with_capacity(actions.len());
+    {
+        let mut plan = plan.lock().unwrap();
+        for action in &actions {
+            let fault = match plan.items.get_mut(&action.id) {
+                Some(ItemFault::Busy { times }) if *times > 0 => {
+                    *times -= 1;
+                    plan.injected.busy_items += 1;
+                    Some((
+                        429,
+                        "es_rejected_execution_exception",
+                        "rejected execution of coordinating operation [queue capacity reached]",
+                    ))
+                }
+                Some(ItemFault::Rejected) => {
+                    plan.injected.rejected_items += 1;
+                    Some((
+                        400,
+                        "document_parsing_exception",
+                        "[1:42] failed to parse field [embedding] of type [dense_vector]",
+                    ))
+                }
+                _ => None,
+            };
+            faults.push(fault);
+        }
+    }
+    let passed: Vec<u8> = actions
+        .iter()
+        .zip(&faults)
+        .filter(|(_, f)| f.is_none())
+        .flat_map(|(a, _)| a.lines.iter().flat_map(|l| l.iter().chain(b"\n")))
+        .copied()
+        .collect();
+    let mut upstream_items = Vec::new().into_iter();
+    let mut errors = false;
+    let mut took = 0;
+    if !passed.is_empty() {
+        let (status, body) = upstream.forward(request, passed).await?;
+        if status != 200 {
+            return Ok((status, body));
+        }
+        let answer: Value =
+            serde_json::from_slice(&body).map_err(|e| format!("bulk answer: {e}"))?;
+        errors = answer["errors"].as_bool().unwrap_or(false);
+        took = answer["took"].as_u64().unwrap_or(0);
+        upstream_items = answer["items"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+            .into_iter();
+    }
+    let mut items = Vec::with_capacity(actions.len());
+    for (action, fault) in actions.iter().zip(faults) {
+        match fault {
+            Some((status, kind, reason)) => {
+                errors = true;
+                items.push(json!({action.verb.as_str(): {
+                    "_index": action.index, "_id": action.id, "status": status,
+                    "error": {"type": kind, "reason": reason}}}));
+            }
+            None => items.push(
+                upstream_items
+                    .next()
+                    .ok_or("the cluster answered fewer items than it was sent")?,
+            ),
+        }
+    }
+    let answer = json!({"took": took, "errors": errors, "items": items});
+    Ok((200, answer.to_string().into_bytes()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bulk_bodies_split_into_actions_with_and_without_sources() {
+        let body = b"{\"index\":{\"_index\":\"d\",\"_id\":\"a\"}}\n{\"text\":\"x\"}\n\
+{\"delete\":{\"_index\":\"d\",\"_id\":\"b\"}}\n\
+{\"update\":{\"_index\":\"d\",\"_id\":\"c\"}}\n{\"doc\":{}}\n";
+        let actions = parse_actions(body).unwrap();
+        let summary: Vec<(&str, &str, usize)> = actions
+            .iter()
+            .map(|a| (a.verb.as_str(), a.id.as_str(), a.lines.len()))
+            .collect();
+        assert_eq!(
+            summary,
+            vec![("index", "a", 2), ("delete", "b", 1), ("update", "c", 2)]
+        );
+        assert!(parse_actions(b"{\"index\":{\"_id\":\"a\"}}\n").is_err());
+    }
+}
