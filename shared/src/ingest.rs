@@ -547,7 +547,7 @@ async fn ingest_object<S: ObjectStore, Q: ChunkQueue, C: Continuation>(
             Ok(None) => break,
             Err(e @ (ReadError::UnsupportedFormat(_) | ReadError::RecordsPathNotFound(_))) => {
                 rejects.add(&source, RecordPosition::Index(0), &e.to_string(), "");
-                write_rejects(deps, &source, part, &rejects).await?;
+                write_rejects(deps, &source, part, rejects).await?;
                 return Err(ObjectFailure::Rejected(e.to_string()));
             }
             Err(e) => return Err(ObjectFailure::Retry(e.to_string())),
@@ -633,8 +633,9 @@ async fn ingest_object<S: ObjectStore, Q: ChunkQueue, C: Continuation>(
     let stats = send_all(&deps.queue, bodies, limits).await?;
     summary.messages += stats.messages;
     summary.sqs_requests += stats.batches;
-    write_rejects(deps, &source, part, &rejects).await?;
-    info!(bucket = %source.bucket, key = %source.key, part, bytes = records.bytes_read(), rejected = rejects.count, paused = paused.is_some(), "object read");
+    let rejected = rejects.count;
+    write_rejects(deps, &source, part, rejects).await?;
+    info!(bucket = %source.bucket, key = %source.key, part, bytes = records.bytes_read(), rejected, paused = paused.is_some(), "object read");
     Ok(paused)
 }
 
@@ -643,17 +644,18 @@ async fn write_rejects<S: ObjectStore, Q: ChunkQueue, C: Continuation>(
     deps: &IngestDeps<S, Q, C>,
     source: &SourceRef,
     part: u32,
-    rejects: &Rejects,
+    rejects: Rejects,
 ) -> Result<(), ObjectFailure> {
     if rejects.count == 0 || deps.config.rejects_prefix.is_empty() {
         return Ok(());
     }
     let key = Rejects::key(&deps.config.rejects_prefix, source, part);
+    let (count, not_kept) = (rejects.count, rejects.dropped);
     deps.store
-        .put(&source.bucket, &key, rejects.lines.clone())
+        .put(&source.bucket, &key, rejects.lines)
         .await
         .map_err(|e| ObjectFailure::Retry(format!("writing rejects: {e}")))?;
-    warn!(bucket = %source.bucket, key = %source.key, rejects = %key, count = rejects.count, not_kept = rejects.dropped, "rejected records written");
+    warn!(bucket = %source.bucket, key = %source.key, rejects = %key, count, not_kept, "rejected records written");
     Ok(())
 }
 

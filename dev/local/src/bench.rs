@@ -202,6 +202,8 @@ async fn embed_throughput(
         .await?;
     pipeline.invoke_ingest(&event).await?;
 
+    let pid = pipeline.embed_index.pid().await;
+    let (cpu_before, _) = pid.and_then(process_usage).unwrap_or_default();
     let mut invocation_time = 0.0;
     let mut invocations = 0u64;
     loop {
@@ -213,8 +215,7 @@ async fn embed_throughput(
         invocation_time += started.elapsed().as_secs_f64();
         invocations += 1;
     }
-    let pid = pipeline.embed_index.pid().await;
-    let peak = pid.and_then(process_usage).map(|(_, p)| p).unwrap_or(0);
+    let (cpu_after, peak) = pid.and_then(process_usage).unwrap_or_default();
     let lines = emf_lines(&log, "embed-index");
     let get = |m: &serde_json::Map<String, Value>, k: &str| {
         m.get(k).and_then(Value::as_f64).unwrap_or(0.0)
@@ -229,13 +230,14 @@ async fn embed_throughput(
         .sum();
     let embed_ms = sum("EmbedMillis");
     println!(
-        "  {model:<30} {embedded:>7.0} {:>10.0} {:>12.0} {:>7.1} % {:>10.1} {:>9.2} {:>12.0} {:>8.1}",
+        "  {model:<30} {embedded:>7.0} {:>10.0} {:>12.0} {:>7.1} % {:>10.1} {:>9.2} {:>12.0} {:>10.0} {:>8.1}",
         embedded / (embed_ms / 1e3),
         embedded / (floor_ms / 1e3),
         100.0 * floor_ms / embed_ms,
         calls * 1000.0 / embedded.max(1.0),
         sum("BulkRequests") / invocations.max(1) as f64,
         embedded / invocation_time,
+        (cpu_after - cpu_before) * 1e3 * 1000.0 / embedded.max(1.0),
         mib(peak)
     );
     pipeline.stop().await;
@@ -347,10 +349,10 @@ pub async fn run(args: &[String]) -> Result<(), Box<dyn std::error::Error>> {
             "\n## Embed-index against the stand-in with 50 ms per call, EMBED_CONCURRENCY=8, batches of 10 messages"
         );
         println!(
-            "  chunks/s while embedding against the floor its calls allow (concurrent waves of 50 ms), and per whole invocation"
+            "  chunks/s while embedding against the floor its calls allow (concurrent waves of 50 ms), and per whole\n  invocation; embed-index's own CPU per 1,000 chunks and peak RSS"
         );
         println!(
-            "  {:<30} {:>7} {:>10} {:>12} {:>9} {:>10} {:>9} {:>12} {:>8}",
+            "  {:<30} {:>7} {:>10} {:>12} {:>9} {:>10} {:>9} {:>12} {:>10} {:>8}",
             "model",
             "chunks",
             "achieved",
@@ -359,6 +361,7 @@ pub async fn run(args: &[String]) -> Result<(), Box<dyn std::error::Error>> {
             "calls/1k",
             "bulk/inv",
             "invocation",
+            "CPU ms/1k",
             "RSS MiB"
         );
         embed_throughput("amazon.titan-embed-text-v2:0", Some(256), 2000).await?;
