@@ -607,6 +607,21 @@ def compute(model_id, raw_body):
         return ("InternalServerException", f"bedrock stub error: {err!r}", "failed"), None, 0, 0
 
 
+POOL_MIN_BODY_BYTES = 4096
+
+
+def exit_with_parent(parent):
+    """Worker-process initializer: exit as soon as the stand-in itself is gone, even when it
+    was killed without a chance to shut its workers down."""
+
+    def watch():
+        while os.getppid() == parent:
+            time.sleep(0.2)
+        os._exit(0)
+
+    threading.Thread(target=watch, daemon=True).start()
+
+
 def invoke(state, model_id, raw_body, pool=None):
     """Run one InvokeModel call.
 
@@ -621,7 +636,8 @@ def invoke(state, model_id, raw_body, pool=None):
     if fault is None and model_aliases(model_id) & set(config["deny_models"]):
         fault = BedrockError("AccessDeniedException", DENIED_MESSAGE, "denied")
     if fault is None:
-        if pool is None:
+        # Small calls (one Titan text) cost less inline than the hop to a worker process.
+        if pool is None or len(raw_body) < POOL_MIN_BODY_BYTES:
             error, body, tokens, texts = compute(model_id, raw_body)
         else:
             error, body, tokens, texts = pool.submit(compute, model_id, raw_body).result()
@@ -877,7 +893,8 @@ def main(argv=None):
     if args.workers:
         # Spawned, not forked: the server is multi-threaded by the time calls arrive. The
         # warm-up call starts every worker before the stand-in reports that it listens.
-        pool = ProcessPoolExecutor(args.workers, mp_context=multiprocessing.get_context("spawn"))
+        pool = ProcessPoolExecutor(args.workers, mp_context=multiprocessing.get_context("spawn"),
+                                   initializer=exit_with_parent, initargs=(os.getpid(),))
         warm = [pool.submit(compute, "amazon.titan-embed-text-v2:0", b'{"inputText": "warm"}')
                 for _ in range(args.workers)]
         for future in warm:

@@ -72,7 +72,12 @@ class StubTestCase(unittest.TestCase):
         if self.proc is None:
             return
         if self.proc.poll() is None:
-            os.kill(self.proc.pid, signal.SIGKILL)
+            # SIGTERM lets the stub shut its worker processes down with it.
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
         self.proc.wait()
         self.proc.stdout.close()
         self.proc.stderr.close()
@@ -437,6 +442,38 @@ class ControlApiTests(StubTestCase):
         self.assertBedrockError(self.invoke(TITAN_V2, {"inputText": "slow"}), 429,
                                 "ThrottlingException")
         self.assertGreaterEqual(time.monotonic() - started, 0.15)
+
+
+def _is_stub_worker(pid):
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            return b"multiprocessing" in f.read()
+    except OSError:
+        return False
+
+
+class WorkerProcessTests(StubTestCase):
+    stub_args = ("--workers", "2")
+
+    def children(self):
+        path = f"/proc/{self.proc.pid}/task/{self.proc.pid}/children"
+        with open(path) as f:
+            return [int(pid) for pid in f.read().split()]
+
+    def test_workers_exit_when_the_stub_is_killed(self):
+        workers = self.children()
+        self.assertGreaterEqual(len(workers), 2)
+        # A 96-text call runs in a worker; the answer is the same as computed inline.
+        body = {"texts": [f"text {i}" for i in range(96)], "input_type": "search_document"}
+        self.assertEqual(len(self.embed_ok(COHERE_EN, body)["embeddings"]), 96)
+        os.kill(self.proc.pid, signal.SIGKILL)
+        self.proc.wait()
+        deadline = time.monotonic() + 10
+        alive = workers
+        while alive and time.monotonic() < deadline:
+            time.sleep(0.1)
+            alive = [pid for pid in alive if _is_stub_worker(pid)]
+        self.assertEqual(alive, [], "worker processes outlived the stub")
 
 
 class HttpTests(StubTestCase):
