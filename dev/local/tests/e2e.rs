@@ -87,6 +87,14 @@ async fn all_chunks(pipeline: &Pipeline) -> Vec<Value> {
         .collect()
 }
 
+async fn doc_ids(pipeline: &Pipeline) -> BTreeSet<String> {
+    all_chunks(pipeline)
+        .await
+        .iter()
+        .map(|c| c["doc_id"].as_str().unwrap().to_owned())
+        .collect()
+}
+
 async fn stub_stats(pipeline: &Pipeline) -> Value {
     pipeline.stack.bedrock_stats().await.unwrap()
 }
@@ -228,11 +236,7 @@ async fn every_document_lands_once_and_faults_lose_nothing() {
         .clone();
     assert_eq!(failures.len(), 1, "{failures:?}");
     pipeline.drain(Duration::from_secs(60)).await.unwrap();
-    let docs: BTreeSet<String> = all_chunks(&pipeline)
-        .await
-        .iter()
-        .map(|c| c["doc_id"].as_str().unwrap().to_owned())
-        .collect();
+    let docs = doc_ids(&pipeline).await;
     assert!(docs.contains("manual-1") && docs.contains("manual-2"));
     assert_eq!(pipeline.dead_letters().await.unwrap(), 1);
 
@@ -328,11 +332,7 @@ async fn throttled_bedrock_slows_the_pipeline_but_loses_nothing() {
     pipeline.invoke_ingest(&event).await.unwrap();
     let drained = pipeline.drain(Duration::from_secs(120)).await.unwrap();
     assert_eq!(drained.function_errors, 0);
-    let docs: BTreeSet<String> = all_chunks(&pipeline)
-        .await
-        .iter()
-        .map(|c| c["doc_id"].as_str().unwrap().to_owned())
-        .collect();
+    let docs = doc_ids(&pipeline).await;
     assert_eq!(docs.len(), 90);
     let stats = stub_stats(&pipeline).await;
     assert!(stats["throttled"].as_u64().unwrap() >= 29, "{stats}");
@@ -746,14 +746,6 @@ fn emf_sum(pipeline: &Pipeline, metric: &str, reason: Option<&str>) -> f64 {
         .filter(|v| reason.is_none_or(|r| v["Reason"] == r))
         .filter_map(|v| v[metric].as_f64())
         .sum()
-}
-
-async fn doc_ids(pipeline: &Pipeline) -> BTreeSet<String> {
-    all_chunks(pipeline)
-        .await
-        .iter()
-        .map(|c| c["doc_id"].as_str().unwrap().to_owned())
-        .collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
