@@ -272,8 +272,17 @@ impl FailureReason {
 }
 
 /// Failed chunks counted by [`FailureReason`].
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+#[derive(Default, Clone, Copy, PartialEq, Eq)]
 pub struct Failures([u64; FailureReason::ALL.len()]);
+
+/// The reasons that occurred, by label (`{es_unavailable: 5}`), as the batch log shows them.
+impl std::fmt::Debug for Failures {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_map()
+            .entries(self.nonzero().map(|(r, n)| (r.label(), n)))
+            .finish()
+    }
+}
 
 impl Failures {
     pub fn add(&mut self, reason: FailureReason) {
@@ -1200,6 +1209,10 @@ mod tests {
             failures.add(reason);
         }
         failures.add(FailureReason::Throttled);
+        assert_eq!(
+            format!("{failures:?}"),
+            r#"{"throttled": 2, "bedrock_error": 1, "out_of_time": 1, "model_rejected": 1, "access_denied": 1}"#
+        );
         let counted: Vec<(&str, u64)> = failures.nonzero().map(|(r, n)| (r.label(), n)).collect();
         assert_eq!(
             counted,

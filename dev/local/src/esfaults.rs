@@ -122,7 +122,10 @@ async fn serve(stream: TcpStream, plan: Arc<Mutex<Plan>>, upstream: Upstream) {
     let (read, mut write) = stream.into_split();
     let mut reader = BufReader::new(read);
     while let Some(request) = read_request(&mut reader).await {
-        let (status, body) = answer(&request, &plan, &upstream).await;
+        let (status, mut body) = answer(&request, &plan, &upstream).await;
+        if request.method == "HEAD" {
+            body.clear(); // a HEAD answer has no body, or the connection's framing breaks
+        }
         if write
             .write_all(&http_response(status, &[], &body))
             .await
