@@ -369,9 +369,14 @@ pub struct EmbedIndexConfig {
     /// Where chunks go back, with their vectors, when Elasticsearch stays unavailable
     /// (`CHUNK_QUEUE_URL`); without it such messages just fail and are retried.
     pub requeue_url: Option<String>,
-    /// How long requeued chunks wait before they come back (`REQUEUE_DELAY_SECS`, SQS's
-    /// `DelaySeconds`: 0–900).
+    /// How long requeued chunks wait the first time (`REQUEUE_DELAY_SECS`, SQS's
+    /// `DelaySeconds`: 0–900); the wait doubles with each requeue up to
+    /// `requeue_max_delay_secs` (`REQUEUE_MAX_DELAY_SECS`).
     pub requeue_delay_secs: i32,
+    pub requeue_max_delay_secs: i32,
+    /// Requeues one message may make before it goes to the dead-letter queue (`MAX_REQUEUES`):
+    /// the hop limit of embed-index's own loop.
+    pub max_requeues: u32,
     pub message_max_bytes: usize,
     pub sqs_max_payload_bytes: usize,
 }
@@ -420,6 +425,13 @@ impl EmbedIndexConfig {
                 "REQUEUE_DELAY_SECS={requeue_delay_secs} must be between 0 and 900 (SQS DelaySeconds)"
             ));
         }
+        let requeue_max_delay_secs = env.parse::<i32>("REQUEUE_MAX_DELAY_SECS", 900);
+        if !(requeue_delay_secs..=900).contains(&requeue_max_delay_secs) {
+            env.problem(format!(
+                "REQUEUE_MAX_DELAY_SECS={requeue_max_delay_secs} must be between REQUEUE_DELAY_SECS ({requeue_delay_secs}) and 900"
+            ));
+        }
+        let max_requeues = env.parse::<u32>("MAX_REQUEUES", 288);
         let message_max_bytes = env
             .parse::<usize>("MESSAGE_MAX_BYTES", 64 * 1024)
             .clamp(4096, 1024 * 1024);
@@ -440,6 +452,8 @@ impl EmbedIndexConfig {
             bulk_max_bytes,
             requeue_url,
             requeue_delay_secs,
+            requeue_max_delay_secs,
+            max_requeues,
             message_max_bytes,
             sqs_max_payload_bytes,
         })

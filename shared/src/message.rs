@@ -88,6 +88,14 @@ pub struct ChunkMessage {
     pub source: SourceRef,
     #[serde(default)]
     pub chunks: Vec<ChunkPayload>,
+    /// How many times embed-index has put this work back on the queue while Elasticsearch was
+    /// unavailable: the hop count that bounds that loop.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub requeues: u32,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }
 
 /// Why a message body could not be used.
@@ -107,6 +115,7 @@ impl ChunkMessage {
             op,
             source: source.clone(),
             chunks: Vec::new(),
+            requeues: 0,
         };
         serde_json::to_string(&message).expect("a control message always serialises")
     }
@@ -138,9 +147,19 @@ pub struct MessagePacker {
 
 impl MessagePacker {
     pub fn new(source: &SourceRef, budget: usize) -> Self {
+        Self::requeued(source, 0, budget)
+    }
+
+    /// A packer for chunks going back on the queue for the `requeues`-th time.
+    pub fn requeued(source: &SourceRef, requeues: u32, budget: usize) -> Self {
         let source = serde_json::to_string(source).expect("a source reference always serialises");
+        let hops = if requeues > 0 {
+            format!(r#""requeues":{requeues},"#)
+        } else {
+            String::new()
+        };
         let header =
-            format!(r#"{{"v":{MESSAGE_VERSION},"op":"index","source":{source},"chunks":["#);
+            format!(r#"{{"v":{MESSAGE_VERSION},"op":"index",{hops}"source":{source},"chunks":["#);
         Self {
             body: header.clone(),
             header,
@@ -291,6 +310,16 @@ mod tests {
         };
         let back: ChunkPayload = serde_json::from_str(&MessagePacker::encode(&chunk)).unwrap();
         assert_eq!(back, chunk);
+    }
+
+    #[test]
+    fn requeued_messages_carry_their_hop_count() {
+        let mut packer = MessagePacker::requeued(&source(), 3, 4096);
+        packer.push(&MessagePacker::encode(&chunk(0, "t"))).unwrap();
+        let msg = ChunkMessage::parse(&packer.finish().unwrap()).unwrap();
+        assert_eq!((msg.requeues, msg.chunks.len()), (3, 1));
+        let fresh = ChunkMessage::parse(&ChunkMessage::control(Operation::Sweep, &source()));
+        assert_eq!(fresh.unwrap().requeues, 0);
     }
 
     #[test]

@@ -81,7 +81,7 @@ pub struct EmbedStats {
 }
 
 impl EmbedStats {
-    fn add(&mut self, other: EmbedStats) {
+    pub fn add(&mut self, other: EmbedStats) {
         self.calls += other.calls;
         self.throttles += other.throttles;
         self.retries += other.retries;

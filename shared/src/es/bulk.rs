@@ -3,31 +3,82 @@
 
 use serde::{Deserialize, Serialize};
 
-/// Appends one `index` action and its document to an NDJSON bulk body.
-pub fn push_index(body: &mut Vec<u8>, index: &str, id: &str, doc: &impl Serialize) {
-    push_action(body, "index", index, id);
+/// A stored document's version, for compare-and-set writes: the `_seq_no` and `_primary_term`
+/// Elasticsearch returns from `_mget` and `_bulk`. A write conditioned on it fails with 409 when
+/// the document changed (or vanished) since.
+/// <https://www.elastic.co/guide/en/elasticsearch/reference/current/optimistic-concurrency-control.html>
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct DocVersion {
+    pub seq_no: u64,
+    pub primary_term: u64,
+}
+
+/// What a write expects to find.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Expect {
+    /// Anything: the write wins (documents no other writer races for).
+    Any,
+    /// No document with that id (`create`: 409 if one appeared).
+    Absent,
+    /// The document exactly as it was read.
+    Version(DocVersion),
+}
+
+impl From<Option<DocVersion>> for Expect {
+    fn from(version: Option<DocVersion>) -> Self {
+        version.map_or(Expect::Absent, Expect::Version)
+    }
+}
+
+/// Appends one write of a whole document: `create` when it must be absent, else `index`.
+pub fn push_index(body: &mut Vec<u8>, index: &str, id: &str, expect: Expect, doc: &impl Serialize) {
+    let action = if expect == Expect::Absent {
+        "create"
+    } else {
+        "index"
+    };
+    push_action(body, action, index, id, expect);
     serde_json::to_writer(&mut *body, doc).expect("documents always serialise");
     body.push(b'\n');
 }
 
 /// Appends an `update` with a partial document: refreshes everything but the stored vector.
-pub fn push_update(body: &mut Vec<u8>, index: &str, id: &str, partial: &impl Serialize) {
+pub fn push_update(
+    body: &mut Vec<u8>,
+    index: &str,
+    id: &str,
+    expect: Expect,
+    partial: &impl Serialize,
+) {
     #[derive(Serialize)]
     struct Update<'a, T> {
         doc: &'a T,
     }
-    push_action(body, "update", index, id);
+    push_action(body, "update", index, id, expect);
     serde_json::to_writer(&mut *body, &Update { doc: partial })
         .expect("documents always serialise");
     body.push(b'\n');
 }
 
-fn push_action(body: &mut Vec<u8>, action: &str, index: &str, id: &str) {
+/// Appends a `delete` of one document, only if it is still the version given.
+pub fn push_delete(body: &mut Vec<u8>, index: &str, id: &str, version: DocVersion) {
+    push_action(body, "delete", index, id, Expect::Version(version));
+}
+
+fn push_action(body: &mut Vec<u8>, action: &str, index: &str, id: &str, expect: Expect) {
     #[derive(Serialize)]
     struct Meta<'a> {
         _index: &'a str,
         _id: &'a str,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        if_seq_no: Option<u64>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        if_primary_term: Option<u64>,
     }
+    let version = match expect {
+        Expect::Version(v) => Some(v),
+        Expect::Any | Expect::Absent => None,
+    };
     body.extend_from_slice(b"{\"");
     body.extend_from_slice(action.as_bytes());
     body.extend_from_slice(b"\":");
@@ -36,6 +87,8 @@ fn push_action(body: &mut Vec<u8>, action: &str, index: &str, id: &str) {
         &Meta {
             _index: index,
             _id: id,
+            if_seq_no: version.map(|v| v.seq_no),
+            if_primary_term: version.map(|v| v.primary_term),
         },
     )
     .expect("ids always serialise");
@@ -45,9 +98,12 @@ fn push_action(body: &mut Vec<u8>, action: &str, index: &str, id: &str) {
 /// What happened to one bulk item.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ItemOutcome {
-    Stored,
-    /// Worth another try: 429 (rejected execution), 5xx, or a document that vanished under a
-    /// partial update.
+    /// Written; with the document's new version (absent for a delete).
+    Stored { version: Option<DocVersion> },
+    /// The document is not as the write expected (409), or an `update` found none (404): read
+    /// it again and decide anew.
+    Conflict { reason: String },
+    /// Worth another try: 429 (rejected execution), 5xx, or a timeout.
     Retry {
         status: u16,
         kind: String,
@@ -65,10 +121,13 @@ impl ItemOutcome {
     /// The one place that decides which item failures are transient.
     pub fn classify(status: u16, kind: &str, reason: &str) -> Self {
         match status {
-            200..=299 => ItemOutcome::Stored,
-            // 404 only comes from `update` of a chunk deleted since it was looked up; 409 from a
-            // concurrent write of the same id. Both resolve on the next attempt.
-            404 | 408 | 409 | 429 | 500..=599 => ItemOutcome::Retry {
+            200..=299 => ItemOutcome::Stored { version: None },
+            // Every write is conditioned on what was read: 409 means another writer came first,
+            // 404 that an `update` lost its document. Neither is an error to retry blindly.
+            404 | 409 => ItemOutcome::Conflict {
+                reason: reason.to_owned(),
+            },
+            408 | 429 | 500..=599 => ItemOutcome::Retry {
                 status,
                 kind: kind.to_owned(),
                 reason: reason.to_owned(),
@@ -99,6 +158,10 @@ struct BulkItem {
     #[serde(rename = "_id", default)]
     id: String,
     status: u16,
+    #[serde(rename = "_seq_no", default)]
+    seq_no: Option<u64>,
+    #[serde(rename = "_primary_term", default)]
+    primary_term: Option<u64>,
     #[serde(default)]
     error: Option<ItemErrorBody>,
 }
@@ -149,7 +212,15 @@ pub fn parse_bulk_answer(body: &[u8], expected: usize) -> Result<BulkOutcome, St
                 .error
                 .map(|e| (e.kind.clone(), e.full_reason()))
                 .unwrap_or_default();
-            let outcome = ItemOutcome::classify(it.status, &kind, &reason);
+            let mut outcome = ItemOutcome::classify(it.status, &kind, &reason);
+            if let ItemOutcome::Stored { version } = &mut outcome
+                && let (Some(seq_no), Some(primary_term)) = (it.seq_no, it.primary_term)
+            {
+                *version = Some(DocVersion {
+                    seq_no,
+                    primary_term,
+                });
+            }
             (it.id, outcome)
         })
         .collect();
@@ -164,8 +235,20 @@ mod tests {
     #[test]
     fn encodes_ndjson_actions() {
         let mut body = Vec::new();
-        push_index(&mut body, "docs", "a\"1", &json!({"text": "日本\n語"}));
-        push_update(&mut body, "docs", "b", &json!({"chunk_count": 2}));
+        push_index(
+            &mut body,
+            "docs",
+            "a\"1",
+            Expect::Any,
+            &json!({"text": "日本\n語"}),
+        );
+        push_update(
+            &mut body,
+            "docs",
+            "b",
+            Expect::Any,
+            &json!({"chunk_count": 2}),
+        );
         let text = String::from_utf8(body).unwrap();
         let lines: Vec<Value> = text
             .lines()
@@ -183,9 +266,44 @@ mod tests {
     }
 
     #[test]
+    fn conditional_writes_carry_the_version_they_expect() {
+        let v = DocVersion {
+            seq_no: 7,
+            primary_term: 2,
+        };
+        let mut body = Vec::new();
+        push_index(&mut body, "docs", "new", Expect::Absent, &json!({}));
+        push_index(&mut body, "docs", "seen", Expect::Version(v), &json!({}));
+        push_update(&mut body, "docs", "same", Expect::Version(v), &json!({}));
+        push_delete(&mut body, "docs", "stale", v);
+        let lines: Vec<Value> = String::from_utf8(body)
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        assert_eq!(
+            lines[0],
+            json!({"create": {"_index": "docs", "_id": "new"}})
+        );
+        assert_eq!(
+            lines[2],
+            json!({"index": {"_index": "docs", "_id": "seen", "if_seq_no": 7, "if_primary_term": 2}})
+        );
+        assert_eq!(
+            lines[4],
+            json!({"update": {"_index": "docs", "_id": "same", "if_seq_no": 7, "if_primary_term": 2}})
+        );
+        assert_eq!(
+            lines[6],
+            json!({"delete": {"_index": "docs", "_id": "stale", "if_seq_no": 7, "if_primary_term": 2}})
+        );
+        assert_eq!(lines.len(), 7, "a delete has no document line");
+    }
+
+    #[test]
     fn classifies_each_item() {
         let answer = json!({"took": 3, "errors": true, "items": [
-            {"index": {"_index": "docs", "_id": "ok", "status": 201, "result": "created"}},
+            {"index": {"_index": "docs", "_id": "ok", "status": 201, "result": "created", "_seq_no": 12, "_primary_term": 1}},
             {"index": {"_index": "docs", "_id": "busy", "status": 429, "error": {"type": "es_rejected_execution_exception", "reason": "queue full"}}},
             {"index": {"_index": "docs", "_id": "dims", "status": 400, "error": {"type": "document_parsing_exception", "reason": "[1:1] failed to parse",
                 "caused_by": {"type": "illegal_argument_exception", "reason": "different number of dimensions [3] than defined in the mapping [1024]"}}}},
@@ -193,7 +311,18 @@ mod tests {
             {"index": {"_index": "docs", "_id": "down", "status": 503, "error": {"type": "unavailable_shards_exception", "reason": "primary shard is not active"}}}
         ]});
         let out = parse_bulk_answer(answer.to_string().as_bytes(), 5).unwrap();
-        assert_eq!(out.items[0], ("ok".into(), ItemOutcome::Stored));
+        assert_eq!(
+            out.items[0],
+            (
+                "ok".into(),
+                ItemOutcome::Stored {
+                    version: Some(DocVersion {
+                        seq_no: 12,
+                        primary_term: 1
+                    })
+                }
+            )
+        );
         assert!(
             matches!(&out.items[1].1, ItemOutcome::Retry { status: 429, kind, .. } if kind == "es_rejected_execution_exception")
         );
@@ -211,10 +340,7 @@ mod tests {
             }
             other => panic!("{other:?}"),
         }
-        assert!(matches!(
-            out.items[3].1,
-            ItemOutcome::Retry { status: 404, .. }
-        ));
+        assert!(matches!(out.items[3].1, ItemOutcome::Conflict { .. }));
         assert!(matches!(
             out.items[4].1,
             ItemOutcome::Retry { status: 503, .. }

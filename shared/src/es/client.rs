@@ -1,7 +1,6 @@
 //! A small Elasticsearch REST client over reqwest: auth, TLS with a private CA, timeouts, and
 //! the handful of calls the functions make.
 
-use std::collections::HashMap;
 use std::time::Duration;
 
 use reqwest::header::{AUTHORIZATION, CONTENT_TYPE, HeaderValue};
@@ -13,15 +12,6 @@ use super::bulk::{BulkOutcome, parse_bulk_answer};
 use super::document::{index_mapping, mapped_dimensions};
 use crate::embed::bedrock::error_chain;
 use crate::secret::Secret;
-
-/// Stored chunk fingerprints and source markers, as [`EsClient::lookup`] finds them.
-#[derive(Debug, Default, Clone, PartialEq, Eq)]
-pub struct Stored {
-    /// Chunk id → (`content_sha256`, `model_id`).
-    pub fingerprints: HashMap<String, (String, String)>,
-    /// Source marker id → the newest sequencer applied.
-    pub markers: HashMap<String, String>,
-}
 
 /// How to reach and authenticate to the cluster.
 #[derive(Debug, Clone, PartialEq)]
@@ -236,7 +226,7 @@ impl EsClient {
     }
 
     /// Like `send`, but a non-2xx answer is an `EsError::Status` with Elasticsearch's reason.
-    async fn call(
+    pub(super) async fn call(
         &self,
         method: Method,
         path: &str,
@@ -251,7 +241,7 @@ impl EsClient {
         }
     }
 
-    fn json(what: &str, bytes: &[u8]) -> Result<Value, EsError> {
+    pub(super) fn json(what: &str, bytes: &[u8]) -> Result<Value, EsError> {
         serde_json::from_slice(bytes).map_err(|e| EsError::Decode {
             what: what.to_owned(),
             detail: e.to_string(),
@@ -356,104 +346,6 @@ impl EsClient {
         })
     }
 
-    /// The index beside the chunk index that records, per source object, the newest S3 event
-    /// applied (so an older event never wins over a newer one).
-    pub fn marker_index(&self) -> String {
-        format!("{}-sources", self.index)
-    }
-
-    /// Creates the marker index when it is missing.
-    pub async fn ensure_marker_index(&self) -> Result<(), EsError> {
-        let index = self.marker_index();
-        let path = format!("/{}", encode_path(&index));
-        let (status, _) = self.send(Method::HEAD, &path, None).await?;
-        if status != StatusCode::NOT_FOUND {
-            return Ok(());
-        }
-        let mapping = json!({"mappings": {"dynamic": false, "properties": {
-            "bucket": {"type": "keyword"}, "key": {"type": "keyword"}, "sequencer": {"type": "keyword"},
-            "deleted": {"type": "boolean"}, "updated_at": {"type": "date"}
-        }}});
-        let body = serde_json::to_vec(&mapping).expect("mapping serialises");
-        let (status, bytes) = self
-            .send(Method::PUT, &path, Some((body, "application/json")))
-            .await?;
-        if status.is_success()
-            || String::from_utf8_lossy(&bytes).contains("resource_already_exists_exception")
-        {
-            Ok(())
-        } else {
-            Err(status_error(
-                &format!("creating index {index}"),
-                status,
-                &bytes,
-            ))
-        }
-    }
-
-    /// What a batch needs to know before it embeds, in one `_mget`: the stored
-    /// `content_sha256` and `model_id` of each of `chunk_ids` that exists, and the recorded
-    /// sequencer of each of `marker_ids` (in the marker index) that exists.
-    pub async fn lookup(
-        &self,
-        chunk_ids: &[String],
-        marker_ids: &[String],
-    ) -> Result<Stored, EsError> {
-        let mut stored = Stored::default();
-        if chunk_ids.is_empty() && marker_ids.is_empty() {
-            return Ok(stored);
-        }
-        let what = "_mget of stored chunk hashes and source markers";
-        let marker_index = self.marker_index();
-        let docs: Vec<Value> = chunk_ids
-            .iter()
-            .map(|id| json!({"_index": self.index, "_id": id, "_source": ["content_sha256", "model_id"]}))
-            .chain(marker_ids.iter().map(
-                |id| json!({"_index": marker_index, "_id": id, "_source": ["sequencer"]}),
-            ))
-            .collect();
-        let body = serde_json::to_vec(&json!({ "docs": docs })).expect("ids serialise");
-        let bytes = self
-            .call(
-                Method::POST,
-                "/_mget",
-                Some((body, "application/json")),
-                what,
-            )
-            .await?;
-        let answer = Self::json(what, &bytes)?;
-        let docs = answer["docs"].as_array().map(Vec::as_slice).unwrap_or(&[]);
-        if docs.len() != chunk_ids.len() + marker_ids.len() {
-            return Err(EsError::Decode {
-                what: what.into(),
-                detail: format!(
-                    "{} docs for {} ids",
-                    docs.len(),
-                    chunk_ids.len() + marker_ids.len()
-                ),
-            });
-        }
-        // Answers come in request order; `_index` would name the concrete index behind an alias.
-        let (chunks, markers) = docs.split_at(chunk_ids.len());
-        let field = |d: &Value, name: &str| -> Option<String> {
-            if d["found"].as_bool() != Some(true) {
-                return None;
-            }
-            Some(d["_source"][name].as_str()?.to_owned())
-        };
-        for (id, d) in chunk_ids.iter().zip(chunks) {
-            if let (Some(sha), Some(model)) = (field(d, "content_sha256"), field(d, "model_id")) {
-                stored.fingerprints.insert(id.clone(), (sha, model));
-            }
-        }
-        for (id, d) in marker_ids.iter().zip(markers) {
-            if let Some(sequencer) = field(d, "sequencer") {
-                stored.markers.insert(id.clone(), sequencer);
-            }
-        }
-        Ok(stored)
-    }
-
     /// `_delete_by_query` on the chunk index; returns how many chunks it deleted.
     pub async fn delete_by_query(&self, query: &Value) -> Result<u64, EsError> {
         let what = format!("_delete_by_query on {}", self.index);
@@ -534,7 +426,7 @@ impl EsClient {
 }
 
 /// Builds an `EsError::Status` from Elasticsearch's error body (`{"error":{"type","reason"}}`).
-fn status_error(what: &str, status: StatusCode, body: &[u8]) -> EsError {
+pub(super) fn status_error(what: &str, status: StatusCode, body: &[u8]) -> EsError {
     let parsed: Option<Value> = serde_json::from_slice(body).ok();
     let (kind, reason) = match parsed.as_ref().map(|v| &v["error"]) {
         Some(Value::Object(e)) => (
@@ -563,7 +455,7 @@ fn status_error(what: &str, status: StatusCode, body: &[u8]) -> EsError {
 
 /// Index names cannot hold most reserved characters; percent-encode the few that may appear in
 /// an alias or pattern so they stay one path segment.
-fn encode_path(name: &str) -> String {
+pub(super) fn encode_path(name: &str) -> String {
     use percent_encoding::{AsciiSet, CONTROLS, utf8_percent_encode};
     const SEGMENT: &AsciiSet = &CONTROLS.add(b' ').add(b'/').add(b'?').add(b'#').add(b'%');
     utf8_percent_encode(name, SEGMENT).to_string()

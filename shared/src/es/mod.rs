@@ -4,7 +4,9 @@
 pub mod bulk;
 pub mod client;
 pub mod document;
+pub mod state;
 
-pub use bulk::{BulkOutcome, ItemOutcome};
-pub use client::{EsAuth, EsClient, EsError, EsSettings, Stored, VectorSettings};
+pub use bulk::{BulkOutcome, DocVersion, Expect, ItemOutcome};
+pub use client::{EsAuth, EsClient, EsError, EsSettings, VectorSettings};
 pub use document::{ChunkDocument, index_mapping};
+pub use state::{SourceMarker, Stored, StoredChunk, StoredMarker};

@@ -1,0 +1,738 @@
+//! The `embed-index` handler: a batch of chunk messages in; per object only its newest S3 event
+//! applied, chunks embedded (unless unchanged or carried) and written with compare-and-set,
+//! deletions and sweeps applied, and every message that did not land either put back on the
+//! queue (Elasticsearch unavailable) or named in the partial batch response.
+//!
+//! `handle_batch` reads top to bottom as its steps: parse → make sure the index exists → look up
+//! what is stored → claim each object's marker → write chunks → check the markers again and
+//! undo what a newer event overtook → remove → requeue what waits for Elasticsearch → answer.
+
+mod index;
+mod ordering;
+mod requeue;
+mod stats;
+mod writes;
+
+#[cfg(test)]
+mod tests;
+
+use std::collections::{BTreeSet, HashMap};
+use std::time::Duration;
+
+use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent};
+use tokio::sync::OnceCell;
+use tracing::{error, info, warn};
+
+use crate::config::EmbedIndexConfig;
+use crate::embed::{EmbedPolicy, Embedder};
+use crate::es::bulk::{push_delete, push_index};
+use crate::es::{EsError, StoredChunk, StoredMarker};
+use crate::ids::{chunk_id, content_sha256, source_marker_id};
+use crate::message::{CarriedVector, ChunkMessage, ChunkPayload, Operation};
+use crate::queue::ChunkQueue;
+use crate::retry::Deadline;
+
+pub use index::SearchIndex;
+pub use ordering::Decision;
+pub use requeue::delay_secs as requeue_delay_secs;
+pub use stats::{BatchStats, FailureReason, Failures};
+
+use ordering::Claim;
+use writes::{Action, ChunkWork, Outcome, Sent, Writer, send_with_retries};
+
+/// Clients and settings, built once per container; the index check runs once too.
+pub struct EmbedIndexDeps<E, I, Q> {
+    pub embedder: E,
+    pub index: I,
+    /// The chunk queue, where work waits (delayed) while Elasticsearch is unavailable.
+    pub requeue: Option<Q>,
+    pub config: EmbedIndexConfig,
+    pub index_ready: OnceCell<()>,
+}
+
+impl<E, I, Q> EmbedIndexDeps<E, I, Q> {
+    pub fn new(embedder: E, index: I, requeue: Option<Q>, config: EmbedIndexConfig) -> Self {
+        Self {
+            embedder,
+            index,
+            requeue,
+            config,
+            index_ready: OnceCell::new(),
+        }
+    }
+}
+
+/// Failing the whole invocation: nothing in the batch can be indexed (the index exists with
+/// settings no retry can change).
+#[derive(Debug, thiserror::Error)]
+#[error("index {index} is not usable: {source}")]
+pub struct IndexSetupError {
+    pub index: String,
+    #[source]
+    pub source: EsError,
+}
+
+/// How one message ends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Fate {
+    Done,
+    /// Elasticsearch was unavailable: back on the queue, delayed.
+    Wait,
+    /// Reported in the partial batch response: SQS retries it, then dead-letters it.
+    Fail,
+}
+
+/// The batch's messages, parsed once; read by every step.
+struct Batch {
+    ids: Vec<String>,
+    messages: Vec<(usize, ChunkMessage)>,
+}
+
+/// Each message's fate so far, by position in the batch.
+struct Fates(Vec<Fate>);
+
+impl Batch {
+    fn parse(event: &SqsEvent) -> (Self, Fates) {
+        let ids: Vec<String> = event
+            .records
+            .iter()
+            .map(|m| m.message_id.clone().unwrap_or_default())
+            .collect();
+        let mut fates = vec![Fate::Done; ids.len()];
+        let mut messages = Vec::new();
+        for (i, record) in event.records.iter().enumerate() {
+            match ChunkMessage::parse(record.body.as_deref().unwrap_or("")) {
+                Ok(m) => messages.push((i, m)),
+                Err(e) => {
+                    error!(message_id = %ids[i], error = %e, "poison message: it will go to the dead-letter queue after its retries");
+                    fates[i] = Fate::Fail;
+                }
+            }
+        }
+        (Self { ids, messages }, Fates(fates))
+    }
+
+    fn message(&self, i: usize) -> &ChunkMessage {
+        &self
+            .messages
+            .iter()
+            .find(|(j, _)| *j == i)
+            .expect("a parsed message")
+            .1
+    }
+}
+
+impl Fates {
+    /// Marks message `i` (a worse fate wins: a failure is never downgraded to a wait).
+    fn mark(&mut self, i: usize, fate: Fate) {
+        self.0[i] = self.0[i].max(fate);
+    }
+
+    fn mark_all(&mut self, batch: &Batch, fate: Fate) {
+        for (i, _) in &batch.messages {
+            self.mark(*i, fate);
+        }
+    }
+
+    fn is_live(&self, i: usize) -> bool {
+        self.0[i] == Fate::Done
+    }
+}
+
+/// Handles one SQS batch. Messages are never failed wholesale: each one that did not fully land
+/// is requeued or reported by id, so Lambda retries only those (and the DLQ collects the
+/// poisonous ones).
+pub async fn handle_batch<E: Embedder, I: SearchIndex, Q: ChunkQueue>(
+    deps: &EmbedIndexDeps<E, I, Q>,
+    event: SqsEvent,
+    deadline: Deadline,
+) -> Result<(SqsBatchResponse, BatchStats), IndexSetupError> {
+    let (batch, mut fates) = Batch::parse(&event);
+    let mut stats = BatchStats {
+        messages: batch.ids.len() as u64,
+        ..Default::default()
+    };
+    let works = apply(deps, &batch, &mut fates, deadline, &mut stats).await?;
+    settle(&mut fates, &works, &mut stats);
+    requeue_waiting(deps, &batch, &mut fates, &works, &mut stats).await;
+
+    stats.messages_failed = fates.0.iter().filter(|f| **f == Fate::Fail).count() as u64;
+    let mut response = SqsBatchResponse::default();
+    for (i, fate) in fates.0.iter().enumerate() {
+        if *fate == Fate::Fail {
+            response.add_failure(batch.ids[i].clone());
+        }
+    }
+    stats::emit(&stats, &deps.config.model);
+    info!(?stats, "batch finished");
+    Ok((response, stats))
+}
+
+/// Steps 1 to 7; returns the chunks and how each ended.
+async fn apply<'b, E: Embedder, I: SearchIndex, Q: ChunkQueue>(
+    deps: &EmbedIndexDeps<E, I, Q>,
+    batch: &'b Batch,
+    fates: &mut Fates,
+    deadline: Deadline,
+    stats: &mut BatchStats,
+) -> Result<Vec<ChunkWork<'b>>, IndexSetupError> {
+    if !index_ready(deps, batch, fates).await? {
+        return Ok(Vec::new());
+    }
+    let Some(stored) = look_up(deps, batch, fates).await else {
+        return Ok(Vec::new());
+    };
+    let decisions = claim_markers(deps, batch, fates, stored.markers.clone()).await;
+    let mut works = chunk_works(deps, batch, fates, &decisions, stats);
+    write_chunks(deps, &mut works, &stored.chunks, deadline, stats).await;
+    undo_overtaken(deps, batch, fates, &works, &decisions, &stored, stats).await;
+    remove(deps, batch, fates, &decisions, stats).await;
+    Ok(works)
+}
+
+/// Step 1: the index exists with the model's dimensions (once per container). While the
+/// cluster is unreachable the batch waits on the queue: a cold start in an outage is no failure.
+async fn index_ready<E: Embedder, I: SearchIndex, Q: ChunkQueue>(
+    deps: &EmbedIndexDeps<E, I, Q>,
+    batch: &Batch,
+    fates: &mut Fates,
+) -> Result<bool, IndexSetupError> {
+    let cfg = &deps.config;
+    match deps
+        .index_ready
+        .get_or_try_init(|| deps.index.ensure_index(&cfg.model, &cfg.vectors))
+        .await
+    {
+        Ok(()) => Ok(true),
+        Err(e) if e.is_retryable() => {
+            warn!(error = %e, "Elasticsearch unavailable at the index check: the batch waits on the queue");
+            fates.mark_all(batch, Fate::Wait);
+            Ok(false)
+        }
+        Err(source) => Err(IndexSetupError {
+            index: deps.index.index_name().to_owned(),
+            source,
+        }),
+    }
+}
+
+/// Step 2: one round trip for the markers of the batch's objects and the chunks it carries.
+/// Without them nothing can be decided safely: the batch waits (or is retried).
+async fn look_up<E: Embedder, I: SearchIndex, Q: ChunkQueue>(
+    deps: &EmbedIndexDeps<E, I, Q>,
+    batch: &Batch,
+    fates: &mut Fates,
+) -> Option<crate::es::Stored> {
+    let marker_ids: Vec<String> = batch
+        .messages
+        .iter()
+        .map(|(_, m)| source_marker_id(&m.source.bucket, &m.source.key))
+        .collect::<BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    let chunk_ids: Vec<String> = batch
+        .messages
+        .iter()
+        .flat_map(|(_, m)| &m.chunks)
+        .map(|c| chunk_id(&c.doc_id, c.chunk_index))
+        .collect::<BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    match deps.index.lookup(&chunk_ids, &marker_ids).await {
+        Ok(stored) => Some(stored),
+        Err(e) => {
+            let fate = if e.is_retryable() {
+                Fate::Wait
+            } else {
+                Fate::Fail
+            };
+            warn!(error = %e, ?fate, "could not read stored chunks and source markers");
+            fates.mark_all(batch, fate);
+            None
+        }
+    }
+}
+
+/// How often a marker that lost a compare-and-set race is read and claimed again.
+const CLAIM_ROUNDS: usize = 4;
+
+/// Step 3: decide per object which messages apply, and move each object's marker to its newest
+/// event with compare-and-set before anything of it is written.
+async fn claim_markers<E: Embedder, I: SearchIndex, Q: ChunkQueue>(
+    deps: &EmbedIndexDeps<E, I, Q>,
+    batch: &Batch,
+    fates: &mut Fates,
+    mut markers: HashMap<String, StoredMarker>,
+) -> HashMap<usize, Decision> {
+    let now = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+    let marker_index = deps.index.marker_index();
+    let mut decisions = HashMap::new();
+    let mut pending: Vec<usize> = batch
+        .messages
+        .iter()
+        .map(|(i, _)| *i)
+        .filter(|i| fates.is_live(*i))
+        .collect();
+    for _ in 0..CLAIM_ROUNDS {
+        let messages: Vec<(usize, &ChunkMessage)> = batch
+            .messages
+            .iter()
+            .filter(|(i, _)| pending.contains(i))
+            .map(|(i, m)| (*i, m))
+            .collect();
+        let order = ordering::order(&messages, &markers, &now);
+        let object_of = |i: usize| -> String {
+            let m = &messages.iter().find(|(j, _)| *j == i).expect("pending").1;
+            source_marker_id(&m.source.bucket, &m.source.key)
+        };
+        let results = write_claims(deps, &marker_index, &order.claims).await;
+        let mut lost: Vec<String> = Vec::new();
+        let mut fate_of: HashMap<String, Fate> = HashMap::new();
+        for (claim, sent) in order.claims.iter().zip(results) {
+            match sent {
+                Sent::Stored(Some(version)) => {
+                    markers.insert(
+                        claim.id.clone(),
+                        StoredMarker {
+                            marker: claim.marker.clone(),
+                            version,
+                        },
+                    );
+                }
+                Sent::Stored(None) | Sent::Unavailable => {
+                    fate_of.insert(claim.id.clone(), Fate::Wait);
+                }
+                Sent::Conflict => lost.push(claim.id.clone()),
+                Sent::Rejected(reason) => {
+                    error!(bucket = %claim.marker.bucket, key = %claim.marker.key, %reason, "marker write refused");
+                    fate_of.insert(claim.id.clone(), Fate::Fail);
+                }
+            }
+        }
+        let mut again = Vec::new();
+        for (i, decision) in order.decisions {
+            let object = object_of(i);
+            if lost.contains(&object) {
+                again.push(i);
+            } else if let Some(fate) = fate_of.get(&object) {
+                fates.mark(i, *fate);
+            } else {
+                decisions.insert(i, decision);
+            }
+        }
+        if again.is_empty() {
+            return decisions;
+        }
+        match deps.index.lookup(&[], &lost).await {
+            Ok(found) => {
+                for id in &lost {
+                    markers.remove(id);
+                }
+                markers.extend(found.markers);
+            }
+            Err(e) => {
+                warn!(error = %e, "could not read markers again after a lost claim");
+                for i in again {
+                    fates.mark(i, Fate::Wait);
+                }
+                return decisions;
+            }
+        }
+        pending = again;
+    }
+    for i in pending {
+        warn!(message_id = %batch.ids[i], "marker still contended after several claims; the message will be retried");
+        fates.mark(i, Fate::Fail);
+    }
+    decisions
+}
+
+async fn write_claims<E: Embedder, I: SearchIndex, Q: ChunkQueue>(
+    deps: &EmbedIndexDeps<E, I, Q>,
+    marker_index: &str,
+    claims: &[Claim],
+) -> Vec<Sent> {
+    if claims.is_empty() {
+        return Vec::new();
+    }
+    let actions: Vec<Action> = claims
+        .iter()
+        .enumerate()
+        .map(|(n, c)| {
+            let mut bytes = Vec::new();
+            push_index(&mut bytes, marker_index, &c.id, c.expect, &c.marker);
+            Action {
+                work: n,
+                embedded: false,
+                bytes,
+            }
+        })
+        .collect();
+    let mut scratch = BatchStats::default();
+    let deadline = Deadline::after(deps.config.es.timeout * 2);
+    let mut results =
+        send_with_retries(&deps.index, actions, usize::MAX, deadline, &mut scratch).await;
+    results.sort_by_key(|(a, _)| a.work);
+    results.into_iter().map(|(_, sent)| sent).collect()
+}
+
+/// Step 4: the distinct chunks of the messages that apply. A chunk queued twice (duplicate S3
+/// events) is written once, as the newest event among them.
+fn chunk_works<'a, E: Embedder, I: SearchIndex, Q: ChunkQueue>(
+    deps: &EmbedIndexDeps<E, I, Q>,
+    batch: &'a Batch,
+    fates: &Fates,
+    decisions: &HashMap<usize, Decision>,
+    stats: &mut BatchStats,
+) -> Vec<ChunkWork<'a>> {
+    let model = &deps.config.model;
+    let mut works: Vec<ChunkWork> = Vec::new();
+    let mut by_id: HashMap<String, usize> = HashMap::new();
+    for (i, message) in &batch.messages {
+        if !fates.is_live(*i) {
+            continue;
+        }
+        let sequencer = match decisions.get(i) {
+            Some(Decision::Apply { sequencer }) if message.op == Operation::Index => sequencer,
+            Some(Decision::Superseded) => {
+                info!(bucket = %message.source.bucket, key = %message.source.key, sequencer = ?message.source.sequencer, op = ?message.op, "older event for this object: skipped");
+                stats.superseded += message.chunks.len() as u64;
+                continue;
+            }
+            _ => continue,
+        };
+        for chunk in &message.chunks {
+            let id = chunk_id(&chunk.doc_id, chunk.chunk_index);
+            let carried = chunk
+                .vector
+                .as_ref()
+                .filter(|c| c.model_id == model.id)
+                .and_then(|c| c.decode(model.dimensions));
+            match by_id.get(&id) {
+                Some(&w) => {
+                    let work = &mut works[w];
+                    work.messages.push(*i);
+                    if *sequencer > work.sequencer {
+                        work.chunk = chunk;
+                        work.source = &message.source;
+                        work.sha = content_sha256(&chunk.text);
+                        work.sequencer = sequencer.clone();
+                        work.vector = carried;
+                    } else if work.vector.is_none() && work.sha == content_sha256(&chunk.text) {
+                        work.vector = carried;
+                    }
+                }
+                None => {
+                    by_id.insert(id.clone(), works.len());
+                    works.push(ChunkWork {
+                        id,
+                        sha: content_sha256(&chunk.text),
+                        chunk,
+                        source: &message.source,
+                        sequencer: sequencer.clone(),
+                        messages: vec![*i],
+                        vector: carried,
+                        outcome: Outcome::Pending,
+                    });
+                }
+            }
+        }
+    }
+    stats.chunks = works.len() as u64;
+    stats.reused = works.iter().filter(|w| w.vector.is_some()).count() as u64;
+    works
+}
+
+/// Step 5: embed what needs it, then write with compare-and-set. Embedding stops early enough
+/// to leave the writes their time.
+async fn write_chunks<E: Embedder, I: SearchIndex, Q: ChunkQueue>(
+    deps: &EmbedIndexDeps<E, I, Q>,
+    works: &mut [ChunkWork<'_>],
+    stored: &HashMap<String, StoredChunk>,
+    deadline: Deadline,
+    stats: &mut BatchStats,
+) {
+    if works.is_empty() {
+        return;
+    }
+    let cfg = &deps.config;
+    let reserve = (cfg.es.timeout + Duration::from_secs(2)).min(deadline.remaining() / 3);
+    let indexed_at = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+    let writer = Writer {
+        embedder: &deps.embedder,
+        index: &deps.index,
+        policy: EmbedPolicy {
+            concurrency: cfg.concurrency,
+            ..EmbedPolicy::default()
+        },
+        embed_deadline: Deadline::after(deadline.remaining().saturating_sub(reserve)),
+        deadline,
+        bulk_max_bytes: cfg.bulk_max_bytes,
+        indexed_at: &indexed_at,
+    };
+    writer.write(works, stored, stats).await;
+}
+
+/// Step 6: a writer that raced a newer event of its object can land after that event's sweep
+/// or deletion looked. Reading the markers again after writing closes the race: if a newer
+/// event has claimed the object since, what this batch wrote is deleted again (only if still
+/// as written). Chunks a superseded message left behind for a deleted object (an earlier
+/// attempt of this undo failed) are removed the same way.
+async fn undo_overtaken<E: Embedder, I: SearchIndex, Q: ChunkQueue>(
+    deps: &EmbedIndexDeps<E, I, Q>,
+    batch: &Batch,
+    fates: &mut Fates,
+    works: &[ChunkWork<'_>],
+    decisions: &HashMap<usize, Decision>,
+    stored: &crate::es::Stored,
+    stats: &mut BatchStats,
+) {
+    let written: Vec<&ChunkWork> = works
+        .iter()
+        .filter(|w| matches!(w.outcome, Outcome::Written { .. }))
+        .collect();
+    let mut undo: Vec<(Vec<usize>, String, crate::es::DocVersion)> = Vec::new();
+    if !written.is_empty() {
+        let ids: Vec<String> = written
+            .iter()
+            .map(|w| source_marker_id(&w.source.bucket, &w.source.key))
+            .collect::<BTreeSet<_>>()
+            .into_iter()
+            .collect();
+        let markers = match deps.index.lookup(&[], &ids).await {
+            Ok(found) => found.markers,
+            Err(e) => {
+                warn!(error = %e, "could not read markers again after writing; the batch's messages wait and are checked again");
+                for w in &written {
+                    for &i in &w.messages {
+                        fates.mark(i, Fate::Wait);
+                    }
+                }
+                return;
+            }
+        };
+        for w in written {
+            let marker = markers.get(&source_marker_id(&w.source.bucket, &w.source.key));
+            if let (
+                Some(m),
+                Outcome::Written {
+                    version: Some(v), ..
+                },
+            ) = (marker, &w.outcome)
+                && m.marker.sequencer > w.sequencer
+            {
+                info!(bucket = %w.source.bucket, key = %w.source.key, sequencer = %w.sequencer, newer = %m.marker.sequencer, "a newer event overtook this write: undoing it");
+                undo.push((w.messages.clone(), w.id.clone(), *v));
+            }
+        }
+    }
+    for (i, message) in &batch.messages {
+        let (Some(Decision::Superseded), Some(seq)) = (decisions.get(i), &message.source.sequencer)
+        else {
+            continue;
+        };
+        let marker = stored.markers.get(&source_marker_id(
+            &message.source.bucket,
+            &message.source.key,
+        ));
+        if !marker.is_some_and(|m| m.marker.deleted && m.marker.sequencer > *seq) {
+            continue;
+        }
+        for chunk in &message.chunks {
+            let id = chunk_id(&chunk.doc_id, chunk.chunk_index);
+            if let Some(s) = stored.chunks.get(&id)
+                && s.sequencer == *seq
+                && s.bucket == message.source.bucket
+                && s.key == message.source.key
+            {
+                undo.push((vec![*i], id, s.version));
+            }
+        }
+    }
+    if undo.is_empty() {
+        return;
+    }
+    let index = deps.index.index_name();
+    let actions: Vec<Action> = undo
+        .iter()
+        .enumerate()
+        .map(|(n, (_, id, version))| {
+            let mut bytes = Vec::new();
+            push_delete(&mut bytes, index, id, *version);
+            Action {
+                work: n,
+                embedded: false,
+                bytes,
+            }
+        })
+        .collect();
+    let deadline = Deadline::after(deps.config.es.timeout * 2);
+    for (action, sent) in send_with_retries(&deps.index, actions, usize::MAX, deadline, stats).await
+    {
+        match sent {
+            Sent::Stored(_) => stats.compensated += 1,
+            // Changed since: a newer writer owns it now.
+            Sent::Conflict => {}
+            Sent::Rejected(_) | Sent::Unavailable => {
+                for &i in &undo[action.work].0 {
+                    fates.mark(i, Fate::Wait);
+                }
+            }
+        }
+    }
+}
+
+/// Step 7: deletions and sweeps that apply. A refresh first, because `_delete_by_query` only
+/// sees refreshed documents and a chunk written a moment ago must not escape it.
+/// <https://www.elastic.co/guide/en/elasticsearch/reference/current/docs-delete-by-query.html>
+async fn remove<E: Embedder, I: SearchIndex, Q: ChunkQueue>(
+    deps: &EmbedIndexDeps<E, I, Q>,
+    batch: &Batch,
+    fates: &mut Fates,
+    decisions: &HashMap<usize, Decision>,
+    stats: &mut BatchStats,
+) {
+    let removals: Vec<(usize, String, bool)> = batch
+        .messages
+        .iter()
+        .filter(|(i, m)| fates.is_live(*i) && m.op != Operation::Index)
+        .filter_map(|(i, m)| match decisions.get(i) {
+            Some(Decision::Apply { sequencer }) => {
+                Some((*i, sequencer.clone(), m.op == Operation::Delete))
+            }
+            _ => None,
+        })
+        .collect();
+    if removals.is_empty() {
+        return;
+    }
+    if let Err(e) = deps.index.refresh().await {
+        warn!(error = %e, "refresh before removing chunks failed; the removals wait");
+        for (i, _, _) in removals {
+            fates.mark(
+                i,
+                if e.is_retryable() {
+                    Fate::Wait
+                } else {
+                    Fate::Fail
+                },
+            );
+        }
+        return;
+    }
+    for (i, sequencer, inclusive) in removals {
+        let source = &batch.message(i).source;
+        match deps
+            .index
+            .delete_chunks(source, &sequencer, inclusive)
+            .await
+        {
+            Ok(n) => {
+                stats.deleted += n;
+                info!(bucket = %source.bucket, key = %source.key, deleted = n, op = if inclusive { "delete" } else { "sweep" }, "removed chunks");
+            }
+            Err(e) => {
+                warn!(bucket = %source.bucket, key = %source.key, error = %e, "removing chunks failed");
+                let fate = if e.is_retryable() {
+                    Fate::Wait
+                } else {
+                    Fate::Fail
+                };
+                fates.mark(i, fate);
+            }
+        }
+    }
+}
+
+/// Step 8: each message's fate from its chunks: a chunk that failed for good fails its message;
+/// one that waits for Elasticsearch makes its message wait.
+fn settle(fates: &mut Fates, works: &[ChunkWork<'_>], stats: &mut BatchStats) {
+    for work in works {
+        match &work.outcome {
+            Outcome::Written { embedded, .. } => {
+                stats.indexed += 1;
+                let _ = embedded;
+            }
+            Outcome::Failed { reason, .. } => {
+                stats.failures.add(*reason);
+                if matches!(
+                    reason,
+                    FailureReason::EsRejected | FailureReason::EsUnavailable
+                ) {
+                    stats.failed_indexing += 1;
+                }
+                let fate = if *reason == FailureReason::EsUnavailable {
+                    Fate::Wait
+                } else {
+                    Fate::Fail
+                };
+                for &i in &work.messages {
+                    fates.mark(i, fate);
+                }
+            }
+            Outcome::Pending | Outcome::Superseded => {}
+        }
+    }
+    stats.reused = works
+        .iter()
+        .filter(|w| {
+            w.chunk.vector.is_some() && matches!(w.outcome, Outcome::Written { embedded: true, .. })
+        })
+        .count() as u64;
+}
+
+/// Step 9: messages that wait for Elasticsearch go back on the queue with what they still need
+/// (their unfinished chunks, with every vector already paid for), delayed.
+async fn requeue_waiting<E: Embedder, I: SearchIndex, Q: ChunkQueue>(
+    deps: &EmbedIndexDeps<E, I, Q>,
+    batch: &Batch,
+    fates: &mut Fates,
+    works: &[ChunkWork<'_>],
+    stats: &mut BatchStats,
+) {
+    let by_id: HashMap<&str, &ChunkWork> = works.iter().map(|w| (w.id.as_str(), w)).collect();
+    let model_id = &deps.config.model.id;
+    for (i, message) in &batch.messages {
+        let i = *i;
+        if fates.0[i] != Fate::Wait {
+            continue;
+        }
+        let Some(queue) = &deps.requeue else {
+            fates.0[i] = Fate::Fail;
+            continue;
+        };
+        let mut carry: Vec<ChunkPayload> = Vec::new();
+        for chunk in &message.chunks {
+            let work = by_id.get(chunk_id(&chunk.doc_id, chunk.chunk_index).as_str());
+            if work
+                .is_some_and(|w| matches!(w.outcome, Outcome::Written { .. } | Outcome::Superseded))
+            {
+                continue;
+            }
+            let vector = work
+                .filter(|w| w.sha == content_sha256(&chunk.text))
+                .and_then(|w| w.vector.as_deref())
+                .map(|v| CarriedVector::new(model_id, v))
+                .or_else(|| chunk.vector.clone());
+            carry.push(ChunkPayload {
+                vector,
+                ..chunk.clone()
+            });
+        }
+        if carry.is_empty() {
+            carry = message.chunks.clone();
+        }
+        match requeue::requeue(queue, message, carry, &deps.config).await {
+            Ok(chunks) => {
+                stats.requeued += chunks;
+                stats.messages_requeued += 1;
+                fates.0[i] = Fate::Done;
+                warn!(message_id = %batch.ids[i], chunks, requeues = message.requeues + 1, delay_secs = requeue::delay_secs(&deps.config, message.requeues + 1), "Elasticsearch unavailable: the work waits on the queue");
+            }
+            Err(e) => {
+                error!(message_id = %batch.ids[i], error = %e, "could not put the work back on the queue; the message will be retried");
+                fates.0[i] = Fate::Fail;
+            }
+        }
+    }
+}

@@ -1,0 +1,816 @@
+//! The handler against an in-memory index that behaves as Elasticsearch does where ordering
+//! depends on it: versions and compare-and-set on every write, real-time `_mget`, and
+//! `_delete_by_query` that only sees refreshed documents.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering as AtomicOrdering};
+use std::time::Duration;
+
+use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent};
+use serde_json::{Value, json};
+
+use super::*;
+use crate::config::EmbedIndexConfig;
+use crate::embed::{EmbedError, EmbeddingModel, InputPurpose, ModelOutput};
+use crate::es::bulk::parse_bulk_answer;
+use crate::es::{
+    BulkOutcome, DocVersion, EsSettings, SourceMarker, Stored, StoredChunk, StoredMarker,
+    VectorSettings,
+};
+use crate::message::SourceRef;
+use crate::queue::QueueError;
+
+/// Embeds every text as a constant vector; counts calls and texts.
+struct CountingEmbedder {
+    model: EmbeddingModel,
+    calls: AtomicUsize,
+    texts: AtomicUsize,
+    reject: Option<&'static str>,
+}
+
+impl Embedder for CountingEmbedder {
+    fn model(&self) -> &EmbeddingModel {
+        &self.model
+    }
+
+    async fn invoke(&self, texts: &[&str], _: InputPurpose) -> Result<ModelOutput, EmbedError> {
+        self.calls.fetch_add(1, AtomicOrdering::SeqCst);
+        self.texts.fetch_add(texts.len(), AtomicOrdering::SeqCst);
+        if self.reject.is_some_and(|r| texts.contains(&r)) {
+            return Err(EmbedError::Permanent {
+                code: "ValidationException".into(),
+                message: "bad".into(),
+            });
+        }
+        Ok(ModelOutput {
+            vectors: texts
+                .iter()
+                .map(|_| vec![0.5; self.model.dimensions])
+                .collect(),
+            input_tokens: None,
+        })
+    }
+}
+
+const CHUNKS: &str = "docs";
+const MARKERS: &str = "docs-sources";
+
+type Hook = Box<dyn FnOnce(&MemoryIndex) + Send>;
+
+/// A document and its version.
+#[derive(Clone)]
+struct Doc {
+    source: Value,
+    version: DocVersion,
+}
+
+/// Elasticsearch's ordering semantics in memory. Scripted statuses for the next chunk bulk
+/// items come first; `down` answers every request as an unreachable cluster.
+#[derive(Default)]
+struct MemoryIndex {
+    docs: Mutex<HashMap<(String, String), Doc>>,
+    /// Chunk ids a `_delete_by_query` can see (written before the last refresh).
+    refreshed: Mutex<HashSet<String>>,
+    seq_no: AtomicUsize,
+    script: Mutex<Vec<u16>>,
+    down: std::sync::atomic::AtomicBool,
+    bulk_calls: AtomicUsize,
+    /// Run once, right before / after the next chunk write lands: another container's move.
+    before_write: Mutex<Option<Hook>>,
+    after_write: Mutex<Option<Hook>>,
+}
+
+impl MemoryIndex {
+    fn chunk(&self, id: &str) -> Option<Value> {
+        let docs = self.docs.lock().unwrap();
+        docs.get(&(CHUNKS.into(), id.into()))
+            .map(|d| d.source.clone())
+    }
+
+    fn chunk_count(&self) -> usize {
+        let docs = self.docs.lock().unwrap();
+        docs.keys().filter(|(i, _)| i == CHUNKS).count()
+    }
+
+    fn check(&self) -> Result<(), EsError> {
+        if self.down.load(AtomicOrdering::SeqCst) {
+            Err(EsError::Unreachable {
+                url: "http://es".into(),
+                detail: "connection refused".into(),
+                timeout: false,
+            })
+        } else {
+            Ok(())
+        }
+    }
+
+    /// Applies one action with its precondition; returns the item's answer.
+    fn apply(&self, action: &str, meta: &Value, doc: Option<&Value>) -> Value {
+        let index = meta["_index"].as_str().unwrap().to_owned();
+        let id = meta["_id"].as_str().unwrap().to_owned();
+        let mut docs = self.docs.lock().unwrap();
+        let key = (index.clone(), id.clone());
+        let current = docs.get(&key).map(|d| d.version);
+        let wanted = meta["if_seq_no"].as_u64().map(|s| DocVersion {
+            seq_no: s,
+            primary_term: meta["if_primary_term"].as_u64().unwrap(),
+        });
+        let conflict = |reason: &str| json!({action: {"_id": id, "status": 409, "error": {"type": "version_conflict_engine_exception", "reason": reason}}});
+        if action == "create" && current.is_some() {
+            return conflict("document already exists");
+        }
+        if wanted.is_some() && wanted != current {
+            return conflict("required seqNo");
+        }
+        if action == "update" && current.is_none() {
+            return json!({action: {"_id": id, "status": 404, "error": {"type": "document_missing_exception", "reason": "missing"}}});
+        }
+        let seq_no = self.seq_no.fetch_add(1, AtomicOrdering::SeqCst) as u64;
+        let version = DocVersion {
+            seq_no,
+            primary_term: 1,
+        };
+        match action {
+            "delete" => {
+                docs.remove(&key);
+                self.refreshed.lock().unwrap().remove(&id);
+            }
+            "update" => {
+                let stored = docs.get_mut(&key).unwrap();
+                for (k, v) in doc.unwrap()["doc"].as_object().unwrap() {
+                    stored.source[k] = v.clone();
+                }
+                stored.version = version;
+            }
+            _ => {
+                docs.insert(
+                    key,
+                    Doc {
+                        source: doc.unwrap().clone(),
+                        version,
+                    },
+                );
+            }
+        }
+        json!({action: {"_id": id, "status": 200, "_seq_no": seq_no, "_primary_term": 1}})
+    }
+}
+
+impl SearchIndex for MemoryIndex {
+    fn index_name(&self) -> &str {
+        CHUNKS
+    }
+
+    fn marker_index(&self) -> String {
+        MARKERS.into()
+    }
+
+    async fn ensure_index(&self, _: &EmbeddingModel, _: &VectorSettings) -> Result<(), EsError> {
+        self.check()
+    }
+
+    async fn lookup(&self, chunk_ids: &[String], marker_ids: &[String]) -> Result<Stored, EsError> {
+        self.check()?;
+        let docs = self.docs.lock().unwrap();
+        let text = |v: &Value| v.as_str().unwrap_or_default().to_owned();
+        let mut stored = Stored::default();
+        for id in chunk_ids {
+            if let Some(d) = docs.get(&(CHUNKS.into(), id.clone())) {
+                let s = &d.source;
+                stored.chunks.insert(
+                    id.clone(),
+                    StoredChunk {
+                        content_sha256: text(&s["content_sha256"]),
+                        model_id: text(&s["model_id"]),
+                        bucket: text(&s["source"]["bucket"]),
+                        key: text(&s["source"]["key"]),
+                        sequencer: text(&s["source"]["sequencer"]),
+                        version: d.version,
+                    },
+                );
+            }
+        }
+        for id in marker_ids {
+            if let Some(d) = docs.get(&(MARKERS.into(), id.clone())) {
+                let marker: SourceMarker = serde_json::from_value(json!({
+                    "bucket": d.source["bucket"], "key": d.source["key"],
+                    "sequencer": d.source["sequencer"], "deleted": d.source["deleted"],
+                    "etag": d.source["etag"], "updated_at": d.source["updated_at"]
+                }))
+                .unwrap();
+                stored.markers.insert(
+                    id.clone(),
+                    StoredMarker {
+                        marker,
+                        version: d.version,
+                    },
+                );
+            }
+        }
+        Ok(stored)
+    }
+
+    async fn bulk(&self, body: Vec<u8>, actions: usize) -> Result<BulkOutcome, EsError> {
+        self.check()?;
+        self.bulk_calls.fetch_add(1, AtomicOrdering::SeqCst);
+        let text = String::from_utf8(body).unwrap();
+        if text.contains(&format!("\"_index\":\"{CHUNKS}\""))
+            && let Some(then) = self.before_write.lock().unwrap().take()
+        {
+            then(self);
+        }
+        let mut lines = text
+            .lines()
+            .map(|l| serde_json::from_str::<Value>(l).unwrap());
+        let mut items = Vec::new();
+        let mut wrote_chunk = false;
+        while let Some(line) = lines.next() {
+            let (action, meta) = line.as_object().unwrap().iter().next().unwrap();
+            let doc = if action == "delete" {
+                None
+            } else {
+                lines.next()
+            };
+            let chunk = meta["_index"] == CHUNKS;
+            let scripted = if chunk && action != "delete" {
+                let mut script = self.script.lock().unwrap();
+                (!script.is_empty()).then(|| script.remove(0))
+            } else {
+                None
+            };
+            let item = match scripted {
+                Some(status) if status >= 300 => {
+                    json!({action: {"_id": meta["_id"], "status": status, "error": {"type": if status == 429 { "es_rejected_execution_exception" } else { "document_parsing_exception" }, "reason": "scripted"}}})
+                }
+                _ => {
+                    wrote_chunk |= chunk && action != "delete";
+                    self.apply(action, meta, doc.as_ref())
+                }
+            };
+            items.push(item);
+        }
+        if wrote_chunk && let Some(then) = self.after_write.lock().unwrap().take() {
+            then(self);
+        }
+        let answer = json!({"errors": true, "items": items});
+        Ok(parse_bulk_answer(answer.to_string().as_bytes(), actions).unwrap())
+    }
+
+    async fn refresh(&self) -> Result<(), EsError> {
+        self.check()?;
+        let docs = self.docs.lock().unwrap();
+        let mut refreshed = self.refreshed.lock().unwrap();
+        refreshed.extend(
+            docs.keys()
+                .filter(|(i, _)| i == CHUNKS)
+                .map(|(_, id)| id.clone()),
+        );
+        Ok(())
+    }
+
+    async fn delete_chunks(
+        &self,
+        source: &SourceRef,
+        sequencer: &str,
+        inclusive: bool,
+    ) -> Result<u64, EsError> {
+        self.check()?;
+        let mut docs = self.docs.lock().unwrap();
+        let refreshed = self.refreshed.lock().unwrap();
+        let before = docs.len();
+        docs.retain(|(index, id), d| {
+            let s = &d.source["source"];
+            let same = index == CHUNKS
+                && s["key"] == source.key.as_str()
+                && s["bucket"] == source.bucket.as_str();
+            let seq = s["sequencer"].as_str().unwrap_or("");
+            let older = if inclusive {
+                seq <= sequencer
+            } else {
+                seq < sequencer
+            };
+            !(same && older && refreshed.contains(id))
+        });
+        Ok((before - docs.len()) as u64)
+    }
+}
+
+/// Collects requeued message bodies and their delays.
+#[derive(Default)]
+struct MemoryQueue {
+    bodies: Mutex<Vec<(String, i32)>>,
+}
+
+impl ChunkQueue for MemoryQueue {
+    async fn send_batch(
+        &self,
+        entries: &[crate::queue::QueueEntry],
+    ) -> Result<Vec<crate::queue::EntryFailure>, QueueError> {
+        self.bodies
+            .lock()
+            .unwrap()
+            .extend(entries.iter().map(|e| (e.body.clone(), e.delay_seconds)));
+        Ok(Vec::new())
+    }
+}
+
+type Deps = EmbedIndexDeps<CountingEmbedder, MemoryIndex, MemoryQueue>;
+
+fn config(model: EmbeddingModel) -> EmbedIndexConfig {
+    EmbedIndexConfig {
+        es: EsSettings {
+            host: "h".into(),
+            port: 9200,
+            use_ssl: false,
+            verify_certs: true,
+            ca_cert_pem: None,
+            auth: None,
+            index: CHUNKS.into(),
+            timeout: Duration::from_secs(1),
+            connect_timeout: Duration::from_secs(1),
+        },
+        es_secret_id: None,
+        model,
+        vectors: VectorSettings {
+            similarity: "cosine".into(),
+            index_type: "hnsw".into(),
+        },
+        concurrency: 4,
+        bulk_max_bytes: 1 << 20,
+        requeue_url: Some("q".into()),
+        requeue_delay_secs: 60,
+        requeue_max_delay_secs: 900,
+        max_requeues: 3,
+        message_max_bytes: 64 * 1024,
+        sqs_max_payload_bytes: 256 * 1024,
+    }
+}
+
+fn deps(reject: Option<&'static str>) -> Deps {
+    let model = EmbeddingModel::resolve("amazon.titan-embed-text-v2:0", Some(256)).unwrap();
+    let embedder = CountingEmbedder {
+        model: model.clone(),
+        calls: AtomicUsize::new(0),
+        texts: AtomicUsize::new(0),
+        reject,
+    };
+    EmbedIndexDeps::new(
+        embedder,
+        MemoryIndex::default(),
+        Some(MemoryQueue::default()),
+        config(model),
+    )
+}
+
+fn message(op: &str, key: &str, seq: Option<&str>, docs: &[(&str, &str)]) -> String {
+    let chunks: Vec<Value> = docs
+        .iter()
+        .map(|(id, text)| json!({"doc_id": id, "chunk_index": 0, "chunk_count": 1, "record": 1, "text": text, "metadata": {"k": key}}))
+        .collect();
+    json!({"v": 1, "op": op, "source": {"bucket": "b", "key": key, "etag": "e", "sequencer": seq.map(crate::ids::normalize_sequencer)}, "chunks": chunks}).to_string()
+}
+
+fn event(bodies: &[String]) -> SqsEvent {
+    let records: Vec<Value> = bodies
+        .iter()
+        .enumerate()
+        .map(|(i, b)| json!({"messageId": format!("m{i}"), "receiptHandle": "r", "body": b, "attributes": {}, "messageAttributes": {}, "eventSource": "aws:sqs"}))
+        .collect();
+    serde_json::from_value(json!({"Records": records})).unwrap()
+}
+
+fn failures(r: &SqsBatchResponse) -> Vec<String> {
+    serde_json::to_value(r).unwrap()["batchItemFailures"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["itemIdentifier"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+async fn run(d: &Deps, bodies: &[String]) -> (Vec<String>, BatchStats) {
+    let (r, stats) = handle_batch(d, event(bodies), Deadline::after(Duration::from_secs(30)))
+        .await
+        .unwrap();
+    (failures(&r), stats)
+}
+
+fn requeued(d: &Deps) -> Vec<(String, i32)> {
+    std::mem::take(&mut *d.requeue.as_ref().unwrap().bodies.lock().unwrap())
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_poison_message_fails_alone() {
+    let d = deps(None);
+    let bodies = vec![
+        message("index", "k", None, &[("a", "alpha")]),
+        "{\"v\":1,".into(),
+        message("index", "j", None, &[("b", "beta")]),
+    ];
+    let (failed, stats) = run(&d, &bodies).await;
+    assert_eq!(failed, vec!["m1"]);
+    assert_eq!(stats.indexed, 2);
+    assert_eq!(d.index.chunk_count(), 2);
+}
+
+#[tokio::test(start_paused = true)]
+async fn duplicates_and_unchanged_chunks_cost_no_embedding() {
+    let d = deps(None);
+    let body = message("index", "k", Some("01"), &[("a", "alpha"), ("b", "beta")]);
+    let (failed, stats) = run(&d, &[body.clone(), body.clone()]).await;
+    assert!(failed.is_empty());
+    assert_eq!((stats.chunks, stats.embedded), (2, 2));
+    let (_, stats) = run(&d, &[body]).await;
+    assert_eq!((stats.unchanged, stats.embedded, stats.indexed), (2, 0, 2));
+    assert_eq!(d.embedder.texts.load(AtomicOrdering::SeqCst), 2);
+}
+
+#[tokio::test(start_paused = true)]
+async fn rejected_items_fail_their_message_and_busy_items_are_retried() {
+    let d = deps(None);
+    *d.index.script.lock().unwrap() = vec![429, 400, 503];
+    let bodies = vec![
+        message("index", "k1", None, &[("a", "alpha")]),
+        message("index", "k2", None, &[("b", "beta")]),
+        message("index", "k3", None, &[("c", "gamma")]),
+    ];
+    let (failed, stats) = run(&d, &bodies).await;
+    assert_eq!(failed, vec!["m1"], "{stats:?}");
+    assert_eq!(stats.indexed, 2);
+    assert!(d.index.bulk_calls.load(AtomicOrdering::SeqCst) >= 2);
+    assert_eq!(stats.bulk_retries, 2, "the 429 and the 503 are resent");
+    assert_eq!(
+        stats.failures.nonzero().collect::<Vec<_>>(),
+        vec![(FailureReason::EsRejected, 1)]
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_chunk_bedrock_refuses_fails_only_its_message() {
+    let d = deps(Some("poisoned text"));
+    let bodies = vec![
+        message("index", "k", None, &[("a", "fine")]),
+        message("index", "j", None, &[("b", "poisoned text")]),
+    ];
+    let (failed, stats) = run(&d, &bodies).await;
+    assert_eq!(failed, vec!["m1"]);
+    assert_eq!(stats.failed_embedding, 1);
+    assert_eq!(
+        stats.failures.nonzero().collect::<Vec<_>>(),
+        vec![(FailureReason::ModelRejected, 1)]
+    );
+}
+
+#[test]
+fn embedding_errors_are_counted_by_reason() {
+    let permanent = |code: &str| EmbedError::Permanent {
+        code: code.into(),
+        message: "m".into(),
+    };
+    let cases = [
+        (EmbedError::Throttled("t".into()), "throttled"),
+        (EmbedError::Transient("503".into()), "bedrock_error"),
+        (EmbedError::OutOfTime, "out_of_time"),
+        (permanent("ValidationException"), "model_rejected"),
+        (permanent("AccessDeniedException"), "access_denied"),
+    ];
+    let mut failures = Failures::default();
+    for (error, label) in &cases {
+        let reason = FailureReason::of_embedding(error);
+        assert_eq!(reason.label(), *label);
+        failures.add(reason);
+    }
+    failures.add(FailureReason::Throttled);
+    assert_eq!(
+        format!("{failures:?}"),
+        r#"{"throttled": 2, "bedrock_error": 1, "out_of_time": 1, "model_rejected": 1, "access_denied": 1}"#
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_older_event_never_wins_over_a_newer_one() {
+    let d = deps(None);
+    run(
+        &d,
+        &[message("index", "k", Some("0B"), &[("a", "new text")])],
+    )
+    .await;
+    let (failed, stats) = run(
+        &d,
+        &[message(
+            "index",
+            "k",
+            Some("0A"),
+            &[("a", "old text"), ("stale", "old only")],
+        )],
+    )
+    .await;
+    assert!(failed.is_empty());
+    assert_eq!(stats.superseded, 2);
+    assert_eq!(
+        d.index.chunk(&chunk_id("a", 0)).unwrap()["text"],
+        "new text"
+    );
+    assert!(d.index.chunk(&chunk_id("stale", 0)).is_none());
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_index_and_a_delete_of_one_key_in_one_batch_apply_only_the_newer() {
+    let d = deps(None);
+    let (_, stats) = run(
+        &d,
+        &[
+            message("delete", "k", Some("0C"), &[]),
+            message("index", "k", Some("0B"), &[("a", "gone")]),
+        ],
+    )
+    .await;
+    assert_eq!((stats.superseded, stats.embedded), (1, 0));
+    assert_eq!(d.index.chunk_count(), 0);
+    // And a late copy of the index message changes nothing.
+    run(&d, &[message("index", "k", Some("0B"), &[("a", "gone")])]).await;
+    assert_eq!(d.index.chunk_count(), 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn overwrite_sweeps_stale_chunks_and_delete_removes_the_rest() {
+    let d = deps(None);
+    run(
+        &d,
+        &[message(
+            "index",
+            "k",
+            Some("01"),
+            &[("a", "one"), ("b", "two"), ("c", "three")],
+        )],
+    )
+    .await;
+    run(
+        &d,
+        &[message(
+            "index",
+            "other",
+            Some("01"),
+            &[("z", "other object")],
+        )],
+    )
+    .await;
+    // The new version has fewer records; its sweep may even arrive before its chunks.
+    let (failed, _) = run(
+        &d,
+        &[
+            message("sweep", "k", Some("02"), &[]),
+            message("index", "k", Some("02"), &[("a", "one v2")]),
+        ],
+    )
+    .await;
+    assert!(failed.is_empty());
+    assert!(d.index.chunk(&chunk_id("a", 0)).is_some());
+    assert!(
+        d.index.chunk(&chunk_id("b", 0)).is_none() && d.index.chunk(&chunk_id("c", 0)).is_none()
+    );
+    // A late, older delete changes nothing; the real delete removes the object's chunks only.
+    let (_, stats) = run(&d, &[message("delete", "k", Some("01"), &[])]).await;
+    assert_eq!(stats.deleted, 0);
+    let (_, stats) = run(&d, &[message("delete", "k", Some("03"), &[])]).await;
+    assert_eq!(stats.deleted, 1);
+    assert_eq!(d.index.chunk_count(), 1);
+    assert!(d.index.chunk(&chunk_id("z", 0)).is_some());
+}
+
+/// Another container applies a deletion of the object right after this one wrote an older
+/// version's chunks, before the writes were refreshed: the deletion cannot see them, so the
+/// writer must notice the newer marker and take its chunks back.
+#[tokio::test(start_paused = true)]
+async fn a_delete_racing_a_write_leaves_nothing_behind() {
+    let d = deps(None);
+    // The other container's whole batch (claim, refresh, delete) falls between this writer's
+    // write and its re-check; its refresh came before the write, so its delete saw nothing.
+    *d.index.after_write.lock().unwrap() = Some(Box::new(move |index: &MemoryIndex| {
+        let id = crate::ids::source_marker_id("b", "k");
+        let mut docs = index.docs.lock().unwrap();
+        let version = docs.get(&(MARKERS.into(), id.clone())).map(|d| d.version);
+        let seq_no = index.seq_no.fetch_add(1, AtomicOrdering::SeqCst) as u64;
+        assert!(
+            version.is_some(),
+            "the writer claimed the marker before writing"
+        );
+        docs.insert(
+            (MARKERS.into(), id),
+            Doc {
+                source: json!({"bucket": "b", "key": "k", "sequencer": crate::ids::normalize_sequencer("0C"), "deleted": true, "updated_at": "t"}),
+                version: DocVersion { seq_no, primary_term: 1 },
+            },
+        );
+    }));
+    let (failed, stats) = run(
+        &d,
+        &[message(
+            "index",
+            "k",
+            Some("0B"),
+            &[("a", "late"), ("b", "late")],
+        )],
+    )
+    .await;
+    assert!(failed.is_empty());
+    assert_eq!(stats.compensated, 2, "{stats:?}");
+    assert_eq!(d.index.chunk_count(), 0);
+}
+
+/// Two writers of different versions race for the same chunk id: the older one loses the
+/// compare-and-set, reads again, and leaves the newer text alone.
+#[tokio::test(start_paused = true)]
+async fn the_older_of_two_racing_writers_loses() {
+    let d = deps(None);
+    run(&d, &[message("index", "k", Some("0A"), &[("a", "first")])]).await;
+    let id = chunk_id("a", 0);
+    let staged = id.clone();
+    // A newer event (0C) writes the chunk between this batch's lookup and its write.
+    *d.index.before_write.lock().unwrap() = Some(Box::new(move |index: &MemoryIndex| {
+        let mut docs = index.docs.lock().unwrap();
+        let seq_no = index.seq_no.fetch_add(1, AtomicOrdering::SeqCst) as u64;
+        let doc = docs.get_mut(&(CHUNKS.into(), staged)).unwrap();
+        doc.source["text"] = json!("newest");
+        doc.source["content_sha256"] = json!(crate::ids::content_sha256("newest"));
+        doc.source["source"]["sequencer"] = json!(crate::ids::normalize_sequencer("0C"));
+        doc.version = DocVersion {
+            seq_no,
+            primary_term: 1,
+        };
+    }));
+    let (failed, stats) = run(
+        &d,
+        &[message("index", "k", Some("0B"), &[("a", "older v2")])],
+    )
+    .await;
+    assert!(failed.is_empty());
+    assert_eq!((stats.conflicts, stats.superseded), (1, 1), "{stats:?}");
+    assert_eq!(d.index.chunk(&id).unwrap()["text"], "newest");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_backfill_fills_unseen_objects_and_never_undoes_an_event() {
+    let d = deps(None);
+    // Seen by an event: a backfill of another eTag is not applied.
+    run(
+        &d,
+        &[message(
+            "index",
+            "k",
+            Some("0A"),
+            &[("a", "from the event")],
+        )],
+    )
+    .await;
+    let mut stale =
+        serde_json::from_str::<Value>(&message("index", "k", None, &[("a", "listing")])).unwrap();
+    stale["source"]["etag"] = json!("other");
+    let (_, stats) = run(&d, &[stale.to_string()]).await;
+    assert_eq!(stats.superseded, 1);
+    assert_eq!(
+        d.index.chunk(&chunk_id("a", 0)).unwrap()["text"],
+        "from the event"
+    );
+    // Unseen object: applied, and a later real event of it wins.
+    run(&d, &[message("index", "new", None, &[("n", "backfilled")])]).await;
+    assert_eq!(
+        d.index.chunk(&chunk_id("n", 0)).unwrap()["text"],
+        "backfilled"
+    );
+    run(&d, &[message("delete", "new", Some("01"), &[])]).await;
+    assert!(d.index.chunk(&chunk_id("n", 0)).is_none());
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_outage_waits_on_the_queue_with_growing_delays_and_never_pays_twice() {
+    let d = deps(None);
+    // Elasticsearch answers 503 to every chunk write of the first batch.
+    *d.index.script.lock().unwrap() = vec![503; 20];
+    let body = message("index", "k", Some("01"), &[("a", "alpha"), ("b", "beta")]);
+    let (failed, stats) = run(&d, &[body]).await;
+    assert!(
+        failed.is_empty(),
+        "the message waits on the queue, not toward the DLQ"
+    );
+    assert_eq!((stats.embedded, stats.requeued), (2, 2));
+    assert_eq!(stats.failures.get(FailureReason::EsUnavailable), 2);
+    let back = requeued(&d);
+    assert_eq!((back.len(), back[0].1), (1, 60));
+
+    // Now the cluster is unreachable altogether: the message goes round again, later each time,
+    // without calling Bedrock, until the hop limit (3 here) sends it to the DLQ.
+    d.index.script.lock().unwrap().clear();
+    d.index.down.store(true, AtomicOrdering::SeqCst);
+    let calls = d.embedder.calls.load(AtomicOrdering::SeqCst);
+    let mut body = back[0].0.clone();
+    for delay in [120, 240] {
+        let (failed, _) = run(&d, &[body.clone()]).await;
+        assert!(failed.is_empty());
+        let back = requeued(&d);
+        assert_eq!(back[0].1, delay);
+        body = back[0].0.clone();
+    }
+    let (failed, _) = run(&d, &[body.clone()]).await;
+    assert_eq!(failed.len(), 1, "over MAX_REQUEUES: to the DLQ");
+
+    // The cluster is back: the last copy indexes without any Bedrock call.
+    d.index.down.store(false, AtomicOrdering::SeqCst);
+    let (failed, stats) = run(&d, &[body]).await;
+    assert!(failed.is_empty());
+    assert_eq!((stats.reused, stats.embedded, stats.indexed), (2, 0, 2));
+    assert_eq!(d.embedder.calls.load(AtomicOrdering::SeqCst), calls);
+    assert_eq!(
+        d.index.chunk(&chunk_id("a", 0)).unwrap()["embedding"]
+            .as_array()
+            .unwrap()
+            .len(),
+        256
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_cold_start_during_an_outage_is_no_failure() {
+    let d = deps(None);
+    d.index.down.store(true, AtomicOrdering::SeqCst);
+    let bodies = [
+        message("index", "k", Some("01"), &[("a", "alpha")]),
+        message("delete", "j", Some("02"), &[]),
+    ];
+    let (failed, stats) = run(&d, &bodies).await;
+    assert!(failed.is_empty());
+    assert_eq!((stats.embedded, stats.messages_requeued), (0, 2));
+    assert_eq!(
+        d.embedder.calls.load(AtomicOrdering::SeqCst),
+        0,
+        "nothing embedded blind"
+    );
+    let back = requeued(&d);
+    assert!(ChunkMessage::parse(&back[1].0).unwrap().requeues == 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_bulk_too_large_for_the_cluster_is_split() {
+    struct Small(MemoryIndex);
+    impl SearchIndex for Small {
+        fn index_name(&self) -> &str {
+            CHUNKS
+        }
+        fn marker_index(&self) -> String {
+            MARKERS.into()
+        }
+        async fn ensure_index(
+            &self,
+            m: &EmbeddingModel,
+            v: &VectorSettings,
+        ) -> Result<(), EsError> {
+            self.0.ensure_index(m, v).await
+        }
+        async fn lookup(&self, c: &[String], m: &[String]) -> Result<Stored, EsError> {
+            self.0.lookup(c, m).await
+        }
+        async fn bulk(&self, body: Vec<u8>, actions: usize) -> Result<BulkOutcome, EsError> {
+            if actions > 2 {
+                return Err(EsError::Status {
+                    what: "_bulk".into(),
+                    status: 413,
+                    kind: "http".into(),
+                    reason: "Request Entity Too Large".into(),
+                });
+            }
+            self.0.bulk(body, actions).await
+        }
+        async fn refresh(&self) -> Result<(), EsError> {
+            self.0.refresh().await
+        }
+        async fn delete_chunks(&self, s: &SourceRef, q: &str, i: bool) -> Result<u64, EsError> {
+            self.0.delete_chunks(s, q, i).await
+        }
+    }
+    let model = EmbeddingModel::resolve("amazon.titan-embed-text-v2:0", Some(256)).unwrap();
+    let d = EmbedIndexDeps::new(
+        CountingEmbedder {
+            model: model.clone(),
+            calls: AtomicUsize::new(0),
+            texts: AtomicUsize::new(0),
+            reject: None,
+        },
+        Small(MemoryIndex::default()),
+        Some(MemoryQueue::default()),
+        config(model),
+    );
+    let docs: Vec<(String, String)> = (0..7)
+        .map(|i| (format!("d{i}"), format!("text {i}")))
+        .collect();
+    let docs: Vec<(&str, &str)> = docs.iter().map(|(a, b)| (a.as_str(), b.as_str())).collect();
+    let (r, stats) = handle_batch(
+        &d,
+        event(&[message("index", "k", Some("01"), &docs)]),
+        Deadline::after(Duration::from_secs(30)),
+    )
+    .await
+    .unwrap();
+    assert!(failures(&r).is_empty());
+    assert_eq!((stats.indexed, d.index.0.chunk_count()), (7, 7));
+}

@@ -1,0 +1,457 @@
+//! Writing chunks: decide per chunk against what is stored (skip an older writer, keep an
+//! unchanged vector, embed the rest), then `_bulk` with compare-and-set, resending what was
+//! busy, splitting what was too large, and deciding again what another writer touched first.
+
+use std::time::Duration;
+
+use tracing::warn;
+
+use super::stats::{BatchStats, FailureReason};
+use crate::embed::{EmbedPolicy, Embedder, InputPurpose, embed_all};
+use crate::es::bulk::{push_index, push_update};
+use crate::es::document::SourceFields;
+use crate::es::{ChunkDocument, DocVersion, EsError, Expect, ItemOutcome, StoredChunk};
+use crate::message::{ChunkPayload, SourceRef};
+use crate::retry::{Backoff, Deadline};
+
+use super::SearchIndex;
+
+/// One distinct chunk of the batch, the event it is written as, and the messages carrying it.
+pub(super) struct ChunkWork<'a> {
+    pub id: String,
+    pub sha: String,
+    pub chunk: &'a ChunkPayload,
+    pub source: &'a SourceRef,
+    /// The effective sequencer of its event (empty for a first backfill).
+    pub sequencer: String,
+    pub messages: Vec<usize>,
+    pub vector: Option<Vec<f32>>,
+    pub outcome: Outcome,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub(super) enum Outcome {
+    /// Not decided yet.
+    Pending,
+    /// A newer event of its object already wrote it: nothing to do.
+    Superseded,
+    /// Stored, at this version.
+    Written {
+        version: Option<DocVersion>,
+        embedded: bool,
+    },
+    /// Did not land; `Some(reason)` when retrying cannot help.
+    Failed {
+        reason: FailureReason,
+        detail: Option<String>,
+    },
+}
+
+/// What to send for one chunk, given what is stored under its id.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Plan {
+    Skip,
+    /// Same text and model: refresh every field but the stored vector.
+    Update(Expect),
+    /// A new vector is needed.
+    Write(Expect),
+}
+
+fn decide(work: &ChunkWork, stored: Option<&StoredChunk>, model_id: &str) -> Plan {
+    let Some(s) = stored else {
+        return Plan::Write(Expect::Absent);
+    };
+    let same_object = s.bucket == work.source.bucket && s.key == work.source.key;
+    if same_object && s.sequencer > work.sequencer {
+        return Plan::Skip;
+    }
+    if s.content_sha256 == work.sha && s.model_id == model_id {
+        Plan::Update(Expect::Version(s.version))
+    } else {
+        Plan::Write(Expect::Version(s.version))
+    }
+}
+
+/// Everything a write round needs besides the chunks.
+pub(super) struct Writer<'a, E, I> {
+    pub embedder: &'a E,
+    pub index: &'a I,
+    pub policy: EmbedPolicy,
+    /// Embedding stops here, leaving time for the writes.
+    pub embed_deadline: Deadline,
+    pub deadline: Deadline,
+    pub bulk_max_bytes: usize,
+    pub indexed_at: &'a str,
+}
+
+/// How many times a chunk that lost a compare-and-set race is decided again in one invocation.
+const MAX_ROUNDS: usize = 4;
+
+impl<E: Embedder, I: SearchIndex> Writer<'_, E, I> {
+    /// Writes every pending chunk; `stored` is what the batch's lookup found.
+    pub async fn write(
+        &self,
+        works: &mut [ChunkWork<'_>],
+        stored: &std::collections::HashMap<String, StoredChunk>,
+        stats: &mut BatchStats,
+    ) {
+        let mut plans: Vec<(usize, Plan)> = works
+            .iter()
+            .enumerate()
+            .filter(|(_, w)| w.outcome == Outcome::Pending)
+            .map(|(i, w)| (i, decide(w, stored.get(&w.id), &self.embedder.model().id)))
+            .collect();
+        stats.unchanged += plans
+            .iter()
+            .filter(|(_, p)| matches!(p, Plan::Update(_)))
+            .count() as u64;
+        for round in 0..MAX_ROUNDS {
+            self.embed_missing(works, &plans, stats).await;
+            let conflicts = self.send(works, &plans, stats).await;
+            if conflicts.is_empty() {
+                return;
+            }
+            stats.conflicts += conflicts.len() as u64;
+            let ids: Vec<String> = conflicts.iter().map(|&w| works[w].id.clone()).collect();
+            let again = match self.index.lookup(&ids, &[]).await {
+                Ok(found) => found.chunks,
+                Err(e) => {
+                    warn!(error = %e, "could not read chunks again after a write conflict");
+                    for &w in &conflicts {
+                        works[w].outcome = unavailable();
+                    }
+                    return;
+                }
+            };
+            plans = conflicts
+                .into_iter()
+                .map(|w| {
+                    (
+                        w,
+                        decide(
+                            &works[w],
+                            again.get(&works[w].id),
+                            &self.embedder.model().id,
+                        ),
+                    )
+                })
+                .collect();
+            if round + 1 == MAX_ROUNDS {
+                for (w, _) in &plans {
+                    works[*w].outcome = unavailable();
+                }
+            }
+        }
+    }
+
+    /// Embeds the chunks whose plan needs a vector they do not carry yet.
+    async fn embed_missing(
+        &self,
+        works: &mut [ChunkWork<'_>],
+        plans: &[(usize, Plan)],
+        stats: &mut BatchStats,
+    ) {
+        let todo: Vec<usize> = plans
+            .iter()
+            .filter(|(w, p)| matches!(p, Plan::Write(_)) && works[*w].vector.is_none())
+            .map(|(w, _)| *w)
+            .collect();
+        if todo.is_empty() {
+            return;
+        }
+        let texts: Vec<&str> = todo.iter().map(|&w| works[w].chunk.text.as_str()).collect();
+        let started = std::time::Instant::now();
+        let (vectors, embed_stats) = embed_all(
+            self.embedder,
+            &texts,
+            InputPurpose::Document,
+            self.policy,
+            self.embed_deadline,
+        )
+        .await;
+        stats.embed.add(embed_stats);
+        stats.embed_ms += started.elapsed().as_millis() as u64;
+        for (&w, result) in todo.iter().zip(vectors) {
+            match result {
+                Ok(v) => {
+                    works[w].vector = Some(v);
+                    stats.embedded += 1;
+                }
+                Err(e) => {
+                    stats.failed_embedding += 1;
+                    if !e.is_retryable() {
+                        tracing::error!(doc_id = %works[w].chunk.doc_id, chunk = works[w].chunk.chunk_index, error = %e, "chunk cannot be embedded");
+                    }
+                    works[w].outcome = Outcome::Failed {
+                        reason: FailureReason::of_embedding(&e),
+                        detail: Some(e.to_string()),
+                    };
+                }
+            }
+        }
+    }
+
+    /// Sends one action per planned chunk that is ready; returns the chunks that conflicted.
+    async fn send(
+        &self,
+        works: &mut [ChunkWork<'_>],
+        plans: &[(usize, Plan)],
+        stats: &mut BatchStats,
+    ) -> Vec<usize> {
+        let index = self.index.index_name();
+        let mut actions = Vec::new();
+        for &(w, plan) in plans {
+            let work = &works[w];
+            if matches!(work.outcome, Outcome::Failed { .. }) {
+                continue;
+            }
+            let mut bytes = Vec::new();
+            match plan {
+                Plan::Skip => {
+                    works[w].outcome = Outcome::Superseded;
+                    stats.superseded += 1;
+                    continue;
+                }
+                Plan::Update(expect) => push_update(
+                    &mut bytes,
+                    index,
+                    &work.id,
+                    expect,
+                    &self.document(work, None),
+                ),
+                Plan::Write(expect) => {
+                    let vector = work.vector.as_deref().expect("embedded or failed above");
+                    push_index(
+                        &mut bytes,
+                        index,
+                        &work.id,
+                        expect,
+                        &self.document(work, Some(vector)),
+                    )
+                }
+            }
+            actions.push(Action {
+                work: w,
+                embedded: matches!(plan, Plan::Write(_)),
+                bytes,
+            });
+        }
+        let started = std::time::Instant::now();
+        let results = send_with_retries(
+            self.index,
+            actions,
+            self.bulk_max_bytes,
+            self.deadline,
+            stats,
+        )
+        .await;
+        stats.index_ms += started.elapsed().as_millis() as u64;
+        let mut conflicts = Vec::new();
+        for (action, result) in results {
+            let work = &mut works[action.work];
+            match result {
+                Sent::Stored(version) => {
+                    work.outcome = Outcome::Written {
+                        version,
+                        embedded: action.embedded,
+                    };
+                }
+                Sent::Conflict => conflicts.push(action.work),
+                Sent::Rejected(reason) => {
+                    tracing::error!(doc_id = %work.chunk.doc_id, chunk = work.chunk.chunk_index, id = %work.id, %reason, "Elasticsearch rejected the chunk");
+                    work.outcome = Outcome::Failed {
+                        reason: FailureReason::EsRejected,
+                        detail: Some(reason),
+                    };
+                }
+                Sent::Unavailable => work.outcome = unavailable(),
+            }
+        }
+        conflicts
+    }
+
+    fn document<'w>(
+        &'w self,
+        work: &'w ChunkWork<'_>,
+        embedding: Option<&'w [f32]>,
+    ) -> ChunkDocument<'w> {
+        ChunkDocument {
+            doc_id: &work.chunk.doc_id,
+            chunk_index: work.chunk.chunk_index,
+            chunk_count: work.chunk.chunk_count,
+            text: &work.chunk.text,
+            embedding,
+            source: SourceFields {
+                bucket: &work.source.bucket,
+                key: &work.source.key,
+                version_id: work.source.version_id.as_deref(),
+                etag: work.source.etag.as_deref(),
+                sequencer: Some(work.sequencer.as_str()).filter(|s| !s.is_empty()),
+                record: work.chunk.record,
+            },
+            metadata: &work.chunk.metadata,
+            model_id: &self.embedder.model().id,
+            content_sha256: &work.sha,
+            indexed_at: self.indexed_at,
+        }
+    }
+}
+
+fn unavailable() -> Outcome {
+    Outcome::Failed {
+        reason: FailureReason::EsUnavailable,
+        detail: None,
+    }
+}
+
+/// One encoded bulk action and the chunk it writes.
+pub(super) struct Action {
+    pub work: usize,
+    pub embedded: bool,
+    pub bytes: Vec<u8>,
+}
+
+/// How one action ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) enum Sent {
+    Stored(Option<DocVersion>),
+    /// The document was not as the action expected: decide again.
+    Conflict,
+    /// Elasticsearch will never take it as it is.
+    Rejected(String),
+    /// Busy or unreachable past the retries and the time.
+    Unavailable,
+}
+
+/// Sends the actions in `_bulk` requests of at most `max_bytes`, resending items answered 429 /
+/// 5xx (and requests that got no answer) with backoff while the deadline allows, and halving a
+/// request the cluster answers 413 (larger than its `http.max_content_length`).
+pub(super) async fn send_with_retries<I: SearchIndex>(
+    index: &I,
+    mut pending: Vec<Action>,
+    max_bytes: usize,
+    deadline: Deadline,
+    stats: &mut BatchStats,
+) -> Vec<(Action, Sent)> {
+    let mut results = Vec::new();
+    let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(5));
+    let mut max_bytes = max_bytes;
+    let max_attempts = 5;
+    let mut attempt = 0;
+    while !pending.is_empty() {
+        attempt += 1;
+        let mut retry = Vec::new();
+        let mut requests = split_by_size(pending, max_bytes);
+        while let Some(request) = requests.pop() {
+            let body: Vec<u8> = request
+                .iter()
+                .flat_map(|a| a.bytes.iter().copied())
+                .collect();
+            stats.bulk_requests += 1;
+            stats.bulk_bytes += body.len() as u64;
+            match index.bulk(body, request.len()).await {
+                Ok(outcome) => {
+                    for (action, (_, item)) in request.into_iter().zip(outcome.items) {
+                        match item {
+                            ItemOutcome::Stored { version } => {
+                                results.push((action, Sent::Stored(version)))
+                            }
+                            ItemOutcome::Conflict { .. } => results.push((action, Sent::Conflict)),
+                            ItemOutcome::Retry {
+                                status,
+                                kind,
+                                reason,
+                            } => {
+                                warn!(status, %kind, %reason, "bulk item will be retried");
+                                stats.bulk_retries += 1;
+                                retry.push(action);
+                            }
+                            ItemOutcome::Reject {
+                                status,
+                                kind,
+                                reason,
+                            } => results.push((
+                                action,
+                                Sent::Rejected(format!("{status} {kind}: {reason}")),
+                            )),
+                        }
+                    }
+                }
+                Err(EsError::Status { status: 413, .. }) if request.len() > 1 => {
+                    // Smaller requests from now on; this one again, in halves, at once.
+                    max_bytes = (request.iter().map(|a| a.bytes.len()).sum::<usize>() / 2).max(1);
+                    warn!(
+                        actions = request.len(),
+                        max_bytes, "_bulk too large for the cluster (413): splitting"
+                    );
+                    let mut request = request;
+                    let second = request.split_off(request.len() / 2);
+                    requests.push(second);
+                    requests.push(request);
+                }
+                Err(e) if e.is_retryable() => {
+                    warn!(error = %e, "bulk request failed; will retry");
+                    stats.bulk_retries += request.len() as u64;
+                    retry.extend(request);
+                }
+                Err(e) => {
+                    let reason = e.to_string();
+                    results.extend(
+                        request
+                            .into_iter()
+                            .map(|a| (a, Sent::Rejected(reason.clone()))),
+                    );
+                }
+            }
+        }
+        pending = retry;
+        let delay = backoff.next_delay();
+        if pending.is_empty() || attempt == max_attempts || !deadline.allows(delay) {
+            break;
+        }
+        tokio::time::sleep(delay).await;
+    }
+    results.extend(pending.into_iter().map(|a| (a, Sent::Unavailable)));
+    results
+}
+
+/// Groups actions into requests of at most `max_bytes` (a single larger action goes alone).
+pub(super) fn split_by_size(actions: Vec<Action>, max_bytes: usize) -> Vec<Vec<Action>> {
+    let mut requests = Vec::new();
+    let mut current = Vec::new();
+    let mut size = 0;
+    for action in actions {
+        if !current.is_empty() && size + action.bytes.len() > max_bytes {
+            requests.push(std::mem::take(&mut current));
+            size = 0;
+        }
+        size += action.bytes.len();
+        current.push(action);
+    }
+    if !current.is_empty() {
+        requests.push(current);
+    }
+    requests
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn action(w: usize, len: usize) -> Action {
+        Action {
+            work: w,
+            embedded: false,
+            bytes: vec![b'x'; len],
+        }
+    }
+
+    #[test]
+    fn splits_bulk_requests_by_size() {
+        let actions: Vec<Action> = (0..5).map(|i| action(i, 40)).collect();
+        let sizes: Vec<usize> = split_by_size(actions, 100).iter().map(Vec::len).collect();
+        assert_eq!(sizes, vec![2, 2, 1]);
+        let big = vec![action(0, 500), action(1, 10)];
+        assert_eq!(split_by_size(big, 100).len(), 2);
+    }
+}
