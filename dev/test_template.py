@@ -7,9 +7,11 @@ intrinsic functions and conditions it uses. For each function the IAM it gets is
 a new action, a wildcard, a broader resource, a dropped condition, an AWS managed policy -
 fails a test.
 
-Also checked: the queue timing rules, data-at-rest and in-transit settings, the VPC endpoint
-option, the parameter Rules, and that events/env.json covers every environment variable the
-template declares (`sam local invoke --env-vars` silently ignores undeclared ones).
+Also checked: the durable intake (S3 notifications -> intake queue -> ingest, scoped to the
+bucket and account), the queue timing rules, declared loops, data-at-rest and in-transit
+settings, the VPC endpoint option, the parameter Rules, the alarms, and that events/env.json
+covers every environment variable the template declares (`sam local invoke --env-vars`
+silently ignores undeclared ones).
 
 Run: .venv/bin/python -m unittest dev/test_template.py
 """
@@ -389,6 +391,8 @@ def expected_grants(p: dict) -> dict[str, set[tuple[str, str, str]]]:
     bucket = f"arn:aws:s3:::{BUCKET}"
     queue = f"arn:aws:sqs:{REGION}:{ACCOUNT}:ChunkQueue"
     dead_letter_queue = f"arn:aws:sqs:{REGION}:{ACCOUNT}:ChunkDeadLetterQueue"
+    intake = f"arn:aws:sqs:{REGION}:{ACCOUNT}:IntakeQueue"
+    intake_dead_letter_queue = f"arn:aws:sqs:{REGION}:{ACCOUNT}:IntakeDeadLetterQueue"
 
     def logs(function: str) -> set:
         group = f"arn:aws:logs:{REGION}:{ACCOUNT}:log-group:/aws/lambda/{STACK_NAME}-{function}:*"
@@ -420,13 +424,20 @@ def expected_grants(p: dict) -> dict[str, set[tuple[str, str, str]]]:
         secret.add(("kms:Decrypt", p["EsSecretKmsKeyArn"], via("secretsmanager")))
 
     ingest = logs("ingest") | eni | {
+        # GetObject / HeadObject, pinned to a version when the bucket is versioned.
         ("s3:GetObject", f"{bucket}/*", ""),
         ("s3:GetObjectVersion", f"{bucket}/*", ""),
+        # Backfill listings; and without it a removed key's HeadObject answers 403, not 404.
         ("s3:ListBucket", bucket, ""),
         ("s3:PutObject", f"{bucket}/{p['RejectsPrefix']}*", ""),
         ("sqs:SendMessage", queue, ""),
-        # Continues long work (a large object, a backfill) in a fresh invocation of itself.
-        ("lambda:InvokeFunction", f"arn:aws:lambda:{REGION}:{ACCOUNT}:function:IngestFunction", ""),
+        # The event source mapping on the intake queue.
+        ("sqs:ReceiveMessage", intake, ""),
+        ("sqs:DeleteMessage", intake, ""),
+        ("sqs:GetQueueAttributes", intake, ""),
+        ("sqs:ChangeMessageVisibility", intake, ""),
+        # Continuations and backfill pages go back on the intake queue (no self-invocation).
+        ("sqs:SendMessage", intake, ""),
     }
     embed_index = logs("embed-index") | eni | bedrock | secret | {
         ("sqs:ReceiveMessage", queue, ""),
@@ -441,6 +452,8 @@ def expected_grants(p: dict) -> dict[str, set[tuple[str, str, str]]]:
         ("s3:GetBucketLocation", bucket, ""),
         ("sqs:GetQueueAttributes", queue, ""),
         ("sqs:GetQueueAttributes", dead_letter_queue, ""),
+        ("sqs:GetQueueAttributes", intake, ""),
+        ("sqs:GetQueueAttributes", intake_dead_letter_queue, ""),
     }
     if data_key:
         ingest |= {("kms:Decrypt", data_key, via("s3", "sqs")), ("kms:GenerateDataKey", data_key, via("s3", "sqs"))}
@@ -499,8 +512,8 @@ class IamLeastPrivilege(unittest.TestCase):
                 self.assertLessEqual(
                     set(stack.of_type("AWS::IAM::ManagedPolicy")), {"EmbeddingInvokePolicy", "EsSecretReadPolicy"}
                 )
-                self.assertEqual(set(stack.of_type("AWS::IAM::Policy")), {"IngestContinuePolicy"})
-                self.assertEqual(stack.properties("IngestContinuePolicy")["Roles"], ["IngestRole"])
+                # Every grant lives in a role or one of the two shared managed policies.
+                self.assertEqual(stack.of_type("AWS::IAM::Policy"), {})
                 for kind in ("AWS::IAM::User", "AWS::IAM::Group", "AWS::IAM::AccessKey"):
                     self.assertEqual(stack.of_type(kind), {}, kind)
 
@@ -560,13 +573,43 @@ class IamLeastPrivilege(unittest.TestCase):
         puts = {r for a, r, _ in stack.grants("IngestRole") if a == "s3:PutObject"}
         self.assertEqual(puts, {f"arn:aws:s3:::{BUCKET}/bad-records/*"})
 
-    def test_s3_may_invoke_ingest_only_from_this_account(self):
-        stack = Stack(SCENARIOS["defaults"])
-        permissions = stack.of_type("AWS::Lambda::Permission")
-        self.assertEqual(len(permissions), 1)
-        props = stack.properties(next(iter(permissions)))
-        self.assertEqual(props["Principal"], "s3.amazonaws.com")
-        self.assertEqual(props["SourceAccount"], ACCOUNT)
+    def test_nothing_invokes_a_function_directly_but_the_probe_schedule(self):
+        # S3 notifies the intake queue, and ingest continues through it: no resource-based
+        # permission lets S3 (or anything) invoke ingest, and no role may invoke a function
+        # except the probe's schedule.
+        for name, overrides in SCENARIOS.items():
+            with self.subTest(scenario=name):
+                stack = Stack(overrides)
+                self.assertEqual(stack.of_type("AWS::Lambda::Permission"), {})
+                for role in stack.of_type("AWS::IAM::Role"):
+                    invokes = {r for a, r, _ in stack.grants(role) if a.startswith("lambda:")}
+                    expected = {f"arn:aws:lambda:{REGION}:{ACCOUNT}:function:ProbeFunction"}
+                    self.assertEqual(invokes, expected if role == "ProbeFunctionScheduleRole" else set(), role)
+
+    def test_only_the_source_bucket_of_this_account_may_notify_the_intake_queue(self):
+        for name, overrides in SCENARIOS.items():
+            with self.subTest(scenario=name):
+                stack = Stack(overrides)
+                policy = stack.properties("IntakeQueuesPolicy")["PolicyDocument"]["Statement"]
+                allows = [s for s in policy if s["Effect"] == "Allow"]
+                self.assertEqual(len(allows), 1, allows)
+                (allow,) = allows
+                self.assertEqual(allow["Principal"], {"Service": "s3.amazonaws.com"})
+                self.assertEqual(as_list(allow["Action"]), ["sqs:SendMessage"])
+                self.assertEqual(as_list(allow["Resource"]), [f"arn:aws:sqs:{REGION}:{ACCOUNT}:IntakeQueue"])
+                self.assertEqual(
+                    allow["Condition"],
+                    {
+                        "ArnLike": {"aws:SourceArn": f"arn:aws:s3:::{BUCKET}"},
+                        "StringEquals": {"aws:SourceAccount": ACCOUNT},
+                    },
+                )
+                # The bucket ARN in the policy is the bucket the stack creates.
+                self.assertEqual(stack.get_att("SourceBucket", "Arn"), f"arn:aws:s3:::{BUCKET}")
+                # No other queue policy lets anyone in.
+                for other in set(stack.of_type("AWS::SQS::QueuePolicy")) - {"IntakeQueuesPolicy"}:
+                    statements = stack.properties(other)["PolicyDocument"]["Statement"]
+                    self.assertEqual({s["Effect"] for s in statements}, {"Deny"}, other)
 
 
 class DataProtection(unittest.TestCase):
@@ -596,22 +639,29 @@ class DataProtection(unittest.TestCase):
         return stack.resources[name].get("DeletionPolicy", "Delete")
 
     def test_queues_are_encrypted_and_tls_only(self):
+        policies = {
+            "ChunkQueuesPolicy": ("ChunkQueue", "ChunkDeadLetterQueue"),
+            "IntakeQueuesPolicy": ("IntakeQueue", "IntakeDeadLetterQueue"),
+        }
         for name, overrides in SCENARIOS.items():
-            with self.subTest(scenario=name):
-                stack = Stack(overrides)
-                for queue in ("ChunkQueue", "ChunkDeadLetterQueue"):
-                    props = stack.properties(queue)
-                    if stack.params["DataKmsKeyArn"]:
-                        self.assertEqual(props.get("KmsMasterKeyId"), KEY_ARN)
-                        self.assertNotIn("SqsManagedSseEnabled", props)
-                    else:
-                        self.assertIs(props.get("SqsManagedSseEnabled"), True)
-                policy = stack.properties("ChunkQueuesPolicy")
-                self.assertEqual(len(policy["Queues"]), 2)
-                (statement,) = policy["PolicyDocument"]["Statement"]
-                self.assertEqual((statement["Effect"], statement["Action"]), ("Deny", "sqs:*"))
-                self.assertEqual(statement["Condition"], {"Bool": {"aws:SecureTransport": "false"}})
-                self.assertEqual(len(statement["Resource"]), 2)
+            stack = Stack(overrides)
+            self.assertEqual(set(stack.of_type("AWS::SQS::Queue")), {q for qs in policies.values() for q in qs})
+            for policy_name, queues in policies.items():
+                with self.subTest(scenario=name, policy=policy_name):
+                    for queue in queues:
+                        props = stack.properties(queue)
+                        if stack.params["DataKmsKeyArn"]:
+                            self.assertEqual(props.get("KmsMasterKeyId"), KEY_ARN)
+                            self.assertNotIn("SqsManagedSseEnabled", props)
+                        else:
+                            self.assertIs(props.get("SqsManagedSseEnabled"), True)
+                    policy = stack.properties(policy_name)
+                    self.assertEqual(policy["Queues"], [stack.ref(q) for q in queues])
+                    denies = [s for s in policy["PolicyDocument"]["Statement"] if s["Effect"] == "Deny"]
+                    (statement,) = denies
+                    self.assertEqual((statement["Principal"], statement["Action"]), ("*", "sqs:*"))
+                    self.assertEqual(statement["Condition"], {"Bool": {"aws:SecureTransport": "false"}})
+                    self.assertEqual(statement["Resource"], [stack.get_att(q, "Arn") for q in queues])
 
     def test_log_groups_have_retention(self):
         stack = Stack(SCENARIOS["defaults"])
@@ -665,12 +715,13 @@ class Network(unittest.TestCase):
             "S3GatewayEndpoint": ("s3", "Gateway"),
             "SqsInterfaceEndpoint": ("sqs", "Interface"),
             "BedrockRuntimeInterfaceEndpoint": ("bedrock-runtime", "Interface"),
-            "LambdaInterfaceEndpoint": ("lambda", "Interface"),
             "SecretsManagerInterfaceEndpoint": ("secretsmanager", "Interface"),
             "LogsInterfaceEndpoint": ("logs", "Interface"),
         }
         stack = Stack(SCENARIOS["onprem-everything"])
         p = stack.params
+        # No Lambda endpoint: no function calls the Lambda API (ingest continues through the
+        # intake queue).
         self.assertEqual(set(stack.of_type("AWS::EC2::VPCEndpoint")), set(endpoints))
         for name, (service, kind) in endpoints.items():
             with self.subTest(endpoint=name):
@@ -715,31 +766,126 @@ class Network(unittest.TestCase):
         self.assertTrue(any("RouteTableIds" in f for f in Stack(routeless).rule_failures()))
 
 
+def references(node) -> set[str]:
+    """Resources and parameters a template fragment refers to (Ref, GetAtt, ${...} in Sub)."""
+    found: set[str] = set()
+    if isinstance(node, list):
+        for item in node:
+            found |= references(item)
+    elif isinstance(node, dict):
+        for key, value in node.items():
+            if key == "Ref":
+                found.add(value)
+            elif key == "Fn::GetAtt":
+                found.add(value.split(".", 1)[0] if isinstance(value, str) else value[0])
+            elif key == "Fn::Sub":
+                text, variables = (value, {}) if isinstance(value, str) else value
+                names = {m.split(".", 1)[0] for m in re.findall(r"\$\{([^!}][^}]*)\}", text)}
+                found |= names - set(variables)
+                found |= references(variables)
+            else:
+                found |= references(value)
+    return {name for name in found if not name.startswith("AWS::")}
+
+
+def mapping_of(stack: Stack, function: str) -> dict:
+    """The properties of the one event source mapping that invokes `function`."""
+    mappings = [
+        props
+        for props in (stack.properties(n) for n in stack.of_type("AWS::Lambda::EventSourceMapping"))
+        if props["FunctionName"] == stack.ref(function)
+    ]
+    if len(mappings) != 1:
+        raise AssertionError(f"{function} has {len(mappings)} event source mappings")
+    return mappings[0]
+
+
+# Each consumed queue, with its consumer and dead-letter queue.
+CONSUMED_QUEUES = {
+    "IntakeQueue": ("IngestFunction", "IntakeDeadLetterQueue"),
+    "ChunkQueue": ("EmbedIndexFunction", "ChunkDeadLetterQueue"),
+}
+
+
 class Operations(unittest.TestCase):
     def test_visibility_timeout_is_at_least_six_function_timeouts(self):
         resources = sam_template()["Resources"]
-        timeout = int(resources["EmbedIndexFunction"]["Properties"]["Timeout"])
-        visibility = int(resources["ChunkQueue"]["Properties"]["VisibilityTimeout"])
-        self.assertGreaterEqual(visibility, 6 * timeout)
+        for queue, (function, _) in CONSUMED_QUEUES.items():
+            with self.subTest(queue=queue):
+                timeout = int(resources[function]["Properties"]["Timeout"])
+                visibility = int(resources[queue]["Properties"]["VisibilityTimeout"])
+                self.assertGreaterEqual(visibility, 6 * timeout)
 
     def test_redrive_and_retention(self):
         resources = sam_template()["Resources"]
-        queue = resources["ChunkQueue"]["Properties"]
-        self.assertEqual(queue["RedrivePolicy"]["maxReceiveCount"], 5)
-        self.assertEqual(queue["RedrivePolicy"]["deadLetterTargetArn"], {"Fn::GetAtt": ["ChunkDeadLetterQueue", "Arn"]})
-        dlq_retention = int(resources["ChunkDeadLetterQueue"]["Properties"]["MessageRetentionPeriod"])
-        self.assertEqual(dlq_retention, 14 * 24 * 3600)
-        self.assertGreater(dlq_retention, int(queue["MessageRetentionPeriod"]))
+        for queue_name, (_, dead_letter_queue) in CONSUMED_QUEUES.items():
+            with self.subTest(queue=queue_name):
+                queue = resources[queue_name]["Properties"]
+                self.assertEqual(queue["RedrivePolicy"]["maxReceiveCount"], 5)
+                self.assertEqual(queue["RedrivePolicy"]["deadLetterTargetArn"], {"Fn::GetAtt": [dead_letter_queue, "Arn"]})
+                dlq_retention = int(resources[dead_letter_queue]["Properties"]["MessageRetentionPeriod"])
+                self.assertEqual(dlq_retention, 14 * 24 * 3600)
+                # Standard queues keep the original enqueue time in the DLQ.
+                self.assertGreater(dlq_retention, int(queue["MessageRetentionPeriod"]))
 
     def test_sqs_event_source_protects_bedrock_and_the_cluster(self):
         stack = Stack(SCENARIOS["defaults"])
-        (mapping,) = stack.of_type("AWS::Lambda::EventSourceMapping")
-        props = stack.properties(mapping)
+        props = mapping_of(stack, "EmbedIndexFunction")
         self.assertEqual(props["EventSourceArn"], f"arn:aws:sqs:{REGION}:{ACCOUNT}:ChunkQueue")
         self.assertEqual(props["FunctionResponseTypes"], ["ReportBatchItemFailures"])
         self.assertEqual(props["ScalingConfig"]["MaximumConcurrency"], stack.params["EmbedMaxConcurrency"])
         self.assertGreaterEqual(int(props["MaximumBatchingWindowInSeconds"]), 1)
         self.assertLessEqual(int(props["BatchSize"]), 10)
+
+    def test_intake_event_source_reports_batch_item_failures(self):
+        stack = Stack(dict(SCENARIOS["defaults"], IngestMaxConcurrency="25"))
+        props = mapping_of(stack, "IngestFunction")
+        self.assertEqual(props["EventSourceArn"], f"arn:aws:sqs:{REGION}:{ACCOUNT}:IntakeQueue")
+        self.assertEqual(props["FunctionResponseTypes"], ["ReportBatchItemFailures"])
+        self.assertEqual(props["ScalingConfig"]["MaximumConcurrency"], "25")
+        self.assertEqual(int(props["BatchSize"]), 5)
+        self.assertEqual(int(props["MaximumBatchingWindowInSeconds"]), 1)
+        # Only the two queues invoke functions.
+        self.assertEqual(len(stack.of_type("AWS::Lambda::EventSourceMapping")), 2)
+        spec = sam_template()["Parameters"]["IngestMaxConcurrency"]
+        self.assertEqual((spec["MinValue"], spec["MaxValue"], spec["Default"]), (2, 1000, 10))
+
+    def test_intended_loops_are_declared_and_nothing_else(self):
+        # ingest continues through its own intake queue and embed-index requeues onto its own
+        # chunk queue; each bounds that loop with a hop count in its messages. The probe keeps
+        # Lambda's default (Terminate).
+        functions = cfn_template()["Resources"]
+        self.assertEqual(functions["IngestFunction"]["Properties"].get("RecursiveLoop"), "Allow")
+        self.assertEqual(functions["EmbedIndexFunction"]["Properties"].get("RecursiveLoop"), "Allow")
+        self.assertNotIn("RecursiveLoop", functions["ProbeFunction"]["Properties"])
+        embed = sam_template()["Resources"]["EmbedIndexFunction"]["Properties"]["Environment"]["Variables"]
+        self.assertGreater(int(embed["MAX_REQUEUES"]), 0)
+        # SQS caps DelaySeconds at 900.
+        self.assertLessEqual(int(embed["REQUEUE_DELAY_SECS"]), int(embed["REQUEUE_MAX_DELAY_SECS"]))
+        self.assertLessEqual(int(embed["REQUEUE_MAX_DELAY_SECS"]), 900)
+
+    def test_queue_alarms(self):
+        stack = Stack(SCENARIOS["defaults"])
+        alarms = {
+            (p["MetricName"], p["Dimensions"][0]["Value"]): p
+            for p in (stack.properties(n) for n in stack.of_type("AWS::CloudWatch::Alarm"))
+            if p["Namespace"] == "AWS/SQS"
+        }
+        expected = {
+            ("ApproximateNumberOfMessagesVisible", "ChunkDeadLetterQueue"): 0,
+            ("ApproximateNumberOfMessagesVisible", "IntakeDeadLetterQueue"): 0,
+            ("ApproximateAgeOfOldestMessage", "ChunkQueue"): 900,
+            ("ApproximateAgeOfOldestMessage", "IntakeQueue"): 3600,
+        }
+        self.assertEqual(set(alarms), set(expected))
+        for key, threshold in expected.items():
+            with self.subTest(alarm=key):
+                props = alarms[key]
+                self.assertEqual(props["Dimensions"], [{"Name": "QueueName", "Value": key[1]}])
+                self.assertEqual(props["Statistic"], "Maximum")
+                self.assertEqual(props["ComparisonOperator"], "GreaterThanThreshold")
+                self.assertEqual(int(props["Threshold"]), threshold)
+                self.assertEqual(props["AlarmActions"], ["AlarmTopic"])
 
     def test_reserved_concurrency_is_optional(self):
         self.assertNotIn("ReservedConcurrentExecutions", Stack(SCENARIOS["defaults"]).properties("IngestFunction"))
@@ -754,6 +900,8 @@ class Operations(unittest.TestCase):
                 "SourceBucketName",
                 "ChunkQueueUrl",
                 "DeadLetterQueueUrl",
+                "IntakeQueueUrl",
+                "IntakeDeadLetterQueueUrl",
                 "IngestFunctionName",
                 "EmbedIndexFunctionName",
                 "ProbeFunctionName",
@@ -761,6 +909,64 @@ class Operations(unittest.TestCase):
             },
             outputs,
         )
+
+
+class DurableIntake(unittest.TestCase):
+    """S3 notifications reach ingest through the intake queue, never by direct invocation."""
+
+    EVENTS = ["s3:ObjectCreated:*", "s3:ObjectRemoved:*", "s3:LifecycleExpiration:*"]
+
+    def test_bucket_notifies_the_intake_queue_of_creations_removals_and_expirations(self):
+        cases = {
+            "no filter": (SCENARIOS["defaults"], None),
+            "prefix": (SCENARIOS["onprem-everything"], [{"Name": "prefix", "Value": "incoming/"}]),
+            "suffix": (dict(SCENARIOS["defaults"], SourceSuffix=".jsonl"), [{"Name": "suffix", "Value": ".jsonl"}]),
+            "both": (
+                dict(SCENARIOS["defaults"], SourcePrefix="in/", SourceSuffix=".json"),
+                [{"Name": "prefix", "Value": "in/"}, {"Name": "suffix", "Value": ".json"}],
+            ),
+        }
+        for case, (overrides, rules) in cases.items():
+            with self.subTest(case=case):
+                stack = Stack(overrides)
+                notifications = stack.properties("SourceBucket")["NotificationConfiguration"]
+                self.assertEqual(set(notifications), {"QueueConfigurations"}, "no Lambda or topic destination")
+                configurations = notifications["QueueConfigurations"]
+                self.assertEqual(sorted(c["Event"] for c in configurations), sorted(self.EVENTS))
+                for configuration in configurations:
+                    self.assertEqual(configuration["Queue"], f"arn:aws:sqs:{REGION}:{ACCOUNT}:IntakeQueue")
+                    if rules is None:
+                        self.assertNotIn("Filter", configuration)
+                    else:
+                        self.assertEqual(configuration["Filter"], {"S3Key": {"Rules": rules}})
+
+    def test_lifecycle_transitions_are_not_subscribed(self):
+        events = [c["Event"] for c in Stack(SCENARIOS["defaults"]).properties("SourceBucket")["NotificationConfiguration"]["QueueConfigurations"]]
+        self.assertFalse([e for e in events if "Transition" in e])
+
+    def test_the_bucket_waits_for_the_queue_policy(self):
+        # S3 checks that it may write to the destination when the configuration is put.
+        depends = as_list(sam_template()["Resources"]["SourceBucket"].get("DependsOn", []))
+        self.assertIn("IntakeQueuesPolicy", depends)
+        # ...and the policy must not wait for the bucket (circular dependency).
+        self.assertEqual(references(sam_template()["Resources"]["IntakeQueuesPolicy"]), {"IntakeQueue", "IntakeDeadLetterQueue"})
+
+    def test_ingest_has_no_s3_event_and_consumes_the_intake_queue(self):
+        events = sam_template()["Resources"]["IngestFunction"]["Properties"]["Events"]
+        self.assertEqual({e["Type"] for e in events.values()}, {"SQS"})
+        # What SAM would have added for an S3 event.
+        self.assertNotIn("LambdaConfigurations", json.dumps(cfn_template()["Resources"]["SourceBucket"]))
+
+    def test_functions_are_told_the_intake_queues(self):
+        stack = Stack(SCENARIOS["defaults"])
+        intake = f"https://sqs.{REGION}.amazonaws.com/{ACCOUNT}/IntakeQueue"
+        ingest = stack.properties("IngestFunction")["Environment"]["Variables"]
+        self.assertEqual(ingest["INGEST_QUEUE_URL"], intake)
+        probe = stack.properties("ProbeFunction")["Environment"]["Variables"]
+        self.assertEqual(probe["INGEST_QUEUE_URL"], intake)
+        self.assertEqual(probe["INGEST_DEAD_LETTER_QUEUE_URL"], f"https://sqs.{REGION}.amazonaws.com/{ACCOUNT}/IntakeDeadLetterQueue")
+        embed = stack.properties("EmbedIndexFunction")["Environment"]["Variables"]
+        self.assertEqual((embed["REQUEUE_MAX_DELAY_SECS"], embed["MAX_REQUEUES"]), ("900", "288"))
 
 
 class LocalInvokeEnvironment(unittest.TestCase):

@@ -43,8 +43,8 @@ pub struct Order {
 
 /// The effective sequencer of a message against its object's stored marker; `None` when it
 /// cannot apply. A backfill message (no sequencer) is the object's first sighting when there is
-/// no marker, and the marker's own event when it carries the same eTag; any other backfill is
-/// of a version an event has already decided about.
+/// no marker (or only a backfill's), and the marker's own event when it carries the same eTag;
+/// any other backfill is of a version an event has already decided about.
 fn effective(message: &ChunkMessage, marker: Option<&SourceMarker>) -> Option<String> {
     match (&message.source.sequencer, message.op) {
         (Some(s), _) => Some(s.clone()),
@@ -52,6 +52,7 @@ fn effective(message: &ChunkMessage, marker: Option<&SourceMarker>) -> Option<St
         (None, Operation::Sweep) => None,
         (None, Operation::Index) => match marker {
             None => Some(String::new()),
+            Some(m) if m.sequencer.is_empty() && !m.deleted => Some(String::new()),
             Some(m) if !m.deleted && m.etag.is_some() && m.etag == message.source.etag => {
                 Some(m.sequencer.clone())
             }
