@@ -230,6 +230,9 @@ pub fn auth_from_secret(secret_id: &str, secret_string: &str) -> Result<EsAuth, 
 #[derive(Debug, Clone)]
 pub struct IngestConfig {
     pub queue_url: String,
+    /// The intake queue (`INGEST_QUEUE_URL`): continuations and backfill pages become messages
+    /// on it; unset, a continuation is an asynchronous invocation of the function itself.
+    pub intake_queue_url: Option<String>,
     pub fields: FieldSelection,
     pub chunking: ChunkSettings,
     pub message_max_bytes: usize,
@@ -274,6 +277,7 @@ impl IngestConfig {
 impl IngestConfig {
     pub fn from_env(env: &mut Env) -> Result<Self, ConfigError> {
         let queue_url = env.required("CHUNK_QUEUE_URL", "the SQS queue chunks are sent to");
+        let intake_queue_url = env.get("INGEST_QUEUE_URL");
         let fields = fields(env);
         let model = env.model();
         let chunking = chunking(env, model.as_ref());
@@ -304,6 +308,7 @@ impl IngestConfig {
         env.check()?;
         Ok(Self {
             queue_url,
+            intake_queue_url,
             fields,
             chunking,
             message_max_bytes,

@@ -1,5 +1,5 @@
-//! The `ingest` handler: S3 notifications in, chunk messages out. Each object is streamed record
-//! by record; a bad record is counted and logged, never the end of its object.
+//! The `ingest` handler: S3 notifications (directly or through the intake queue) in, chunk messages out.
+//! Each object is streamed record by record; a bad record is counted and logged, never the end of its object.
 
 use std::collections::VecDeque;
 use std::future::Future;
@@ -7,19 +7,25 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
-use tracing::{info, warn};
+use tracing::{error, info, warn};
 
 use crate::chunker::chunk_text;
 use crate::config::IngestConfig;
 use crate::ids::normalize_sequencer;
 use crate::message::{ChunkMessage, ChunkPayload, MessagePacker, Operation, SourceRef};
 use crate::metrics::MetricSet;
-use crate::queue::{ChunkQueue, MAX_BATCH_ENTRIES, QueueError, send_all};
-use crate::reader::{ReadError, RecordPosition, ResumePoint, open_records_from};
+use crate::queue::{BatchLimits, ChunkQueue, MAX_BATCH_ENTRIES, QueueError, SqsQueue, send_all};
+use crate::reader::{ReadError, RecordPosition, Resume, ResumePoint, open_records_resumed};
 use crate::record::RecordOrigin;
 use crate::retry::Deadline;
 use crate::s3key::decode_key;
 use crate::store::{ObjectRef, ObjectStore, StoreError};
+
+/// Hand-overs after which a chain of continuations is taken for a runaway loop and stopped.
+/// Lambda's own recursive loop detection is off for ingest (`RecursiveLoop: Allow`), so this is
+/// the bound. A chain only grows while one unit of work outlasts an invocation: a part of an
+/// object per hop, so a thousand hops is far beyond any real object.
+pub const MAX_HOPS: u32 = 1000;
 
 /// An S3 event notification, read leniently: only the fields ingest uses are required.
 #[derive(Debug, Deserialize)]
@@ -62,6 +68,22 @@ pub struct S3Object {
     pub sequencer: Option<String>,
 }
 
+/// A message of an SQS event, as the event source mapping delivers it.
+#[derive(Debug, Deserialize)]
+struct SqsMessage {
+    #[serde(rename = "messageId")]
+    message_id: String,
+    #[serde(default)]
+    body: Option<String>,
+}
+
+/// A message of an SQS batch that failed and is to be received again.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BatchItemFailure {
+    #[serde(rename = "itemIdentifier")]
+    pub item_identifier: String,
+}
+
 /// What one invocation did; the function's response.
 #[derive(Debug, Default, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct IngestSummary {
@@ -78,14 +100,29 @@ pub struct IngestSummary {
     /// Objects removed: their chunks are queued for deletion.
     #[serde(default)]
     pub deleted: u64,
-    /// Notifications that carry no data (test events, folder markers, ingest's own rejects).
+    /// Removals (or expirations) after which the key still had a current version: that version
+    /// was read again, ordered by the removal's sequencer.
+    #[serde(default)]
+    pub reindexed: u64,
+    /// Notifications that carry no data (test events, folder markers, ingest's own rejects,
+    /// lifecycle transitions).
     pub ignored: u64,
     /// Objects a backfill listed in this invocation.
     #[serde(default)]
     pub listed: u64,
+    /// Units of work that failed (a transient error) and are retried.
+    #[serde(default)]
+    pub failed: u64,
     /// Where a fresh invocation takes over, when this one ran short of time.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub continued: Option<String>,
+    /// For an SQS event: the messages to be received again (the partial batch response).
+    #[serde(
+        rename = "batchItemFailures",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub batch_item_failures: Option<Vec<BatchItemFailure>>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -94,9 +131,13 @@ pub enum IngestError {
     BadEvent(String),
     #[error("{} object(s) failed and will be retried: {}", .0.len(), .0.join("; "))]
     Objects(Vec<String>),
+    #[error(
+        "a continuation loop was stopped: {units} was handed over {hops} times (the limit is {MAX_HOPS})"
+    )]
+    LoopStopped { units: String, hops: u32 },
 }
 
-/// One unit of ingest work. A continuation event carries the units not done yet.
+/// One unit of ingest work. A continuation carries the units not done yet.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Work {
@@ -108,8 +149,11 @@ pub enum Work {
         #[serde(default)]
         part: u32,
     },
-    /// Queue the deletion of a removed object's chunks.
-    Delete { source: SourceRef },
+    /// The key, or one version of it, was removed or expired: read its current version again if
+    /// it has one, else queue the deletion of its chunks. (`delete` is how continuations queued
+    /// before this check existed name it.)
+    #[serde(alias = "delete")]
+    Removed { source: SourceRef },
     /// Ingest every object under a prefix, in key order, after `start_after`.
     Backfill {
         bucket: String,
@@ -120,9 +164,55 @@ pub enum Work {
     },
 }
 
+impl Work {
+    /// The unit as an operator reads it in a log line.
+    fn describe(&self) -> String {
+        match self {
+            Work::Object {
+                source,
+                resume,
+                part,
+            } => match resume {
+                None => format!("s3://{}/{}", source.bucket, source.key),
+                Some(r) => format!(
+                    "s3://{}/{} from byte {} (part {part})",
+                    source.bucket, source.key, r.offset
+                ),
+            },
+            Work::Removed { source } => {
+                format!("removal of s3://{}/{}", source.bucket, source.key)
+            }
+            Work::Backfill {
+                bucket,
+                prefix,
+                start_after,
+            } => format!(
+                "backfill of s3://{bucket}/{prefix} after {}",
+                start_after.as_deref().unwrap_or("the start")
+            ),
+        }
+    }
+}
+
 /// Hands the rest of an invocation's work to a fresh invocation of the same function.
 pub trait Continuation: Send + Sync {
     fn hand_over(&self, event: Value) -> impl Future<Output = Result<(), String>> + Send;
+
+    /// Hands over several events, each its own continuation.
+    fn hand_over_all(&self, events: Vec<Value>) -> impl Future<Output = Result<(), String>> + Send {
+        async move {
+            for event in events {
+                self.hand_over(event).await?;
+            }
+            Ok(())
+        }
+    }
+
+    /// Whether hand-overs land on a queue where each message is retried and dead-lettered on its
+    /// own: a backfill page then becomes one message per object.
+    fn is_queue(&self) -> bool {
+        false
+    }
 }
 
 /// Continues by invoking this function asynchronously (`InvocationType=Event`).
@@ -161,6 +251,82 @@ impl Continuation for LambdaContinuation {
     }
 }
 
+/// Continues through the intake queue (`INGEST_QUEUE_URL`): each hand-over is a message that
+/// the event source mapping delivers, retries and finally dead-letters like an S3 notification.
+pub struct QueueContinuation<Q> {
+    queue: Q,
+    limits: BatchLimits,
+}
+
+impl<Q: ChunkQueue> QueueContinuation<Q> {
+    pub fn new(queue: Q, limits: BatchLimits) -> Self {
+        Self { queue, limits }
+    }
+}
+
+impl<Q: ChunkQueue> Continuation for QueueContinuation<Q> {
+    async fn hand_over(&self, event: Value) -> Result<(), String> {
+        self.hand_over_all(vec![event]).await
+    }
+
+    async fn hand_over_all(&self, events: Vec<Value>) -> Result<(), String> {
+        let bodies = events.iter().map(Value::to_string).collect();
+        send_all(&self.queue, bodies, self.limits)
+            .await
+            .map(|_| ())
+            .map_err(|e| match e {
+                // QueueError speaks of the chunk queue; this is the intake queue.
+                QueueError::Request(source) => {
+                    format!("sending to the intake queue failed: {source}")
+                }
+                QueueError::Refused { code, message } => {
+                    format!("the intake queue refused a message ({code}): {message}")
+                }
+                QueueError::GaveUp {
+                    remaining,
+                    attempts,
+                    code,
+                    message,
+                } => format!(
+                    "the intake queue still refused {remaining} message(s) after {attempts} attempts; last: {code}: {message}"
+                ),
+            })
+    }
+
+    fn is_queue(&self) -> bool {
+        true
+    }
+}
+
+/// The continuation the function is deployed with: the intake queue when `INGEST_QUEUE_URL` is
+/// set, else an asynchronous invocation of itself.
+pub enum IntakeContinuation {
+    Queue(QueueContinuation<SqsQueue>),
+    Invoke(LambdaContinuation),
+}
+
+// The SDK futures beneath are deeply nested; boxing them keeps the function binary's future
+// within the compiler's layout depth.
+impl Continuation for IntakeContinuation {
+    async fn hand_over(&self, event: Value) -> Result<(), String> {
+        match self {
+            Self::Queue(q) => Box::pin(q.hand_over(event)).await,
+            Self::Invoke(l) => Box::pin(l.hand_over(event)).await,
+        }
+    }
+
+    async fn hand_over_all(&self, events: Vec<Value>) -> Result<(), String> {
+        match self {
+            Self::Queue(q) => Box::pin(q.hand_over_all(events)).await,
+            Self::Invoke(l) => Box::pin(l.hand_over_all(events)).await,
+        }
+    }
+
+    fn is_queue(&self) -> bool {
+        matches!(self, Self::Queue(_))
+    }
+}
+
 /// Clients and settings, built once per container.
 pub struct IngestDeps<S, Q, C> {
     pub store: S,
@@ -169,16 +335,33 @@ pub struct IngestDeps<S, Q, C> {
     pub config: IngestConfig,
 }
 
+/// The work one event or intake message asks for, and how many times it was handed over.
+#[derive(Debug)]
+struct Job {
+    work: VecDeque<Work>,
+    hops: u32,
+}
+
 /// Turns an event into work: an S3 notification, `{"backfill": {"bucket", "prefix"}}`, or a
-/// continuation `{"work": [...]}`.
+/// continuation `{"work": [...], "hops": N}`.
 fn plan(
     event: Value,
     config: &IngestConfig,
     summary: &mut IngestSummary,
-) -> Result<VecDeque<Work>, IngestError> {
+) -> Result<Job, IngestError> {
     if let Some(work) = event.get("work") {
-        return serde_json::from_value(work.clone())
-            .map_err(|e| IngestError::BadEvent(format!("continuation: {e}")));
+        let work = serde_json::from_value(work.clone())
+            .map_err(|e| IngestError::BadEvent(format!("continuation: {e}")))?;
+        let hops = match event.get("hops") {
+            None | Some(Value::Null) => 0,
+            Some(h) => h
+                .as_u64()
+                .map(|h| u32::try_from(h).unwrap_or(u32::MAX))
+                .ok_or_else(|| {
+                    IngestError::BadEvent(format!("continuation: hops is not a count: {h}"))
+                })?,
+        };
+        return Ok(Job { work, hops });
     }
     if let Some(backfill) = event.get("backfill") {
         let bucket = backfill
@@ -189,11 +372,14 @@ fn plan(
             .get("prefix")
             .and_then(Value::as_str)
             .unwrap_or_default();
-        return Ok(VecDeque::from([Work::Backfill {
-            bucket: bucket.into(),
-            prefix: prefix.into(),
-            start_after: None,
-        }]));
+        return Ok(Job {
+            work: VecDeque::from([Work::Backfill {
+                bucket: bucket.into(),
+                prefix: prefix.into(),
+                start_after: None,
+            }]),
+            hops: 0,
+        });
     }
     if event.get("Records").is_none() && event.get("Event").is_none() {
         return Err(IngestError::BadEvent(format!(
@@ -209,7 +395,11 @@ fn plan(
     }
     let mut work = VecDeque::new();
     for record in notification.records {
-        let removed = record.event_name.starts_with("ObjectRemoved:");
+        // A removed version is not a removed object, and lifecycle expirations have their own
+        // event types: both are settled by the key's current state when the unit runs.
+        // https://docs.aws.amazon.com/AmazonS3/latest/userguide/notification-how-to-event-types-and-destinations.html
+        let removed = record.event_name.starts_with("ObjectRemoved:")
+            || record.event_name.starts_with("LifecycleExpiration:");
         if !record.event_name.starts_with("ObjectCreated:") && !removed {
             info!(event = %record.event_name, bucket = %record.s3.bucket.name, key = %record.s3.object.key, "ignoring event");
             summary.ignored += 1;
@@ -242,7 +432,7 @@ fn plan(
                 .map(normalize_sequencer),
         };
         work.push_back(if removed {
-            Work::Delete { source }
+            Work::Removed { source }
         } else {
             Work::Object {
                 source,
@@ -251,7 +441,7 @@ fn plan(
             }
         });
     }
-    Ok(work)
+    Ok(Job { work, hops: 0 })
 }
 
 /// Folder markers and ingest's own rejects are never data (reading the rejects would loop).
@@ -266,7 +456,35 @@ fn truncate(text: &str, max: usize) -> &str {
         .map_or(text, |(i, _)| &text[..i])
 }
 
-/// Handles one event. When time runs short it hands the rest to a fresh invocation, after the
+/// The units of a job, for an error or a log line.
+fn describe_units<'a>(work: impl IntoIterator<Item = &'a Work>) -> String {
+    let units: Vec<String> = work.into_iter().map(Work::describe).collect();
+    match units.len() {
+        0 => "no work".into(),
+        1..=3 => units.join(", "),
+        n => format!("{} and {} more unit(s)", units[..3].join(", "), n - 3),
+    }
+}
+
+/// The SQS messages of an event, when it is one (`Records[*].eventSource == "aws:sqs"`).
+fn sqs_messages(event: &Value) -> Option<Result<Vec<SqsMessage>, IngestError>> {
+    let records = event.get("Records")?.as_array()?;
+    let from_sqs = !records.is_empty()
+        && records
+            .iter()
+            .all(|r| r.get("eventSource").and_then(Value::as_str) == Some("aws:sqs"));
+    if !from_sqs {
+        return None;
+    }
+    Some(
+        serde_json::from_value(Value::Array(records.clone()))
+            .map_err(|e| IngestError::BadEvent(format!("SQS event: {e}"))),
+    )
+}
+
+/// Handles one event: an SQS batch from the intake queue (each message an S3 notification, a
+/// continuation or a backfill request, answered with a partial batch response), or any of those
+/// invoked directly. When time runs short the rest is handed to a fresh invocation, after the
 /// last record whose chunks are all queued: nothing is lost or sent twice across the seam.
 pub async fn handle_event<S: ObjectStore, Q: ChunkQueue, C: Continuation>(
     deps: &IngestDeps<S, Q, C>,
@@ -274,141 +492,16 @@ pub async fn handle_event<S: ObjectStore, Q: ChunkQueue, C: Continuation>(
     deadline: Deadline,
 ) -> Result<IngestSummary, IngestError> {
     let mut summary = IngestSummary::default();
-    let mut work = plan(event, &deps.config, &mut summary)?;
-    let mut failures = Vec::new();
-    let mut done_any = false;
-
-    while let Some(item) = work.pop_front() {
-        // Every invocation makes progress on at least one unit before it may hand over.
-        if done_any && !deadline.allows(Duration::ZERO) {
-            work.push_front(item);
-            break;
+    let result = match sqs_messages(&event) {
+        Some(messages) => {
+            let failures = handle_batch(deps, messages?, deadline, &mut summary).await;
+            summary.batch_item_failures = Some(failures);
+            Ok(())
         }
-        done_any = true;
-        match item {
-            Work::Delete { source } => {
-                let body = ChunkMessage::control(Operation::Delete, &source);
-                match send_all(&deps.queue, vec![body], deps.config.batch_limits()).await {
-                    Ok(stats) => {
-                        summary.deleted += 1;
-                        summary.messages += stats.messages;
-                        summary.sqs_requests += stats.batches;
-                    }
-                    Err(e) => failures.push(format!("s3://{}/{}: {e}", source.bucket, source.key)),
-                }
-            }
-            Work::Backfill {
-                bucket,
-                prefix,
-                start_after,
-            } => match deps
-                .store
-                .list(&bucket, &prefix, start_after.as_deref())
-                .await
-            {
-                Ok(page) => {
-                    summary.listed += page.objects.len() as u64;
-                    info!(%bucket, %prefix, after = ?start_after, listed = page.objects.len(), more = page.truncated, "backfill page");
-                    let next = page.truncated.then(|| Work::Backfill {
-                        bucket: bucket.clone(),
-                        prefix: prefix.clone(),
-                        start_after: page.objects.last().map(|(k, _)| k.clone()),
-                    });
-                    // In key order, each object before the cursor that follows it.
-                    let mut pushed = 0;
-                    for (key, etag) in page.objects.into_iter().rev() {
-                        if is_data_key(&key, &deps.config) {
-                            let source = SourceRef {
-                                bucket: bucket.clone(),
-                                key,
-                                version_id: None,
-                                etag,
-                                sequencer: None,
-                            };
-                            work.push_front(Work::Object {
-                                source,
-                                resume: None,
-                                part: 0,
-                            });
-                            pushed += 1;
-                        }
-                    }
-                    if let Some(next) = next {
-                        work.insert(pushed, next);
-                    }
-                }
-                Err(e) => failures.push(format!("backfill of s3://{bucket}/{prefix}: {e}")),
-            },
-            Work::Object {
-                source,
-                resume,
-                part,
-            } => match ingest_object(deps, source.clone(), resume, part, deadline, &mut summary)
-                .await
-            {
-                Ok(None) => summary.objects += 1,
-                Ok(Some(point)) => {
-                    work.push_front(Work::Object {
-                        source,
-                        resume: Some(point),
-                        part: part + 1,
-                    });
-                    break;
-                }
-                Err(ObjectFailure::Skipped(reason)) => {
-                    info!(bucket = %source.bucket, key = %source.key, %reason, "object skipped");
-                    summary.skipped += 1;
-                }
-                Err(ObjectFailure::Rejected(reason)) => {
-                    warn!(bucket = %source.bucket, key = %source.key, %reason, "object rejected");
-                    summary.rejected += 1;
-                }
-                Err(ObjectFailure::Retry(reason)) => {
-                    warn!(bucket = %source.bucket, key = %source.key, %reason, "object failed");
-                    failures.push(format!("s3://{}/{}: {reason}", source.bucket, source.key));
-                }
-            },
-        }
-    }
+        None => handle_direct(deps, event, deadline, &mut summary).await,
+    };
 
-    if let Some(next) = work.front() {
-        let description = match next {
-            Work::Object {
-                source,
-                resume,
-                part,
-            } => format!(
-                "s3://{}/{} from byte {} (part {part})",
-                source.bucket,
-                source.key,
-                resume.map_or(0, |r| r.offset)
-            ),
-            Work::Delete { source } => format!("deletion of s3://{}/{}", source.bucket, source.key),
-            Work::Backfill {
-                bucket,
-                prefix,
-                start_after,
-            } => {
-                format!(
-                    "backfill of s3://{bucket}/{prefix} after {}",
-                    start_after.as_deref().unwrap_or("the start")
-                )
-            }
-        };
-        let remaining: Vec<Work> = work.into_iter().collect();
-        match deps
-            .continuation
-            .hand_over(serde_json::json!({ "work": remaining }))
-            .await
-        {
-            Ok(()) => {
-                info!(next = %description, units = remaining.len(), "time is short: a fresh invocation continues");
-                summary.continued = Some(description);
-            }
-            Err(e) => failures.push(e),
-        }
-    }
-
+    let failed_messages = summary.batch_item_failures.as_ref().map_or(0, Vec::len);
     let mut metrics = MetricSet::new("ingest");
     metrics
         .count("ObjectsRead", summary.objects)
@@ -418,16 +511,392 @@ pub async fn handle_event<S: ObjectStore, Q: ChunkQueue, C: Continuation>(
         .count("MessagesSent", summary.messages)
         .count("SqsRequests", summary.sqs_requests)
         .count("ObjectsDeleted", summary.deleted)
-        .count("ObjectsFailed", failures.len() as u64)
+        .count("ObjectsReindexed", summary.reindexed)
+        .count("ObjectsFailed", summary.failed)
+        .count("IntakeMessagesFailed", failed_messages as u64)
         .count("Continuations", u64::from(summary.continued.is_some()));
     metrics.emit();
-    info!(?summary, failed = failures.len(), "ingest finished");
+    info!(?summary, ok = result.is_ok(), "ingest finished");
+    result.map(|()| summary)
+}
 
-    if failures.is_empty() {
-        Ok(summary)
-    } else {
-        Err(IngestError::Objects(failures))
+/// An SQS batch: each message succeeds or fails on its own. A message whose unit failed is
+/// received again and redone whole (ids are deterministic, so redoing is harmless); when time
+/// runs short, the rest of the message at hand and the messages not started are handed over,
+/// and succeed.
+async fn handle_batch<S: ObjectStore, Q: ChunkQueue, C: Continuation>(
+    deps: &IngestDeps<S, Q, C>,
+    messages: Vec<SqsMessage>,
+    deadline: Deadline,
+    summary: &mut IngestSummary,
+) -> Vec<BatchItemFailure> {
+    let mut failures = Vec::new();
+    let mut jobs = Vec::with_capacity(messages.len());
+    for message in messages {
+        let id = message.message_id;
+        let body = message.body.unwrap_or_default();
+        let planned = serde_json::from_str::<Value>(&body)
+            .map_err(|e| IngestError::BadEvent(format!("the body is not JSON: {e}")))
+            .and_then(|event| plan(event, &deps.config, summary));
+        match planned {
+            Ok(job) if job.hops > MAX_HOPS => {
+                let e = IngestError::LoopStopped {
+                    units: describe_units(&job.work),
+                    hops: job.hops,
+                };
+                error!(message_id = %id, error = %e, "intake message failed: it goes to the dead-letter queue after its receives");
+                failures.push(id);
+            }
+            Ok(job) => jobs.push((id, job)),
+            Err(e) => {
+                error!(message_id = %id, body = %truncate(&body, 200), error = %e, "intake message cannot be read: it goes to the dead-letter queue after its receives");
+                failures.push(id);
+            }
+        }
     }
+
+    let mut progress = false;
+    let mut out_of_time = false;
+    for (id, mut job) in jobs {
+        if !out_of_time {
+            let failed = run_job(deps, &mut job, deadline, &mut progress, true, summary).await;
+            if let Some((_, reason)) = failed.first() {
+                warn!(message_id = %id, error = %reason, "intake message failed: it will be received again");
+                failures.push(id);
+                continue;
+            }
+            if job.work.is_empty() {
+                continue;
+            }
+            out_of_time = true;
+        }
+        let work: Vec<Work> = job.work.into_iter().collect();
+        if let Err(e) = hand_over(deps, &work, job.hops + 1, summary).await {
+            warn!(message_id = %id, error = %e, "could not hand the message's rest over: it will be received again");
+            failures.push(id);
+        }
+    }
+    failures
+        .into_iter()
+        .map(|item_identifier| BatchItemFailure { item_identifier })
+        .collect()
+}
+
+/// An event invoked directly (`sam local invoke`, a test, a continuation without the intake
+/// queue). When the rest is handed over, failed units go with it, so a retry of the whole
+/// event cannot start a second chain; with nothing handed over, failures fail the invocation.
+async fn handle_direct<S: ObjectStore, Q: ChunkQueue, C: Continuation>(
+    deps: &IngestDeps<S, Q, C>,
+    event: Value,
+    deadline: Deadline,
+    summary: &mut IngestSummary,
+) -> Result<(), IngestError> {
+    let mut job = plan(event, &deps.config, summary)?;
+    if job.hops > MAX_HOPS {
+        return Err(IngestError::LoopStopped {
+            units: describe_units(&job.work),
+            hops: job.hops,
+        });
+    }
+    let mut progress = false;
+    let failed = run_job(deps, &mut job, deadline, &mut progress, false, summary).await;
+    let mut reasons: Vec<String> = failed.iter().map(|(_, r)| r.clone()).collect();
+    if job.work.is_empty() {
+        return if reasons.is_empty() {
+            Ok(())
+        } else {
+            Err(IngestError::Objects(reasons))
+        };
+    }
+    // Failed units first: they were first in the event.
+    let mut rest: Vec<Work> = failed.into_iter().map(|(w, _)| w).collect();
+    let retried = rest.len();
+    rest.extend(job.work);
+    match hand_over(deps, &rest, job.hops + 1, summary).await {
+        Ok(()) => {
+            if retried > 0 {
+                warn!(
+                    units = retried,
+                    "failed units were handed over with the rest, to be tried again"
+                );
+            }
+            Ok(())
+        }
+        Err(e) => {
+            reasons.push(e);
+            Err(IngestError::Objects(reasons))
+        }
+    }
+}
+
+/// Runs a job's units in order until they are done or the time is up (the rest stays in
+/// `job.work`). Returns the units that failed, with the reason; with `stop_at_failure` the first
+/// one ends the job (its message is redone whole).
+async fn run_job<S: ObjectStore, Q: ChunkQueue, C: Continuation>(
+    deps: &IngestDeps<S, Q, C>,
+    job: &mut Job,
+    deadline: Deadline,
+    progress: &mut bool,
+    stop_at_failure: bool,
+    summary: &mut IngestSummary,
+) -> Vec<(Work, String)> {
+    let mut failed = Vec::new();
+    while let Some(item) = job.work.pop_front() {
+        // Every invocation makes progress on at least one unit before it may hand over.
+        if *progress && !deadline.allows(Duration::ZERO) {
+            job.work.push_front(item);
+            break;
+        }
+        let made_progress = std::mem::replace(progress, true);
+        // Boxed: with the SDK futures beneath, the nested futures otherwise overflow the
+        // compiler's layout depth in the function binary.
+        let unit = Box::pin(run_unit(
+            deps,
+            item.clone(),
+            &mut job.work,
+            deadline,
+            made_progress,
+            summary,
+        ));
+        match unit.await {
+            Ok(None) => {}
+            Ok(Some(rest)) => {
+                job.work.push_front(rest);
+                break;
+            }
+            Err(reason) => {
+                summary.failed += 1;
+                failed.push((item, reason));
+                if stop_at_failure {
+                    break;
+                }
+            }
+        }
+    }
+    failed
+}
+
+/// Runs one unit. `Ok(Some(rest))`: the time ran out and `rest` continues it; `Err`: a
+/// transient failure, with the reason naming the object.
+async fn run_unit<S: ObjectStore, Q: ChunkQueue, C: Continuation>(
+    deps: &IngestDeps<S, Q, C>,
+    item: Work,
+    work: &mut VecDeque<Work>,
+    deadline: Deadline,
+    made_progress: bool,
+    summary: &mut IngestSummary,
+) -> Result<Option<Work>, String> {
+    match item {
+        Work::Object {
+            source,
+            resume,
+            part,
+        } => read_object(deps, source, resume, part, deadline, made_progress, summary).await,
+        Work::Removed { source } => {
+            let name = format!("s3://{}/{}", source.bucket, source.key);
+            match deps.store.head(&source.bucket, &source.key).await {
+                Ok(Some(head)) => {
+                    info!(bucket = %source.bucket, key = %source.key, removed_version = ?source.version_id, current_version = ?head.version_id, "the key still has a current version: it is read again");
+                    summary.reindexed += 1;
+                    // Pinned to what is current now, ordered by the removal's sequencer so it
+                    // replaces whatever the removed version left.
+                    let current = SourceRef {
+                        version_id: head.version_id,
+                        etag: head.etag,
+                        ..source
+                    };
+                    read_object(deps, current, None, 0, deadline, made_progress, summary).await
+                }
+                Ok(None) => {
+                    let body = ChunkMessage::control(Operation::Delete, &source);
+                    let stats = send_all(&deps.queue, vec![body], deps.config.batch_limits())
+                        .await
+                        .map_err(|e| format!("{name}: {e}"))?;
+                    summary.deleted += 1;
+                    summary.messages += stats.messages;
+                    summary.sqs_requests += stats.batches;
+                    Ok(None)
+                }
+                Err(e) => {
+                    warn!(bucket = %source.bucket, key = %source.key, error = %e, "could not look up the key's current version");
+                    Err(format!("{name}: {e}"))
+                }
+            }
+        }
+        Work::Backfill {
+            bucket,
+            prefix,
+            start_after,
+        } => {
+            let page = deps
+                .store
+                .list(&bucket, &prefix, start_after.as_deref())
+                .await
+                .map_err(|e| format!("backfill of s3://{bucket}/{prefix}: {e}"))?;
+            summary.listed += page.objects.len() as u64;
+            info!(%bucket, %prefix, after = ?start_after, listed = page.objects.len(), more = page.truncated, "backfill page");
+            let next = if page.truncated {
+                // The cursor must move on, or the same page would be listed forever.
+                let last = page.objects.last().map(|(k, _)| k.clone());
+                match last {
+                    Some(last) if start_after.as_ref().is_none_or(|a| last > *a) => {
+                        Some(Work::Backfill {
+                            bucket: bucket.clone(),
+                            prefix: prefix.clone(),
+                            start_after: Some(last),
+                        })
+                    }
+                    _ => {
+                        return Err(format!(
+                            "backfill of s3://{bucket}/{prefix}: the listing after {} is truncated but does not move on",
+                            start_after.as_deref().unwrap_or("the start")
+                        ));
+                    }
+                }
+            } else {
+                None
+            };
+            let objects = page
+                .objects
+                .into_iter()
+                .filter(|(key, _)| is_data_key(key, &deps.config))
+                .map(|(key, etag)| Work::Object {
+                    source: SourceRef {
+                        bucket: bucket.clone(),
+                        key,
+                        version_id: None,
+                        etag,
+                        sequencer: None,
+                    },
+                    resume: None,
+                    part: 0,
+                });
+            if deps.continuation.is_queue() {
+                // One message per object, so each succeeds, retries and dead-letters on its
+                // own; each starts its own chain (hops 0), and the page chain is bounded by the
+                // listing, whose cursor only moves forward.
+                let events: Vec<Value> = objects
+                    .chain(next)
+                    .map(|unit| serde_json::json!({ "work": [unit], "hops": 0 }))
+                    .collect();
+                let count = events.len();
+                deps.continuation
+                    .hand_over_all(events)
+                    .await
+                    .map_err(|e| format!("backfill of s3://{bucket}/{prefix}: {e}"))?;
+                info!(%bucket, %prefix, messages = count, "backfill page fanned out to the intake queue");
+            } else {
+                // In key order, each object before the cursor that follows it.
+                let units: Vec<Work> = objects.chain(next).collect();
+                for unit in units.into_iter().rev() {
+                    work.push_front(unit);
+                }
+            }
+            Ok(None)
+        }
+    }
+}
+
+/// Reads an object (or its next part) and says what is left of it.
+async fn read_object<S: ObjectStore, Q: ChunkQueue, C: Continuation>(
+    deps: &IngestDeps<S, Q, C>,
+    source: SourceRef,
+    resume: Option<ResumePoint>,
+    part: u32,
+    deadline: Deadline,
+    made_progress: bool,
+    summary: &mut IngestSummary,
+) -> Result<Option<Work>, String> {
+    let name = format!("s3://{}/{}", source.bucket, source.key);
+    match ingest_object(
+        deps,
+        source.clone(),
+        resume,
+        part,
+        deadline,
+        made_progress,
+        summary,
+    )
+    .await
+    {
+        Ok(ObjectProgress::Done) => {
+            summary.objects += 1;
+            Ok(None)
+        }
+        Ok(ObjectProgress::Paused { source, point }) => Ok(Some(Work::Object {
+            source,
+            resume: Some(point),
+            part: part + 1,
+        })),
+        Err(ObjectFailure::OutOfTime(reason)) => {
+            // Nothing of this part was read: it is handed over as it came.
+            info!(bucket = %source.bucket, key = %source.key, part, %reason, "handing the part over unread");
+            Ok(Some(Work::Object {
+                source,
+                resume,
+                part,
+            }))
+        }
+        Err(ObjectFailure::Skipped(reason)) => {
+            info!(bucket = %source.bucket, key = %source.key, %reason, "object skipped");
+            summary.skipped += 1;
+            Ok(None)
+        }
+        Err(ObjectFailure::Rejected(reason)) => {
+            warn!(bucket = %source.bucket, key = %source.key, %reason, "object rejected");
+            summary.rejected += 1;
+            Ok(None)
+        }
+        Err(ObjectFailure::Retry(reason)) => {
+            warn!(bucket = %source.bucket, key = %source.key, %reason, "object failed");
+            Err(format!("{name}: {reason}"))
+        }
+    }
+}
+
+/// Hands work to a fresh invocation as `{"work": [...], "hops": N}`, in as many events as keep
+/// each under the message budget.
+async fn hand_over<S: ObjectStore, Q: ChunkQueue, C: Continuation>(
+    deps: &IngestDeps<S, Q, C>,
+    work: &[Work],
+    hops: u32,
+    summary: &mut IngestSummary,
+) -> Result<(), String> {
+    let Some(first) = work.first() else {
+        return Ok(());
+    };
+    let budget = deps.config.message_max_bytes;
+    let mut events = Vec::new();
+    let mut group: Vec<Value> = Vec::new();
+    let mut size = 0;
+    for unit in work {
+        let unit = serde_json::to_value(unit).expect("work always serialises");
+        let len = unit.to_string().len() + 1;
+        if !group.is_empty() && size + len + 32 > budget {
+            events.push(serde_json::json!({ "work": std::mem::take(&mut group), "hops": hops }));
+            size = 0;
+        }
+        size += len;
+        group.push(unit);
+    }
+    events.push(serde_json::json!({ "work": group, "hops": hops }));
+    let description = first.describe();
+    let count = events.len();
+    deps.continuation.hand_over_all(events).await?;
+    info!(next = %description, units = work.len(), events = count, hops, "time is short: a fresh invocation continues");
+    summary.continued.get_or_insert(description);
+    Ok(())
+}
+
+/// How far one call got through an object.
+enum ObjectProgress {
+    Done,
+    /// The deadline came first: everything before `point` is queued; `source` is pinned to the
+    /// version read.
+    Paused {
+        source: SourceRef,
+        point: ResumePoint,
+    },
 }
 
 enum ObjectFailure {
@@ -435,8 +904,10 @@ enum ObjectFailure {
     Skipped(String),
     /// The object can never be read (not JSON); retrying cannot help.
     Rejected(String),
-    /// A transient failure: the invocation fails so Lambda retries it.
+    /// A transient failure: the unit is retried.
     Retry(String),
+    /// The time ran out before this part read anything; it is handed over unchanged.
+    OutOfTime(String),
 }
 
 impl From<QueueError> for ObjectFailure {
@@ -497,22 +968,30 @@ impl Rejects {
     }
 }
 
-/// Reads one object from `resume` on. Returns the point to continue from when the deadline
-/// came first (everything before it is queued), `None` when the object is done.
+/// Reads one object from `resume` on. Pauses after the first record at which the deadline has
+/// passed (everything before it is queued); an invocation that made no progress yet skips to
+/// the resume point whatever the time, so every invocation moves on.
 async fn ingest_object<S: ObjectStore, Q: ChunkQueue, C: Continuation>(
     deps: &IngestDeps<S, Q, C>,
     source: SourceRef,
     resume: Option<ResumePoint>,
     part: u32,
     deadline: Deadline,
+    made_progress: bool,
     summary: &mut IngestSummary,
-) -> Result<Option<ResumePoint>, ObjectFailure> {
+) -> Result<ObjectProgress, ObjectFailure> {
     let cfg = &deps.config;
+    // Plain content is read from where the last part stopped; gzip (or content whose kind an
+    // older resume point did not record) has to be decompressed from its start.
+    let range_start = resume
+        .filter(|r| r.compressed == Some(false) && r.offset > 0)
+        .map(|r| r.offset);
     let object = ObjectRef {
         bucket: source.bucket.clone(),
         key: source.key.clone(),
         version_id: source.version_id.clone(),
         etag: source.etag.clone(),
+        range_start,
     };
     let opened = match deps.store.open(&object).await {
         Ok(o) => o,
@@ -526,7 +1005,12 @@ async fn ingest_object<S: ObjectStore, Q: ChunkQueue, C: Continuation>(
         version_id: source.version_id.or(opened.version_id),
         ..source
     };
-    let mut records = open_records_from(
+    let resume = resume.map(|point| Resume {
+        point,
+        body_offset: opened.offset,
+        skip_deadline: made_progress.then_some(deadline),
+    });
+    let mut records = match open_records_resumed(
         opened.body,
         &source.key,
         cfg.max_record_bytes,
@@ -534,7 +1018,13 @@ async fn ingest_object<S: ObjectStore, Q: ChunkQueue, C: Continuation>(
         resume,
     )
     .await
-    .map_err(|e| ObjectFailure::Retry(e.to_string()))?;
+    {
+        Ok(r) => r,
+        Err(e @ ReadError::OutOfTime { .. }) => {
+            return Err(ObjectFailure::OutOfTime(e.to_string()));
+        }
+        Err(e) => return Err(ObjectFailure::Retry(e.to_string())),
+    };
 
     let limits = cfg.batch_limits();
     let mut packer = MessagePacker::new(&source, cfg.message_max_bytes);
@@ -555,74 +1045,30 @@ async fn ingest_object<S: ObjectStore, Q: ChunkQueue, C: Continuation>(
         summary.records += 1;
         let resume_after = raw.resume;
         let position = raw.position;
-        let mut reject = |reason: String, raw: &str, summary: &mut IngestSummary| {
-            warn!(bucket = %source.bucket, key = %source.key, record = %position, %reason, "record rejected");
-            summary.rejected += 1;
-            rejects.add(&source, position, &reason, raw);
-        };
-        let value = match raw.value {
-            Ok(v) => v,
-            Err(e) => {
-                reject(e.to_string(), &String::from_utf8_lossy(&raw.raw), summary);
-                continue;
-            }
-        };
-        let origin = RecordOrigin {
-            bucket: &source.bucket,
-            key: &source.key,
-            record: position.number(),
-        };
-        let doc = match cfg.fields.document(value, origin) {
-            Ok(d) => d,
-            Err((e, record)) => {
-                reject(e.to_string(), &record.to_string(), summary);
-                continue;
-            }
-        };
-        let texts = chunk_text(&doc.text, &cfg.chunking);
-        let chunk_count = texts.len() as u32;
-        let encoded: Vec<String> = texts
-            .into_iter()
-            .enumerate()
-            .map(|(i, text)| {
-                MessagePacker::encode(&ChunkPayload {
-                    doc_id: doc.doc_id.clone(),
-                    chunk_index: i as u32,
-                    chunk_count,
-                    record: position.number(),
-                    text,
-                    metadata: doc.metadata.clone(),
-                    vector: None,
-                })
-            })
-            .collect();
-        // All of a record's chunks go, or none: check the largest before packing any.
-        if let Some(largest) = encoded.iter().map(String::len).max()
-            && let Err(e) = packer.fits(largest)
-        {
-            let mut record = doc.metadata.clone();
-            record.insert("text".into(), doc.text.clone().into());
-            reject(
-                e.to_string(),
-                &serde_json::Value::Object(record).to_string(),
-                summary,
-            );
-            continue;
-        }
-        for chunk in &encoded {
-            if let Some(body) = packer.push(chunk).expect("size checked above") {
-                bodies.push(body);
+        match pack_record(cfg, &source, raw, &mut packer, &mut bodies) {
+            Ok(chunks) => summary.chunks += u64::from(chunks),
+            Err((reason, raw)) => {
+                warn!(bucket = %source.bucket, key = %source.key, record = %position, %reason, "record rejected");
+                summary.rejected += 1;
+                rejects.add(&source, position, &reason, &raw);
             }
         }
-        summary.chunks += u64::from(chunk_count);
         if bodies.len() >= MAX_BATCH_ENTRIES {
             let stats = send_all(&deps.queue, std::mem::take(&mut bodies), limits).await?;
             summary.messages += stats.messages;
             summary.sqs_requests += stats.batches;
-            if !deadline.allows(Duration::ZERO) {
-                paused = Some(resume_after);
-                break;
-            }
+        }
+        // After every record, rejected ones too: an object of bad records or a slow part
+        // hands over instead of running into the Lambda timeout. (At the end of the object
+        // there is nothing to hand over.)
+        if !deadline.allows(Duration::ZERO)
+            && !records
+                .is_done()
+                .await
+                .map_err(|e| ObjectFailure::Retry(e.to_string()))?
+        {
+            paused = Some(resume_after);
+            break;
         }
     }
     bodies.extend(packer.finish());
@@ -636,7 +1082,67 @@ async fn ingest_object<S: ObjectStore, Q: ChunkQueue, C: Continuation>(
     let rejected = rejects.count;
     write_rejects(deps, &source, part, rejects).await?;
     info!(bucket = %source.bucket, key = %source.key, part, bytes = records.bytes_read(), rejected, paused = paused.is_some(), "object read");
-    Ok(paused)
+    Ok(match paused {
+        Some(point) => ObjectProgress::Paused { source, point },
+        None => ObjectProgress::Done,
+    })
+}
+
+/// Packs one record's chunks; returns how many, or why it was rejected with the text to keep.
+fn pack_record(
+    cfg: &IngestConfig,
+    source: &SourceRef,
+    raw: crate::reader::RawRecord,
+    packer: &mut MessagePacker,
+    bodies: &mut Vec<String>,
+) -> Result<u32, (String, String)> {
+    let position = raw.position;
+    let value = raw.value.map_err(|e| {
+        (
+            e.to_string(),
+            String::from_utf8_lossy(&raw.raw).into_owned(),
+        )
+    })?;
+    let origin = RecordOrigin {
+        bucket: &source.bucket,
+        key: &source.key,
+        record: position.number(),
+    };
+    let doc = cfg
+        .fields
+        .document(value, origin)
+        .map_err(|(e, record)| (e.to_string(), record.to_string()))?;
+    let texts = chunk_text(&doc.text, &cfg.chunking);
+    let chunk_count = texts.len() as u32;
+    let encoded: Vec<String> = texts
+        .into_iter()
+        .enumerate()
+        .map(|(i, text)| {
+            MessagePacker::encode(&ChunkPayload {
+                doc_id: doc.doc_id.clone(),
+                chunk_index: i as u32,
+                chunk_count,
+                record: position.number(),
+                text,
+                metadata: doc.metadata.clone(),
+                vector: None,
+            })
+        })
+        .collect();
+    // All of a record's chunks go, or none: check the largest before packing any.
+    if let Some(largest) = encoded.iter().map(String::len).max()
+        && let Err(e) = packer.fits(largest)
+    {
+        let mut record = doc.metadata.clone();
+        record.insert("text".into(), doc.text.clone().into());
+        return Err((e.to_string(), Value::Object(record).to_string()));
+    }
+    for chunk in &encoded {
+        if let Some(body) = packer.push(chunk).expect("size checked above") {
+            bodies.push(body);
+        }
+    }
+    Ok(chunk_count)
 }
 
 /// Writes the object's rejects (if any) under the rejects prefix of its bucket.
@@ -664,32 +1170,76 @@ mod tests {
     use super::*;
     use crate::config::{Env, IngestConfig};
     use crate::queue::{EntryFailure, QueueEntry};
-    use crate::store::OpenedObject;
+    use crate::store::{ObjectHead, OpenedObject};
     use serde_json::json;
-    use std::collections::HashMap;
+    use std::collections::{HashMap, HashSet};
     use std::sync::Mutex;
 
+    /// Objects in memory. Honours ranged reads, records every read, and can fail or slow down
+    /// the reads of chosen keys.
     #[derive(Default)]
     struct MemoryStore {
         objects: Mutex<HashMap<(String, String), Vec<u8>>>,
+        /// The current version id of a key, in a versioned bucket.
+        versions: Mutex<HashMap<String, String>>,
+        /// Keys whose reads fail with a transient error.
+        failing: Mutex<HashSet<String>>,
+        /// Keys whose reads take this long (on tokio's paused clock).
+        slow: Mutex<HashMap<String, Duration>>,
+        opened: Mutex<Vec<ObjectRef>>,
     }
 
     impl ObjectStore for MemoryStore {
         async fn open(&self, object: &ObjectRef) -> Result<OpenedObject, StoreError> {
-            let objects = self.objects.lock().unwrap();
-            let body = objects
+            self.opened.lock().unwrap().push(object.clone());
+            let slow = self.slow.lock().unwrap().get(&object.key).copied();
+            if let Some(delay) = slow {
+                tokio::time::advance(delay).await;
+            }
+            if self.failing.lock().unwrap().contains(&object.key) {
+                return Err(StoreError::Other {
+                    bucket: object.bucket.clone(),
+                    key: object.key.clone(),
+                    source: "connection reset".into(),
+                });
+            }
+            let body = self
+                .objects
+                .lock()
+                .unwrap()
                 .get(&(object.bucket.clone(), object.key.clone()))
                 .cloned()
                 .ok_or(StoreError::NotFound {
                     bucket: object.bucket.clone(),
                     key: object.key.clone(),
                 })?;
+            let start = object.range_start.unwrap_or(0).min(body.len() as u64);
             Ok(OpenedObject {
                 size: Some(body.len() as i64),
-                body: Box::pin(std::io::Cursor::new(body)),
+                body: Box::pin(std::io::Cursor::new(body[start as usize..].to_vec())),
                 etag: Some("e1".into()),
-                version_id: None,
+                version_id: self.versions.lock().unwrap().get(&object.key).cloned(),
+                offset: start,
             })
+        }
+
+        async fn head(&self, bucket: &str, key: &str) -> Result<Option<ObjectHead>, StoreError> {
+            if self.failing.lock().unwrap().contains(key) {
+                return Err(StoreError::Other {
+                    bucket: bucket.into(),
+                    key: key.into(),
+                    source: "connection reset".into(),
+                });
+            }
+            let exists = self
+                .objects
+                .lock()
+                .unwrap()
+                .contains_key(&(bucket.into(), key.into()));
+            Ok(exists.then(|| ObjectHead {
+                version_id: self.versions.lock().unwrap().get(key).cloned(),
+                etag: Some("e2".into()),
+            }))
         }
 
         async fn put(&self, bucket: &str, key: &str, body: Vec<u8>) -> Result<(), StoreError> {
@@ -751,10 +1301,12 @@ mod tests {
         }
     }
 
-    /// Records the work handed over instead of invoking anything.
+    /// Records the work handed over instead of invoking anything; `queue` makes it behave as
+    /// the intake queue (backfill pages fan out).
     #[derive(Default)]
     struct Handover {
         events: Mutex<Vec<Value>>,
+        queue: bool,
     }
 
     impl Continuation for Handover {
@@ -762,12 +1314,20 @@ mod tests {
             self.events.lock().unwrap().push(event);
             Ok(())
         }
+
+        fn is_queue(&self) -> bool {
+            self.queue
+        }
     }
 
     type Deps = IngestDeps<MemoryStore, MemoryQueue, Handover>;
 
     fn later() -> Deadline {
         Deadline::after(Duration::from_secs(600))
+    }
+
+    fn now() -> Deadline {
+        Deadline::after(Duration::ZERO)
     }
 
     fn deps(objects: &[(&str, &str)], down: bool) -> Deps {
@@ -795,8 +1355,39 @@ mod tests {
         }
     }
 
-    fn record(event: &str, key: &str, sequencer: Option<&str>) -> serde_json::Value {
+    fn record(event: &str, key: &str, sequencer: Option<&str>) -> Value {
         json!({"eventName": event, "eventTime": "2026-11-22T00:00:00.000Z", "s3": {"bucket": {"name": "b"}, "object": {"key": key, "sequencer": sequencer}}})
+    }
+
+    /// An SQS event of the intake queue with these bodies, message ids `m0`, `m1`, ...
+    fn sqs_event(bodies: &[String]) -> Value {
+        let records: Vec<Value> = bodies
+            .iter()
+            .enumerate()
+            .map(|(i, b)| json!({"messageId": format!("m{i}"), "receiptHandle": "r", "body": b, "attributes": {"ApproximateReceiveCount": "1"}, "messageAttributes": {}, "eventSource": "aws:sqs", "eventSourceARN": "arn:aws:sqs:ap-northeast-1:123456789012:sakuin-intake"}))
+            .collect();
+        json!({ "Records": records })
+    }
+
+    fn failed_ids(summary: &IngestSummary) -> Vec<String> {
+        let mut ids: Vec<String> = summary
+            .batch_item_failures
+            .as_ref()
+            .expect("an SQS event is answered with a partial batch response")
+            .iter()
+            .map(|f| f.item_identifier.clone())
+            .collect();
+        ids.sort();
+        ids
+    }
+
+    fn lines(prefix: &str, n: usize) -> String {
+        (0..n)
+            .map(|i| {
+                json!({"id": format!("{prefix}{i}"), "text": format!("text {i}")}).to_string()
+                    + "\n"
+            })
+            .collect()
     }
 
     fn messages(d: &Deps) -> Vec<ChunkMessage> {
@@ -807,6 +1398,10 @@ mod tests {
             .iter()
             .map(|b| ChunkMessage::parse(b).unwrap())
             .collect()
+    }
+
+    fn handed_over(d: &Deps) -> Vec<Value> {
+        d.continuation.events.lock().unwrap().clone()
     }
 
     #[tokio::test]
@@ -839,6 +1434,7 @@ mod tests {
             ),
             (2, 3, 3, 0, 3)
         );
+        assert_eq!(summary.batch_item_failures, None, "not an SQS event");
         let msgs = messages(&d);
         let texts: Vec<&str> = msgs
             .iter()
@@ -873,11 +1469,103 @@ mod tests {
         )
         .await
         .unwrap();
-        assert_eq!(summary.deleted, 1);
+        assert_eq!((summary.deleted, summary.reindexed), (1, 0));
         let msgs = messages(&d);
         assert_eq!(
             (msgs[0].op, msgs[0].source.key.as_str()),
             (Operation::Delete, "gone.jsonl")
+        );
+    }
+
+    #[tokio::test]
+    async fn a_removed_version_of_a_key_that_still_has_one_reads_the_current_version_again() {
+        let d = deps(&[("docs/faq.jsonl", &lines("faq", 3))], false);
+        d.store
+            .versions
+            .lock()
+            .unwrap()
+            .insert("docs/faq.jsonl".into(), "v-current".into());
+        // Real-shaped: ObjectRemoved:Delete naming a noncurrent version.
+        let mut event: Value =
+            serde_json::from_str(include_str!("../../events/s3-removed-version.json")).unwrap();
+        event["Records"][0]["s3"]["bucket"]["name"] = json!("b");
+        let removed_version = event["Records"][0]["s3"]["object"]["versionId"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        let summary = handle_event(&d, event, later()).await.unwrap();
+        assert_eq!(
+            (summary.reindexed, summary.objects, summary.deleted),
+            (1, 1, 0)
+        );
+        let msgs = messages(&d);
+        assert!(msgs.len() >= 2);
+        for m in &msgs {
+            // Pinned to the current version, ordered by the removal's sequencer.
+            assert_eq!(m.source.version_id.as_deref(), Some("v-current"));
+            assert_ne!(
+                m.source.version_id.as_deref(),
+                Some(removed_version.as_str())
+            );
+            assert_eq!(m.source.etag.as_deref(), Some("e2"));
+            assert_eq!(
+                m.source.sequencer.as_deref(),
+                Some(crate::ids::normalize_sequencer("0065F1F3A9B8C7D6E5").as_str())
+            );
+        }
+        let ops: Vec<Operation> = msgs.iter().map(|m| m.op).collect();
+        assert_eq!(ops.last(), Some(&Operation::Sweep));
+        assert!(
+            ops[..ops.len() - 1]
+                .iter()
+                .all(|op| *op == Operation::Index)
+        );
+        let read = d.store.opened.lock().unwrap();
+        assert_eq!(read[0].version_id.as_deref(), Some("v-current"));
+    }
+
+    #[tokio::test]
+    async fn expirations_and_delete_markers_delete_what_has_no_current_version() {
+        let d = deps(&[("kept.jsonl", &lines("k", 1))], false);
+        let mut expired: Value =
+            serde_json::from_str(include_str!("../../events/s3-lifecycle-expiration.json"))
+                .unwrap();
+        expired["Records"][0]["s3"]["bucket"]["name"] = json!("b");
+        let summary = handle_event(&d, expired, later()).await.unwrap();
+        assert_eq!((summary.deleted, summary.ignored), (1, 0));
+        let summary = handle_event(
+            &d,
+            json!({"Records": [
+                record("ObjectRemoved:DeleteMarkerCreated", "marked.jsonl", Some("10")),
+                record("LifecycleExpiration:DeleteMarkerCreated", "expired.jsonl", Some("11")),
+                record("LifecycleTransition", "kept.jsonl", Some("12")),
+                // An expired noncurrent version of a key that is still there.
+                record("LifecycleExpiration:Delete", "kept.jsonl", Some("13")),
+            ]}),
+            later(),
+        )
+        .await
+        .unwrap();
+        assert_eq!(
+            (summary.deleted, summary.ignored, summary.reindexed),
+            (2, 1, 1)
+        );
+        let deletes: Vec<(String, Option<String>)> = messages(&d)
+            .into_iter()
+            .filter(|m| m.op == Operation::Delete)
+            .map(|m| (m.source.key, m.source.sequencer))
+            .collect();
+        let seq = |s: &str| Some(crate::ids::normalize_sequencer(s));
+        assert_eq!(
+            deletes,
+            vec![
+                (
+                    "docs/archive/2025-q1.jsonl".to_string(),
+                    seq("0065F20A11C4D3E2F1")
+                ),
+                ("marked.jsonl".to_string(), seq("10")),
+                ("expired.jsonl".to_string(), seq("11")),
+            ]
         );
     }
 
@@ -901,7 +1589,7 @@ mod tests {
             objects[&("b".to_string(), "rejects/in.jsonl/e1.jsonl".to_string())].clone(),
         )
         .unwrap();
-        let lines: Vec<serde_json::Value> = rejects
+        let lines: Vec<Value> = rejects
             .lines()
             .map(|l| serde_json::from_str(l).unwrap())
             .collect();
@@ -923,6 +1611,57 @@ mod tests {
                 .contains("not an object")
         );
         assert_eq!(lines[2]["raw"], "{\"id\":4,\"title\":\"no text\"}");
+    }
+
+    #[tokio::test]
+    async fn a_json_lines_object_whose_first_line_is_not_an_object_loses_only_that_line() {
+        let header = "id,text\n{\"id\":1,\"text\":\"one\"}\n{\"id\":2,\"text\":\"two\"}\n";
+        let number = "42\n{\"id\":3,\"text\":\"three\"}\n";
+        // No JSON Lines extension: the object line after the header says it.
+        let unnamed = "\"export v2\"\n{\"id\":4,\"text\":\"four\"}\n";
+        let d = deps(
+            &[
+                ("h.jsonl", header),
+                ("n.ndjson", number),
+                ("u.json", unnamed),
+            ],
+            false,
+        );
+        let summary = handle_event(
+            &d,
+            json!({"Records": [
+                record("ObjectCreated:Put", "h.jsonl", None),
+                record("ObjectCreated:Put", "n.ndjson", None),
+                record("ObjectCreated:Put", "u.json", None),
+            ]}),
+            later(),
+        )
+        .await
+        .unwrap();
+        assert_eq!(
+            (
+                summary.objects,
+                summary.records,
+                summary.rejected,
+                summary.chunks
+            ),
+            (3, 7, 3, 4)
+        );
+        let ids: Vec<String> = messages(&d)
+            .iter()
+            .flat_map(|m| m.chunks.iter().map(|c| c.doc_id.clone()))
+            .collect();
+        assert_eq!(ids, vec!["1", "2", "3", "4"]);
+        let objects = d.store.objects.lock().unwrap();
+        let rejects = String::from_utf8(
+            objects[&("b".to_string(), "rejects/h.jsonl/e1.jsonl".to_string())].clone(),
+        )
+        .unwrap();
+        let line: Value = serde_json::from_str(rejects.trim()).unwrap();
+        assert_eq!(
+            (line["position"].as_str(), line["raw"].as_str()),
+            (Some("line 1"), Some("id,text"))
+        );
     }
 
     #[tokio::test]
@@ -958,27 +1697,262 @@ mod tests {
                 && err.to_string().contains("connection refused"),
             "{err}"
         );
+        assert!(handed_over(&d).is_empty());
+    }
+
+    #[tokio::test]
+    async fn an_sqs_batch_reports_only_the_messages_that_failed() {
+        let d = deps(
+            &[
+                ("ok.jsonl", &lines("ok", 2)),
+                ("part.jsonl", &lines("p", 4)),
+            ],
+            false,
+        );
+        d.store.failing.lock().unwrap().insert("flaky.jsonl".into());
+        let notification = |key: &str| {
+            json!({"Records": [record("ObjectCreated:Put", key, Some("0A"))]}).to_string()
+        };
+        // A continuation of part.jsonl from its third line, as an earlier invocation left it.
+        let point = ResumePoint {
+            offset: lines("p", 2).len() as u64,
+            line: 3,
+            index: 0,
+            values: false,
+            in_array: false,
+            compressed: Some(false),
+        };
+        let continuation = json!({"work": [{"kind": "object", "source": {"bucket": "b", "key": "part.jsonl", "etag": "e1"}, "resume": point, "part": 1}], "hops": 2}).to_string();
+        let event = sqs_event(&[
+            notification("ok.jsonl"),
+            notification("flaky.jsonl"),
+            "{\"Records\": [".into(),
+            continuation,
+            json!({"Service": "Amazon S3", "Event": "s3:TestEvent", "Bucket": "b"}).to_string(),
+        ]);
+        let summary = handle_event(&d, event, later()).await.unwrap();
+        assert_eq!(failed_ids(&summary), vec!["m1", "m2"]);
+        assert_eq!(
+            (
+                summary.objects,
+                summary.records,
+                summary.failed,
+                summary.ignored
+            ),
+            (2, 4, 1, 1)
+        );
+        let ids: Vec<String> = messages(&d)
+            .iter()
+            .flat_map(|m| m.chunks.iter().map(|c| c.doc_id.clone()))
+            .collect();
+        assert_eq!(ids, vec!["ok0", "ok1", "p2", "p3"]);
+        assert!(handed_over(&d).is_empty());
+        // The answer is what the event source mapping reads.
+        let answer = serde_json::to_value(&summary).unwrap();
+        assert_eq!(
+            answer["batchItemFailures"],
+            json!([{"itemIdentifier": "m2"}, {"itemIdentifier": "m1"}])
+        );
+        assert!(answer["records"].is_u64());
+
+        // Nothing failed: an empty list, never a missing one.
+        let summary = handle_event(&d, sqs_event(&[notification("ok.jsonl")]), later())
+            .await
+            .unwrap();
+        assert_eq!(
+            serde_json::to_value(&summary).unwrap()["batchItemFailures"],
+            json!([])
+        );
+    }
+
+    #[tokio::test]
+    async fn real_shaped_intake_events() {
+        let d = deps(&[], false);
+        let body = lines("faq", 3);
+        d.store.objects.lock().unwrap().insert(
+            ("sakuin-demo".into(), "docs/faq.jsonl".into()),
+            body.into_bytes(),
+        );
+        let event: Value =
+            serde_json::from_str(include_str!("../../events/sqs-intake-s3-put.json")).unwrap();
+        let summary = handle_event(&d, event, later()).await.unwrap();
+        assert_eq!(failed_ids(&summary), Vec::<String>::new());
+        assert_eq!(
+            (summary.objects, summary.records, summary.ignored),
+            (1, 3, 1)
+        );
+        assert_eq!(
+            messages(&d)[0].source.etag.as_deref(),
+            Some("cb032eccdfba5b600a2445455bb19df9")
+        );
+
+        // The continuation resumes docs/large.jsonl at byte 1048576, line 4121.
+        let event: Value =
+            serde_json::from_str(include_str!("../../events/sqs-intake-continuation.json"))
+                .unwrap();
+        let mut large = vec![b' '; 1_048_575];
+        large.push(b'\n');
+        large.extend_from_slice(lines("large", 2).as_bytes());
+        d.store
+            .objects
+            .lock()
+            .unwrap()
+            .insert(("sakuin-demo".into(), "docs/large.jsonl".into()), large);
+        let summary = handle_event(&d, event, later()).await.unwrap();
+        assert_eq!(failed_ids(&summary), Vec::<String>::new());
+        assert_eq!((summary.objects, summary.records), (1, 2));
+        let last = d.store.opened.lock().unwrap().last().cloned().unwrap();
+        assert_eq!(
+            last.range_start,
+            Some(1_048_576),
+            "a ranged read, not byte 0"
+        );
+        let records: Vec<u64> = messages(&d)
+            .iter()
+            .filter(|m| m.source.key == "docs/large.jsonl")
+            .flat_map(|m| m.chunks.iter().map(|c| c.record))
+            .collect();
+        assert_eq!(records, vec![4121, 4122]);
+    }
+
+    #[tokio::test]
+    async fn a_continuation_loop_is_stopped_at_the_hop_limit() {
+        let d = deps(&[("loop.jsonl", &lines("l", 2))], false);
+        let work = json!([{"kind": "object", "source": {"bucket": "b", "key": "loop.jsonl"}}]);
+        let over = json!({"work": work, "hops": MAX_HOPS + 1});
+        let summary = handle_event(&d, sqs_event(&[over.to_string()]), later())
+            .await
+            .unwrap();
+        assert_eq!(failed_ids(&summary), vec!["m0"]);
+        assert_eq!(summary.records, 0, "nothing of it is read");
+        let err = handle_event(&d, over, later()).await.unwrap_err();
+        assert!(
+            err.to_string().contains("continuation loop was stopped")
+                && err.to_string().contains("s3://b/loop.jsonl"),
+            "{err}"
+        );
+        // At the limit it still runs, and what it hands over counts one hop more.
+        let at = json!({"work": work, "hops": MAX_HOPS});
+        let summary = handle_event(&d, sqs_event(&[at.to_string()]), now())
+            .await
+            .unwrap();
+        assert_eq!(failed_ids(&summary), Vec::<String>::new());
+        assert_eq!(handed_over(&d)[0]["hops"], MAX_HOPS + 1);
+    }
+
+    #[tokio::test]
+    async fn when_time_runs_short_a_batch_hands_over_the_rest_and_succeeds() {
+        let d = deps(
+            &[
+                ("a.jsonl", &lines("a", 3)),
+                ("b.jsonl", &lines("b", 1)),
+                ("c.jsonl", &lines("c", 1)),
+            ],
+            false,
+        );
+        let notification = |key: &str| {
+            json!({"Records": [record("ObjectCreated:Put", key, Some("0A"))]}).to_string()
+        };
+        let continuation = json!({"work": [{"kind": "object", "source": {"bucket": "b", "key": "c.jsonl"}}], "hops": 7}).to_string();
+        let event = sqs_event(&[
+            notification("a.jsonl"),
+            notification("b.jsonl"),
+            continuation,
+        ]);
+        let summary = handle_event(&d, event, now()).await.unwrap();
+        assert_eq!(failed_ids(&summary), Vec::<String>::new());
+        assert_eq!(summary.records, 1, "one record, then the deadline");
+        let events = handed_over(&d);
+        assert_eq!(events.len(), 3, "{events:?}");
+        // The rest of a.jsonl, from its second line; b.jsonl whole; c.jsonl one hop further.
+        assert_eq!(events[0]["hops"], 1);
+        assert_eq!(events[0]["work"][0]["part"], 1);
+        assert_eq!(events[0]["work"][0]["resume"]["line"], 2);
+        assert_eq!(events[1]["hops"], 1);
+        assert_eq!(events[1]["work"][0]["source"]["key"], "b.jsonl");
+        assert_eq!(events[2]["hops"], 8);
+        assert!(
+            summary
+                .continued
+                .as_deref()
+                .unwrap()
+                .contains("a.jsonl from byte")
+        );
+    }
+
+    #[tokio::test]
+    async fn a_direct_event_hands_failed_units_over_with_the_rest() {
+        let d = deps(
+            &[
+                ("flaky.jsonl", &lines("f", 1)),
+                ("big.jsonl", &lines("g", 3)),
+            ],
+            false,
+        );
+        d.store.failing.lock().unwrap().insert("flaky.jsonl".into());
+        let event = json!({"Records": [
+            record("ObjectCreated:Put", "flaky.jsonl", Some("01")),
+            record("ObjectCreated:Put", "big.jsonl", Some("02")),
+        ]});
+        // The failed unit takes the invocation's turn; the deadline has passed, so the rest is
+        // handed over, and the failed unit with it instead of an error.
+        let summary = handle_event(&d, event.clone(), now()).await.unwrap();
+        assert_eq!(summary.failed, 1);
+        let events = handed_over(&d);
+        assert_eq!(events.len(), 1);
+        assert_eq!(events[0]["hops"], 1);
+        let keys: Vec<&str> = events[0]["work"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|w| w["source"]["key"].as_str().unwrap())
+            .collect();
+        assert_eq!(keys, vec!["flaky.jsonl", "big.jsonl"]);
+
+        // With time enough nothing is handed over, and the failure fails the invocation.
+        let err = handle_event(&d, event, later()).await.unwrap_err();
+        assert!(err.to_string().contains("s3://b/flaky.jsonl"), "{err}");
+        assert_eq!(handed_over(&d).len(), 1);
+    }
+
+    #[tokio::test]
+    async fn an_object_of_rejected_records_hands_over_at_the_deadline() {
+        let body: String = (0..40).map(|i| format!("{{\"id\":{i}}}\n")).collect();
+        let d = deps(&[("notext.jsonl", &body)], false);
+        let summaries = run_to_completion(
+            &d,
+            json!({"Records": [record("ObjectCreated:Put", "notext.jsonl", Some("0B"))]}),
+        )
+        .await;
+        assert_eq!(summaries.len(), 40, "one record per invocation");
+        assert!(summaries[0].continued.is_some());
+        assert_eq!(summaries.iter().map(|s| s.rejected).sum::<u64>(), 40);
+        assert_eq!(summaries.iter().map(|s| s.objects).sum::<u64>(), 1);
+        let msgs = messages(&d);
+        assert_eq!(msgs.len(), 1, "only the sweep");
+        assert_eq!(msgs[0].op, Operation::Sweep);
     }
 
     /// Runs an event, then every continuation it hands over, each with a deadline already
     /// past (so every invocation stops at its first chance); returns the invocations' summaries.
     async fn run_to_completion(d: &Deps, event: Value) -> Vec<IngestSummary> {
-        let mut summaries = vec![
-            handle_event(d, event, Deadline::after(Duration::ZERO))
-                .await
-                .unwrap(),
-        ];
+        let mut summaries = vec![handle_event(d, event, now()).await.unwrap()];
         loop {
             let next = d.continuation.events.lock().unwrap().pop();
             let Some(next) = next else { break };
-            // The handed-over work survives a round trip through JSON, as it does through Lambda.
-            let next: Value = serde_json::from_str(&next.to_string()).unwrap();
-            summaries.push(
-                handle_event(d, next, Deadline::after(Duration::ZERO))
-                    .await
-                    .unwrap(),
-            );
-            assert!(summaries.len() < 1000, "continuations never end");
+            // The handed-over work survives a round trip through JSON, as it does through
+            // Lambda or SQS; through the intake queue it arrives as a message body.
+            let next = if d.continuation.queue {
+                sqs_event(&[next.to_string()])
+            } else {
+                serde_json::from_str(&next.to_string()).unwrap()
+            };
+            let summary = handle_event(d, next, now()).await.unwrap();
+            if let Some(failures) = &summary.batch_item_failures {
+                assert!(failures.is_empty(), "{failures:?}");
+            }
+            summaries.push(summary);
+            assert!(summaries.len() < 2000, "continuations never end");
         }
         summaries
     }
@@ -992,52 +1966,152 @@ mod tests {
 
     #[tokio::test]
     async fn a_short_deadline_continues_in_fresh_invocations_without_loss_or_duplication() {
-        let body: String = (0..2000)
+        let body: String = (0..300)
             .map(|i| {
                 json!({"id": format!("d{i:04}"), "text": format!("record {i} with some text")})
                     .to_string()
                     + "\n"
             })
             .collect();
-        let mut d = deps(&[("big.jsonl", &body)], false);
-        d.config.message_max_bytes = 4096;
-        let summaries = run_to_completion(
-            &d,
-            json!({"Records": [record("ObjectCreated:Put", "big.jsonl", Some("0C"))]}),
-        )
-        .await;
-        assert!(
-            summaries.len() > 2,
-            "the object took several invocations: {}",
-            summaries.len()
-        );
-        assert!(
-            summaries[0]
-                .continued
-                .as_deref()
+        let gz = gzip(body.as_bytes());
+        for (key, content) in [("big.jsonl", body.into_bytes()), ("big.jsonl.gz", gz)] {
+            let mut d = deps(&[], false);
+            d.store
+                .objects
+                .lock()
                 .unwrap()
-                .contains("big.jsonl from byte")
+                .insert(("b".into(), key.into()), content);
+            d.config.message_max_bytes = 4096;
+            let summaries = run_to_completion(
+                &d,
+                json!({"Records": [record("ObjectCreated:Put", key, Some("0C"))]}),
+            )
+            .await;
+            assert!(
+                summaries.len() > 2,
+                "the object took several invocations: {}",
+                summaries.len()
+            );
+            assert!(
+                summaries[0]
+                    .continued
+                    .as_deref()
+                    .unwrap()
+                    .contains(&format!("{key} from byte"))
+            );
+            let ids = queued_doc_ids(&d);
+            let expected: Vec<String> = (0..300).map(|i| format!("d{i:04}")).collect();
+            assert_eq!(ids, expected, "{key}: every record queued once, in order");
+            assert_eq!(summaries.iter().map(|s| s.records).sum::<u64>(), 300);
+            // Only the invocation that finished the object sends its sweep.
+            let sweeps = messages(&d)
+                .iter()
+                .filter(|m| m.op == Operation::Sweep)
+                .count();
+            assert_eq!(sweeps, 1);
+            assert_eq!(messages(&d).last().unwrap().op, Operation::Sweep);
+            // Later parts of plain content read from where the last part stopped; gzip content
+            // is read from its start every time.
+            let opened = d.store.opened.lock().unwrap();
+            assert_eq!(opened[0].range_start, None);
+            let ranged = opened[1..]
+                .iter()
+                .filter(|o| o.range_start.is_some())
+                .count();
+            if key.ends_with(".gz") {
+                assert_eq!(ranged, 0);
+            } else {
+                assert_eq!(ranged, opened.len() - 1);
+                assert!(
+                    opened
+                        .windows(2)
+                        .all(|w| w[0].range_start < w[1].range_start)
+                );
+            }
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_gzip_part_that_cannot_skip_in_time_is_handed_over_unread() {
+        let body = lines("z", 6);
+        let gz = gzip(body.as_bytes());
+        // Where an earlier invocation stopped: after the third record.
+        let mut reader =
+            crate::reader::open_records(std::io::Cursor::new(gz.clone()), "z.jsonl.gz", 1024)
+                .await
+                .unwrap();
+        let mut point = None;
+        for _ in 0..3 {
+            point = Some(reader.next_record().await.unwrap().unwrap().resume);
+        }
+        let point = point.unwrap();
+        assert_eq!(point.compressed, Some(true));
+        let d = deps(&[("first.jsonl", &lines("f", 1))], false);
+        d.store
+            .objects
+            .lock()
+            .unwrap()
+            .insert(("b".into(), "z.jsonl.gz".into()), gz);
+        // Opening the gzip object takes longer than the time left.
+        d.store
+            .slow
+            .lock()
+            .unwrap()
+            .insert("z.jsonl.gz".into(), Duration::from_secs(10));
+        let gz_unit = json!({"kind": "object", "source": {"bucket": "b", "key": "z.jsonl.gz", "etag": "e1"}, "resume": point, "part": 1});
+        let event = json!({"work": [
+            {"kind": "object", "source": {"bucket": "b", "key": "first.jsonl"}},
+            gz_unit,
+        ], "hops": 4});
+        let summary = handle_event(&d, event, Deadline::after(Duration::from_secs(5)))
+            .await
+            .unwrap();
+        assert_eq!((summary.objects, summary.records), (1, 1));
+        let events = handed_over(&d);
+        assert_eq!(events.len(), 1);
+        let unit: Work = serde_json::from_value(events[0]["work"][0].clone()).unwrap();
+        assert_eq!(
+            unit,
+            serde_json::from_value(gz_unit).unwrap(),
+            "handed over as it came"
         );
+        assert_eq!(events[0]["hops"], 5);
+        // A fresh invocation gets through: the skip is its first unit.
+        d.store.slow.lock().unwrap().clear();
+        let summary = handle_event(
+            &d,
+            events[0].clone(),
+            Deadline::after(Duration::from_secs(5)),
+        )
+        .await
+        .unwrap();
+        assert_eq!((summary.objects, summary.records), (1, 3));
         let ids = queued_doc_ids(&d);
-        let expected: Vec<String> = (0..2000).map(|i| format!("d{i:04}")).collect();
-        assert_eq!(ids, expected, "every record queued once, in order");
-        assert_eq!(summaries.iter().map(|s| s.records).sum::<u64>(), 2000);
-        // Only the invocation that finished the object sends its sweep.
-        let sweeps = messages(&d)
-            .iter()
-            .filter(|m| m.op == Operation::Sweep)
-            .count();
-        assert_eq!(sweeps, 1);
-        assert_eq!(messages(&d).last().unwrap().op, Operation::Sweep);
+        assert_eq!(ids, vec!["f0", "z3", "z4", "z5"]);
+    }
+
+    fn gzip(data: &[u8]) -> Vec<u8> {
+        use async_compression::tokio::write::GzipEncoder;
+        use tokio::io::AsyncWriteExt;
+        let data = data.to_vec();
+        // Its own thread and runtime: the tests calling this already run inside one.
+        std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .build()
+                .unwrap();
+            rt.block_on(async {
+                let mut enc = GzipEncoder::new(Vec::new());
+                enc.write_all(&data).await.unwrap();
+                enc.shutdown().await.unwrap();
+                enc.into_inner()
+            })
+        })
+        .join()
+        .unwrap()
     }
 
     #[tokio::test]
     async fn a_backfill_reads_every_object_under_the_prefix_across_pages_and_seams() {
-        let lines = |p: &str, n: usize| -> String {
-            (0..n)
-                .map(|i| json!({"id": format!("{p}{i}"), "text": "t"}).to_string() + "\n")
-                .collect()
-        };
         let array = serde_json::to_string(
             &(0..30)
                 .map(|i| json!({"id": format!("arr{i}"), "text": "t"}))
@@ -1053,19 +2127,95 @@ mod tests {
             ("other/z.jsonl", lines("never", 3)),
         ];
         let refs: Vec<(&str, &str)> = objects.iter().map(|(k, v)| (*k, v.as_str())).collect();
-        let mut d = deps(&refs, false);
-        d.config.message_max_bytes = 4096;
-        let summaries =
-            run_to_completion(&d, json!({"backfill": {"bucket": "b", "prefix": "in/"}})).await;
-        let mut ids = queued_doc_ids(&d);
-        let total = ids.len();
-        ids.sort();
-        ids.dedup();
-        assert_eq!(ids.len(), total, "no duplicates");
-        assert_eq!(total, 75);
-        assert!(ids.iter().all(|id| !id.starts_with("never")));
-        assert_eq!(summaries.iter().map(|s| s.objects).sum::<u64>(), 3);
-        assert_eq!(summaries.iter().map(|s| s.listed).sum::<u64>(), 4);
+        // Without the intake queue the pages are read in line; with it they fan out.
+        for queue in [false, true] {
+            let mut d = deps(&refs, false);
+            d.config.message_max_bytes = 4096;
+            d.continuation.queue = queue;
+            let summaries =
+                run_to_completion(&d, json!({"backfill": {"bucket": "b", "prefix": "in/"}})).await;
+            let mut ids = queued_doc_ids(&d);
+            let total = ids.len();
+            ids.sort();
+            ids.dedup();
+            assert_eq!(ids.len(), total, "no duplicates");
+            assert_eq!(total, 75);
+            assert!(ids.iter().all(|id| !id.starts_with("never")));
+            assert_eq!(summaries.iter().map(|s| s.objects).sum::<u64>(), 3);
+            assert_eq!(summaries.iter().map(|s| s.listed).sum::<u64>(), 4);
+        }
+    }
+
+    #[tokio::test]
+    async fn a_backfill_page_fans_out_one_message_per_object() {
+        let d = deps(
+            &[
+                ("in/a.jsonl", &lines("a", 1)),
+                ("in/b.jsonl", &lines("b", 1)),
+                ("in/c.jsonl", &lines("c", 1)),
+            ],
+            false,
+        );
+        let d = Deps {
+            continuation: Handover {
+                queue: true,
+                ..Default::default()
+            },
+            ..d
+        };
+        let summary = handle_event(
+            &d,
+            sqs_event(&[json!({"backfill": {"bucket": "b", "prefix": "in/"}}).to_string()]),
+            later(),
+        )
+        .await
+        .unwrap();
+        assert_eq!((summary.listed, summary.records), (2, 0));
+        let events = handed_over(&d);
+        let units: Vec<Work> = events
+            .iter()
+            .map(|e| {
+                assert_eq!(e["hops"], 0);
+                let work = e["work"].as_array().unwrap();
+                assert_eq!(work.len(), 1, "one unit per message");
+                serde_json::from_value(work[0].clone()).unwrap()
+            })
+            .collect();
+        let source = |key: &str| SourceRef {
+            bucket: "b".into(),
+            key: key.into(),
+            version_id: None,
+            etag: Some("e1".into()),
+            sequencer: None,
+        };
+        assert_eq!(
+            units,
+            vec![
+                Work::Object {
+                    source: source("in/a.jsonl"),
+                    resume: None,
+                    part: 0
+                },
+                Work::Object {
+                    source: source("in/b.jsonl"),
+                    resume: None,
+                    part: 0
+                },
+                Work::Backfill {
+                    bucket: "b".into(),
+                    prefix: "in/".into(),
+                    start_after: Some("in/b.jsonl".into())
+                },
+            ]
+        );
+    }
+
+    #[tokio::test]
+    async fn continuations_queued_before_the_removal_check_still_read() {
+        let d = deps(&[("still.jsonl", &lines("s", 1))], false);
+        let old = json!({"work": [{"kind": "delete", "source": {"bucket": "b", "key": "still.jsonl", "sequencer": "0000000000000000000000000000000A"}}]});
+        let summary = handle_event(&d, old, later()).await.unwrap();
+        assert_eq!((summary.reindexed, summary.deleted), (1, 0));
     }
 
     #[tokio::test]
@@ -1079,5 +2229,25 @@ mod tests {
             .await
             .unwrap_err();
         assert!(err.to_string().contains("bucket"), "{err}");
+    }
+
+    #[test]
+    fn the_intake_queue_is_optional() {
+        let vars = |pairs: &[(&str, &str)]| {
+            Env::from_map(
+                pairs
+                    .iter()
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                    .collect(),
+            )
+        };
+        let cfg = IngestConfig::from_env(&mut vars(&[("CHUNK_QUEUE_URL", "q")])).unwrap();
+        assert_eq!(cfg.intake_queue_url, None);
+        let cfg = IngestConfig::from_env(&mut vars(&[
+            ("CHUNK_QUEUE_URL", "q"),
+            ("INGEST_QUEUE_URL", "https://sqs/intake"),
+        ]))
+        .unwrap();
+        assert_eq!(cfg.intake_queue_url.as_deref(), Some("https://sqs/intake"));
     }
 }

@@ -9,6 +9,8 @@ use async_compression::tokio::bufread::GzipDecoder;
 use serde_json::Value;
 use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncRead, AsyncReadExt, BufReader};
 
+use crate::retry::Deadline;
+
 /// Bytes read from the source per system call; also the decompressed read size.
 const READ_BUFFER: usize = 64 * 1024;
 
@@ -56,6 +58,10 @@ pub enum ReadError {
     RecordsPathNotFound(String),
     #[error("reading the object failed: {0}")]
     Io(#[from] io::Error),
+    /// Skipping to a resume point (gzip content is decompressed from its start) outlasted the
+    /// time given; nothing was read past the resume point.
+    #[error("the time ran out while skipping to byte {offset} of the content")]
+    OutOfTime { offset: u64 },
 }
 
 /// One record as read: where it was and what it held.
@@ -124,9 +130,58 @@ pub async fn open_records_from(
     records_path: &[String],
     resume: Option<ResumePoint>,
 ) -> Result<RecordReader<BoxedBufRead>, ReadError> {
+    let resume = resume.map(|point| Resume {
+        point,
+        body_offset: 0,
+        skip_deadline: None,
+    });
+    open_records_resumed(body, key, max_record_bytes, records_path, resume).await
+}
+
+/// How a later part of an object is read.
+#[derive(Debug, Clone, Copy)]
+pub struct Resume {
+    /// Where the earlier part stopped.
+    pub point: ResumePoint,
+    /// Where the body starts in the object: above 0 after a ranged read, which only plain
+    /// content allows (a gzip stream cannot be entered in the middle).
+    pub body_offset: u64,
+    /// Skipping to the resume point gives up with `ReadError::OutOfTime` once this passes.
+    pub skip_deadline: Option<Deadline>,
+}
+
+/// Like `open_records_from`, for a body that may start past the object's first byte and a skip
+/// that may run out of time.
+pub async fn open_records_resumed(
+    body: impl AsyncRead + Send + 'static,
+    key: &str,
+    max_record_bytes: usize,
+    records_path: &[String],
+    resume: Option<Resume>,
+) -> Result<RecordReader<BoxedBufRead>, ReadError> {
     let mut raw = BufReader::with_capacity(READ_BUFFER, Box::pin(body));
+    let body_offset = resume.map_or(0, |r| r.body_offset);
+    if let Some(r) = resume
+        && r.body_offset > 0
+        && (r.point.compressed != Some(false) || r.body_offset > r.point.offset)
+    {
+        return Err(ReadError::Io(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!(
+                "a read from byte {} cannot resume at byte {} of {} content",
+                r.body_offset,
+                r.point.offset,
+                match r.point.compressed {
+                    Some(true) => "compressed",
+                    Some(false) => "plain",
+                    None => "possibly compressed",
+                }
+            ),
+        )));
+    }
     let mut magic = Vec::with_capacity(2);
-    while magic.len() < 2 {
+    // Only an object's first bytes can be the gzip magic.
+    while body_offset == 0 && magic.len() < 2 {
         let buf = raw.fill_buf().await?;
         if buf.is_empty() {
             break;
@@ -147,28 +202,45 @@ pub async fn open_records_from(
     };
     let mut src = src;
     let mut reader_splitter_pos = 0;
-    if let Some(point) = resume {
-        let skipped =
-            tokio::io::copy(&mut (&mut src).take(point.offset), &mut tokio::io::sink()).await?;
-        if skipped < point.offset {
-            return Err(ReadError::Io(io::Error::new(
-                io::ErrorKind::UnexpectedEof,
-                format!(
-                    "the object ends at {skipped} bytes, before the resume point at {}",
-                    point.offset
-                ),
-            )));
+    if let Some(Resume {
+        point,
+        skip_deadline,
+        ..
+    }) = resume
+    {
+        let mut left = point.offset - body_offset;
+        while left > 0 {
+            if skip_deadline.is_some_and(|d| !d.allows(std::time::Duration::ZERO)) {
+                return Err(ReadError::OutOfTime {
+                    offset: point.offset,
+                });
+            }
+            let buf = src.fill_buf().await?;
+            if buf.is_empty() {
+                return Err(ReadError::Io(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    format!(
+                        "the object ends at {} bytes, before the resume point at {}",
+                        point.offset - left,
+                        point.offset
+                    ),
+                )));
+            }
+            let n = buf.len().min(usize::try_from(left).unwrap_or(usize::MAX));
+            src.consume(n);
+            left -= n as u64;
         }
         reader_splitter_pos = point.offset;
     }
     let mut reader = RecordReader::new(src, FormatHint::from_key(key), max_record_bytes);
+    reader.compressed = Some(gzip);
     if !records_path.is_empty() {
         let mut navigator = Navigator::new(records_path);
         navigator.found = resume.is_some();
         reader.splitter.navigator = Some(navigator);
         reader.splitter.mode = Mode::Values;
     }
-    if let Some(point) = resume {
+    if let Some(Resume { point, .. }) = resume {
         let s = &mut reader.splitter;
         s.mode = if point.values {
             Mode::Values
@@ -189,6 +261,8 @@ pub struct RecordReader<R> {
     src: R,
     splitter: Splitter,
     done: bool,
+    /// Whether the object was gzip, when the reader was opened on the object itself.
+    compressed: Option<bool>,
 }
 
 impl<R: AsyncBufRead + Unpin> RecordReader<R> {
@@ -197,13 +271,15 @@ impl<R: AsyncBufRead + Unpin> RecordReader<R> {
             src,
             splitter: Splitter::new(hint, max_record_bytes),
             done: false,
+            compressed: None,
         }
     }
 
     /// The next record, `None` at the end of the object.
     pub async fn next_record(&mut self) -> Result<Option<RawRecord>, ReadError> {
         loop {
-            if let Some(record) = self.splitter.pop() {
+            if let Some(mut record) = self.splitter.pop() {
+                record.resume.compressed = self.compressed;
                 return Ok(Some(record));
             }
             if let Some(byte) = self.splitter.unsupported {
@@ -234,6 +310,18 @@ impl<R: AsyncBufRead + Unpin> RecordReader<R> {
             self.splitter.feed(buf);
             self.src.consume(n);
         }
+    }
+
+    /// Whether no record is left, reading ahead only as far as the bytes already on their way.
+    pub async fn is_done(&mut self) -> Result<bool, ReadError> {
+        if !self.splitter.ready.is_empty() {
+            return Ok(false);
+        }
+        if !self.done && self.src.fill_buf().await?.is_empty() {
+            self.splitter.finish();
+            self.done = true;
+        }
+        Ok(self.done && self.splitter.ready.is_empty())
     }
 
     /// Bytes of (decompressed) content read so far.
@@ -269,6 +357,11 @@ pub struct ResumePoint {
     pub values: bool,
     /// Inside the top-level (or `RECORDS_PATH`) array.
     pub in_array: bool,
+    /// Whether the object is gzip-compressed; `Some(false)` lets a later part read from
+    /// `offset` with a ranged GET instead of from byte 0. Unknown in points taken before this
+    /// was recorded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub compressed: Option<bool>,
 }
 
 /// Cuts a byte stream into record byte strings, in one of two modes: line by line (JSON Lines;
@@ -394,11 +487,7 @@ impl Splitter {
         match self.detect_buf[first] {
             b'[' => return Some(Mode::Values),
             b'{' => {}
-            other => {
-                self.unsupported = Some(other);
-                self.detect_buf.clear();
-                return Some(Mode::Lines);
-            }
+            other => return self.detect_odd_start(first, other, at_end),
         }
         if self.hint == FormatHint::JsonLines {
             return Some(Mode::Lines);
@@ -422,6 +511,45 @@ impl Splitter {
             None if at_end || self.detect_buf.len() > self.max => Some(Mode::Values),
             None => None,
         }
+    }
+
+    /// The object starts with neither `{` nor `[`: JSON Lines whose first line is not an
+    /// object (a header line, a number, a string), where that line is rejected like any bad line;
+    /// or not JSON at all.
+    fn detect_odd_start(&mut self, first: usize, byte: u8, at_end: bool) -> Option<Mode> {
+        if self.hint == FormatHint::JsonLines {
+            return Some(Mode::Lines);
+        }
+        // Without the name's word for it, the next non-blank line decides: a JSON object there
+        // means JSON Lines.
+        let mut rest = &self.detect_buf[first..];
+        let mut line_no = 0;
+        loop {
+            let Some(end) = rest.iter().position(|&b| b == b'\n') else {
+                // The line is not complete yet; at the end of the object it is all there is.
+                let last = at_end && line_no > 0 && !rest.iter().all(u8::is_ascii_whitespace);
+                if last && is_json_object(rest) {
+                    return Some(Mode::Lines);
+                }
+                if at_end || self.detect_buf.len() > 2 * self.max {
+                    break;
+                }
+                return None;
+            };
+            let line = &rest[..end];
+            rest = &rest[end + 1..];
+            if line_no == 0 || line.iter().all(u8::is_ascii_whitespace) {
+                line_no += 1;
+                continue;
+            }
+            if is_json_object(line) {
+                return Some(Mode::Lines);
+            }
+            break;
+        }
+        self.unsupported = Some(byte);
+        self.detect_buf.clear();
+        Some(Mode::Lines)
     }
 
     fn dispatch(&mut self, data: &[u8]) {
@@ -460,6 +588,7 @@ impl Splitter {
             index: self.index,
             values: self.mode == Mode::Values,
             in_array: self.in_array,
+            compressed: None,
         };
         self.ready.push_back(Pending {
             bytes,
@@ -630,6 +759,13 @@ impl Splitter {
             _ => {}
         }
     }
+}
+
+/// Whether a line holds exactly one JSON object.
+fn is_json_object(line: &[u8]) -> bool {
+    let start = line.iter().position(|b| !b.is_ascii_whitespace());
+    start.is_some_and(|s| line[s] == b'{')
+        && serde_json::from_slice::<serde::de::IgnoredAny>(line).is_ok()
 }
 
 /// Walks a JSON document's structure (without building it) to the array at a field path.
@@ -888,6 +1024,102 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn json_lines_whose_first_line_is_not_an_object_lose_only_that_line() {
+        for (first, key) in [
+            ("id,text", "a.jsonl"),
+            ("42", "a.ndjson"),
+            ("\"a string\"", "a.jsonl"),
+            ("id,text", "a.json"),
+            ("7", "no-extension"),
+            ("\"export\"", "a.json"),
+        ] {
+            let data = format!("{first}\r\n\n{{\"id\":1}}\n{{\"id\":2}}\n").into_bytes();
+            let recs = read_all(data, key, 1024).await;
+            assert_eq!(recs.len(), 3, "{key}: {first}");
+            assert_eq!(recs[0].position, RecordPosition::Line(1));
+            assert!(
+                recs[0].value.is_err() || !recs[0].value.as_ref().unwrap().is_object(),
+                "{key}: {first}"
+            );
+            assert_eq!(recs[1].position, RecordPosition::Line(3));
+            assert_eq!(values(&recs[1..]), vec![json!({"id":1}), json!({"id":2})]);
+        }
+    }
+
+    #[tokio::test]
+    async fn without_an_object_line_after_it_an_odd_start_is_still_not_json() {
+        for data in [
+            &b"id,text\n1,hello\n"[..],
+            b"hello",
+            b"42",
+            b"\"just a string\"\n",
+            b"header\n[1, 2]\n",
+        ] {
+            let mut reader = open_records(io::Cursor::new(data.to_vec()), "a.json", 1024)
+                .await
+                .unwrap();
+            assert!(
+                matches!(
+                    reader.next_record().await,
+                    Err(ReadError::UnsupportedFormat(_))
+                ),
+                "{:?}",
+                String::from_utf8_lossy(data)
+            );
+        }
+        // A header line then an object as the last line, without a final newline.
+        let recs = read_all(b"h\n{\"id\":1}".to_vec(), "a.json", 1024).await;
+        assert_eq!(recs.len(), 2);
+        assert_eq!(recs[1].value.as_ref().unwrap(), &json!({"id":1}));
+    }
+
+    #[tokio::test]
+    async fn documents_arrays_and_concatenated_objects_are_still_told_apart() {
+        let doc = b"{\n  \"id\": 1,\n  \"text\": \"a\"\n}\n".to_vec();
+        assert_eq!(
+            values(&read_all(doc, "d.json", 1024).await),
+            vec![json!({"id":1,"text":"a"})]
+        );
+        let arr = b"[\n {\"id\": 1},\n {\"id\": 2}\n]".to_vec();
+        assert_eq!(read_all(arr, "a.jsonl", 1024).await.len(), 2);
+        let concat = b"{\"id\": 1} {\"id\": 2}\n{\n \"id\": 3\n}".to_vec();
+        let recs = read_all(concat, "c.json", 1024).await;
+        assert_eq!(recs.len(), 3);
+        assert_eq!(recs[2].position, RecordPosition::Index(2));
+    }
+
+    #[tokio::test]
+    async fn is_done_reads_ahead_without_losing_a_record() {
+        let mut reader = open_records(
+            io::Cursor::new(b"{\"id\":1}\n{\"id\":2}\n".to_vec()),
+            "a.jsonl",
+            1024,
+        )
+        .await
+        .unwrap();
+        reader.next_record().await.unwrap().unwrap();
+        assert!(!reader.is_done().await.unwrap());
+        let second = reader.next_record().await.unwrap().unwrap();
+        assert_eq!(second.value.unwrap(), json!({"id":2}));
+        assert!(reader.is_done().await.unwrap());
+        assert!(reader.next_record().await.unwrap().is_none());
+        // A last line without a newline is still a record to come.
+        let mut reader = open_records(
+            io::Cursor::new(b"{\"id\":1}\n{\"id\":2}".to_vec()),
+            "a.jsonl",
+            1024,
+        )
+        .await
+        .unwrap();
+        reader.next_record().await.unwrap().unwrap();
+        assert!(!reader.is_done().await.unwrap());
+        assert_eq!(
+            reader.next_record().await.unwrap().unwrap().value.unwrap(),
+            json!({"id":2})
+        );
+    }
+
+    #[tokio::test]
     async fn empty_object_has_no_records() {
         assert!(read_all(Vec::new(), "a.jsonl", 10).await.is_empty());
         assert!(read_all(b"\n\n".to_vec(), "a.json", 10).await.is_empty());
@@ -1007,7 +1239,31 @@ mod resume_tests {
         out
     }
 
+    /// The records of a body that starts at the resume point, as a ranged GET returns it.
+    async fn ranged_records(
+        data: &[u8],
+        key: &str,
+        path: &[String],
+        point: ResumePoint,
+    ) -> Vec<RawRecord> {
+        let body = data[point.offset as usize..].to_vec();
+        let resume = Resume {
+            point,
+            body_offset: point.offset,
+            skip_deadline: None,
+        };
+        let mut reader = open_records_resumed(io::Cursor::new(body), key, 64, path, Some(resume))
+            .await
+            .unwrap();
+        let mut out = Vec::new();
+        while let Some(r) = reader.next_record().await.unwrap() {
+            out.push(r);
+        }
+        out
+    }
+
     /// Resuming after any record yields exactly the records after it: none lost, none repeated.
+    /// Plain content resumes as well from a body that starts at the resume point.
     async fn check_every_seam(data: &[u8], key: &str, path: &[&str]) {
         let path: Vec<String> = path.iter().map(|s| s.to_string()).collect();
         let all = records(data, key, &path, None).await;
@@ -1018,7 +1274,92 @@ mod resume_tests {
             let expected: Vec<_> = all[k + 1..].iter().map(summary).collect();
             let got: Vec<_> = rest.iter().map(summary).collect();
             assert_eq!(got, expected, "{key}: resuming after record {k}");
+            if record.resume.compressed == Some(false) {
+                let ranged = ranged_records(data, key, &path, record.resume).await;
+                let got: Vec<_> = ranged.iter().map(summary).collect();
+                assert_eq!(got, expected, "{key}: a ranged read after record {k}");
+                let resumes: Vec<_> = ranged.iter().map(|r| r.resume).collect();
+                let expected: Vec<_> = all[k + 1..].iter().map(|r| r.resume).collect();
+                assert_eq!(resumes, expected, "{key}: the same resume points");
+            }
         }
+    }
+
+    #[tokio::test]
+    async fn a_ranged_body_is_only_for_plain_content() {
+        let point = |compressed| ResumePoint {
+            offset: 10,
+            line: 2,
+            index: 0,
+            values: false,
+            in_array: false,
+            compressed,
+        };
+        for compressed in [Some(true), None] {
+            let resume = Resume {
+                point: point(compressed),
+                body_offset: 10,
+                skip_deadline: None,
+            };
+            let err = open_records_resumed(
+                io::Cursor::new(Vec::new()),
+                "a.jsonl",
+                64,
+                &[],
+                Some(resume),
+            )
+            .await
+            .err()
+            .expect("refused");
+            assert!(err.to_string().contains("cannot resume"), "{err}");
+        }
+        let records = records(b"{\"id\":1}\n{\"id\":2}\n", "a.jsonl", &[], None).await;
+        assert!(records.iter().all(|r| r.resume.compressed == Some(false)));
+    }
+
+    #[tokio::test]
+    async fn skipping_gzip_content_gives_up_when_the_time_is_out() {
+        use async_compression::tokio::write::GzipEncoder;
+        use tokio::io::AsyncWriteExt;
+        let mut enc = GzipEncoder::new(Vec::new());
+        enc.write_all(b"{\"id\":1}\n{\"id\":2}\n{\"id\":3}\n")
+            .await
+            .unwrap();
+        enc.shutdown().await.unwrap();
+        let gz = enc.into_inner();
+        let first = records(&gz, "a.jsonl.gz", &[], None).await[0].resume;
+        assert_eq!(first.compressed, Some(true));
+        let resume = |deadline| Resume {
+            point: first,
+            body_offset: 0,
+            skip_deadline: Some(deadline),
+        };
+        let past = Deadline::after(std::time::Duration::ZERO);
+        let err = open_records_resumed(
+            io::Cursor::new(gz.clone()),
+            "a.jsonl.gz",
+            64,
+            &[],
+            Some(resume(past)),
+        )
+        .await
+        .err()
+        .expect("out of time");
+        assert!(matches!(err, ReadError::OutOfTime { offset } if offset == first.offset));
+        let later = Deadline::after(std::time::Duration::from_secs(600));
+        let mut reader = open_records_resumed(
+            io::Cursor::new(gz),
+            "a.jsonl.gz",
+            64,
+            &[],
+            Some(resume(later)),
+        )
+        .await
+        .unwrap();
+        assert_eq!(
+            reader.next_record().await.unwrap().unwrap().position,
+            RecordPosition::Line(2)
+        );
     }
 
     #[tokio::test]

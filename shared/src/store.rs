@@ -12,6 +12,9 @@ pub struct ObjectRef {
     pub key: String,
     pub version_id: Option<String>,
     pub etag: Option<String>,
+    /// Read from this byte on (`Range: bytes=N-`): a later part of plain content need not fetch
+    /// what an earlier part already read.
+    pub range_start: Option<u64>,
 }
 
 /// An object opened for streaming.
@@ -20,6 +23,16 @@ pub struct OpenedObject {
     pub etag: Option<String>,
     pub version_id: Option<String>,
     pub size: Option<i64>,
+    /// Where `body` starts in the object: the range start when a ranged read was honoured, 0 when
+    /// the whole object came back.
+    pub offset: u64,
+}
+
+/// The current version of a key, as HeadObject without a version id reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ObjectHead {
+    pub version_id: Option<String>,
+    pub etag: Option<String>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -53,6 +66,13 @@ pub trait ObjectStore: Send + Sync {
         key: &str,
         body: Vec<u8>,
     ) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// The key's current version; `None` when it has none (deleted, or a delete marker on top).
+    fn head(
+        &self,
+        bucket: &str,
+        key: &str,
+    ) -> impl Future<Output = Result<Option<ObjectHead>, StoreError>> + Send;
 
     /// One page of the objects under `prefix`, in key order, after `start_after`.
     fn list(
@@ -100,12 +120,23 @@ impl ObjectStore for S3Store {
             (None, Some(etag)) => request = request.if_match(quoted(etag)),
             (None, None) => {}
         }
+        let start = object.range_start.filter(|&s| s > 0);
+        if let Some(start) = start {
+            request = request.range(format!("bytes={start}-"));
+        }
         let name = || (object.bucket.clone(), object.key.clone());
         match request.send().await {
             Ok(out) => Ok(OpenedObject {
                 etag: out.e_tag.map(|e| e.trim_matches('"').to_owned()),
                 version_id: out.version_id,
                 size: out.content_length,
+                // A 206 says where its bytes start; a 200 (a store that ignored the range) is the
+                // whole object.
+                offset: out
+                    .content_range
+                    .as_deref()
+                    .and_then(range_start)
+                    .unwrap_or(0),
                 body: Box::pin(out.body.into_async_read()),
             }),
             Err(err) => {
@@ -115,6 +146,16 @@ impl ObjectStore for S3Store {
                     GetObjectError::NoSuchKey(_) => Err(StoreError::NotFound { bucket, key }),
                     _ if status == Some(404) => Err(StoreError::NotFound { bucket, key }),
                     _ if status == Some(412) => Err(StoreError::Superseded { bucket, key }),
+                    // 416: the range starts at the end (a part paused after the last record);
+                    // nothing is left to read.
+                    // https://docs.aws.amazon.com/AmazonS3/latest/API/API_GetObject.html
+                    _ if status == Some(416) && start.is_some() => Ok(OpenedObject {
+                        etag: object.etag.clone(),
+                        version_id: object.version_id.clone(),
+                        size: None,
+                        offset: start.unwrap_or(0),
+                        body: Box::pin(std::io::Cursor::new(Vec::new())),
+                    }),
                     other => Err(StoreError::Other {
                         bucket,
                         key,
@@ -140,6 +181,43 @@ impl ObjectStore for S3Store {
                 key: key.to_owned(),
                 source: Box::new(e.into_service_error()),
             })
+    }
+
+    async fn head(&self, bucket: &str, key: &str) -> Result<Option<ObjectHead>, StoreError> {
+        // Without a version id HeadObject answers for the current version; a delete marker on
+        // top answers 404 like a missing key. Without s3:ListBucket on the bucket, S3 answers 403
+        // instead of 404 for a missing key, so a 403 here is most likely that permission.
+        // https://docs.aws.amazon.com/AmazonS3/latest/API/API_HeadObject.html
+        match self
+            .client
+            .head_object()
+            .bucket(bucket)
+            .key(key)
+            .send()
+            .await
+        {
+            Ok(out) => Ok(Some(ObjectHead {
+                etag: out.e_tag.map(|e| e.trim_matches('"').to_owned()),
+                version_id: out.version_id,
+            })),
+            Err(err) => {
+                let status = err.raw_response().map(|r| r.status().as_u16());
+                let error = err.into_service_error();
+                if error.is_not_found() || status == Some(404) {
+                    return Ok(None);
+                }
+                let source: Box<dyn std::error::Error + Send + Sync> = if status == Some(403) {
+                    "HeadObject was refused (403): the role needs s3:ListBucket on the bucket (without it S3 answers 403, not 404, for a key with no current version) and s3:GetObject on the key".into()
+                } else {
+                    Box::new(error)
+                };
+                Err(StoreError::Other {
+                    bucket: bucket.to_owned(),
+                    key: key.to_owned(),
+                    source,
+                })
+            }
+        }
     }
 
     async fn list(
@@ -174,10 +252,126 @@ impl ObjectStore for S3Store {
     }
 }
 
+/// The first byte of a `Content-Range: bytes N-M/T` answer.
+fn range_start(content_range: &str) -> Option<u64> {
+    let range = content_range.trim().strip_prefix("bytes")?.trim_start();
+    range.split_once('-')?.0.trim().parse().ok()
+}
+
 fn quoted(etag: &str) -> String {
     if etag.starts_with('"') {
         etag.to_owned()
     } else {
         format!("\"{etag}\"")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn content_range_start() {
+        assert_eq!(range_start("bytes 100-199/200"), Some(100));
+        assert_eq!(range_start("bytes 0-0/1"), Some(0));
+        assert_eq!(range_start("bytes */200"), None);
+        assert_eq!(range_start("items 1-2/3"), None);
+    }
+
+    /// On the wire, against an S3 endpoint (the local stack's moto server):
+    /// `SAKUIN_TEST_S3_ENDPOINT=http://127.0.0.1:PORT cargo test -p sakuin --lib store -- --ignored`
+    #[tokio::test]
+    #[ignore = "needs an S3 endpoint in SAKUIN_TEST_S3_ENDPOINT (the local stack's moto server)"]
+    async fn ranged_reads_and_current_versions_on_the_wire() {
+        use tokio::io::AsyncReadExt;
+        let endpoint = std::env::var("SAKUIN_TEST_S3_ENDPOINT").expect("SAKUIN_TEST_S3_ENDPOINT");
+        let conf = aws_sdk_s3::Config::builder()
+            .behavior_version(aws_sdk_s3::config::BehaviorVersion::latest())
+            .region(aws_sdk_s3::config::Region::new("ap-northeast-1"))
+            .credentials_provider(aws_sdk_s3::config::Credentials::for_tests())
+            .endpoint_url(endpoint)
+            .force_path_style(true)
+            .build();
+        let client = aws_sdk_s3::Client::from_conf(conf);
+        let bucket = format!("store-test-{}", fastrand::u32(..));
+        client
+            .create_bucket()
+            .bucket(&bucket)
+            .create_bucket_configuration(
+                aws_sdk_s3::types::CreateBucketConfiguration::builder()
+                    .location_constraint(aws_sdk_s3::types::BucketLocationConstraint::ApNortheast1)
+                    .build(),
+            )
+            .send()
+            .await
+            .unwrap();
+        client
+            .put_bucket_versioning()
+            .bucket(&bucket)
+            .versioning_configuration(
+                aws_sdk_s3::types::VersioningConfiguration::builder()
+                    .status(aws_sdk_s3::types::BucketVersioningStatus::Enabled)
+                    .build(),
+            )
+            .send()
+            .await
+            .unwrap();
+        let store = S3Store::new(client.clone());
+        let put = |body: &'static str| {
+            client
+                .put_object()
+                .bucket(&bucket)
+                .key("k.jsonl")
+                .body(body.as_bytes().to_vec().into())
+                .send()
+        };
+        let first = put("0123456789").await.unwrap();
+        let second = put("abcdefghij").await.unwrap();
+        let read = |range_start, version_id: Option<&str>| ObjectRef {
+            bucket: bucket.clone(),
+            key: "k.jsonl".into(),
+            version_id: version_id.map(str::to_owned),
+            etag: None,
+            range_start,
+        };
+        let body = |mut o: OpenedObject| async move {
+            let mut text = String::new();
+            o.body.read_to_string(&mut text).await.unwrap();
+            (o.offset, text)
+        };
+        // A ranged read of the older version, pinned by its id.
+        let older = store
+            .open(&read(Some(4), first.version_id()))
+            .await
+            .unwrap();
+        assert_eq!(body(older).await, (4, "456789".to_string()));
+        assert_eq!(
+            body(store.open(&read(None, None)).await.unwrap()).await,
+            (0, "abcdefghij".to_string())
+        );
+        // A range that starts at the end: nothing left, not an error.
+        assert_eq!(
+            body(store.open(&read(Some(10), None)).await.unwrap()).await,
+            (10, String::new())
+        );
+
+        let head = store.head(&bucket, "k.jsonl").await.unwrap().unwrap();
+        assert_eq!(head.version_id.as_deref(), second.version_id());
+        assert_eq!(store.head(&bucket, "missing.jsonl").await.unwrap(), None);
+        // A delete marker on top: no current version.
+        client
+            .delete_object()
+            .bucket(&bucket)
+            .key("k.jsonl")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(store.head(&bucket, "k.jsonl").await.unwrap(), None);
+    }
+
+    #[test]
+    fn etags_are_quoted_once() {
+        assert_eq!(quoted("abc"), "\"abc\"");
+        assert_eq!(quoted("\"abc\""), "\"abc\"");
     }
 }

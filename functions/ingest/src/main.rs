@@ -1,8 +1,10 @@
-//! `ingest`: S3 notifications → chunk messages on SQS.
+//! `ingest`: S3 notifications (through the intake queue, or invoked directly) → chunk messages on SQS.
 
 use lambda_runtime::{Error, LambdaEvent, service_fn};
 use sakuin::config::{Env, IngestConfig};
-use sakuin::ingest::{IngestDeps, LambdaContinuation, handle_event};
+use sakuin::ingest::{
+    IngestDeps, IntakeContinuation, LambdaContinuation, QueueContinuation, handle_event,
+};
 use sakuin::queue::SqsQueue;
 use sakuin::store::S3Store;
 use serde_json::Value;
@@ -14,12 +16,25 @@ async fn main() -> Result<(), Error> {
     let config = IngestConfig::from_env(&mut env)?;
     let sdk = sakuin::aws::sdk_config().await;
     let s3 = sakuin::aws::s3_client(&sdk, &mut env);
-    let queue = SqsQueue::new(sakuin::aws::sqs_client(&sdk), config.queue_url.clone());
-    // Work that outlasts an invocation continues in a fresh invocation of this same function.
-    let function = env
-        .get("AWS_LAMBDA_FUNCTION_NAME")
-        .unwrap_or_else(|| "ingest".into());
-    let continuation = LambdaContinuation::new(sakuin::aws::lambda_client(&sdk), function);
+    let sqs = sakuin::aws::sqs_client(&sdk);
+    let queue = SqsQueue::new(sqs.clone(), config.queue_url.clone());
+    // Work that outlasts an invocation continues through the intake queue when there is one,
+    // else in a fresh invocation of this same function.
+    let continuation = match &config.intake_queue_url {
+        Some(url) => IntakeContinuation::Queue(QueueContinuation::new(
+            SqsQueue::new(sqs, url.clone()),
+            config.batch_limits(),
+        )),
+        None => {
+            let function = env
+                .get("AWS_LAMBDA_FUNCTION_NAME")
+                .unwrap_or_else(|| "ingest".into());
+            IntakeContinuation::Invoke(LambdaContinuation::new(
+                sakuin::aws::lambda_client(&sdk),
+                function,
+            ))
+        }
+    };
     let deps = IngestDeps {
         store: S3Store::new(s3),
         queue,
