@@ -3,7 +3,8 @@
 use lambda_runtime::{Error, LambdaEvent, service_fn};
 use sakuin::config::{Env, IngestConfig};
 use sakuin::ingest::{
-    IngestDeps, IntakeContinuation, LambdaContinuation, QueueContinuation, handle_event,
+    IngestDeps, IngestSummary, IntakeContinuation, LambdaContinuation, QueueContinuation,
+    handle_event,
 };
 use sakuin::queue::SqsQueue;
 use sakuin::store::S3Store;
@@ -44,7 +45,9 @@ async fn main() -> Result<(), Error> {
     let deps = &deps;
     lambda_runtime::run(service_fn(move |event: LambdaEvent<Value>| async move {
         let deadline = deps.config.work_deadline(event.context.deadline);
-        handle_event(deps, event.payload, deadline).await
+        handle_event(deps, event.payload, deadline)
+            .await
+            .map(IngestSummary::into_response)
     }))
     .await
 }
