@@ -1,12 +1,13 @@
-//! Exponential backoff with full jitter, and deadlines that leave room to report.
+//! Exponential backoff with equal jitter, and deadlines that leave room to report.
 
 use std::time::Duration;
 
 // Tokio's clock, so tests with a paused clock see deadlines pass.
 use tokio::time::Instant;
 
-/// Delays that double from `base` up to `cap`, each drawn uniformly below the current ceiling
-/// ("full jitter"), so retrying clients spread out instead of hammering in step.
+/// Delays that double from `base` up to `cap`, each drawn uniformly between half the current
+/// ceiling and the ceiling ("equal jitter": never a near-zero wait, yet retrying clients spread
+/// out instead of hammering in step).
 #[derive(Debug, Clone)]
 pub struct Backoff {
     ceiling: Duration,
