@@ -166,7 +166,8 @@ impl CallFailure {
     fn describe(&self) -> String {
         match (&self.code, self.status) {
             (Some(code), _) => format!("{code}: {}", self.message),
-            (None, Some(status)) => format!("HTTP {status}: {}", self.message),
+            // No AWS error document: the body is not worth quoting (moto's is an HTML page).
+            (None, Some(status)) => format!("HTTP {status} without an AWS error code"),
             (None, None) => format!("no answer: {}", self.message),
         }
     }

@@ -195,7 +195,9 @@ async fn scenario() {
     assert!(
         out.contains(
             "chunk: moved 23 message(s) from sakuin-redrive-dlq to sakuin-redrive-chunks by hand"
-        ) && out.contains("does not offer message move tasks"),
+        ) && out.contains(
+            "does not offer message move tasks (ListMessageMoveTasks: HTTP 500 without an AWS error code)"
+        ),
         "{out}"
     );
     assert!(
