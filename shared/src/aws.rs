@@ -7,7 +7,7 @@ use aws_config::retry::RetryConfig;
 use aws_config::timeout::TimeoutConfig;
 
 use crate::config::{ConfigError, Env, auth_from_secret};
-use crate::es::EsAuth;
+use crate::es::{AuthFuture, EsAuth};
 
 /// The shared SDK configuration: region, credentials and `AWS_ENDPOINT_URL_*` from the
 /// environment, as every SDK reads them.
@@ -43,7 +43,8 @@ pub fn bedrock_client(conf: &aws_config::SdkConfig) -> aws_sdk_bedrockruntime::C
     aws_sdk_bedrockruntime::Client::from_conf(bedrock)
 }
 
-/// Reads Elasticsearch credentials from Secrets Manager (once per container).
+/// Reads Elasticsearch credentials from Secrets Manager: at start-up, and again after a 401
+/// (see [`es_auth_refresher`]).
 pub async fn es_auth_from_secret(
     conf: &aws_config::SdkConfig,
     secret_id: &str,
@@ -66,6 +67,31 @@ pub async fn es_auth_from_secret(
         )],
     })?;
     auth_from_secret(secret_id, text)
+}
+
+/// Reads the credentials again through [`es_auth_from_secret`], for the Elasticsearch client's
+/// refresh after a 401 (`EsClient::with_auth_refresh`). Each read is cut off at `timeout`, so a
+/// Secrets Manager that does not answer holds the refused request no longer than that; its
+/// errors name the secret, never its value.
+pub fn es_auth_refresher(
+    conf: &aws_config::SdkConfig,
+    secret_id: &str,
+    timeout: Duration,
+) -> impl Fn() -> AuthFuture + Send + Sync + 'static {
+    let (conf, secret_id) = (conf.clone(), secret_id.to_owned());
+    move || -> AuthFuture {
+        let (conf, id) = (conf.clone(), secret_id.clone());
+        Box::pin(async move {
+            match tokio::time::timeout(timeout, es_auth_from_secret(&conf, &id)).await {
+                Ok(Ok(auth)) => Ok(auth),
+                Ok(Err(e)) => Err(e.problems.join(", ")),
+                Err(_) => Err(format!(
+                    "ES_SECRET_ID {id}: Secrets Manager did not answer within {} s",
+                    timeout.as_secs()
+                )),
+            }
+        })
+    }
 }
 
 pub use aws_config::SdkConfig;

@@ -474,6 +474,11 @@ pub struct ProbeConfig {
     pub bucket: Option<String>,
     pub queue_url: Option<String>,
     pub dead_letter_queue_url: Option<String>,
+    /// `INGEST_QUEUE_URL`: the intake queue S3 notifications, continuations and backfill pages
+    /// go through.
+    pub intake_queue_url: Option<String>,
+    /// `INGEST_DEAD_LETTER_QUEUE_URL`: the intake queue's dead-letter queue.
+    pub intake_dead_letter_queue_url: Option<String>,
     pub timeout: Duration,
     /// `PROBE_REQUIRED_CHECKS`: groups or check names whose failure fails the invocation
     /// (`all`, the default, or `none`); other failing checks are reported but tolerated.
@@ -493,6 +498,8 @@ impl ProbeConfig {
         let bucket = env.get("SOURCE_BUCKET");
         let queue_url = env.get("CHUNK_QUEUE_URL");
         let dead_letter_queue_url = env.get("DEAD_LETTER_QUEUE_URL");
+        let intake_queue_url = env.get("INGEST_QUEUE_URL");
+        let intake_dead_letter_queue_url = env.get("INGEST_DEAD_LETTER_QUEUE_URL");
         let required_checks = env.list("PROBE_REQUIRED_CHECKS", "all");
         for name in &required_checks {
             if !crate::probe::is_known_selector(name) {
@@ -512,9 +519,85 @@ impl ProbeConfig {
             bucket,
             queue_url,
             dead_letter_queue_url,
+            intake_queue_url,
+            intake_dead_letter_queue_url,
             timeout,
             required_checks,
             cert_warn_days,
+        })
+    }
+}
+
+/// A dead-letter queue and the queue its messages go back to, for `sakuin redrive`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QueuePair {
+    /// `chunk` or `intake`.
+    pub name: &'static str,
+    pub dead_letter_queue_url: String,
+    pub queue_url: String,
+    /// The variables the two URLs come from, for messages.
+    pub dead_letter_queue_var: &'static str,
+    pub queue_var: &'static str,
+}
+
+/// What `sakuin redrive` needs: the queue pairs to move, from the functions' own variables.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RedriveConfig {
+    pub pairs: Vec<QueuePair>,
+    /// Pairs `all` left out because neither of their variables is set.
+    pub not_configured: Vec<&'static str>,
+}
+
+impl RedriveConfig {
+    /// The pairs named by `queues`: `chunk`, `intake`, or `all` (every pair whose variables are
+    /// set). A named pair needs both variables; with `all`, a pair with only one set is an error
+    /// too, since moving messages to a guessed queue could mix chunk and intake messages.
+    pub fn from_env(env: &mut Env, queues: &str) -> Result<Self, ConfigError> {
+        let known = [
+            ("chunk", "DEAD_LETTER_QUEUE_URL", "CHUNK_QUEUE_URL"),
+            ("intake", "INGEST_DEAD_LETTER_QUEUE_URL", "INGEST_QUEUE_URL"),
+        ];
+        if queues != "all" && !known.iter().any(|(name, _, _)| *name == queues) {
+            env.problem(format!("--queue {queues:?} is not chunk, intake or all"));
+        }
+        let mut pairs = Vec::new();
+        let mut not_configured = Vec::new();
+        for (name, dlq_var, queue_var) in known {
+            if queues != "all" && queues != name {
+                continue;
+            }
+            match (env.get(dlq_var), env.get(queue_var)) {
+                (Some(dead_letter_queue_url), Some(queue_url)) => pairs.push(QueuePair {
+                    name,
+                    dead_letter_queue_url,
+                    queue_url,
+                    dead_letter_queue_var: dlq_var,
+                    queue_var,
+                }),
+                (None, None) if queues == "all" => not_configured.push(name),
+                (dlq, queue) => {
+                    let missing: Vec<&str> =
+                        [(dlq_var, dlq.is_none()), (queue_var, queue.is_none())]
+                            .into_iter()
+                            .filter_map(|(var, missing)| missing.then_some(var))
+                            .collect();
+                    env.problem(format!(
+                        "redriving the {name} dead-letter queue needs {dlq_var} and {queue_var}; {} not set",
+                        missing.join(" and ")
+                    ));
+                }
+            }
+        }
+        if pairs.is_empty() && queues == "all" && not_configured.len() == known.len() {
+            env.problem(
+                "no dead-letter queue is configured: set DEAD_LETTER_QUEUE_URL and CHUNK_QUEUE_URL, \
+                 or INGEST_DEAD_LETTER_QUEUE_URL and INGEST_QUEUE_URL",
+            );
+        }
+        env.check()?;
+        Ok(Self {
+            pairs,
+            not_configured,
         })
     }
 }
@@ -646,5 +729,38 @@ mod tests {
         assert!(err.to_string().contains("arn:s"));
         let err = auth_from_secret("arn:s", "hunter2").unwrap_err();
         assert!(!err.to_string().contains("hunter2"));
+    }
+
+    #[test]
+    fn redrive_pairs_come_from_the_functions_variables() {
+        let vars = [
+            ("DEAD_LETTER_QUEUE_URL", "http://q/dlq"),
+            ("CHUNK_QUEUE_URL", "http://q/chunks"),
+            ("INGEST_QUEUE_URL", "http://q/intake"),
+        ];
+        let cfg = RedriveConfig::from_env(&mut env(&vars), "chunk").unwrap();
+        assert_eq!(cfg.pairs.len(), 1);
+        assert_eq!(
+            (
+                cfg.pairs[0].dead_letter_queue_url.as_str(),
+                cfg.pairs[0].queue_url.as_str()
+            ),
+            ("http://q/dlq", "http://q/chunks")
+        );
+        // Half an intake pair: named or under `all`, it is refused with the missing variable.
+        for which in ["intake", "all"] {
+            let err = RedriveConfig::from_env(&mut env(&vars), which).unwrap_err();
+            assert!(
+                err.to_string()
+                    .contains("INGEST_DEAD_LETTER_QUEUE_URL not set"),
+                "{err}"
+            );
+        }
+        let cfg = RedriveConfig::from_env(&mut env(&vars[..2]), "all").unwrap();
+        assert_eq!(cfg.pairs[0].name, "chunk");
+        assert_eq!(cfg.not_configured, vec!["intake"]);
+        let err = RedriveConfig::from_env(&mut env(&[]), "all").unwrap_err();
+        assert!(err.to_string().contains("no dead-letter queue"), "{err}");
+        assert!(RedriveConfig::from_env(&mut env(&vars), "dlq").is_err());
     }
 }

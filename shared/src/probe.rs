@@ -41,6 +41,8 @@ pub const CHECKS: &[&str] = &[
     "s3.bucket",
     "sqs.queue",
     "sqs.dead_letter_queue",
+    "sqs.intake_queue",
+    "sqs.intake_dead_letter_queue",
     "bedrock.model",
     "secretsmanager.secret",
 ];
@@ -251,7 +253,17 @@ impl ProbeDeps {
                 }
             }
         }
-        Ok(Self::new(config, aws).with_credentials_problem(problem))
+        let secret_id = config.es_secret_id.clone();
+        let timeout = config.timeout;
+        let mut deps = Self::new(config, aws).with_credentials_problem(problem);
+        // A warm probe container after a rotation: re-read the secret on a 401, as embed-index does.
+        if let (Some(id), Ok(es)) = (secret_id, deps.es.as_mut()) {
+            *es = es.clone().with_auth_refresh(
+                EsClient::AUTH_REFRESH_INTERVAL,
+                crate::aws::es_auth_refresher(&sdk, &id, timeout),
+            );
+        }
+        Ok(deps)
     }
 }
 
@@ -303,12 +315,15 @@ pub async fn run(deps: &ProbeDeps, groups: &[&str]) -> ProbeReport {
     let want = |g: &str| groups.contains(&g);
     let config = &deps.config;
     let mut skipped = Vec::new();
+    let queues = services::queue_checks(config);
+    let no_queue = queues.iter().all(|q| q.url.is_none());
     for (group, missing) in [
         ("s3", config.bucket.is_none().then_some("SOURCE_BUCKET")),
         (
             "sqs",
-            (config.queue_url.is_none() && config.dead_letter_queue_url.is_none())
-                .then_some("CHUNK_QUEUE_URL / DEAD_LETTER_QUEUE_URL"),
+            no_queue.then_some(
+                "CHUNK_QUEUE_URL / DEAD_LETTER_QUEUE_URL / INGEST_QUEUE_URL / INGEST_DEAD_LETTER_QUEUE_URL",
+            ),
         ),
         (
             "secretsmanager",
@@ -317,6 +332,13 @@ pub async fn run(deps: &ProbeDeps, groups: &[&str]) -> ProbeReport {
     ] {
         if let (true, Some(var)) = (want(group), missing) {
             skipped.push(format!("{group} ({var} is not set)"));
+        }
+    }
+    // Some queues configured: the others are named one by one (a deployment from before the
+    // intake queue has no INGEST_* variables, and says so instead of hiding the checks).
+    if want("sqs") && !no_queue {
+        for q in queues.iter().filter(|q| q.url.is_none()) {
+            skipped.push(format!("{} ({} is not set)", q.name, q.var));
         }
     }
     // Boxed: the SDK and reqwest futures are large, and five of them side by side would
@@ -400,7 +422,9 @@ pub fn report_line(report: &ProbeReport) -> String {
 /// The EMF lines: per group `CheckFailed` (0/1, dimension exactly `Check=<group>`, which the
 /// template's alarm watches) and `CheckLatencyMs`; per check `Up` (0/1), `LatencyMs` and what it
 /// measured (`CertDaysLeft`, `QueueBacklog`, `QueueInFlight`, `DeadLetterQueueDepth`), with
-/// dimension `Check=<check name>`.
+/// dimension `Check=<check name>`: the intake queues' figures carry the same metric names under
+/// their own checks (`sqs.intake_queue`, `sqs.intake_dead_letter_queue`), so the chunk queue's
+/// series (`Check=sqs.queue`, `Check=sqs.dead_letter_queue`) stay what the alarms watch.
 pub fn metric_sets(report: &ProbeReport, groups: &[&str]) -> Vec<MetricSet> {
     let mut sets = Vec::new();
     for group in groups {

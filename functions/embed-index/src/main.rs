@@ -15,6 +15,9 @@ use sakuin::retry::Deadline;
 /// Time kept back from the Lambda deadline to send the response.
 const RESPONSE_RESERVE: Duration = Duration::from_secs(2);
 
+/// How long a re-read of the Elasticsearch secret after a 401 may hold the refused request.
+const SECRET_READ_TIMEOUT: Duration = Duration::from_secs(5);
+
 #[tokio::main]
 async fn main() -> Result<(), Error> {
     sakuin::init_logging();
@@ -23,7 +26,15 @@ async fn main() -> Result<(), Error> {
     if let Some(secret_id) = &config.es_secret_id {
         config.es.auth = Some(sakuin::aws::es_auth_from_secret(&sdk, secret_id).await?);
     }
-    let index = EsClient::new(&config.es)?;
+    let mut index = EsClient::new(&config.es)?;
+    // A rotated secret: a 401 reads it again (at most every 30 s) instead of failing until the
+    // container is recycled.
+    if let Some(secret_id) = &config.es_secret_id {
+        index = index.with_auth_refresh(
+            EsClient::AUTH_REFRESH_INTERVAL,
+            sakuin::aws::es_auth_refresher(&sdk, secret_id, SECRET_READ_TIMEOUT),
+        );
+    }
     let embedder = BedrockEmbedder::new(sakuin::aws::bedrock_client(&sdk), config.model.clone());
     // Chunks go back on their queue, with their vectors, when Elasticsearch stays unavailable.
     let requeue = config

@@ -1,7 +1,10 @@
-//! The `sakuin` command line: the probe's checks and a semantic search over the index, run from
-//! a shell (an EC2 instance in the Lambda subnets, or a laptop) with the Lambdas' variables.
+//! The `sakuin` command line: the probe's checks, a semantic search over the index and the
+//! dead-letter redrive, run from a shell (an EC2 instance in the Lambda subnets, or a laptop)
+//! with the Lambdas' variables.
 
-use sakuin::config::Env;
+pub mod redrive;
+
+use sakuin::config::{Env, RedriveConfig};
 use sakuin::embed::bedrock::BedrockEmbedder;
 use sakuin::embed::{EmbedError, Embedder, InputPurpose};
 use sakuin::es::client::Hit;
@@ -22,21 +25,44 @@ Usage:
   sakuin search QUERY... [-k N] [--json]
       Embeds QUERY with the configured model (as a search query: `search_query` for Cohere)
       and prints the N nearest chunks of ES_INDEX (default 10): score, source key, text.
+  sakuin redrive [--queue chunk|intake|all] [--detach] [--json]
+      Moves each dead-letter queue's messages back to the queue they failed on
+      (DEAD_LETTER_QUEUE_URL → CHUNK_QUEUE_URL, INGEST_DEAD_LETTER_QUEUE_URL → INGEST_QUEUE_URL;
+      default: every pair configured) with an SQS message move task, follows the task until it
+      completes and prints the count moved; --detach starts it and returns. Where the endpoint
+      has no move tasks (a local emulator) it moves them by hand and says so. Fix the cause
+      first: messages that fail again go back to the dead-letter queue.
+      Exit status: 0 when every move completed (or was started, with --detach), 1 when one
+      failed, 2 for a usage or configuration error.
   sakuin --help | --version
 
 Configuration: the same environment variables as the Lambda functions:
   ES_HOST, ES_PORT, ES_USE_SSL, ES_VERIFY_CERTS, ES_CA_CERT, ES_INDEX, ES_SECRET_ID (or
   ES_API_KEY, or ES_USERNAME and ES_PASSWORD), ES_TIMEOUT_SECS, ES_CONNECT_TIMEOUT_SECS,
   EMBEDDING_MODEL_ID, EMBEDDING_DIMENSIONS, SOURCE_BUCKET, CHUNK_QUEUE_URL,
-  DEAD_LETTER_QUEUE_URL, PROBE_TIMEOUT_SECS, PROBE_REQUIRED_CHECKS, PROBE_CERT_WARN_DAYS,
-  and the AWS SDK's own (AWS_REGION, AWS_PROFILE, AWS_ENDPOINT_URL_*, ...).
+  DEAD_LETTER_QUEUE_URL, INGEST_QUEUE_URL, INGEST_DEAD_LETTER_QUEUE_URL, PROBE_TIMEOUT_SECS,
+  PROBE_REQUIRED_CHECKS, PROBE_CERT_WARN_DAYS, and the AWS SDK's own (AWS_REGION,
+  AWS_PROFILE, AWS_ENDPOINT_URL_*, ...). `redrive` needs only the queue variables.
 ";
 
 /// What the command line asks for.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Command {
-    Probe { checks: Vec<String>, json: bool },
-    Search { query: String, k: usize, json: bool },
+    Probe {
+        checks: Vec<String>,
+        json: bool,
+    },
+    Search {
+        query: String,
+        k: usize,
+        json: bool,
+    },
+    /// `queue` is chunk, intake or all.
+    Redrive {
+        queue: String,
+        detach: bool,
+        json: bool,
+    },
     Help,
     Version,
 }
@@ -106,6 +132,35 @@ pub fn parse_args(args: &[String]) -> Result<Command, String> {
             }
             Ok(Command::Search { query, k, json })
         }
+        "redrive" => {
+            let (mut queue, mut detach, mut json) = ("all".to_owned(), false, false);
+            let mut it = rest.iter();
+            while let Some(arg) = it.next() {
+                match arg.as_str() {
+                    "--json" => json = true,
+                    "--detach" => detach = true,
+                    "-h" | "--help" => return Ok(Command::Help),
+                    "--queue" | "-q" => {
+                        queue = it
+                            .next()
+                            .ok_or("--queue needs chunk, intake or all")?
+                            .clone()
+                    }
+                    a if a.starts_with("--queue=") => queue = a[8..].to_owned(),
+                    other => return Err(format!("redrive: unexpected argument {other:?}")),
+                }
+            }
+            if !["chunk", "intake", "all"].contains(&queue.as_str()) {
+                return Err(format!(
+                    "redrive: --queue takes chunk, intake or all, not {queue:?}"
+                ));
+            }
+            Ok(Command::Redrive {
+                queue,
+                detach,
+                json,
+            })
+        }
         other => Err(format!("unknown command {other:?}")),
     }
 }
@@ -154,6 +209,11 @@ pub async fn run(args: &[String]) -> i32 {
             }
             if report.ok { 0 } else { 1 }
         }
+        Command::Redrive {
+            queue,
+            detach,
+            json,
+        } => run_redrive(&queue, detach, json).await,
         Command::Search { query, k, json } => {
             let deps = match ProbeDeps::from_env(&mut Env::from_process()).await {
                 Ok(d) => d,
@@ -199,6 +259,54 @@ pub async fn run(args: &[String]) -> i32 {
             }
         }
     }
+}
+
+/// `sakuin redrive`: each configured pair in turn; results on stdout, progress on stderr.
+async fn run_redrive(queue: &str, detach: bool, json: bool) -> i32 {
+    let config = match RedriveConfig::from_env(&mut Env::from_process(), queue) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("sakuin: {e}");
+            return 2;
+        }
+    };
+    let sdk = sakuin::aws::sdk_config().await;
+    let sqs = sakuin::aws::sqs_client(&sdk);
+    let options = redrive::Options {
+        detach,
+        ..Default::default()
+    };
+    for name in &config.not_configured {
+        eprintln!("sakuin: {name} dead-letter queue not configured, skipped");
+    }
+    let mut failed = false;
+    let mut answers = Vec::new();
+    for pair in &config.pairs {
+        let mut progress = |line: String| eprintln!("sakuin: {line}");
+        match redrive::redrive(&sqs, pair, &options, &mut progress).await {
+            Ok(outcome) => {
+                if json {
+                    answers.push(outcome.to_json());
+                } else {
+                    print!("{}", outcome.render());
+                }
+            }
+            Err(e) => {
+                failed = true;
+                if json {
+                    answers.push(e.to_json());
+                }
+                eprintln!("sakuin: {e}");
+            }
+        }
+    }
+    if json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&Value::Array(answers)).expect("answers serialise")
+        );
+    }
+    if failed { 1 } else { 0 }
 }
 
 /// Why a search gave no hits list.
@@ -400,6 +508,30 @@ mod tests {
         assert!(parse_args(&args(&["search"])).is_err());
         assert!(parse_args(&args(&[])).is_err());
         assert!(parse_args(&args(&["frobnicate"])).is_err());
+        assert_eq!(
+            parse_args(&args(&["redrive"])),
+            Ok(Command::Redrive {
+                queue: "all".into(),
+                detach: false,
+                json: false
+            })
+        );
+        assert_eq!(
+            parse_args(&args(&[
+                "redrive", "--queue", "intake", "--detach", "--json"
+            ])),
+            Ok(Command::Redrive {
+                queue: "intake".into(),
+                detach: true,
+                json: true
+            })
+        );
+        assert!(
+            parse_args(&args(&["redrive", "--queue=dlq"]))
+                .unwrap_err()
+                .contains("chunk, intake or all")
+        );
+        assert!(parse_args(&args(&["redrive", "--queue"])).is_err());
     }
 
     #[test]

@@ -20,6 +20,8 @@ struct Fixture {
     clients: sakuin::probe::AwsClients,
     queue_url: String,
     dlq_url: String,
+    intake_url: String,
+    intake_dlq_url: String,
 }
 
 impl Fixture {
@@ -29,6 +31,8 @@ impl Fixture {
             ("SOURCE_BUCKET", "sakuin-probe-src"),
             ("CHUNK_QUEUE_URL", self.queue_url.as_str()),
             ("DEAD_LETTER_QUEUE_URL", self.dlq_url.as_str()),
+            ("INGEST_QUEUE_URL", self.intake_url.as_str()),
+            ("INGEST_DEAD_LETTER_QUEUE_URL", self.intake_dlq_url.as_str()),
             ("ES_SECRET_ID", "sakuin/es"),
             ("EMBEDDING_DIMENSIONS", "256"),
             ("PROBE_TIMEOUT_SECS", "3"),
@@ -87,6 +91,29 @@ async fn fixture() -> Fixture {
         .unwrap()
         .queue_url
         .unwrap();
+    // The intake queue and its dead-letter queue, as the template pairs them.
+    let intake_dlq_url = clients
+        .sqs
+        .create_queue()
+        .queue_name("sakuin-probe-intake-dlq")
+        .send()
+        .await
+        .unwrap()
+        .queue_url
+        .unwrap();
+    let intake_url = clients
+        .sqs
+        .create_queue()
+        .queue_name("sakuin-probe-intake")
+        .attributes(
+            QueueAttributeName::RedrivePolicy,
+            json!({"deadLetterTargetArn": format!("arn:aws:sqs:{REGION}:123456789012:sakuin-probe-intake-dlq"), "maxReceiveCount": 3}).to_string(),
+        )
+        .send()
+        .await
+        .unwrap()
+        .queue_url
+        .unwrap();
     for (name, value) in [
         (
             "sakuin/es",
@@ -108,6 +135,8 @@ async fn fixture() -> Fixture {
         clients,
         queue_url,
         dlq_url,
+        intake_url,
+        intake_dlq_url,
     }
 }
 
@@ -143,6 +172,8 @@ async fn scenarios() {
             "s3.bucket",
             "sqs.queue",
             "sqs.dead_letter_queue",
+            "sqs.intake_queue",
+            "sqs.intake_dead_letter_queue",
             "bedrock.model",
             "secretsmanager.secret"
         ]
@@ -156,6 +187,20 @@ async fn scenarios() {
         "{queue:#?}"
     );
     assert_eq!(queue.metrics["QueueBacklog"], 0.0);
+    let intake = check(&report, "sqs.intake_queue");
+    assert!(
+        !intake.warning
+            && intake
+                .detail
+                .contains("move to sakuin-probe-intake-dlq after 3 receives"),
+        "{intake:#?}"
+    );
+    assert_eq!(intake.metrics["QueueBacklog"], 0.0);
+    assert_eq!(
+        check(&report, "sqs.intake_dead_letter_queue").metrics["DeadLetterQueueDepth"],
+        0.0
+    );
+    assert!(report.skipped.is_empty(), "{:?}", report.skipped);
     assert!(
         check(&report, "bedrock.model")
             .detail
@@ -169,15 +214,20 @@ async fn scenarios() {
             .contains("pw-SECRET-123")
     );
 
-    // A dead letter: a warning and its depth, not a failure.
-    f.clients
-        .sqs
-        .send_message()
-        .queue_url(&f.dlq_url)
-        .message_body("{}")
-        .send()
-        .await
-        .unwrap();
+    // Dead letters: a warning and its depth, not a failure; one in the chunk DLQ, two in the
+    // intake DLQ, each under its own check so the chunk queue's series stay as they were.
+    for (url, n) in [(&f.dlq_url, 1), (&f.intake_dlq_url, 2)] {
+        for _ in 0..n {
+            f.clients
+                .sqs
+                .send_message()
+                .queue_url(url)
+                .message_body("{}")
+                .send()
+                .await
+                .unwrap();
+        }
+    }
     let report = f.probe(&[], &["sqs"]).await;
     let dlq = check(&report, "sqs.dead_letter_queue");
     assert!(
@@ -185,14 +235,88 @@ async fn scenarios() {
         "{dlq:#?}"
     );
     assert_eq!(dlq.metrics["DeadLetterQueueDepth"], 1.0);
+    assert!(
+        dlq.hint.as_deref().unwrap_or("").contains("embed-index")
+            && dlq
+                .hint
+                .as_deref()
+                .unwrap_or("")
+                .contains("sakuin redrive --queue chunk"),
+        "{dlq:#?}"
+    );
+    let intake_dlq = check(&report, "sqs.intake_dead_letter_queue");
+    assert!(
+        intake_dlq.warning && intake_dlq.detail.starts_with("2 dead letter"),
+        "{intake_dlq:#?}"
+    );
+    assert!(
+        intake_dlq
+            .hint
+            .as_deref()
+            .unwrap_or("")
+            .contains("ingest's errors")
+            && intake_dlq
+                .hint
+                .as_deref()
+                .unwrap_or("")
+                .contains("sakuin redrive --queue intake"),
+        "{intake_dlq:#?}"
+    );
     let emf: Vec<Value> = probe::metric_sets(&report, &["sqs"])
         .iter()
         .map(|m| serde_json::from_str(&m.to_line()).unwrap())
         .collect();
+    let depth = |check: &str| {
+        emf.iter()
+            .find(|l| l["Check"] == check)
+            .map(|l| l["DeadLetterQueueDepth"].clone())
+    };
+    assert_eq!(depth("sqs.dead_letter_queue"), Some(json!(1.0)), "{emf:?}");
+    assert_eq!(
+        depth("sqs.intake_dead_letter_queue"),
+        Some(json!(2.0)),
+        "{emf:?}"
+    );
     assert!(
         emf.iter()
-            .any(|l| l["Check"] == "sqs.dead_letter_queue" && l["DeadLetterQueueDepth"] == 1.0),
+            .all(|l| l["_aws"]["CloudWatchMetrics"][0]["Dimensions"] == json!([["Check"]])),
         "{emf:?}"
+    );
+
+    // Without the intake variables (a deployment from before the intake queue): skipped, by name.
+    let report = f
+        .probe(
+            &[
+                ("INGEST_QUEUE_URL", ""),
+                ("INGEST_DEAD_LETTER_QUEUE_URL", ""),
+            ],
+            &["sqs"],
+        )
+        .await;
+    let names: Vec<&str> = report.checks.iter().map(|c| c.name.as_str()).collect();
+    assert_eq!(names, ["sqs.queue", "sqs.dead_letter_queue"]);
+    assert_eq!(
+        report.skipped,
+        [
+            "sqs.intake_queue (INGEST_QUEUE_URL is not set)",
+            "sqs.intake_dead_letter_queue (INGEST_DEAD_LETTER_QUEUE_URL is not set)"
+        ]
+    );
+
+    // The intake queue's redrive policy names another dead-letter queue than the variable.
+    let report = f
+        .probe(
+            &[("INGEST_DEAD_LETTER_QUEUE_URL", f.dlq_url.as_str())],
+            &["sqs"],
+        )
+        .await;
+    let intake = check(&report, "sqs.intake_queue");
+    assert!(
+        intake.warning
+            && intake.hint.as_deref().unwrap_or("").contains(
+                "sends to sakuin-probe-intake-dlq, but INGEST_DEAD_LETTER_QUEUE_URL names sakuin-probe-dlq"
+            ),
+        "{intake:#?}"
     );
 
     // A missing bucket.
@@ -217,6 +341,17 @@ async fn scenarios() {
         "not_found",
         &["does not exist", "CHUNK_QUEUE_URL"],
     );
+    let missing = f
+        .intake_url
+        .replace("sakuin-probe-intake", "sakuin-no-such-intake");
+    let report = f.probe(&[("INGEST_QUEUE_URL", &missing)], &["sqs"]).await;
+    assert_failed(
+        &report,
+        "sqs.intake_queue",
+        "not_found",
+        &["does not exist", "INGEST_QUEUE_URL"],
+    );
+    assert!(check(&report, "sqs.queue").ok);
 
     // Bedrock: the model is not enabled (the stand-in's --deny-models) ...
     let report = f
@@ -294,34 +429,6 @@ async fn scenarios() {
     cli(&f).await;
 }
 
-fn sakuin_cli(args: Vec<String>, vars: Vec<(String, String)>) -> (i32, String, String) {
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_sakuin"))
-        .args(args)
-        .env_clear()
-        .env("PATH", std::env::var("PATH").unwrap_or_default())
-        .env("AWS_CONFIG_FILE", "/dev/null")
-        .env("AWS_SHARED_CREDENTIALS_FILE", "/dev/null")
-        .envs(vars)
-        .output()
-        .expect("the sakuin binary runs");
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
-
-async fn run_cli(args: &[&str], vars: &[(&str, &str)]) -> (i32, String, String) {
-    let args = args.iter().map(|s| s.to_string()).collect();
-    let vars = vars
-        .iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect();
-    tokio::task::spawn_blocking(move || sakuin_cli(args, vars))
-        .await
-        .unwrap()
-}
-
 /// The binary, configured only through the Lambda's environment variables.
 async fn cli(f: &Fixture) {
     let es = serve(
@@ -355,6 +462,8 @@ async fn cli(f: &Fixture) {
         "ok    elasticsearch.index",
         "ok    s3.bucket",
         "WARN  sqs.dead_letter_queue",
+        "ok    sqs.intake_queue",
+        "WARN  sqs.intake_dead_letter_queue",
         "ok    bedrock.model",
         "ok    secretsmanager.secret",
         "OK: every required check passed",

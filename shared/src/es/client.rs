@@ -1,13 +1,15 @@
 //! A small Elasticsearch REST client over reqwest: auth, TLS with a private CA, timeouts, and
 //! the handful of calls the functions make.
 
+use std::sync::Arc;
 use std::time::Duration;
 
-use reqwest::header::{AUTHORIZATION, CONTENT_TYPE, HeaderValue};
+use reqwest::header::{AUTHORIZATION, CONTENT_TYPE};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 use tracing::warn;
 
+use super::auth::{AuthFuture, Credentials};
 use super::bulk::{BulkOutcome, parse_bulk_answer};
 use super::document::{index_mapping, mapped_dimensions};
 use crate::embed::bedrock::error_chain;
@@ -127,7 +129,8 @@ pub struct Hit {
 pub struct EsClient {
     http: reqwest::Client,
     base: String,
-    auth: Option<HeaderValue>,
+    /// The `Authorization` header, shared by every clone so a refresh after a 401 serves all.
+    auth: Arc<Credentials>,
     pub index: String,
 }
 
@@ -136,6 +139,7 @@ impl std::fmt::Debug for EsClient {
         f.debug_struct("EsClient")
             .field("base", &self.base)
             .field("index", &self.index)
+            .field("auth", &self.auth)
             .finish_non_exhaustive()
     }
 }
@@ -170,36 +174,36 @@ impl EsClient {
         let http = builder
             .build()
             .map_err(|e| EsError::Setup(error_chain(&e)))?;
-        let auth = settings.auth.as_ref().map(|auth| {
-            let value = match auth {
-                EsAuth::Basic { username, password } => {
-                    format!(
-                        "Basic {}",
-                        crate::base64::encode(
-                            format!("{username}:{}", password.expose()).as_bytes()
-                        )
-                    )
-                }
-                EsAuth::ApiKey(key) => format!("ApiKey {}", key.expose()),
-            };
-            let mut header = HeaderValue::from_str(&value)
-                .unwrap_or_else(|_| HeaderValue::from_static("invalid"));
-            header.set_sensitive(true);
-            header
-        });
         Ok(Self {
             http,
             base: settings.base_url(),
-            auth,
+            auth: Arc::new(Credentials::new(settings.auth.as_ref())),
             index: settings.index.clone(),
         })
     }
+
+    /// Re-read the credentials with `refresh` (the start-up code path, e.g. the secret named by
+    /// `ES_SECRET_ID`) when Elasticsearch answers 401, at most once per `every` for this client
+    /// and its later clones, and send the refused request again once with them. Set it before
+    /// cloning the client.
+    pub fn with_auth_refresh<F>(mut self, every: Duration, refresh: F) -> Self
+    where
+        F: Fn() -> AuthFuture + Send + Sync + 'static,
+    {
+        self.auth = Arc::new(self.auth.with_refresh(every, refresh));
+        self
+    }
+
+    /// How long after one re-read of the credentials another 401 may trigger the next.
+    pub const AUTH_REFRESH_INTERVAL: Duration = Duration::from_secs(30);
 
     pub fn base_url(&self) -> &str {
         &self.base
     }
 
-    /// Sends one request; any HTTP answer comes back, only a missing answer is an error.
+    /// Sends one request; any HTTP answer comes back, only a missing answer is an error. A 401
+    /// re-reads the credentials when a refresher is set (see [`EsClient::with_auth_refresh`])
+    /// and sends the request once more when they changed; a second 401 is the answer.
     pub async fn send(
         &self,
         method: Method,
@@ -208,21 +212,48 @@ impl EsClient {
     ) -> Result<(StatusCode, Vec<u8>), EsError> {
         let url = format!("{}{}", self.base, path);
         let mut request = self.http.request(method, &url);
-        if let Some(auth) = &self.auth {
+        let sent = self.auth.current();
+        if let Some(auth) = &sent {
             request = request.header(AUTHORIZATION, auth.clone());
         }
         if let Some((bytes, content_type)) = body {
             request = request.header(CONTENT_TYPE, content_type).body(bytes);
         }
-        let unreachable = |e: reqwest::Error| EsError::Unreachable {
+        let request = request.build().map_err(|e| self.unreachable(e))?;
+        // The copy shares the body's bytes; it is kept only when a 401 can be answered.
+        let again = if self.auth.can_refresh() {
+            request.try_clone()
+        } else {
+            None
+        };
+        let (status, bytes) = self.execute(request).await?;
+        if status == StatusCode::UNAUTHORIZED
+            && let Some(mut again) = again
+            && let Some(fresh) = self.auth.after_unauthorized(sent.as_ref()).await
+        {
+            again.headers_mut().insert(AUTHORIZATION, fresh);
+            return self.execute(again).await;
+        }
+        Ok((status, bytes))
+    }
+
+    async fn execute(&self, request: reqwest::Request) -> Result<(StatusCode, Vec<u8>), EsError> {
+        let response = self
+            .http
+            .execute(request)
+            .await
+            .map_err(|e| self.unreachable(e))?;
+        let status = response.status();
+        let bytes = response.bytes().await.map_err(|e| self.unreachable(e))?;
+        Ok((status, bytes.to_vec()))
+    }
+
+    fn unreachable(&self, e: reqwest::Error) -> EsError {
+        EsError::Unreachable {
             url: self.base.clone(),
             timeout: e.is_timeout(),
             detail: error_chain(&e),
-        };
-        let response = request.send().await.map_err(unreachable)?;
-        let status = response.status();
-        let bytes = response.bytes().await.map_err(unreachable)?;
-        Ok((status, bytes.to_vec()))
+        }
     }
 
     /// Like `send`, but a non-2xx answer is an `EsError::Status` with Elasticsearch's reason.
@@ -346,7 +377,9 @@ impl EsClient {
         })
     }
 
-    /// `_delete_by_query` on the chunk index; returns how many chunks it deleted.
+    /// `_delete_by_query` on the chunk index; returns how many chunks it deleted. A 200 answer
+    /// that stopped part-way (`failures`, `timed_out`) is an error: see
+    /// [`delete_by_query_outcome`].
     pub async fn delete_by_query(&self, query: &Value) -> Result<u64, EsError> {
         let what = format!("_delete_by_query on {}", self.index);
         let path = format!(
@@ -357,7 +390,7 @@ impl EsClient {
         let bytes = self
             .call(Method::POST, &path, Some((body, "application/json")), &what)
             .await?;
-        Ok(Self::json(&what, &bytes)?["deleted"].as_u64().unwrap_or(0))
+        delete_by_query_outcome(&what, &Self::json(&what, &bytes)?)
     }
 
     /// Documents in the index.
@@ -422,6 +455,165 @@ impl EsClient {
                     .collect()
             })
             .unwrap_or_default())
+    }
+}
+
+/// Reads a 200 answer to `_delete_by_query`: the number deleted, or the reason it stopped
+/// part-way. Elasticsearch aborts at the first unrecoverable batch and still answers 200, with
+/// `failures` (bulk failures with `cause` and `status`, search failures with `reason` and
+/// `status`) or `timed_out: true`; either way some matching documents are left, so the caller
+/// must not take the delete as done. `version_conflicts` are expected with `conflicts=proceed`
+/// (a chunk rewritten meanwhile) and are not a failure.
+/// <https://www.elastic.co/guide/en/elasticsearch/reference/current/docs-delete-by-query.html#docs-delete-by-query-api-response-body>
+///
+/// A failure becomes `EsError::Status` with that failure's own status (429 and 5xx are
+/// retryable, a 4xx is not; none given counts as 500); a timeout becomes a retryable 504.
+pub fn delete_by_query_outcome(what: &str, answer: &Value) -> Result<u64, EsError> {
+    let deleted = answer["deleted"].as_u64().unwrap_or(0);
+    let total = answer["total"].as_u64();
+    let progress = match total {
+        Some(total) => format!("{deleted} of {total} deleted before it stopped"),
+        None => format!("{deleted} deleted before it stopped"),
+    };
+    if let Some(first) = answer["failures"].as_array().and_then(|f| f.first()) {
+        let count = answer["failures"].as_array().map_or(0, Vec::len);
+        // Bulk failures name their cause in `cause`, search (shard) failures in `reason`.
+        let cause = first
+            .get("cause")
+            .filter(|c| c.is_object())
+            .or_else(|| first.get("reason").filter(|r| r.is_object()));
+        let kind = cause
+            .and_then(|c| c["type"].as_str())
+            .unwrap_or("failure")
+            .to_owned();
+        let reason = cause
+            .and_then(|c| c["reason"].as_str())
+            .or_else(|| first["reason"].as_str())
+            .unwrap_or("no reason given");
+        let place = [
+            ("index", "index"),
+            ("id", "id"),
+            ("shard", "shard"),
+            ("node", "node"),
+        ]
+        .iter()
+        .filter_map(|(field, label)| match &first[*field] {
+            Value::String(v) => Some(format!("{label} {v}")),
+            Value::Number(v) => Some(format!("{label} {v}")),
+            _ => None,
+        })
+        .collect::<Vec<_>>()
+        .join(", ");
+        let place = if place.is_empty() {
+            String::new()
+        } else {
+            format!(" ({place})")
+        };
+        return Err(EsError::Status {
+            what: what.to_owned(),
+            status: first["status"]
+                .as_u64()
+                .and_then(|s| u16::try_from(s).ok())
+                .unwrap_or(500),
+            kind,
+            reason: format!("{reason}{place}; {count} failure(s) in a 200 answer, {progress}"),
+        });
+    }
+    if answer["timed_out"].as_bool() == Some(true) {
+        return Err(EsError::Status {
+            what: what.to_owned(),
+            status: 504,
+            kind: "timed_out".into(),
+            reason: format!("timed_out: true in a 200 answer, {progress}"),
+        });
+    }
+    Ok(deleted)
+}
+
+#[cfg(test)]
+mod delete_by_query_tests {
+    use super::*;
+
+    const WHAT: &str = "_delete_by_query on documents";
+
+    #[test]
+    fn a_clean_answer_counts_what_it_deleted_and_conflicts_are_fine() {
+        let answer = json!({"took": 147, "timed_out": false, "total": 12, "deleted": 9, "batches": 1,
+            "version_conflicts": 3, "noops": 0, "retries": {"bulk": 0, "search": 0},
+            "throttled_millis": 0, "requests_per_second": -1.0, "throttled_until_millis": 0, "failures": []});
+        assert_eq!(delete_by_query_outcome(WHAT, &answer).unwrap(), 9);
+        assert_eq!(
+            delete_by_query_outcome(WHAT, &json!({"deleted": 0})).unwrap(),
+            0
+        );
+    }
+
+    #[test]
+    fn a_bulk_failure_names_its_cause_and_keeps_its_status() {
+        let answer = json!({"took": 30, "timed_out": false, "total": 40, "deleted": 10, "batches": 1,
+        "version_conflicts": 0, "failures": [
+            {"index": "documents", "id": "c-17", "cause": {"type": "es_rejected_execution_exception",
+             "reason": "rejected execution of coordinating operation"}, "status": 429},
+            {"index": "documents", "id": "c-18", "cause": {"type": "es_rejected_execution_exception",
+             "reason": "rejected execution of coordinating operation"}, "status": 429}
+        ]});
+        let err = delete_by_query_outcome(WHAT, &answer).unwrap_err();
+        let text = err.to_string();
+        for needle in [
+            "429",
+            "es_rejected_execution_exception",
+            "rejected execution of coordinating operation",
+            "id c-17",
+            "2 failure(s)",
+            "10 of 40 deleted",
+        ] {
+            assert!(text.contains(needle), "{needle:?} not in {text}");
+        }
+        assert!(err.is_retryable());
+
+        let forbidden = json!({"deleted": 0, "total": 3, "failures": [{"index": "documents", "id": "c-1",
+            "cause": {"type": "security_exception", "reason": "action [indices:data/write/bulk[s]] is unauthorized"},
+            "status": 403}]});
+        let err = delete_by_query_outcome(WHAT, &forbidden).unwrap_err();
+        assert!(!err.is_retryable(), "{err}");
+        assert!(err.to_string().contains("security_exception"), "{err}");
+    }
+
+    #[test]
+    fn a_search_failure_names_its_shard_and_reason() {
+        let answer = json!({"timed_out": false, "total": 0, "deleted": 0, "failures": [
+            {"index": "documents", "shard": 2, "node": "n1", "status": 503,
+             "reason": {"type": "no_shard_available_action_exception", "reason": "No shard available for [documents][2]"}}
+        ]});
+        let err = delete_by_query_outcome(WHAT, &answer).unwrap_err();
+        let text = err.to_string();
+        assert!(
+            text.contains("no_shard_available_action_exception")
+                && text.contains("shard 2")
+                && text.contains("503"),
+            "{text}"
+        );
+        assert!(err.is_retryable());
+        // No status given: taken as a server-side failure, so retried.
+        let bare = json!({"deleted": 0, "failures": [{"reason": {"type": "node_disconnected_exception", "reason": "gone"}}]});
+        assert!(
+            delete_by_query_outcome(WHAT, &bare)
+                .unwrap_err()
+                .is_retryable()
+        );
+    }
+
+    #[test]
+    fn a_timeout_is_retryable() {
+        let answer =
+            json!({"took": 60001, "timed_out": true, "total": 500, "deleted": 120, "failures": []});
+        let err = delete_by_query_outcome(WHAT, &answer).unwrap_err();
+        assert!(err.is_retryable());
+        let text = err.to_string();
+        assert!(
+            text.contains("timed_out") && text.contains("120 of 500"),
+            "{text}"
+        );
     }
 }
 

@@ -1,6 +1,7 @@
-//! The AWS dependencies: the source bucket, the chunk queue and its dead-letter queue, the
-//! Bedrock model, the Elasticsearch credentials' secret. Each failure is sorted into the network
-//! path (endpoint / NAT), permissions, a missing resource, throttling or the service itself.
+//! The AWS dependencies: the source bucket, the chunk and intake queues and their dead-letter
+//! queues, the Bedrock model, the Elasticsearch credentials' secret. Each failure is sorted into
+//! the network path (endpoint / NAT), permissions, a missing resource, throttling or the service
+//! itself.
 
 use std::time::Duration;
 
@@ -10,6 +11,7 @@ use aws_sdk_sqs::types::QueueAttributeName;
 use serde_json::Value;
 
 use super::{CheckResult, ProbeDeps, timed};
+use crate::config::ProbeConfig;
 use crate::config::auth_from_secret;
 use crate::embed::InputPurpose;
 use crate::embed::bedrock::error_chain;
@@ -153,114 +155,192 @@ pub(super) async fn check_s3(deps: &ProbeDeps) -> Vec<CheckResult> {
     }]
 }
 
-/// Depth and redrive of the chunk queue and its dead-letter queue. SQS's GetQueueAttributes has
-/// no "age of the oldest message" (that is only the CloudWatch metric
-/// `AWS/SQS ApproximateAgeOfOldestMessage`, which the template alarms on); reading it here would
-/// need a CloudWatch call, and peeking at messages would count as a receive.
-pub(super) async fn check_queues(deps: &ProbeDeps) -> Vec<CheckResult> {
-    let mut out = Vec::new();
-    let dlq_name = deps.config.dead_letter_queue_url.as_deref().map(queue_name);
-    for (name, url, is_dlq) in [
-        ("sqs.queue", &deps.config.queue_url, false),
-        (
-            "sqs.dead_letter_queue",
-            &deps.config.dead_letter_queue_url,
-            true,
+/// One queue the probe watches.
+pub(super) struct QueueCheck<'a> {
+    pub name: &'static str,
+    pub url: Option<&'a str>,
+    /// The variable `url` comes from.
+    pub var: &'static str,
+    /// For a source queue, its dead-letter queue as configured (URL, variable); `None` for a
+    /// dead-letter queue.
+    pub dead_letter: Option<(Option<&'a str>, &'static str)>,
+    /// What the dead letters are and who failed them, for the hint.
+    pub letters: &'static str,
+    pub consumer: &'static str,
+    /// `sakuin redrive --queue <this>`.
+    pub redrive: &'static str,
+}
+
+/// The chunk queue, the intake queue and their dead-letter queues, in report order.
+pub(super) fn queue_checks<'a>(config: &'a ProbeConfig) -> [QueueCheck<'a>; 4] {
+    let chunk = |name, url: &'a Option<String>, var, dead_letter| QueueCheck {
+        name,
+        url: url.as_deref(),
+        var,
+        dead_letter,
+        letters: "chunk messages",
+        consumer: "embed-index",
+        redrive: "chunk",
+    };
+    let intake = |name, url: &'a Option<String>, var, dead_letter| QueueCheck {
+        name,
+        url: url.as_deref(),
+        var,
+        dead_letter,
+        letters: "S3 notifications, continuations or backfill pages",
+        consumer: "ingest",
+        redrive: "intake",
+    };
+    [
+        chunk(
+            "sqs.queue",
+            &config.queue_url,
+            "CHUNK_QUEUE_URL",
+            Some((
+                config.dead_letter_queue_url.as_deref(),
+                "DEAD_LETTER_QUEUE_URL",
+            )),
         ),
-    ] {
-        let Some(url) = url else { continue };
-        use QueueAttributeName as A;
-        let (result, ms) = timed(bounded(
-            deps.config.timeout,
-            deps.aws
-                .sqs
-                .get_queue_attributes()
-                .queue_url(url)
-                .attribute_names(A::ApproximateNumberOfMessages)
-                .attribute_names(A::ApproximateNumberOfMessagesNotVisible)
-                .attribute_names(A::ApproximateNumberOfMessagesDelayed)
-                .attribute_names(A::RedrivePolicy)
-                .send(),
-        ))
-        .await;
-        let r = match result {
-            Ok(r) => r,
-            Err(f @ (CallFailure::Timeout(_) | CallFailure::Network(_))) => {
-                out.push(unreachable_service(name, ms, url, &f, "SQS"));
-                continue;
-            }
-            Err(CallFailure::Service {
-                status,
-                code,
-                message,
-            }) => {
-                out.push(if code.contains("NonExistentQueue") || code.contains("QueueDoesNotExist") {
-                    CheckResult::fail(name, "not_found", ms, format!("{url} does not exist ({code})"))
-                        .hint(format!("check {}: the queue URL of this account and Region", if is_dlq { "DEAD_LETTER_QUEUE_URL" } else { "CHUNK_QUEUE_URL" }))
-                } else if status == 403 || code.contains("AccessDenied") {
-                    CheckResult::fail(name, "access", ms, format!("{url}: access denied ({code}: {message})"))
-                        .hint("the role needs sqs:GetQueueAttributes on the queue; also check the queue policy and, in a VPC, the SQS endpoint's policy")
-                } else {
-                    CheckResult::fail(name, "service", ms, format!("{url}: HTTP {status} {code}: {message}"))
-                });
-                continue;
-            }
-        };
-        let attr = |a: A| {
-            r.attributes()
-                .and_then(|m| m.get(&a))
-                .and_then(|v| v.parse::<u64>().ok())
-                .unwrap_or(0)
-        };
-        let visible = attr(A::ApproximateNumberOfMessages);
-        let in_flight = attr(A::ApproximateNumberOfMessagesNotVisible);
-        let delayed = attr(A::ApproximateNumberOfMessagesDelayed);
-        let mut detail = format!("{visible} waiting, {in_flight} in flight, {delayed} delayed");
-        if is_dlq {
-            let depth = visible + in_flight;
-            let result = if depth > 0 {
-                CheckResult::warn(name, ms, format!("{depth} dead letter(s): {detail}"))
-                    .hint("chunk messages that failed every retry: read embed-index's errors in its log group, fix the cause, then redrive them (SQS console, Start DLQ redrive)")
-            } else {
-                CheckResult::pass(name, ms, detail)
-            };
-            out.push(result.metric("DeadLetterQueueDepth", depth as f64));
-            continue;
+        chunk(
+            "sqs.dead_letter_queue",
+            &config.dead_letter_queue_url,
+            "DEAD_LETTER_QUEUE_URL",
+            None,
+        ),
+        intake(
+            "sqs.intake_queue",
+            &config.intake_queue_url,
+            "INGEST_QUEUE_URL",
+            Some((
+                config.intake_dead_letter_queue_url.as_deref(),
+                "INGEST_DEAD_LETTER_QUEUE_URL",
+            )),
+        ),
+        intake(
+            "sqs.intake_dead_letter_queue",
+            &config.intake_dead_letter_queue_url,
+            "INGEST_DEAD_LETTER_QUEUE_URL",
+            None,
+        ),
+    ]
+}
+
+/// Depth and redrive of the chunk queue, the intake queue and their dead-letter queues, side by
+/// side. SQS's GetQueueAttributes has no "age of the oldest message" (that is only the
+/// CloudWatch metric `AWS/SQS ApproximateAgeOfOldestMessage`, which the template alarms on);
+/// reading it here would need a CloudWatch call, and peeking at messages would count as a
+/// receive.
+pub(super) async fn check_queues(deps: &ProbeDeps) -> Vec<CheckResult> {
+    let checks = queue_checks(&deps.config);
+    let runs = checks.iter().filter_map(|q| {
+        let url = q.url?;
+        Some(check_queue(deps, q, url))
+    });
+    futures::future::join_all(runs).await
+}
+
+async fn check_queue(deps: &ProbeDeps, q: &QueueCheck<'_>, url: &str) -> CheckResult {
+    use QueueAttributeName as A;
+    let name = q.name;
+    let (result, ms) = timed(bounded(
+        deps.config.timeout,
+        deps.aws
+            .sqs
+            .get_queue_attributes()
+            .queue_url(url)
+            .attribute_names(A::ApproximateNumberOfMessages)
+            .attribute_names(A::ApproximateNumberOfMessagesNotVisible)
+            .attribute_names(A::ApproximateNumberOfMessagesDelayed)
+            .attribute_names(A::RedrivePolicy)
+            .send(),
+    ))
+    .await;
+    let r = match result {
+        Ok(r) => r,
+        Err(f @ (CallFailure::Timeout(_) | CallFailure::Network(_))) => {
+            return unreachable_service(name, ms, url, &f, "SQS");
         }
-        let redrive: Option<Value> = r
-            .attributes()
-            .and_then(|m| m.get(&A::RedrivePolicy))
-            .and_then(|v| serde_json::from_str(v).ok());
-        let result = match redrive {
-            Some(policy) => {
-                let target = policy["deadLetterTargetArn"]
-                    .as_str()
-                    .map(|arn| arn.rsplit(':').next().unwrap_or(arn).to_owned())
-                    .unwrap_or_default();
-                let receives = policy["maxReceiveCount"]
-                    .as_u64()
-                    .or_else(|| policy["maxReceiveCount"].as_str().and_then(|s| s.parse().ok()));
-                detail.push_str(&format!(
-                    "; failed messages move to {target} after {} receives",
-                    receives.map(|n| n.to_string()).unwrap_or_else(|| "?".into())
-                ));
-                match &dlq_name {
-                    Some(configured) if *configured != target => CheckResult::warn(name, ms, detail).hint(format!(
-                        "the queue's redrive policy sends to {target}, but DEAD_LETTER_QUEUE_URL names {configured}: the probe watches the wrong dead-letter queue"
-                    )),
-                    _ => CheckResult::pass(name, ms, detail),
-                }
-            }
-            None => CheckResult::warn(name, ms, format!("{detail}; no redrive policy"))
-                .hint("without a dead-letter queue a poison message is retried until the retention period ends: set a redrive policy"),
+        Err(CallFailure::Service {
+            status,
+            code,
+            message,
+        }) => {
+            return if code.contains("NonExistentQueue") || code.contains("QueueDoesNotExist") {
+                CheckResult::fail(
+                    name,
+                    "not_found",
+                    ms,
+                    format!("{url} does not exist ({code})"),
+                )
+                .hint(format!(
+                    "check {}: the queue URL of this account and Region",
+                    q.var
+                ))
+            } else if status == 403 || code.contains("AccessDenied") {
+                CheckResult::fail(name, "access", ms, format!("{url}: access denied ({code}: {message})"))
+                    .hint("the role needs sqs:GetQueueAttributes on the queue; also check the queue policy and, in a VPC, the SQS endpoint's policy")
+            } else {
+                CheckResult::fail(
+                    name,
+                    "service",
+                    ms,
+                    format!("{url}: HTTP {status} {code}: {message}"),
+                )
+            };
+        }
+    };
+    let attr = |a: A| {
+        r.attributes()
+            .and_then(|m| m.get(&a))
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    let visible = attr(A::ApproximateNumberOfMessages);
+    let in_flight = attr(A::ApproximateNumberOfMessagesNotVisible);
+    let delayed = attr(A::ApproximateNumberOfMessagesDelayed);
+    let mut detail = format!("{visible} waiting, {in_flight} in flight, {delayed} delayed");
+    let Some((dlq_url, dlq_var)) = q.dead_letter else {
+        let depth = visible + in_flight;
+        let result = if depth > 0 {
+            CheckResult::warn(name, ms, format!("{depth} dead letter(s): {detail}")).hint(format!(
+                "{} that failed every retry: read {}'s errors in its log group, fix the cause, then move them back with `sakuin redrive --queue {}`",
+                q.letters, q.consumer, q.redrive
+            ))
+        } else {
+            CheckResult::pass(name, ms, detail)
         };
-        out.push(
-            result
-                .metric("QueueBacklog", visible as f64)
-                .metric("QueueInFlight", in_flight as f64),
-        );
-    }
-    out
+        return result.metric("DeadLetterQueueDepth", depth as f64);
+    };
+    let redrive: Option<Value> = r
+        .attributes()
+        .and_then(|m| m.get(&A::RedrivePolicy))
+        .and_then(|v| serde_json::from_str(v).ok());
+    let result = match redrive {
+        Some(policy) => {
+            let target = policy["deadLetterTargetArn"]
+                .as_str()
+                .map(|arn| arn.rsplit(':').next().unwrap_or(arn).to_owned())
+                .unwrap_or_default();
+            let receives = policy["maxReceiveCount"]
+                .as_u64()
+                .or_else(|| policy["maxReceiveCount"].as_str().and_then(|s| s.parse().ok()));
+            detail.push_str(&format!(
+                "; failed messages move to {target} after {} receives",
+                receives.map(|n| n.to_string()).unwrap_or_else(|| "?".into())
+            ));
+            match dlq_url.map(queue_name) {
+                Some(configured) if configured != target => CheckResult::warn(name, ms, detail).hint(format!(
+                    "the queue's redrive policy sends to {target}, but {dlq_var} names {configured}: the probe watches the wrong dead-letter queue"
+                )),
+                _ => CheckResult::pass(name, ms, detail),
+            }
+        }
+        None => CheckResult::warn(name, ms, format!("{detail}; no redrive policy"))
+            .hint("without a dead-letter queue a poison message is retried until the retention period ends: set a redrive policy"),
+    };
+    result
+        .metric("QueueBacklog", visible as f64)
+        .metric("QueueInFlight", in_flight as f64)
 }
 
 fn queue_name(url: &str) -> String {

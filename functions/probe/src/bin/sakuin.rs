@@ -1,4 +1,4 @@
-//! `sakuin`: the probe's checks and a semantic search, from a shell.
+//! `sakuin`: the probe's checks, a semantic search and the dead-letter redrive, from a shell.
 
 #[tokio::main]
 async fn main() {

@@ -518,3 +518,34 @@ pub fn last(report: &sakuin::probe::ProbeReport) -> &sakuin::probe::CheckResult 
 pub fn as_json(report: &sakuin::probe::ProbeReport) -> Value {
     serde_json::to_value(report).unwrap()
 }
+
+/// Runs the `sakuin` binary with only `vars` (and PATH) in its environment: (exit status,
+/// stdout, stderr).
+pub fn sakuin_cli(args: Vec<String>, vars: Vec<(String, String)>) -> (i32, String, String) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_sakuin"))
+        .args(args)
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("AWS_CONFIG_FILE", "/dev/null")
+        .env("AWS_SHARED_CREDENTIALS_FILE", "/dev/null")
+        .envs(vars)
+        .output()
+        .expect("the sakuin binary runs");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// [`sakuin_cli`] off the async runtime.
+pub async fn run_cli(args: &[&str], vars: &[(&str, &str)]) -> (i32, String, String) {
+    let args = args.iter().map(|s| s.to_string()).collect();
+    let vars = vars
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    tokio::task::spawn_blocking(move || sakuin_cli(args, vars))
+        .await
+        .unwrap()
+}
