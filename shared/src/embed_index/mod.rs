@@ -182,11 +182,15 @@ async fn apply<'b, E: Embedder, I: SearchIndex, Q: ChunkQueue>(
     let Some(stored) = look_up(deps, batch, fates).await else {
         return Ok(Vec::new());
     };
-    let decisions = claim_markers(deps, batch, fates, stored.markers.clone()).await;
+    let budget = (deadline, deps.config.es.timeout);
+    let decisions = claim_markers(deps, batch, fates, stored.markers.clone(), budget).await;
     let mut works = chunk_works(deps, batch, fates, &decisions, stats);
     write_chunks(deps, &mut works, &stored.chunks, deadline, stats).await;
-    undo_overtaken(deps, batch, fates, &works, &decisions, &stored, stats).await;
-    remove(deps, batch, fates, &decisions, stats).await;
+    undo_overtaken(
+        deps, batch, fates, &works, &decisions, &stored, budget, stats,
+    )
+    .await;
+    remove(deps, batch, fates, &decisions, budget, stats).await;
     Ok(works)
 }
 
@@ -253,6 +257,26 @@ async fn look_up<E: Embedder, I: SearchIndex, Q: ChunkQueue>(
     }
 }
 
+/// The invocation's deadline, and the longest one Elasticsearch request may take: a step starts
+/// a request only when that much time is left, and otherwise lets its messages wait.
+type Budget = (Deadline, Duration);
+
+async fn lookup_in_time<I: SearchIndex>(
+    index: &I,
+    chunk_ids: &[String],
+    marker_ids: &[String],
+    (deadline, request_time): Budget,
+) -> Result<crate::es::Stored, EsError> {
+    if !deadline.allows(request_time) {
+        return Err(EsError::Unreachable {
+            url: String::new(),
+            detail: "no time left in this invocation".into(),
+            timeout: true,
+        });
+    }
+    index.lookup(chunk_ids, marker_ids).await
+}
+
 /// How often a marker that lost a compare-and-set race is read and claimed again.
 const CLAIM_ROUNDS: usize = 4;
 
@@ -263,6 +287,7 @@ async fn claim_markers<E: Embedder, I: SearchIndex, Q: ChunkQueue>(
     batch: &Batch,
     fates: &mut Fates,
     mut markers: HashMap<String, StoredMarker>,
+    budget: Budget,
 ) -> HashMap<usize, Decision> {
     let now = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
     let marker_index = deps.index.marker_index();
@@ -285,7 +310,7 @@ async fn claim_markers<E: Embedder, I: SearchIndex, Q: ChunkQueue>(
             let m = &messages.iter().find(|(j, _)| *j == i).expect("pending").1;
             source_marker_id(&m.source.bucket, &m.source.key)
         };
-        let results = write_claims(deps, &marker_index, &order.claims).await;
+        let results = write_claims(deps, &marker_index, &order.claims, budget).await;
         let mut lost: Vec<String> = Vec::new();
         let mut fate_of: HashMap<String, Fate> = HashMap::new();
         for (claim, sent) in order.claims.iter().zip(results) {
@@ -323,7 +348,7 @@ async fn claim_markers<E: Embedder, I: SearchIndex, Q: ChunkQueue>(
         if again.is_empty() {
             return decisions;
         }
-        match deps.index.lookup(&[], &lost).await {
+        match lookup_in_time(&deps.index, &[], &lost, budget).await {
             Ok(found) => {
                 for id in &lost {
                     markers.remove(id);
@@ -351,6 +376,7 @@ async fn write_claims<E: Embedder, I: SearchIndex, Q: ChunkQueue>(
     deps: &EmbedIndexDeps<E, I, Q>,
     marker_index: &str,
     claims: &[Claim],
+    budget: Budget,
 ) -> Vec<Sent> {
     if claims.is_empty() {
         return Vec::new();
@@ -369,9 +395,8 @@ async fn write_claims<E: Embedder, I: SearchIndex, Q: ChunkQueue>(
         })
         .collect();
     let mut scratch = BatchStats::default();
-    let deadline = Deadline::after(deps.config.es.timeout * 2);
     let mut results =
-        send_with_retries(&deps.index, actions, usize::MAX, deadline, &mut scratch).await;
+        send_with_retries(&deps.index, actions, usize::MAX, budget, &mut scratch).await;
     results.sort_by_key(|(a, _)| a.work);
     results.into_iter().map(|(_, sent)| sent).collect()
 }
@@ -417,8 +442,10 @@ fn chunk_works<'a, E: Embedder, I: SearchIndex, Q: ChunkQueue>(
                         work.source = &message.source;
                         work.sha = content_sha256(&chunk.text);
                         work.sequencer = sequencer.clone();
+                        work.carried = carried.is_some();
                         work.vector = carried;
                     } else if work.vector.is_none() && work.sha == content_sha256(&chunk.text) {
+                        work.carried = carried.is_some();
                         work.vector = carried;
                     }
                 }
@@ -431,6 +458,7 @@ fn chunk_works<'a, E: Embedder, I: SearchIndex, Q: ChunkQueue>(
                         source: &message.source,
                         sequencer: sequencer.clone(),
                         messages: vec![*i],
+                        carried: carried.is_some(),
                         vector: carried,
                         outcome: Outcome::Pending,
                     });
@@ -467,6 +495,7 @@ async fn write_chunks<E: Embedder, I: SearchIndex, Q: ChunkQueue>(
         },
         embed_deadline: Deadline::after(deadline.remaining().saturating_sub(reserve)),
         deadline,
+        request_time: cfg.es.timeout,
         bulk_max_bytes: cfg.bulk_max_bytes,
         indexed_at: &indexed_at,
     };
@@ -485,6 +514,7 @@ async fn undo_overtaken<E: Embedder, I: SearchIndex, Q: ChunkQueue>(
     works: &[ChunkWork<'_>],
     decisions: &HashMap<usize, Decision>,
     stored: &crate::es::Stored,
+    budget: Budget,
     stats: &mut BatchStats,
 ) {
     let written: Vec<&ChunkWork> = works
@@ -499,7 +529,7 @@ async fn undo_overtaken<E: Embedder, I: SearchIndex, Q: ChunkQueue>(
             .collect::<BTreeSet<_>>()
             .into_iter()
             .collect();
-        let markers = match deps.index.lookup(&[], &ids).await {
+        let markers = match lookup_in_time(&deps.index, &[], &ids, budget).await {
             Ok(found) => found.markers,
             Err(e) => {
                 warn!(error = %e, "could not read markers again after writing; the batch's messages wait and are checked again");
@@ -527,21 +557,27 @@ async fn undo_overtaken<E: Embedder, I: SearchIndex, Q: ChunkQueue>(
         }
     }
     for (i, message) in &batch.messages {
-        let (Some(Decision::Superseded), Some(seq)) = (decisions.get(i), &message.source.sequencer)
-        else {
+        if decisions.get(i) != Some(&Decision::Superseded) || message.op != Operation::Index {
             continue;
-        };
+        }
+        let seq = message.source.sequencer.clone().unwrap_or_default();
         let marker = stored.markers.get(&source_marker_id(
             &message.source.bucket,
             &message.source.key,
         ));
-        if !marker.is_some_and(|m| m.marker.deleted && m.marker.sequencer > *seq) {
+        // A deleted object keeps nothing of older events. A requeued message may be the replay
+        // of an undo that failed: what it wrote, if still there, is stale too. (A fresh duplicate
+        // of an old event is left alone: the newer version rewrites or sweeps those chunks, and
+        // deleting them early would only make it embed them again.)
+        if !marker
+            .is_some_and(|m| m.marker.sequencer > seq && (m.marker.deleted || message.requeues > 0))
+        {
             continue;
         }
         for chunk in &message.chunks {
             let id = chunk_id(&chunk.doc_id, chunk.chunk_index);
             if let Some(s) = stored.chunks.get(&id)
-                && s.sequencer == *seq
+                && s.sequencer == seq
                 && s.bucket == message.source.bucket
                 && s.key == message.source.key
             {
@@ -566,9 +602,7 @@ async fn undo_overtaken<E: Embedder, I: SearchIndex, Q: ChunkQueue>(
             }
         })
         .collect();
-    let deadline = Deadline::after(deps.config.es.timeout * 2);
-    for (action, sent) in send_with_retries(&deps.index, actions, usize::MAX, deadline, stats).await
-    {
+    for (action, sent) in send_with_retries(&deps.index, actions, usize::MAX, budget, stats).await {
         match sent {
             Sent::Stored(_) => stats.compensated += 1,
             // Changed since: a newer writer owns it now.
@@ -590,6 +624,7 @@ async fn remove<E: Embedder, I: SearchIndex, Q: ChunkQueue>(
     batch: &Batch,
     fates: &mut Fates,
     decisions: &HashMap<usize, Decision>,
+    (deadline, request_time): Budget,
     stats: &mut BatchStats,
 ) {
     let removals: Vec<(usize, String, bool)> = batch
@@ -604,6 +639,12 @@ async fn remove<E: Embedder, I: SearchIndex, Q: ChunkQueue>(
         })
         .collect();
     if removals.is_empty() {
+        return;
+    }
+    if !deadline.allows(request_time * 2) {
+        for (i, _, _) in removals {
+            fates.mark(i, Fate::Wait);
+        }
         return;
     }
     if let Err(e) = deps.index.refresh().await {
@@ -621,6 +662,10 @@ async fn remove<E: Embedder, I: SearchIndex, Q: ChunkQueue>(
         return;
     }
     for (i, sequencer, inclusive) in removals {
+        if !deadline.allows(request_time) {
+            fates.mark(i, Fate::Wait);
+            continue;
+        }
         let source = &batch.message(i).source;
         match deps
             .index
@@ -675,9 +720,7 @@ fn settle(fates: &mut Fates, works: &[ChunkWork<'_>], stats: &mut BatchStats) {
     }
     stats.reused = works
         .iter()
-        .filter(|w| {
-            w.chunk.vector.is_some() && matches!(w.outcome, Outcome::Written { embedded: true, .. })
-        })
+        .filter(|w| w.carried && matches!(w.outcome, Outcome::Written { embedded: true, .. }))
         .count() as u64;
 }
 

@@ -814,3 +814,58 @@ async fn a_bulk_too_large_for_the_cluster_is_split() {
     assert!(failures(&r).is_empty());
     assert_eq!((stats.indexed, d.index.0.chunk_count()), (7, 7));
 }
+
+/// The undo of an overtaken write fails (the cluster goes away right after the write): the
+/// message waits on the queue with every chunk, and its replay, now superseded, removes what it
+/// wrote — here the newer version (0C) has already swept, so nothing else would.
+#[tokio::test(start_paused = true)]
+async fn a_failed_undo_is_finished_by_the_replay() {
+    let d = deps(None);
+    *d.index.after_write.lock().unwrap() = Some(Box::new(|index: &MemoryIndex| {
+        let id = crate::ids::source_marker_id("b", "k");
+        let mut docs = index.docs.lock().unwrap();
+        let seq_no = index.seq_no.fetch_add(1, AtomicOrdering::SeqCst) as u64;
+        docs.insert(
+            (MARKERS.into(), id),
+            Doc {
+                source: json!({"bucket": "b", "key": "k", "sequencer": crate::ids::normalize_sequencer("0C"), "deleted": false, "etag": "e3", "updated_at": "t"}),
+                version: DocVersion { seq_no, primary_term: 1 },
+            },
+        );
+        index.down.store(true, AtomicOrdering::SeqCst);
+    }));
+    let (failed, stats) = run(
+        &d,
+        &[message(
+            "index",
+            "k",
+            Some("0B"),
+            &[("a", "v2"), ("b", "v2")],
+        )],
+    )
+    .await;
+    assert!(failed.is_empty());
+    assert_eq!(
+        (stats.compensated, stats.messages_requeued),
+        (0, 1),
+        "{stats:?}"
+    );
+    assert_eq!(d.index.chunk_count(), 2, "written, not yet undone");
+    let back = requeued(&d);
+    assert_eq!(
+        ChunkMessage::parse(&back[0].0).unwrap().chunks.len(),
+        2,
+        "every chunk travels"
+    );
+
+    d.index.down.store(false, AtomicOrdering::SeqCst);
+    let (failed, stats) = run(&d, &[back[0].0.clone()]).await;
+    assert!(failed.is_empty());
+    assert_eq!((stats.superseded, stats.compensated), (2, 2), "{stats:?}");
+    assert_eq!(d.index.chunk_count(), 0);
+    assert_eq!(
+        d.embedder.texts.load(AtomicOrdering::SeqCst),
+        2,
+        "embedded once"
+    );
+}

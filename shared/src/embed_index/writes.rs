@@ -26,6 +26,8 @@ pub(super) struct ChunkWork<'a> {
     pub sequencer: String,
     pub messages: Vec<usize>,
     pub vector: Option<Vec<f32>>,
+    /// The vector came with the message (paid for by an earlier attempt).
+    pub carried: bool,
     pub outcome: Outcome,
 }
 
@@ -80,6 +82,8 @@ pub(super) struct Writer<'a, E, I> {
     /// Embedding stops here, leaving time for the writes.
     pub embed_deadline: Deadline,
     pub deadline: Deadline,
+    /// The longest one Elasticsearch request may take: none starts without that much time.
+    pub request_time: Duration,
     pub bulk_max_bytes: usize,
     pub indexed_at: &'a str,
 }
@@ -113,7 +117,16 @@ impl<E: Embedder, I: SearchIndex> Writer<'_, E, I> {
             }
             stats.conflicts += conflicts.len() as u64;
             let ids: Vec<String> = conflicts.iter().map(|&w| works[w].id.clone()).collect();
-            let again = match self.index.lookup(&ids, &[]).await {
+            let looked_up = if self.deadline.allows(self.request_time) {
+                self.index.lookup(&ids, &[]).await
+            } else {
+                Err(EsError::Unreachable {
+                    url: String::new(),
+                    detail: "no time left in this invocation".into(),
+                    timeout: true,
+                })
+            };
+            let again = match looked_up {
                 Ok(found) => found.chunks,
                 Err(e) => {
                     warn!(error = %e, "could not read chunks again after a write conflict");
@@ -241,7 +254,7 @@ impl<E: Embedder, I: SearchIndex> Writer<'_, E, I> {
             self.index,
             actions,
             self.bulk_max_bytes,
-            self.deadline,
+            (self.deadline, self.request_time),
             stats,
         )
         .await;
@@ -325,12 +338,14 @@ pub(super) enum Sent {
 
 /// Sends the actions in `_bulk` requests of at most `max_bytes`, resending items answered 429 /
 /// 5xx (and requests that got no answer) with backoff while the deadline allows, and halving a
-/// request the cluster answers 413 (larger than its `http.max_content_length`).
+/// request the cluster answers 413 (larger than its `http.max_content_length`). No request starts
+/// unless the time one may take (`request_time`) is left: what is left unsent is `Unavailable`
+/// and waits on the queue, instead of a timeout failing the whole invocation.
 pub(super) async fn send_with_retries<I: SearchIndex>(
     index: &I,
     mut pending: Vec<Action>,
     max_bytes: usize,
-    deadline: Deadline,
+    (deadline, request_time): (Deadline, Duration),
     stats: &mut BatchStats,
 ) -> Vec<(Action, Sent)> {
     let mut results = Vec::new();
@@ -343,6 +358,10 @@ pub(super) async fn send_with_retries<I: SearchIndex>(
         let mut retry = Vec::new();
         let mut requests = split_by_size(pending, max_bytes);
         while let Some(request) = requests.pop() {
+            if !deadline.allows(request_time) {
+                results.extend(request.into_iter().map(|a| (a, Sent::Unavailable)));
+                continue;
+            }
             let body: Vec<u8> = request
                 .iter()
                 .flat_map(|a| a.bytes.iter().copied())
