@@ -161,6 +161,10 @@ pub enum Work {
         resume: Option<ResumePoint>,
         #[serde(default)]
         part: u32,
+        /// Chunks the earlier parts queued: the object's sweep tells embed-index how many to
+        /// expect before it removes anything older.
+        #[serde(default, skip_serializing_if = "is_zero")]
+        queued: u64,
     },
     /// The key, or one version of it, was removed or expired: read its current version again if
     /// it has one, else queue the deletion of its chunks. (`delete` is how continuations queued
@@ -185,6 +189,7 @@ impl Work {
                 source,
                 resume,
                 part,
+                ..
             } => match resume {
                 None => format!("s3://{}/{}", source.bucket, source.key),
                 Some(r) => format!(
@@ -205,6 +210,10 @@ impl Work {
             ),
         }
     }
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 /// Hands the rest of an invocation's work to a fresh invocation of the same function.
@@ -451,6 +460,7 @@ fn plan(
                 source,
                 resume: None,
                 part: 0,
+                queued: 0,
             }
         });
     }
@@ -704,7 +714,15 @@ async fn run_unit<S: ObjectStore, Q: ChunkQueue, C: Continuation>(
             source,
             resume,
             part,
-        } => read_object(deps, source, resume, part, deadline, made_progress, summary).await,
+            queued,
+        } => {
+            let at = ObjectAt {
+                resume,
+                part,
+                queued,
+            };
+            read_object(deps, source, at, deadline, made_progress, summary).await
+        }
         Work::Removed { source } => {
             let name = format!("s3://{}/{}", source.bucket, source.key);
             match deps.store.head(&source.bucket, &source.key).await {
@@ -718,7 +736,15 @@ async fn run_unit<S: ObjectStore, Q: ChunkQueue, C: Continuation>(
                         etag: head.etag,
                         ..source
                     };
-                    read_object(deps, current, None, 0, deadline, made_progress, summary).await
+                    read_object(
+                        deps,
+                        current,
+                        ObjectAt::default(),
+                        deadline,
+                        made_progress,
+                        summary,
+                    )
+                    .await
                 }
                 Ok(None) => {
                     let body = ChunkMessage::control(Operation::Delete, &source);
@@ -783,6 +809,7 @@ async fn run_unit<S: ObjectStore, Q: ChunkQueue, C: Continuation>(
                     },
                     resume: None,
                     part: 0,
+                    queued: 0,
                 });
             if deps.continuation.is_queue() {
                 // One message per object, so each succeeds, retries and dead-letters on its
@@ -810,36 +837,44 @@ async fn run_unit<S: ObjectStore, Q: ChunkQueue, C: Continuation>(
     }
 }
 
+/// Where a read of an object starts: its resume point, part number and the chunks the earlier
+/// parts queued.
+#[derive(Debug, Clone, Copy, Default)]
+struct ObjectAt {
+    resume: Option<ResumePoint>,
+    part: u32,
+    queued: u64,
+}
+
 /// Reads an object (or its next part) and says what is left of it.
 async fn read_object<S: ObjectStore, Q: ChunkQueue, C: Continuation>(
     deps: &IngestDeps<S, Q, C>,
     source: SourceRef,
-    resume: Option<ResumePoint>,
-    part: u32,
+    at: ObjectAt,
     deadline: Deadline,
     made_progress: bool,
     summary: &mut IngestSummary,
 ) -> Result<Option<Work>, String> {
     let name = format!("s3://{}/{}", source.bucket, source.key);
-    match ingest_object(
-        deps,
-        source.clone(),
+    let ObjectAt {
         resume,
         part,
-        deadline,
-        made_progress,
-        summary,
-    )
-    .await
-    {
+        queued,
+    } = at;
+    match ingest_object(deps, source.clone(), at, deadline, made_progress, summary).await {
         Ok(ObjectProgress::Done) => {
             summary.objects += 1;
             Ok(None)
         }
-        Ok(ObjectProgress::Paused { source, point }) => Ok(Some(Work::Object {
+        Ok(ObjectProgress::Paused {
+            source,
+            point,
+            queued,
+        }) => Ok(Some(Work::Object {
             source,
             resume: Some(point),
             part: part + 1,
+            queued,
         })),
         Err(ObjectFailure::OutOfTime(reason)) => {
             // Nothing of this part was read: it is handed over as it came.
@@ -848,6 +883,7 @@ async fn read_object<S: ObjectStore, Q: ChunkQueue, C: Continuation>(
                 source,
                 resume,
                 part,
+                queued,
             }))
         }
         Err(ObjectFailure::Skipped(reason)) => {
@@ -909,6 +945,8 @@ enum ObjectProgress {
     Paused {
         source: SourceRef,
         point: ResumePoint,
+        /// Chunks queued for the object so far, this part included.
+        queued: u64,
     },
 }
 
@@ -987,12 +1025,17 @@ impl Rejects {
 async fn ingest_object<S: ObjectStore, Q: ChunkQueue, C: Continuation>(
     deps: &IngestDeps<S, Q, C>,
     source: SourceRef,
-    resume: Option<ResumePoint>,
-    part: u32,
+    at: ObjectAt,
     deadline: Deadline,
     made_progress: bool,
     summary: &mut IngestSummary,
 ) -> Result<ObjectProgress, ObjectFailure> {
+    let ObjectAt {
+        resume,
+        part,
+        queued: queued_before,
+    } = at;
+    let mut queued = queued_before;
     let cfg = &deps.config;
     // Plain content is read from where the last part stopped; gzip (or content whose kind an
     // older resume point did not record) has to be decompressed from its start.
@@ -1059,7 +1102,10 @@ async fn ingest_object<S: ObjectStore, Q: ChunkQueue, C: Continuation>(
         let resume_after = raw.resume;
         let position = raw.position;
         match pack_record(cfg, &source, raw, &mut packer, &mut bodies) {
-            Ok(chunks) => summary.chunks += u64::from(chunks),
+            Ok(chunks) => {
+                summary.chunks += u64::from(chunks);
+                queued += u64::from(chunks);
+            }
             Err((reason, raw)) => {
                 warn!(bucket = %source.bucket, key = %source.key, record = %position, %reason, "record rejected");
                 summary.rejected += 1;
@@ -1086,8 +1132,9 @@ async fn ingest_object<S: ObjectStore, Q: ChunkQueue, C: Continuation>(
     }
     bodies.extend(packer.finish());
     if paused.is_none() && source.sequencer.is_some() {
-        // Sent last; whenever it is processed, it removes only chunks of older versions.
-        bodies.push(ChunkMessage::control(Operation::Sweep, &source));
+        // Sent last; whenever it is processed, it removes only chunks of older versions, and
+        // only once the version's chunks are indexed (so none of them is embedded again).
+        bodies.push(ChunkMessage::sweep(&source, queued));
     }
     let stats = send_all(&deps.queue, bodies, limits).await?;
     summary.messages += stats.messages;
@@ -1096,7 +1143,11 @@ async fn ingest_object<S: ObjectStore, Q: ChunkQueue, C: Continuation>(
     write_rejects(deps, &source, part, rejects).await?;
     info!(bucket = %source.bucket, key = %source.key, part, bytes = records.bytes_read(), rejected, paused = paused.is_some(), "object read");
     Ok(match paused {
-        Some(point) => ObjectProgress::Paused { source, point },
+        Some(point) => ObjectProgress::Paused {
+            source,
+            point,
+            queued,
+        },
         None => ObjectProgress::Done,
     })
 }
@@ -2018,7 +2069,13 @@ mod tests {
                 .filter(|m| m.op == Operation::Sweep)
                 .count();
             assert_eq!(sweeps, 1);
-            assert_eq!(messages(&d).last().unwrap().op, Operation::Sweep);
+            let sweep = messages(&d).last().unwrap().clone();
+            assert_eq!(sweep.op, Operation::Sweep);
+            assert_eq!(
+                sweep.chunks_expected,
+                Some(300),
+                "the sweep counts the chunks of every part"
+            );
             // Later parts of plain content read from where the last part stopped; gzip content
             // is read from its start every time.
             let opened = d.store.opened.lock().unwrap();
@@ -2203,12 +2260,14 @@ mod tests {
                 Work::Object {
                     source: source("in/a.jsonl"),
                     resume: None,
-                    part: 0
+                    part: 0,
+                    queued: 0
                 },
                 Work::Object {
                     source: source("in/b.jsonl"),
                     resume: None,
-                    part: 0
+                    part: 0,
+                    queued: 0
                 },
                 Work::Backfill {
                     bucket: "b".into(),

@@ -92,6 +92,11 @@ pub struct ChunkMessage {
     /// unavailable: the hop count that bounds that loop.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub requeues: u32,
+    /// On a sweep: how many chunks the version queued. embed-index removes older chunks only
+    /// once that many are indexed, so a sweep that overtakes its own chunks never deletes one
+    /// they would have kept (and so never makes it embed one again).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub chunks_expected: Option<u64>,
 }
 
 fn is_zero(n: &u32) -> bool {
@@ -116,8 +121,22 @@ impl ChunkMessage {
             source: source.clone(),
             chunks: Vec::new(),
             requeues: 0,
+            chunks_expected: None,
         };
         serde_json::to_string(&message).expect("a control message always serialises")
+    }
+
+    /// The body of the sweep that follows a version's `chunks` chunks.
+    pub fn sweep(source: &SourceRef, chunks: u64) -> String {
+        let message = ChunkMessage {
+            v: MESSAGE_VERSION,
+            op: Operation::Sweep,
+            source: source.clone(),
+            chunks: Vec::new(),
+            requeues: 0,
+            chunks_expected: Some(chunks),
+        };
+        serde_json::to_string(&message).expect("a sweep always serialises")
     }
 
     pub fn parse(body: &str) -> Result<Self, MessageError> {

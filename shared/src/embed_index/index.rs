@@ -39,6 +39,14 @@ pub trait SearchIndex: Send + Sync {
     /// Makes every write so far visible to searches, `_delete_by_query` included.
     fn refresh(&self) -> impl Future<Output = Result<(), EsError>> + Send;
 
+    /// How many chunks of a source object were written as its event `sequencer` (refreshed
+    /// ones).
+    fn count_chunks(
+        &self,
+        source: &SourceRef,
+        sequencer: &str,
+    ) -> impl Future<Output = Result<u64, EsError>> + Send;
+
     /// Deletes a source object's chunks written before `sequencer` (`inclusive`: up to and
     /// including it); chunks written by a backfill (no sequencer) count as older. Sees only
     /// refreshed chunks. Returns the count.
@@ -78,6 +86,14 @@ impl SearchIndex for EsClient {
 
     async fn refresh(&self) -> Result<(), EsError> {
         EsClient::refresh(self).await
+    }
+
+    async fn count_chunks(&self, source: &SourceRef, sequencer: &str) -> Result<u64, EsError> {
+        let query = json!({"bool": {"filter": [
+            {"term": {"source.bucket": source.bucket}}, {"term": {"source.key": source.key}},
+            {"term": {"source.sequencer": sequencer}}
+        ]}});
+        self.count_matching(&query).await
     }
 
     async fn delete_chunks(

@@ -666,7 +666,34 @@ async fn remove<E: Embedder, I: SearchIndex, Q: ChunkQueue>(
             fates.mark(i, Fate::Wait);
             continue;
         }
-        let source = &batch.message(i).source;
+        let message = batch.message(i);
+        let source = &message.source;
+        if let Some(expected) = message.chunks_expected
+            && !inclusive
+            && message.requeues < SWEEP_WAITS
+        {
+            match deps.index.count_chunks(source, &sequencer).await {
+                Ok(n) if n < expected => {
+                    info!(bucket = %source.bucket, key = %source.key, indexed = n, expected, "sweep before its version is indexed: it waits");
+                    stats.sweeps_waiting += 1;
+                    fates.mark(i, Fate::Wait);
+                    continue;
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    warn!(bucket = %source.bucket, key = %source.key, error = %e, "counting the version's chunks failed");
+                    fates.mark(
+                        i,
+                        if e.is_retryable() {
+                            Fate::Wait
+                        } else {
+                            Fate::Fail
+                        },
+                    );
+                    continue;
+                }
+            }
+        }
         match deps
             .index
             .delete_chunks(source, &sequencer, inclusive)
@@ -688,6 +715,11 @@ async fn remove<E: Embedder, I: SearchIndex, Q: ChunkQueue>(
         }
     }
 }
+
+/// How many times a sweep waits for its version's chunks before it runs anyway (a chunk that
+/// Elasticsearch rejected, or a record id two objects share, never arrives): with the default
+/// delays about half an hour.
+const SWEEP_WAITS: u32 = 5;
 
 /// Step 8: each message's fate from its chunks: a chunk that failed for good fails its message;
 /// one that waits for Elasticsearch makes its message wait.

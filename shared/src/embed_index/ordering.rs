@@ -158,6 +158,7 @@ mod tests {
             },
             chunks: Vec::new(),
             requeues: 0,
+            chunks_expected: None,
         }
     }
 

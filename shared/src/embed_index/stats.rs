@@ -22,6 +22,8 @@ pub struct BatchStats {
     pub requeued: u64,
     /// Messages put back on the queue, delayed, because Elasticsearch was unavailable.
     pub messages_requeued: u64,
+    /// Sweeps that came before their version's chunks were all indexed, and wait.
+    pub sweeps_waiting: u64,
     /// Chunk writes that lost a compare-and-set race and were decided again.
     pub conflicts: u64,
     /// Chunks removed after the fact because a newer event for their object won the race.
@@ -138,6 +140,7 @@ pub(super) fn emit(stats: &BatchStats, model: &EmbeddingModel) {
         .count("ChunksRequeued", stats.requeued)
         .count("MessagesRequeued", stats.messages_requeued)
         .count("WriteConflicts", stats.conflicts)
+        .count("SweepsWaiting", stats.sweeps_waiting)
         .count("ChunksCompensated", stats.compensated)
         .count("ChunksFailedEmbedding", stats.failed_embedding)
         .count("ChunksFailedIndexing", stats.failed_indexing)

@@ -269,6 +269,23 @@ impl SearchIndex for MemoryIndex {
         Ok(())
     }
 
+    async fn count_chunks(&self, source: &SourceRef, sequencer: &str) -> Result<u64, EsError> {
+        self.check()?;
+        let docs = self.docs.lock().unwrap();
+        let refreshed = self.refreshed.lock().unwrap();
+        Ok(docs
+            .iter()
+            .filter(|((index, id), d)| {
+                let s = &d.source["source"];
+                index == CHUNKS
+                    && refreshed.contains(id)
+                    && s["bucket"] == source.bucket.as_str()
+                    && s["key"] == source.key.as_str()
+                    && s["sequencer"] == sequencer
+            })
+            .count() as u64)
+    }
+
     async fn delete_chunks(
         &self,
         source: &SourceRef,
@@ -784,6 +801,9 @@ async fn a_bulk_too_large_for_the_cluster_is_split() {
         async fn refresh(&self) -> Result<(), EsError> {
             self.0.refresh().await
         }
+        async fn count_chunks(&self, s: &SourceRef, q: &str) -> Result<u64, EsError> {
+            self.0.count_chunks(s, q).await
+        }
         async fn delete_chunks(&self, s: &SourceRef, q: &str, i: bool) -> Result<u64, EsError> {
             self.0.delete_chunks(s, q, i).await
         }
@@ -868,4 +888,35 @@ async fn a_failed_undo_is_finished_by_the_replay() {
         2,
         "embedded once"
     );
+}
+
+/// A sweep that overtakes its own version's chunks waits for them, so the unchanged ones are
+/// updated in place rather than deleted and embedded again.
+#[tokio::test(start_paused = true)]
+async fn a_sweep_waits_for_its_version() {
+    let d = deps(None);
+    run(
+        &d,
+        &[message(
+            "index",
+            "k",
+            Some("01"),
+            &[("a", "same"), ("b", "old")],
+        )],
+    )
+    .await;
+    let mut sweep: Value = serde_json::from_str(&message("sweep", "k", Some("02"), &[])).unwrap();
+    sweep["chunks_expected"] = json!(1);
+    let (failed, stats) = run(&d, &[sweep.to_string()]).await;
+    assert!(failed.is_empty());
+    assert_eq!((stats.sweeps_waiting, stats.deleted), (1, 0));
+    assert_eq!(d.index.chunk_count(), 2);
+    let back = requeued(&d);
+    let (_, stats) = run(&d, &[message("index", "k", Some("02"), &[("a", "same")])]).await;
+    assert_eq!((stats.unchanged, stats.embedded), (1, 0));
+    let (_, stats) = run(&d, &[back[0].0.clone()]).await;
+    assert_eq!(stats.deleted, 1, "now the old chunk goes");
+    assert!(d.index.chunk(&chunk_id("a", 0)).is_some());
+    assert!(d.index.chunk(&chunk_id("b", 0)).is_none());
+    assert_eq!(d.embedder.texts.load(AtomicOrdering::SeqCst), 2);
 }

@@ -131,6 +131,23 @@ impl EsClient {
     }
 }
 
+impl EsClient {
+    /// How many chunks of the index match `query` (`_count`).
+    pub async fn count_matching(&self, query: &Value) -> Result<u64, EsError> {
+        let what = format!("counting in {}", self.index);
+        let body = serde_json::to_vec(&json!({ "query": query })).expect("query serialises");
+        let bytes = self
+            .call(
+                Method::POST,
+                &format!("/{}/_count", encode_path(&self.index)),
+                Some((body, "application/json")),
+                &what,
+            )
+            .await?;
+        Ok(Self::json(&what, &bytes)?["count"].as_u64().unwrap_or(0))
+    }
+}
+
 /// Reads an `_mget` answer whose docs are `chunk_ids` then `marker_ids`, in request order
 /// (`_index` would name the concrete index behind an alias, so position is what matches).
 pub fn parse_lookup(
