@@ -186,10 +186,8 @@ async fn apply<'b, E: Embedder, I: SearchIndex, Q: ChunkQueue>(
     let decisions = claim_markers(deps, batch, fates, stored.markers.clone(), budget).await;
     let mut works = chunk_works(deps, batch, fates, &decisions, stats);
     write_chunks(deps, &mut works, &stored.chunks, deadline, stats).await;
-    undo_overtaken(
-        deps, batch, fates, &works, &decisions, &stored, budget, stats,
-    )
-    .await;
+    let stale = stale_survivors(batch, &decisions, &stored);
+    undo_overtaken(deps, fates, &works, stale, budget, stats).await;
     remove(deps, batch, fates, &decisions, budget, stats).await;
     Ok(works)
 }
@@ -502,6 +500,48 @@ async fn write_chunks<E: Embedder, I: SearchIndex, Q: ChunkQueue>(
     writer.write(works, stored, stats).await;
 }
 
+/// A chunk to delete if it is still at `version`, and the messages that wrote it.
+type Undo = (Vec<usize>, String, crate::es::DocVersion);
+
+/// Chunks superseded messages left behind that nothing else will remove.
+fn stale_survivors(
+    batch: &Batch,
+    decisions: &HashMap<usize, Decision>,
+    stored: &crate::es::Stored,
+) -> Vec<Undo> {
+    let mut undo = Vec::new();
+    for (i, message) in &batch.messages {
+        if decisions.get(i) != Some(&Decision::Superseded) || message.op != Operation::Index {
+            continue;
+        }
+        let seq = message.source.sequencer.clone().unwrap_or_default();
+        let marker = stored.markers.get(&source_marker_id(
+            &message.source.bucket,
+            &message.source.key,
+        ));
+        // A deleted object keeps nothing of older events. A requeued message may be the replay
+        // of an undo that failed: what it wrote, if still there, is stale too. (A fresh duplicate
+        // of an old event is left alone: the newer version rewrites or sweeps those chunks, and
+        // deleting them early would only make it embed them again.)
+        if !marker
+            .is_some_and(|m| m.marker.sequencer > seq && (m.marker.deleted || message.requeues > 0))
+        {
+            continue;
+        }
+        for chunk in &message.chunks {
+            let id = chunk_id(&chunk.doc_id, chunk.chunk_index);
+            if let Some(s) = stored.chunks.get(&id)
+                && s.sequencer == seq
+                && s.bucket == message.source.bucket
+                && s.key == message.source.key
+            {
+                undo.push((vec![*i], id, s.version));
+            }
+        }
+    }
+    undo
+}
+
 /// Step 6: a writer that raced a newer event of its object can land after that event's sweep
 /// or deletion looked. Reading the markers again after writing closes the race: if a newer
 /// event has claimed the object since, what this batch wrote is deleted again (only if still
@@ -509,11 +549,9 @@ async fn write_chunks<E: Embedder, I: SearchIndex, Q: ChunkQueue>(
 /// attempt of this undo failed) are removed the same way.
 async fn undo_overtaken<E: Embedder, I: SearchIndex, Q: ChunkQueue>(
     deps: &EmbedIndexDeps<E, I, Q>,
-    batch: &Batch,
     fates: &mut Fates,
     works: &[ChunkWork<'_>],
-    decisions: &HashMap<usize, Decision>,
-    stored: &crate::es::Stored,
+    mut undo: Vec<Undo>,
     budget: Budget,
     stats: &mut BatchStats,
 ) {
@@ -521,7 +559,6 @@ async fn undo_overtaken<E: Embedder, I: SearchIndex, Q: ChunkQueue>(
         .iter()
         .filter(|w| matches!(w.outcome, Outcome::Written { .. }))
         .collect();
-    let mut undo: Vec<(Vec<usize>, String, crate::es::DocVersion)> = Vec::new();
     if !written.is_empty() {
         let ids: Vec<String> = written
             .iter()
@@ -553,35 +590,6 @@ async fn undo_overtaken<E: Embedder, I: SearchIndex, Q: ChunkQueue>(
             {
                 info!(bucket = %w.source.bucket, key = %w.source.key, sequencer = %w.sequencer, newer = %m.marker.sequencer, "a newer event overtook this write: undoing it");
                 undo.push((w.messages.clone(), w.id.clone(), *v));
-            }
-        }
-    }
-    for (i, message) in &batch.messages {
-        if decisions.get(i) != Some(&Decision::Superseded) || message.op != Operation::Index {
-            continue;
-        }
-        let seq = message.source.sequencer.clone().unwrap_or_default();
-        let marker = stored.markers.get(&source_marker_id(
-            &message.source.bucket,
-            &message.source.key,
-        ));
-        // A deleted object keeps nothing of older events. A requeued message may be the replay
-        // of an undo that failed: what it wrote, if still there, is stale too. (A fresh duplicate
-        // of an old event is left alone: the newer version rewrites or sweeps those chunks, and
-        // deleting them early would only make it embed them again.)
-        if !marker
-            .is_some_and(|m| m.marker.sequencer > seq && (m.marker.deleted || message.requeues > 0))
-        {
-            continue;
-        }
-        for chunk in &message.chunks {
-            let id = chunk_id(&chunk.doc_id, chunk.chunk_index);
-            if let Some(s) = stored.chunks.get(&id)
-                && s.sequencer == seq
-                && s.bucket == message.source.bucket
-                && s.key == message.source.key
-            {
-                undo.push((vec![*i], id, s.version));
             }
         }
     }
