@@ -14,10 +14,8 @@ use super::*;
 use crate::config::EmbedIndexConfig;
 use crate::embed::{EmbedError, EmbeddingModel, InputPurpose, ModelOutput};
 use crate::es::bulk::parse_bulk_answer;
-use crate::es::{
-    BulkOutcome, DocVersion, EsSettings, SourceMarker, Stored, StoredChunk, StoredMarker,
-    VectorSettings,
-};
+use crate::es::state::parse_lookup;
+use crate::es::{BulkOutcome, DocVersion, EsSettings, Stored, VectorSettings};
 use crate::message::SourceRef;
 use crate::queue::QueueError;
 
@@ -91,6 +89,26 @@ impl MemoryIndex {
     fn chunk_count(&self) -> usize {
         let docs = self.docs.lock().unwrap();
         docs.keys().filter(|(i, _)| i == CHUNKS).count()
+    }
+
+    /// Another container's marker write for key `key` of bucket `b` (`fields` over a live
+    /// marker, its sequencer normalised); returns whether a marker was there before.
+    fn set_marker(&self, key: &str, mut fields: Value) -> bool {
+        let id = crate::ids::source_marker_id("b", key);
+        let seq = fields["sequencer"].as_str().unwrap().to_owned();
+        fields["sequencer"] = json!(crate::ids::normalize_sequencer(&seq));
+        let mut source = json!({"bucket": "b", "key": key, "deleted": false, "updated_at": "t"});
+        for (k, v) in fields.as_object().unwrap() {
+            source[k] = v.clone();
+        }
+        let seq_no = self.seq_no.fetch_add(1, AtomicOrdering::SeqCst) as u64;
+        let version = DocVersion {
+            seq_no,
+            primary_term: 1,
+        };
+        let mut docs = self.docs.lock().unwrap();
+        docs.insert((MARKERS.into(), id), Doc { source, version })
+            .is_some()
     }
 
     fn check(&self) -> Result<(), EsError> {
@@ -170,45 +188,21 @@ impl SearchIndex for MemoryIndex {
         self.check()
     }
 
+    /// Answers as `_mget` does, read by the client's own parser.
     async fn lookup(&self, chunk_ids: &[String], marker_ids: &[String]) -> Result<Stored, EsError> {
         self.check()?;
         let docs = self.docs.lock().unwrap();
-        let text = |v: &Value| v.as_str().unwrap_or_default().to_owned();
-        let mut stored = Stored::default();
-        for id in chunk_ids {
-            if let Some(d) = docs.get(&(CHUNKS.into(), id.clone())) {
-                let s = &d.source;
-                stored.chunks.insert(
-                    id.clone(),
-                    StoredChunk {
-                        content_sha256: text(&s["content_sha256"]),
-                        model_id: text(&s["model_id"]),
-                        bucket: text(&s["source"]["bucket"]),
-                        key: text(&s["source"]["key"]),
-                        sequencer: text(&s["source"]["sequencer"]),
-                        version: d.version,
-                    },
-                );
-            }
-        }
-        for id in marker_ids {
-            if let Some(d) = docs.get(&(MARKERS.into(), id.clone())) {
-                let marker: SourceMarker = serde_json::from_value(json!({
-                    "bucket": d.source["bucket"], "key": d.source["key"],
-                    "sequencer": d.source["sequencer"], "deleted": d.source["deleted"],
-                    "etag": d.source["etag"], "updated_at": d.source["updated_at"]
-                }))
-                .unwrap();
-                stored.markers.insert(
-                    id.clone(),
-                    StoredMarker {
-                        marker,
-                        version: d.version,
-                    },
-                );
-            }
-        }
-        Ok(stored)
+        let answer: Vec<Value> = chunk_ids
+            .iter()
+            .map(|id| (CHUNKS, id))
+            .chain(marker_ids.iter().map(|id| (MARKERS, id)))
+            .map(|(index, id)| match docs.get(&(index.into(), id.clone())) {
+                Some(d) => json!({"_id": id, "found": true, "_seq_no": d.version.seq_no,
+                    "_primary_term": d.version.primary_term, "_source": d.source}),
+                None => json!({"_id": id, "found": false}),
+            })
+            .collect();
+        Ok(parse_lookup(&json!({ "docs": answer }), chunk_ids, marker_ids).unwrap())
     }
 
     async fn bulk(&self, body: Vec<u8>, actions: usize) -> Result<BulkOutcome, EsError> {
@@ -605,21 +599,8 @@ async fn a_delete_racing_a_write_leaves_nothing_behind() {
     // The other container's whole batch (claim, refresh, delete) falls between this writer's
     // write and its re-check; its refresh came before the write, so its delete saw nothing.
     *d.index.after_write.lock().unwrap() = Some(Box::new(move |index: &MemoryIndex| {
-        let id = crate::ids::source_marker_id("b", "k");
-        let mut docs = index.docs.lock().unwrap();
-        let version = docs.get(&(MARKERS.into(), id.clone())).map(|d| d.version);
-        let seq_no = index.seq_no.fetch_add(1, AtomicOrdering::SeqCst) as u64;
-        assert!(
-            version.is_some(),
-            "the writer claimed the marker before writing"
-        );
-        docs.insert(
-            (MARKERS.into(), id),
-            Doc {
-                source: json!({"bucket": "b", "key": "k", "sequencer": crate::ids::normalize_sequencer("0C"), "deleted": true, "updated_at": "t"}),
-                version: DocVersion { seq_no, primary_term: 1 },
-            },
-        );
+        let claimed = index.set_marker("k", json!({"sequencer": "0C", "deleted": true}));
+        assert!(claimed, "the writer claimed the marker before writing");
     }));
     let (failed, stats) = run(
         &d,
@@ -842,15 +823,9 @@ async fn a_bulk_too_large_for_the_cluster_is_split() {
 async fn a_failed_undo_is_finished_by_the_replay() {
     let d = deps(None);
     *d.index.after_write.lock().unwrap() = Some(Box::new(|index: &MemoryIndex| {
-        let id = crate::ids::source_marker_id("b", "k");
-        let mut docs = index.docs.lock().unwrap();
-        let seq_no = index.seq_no.fetch_add(1, AtomicOrdering::SeqCst) as u64;
-        docs.insert(
-            (MARKERS.into(), id),
-            Doc {
-                source: json!({"bucket": "b", "key": "k", "sequencer": crate::ids::normalize_sequencer("0C"), "deleted": false, "etag": "e3", "updated_at": "t"}),
-                version: DocVersion { seq_no, primary_term: 1 },
-            },
+        index.set_marker(
+            "k",
+            json!({"sequencer": "0C", "deleted": false, "etag": "e3"}),
         );
         index.down.store(true, AtomicOrdering::SeqCst);
     }));
