@@ -734,10 +734,7 @@ const SWEEP_WAITS: u32 = 5;
 fn settle(fates: &mut Fates, works: &[ChunkWork<'_>], stats: &mut BatchStats) {
     for work in works {
         match &work.outcome {
-            Outcome::Written { embedded, .. } => {
-                stats.indexed += 1;
-                let _ = embedded;
-            }
+            Outcome::Written { .. } => stats.indexed += 1,
             Outcome::Failed { reason, .. } => {
                 stats.failures.add(*reason);
                 if matches!(
