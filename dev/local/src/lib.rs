@@ -5,7 +5,9 @@
 pub mod bench;
 pub mod demo;
 pub mod esfaults;
+pub mod fleet;
 pub mod http;
 pub mod pipeline;
 pub mod runtime;
 pub mod stack;
+pub mod truth;

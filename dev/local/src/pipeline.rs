@@ -19,10 +19,17 @@ use crate::stack::{LocalStack, REGION};
 pub const BUCKET: &str = "sakuin-demo";
 pub const QUEUE: &str = "sakuin-chunks";
 pub const DEAD_LETTER_QUEUE: &str = "sakuin-chunks-dlq";
+/// The intake queue S3 notifications (and ingest's continuations) go through, when provisioned.
+pub const INTAKE_QUEUE: &str = "sakuin-intake";
+pub const INTAKE_DEAD_LETTER_QUEUE: &str = "sakuin-intake-dlq";
 /// Receives before a message moves to the DLQ (the template uses 5; fewer keeps tests quick).
 pub const MAX_RECEIVE_COUNT: u32 = 3;
 /// Short, so failed messages come back quickly in local runs.
 pub const VISIBILITY_TIMEOUT_SECS: u32 = 2;
+/// The intake queue's: longer than an ingest invocation that runs to `INGEST_TIME_LIMIT_SECS`,
+/// so a message is not received again while a container still works on it (the template keeps
+/// the same order: 1800 s against a 300 s timeout).
+pub const INTAKE_VISIBILITY_TIMEOUT_SECS: u32 = 6;
 
 /// Where the built function binaries are: `SAKUIN_BIN_DIR`, else beside the running program
 /// (`target/release/sakuin-local` uses the release build), else `target/debug`.
@@ -53,6 +60,11 @@ pub struct PipelineOptions {
     pub log: Option<PathBuf>,
     /// Put the fault-injecting proxy between the functions and Elasticsearch.
     pub es_faults: bool,
+    /// Create the intake queue and its DLQ and give ingest `INGEST_QUEUE_URL`, as the template
+    /// does (continuations then go through the queue, not through self-invocations).
+    pub intake_queue: bool,
+    /// Turn on versioning for the bucket (`EnableBucketVersioning`).
+    pub versioned_bucket: bool,
 }
 
 impl Default for PipelineOptions {
@@ -64,6 +76,8 @@ impl Default for PipelineOptions {
             extra_env: Vec::new(),
             log: None,
             es_faults: false,
+            intake_queue: false,
+            versioned_bucket: false,
         }
     }
 }
@@ -87,6 +101,8 @@ pub struct Provisioned {
     pub sqs: aws_sdk_sqs::Client,
     pub queue_url: String,
     pub dlq_url: String,
+    /// The intake queue and its DLQ, when `PipelineOptions::intake_queue`.
+    pub intake: Option<(String, String)>,
     pub env: Vec<(String, String)>,
 }
 
@@ -117,6 +133,7 @@ impl Pipeline {
             queue_url,
             dlq_url,
             mut env,
+            ..
         } = provision(&stack, &options).await?;
         let es_faults = if options.es_faults {
             let proxy = EsFaults::start(stack.elasticsearch.port).await?;
@@ -369,30 +386,32 @@ pub async fn provision(
         )
         .send()
         .await?;
-    let dlq_url = sqs
-        .create_queue()
-        .queue_name(DEAD_LETTER_QUEUE)
-        .send()
-        .await?
-        .queue_url
-        .unwrap_or_default();
-    let dlq_arn = format!("arn:aws:sqs:{REGION}:123456789012:{DEAD_LETTER_QUEUE}");
-    let queue_url = sqs
-        .create_queue()
-        .queue_name(QUEUE)
-        .attributes(
-            QueueAttributeName::VisibilityTimeout,
-            VISIBILITY_TIMEOUT_SECS.to_string(),
+    if options.versioned_bucket {
+        s3.put_bucket_versioning()
+            .bucket(BUCKET)
+            .versioning_configuration(
+                aws_sdk_s3::types::VersioningConfiguration::builder()
+                    .status(aws_sdk_s3::types::BucketVersioningStatus::Enabled)
+                    .build(),
+            )
+            .send()
+            .await?;
+    }
+    let (queue_url, dlq_url) =
+        queue_with_dlq(&sqs, QUEUE, DEAD_LETTER_QUEUE, VISIBILITY_TIMEOUT_SECS).await?;
+    let intake = if options.intake_queue {
+        Some(
+            queue_with_dlq(
+                &sqs,
+                INTAKE_QUEUE,
+                INTAKE_DEAD_LETTER_QUEUE,
+                INTAKE_VISIBILITY_TIMEOUT_SECS,
+            )
+            .await?,
         )
-        .attributes(
-            QueueAttributeName::RedrivePolicy,
-            json!({"deadLetterTargetArn": dlq_arn, "maxReceiveCount": MAX_RECEIVE_COUNT})
-                .to_string(),
-        )
-        .send()
-        .await?
-        .queue_url
-        .unwrap_or_default();
+    } else {
+        None
+    };
 
     let mut env = stack.env();
     env.extend(
@@ -414,17 +433,59 @@ pub async fn provision(
         .into_iter()
         .map(|(k, v)| (k.to_owned(), v)),
     );
+    if let Some((intake_url, intake_dlq_url)) = &intake {
+        env.push(("INGEST_QUEUE_URL".into(), intake_url.clone()));
+        env.push((
+            "INGEST_DEAD_LETTER_QUEUE_URL".into(),
+            intake_dlq_url.clone(),
+        ));
+    }
     env.extend(options.extra_env.iter().cloned());
     Ok(Provisioned {
         s3,
         sqs,
         queue_url,
         dlq_url,
+        intake,
         env,
     })
 }
 
-async fn queue_depth(
+/// Creates `name` with a redrive policy to `dlq_name` (created first); returns both URLs.
+async fn queue_with_dlq(
+    sqs: &aws_sdk_sqs::Client,
+    name: &str,
+    dlq_name: &str,
+    visibility_timeout_secs: u32,
+) -> Result<(String, String), Box<dyn std::error::Error>> {
+    let dlq_url = sqs
+        .create_queue()
+        .queue_name(dlq_name)
+        .send()
+        .await?
+        .queue_url
+        .unwrap_or_default();
+    let dlq_arn = format!("arn:aws:sqs:{REGION}:123456789012:{dlq_name}");
+    let queue_url = sqs
+        .create_queue()
+        .queue_name(name)
+        .attributes(
+            QueueAttributeName::VisibilityTimeout,
+            visibility_timeout_secs.to_string(),
+        )
+        .attributes(
+            QueueAttributeName::RedrivePolicy,
+            json!({"deadLetterTargetArn": dlq_arn, "maxReceiveCount": MAX_RECEIVE_COUNT})
+                .to_string(),
+        )
+        .send()
+        .await?
+        .queue_url
+        .unwrap_or_default();
+    Ok((queue_url, dlq_url))
+}
+
+pub async fn queue_depth(
     sqs: &aws_sdk_sqs::Client,
     url: &str,
     attr: QueueAttributeName,
@@ -503,8 +564,13 @@ pub fn s3_event(
     }]})
 }
 
-/// The SQS event Lambda's event source mapping builds from received messages.
+/// The SQS event Lambda's event source mapping builds from messages received from the chunk queue.
 pub fn sqs_event(messages: &[aws_sdk_sqs::types::Message]) -> Value {
+    sqs_event_from(QUEUE, messages)
+}
+
+/// The SQS event Lambda's event source mapping builds from messages received from `queue`.
+pub fn sqs_event_from(queue: &str, messages: &[aws_sdk_sqs::types::Message]) -> Value {
     let records: Vec<Value> = messages
         .iter()
         .map(|m| {
@@ -524,7 +590,7 @@ pub fn sqs_event(messages: &[aws_sdk_sqs::types::Message]) -> Value {
                 "messageAttributes": {},
                 "md5OfBody": m.md5_of_body(),
                 "eventSource": "aws:sqs",
-                "eventSourceARN": format!("arn:aws:sqs:{REGION}:123456789012:{QUEUE}"),
+                "eventSourceARN": format!("arn:aws:sqs:{REGION}:123456789012:{queue}"),
                 "awsRegion": REGION
             })
         })

@@ -236,8 +236,13 @@ impl FunctionProcess {
         self.shared.init_error.lock().await.clone()
     }
 
-    pub async fn stop(self) {
+    /// Kills the process where it stands, as a crash or Lambda's timeout does.
+    pub async fn kill(&self) {
         let _ = self.child.lock().await.kill().await;
+    }
+
+    pub async fn stop(self) {
+        self.kill().await;
     }
 }
 

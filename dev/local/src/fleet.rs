@@ -1,0 +1,613 @@
+//! The deployment the template creates, at scale: S3 notifications on the intake queue, and
+//! several containers of `ingest` and of `embed-index` fed by event source mappings at once
+//! (each container a real function process under its own Runtime API, each mapping's pollers
+//! receiving, invoking, deleting what succeeded and leaving failures to reappear and move to
+//! the DLQ). Containers start cold when first used, and a planned crash kills one in the middle
+//! of an invocation, as an out-of-memory error or Lambda's timeout does.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use aws_sdk_sqs::types::{
+    DeleteMessageBatchRequestEntry, Message, MessageSystemAttributeName, QueueAttributeName,
+};
+use sakuin::es::{EsClient, EsSettings};
+use serde_json::{Value, json};
+use tokio::sync::Mutex;
+use tokio::task::JoinHandle;
+
+use crate::esfaults::EsFaults;
+use crate::pipeline::{
+    BUCKET, INTAKE_QUEUE, INTAKE_VISIBILITY_TIMEOUT_SECS, PipelineOptions, Provisioned, QUEUE,
+    VISIBILITY_TIMEOUT_SECS, binary_dir, provision, queue_depth, s3_event, sqs_event_from,
+};
+use crate::runtime::{FunctionError, FunctionProcess};
+use crate::stack::LocalStack;
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// How many containers of each function run at once.
+#[derive(Debug, Clone)]
+pub struct FleetOptions {
+    pub pipeline: PipelineOptions,
+    pub ingest_containers: usize,
+    pub embed_index_containers: usize,
+}
+
+/// What one function's containers did.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct PoolStats {
+    pub invocations: u64,
+    pub cold_starts: u64,
+    pub messages: u64,
+    pub deleted: u64,
+    pub reported_failures: u64,
+    pub function_errors: u64,
+    pub crashes: u64,
+}
+
+/// A crash planned for the first invocation whose batch holds a message body containing
+/// `body_contains`: the container is killed `after` into that invocation.
+#[derive(Debug, Clone)]
+pub struct Crash {
+    pub body_contains: String,
+    pub after: Duration,
+}
+
+/// One function's containers and the event source mapping that feeds them.
+pub struct Pool {
+    function: &'static str,
+    binary: PathBuf,
+    env: Vec<(String, String)>,
+    log: Option<PathBuf>,
+    queue_url: String,
+    queue_name: &'static str,
+    batch_size: i32,
+    timeout: Duration,
+    slots: Vec<Mutex<Option<FunctionProcess>>>,
+    busy: AtomicUsize,
+    crashes: std::sync::Mutex<Vec<Crash>>,
+    stats: std::sync::Mutex<PoolStats>,
+}
+
+impl Pool {
+    pub fn stats(&self) -> PoolStats {
+        *self.stats.lock().unwrap()
+    }
+
+    pub fn containers(&self) -> usize {
+        self.slots.len()
+    }
+
+    /// Plans a crash (see [`Crash`]).
+    pub fn crash_when(&self, body_contains: &str, after: Duration) {
+        self.crashes.lock().unwrap().push(Crash {
+            body_contains: body_contains.to_owned(),
+            after,
+        });
+    }
+
+    /// Crashes planned and not yet happened.
+    pub fn crashes_pending(&self) -> usize {
+        self.crashes.lock().unwrap().len()
+    }
+
+    /// Stops every container: the next invocation of each starts cold.
+    pub async fn recycle(&self) {
+        for slot in &self.slots {
+            if let Some(process) = slot.lock().await.take() {
+                process.stop().await;
+            }
+        }
+    }
+
+    fn take_crash(&self, messages: &[Message]) -> Option<Duration> {
+        let mut planned = self.crashes.lock().unwrap();
+        let at = planned.iter().position(|c| {
+            messages
+                .iter()
+                .any(|m| m.body().unwrap_or_default().contains(&c.body_contains))
+        })?;
+        Some(planned.remove(at).after)
+    }
+
+    fn count(&self, f: impl FnOnce(&mut PoolStats)) {
+        f(&mut self.stats.lock().unwrap());
+    }
+
+    /// Invokes container `slot` with the batch as the event source mapping does, and deletes
+    /// the messages that succeeded.
+    async fn deliver(&self, sqs: &aws_sdk_sqs::Client, slot: usize, messages: Vec<Message>) {
+        let mut container = self.slots[slot].lock().await;
+        if container.is_none() {
+            match FunctionProcess::spawn(
+                &self.binary,
+                self.function,
+                &self.env,
+                self.log.as_deref(),
+            )
+            .await
+            {
+                Ok(process) => *container = Some(process),
+                // Nothing is deleted: the batch reappears after the visibility timeout.
+                Err(_) => return self.count(|s| s.function_errors += 1),
+            }
+            self.count(|s| s.cold_starts += 1);
+        }
+        let process = container.as_ref().expect("a container was just started");
+        let event = sqs_event_from(self.queue_name, &messages);
+        let crash = self.take_crash(&messages);
+        let outcome = match crash {
+            Some(after) => {
+                tokio::select! {
+                    outcome = process.invoke(&event, self.timeout) => outcome,
+                    () = tokio::time::sleep(after) => {
+                        process.kill().await;
+                        Err(FunctionError {
+                            error_type: "Runtime.ExitError".into(),
+                            error_message: "the container was killed in the middle of the invocation".into(),
+                        })
+                    }
+                }
+            }
+            None => process.invoke(&event, self.timeout).await,
+        };
+        self.count(|s| {
+            s.invocations += 1;
+            s.messages += messages.len() as u64;
+        });
+        let response = match outcome {
+            Ok(response) => response,
+            Err(e) => {
+                // A function error leaves the whole batch to reappear; a dead container is
+                // replaced by a cold one at the next invocation.
+                self.count(|s| {
+                    s.function_errors += 1;
+                    s.crashes += u64::from(crash.is_some());
+                });
+                let dead = matches!(
+                    e.error_type.as_str(),
+                    "Runtime.ExitError" | "Sandbox.Timedout"
+                );
+                if dead && let Some(process) = container.take() {
+                    process.stop().await;
+                }
+                return;
+            }
+        };
+        let failed: Vec<&str> = response["batchItemFailures"]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(|f| f["itemIdentifier"].as_str())
+                    .collect()
+            })
+            .unwrap_or_default();
+        let done: Vec<DeleteMessageBatchRequestEntry> = messages
+            .iter()
+            .filter(|m| !failed.contains(&m.message_id().unwrap_or_default()))
+            .enumerate()
+            .map(|(i, m)| {
+                DeleteMessageBatchRequestEntry::builder()
+                    .id(i.to_string())
+                    .receipt_handle(m.receipt_handle().unwrap_or_default())
+                    .build()
+                    .expect("id and receipt handle are set")
+            })
+            .collect();
+        let deleted = done.len() as u64;
+        if !done.is_empty() {
+            // A failed delete leaves the messages to reappear, as with Lambda.
+            let _ = sqs
+                .delete_message_batch()
+                .queue_url(&self.queue_url)
+                .set_entries(Some(done))
+                .send()
+                .await;
+        }
+        self.count(|s| {
+            s.deleted += deleted;
+            s.reported_failures += failed.len() as u64;
+        });
+    }
+}
+
+/// One poller of an event source mapping, bound to one container.
+async fn poll(pool: Arc<Pool>, sqs: aws_sdk_sqs::Client, slot: usize, stop: Arc<AtomicBool>) {
+    while !stop.load(Ordering::SeqCst) {
+        let received = sqs
+            .receive_message()
+            .queue_url(&pool.queue_url)
+            .max_number_of_messages(pool.batch_size)
+            .wait_time_seconds(1)
+            .message_system_attribute_names(MessageSystemAttributeName::All)
+            .send()
+            .await;
+        let messages = match received {
+            Ok(out) => out.messages.unwrap_or_default(),
+            Err(_) => {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                continue;
+            }
+        };
+        if messages.is_empty() {
+            continue;
+        }
+        pool.busy.fetch_add(1, Ordering::SeqCst);
+        pool.deliver(&sqs, slot, messages).await;
+        pool.busy.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// An S3 operation's notification, as S3 would put it on the intake queue.
+#[derive(Debug, Clone)]
+pub struct Notification {
+    pub event: Value,
+    /// The version the operation created (a put or a delete marker) or removed, in a
+    /// versioned bucket.
+    pub version_id: Option<String>,
+}
+
+pub struct Fleet {
+    pub stack: LocalStack,
+    pub s3: aws_sdk_s3::Client,
+    pub sqs: aws_sdk_sqs::Client,
+    pub queue_url: String,
+    pub dlq_url: String,
+    pub intake_url: String,
+    pub intake_dlq_url: String,
+    pub options: PipelineOptions,
+    pub es_faults: Option<EsFaults>,
+    pub ingest: Arc<Pool>,
+    pub embed_index: Arc<Pool>,
+    stop: Arc<AtomicBool>,
+    pollers: Vec<JoinHandle<()>>,
+}
+
+impl Fleet {
+    /// Provisions the bucket and both queues with their DLQs, and starts the event source
+    /// mappings' pollers (containers start cold at their first batch).
+    pub async fn start(stack: LocalStack, options: FleetOptions) -> Result<Self, BoxError> {
+        let pipeline = PipelineOptions {
+            intake_queue: true,
+            ..options.pipeline
+        };
+        let Provisioned {
+            s3,
+            sqs,
+            queue_url,
+            dlq_url,
+            intake,
+            mut env,
+        } = provision(&stack, &pipeline)
+            .await
+            .map_err(|e| e.to_string())?;
+        let (intake_url, intake_dlq_url) = intake.expect("the intake queue was asked for");
+        let es_faults = if pipeline.es_faults {
+            let proxy = EsFaults::start(stack.elasticsearch.port).await?;
+            for (name, value) in &mut env {
+                if name == "ES_PORT" {
+                    *value = proxy.port.to_string();
+                }
+            }
+            Some(proxy)
+        } else {
+            None
+        };
+        let bin = binary_dir();
+        for name in ["ingest", "embed-index"] {
+            if !bin.join(name).exists() {
+                return Err(format!(
+                    "{} is not built: run `cargo build --workspace`",
+                    bin.join(name).display()
+                )
+                .into());
+            }
+        }
+        let pool = |function: &'static str,
+                    binary: &str,
+                    queue_url: &str,
+                    queue_name: &'static str,
+                    containers: usize,
+                    batch_size: i32,
+                    timeout: Duration| {
+            Arc::new(Pool {
+                function,
+                binary: bin.join(binary),
+                env: env.clone(),
+                log: pipeline.log.clone(),
+                queue_url: queue_url.to_owned(),
+                queue_name,
+                batch_size,
+                timeout,
+                slots: (0..containers.max(1)).map(|_| Mutex::new(None)).collect(),
+                busy: AtomicUsize::new(0),
+                crashes: Default::default(),
+                stats: Default::default(),
+            })
+        };
+        // Batch sizes as in the template's mappings; timeouts as the functions'.
+        let ingest = pool(
+            "sakuin-ingest",
+            "ingest",
+            &intake_url,
+            INTAKE_QUEUE,
+            options.ingest_containers,
+            5,
+            Duration::from_secs(300),
+        );
+        let embed_index = pool(
+            "sakuin-embed-index",
+            "embed-index",
+            &queue_url,
+            QUEUE,
+            options.embed_index_containers,
+            10,
+            Duration::from_secs(120),
+        );
+        let stop = Arc::new(AtomicBool::new(false));
+        let mut pollers = Vec::new();
+        for pool in [&ingest, &embed_index] {
+            for slot in 0..pool.containers() {
+                pollers.push(tokio::spawn(poll(
+                    pool.clone(),
+                    sqs.clone(),
+                    slot,
+                    stop.clone(),
+                )));
+            }
+        }
+        Ok(Self {
+            stack,
+            s3,
+            sqs,
+            queue_url,
+            dlq_url,
+            intake_url,
+            intake_dlq_url,
+            options: pipeline,
+            es_faults,
+            ingest,
+            embed_index,
+            stop,
+            pollers,
+        })
+    }
+
+    /// A client for the local Elasticsearch (not through the fault proxy), on the index.
+    pub fn es(&self) -> EsClient {
+        EsClient::new(&EsSettings {
+            host: "127.0.0.1".into(),
+            port: self.stack.elasticsearch.port,
+            use_ssl: false,
+            verify_certs: true,
+            ca_cert_pem: None,
+            auth: None,
+            index: self.options.index.clone(),
+            timeout: Duration::from_secs(30),
+            connect_timeout: Duration::from_secs(2),
+        })
+        .expect("a plain-HTTP client always builds")
+    }
+
+    /// Puts an object; its notification is `ObjectCreated:Put`.
+    pub async fn put(&self, key: &str, body: Vec<u8>) -> Result<Notification, BoxError> {
+        let size = body.len();
+        let out = self
+            .s3
+            .put_object()
+            .bucket(BUCKET)
+            .key(key)
+            .body(body.into())
+            .send()
+            .await?;
+        let etag = out.e_tag().unwrap_or_default().trim_matches('"').to_owned();
+        let event = s3_event("ObjectCreated:Put", BUCKET, key, Some(size), Some(&etag));
+        Ok(notification(event, out.version_id()))
+    }
+
+    /// Deletes a key: in a versioned bucket a delete marker is created
+    /// (`ObjectRemoved:DeleteMarkerCreated`), else the object goes (`ObjectRemoved:Delete`).
+    pub async fn delete(&self, key: &str) -> Result<Notification, BoxError> {
+        self.remove(key, None, "ObjectRemoved").await
+    }
+
+    /// Permanently deletes one version (a noncurrent one, or a delete marker: an undelete);
+    /// its notification is `ObjectRemoved:Delete` with that `versionId`.
+    pub async fn delete_version(&self, key: &str, version: &str) -> Result<Notification, BoxError> {
+        self.remove(key, Some(version), "ObjectRemoved").await
+    }
+
+    /// What a lifecycle rule's expiration of the current object does: the same removal as
+    /// [`Fleet::delete`], notified as `LifecycleExpiration:Delete` or
+    /// `LifecycleExpiration:DeleteMarkerCreated`.
+    pub async fn expire(&self, key: &str) -> Result<Notification, BoxError> {
+        self.remove(key, None, "LifecycleExpiration").await
+    }
+
+    /// A lifecycle rule's expiration of a noncurrent version (`LifecycleExpiration:Delete`).
+    pub async fn expire_version(&self, key: &str, version: &str) -> Result<Notification, BoxError> {
+        self.remove(key, Some(version), "LifecycleExpiration").await
+    }
+
+    async fn remove(
+        &self,
+        key: &str,
+        version: Option<&str>,
+        family: &str,
+    ) -> Result<Notification, BoxError> {
+        let out = self
+            .s3
+            .delete_object()
+            .bucket(BUCKET)
+            .key(key)
+            .set_version_id(version.map(str::to_owned))
+            .send()
+            .await?;
+        // https://docs.aws.amazon.com/AmazonS3/latest/userguide/notification-how-to-event-types-and-destinations.html
+        let marker_created = version.is_none() && out.delete_marker() == Some(true);
+        let kind = if marker_created {
+            "DeleteMarkerCreated"
+        } else {
+            "Delete"
+        };
+        let event = s3_event(&format!("{family}:{kind}"), BUCKET, key, None, None);
+        Ok(notification(event, version.or(out.version_id())))
+    }
+
+    /// Puts notifications on the intake queue, in the order given, as S3 does.
+    pub async fn deliver(&self, notifications: &[Notification]) -> Result<(), BoxError> {
+        for n in notifications {
+            self.sqs
+                .send_message()
+                .queue_url(&self.intake_url)
+                .message_body(n.event.to_string())
+                .send()
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// Waits until both queues hold nothing (waiting, in flight or delayed) and no container
+    /// is busy, for longer than a visibility timeout; returns how long the work took (up to
+    /// the last moment anything was left), or an error after `limit`.
+    pub async fn run_until_quiet(&self, limit: Duration) -> Result<Duration, BoxError> {
+        let started = Instant::now();
+        let mut last_busy = started;
+        // Longer than either queue's visibility timeout: a failed batch has reappeared by then.
+        let quiet_for = Duration::from_secs(
+            u64::from(VISIBILITY_TIMEOUT_SECS.max(INTAKE_VISIBILITY_TIMEOUT_SECS)) + 1,
+        );
+        loop {
+            let left = self.work_left().await?;
+            let now = Instant::now();
+            if left > 0 {
+                last_busy = now;
+            } else if now - last_busy >= quiet_for {
+                return Ok(last_busy - started);
+            }
+            if started.elapsed() > limit {
+                return Err(format!(
+                    "{left} messages or invocations still pending after {limit:?}"
+                )
+                .into());
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    /// Messages on both queues (waiting, in flight, delayed) plus invocations under way.
+    pub async fn work_left(&self) -> Result<u64, BoxError> {
+        let mut left = (self.ingest.busy.load(Ordering::SeqCst)
+            + self.embed_index.busy.load(Ordering::SeqCst)) as u64;
+        for url in [&self.intake_url, &self.queue_url] {
+            for attribute in [
+                QueueAttributeName::ApproximateNumberOfMessages,
+                QueueAttributeName::ApproximateNumberOfMessagesNotVisible,
+                QueueAttributeName::ApproximateNumberOfMessagesDelayed,
+            ] {
+                left += queue_depth(&self.sqs, url, attribute)
+                    .await
+                    .map_err(|e| e.to_string())?;
+            }
+        }
+        Ok(left)
+    }
+
+    /// Messages in the chunk DLQ and in the intake DLQ.
+    pub async fn dead_letters(&self) -> Result<(u64, u64), BoxError> {
+        let depth = async |url: &str| {
+            queue_depth(
+                &self.sqs,
+                url,
+                QueueAttributeName::ApproximateNumberOfMessages,
+            )
+            .await
+            .map_err(|e| BoxError::from(e.to_string()))
+        };
+        Ok((
+            depth(&self.dlq_url).await?,
+            depth(&self.intake_dlq_url).await?,
+        ))
+    }
+
+    /// Texts the Bedrock stand-in has embedded so far.
+    pub async fn texts_embedded(&self) -> Result<u64, BoxError> {
+        let stats = self
+            .stack
+            .bedrock_stats()
+            .await
+            .map_err(|e| e.to_string())?;
+        Ok(stats["texts"].as_u64().unwrap_or_default())
+    }
+
+    /// Stops the pollers and every container.
+    pub async fn stop(self) {
+        self.stop.store(true, Ordering::SeqCst);
+        for poller in self.pollers {
+            let _ = poller.await;
+        }
+        self.ingest.recycle().await;
+        self.embed_index.recycle().await;
+    }
+}
+
+fn notification(mut event: Value, version_id: Option<&str>) -> Notification {
+    if let Some(version) = version_id {
+        event["Records"][0]["s3"]["object"]["versionId"] = json!(version);
+    }
+    Notification {
+        event,
+        version_id: version_id.map(str::to_owned),
+    }
+}
+
+/// A small deterministic generator (SplitMix64), so a failing run can be replayed by its seed.
+#[derive(Debug, Clone)]
+pub struct Rng(u64);
+
+impl Rng {
+    pub fn new(seed: u64) -> Self {
+        Self(seed)
+    }
+
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    /// A number in `0..n`.
+    pub fn below(&mut self, n: usize) -> usize {
+        (self.next_u64() % n as u64) as usize
+    }
+}
+
+/// Deliveries as S3 makes them: each notification at least once (some twice), and in an
+/// order that is only roughly the order of the operations (shuffled within a `window`).
+pub fn shuffled_deliveries(
+    notifications: &[Notification],
+    rng: &mut Rng,
+    duplicate_one_in: usize,
+    window: usize,
+) -> Vec<Notification> {
+    let mut out: Vec<Notification> = Vec::with_capacity(notifications.len() * 2);
+    for n in notifications {
+        out.push(n.clone());
+        if rng.below(duplicate_one_in) == 0 {
+            out.push(n.clone());
+        }
+    }
+    for start in (0..out.len()).step_by(window.max(1)) {
+        let end = (start + window).min(out.len());
+        for i in (start + 1..end).rev() {
+            let j = start + rng.below(i - start + 1);
+            out.swap(i, j);
+        }
+    }
+    out
+}

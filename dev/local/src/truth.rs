@@ -1,0 +1,222 @@
+//! The promise, checked whole: the index holds exactly the records of the bucket's current
+//! objects, each with its current text, and nothing else.
+//!
+//! The bucket side is read independently of sakuin's reader: the objects are JSON Lines whose
+//! records carry `id` and a `text` short enough to be one chunk, so every record is expected as
+//! one document (`doc_id` = `id`, `chunk_index` 0 of 1) under its object's key.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use sakuin::es::EsClient;
+use serde_json::{Value, json};
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// The prefix ingest writes rejected records under; not source data.
+const REJECTS: &str = "rejects/";
+
+/// Documents per search page.
+const PAGE: usize = 2000;
+
+/// One expected or indexed document.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Doc {
+    pub key: String,
+    pub text: String,
+}
+
+/// How the whole index compares with the whole bucket.
+#[derive(Debug, Default)]
+pub struct Comparison {
+    /// Current objects read from the bucket.
+    pub objects: usize,
+    /// Records in them: the documents expected.
+    pub expected: usize,
+    /// Chunk documents in the index.
+    pub indexed: usize,
+    /// Expected and absent.
+    pub missing: Vec<String>,
+    /// Indexed and not in any current object (deleted, replaced, or duplicated chunks).
+    pub extra: Vec<String>,
+    /// Indexed under the right id with another text or key (an older version).
+    pub stale: Vec<String>,
+}
+
+impl Comparison {
+    pub fn mismatches(&self) -> usize {
+        self.missing.len() + self.extra.len() + self.stale.len()
+    }
+
+    pub fn is_equal(&self) -> bool {
+        self.mismatches() == 0
+    }
+}
+
+impl fmt::Display for Comparison {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{} objects, {} documents expected, {} indexed, {} mismatches",
+            self.objects,
+            self.expected,
+            self.indexed,
+            self.mismatches()
+        )?;
+        for (what, ids) in [
+            ("missing", &self.missing),
+            ("extra", &self.extra),
+            ("stale", &self.stale),
+        ] {
+            if !ids.is_empty() {
+                let shown: Vec<&str> = ids.iter().take(10).map(String::as_str).collect();
+                write!(f, "; {what} {}: {}", ids.len(), shown.join(", "))?;
+                if ids.len() > shown.len() {
+                    write!(f, ", …")?;
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Reads every current object of `bucket` and every document of the client's index, and
+/// compares them.
+pub async fn compare_index_with_bucket(
+    s3: &aws_sdk_s3::Client,
+    bucket: &str,
+    es: &EsClient,
+) -> Result<Comparison, BoxError> {
+    let (objects, expected) = bucket_documents(s3, bucket).await?;
+    let indexed = index_documents(es).await?;
+    let mut comparison = Comparison {
+        objects,
+        expected: expected.len(),
+        indexed: indexed.values().map(Vec::len).sum(),
+        ..Comparison::default()
+    };
+    for (id, doc) in &expected {
+        match indexed.get(id).map(Vec::as_slice) {
+            None | Some([]) => comparison.missing.push(id.clone()),
+            Some([one]) if one == doc => {}
+            Some([_]) => comparison.stale.push(id.clone()),
+            Some(several) => {
+                if !several.contains(doc) {
+                    comparison.stale.push(id.clone());
+                }
+                comparison
+                    .extra
+                    .extend(std::iter::repeat_n(id.clone(), several.len() - 1));
+            }
+        }
+    }
+    for (id, docs) in &indexed {
+        if !expected.contains_key(id) {
+            comparison
+                .extra
+                .extend(std::iter::repeat_n(id.clone(), docs.len()));
+        }
+    }
+    Ok(comparison)
+}
+
+/// The records of the bucket's current objects, by id; and how many objects there are.
+async fn bucket_documents(
+    s3: &aws_sdk_s3::Client,
+    bucket: &str,
+) -> Result<(usize, BTreeMap<String, Doc>), BoxError> {
+    let mut keys = Vec::new();
+    let mut pages = s3.list_objects_v2().bucket(bucket).into_paginator().send();
+    while let Some(page) = pages.next().await {
+        for object in page?.contents() {
+            let key = object.key().unwrap_or_default();
+            if !key.starts_with(REJECTS) {
+                keys.push(key.to_owned());
+            }
+        }
+    }
+    let mut expected = BTreeMap::new();
+    for key in &keys {
+        let body = s3
+            .get_object()
+            .bucket(bucket)
+            .key(key)
+            .send()
+            .await?
+            .body
+            .collect()
+            .await?
+            .into_bytes();
+        for (n, line) in body.split(|b| *b == b'\n').enumerate() {
+            if line.iter().all(u8::is_ascii_whitespace) {
+                continue;
+            }
+            let record: Value =
+                serde_json::from_slice(line).map_err(|e| format!("{key} line {}: {e}", n + 1))?;
+            let (Some(id), Some(text)) = (record["id"].as_str(), record["text"].as_str()) else {
+                return Err(format!("{key} line {}: no id and text", n + 1).into());
+            };
+            let doc = Doc {
+                key: key.clone(),
+                text: text.to_owned(),
+            };
+            if expected.insert(id.to_owned(), doc).is_some() {
+                return Err(format!("{key} line {}: the id {id} is used twice", n + 1).into());
+            }
+        }
+    }
+    Ok((keys.len(), expected))
+}
+
+/// Every chunk document of the index, by `doc_id` (several when a record was indexed more
+/// than once, or in several chunks).
+async fn index_documents(es: &EsClient) -> Result<BTreeMap<String, Vec<Doc>>, BoxError> {
+    es.refresh().await.map_err(|e| e.to_string())?;
+    let mut hits = Vec::new();
+    let mut after: Option<Value> = None;
+    loop {
+        let mut query = json!({
+            "size": PAGE,
+            "query": {"match_all": {}},
+            "sort": [{"doc_id": "asc"}, {"chunk_index": "asc"}],
+            "_source": ["doc_id", "text", "source.key", "chunk_index", "chunk_count"]
+        });
+        if let Some(after) = after.take() {
+            query["search_after"] = after;
+        }
+        let answer = es.search(&query).await.map_err(|e| e.to_string())?;
+        let page = answer["hits"]["hits"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        let full = page.len() == PAGE;
+        after = page.last().map(|hit| hit["sort"].clone());
+        hits.extend(page);
+        if !full {
+            break;
+        }
+    }
+    let mut indexed: BTreeMap<String, Vec<Doc>> = BTreeMap::new();
+    for hit in &hits {
+        let source = &hit["_source"];
+        let id = source["doc_id"].as_str().unwrap_or_default().to_owned();
+        let whole = source["chunk_index"] == 0 && source["chunk_count"] == 1;
+        let doc = Doc {
+            key: source["source"]["key"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned(),
+            // A record split into chunks is never expected here: it shows as stale.
+            text: if whole {
+                source["text"].as_str().unwrap_or_default().to_owned()
+            } else {
+                format!(
+                    "(chunk {} of {})",
+                    source["chunk_index"], source["chunk_count"]
+                )
+            },
+        };
+        indexed.entry(id).or_default().push(doc);
+    }
+    Ok(indexed)
+}

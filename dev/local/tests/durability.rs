@@ -1,0 +1,517 @@
+//! The index ends equal to the bucket in the deployment the template creates: S3 notifications
+//! on the intake queue, several `ingest` and `embed-index` containers at once, versioned
+//! buckets, an Elasticsearch outage far longer than the queue's retry budget, invocations that
+//! crash. Every scenario ends by comparing the whole index with the whole bucket.
+//!
+//! Figures: `cargo test -p sakuin-local --test durability -- --nocapture --test-threads=1`.
+
+use std::time::{Duration, Instant};
+
+use sakuin_local::fleet::{Fleet, FleetOptions, Notification, Rng, shuffled_deliveries};
+use sakuin_local::pipeline::{BUCKET, MAX_RECEIVE_COUNT, PipelineOptions, VISIBILITY_TIMEOUT_SECS};
+use sakuin_local::stack::LocalStack;
+use sakuin_local::truth::{Comparison, compare_index_with_bucket};
+use serde_json::{Value, json};
+
+/// One scenario at a time: each runs several containers of its own, and its timings (a
+/// visibility timeout of seconds) assume the machine is not shared with another scenario.
+static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+async fn start(index: &str, options: FleetOptions) -> Fleet {
+    let stack = LocalStack::start(&[])
+        .await
+        .expect("the local stack starts (make venv installs it)");
+    let log = stack.work_dir.join("functions.log");
+    Fleet::start(
+        stack,
+        FleetOptions {
+            pipeline: PipelineOptions {
+                index: index.into(),
+                log: Some(log),
+                ..options.pipeline
+            },
+            ..options
+        },
+    )
+    .await
+    .expect("the functions start (cargo build --workspace builds them)")
+}
+
+/// JSON Lines of `n` one-chunk records with ids `{prefix}-{i}`; `version` is in every text, so
+/// each version's texts are new and an older text left in the index shows as stale.
+fn records(prefix: &str, version: u32, n: usize) -> Vec<u8> {
+    (0..n)
+        .map(|i| {
+            json!({"id": format!("{prefix}-{i}"), "text": format!("Record {i} of {prefix}, version {version}.")})
+                .to_string()
+                + "\n"
+        })
+        .collect::<String>()
+        .into_bytes()
+}
+
+async fn compare(fleet: &Fleet) -> Comparison {
+    compare_index_with_bucket(&fleet.s3, BUCKET, &fleet.es())
+        .await
+        .expect("the bucket and the index can be read")
+}
+
+/// Asserts the index equals the bucket and both DLQs are empty.
+async fn assert_settled(fleet: &Fleet) -> Comparison {
+    let comparison = compare(fleet).await;
+    assert!(comparison.is_equal(), "index ≠ bucket: {comparison}");
+    assert_eq!(
+        fleet.dead_letters().await.unwrap(),
+        (0, 0),
+        "chunk and intake DLQs"
+    );
+    comparison
+}
+
+/// Sum of `metric` over the EMF lines the functions wrote.
+fn emf_sum(fleet: &Fleet, metric: &str) -> f64 {
+    let log = fleet.stack.work_dir.join("functions.log");
+    std::fs::read_to_string(log)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|v| v.get("_aws").is_some())
+        .filter_map(|v| v[metric].as_f64())
+        .sum()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_overwrites_and_deletes_of_the_same_keys_end_equal_to_the_bucket() {
+    let _one = ONE_AT_A_TIME.lock().await;
+    let seed = std::env::var("SAKUIN_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(20_261_203);
+    let fleet = start(
+        "concurrency",
+        FleetOptions {
+            // Compressed: a message waiting on its object's order comes back in seconds.
+            pipeline: PipelineOptions {
+                extra_env: vec![
+                    ("REQUEUE_DELAY_SECS".into(), "2".into()),
+                    ("REQUEUE_MAX_DELAY_SECS".into(), "8".into()),
+                ],
+                ..PipelineOptions::default()
+            },
+            ingest_containers: 2,
+            embed_index_containers: 4,
+        },
+    )
+    .await;
+    let mut rng = Rng::new(seed);
+    let began = Instant::now();
+    const KEYS: usize = 8;
+    let mut versions = [0u32; KEYS];
+    let (mut operations, mut deliveries, mut texts_written) = (0, 0, 0);
+    // Rounds of operations on a few keys, each round's notifications delivered slightly out
+    // of order and some twice, while the containers work on the rounds before.
+    for _round in 0..10 {
+        let mut round = Vec::new();
+        for _ in 0..8 {
+            let k = rng.below(KEYS);
+            let key = format!("race/{k}.jsonl");
+            let notification = if rng.below(6) == 0 {
+                fleet.delete(&key).await.unwrap()
+            } else {
+                versions[k] += 1;
+                let n = 1 + rng.below(12);
+                texts_written += n;
+                fleet
+                    .put(&key, records(&format!("k{k}"), versions[k], n))
+                    .await
+                    .unwrap()
+            };
+            round.push(notification);
+            operations += 1;
+        }
+        let delivered = shuffled_deliveries(&round, &mut rng, 4, 4);
+        deliveries += delivered.len();
+        fleet.deliver(&delivered).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(rng.below(400) as u64)).await;
+    }
+    let sending = began.elapsed();
+    let took = sending
+        + fleet
+            .run_until_quiet(Duration::from_secs(300))
+            .await
+            .unwrap();
+    let comparison = compare(&fleet).await;
+    let texts = fleet.texts_embedded().await.unwrap();
+    println!(
+        "concurrency (seed {seed}): {} ingest + {} embed-index containers, {operations} S3 operations on {KEYS} keys, {deliveries} notifications delivered; {comparison}; {texts} texts embedded for {texts_written} written; {:.1} s",
+        fleet.ingest.containers(),
+        fleet.embed_index.containers(),
+        took.as_secs_f64()
+    );
+    println!(
+        "  ingest {:?}\n  embed-index {:?}\n  write conflicts {}, chunks compensated {}, sweeps waiting {}, messages requeued {}",
+        fleet.ingest.stats(),
+        fleet.embed_index.stats(),
+        emf_sum(&fleet, "WriteConflicts"),
+        emf_sum(&fleet, "ChunksCompensated"),
+        emf_sum(&fleet, "SweepsWaiting"),
+        emf_sum(&fleet, "MessagesRequeued"),
+    );
+    assert!(comparison.is_equal(), "index ≠ bucket: {comparison}");
+    assert_eq!(fleet.dead_letters().await.unwrap(), (0, 0));
+    assert!(
+        texts <= texts_written as u64,
+        "no text is embedded twice: {texts} > {texts_written}"
+    );
+    fleet.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn versioned_bucket_removals_markers_undeletes_and_expirations_end_equal_to_the_bucket() {
+    let _one = ONE_AT_A_TIME.lock().await;
+    let fleet = start(
+        "versions",
+        FleetOptions {
+            pipeline: PipelineOptions {
+                versioned_bucket: true,
+                ..PipelineOptions::default()
+            },
+            ingest_containers: 1,
+            embed_index_containers: 2,
+        },
+    )
+    .await;
+    let quiet = async || {
+        fleet
+            .run_until_quiet(Duration::from_secs(120))
+            .await
+            .unwrap();
+    };
+    let keys_indexed = async || -> Vec<String> {
+        let es = fleet.es();
+        es.refresh().await.unwrap();
+        let answer = es
+            .search(&json!({"size": 0, "aggs": {"keys": {"terms": {"field": "source.key", "size": 100}}}}))
+            .await
+            .unwrap();
+        let mut keys: Vec<String> = answer["aggregations"]["keys"]["buckets"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|b| b["key"].as_str().unwrap().to_owned())
+            .collect();
+        keys.sort();
+        keys
+    };
+
+    // Two versions of `kept` and of `trimmed`, one of the others.
+    let kept_v1 = fleet
+        .put("v/kept.jsonl", records("kept", 1, 4))
+        .await
+        .unwrap();
+    let mut notes = vec![kept_v1.clone()];
+    notes.push(
+        fleet
+            .put("v/kept.jsonl", records("kept", 2, 3))
+            .await
+            .unwrap(),
+    );
+    let trimmed_v1 = fleet
+        .put("v/trimmed.jsonl", records("trim", 1, 5))
+        .await
+        .unwrap();
+    notes.push(trimmed_v1.clone());
+    notes.push(
+        fleet
+            .put("v/trimmed.jsonl", records("trim", 2, 2))
+            .await
+            .unwrap(),
+    );
+    for key in ["deleted", "undeleted", "expired"] {
+        notes.push(
+            fleet
+                .put(&format!("v/{key}.jsonl"), records(key, 1, 3))
+                .await
+                .unwrap(),
+        );
+    }
+    fleet.deliver(&notes).await.unwrap();
+    quiet().await;
+    assert_settled(&fleet).await;
+    let texts_before = fleet.texts_embedded().await.unwrap();
+
+    // A noncurrent version removed by hand and one by the lifecycle rule: the current versions
+    // stay. A delete marker by hand and one by expiration: those keys go.
+    let version = |n: &Notification| n.version_id.clone().expect("a versioned bucket");
+    let marker = fleet.delete("v/undeleted.jsonl").await.unwrap();
+    let notes = vec![
+        fleet
+            .delete_version("v/kept.jsonl", &version(&kept_v1))
+            .await
+            .unwrap(),
+        fleet
+            .expire_version("v/trimmed.jsonl", &version(&trimmed_v1))
+            .await
+            .unwrap(),
+        fleet.delete("v/deleted.jsonl").await.unwrap(),
+        fleet.expire("v/expired.jsonl").await.unwrap(),
+        marker.clone(),
+    ];
+    assert_eq!(
+        marker.event["Records"][0]["eventName"],
+        "ObjectRemoved:DeleteMarkerCreated"
+    );
+    fleet.deliver(&notes).await.unwrap();
+    quiet().await;
+    assert_settled(&fleet).await;
+    assert_eq!(keys_indexed().await, ["v/kept.jsonl", "v/trimmed.jsonl"]);
+    assert_eq!(
+        fleet.texts_embedded().await.unwrap(),
+        texts_before,
+        "the versions that stay current are not embedded again"
+    );
+
+    // Removing the delete marker brings the object back.
+    let undelete = fleet
+        .delete_version("v/undeleted.jsonl", &version(&marker))
+        .await
+        .unwrap();
+    fleet.deliver(&[undelete]).await.unwrap();
+    quiet().await;
+    let comparison = assert_settled(&fleet).await;
+    assert_eq!(
+        keys_indexed().await,
+        ["v/kept.jsonl", "v/trimmed.jsonl", "v/undeleted.jsonl"]
+    );
+    assert_eq!(
+        fleet.texts_embedded().await.unwrap(),
+        texts_before + 3,
+        "the undeleted object is embedded again, once"
+    );
+    println!("versions: {comparison}");
+
+    // The comparison itself sees each kind of difference: a document left behind, one with an
+    // older text, one missing.
+    let es = fleet.es();
+    let doc = |id: &str, key: &str, text: &str| json!({"doc_id": id, "chunk_index": 0, "chunk_count": 1, "text": text, "source": {"bucket": BUCKET, "key": key}});
+    for (method, id, body) in [
+        (
+            reqwest::Method::PUT,
+            "ghost",
+            Some(doc("ghost", "v/deleted.jsonl", "left behind")),
+        ),
+        (
+            reqwest::Method::PUT,
+            "kept-0",
+            Some(doc(
+                "kept-0",
+                "v/kept.jsonl",
+                "Record 0 of kept, version 1.",
+            )),
+        ),
+        (reqwest::Method::DELETE, "trim-1", None),
+    ] {
+        let path = format!("/versions/_doc/{}", sakuin::ids::chunk_id(id, 0));
+        let body = body.map(|b| (b.to_string().into_bytes(), "application/json"));
+        let (status, answer) = es.send(method, &path, body).await.unwrap();
+        assert!(
+            status.is_success(),
+            "{path}: {status} {}",
+            String::from_utf8_lossy(&answer)
+        );
+    }
+    let tampered = compare(&fleet).await;
+    assert_eq!(
+        (
+            tampered.extra.as_slice(),
+            tampered.stale.as_slice(),
+            tampered.missing.as_slice()
+        ),
+        (
+            &["ghost".to_owned()][..],
+            &["kept-0".to_owned()][..],
+            &["trim-1".to_owned()][..]
+        ),
+        "{tampered}"
+    );
+    fleet.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_outage_five_times_the_retry_budget_loses_nothing_and_embeds_nothing_twice() {
+    let _one = ONE_AT_A_TIME.lock().await;
+    let fleet = start(
+        "outage",
+        FleetOptions {
+            pipeline: PipelineOptions {
+                es_faults: true,
+                extra_env: vec![
+                    ("REQUEUE_DELAY_SECS".into(), "1".into()),
+                    ("REQUEUE_MAX_DELAY_SECS".into(), "4".into()),
+                ],
+                ..PipelineOptions::default()
+            },
+            ingest_containers: 1,
+            embed_index_containers: 2,
+        },
+    )
+    .await;
+    let faults = fleet.es_faults.as_ref().unwrap();
+    // What a message gets before the DLQ: every receive, each a visibility timeout apart.
+    let budget = Duration::from_secs(u64::from(MAX_RECEIVE_COUNT * VISIBILITY_TIMEOUT_SECS));
+    let outage = budget * 5;
+
+    let mut notes = Vec::new();
+    for i in 0..4 {
+        notes.push(
+            fleet
+                .put(&format!("out/{i}.jsonl"), records(&format!("o{i}"), 1, 20))
+                .await
+                .unwrap(),
+        );
+    }
+    fleet.deliver(&notes).await.unwrap();
+    fleet
+        .run_until_quiet(Duration::from_secs(120))
+        .await
+        .unwrap();
+    assert_settled(&fleet).await;
+    let texts_before = fleet.texts_embedded().await.unwrap();
+
+    // The cluster goes away. New objects, an overwrite and a delete arrive meanwhile; halfway
+    // through, every embed-index container is replaced by a cold one.
+    faults.set_down(true);
+    let down_at = Instant::now();
+    let mut notes = Vec::new();
+    for i in 4..8 {
+        notes.push(
+            fleet
+                .put(&format!("out/{i}.jsonl"), records(&format!("o{i}"), 1, 20))
+                .await
+                .unwrap(),
+        );
+    }
+    notes.push(
+        fleet
+            .put("out/0.jsonl", records("o0", 2, 15))
+            .await
+            .unwrap(),
+    );
+    notes.push(fleet.delete("out/1.jsonl").await.unwrap());
+    fleet.deliver(&notes).await.unwrap();
+    tokio::time::sleep(outage / 2).await;
+    fleet.embed_index.recycle().await;
+    tokio::time::sleep(outage.saturating_sub(down_at.elapsed())).await;
+    let (dead, intake_dead) = fleet.dead_letters().await.unwrap();
+    assert_eq!(
+        (dead, intake_dead),
+        (0, 0),
+        "nothing dead-letters during the outage"
+    );
+    let texts_during = fleet.texts_embedded().await.unwrap() - texts_before;
+    faults.set_down(false);
+    let outage_took = down_at.elapsed();
+
+    let drain = fleet
+        .run_until_quiet(Duration::from_secs(180))
+        .await
+        .unwrap();
+    let comparison = assert_settled(&fleet).await;
+    let texts = fleet.texts_embedded().await.unwrap() - texts_before;
+    // Every new text of the outage, each embedded once: 4 new objects and the overwrite.
+    let new_texts = 4 * 20 + 15;
+    println!(
+        "outage: {:.0} s down ÷ {:.0} s retry budget = {:.1}; DLQ messages 0 and 0; {texts_during} texts embedded during the outage; {texts} texts embedded for {new_texts} new chunks ({:.2} per chunk); drained {:.1} s after the return; {} requests answered 503; messages requeued {}; {comparison}",
+        outage_took.as_secs_f64(),
+        budget.as_secs_f64(),
+        outage_took.as_secs_f64() / budget.as_secs_f64(),
+        texts as f64 / new_texts as f64,
+        drain.as_secs_f64(),
+        faults.injected().unavailable_requests,
+        emf_sum(&fleet, "MessagesRequeued"),
+    );
+    println!("  embed-index {:?}", fleet.embed_index.stats());
+    assert!(faults.injected().unavailable_requests > 0);
+    assert!(
+        fleet.embed_index.stats().cold_starts > 2,
+        "a cold start during the outage"
+    );
+    assert_eq!(texts, new_texts, "nothing is embedded twice, or blind");
+    fleet.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn crashed_invocations_and_continuations_lose_nothing() {
+    let _one = ONE_AT_A_TIME.lock().await;
+    let fleet = start(
+        "crashes",
+        FleetOptions {
+            pipeline: PipelineOptions {
+                extra_env: vec![
+                    ("INGEST_TIME_LIMIT_SECS".into(), "1".into()),
+                    ("MESSAGE_MAX_BYTES".into(), "4096".into()),
+                    ("REQUEUE_DELAY_SECS".into(), "2".into()),
+                    ("REQUEUE_MAX_DELAY_SECS".into(), "8".into()),
+                ],
+                ..PipelineOptions::default()
+            },
+            ingest_containers: 2,
+            embed_index_containers: 2,
+        },
+    )
+    .await;
+    // The first invocation for the large object's notification dies part way, and so does
+    // the first continuation; so does one embed-index invocation.
+    let crash_after = Duration::from_millis(400);
+    fleet.ingest.crash_when("crash/large.jsonl\"", crash_after);
+    fleet.ingest.crash_when("\"hops\"", crash_after);
+    fleet
+        .embed_index
+        .crash_when("\"op\":\"index\"", Duration::from_millis(30));
+
+    const LARGE: usize = 8000;
+    let large = fleet
+        .put("crash/large.jsonl", records("large", 1, LARGE))
+        .await
+        .unwrap();
+    let mut notes = vec![large];
+    for i in 0..5 {
+        notes.push(
+            fleet
+                .put(
+                    &format!("crash/{i}.jsonl"),
+                    records(&format!("c{i}"), 1, 10),
+                )
+                .await
+                .unwrap(),
+        );
+    }
+    fleet.deliver(&notes).await.unwrap();
+    let took = fleet
+        .run_until_quiet(Duration::from_secs(300))
+        .await
+        .unwrap();
+    let comparison = assert_settled(&fleet).await;
+    let texts = fleet.texts_embedded().await.unwrap();
+    let ingest = fleet.ingest.stats();
+    let embed = fleet.embed_index.stats();
+    println!(
+        "crashes: ingest {ingest:?}; embed-index {embed:?}; {comparison}; {texts} texts embedded for {} chunks ({:.3} per chunk); sweeps waiting {}; {:.1} s",
+        comparison.expected,
+        texts as f64 / comparison.expected as f64,
+        emf_sum(&fleet, "SweepsWaiting"),
+        took.as_secs_f64()
+    );
+    assert_eq!(
+        (
+            fleet.ingest.crashes_pending(),
+            fleet.embed_index.crashes_pending()
+        ),
+        (0, 0),
+        "every planned crash happened"
+    );
+    assert_eq!(ingest.crashes, 2);
+    assert_eq!(embed.crashes, 1);
+    assert!(texts >= comparison.expected as u64);
+    fleet.stop().await;
+}
