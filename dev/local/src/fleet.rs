@@ -10,18 +10,17 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use aws_sdk_sqs::types::{
-    DeleteMessageBatchRequestEntry, Message, MessageSystemAttributeName, QueueAttributeName,
-};
-use sakuin::es::{EsClient, EsSettings};
-use serde_json::{Value, json};
+use aws_sdk_sqs::types::{Message, MessageSystemAttributeName, QueueAttributeName};
+use sakuin::es::EsClient;
+use serde_json::Value;
 use tokio::sync::Mutex;
 use tokio::task::JoinHandle;
 
 use crate::esfaults::EsFaults;
 use crate::pipeline::{
     BUCKET, INTAKE_QUEUE, INTAKE_VISIBILITY_TIMEOUT_SECS, PipelineOptions, Provisioned, QUEUE,
-    VISIBILITY_TIMEOUT_SECS, binary_dir, provision, queue_depth, s3_event, sqs_event_from,
+    VISIBILITY_TIMEOUT_SECS, acknowledge, binary_dir, fault_proxy, provision, put_object,
+    queue_depth, s3_event, sqs_event_from, with_version_id,
 };
 use crate::runtime::{FunctionError, FunctionProcess};
 use crate::stack::LocalStack;
@@ -177,39 +176,13 @@ impl Pool {
                 return;
             }
         };
-        let failed: Vec<&str> = response["batchItemFailures"]
-            .as_array()
-            .map(|a| {
-                a.iter()
-                    .filter_map(|f| f["itemIdentifier"].as_str())
-                    .collect()
-            })
-            .unwrap_or_default();
-        let done: Vec<DeleteMessageBatchRequestEntry> = messages
-            .iter()
-            .filter(|m| !failed.contains(&m.message_id().unwrap_or_default()))
-            .enumerate()
-            .map(|(i, m)| {
-                DeleteMessageBatchRequestEntry::builder()
-                    .id(i.to_string())
-                    .receipt_handle(m.receipt_handle().unwrap_or_default())
-                    .build()
-                    .expect("id and receipt handle are set")
-            })
-            .collect();
-        let deleted = done.len() as u64;
-        if !done.is_empty() {
-            // A failed delete leaves the messages to reappear, as with Lambda.
-            let _ = sqs
-                .delete_message_batch()
-                .queue_url(&self.queue_url)
-                .set_entries(Some(done))
-                .send()
-                .await;
-        }
+        // A failed delete leaves the messages to reappear, as with Lambda.
+        let (deleted, failed) = acknowledge(sqs, &self.queue_url, &messages, &response)
+            .await
+            .unwrap_or((0, 0));
         self.count(|s| {
             s.deleted += deleted;
-            s.reported_failures += failed.len() as u64;
+            s.reported_failures += failed;
         });
     }
 }
@@ -286,13 +259,7 @@ impl Fleet {
             .map_err(|e| e.to_string())?;
         let (intake_url, intake_dlq_url) = intake.expect("the intake queue was asked for");
         let es_faults = if pipeline.es_faults {
-            let proxy = EsFaults::start(stack.elasticsearch.port).await?;
-            for (name, value) in &mut env {
-                if name == "ES_PORT" {
-                    *value = proxy.port.to_string();
-                }
-            }
-            Some(proxy)
+            Some(fault_proxy(&stack, &mut env).await?)
         } else {
             None
         };
@@ -378,34 +345,13 @@ impl Fleet {
 
     /// A client for the local Elasticsearch (not through the fault proxy), on the index.
     pub fn es(&self) -> EsClient {
-        EsClient::new(&EsSettings {
-            host: "127.0.0.1".into(),
-            port: self.stack.elasticsearch.port,
-            use_ssl: false,
-            verify_certs: true,
-            ca_cert_pem: None,
-            auth: None,
-            index: self.options.index.clone(),
-            timeout: Duration::from_secs(30),
-            connect_timeout: Duration::from_secs(2),
-        })
-        .expect("a plain-HTTP client always builds")
+        self.stack.es(&self.options.index)
     }
 
     /// Puts an object; its notification is `ObjectCreated:Put`.
     pub async fn put(&self, key: &str, body: Vec<u8>) -> Result<Notification, BoxError> {
-        let size = body.len();
-        let out = self
-            .s3
-            .put_object()
-            .bucket(BUCKET)
-            .key(key)
-            .body(body.into())
-            .send()
-            .await?;
-        let etag = out.e_tag().unwrap_or_default().trim_matches('"').to_owned();
-        let event = s3_event("ObjectCreated:Put", BUCKET, key, Some(size), Some(&etag));
-        Ok(notification(event, out.version_id()))
+        let (event, version_id) = put_object(&self.s3, key, body).await?;
+        Ok(Notification { event, version_id })
     }
 
     /// Deletes a key: in a versioned bucket a delete marker is created
@@ -554,12 +500,9 @@ impl Fleet {
     }
 }
 
-fn notification(mut event: Value, version_id: Option<&str>) -> Notification {
-    if let Some(version) = version_id {
-        event["Records"][0]["s3"]["object"]["versionId"] = json!(version);
-    }
+fn notification(event: Value, version_id: Option<&str>) -> Notification {
     Notification {
-        event,
+        event: with_version_id(event, version_id),
         version_id: version_id.map(str::to_owned),
     }
 }

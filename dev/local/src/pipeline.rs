@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use aws_sdk_sqs::types::{
     DeleteMessageBatchRequestEntry, MessageSystemAttributeName, QueueAttributeName,
 };
-use sakuin::es::{EsClient, EsSettings};
+use sakuin::es::EsClient;
 use serde_json::{Value, json};
 
 use crate::esfaults::EsFaults;
@@ -136,13 +136,7 @@ impl Pipeline {
             ..
         } = provision(&stack, &options).await?;
         let es_faults = if options.es_faults {
-            let proxy = EsFaults::start(stack.elasticsearch.port).await?;
-            for (name, value) in &mut env {
-                if name == "ES_PORT" {
-                    *value = proxy.port.to_string();
-                }
-            }
-            Some(proxy)
+            Some(fault_proxy(&stack, &mut env).await?)
         } else {
             None
         };
@@ -176,18 +170,7 @@ impl Pipeline {
 
     /// A client for the local Elasticsearch, on the pipeline's index.
     pub fn es(&self) -> EsClient {
-        EsClient::new(&EsSettings {
-            host: "127.0.0.1".into(),
-            port: self.stack.elasticsearch.port,
-            use_ssl: false,
-            verify_certs: true,
-            ca_cert_pem: None,
-            auth: None,
-            index: self.options.index.clone(),
-            timeout: Duration::from_secs(30),
-            connect_timeout: Duration::from_secs(2),
-        })
-        .expect("a plain-HTTP client always builds")
+        self.stack.es(&self.options.index)
     }
 
     /// Puts an object and returns the S3 notification S3 would send for it.
@@ -196,23 +179,7 @@ impl Pipeline {
         key: &str,
         body: Vec<u8>,
     ) -> Result<Value, Box<dyn std::error::Error>> {
-        let size = body.len();
-        let out = self
-            .s3
-            .put_object()
-            .bucket(BUCKET)
-            .key(key)
-            .body(body.into())
-            .send()
-            .await?;
-        let etag = out.e_tag.unwrap_or_default().trim_matches('"').to_owned();
-        Ok(s3_event(
-            "ObjectCreated:Put",
-            BUCKET,
-            key,
-            Some(size),
-            Some(&etag),
-        ))
+        Ok(put_object(&self.s3, key, body).await?.0)
     }
 
     pub async fn invoke_ingest(&self, event: &Value) -> Result<Value, FunctionError> {
@@ -253,34 +220,7 @@ impl Pipeline {
             .invoke(&event, Duration::from_secs(120))
             .await;
         if let Ok(response) = &outcome {
-            let failed: Vec<&str> = response["batchItemFailures"]
-                .as_array()
-                .map(|a| {
-                    a.iter()
-                        .filter_map(|f| f["itemIdentifier"].as_str())
-                        .collect()
-                })
-                .unwrap_or_default();
-            let done: Vec<DeleteMessageBatchRequestEntry> = messages
-                .iter()
-                .filter(|m| !failed.contains(&m.message_id.as_deref().unwrap_or_default()))
-                .enumerate()
-                .map(|(i, m)| {
-                    DeleteMessageBatchRequestEntry::builder()
-                        .id(i.to_string())
-                        .receipt_handle(m.receipt_handle.clone().unwrap_or_default())
-                        .build()
-                        .expect("id and receipt handle are set")
-                })
-                .collect();
-            if !done.is_empty() {
-                self.sqs
-                    .delete_message_batch()
-                    .queue_url(&self.queue_url)
-                    .set_entries(Some(done))
-                    .send()
-                    .await?;
-            }
+            acknowledge(&self.sqs, &self.queue_url, &messages, response).await?;
         }
         Ok(Some((outcome, ids)))
     }
@@ -350,6 +290,92 @@ impl Pipeline {
         self.embed_index.stop().await;
         self.probe.stop().await;
     }
+}
+
+/// Starts the fault-injecting proxy in front of the stack's Elasticsearch and points the
+/// functions' `ES_PORT` at it.
+pub async fn fault_proxy(
+    stack: &LocalStack,
+    env: &mut [(String, String)],
+) -> std::io::Result<EsFaults> {
+    let proxy = EsFaults::start(stack.elasticsearch.port).await?;
+    for (name, value) in env.iter_mut() {
+        if name == "ES_PORT" {
+            *value = proxy.port.to_string();
+        }
+    }
+    Ok(proxy)
+}
+
+/// Puts an object into the bucket; returns the notification S3 sends for it
+/// (`ObjectCreated:Put`) and the version it created, in a versioned bucket.
+pub async fn put_object(
+    s3: &aws_sdk_s3::Client,
+    key: &str,
+    body: Vec<u8>,
+) -> Result<(Value, Option<String>), aws_sdk_s3::Error> {
+    let size = body.len();
+    let out = s3
+        .put_object()
+        .bucket(BUCKET)
+        .key(key)
+        .body(body.into())
+        .send()
+        .await?;
+    let etag = out.e_tag().unwrap_or_default().trim_matches('"');
+    let event = s3_event("ObjectCreated:Put", BUCKET, key, Some(size), Some(etag));
+    Ok((
+        with_version_id(event, out.version_id()),
+        out.version_id().map(str::to_owned),
+    ))
+}
+
+/// A notification naming the object version it is about (versioned buckets).
+pub fn with_version_id(mut event: Value, version_id: Option<&str>) -> Value {
+    if let Some(version) = version_id {
+        event["Records"][0]["s3"]["object"]["versionId"] = json!(version);
+    }
+    event
+}
+
+/// What the event source mapping does with a function's answer to a batch: deletes the
+/// messages its partial batch response does not name; returns how many it deleted and how many
+/// were named (those reappear after the visibility timeout).
+pub async fn acknowledge(
+    sqs: &aws_sdk_sqs::Client,
+    queue_url: &str,
+    messages: &[aws_sdk_sqs::types::Message],
+    response: &Value,
+) -> Result<(u64, u64), aws_sdk_sqs::Error> {
+    let failed: Vec<&str> = response["batchItemFailures"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|f| f["itemIdentifier"].as_str())
+                .collect()
+        })
+        .unwrap_or_default();
+    let done: Vec<DeleteMessageBatchRequestEntry> = messages
+        .iter()
+        .filter(|m| !failed.contains(&m.message_id().unwrap_or_default()))
+        .enumerate()
+        .map(|(i, m)| {
+            DeleteMessageBatchRequestEntry::builder()
+                .id(i.to_string())
+                .receipt_handle(m.receipt_handle().unwrap_or_default())
+                .build()
+                .expect("id and receipt handle are set")
+        })
+        .collect();
+    let deleted = done.len() as u64;
+    if !done.is_empty() {
+        sqs.delete_message_batch()
+            .queue_url(queue_url)
+            .set_entries(Some(done))
+            .send()
+            .await?;
+    }
+    Ok((deleted, failed.len() as u64))
 }
 
 /// Creates the bucket and the queues (with a redrive policy to the DLQ) and returns the

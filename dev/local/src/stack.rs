@@ -249,6 +249,22 @@ impl LocalStack {
         Ok(())
     }
 
+    /// A client for the local Elasticsearch (directly, not through any fault proxy) on `index`.
+    pub fn es(&self, index: &str) -> sakuin::es::EsClient {
+        sakuin::es::EsClient::new(&sakuin::es::EsSettings {
+            host: "127.0.0.1".into(),
+            port: self.elasticsearch.port,
+            use_ssl: false,
+            verify_certs: true,
+            ca_cert_pem: None,
+            auth: None,
+            index: index.to_owned(),
+            timeout: Duration::from_secs(30),
+            connect_timeout: Duration::from_secs(2),
+        })
+        .expect("a plain-HTTP client always builds")
+    }
+
     /// The environment a function needs to run against this stack (besides its own settings).
     pub fn env(&self) -> Vec<(String, String)> {
         let moto = self.moto.url();
