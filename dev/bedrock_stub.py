@@ -1,7 +1,8 @@
 """Local stand-in for the Amazon Bedrock Runtime InvokeModel API, serving deterministic hashed embeddings.
 
 Usage: python3 dev/bedrock_stub.py --host 127.0.0.1 --port 0 [--latency-ms N]
-       [--throttle-every N] [--fail-every N] [--deny-models a,b] [--workers N] [--verbose]
+       [--throttle-every N] [--fail-every N] [--fail-error CODE] [--deny-models a,b]
+       [--quota-rpm N] [--quota-tpm N] [--workers N] [--verbose]
 
 Prints `listening on <host>:<port>` once it accepts connections. Besides
 `POST /model/{modelId}/invoke` it serves a small control API under `/_stub/`
@@ -33,6 +34,9 @@ ERROR_STATUS = {
     "AccessDeniedException": 403,
     "ResourceNotFoundException": 404,
     "ModelTimeoutException": 408,
+    "ModelErrorException": 424,
+    "ModelNotReadyException": 429,
+    "ServiceQuotaExceededException": 400,
     "ThrottlingException": 429,
     "InternalServerException": 500,
     "ServiceUnavailableException": 503,
@@ -43,8 +47,12 @@ INJECTED_MESSAGES = {
     "ModelTimeoutException": (
         "The request took too long to process. Processing time exceeded the model timeout length."
     ),
+    "ModelNotReadyException": "The model specified in the request is not ready to serve inference requests.",
+    "ModelErrorException": "The request failed due to an error while processing the model.",
+    "ServiceQuotaExceededException": "Your request exceeds the service quota for your account.",
 }
 THROTTLE_MESSAGE = "Too many requests, please wait before trying again."
+TOKENS_MESSAGE = "Too many tokens, please wait before trying again."
 DENIED_MESSAGE = "You don't have access to the model with the specified model ID."
 INVALID_MODEL_MESSAGE = "The provided model identifier is invalid."
 
@@ -55,7 +63,10 @@ COHERE_V3_MAX_CHARS = 2_048
 COHERE_V4_DEFAULT_MAX_TOKENS = 128_000
 COHERE_INPUT_TYPES = ("search_document", "search_query", "classification", "clustering")
 COHERE_EMBEDDING_TYPES = ("float", "int8", "uint8", "binary", "ubinary")
-PROFILE_PREFIXES = ("us", "eu", "apac", "global")
+# Inference-profile geographies; the template tests check this list against template.yaml.
+PROFILE_PREFIXES = ("us", "us-gov", "eu", "apac", "jp", "au", "global")
+# A per-minute quota lets a burst of this share of a minute through at once.
+QUOTA_BURST_SECONDS = 10
 
 
 class BedrockError(Exception):
@@ -521,7 +532,29 @@ CONFIG_FIELDS = {
     "fail_every": _non_negative_int,
     "fail_error": _fail_error,
     "deny_models": _deny_list,
+    "quota_rpm": _non_negative_int,
+    "quota_tpm": _non_negative_int,
 }
+
+
+class Quota:
+    """A per-minute quota as a token bucket: refilled at quota/60 a second, holding at most
+    QUOTA_BURST_SECONDS of it (and never less than `floor`, so one large call can pass)."""
+
+    def __init__(self, per_minute, floor=1):
+        self.per_minute = per_minute
+        self.capacity = max(per_minute * QUOTA_BURST_SECONDS / 60.0, floor)
+        self.level = self.capacity
+        self.at = time.monotonic()
+
+    def take(self, amount):
+        now = time.monotonic()
+        self.level = min(self.capacity, self.level + (now - self.at) * self.per_minute / 60.0)
+        self.at = now
+        if self.level < amount:
+            return False
+        self.level -= amount
+        return True
 
 
 class StubState:
@@ -530,7 +563,9 @@ class StubState:
     def __init__(self, config):
         self._lock = threading.Lock()
         self._config = {"latency_ms": 0, "throttle_every": 0, "fail_every": 0,
-                        "fail_error": "InternalServerException", "deny_models": []}
+                        "fail_error": "InternalServerException", "deny_models": [],
+                        "quota_rpm": 0, "quota_tpm": 0}
+        self._quotas = {}
         self.update_config(config)
         self._zero()
 
@@ -549,7 +584,18 @@ class StubState:
         checked = {k: CONFIG_FIELDS[k](v, k) for k, v in changes.items()}
         with self._lock:
             self._config.update(checked)
+            # A changed quota starts full.
+            for key, floor in (("quota_rpm", 1), ("quota_tpm", 16_384)):
+                if key in checked:
+                    limit = self._config[key]
+                    self._quotas[key] = Quota(limit, floor) if limit else None
             return self._config_copy()
+
+    def within_quota(self, key, amount):
+        """Take `amount` from the quota `key` (quota_rpm, quota_tpm); False when over it."""
+        with self._lock:
+            quota = self._quotas.get(key)
+            return quota is None or quota.take(amount)
 
     def _config_copy(self):
         return dict(self._config, deny_models=list(self._config["deny_models"]))
@@ -635,6 +681,8 @@ def invoke(state, model_id, raw_body, pool=None):
     fault = injected_fault(number, config)
     if fault is None and model_aliases(model_id) & set(config["deny_models"]):
         fault = BedrockError("AccessDeniedException", DENIED_MESSAGE, "denied")
+    if fault is None and not state.within_quota("quota_rpm", 1):
+        fault = BedrockError("ThrottlingException", THROTTLE_MESSAGE, "throttled")
     if fault is None:
         # Small calls (one Titan text) cost less inline than the hop to a worker process.
         if pool is None or len(raw_body) < POOL_MIN_BODY_BYTES:
@@ -643,6 +691,8 @@ def invoke(state, model_id, raw_body, pool=None):
             error, body, tokens, texts = pool.submit(compute, model_id, raw_body).result()
         if error is not None:
             fault = BedrockError(*error)
+        elif not state.within_quota("quota_tpm", tokens):
+            fault = BedrockError("ThrottlingException", TOKENS_MESSAGE, "throttled")
     if fault is not None:
         state.finish_call(fault.outcome)
         fault.latency = latency
@@ -866,6 +916,11 @@ def parse_args(argv):
                         default="InternalServerException")
     parser.add_argument("--deny-models", default="",
                         help="comma-separated model ids that answer 403 AccessDeniedException")
+    parser.add_argument("--quota-rpm", type=_count, default=0,
+                        help="requests per minute before ThrottlingException, as the account's "
+                             "quota (a token bucket; 0 = none)")
+    parser.add_argument("--quota-tpm", type=_count, default=0,
+                        help="input tokens per minute before ThrottlingException (0 = none)")
     parser.add_argument("--workers", type=_count, default=os.cpu_count() or 1,
                         help="processes computing embeddings (0 = in the request threads); "
                              "default: one per CPU")
@@ -888,6 +943,8 @@ def main(argv=None):
         "fail_every": args.fail_every,
         "fail_error": args.fail_error,
         "deny_models": args.deny_models.split(","),
+        "quota_rpm": args.quota_rpm,
+        "quota_tpm": args.quota_tpm,
     })
     pool = None
     if args.workers:

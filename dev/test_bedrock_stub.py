@@ -370,6 +370,44 @@ class ThrottleFlagTests(StubTestCase):
         self.assertEqual((stats["calls"], stats["ok"], stats["throttled"]), (9, 6, 3))
 
 
+class QuotaTests(StubTestCase):
+    # 60 a minute: a burst of 10 (ten seconds' worth), then one a second.
+    stub_args = ("--quota-rpm", "60")
+
+    def test_requests_over_the_quota_are_throttled(self):
+        statuses = [self.invoke(TITAN_V2, {"inputText": "x"})[0] for _ in range(12)]
+        self.assertEqual(statuses, [200] * 10 + [429] * 2)
+        self.assertBedrockError(self.invoke(TITAN_V2, {"inputText": "x"}), 429,
+                                "ThrottlingException")
+        time.sleep(1.1)
+        self.assertEqual(self.invoke(TITAN_V2, {"inputText": "x"})[0], 200, "refilled")
+        self.assertEqual(self.stats()["throttled"], 3)
+
+    def test_tokens_over_the_quota_are_throttled(self):
+        self.request("POST", "/_stub/config", {"quota_rpm": 0, "quota_tpm": 600})
+        # The bucket holds at least one large call; it drains by the tokens each call carries.
+        texts = ["word " * 100] * 96
+        body = {"texts": texts, "input_type": "search_document"}
+        first = self.invoke(COHERE_EN, body)
+        self.assertEqual(first[0], 200)
+        tokens = int(first[1]["X-Amzn-Bedrock-Input-Token-Count"])
+        self.assertGreater(tokens, 600)
+        outcomes = [self.invoke(COHERE_EN, body)[0] for _ in range(200_000 // tokens)]
+        self.assertIn(429, outcomes)
+        message = self.assertBedrockError(self.invoke(COHERE_EN, body), 429,
+                                          "ThrottlingException")
+        self.assertEqual(message, "Too many tokens, please wait before trying again.")
+
+
+class ModelErrorTests(StubTestCase):
+    def test_the_rest_of_bedrocks_errors(self):
+        for code, status in (("ModelNotReadyException", 429), ("ModelErrorException", 424),
+                             ("ServiceQuotaExceededException", 400)):
+            with self.subTest(code=code):
+                self.request("POST", "/_stub/config", {"fail_every": 1, "fail_error": code})
+                self.assertBedrockError(self.invoke(TITAN_V2, {"inputText": "x"}), status, code)
+
+
 class DenyFlagTests(StubTestCase):
     stub_args = ("--deny-models", f"{COHERE_ML},{TITAN_V1}")
 

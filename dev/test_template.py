@@ -969,6 +969,36 @@ class DurableIntake(unittest.TestCase):
         self.assertEqual((embed["REQUEUE_MAX_DELAY_SECS"], embed["MAX_REQUEUES"]), ("900", "288"))
 
 
+class ModelIds(unittest.TestCase):
+    """One list of inference-profile geographies: the code's (checked against the template by
+    a Rust test), the template's pattern and condition, these tests' and the stand-in's."""
+
+    def geographies(self) -> set:
+        pattern = sam_template()["Parameters"]["EmbeddingModelId"]["AllowedPattern"]
+        match = re.match(r"\^\(\(([a-z|-]+)\)", pattern)
+        self.assertIsNotNone(match, pattern)
+        return set(match.group(1).split("|"))
+
+    def test_the_pattern_the_condition_and_the_stand_in_agree(self):
+        import importlib.util
+
+        geographies = self.geographies()
+        self.assertEqual(geographies, PROFILE_GEOGRAPHIES)
+        condition = sam_template()["Conditions"]["EmbeddingModelIsProfile"]["Fn::Or"]
+        self.assertEqual({c["Fn::Equals"][1] for c in condition}, geographies)
+        spec = importlib.util.spec_from_file_location("bedrock_stub", ROOT / "dev" / "bedrock_stub.py")
+        stub = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(stub)
+        self.assertEqual(set(stub.PROFILE_PREFIXES), geographies)
+
+    def test_the_pattern_takes_profiles_and_bare_ids(self):
+        pattern = sam_template()["Parameters"]["EmbeddingModelId"]["AllowedPattern"]
+        for good in ("cohere.embed-v4:0", "apac.cohere.embed-v4:0", "us-gov.amazon.titan-embed-text-v2:0"):
+            self.assertRegex(good, pattern)
+        for bad in ("cohere", "arn:aws:bedrock:x", " us.cohere.embed-v4:0"):
+            self.assertNotRegex(bad, pattern)
+
+
 class LocalInvokeEnvironment(unittest.TestCase):
     """`sam local invoke --env-vars events/env.json` only overrides declared variables."""
 

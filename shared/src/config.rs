@@ -369,7 +369,11 @@ pub struct EmbedIndexConfig {
     pub es_secret_id: Option<String>,
     pub model: EmbeddingModel,
     pub vectors: VectorSettings,
+    /// The most Bedrock calls in flight per container (`EMBED_CONCURRENCY`).
     pub concurrency: usize,
+    /// Whether calls adapt to throttling below that ceiling (`EMBED_ADAPTIVE`, on by default),
+    /// or always run `concurrency` at a time.
+    pub adaptive: bool,
     pub bulk_max_bytes: usize,
     /// Where chunks go back, with their vectors, when Elasticsearch stays unavailable
     /// (`CHUNK_QUEUE_URL`); without it such messages just fail and are retried.
@@ -420,6 +424,7 @@ impl EmbedIndexConfig {
                 "EMBED_CONCURRENCY={concurrency} must be between 1 and 256"
             ));
         }
+        let adaptive = env.flag("EMBED_ADAPTIVE", true);
         let bulk_max_bytes = env
             .parse::<usize>("ES_BULK_MAX_BYTES", 10 * 1024 * 1024)
             .max(64 * 1024);
@@ -454,6 +459,7 @@ impl EmbedIndexConfig {
             model: model.expect("checked"),
             vectors,
             concurrency,
+            adaptive,
             bulk_max_bytes,
             requeue_url,
             requeue_delay_secs,

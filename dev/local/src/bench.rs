@@ -295,7 +295,7 @@ async fn end_to_end(documents: usize) -> Result<(), Box<dyn std::error::Error>> 
 }
 
 /// The benchmark's sections, in the order they run; `bench embed e2e` runs only those.
-pub const SECTIONS: [&str; 5] = ["cold", "ingest", "memory", "embed", "e2e"];
+pub const SECTIONS: [&str; 6] = ["cold", "ingest", "memory", "embed", "e2e", "quota"];
 
 pub async fn run(args: &[String]) -> Result<(), Box<dyn std::error::Error>> {
     let large = args.iter().any(|a| a == "--large");
@@ -316,6 +316,9 @@ pub async fn run(args: &[String]) -> Result<(), Box<dyn std::error::Error>> {
     let runs = |section: &str| {
         if memory_only {
             section == "memory"
+        } else if section == "quota" {
+            // Ten minutes against a throttling stand-in: only when asked for.
+            chosen.contains(&section)
         } else {
             chosen.is_empty() || chosen.contains(&section)
         }
@@ -392,6 +395,12 @@ pub async fn run(args: &[String]) -> Result<(), Box<dyn std::error::Error>> {
             "\n## End to end on the local stack (stand-in without latency; moto and noida-db are single processes)"
         );
         end_to_end(2000).await?;
+    }
+    if runs("quota") {
+        let adaptive_only = args.iter().any(|a| a == "--adaptive-only");
+        crate::quota::run(adaptive_only)
+            .await
+            .map_err(|e| e.to_string())?;
     }
     Ok(())
 }

@@ -18,9 +18,8 @@ use tokio::task::JoinHandle;
 
 use crate::esfaults::EsFaults;
 use crate::pipeline::{
-    BUCKET, INTAKE_QUEUE, INTAKE_VISIBILITY_TIMEOUT_SECS, PipelineOptions, Provisioned, QUEUE,
-    VISIBILITY_TIMEOUT_SECS, acknowledge, binary_dir, fault_proxy, provision, put_object,
-    queue_depth, s3_event, sqs_event_from, with_version_id,
+    BUCKET, INTAKE_QUEUE, PipelineOptions, Provisioned, QUEUE, acknowledge, binary_dir,
+    fault_proxy, provision, put_object, queue_depth, s3_event, sqs_event_from, with_version_id,
 };
 use crate::runtime::{FunctionError, FunctionProcess};
 use crate::stack::LocalStack;
@@ -422,10 +421,9 @@ impl Fleet {
     pub async fn run_until_quiet(&self, limit: Duration) -> Result<Duration, BoxError> {
         let started = Instant::now();
         let mut last_busy = started;
-        // Longer than either queue's visibility timeout: a failed batch has reappeared by then.
-        let quiet_for = Duration::from_secs(
-            u64::from(VISIBILITY_TIMEOUT_SECS.max(INTAKE_VISIBILITY_TIMEOUT_SECS)) + 1,
-        );
+        // Messages a failed invocation left are counted while invisible, so a short quiet
+        // spell (longer than a poll's wait) proves the queues drained.
+        let quiet_for = Duration::from_secs(2);
         loop {
             let left = self.work_left().await?;
             let now = Instant::now();

@@ -8,6 +8,7 @@ pub mod esfaults;
 pub mod fleet;
 pub mod http;
 pub mod pipeline;
+pub mod quota;
 pub mod runtime;
 pub mod stack;
 pub mod truth;

@@ -8,7 +8,9 @@ usage: sakuin-local demo [QUERY...]   run the samples through the whole pipeline
        sakuin-local stack             start the local stack, write .local/stack.env, wait for Ctrl-C
        sakuin-local bench [SECTION...] [--large] [--memory]
                                       print performance figures; sections: cold ingest memory
-                                      embed e2e (default all); --large adds a 1 GiB object,
+                                      embed e2e (default all), and quota (only when named:
+                                      twenty minutes at a Bedrock quota; --adaptive-only skips
+                                      the fixed-concurrency runs); --large adds a 1 GiB object,
                                       --memory runs only the memory section";
 
 #[tokio::main]

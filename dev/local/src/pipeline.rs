@@ -65,6 +65,9 @@ pub struct PipelineOptions {
     pub intake_queue: bool,
     /// Turn on versioning for the bucket (`EnableBucketVersioning`).
     pub versioned_bucket: bool,
+    /// The chunk queue's visibility timeout: short, so failures come back quickly, unless
+    /// invocations run long (the template keeps it at six times the function's timeout).
+    pub chunk_visibility_secs: u32,
 }
 
 impl Default for PipelineOptions {
@@ -78,6 +81,7 @@ impl Default for PipelineOptions {
             es_faults: false,
             intake_queue: false,
             versioned_bucket: false,
+            chunk_visibility_secs: VISIBILITY_TIMEOUT_SECS,
         }
     }
 }
@@ -292,6 +296,19 @@ impl Pipeline {
     }
 }
 
+/// Sum of `metric` over the EMF lines the functions wrote to `log`, only those with dimension
+/// `Reason` = `reason` when given.
+pub fn emf_sum(log: &Path, metric: &str, reason: Option<&str>) -> f64 {
+    std::fs::read_to_string(log)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|v| v.get("_aws").is_some())
+        .filter(|v| reason.is_none_or(|r| v["Reason"] == r))
+        .filter_map(|v| v[metric].as_f64())
+        .sum()
+}
+
 /// Starts the fault-injecting proxy in front of the stack's Elasticsearch and points the
 /// functions' `ES_PORT` at it.
 pub async fn fault_proxy(
@@ -423,8 +440,13 @@ pub async fn provision(
             .send()
             .await?;
     }
-    let (queue_url, dlq_url) =
-        queue_with_dlq(&sqs, QUEUE, DEAD_LETTER_QUEUE, VISIBILITY_TIMEOUT_SECS).await?;
+    let (queue_url, dlq_url) = queue_with_dlq(
+        &sqs,
+        QUEUE,
+        DEAD_LETTER_QUEUE,
+        options.chunk_visibility_secs,
+    )
+    .await?;
     let intake = if options.intake_queue {
         Some(
             queue_with_dlq(

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use sakuin::embed::bedrock::BedrockEmbedder;
 use sakuin::embed::{
-    EmbedError, EmbedPolicy, Embedder, EmbeddingModel, InputPurpose, ModelFamily, embed_all,
+    EmbedError, EmbedPolicy, Embedder, EmbeddingModel, InputPurpose, Pacer, embed_all,
 };
 use sakuin::retry::Deadline;
 use sakuin_local::stack::LocalStack;
@@ -71,6 +71,7 @@ async fn every_model_family_on_the_wire() {
                 &refs,
                 InputPurpose::Document,
                 EmbedPolicy::default(),
+                &Pacer::fixed(8),
                 deadline(),
             )
             .await;
@@ -84,9 +85,8 @@ async fn every_model_family_on_the_wire() {
                 calls,
                 "{id}"
             );
-            if matches!(model.family, ModelFamily::TitanV1 | ModelFamily::TitanV2) {
-                assert!(stats.input_tokens > 0, "Titan reports input tokens");
-            }
+            // From Bedrock's token-count header for every model: Cohere's body has no count.
+            assert!(stats.input_tokens >= n as u64, "{id}: {stats:?}");
         }
         // Queries and documents embed the same text the same way with Titan, and the same model
         // answers the same vector twice.
@@ -112,12 +112,9 @@ async fn failures_are_told_apart() {
         Err(EmbedError::Permanent { code, .. }) => assert_eq!(code, "ValidationException"),
         other => panic!("{other:?}"),
     }
-    // A model id that only works through an inference profile, invoked bare.
-    let bare = EmbeddingModel {
-        id: "cohere.embed-v4:0".into(),
-        family: ModelFamily::CohereV4,
-        dimensions: 1536,
-    };
+    // A model id this Region serves only through an inference profile, invoked bare: the error
+    // names the ids to use.
+    let bare = EmbeddingModel::resolve("cohere.embed-v4:0", None).unwrap();
     match embedder(&stack, bare)
         .await
         .invoke(&["x"], InputPurpose::Document)
@@ -125,7 +122,13 @@ async fn failures_are_told_apart() {
     {
         Err(EmbedError::Permanent { code, message }) => {
             assert_eq!(code, "ValidationException");
-            assert!(message.contains("inference profile"), "{message}");
+            for needle in [
+                "inference profile",
+                "EMBEDDING_MODEL_ID",
+                "apac.cohere.embed-v4:0",
+            ] {
+                assert!(message.contains(needle), "{needle}: {message}");
+            }
         }
         other => panic!("{other:?}"),
     }
@@ -155,7 +158,37 @@ async fn failures_are_told_apart() {
         matches!(err, EmbedError::Transient(_)) && err.is_retryable(),
         "{err:?}"
     );
-    stub(&stack, "config", Some(json!({"fail_every": 2}))).await;
+    // The rest of Bedrock's errors: a model still loading is retried, a quota refusal is
+    // throttling, and an error inside the model is the input's.
+    for (code, retried_as) in [
+        ("ModelNotReadyException", "transient"),
+        ("ServiceQuotaExceededException", "throttled"),
+        ("ModelErrorException", "permanent"),
+    ] {
+        stub(
+            &stack,
+            "config",
+            Some(json!({"fail_every": 1, "fail_error": code})),
+        )
+        .await;
+        let err = titan
+            .invoke(&["x"], InputPurpose::Document)
+            .await
+            .unwrap_err();
+        let kind = match &err {
+            EmbedError::Transient(_) => "transient",
+            EmbedError::Throttled(_) => "throttled",
+            EmbedError::Permanent { code: c, .. } if c == code => "permanent",
+            _ => "other",
+        };
+        assert_eq!(kind, retried_as, "{code}: {err:?}");
+    }
+    stub(
+        &stack,
+        "config",
+        Some(json!({"fail_every": 2, "fail_error": "ServiceUnavailableException"})),
+    )
+    .await;
     let owned = texts(10);
     let refs: Vec<&str> = owned.iter().map(String::as_str).collect();
     let policy = EmbedPolicy {
@@ -168,6 +201,7 @@ async fn failures_are_told_apart() {
         &refs,
         InputPurpose::Document,
         policy,
+        &Pacer::fixed(8),
         Deadline::after(Duration::from_secs(60)),
     )
     .await;

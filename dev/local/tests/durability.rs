@@ -11,7 +11,7 @@ use sakuin_local::fleet::{Fleet, FleetOptions, Notification, Rng, shuffled_deliv
 use sakuin_local::pipeline::{BUCKET, MAX_RECEIVE_COUNT, PipelineOptions, VISIBILITY_TIMEOUT_SECS};
 use sakuin_local::stack::LocalStack;
 use sakuin_local::truth::{Comparison, compare_index_with_bucket};
-use serde_json::{Value, json};
+use serde_json::json;
 
 /// One scenario at a time: each runs several containers of its own, and its timings (a
 /// visibility timeout of seconds) assume the machine is not shared with another scenario.
@@ -71,13 +71,7 @@ async fn assert_settled(fleet: &Fleet) -> Comparison {
 /// Sum of `metric` over the EMF lines the functions wrote.
 fn emf_sum(fleet: &Fleet, metric: &str) -> f64 {
     let log = fleet.stack.work_dir.join("functions.log");
-    std::fs::read_to_string(log)
-        .unwrap_or_default()
-        .lines()
-        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
-        .filter(|v| v.get("_aws").is_some())
-        .filter_map(|v| v[metric].as_f64())
-        .sum()
+    sakuin_local::pipeline::emf_sum(&log, metric, None)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

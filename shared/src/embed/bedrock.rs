@@ -1,6 +1,10 @@
 //! The Bedrock Runtime adapter: one InvokeModel call, its errors sorted into retryable and not.
 
-use aws_sdk_bedrockruntime::error::SdkError;
+use std::sync::{Arc, Mutex};
+
+use aws_sdk_bedrockruntime::config::interceptors::BeforeDeserializationInterceptorContextRef;
+use aws_sdk_bedrockruntime::config::{ConfigBag, Intercept, RuntimeComponents};
+use aws_sdk_bedrockruntime::error::{BoxError, SdkError};
 use aws_sdk_bedrockruntime::operation::invoke_model::InvokeModelError;
 use aws_sdk_bedrockruntime::primitives::Blob;
 
@@ -30,6 +34,7 @@ impl Embedder for BedrockEmbedder {
         texts: &[&str],
         purpose: InputPurpose,
     ) -> Result<ModelOutput, EmbedError> {
+        let header = InputTokenHeader::default();
         let out = self
             .client
             .invoke_model()
@@ -37,9 +42,11 @@ impl Embedder for BedrockEmbedder {
             .content_type("application/json")
             .accept("application/json")
             .body(Blob::new(self.model.request_body(texts, purpose)))
+            .customize()
+            .interceptor(header.clone())
             .send()
             .await
-            .map_err(classify)?;
+            .map_err(|e| classify(e).explained(&self.model.id))?;
         let body = out.body.into_inner();
         let expected = texts.len();
         // A Cohere answer is up to a megabyte of numbers: it is read on a blocking thread, so
@@ -52,10 +59,49 @@ impl Embedder for BedrockEmbedder {
         } else {
             self.model.parse_response(&body, expected)
         };
-        parsed.map_err(|e| EmbedError::Permanent {
+        let mut output = parsed.map_err(|e| EmbedError::Permanent {
             code: "UnexpectedResponse".into(),
             message: e.to_string(),
-        })
+        })?;
+        // The header is Bedrock's count for every model (Cohere's body has none); the body's
+        // count is the fallback where the header is missing.
+        if let Some(tokens) = header.tokens() {
+            output.input_tokens = Some(tokens);
+        }
+        Ok(output)
+    }
+}
+
+/// Reads `X-Amzn-Bedrock-Input-Token-Count` off one InvokeModel response: the SDK's output
+/// type does not carry it.
+/// <https://docs.aws.amazon.com/bedrock/latest/userguide/monitoring.html>
+#[derive(Debug, Clone, Default)]
+struct InputTokenHeader(Arc<Mutex<Option<u64>>>);
+
+impl InputTokenHeader {
+    fn tokens(&self) -> Option<u64> {
+        *self.0.lock().unwrap()
+    }
+}
+
+impl Intercept for InputTokenHeader {
+    fn name(&self) -> &'static str {
+        "InputTokenHeader"
+    }
+
+    fn read_before_deserialization(
+        &self,
+        context: &BeforeDeserializationInterceptorContextRef<'_>,
+        _: &RuntimeComponents,
+        _: &mut ConfigBag,
+    ) -> Result<(), BoxError> {
+        let count = context
+            .response()
+            .headers()
+            .get("x-amzn-bedrock-input-token-count")
+            .and_then(|v| v.trim().parse().ok());
+        *self.0.lock().unwrap() = count;
+        Ok(())
     }
 }
 

@@ -3,6 +3,7 @@
 
 pub mod bedrock;
 pub mod model;
+pub mod pace;
 
 use std::future::Future;
 use std::time::Duration;
@@ -11,6 +12,7 @@ use futures::StreamExt;
 use tracing::warn;
 
 pub use model::{EmbeddingModel, InputPurpose, ModelError, ModelFamily, ModelOutput};
+pub use pace::{PaceReport, Pacer};
 
 use crate::retry::{Backoff, Deadline};
 
@@ -33,6 +35,26 @@ impl EmbedError {
         !matches!(self, EmbedError::Permanent { .. })
     }
 
+    /// The error with what to do about it, where Bedrock's own message does not say: a model id
+    /// this Region serves only through an inference profile names the profile ids to use.
+    pub fn explained(self, model_id: &str) -> Self {
+        match self {
+            EmbedError::Permanent { code, message }
+                if code == "ValidationException" && message.contains("on-demand throughput") =>
+            {
+                let base = model::profile_base(model_id).unwrap_or(model_id);
+                let message = format!(
+                    "{message} This Region serves {base} only through a cross-Region inference \
+                     profile: set EMBEDDING_MODEL_ID to one of {} (the template's IAM policy \
+                     follows the id).",
+                    model::profile_ids(base).join(", ")
+                );
+                EmbedError::Permanent { code, message }
+            }
+            other => other,
+        }
+    }
+
     /// Whether the refusal is about permissions (the role, or model access) rather than input.
     pub fn is_access_denied(&self) -> bool {
         matches!(self, EmbedError::Permanent { code, .. } if code == "AccessDeniedException")
@@ -51,10 +73,9 @@ pub trait Embedder: Send + Sync {
     ) -> impl Future<Output = Result<ModelOutput, EmbedError>> + Send;
 }
 
-/// How hard to push and how long to keep trying.
+/// How long to keep trying (how hard to push is the [`Pacer`]'s).
 #[derive(Debug, Clone, Copy)]
 pub struct EmbedPolicy {
-    pub concurrency: usize,
     pub max_attempts: u32,
     pub base_delay: Duration,
     pub max_delay: Duration,
@@ -63,7 +84,6 @@ pub struct EmbedPolicy {
 impl Default for EmbedPolicy {
     fn default() -> Self {
         Self {
-            concurrency: 8,
             max_attempts: 6,
             base_delay: Duration::from_millis(200),
             max_delay: Duration::from_secs(10),
@@ -89,15 +109,16 @@ impl EmbedStats {
     }
 }
 
-/// Embeds every text, grouped into calls of the model's batch size and run `concurrency` at a
-/// time. Throttling and transient faults are retried with jittered backoff while the deadline
-/// allows; once it does not, no new call starts and the rest is reported `OutOfTime`.
+/// Embeds every text, grouped into calls of the model's batch size and run as the `pacer`
+/// allows. Throttling and transient faults are retried with jittered backoff while the
+/// deadline allows; once it does not, no new call starts and the rest is reported `OutOfTime`.
 /// Results come back in the order of `texts`.
 pub async fn embed_all<E: Embedder>(
     embedder: &E,
     texts: &[&str],
     purpose: InputPurpose,
     policy: EmbedPolicy,
+    pacer: &Pacer,
     deadline: Deadline,
 ) -> (Vec<Result<Vec<f32>, EmbedError>>, EmbedStats) {
     let batch = embedder.model().max_batch().max(1);
@@ -106,11 +127,11 @@ pub async fn embed_all<E: Embedder>(
         .enumerate()
         .map(|(i, group)| async move {
             let (result, stats) =
-                call_with_retries(embedder, group, purpose, policy, deadline).await;
+                call_with_retries(embedder, group, purpose, policy, pacer, deadline).await;
             (i, group.len(), result, stats)
         });
     let mut done: Vec<_> = futures::stream::iter(calls)
-        .buffer_unordered(policy.concurrency.max(1))
+        .buffer_unordered(pacer.ceiling())
         .collect()
         .await;
     done.sort_by_key(|(i, ..)| *i);
@@ -132,6 +153,7 @@ async fn call_with_retries<E: Embedder>(
     texts: &[&str],
     purpose: InputPurpose,
     policy: EmbedPolicy,
+    pacer: &Pacer,
     deadline: Deadline,
 ) -> (Result<ModelOutput, EmbedError>, EmbedStats) {
     let mut stats = EmbedStats::default();
@@ -141,6 +163,9 @@ async fn call_with_retries<E: Embedder>(
         if !deadline.allows(Duration::ZERO) {
             return (Err(EmbedError::OutOfTime), stats);
         }
+        let Ok(permit) = tokio::time::timeout(deadline.remaining(), pacer.acquire()).await else {
+            return (Err(EmbedError::OutOfTime), stats);
+        };
         stats.calls += 1;
         let result =
             match tokio::time::timeout(deadline.remaining(), embedder.invoke(texts, purpose)).await
@@ -150,12 +175,16 @@ async fn call_with_retries<E: Embedder>(
             };
         match result {
             Ok(out) => {
+                permit.succeeded();
                 stats.input_tokens += out.input_tokens.unwrap_or(0);
                 return (Ok(out), stats);
             }
             Err(e) => {
                 if matches!(e, EmbedError::Throttled(_)) {
                     stats.throttles += 1;
+                    permit.throttled();
+                } else {
+                    permit.failed();
                 }
                 let delay = backoff.next_delay();
                 if !e.is_retryable() || attempt >= policy.max_attempts || !deadline.allows(delay) {
@@ -257,6 +286,7 @@ mod tests {
             &refs,
             InputPurpose::Document,
             EmbedPolicy::default(),
+            &Pacer::fixed(8),
             Deadline::after(Duration::from_secs(60)),
         )
         .await;
@@ -274,15 +304,12 @@ mod tests {
         let e = FakeEmbedder::new("amazon.titan-embed-text-v2:0");
         let owned = texts(40);
         let refs: Vec<&str> = owned.iter().map(String::as_str).collect();
-        let policy = EmbedPolicy {
-            concurrency: 5,
-            ..Default::default()
-        };
         let (out, stats) = embed_all(
             &e,
             &refs,
             InputPurpose::Document,
-            policy,
+            EmbedPolicy::default(),
+            &Pacer::fixed(5),
             Deadline::after(Duration::from_secs(60)),
         )
         .await;
@@ -302,6 +329,7 @@ mod tests {
             &refs,
             InputPurpose::Document,
             EmbedPolicy::default(),
+            &Pacer::fixed(8),
             Deadline::after(Duration::from_secs(600)),
         )
         .await;
@@ -324,6 +352,7 @@ mod tests {
             &refs,
             InputPurpose::Document,
             EmbedPolicy::default(),
+            &Pacer::fixed(8),
             Deadline::after(Duration::from_secs(60)),
         )
         .await;
@@ -338,15 +367,12 @@ mod tests {
         e.latency = Duration::from_millis(100);
         let owned = texts(50);
         let refs: Vec<&str> = owned.iter().map(String::as_str).collect();
-        let policy = EmbedPolicy {
-            concurrency: 2,
-            ..Default::default()
-        };
         let (out, _) = embed_all(
             &e,
             &refs,
             InputPurpose::Document,
-            policy,
+            EmbedPolicy::default(),
+            &Pacer::fixed(2),
             Deadline::after(Duration::from_millis(1050)),
         )
         .await;

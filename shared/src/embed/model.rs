@@ -47,19 +47,30 @@ pub enum ModelError {
         dimensions: usize,
         allowed: &'static [usize],
     },
-    #[error(
-        "{0} is only served through a cross-Region inference profile: set EMBEDDING_MODEL_ID to \
-         us.{0}, eu.{0}, apac.{0} or global.{0}"
-    )]
-    NeedsProfile(String),
     #[error("model response could not be read: {0}")]
     Response(String),
 }
 
-/// Prefixes of cross-Region inference profile ids.
-const PROFILE_PREFIXES: &[&str] = &[
-    "us.", "eu.", "apac.", "global.", "us-gov.", "jp.", "au.", "ca.",
-];
+/// The geographies of Bedrock's cross-Region inference profiles: a profile id is one of these,
+/// a dot, and the model id (`apac.cohere.embed-v4:0`). The one list: the template's
+/// `EmbeddingModelId` pattern and its `EmbeddingModelIsProfile` condition are checked against
+/// it by a test, and the stand-in's by the template tests.
+/// <https://docs.aws.amazon.com/bedrock/latest/userguide/inference-profiles-support.html>
+pub const PROFILE_GEOGRAPHIES: &[&str] = &["us", "us-gov", "eu", "apac", "jp", "au", "global"];
+
+/// The model id inside an inference-profile id, if `id` is one.
+pub fn profile_base(id: &str) -> Option<&str> {
+    let (prefix, rest) = id.split_once('.')?;
+    (PROFILE_GEOGRAPHIES.contains(&prefix) && rest.contains('.')).then_some(rest)
+}
+
+/// The inference-profile ids for a model id, in the order of [`PROFILE_GEOGRAPHIES`].
+pub fn profile_ids(model_id: &str) -> Vec<String> {
+    PROFILE_GEOGRAPHIES
+        .iter()
+        .map(|g| format!("{g}.{model_id}"))
+        .collect()
+}
 
 impl EmbeddingModel {
     /// Recognises a model id, an inference-profile id, or either one's ARN.
@@ -70,20 +81,17 @@ impl EmbeddingModel {
         } else {
             id
         };
-        let (profiled, base) = match PROFILE_PREFIXES.iter().find(|p| tail.starts_with(*p)) {
-            Some(prefix) => (true, &tail[prefix.len()..]),
-            None => (false, tail),
-        };
+        let base = profile_base(tail).unwrap_or(tail);
         let (family, allowed, default): (ModelFamily, &'static [usize], usize) = match base {
             "amazon.titan-embed-text-v1" => (ModelFamily::TitanV1, &[1536], 1536),
             "amazon.titan-embed-text-v2:0" => (ModelFamily::TitanV2, &[256, 512, 1024], 1024),
             "cohere.embed-english-v3" | "cohere.embed-multilingual-v3" => {
                 (ModelFamily::CohereV3, &[1024], 1024)
             }
-            "cohere.embed-v4:0" if profiled => {
-                (ModelFamily::CohereV4, &[256, 512, 1024, 1536], 1536)
-            }
-            "cohere.embed-v4:0" => return Err(ModelError::NeedsProfile(base.to_owned())),
+            // The bare id works where the Region serves the model itself (its model card lists
+            // in-Region endpoints); elsewhere Bedrock answers that on-demand throughput is not
+            // supported, and the error says which profile ids to use instead.
+            "cohere.embed-v4:0" => (ModelFamily::CohereV4, &[256, 512, 1024, 1536], 1536),
             _ => return Err(ModelError::Unknown(id.to_owned())),
         };
         let dimensions = dimensions.unwrap_or(default);
@@ -325,11 +333,47 @@ mod tests {
     }
 
     #[test]
+    fn the_profile_geographies_are_the_templates() {
+        let template = include_str!("../../../template.yaml");
+        let pattern_line = template
+            .lines()
+            .find(|l| l.trim_start().starts_with("AllowedPattern: \"^((us"))
+            .expect("EmbeddingModelId's AllowedPattern");
+        let group = format!("(({})\\\\.)?", PROFILE_GEOGRAPHIES.join("|"));
+        assert!(
+            pattern_line.contains(&group),
+            "{pattern_line} lacks {group}"
+        );
+        let condition: Vec<&str> = template
+            .split("EmbeddingModelIsProfile: !Or")
+            .nth(1)
+            .expect("the EmbeddingModelIsProfile condition")
+            .lines()
+            .skip(1)
+            .take_while(|l| l.trim_start().starts_with("- !Equals"))
+            .filter_map(|l| l.trim_end().trim_end_matches(']').rsplit(", ").next())
+            .collect();
+        assert_eq!(condition, PROFILE_GEOGRAPHIES);
+    }
+
+    #[test]
+    fn profile_ids_name_their_model() {
+        assert_eq!(
+            profile_base("apac.cohere.embed-v4:0"),
+            Some("cohere.embed-v4:0")
+        );
+        assert_eq!(profile_base("cohere.embed-v4:0"), None);
+        assert_eq!(profile_base("amazon.titan-embed-text-v2:0"), None);
+        assert_eq!(profile_ids("m.x")[0], "us.m.x");
+        let bare = EmbeddingModel::resolve("cohere.embed-v4:0", Some(256)).unwrap();
+        assert_eq!(
+            (bare.family, bare.id.as_str()),
+            (ModelFamily::CohereV4, "cohere.embed-v4:0")
+        );
+    }
+
+    #[test]
     fn refuses_what_bedrock_would_refuse() {
-        assert!(matches!(
-            EmbeddingModel::resolve("cohere.embed-v4:0", None),
-            Err(ModelError::NeedsProfile(_))
-        ));
         assert!(matches!(
             EmbeddingModel::resolve("amazon.titan-embed-text-v2:0", Some(768)),
             Err(ModelError::Dimensions { .. })

@@ -24,7 +24,7 @@ use tokio::sync::OnceCell;
 use tracing::{error, info, warn};
 
 use crate::config::EmbedIndexConfig;
-use crate::embed::{EmbedPolicy, Embedder};
+use crate::embed::{EmbedPolicy, Embedder, Pacer};
 use crate::es::bulk::{push_delete, push_index};
 use crate::es::{EsError, StoredChunk, StoredMarker};
 use crate::ids::{chunk_id, content_sha256, source_marker_id};
@@ -48,16 +48,24 @@ pub struct EmbedIndexDeps<E, I, Q> {
     pub requeue: Option<Q>,
     pub config: EmbedIndexConfig,
     pub index_ready: OnceCell<()>,
+    /// How fast this container calls Bedrock; it learns across invocations.
+    pub pacer: Pacer,
 }
 
 impl<E, I, Q> EmbedIndexDeps<E, I, Q> {
     pub fn new(embedder: E, index: I, requeue: Option<Q>, config: EmbedIndexConfig) -> Self {
+        let pacer = if config.adaptive {
+            Pacer::adaptive(config.concurrency)
+        } else {
+            Pacer::fixed(config.concurrency)
+        };
         Self {
             embedder,
             index,
             requeue,
             config,
             index_ready: OnceCell::new(),
+            pacer,
         }
     }
 }
@@ -163,8 +171,9 @@ pub async fn handle_batch<E: Embedder, I: SearchIndex, Q: ChunkQueue>(
             response.add_failure(batch.ids[i].clone());
         }
     }
-    stats::emit(&stats, &deps.config.model);
-    info!(?stats, "batch finished");
+    let pace = deps.pacer.report();
+    stats::emit(&stats, &deps.config.model, pace);
+    info!(?stats, concurrency = pace.concurrency, rate = ?pace.rate, "batch finished");
     Ok((response, stats))
 }
 
@@ -487,10 +496,8 @@ async fn write_chunks<E: Embedder, I: SearchIndex, Q: ChunkQueue>(
     let writer = Writer {
         embedder: &deps.embedder,
         index: &deps.index,
-        policy: EmbedPolicy {
-            concurrency: cfg.concurrency,
-            ..EmbedPolicy::default()
-        },
+        policy: EmbedPolicy::default(),
+        pacer: &deps.pacer,
         embed_deadline: Deadline::after(deadline.remaining().saturating_sub(reserve)),
         deadline,
         request_time: cfg.es.timeout,
@@ -743,7 +750,9 @@ fn settle(fates: &mut Fates, works: &[ChunkWork<'_>], stats: &mut BatchStats) {
                 ) {
                     stats.failed_indexing += 1;
                 }
-                let fate = if *reason == FailureReason::EsUnavailable {
+                // Work that only needs time (Elasticsearch back, Bedrock's quota free, a fresh
+                // invocation) waits on the queue; it does not count toward the DLQ.
+                let fate = if reason.waits() {
                     Fate::Wait
                 } else {
                     Fate::Fail

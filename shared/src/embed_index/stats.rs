@@ -72,6 +72,16 @@ impl FailureReason {
         FailureReason::EsUnavailable,
     ];
 
+    /// Whether the work only needs time: Elasticsearch back, Bedrock's quota free again, or
+    /// a fresh invocation's clock. Such chunks go back on the queue, delayed, with what they
+    /// already have (vectors), and never count toward the DLQ.
+    pub fn waits(self) -> bool {
+        matches!(
+            self,
+            FailureReason::EsUnavailable | FailureReason::Throttled | FailureReason::OutOfTime
+        )
+    }
+
     pub fn label(self) -> &'static str {
         match self {
             FailureReason::Throttled => "throttled",
@@ -126,7 +136,7 @@ impl Failures {
     }
 }
 
-pub(super) fn emit(stats: &BatchStats, model: &EmbeddingModel) {
+pub(super) fn emit(stats: &BatchStats, model: &EmbeddingModel, pace: crate::embed::PaceReport) {
     let mut m = MetricSet::new("embed-index").dimension("Model", &model.id);
     m.count("Messages", stats.messages)
         .count("MessagesFailed", stats.messages_failed)
@@ -152,7 +162,12 @@ pub(super) fn emit(stats: &BatchStats, model: &EmbeddingModel) {
         .count("BulkRetries", stats.bulk_retries)
         .value("EmbedMillis", stats.embed_ms as f64, "Milliseconds")
         .value("IndexMillis", stats.index_ms as f64, "Milliseconds")
-        .value("BulkBytes", stats.bulk_bytes as f64, "Bytes");
+        .value("BulkBytes", stats.bulk_bytes as f64, "Bytes")
+        // Where this container's pacing stands after the batch (a gauge: graph its average).
+        .value("EmbedConcurrency", pace.concurrency as f64, "Count");
+    if let Some(rate) = pace.rate {
+        m.value("EmbedCallsPerSecond", rate, "Count/Second");
+    }
     m.emit();
     // One line per reason that occurred: `ChunksFailed` by `Reason`, graphable side by side.
     for (reason, n) in stats.failures.nonzero() {

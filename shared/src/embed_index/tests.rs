@@ -25,6 +25,8 @@ struct CountingEmbedder {
     calls: AtomicUsize,
     texts: AtomicUsize,
     reject: Option<&'static str>,
+    /// Every call is answered `ThrottlingException` while set.
+    throttle: std::sync::atomic::AtomicBool,
 }
 
 impl Embedder for CountingEmbedder {
@@ -34,6 +36,9 @@ impl Embedder for CountingEmbedder {
 
     async fn invoke(&self, texts: &[&str], _: InputPurpose) -> Result<ModelOutput, EmbedError> {
         self.calls.fetch_add(1, AtomicOrdering::SeqCst);
+        if self.throttle.load(AtomicOrdering::SeqCst) {
+            return Err(EmbedError::Throttled("Too many requests".into()));
+        }
         self.texts.fetch_add(texts.len(), AtomicOrdering::SeqCst);
         if self.reject.is_some_and(|r| texts.contains(&r)) {
             return Err(EmbedError::Permanent {
@@ -348,6 +353,7 @@ fn config(model: EmbeddingModel) -> EmbedIndexConfig {
             index_type: "hnsw".into(),
         },
         concurrency: 4,
+        adaptive: true,
         bulk_max_bytes: 1 << 20,
         requeue_url: Some("q".into()),
         requeue_delay_secs: 60,
@@ -365,6 +371,7 @@ fn deps(reject: Option<&'static str>) -> Deps {
         calls: AtomicUsize::new(0),
         texts: AtomicUsize::new(0),
         reject,
+        throttle: Default::default(),
     };
     EmbedIndexDeps::new(
         embedder,
@@ -729,6 +736,33 @@ async fn an_outage_waits_on_the_queue_with_growing_delays_and_never_pays_twice()
 }
 
 #[tokio::test(start_paused = true)]
+async fn throttled_work_waits_on_the_queue_and_never_counts_toward_the_dlq() {
+    let d = deps(None);
+    d.embedder.throttle.store(true, AtomicOrdering::SeqCst);
+    let body = message("index", "k", Some("01"), &[("a", "alpha"), ("b", "beta")]);
+    let (failed, stats) = run(&d, &[body]).await;
+    assert!(failed.is_empty(), "handed back, not failed toward the DLQ");
+    // Throttled past the retries, or still waiting for the pace when the time ran out.
+    assert_eq!(
+        stats.failures.get(FailureReason::Throttled) + stats.failures.get(FailureReason::OutOfTime),
+        2
+    );
+    assert!(stats.embed.throttles >= 1, "{:?}", stats.embed);
+    let back = requeued(&d);
+    assert_eq!((back.len(), back[0].1), (1, 60), "delayed");
+    assert!(
+        d.pacer.report().rate.is_some(),
+        "the container paces its calls from now on"
+    );
+
+    // The quota has room again: the handed-back message lands.
+    d.embedder.throttle.store(false, AtomicOrdering::SeqCst);
+    let (failed, stats) = run(&d, &[back[0].0.clone()]).await;
+    assert!(failed.is_empty());
+    assert_eq!((stats.embedded, stats.indexed), (2, 2));
+}
+
+#[tokio::test(start_paused = true)]
 async fn a_cold_start_during_an_outage_is_no_failure() {
     let d = deps(None);
     d.index.down.store(true, AtomicOrdering::SeqCst);
@@ -796,6 +830,7 @@ async fn a_bulk_too_large_for_the_cluster_is_split() {
             calls: AtomicUsize::new(0),
             texts: AtomicUsize::new(0),
             reject: None,
+            throttle: Default::default(),
         },
         Small(MemoryIndex::default()),
         Some(MemoryQueue::default()),

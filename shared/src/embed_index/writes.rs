@@ -7,7 +7,7 @@ use std::time::Duration;
 use tracing::warn;
 
 use super::stats::{BatchStats, FailureReason};
-use crate::embed::{EmbedPolicy, Embedder, InputPurpose, embed_all};
+use crate::embed::{EmbedPolicy, Embedder, InputPurpose, Pacer, embed_all};
 use crate::es::bulk::{push_index, push_update};
 use crate::es::document::SourceFields;
 use crate::es::{ChunkDocument, DocVersion, EsError, Expect, ItemOutcome, StoredChunk};
@@ -79,6 +79,7 @@ pub(super) struct Writer<'a, E, I> {
     pub embedder: &'a E,
     pub index: &'a I,
     pub policy: EmbedPolicy,
+    pub pacer: &'a Pacer,
     /// Embedding stops here, leaving time for the writes.
     pub embed_deadline: Deadline,
     pub deadline: Deadline,
@@ -179,6 +180,7 @@ impl<E: Embedder, I: SearchIndex> Writer<'_, E, I> {
             &texts,
             InputPurpose::Document,
             self.policy,
+            self.pacer,
             self.embed_deadline,
         )
         .await;

@@ -1,0 +1,206 @@
+//! `sakuin-local bench quota`: a backfill against an account's Bedrock quota. Four embed-index
+//! containers drain a few thousand chunks while the stand-in enforces a requests-per-minute
+//! (Titan) or tokens-per-minute (Cohere) quota, once with adaptive pacing and once with a fixed
+//! `EMBED_CONCURRENCY`; the figures are printed side by side.
+
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+use crate::fleet::{Fleet, FleetOptions};
+use crate::pipeline::{BUCKET, PipelineOptions};
+use crate::stack::LocalStack;
+use crate::truth::compare_index_with_bucket;
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// One quota scenario.
+struct Scenario {
+    model: &'static str,
+    dimensions: Option<usize>,
+    chunks: usize,
+    /// The stand-in's flags for the quota.
+    quota: (&'static str, u64),
+}
+
+/// What one run measured.
+#[derive(Debug, Default)]
+pub struct QuotaRun {
+    pub minutes: f64,
+    pub calls: u64,
+    pub ok: u64,
+    pub throttled: u64,
+    /// Calls and throttles after the first `SETTLE` of the run.
+    pub settled_calls: u64,
+    pub settled_throttled: u64,
+    pub tokens: u64,
+    pub dead_letters: u64,
+    pub timeouts: u64,
+    pub mismatches: usize,
+    pub documents: usize,
+}
+
+/// The start of a run, before the pace has settled.
+const SETTLE: Duration = Duration::from_secs(30);
+const CONTAINERS: usize = 4;
+
+/// Runs every scenario with adaptive pacing, and with the fixed concurrency too unless
+/// `adaptive_only`.
+pub async fn run(adaptive_only: bool) -> Result<(), BoxError> {
+    println!(
+        "\n## Bedrock at the quota: {CONTAINERS} embed-index containers, the stand-in at 50 ms per call and the quota below"
+    );
+    println!(
+        "  quota used = successful calls (Titan) or tokens (Cohere) per minute ÷ the quota; throttled after {}s = the share once settled",
+        SETTLE.as_secs()
+    );
+    println!(
+        "  {:<30} {:<22} {:<8} {:>7} {:>10} {:>10} {:>10} {:>11} {:>5} {:>8} {:>6}",
+        "model",
+        "quota",
+        "pacing",
+        "chunks",
+        "minutes",
+        "quota used",
+        "chunks/min",
+        "throttled",
+        "DLQ",
+        "timeouts",
+        "lost"
+    );
+    let scenarios = [
+        Scenario {
+            model: "amazon.titan-embed-text-v2:0",
+            dimensions: Some(256),
+            chunks: 3000,
+            quota: ("--quota-rpm", 600),
+        },
+        Scenario {
+            model: "cohere.embed-multilingual-v3",
+            dimensions: None,
+            chunks: 4000,
+            quota: ("--quota-tpm", 30_000),
+        },
+    ];
+    for scenario in &scenarios {
+        for adaptive in [true, false] {
+            if adaptive_only && !adaptive {
+                continue;
+            }
+            let run = run_one(scenario, adaptive).await?;
+            let (flag, limit) = scenario.quota;
+            let used = if flag == "--quota-rpm" {
+                run.ok as f64 / run.minutes / limit as f64
+            } else {
+                run.tokens as f64 / run.minutes / limit as f64
+            };
+            println!(
+                "  {:<30} {:<22} {:<8} {:>7} {:>10.2} {:>9.0}% {:>10.0} {:>4.0}%/{:>3.0}% {:>5} {:>8} {:>6}",
+                scenario.model,
+                format!("{} {}", flag.trim_start_matches("--"), limit),
+                if adaptive { "adaptive" } else { "fixed 8" },
+                scenario.chunks,
+                run.minutes,
+                used * 100.0,
+                scenario.chunks as f64 / run.minutes,
+                share(run.throttled, run.calls) * 100.0,
+                share(run.settled_throttled, run.settled_calls) * 100.0,
+                run.dead_letters,
+                run.timeouts,
+                run.mismatches,
+            );
+        }
+    }
+    Ok(())
+}
+
+fn share(part: u64, whole: u64) -> f64 {
+    if whole == 0 {
+        0.0
+    } else {
+        part as f64 / whole as f64
+    }
+}
+
+async fn run_one(scenario: &Scenario, adaptive: bool) -> Result<QuotaRun, BoxError> {
+    let (flag, limit) = scenario.quota;
+    let limit = limit.to_string();
+    let stack = LocalStack::start(&["--latency-ms", "50", flag, &limit])
+        .await
+        .map_err(|e| e.to_string())?;
+    let log = stack.work_dir.join("functions.log");
+    let fleet = Fleet::start(
+        stack,
+        FleetOptions {
+            pipeline: PipelineOptions {
+                model_id: scenario.model.into(),
+                dimensions: scenario.dimensions,
+                index: "quota".into(),
+                extra_env: vec![
+                    ("EMBED_ADAPTIVE".into(), adaptive.to_string()),
+                    ("EMBED_CONCURRENCY".into(), "8".into()),
+                    // Many small messages, so all four containers have work.
+                    ("MESSAGE_MAX_BYTES".into(), "4096".into()),
+                    // Handed-back work returns in seconds here, not the default minute.
+                    ("REQUEUE_DELAY_SECS".into(), "5".into()),
+                    ("REQUEUE_MAX_DELAY_SECS".into(), "20".into()),
+                ],
+                log: Some(log),
+                // Longer than an invocation at the quota, as in the template (6 x the timeout):
+                // a batch is never taken by a second container while the first still works.
+                chunk_visibility_secs: 150,
+                ..PipelineOptions::default()
+            },
+            ingest_containers: 1,
+            embed_index_containers: CONTAINERS,
+        },
+    )
+    .await?;
+    let body: String = (0..scenario.chunks)
+        .map(|i| {
+            json!({"id": format!("q{i}"), "text": format!("Backfill record {i}: a short paragraph about item {} in the catalogue, for the quota run.", i % 89)})
+                .to_string()
+                + "\n"
+        })
+        .collect();
+    let note = fleet.put("quota/backfill.jsonl", body.into_bytes()).await?;
+    fleet.deliver(&[note]).await?;
+    let settle = async {
+        tokio::time::sleep(SETTLE).await;
+        fleet.stack.bedrock_stats().await.map_err(|e| e.to_string())
+    };
+    let (took, at_settle) = tokio::join!(fleet.run_until_quiet(Duration::from_secs(1800)), settle);
+    let took = took?;
+    let at_settle = at_settle?;
+    let end = fleet
+        .stack
+        .bedrock_stats()
+        .await
+        .map_err(|e| e.to_string())?;
+    let count = |v: &Value, key: &str| v[key].as_u64().unwrap_or_default();
+    let comparison = compare_index_with_bucket(&fleet.s3, BUCKET, &fleet.es()).await?;
+    let (dlq, intake_dlq) = fleet.dead_letters().await?;
+    let tokens = tokens_used(&fleet);
+    let stats = fleet.embed_index.stats();
+    let run = QuotaRun {
+        minutes: took.as_secs_f64() / 60.0,
+        calls: count(&end, "calls"),
+        ok: count(&end, "ok"),
+        throttled: count(&end, "throttled"),
+        settled_calls: count(&end, "calls").saturating_sub(count(&at_settle, "calls")),
+        settled_throttled: count(&end, "throttled").saturating_sub(count(&at_settle, "throttled")),
+        tokens,
+        dead_letters: dlq + intake_dlq,
+        timeouts: stats.function_errors,
+        mismatches: comparison.mismatches(),
+        documents: comparison.expected,
+    };
+    fleet.stop().await;
+    Ok(run)
+}
+
+/// Input tokens the containers accounted for (`InputTokens` in their EMF lines).
+fn tokens_used(fleet: &Fleet) -> u64 {
+    let log = fleet.stack.work_dir.join("functions.log");
+    crate::pipeline::emf_sum(&log, "InputTokens", None) as u64
+}
