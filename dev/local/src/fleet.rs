@@ -19,7 +19,8 @@ use tokio::task::JoinHandle;
 use crate::esfaults::EsFaults;
 use crate::pipeline::{
     BUCKET, INTAKE_QUEUE, PipelineOptions, Provisioned, QUEUE, acknowledge, binary_dir,
-    fault_proxy, provision, put_object, queue_depth, s3_event, sqs_event_from, with_version_id,
+    fault_proxy, provision, put_object, queue_depth, require, s3_event, sqs_event_from,
+    with_version_id,
 };
 use crate::runtime::{FunctionError, FunctionProcess};
 use crate::stack::LocalStack;
@@ -263,17 +264,10 @@ impl Fleet {
             None
         };
         let bin = binary_dir();
-        for name in ["ingest", "embed-index"] {
-            if !bin.join(name).exists() {
-                return Err(format!(
-                    "{} is not built: run `cargo build --workspace`",
-                    bin.join(name).display()
-                )
-                .into());
-            }
-        }
+        let ingest_binary = require(&bin, "ingest").map_err(|e| e.to_string())?;
+        let embed_index_binary = require(&bin, "embed-index").map_err(|e| e.to_string())?;
         let pool = |function: &'static str,
-                    binary: &str,
+                    binary: &PathBuf,
                     queue_url: &str,
                     queue_name: &'static str,
                     containers: usize,
@@ -281,7 +275,7 @@ impl Fleet {
                     timeout: Duration| {
             Arc::new(Pool {
                 function,
-                binary: bin.join(binary),
+                binary: binary.clone(),
                 env: env.clone(),
                 log: pipeline.log.clone(),
                 queue_url: queue_url.to_owned(),
@@ -297,7 +291,7 @@ impl Fleet {
         // Batch sizes as in the template's mappings; timeouts as the functions'.
         let ingest = pool(
             "sakuin-ingest",
-            "ingest",
+            &ingest_binary,
             &intake_url,
             INTAKE_QUEUE,
             options.ingest_containers,
@@ -306,7 +300,7 @@ impl Fleet {
         );
         let embed_index = pool(
             "sakuin-embed-index",
-            "embed-index",
+            &embed_index_binary,
             &queue_url,
             QUEUE,
             options.embed_index_containers,

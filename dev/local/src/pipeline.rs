@@ -551,7 +551,8 @@ pub async fn queue_depth(
         .unwrap_or(0))
 }
 
-fn require(dir: &Path, name: &str) -> Result<PathBuf, Box<dyn std::error::Error>> {
+/// The built binary `name` in `dir`, or an error saying how to build it.
+pub fn require(dir: &Path, name: &str) -> Result<PathBuf, Box<dyn std::error::Error>> {
     let path = dir.join(name);
     if path.exists() {
         Ok(path)

@@ -37,7 +37,6 @@ pub struct QuotaRun {
     pub dead_letters: u64,
     pub timeouts: u64,
     pub mismatches: usize,
-    pub documents: usize,
 }
 
 /// The start of a run, before the pace has settled.
@@ -193,7 +192,6 @@ async fn run_one(scenario: &Scenario, adaptive: bool) -> Result<QuotaRun, BoxErr
         dead_letters: dlq + intake_dlq,
         timeouts: stats.function_errors,
         mismatches: comparison.mismatches(),
-        documents: comparison.expected,
     };
     fleet.stop().await;
     Ok(run)
