@@ -1037,3 +1037,127 @@ class LocalInvokeEnvironment(unittest.TestCase):
 
 if __name__ == "__main__":
     unittest.main()
+
+
+# ---------------------------------------------------------------------------------------------
+# The dashboard
+# ---------------------------------------------------------------------------------------------
+SHARED_SRC = ROOT / "shared" / "src"
+
+
+def emitted_metrics() -> dict[str, set[frozenset[str]]]:
+    """The metrics the functions emit (EMF), each with the dimension sets it is emitted under,
+    read from the code that emits them."""
+    emitted: dict[str, set[frozenset[str]]] = {}
+
+    def add(names, dimensions):
+        for name in names:
+            emitted.setdefault(name, set()).add(frozenset(dimensions))
+
+    metric_calls = re.compile(r'\.(?:count|value|metric)\(\s*"(\w+)"')
+    # embed-index: one set by Function and Model, and ChunksFailed by Reason too.
+    stats = (SHARED_SRC / "embed_index" / "stats.rs").read_text()
+    emit = stats[stats.index("pub(super) fn emit("):]
+    by_reason = emit.index('.dimension("Reason"')
+    add(metric_calls.findall(emit[:by_reason]), {"Function", "Model"})
+    add(metric_calls.findall(emit[by_reason:]), {"Function", "Model", "Reason"})
+    # ingest: by Function.
+    ingest = (SHARED_SRC / "ingest.rs").read_text()
+    start = ingest.index('MetricSet::new("ingest")')
+    add(metric_calls.findall(ingest[start:ingest.index(";", ingest.index(".count(", start))]), {"Function"})
+    # probe: by Check, and every figure a check measured.
+    probe = (SHARED_SRC / "probe.rs").read_text()
+    sets = probe[probe.index("pub fn metric_sets("):]
+    add(metric_calls.findall(sets[:sets.index("sets\n")]), {"Check"})
+    for path in (SHARED_SRC / "probe").glob("*.rs"):
+        add(re.findall(r'\.metric\(\s*"(\w+)"', path.read_text()), {"Check"})
+    return emitted
+
+
+def rendered_dashboard() -> dict:
+    """The dashboard body with every ${...} replaced by a name the test can trace back."""
+    body = sam_template()["Resources"]["Dashboard"]["Properties"]["DashboardBody"]["Fn::Sub"]
+    return json.loads(re.sub(r"\$\{([^}]+)\}", r"REF(\1)", body))
+
+
+class Dashboard(unittest.TestCase):
+    def setUp(self):
+        self.body = rendered_dashboard()
+        self.resources = sam_template()["Resources"]
+        self.emitted = emitted_metrics()
+
+    def metric_widgets(self):
+        return [w for w in self.body["widgets"] if w["type"] == "metric"]
+
+    def test_the_code_emits_what_the_reader_of_the_emitted_metrics_expects(self):
+        # The reader above is regular expressions over the code: it must find the metrics
+        # everyone knows are there, under the right dimensions.
+        self.assertIn(frozenset({"Function", "Model"}), self.emitted["ChunksIndexed"])
+        self.assertIn(frozenset({"Function", "Model", "Reason"}), self.emitted["ChunksFailed"])
+        self.assertIn(frozenset({"Function"}), self.emitted["RecordsRead"])
+        self.assertIn(frozenset({"Check"}), self.emitted["Up"])
+        self.assertIn(frozenset({"Check"}), self.emitted["CertDaysLeft"])
+        self.assertNotIn("ChunksFailed", {m for m, d in self.emitted.items() if frozenset({"Function", "Model"}) in d})
+
+    def test_every_sakuin_metric_is_emitted_with_those_dimensions(self):
+        seen = 0
+        for widget in self.metric_widgets():
+            for row in widget["properties"]["metrics"]:
+                options = row[-1] if isinstance(row[-1], dict) else {}
+                if "expression" in options:
+                    search = re.fullmatch(
+                        r"SEARCH\('\{sakuin,([\w,]+)\} MetricName=\"(\w+)\"[^']*', '\w+', \d+\)",
+                        options["expression"],
+                    )
+                    self.assertIsNotNone(search, options["expression"])
+                    dims, name = frozenset(search.group(1).split(",")), search.group(2)
+                else:
+                    namespace, name, *pairs = [v for v in row if not isinstance(v, dict)]
+                    if namespace != "sakuin":
+                        continue
+                    dims = frozenset(pairs[0::2])
+                    if "Model" in dims:
+                        self.assertEqual(pairs[pairs.index("Model") + 1], "REF(EmbeddingModelId)")
+                seen += 1
+                with self.subTest(widget=widget["properties"]["title"], metric=name):
+                    self.assertIn(name, self.emitted, "no function emits it")
+                    self.assertIn(dims, self.emitted[name], "emitted under other dimensions")
+        self.assertGreater(seen, 20)
+
+    def test_aws_metrics_name_resources_of_this_stack(self):
+        kinds = {
+            "AWS/SQS": ("QueueName", "AWS::SQS::Queue", ".QueueName"),
+            "AWS/Lambda": ("FunctionName", "AWS::Serverless::Function", ""),
+        }
+        for widget in self.metric_widgets():
+            for row in widget["properties"]["metrics"]:
+                values = [v for v in row if not isinstance(v, dict)]
+                if not values or values[0] not in kinds:
+                    continue
+                dimension, resource_type, suffix = kinds[values[0]]
+                self.assertEqual(values[2], dimension, row)
+                reference = re.fullmatch(r"REF\((\w+)" + re.escape(suffix) + r"\)", values[3])
+                self.assertIsNotNone(reference, row)
+                self.assertEqual(self.resources[reference.group(1)]["Type"], resource_type, row)
+
+    def test_every_alarm_is_on_it(self):
+        alarms = {n for n, r in self.resources.items() if r["Type"] == "AWS::CloudWatch::Alarm"}
+        (widget,) = [w for w in self.body["widgets"] if w["type"] == "alarm"]
+        shown = {re.fullmatch(r"REF\((\w+)\.Arn\)", a).group(1) for a in widget["properties"]["alarms"]}
+        self.assertEqual(shown, alarms)
+
+    def test_widgets_tile_the_grid_without_overlap(self):
+        taken = set()
+        for widget in self.body["widgets"]:
+            self.assertLessEqual(widget["x"] + widget["width"], 24, widget)
+            cells = {
+                (x, y)
+                for x in range(widget["x"], widget["x"] + widget["width"])
+                for y in range(widget["y"], widget["y"] + widget["height"])
+            }
+            self.assertFalse(cells & taken, widget.get("properties", {}).get("title"))
+            taken |= cells
+
+    def test_the_stack_outputs_its_url(self):
+        url = sam_template()["Outputs"]["DashboardUrl"]["Value"]["Fn::Sub"]
+        self.assertIn("#dashboards/dashboard/${Dashboard}", url)

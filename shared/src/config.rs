@@ -374,6 +374,10 @@ pub struct EmbedIndexConfig {
     /// Whether calls adapt to throttling below that ceiling (`EMBED_ADAPTIVE`, on by default),
     /// or always run `concurrency` at a time.
     pub adaptive: bool,
+    /// Input tokens a second this container may send, when the deployment has a tokens budget:
+    /// `BEDROCK_TPM` / 60 shared by the most containers that can run (`EMBED_MAX_CONTAINERS`,
+    /// the template's EmbedMaxConcurrency).
+    pub token_budget: Option<f64>,
     pub bulk_max_bytes: usize,
     /// Where chunks go back, with their vectors, when Elasticsearch stays unavailable
     /// (`CHUNK_QUEUE_URL`); without it such messages just fail and are retried.
@@ -425,6 +429,12 @@ impl EmbedIndexConfig {
             ));
         }
         let adaptive = env.flag("EMBED_ADAPTIVE", true);
+        let tpm = env.parse::<u64>("BEDROCK_TPM", 0);
+        let containers = env.parse::<u64>("EMBED_MAX_CONTAINERS", 1);
+        if containers == 0 {
+            env.problem("EMBED_MAX_CONTAINERS=0 must be at least 1");
+        }
+        let token_budget = (tpm > 0).then(|| tpm as f64 / 60.0 / containers.max(1) as f64);
         let bulk_max_bytes = env
             .parse::<usize>("ES_BULK_MAX_BYTES", 10 * 1024 * 1024)
             .max(64 * 1024);
@@ -460,6 +470,7 @@ impl EmbedIndexConfig {
             vectors,
             concurrency,
             adaptive,
+            token_budget,
             bulk_max_bytes,
             requeue_url,
             requeue_delay_secs,

@@ -398,9 +398,18 @@ pub async fn run(args: &[String]) -> Result<(), Box<dyn std::error::Error>> {
     }
     if runs("quota") {
         let adaptive_only = args.iter().any(|a| a == "--adaptive-only");
-        crate::quota::run(adaptive_only)
-            .await
-            .map_err(|e| e.to_string())?;
+        let timeline = args.iter().any(|a| a == "--timeline");
+        let model = args
+            .iter()
+            .find_map(|a| a.strip_prefix("--model="))
+            .map(str::to_string);
+        crate::quota::run(crate::quota::QuotaOptions {
+            adaptive_only,
+            timeline,
+            model,
+        })
+        .await
+        .map_err(|e| e.to_string())?;
     }
     Ok(())
 }

@@ -80,6 +80,11 @@ impl Pool {
         self.slots.len()
     }
 
+    /// Containers in the middle of an invocation now.
+    pub fn busy(&self) -> usize {
+        self.busy.load(Ordering::SeqCst)
+    }
+
     /// Plans a crash (see [`Crash`]).
     pub fn crash_when(&self, body_contains: &str, after: Duration) {
         self.crashes.lock().unwrap().push(Crash {

@@ -10,7 +10,8 @@ usage: sakuin-local demo [QUERY...]   run the samples through the whole pipeline
                                       print performance figures; sections: cold ingest memory
                                       embed e2e (default all), and quota (only when named:
                                       twenty minutes at a Bedrock quota; --adaptive-only skips
-                                      the fixed-concurrency runs); --large adds a 1 GiB object,
+                                      the fixed-concurrency runs, --model=titan|cohere picks one,
+                                      --timeline prints calls every 15 s); --large adds a 1 GiB object,
                                       --memory runs only the memory section";
 
 #[tokio::main]

@@ -814,3 +814,88 @@ async fn elasticsearch_faults_lose_nothing_and_never_pay_for_an_embedding_twice(
     assert_eq!(pipeline.dead_letters().await.unwrap(), 1);
     pipeline.stop().await;
 }
+
+/// `sakuin status` against the pipeline it describes: the queues, the index and the probe, and
+/// exit status 1 once a dead letter needs a person.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_shows_the_queues_the_index_and_what_needs_a_person() {
+    let pipeline = start(PipelineOptions {
+        index: "status".into(),
+        ..PipelineOptions::default()
+    })
+    .await;
+    let lines: String = (0..3)
+        .map(|i| {
+            json!({"id": format!("s-{i}"), "text": format!("Status record {i}.")}).to_string()
+                + "\n"
+        })
+        .collect();
+    let event = pipeline
+        .put_object("status/a.jsonl", lines.into_bytes())
+        .await
+        .unwrap();
+    pipeline.invoke_ingest(&event).await.unwrap();
+    pipeline.drain(Duration::from_secs(60)).await.unwrap();
+
+    let sakuin = sakuin_local::pipeline::require(&sakuin_local::pipeline::binary_dir(), "sakuin")
+        .expect("cargo build --workspace builds the sakuin CLI");
+    let status = |json: bool| {
+        let mut command = tokio::process::Command::new(&sakuin);
+        command.arg("status").envs(pipeline.env.iter().cloned());
+        if json {
+            command.arg("--json");
+        }
+        async move {
+            let out = command.output().await.unwrap();
+            (
+                out.status.code(),
+                String::from_utf8_lossy(&out.stdout).into_owned(),
+            )
+        }
+    };
+
+    let (code, out) = status(true).await;
+    let report: Value = serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out}"));
+    assert_eq!(code, Some(0), "{out}");
+    assert_eq!(report["attention"], json!([]));
+    assert_eq!(report["index"]["chunks"], 3, "{out}");
+    assert_eq!(report["index"]["documents"], 3);
+    assert_eq!(report["index"]["objects"], 1);
+    assert!(report["index"]["newest_indexed_at"].is_string(), "{out}");
+    let queue = |name: &str| {
+        report["queues"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|q| q["queue"] == name)
+            .cloned()
+            .unwrap_or_else(|| panic!("{name} not in {out}"))
+    };
+    assert_eq!(queue("chunk")["waiting"], 0);
+    assert_eq!(queue("chunk DLQ")["waiting"], 0);
+    assert_eq!(report["probe"]["ok"], true, "{out}");
+
+    // A message in the dead-letter queue: a person is needed, and the screen says what to do.
+    pipeline
+        .sqs
+        .send_message()
+        .queue_url(&pipeline.dlq_url)
+        .message_body("{}")
+        .send()
+        .await
+        .unwrap();
+    let (code, out) = status(false).await;
+    println!("{out}");
+    assert_eq!(code, Some(1), "{out}");
+    assert!(
+        out.contains("index status: 3 chunks of 3 documents from 1 objects"),
+        "{out}"
+    );
+    assert!(
+        out.contains(
+            "NEEDS A PERSON: the chunk DLQ holds 1 message: fix the cause, then `sakuin redrive`"
+        ),
+        "{out}"
+    );
+    pipeline.stop().await;
+}

@@ -3,6 +3,7 @@
 //! with the Lambdas' variables.
 
 pub mod redrive;
+pub mod status;
 
 use sakuin::config::{Env, RedriveConfig};
 use sakuin::embed::bedrock::BedrockEmbedder;
@@ -13,7 +14,8 @@ use sakuin::probe::{self, ProbeDeps, ProbeReport};
 use serde_json::{Value, json};
 
 pub const USAGE: &str = "\
-sakuin: check the path to Elasticsearch and the other dependencies, or search the index.
+sakuin: check the path to Elasticsearch and the other dependencies, see where the pipeline
+stands, search the index, or redrive dead letters.
 
 Usage:
   sakuin probe [--checks LIST] [--json]
@@ -22,6 +24,14 @@ Usage:
       secretsmanager) or check names; default: every configured group.
       Exit status: 0 when every required check passed (PROBE_REQUIRED_CHECKS), 1 when one
       failed, 2 for a usage or configuration error.
+  sakuin status [--json]
+      Where the pipeline stands, on one screen: what each queue holds (waiting, in flight,
+      delayed) and each dead-letter queue, the chunks, documents and objects in ES_INDEX and
+      the newest indexed_at, and the probe's checks run now. The queues' oldest-message age is
+      a CloudWatch metric: see the stack's dashboard (output DashboardUrl).
+      Exit status: 0 when nothing needs a person, 1 when something does (a dead-letter queue
+      holds messages, a required check failed, a queue or the index cannot be read), 2 for a
+      usage or configuration error.
   sakuin search QUERY... [-k N] [--json]
       Embeds QUERY with the configured model (as a search query: `search_query` for Cohere)
       and prints the N nearest chunks of ES_INDEX (default 10): score, source key, text.
@@ -50,6 +60,9 @@ Configuration: the same environment variables as the Lambda functions:
 pub enum Command {
     Probe {
         checks: Vec<String>,
+        json: bool,
+    },
+    Status {
         json: bool,
     },
     Search {
@@ -100,6 +113,17 @@ pub fn parse_args(args: &[String]) -> Result<Command, String> {
                 ));
             }
             Ok(Command::Probe { checks, json })
+        }
+        "status" => {
+            let mut json = false;
+            for arg in rest {
+                match arg.as_str() {
+                    "--json" => json = true,
+                    "-h" | "--help" => return Ok(Command::Help),
+                    other => return Err(format!("status: unexpected argument {other:?}")),
+                }
+            }
+            Ok(Command::Status { json })
         }
         "search" => {
             let (mut words, mut k, mut json) = (Vec::new(), 10usize, false);
@@ -214,6 +238,25 @@ pub async fn run(args: &[String]) -> i32 {
             detach,
             json,
         } => run_redrive(&queue, detach, json).await,
+        Command::Status { json } => {
+            let deps = match ProbeDeps::from_env(&mut Env::from_process()).await {
+                Ok(d) => d,
+                Err(e) => {
+                    eprintln!("sakuin: {e}");
+                    return 2;
+                }
+            };
+            let status = status::Status::gather(&deps).await;
+            if json {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&status.to_json()).expect("the status serialises")
+                );
+            } else {
+                print!("{}", status.render());
+            }
+            if status.attention().is_empty() { 0 } else { 1 }
+        }
         Command::Search { query, k, json } => {
             let deps = match ProbeDeps::from_env(&mut Env::from_process()).await {
                 Ok(d) => d,
@@ -488,6 +531,11 @@ mod tests {
                 .unwrap_err()
                 .contains("nope")
         );
+        assert_eq!(
+            parse_args(&args(&["status", "--json"])),
+            Ok(Command::Status { json: true })
+        );
+        assert!(parse_args(&args(&["status", "-k"])).is_err());
         assert_eq!(
             parse_args(&args(&["search", "東京", "の", "首都", "-k", "3"])),
             Ok(Command::Search {

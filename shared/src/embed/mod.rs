@@ -12,7 +12,7 @@ use futures::StreamExt;
 use tracing::warn;
 
 pub use model::{EmbeddingModel, InputPurpose, ModelError, ModelFamily, ModelOutput};
-pub use pace::{PaceReport, Pacer};
+pub use pace::{PaceReport, Pacer, Quota};
 
 use crate::retry::{Backoff, Deadline};
 
@@ -121,7 +121,7 @@ pub async fn embed_all<E: Embedder>(
     pacer: &Pacer,
     deadline: Deadline,
 ) -> (Vec<Result<Vec<f32>, EmbedError>>, EmbedStats) {
-    let batch = embedder.model().max_batch().max(1);
+    let batch = pacer.texts_per_call(embedder.model().max_batch(), texts);
     let calls = texts
         .chunks(batch)
         .enumerate()
@@ -163,7 +163,9 @@ async fn call_with_retries<E: Embedder>(
         if !deadline.allows(Duration::ZERO) {
             return (Err(EmbedError::OutOfTime), stats);
         }
-        let Ok(permit) = tokio::time::timeout(deadline.remaining(), pacer.acquire()).await else {
+        let chars = texts.iter().map(|t| t.len()).sum();
+        let Ok(permit) = tokio::time::timeout(deadline.remaining(), pacer.acquire(chars)).await
+        else {
             return (Err(EmbedError::OutOfTime), stats);
         };
         stats.calls += 1;
@@ -175,18 +177,26 @@ async fn call_with_retries<E: Embedder>(
             };
         match result {
             Ok(out) => {
-                permit.succeeded();
+                permit.succeeded(out.input_tokens);
                 stats.input_tokens += out.input_tokens.unwrap_or(0);
                 return (Ok(out), stats);
             }
             Err(e) => {
-                if matches!(e, EmbedError::Throttled(_)) {
+                let throttled = if let EmbedError::Throttled(message) = &e {
                     stats.throttles += 1;
-                    permit.throttled();
+                    permit.throttled(Quota::of_message(message));
+                    true
                 } else {
                     permit.failed();
-                }
-                let delay = backoff.next_delay();
+                    false
+                };
+                // A throttled call waits for the pacer's turn, which is its backoff; without
+                // adaptation (and for faults) the backoff is the caller's.
+                let delay = if throttled && pacer.is_adaptive() {
+                    Duration::ZERO
+                } else {
+                    backoff.next_delay()
+                };
                 if !e.is_retryable() || attempt >= policy.max_attempts || !deadline.allows(delay) {
                     return (Err(e), stats);
                 }

@@ -1,22 +1,37 @@
-//! How fast one container calls Bedrock. The account's quota (requests and tokens per minute,
-//! per model and Region) is shared by every container, and no container knows how many others
+//! How fast one container calls Bedrock. The account's quotas (requests and tokens per minute,
+//! per model and Region) are shared by every container, and no container knows how many others
 //! run, so each finds its share from the answers it gets, the way TCP finds a link's capacity:
 //!
 //! - **Concurrency**, in the manner of Vector's adaptive request concurrency: calls in flight
 //!   start at a safe [`INITIAL_CONCURRENCY`], grow by one per success while the limit is in use
 //!   and latency holds (no more than twice the fastest call seen), and halve on throttling.
 //!   `EMBED_CONCURRENCY` is the ceiling.
-//! - **Rate**, in the manner of the AWS SDKs' adaptive retry mode: once throttled, calls are
-//!   paced to [`DECREASE`] × the rate they were being sent at, and the pace grows by
-//!   [`GROWTH_PER_SECOND`] of itself a second while calls succeed. A quota lower than one container's single in-flight call can send (600 a minute is
-//!   10 a second; one 50 ms call at a time sends 20) is only met by pacing, and a tokens quota
-//!   may admit only a few large Cohere calls a minute.
+//! - **Rates**, one per quota: calls a second and input tokens a second. Bedrock says which quota
+//!   ran out ("Too many requests" or "Too many tokens, please wait before trying again"), and
+//!   only that one is paced. A rate is unset until its quota first throttles; then it is a
+//!   token bucket that lets a call start when the previous calls' cost has been paid off, so a
+//!   Cohere call of a hundred texts waits longer than a Titan call of one. A call's tokens are
+//!   estimated from its characters (the ratio learned from Bedrock's token counts) and settled
+//!   when the count comes back.
+//!
+//! On a throttle the rate becomes [`DECREASE`] × the rate the container was sending at, or the
+//! rate the quota admitted lately when that is lower (never less than half: one sparse sample
+//! must not collapse it). Sending and admitted rates are measured over the time the container
+//! had calls to make, so an idle spell between invocations does not read as a slow sender.
+//! It then grows back as in CUBIC (and the SDKs' adaptive retry mode): fast at first, flat
+//! near the rate that was throttled, and faster again beyond it, so a share left by containers
+//! that finished is taken up. Growth runs by the clock of activity, the same for every
+//! container whatever its rate, which is what makes their shares converge; but at most a tenth
+//! of the way per successful call, since at a few calls a minute the evidence comes a call at
+//! a time. Once tokens are paced, calls are sized to a few seconds of the token rate
+//! ([`Pacer::texts_per_call`]), so that evidence comes often.
 //!
 //! Only a throttle of a call sent after the last cut cuts again: the calls in flight when the
 //! quota ran out come back throttled together, and are one signal, not several.
 //!
 //! <https://vector.dev/docs/reference/configuration/sinks/http/#request.adaptive_concurrency>,
-//! <https://docs.aws.amazon.com/sdkref/latest/guide/feature-retry-behavior.html>
+//! <https://docs.aws.amazon.com/sdkref/latest/guide/feature-retry-behavior.html>,
+//! <https://docs.aws.amazon.com/bedrock/latest/userguide/quotas-token-burndown.html>
 
 use std::collections::VecDeque;
 use std::sync::Mutex;
@@ -28,22 +43,64 @@ use tokio::time::Instant;
 
 /// Calls in flight before anything is known.
 pub const INITIAL_CONCURRENCY: usize = 2;
-/// What a throttle leaves of the concurrency and of the sending rate.
+/// What a throttle leaves of the sending rate.
 pub const DECREASE: f64 = 0.75;
-/// How fast the paced rate grows while calls succeed: this share of itself a second, counted
-/// by the time between successes but at most [`GROWTH_STEP`] of it per success — at a few calls
-/// a minute the evidence comes a call at a time, and growth by the clock alone would overshoot
-/// between two calls.
-pub const GROWTH_PER_SECOND: f64 = 0.05;
-const GROWTH_STEP: Duration = Duration::from_millis(200);
-/// The sending rate is measured over this window.
-const MEASURE_WINDOW: Duration = Duration::from_secs(5);
-/// The pace never falls below this (calls a second): a throttled container still probes. Low,
-/// because one Cohere call can carry a hundred texts and a tokens-per-minute quota may allow
-/// only a few such calls a minute across every container.
-const MIN_RATE: f64 = 0.02;
+/// The most one throttle takes off a rate, whatever the measurements say.
+const DEEPEST_CUT: f64 = 0.5;
+/// Seconds of activity after a cut until the rate is back at the rate that was throttled (the
+/// plateau of the growth curve), for the requests quota and for the tokens quota (whose calls
+/// are sized to [`CALL_SECONDS`], so twenty calls). Growth by the clock, the same for every
+/// container whatever its rate, is what makes containers converge to equal shares: one that
+/// sends more is throttled more often, and cut more.
+const REQUESTS_RECOVER_SECS: f64 = 10.0;
+const TOKENS_RECOVER_SECS: f64 = 80.0;
+/// ... but at most this share of the way per successful call: at a few calls a minute the
+/// evidence comes a call at a time, and the clock must not run ahead of it.
+const MOST_RECOVERY_PER_CALL: f64 = 0.1;
+/// Rates are measured over at least this long a spell of activity ...
+const MEASURE_WINDOW: Duration = Duration::from_secs(20);
+/// ... and at least this many calls.
+const MEASURE_CALLS: usize = 8;
+/// The floor of each rate (a call every ten seconds; 1,200 tokens a minute): a throttled
+/// container still probes, so it finds the quota again once others leave it room.
+const MIN_CALL_RATE: f64 = 0.1;
+const MIN_TOKEN_RATE: f64 = 20.0;
+/// Input tokens per character before Bedrock has counted any (about four characters a token
+/// in English; fewer in Japanese, which the counts then teach).
+const INITIAL_TOKENS_PER_CHAR: f64 = 0.25;
+/// Once the tokens quota paces calls, a call carries about this long of the container's token
+/// rate: a call of 96 long texts can be minutes of a small share, and a pace learns a call at a
+/// time, so smaller calls find the share sooner and lose less to a throttle.
+const CALL_SECONDS: f64 = 4.0;
+/// ... but never fewer texts than this in a call, so the requests quota is not spent instead.
+const MIN_TEXTS_PER_CALL: usize = 8;
 /// The shortest wait for the pace.
 const MIN_WAIT: Duration = Duration::from_millis(1);
+
+/// Which of the account's quotas a throttle names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Quota {
+    /// Requests per minute: "Too many requests, please wait before trying again."
+    Requests,
+    /// Tokens per minute (or per day): "Too many tokens, please wait before trying again."
+    Tokens,
+    /// A throttle that does not say; both rates are cut.
+    Unknown,
+}
+
+impl Quota {
+    /// Reads Bedrock's ThrottlingException message.
+    pub fn of_message(message: &str) -> Self {
+        let message = message.to_ascii_lowercase();
+        if message.contains("too many tokens") {
+            Quota::Tokens
+        } else if message.contains("too many requests") {
+            Quota::Requests
+        } else {
+            Quota::Unknown
+        }
+    }
+}
 
 /// The pacing of one container's calls; shared by its invocations (it lives as long as the
 /// container, so what one invocation learned the next starts from).
@@ -58,25 +115,63 @@ pub struct Pacer {
 #[derive(Debug)]
 struct State {
     in_flight: usize,
+    /// Calls waiting for a turn.
+    waiting: usize,
     limit: f64,
-    /// Calls a second, once throttled; `None` while nothing has been throttled.
-    rate: Option<f64>,
-    tokens: f64,
-    refilled: Instant,
-    /// When recent calls were sent, for the measured sending rate.
-    sent: VecDeque<Instant>,
-    last_cut: Option<Instant>,
-    /// When the pace last grew or was cut.
-    grown_at: Instant,
     fastest: Option<Duration>,
+    calls: Lane,
+    tokens: Lane,
+    tokens_per_char: f64,
+    /// Running totals, and a few past readings of them to measure rates against.
+    totals: Totals,
+    readings: VecDeque<(Instant, Totals)>,
+    /// When `totals.active` was last brought up to date.
+    ticked: Instant,
+}
+
+/// Counters since the pacer began.
+#[derive(Debug, Clone, Copy, Default)]
+struct Totals {
+    /// Seconds during which the container had calls in flight or waiting.
+    active: f64,
+    sent_calls: f64,
+    sent_tokens: f64,
+    ok_calls: f64,
+    ok_tokens: f64,
+}
+
+/// The pace of one quota, in calls or tokens a second.
+#[derive(Debug)]
+struct Lane {
+    /// Units a second, once this quota has throttled (or from the start under a budget);
+    /// `None` before.
+    rate: Option<f64>,
+    floor: f64,
+    /// A budget the rate never exceeds (`BEDROCK_TPM`'s share, for tokens).
+    budget: Option<f64>,
+    /// What the calls started so far still owe (never above zero): a call may start when
+    /// it is paid off.
+    level: f64,
+    refilled: Instant,
+    last_cut: Option<Instant>,
+    /// The rate that was throttled, the rate the cut left, and the way back since (1: back
+    /// at the throttled rate).
+    throttled_at: f64,
+    cut_to: f64,
+    recovered: f64,
+    recover_secs: f64,
+    /// Active seconds (the pacer's `totals.active`) at the last growth or cut.
+    grown_at: f64,
 }
 
 /// What the pacer holds at a moment, for logs and metrics.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct PaceReport {
     pub concurrency: usize,
-    /// Calls a second, when paced.
+    /// Calls a second, when the requests quota has throttled.
     pub rate: Option<f64>,
+    /// Input tokens a second, when the tokens quota has throttled.
+    pub token_rate: Option<f64>,
 }
 
 impl Pacer {
@@ -97,22 +192,53 @@ impl Pacer {
         } else {
             ceiling
         };
+        let now = Instant::now();
         Self {
             ceiling,
             adaptive,
             state: Mutex::new(State {
                 in_flight: 0,
+                waiting: 0,
                 limit: limit as f64,
-                rate: None,
-                tokens: 1.0,
-                refilled: Instant::now(),
-                sent: VecDeque::new(),
-                last_cut: None,
-                grown_at: Instant::now(),
                 fastest: None,
+                calls: Lane::new(MIN_CALL_RATE, REQUESTS_RECOVER_SECS, now),
+                tokens: Lane::new(MIN_TOKEN_RATE, TOKENS_RECOVER_SECS, now),
+                tokens_per_char: INITIAL_TOKENS_PER_CHAR,
+                totals: Totals::default(),
+                readings: VecDeque::new(),
+                ticked: now,
             }),
             released: Notify::new(),
         }
+    }
+
+    /// Never more than `tokens_per_second` input tokens a second (a share of `BEDROCK_TPM`):
+    /// paced from the first call, before Bedrock has to throttle anything.
+    pub fn with_token_budget(self, tokens_per_second: f64) -> Self {
+        {
+            let mut state = self.state.lock().unwrap();
+            let budget = tokens_per_second.max(MIN_TOKEN_RATE);
+            state.tokens.budget = Some(budget);
+            state.tokens.rate = Some(budget);
+        }
+        self
+    }
+
+    /// How many of `texts` to send in one call, at most `most` (the model's batch): all of
+    /// them until the tokens quota paces calls, then about [`CALL_SECONDS`] of the rate.
+    pub fn texts_per_call(&self, most: usize, texts: &[&str]) -> usize {
+        let most = most.max(1);
+        let state = self.state.lock().unwrap();
+        let Some(rate) = state.tokens.rate else {
+            return most;
+        };
+        if texts.is_empty() {
+            return most;
+        }
+        let chars: usize = texts.iter().map(|t| t.len()).sum();
+        let tokens_per_text = chars as f64 / texts.len() as f64 * state.tokens_per_char;
+        let fits = (rate * CALL_SECONDS / tokens_per_text.max(1.0)) as usize;
+        fits.clamp(MIN_TEXTS_PER_CALL.min(most), most)
     }
 
     /// The most calls that can be in flight: how many to start at once.
@@ -120,16 +246,24 @@ impl Pacer {
         self.ceiling
     }
 
+    /// Whether the pacer paces throttled calls (so a throttled call needs no backoff of its own).
+    pub fn is_adaptive(&self) -> bool {
+        self.adaptive
+    }
+
     pub fn report(&self) -> PaceReport {
         let state = self.state.lock().unwrap();
         PaceReport {
             concurrency: state.limit as usize,
-            rate: state.rate,
+            rate: state.calls.rate,
+            token_rate: state.tokens.rate,
         }
     }
 
-    /// Waits for a turn to call; the permit reports how the call went.
-    pub async fn acquire(&self) -> Permit<'_> {
+    /// Waits for a turn to make a call carrying `chars` characters of text; the permit
+    /// reports how the call went.
+    pub async fn acquire(&self, chars: usize) -> Permit<'_> {
+        let mut counted = false;
         loop {
             let released = self.released.notified();
             tokio::pin!(released);
@@ -137,51 +271,57 @@ impl Pacer {
             let wait = {
                 let mut state = self.state.lock().unwrap();
                 let now = Instant::now();
-                state.refill(now);
-                if state.in_flight >= state.limit as usize {
-                    None
-                } else if state.rate.is_some() && state.tokens < 1.0 {
-                    let rate = state.rate.unwrap_or(MIN_RATE);
-                    // Never a zero wait: the clock must move for the tokens to come.
-                    Some(Duration::from_secs_f64((1.0 - state.tokens) / rate).max(MIN_WAIT))
-                } else {
-                    if state.rate.is_some() {
-                        state.tokens -= 1.0;
+                state.tick(now);
+                if !counted {
+                    state.waiting += 1;
+                    counted = true;
+                }
+                let tokens = chars as f64 * state.tokens_per_char;
+                match state.wait(now) {
+                    Some(wait) => wait,
+                    None => {
+                        state.waiting -= 1;
+                        state.start(now, tokens);
+                        let in_use = state.in_flight >= state.limit as usize;
+                        return Permit {
+                            pacer: self,
+                            started: now,
+                            chars,
+                            tokens,
+                            in_use,
+                            done: false,
+                        };
                     }
-                    state.in_flight += 1;
-                    state.sent.push_back(now);
-                    forget_before(&mut state.sent, now);
-                    let in_use = state.in_flight >= state.limit as usize;
-                    return Permit {
-                        pacer: self,
-                        started: now,
-                        in_use,
-                        done: false,
-                    };
                 }
             };
+            // Dropped while waiting (the caller's deadline), the turn is not counted as wanted.
+            let _leave = Waiting(self);
             match wait {
                 None => released.await,
                 Some(delay) => {
-                    // A released call may lift the limit sooner than the tokens arrive.
+                    // A released call may lift the limit sooner than the pace allows a start.
                     tokio::select! {
                         () = tokio::time::sleep(delay) => {}
                         () = released => {}
                     }
                 }
             }
+            std::mem::forget(_leave);
         }
     }
 
-    fn finish(&self, started: Instant, in_use: bool, outcome: Outcome) {
+    fn finish(&self, permit: &Permit<'_>, outcome: Outcome) {
         {
             let mut state = self.state.lock().unwrap();
+            let now = Instant::now();
+            state.tick(now);
             state.in_flight -= 1;
             if self.adaptive {
-                let now = Instant::now();
                 match outcome {
-                    Outcome::Succeeded => state.grow(now, now - started, in_use, self.ceiling),
-                    Outcome::Throttled => state.cut(now, started),
+                    Outcome::Succeeded(tokens) => {
+                        state.succeeded(now, permit, tokens, self.ceiling)
+                    }
+                    Outcome::Throttled(quota) => state.throttled(now, permit, quota),
                     Outcome::Failed => {}
                 }
             }
@@ -190,76 +330,223 @@ impl Pacer {
     }
 }
 
-/// Drops the moments older than the measuring window.
-fn forget_before(moments: &mut VecDeque<Instant>, now: Instant) {
-    while moments
-        .front()
-        .is_some_and(|t| now.duration_since(*t) > MEASURE_WINDOW)
-    {
-        moments.pop_front();
+/// Takes a waiting call off the count when its `acquire` is dropped mid-wait.
+struct Waiting<'a>(&'a Pacer);
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        let mut state = self.0.state.lock().unwrap();
+        state.tick(Instant::now());
+        state.waiting -= 1;
     }
 }
 
 enum Outcome {
-    Succeeded,
-    Throttled,
+    Succeeded(Option<u64>),
+    Throttled(Quota),
     Failed,
 }
 
 impl State {
+    /// Counts the time since the last tick as active if anything was in flight or waiting.
+    fn tick(&mut self, now: Instant) {
+        if self.in_flight + self.waiting > 0 {
+            self.totals.active += now.duration_since(self.ticked).as_secs_f64();
+        }
+        self.ticked = now;
+    }
+
+    /// `None` when a call may start now; otherwise how long to wait (`Some(None)`: until a
+    /// call in flight finishes).
+    fn wait(&mut self, now: Instant) -> Option<Option<Duration>> {
+        if self.in_flight >= self.limit as usize {
+            return Some(None);
+        }
+        let wait = self.calls.wait(now).max(self.tokens.wait(now));
+        (!wait.is_zero()).then_some(Some(wait))
+    }
+
+    fn start(&mut self, now: Instant, tokens: f64) {
+        self.calls.take(1.0);
+        self.tokens.take(tokens);
+        self.in_flight += 1;
+        self.totals.sent_calls += 1.0;
+        self.totals.sent_tokens += tokens;
+        self.readings.push_back((now, self.totals));
+        while self.readings.len() > MEASURE_CALLS
+            && self
+                .readings
+                .get(1)
+                .is_some_and(|(at, _)| now.duration_since(*at) >= MEASURE_WINDOW)
+        {
+            self.readings.pop_front();
+        }
+    }
+
+    fn succeeded(
+        &mut self,
+        now: Instant,
+        permit: &Permit<'_>,
+        tokens: Option<u64>,
+        ceiling: usize,
+    ) {
+        let latency = now - permit.started;
+        let counted = tokens.map_or(permit.tokens, |t| t as f64);
+        if let Some(t) = tokens
+            && permit.chars > 0
+        {
+            // A moving average of Bedrock's counts, weighted by the call's size.
+            let weight = (permit.chars as f64 / 20_000.0).min(0.5);
+            let ratio = t as f64 / permit.chars as f64;
+            self.tokens_per_char += (ratio - self.tokens_per_char) * weight.max(0.05);
+            // The estimate was paid at the start; the count settles the difference.
+            self.tokens.take(counted - permit.tokens);
+        }
+        self.totals.ok_calls += 1.0;
+        self.totals.ok_tokens += counted;
+        let active = self.totals.active;
+        self.calls.grow(active);
+        self.tokens.grow(active);
+
+        let fastest = *self.fastest.get_or_insert(latency);
+        self.fastest = Some(fastest.min(latency));
+        let latency_holds = latency <= fastest * 2;
+        if permit.in_use && latency_holds && self.limit < ceiling as f64 {
+            let cut_before = self.calls.last_cut.is_some() || self.tokens.last_cut.is_some();
+            let step = if cut_before { 1.0 / self.limit } else { 1.0 };
+            self.limit = (self.limit + step).min(ceiling as f64);
+        }
+    }
+
+    fn throttled(&mut self, now: Instant, permit: &Permit<'_>, quota: Quota) {
+        // Rates measured over the recent spell of activity, in calls and in tokens.
+        let before = self
+            .readings
+            .front()
+            .map_or_else(Totals::default, |(_, t)| *t);
+        let spell = (self.totals.active - before.active).max(0.5);
+        let measure = |sent: f64, sent_before: f64, ok: f64, ok_before: f64| Measured {
+            active: self.totals.active,
+            sent: (sent - sent_before).max(0.0) / spell,
+            admitted: (ok - ok_before).max(0.0) / spell,
+        };
+        let (t, b) = (&self.totals, &before);
+        let calls = measure(t.sent_calls, b.sent_calls, t.ok_calls, b.ok_calls);
+        let tokens = measure(t.sent_tokens, b.sent_tokens, t.ok_tokens, b.ok_tokens);
+        let mut cut = false;
+        if matches!(quota, Quota::Requests | Quota::Unknown) {
+            cut |= self.calls.cut(now, permit.started, calls, 1.0);
+        }
+        if matches!(quota, Quota::Tokens | Quota::Unknown) {
+            cut |= self.tokens.cut(now, permit.started, tokens, permit.tokens);
+        }
+        if cut {
+            self.limit = (self.limit * 0.5).max(1.0);
+        }
+    }
+}
+
+/// Rates over the recent spell of activity, in one lane's units, at `active` seconds of it.
+#[derive(Debug, Clone, Copy)]
+struct Measured {
+    active: f64,
+    sent: f64,
+    admitted: f64,
+}
+
+impl Lane {
+    fn new(floor: f64, recover_secs: f64, now: Instant) -> Self {
+        Self {
+            rate: None,
+            floor,
+            budget: None,
+            level: 0.0,
+            refilled: now,
+            last_cut: None,
+            throttled_at: 0.0,
+            cut_to: 0.0,
+            recovered: 0.0,
+            recover_secs,
+            grown_at: 0.0,
+        }
+    }
+
     fn refill(&mut self, now: Instant) {
         if let Some(rate) = self.rate {
             let elapsed = now.duration_since(self.refilled).as_secs_f64();
-            // At most one call's burst: the pace is the point. (A hair under one is one: the
-            // clock's resolution must not hold a call back forever.)
-            self.tokens = (self.tokens + elapsed * rate).min(1.0);
-            if self.tokens > 1.0 - 1e-6 {
-                self.tokens = 1.0;
+            self.level = (self.level + elapsed * rate).min(0.0);
+            // A hair under zero is zero: the clock's resolution must not hold a call forever.
+            if self.level > -1e-9 {
+                self.level = 0.0;
             }
         }
         self.refilled = now;
     }
 
-    fn grow(&mut self, now: Instant, latency: Duration, in_use: bool, ceiling: usize) {
-        let fastest = *self.fastest.get_or_insert(latency);
-        self.fastest = Some(fastest.min(latency));
-        if let Some(rate) = self.rate {
-            let step = now.duration_since(self.grown_at).min(GROWTH_STEP);
-            self.rate = Some(rate * (1.0 + GROWTH_PER_SECOND * step.as_secs_f64()));
-        }
-        self.grown_at = now;
-        let latency_holds = latency <= fastest * 2;
-        if in_use && latency_holds && self.limit < ceiling as f64 {
-            let step = if self.last_cut.is_none() {
-                1.0
-            } else {
-                1.0 / self.limit
-            };
-            self.limit = (self.limit + step).min(ceiling as f64);
+    /// How long until what is owed is paid off.
+    fn wait(&mut self, now: Instant) -> Duration {
+        self.refill(now);
+        match self.rate {
+            Some(rate) if self.level < 0.0 => {
+                Duration::from_secs_f64(-self.level / rate).max(MIN_WAIT)
+            }
+            _ => Duration::ZERO,
         }
     }
 
-    fn cut(&mut self, now: Instant, started: Instant) {
-        if self.last_cut.is_some_and(|cut| started < cut) {
-            // Sent before the last cut: already answered for.
+    fn take(&mut self, cost: f64) {
+        if self.rate.is_some() {
+            self.level = (self.level - cost).min(0.0);
+        }
+    }
+
+    /// A success at `active` seconds of activity: the rate follows a cubic through the rate
+    /// the cut left and, `recover_secs` later, the rate that was throttled.
+    fn grow(&mut self, active: f64) {
+        if self.last_cut.is_none() {
+            // Unpaced, or at its budget.
             return;
         }
+        let step = (active - self.grown_at) / self.recover_secs;
+        self.recovered += step.clamp(0.0, MOST_RECOVERY_PER_CALL);
+        self.grown_at = active;
+        let dip = 1.0 - self.cut_to / self.throttled_at;
+        let rate = self.throttled_at * (1.0 + dip * (self.recovered - 1.0).powi(3));
+        let rate = rate.max(self.floor);
+        self.rate = Some(self.budget.map_or(rate, |b| rate.min(b)));
+    }
+
+    /// A throttle of a call started at `started`; returns whether the rate was cut.
+    fn cut(&mut self, now: Instant, started: Instant, measured: Measured, cost: f64) -> bool {
+        let Measured {
+            active,
+            sent,
+            admitted,
+        } = measured;
+        if self.last_cut.is_some_and(|cut| started < cut) {
+            // Sent before the last cut: already answered for.
+            return false;
+        }
+        self.refill(now);
+        let base = self.rate.map_or(sent, |r| r.min(sent)).max(self.floor);
+        let to = (base * DECREASE)
+            .min(admitted)
+            .max(base * DEEPEST_CUT)
+            .max(self.floor);
+        self.rate = Some(to);
+        // Throttled again before any success: the rate to return to is still the one of the
+        // first cut of the streak, so a quota that was exhausted for a while (by another
+        // application, say) is taken up again within a few calls once it has room.
+        if self.recovered > 0.0 || self.last_cut.is_none() {
+            self.throttled_at = base;
+        }
+        self.cut_to = to;
+        self.recovered = 0.0;
+        self.grown_at = active;
         self.last_cut = Some(now);
-        self.limit = (self.limit * 0.5).max(1.0);
-        let per_second = |moments: &VecDeque<Instant>| {
-            let window = moments
-                .front()
-                .map(|first| now.duration_since(*first))
-                .unwrap_or_default()
-                .max(Duration::from_millis(500));
-            moments.len() as f64 / window.as_secs_f64()
-        };
-        let sent = per_second(&self.sent);
-        let base = self.rate.map_or(sent, |r| r.min(sent));
-        self.rate = Some((base * DECREASE).max(MIN_RATE));
-        self.tokens = 0.0;
-        self.refilled = now;
-        self.grown_at = now;
+        // The throttled call's retry waits for its own cost at the new pace.
+        self.level = self.level.min(0.0) - cost;
+        true
     }
 }
 
@@ -267,35 +554,36 @@ impl State {
 pub struct Permit<'a> {
     pacer: &'a Pacer,
     started: Instant,
+    chars: usize,
+    /// The tokens estimated (and paid) at the start.
+    tokens: f64,
     in_use: bool,
     done: bool,
 }
 
 impl Permit<'_> {
-    pub fn succeeded(mut self) {
+    /// The call succeeded; `tokens` is Bedrock's count of its input, when it gave one.
+    pub fn succeeded(mut self, tokens: Option<u64>) {
         self.done = true;
-        self.pacer
-            .finish(self.started, self.in_use, Outcome::Succeeded);
+        self.pacer.finish(&self, Outcome::Succeeded(tokens));
     }
 
-    pub fn throttled(mut self) {
+    /// The call was throttled by `quota`.
+    pub fn throttled(mut self, quota: Quota) {
         self.done = true;
-        self.pacer
-            .finish(self.started, self.in_use, Outcome::Throttled);
+        self.pacer.finish(&self, Outcome::Throttled(quota));
     }
 
     pub fn failed(mut self) {
         self.done = true;
-        self.pacer
-            .finish(self.started, self.in_use, Outcome::Failed);
+        self.pacer.finish(&self, Outcome::Failed);
     }
 }
 
 impl Drop for Permit<'_> {
     fn drop(&mut self) {
         if !self.done {
-            self.pacer
-                .finish(self.started, self.in_use, Outcome::Failed);
+            self.pacer.finish(self, Outcome::Failed);
         }
     }
 }
@@ -304,59 +592,122 @@ impl Drop for Permit<'_> {
 mod tests {
     use super::*;
     use std::sync::Arc;
-    use std::sync::atomic::{AtomicUsize, Ordering};
 
-    /// A quota of `per_second` calls (a token bucket of ten seconds' burst) that `callers`
-    /// containers share, each with its own pacer; returns (successes, throttles) over `run`.
-    async fn shared_quota(
+    /// A per-second quota as the stand-in keeps it: a bucket holding ten seconds' worth (at
+    /// least `floor`), refilled continuously; a throttled call takes nothing.
+    struct Bucket {
         per_second: f64,
-        callers: usize,
-        latency: Duration,
-        run: Duration,
-    ) -> (usize, usize) {
-        struct Quota {
-            tokens: f64,
-            at: tokio::time::Instant,
+        capacity: f64,
+        level: f64,
+        at: Instant,
+    }
+
+    impl Bucket {
+        fn new(per_second: f64, floor: f64) -> Self {
+            let capacity = (per_second * 10.0).max(floor);
+            Self {
+                per_second,
+                capacity,
+                level: capacity,
+                at: Instant::now(),
+            }
         }
-        // Ten seconds' worth, as the stand-in holds, and at least one call.
-        let capacity = (per_second * 10.0).max(1.0);
-        let quota = Arc::new(Mutex::new(Quota {
-            tokens: capacity,
-            at: tokio::time::Instant::now(),
-        }));
-        let ok = Arc::new(AtomicUsize::new(0));
-        let throttled = Arc::new(AtomicUsize::new(0));
-        let end = tokio::time::Instant::now() + run;
+
+        fn take(&mut self, amount: f64) -> bool {
+            let now = Instant::now();
+            self.level = (self.level + now.duration_since(self.at).as_secs_f64() * self.per_second)
+                .min(self.capacity);
+            self.at = now;
+            if self.level < amount {
+                return false;
+            }
+            self.level -= amount;
+            true
+        }
+    }
+
+    /// An account's quota shared by `callers` containers, each with its own pacer and eight
+    /// workers calling as fast as it lets them.
+    struct Account {
+        calls_per_second: Option<f64>,
+        tokens_per_second: Option<f64>,
+        callers: usize,
+        run: Duration,
+        /// A container stops calling after this long (its work is done), by caller.
+        stops: Vec<Option<Duration>>,
+    }
+
+    #[derive(Debug, Default, Clone)]
+    struct Tally {
+        ok: u64,
+        throttled: u64,
+        tokens: u64,
+        /// Successful calls by container.
+        by_caller: Vec<u64>,
+    }
+
+    /// Runs the account; returns the tallies of each of `spans` (from, to) of the run.
+    async fn run_account(account: Account, spans: &[(Duration, Duration)]) -> Vec<Tally> {
+        let start = Instant::now();
+        let requests = account.calls_per_second.map(|r| Bucket::new(r, 1.0));
+        let tokens = account.tokens_per_second.map(|r| Bucket::new(r, 16_384.0));
+        let quota = Arc::new(Mutex::new((requests, tokens)));
+        let spans: Arc<Vec<(Duration, Duration)>> = Arc::new(spans.to_vec());
+        let blank = Tally {
+            by_caller: vec![0; account.callers],
+            ..Tally::default()
+        };
+        let tallies = Arc::new(Mutex::new(vec![blank; spans.len()]));
         let mut tasks = Vec::new();
-        for _ in 0..callers {
+        for caller in 0..account.callers {
             let pacer = Arc::new(Pacer::adaptive(8));
+            let end = start
+                + account
+                    .stops
+                    .get(caller)
+                    .copied()
+                    .flatten()
+                    .unwrap_or(account.run);
             for _ in 0..8 {
-                let (pacer, quota, ok, throttled) =
-                    (pacer.clone(), quota.clone(), ok.clone(), throttled.clone());
+                let (pacer, quota, spans, tallies) =
+                    (pacer.clone(), quota.clone(), spans.clone(), tallies.clone());
                 tasks.push(tokio::spawn(async move {
-                    while tokio::time::Instant::now() < end {
-                        let permit = pacer.acquire().await;
-                        tokio::time::sleep(latency).await;
-                        let allowed = {
+                    // Texts of 80 characters and 16 tokens, as many in a call as the pacer
+                    // asks for, up to Cohere's 96 (so calls of up to 1,536 tokens).
+                    let text = "x".repeat(80);
+                    let texts = vec![text.as_str(); 96];
+                    while Instant::now() < end {
+                        let n = pacer.texts_per_call(96, &texts) as u64;
+                        let size = 16 * n;
+                        let permit = pacer.acquire(80 * n as usize).await;
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        let (allowed, quota_hit) = {
                             let mut q = quota.lock().unwrap();
-                            let now = tokio::time::Instant::now();
-                            q.tokens = (q.tokens
-                                + now.duration_since(q.at).as_secs_f64() * per_second)
-                                .min(capacity);
-                            q.at = now;
-                            if q.tokens >= 1.0 {
-                                q.tokens -= 1.0;
-                                true
+                            let (requests, tokens) = &mut *q;
+                            if requests.as_mut().is_some_and(|b| !b.take(1.0)) {
+                                (false, Quota::Requests)
+                            } else if tokens.as_mut().is_some_and(|b| !b.take(size as f64)) {
+                                (false, Quota::Tokens)
                             } else {
-                                false
+                                (true, Quota::Unknown)
                             }
                         };
+                        let at = Instant::now() - start;
+                        for (span, tally) in spans.iter().zip(tallies.lock().unwrap().iter_mut()) {
+                            if span.0 <= at && at < span.1 {
+                                if allowed {
+                                    tally.ok += 1;
+                                    tally.tokens += size;
+                                    tally.by_caller[caller] += 1;
+                                } else {
+                                    tally.throttled += 1;
+                                }
+                            }
+                        }
                         if allowed {
-                            ok.fetch_add(1, Ordering::SeqCst);
-                            permit.succeeded();
+                            permit.succeeded(Some(size));
                         } else {
-                            throttled.fetch_add(1, Ordering::SeqCst);
-                            permit.throttled();
+                            permit.throttled(quota_hit);
                         }
                     }
                 }));
@@ -365,41 +716,115 @@ mod tests {
         for t in tasks {
             t.await.unwrap();
         }
-        (ok.load(Ordering::SeqCst), throttled.load(Ordering::SeqCst))
+        let tallies = tallies.lock().unwrap().clone();
+        for (span, t) in spans.iter().zip(&tallies) {
+            let secs = (span.1 - span.0).as_secs_f64();
+            println!(
+                "  {:>4}-{:>4} s: {:>6.2} calls/s, {:>7.1} tokens/s, {:>4.1} % throttled, by container {:?}",
+                span.0.as_secs(),
+                span.1.as_secs(),
+                t.ok as f64 / secs,
+                t.tokens as f64 / secs,
+                share(t.throttled, t.ok + t.throttled) * 100.0,
+                t.by_caller
+            );
+        }
+        tallies
+    }
+
+    fn share(part: u64, whole: u64) -> f64 {
+        if whole == 0 {
+            0.0
+        } else {
+            part as f64 / whole as f64
+        }
+    }
+
+    /// Once settled, under one call in ten throttled, and the shares converged: no container
+    /// below half its part or above twice it.
+    fn settled_fairly(settled: &Tally) {
+        assert!(
+            share(settled.throttled, settled.ok + settled.throttled) < 0.10,
+            "{settled:?}"
+        );
+        let fair = settled.ok / settled.by_caller.len() as u64;
+        assert!(
+            settled
+                .by_caller
+                .iter()
+                .all(|&n| n > fair / 2 && n < fair * 2),
+            "{:?} of {}",
+            settled.by_caller,
+            settled.ok
+        );
+    }
+
+    fn secs(from: u64, to: u64) -> (Duration, Duration) {
+        (Duration::from_secs(from), Duration::from_secs(to))
     }
 
     #[tokio::test(start_paused = true)]
-    async fn four_containers_settle_at_a_shared_quota() {
-        let run = Duration::from_secs(300);
-        let (ok, throttled) = shared_quota(10.0, 4, Duration::from_millis(50), run).await;
-        let quota = 10.0 * run.as_secs_f64();
-        println!("10 calls/s shared by 4: {ok} of {quota} admitted, {throttled} throttled");
-        let share = ok as f64 / quota;
-        let throttled_share = throttled as f64 / (ok + throttled) as f64;
-        assert!(share > 0.85, "{ok} calls of a {quota} quota");
-        assert!(
-            throttled_share < 0.10,
-            "{throttled} of {} throttled",
-            ok + throttled
-        );
+    async fn four_containers_settle_at_a_requests_quota() {
+        println!("10 calls/s shared by 4 containers:");
+        let spans = [secs(0, 300), secs(60, 300)];
+        let t = run_account(
+            Account {
+                calls_per_second: Some(10.0),
+                tokens_per_second: None,
+                callers: 4,
+                run: Duration::from_secs(300),
+                stops: vec![],
+            },
+            &spans,
+        )
+        .await;
+        let (whole, settled) = (&t[0], &t[1]);
+        assert!(whole.ok as f64 / 3000.0 > 0.9, "{whole:?}");
+        settled_fairly(settled);
     }
 
     #[tokio::test(start_paused = true)]
-    async fn a_quota_of_a_few_calls_a_minute_is_found_too() {
-        // A tokens quota that admits about twenty large calls a minute across four containers.
-        let run = Duration::from_secs(600);
-        let (ok, throttled) = shared_quota(0.35, 4, Duration::from_millis(50), run).await;
-        let quota = 0.35 * run.as_secs_f64();
-        println!("0.35 calls/s shared by 4: {ok} of {quota} admitted, {throttled} throttled");
-        assert!(
-            ok as f64 / quota > 0.85,
-            "{ok} calls of a {quota} quota, {throttled} throttled"
-        );
-        assert!(
-            (throttled as f64) < 0.25 * (ok + throttled) as f64,
-            "{throttled} of {} throttled",
-            ok + throttled
-        );
+    async fn four_containers_settle_at_a_tokens_quota_of_a_few_calls_a_minute() {
+        // 30,000 tokens a minute, and calls of up to 1,536 tokens: at 96 texts a call, some
+        // twenty calls a minute across four containers.
+        println!("500 tokens/s shared by 4 containers:");
+        let spans = [secs(0, 1200), secs(300, 1200)];
+        let t = run_account(
+            Account {
+                calls_per_second: None,
+                tokens_per_second: Some(500.0),
+                callers: 4,
+                run: Duration::from_secs(1200),
+                stops: vec![],
+            },
+            &spans,
+        )
+        .await;
+        let (whole, settled) = (&t[0], &t[1]);
+        assert!(whole.tokens as f64 / (500.0 * 1200.0) > 0.85, "{whole:?}");
+        settled_fairly(settled);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_share_of_containers_that_finished_is_taken_up() {
+        println!("10 calls/s, two of four containers done at 150 s:");
+        let spans = [secs(60, 150), secs(150, 200), secs(200, 300)];
+        let t = run_account(
+            Account {
+                calls_per_second: Some(10.0),
+                tokens_per_second: None,
+                callers: 4,
+                run: Duration::from_secs(300),
+                stops: vec![
+                    Some(Duration::from_secs(150)),
+                    Some(Duration::from_secs(150)),
+                ],
+            },
+            &spans,
+        )
+        .await;
+        let after = &t[2];
+        assert!(after.ok as f64 / 1000.0 > 0.85, "{after:?}");
     }
 
     #[tokio::test(start_paused = true)]
@@ -410,32 +835,33 @@ mod tests {
             // As many calls as the limit allows: it grows only while in use.
             let mut permits = Vec::new();
             for _ in 0..pacer.report().concurrency {
-                permits.push(pacer.acquire().await);
+                permits.push(pacer.acquire(100).await);
             }
             tokio::time::advance(Duration::from_millis(10)).await;
-            permits.into_iter().for_each(Permit::succeeded);
+            permits.into_iter().for_each(|p| p.succeeded(Some(25)));
         }
         assert_eq!(
             pacer.report(),
             PaceReport {
                 concurrency: 6,
-                rate: None
+                rate: None,
+                token_rate: None,
             }
         );
     }
 
     #[tokio::test(start_paused = true)]
-    async fn a_throttle_halves_concurrency_and_paces_once_for_the_calls_in_flight() {
+    async fn a_throttle_halves_concurrency_and_paces_its_quota_once_for_the_calls_in_flight() {
         let pacer = Pacer::adaptive(8);
         for _ in 0..10 {
-            let p = pacer.acquire().await;
+            let p = pacer.acquire(100).await;
             tokio::time::advance(Duration::from_millis(100)).await;
-            p.succeeded();
+            p.succeeded(Some(25));
         }
         let before = pacer.report().concurrency;
-        let permits = vec![pacer.acquire().await, pacer.acquire().await];
+        let permits = vec![pacer.acquire(100).await, pacer.acquire(100).await];
         for p in permits {
-            p.throttled();
+            p.throttled(Quota::Requests);
         }
         let after = pacer.report();
         assert_eq!(
@@ -444,19 +870,165 @@ mod tests {
             "one cut for two throttles"
         );
         assert!(after.rate.is_some_and(|r| r > 0.0 && r < 10.0), "{after:?}");
+        assert_eq!(after.token_rate, None, "the tokens quota did not throttle");
+
+        let p = pacer.acquire(100).await;
+        p.throttled(Quota::Tokens);
+        let tokens = pacer.report().token_rate;
+        assert!(tokens.is_some_and(|r| r > 0.0 && r < 250.0), "{tokens:?}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_large_call_waits_longer_than_a_small_one_once_tokens_are_paced() {
+        let pacer = Pacer::adaptive(8);
+        // Teach the ratio: five characters a token.
+        for _ in 0..40 {
+            let p = pacer.acquire(5000).await;
+            tokio::time::advance(Duration::from_millis(50)).await;
+            p.succeeded(Some(1000));
+        }
+        let p = pacer.acquire(5000).await;
+        p.throttled(Quota::Tokens);
+        let rate = pacer.report().token_rate.unwrap();
+        // The throttled call's own cost is owed first.
+        let t0 = Instant::now();
+        pacer.acquire(500).await.succeeded(Some(100));
+        let small = Instant::now() - t0;
+        let t1 = Instant::now();
+        pacer.acquire(50_000).await.succeeded(Some(10_000));
+        pacer.acquire(500).await.succeeded(Some(100));
+        let after_large = Instant::now() - t1;
+        assert!(
+            after_large > small * 5,
+            "{small:?} then {after_large:?} at {rate} tokens/s"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_quota_exhausted_for_a_minute_is_taken_up_again_within_a_few_calls() {
+        let pacer = Pacer::adaptive(4);
+        let call = |throttled: bool| {
+            let pacer = &pacer;
+            async move {
+                let p = pacer.acquire(100).await;
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                if throttled {
+                    p.throttled(Quota::Requests);
+                } else {
+                    p.succeeded(Some(25));
+                }
+            }
+        };
+        // 20 calls a second, then another application takes the whole quota for a minute.
+        for _ in 0..200 {
+            call(false).await;
+        }
+        let end = Instant::now() + Duration::from_secs(60);
+        let mut probes = 0;
+        while Instant::now() < end {
+            call(true).await;
+            probes += 1;
+        }
+        let floor = pacer.report().rate.unwrap();
+        let back = Instant::now();
+        for _ in 0..10 {
+            call(false).await;
+        }
+        let rate = pacer.report().rate.unwrap();
+        println!(
+            "{probes} probes in the minute, down to {floor:.2} calls/s; 10 calls later {rate:.1} calls/s, {:?} after the quota came back",
+            Instant::now() - back
+        );
+        assert!(probes < 30, "{probes} calls throttled in a minute");
+        assert!(rate > 10.0, "{rate} calls/s after 10 successes");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_token_budget_paces_from_the_first_call() {
+        let pacer = Pacer::adaptive(8).with_token_budget(100.0);
+        let start = Instant::now();
+        let mut tokens = 0;
+        while Instant::now() - start < Duration::from_secs(60) {
+            // 2,000 characters: 500 tokens by the first estimate, as Bedrock counts them too.
+            pacer.acquire(2000).await.succeeded(Some(500));
+            tokens += 500;
+        }
+        let per_second = tokens as f64 / (Instant::now() - start).as_secs_f64();
+        assert!(
+            (90.0..=110.0).contains(&per_second),
+            "{per_second} tokens/s"
+        );
+        assert_eq!(pacer.report().token_rate, Some(100.0));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn calls_carry_fewer_texts_once_tokens_are_paced() {
+        let pacer = Pacer::adaptive(8);
+        let texts = vec!["twenty characters!!!"; 200];
+        assert_eq!(
+            pacer.texts_per_call(96, &texts),
+            96,
+            "unpaced: the model's batch"
+        );
+        pacer.acquire(4000).await.throttled(Quota::Requests);
+        assert_eq!(
+            pacer.texts_per_call(96, &texts),
+            96,
+            "the requests quota: still whole"
+        );
+        let paced = Pacer::adaptive(8).with_token_budget(50.0);
+        // 50 tokens a second for four seconds: 40 texts of five tokens.
+        assert_eq!(paced.texts_per_call(96, &texts), 40);
+        let long = vec!["a paragraph of two hundred characters ".repeat(5); 200];
+        let long: Vec<&str> = long.iter().map(String::as_str).collect();
+        assert_eq!(paced.texts_per_call(96, &long), 8, "never fewer than eight");
+        assert_eq!(paced.texts_per_call(1, &long), 1, "Titan: one text a call");
+    }
+
+    #[test]
+    fn throttles_name_their_quota() {
+        for (message, quota) in [
+            (
+                "Too many tokens, please wait before trying again.",
+                Quota::Tokens,
+            ),
+            (
+                "Too many tokens per day, please wait before trying again.",
+                Quota::Tokens,
+            ),
+            (
+                "Too many requests, please wait before trying again.",
+                Quota::Requests,
+            ),
+            ("Rate exceeded", Quota::Unknown),
+        ] {
+            assert_eq!(Quota::of_message(message), quota, "{message}");
+        }
     }
 
     #[tokio::test(start_paused = true)]
     async fn fixed_never_adapts() {
         let pacer = Pacer::fixed(3);
-        let p = pacer.acquire().await;
-        p.throttled();
+        let p = pacer.acquire(10).await;
+        p.throttled(Quota::Unknown);
         assert_eq!(
             pacer.report(),
             PaceReport {
                 concurrency: 3,
-                rate: None
+                rate: None,
+                token_rate: None,
             }
         );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_wait_given_up_is_not_counted_as_activity() {
+        let pacer = Pacer::adaptive(1);
+        let held = pacer.acquire(10).await;
+        // Gives up while the only slot is taken.
+        let gave_up = tokio::time::timeout(Duration::from_millis(10), pacer.acquire(10)).await;
+        assert!(gave_up.is_err());
+        assert_eq!(pacer.state.lock().unwrap().waiting, 0);
+        held.succeeded(None);
     }
 }

@@ -59,6 +59,10 @@ impl<E, I, Q> EmbedIndexDeps<E, I, Q> {
         } else {
             Pacer::fixed(config.concurrency)
         };
+        let pacer = match config.token_budget {
+            Some(tokens_per_second) => pacer.with_token_budget(tokens_per_second),
+            None => pacer,
+        };
         Self {
             embedder,
             index,
@@ -173,7 +177,7 @@ pub async fn handle_batch<E: Embedder, I: SearchIndex, Q: ChunkQueue>(
     }
     let pace = deps.pacer.report();
     stats::emit(&stats, &deps.config.model, pace);
-    info!(?stats, concurrency = pace.concurrency, rate = ?pace.rate, "batch finished");
+    info!(?stats, concurrency = pace.concurrency, rate = ?pace.rate, token_rate = ?pace.token_rate, "batch finished");
     Ok((response, stats))
 }
 

@@ -168,6 +168,9 @@ pub(super) fn emit(stats: &BatchStats, model: &EmbeddingModel, pace: crate::embe
     if let Some(rate) = pace.rate {
         m.value("EmbedCallsPerSecond", rate, "Count/Second");
     }
+    if let Some(rate) = pace.token_rate {
+        m.value("EmbedTokensPerSecond", rate, "Count/Second");
+    }
     m.emit();
     // One line per reason that occurred: `ChunksFailed` by `Reason`, graphable side by side.
     for (reason, n) in stats.failures.nonzero() {

@@ -354,6 +354,7 @@ fn config(model: EmbeddingModel) -> EmbedIndexConfig {
         },
         concurrency: 4,
         adaptive: true,
+        token_budget: None,
         bulk_max_bytes: 1 << 20,
         requeue_url: Some("q".into()),
         requeue_delay_secs: 60,
