@@ -897,5 +897,116 @@ async fn status_shows_the_queues_the_index_and_what_needs_a_person() {
         ),
         "{out}"
     );
+
+    // `--stack`: the same answer with nothing but the SDK's own variables, the configuration
+    // read from the deployed probe function, found by CloudFormation's tags.
+    deploy_probe_function(&pipeline, "sakuin-e2e").await;
+    let sdk_only: Vec<(String, String)> = pipeline
+        .env
+        .iter()
+        .filter(|(k, _)| k.starts_with("AWS_"))
+        .cloned()
+        .chain([(
+            "AWS_ENDPOINT_URL_LAMBDA".to_owned(),
+            pipeline.stack.moto.url(),
+        )])
+        .collect();
+    let out = tokio::process::Command::new(&sakuin)
+        .args(["--stack", "sakuin-e2e", "status", "--json"])
+        .env_clear()
+        .envs(sdk_only.iter().cloned())
+        .output()
+        .await
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    let report: Value = serde_json::from_str(&text)
+        .unwrap_or_else(|e| panic!("{e}: {text}{}", String::from_utf8_lossy(&out.stderr)));
+    assert_eq!(out.status.code(), Some(1), "the dead letter is still there");
+    assert_eq!(report["index"]["name"], "status");
+    assert_eq!(report["index"]["chunks"], 3);
+    let out = tokio::process::Command::new(&sakuin)
+        .args(["status", "--stack=no-such-stack"])
+        .env_clear()
+        .envs(sdk_only.iter().cloned())
+        .output()
+        .await
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("no function of stack \"no-such-stack\""),
+        "{err}"
+    );
     pipeline.stop().await;
+}
+
+/// A probe function as CloudFormation leaves it in the account: named by SAM, tagged with the
+/// stack and its logical id, carrying the pipeline's variables.
+async fn deploy_probe_function(pipeline: &Pipeline, stack: &str) {
+    let moto = pipeline.stack.moto.url();
+    // moto wants the role to exist; it routes a query by the service its signature names.
+    let role = reqwest::Client::new()
+        .post(&moto)
+        .header(
+            "Authorization",
+            "AWS4-HMAC-SHA256 Credential=testing/20260101/us-east-1/iam/aws4_request, SignedHeaders=host, Signature=0",
+        )
+        .header("Content-Type", "application/x-www-form-urlencoded")
+        .body(
+            [
+                ("Action", "CreateRole"),
+                ("Version", "2010-05-08"),
+                ("RoleName", "sakuin-probe"),
+                ("AssumeRolePolicyDocument", r#"{"Version":"2012-10-17","Statement":[]}"#),
+            ]
+            .iter()
+            .map(|(k, v)| {
+                let v = percent_encoding::utf8_percent_encode(v, percent_encoding::NON_ALPHANUMERIC);
+                format!("{k}={v}")
+            })
+            .collect::<Vec<_>>()
+            .join("&"),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert!(role.status().is_success(), "{}", role.text().await.unwrap());
+    let conf = aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .region(aws_config::Region::new(sakuin_local::stack::REGION))
+        .credentials_provider(aws_sdk_s3::config::Credentials::new(
+            "testing", "testing", None, None, "test",
+        ))
+        .endpoint_url(&moto)
+        .load()
+        .await;
+    let lambda = aws_sdk_lambda::Client::new(&conf);
+    let variables = pipeline
+        .env
+        .iter()
+        .filter(|(k, _)| !k.starts_with("AWS_"))
+        .fold(
+            aws_sdk_lambda::types::Environment::builder(),
+            |b, (k, v)| b.variables(k, v),
+        )
+        .build();
+    // An empty zip archive: the code is never run here.
+    let mut empty_zip = b"PK\x05\x06".to_vec();
+    empty_zip.resize(22, 0);
+    lambda
+        .create_function()
+        .function_name(format!("{stack}-ProbeFunction-AbC123"))
+        .runtime(aws_sdk_lambda::types::Runtime::Providedal2023)
+        .handler("bootstrap")
+        .role("arn:aws:iam::123456789012:role/sakuin-probe")
+        .code(
+            aws_sdk_lambda::types::FunctionCode::builder()
+                .zip_file(aws_sdk_lambda::primitives::Blob::new(empty_zip))
+                .build(),
+        )
+        .environment(variables)
+        .tags("aws:cloudformation:stack-name", stack)
+        .tags("aws:cloudformation:logical-id", "ProbeFunction")
+        .send()
+        .await
+        .unwrap();
 }

@@ -3,6 +3,7 @@
 //! with the Lambdas' variables.
 
 pub mod redrive;
+pub mod stack;
 pub mod status;
 
 use sakuin::config::{Env, RedriveConfig};
@@ -45,6 +46,12 @@ Usage:
       Exit status: 0 when every move completed (or was started, with --detach), 1 when one
       failed, 2 for a usage or configuration error.
   sakuin --help | --version
+
+  --stack NAME (with any command): read the configuration from the deployed stack instead of
+      the variables below: the probe function's variables, found by the tags CloudFormation
+      puts on it, in the Region of the AWS SDK's configuration; a variable the shell sets
+      explicitly still wins. Needs lambda:ListFunctions and lambda:ListTags, and what the
+      command itself reads (the secret, the queues).
 
 Configuration: the same environment variables as the Lambda functions:
   ES_HOST, ES_PORT, ES_USE_SSL, ES_VERIFY_CERTS, ES_CA_CERT, ES_INDEX, ES_SECRET_ID (or
@@ -197,13 +204,40 @@ fn split_list(list: &str) -> impl Iterator<Item = String> + '_ {
 
 /// Runs the command line and returns the exit status.
 pub async fn run(args: &[String]) -> i32 {
-    let command = match parse_args(args) {
+    let parsed = stack::take_stack_flag(args)
+        .and_then(|(stack, rest)| parse_args(&rest).map(|command| (stack, command)));
+    let (stack, command) = match parsed {
         Ok(c) => c,
         Err(e) => {
             eprintln!("sakuin: {e}\n\n{USAGE}");
             return 2;
         }
     };
+    if matches!(command, Command::Help | Command::Version) {
+        return run_command(command, Env::from_process()).await;
+    }
+    match environment(stack.as_deref()).await {
+        Ok(env) => run_command(command, env).await,
+        Err(e) => {
+            eprintln!("sakuin: {e}");
+            2
+        }
+    }
+}
+
+/// The variables the commands read: the shell's, or with `--stack` the deployed probe
+/// function's, with any the shell sets explicitly on top.
+async fn environment(stack: Option<&str>) -> Result<Env, String> {
+    let Some(stack) = stack else {
+        return Ok(Env::from_process());
+    };
+    let sdk = sakuin::aws::sdk_config().await;
+    let mut vars = stack::variables(&sakuin::aws::lambda_client(&sdk), stack).await?;
+    vars.extend(std::env::vars());
+    Ok(Env::from_map(vars))
+}
+
+async fn run_command(command: Command, mut env: Env) -> i32 {
     match command {
         Command::Help => {
             print!("{USAGE}");
@@ -214,7 +248,7 @@ pub async fn run(args: &[String]) -> i32 {
             0
         }
         Command::Probe { checks, json } => {
-            let deps = match ProbeDeps::from_env(&mut Env::from_process()).await {
+            let deps = match ProbeDeps::from_env(&mut env).await {
                 Ok(d) => d,
                 Err(e) => {
                     eprintln!("sakuin: {e}");
@@ -237,9 +271,9 @@ pub async fn run(args: &[String]) -> i32 {
             queue,
             detach,
             json,
-        } => run_redrive(&queue, detach, json).await,
+        } => run_redrive(&mut env, &queue, detach, json).await,
         Command::Status { json } => {
-            let deps = match ProbeDeps::from_env(&mut Env::from_process()).await {
+            let deps = match ProbeDeps::from_env(&mut env).await {
                 Ok(d) => d,
                 Err(e) => {
                     eprintln!("sakuin: {e}");
@@ -258,7 +292,7 @@ pub async fn run(args: &[String]) -> i32 {
             if status.attention().is_empty() { 0 } else { 1 }
         }
         Command::Search { query, k, json } => {
-            let deps = match ProbeDeps::from_env(&mut Env::from_process()).await {
+            let deps = match ProbeDeps::from_env(&mut env).await {
                 Ok(d) => d,
                 Err(e) => {
                     eprintln!("sakuin: {e}");
@@ -305,8 +339,8 @@ pub async fn run(args: &[String]) -> i32 {
 }
 
 /// `sakuin redrive`: each configured pair in turn; results on stdout, progress on stderr.
-async fn run_redrive(queue: &str, detach: bool, json: bool) -> i32 {
-    let config = match RedriveConfig::from_env(&mut Env::from_process(), queue) {
+async fn run_redrive(env: &mut Env, queue: &str, detach: bool, json: bool) -> i32 {
+    let config = match RedriveConfig::from_env(env, queue) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("sakuin: {e}");
