@@ -62,7 +62,12 @@ impl Status {
                 queues.push(QueueDepth {
                     name,
                     dead_letter,
-                    depth: depth(&deps.aws.sqs, url).await,
+                    // Bounded like the probe's own calls: a status must not hang on one queue.
+                    depth: tokio::time::timeout(config.timeout, depth(&deps.aws.sqs, url))
+                        .await
+                        .unwrap_or_else(|_| {
+                            Err(format!("no answer within {} s", config.timeout.as_secs()))
+                        }),
                 });
             }
         }
