@@ -81,6 +81,7 @@ SCENARIOS = {
         "IngestReservedConcurrency": "20",
         "EmbedIndexReservedConcurrency": "10",
         "AlarmEmail": "oncall@example.com",
+        "ReconcileSchedule": "cron(0 3 * * ? *)",
     },
     # An existing secret, a Regional inference profile, in a VPC with a NAT gateway.
     "existing-secret-profile": {
@@ -455,6 +456,11 @@ def expected_grants(p: dict) -> dict[str, set[tuple[str, str, str]]]:
         ("sqs:GetQueueAttributes", intake, ""),
         ("sqs:GetQueueAttributes", intake_dead_letter_queue, ""),
     }
+    if p["ReconcileSchedule"]:
+        # The scheduled reconcile queues its repairs on the intake queue.
+        probe |= {("sqs:SendMessage", intake, "")}
+        if data_key:
+            probe |= {("kms:Decrypt", data_key, via("sqs")), ("kms:GenerateDataKey", data_key, via("sqs"))}
     if data_key:
         ingest |= {("kms:Decrypt", data_key, via("s3", "sqs")), ("kms:GenerateDataKey", data_key, via("s3", "sqs"))}
         embed_index |= {("kms:Decrypt", data_key, via("sqs")), ("kms:GenerateDataKey", data_key, via("sqs"))}
@@ -549,10 +555,17 @@ class IamLeastPrivilege(unittest.TestCase):
                             self.assertTrue(stack.condition("InVpc"))
 
     def test_probe_is_read_only(self):
+        # ...unless the scheduled reconcile is on: then it may queue repairs on the intake queue.
         for name, overrides in SCENARIOS.items():
             with self.subTest(scenario=name):
-                actions = {a for a, _, _ in Stack(overrides).grants("ProbeRole")}
-                self.assertLessEqual(actions, READ_ONLY_ACTIONS)
+                stack = Stack(overrides)
+                grants = stack.grants("ProbeRole")
+                if stack.params["ReconcileSchedule"]:
+                    intake = f"arn:aws:sqs:{REGION}:{ACCOUNT}:IntakeQueue"
+                    writes = {(a, r) for a, r, _ in grants if a == "sqs:SendMessage"}
+                    self.assertEqual(writes, {("sqs:SendMessage", intake)})
+                    grants = {g for g in grants if g[0] not in ("sqs:SendMessage", "kms:GenerateDataKey")}
+                self.assertLessEqual({a for a, _, _ in grants}, READ_ONLY_ACTIONS)
 
     def test_kms_only_with_a_customer_key(self):
         for name, overrides in SCENARIOS.items():
@@ -1071,6 +1084,10 @@ def emitted_metrics() -> dict[str, set[frozenset[str]]]:
     add(metric_calls.findall(sets[:sets.index("sets\n")]), {"Check"})
     for path in (SHARED_SRC / "probe").glob("*.rs"):
         add(re.findall(r'\.metric\(\s*"(\w+)"', path.read_text()), {"Check"})
+    # the scheduled reconcile: by Function.
+    reconcile = (ROOT / "functions" / "probe" / "src" / "reconcile.rs").read_text()
+    start = reconcile.index('MetricSet::new("reconcile")')
+    add(metric_calls.findall(reconcile[start:reconcile.index(";", start + 40)]), {"Function"})
     return emitted
 
 

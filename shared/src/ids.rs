@@ -30,6 +30,15 @@ pub fn normalize_sequencer(sequencer: &str) -> String {
     format!("{:0>32}", sequencer.trim().to_ascii_uppercase())
 }
 
+/// The sequencer of a repair made by `sakuin reconcile` for an object whose marker holds
+/// `observed` (empty: no marker, or only a backfill's). It orders after `observed` and after
+/// every repair of it, and before every real event S3 sends later: a real sequencer is 32
+/// characters of `0-9A-F`, so it exceeds `observed` at a position before the suffix (`+` sorts
+/// below every hex digit). So the repair beats the event it corrects, and loses to any newer one.
+pub fn repair_sequencer(observed: &str) -> String {
+    format!("{observed}+")
+}
+
 /// The id of the per-object marker that records the newest event applied for a key.
 pub fn source_marker_id(bucket: &str, key: &str) -> String {
     let mut hasher = Sha256::new();
@@ -68,6 +77,22 @@ mod tests {
     fn chunk_id_is_pinned() {
         // Changing this value re-keys every index in production: it must never change by accident.
         assert_eq!(chunk_id("faq-001", 0), "290dec4627c784edccef5f7584eb02ef");
+    }
+
+    #[test]
+    fn a_repair_orders_between_the_event_it_corrects_and_any_later_one() {
+        let observed = normalize_sequencer("0065F1E2D3C4B5A697");
+        let repair = repair_sequencer(&observed);
+        assert!(repair > observed);
+        assert!(repair < normalize_sequencer("0065F1E2D3C4B5A698"));
+        assert!(repair < normalize_sequencer("0065F1E2D3C4B5A6970"));
+        assert!(repair_sequencer(&repair) > repair);
+        assert!(repair_sequencer(&repair) < normalize_sequencer("0065F1E2D3C4B5A698"));
+        // No marker: after a backfill (empty), before every real event.
+        assert!(!repair_sequencer("").is_empty());
+        assert!(repair_sequencer("") < normalize_sequencer("0"));
+        // A hand-made deletion still comes after everything.
+        assert!(repair < "~".repeat(32));
     }
 
     #[test]

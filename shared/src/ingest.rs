@@ -436,7 +436,7 @@ fn plan(
                 continue;
             }
         };
-        if !is_data_key(&key, config) {
+        if !is_data_key(&key, &config.rejects_prefix) {
             info!(bucket = %bucket, key = %key, "ignoring folder marker or rejects object");
             summary.ignored += 1;
             continue;
@@ -468,9 +468,8 @@ fn plan(
 }
 
 /// Folder markers and ingest's own rejects are never data (reading the rejects would loop).
-fn is_data_key(key: &str, config: &IngestConfig) -> bool {
-    !key.ends_with('/')
-        && (config.rejects_prefix.is_empty() || !key.starts_with(&config.rejects_prefix))
+pub fn is_data_key(key: &str, rejects_prefix: &str) -> bool {
+    !key.ends_with('/') && (rejects_prefix.is_empty() || !key.starts_with(rejects_prefix))
 }
 
 fn truncate(text: &str, max: usize) -> &str {
@@ -776,7 +775,7 @@ async fn run_unit<S: ObjectStore, Q: ChunkQueue, C: Continuation>(
             info!(%bucket, %prefix, after = ?start_after, listed = page.objects.len(), more = page.truncated, "backfill page");
             let next = if page.truncated {
                 // The cursor must move on, or the same page would be listed forever.
-                let last = page.objects.last().map(|(k, _)| k.clone());
+                let last = page.objects.last().map(|o| o.key.clone());
                 match last {
                     Some(last) if start_after.as_ref().is_none_or(|a| last > *a) => {
                         Some(Work::Backfill {
@@ -798,13 +797,13 @@ async fn run_unit<S: ObjectStore, Q: ChunkQueue, C: Continuation>(
             let objects = page
                 .objects
                 .into_iter()
-                .filter(|(key, _)| is_data_key(key, &deps.config))
-                .map(|(key, etag)| Work::Object {
+                .filter(|o| is_data_key(&o.key, &deps.config.rejects_prefix))
+                .map(|o| Work::Object {
                     source: SourceRef {
                         bucket: bucket.clone(),
-                        key,
+                        key: o.key,
                         version_id: None,
-                        etag,
+                        etag: o.etag,
                         sequencer: None,
                     },
                     resume: None,
@@ -1337,7 +1336,14 @@ mod tests {
             let truncated = keys.len() > 2;
             keys.truncate(2);
             Ok(crate::store::ListPage {
-                objects: keys.into_iter().map(|k| (k, Some("e1".into()))).collect(),
+                objects: keys
+                    .into_iter()
+                    .map(|key| crate::store::Listed {
+                        key,
+                        etag: Some("e1".into()),
+                        size: 1,
+                    })
+                    .collect(),
                 truncated,
             })
         }

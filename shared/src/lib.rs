@@ -20,6 +20,7 @@ pub mod retry;
 pub mod s3key;
 pub mod secret;
 pub mod store;
+pub mod survey;
 
 pub use aws_lambda_events;
 pub use lambda_runtime;

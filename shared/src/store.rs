@@ -83,11 +83,20 @@ pub trait ObjectStore: Send + Sync {
     ) -> impl Future<Output = Result<ListPage, StoreError>> + Send;
 }
 
+/// One object of a listing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Listed {
+    pub key: String,
+    /// Without the quotes S3 puts around it.
+    pub etag: Option<String>,
+    pub size: u64,
+}
+
 /// A page of a listing.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ListPage {
-    /// `(key, eTag)` of each object.
-    pub objects: Vec<(String, Option<String>)>,
+    /// In key order (UTF-8 bytes, as S3 lists them).
+    pub objects: Vec<Listed>,
     /// More objects follow the last one.
     pub truncated: bool,
 }
@@ -239,10 +248,11 @@ impl ObjectStore for S3Store {
             .contents()
             .iter()
             .filter_map(|o| {
-                Some((
-                    o.key()?.to_owned(),
-                    o.e_tag().map(|e| e.trim_matches('"').to_owned()),
-                ))
+                Some(Listed {
+                    key: o.key()?.to_owned(),
+                    etag: o.e_tag().map(|e| e.trim_matches('"').to_owned()),
+                    size: o.size().unwrap_or(0).max(0) as u64,
+                })
             })
             .collect();
         Ok(ListPage {

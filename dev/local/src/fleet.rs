@@ -237,6 +237,8 @@ pub struct Fleet {
     pub intake_url: String,
     pub intake_dlq_url: String,
     pub options: PipelineOptions,
+    /// The functions' variables (what `sakuin` reads, too).
+    pub env: Vec<(String, String)>,
     pub es_faults: Option<EsFaults>,
     pub ingest: Arc<Pool>,
     pub embed_index: Arc<Pool>,
@@ -333,6 +335,7 @@ impl Fleet {
             intake_url,
             intake_dlq_url,
             options: pipeline,
+            env,
             es_faults,
             ingest,
             embed_index,

@@ -509,3 +509,289 @@ async fn crashed_invocations_and_continuations_lose_nothing() {
     assert!(texts >= comparison.expected as u64);
     fleet.stop().await;
 }
+
+/// Runs the `sakuin` command line with the fleet's variables; exit status and stdout.
+async fn sakuin(fleet: &Fleet, args: &[&str]) -> (Option<i32>, String) {
+    let bin = sakuin_local::pipeline::require(&sakuin_local::pipeline::binary_dir(), "sakuin")
+        .expect("cargo build --workspace builds the sakuin CLI");
+    let out = tokio::process::Command::new(bin)
+        .args(args)
+        .envs(fleet.env.iter().cloned())
+        .output()
+        .await
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    if !stderr.is_empty() {
+        eprintln!("sakuin {}: {stderr}", args.join(" "));
+    }
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+    )
+}
+
+fn json_of(out: &str) -> serde_json::Value {
+    serde_json::from_str(out).unwrap_or_else(|e| panic!("{e}: {out}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn drift_made_behind_the_pipelines_back_is_found_and_repaired_by_reconcile() {
+    let _one = ONE_AT_A_TIME.lock().await;
+    let fleet = start(
+        "reconcile",
+        FleetOptions {
+            pipeline: PipelineOptions {
+                versioned_bucket: true,
+                ..PipelineOptions::default()
+            },
+            ingest_containers: 2,
+            embed_index_containers: 2,
+        },
+    )
+    .await;
+    let mut notes = Vec::new();
+    for i in 0..8 {
+        let body = records(&format!("r{i}"), 1, 3);
+        notes.push(fleet.put(&format!("r/{i}.jsonl"), body).await.unwrap());
+    }
+    // A file with no records: the index holds nothing of it, and that is in sync.
+    notes.push(fleet.put("r/empty.jsonl", Vec::new()).await.unwrap());
+    fleet.deliver(&notes).await.unwrap();
+    fleet
+        .run_until_quiet(Duration::from_secs(120))
+        .await
+        .unwrap();
+    assert_settled(&fleet).await;
+    let scope = format!("s3://{BUCKET}/");
+    let (code, out) = sakuin(&fleet, &["reconcile", &scope, "--json"]).await;
+    let report = json_of(&out);
+    assert_eq!(code, Some(0), "{out}");
+    assert_eq!(
+        (report["objects"].as_u64(), report["empty"].as_u64()),
+        (Some(9), Some(1))
+    );
+
+    // Behind the pipeline's back: the notifications of two overwrites, two new objects and two
+    // deletions never reach it.
+    let withheld = vec![
+        fleet.put("r/0.jsonl", records("r0", 2, 2)).await.unwrap(),
+        fleet.put("r/1.jsonl", records("r1", 2, 4)).await.unwrap(),
+        fleet
+            .put("r/new-a.jsonl", records("na", 1, 3))
+            .await
+            .unwrap(),
+        fleet
+            .put("r/new-b.jsonl", records("nb", 1, 1))
+            .await
+            .unwrap(),
+        fleet.delete("r/2.jsonl").await.unwrap(),
+        fleet.delete("r/3.jsonl").await.unwrap(),
+    ];
+    let before = compare(&fleet).await;
+    assert!(!before.is_equal(), "the drift is real: {before}");
+
+    let (code, out) = sakuin(&fleet, &["reconcile", &scope]).await;
+    println!("{out}");
+    assert_eq!(code, Some(1), "drift left unrepaired needs a person: {out}");
+    let (_, out) = sakuin(&fleet, &["reconcile", &scope, "--json"]).await;
+    let report = json_of(&out);
+    let counts =
+        |r: &serde_json::Value| ["missing", "changed", "orphaned"].map(|k| r[k].as_u64().unwrap());
+    assert_eq!(counts(&report), [2, 2, 2], "{out}");
+    assert_eq!(report["objects"], 9);
+    let example = |kind: &str| -> Vec<String> {
+        report["examples"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|d| d["kind"] == kind)
+            .map(|d| d["key"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    assert_eq!(example("missing"), ["r/new-a.jsonl", "r/new-b.jsonl"]);
+    assert_eq!(example("changed"), ["r/0.jsonl", "r/1.jsonl"]);
+    assert_eq!(example("orphaned"), ["r/2.jsonl", "r/3.jsonl"]);
+
+    let (code, out) = sakuin(&fleet, &["reconcile", &scope, "--fix", "--json"]).await;
+    assert_eq!(code, Some(0), "{out}");
+    assert_eq!(json_of(&out)["queued"], 6, "{out}");
+    fleet
+        .run_until_quiet(Duration::from_secs(120))
+        .await
+        .unwrap();
+    let after = assert_settled(&fleet).await;
+    println!("reconcile: before the repair {before}; after {after}");
+    let (code, out) = sakuin(&fleet, &["reconcile", &scope, "--json"]).await;
+    assert_eq!(code, Some(0), "{out}");
+    assert_eq!(counts(&json_of(&out)), [0, 0, 0], "{out}");
+
+    // The withheld notifications arrive after all, late: the repairs stand, and the real events
+    // apply over them or are found superseded.
+    fleet.deliver(&withheld).await.unwrap();
+    fleet
+        .run_until_quiet(Duration::from_secs(120))
+        .await
+        .unwrap();
+    assert_settled(&fleet).await;
+
+    // The scheduled run (the probe function with `{"reconcile": ...}`) after one more change
+    // behind the pipeline's back: it repairs it, and says so in its metrics.
+    fleet.put("r/4.jsonl", records("r4", 3, 5)).await.unwrap();
+    let log = fleet.stack.work_dir.join("probe.log");
+    let env: Vec<(String, String)> = fleet.env.clone();
+    let probe = sakuin_local::runtime::FunctionProcess::spawn(
+        &sakuin_local::pipeline::require(&sakuin_local::pipeline::binary_dir(), "probe").unwrap(),
+        "sakuin-probe",
+        &env,
+        Some(&log),
+    )
+    .await
+    .unwrap();
+    let answer = probe
+        .invoke(
+            &json!({"reconcile": {"fix": true}}),
+            Duration::from_secs(60),
+        )
+        .await
+        .unwrap();
+    assert_eq!(counts(&answer), [0, 1, 0], "{answer}");
+    assert_eq!(answer["queued"], 1);
+    assert_eq!(answer["complete"], true);
+    assert_eq!(
+        sakuin_local::pipeline::emf_sum(&log, "ObjectsDrifted", None),
+        1.0
+    );
+    probe.stop().await;
+    fleet
+        .run_until_quiet(Duration::from_secs(120))
+        .await
+        .unwrap();
+    assert_settled(&fleet).await;
+    fleet.stop().await;
+}
+
+/// The records here span several chunks, which the independent comparison (one chunk per
+/// record) does not read; `sakuin reconcile`, checked against it above, does.
+async fn assert_reconciled(fleet: &Fleet, scope: &str) {
+    let (code, out) = sakuin(fleet, &["reconcile", scope, "--json"]).await;
+    assert_eq!(code, Some(0), "index ≠ bucket: {out}");
+    assert_eq!(json_of(&out)["objects"], 40);
+    assert_eq!(
+        fleet.dead_letters().await.unwrap(),
+        (0, 0),
+        "chunk and intake DLQs"
+    );
+}
+
+/// JSON Lines of `n` records of varied length (some longer than a chunk), ids `{prefix}-{i}`.
+fn varied_records(prefix: &str, n: usize) -> Vec<u8> {
+    (0..n)
+        .map(|i| {
+            let sentence = format!("Sentence {i} of {prefix} says something worth finding. ");
+            let text = sentence.repeat(1 + (i * 7) % 40);
+            json!({"id": format!("{prefix}-{i}"), "text": text}).to_string() + "\n"
+        })
+        .collect::<String>()
+        .into_bytes()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backfill_is_estimated_run_to_the_end_and_free_to_repeat() {
+    let _one = ONE_AT_A_TIME.lock().await;
+    let fleet = start(
+        "backfill",
+        FleetOptions {
+            pipeline: PipelineOptions::default(),
+            ingest_containers: 2,
+            embed_index_containers: 2,
+        },
+    )
+    .await;
+    // Objects that were in the bucket before any notification: nothing has seen them.
+    const OBJECTS: usize = 40;
+    const RECORDS: usize = 75;
+    for i in 0..OBJECTS {
+        fleet
+            .put(
+                &format!("bf/{i:02}.jsonl"),
+                varied_records(&format!("b{i}"), RECORDS),
+            )
+            .await
+            .unwrap();
+    }
+    let scope = format!("s3://{BUCKET}/bf/");
+    let (code, out) = sakuin(&fleet, &["backfill", &scope, "--rpm", "600"]).await;
+    println!("{out}");
+    assert_eq!(code, Some(0));
+    assert!(
+        out.contains("Nothing was queued: add --yes to start it."),
+        "{out}"
+    );
+    assert_eq!(
+        fleet.texts_embedded().await.unwrap(),
+        0,
+        "an estimate embeds nothing"
+    );
+
+    let texts_before = fleet.texts_embedded().await.unwrap();
+    let (code, out) = sakuin(&fleet, &["backfill", &scope, "--yes", "--json"]).await;
+    assert_eq!(code, Some(0), "{out}");
+    let run = json_of(&out);
+    fleet
+        .run_until_quiet(Duration::from_secs(300))
+        .await
+        .unwrap();
+    assert_reconciled(&fleet, &scope).await;
+    let estimate = &run["estimate"];
+    let actual = &run["actual"];
+    let texts = fleet.texts_embedded().await.unwrap() - texts_before;
+    let records = (OBJECTS * RECORDS) as u64;
+    let chunks = fleet
+        .es()
+        .count_matching(&json!({"prefix": {"source.key": "bf/"}}))
+        .await
+        .unwrap();
+    let n = |v: &serde_json::Value, k: &str| v[k].as_u64().unwrap();
+    println!(
+        "backfill of {OBJECTS} objects, estimate vs actual: records {} vs {records} (the CLI saw {}), \
+         chunks {} vs {chunks} (the CLI saw {}), Bedrock calls {} vs {texts} texts embedded, {:.1} s",
+        n(estimate, "records"),
+        n(actual, "records"),
+        n(estimate, "chunks"),
+        n(actual, "chunks"),
+        n(estimate, "bedrock_calls"),
+        run["seconds"].as_f64().unwrap(),
+    );
+    assert_eq!(n(estimate, "to_ingest"), OBJECTS as u64);
+    assert_eq!(
+        n(actual, "records"),
+        records,
+        "the CLI followed it to the end"
+    );
+    assert_eq!(n(actual, "chunks"), chunks);
+    let close =
+        |estimated: u64, real: u64| (estimated as f64 - real as f64).abs() <= real as f64 * 0.2;
+    assert!(close(n(estimate, "records"), records), "{estimate}");
+    assert!(close(n(estimate, "chunks"), chunks), "{estimate}");
+    assert!(close(n(estimate, "bedrock_calls"), texts), "{estimate}");
+
+    // The same backfill again: every object is in the index at its eTag, so nothing is embedded.
+    let (_, out) = sakuin(&fleet, &["backfill", &scope, "--json"]).await;
+    let again = json_of(&out);
+    assert_eq!(n(&again["estimate"], "unchanged"), OBJECTS as u64, "{out}");
+    assert_eq!(n(&again["estimate"], "chunks"), 0);
+    assert_eq!(again["estimate"]["cost_usd"], 0.0);
+    let (code, _) = sakuin(&fleet, &["backfill", &scope, "--yes", "--detach"]).await;
+    assert_eq!(code, Some(0));
+    fleet
+        .run_until_quiet(Duration::from_secs(300))
+        .await
+        .unwrap();
+    assert_reconciled(&fleet, &scope).await;
+    assert_eq!(
+        fleet.texts_embedded().await.unwrap() - texts_before,
+        texts,
+        "a repeated backfill embeds nothing"
+    );
+    fleet.stop().await;
+}

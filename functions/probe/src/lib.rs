@@ -2,6 +2,9 @@
 //! dead-letter redrive, run from a shell (an EC2 instance in the Lambda subnets, or a laptop)
 //! with the Lambdas' variables.
 
+pub mod backfill;
+mod cli;
+pub mod reconcile;
 pub mod redrive;
 pub mod stack;
 pub mod status;
@@ -14,210 +17,208 @@ use sakuin::es::{EsClient, EsError};
 use sakuin::probe::{self, ProbeDeps, ProbeReport};
 use serde_json::{Value, json};
 
-pub const USAGE: &str = "\
-sakuin: check the path to Elasticsearch and the other dependencies, see where the pipeline
-stands, search the index, or redrive dead letters.
-
-Usage:
-  sakuin probe [--checks LIST] [--json]
-      Runs the probe's checks and prints a table (or, with --json, the report the Lambda
-      returns). LIST is a comma list of groups (elasticsearch, s3, sqs, bedrock,
-      secretsmanager) or check names; default: every configured group.
-      Exit status: 0 when every required check passed (PROBE_REQUIRED_CHECKS), 1 when one
-      failed, 2 for a usage or configuration error.
-  sakuin status [--json]
-      Where the pipeline stands, on one screen: what each queue holds (waiting, in flight,
-      delayed) and each dead-letter queue, the chunks, documents and objects in ES_INDEX and
-      the newest indexed_at, and the probe's checks run now. The queues' oldest-message age is
-      a CloudWatch metric: see the stack's dashboard (output DashboardUrl).
-      Exit status: 0 when nothing needs a person, 1 when something does (a dead-letter queue
-      holds messages, a required check failed, a queue or the index cannot be read), 2 for a
-      usage or configuration error.
-  sakuin search QUERY... [-k N] [--json]
-      Embeds QUERY with the configured model (as a search query: `search_query` for Cohere)
-      and prints the N nearest chunks of ES_INDEX (default 10): score, source key, text.
-  sakuin redrive [--queue chunk|intake|all] [--detach] [--json]
-      Moves each dead-letter queue's messages back to the queue they failed on
-      (DEAD_LETTER_QUEUE_URL → CHUNK_QUEUE_URL, INGEST_DEAD_LETTER_QUEUE_URL → INGEST_QUEUE_URL;
-      default: every pair configured) with an SQS message move task, follows the task until it
-      completes and prints the count moved; --detach starts it and returns. Where the endpoint
-      has no move tasks (a local emulator) it moves them by hand and says so. Fix the cause
-      first: messages that fail again go back to the dead-letter queue.
-      Exit status: 0 when every move completed (or was started, with --detach), 1 when one
-      failed, 2 for a usage or configuration error.
-  sakuin --help | --version
-
-  --stack NAME (with any command): read the configuration from the deployed stack instead of
-      the variables below: the probe function's variables, found by the tags CloudFormation
-      puts on it, in the Region of the AWS SDK's configuration; a variable the shell sets
-      explicitly still wins. Needs lambda:ListFunctions and lambda:ListTags, and what the
-      command itself reads (the secret, the queues).
-
-Configuration: the same environment variables as the Lambda functions:
+/// The variables the commands read, shown under every `--help`.
+const CONFIGURATION: &str = "\
+Configuration: the same environment variables as the Lambda functions (or, with --stack NAME,
+the deployed probe function's; a variable the shell sets explicitly still wins):
   ES_HOST, ES_PORT, ES_USE_SSL, ES_VERIFY_CERTS, ES_CA_CERT, ES_INDEX, ES_SECRET_ID (or
   ES_API_KEY, or ES_USERNAME and ES_PASSWORD), ES_TIMEOUT_SECS, ES_CONNECT_TIMEOUT_SECS,
-  EMBEDDING_MODEL_ID, EMBEDDING_DIMENSIONS, SOURCE_BUCKET, CHUNK_QUEUE_URL,
-  DEAD_LETTER_QUEUE_URL, INGEST_QUEUE_URL, INGEST_DEAD_LETTER_QUEUE_URL, PROBE_TIMEOUT_SECS,
-  PROBE_REQUIRED_CHECKS, PROBE_CERT_WARN_DAYS, and the AWS SDK's own (AWS_REGION,
-  AWS_PROFILE, AWS_ENDPOINT_URL_*, ...). `redrive` needs only the queue variables.
-";
+  EMBEDDING_MODEL_ID, EMBEDDING_DIMENSIONS, SOURCE_BUCKET, SOURCE_PREFIX, REJECTS_PREFIX,
+  CHUNK_QUEUE_URL, DEAD_LETTER_QUEUE_URL, INGEST_QUEUE_URL, INGEST_DEAD_LETTER_QUEUE_URL,
+  PROBE_TIMEOUT_SECS, PROBE_REQUIRED_CHECKS, PROBE_CERT_WARN_DAYS, and the AWS SDK's own
+  (AWS_REGION, AWS_PROFILE, AWS_ENDPOINT_URL_*, ...).
 
-/// What the command line asks for.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Command {
-    Probe {
-        checks: Vec<String>,
-        json: bool,
-    },
-    Status {
-        json: bool,
-    },
-    Search {
-        query: String,
-        k: usize,
-        json: bool,
-    },
-    /// `queue` is chunk, intake or all.
-    Redrive {
-        queue: String,
-        detach: bool,
-        json: bool,
-    },
-    Help,
-    Version,
+Exit status: 0 when all is well, 1 when something needs a person (a failed check, drift left
+unrepaired, a dead letter, a move that failed), 2 for a usage or configuration error.";
+
+/// sakuin: check the path to Elasticsearch and the other dependencies, see where the pipeline
+/// stands, search the index, backfill a prefix, find and repair drift, or redrive dead letters.
+#[derive(Debug, Clone, PartialEq, clap::Parser)]
+#[command(name = "sakuin", version, after_long_help = CONFIGURATION, max_term_width = 100)]
+pub struct Cli {
+    /// Read the configuration from the deployed stack NAME instead of the variables: the probe
+    /// function's variables, found by the tags CloudFormation puts on it, in the Region of the
+    /// AWS SDK's configuration. Needs lambda:ListFunctions and lambda:ListTags, and what the
+    /// command itself reads.
+    #[arg(long, global = true, value_name = "NAME")]
+    pub stack: Option<String>,
+    #[command(subcommand)]
+    pub command: Command,
 }
 
-/// Reads the arguments (without the program name).
-pub fn parse_args(args: &[String]) -> Result<Command, String> {
-    let Some((first, rest)) = args.split_first() else {
-        return Err("no command given".into());
-    };
-    match first.as_str() {
-        "-h" | "--help" | "help" => Ok(Command::Help),
-        "-V" | "--version" => Ok(Command::Version),
-        "probe" => {
-            let (mut checks, mut json) = (Vec::new(), false);
-            let mut it = rest.iter();
-            while let Some(arg) = it.next() {
-                match arg.as_str() {
-                    "--json" => json = true,
-                    "-h" | "--help" => return Ok(Command::Help),
-                    "--checks" | "-c" => {
-                        let list = it.next().ok_or("--checks needs a list")?;
-                        checks.extend(split_list(list));
-                    }
-                    a if a.starts_with("--checks=") => checks.extend(split_list(&a[9..])),
-                    other => return Err(format!("probe: unexpected argument {other:?}")),
-                }
-            }
-            let (_, unknown) = probe::select_groups(&checks);
-            if !unknown.is_empty() {
-                return Err(format!(
-                    "probe: unknown checks {}; known: {}, {}",
+/// What the command line asks for.
+#[derive(Debug, Clone, PartialEq, clap::Subcommand)]
+pub enum Command {
+    /// Run the probe's checks and print a table (or the report the Lambda returns).
+    ///
+    /// Exit status 0 when every required check passed (PROBE_REQUIRED_CHECKS), 1 when one failed.
+    Probe {
+        /// Groups (elasticsearch, s3, sqs, bedrock, secretsmanager) or check names, comma
+        /// separated; default: every configured group.
+        #[arg(long, short = 'c', value_delimiter = ',', value_name = "LIST")]
+        checks: Vec<String>,
+        /// Print JSON for scripts.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Where the pipeline stands, on one screen.
+    ///
+    /// What each queue holds (waiting, in flight, delayed) and each dead-letter queue, the
+    /// chunks, documents and objects in ES_INDEX and the newest indexed_at, and the probe's
+    /// checks run now. The queues' oldest-message age is a CloudWatch metric: see the stack's
+    /// dashboard (output DashboardUrl). Exit status 1 when something needs a person (a
+    /// dead-letter queue holds messages, a required check failed, a queue or the index cannot
+    /// be read).
+    Status {
+        /// Print JSON for scripts.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Search the index: embed QUERY with the configured model and print the nearest chunks.
+    ///
+    /// The query is embedded as a search query (`search_query` for Cohere); each hit shows its
+    /// score, source key and text.
+    Search {
+        /// The query text.
+        #[arg(required = true, num_args = 1.., value_name = "QUERY")]
+        query: Vec<String>,
+        /// How many chunks to show.
+        #[arg(short = 'k', long = "k", visible_alias = "top", default_value_t = 10,
+              value_parser = clap::value_parser!(u16).range(1..=1000))]
+        k: u16,
+        /// Print JSON for scripts.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Ingest every object under a prefix: an estimate first, then (with --yes) the run with
+    /// a progress bar.
+    ///
+    /// The estimate lists the prefix and reads a sample of its objects with ingest's own reader
+    /// and chunker: objects, bytes, records, chunks, input tokens, Bedrock calls, their cost at
+    /// the model's on-demand list price, and the time at the account's quota. Objects the index
+    /// already holds at the same eTag cost nothing: their chunks are not embedded again.
+    /// With --yes the backfill is queued on the intake queue and followed until the queues
+    /// drain (or, with --detach, left to run).
+    Backfill {
+        /// s3://bucket/prefix (default: SOURCE_BUCKET and SOURCE_PREFIX).
+        #[arg(value_name = "S3_URL")]
+        target: Option<String>,
+        /// Start the backfill after the estimate.
+        #[arg(long, short = 'y')]
+        yes: bool,
+        /// With --yes: queue it and return without following it.
+        #[arg(long)]
+        detach: bool,
+        /// The account's Bedrock requests-per-minute quota for the model (default: the
+        /// Region's default quota for it).
+        #[arg(long, value_name = "N")]
+        rpm: Option<u32>,
+        /// The account's Bedrock tokens-per-minute quota for the model.
+        #[arg(long, value_name = "N")]
+        tpm: Option<u32>,
+        /// Price in USD per million input tokens, instead of the built-in list price.
+        #[arg(long, value_name = "USD")]
+        price: Option<f64>,
+        /// Objects read for the estimate (spread over the listing).
+        #[arg(long, default_value_t = 20, value_name = "N")]
+        sample: usize,
+        /// Print JSON for scripts.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Is the index equal to the bucket? Find objects missing, changed or orphaned, and with
+    /// --fix queue exactly the work that repairs them.
+    ///
+    /// Compares the bucket's listing (key and eTag) with what the index holds of each object,
+    /// page by page in key order, in bounded memory. With --fix, missing and changed objects
+    /// are ingested again and orphans removed, through the intake queue (INGEST_QUEUE_URL).
+    /// Exit status 1 when drift is found and not queued for repair.
+    Reconcile {
+        /// s3://bucket/prefix (default: SOURCE_BUCKET and SOURCE_PREFIX).
+        #[arg(value_name = "S3_URL")]
+        target: Option<String>,
+        /// Queue the repairs.
+        #[arg(long)]
+        fix: bool,
+        /// Print JSON for scripts.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Move each dead-letter queue's messages back to the queue they failed on.
+    ///
+    /// DEAD_LETTER_QUEUE_URL → CHUNK_QUEUE_URL, INGEST_DEAD_LETTER_QUEUE_URL → INGEST_QUEUE_URL,
+    /// with an SQS message move task, followed until it completes. Where the endpoint has no
+    /// move tasks (a local emulator) the messages are moved by hand, and it says so. Fix the
+    /// cause first: messages that fail again go back to the dead-letter queue. Exit status 1
+    /// when a move failed.
+    Redrive {
+        /// Which pair.
+        #[arg(long, short = 'q', value_enum, default_value_t = RedriveQueue::All)]
+        queue: RedriveQueue,
+        /// Start the move task and return.
+        #[arg(long)]
+        detach: bool,
+        /// Print JSON for scripts.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum RedriveQueue {
+    Chunk,
+    Intake,
+    All,
+}
+
+impl RedriveQueue {
+    fn name(self) -> &'static str {
+        match self {
+            RedriveQueue::Chunk => "chunk",
+            RedriveQueue::Intake => "intake",
+            RedriveQueue::All => "all",
+        }
+    }
+}
+
+/// Reads the arguments (with the program name first).
+pub fn parse_args<I, T>(args: I) -> Result<Cli, clap::Error>
+where
+    I: IntoIterator<Item = T>,
+    T: Into<std::ffi::OsString> + Clone,
+{
+    use clap::Parser;
+    let cli = Cli::try_parse_from(args)?;
+    if let Command::Probe { checks, .. } = &cli.command {
+        let (_, unknown) = probe::select_groups(checks);
+        if !unknown.is_empty() {
+            use clap::CommandFactory;
+            return Err(Cli::command().error(
+                clap::error::ErrorKind::InvalidValue,
+                format!(
+                    "unknown checks {}; known: {}, {}",
                     unknown.join(", "),
                     probe::GROUPS.join(", "),
                     probe::CHECKS.join(", ")
-                ));
-            }
-            Ok(Command::Probe { checks, json })
+                ),
+            ));
         }
-        "status" => {
-            let mut json = false;
-            for arg in rest {
-                match arg.as_str() {
-                    "--json" => json = true,
-                    "-h" | "--help" => return Ok(Command::Help),
-                    other => return Err(format!("status: unexpected argument {other:?}")),
-                }
-            }
-            Ok(Command::Status { json })
-        }
-        "search" => {
-            let (mut words, mut k, mut json) = (Vec::new(), 10usize, false);
-            let mut it = rest.iter();
-            while let Some(arg) = it.next() {
-                let number = |v: &str| {
-                    v.parse::<usize>()
-                        .ok()
-                        .filter(|k| (1..=1000).contains(k))
-                        .ok_or_else(|| {
-                            format!("search: -k takes a number from 1 to 1000, not {v:?}")
-                        })
-                };
-                match arg.as_str() {
-                    "--json" => json = true,
-                    "-h" | "--help" => return Ok(Command::Help),
-                    "-k" | "--k" | "--top" => k = number(it.next().ok_or("-k needs a number")?)?,
-                    a if a.starts_with("-k=") => k = number(&a[3..])?,
-                    a if a.starts_with("--k=") => k = number(&a[4..])?,
-                    "--" => words.extend(it.by_ref().cloned()),
-                    a if a.starts_with('-') && a.len() > 1 => {
-                        return Err(format!("search: unexpected option {a:?}"));
-                    }
-                    word => words.push(word.to_owned()),
-                }
-            }
-            let query = words.join(" ").trim().to_owned();
-            if query.is_empty() {
-                return Err("search: give the query text, e.g. sakuin search \"how do I reset my password\"".into());
-            }
-            Ok(Command::Search { query, k, json })
-        }
-        "redrive" => {
-            let (mut queue, mut detach, mut json) = ("all".to_owned(), false, false);
-            let mut it = rest.iter();
-            while let Some(arg) = it.next() {
-                match arg.as_str() {
-                    "--json" => json = true,
-                    "--detach" => detach = true,
-                    "-h" | "--help" => return Ok(Command::Help),
-                    "--queue" | "-q" => {
-                        queue = it
-                            .next()
-                            .ok_or("--queue needs chunk, intake or all")?
-                            .clone()
-                    }
-                    a if a.starts_with("--queue=") => queue = a[8..].to_owned(),
-                    other => return Err(format!("redrive: unexpected argument {other:?}")),
-                }
-            }
-            if !["chunk", "intake", "all"].contains(&queue.as_str()) {
-                return Err(format!(
-                    "redrive: --queue takes chunk, intake or all, not {queue:?}"
-                ));
-            }
-            Ok(Command::Redrive {
-                queue,
-                detach,
-                json,
-            })
-        }
-        other => Err(format!("unknown command {other:?}")),
     }
+    Ok(cli)
 }
 
-fn split_list(list: &str) -> impl Iterator<Item = String> + '_ {
-    list.split(',')
-        .map(|s| s.trim().to_owned())
-        .filter(|s| !s.is_empty())
-}
-
-/// Runs the command line and returns the exit status.
+/// Runs the command line (arguments without the program name) and returns the exit status.
 pub async fn run(args: &[String]) -> i32 {
-    let parsed = stack::take_stack_flag(args)
-        .and_then(|(stack, rest)| parse_args(&rest).map(|command| (stack, command)));
-    let (stack, command) = match parsed {
-        Ok(c) => c,
+    let cli = match parse_args(std::iter::once("sakuin".to_owned()).chain(args.iter().cloned())) {
+        Ok(cli) => cli,
         Err(e) => {
-            eprintln!("sakuin: {e}\n\n{USAGE}");
-            return 2;
+            let _ = e.print();
+            // --help and --version are answers, not errors.
+            return if e.use_stderr() { 2 } else { 0 };
         }
     };
-    if matches!(command, Command::Help | Command::Version) {
-        return run_command(command, Env::from_process()).await;
-    }
-    match environment(stack.as_deref()).await {
-        Ok(env) => run_command(command, env).await,
+    match environment(cli.stack.as_deref()).await {
+        Ok(env) => run_command(cli.command, env).await,
         Err(e) => {
             eprintln!("sakuin: {e}");
             2
@@ -239,14 +240,6 @@ async fn environment(stack: Option<&str>) -> Result<Env, String> {
 
 async fn run_command(command: Command, mut env: Env) -> i32 {
     match command {
-        Command::Help => {
-            print!("{USAGE}");
-            0
-        }
-        Command::Version => {
-            println!("sakuin {}", env!("CARGO_PKG_VERSION"));
-            0
-        }
         Command::Probe { checks, json } => {
             let deps = match ProbeDeps::from_env(&mut env).await {
                 Ok(d) => d,
@@ -271,7 +264,31 @@ async fn run_command(command: Command, mut env: Env) -> i32 {
             queue,
             detach,
             json,
-        } => run_redrive(&mut env, &queue, detach, json).await,
+        } => run_redrive(&mut env, queue.name(), detach, json).await,
+        Command::Reconcile { target, fix, json } => {
+            cli::reconcile(&mut env, target.as_deref(), fix, json).await
+        }
+        Command::Backfill {
+            target,
+            yes,
+            detach,
+            rpm,
+            tpm,
+            price,
+            sample,
+            json,
+        } => {
+            let options = backfill::Options {
+                start: yes,
+                detach,
+                rpm,
+                tpm,
+                price,
+                sample,
+                json,
+            };
+            cli::backfill(&mut env, target.as_deref(), options).await
+        }
         Command::Status { json } => {
             let deps = match ProbeDeps::from_env(&mut env).await {
                 Ok(d) => d,
@@ -292,6 +309,7 @@ async fn run_command(command: Command, mut env: Env) -> i32 {
             if status.attention().is_empty() { 0 } else { 1 }
         }
         Command::Search { query, k, json } => {
+            let (query, k) = (query.join(" "), usize::from(k));
             let deps = match ProbeDeps::from_env(&mut env).await {
                 Ok(d) => d,
                 Err(e) => {
@@ -538,82 +556,121 @@ mod tests {
         v.iter().map(|s| s.to_string()).collect()
     }
 
+    fn parse(v: &[&str]) -> Result<Command, clap::Error> {
+        parse_args(std::iter::once("sakuin").chain(v.iter().copied())).map(|c| c.command)
+    }
+
     #[test]
     fn command_lines() {
-        assert_eq!(parse_args(&args(&["--help"])), Ok(Command::Help));
+        use clap::error::ErrorKind;
         assert_eq!(
-            parse_args(&args(&["probe"])),
-            Ok(Command::Probe {
+            parse(&["--help"]).unwrap_err().kind(),
+            ErrorKind::DisplayHelp
+        );
+        assert_eq!(
+            parse(&["probe"]).unwrap(),
+            Command::Probe {
                 checks: vec![],
                 json: false
-            })
+            }
         );
         assert_eq!(
-            parse_args(&args(&[
-                "probe",
-                "--checks",
-                "elasticsearch,s3.bucket",
-                "--json"
-            ])),
-            Ok(Command::Probe {
+            parse(&["probe", "--checks", "elasticsearch,s3.bucket", "--json"]).unwrap(),
+            Command::Probe {
                 checks: args(&["elasticsearch", "s3.bucket"]),
                 json: true
-            })
+            }
         );
-        assert!(
-            parse_args(&args(&["probe", "--checks=nope"]))
-                .unwrap_err()
-                .contains("nope")
-        );
+        let err = parse(&["probe", "--checks=nope"]).unwrap_err().to_string();
+        assert!(err.contains("unknown checks nope"), "{err}");
         assert_eq!(
-            parse_args(&args(&["status", "--json"])),
-            Ok(Command::Status { json: true })
+            parse(&["status", "--json"]).unwrap(),
+            Command::Status { json: true }
         );
-        assert!(parse_args(&args(&["status", "-k"])).is_err());
+        assert!(parse(&["status", "-k"]).is_err());
         assert_eq!(
-            parse_args(&args(&["search", "東京", "の", "首都", "-k", "3"])),
-            Ok(Command::Search {
-                query: "東京 の 首都".into(),
+            parse(&["search", "東京", "の", "首都", "-k", "3"]).unwrap(),
+            Command::Search {
+                query: args(&["東京", "の", "首都"]),
                 k: 3,
                 json: false
-            })
+            }
         );
         assert_eq!(
-            parse_args(&args(&["search", "--json", "-k=5", "--", "-x query"])),
-            Ok(Command::Search {
-                query: "-x query".into(),
+            parse(&["search", "--json", "-k=5", "--", "-x query"]).unwrap(),
+            Command::Search {
+                query: args(&["-x query"]),
                 k: 5,
                 json: true
-            })
+            }
         );
-        assert!(parse_args(&args(&["search", "q", "-k", "0"])).is_err());
-        assert!(parse_args(&args(&["search"])).is_err());
-        assert!(parse_args(&args(&[])).is_err());
-        assert!(parse_args(&args(&["frobnicate"])).is_err());
+        assert!(parse(&["search", "q", "-k", "0"]).is_err());
         assert_eq!(
-            parse_args(&args(&["redrive"])),
-            Ok(Command::Redrive {
-                queue: "all".into(),
+            parse(&["search"]).unwrap_err().kind(),
+            ErrorKind::MissingRequiredArgument
+        );
+        assert!(parse(&[]).is_err());
+        let err = parse(&["reconcle"]).unwrap_err().to_string();
+        assert!(err.contains("reconcile"), "a suggestion: {err}");
+        assert_eq!(
+            parse(&["redrive"]).unwrap(),
+            Command::Redrive {
+                queue: RedriveQueue::All,
                 detach: false,
                 json: false
-            })
+            }
         );
         assert_eq!(
-            parse_args(&args(&[
-                "redrive", "--queue", "intake", "--detach", "--json"
-            ])),
-            Ok(Command::Redrive {
-                queue: "intake".into(),
+            parse(&["redrive", "--queue", "intake", "--detach", "--json"]).unwrap(),
+            Command::Redrive {
+                queue: RedriveQueue::Intake,
                 detach: true,
                 json: true
-            })
+            }
         );
+        let err = parse(&["redrive", "--queue=dlq"]).unwrap_err().to_string();
+        assert!(err.contains("chunk, intake, all"), "{err}");
+        assert!(parse(&["redrive", "--queue"]).is_err());
+        assert_eq!(
+            parse(&["reconcile", "s3://b/p/", "--fix"]).unwrap(),
+            Command::Reconcile {
+                target: Some("s3://b/p/".into()),
+                fix: true,
+                json: false
+            }
+        );
+        let cli = parse_args(["sakuin", "status", "--stack=prod"]).unwrap();
+        assert_eq!(cli.stack.as_deref(), Some("prod"));
+        let cli = parse_args([
+            "sakuin", "--stack", "prod", "backfill", "-y", "--rpm", "600",
+        ])
+        .unwrap();
+        assert_eq!(cli.stack.as_deref(), Some("prod"));
+        assert!(matches!(
+            cli.command,
+            Command::Backfill {
+                yes: true,
+                rpm: Some(600),
+                target: None,
+                ..
+            }
+        ));
+        assert!(parse(&["status", "--stack"]).is_err());
+    }
+
+    #[test]
+    fn every_command_has_help() {
+        use clap::CommandFactory;
+        let mut cli = Cli::command();
+        cli.build();
+        for sub in cli.get_subcommands() {
+            assert!(sub.get_about().is_some(), "{} has no help", sub.get_name());
+        }
+        let help = Cli::command().render_long_help().to_string();
         assert!(
-            parse_args(&args(&["redrive", "--queue=dlq"]))
-                .unwrap_err()
-                .contains("chunk, intake or all")
+            help.contains("ES_SECRET_ID") && help.contains("Exit status"),
+            "{help}"
         );
-        assert!(parse_args(&args(&["redrive", "--queue"])).is_err());
     }
 
     #[test]

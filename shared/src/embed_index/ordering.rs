@@ -118,9 +118,11 @@ pub fn order(
             continue; // already claimed: a retry, or another message of the same event
         }
         let deleted = applied.iter().any(|m| m.op == Operation::Delete);
+        // The version's eTag, from its chunks or, for a version without records, its sweep.
         let etag = applied
             .iter()
             .find(|m| m.op == Operation::Index)
+            .or_else(|| applied.iter().find(|m| m.op == Operation::Sweep))
             .and_then(|m| m.source.etag.clone());
         order.claims.push(Claim {
             id,
@@ -226,6 +228,19 @@ mod tests {
         // The same event again (a retry, or another message of it) applies without a claim.
         let o = run(&[msg(Operation::Sweep, "k", Some("0B"), None)], &markers);
         assert!(applied(&o, 0) && o.claims.is_empty());
+    }
+
+    #[test]
+    fn a_version_without_records_is_marked_with_its_etag() {
+        // Its only message is the sweep: the marker still says which version was read, so
+        // `sakuin reconcile` knows the object holds nothing rather than that it was missed.
+        let o = run(
+            &[msg(Operation::Sweep, "empty", Some("0C"), Some("e0"))],
+            &[],
+        );
+        assert!(applied(&o, 0));
+        assert_eq!(o.claims[0].marker.etag.as_deref(), Some("e0"));
+        assert!(!o.claims[0].marker.deleted);
     }
 
     #[test]

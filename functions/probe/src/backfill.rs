@@ -1,0 +1,467 @@
+//! `sakuin backfill s3://bucket/prefix`: what a backfill will cost and how long it will take,
+//! before anything is queued; then the backfill itself, followed with a progress bar.
+//!
+//! The estimate walks the listing with `sakuin reconcile`'s comparison, so objects the index
+//! already holds at the listed eTag are counted apart: ingest reads them again, but their
+//! chunks are unchanged and are not embedded again. Of the rest, a sample (spread over the
+//! listing by reservoir sampling) is read with ingest's own reader and chunker, and its records,
+//! chunks and characters per stored byte are scaled to the bytes to ingest.
+
+use std::io::{IsTerminal, Write};
+use std::time::{Duration, Instant};
+
+use sakuin::embed::model::{EmbeddingModel, ModelFamily};
+use sakuin::es::EsClient;
+use sakuin::survey::Survey;
+use serde::Serialize;
+use serde_json::{Value, json};
+
+use crate::reconcile::Report;
+
+/// What the command line asked for.
+#[derive(Debug, Clone, Default)]
+pub struct Options {
+    /// Queue the backfill after the estimate.
+    pub start: bool,
+    pub detach: bool,
+    pub rpm: Option<u32>,
+    pub tpm: Option<u32>,
+    /// USD per million input tokens, instead of [`list_price`].
+    pub price: Option<f64>,
+    /// Objects read for the estimate.
+    pub sample: usize,
+    pub json: bool,
+}
+
+/// Stored bytes read of one sampled object at most: a large object's first megabytes stand for
+/// the rest.
+pub const SAMPLE_BYTES_PER_OBJECT: u64 = 8 * 1024 * 1024;
+
+/// On-demand list price of input tokens, USD per million, in US East (N. Virginia), from
+/// <https://aws.amazon.com/bedrock/pricing/> as listed in December 2026. Prices differ by Region
+/// and change: `--price` overrides this table.
+pub fn list_price(model: &EmbeddingModel) -> f64 {
+    match model.family {
+        ModelFamily::TitanV2 => 0.02,
+        ModelFamily::TitanV1 => 0.10,
+        ModelFamily::CohereV3 => 0.10,
+        ModelFamily::CohereV4 => 0.12,
+    }
+}
+
+/// A token is about four ASCII characters, and about one CJK character (the ratio the pacing
+/// starts from, too, before Bedrock's counts correct it).
+pub fn tokens(survey: &Survey) -> f64 {
+    survey.ascii_chars as f64 / 4.0 + survey.other_chars as f64
+}
+
+/// The estimate, and what it rests on.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Estimate {
+    pub scope: String,
+    pub model: String,
+    /// Data objects under the prefix, and their bytes.
+    pub objects: u64,
+    pub bytes: u64,
+    /// Objects the index holds at their listed eTag: read again, nothing embedded.
+    pub unchanged: u64,
+    /// Objects to ingest (missing or changed in the index), and their bytes.
+    pub to_ingest: u64,
+    pub bytes_to_ingest: u64,
+    /// Objects the index holds and the bucket does not (a backfill leaves them; `sakuin
+    /// reconcile --fix` removes them).
+    pub orphaned: u64,
+    pub sampled_objects: u64,
+    pub sampled_bytes: u64,
+    pub records: u64,
+    pub rejected: u64,
+    pub chunks: u64,
+    pub input_tokens: u64,
+    pub bedrock_calls: u64,
+    pub usd_per_million_tokens: f64,
+    pub price_source: String,
+    pub cost_usd: f64,
+    /// At the quotas given (`--rpm`, `--tpm`); `None` when none was given.
+    pub minutes: Option<f64>,
+    pub seconds_to_estimate: f64,
+}
+
+impl Estimate {
+    /// Scales the sample to the bytes to ingest.
+    pub fn from_sample(
+        report: &Report,
+        sample: &Survey,
+        sampled_objects: u64,
+        model: &EmbeddingModel,
+        options: &Options,
+    ) -> Self {
+        let to_ingest = report.missing + report.changed;
+        let scale = if sample.bytes > 0 {
+            bytes_to_ingest(report) as f64 / sample.bytes as f64
+        } else {
+            0.0
+        };
+        let scaled = |n: u64| (n as f64 * scale).round() as u64;
+        let chunks = scaled(sample.chunks);
+        let input_tokens = (tokens(sample) * scale).round() as u64;
+        let per_call = model.max_batch() as u64;
+        let bedrock_calls = chunks.div_ceil(per_call);
+        let (usd_per_million_tokens, price_source) = match options.price {
+            Some(p) => (p, "--price".to_owned()),
+            None => (
+                list_price(model),
+                "on-demand list price, us-east-1, December 2026".to_owned(),
+            ),
+        };
+        let by_calls = options
+            .rpm
+            .map(|rpm| bedrock_calls as f64 / f64::from(rpm.max(1)));
+        let by_tokens = options
+            .tpm
+            .map(|tpm| input_tokens as f64 / f64::from(tpm.max(1)));
+        let minutes = match (by_calls, by_tokens) {
+            (Some(a), Some(b)) => Some(a.max(b)),
+            (a, b) => a.or(b),
+        };
+        Self {
+            scope: report.scope.clone(),
+            model: model.id.clone(),
+            objects: report.objects,
+            bytes: report.bytes,
+            unchanged: report.in_sync + report.empty,
+            to_ingest,
+            bytes_to_ingest: bytes_to_ingest(report),
+            orphaned: report.orphaned,
+            sampled_objects,
+            sampled_bytes: sample.bytes,
+            records: scaled(sample.records),
+            rejected: scaled(sample.rejected),
+            chunks,
+            input_tokens,
+            bedrock_calls,
+            usd_per_million_tokens,
+            price_source,
+            cost_usd: input_tokens as f64 / 1e6 * usd_per_million_tokens,
+            minutes,
+            seconds_to_estimate: report.seconds,
+        }
+    }
+
+    pub fn render(&self) -> String {
+        let mut out = format!(
+            "backfill of {} with {}\n\
+             \x20 objects     {:>12}  ({})\n\
+             \x20 unchanged   {:>12}  (the index holds them at this eTag: read again, nothing embedded)\n\
+             \x20 to ingest   {:>12}  ({}; {} sampled, {} read)\n\
+             \x20 records     {:>12}  (about; {} of them rejected)\n\
+             \x20 chunks      {:>12}\n\
+             \x20 tokens      {:>12}  (input tokens, estimated from the characters)\n\
+             \x20 Bedrock     {:>12}  calls\n\
+             \x20 cost        {:>12}  (at ${}/million tokens: {})\n",
+            self.scope,
+            self.model,
+            thousands(self.objects),
+            crate::reconcile::human_bytes(self.bytes),
+            thousands(self.unchanged),
+            thousands(self.to_ingest),
+            crate::reconcile::human_bytes(self.bytes_to_ingest),
+            self.sampled_objects,
+            crate::reconcile::human_bytes(self.sampled_bytes),
+            thousands(self.records),
+            thousands(self.rejected),
+            thousands(self.chunks),
+            thousands(self.input_tokens),
+            thousands(self.bedrock_calls),
+            format!("${:.2}", self.cost_usd),
+            self.usd_per_million_tokens,
+            self.price_source,
+        );
+        match self.minutes {
+            Some(m) => out.push_str(&format!(
+                "  time        {:>12}  (at the quota given; Bedrock is what bounds a backfill)\n",
+                duration(Duration::from_secs_f64(m * 60.0))
+            )),
+            None => out.push_str(
+                "  time        give --rpm (and for Cohere --tpm): the account's on-demand InvokeModel \
+                 quotas for the model\n              (aws service-quotas list-service-quotas --service-code bedrock)\n",
+            ),
+        }
+        if self.orphaned > 0 {
+            out.push_str(&format!(
+                "  note: the index holds {} object(s) the bucket does not; `sakuin reconcile --fix` removes them\n",
+                self.orphaned
+            ));
+        }
+        if self.to_ingest == 0 {
+            out.push_str("Nothing to embed: every object is in the index at its current eTag.\n");
+        }
+        out
+    }
+}
+
+fn bytes_to_ingest(report: &Report) -> u64 {
+    report.bytes_to_ingest
+}
+
+/// 1234567 → "1,234,567".
+pub fn thousands(n: u64) -> String {
+    let digits = n.to_string();
+    let mut out = String::new();
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// "1h02m", "3m05s", "12s".
+pub fn duration(d: Duration) -> String {
+    let s = d.as_secs();
+    match s {
+        0..60 => format!("{s}s"),
+        60..3600 => format!("{}m{:02}s", s / 60, s % 60),
+        _ => format!("{}h{:02}m", s / 3600, (s % 3600) / 60),
+    }
+}
+
+/// Picks up to `k` items spread evenly over a stream of unknown length (Algorithm R, with a
+/// seeded generator so a run can be repeated).
+pub struct Reservoir<T> {
+    k: usize,
+    seen: u64,
+    pub items: Vec<T>,
+    rng: fastrand::Rng,
+}
+
+impl<T> Reservoir<T> {
+    pub fn new(k: usize, seed: u64) -> Self {
+        Self {
+            k,
+            seen: 0,
+            items: Vec::with_capacity(k),
+            rng: fastrand::Rng::with_seed(seed),
+        }
+    }
+
+    pub fn offer(&mut self, item: T) {
+        self.seen += 1;
+        if self.items.len() < self.k {
+            self.items.push(item);
+        } else {
+            let j = self.rng.u64(0..self.seen);
+            if (j as usize) < self.k {
+                self.items[j as usize] = item;
+            }
+        }
+    }
+}
+
+/// Where a running backfill stands, read from the queues and the index.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct Progress {
+    /// Objects, documents and chunks written (or refreshed) since the backfill started.
+    pub objects: u64,
+    pub records: u64,
+    pub chunks: u64,
+    /// Messages on the intake and chunk queues: waiting, in flight or delayed.
+    pub queued: u64,
+}
+
+/// What the index received since `since` under the scope.
+pub async fn written_since(
+    es: &EsClient,
+    bucket: &str,
+    prefix: &str,
+    since: &str,
+) -> Result<(u64, u64, u64), String> {
+    let mut filter = vec![
+        json!({"term": {"source.bucket": bucket}}),
+        json!({"range": {"indexed_at": {"gte": since}}}),
+    ];
+    if !prefix.is_empty() {
+        filter.push(json!({"prefix": {"source.key": prefix}}));
+    }
+    let answer = es
+        .search(&json!({
+            "size": 0,
+            "track_total_hits": true,
+            "query": {"bool": {"filter": filter}},
+            "aggs": {
+                "objects": {"cardinality": {"field": "source.key"}},
+                "records": {"cardinality": {"field": "doc_id"}},
+            },
+        }))
+        .await;
+    let answer = match answer {
+        Ok(a) => a,
+        // The first chunk has not created the index yet.
+        Err(sakuin::es::EsError::Status { status: 404, .. }) => return Ok((0, 0, 0)),
+        Err(e) => return Err(e.to_string()),
+    };
+    let n = |p: &str| answer.pointer(p).and_then(Value::as_u64).unwrap_or(0);
+    Ok((
+        n("/aggregations/objects/value"),
+        n("/aggregations/records/value"),
+        n("/hits/total/value"),
+    ))
+}
+
+/// The progress bar: a line redrawn in place on a terminal, nothing otherwise.
+pub struct Bar {
+    on: bool,
+    started: Instant,
+    width: usize,
+}
+
+impl Bar {
+    pub fn new() -> Self {
+        Self {
+            on: std::io::stderr().is_terminal(),
+            started: Instant::now(),
+            width: 30,
+        }
+    }
+
+    pub fn line(&self, p: &Progress, estimate: &Estimate) -> String {
+        let total = estimate.records.max(1);
+        let done = p.records.min(total);
+        let filled = (done as usize * self.width) / total as usize;
+        let elapsed = self.started.elapsed().as_secs_f64().max(0.001);
+        let rate = p.records as f64 / elapsed;
+        let eta = if rate > 0.0 && done < total {
+            duration(Duration::from_secs_f64((total - done) as f64 / rate))
+        } else {
+            "-".into()
+        };
+        format!(
+            "[{}{}] {}/{} objects  {}/~{} records  {:.0} records/s  {} queued  ETA {eta}",
+            "#".repeat(filled),
+            "-".repeat(self.width - filled),
+            thousands(p.objects),
+            thousands(estimate.to_ingest + estimate.unchanged),
+            thousands(p.records),
+            thousands(estimate.records),
+            rate,
+            thousands(p.queued),
+        )
+    }
+
+    pub fn draw(&self, p: &Progress, estimate: &Estimate) {
+        if self.on {
+            let mut err = std::io::stderr().lock();
+            let _ = write!(err, "\r\x1b[2K{}", self.line(p, estimate));
+            let _ = err.flush();
+        }
+    }
+
+    pub fn finish(&self) {
+        if self.on {
+            let _ = writeln!(std::io::stderr());
+        }
+    }
+}
+
+impl Default for Bar {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_sample_is_scaled_to_the_bytes_to_ingest() {
+        let report = Report {
+            scope: "s3://b/p/".into(),
+            objects: 100,
+            bytes: 10_000,
+            in_sync: 60,
+            missing: 30,
+            changed: 10,
+            bytes_to_ingest: 4_000,
+            ..Default::default()
+        };
+        let sample = Survey {
+            bytes: 1_000,
+            records: 50,
+            rejected: 1,
+            chunks: 60,
+            ascii_chars: 40_000,
+            other_chars: 0,
+            whole: true,
+        };
+        let titan = EmbeddingModel::resolve("amazon.titan-embed-text-v2:0", None).unwrap();
+        let e = Estimate::from_sample(
+            &report,
+            &sample,
+            5,
+            &titan,
+            &Options {
+                rpm: Some(600),
+                ..Default::default()
+            },
+        );
+        assert_eq!((e.unchanged, e.to_ingest), (60, 40));
+        assert_eq!((e.records, e.rejected, e.chunks), (200, 4, 240));
+        assert_eq!(e.input_tokens, 40_000);
+        assert_eq!(e.bedrock_calls, 240, "Titan: a call per chunk");
+        assert!((e.cost_usd - 0.0008).abs() < 1e-9, "{}", e.cost_usd);
+        assert!((e.minutes.unwrap() - 0.4).abs() < 1e-9);
+        let cohere = EmbeddingModel::resolve("cohere.embed-multilingual-v3", None).unwrap();
+        let e = Estimate::from_sample(
+            &report,
+            &sample,
+            5,
+            &cohere,
+            &Options {
+                price: Some(1.0),
+                tpm: Some(10_000),
+                ..Default::default()
+            },
+        );
+        assert_eq!(e.bedrock_calls, 3, "Cohere: 96 texts a call");
+        assert!((e.cost_usd - 0.04).abs() < 1e-9);
+        assert_eq!(e.price_source, "--price");
+        assert!((e.minutes.unwrap() - 4.0).abs() < 1e-9);
+        let text = e.render();
+        assert!(text.contains("unchanged             60"), "{text}");
+        assert!(text.contains("Bedrock                3  calls"), "{text}");
+    }
+
+    #[test]
+    fn a_finished_backfill_costs_nothing() {
+        let report = Report {
+            objects: 10,
+            in_sync: 10,
+            ..Default::default()
+        };
+        let titan = EmbeddingModel::resolve("amazon.titan-embed-text-v2:0", None).unwrap();
+        let e = Estimate::from_sample(&report, &Survey::default(), 0, &titan, &Options::default());
+        assert_eq!((e.chunks, e.bedrock_calls), (0, 0));
+        assert_eq!(e.cost_usd, 0.0);
+        assert!(e.render().contains("Nothing to embed"));
+    }
+
+    #[test]
+    fn the_reservoir_spreads_over_the_stream() {
+        let mut r = Reservoir::new(10, 7);
+        for i in 0..10_000u32 {
+            r.offer(i);
+        }
+        assert_eq!(r.items.len(), 10);
+        assert!(r.items.iter().any(|&i| i >= 5_000), "{:?}", r.items);
+        assert!(r.items.iter().any(|&i| i < 5_000), "{:?}", r.items);
+    }
+
+    #[test]
+    fn figures_read_well() {
+        assert_eq!(thousands(1_234_567), "1,234,567");
+        assert_eq!(thousands(999), "999");
+        assert_eq!(duration(Duration::from_secs(185)), "3m05s");
+        assert_eq!(duration(Duration::from_secs(3720)), "1h02m");
+    }
+}

@@ -1,0 +1,336 @@
+//! The commands that walk the bucket from a shell: `sakuin reconcile` and `sakuin backfill`.
+//! Results go to stdout, progress and problems to stderr.
+
+use std::io::{IsTerminal, Write};
+use std::time::{Duration, Instant};
+
+use aws_sdk_sqs::types::QueueAttributeName as A;
+use sakuin::config::{Env, IngestConfig};
+use sakuin::ingest::Continuation;
+use sakuin::probe::ProbeDeps;
+use sakuin::store::S3Store;
+use sakuin::survey::{Survey, survey_object};
+use serde_json::json;
+
+use crate::backfill::{
+    Bar, Estimate, Options, Progress, Reservoir, SAMPLE_BYTES_PER_OBJECT, duration, thousands,
+    written_since,
+};
+use crate::reconcile::{Kind, Reconciler, Report, Scope, intake, walking_client};
+
+/// What every walking command needs: the probe's dependencies, the scope, a client for walks.
+struct Walk {
+    deps: ProbeDeps,
+    scope: Scope,
+    es: sakuin::es::EsClient,
+    store: S3Store,
+}
+
+async fn walk(env: &mut Env, target: Option<&str>) -> Result<Walk, String> {
+    let deps = ProbeDeps::from_env(env).await.map_err(|e| e.to_string())?;
+    if deps.config.es.use_ssl && !deps.config.es.verify_certs {
+        eprintln!(
+            "sakuin: warning: ES_VERIFY_CERTS=false, the cluster's certificate is NOT verified"
+        );
+    }
+    let scope = Scope::from_env(env, target)?;
+    let es = walking_client(&deps, env)?;
+    let store = S3Store::new(deps.aws.s3.clone());
+    Ok(Walk {
+        deps,
+        scope,
+        es,
+        store,
+    })
+}
+
+/// A line on stderr redrawn in place while a walk runs, on a terminal only.
+fn walking(report: &Report) {
+    let mut err = std::io::stderr().lock();
+    if err.is_terminal() {
+        let _ = write!(
+            err,
+            "\r\x1b[2Kcompared {} objects ({} differ) in {:.0} s",
+            thousands(report.objects),
+            thousands(report.drifted()),
+            report.seconds
+        );
+        let _ = err.flush();
+    }
+}
+
+fn done_walking() {
+    if std::io::stderr().is_terminal() {
+        eprint!("\r\x1b[2K");
+    }
+}
+
+/// `sakuin reconcile`: exit 0 when the index equals the bucket or every repair was queued, 1
+/// when drift is left (or the walk failed), 2 for a configuration error.
+pub(crate) async fn reconcile(env: &mut Env, target: Option<&str>, fix: bool, json: bool) -> i32 {
+    let w = match walk(env, target).await {
+        Ok(w) => w,
+        Err(e) => {
+            eprintln!("sakuin: {e}");
+            return 2;
+        }
+    };
+    let queue = match fix.then(|| intake(&w.deps)).transpose() {
+        Ok(q) => q,
+        Err(e) => {
+            eprintln!("sakuin: {e}");
+            return 2;
+        }
+    };
+    let reconciler = Reconciler {
+        store: &w.store,
+        es: &w.es,
+        fix: queue.as_ref(),
+        stop_at: None,
+    };
+    let result = reconciler
+        .run(&w.scope, &mut |report, _, _| walking(report))
+        .await;
+    done_walking();
+    match result {
+        Ok(report) => {
+            if json {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&report).expect("the report serialises")
+                );
+            } else {
+                print!("{}", report.render());
+            }
+            if report.drifted() > 0 && !fix { 1 } else { 0 }
+        }
+        Err(e) => {
+            eprintln!("sakuin: {e}");
+            1
+        }
+    }
+}
+
+/// `sakuin backfill`: the estimate; with `--yes` the backfill, followed until the queues drain.
+pub(crate) async fn backfill(env: &mut Env, target: Option<&str>, options: Options) -> i32 {
+    let w = match walk(env, target).await {
+        Ok(w) => w,
+        Err(e) => {
+            eprintln!("sakuin: {e}");
+            return 2;
+        }
+    };
+    let config = match IngestConfig::from_env(env) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("sakuin: {e}");
+            return 2;
+        }
+    };
+    let queue = match options.start.then(|| intake(&w.deps)).transpose() {
+        Ok(q) => q,
+        Err(e) => {
+            eprintln!("sakuin: {e}");
+            return 2;
+        }
+    };
+    let estimate = match estimate(&w, &config, &options).await {
+        Ok(e) => e,
+        Err(e) => {
+            eprintln!("sakuin: {e}");
+            return 1;
+        }
+    };
+    let Some(queue) = queue else {
+        if options.json {
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&json!({ "estimate": estimate })).expect("serialises")
+            );
+        } else {
+            print!("{}", estimate.render());
+            println!("Nothing was queued: add --yes to start it.");
+        }
+        return 0;
+    };
+    if !options.json {
+        print!("{}", estimate.render());
+    }
+    // Chunks refreshed or written from now on are the backfill's (a minute of leeway for the
+    // clocks of this machine and Lambda's).
+    let since = (chrono::Utc::now() - chrono::Duration::seconds(60))
+        .to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+    let started = Instant::now();
+    let request = json!({"backfill": {"bucket": w.scope.bucket, "prefix": w.scope.prefix}});
+    if let Err(e) = queue.hand_over(request).await {
+        eprintln!("sakuin: {e}");
+        return 1;
+    }
+    if options.detach {
+        if options.json {
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&json!({"estimate": estimate, "started": true}))
+                    .expect("serialises")
+            );
+        } else {
+            println!(
+                "Backfill of {} queued; `sakuin status` shows the queues drain.",
+                w.scope.url()
+            );
+        }
+        return 0;
+    }
+    match follow(&w, &estimate, &since).await {
+        Ok(progress) => {
+            let seconds = started.elapsed().as_secs_f64();
+            if options.json {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&json!({
+                        "estimate": estimate,
+                        "actual": progress,
+                        "seconds": seconds,
+                    }))
+                    .expect("serialises")
+                );
+            } else {
+                println!(
+                    "done in {}: {} objects, {} records, {} chunks written or refreshed (estimated: {} records, {} chunks)",
+                    duration(Duration::from_secs_f64(seconds)),
+                    thousands(progress.objects),
+                    thousands(progress.records),
+                    thousands(progress.chunks),
+                    thousands(estimate.records),
+                    thousands(estimate.chunks),
+                );
+                println!(
+                    "`sakuin reconcile {}` checks that the index equals the bucket.",
+                    w.scope.url()
+                );
+            }
+            0
+        }
+        Err(e) => {
+            eprintln!("sakuin: {e} (the backfill goes on; `sakuin status` follows it)");
+            1
+        }
+    }
+}
+
+/// Walks the listing, samples the objects to ingest, and reads the sample.
+async fn estimate(w: &Walk, config: &IngestConfig, options: &Options) -> Result<Estimate, String> {
+    let mut reservoir = Reservoir::new(options.sample, 0x005a_6b1d);
+    let reconciler: Reconciler<
+        '_,
+        S3Store,
+        sakuin::ingest::QueueContinuation<sakuin::queue::SqsQueue>,
+    > = Reconciler {
+        store: &w.store,
+        es: &w.es,
+        fix: None,
+        stop_at: None,
+    };
+    let report = reconciler
+        .run(&w.scope, &mut |report, listed, outcome| {
+            walking(report);
+            for d in &outcome.drift {
+                if matches!(d.kind, Kind::Missing | Kind::Changed)
+                    && let Some(o) = listed.iter().find(|o| o.key == d.key)
+                    && o.size > 0
+                {
+                    reservoir.offer((o.key.clone(), o.etag.clone()));
+                }
+            }
+        })
+        .await;
+    done_walking();
+    let report = report?;
+    let mut sample = Survey::default();
+    let mut sampled = 0;
+    for (key, etag) in &reservoir.items {
+        match survey_object(
+            &w.store,
+            config,
+            &w.scope.bucket,
+            key,
+            etag.as_deref(),
+            SAMPLE_BYTES_PER_OBJECT,
+        )
+        .await
+        {
+            Ok(s) => {
+                sample.add(&s);
+                sampled += 1;
+            }
+            Err(e) => eprintln!(
+                "sakuin: the sample skips s3://{}/{key}: {e}",
+                w.scope.bucket
+            ),
+        }
+    }
+    Ok(Estimate::from_sample(
+        &report,
+        &sample,
+        sampled,
+        &config.model,
+        options,
+    ))
+}
+
+/// Follows the backfill until the intake and chunk queues have stayed empty for three readings
+/// in a row and the index stopped changing.
+async fn follow(w: &Walk, estimate: &Estimate, since: &str) -> Result<Progress, String> {
+    let bar = Bar::new();
+    let queues: Vec<&String> = [&w.deps.config.intake_queue_url, &w.deps.config.queue_url]
+        .into_iter()
+        .flatten()
+        .collect();
+    let mut quiet = 0;
+    let mut last = Progress::default();
+    loop {
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let mut queued = 0;
+        for url in &queues {
+            queued += backlog(&w.deps.aws.sqs, url).await?;
+        }
+        let (objects, records, chunks) =
+            written_since(&w.es, &w.scope.bucket, &w.scope.prefix, since).await?;
+        let progress = Progress {
+            objects,
+            records,
+            chunks,
+            queued,
+        };
+        bar.draw(&progress, estimate);
+        quiet = if queued == 0 && progress == last {
+            quiet + 1
+        } else {
+            0
+        };
+        last = progress;
+        if quiet >= 3 {
+            bar.finish();
+            return Ok(progress);
+        }
+    }
+}
+
+/// Messages waiting, in flight or delayed.
+async fn backlog(sqs: &aws_sdk_sqs::Client, url: &str) -> Result<u64, String> {
+    let answer = sqs
+        .get_queue_attributes()
+        .queue_url(url)
+        .attribute_names(A::ApproximateNumberOfMessages)
+        .attribute_names(A::ApproximateNumberOfMessagesNotVisible)
+        .attribute_names(A::ApproximateNumberOfMessagesDelayed)
+        .send()
+        .await
+        .map_err(|e| format!("reading {url}: {}", sakuin::embed::bedrock::error_chain(&e)))?;
+    Ok(answer
+        .attributes
+        .unwrap_or_default()
+        .values()
+        .filter_map(|v| v.parse::<u64>().ok())
+        .sum())
+}

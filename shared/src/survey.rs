@@ -1,0 +1,134 @@
+//! What an object holds, read the way ingest reads it (the same reader, record rules and
+//! chunker) without queueing anything: the sample behind `sakuin backfill`'s estimate.
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::task::{Context, Poll};
+
+use tokio::io::{AsyncRead, ReadBuf};
+
+use crate::chunker::chunk_text;
+use crate::config::IngestConfig;
+use crate::reader::open_records_at;
+use crate::record::RecordOrigin;
+use crate::store::{ObjectRef, ObjectStore};
+
+/// The figures of one object, or of its first `bytes` when it was not read to the end.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Survey {
+    /// Stored bytes read (compressed bytes, for gzip): what the other figures are of.
+    pub bytes: u64,
+    pub records: u64,
+    /// Records ingest would reject (broken JSON, not an object, no text).
+    pub rejected: u64,
+    pub chunks: u64,
+    /// Characters of the chunks' texts: ASCII, and the rest (a CJK character is about a token,
+    /// an ASCII one about a quarter of one).
+    pub ascii_chars: u64,
+    pub other_chars: u64,
+    /// Read to its end.
+    pub whole: bool,
+}
+
+impl Survey {
+    pub fn add(&mut self, other: &Survey) {
+        self.bytes += other.bytes;
+        self.records += other.records;
+        self.rejected += other.rejected;
+        self.chunks += other.chunks;
+        self.ascii_chars += other.ascii_chars;
+        self.other_chars += other.other_chars;
+    }
+}
+
+/// Reads `key` (at `etag`, when given) until its end or until `max_bytes` stored bytes are read.
+pub async fn survey_object<S: ObjectStore>(
+    store: &S,
+    cfg: &IngestConfig,
+    bucket: &str,
+    key: &str,
+    etag: Option<&str>,
+    max_bytes: u64,
+) -> Result<Survey, String> {
+    let name = format!("s3://{bucket}/{key}");
+    let opened = store
+        .open(&ObjectRef {
+            bucket: bucket.to_owned(),
+            key: key.to_owned(),
+            version_id: None,
+            etag: etag.map(str::to_owned),
+            range_start: None,
+        })
+        .await
+        .map_err(|e| e.to_string())?;
+    let read = Arc::new(AtomicU64::new(0));
+    let body = Counted {
+        inner: opened.body,
+        read: read.clone(),
+    };
+    let mut records = open_records_at(body, key, cfg.max_record_bytes, &cfg.records_path)
+        .await
+        .map_err(|e| format!("{name}: {e}"))?;
+    let mut survey = Survey::default();
+    loop {
+        if read.load(Ordering::Relaxed) >= max_bytes {
+            survey.bytes = read.load(Ordering::Relaxed);
+            return Ok(survey);
+        }
+        let Some(raw) = records
+            .next_record()
+            .await
+            .map_err(|e| format!("{name}: {e}"))?
+        else {
+            break;
+        };
+        survey.records += 1;
+        let origin = RecordOrigin {
+            bucket,
+            key,
+            record: raw.position.number(),
+        };
+        let document = raw
+            .value
+            .ok()
+            .and_then(|value| cfg.fields.document(value, origin).ok());
+        let Some(document) = document else {
+            survey.rejected += 1;
+            continue;
+        };
+        for chunk in chunk_text(&document.text, &cfg.chunking) {
+            survey.chunks += 1;
+            for c in chunk.chars() {
+                if c.is_ascii() {
+                    survey.ascii_chars += 1;
+                } else {
+                    survey.other_chars += 1;
+                }
+            }
+        }
+    }
+    survey.bytes = read.load(Ordering::Relaxed);
+    survey.whole = true;
+    Ok(survey)
+}
+
+/// Counts the bytes read through it.
+struct Counted {
+    inner: Pin<Box<dyn AsyncRead + Send>>,
+    read: Arc<AtomicU64>,
+}
+
+impl AsyncRead for Counted {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        let poll = self.inner.as_mut().poll_read(cx, buf);
+        let n = buf.filled().len() - before;
+        self.read.fetch_add(n as u64, Ordering::Relaxed);
+        poll
+    }
+}
