@@ -132,3 +132,98 @@ impl AsyncRead for Counted {
         poll
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Env;
+    use crate::store::{ListPage, ObjectHead, OpenedObject, StoreError};
+    use async_compression::tokio::write::GzipEncoder;
+    use tokio::io::AsyncWriteExt;
+
+    /// One object, served whole.
+    struct One(Vec<u8>);
+
+    impl ObjectStore for One {
+        async fn open(&self, _: &ObjectRef) -> Result<OpenedObject, StoreError> {
+            Ok(OpenedObject {
+                body: Box::pin(std::io::Cursor::new(self.0.clone())),
+                etag: Some("e".into()),
+                version_id: None,
+                size: Some(self.0.len() as i64),
+                offset: 0,
+            })
+        }
+        async fn put(&self, _: &str, _: &str, _: Vec<u8>) -> Result<(), StoreError> {
+            unreachable!("a survey writes nothing")
+        }
+        async fn head(&self, _: &str, _: &str) -> Result<Option<ObjectHead>, StoreError> {
+            unreachable!()
+        }
+        async fn list(&self, _: &str, _: &str, _: Option<&str>) -> Result<ListPage, StoreError> {
+            unreachable!()
+        }
+    }
+
+    fn config() -> IngestConfig {
+        let vars = [
+            ("CHUNK_QUEUE_URL", "q"),
+            ("CHUNK_MAX_CHARS", "100"),
+            ("CHUNK_OVERLAP_CHARS", "0"),
+        ]
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+        IngestConfig::from_env(&mut Env::from_map(vars)).unwrap()
+    }
+
+    fn lines() -> Vec<u8> {
+        let mut out = String::new();
+        for i in 0..50 {
+            // Ten sentences of 26 characters; three fit in a chunk of 100: four chunks.
+            let text = format!("{i:03} {}. ", "文".repeat(20)).repeat(10);
+            out.push_str(&serde_json::json!({"id": i, "text": text}).to_string());
+            out.push('\n');
+        }
+        out.push_str("{broken\n");
+        out.push_str("{\"id\": 99}\n");
+        out.into_bytes()
+    }
+
+    #[tokio::test]
+    async fn a_survey_counts_what_ingest_would_queue_and_bytes_as_stored() {
+        let cfg = config();
+        let plain = lines();
+        let whole = survey_object(&One(plain.clone()), &cfg, "b", "x.jsonl", None, u64::MAX)
+            .await
+            .unwrap();
+        assert!(whole.whole);
+        assert_eq!((whole.records, whole.rejected), (52, 2));
+        assert_eq!(whole.chunks, 200);
+        assert_eq!(whole.bytes, plain.len() as u64);
+        assert!(whole.other_chars > whole.ascii_chars);
+
+        let mut enc = GzipEncoder::new(Vec::new());
+        enc.write_all(&plain).await.unwrap();
+        enc.shutdown().await.unwrap();
+        let gz = enc.into_inner();
+        let compressed = survey_object(&One(gz.clone()), &cfg, "b", "x.jsonl.gz", None, u64::MAX)
+            .await
+            .unwrap();
+        assert_eq!(compressed.chunks, 200);
+        assert_eq!(
+            compressed.bytes,
+            gz.len() as u64,
+            "stored bytes, not content"
+        );
+
+        // A cap: the first part stands for the rest.
+        let part = survey_object(&One(plain.clone()), &cfg, "b", "x.jsonl", None, 4096)
+            .await
+            .unwrap();
+        assert!(
+            !part.whole && part.records < 52 && part.bytes >= 4096,
+            "{part:?}"
+        );
+    }
+}

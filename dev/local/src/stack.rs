@@ -271,6 +271,9 @@ impl LocalStack {
         [
             ("AWS_ENDPOINT_URL_S3", moto.clone()),
             ("AWS_ENDPOINT_URL_SQS", moto.clone()),
+            // `sakuin status`: the queues' ages and the probe's logged reports.
+            ("AWS_ENDPOINT_URL_CLOUDWATCH", moto.clone()),
+            ("AWS_ENDPOINT_URL_CLOUDWATCH_LOGS", moto.clone()),
             ("AWS_ENDPOINT_URL_SECRETS_MANAGER", moto),
             ("AWS_ENDPOINT_URL_BEDROCK_RUNTIME", self.bedrock.url()),
             ("AWS_ACCESS_KEY_ID", "testing".into()),

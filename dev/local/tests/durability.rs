@@ -701,7 +701,12 @@ async fn a_backfill_is_estimated_run_to_the_end_and_free_to_repeat() {
     let fleet = start(
         "backfill",
         FleetOptions {
-            pipeline: PipelineOptions::default(),
+            // Batches of large objects run for seconds: a visibility timeout longer than an
+            // invocation, as the template sets it, so no batch is received twice while it runs.
+            pipeline: PipelineOptions {
+                chunk_visibility_secs: 120,
+                ..PipelineOptions::default()
+            },
             ingest_containers: 2,
             embed_index_containers: 2,
         },
@@ -762,6 +767,16 @@ async fn a_backfill_is_estimated_run_to_the_end_and_free_to_repeat() {
         n(estimate, "bedrock_calls"),
         run["seconds"].as_f64().unwrap(),
     );
+    println!(
+        "embed-index: {} embedded, {} reused, {} write conflicts, {} compensated, {} requeued, {} failed; ingest {:?}",
+        emf_sum(&fleet, "ChunksEmbedded"),
+        emf_sum(&fleet, "ChunksReused"),
+        emf_sum(&fleet, "WriteConflicts"),
+        emf_sum(&fleet, "ChunksCompensated"),
+        emf_sum(&fleet, "ChunksRequeued"),
+        emf_sum(&fleet, "ChunksFailed") + 0.0,
+        fleet.ingest.stats(),
+    );
     assert_eq!(n(estimate, "to_ingest"), OBJECTS as u64);
     assert_eq!(
         n(actual, "records"),
@@ -774,6 +789,7 @@ async fn a_backfill_is_estimated_run_to_the_end_and_free_to_repeat() {
     assert!(close(n(estimate, "records"), records), "{estimate}");
     assert!(close(n(estimate, "chunks"), chunks), "{estimate}");
     assert!(close(n(estimate, "bedrock_calls"), texts), "{estimate}");
+    assert_eq!(texts, chunks, "each chunk embedded once");
 
     // The same backfill again: every object is in the index at its eTag, so nothing is embedded.
     let (_, out) = sakuin(&fleet, &["backfill", &scope, "--json"]).await;

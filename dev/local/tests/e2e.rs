@@ -874,6 +874,51 @@ async fn status_shows_the_queues_the_index_and_what_needs_a_person() {
     assert_eq!(queue("chunk")["waiting"], 0);
     assert_eq!(queue("chunk DLQ")["waiting"], 0);
     assert_eq!(report["probe"]["ok"], true, "{out}");
+    assert!(report["probe_logged_at"].is_null(), "the checks ran now");
+    // No datapoint yet: no age, and no one is called for it.
+    assert!(queue("chunk")["oldest_seconds"].is_null(), "{out}");
+
+    // The line the probe function logs on its schedule. (SQS's ApproximateAgeOfOldestMessage
+    // cannot be staged here: the CloudWatch SDK speaks RPCv2 CBOR, which moto does not answer;
+    // status then says the ages could not be read, and needs no person for it.)
+    let conf = moto_config(&pipeline).await;
+    let scheduled = pipeline.invoke_probe(&json!({})).await.unwrap();
+    let scheduled: sakuin::probe::ProbeReport = serde_json::from_value(scheduled).unwrap();
+    let logs = aws_sdk_cloudwatchlogs::Client::new(&conf);
+    let group = "/aws/lambda/sakuin-e2e-probe";
+    log_reports(&logs, group, &scheduled).await;
+    let mut command = tokio::process::Command::new(&sakuin);
+    command
+        .args(["status", "--last", "--log-group", group, "--json"])
+        .envs(pipeline.env.iter().cloned());
+    let out = command.output().await.unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    let last: Value = serde_json::from_str(&text)
+        .unwrap_or_else(|e| panic!("{e}: {text}{}", String::from_utf8_lossy(&out.stderr)));
+    assert_eq!(out.status.code(), Some(0), "{text}");
+    assert!(
+        last["probe_logged_at"]
+            .as_str()
+            .unwrap()
+            .ends_with("(4 min ago)"),
+        "the newest report: {text}"
+    );
+    assert_eq!(last["probe"]["ok"], true);
+    assert_eq!(last["probe"]["checks"], json!(scheduled.checks));
+    let chunk = last["queues"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|q| q["queue"] == "chunk")
+        .unwrap();
+    assert!(chunk["oldest_seconds"].is_null(), "{text}");
+    assert!(last["oldest_unreadable"].is_string(), "{text}");
+    let mut command = tokio::process::Command::new(&sakuin);
+    command
+        .args(["status", "--last"])
+        .envs(pipeline.env.iter().cloned());
+    let out = command.output().await.unwrap();
+    assert_eq!(out.status.code(), Some(2), "no log group named");
 
     // A message in the dead-letter queue: a person is needed, and the screen says what to do.
     pipeline
@@ -924,6 +969,28 @@ async fn status_shows_the_queues_the_index_and_what_needs_a_person() {
     assert_eq!(out.status.code(), Some(1), "the dead letter is still there");
     assert_eq!(report["index"]["name"], "status");
     assert_eq!(report["index"]["chunks"], 3);
+    // The stack's probe function logs to Lambda's default group here (moto keeps no logging
+    // configuration; the template's names its own group, which `--stack` reads the same way).
+    log_reports(
+        &logs,
+        "/aws/lambda/sakuin-e2e-ProbeFunction-AbC123",
+        &scheduled,
+    )
+    .await;
+    let out = tokio::process::Command::new(&sakuin)
+        .args(["--stack", "sakuin-e2e", "status", "--last"])
+        .env_clear()
+        .envs(sdk_only.iter().cloned())
+        .output()
+        .await
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    println!("{text}");
+    assert!(
+        text.contains("the probe's last report, logged at"),
+        "the log group comes from the function: {text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let out = tokio::process::Command::new(&sakuin)
         .args(["status", "--stack=no-such-stack"])
         .env_clear()
@@ -938,6 +1005,57 @@ async fn status_shows_the_queues_the_index_and_what_needs_a_person() {
         "{err}"
     );
     pipeline.stop().await;
+}
+
+/// The probe function's log lines as Lambda leaves them in `group`: an older failed report, a
+/// runtime line, and `report` four minutes and fifty seconds ago.
+async fn log_reports(
+    logs: &aws_sdk_cloudwatchlogs::Client,
+    group: &str,
+    report: &sakuin::probe::ProbeReport,
+) {
+    let stream = "2026/12/03/[$LATEST]0";
+    logs.create_log_group()
+        .log_group_name(group)
+        .send()
+        .await
+        .unwrap();
+    logs.create_log_stream()
+        .log_group_name(group)
+        .log_stream_name(stream)
+        .send()
+        .await
+        .unwrap();
+    let event = |ms_ago: i64, message: String| {
+        aws_sdk_cloudwatchlogs::types::InputLogEvent::builder()
+            .timestamp(chrono::Utc::now().timestamp_millis() - ms_ago)
+            .message(message)
+            .build()
+            .unwrap()
+    };
+    let mut older = report.clone();
+    older.ok = false;
+    logs.put_log_events()
+        .log_group_name(group)
+        .log_stream_name(stream)
+        .log_events(event(600_000, sakuin::probe::report_line(&older)))
+        .log_events(event(300_000, "START RequestId: 1 Version: $LATEST".into()))
+        .log_events(event(290_000, sakuin::probe::report_line(report)))
+        .send()
+        .await
+        .unwrap();
+}
+
+/// An SDK configuration for the local stack's moto.
+async fn moto_config(pipeline: &Pipeline) -> aws_config::SdkConfig {
+    aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .region(aws_config::Region::new(sakuin_local::stack::REGION))
+        .credentials_provider(aws_sdk_s3::config::Credentials::new(
+            "testing", "testing", None, None, "test",
+        ))
+        .endpoint_url(pipeline.stack.moto.url())
+        .load()
+        .await
 }
 
 /// A probe function as CloudFormation leaves it in the account: named by SAM, tagged with the

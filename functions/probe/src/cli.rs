@@ -310,6 +310,12 @@ async fn follow(w: &Walk, estimate: &Estimate, since: &str) -> Result<Progress, 
         };
         last = progress;
         if quiet >= 3 {
+            // The end: the bar full at what was actually done.
+            let done = Estimate {
+                records: progress.records,
+                ..estimate.clone()
+            };
+            bar.draw(&progress, &done);
             bar.finish();
             return Ok(progress);
         }

@@ -65,14 +65,24 @@ pub enum Command {
     ///
     /// What each queue holds (waiting, in flight, delayed) and each dead-letter queue, the
     /// chunks, documents and objects in ES_INDEX and the newest indexed_at, and the probe's
-    /// checks run now. The queues' oldest-message age is a CloudWatch metric: see the stack's
-    /// dashboard (output DashboardUrl). Exit status 1 when something needs a person (a
+    /// checks run now (or, with --last, the probe function's last report). The queues'
+    /// oldest-message age comes from CloudWatch (cloudwatch:GetMetricData). Exit status 1 when
+    /// something needs a person (a
     /// dead-letter queue holds messages, a required check failed, a queue or the index cannot
     /// be read).
     Status {
         /// Print JSON for scripts.
         #[arg(long)]
         json: bool,
+        /// Show the probe function's last report from its log group instead of running the
+        /// checks now (from a shell that cannot reach the cluster, or to see what the schedule
+        /// saw).
+        #[arg(long)]
+        last: bool,
+        /// The probe function's log group (default: PROBE_LOG_GROUP, or with --stack the
+        /// function's own).
+        #[arg(long, value_name = "NAME")]
+        log_group: Option<String>,
     },
     /// Search the index: embed QUERY with the configured model and print the nearest chunks.
     ///
@@ -289,7 +299,11 @@ async fn run_command(command: Command, mut env: Env) -> i32 {
             };
             cli::backfill(&mut env, target.as_deref(), options).await
         }
-        Command::Status { json } => {
+        Command::Status {
+            json,
+            last,
+            log_group,
+        } => {
             let deps = match ProbeDeps::from_env(&mut env).await {
                 Ok(d) => d,
                 Err(e) => {
@@ -297,7 +311,28 @@ async fn run_command(command: Command, mut env: Env) -> i32 {
                     return 2;
                 }
             };
-            let status = status::Status::gather(&deps).await;
+            let group = log_group.or_else(|| env.get("PROBE_LOG_GROUP"));
+            if last && group.is_none() {
+                eprintln!(
+                    "sakuin: status --last reads the probe function's log group: give --log-group NAME, \
+                     set PROBE_LOG_GROUP, or use --stack NAME"
+                );
+                return 2;
+            }
+            let sdk = sakuin::aws::sdk_config().await;
+            let cloudwatch = aws_sdk_cloudwatch::Client::new(&sdk);
+            let logs = aws_sdk_cloudwatchlogs::Client::new(&sdk);
+            let checks = match (&group, last) {
+                (Some(group), true) => status::Checks::Last { logs: &logs, group },
+                _ => status::Checks::Now,
+            };
+            let status = match status::Status::gather(&deps, &cloudwatch, checks).await {
+                Ok(s) => s,
+                Err(e) => {
+                    eprintln!("sakuin: {e}");
+                    return 1;
+                }
+            };
             if json {
                 println!(
                     "{}",
@@ -585,7 +620,11 @@ mod tests {
         assert!(err.contains("unknown checks nope"), "{err}");
         assert_eq!(
             parse(&["status", "--json"]).unwrap(),
-            Command::Status { json: true }
+            Command::Status {
+                json: true,
+                last: false,
+                log_group: None
+            }
         );
         assert!(parse(&["status", "-k"]).is_err());
         assert_eq!(

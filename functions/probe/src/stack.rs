@@ -53,10 +53,19 @@ pub async fn variables(
                     .and_then(|e| e.variables())
                     .cloned()
                     .unwrap_or_default();
-                return Ok(variables
+                let mut variables: HashMap<String, String> = variables
                     .into_iter()
                     .filter(|(name, _)| !name.starts_with("AWS_"))
-                    .collect());
+                    .collect();
+                // Where `sakuin status --last` finds the probe's reports: the group the
+                // template names in its logging configuration, else Lambda's default.
+                // <https://docs.aws.amazon.com/lambda/latest/dg/monitoring-cloudwatchlogs-loggroups.html>
+                let group = function
+                    .logging_config()
+                    .and_then(|l| l.log_group())
+                    .map_or_else(|| format!("/aws/lambda/{name}"), str::to_owned);
+                variables.insert("PROBE_LOG_GROUP".into(), group);
+                return Ok(variables);
             }
         }
         marker = page.next_marker().map(str::to_owned);

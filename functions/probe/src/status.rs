@@ -9,13 +9,17 @@ use sakuin::probe::{self, ProbeDeps, ProbeReport};
 use serde_json::{Value, json};
 
 /// One queue's messages, by state.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct QueueDepth {
     /// `intake`, `intake DLQ`, `chunk`, `chunk DLQ`.
     pub name: &'static str,
+    pub url: String,
     pub dead_letter: bool,
     /// The counts, or why they could not be read.
     pub depth: Result<Depth, String>,
+    /// The age of its oldest message in seconds (`ApproximateAgeOfOldestMessage`, the newest
+    /// datapoint of the last 15 minutes); `None` when CloudWatch has none.
+    pub oldest_secs: Option<f64>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -41,14 +45,34 @@ pub struct IndexFigures {
 #[derive(Debug, Clone)]
 pub struct Status {
     pub queues: Vec<QueueDepth>,
+    /// Why the oldest-message ages are missing, when CloudWatch could not be read.
+    pub ages_unreadable: Option<String>,
     pub index_name: String,
     pub index: Result<IndexFigures, String>,
     pub probe: ProbeReport,
+    /// Where the checks come from: `None` when run now, else the log line's time.
+    pub probe_logged_at: Option<String>,
+}
+
+/// Where the probe's checks come from.
+pub enum Checks<'a> {
+    /// Run them now.
+    Now,
+    /// The probe function's last report in its log group.
+    Last {
+        logs: &'a aws_sdk_cloudwatchlogs::Client,
+        group: &'a str,
+    },
 }
 
 impl Status {
-    /// Reads the queues and the index, and runs the probe's checks.
-    pub async fn gather(deps: &ProbeDeps) -> Self {
+    /// Reads the queues, their ages and the index, and the probe's checks (run now, or its last
+    /// report). Fails only when `--last` finds no report.
+    pub async fn gather(
+        deps: &ProbeDeps,
+        cloudwatch: &aws_sdk_cloudwatch::Client,
+        checks: Checks<'_>,
+    ) -> Result<Self, String> {
         let config = &deps.config;
         let named = [
             ("intake", false, &config.intake_queue_url),
@@ -61,7 +85,9 @@ impl Status {
             if let Some(url) = url {
                 queues.push(QueueDepth {
                     name,
+                    url: url.clone(),
                     dead_letter,
+                    oldest_secs: None,
                     // Bounded like the probe's own calls: a status must not hang on one queue.
                     depth: tokio::time::timeout(config.timeout, depth(&deps.aws.sqs, url))
                         .await
@@ -75,14 +101,36 @@ impl Status {
             Ok(es) => index_figures(es).await,
             Err(e) => Err(e.clone()),
         };
-        let (groups, _) = probe::select_groups(&[]);
-        let probe = probe::run(deps, &groups).await;
-        Self {
+        let ages = tokio::time::timeout(config.timeout, oldest_ages(cloudwatch, &queues))
+            .await
+            .unwrap_or_else(|_| Err(format!("no answer within {} s", config.timeout.as_secs())));
+        let ages_unreadable = match ages {
+            Ok(ages) => {
+                for (q, age) in queues.iter_mut().zip(ages) {
+                    q.oldest_secs = age;
+                }
+                None
+            }
+            Err(e) => Some(crate::one_line(&e, 200)),
+        };
+        let (probe, probe_logged_at) = match checks {
+            Checks::Now => {
+                let (groups, _) = probe::select_groups(&[]);
+                (probe::run(deps, &groups).await, None)
+            }
+            Checks::Last { logs, group } => {
+                let (at, report) = last_report(logs, group).await?;
+                (report, Some(at))
+            }
+        };
+        Ok(Self {
             queues,
+            ages_unreadable,
             index_name: config.es.index.clone(),
             index,
             probe,
-        }
+            probe_logged_at,
+        })
     }
 
     /// What needs a person, in words; empty when nothing does.
@@ -115,22 +163,37 @@ impl Status {
         let mut out = String::new();
         let _ = writeln!(
             out,
-            "{:<12} {:>10} {:>10} {:>10}",
-            "queue", "waiting", "in flight", "delayed"
+            "{:<12} {:>10} {:>10} {:>10} {:>12}",
+            "queue", "waiting", "in flight", "delayed", "oldest"
         );
         for q in &self.queues {
             match &q.depth {
                 Ok(d) => {
+                    let oldest = q.oldest_secs.map_or("-".to_owned(), |s| {
+                        crate::backfill::duration(std::time::Duration::from_secs_f64(s.max(0.0)))
+                    });
                     let _ = writeln!(
                         out,
-                        "{:<12} {:>10} {:>10} {:>10}",
-                        q.name, d.waiting, d.in_flight, d.delayed
+                        "{:<12} {:>10} {:>10} {:>10} {:>12}",
+                        q.name, d.waiting, d.in_flight, d.delayed, oldest
                     );
                 }
                 Err(e) => {
                     let _ = writeln!(out, "{:<12} unreadable: {e}", q.name);
                 }
             }
+        }
+        match &self.ages_unreadable {
+            Some(e) => {
+                let _ = writeln!(out, "oldest: CloudWatch could not be read: {e}");
+            }
+            None if self.queues.iter().all(|q| q.oldest_secs.is_none()) => {
+                let _ = writeln!(
+                    out,
+                    "oldest: CloudWatch has no ApproximateAgeOfOldestMessage of the last 15 minutes"
+                );
+            }
+            None => {}
         }
         let _ = writeln!(out);
         match &self.index {
@@ -150,6 +213,9 @@ impl Status {
             }
         }
         let _ = writeln!(out);
+        if let Some(at) = &self.probe_logged_at {
+            let _ = writeln!(out, "the probe's last report, logged at {at}:");
+        }
         out.push_str(&crate::render_report(&self.probe));
         let needs = self.attention();
         let _ = writeln!(out);
@@ -171,6 +237,7 @@ impl Status {
                 Ok(d) => json!({
                     "queue": q.name, "dead_letter": q.dead_letter,
                     "waiting": d.waiting, "in_flight": d.in_flight, "delayed": d.delayed,
+                    "oldest_seconds": q.oldest_secs,
                 }),
                 Err(e) => json!({"queue": q.name, "dead_letter": q.dead_letter, "error": e}),
             })
@@ -185,7 +252,9 @@ impl Status {
         json!({
             "queues": queues,
             "index": index,
+            "oldest_unreadable": self.ages_unreadable,
             "probe": self.probe,
+            "probe_logged_at": self.probe_logged_at,
             "attention": self.attention(),
         })
     }
@@ -240,4 +309,120 @@ async fn index_figures(es: &EsClient) -> Result<IndexFigures, String> {
             .and_then(Value::as_str)
             .map(str::to_owned),
     })
+}
+
+/// Each queue's `ApproximateAgeOfOldestMessage`, in one GetMetricData call: the newest
+/// datapoint of the last 15 minutes (SQS sends it every minute while the queue is active).
+/// <https://docs.aws.amazon.com/AWSSimpleQueueService/latest/SQSDeveloperGuide/sqs-available-cloudwatch-metrics.html>
+async fn oldest_ages(
+    cloudwatch: &aws_sdk_cloudwatch::Client,
+    queues: &[QueueDepth],
+) -> Result<Vec<Option<f64>>, String> {
+    use aws_sdk_cloudwatch::primitives::DateTime;
+    use aws_sdk_cloudwatch::types::{Dimension, Metric, MetricDataQuery, MetricStat, ScanBy};
+    if queues.is_empty() {
+        return Ok(Vec::new());
+    }
+    let queries = queues.iter().enumerate().map(|(i, q)| {
+        let name = q.url.rsplit('/').next().unwrap_or(&q.url);
+        let metric = Metric::builder()
+            .namespace("AWS/SQS")
+            .metric_name("ApproximateAgeOfOldestMessage")
+            .dimensions(Dimension::builder().name("QueueName").value(name).build())
+            .build();
+        MetricDataQuery::builder()
+            .id(format!("q{i}"))
+            .metric_stat(
+                MetricStat::builder()
+                    .metric(metric)
+                    .period(60)
+                    .stat("Maximum")
+                    .build(),
+            )
+            .build()
+    });
+    let now = std::time::SystemTime::now();
+    let answer = cloudwatch
+        .get_metric_data()
+        .set_metric_data_queries(Some(queries.collect()))
+        .start_time(DateTime::from(
+            now - std::time::Duration::from_secs(15 * 60),
+        ))
+        .end_time(DateTime::from(now + std::time::Duration::from_secs(60)))
+        .scan_by(ScanBy::TimestampDescending)
+        .send()
+        .await
+        .map_err(|e| sakuin::embed::bedrock::error_chain(&e))?;
+    let mut ages = vec![None; queues.len()];
+    for result in answer.metric_data_results() {
+        let i = result
+            .id()
+            .and_then(|id| id.strip_prefix('q'))
+            .and_then(|i| i.parse::<usize>().ok());
+        let newest = result
+            .timestamps()
+            .iter()
+            .zip(result.values())
+            .max_by_key(|(t, _)| t.secs())
+            .map(|(_, v)| *v);
+        if let Some(i) = i.filter(|i| *i < ages.len()) {
+            ages[i] = newest;
+        }
+    }
+    Ok(ages)
+}
+
+/// The probe function's newest report line in `group` within the last day, and its time.
+async fn last_report(
+    logs: &aws_sdk_cloudwatchlogs::Client,
+    group: &str,
+) -> Result<(String, ProbeReport), String> {
+    let now = chrono::Utc::now();
+    let mut newest: Option<(i64, String)> = None;
+    let mut token = None;
+    loop {
+        let page = logs
+            .filter_log_events()
+            .log_group_name(group)
+            // A phrase term: lines holding it (a JSON filter pattern would do, but a phrase is
+            // what every Logs implementation answers alike).
+            .filter_pattern("\"probe report\"")
+            .start_time((now - chrono::Duration::days(1)).timestamp_millis())
+            .set_next_token(token)
+            .send()
+            .await
+            .map_err(|e| {
+                format!(
+                    "reading log group {group}: {} (the caller needs logs:FilterLogEvents)",
+                    sakuin::embed::bedrock::error_chain(&e)
+                )
+            })?;
+        for event in page.events() {
+            let (Some(t), Some(message)) = (event.timestamp(), event.message()) else {
+                continue;
+            };
+            if newest.as_ref().is_none_or(|(n, _)| t > *n) {
+                newest = Some((t, message.to_owned()));
+            }
+        }
+        token = page.next_token().map(str::to_owned);
+        if token.is_none() {
+            break;
+        }
+    }
+    let (t, line) = newest.ok_or_else(|| {
+        format!("no probe report in log group {group} in the last day: is the probe's schedule on?")
+    })?;
+    let report: ProbeReport = serde_json::from_str(&line)
+        .map_err(|e| format!("the probe report logged in {group} could not be read: {e}"))?;
+    let at = chrono::DateTime::<chrono::Utc>::from_timestamp_millis(t)
+        .map(|t| {
+            let ago = (now - t).num_minutes();
+            format!(
+                "{} ({ago} min ago)",
+                t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+            )
+        })
+        .unwrap_or_default();
+    Ok((at, report))
 }

@@ -619,11 +619,21 @@ fn sakuin_cli(args: &[&str], vars: &[(String, String)]) -> (i32, String, String)
 async fn the_cli_prints_the_same_report_and_exits_by_it() {
     let (code, out, _) = sakuin_cli(&["--help"], &[]);
     assert_eq!(code, 0);
-    assert!(
-        out.contains("sakuin probe")
-            && out.contains("sakuin search")
-            && out.contains("PROBE_REQUIRED_CHECKS")
-    );
+    for word in [
+        "probe",
+        "status",
+        "search",
+        "backfill",
+        "reconcile",
+        "redrive",
+        "--stack",
+        "PROBE_REQUIRED_CHECKS",
+    ] {
+        assert!(out.contains(word), "{word} not in the help: {out}");
+    }
+    let (code, out, _) = sakuin_cli(&["reconcile", "--help"], &[]);
+    assert_eq!(code, 0);
+    assert!(out.contains("--fix") && out.contains("S3_URL"), "{out}");
     let (code, _, err) = sakuin_cli(&["probe", "--checks", "elastic"], &[]);
     assert_eq!(code, 2, "{err}");
     let (code, _, err) = sakuin_cli(&["probe"], &[]);
