@@ -956,13 +956,16 @@ async fn status_shows_the_queues_the_index_and_what_needs_a_person() {
             pipeline.stack.moto.url(),
         )])
         .collect();
-    let out = tokio::process::Command::new(&sakuin)
-        .args(["--stack", "sakuin-e2e", "status", "--json"])
-        .env_clear()
-        .envs(sdk_only.iter().cloned())
-        .output()
-        .await
-        .unwrap();
+    // Nothing but the SDK's variables.
+    let with_sdk_only = |args: &[&str]| {
+        let mut command = tokio::process::Command::new(&sakuin);
+        command
+            .args(args)
+            .env_clear()
+            .envs(sdk_only.iter().cloned());
+        async move { command.output().await.unwrap() }
+    };
+    let out = with_sdk_only(&["--stack", "sakuin-e2e", "status", "--json"]).await;
     let text = String::from_utf8_lossy(&out.stdout);
     let report: Value = serde_json::from_str(&text)
         .unwrap_or_else(|e| panic!("{e}: {text}{}", String::from_utf8_lossy(&out.stderr)));
@@ -977,13 +980,7 @@ async fn status_shows_the_queues_the_index_and_what_needs_a_person() {
         &scheduled,
     )
     .await;
-    let out = tokio::process::Command::new(&sakuin)
-        .args(["--stack", "sakuin-e2e", "status", "--last"])
-        .env_clear()
-        .envs(sdk_only.iter().cloned())
-        .output()
-        .await
-        .unwrap();
+    let out = with_sdk_only(&["--stack", "sakuin-e2e", "status", "--last"]).await;
     let text = String::from_utf8_lossy(&out.stdout);
     println!("{text}");
     assert!(
@@ -991,13 +988,7 @@ async fn status_shows_the_queues_the_index_and_what_needs_a_person() {
         "the log group comes from the function: {text}{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let out = tokio::process::Command::new(&sakuin)
-        .args(["status", "--stack=no-such-stack"])
-        .env_clear()
-        .envs(sdk_only.iter().cloned())
-        .output()
-        .await
-        .unwrap();
+    let out = with_sdk_only(&["status", "--stack=no-such-stack"]).await;
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
