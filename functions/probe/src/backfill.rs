@@ -308,7 +308,8 @@ pub async fn written_since(
     ))
 }
 
-/// The progress bar: a line redrawn in place on a terminal, nothing otherwise.
+/// The progress bar: a line redrawn in place on stderr while a person watches (stdout and
+/// stderr both terminals); nothing when either goes to a file or a pipe.
 pub struct Bar {
     on: bool,
     started: Instant,
@@ -318,7 +319,7 @@ pub struct Bar {
 impl Bar {
     pub fn new() -> Self {
         Self {
-            on: std::io::stderr().is_terminal(),
+            on: std::io::stderr().is_terminal() && std::io::stdout().is_terminal(),
             started: Instant::now(),
             width: 30,
         }
