@@ -403,23 +403,14 @@ impl EmbedIndexConfig {
         {
             env.problem(format!("ES_SIMILARITY={similarity:?} is not cosine, dot_product, l2_norm or max_inner_product"));
         }
-        let index_type = env
-            .get("ES_VECTOR_INDEX_TYPE")
-            .unwrap_or_else(|| "int8_hnsw".into());
-        let known = [
-            "hnsw",
-            "int8_hnsw",
-            "int4_hnsw",
-            "bbq_hnsw",
-            "flat",
-            "int8_flat",
-            "int4_flat",
-            "bbq_flat",
-        ];
-        if !known.contains(&index_type.as_str()) {
+        // Empty: the best type the cluster's release takes, decided when the index is created.
+        let index_type = env.get("ES_VECTOR_INDEX_TYPE");
+        if let Some(t) = &index_type
+            && !crate::es::version::INDEX_TYPES.contains(&t.as_str())
+        {
             env.problem(format!(
-                "ES_VECTOR_INDEX_TYPE={index_type:?} is not one of {}",
-                known.join(", ")
+                "ES_VECTOR_INDEX_TYPE={t:?} is not one of {} (or empty: the best the cluster takes)",
+                crate::es::version::INDEX_TYPES.join(", ")
             ));
         }
         let concurrency = env.parse::<usize>("EMBED_CONCURRENCY", 8);
@@ -502,6 +493,8 @@ pub struct ProbeConfig {
     pub required_checks: Vec<String>,
     /// `PROBE_CERT_WARN_DAYS`: the TLS check warns when the certificate expires sooner.
     pub cert_warn_days: u32,
+    /// `ES_VECTOR_INDEX_TYPE`, as embed-index reads it: checked against the cluster's release.
+    pub vector_index_type: Option<String>,
 }
 
 impl ProbeConfig {
@@ -541,6 +534,7 @@ impl ProbeConfig {
             timeout,
             required_checks,
             cert_warn_days,
+            vector_index_type: env.get("ES_VECTOR_INDEX_TYPE"),
         })
     }
 }

@@ -30,8 +30,17 @@ pub struct Injected {
     pub unavailable_requests: u64,
 }
 
+/// An older (or newer) release the proxy plays: what `GET /` says, and the vector index types
+/// its mappings accept (others are refused as that release refuses them).
+#[derive(Debug, Clone)]
+struct Release {
+    number: String,
+    index_types: Vec<String>,
+}
+
 #[derive(Default)]
 struct Plan {
+    release: Option<Release>,
     down: bool,
     items: HashMap<String, ItemFault>,
     injected: Injected,
@@ -78,6 +87,16 @@ impl EsFaults {
     pub fn reject(&self, id: &str) {
         let mut plan = self.plan.lock().unwrap();
         plan.items.insert(id.to_owned(), ItemFault::Rejected);
+    }
+
+    /// Plays release `number`: `GET /` reports it, and creating an index whose `embedding` asks
+    /// for an `index_options.type` outside `index_types` is refused with the 400 that release
+    /// answers (`mapper_parsing_exception`, "Unknown vector index options type").
+    pub fn play_release(&self, number: &str, index_types: &[&str]) {
+        self.plan.lock().unwrap().release = Some(Release {
+            number: number.to_owned(),
+            index_types: index_types.iter().map(|t| t.to_string()).collect(),
+        });
     }
 
     pub fn injected(&self) -> Injected {
@@ -149,6 +168,12 @@ async fn answer(request: &Request, plan: &Mutex<Plan>, upstream: &Upstream) -> (
         return (503, error.to_string().into_bytes());
     }
     let path = request.path.split('?').next().unwrap_or("");
+    let release = plan.lock().unwrap().release.clone();
+    if let Some(release) = release
+        && let Some(answer) = play(&release, request, path, upstream).await
+    {
+        return answer;
+    }
     let result = if request.method == "POST" && path.ends_with("/_bulk") {
         bulk(request, plan, upstream).await
     } else {
@@ -158,6 +183,39 @@ async fn answer(request: &Request, plan: &Mutex<Plan>, upstream: &Upstream) -> (
         let error = json!({"error": {"type": "proxy_exception", "reason": e}, "status": 502});
         (502, error.to_string().into_bytes())
     })
+}
+
+/// The answers of a played release that differ from the local cluster's: `GET /`, and the
+/// creation of an index with a vector index type the release does not know.
+async fn play(
+    release: &Release,
+    request: &Request,
+    path: &str,
+    upstream: &Upstream,
+) -> Option<(u16, Vec<u8>)> {
+    if request.method == "GET" && path == "/" {
+        let (status, body) = upstream.forward(request, Vec::new()).await.ok()?;
+        let mut root: Value = serde_json::from_slice(&body).ok()?;
+        root["version"]["number"] = json!(release.number);
+        return Some((status, root.to_string().into_bytes()));
+    }
+    let creates_index = request.method == "PUT" && path.len() > 1 && !path[1..].contains('/');
+    if !creates_index {
+        return None;
+    }
+    let mapping: Value = serde_json::from_slice(&request.body).ok()?;
+    let wanted = mapping
+        .pointer("/mappings/properties/embedding/index_options/type")
+        .and_then(Value::as_str)?;
+    if release.index_types.iter().any(|t| t == wanted) {
+        return None;
+    }
+    let reason = format!(
+        "Failed to parse mapping: Unknown vector index options type [{wanted}] for field [embedding]"
+    );
+    let error = json!({"error": {"root_cause": [{"type": "mapper_parsing_exception", "reason": reason}],
+        "type": "mapper_parsing_exception", "reason": reason}, "status": 400});
+    Some((400, error.to_string().into_bytes()))
 }
 
 /// One bulk action: its verb, index, id, and its lines (the source too, except for deletes).

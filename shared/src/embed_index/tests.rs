@@ -350,7 +350,7 @@ fn config(model: EmbeddingModel) -> EmbedIndexConfig {
         model,
         vectors: VectorSettings {
             similarity: "cosine".into(),
-            index_type: "hnsw".into(),
+            index_type: Some("hnsw".into()),
         },
         concurrency: 4,
         adaptive: true,

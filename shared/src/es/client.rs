@@ -87,6 +87,9 @@ pub enum EsError {
     NoVectorField { index: String },
     #[error("the Elasticsearch client could not be built: {0}")]
     Setup(String),
+    /// The cluster's release cannot do what the configuration asks (see `es::version`).
+    #[error("{0}")]
+    Unsupported(String),
 }
 
 impl EsError {
@@ -105,8 +108,9 @@ impl EsError {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct VectorSettings {
     pub similarity: String,
-    /// `index_options.type`: hnsw, int8_hnsw, int4_hnsw, bbq_hnsw, flat, ...
-    pub index_type: String,
+    /// `index_options.type` (hnsw, int8_hnsw, int4_hnsw, bbq_hnsw, flat, ...); `None`: the best
+    /// the cluster's release takes ([`super::version::choose_index_type`]).
+    pub index_type: Option<String>,
 }
 
 /// The cluster's answer to `_cluster/health`.
@@ -287,15 +291,18 @@ impl EsClient {
         vectors: &VectorSettings,
         model_id: &str,
     ) -> Result<(), EsError> {
+        // Once per container: a release older than sakuin supports is a clear error, whether
+        // the index exists or not.
+        let version = self.version().await?;
+        let index_type = super::version::choose_index_type(vectors.index_type.as_deref(), version)
+            .map_err(EsError::Unsupported)?;
         let path = format!("/{}", encode_path(&self.index));
         let (status, _) = self.send(Method::HEAD, &path, None).await?;
         if status == StatusCode::NOT_FOUND {
-            let body = serde_json::to_vec(&index_mapping(
-                dimensions,
-                &vectors.similarity,
-                &vectors.index_type,
-            ))
-            .expect("mapping serialises");
+            tracing::info!(index = %self.index, %version, %index_type, "creating the index");
+            let body =
+                serde_json::to_vec(&index_mapping(dimensions, &vectors.similarity, &index_type))
+                    .expect("mapping serialises");
             let (status, bytes) = self
                 .send(Method::PUT, &path, Some((body, "application/json")))
                 .await?;
@@ -331,6 +338,31 @@ impl EsClient {
             }
         }
         Ok(())
+    }
+
+    /// The cluster's release (`GET /`). OpenSearch, which answers the same request, is named as
+    /// such: its vector fields are another type.
+    pub async fn version(&self) -> Result<super::version::Version, EsError> {
+        let what = "GET / (the cluster's version)";
+        let bytes = self.call(Method::GET, "/", None, what).await?;
+        let root = Self::json(what, &bytes)?;
+        if root
+            .pointer("/version/distribution")
+            .and_then(Value::as_str)
+            == Some("opensearch")
+        {
+            return Err(EsError::Unsupported(
+                "the cluster is OpenSearch, not Elasticsearch: sakuin writes Elasticsearch's dense_vector and knn".into(),
+            ));
+        }
+        let number = root
+            .pointer("/version/number")
+            .and_then(Value::as_str)
+            .unwrap_or_default();
+        super::version::Version::parse(number).ok_or_else(|| EsError::Decode {
+            what: what.into(),
+            detail: format!("no version number in the answer ({number:?})"),
+        })
     }
 
     /// `GET <index>/_mapping`, keyed by concrete index (an alias may name several).

@@ -6,6 +6,7 @@ pub mod bulk;
 pub mod client;
 pub mod document;
 pub mod state;
+pub mod version;
 
 pub use auth::AuthFuture;
 pub use bulk::{BulkOutcome, DocVersion, Expect, ItemOutcome};

@@ -1,6 +1,7 @@
 //! Elasticsearch, layer by layer, stopping at the first layer that fails: DNS, TCP, TLS (when
 //! `ES_USE_SSL`), HTTP, authentication, authorisation and cluster health, the target index.
 
+use crate::es::version::{OLDEST_SUPPORTED, Version, choose_index_type};
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -105,6 +106,10 @@ pub(super) async fn check(deps: &ProbeDeps) -> Vec<CheckResult> {
         out.push(CheckResult::fail("elasticsearch.http", "http", ms, detail).hint(hint));
         return out;
     }
+    let release = root
+        .pointer("/version/number")
+        .and_then(Value::as_str)
+        .and_then(Version::parse);
     let version = root
         .pointer("/version/number")
         .and_then(Value::as_str)
@@ -120,6 +125,18 @@ pub(super) async fn check(deps: &ProbeDeps) -> Vec<CheckResult> {
         status.as_u16(),
         client.base_url()
     );
+    if let Some(release) = release.filter(|r| *r < OLDEST_SUPPORTED) {
+        out.push(
+            CheckResult::fail(
+                "elasticsearch.http",
+                "version",
+                ms,
+                format!("{detail}: older than {OLDEST_SUPPORTED}, the oldest release sakuin supports (it needs the knn search option)"),
+            )
+            .hint(format!("upgrade the cluster from {release} to {OLDEST_SUPPORTED} or later")),
+        );
+        return out;
+    }
     out.push(if status.is_success() && version.is_empty() {
         CheckResult::warn("elasticsearch.http", ms, format!("{detail}, but the answer to GET / is not Elasticsearch's (no version number)"))
             .hint("check ES_HOST / ES_PORT point at Elasticsearch's HTTP port and not at a proxy's or another service's page")
@@ -145,7 +162,7 @@ pub(super) async fn check(deps: &ProbeDeps) -> Vec<CheckResult> {
         return out;
     }
 
-    let (index, ms) = timed(check_index(deps, client)).await;
+    let (index, ms) = timed(check_index(deps, client, release)).await;
     out.push(CheckResult { ms, ..index });
     out
 }
@@ -685,8 +702,20 @@ async fn allocation_reason(client: &EsClient, index: Option<&str>) -> Option<Str
     (!parts.is_empty()).then(|| parts.join(": "))
 }
 
-async fn check_index(deps: &ProbeDeps, client: &EsClient) -> CheckResult {
+async fn check_index(deps: &ProbeDeps, client: &EsClient, release: Option<Version>) -> CheckResult {
     const NAME: &str = "elasticsearch.index";
+    // What embed-index will create, or refuse to: the vector index type this release takes.
+    let planned = release.map(|r| {
+        (
+            r,
+            choose_index_type(deps.config.vector_index_type.as_deref(), r),
+        )
+    });
+    if let Some((_, Err(e))) = &planned {
+        return CheckResult::fail(NAME, "version", 0, e.clone()).hint(
+            "set EsVectorIndexType (ES_VECTOR_INDEX_TYPE) to a type the cluster takes, or leave it empty for the best of them",
+        );
+    }
     let model = &deps.config.model;
     let want = model.dimensions;
     let index = &client.index;
@@ -752,7 +781,12 @@ async fn check_index(deps: &ProbeDeps, client: &EsClient) -> CheckResult {
         Err(EsError::Status { status: 404, .. }) => CheckResult::warn(
             NAME,
             0,
-            format!("{index} does not exist yet"),
+            match &planned {
+                Some((r, Ok(t))) => format!(
+                    "{index} does not exist yet; embed-index will create it with index type {t} (Elasticsearch {r})"
+                ),
+                _ => format!("{index} does not exist yet"),
+            },
         )
         .hint("embed-index creates it with the first batch; if documents were expected, check that ES_INDEX matches embed-index's"),
         Err(EsError::Status { status: 403, reason, .. }) => CheckResult::fail(

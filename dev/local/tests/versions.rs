@@ -1,0 +1,177 @@
+//! Works with the cluster you have: the pipeline against older and newer Elasticsearch releases,
+//! played by a proxy in front of the local cluster (`GET /` answers the release, and index
+//! creation refuses the vector index types that release lacks, with that release's error).
+//!
+//! Figures: `cargo test -p sakuin-local --test versions -- --nocapture`.
+
+use std::time::Duration;
+
+use sakuin_local::pipeline::{Pipeline, PipelineOptions};
+use sakuin_local::stack::LocalStack;
+use serde_json::{Value, json};
+
+/// Releases as the proxy plays them, and the `index_options.type` values each accepts, written
+/// out from Elasticsearch's dense_vector reference of each release (apart from the code's table,
+/// which this checks): `int8_hnsw` from 8.12, `flat` / `int8_flat` from 8.13, `int4_*` from
+/// 8.15, `bbq_*` from 8.16.
+const RELEASES: &[(&str, &[&str], &str)] = &[
+    ("8.4.3", &["hnsw"], "hnsw"),
+    ("8.11.4", &["hnsw"], "hnsw"),
+    (
+        "8.15.3",
+        &[
+            "hnsw",
+            "int8_hnsw",
+            "int4_hnsw",
+            "flat",
+            "int8_flat",
+            "int4_flat",
+        ],
+        "int8_hnsw",
+    ),
+    (
+        "9.1.0",
+        &[
+            "hnsw",
+            "int8_hnsw",
+            "int4_hnsw",
+            "bbq_hnsw",
+            "flat",
+            "int8_flat",
+            "int4_flat",
+            "bbq_flat",
+        ],
+        "int8_hnsw",
+    ),
+];
+
+/// A pipeline behind the proxy; `index_type` is `ES_VECTOR_INDEX_TYPE` (empty: the default).
+async fn start(index: &str, index_type: &str) -> Pipeline {
+    let stack = LocalStack::start(&[])
+        .await
+        .expect("the local stack starts (make venv installs it)");
+    let log = stack.work_dir.join("functions.log");
+    Pipeline::start(
+        stack,
+        PipelineOptions {
+            index: index.into(),
+            log: Some(log),
+            es_faults: true,
+            extra_env: vec![("ES_VECTOR_INDEX_TYPE".into(), index_type.into())],
+            ..PipelineOptions::default()
+        },
+    )
+    .await
+    .expect("the functions start (cargo build --workspace builds them)")
+}
+
+fn records(n: usize) -> Vec<u8> {
+    (0..n)
+        .map(|i| {
+            json!({"id": format!("v-{i}"), "text": format!("Version record {i}.")}).to_string()
+                + "\n"
+        })
+        .collect::<String>()
+        .into_bytes()
+}
+
+fn check<'a>(report: &'a Value, name: &str) -> &'a Value {
+    report["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == name)
+        .unwrap_or_else(|| panic!("{name} not in {report}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn default_settings_pick_the_best_index_type_each_release_takes() {
+    let mut table = Vec::new();
+    for (number, accepts, expected) in RELEASES {
+        let pipeline = start(&format!("v{}", number.replace('.', "-")), "").await;
+        let proxy = pipeline.es_faults.as_ref().unwrap();
+        proxy.play_release(number, accepts);
+
+        // Before the first batch the probe says what embed-index will create.
+        let report = pipeline.invoke_probe(&json!({})).await.unwrap();
+        let http = check(&report, "elasticsearch.http")["detail"]
+            .as_str()
+            .unwrap();
+        assert!(http.contains(&format!("Elasticsearch {number}")), "{http}");
+        let index = check(&report, "elasticsearch.index")["detail"]
+            .as_str()
+            .unwrap();
+        assert!(
+            index.contains(&format!(
+                "with index type {expected} (Elasticsearch {number})"
+            )),
+            "{index}"
+        );
+
+        let event = pipeline.put_object("v/a.jsonl", records(3)).await.unwrap();
+        pipeline.invoke_ingest(&event).await.unwrap();
+        let stats = pipeline.drain(Duration::from_secs(60)).await.unwrap();
+        assert_eq!(stats.function_errors, 0, "{number}: {stats:?}");
+        let es = pipeline.es();
+        es.refresh().await.unwrap();
+        assert_eq!(es.count().await.unwrap(), 3, "{number}");
+        let mapping = es.mapping().await.unwrap();
+        let chosen = mapping
+            .as_object()
+            .and_then(|m| m.values().next())
+            .and_then(|m| m.pointer("/mappings/properties/embedding/index_options/type"))
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_owned();
+        assert_eq!(chosen, *expected, "{number}");
+        table.push(format!("{number}: {chosen}"));
+        pipeline.stop().await;
+    }
+    println!("versions × chosen index type: {}", table.join("; "));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_type_the_release_lacks_and_a_release_too_old_are_clear_errors() {
+    let pipeline = start("explicit", "int8_hnsw").await;
+    let proxy = pipeline.es_faults.as_ref().unwrap();
+    proxy.play_release("8.11.4", &["hnsw"]);
+
+    let err = pipeline.invoke_probe(&json!({})).await.unwrap_err();
+    assert!(
+        err.error_message
+            .contains("elasticsearch.index failed at version")
+            && err
+                .error_message
+                .contains("ES_VECTOR_INDEX_TYPE=int8_hnsw needs Elasticsearch 8.12.0"),
+        "{}",
+        err.error_message
+    );
+
+    // embed-index refuses before it creates anything: the batch fails with the same words,
+    // and nothing was embedded for it.
+    let texts = async || pipeline.stack.bedrock_stats().await.unwrap()["texts"].clone();
+    let before = texts().await; // the probe's one-word check
+    let event = pipeline.put_object("v/a.jsonl", records(2)).await.unwrap();
+    pipeline.invoke_ingest(&event).await.unwrap();
+    let (outcome, _) = pipeline.deliver_batch(10).await.unwrap().expect("a batch");
+    let err = outcome.unwrap_err();
+    assert!(
+        err.error_message.contains("needs Elasticsearch 8.12.0")
+            && err.error_message.contains("runs 8.11.4")
+            && err.error_message.contains("choose one of hnsw"),
+        "{}",
+        err.error_message
+    );
+    assert_eq!(texts().await, before, "nothing embedded");
+
+    proxy.play_release("8.3.3", &["hnsw"]);
+    let err = pipeline.invoke_probe(&json!({})).await.unwrap_err();
+    assert!(
+        err.error_message
+            .contains("elasticsearch.http failed at version")
+            && err.error_message.contains("older than 8.4.0"),
+        "{}",
+        err.error_message
+    );
+    pipeline.stop().await;
+}
