@@ -126,6 +126,24 @@ pub struct Pipeline {
 }
 
 impl Pipeline {
+    /// A fresh local stack with the pipeline on it, the functions logging to the stack's
+    /// `functions.log`; panics with what to do when the stack or the binaries are missing.
+    pub async fn start_logged(options: PipelineOptions) -> Self {
+        let stack = LocalStack::start(&[])
+            .await
+            .expect("the local stack starts (make venv installs it)");
+        let log = stack.work_dir.join("functions.log");
+        Self::start(
+            stack,
+            PipelineOptions {
+                log: Some(log),
+                ..options
+            },
+        )
+        .await
+        .expect("the functions start (cargo build --workspace builds them)")
+    }
+
     /// Creates the bucket and queues, then starts the three functions.
     pub async fn start(
         stack: LocalStack,

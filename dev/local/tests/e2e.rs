@@ -100,19 +100,7 @@ async fn stub_stats(pipeline: &Pipeline) -> Value {
 }
 
 async fn start(options: PipelineOptions) -> Pipeline {
-    let stack = LocalStack::start(&[])
-        .await
-        .expect("the local stack starts (make venv installs it)");
-    let log = stack.work_dir.join("functions.log");
-    Pipeline::start(
-        stack,
-        PipelineOptions {
-            log: Some(log),
-            ..options
-        },
-    )
-    .await
-    .expect("the functions start (cargo build --workspace builds them)")
+    Pipeline::start_logged(options).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

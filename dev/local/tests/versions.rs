@@ -7,7 +7,6 @@
 use std::time::Duration;
 
 use sakuin_local::pipeline::{Pipeline, PipelineOptions};
-use sakuin_local::stack::LocalStack;
 use serde_json::{Value, json};
 
 /// Releases as the proxy plays them, and the `index_options.type` values each accepts, written
@@ -47,22 +46,13 @@ const RELEASES: &[(&str, &[&str], &str)] = &[
 
 /// A pipeline behind the proxy; `index_type` is `ES_VECTOR_INDEX_TYPE` (empty: the default).
 async fn start(index: &str, index_type: &str) -> Pipeline {
-    let stack = LocalStack::start(&[])
-        .await
-        .expect("the local stack starts (make venv installs it)");
-    let log = stack.work_dir.join("functions.log");
-    Pipeline::start(
-        stack,
-        PipelineOptions {
-            index: index.into(),
-            log: Some(log),
-            es_faults: true,
-            extra_env: vec![("ES_VECTOR_INDEX_TYPE".into(), index_type.into())],
-            ..PipelineOptions::default()
-        },
-    )
+    Pipeline::start_logged(PipelineOptions {
+        index: index.into(),
+        es_faults: true,
+        extra_env: vec![("ES_VECTOR_INDEX_TYPE".into(), index_type.into())],
+        ..PipelineOptions::default()
+    })
     .await
-    .expect("the functions start (cargo build --workspace builds them)")
 }
 
 fn records(n: usize) -> Vec<u8> {
