@@ -394,6 +394,11 @@ pub struct EmbedIndexConfig {
     pub sqs_max_payload_bytes: usize,
 }
 
+/// The analyzers `text` may be created with: Elasticsearch's built-in ones that suit the
+/// documents sakuin reads, and the Japanese (`kuromoji`) and ICU ones where the plugin is
+/// installed.
+pub const TEXT_ANALYZERS: &[&str] = &["cjk", "standard", "english", "kuromoji", "icu_analyzer"];
+
 impl EmbedIndexConfig {
     pub fn from_env(env: &mut Env) -> Result<Self, ConfigError> {
         let (es, es_secret_id) = env.elasticsearch();
@@ -411,6 +416,13 @@ impl EmbedIndexConfig {
             env.problem(format!(
                 "ES_VECTOR_INDEX_TYPE={t:?} is not one of {} (or empty: the best the cluster takes)",
                 crate::es::version::INDEX_TYPES.join(", ")
+            ));
+        }
+        let text_analyzer = env.get("ES_TEXT_ANALYZER").unwrap_or_else(|| "cjk".into());
+        if !TEXT_ANALYZERS.contains(&text_analyzer.as_str()) {
+            env.problem(format!(
+                "ES_TEXT_ANALYZER={text_analyzer:?} is not one of {}",
+                TEXT_ANALYZERS.join(", ")
             ));
         }
         let concurrency = env.parse::<usize>("EMBED_CONCURRENCY", 8);
@@ -453,6 +465,7 @@ impl EmbedIndexConfig {
         let vectors = VectorSettings {
             similarity,
             index_type,
+            text_analyzer,
         };
         Ok(Self {
             es,

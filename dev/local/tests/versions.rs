@@ -44,12 +44,16 @@ const RELEASES: &[(&str, &[&str], &str)] = &[
     ),
 ];
 
-/// A pipeline behind the proxy; `index_type` is `ES_VECTOR_INDEX_TYPE` (empty: the default).
-async fn start(index: &str, index_type: &str) -> Pipeline {
+/// A pipeline behind the proxy; `index_type` is `ES_VECTOR_INDEX_TYPE` and `analyzer`
+/// `ES_TEXT_ANALYZER` (empty: the defaults).
+async fn start(index: &str, index_type: &str, analyzer: &str) -> Pipeline {
     Pipeline::start_logged(PipelineOptions {
         index: index.into(),
         es_faults: true,
-        extra_env: vec![("ES_VECTOR_INDEX_TYPE".into(), index_type.into())],
+        extra_env: vec![
+            ("ES_VECTOR_INDEX_TYPE".into(), index_type.into()),
+            ("ES_TEXT_ANALYZER".into(), analyzer.into()),
+        ],
         ..PipelineOptions::default()
     })
     .await
@@ -78,7 +82,7 @@ fn check<'a>(report: &'a Value, name: &str) -> &'a Value {
 async fn default_settings_pick_the_best_index_type_each_release_takes() {
     let mut table = Vec::new();
     for (number, accepts, expected) in RELEASES {
-        let pipeline = start(&format!("v{}", number.replace('.', "-")), "").await;
+        let pipeline = start(&format!("v{}", number.replace('.', "-")), "", "").await;
         let proxy = pipeline.es_faults.as_ref().unwrap();
         proxy.play_release(number, accepts);
 
@@ -114,6 +118,16 @@ async fn default_settings_pick_the_best_index_type_each_release_takes() {
             .unwrap_or_default()
             .to_owned();
         assert_eq!(chosen, *expected, "{number}");
+        let analyzer = mapping
+            .as_object()
+            .and_then(|m| m.values().next())
+            .and_then(|m| m.pointer("/mappings/properties/text/analyzer"))
+            .cloned();
+        assert_eq!(
+            analyzer,
+            Some(json!("cjk")),
+            "keyword search for mixed Japanese and English"
+        );
         table.push(format!("{number}: {chosen}"));
         pipeline.stop().await;
     }
@@ -122,7 +136,7 @@ async fn default_settings_pick_the_best_index_type_each_release_takes() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_type_the_release_lacks_and_a_release_too_old_are_clear_errors() {
-    let pipeline = start("explicit", "int8_hnsw").await;
+    let pipeline = start("explicit", "int8_hnsw", "").await;
     let proxy = pipeline.es_faults.as_ref().unwrap();
     proxy.play_release("8.11.4", &["hnsw"]);
 
@@ -160,6 +174,22 @@ async fn a_type_the_release_lacks_and_a_release_too_old_are_clear_errors() {
         err.error_message
             .contains("elasticsearch.http failed at version")
             && err.error_message.contains("older than 8.4.0"),
+        "{}",
+        err.error_message
+    );
+    pipeline.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_analyzer_without_its_plugin_is_a_clear_error() {
+    let pipeline = start("kuromoji", "", "kuromoji").await;
+    let event = pipeline.put_object("v/a.jsonl", records(2)).await.unwrap();
+    pipeline.invoke_ingest(&event).await.unwrap();
+    let (outcome, _) = pipeline.deliver_batch(10).await.unwrap().expect("a batch");
+    let err = outcome.unwrap_err();
+    assert!(
+        err.error_message
+            .contains("ES_TEXT_ANALYZER=kuromoji needs the analysis-kuromoji plugin"),
         "{}",
         err.error_message
     );

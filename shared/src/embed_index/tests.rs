@@ -351,6 +351,7 @@ fn config(model: EmbeddingModel) -> EmbedIndexConfig {
         vectors: VectorSettings {
             similarity: "cosine".into(),
             index_type: Some("hnsw".into()),
+            text_analyzer: "cjk".into(),
         },
         concurrency: 4,
         adaptive: true,

@@ -104,13 +104,25 @@ impl EsError {
     }
 }
 
-/// How a new index stores and compares vectors.
+/// How a new index is laid out: how it stores and compares vectors, how it analyses text.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct VectorSettings {
     pub similarity: String,
     /// `index_options.type` (hnsw, int8_hnsw, int4_hnsw, bbq_hnsw, flat, ...); `None`: the best
     /// the cluster's release takes ([`super::version::choose_index_type`]).
     pub index_type: Option<String>,
+    /// The analyzer of `text` (`ES_TEXT_ANALYZER`): a built-in one, or `kuromoji` /
+    /// `icu_analyzer` where the cluster has the plugin.
+    pub text_analyzer: String,
+}
+
+/// The plugin an analyzer needs, if any.
+pub fn analyzer_plugin(analyzer: &str) -> Option<&'static str> {
+    match analyzer {
+        "kuromoji" => Some("analysis-kuromoji"),
+        "icu_analyzer" => Some("analysis-icu"),
+        _ => None,
+    }
 }
 
 /// The cluster's answer to `_cluster/health`.
@@ -300,14 +312,29 @@ impl EsClient {
         let (status, _) = self.send(Method::HEAD, &path, None).await?;
         if status == StatusCode::NOT_FOUND {
             tracing::info!(index = %self.index, %version, %index_type, "creating the index");
-            let body =
-                serde_json::to_vec(&index_mapping(dimensions, &vectors.similarity, &index_type))
-                    .expect("mapping serialises");
+            let body = serde_json::to_vec(&index_mapping(
+                dimensions,
+                &vectors.similarity,
+                &index_type,
+                &vectors.text_analyzer,
+            ))
+            .expect("mapping serialises");
             let (status, bytes) = self
                 .send(Method::PUT, &path, Some((body, "application/json")))
                 .await?;
             let lost_race = status == StatusCode::BAD_REQUEST
                 && String::from_utf8_lossy(&bytes).contains("resource_already_exists_exception");
+            let text = String::from_utf8_lossy(&bytes);
+            if let Some(plugin) = analyzer_plugin(&vectors.text_analyzer)
+                && status == StatusCode::BAD_REQUEST
+                && text.contains(&format!("analyzer [{}]", vectors.text_analyzer))
+            {
+                return Err(EsError::Unsupported(format!(
+                    "ES_TEXT_ANALYZER={} needs the {plugin} plugin on every node of the cluster \
+                     (bin/elasticsearch-plugin install {plugin}), or choose cjk (built in)",
+                    vectors.text_analyzer
+                )));
+            }
             if !status.is_success() && !lost_race {
                 return Err(status_error(
                     &format!("creating index {}", self.index),

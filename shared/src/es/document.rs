@@ -32,7 +32,14 @@ pub struct ChunkDocument<'a> {
 
 /// The mapping for a new index: `embedding` as an indexed `dense_vector` of the model's size,
 /// `metadata` flattened so arbitrary record fields can never cause mapping conflicts.
-pub fn index_mapping(dimensions: usize, similarity: &str, vector_index_type: &str) -> Value {
+/// `text_analyzer` analyses `text` for keyword search (`cjk` by default: bigrams for Japanese,
+/// Chinese and Korean, words for the rest, with no plugin).
+pub fn index_mapping(
+    dimensions: usize,
+    similarity: &str,
+    vector_index_type: &str,
+    text_analyzer: &str,
+) -> Value {
     json!({
         "mappings": {
             "dynamic": false,
@@ -40,7 +47,7 @@ pub fn index_mapping(dimensions: usize, similarity: &str, vector_index_type: &st
                 "doc_id": {"type": "keyword"},
                 "chunk_index": {"type": "integer"},
                 "chunk_count": {"type": "integer"},
-                "text": {"type": "text"},
+                "text": {"type": "text", "analyzer": text_analyzer},
                 "embedding": {
                     "type": "dense_vector", "dims": dimensions, "index": true, "similarity": similarity,
                     // Pinned: Elasticsearch's default changes across versions (int8, then BBQ).
@@ -135,7 +142,7 @@ mod tests {
 
     #[test]
     fn reads_dimensions_from_a_mapping_answer() {
-        let answer = json!({"docs-v1": index_mapping(256, "cosine", "int8_hnsw")});
+        let answer = json!({"docs-v1": index_mapping(256, "cosine", "int8_hnsw", "cjk")});
         assert_eq!(
             mapped_dimensions(&answer),
             vec![("docs-v1".to_string(), Some(256))]
