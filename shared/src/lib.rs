@@ -18,6 +18,7 @@ pub mod reader;
 pub mod record;
 pub mod retry;
 pub mod s3key;
+pub mod search;
 pub mod secret;
 pub mod store;
 pub mod survey;

@@ -1107,3 +1107,144 @@ async fn deploy_probe_function(pipeline: &Pipeline, stack: &str) {
         .await
         .unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hybrid_search_finds_what_either_search_finds_and_filters_inside_both() {
+    let pipeline = start(PipelineOptions {
+        index: "hybrid".into(),
+        // The index as the template creates it: the built-in cjk analyzer on `text`.
+        extra_env: vec![("ES_TEXT_ANALYZER".into(), "cjk".into())],
+        ..PipelineOptions::default()
+    })
+    .await;
+    let records = [
+        (
+            "p1",
+            "ja",
+            "パスワードを忘れた場合は、ログイン画面の「再設定」から新しいパスワードを登録します。",
+        ),
+        (
+            "p2",
+            "en",
+            "Order part SKU-4411, the replacement filter for the HX-200 air purifier.",
+        ),
+        (
+            "p3",
+            "en",
+            "How to reset your password from the sign-in page.",
+        ),
+        (
+            "p4",
+            "en",
+            "Invoices can be downloaded from the billing page as PDF.",
+        ),
+        (
+            "p5",
+            "ja",
+            "請求書は請求ページから PDF でダウンロードできます。",
+        ),
+        (
+            "p6",
+            "en",
+            "The SKU label is printed on the bottom of every box.",
+        ),
+    ];
+    let lines: String = records
+        .iter()
+        .map(|(id, lang, text)| json!({"id": id, "lang": lang, "text": text}).to_string() + "\n")
+        .collect();
+    let event = pipeline
+        .put_object("faq/all.jsonl", lines.into_bytes())
+        .await
+        .unwrap();
+    pipeline.invoke_ingest(&event).await.unwrap();
+    pipeline.drain(Duration::from_secs(60)).await.unwrap();
+    pipeline.es().refresh().await.unwrap();
+
+    let sakuin = sakuin_local::pipeline::require(&sakuin_local::pipeline::binary_dir(), "sakuin")
+        .expect("cargo build --workspace builds the sakuin CLI");
+    let search = |args: &[&str]| {
+        let mut command = tokio::process::Command::new(&sakuin);
+        command
+            .arg("search")
+            .args(args)
+            .args(["--json", "-k", "3"])
+            .envs(pipeline.env.iter().cloned());
+        async move {
+            let out = command.output().await.unwrap();
+            let text = String::from_utf8_lossy(&out.stdout).into_owned();
+            assert_eq!(
+                out.status.code(),
+                Some(0),
+                "{text}{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            serde_json::from_str::<Vec<Value>>(&text).unwrap_or_else(|e| panic!("{e}: {text}"))
+        }
+    };
+    let ids = |hits: &[Value]| -> Vec<String> {
+        hits.iter()
+            .map(|h| h["doc_id"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    let rank_of = |hits: &[Value], id: &str, list: &str| {
+        hits.iter()
+            .find(|h| h["doc_id"] == id)
+            .and_then(|h| h[list].as_u64())
+    };
+    let mut figures = Vec::new();
+
+    // An exact product code: the words find it first, and hybrid keeps it first.
+    let code = "SKU-4411";
+    let keyword = search(&[code, "--mode", "keyword"]).await;
+    let knn = search(&[code, "--mode", "knn"]).await;
+    let hybrid = search(&[code]).await;
+    assert_eq!(ids(&keyword)[0], "p2", "{keyword:?}");
+    assert_eq!(ids(&hybrid)[0], "p2", "{hybrid:?}");
+    figures.push(format!(
+        "{code}: p2 keyword #{:?}, knn #{:?}, hybrid #1",
+        rank_of(&hybrid, "p2", "keyword_rank"),
+        ids(&knn).iter().position(|i| i == "p2").map(|p| p + 1)
+    ));
+
+    // A word inside Japanese running text: the vectors find it; hybrid has it whatever the
+    // words found.
+    let word = "パスワード";
+    let knn = search(&[word, "--mode", "knn"]).await;
+    let keyword = search(&[word, "--mode", "keyword"]).await;
+    let hybrid = search(&[word, "--explain"]).await;
+    assert_eq!(ids(&knn)[0], "p1", "{knn:?}");
+    assert_eq!(ids(&hybrid)[0], "p1", "{hybrid:?}");
+    assert_eq!(rank_of(&hybrid, "p1", "knn_rank"), Some(1));
+    figures.push(format!(
+        "{word}: p1 knn #1, keyword #{:?}, hybrid #1",
+        ids(&keyword).iter().position(|i| i == "p1").map(|p| p + 1)
+    ));
+
+    // Filters apply inside both searches: only Japanese records, only under a prefix.
+    // (kNN always answers its nearest neighbours, so p1, the other Japanese record, follows.)
+    let ja = search(&["PDF", "--filter", "metadata.lang=ja"]).await;
+    assert_eq!(ids(&ja)[0], "p5", "{ja:?}");
+    assert!(ids(&ja).iter().all(|i| i == "p1" || i == "p5"), "{ja:?}");
+    let elsewhere = search(&[
+        "PDF",
+        "--prefix",
+        &format!("s3://{}/other/", sakuin_local::pipeline::BUCKET),
+    ])
+    .await;
+    assert!(elsewhere.is_empty(), "{elsewhere:?}");
+    let under = search(&[
+        "PDF",
+        "--prefix",
+        &format!("s3://{}/faq/", sakuin_local::pipeline::BUCKET),
+        "--mode",
+        "keyword",
+    ])
+    .await;
+    assert_eq!(
+        ids(&under)[..2].iter().collect::<BTreeSet<_>>(),
+        ["p4".to_owned(), "p5".to_owned()].iter().collect()
+    );
+    println!("ranks: {}", figures.join("; "));
+    pipeline.stop().await;
+}

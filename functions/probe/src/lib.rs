@@ -11,10 +11,9 @@ pub mod status;
 
 use sakuin::config::{Env, RedriveConfig};
 use sakuin::embed::bedrock::BedrockEmbedder;
-use sakuin::embed::{EmbedError, Embedder, InputPurpose};
 use sakuin::es::client::Hit;
-use sakuin::es::{EsClient, EsError};
 use sakuin::probe::{self, ProbeDeps, ProbeReport};
+use sakuin::search::Ranked;
 use serde_json::{Value, json};
 
 /// The variables the commands read, shown under every `--help`.
@@ -84,10 +83,12 @@ pub enum Command {
         #[arg(long, value_name = "NAME")]
         log_group: Option<String>,
     },
-    /// Search the index: embed QUERY with the configured model and print the nearest chunks.
+    /// Search the index by meaning, by words, or both (the default), and print the best chunks.
     ///
-    /// The query is embedded as a search query (`search_query` for Cohere); each hit shows its
-    /// score, source key and text.
+    /// knn embeds QUERY with the configured model (as a search query: `search_query` for
+    /// Cohere) and finds the nearest chunks; keyword matches it against `text` (BM25, with the
+    /// index's analyzer); hybrid runs both and fuses them by reciprocal rank. Filters apply
+    /// inside each search. Each hit shows its score, source key and text.
     Search {
         /// The query text.
         #[arg(required = true, num_args = 1.., value_name = "QUERY")]
@@ -96,6 +97,18 @@ pub enum Command {
         #[arg(short = 'k', long = "k", visible_alias = "top", default_value_t = 10,
               value_parser = clap::value_parser!(u16).range(1..=1000))]
         k: u16,
+        /// knn, keyword or hybrid.
+        #[arg(long, value_enum, default_value_t = SearchMode::Hybrid)]
+        mode: SearchMode,
+        /// Only chunks whose metadata.<field> or source.<field> equals VALUE (repeatable).
+        #[arg(long = "filter", value_name = "FIELD=VALUE", value_parser = sakuin::search::parse_filter)]
+        filters: Vec<(String, String)>,
+        /// Only chunks of objects under s3://bucket/prefix.
+        #[arg(long, value_name = "S3_URL", value_parser = reconcile::parse_s3_url)]
+        prefix: Option<(String, String)>,
+        /// Show each hit's kNN rank, keyword rank and fused score.
+        #[arg(long)]
+        explain: bool,
         /// Print JSON for scripts.
         #[arg(long)]
         json: bool,
@@ -172,6 +185,23 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum SearchMode {
+    Knn,
+    Keyword,
+    Hybrid,
+}
+
+impl From<SearchMode> for sakuin::search::Mode {
+    fn from(m: SearchMode) -> Self {
+        match m {
+            SearchMode::Knn => Self::Knn,
+            SearchMode::Keyword => Self::Keyword,
+            SearchMode::Hybrid => Self::Hybrid,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -343,50 +373,23 @@ async fn run_command(command: Command, mut env: Env) -> i32 {
             }
             if status.attention().is_empty() { 0 } else { 1 }
         }
-        Command::Search { query, k, json } => {
-            let (query, k) = (query.join(" "), usize::from(k));
-            let deps = match ProbeDeps::from_env(&mut env).await {
-                Ok(d) => d,
-                Err(e) => {
-                    eprintln!("sakuin: {e}");
-                    return 2;
-                }
+        Command::Search {
+            query,
+            k,
+            mode,
+            filters,
+            prefix,
+            explain,
+            json,
+        } => {
+            let query = sakuin::search::Query {
+                text: query.join(" ").trim().to_owned(),
+                k: usize::from(k),
+                mode: mode.into(),
+                filters,
+                under: prefix,
             };
-            if deps.config.es.use_ssl && !deps.config.es.verify_certs {
-                eprintln!(
-                    "sakuin: warning: ES_VERIFY_CERTS=false, the cluster's certificate is NOT verified"
-                );
-            }
-            if let Some(problem) = &deps.es_credentials_problem {
-                eprintln!("sakuin: warning: no credentials: {problem}");
-            }
-            let es = match &deps.es {
-                Ok(es) => es,
-                Err(e) => {
-                    eprintln!("sakuin: {e}");
-                    return 2;
-                }
-            };
-            let embedder =
-                BedrockEmbedder::new(deps.aws.bedrock.clone(), deps.config.model.clone());
-            match search(&embedder, es, &query, k).await {
-                Ok(hits) => {
-                    if json {
-                        println!(
-                            "{}",
-                            serde_json::to_string_pretty(&hits_json(&hits))
-                                .expect("hits serialise")
-                        );
-                    } else {
-                        print!("{}", render_hits(&query, &es.index, &hits));
-                    }
-                    0
-                }
-                Err(e) => {
-                    eprintln!("sakuin: {e}");
-                    1
-                }
-            }
+            run_search(&mut env, &query, explain, json).await
         }
     }
 }
@@ -439,37 +442,53 @@ async fn run_redrive(env: &mut Env, queue: &str, detach: bool, json: bool) -> i3
     if failed { 1 } else { 0 }
 }
 
-/// Why a search gave no hits list.
-#[derive(Debug, thiserror::Error)]
-pub enum SearchError {
-    #[error("embedding the query with {0} failed: {1}")]
-    Embed(String, EmbedError),
-    #[error(transparent)]
-    Index(EsError),
-}
-
-/// Embeds `query` as a search query (Cohere's `search_query`) and runs kNN on the index.
-pub async fn search<E: Embedder>(
-    embedder: &E,
-    es: &EsClient,
-    query: &str,
-    k: usize,
-) -> Result<Vec<Hit>, SearchError> {
-    let model = embedder.model().id.clone();
-    let out = embedder
-        .invoke(&[query], InputPurpose::Query)
-        .await
-        .map_err(|e| SearchError::Embed(model.clone(), e))?;
-    let vector = out.vectors.into_iter().next().ok_or_else(|| {
-        SearchError::Embed(
-            model,
-            EmbedError::Permanent {
-                code: "UnexpectedResponse".into(),
-                message: "no vector in the answer".into(),
-            },
-        )
-    })?;
-    es.knn(&vector, k).await.map_err(SearchError::Index)
+/// `sakuin search`: the hits on stdout, 1 when the search failed.
+async fn run_search(
+    env: &mut Env,
+    query: &sakuin::search::Query,
+    explain: bool,
+    json: bool,
+) -> i32 {
+    let deps = match ProbeDeps::from_env(env).await {
+        Ok(d) => d,
+        Err(e) => {
+            eprintln!("sakuin: {e}");
+            return 2;
+        }
+    };
+    if deps.config.es.use_ssl && !deps.config.es.verify_certs {
+        eprintln!(
+            "sakuin: warning: ES_VERIFY_CERTS=false, the cluster's certificate is NOT verified"
+        );
+    }
+    if let Some(problem) = &deps.es_credentials_problem {
+        eprintln!("sakuin: warning: no credentials: {problem}");
+    }
+    let es = match &deps.es {
+        Ok(es) => es,
+        Err(e) => {
+            eprintln!("sakuin: {e}");
+            return 2;
+        }
+    };
+    let embedder = BedrockEmbedder::new(deps.aws.bedrock.clone(), deps.config.model.clone());
+    match sakuin::search::search(es, &embedder, query).await {
+        Ok(hits) => {
+            if json {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&hits_json(&hits)).expect("hits serialise")
+                );
+            } else {
+                print!("{}", render_hits(&query.text, &es.index, &hits, explain));
+            }
+            0
+        }
+        Err(e) => {
+            eprintln!("sakuin: {e}");
+            1
+        }
+    }
 }
 
 /// A hit's source key, or its document id when the key is missing.
@@ -494,19 +513,30 @@ pub fn one_line(text: &str, max: usize) -> String {
     }
 }
 
-pub fn render_hits(query: &str, index: &str, hits: &[Hit]) -> String {
+pub fn render_hits(query: &str, index: &str, hits: &[Ranked], explain: bool) -> String {
     let mut out = format!("{} hit(s) in {index} for {query:?}\n", hits.len());
-    for (i, hit) in hits.iter().enumerate() {
+    for (i, ranked) in hits.iter().enumerate() {
+        let hit = &ranked.hit;
         let chunk = hit
             .source
             .get("chunk_index")
             .and_then(Value::as_u64)
             .map(|c| format!(" #{c}"))
             .unwrap_or_default();
+        let why = if explain {
+            let rank = |r: Option<usize>| r.map_or("-".to_owned(), |r| r.to_string());
+            format!(
+                "  (knn rank {}, keyword rank {})",
+                rank(ranked.knn_rank),
+                rank(ranked.keyword_rank)
+            )
+        } else {
+            String::new()
+        };
         out.push_str(&format!(
-            "{:>3}. {:.4}  {}{chunk}\n     {}\n",
+            "{:>3}. {:.4}  {}{chunk}{why}\n     {}\n",
             i + 1,
-            hit.score,
+            ranked.score,
             hit_key(hit),
             one_line(hit.source["text"].as_str().unwrap_or(""), 160)
         ));
@@ -514,12 +544,15 @@ pub fn render_hits(query: &str, index: &str, hits: &[Hit]) -> String {
     out
 }
 
-fn hits_json(hits: &[Hit]) -> Value {
+fn hits_json(hits: &[Ranked]) -> Value {
     Value::Array(
         hits.iter()
-            .map(|h| {
+            .map(|r| {
+                let h = &r.hit;
                 json!({
-                    "score": h.score,
+                    "score": r.score,
+                    "knn_rank": r.knn_rank,
+                    "keyword_rank": r.keyword_rank,
                     "id": h.id,
                     "key": h.source.pointer("/source/key"),
                     "doc_id": h.source.get("doc_id"),
@@ -632,6 +665,10 @@ mod tests {
             Command::Search {
                 query: args(&["東京", "の", "首都"]),
                 k: 3,
+                mode: SearchMode::Hybrid,
+                filters: vec![],
+                prefix: None,
+                explain: false,
                 json: false
             }
         );
@@ -640,9 +677,44 @@ mod tests {
             Command::Search {
                 query: args(&["-x query"]),
                 k: 5,
+                mode: SearchMode::Hybrid,
+                filters: vec![],
+                prefix: None,
+                explain: false,
                 json: true
             }
         );
+        assert_eq!(
+            parse(&[
+                "search",
+                "SKU-4411",
+                "--mode",
+                "keyword",
+                "--filter",
+                "metadata.lang=ja",
+                "--filter=source.etag=e1",
+                "--prefix",
+                "s3://b/faq/",
+                "--explain"
+            ])
+            .unwrap(),
+            Command::Search {
+                query: args(&["SKU-4411"]),
+                k: 10,
+                mode: SearchMode::Keyword,
+                filters: vec![
+                    ("metadata.lang".into(), "ja".into()),
+                    ("source.etag".into(), "e1".into())
+                ],
+                prefix: Some(("b".into(), "faq/".into())),
+                explain: true,
+                json: false
+            }
+        );
+        let err = parse(&["search", "q", "--filter", "text=x"])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("metadata.<name>"), "{err}");
         assert!(parse(&["search", "q", "-k", "0"]).is_err());
         assert_eq!(
             parse(&["search"]).unwrap_err().kind(),

@@ -560,9 +560,11 @@ async fn search_embeds_a_query_and_runs_knn() {
         seen: Default::default(),
     };
     let es = deps.es.as_ref().unwrap();
-    let hits = sakuin_probe::search(&embedder, es, "パスワードを忘れました", 2)
-        .await
-        .unwrap();
+    let query = sakuin::search::Query {
+        mode: sakuin::search::Mode::Knn,
+        ..sakuin::search::Query::new("パスワードを忘れました", 2)
+    };
+    let hits = sakuin::search::search(es, &embedder, &query).await.unwrap();
     assert_eq!(hits.len(), 2);
     assert_eq!(
         *embedder.seen.lock().unwrap(),
@@ -580,7 +582,7 @@ async fn search_embeds_a_query_and_runs_knn() {
         request["knn"]["query_vector"].as_array().unwrap().len(),
         1024
     );
-    let text = sakuin_probe::render_hits("q", "documents", &hits);
+    let text = sakuin_probe::render_hits("q", "documents", &hits, false);
     assert!(
         text.contains("0.9100  faq/ja.jsonl #0")
             && text.contains("パスワードを忘れた場合は 再設定のリンクを使います。"),

@@ -141,6 +141,24 @@ pub struct Hit {
     pub source: Value,
 }
 
+impl Hit {
+    /// The hits of a `_search` answer, in its order.
+    pub fn all_of(answer: &Value) -> Vec<Hit> {
+        answer["hits"]["hits"]
+            .as_array()
+            .map(|hits| {
+                hits.iter()
+                    .map(|h| Hit {
+                        id: h["_id"].as_str().unwrap_or_default().to_owned(),
+                        score: h["_score"].as_f64().unwrap_or(0.0),
+                        source: h["_source"].clone(),
+                    })
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+}
+
 #[derive(Clone)]
 pub struct EsClient {
     http: reqwest::Client,
@@ -501,19 +519,7 @@ impl EsClient {
             "_source": ["doc_id", "chunk_index", "text", "source", "metadata"],
             "size": k
         });
-        let answer = self.search(&body).await?;
-        Ok(answer["hits"]["hits"]
-            .as_array()
-            .map(|hits| {
-                hits.iter()
-                    .map(|h| Hit {
-                        id: h["_id"].as_str().unwrap_or_default().to_owned(),
-                        score: h["_score"].as_f64().unwrap_or(0.0),
-                        source: h["_source"].clone(),
-                    })
-                    .collect()
-            })
-            .unwrap_or_default())
+        Ok(Hit::all_of(&self.search(&body).await?))
     }
 }
 

@@ -1,0 +1,280 @@
+//! Searching the index the way users search: by meaning (kNN on the chunks' vectors), by words
+//! (BM25 on `text`), or both, fused by reciprocal rank; with filters on `metadata.*` and
+//! `source.*` applied inside each search (a kNN pre-filter, not a post-filter).
+//!
+//! Reciprocal rank fusion is computed here, from the two ranked lists, so it needs no licence
+//! and no particular release (Elasticsearch's own `rrf` retriever is a paid feature before 8.16):
+//! <https://www.elastic.co/guide/en/elasticsearch/reference/current/rrf.html>.
+
+use std::collections::HashMap;
+
+use serde_json::{Value, json};
+
+use crate::embed::{EmbedError, Embedder, InputPurpose};
+use crate::es::client::Hit;
+use crate::es::{EsClient, EsError};
+
+/// How the chunks are found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Mode {
+    Knn,
+    Keyword,
+    /// Both, fused by reciprocal rank.
+    #[default]
+    Hybrid,
+}
+
+/// What to search for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Query {
+    pub text: String,
+    pub k: usize,
+    pub mode: Mode,
+    /// `field = value` on `metadata.*` or `source.*`, all of which must hold.
+    pub filters: Vec<(String, String)>,
+    /// Only chunks of objects under `s3://bucket/prefix`.
+    pub under: Option<(String, String)>,
+}
+
+impl Query {
+    pub fn new(text: impl Into<String>, k: usize) -> Self {
+        Self {
+            text: text.into(),
+            k,
+            mode: Mode::default(),
+            filters: Vec::new(),
+            under: None,
+        }
+    }
+}
+
+/// Reads `field=value`; the field must be under `metadata.` or `source.`.
+pub fn parse_filter(filter: &str) -> Result<(String, String), String> {
+    let (field, value) = filter
+        .split_once('=')
+        .ok_or_else(|| format!("--filter {filter:?} is not field=value"))?;
+    let field = field.trim();
+    let known = field.starts_with("metadata.") || field.starts_with("source.");
+    if !known || field.ends_with('.') {
+        return Err(format!(
+            "--filter {filter:?}: the field must be metadata.<name> (a record field) or source.<bucket|key|etag|version_id>"
+        ));
+    }
+    Ok((field.to_owned(), value.to_owned()))
+}
+
+/// One hit and where it ranked in each list.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Ranked {
+    pub hit: Hit,
+    /// 1-based ranks in the kNN and the keyword lists.
+    pub knn_rank: Option<usize>,
+    pub keyword_rank: Option<usize>,
+    /// The fused score (hybrid), else the list's own score.
+    pub score: f64,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SearchError {
+    #[error("embedding the query with {0} failed: {1}")]
+    Embed(String, EmbedError),
+    #[error(transparent)]
+    Index(EsError),
+}
+
+/// The constant of reciprocal rank fusion (Elasticsearch's default `rank_constant`).
+pub const RANK_CONSTANT: f64 = 60.0;
+
+/// Fuses ranked lists of ids: each id scores Σ 1 / (RANK_CONSTANT + rank) over the lists it is
+/// in; ties keep the order of first appearance.
+pub fn fuse(lists: &[&[String]]) -> Vec<(String, f64)> {
+    let mut scores: Vec<(String, f64)> = Vec::new();
+    let mut at: HashMap<String, usize> = HashMap::new();
+    for list in lists {
+        for (i, id) in list.iter().enumerate() {
+            let add = 1.0 / (RANK_CONSTANT + (i + 1) as f64);
+            match at.get(id) {
+                Some(&j) => scores[j].1 += add,
+                None => {
+                    at.insert(id.clone(), scores.len());
+                    scores.push((id.clone(), add));
+                }
+            }
+        }
+    }
+    scores.sort_by(|a, b| b.1.total_cmp(&a.1));
+    scores
+}
+
+/// The filter clauses of `query`.
+fn filter_clauses(query: &Query) -> Vec<Value> {
+    let mut clauses: Vec<Value> = query
+        .filters
+        .iter()
+        .map(|(field, value)| json!({"term": {field: value}}))
+        .collect();
+    if let Some((bucket, prefix)) = &query.under {
+        clauses.push(json!({"term": {"source.bucket": bucket}}));
+        if !prefix.is_empty() {
+            clauses.push(json!({"prefix": {"source.key": prefix}}));
+        }
+    }
+    clauses
+}
+
+const FIELDS: [&str; 5] = ["doc_id", "chunk_index", "text", "source", "metadata"];
+
+/// Runs `query` on `es`'s index; the query text is embedded (as a search query) only when the
+/// mode needs a vector. Each list fetches twice `k` candidates, so fusion has some to work with.
+pub async fn search<E: Embedder>(
+    es: &EsClient,
+    embedder: &E,
+    query: &Query,
+) -> Result<Vec<Ranked>, SearchError> {
+    let filter = filter_clauses(query);
+    let window = if query.mode == Mode::Hybrid {
+        (query.k * 2).max(10)
+    } else {
+        query.k
+    };
+    let knn = if query.mode == Mode::Keyword {
+        Vec::new()
+    } else {
+        let model = embedder.model().id.clone();
+        let out = embedder
+            .invoke(&[query.text.as_str()], InputPurpose::Query)
+            .await
+            .map_err(|e| SearchError::Embed(model.clone(), e))?;
+        let vector = out.vectors.into_iter().next().ok_or_else(|| {
+            SearchError::Embed(
+                model,
+                EmbedError::Permanent {
+                    code: "UnexpectedResponse".into(),
+                    message: "no vector in the answer".into(),
+                },
+            )
+        })?;
+        let body = json!({
+            "knn": {"field": "embedding", "query_vector": vector, "k": window,
+                    "num_candidates": (window * 10).max(50), "filter": filter},
+            "_source": FIELDS,
+            "size": window,
+        });
+        Hit::all_of(&es.search(&body).await.map_err(SearchError::Index)?)
+    };
+    let keyword = if query.mode == Mode::Knn {
+        Vec::new()
+    } else {
+        let body = json!({
+            "query": {"bool": {"must": {"match": {"text": query.text}}, "filter": filter}},
+            "_source": FIELDS,
+            "size": window,
+        });
+        Hit::all_of(&es.search(&body).await.map_err(SearchError::Index)?)
+    };
+    Ok(rank(query, knn, keyword))
+}
+
+/// The final list: one list as it came, or both fused.
+fn rank(query: &Query, knn: Vec<Hit>, keyword: Vec<Hit>) -> Vec<Ranked> {
+    let position = |list: &[Hit], id: &str| list.iter().position(|h| h.id == id).map(|i| i + 1);
+    let knn_ids: Vec<String> = knn.iter().map(|h| h.id.clone()).collect();
+    let keyword_ids: Vec<String> = keyword.iter().map(|h| h.id.clone()).collect();
+    let order: Vec<(String, Option<f64>)> = match query.mode {
+        Mode::Knn => knn_ids.iter().map(|id| (id.clone(), None)).collect(),
+        Mode::Keyword => keyword_ids.iter().map(|id| (id.clone(), None)).collect(),
+        Mode::Hybrid => fuse(&[&knn_ids, &keyword_ids])
+            .into_iter()
+            .map(|(id, s)| (id, Some(s)))
+            .collect(),
+    };
+    let mut by_id: HashMap<String, Hit> = HashMap::new();
+    for h in keyword.iter().chain(&knn) {
+        by_id.insert(h.id.clone(), h.clone());
+    }
+    order
+        .into_iter()
+        .take(query.k)
+        .filter_map(|(id, fused)| {
+            let hit = by_id.get(&id)?.clone();
+            Some(Ranked {
+                knn_rank: position(&knn, &id),
+                keyword_rank: position(&keyword, &id),
+                score: fused.unwrap_or(hit.score),
+                hit,
+            })
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ids(v: &[&str]) -> Vec<String> {
+        v.iter().map(|s| s.to_string()).collect()
+    }
+
+    fn hit(id: &str, score: f64) -> Hit {
+        Hit {
+            id: id.into(),
+            score,
+            source: json!({"text": id}),
+        }
+    }
+
+    #[test]
+    fn reciprocal_rank_fusion_rewards_agreement() {
+        let fused = fuse(&[&ids(&["a", "b", "c"]), &ids(&["c", "d", "a"])]);
+        let order: Vec<&str> = fused.iter().map(|(id, _)| id.as_str()).collect();
+        // a: 1/61 + 1/63; c: 1/63 + 1/61: equal, a first seen; then b (1/62), d (1/62).
+        assert_eq!(order, ["a", "c", "b", "d"]);
+        assert!((fused[0].1 - (1.0 / 61.0 + 1.0 / 63.0)).abs() < 1e-12);
+        assert!(fuse(&[&[], &[]]).is_empty());
+    }
+
+    #[test]
+    fn each_hit_knows_its_ranks() {
+        let mut query = Query::new("q", 3);
+        let knn = vec![hit("a", 0.9), hit("b", 0.8)];
+        let keyword = vec![hit("c", 7.0), hit("a", 3.0)];
+        let ranked = rank(&query, knn.clone(), keyword.clone());
+        assert_eq!(ranked[0].hit.id, "a");
+        assert_eq!(
+            (ranked[0].knn_rank, ranked[0].keyword_rank),
+            (Some(1), Some(2))
+        );
+        assert_eq!(ranked.len(), 3);
+        query.mode = Mode::Keyword;
+        let ranked = rank(&query, Vec::new(), keyword);
+        assert_eq!(ranked[0].hit.id, "c");
+        assert_eq!(ranked[0].score, 7.0);
+        assert_eq!(ranked[0].knn_rank, None);
+    }
+
+    #[test]
+    fn filters_name_metadata_or_source_fields() {
+        assert_eq!(
+            parse_filter("metadata.lang=ja"),
+            Ok(("metadata.lang".into(), "ja".into()))
+        );
+        assert_eq!(
+            parse_filter("source.key=a=b.jsonl"),
+            Ok(("source.key".into(), "a=b.jsonl".into()))
+        );
+        assert!(parse_filter("text=x").is_err());
+        assert!(parse_filter("metadata.").is_err());
+        assert!(parse_filter("metadata.lang").is_err());
+        let mut query = Query::new("q", 3);
+        query.filters.push(("metadata.lang".into(), "ja".into()));
+        query.under = Some(("b".into(), "faq/".into()));
+        assert_eq!(
+            filter_clauses(&query),
+            [
+                json!({"term": {"metadata.lang": "ja"}}),
+                json!({"term": {"source.bucket": "b"}}),
+                json!({"prefix": {"source.key": "faq/"}}),
+            ]
+        );
+    }
+}
