@@ -4,7 +4,7 @@
 
 use std::time::{Duration, Instant};
 
-use lambda_runtime::{Error, LambdaEvent, service_fn};
+use lambda_runtime::{Diagnostic, Error, LambdaEvent, service_fn};
 use sakuin::config::Env;
 use sakuin::probe::{ProbeDeps, handle_event};
 use sakuin_probe::reconcile;
@@ -23,17 +23,24 @@ async fn main() -> Result<(), Error> {
                 .deadline()
                 .duration_since(std::time::SystemTime::now())
                 .unwrap_or(Duration::ZERO);
-            let report = reconcile::scheduled(deps, env, request, Instant::now() + left).await?;
+            let report = reconcile::scheduled(deps, env, request, Instant::now() + left)
+                .await
+                .map_err(|e| Diagnostic {
+                    error_type: "ReconcileFailed".into(),
+                    error_message: e,
+                })?;
             tracing::info!(
                 scope = %report.scope, objects = report.objects, missing = report.missing,
                 changed = report.changed, orphaned = report.orphaned, queued = report.queued,
                 complete = report.complete, "reconciled"
             );
-            return Ok::<Value, Error>(serde_json::to_value(&report)?);
+            return Ok::<Value, Diagnostic>(
+                serde_json::to_value(&report).expect("the report serialises"),
+            );
         }
-        Ok(serde_json::to_value(
-            handle_event(deps, event.payload).await?,
-        )?)
+        // A failed check is the invocation's error, typed `ProbeFailed` (the alarm counts them).
+        let report = handle_event(deps, event.payload).await?;
+        Ok(serde_json::to_value(&report).expect("the report serialises"))
     }))
     .await
 }
