@@ -504,7 +504,18 @@ async fn cli(f: &Fixture) {
 
     // A semantic search: the stand-in embeds the query with the configured 256 dimensions,
     // the cluster answers kNN hits.
-    let (code, out, err) = run_cli(&["search", "パスワードを忘れました", "-k", "2"], &vars).await;
+    let (code, out, err) = run_cli(
+        &[
+            "search",
+            "パスワードを忘れました",
+            "-k",
+            "2",
+            "--mode",
+            "knn",
+        ],
+        &vars,
+    )
+    .await;
     assert_eq!(code, 0, "{out}{err}");
     assert!(
         out.contains("0.9100  faq/ja.jsonl #0") && out.contains("再設定のリンク"),
