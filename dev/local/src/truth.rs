@@ -1,9 +1,11 @@
 //! The promise, checked whole: the index holds exactly the records of the bucket's current
 //! objects, each with its current text, and nothing else.
 //!
-//! The bucket side is read independently of sakuin's reader: the objects are JSON Lines whose
-//! records carry `id` and a `text` short enough to be one chunk, so every record is expected as
-//! one document (`doc_id` = `id`, `chunk_index` 0 of 1) under its object's key.
+//! The bucket side is read independently of sakuin's reader and chunker: the objects are JSON
+//! Lines whose records carry `id` and `text`, and every record is expected under its object's
+//! key as `doc_id` = `id` with a complete set of chunks (`chunk_index` 0 to `chunk_count` - 1):
+//! one chunk holding exactly its text, or several that are each a piece of its current text and
+//! together cover it.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -96,18 +98,24 @@ pub async fn compare_index_with_bucket(
         ..Comparison::default()
     };
     for (id, doc) in &expected {
-        match indexed.get(id).map(Vec::as_slice) {
-            None | Some([]) => comparison.missing.push(id.clone()),
-            Some([one]) if one == doc => {}
-            Some([_]) => comparison.stale.push(id.clone()),
-            Some(several) => {
-                if !several.contains(doc) {
-                    comparison.stale.push(id.clone());
-                }
-                comparison
-                    .extra
-                    .extend(std::iter::repeat_n(id.clone(), several.len() - 1));
+        let chunks = indexed.get(id).map_or(&[][..], Vec::as_slice);
+        if chunks.is_empty() {
+            comparison.missing.push(id.clone());
+        } else if holds(doc, chunks) {
+            continue;
+        } else if chunks.len() > 1 && chunks.iter().all(|c| c.count == 1) {
+            // The same one-chunk record indexed several times.
+            if !chunks
+                .iter()
+                .any(|c| c.key == doc.key && c.text == doc.text)
+            {
+                comparison.stale.push(id.clone());
             }
+            comparison
+                .extra
+                .extend(std::iter::repeat_n(id.clone(), chunks.len() - 1));
+        } else {
+            comparison.stale.push(id.clone());
         }
     }
     for (id, docs) in &indexed {
@@ -118,6 +126,36 @@ pub async fn compare_index_with_bucket(
         }
     }
     Ok(comparison)
+}
+
+/// One chunk document as indexed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Chunk {
+    key: String,
+    index: u64,
+    count: u64,
+    text: String,
+}
+
+/// Whether `chunks` are exactly `doc`'s current chunks: all of them, under its key; one holding
+/// its text (trimmed, as chunks are), or several that are pieces of its text and together
+/// cover it.
+fn holds(doc: &Doc, chunks: &[Chunk]) -> bool {
+    let n = chunks.len() as u64;
+    if chunks.iter().any(|c| c.count != n || c.key != doc.key) {
+        return false;
+    }
+    let mut indices: Vec<u64> = chunks.iter().map(|c| c.index).collect();
+    indices.sort_unstable();
+    if indices != (0..n).collect::<Vec<_>>() {
+        return false;
+    }
+    if n == 1 {
+        return chunks[0].text == doc.text.trim();
+    }
+    let visible = |t: &str| t.chars().filter(|c| !c.is_whitespace()).count();
+    chunks.iter().all(|c| doc.text.contains(c.text.as_str()))
+        && chunks.iter().map(|c| visible(&c.text)).sum::<usize>() >= visible(&doc.text)
 }
 
 /// The records of the bucket's current objects, by id; and how many objects there are.
@@ -168,9 +206,8 @@ async fn bucket_documents(
     Ok((keys.len(), expected))
 }
 
-/// Every chunk document of the index, by `doc_id` (several when a record was indexed more
-/// than once, or in several chunks).
-async fn index_documents(es: &EsClient) -> Result<BTreeMap<String, Vec<Doc>>, BoxError> {
+/// Every chunk document of the index, by `doc_id`.
+async fn index_documents(es: &EsClient) -> Result<BTreeMap<String, Vec<Chunk>>, BoxError> {
     es.refresh().await.map_err(|e| e.to_string())?;
     let mut hits = Vec::new();
     let mut after: Option<Value> = None;
@@ -196,27 +233,62 @@ async fn index_documents(es: &EsClient) -> Result<BTreeMap<String, Vec<Doc>>, Bo
             break;
         }
     }
-    let mut indexed: BTreeMap<String, Vec<Doc>> = BTreeMap::new();
+    let mut indexed: BTreeMap<String, Vec<Chunk>> = BTreeMap::new();
     for hit in &hits {
         let source = &hit["_source"];
-        let id = source["doc_id"].as_str().unwrap_or_default().to_owned();
-        let whole = source["chunk_index"] == 0 && source["chunk_count"] == 1;
-        let doc = Doc {
-            key: source["source"]["key"]
-                .as_str()
-                .unwrap_or_default()
-                .to_owned(),
-            // A record split into chunks is never expected here: it shows as stale.
-            text: if whole {
-                source["text"].as_str().unwrap_or_default().to_owned()
-            } else {
-                format!(
-                    "(chunk {} of {})",
-                    source["chunk_index"], source["chunk_count"]
-                )
-            },
-        };
-        indexed.entry(id).or_default().push(doc);
+        let text = |v: &Value| v.as_str().unwrap_or_default().to_owned();
+        indexed
+            .entry(text(&source["doc_id"]))
+            .or_default()
+            .push(Chunk {
+                key: text(&source["source"]["key"]),
+                index: source["chunk_index"].as_u64().unwrap_or(u64::MAX),
+                count: source["chunk_count"].as_u64().unwrap_or(0),
+                text: text(&source["text"]),
+            });
     }
     Ok(indexed)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn chunk(index: u64, count: u64, text: &str) -> Chunk {
+        Chunk {
+            key: "k".into(),
+            index,
+            count,
+            text: text.into(),
+        }
+    }
+
+    #[test]
+    fn a_record_is_held_by_all_its_current_pieces_and_nothing_else() {
+        let doc = Doc {
+            key: "k".into(),
+            text: "One. Two. Three.".into(),
+        };
+        assert!(holds(&doc, &[chunk(0, 1, "One. Two. Three.")]));
+        assert!(holds(
+            &doc,
+            &[chunk(1, 2, "Two. Three."), chunk(0, 2, "One. Two.")]
+        ));
+        assert!(!holds(&doc, &[chunk(0, 2, "One. Two.")]), "a piece missing");
+        assert!(
+            !holds(&doc, &[chunk(0, 2, "One."), chunk(1, 2, "Three.")]),
+            "not covered"
+        );
+        assert!(
+            !holds(&doc, &[chunk(0, 2, "One. Two."), chunk(1, 2, "Four.")]),
+            "stale text"
+        );
+        assert!(
+            !holds(&doc, &[chunk(0, 1, "One. Two.")]),
+            "one chunk holds it all"
+        );
+        let mut moved = chunk(0, 1, "One. Two. Three.");
+        moved.key = "other".into();
+        assert!(!holds(&doc, &[moved]));
+    }
 }
