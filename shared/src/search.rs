@@ -106,6 +106,15 @@ pub fn fuse(lists: &[&[String]]) -> Vec<(String, f64)> {
     scores
 }
 
+/// The filter clauses for the chunks of objects under `s3://bucket/prefix`.
+pub fn under(bucket: &str, prefix: &str) -> Vec<Value> {
+    let mut clauses = vec![json!({"term": {"source.bucket": bucket}})];
+    if !prefix.is_empty() {
+        clauses.push(json!({"prefix": {"source.key": prefix}}));
+    }
+    clauses
+}
+
 /// The filter clauses of `query`.
 fn filter_clauses(query: &Query) -> Vec<Value> {
     let mut clauses: Vec<Value> = query
@@ -114,10 +123,7 @@ fn filter_clauses(query: &Query) -> Vec<Value> {
         .map(|(field, value)| json!({"term": {field: value}}))
         .collect();
     if let Some((bucket, prefix)) = &query.under {
-        clauses.push(json!({"term": {"source.bucket": bucket}}));
-        if !prefix.is_empty() {
-            clauses.push(json!({"prefix": {"source.key": prefix}}));
-        }
+        clauses.extend(under(bucket, prefix));
     }
     clauses
 }

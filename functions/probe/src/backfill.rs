@@ -19,17 +19,29 @@ use serde_json::{Value, json};
 use crate::reconcile::Report;
 
 /// What the command line asked for.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, PartialEq, clap::Args)]
 pub struct Options {
-    /// Queue the backfill after the estimate.
+    /// Start the backfill after the estimate.
+    #[arg(long = "yes", short = 'y')]
     pub start: bool,
+    /// With --yes: queue it and return without following it.
+    #[arg(long)]
     pub detach: bool,
+    /// The account's Bedrock requests-per-minute quota for the model ("On-demand InvokeModel
+    /// requests per minute"); without it (or --tpm) the time is not estimated.
+    #[arg(long, value_name = "N")]
     pub rpm: Option<u32>,
+    /// The account's Bedrock tokens-per-minute quota for the model.
+    #[arg(long, value_name = "N")]
     pub tpm: Option<u32>,
-    /// USD per million input tokens, instead of [`list_price`].
+    /// Price in USD per million input tokens, instead of the built-in list price.
+    #[arg(long, value_name = "USD")]
     pub price: Option<f64>,
-    /// Objects read for the estimate.
+    /// Objects read for the estimate (spread over the listing).
+    #[arg(long, default_value_t = 20, value_name = "N")]
     pub sample: usize,
+    /// Print JSON for scripts.
+    #[arg(long)]
     pub json: bool,
 }
 
@@ -97,7 +109,7 @@ impl Estimate {
     ) -> Self {
         let to_ingest = report.missing + report.changed;
         let scale = if sample.bytes > 0 {
-            bytes_to_ingest(report) as f64 / sample.bytes as f64
+            report.bytes_to_ingest as f64 / sample.bytes as f64
         } else {
             0.0
         };
@@ -130,7 +142,7 @@ impl Estimate {
             bytes: report.bytes,
             unchanged: report.in_sync + report.empty,
             to_ingest,
-            bytes_to_ingest: bytes_to_ingest(report),
+            bytes_to_ingest: report.bytes_to_ingest,
             orphaned: report.orphaned,
             sampled_objects,
             sampled_bytes: sample.bytes,
@@ -197,10 +209,6 @@ impl Estimate {
         }
         out
     }
-}
-
-fn bytes_to_ingest(report: &Report) -> u64 {
-    report.bytes_to_ingest
 }
 
 /// 1234567 → "1,234,567".
@@ -276,13 +284,8 @@ pub async fn written_since(
     prefix: &str,
     since: &str,
 ) -> Result<(u64, u64, u64), String> {
-    let mut filter = vec![
-        json!({"term": {"source.bucket": bucket}}),
-        json!({"range": {"indexed_at": {"gte": since}}}),
-    ];
-    if !prefix.is_empty() {
-        filter.push(json!({"prefix": {"source.key": prefix}}));
-    }
+    let mut filter = sakuin::search::under(bucket, prefix);
+    filter.push(json!({"range": {"indexed_at": {"gte": since}}}));
     let answer = es
         .search(&json!({
             "size": 0,

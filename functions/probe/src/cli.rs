@@ -4,7 +4,6 @@
 use std::io::{IsTerminal, Write};
 use std::time::{Duration, Instant};
 
-use aws_sdk_sqs::types::QueueAttributeName as A;
 use sakuin::config::{Env, IngestConfig};
 use sakuin::ingest::Continuation;
 use sakuin::probe::ProbeDeps;
@@ -89,7 +88,7 @@ pub(crate) async fn reconcile(env: &mut Env, target: Option<&str>, fix: bool, js
         stop_at: None,
     };
     let result = reconciler
-        .run(&w.scope, &mut |report, _, _| walking(report))
+        .run(&w.scope, &mut |report, _| walking(report))
         .await;
     done_walking();
     match result {
@@ -232,14 +231,11 @@ async fn estimate(w: &Walk, config: &IngestConfig, options: &Options) -> Result<
         stop_at: None,
     };
     let report = reconciler
-        .run(&w.scope, &mut |report, listed, outcome| {
+        .run(&w.scope, &mut |report, outcome| {
             walking(report);
             for d in &outcome.drift {
-                if matches!(d.kind, Kind::Missing | Kind::Changed)
-                    && let Some(o) = listed.iter().find(|o| o.key == d.key)
-                    && o.size > 0
-                {
-                    reservoir.offer((o.key.clone(), o.etag.clone()));
+                if d.kind != Kind::Orphaned && d.size > 0 {
+                    reservoir.offer((d.key.clone(), d.etag.clone()));
                 }
             }
         })
@@ -292,7 +288,10 @@ async fn follow(w: &Walk, estimate: &Estimate, since: &str) -> Result<Progress, 
         tokio::time::sleep(Duration::from_secs(2)).await;
         let mut queued = 0;
         for url in &queues {
-            queued += backlog(&w.deps.aws.sqs, url).await?;
+            let d = crate::status::depth(&w.deps.aws.sqs, url)
+                .await
+                .map_err(|e| format!("reading {url}: {e}"))?;
+            queued += d.waiting + d.in_flight + d.delayed;
         }
         let (objects, records, chunks) =
             written_since(&w.es, &w.scope.bucket, &w.scope.prefix, since).await?;
@@ -320,23 +319,4 @@ async fn follow(w: &Walk, estimate: &Estimate, since: &str) -> Result<Progress, 
             return Ok(progress);
         }
     }
-}
-
-/// Messages waiting, in flight or delayed.
-async fn backlog(sqs: &aws_sdk_sqs::Client, url: &str) -> Result<u64, String> {
-    let answer = sqs
-        .get_queue_attributes()
-        .queue_url(url)
-        .attribute_names(A::ApproximateNumberOfMessages)
-        .attribute_names(A::ApproximateNumberOfMessagesNotVisible)
-        .attribute_names(A::ApproximateNumberOfMessagesDelayed)
-        .send()
-        .await
-        .map_err(|e| format!("reading {url}: {}", sakuin::embed::bedrock::error_chain(&e)))?;
-    Ok(answer
-        .attributes
-        .unwrap_or_default()
-        .values()
-        .filter_map(|v| v.parse::<u64>().ok())
-        .sum())
 }

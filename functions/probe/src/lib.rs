@@ -126,28 +126,8 @@ pub enum Command {
         /// s3://bucket/prefix (default: SOURCE_BUCKET and SOURCE_PREFIX).
         #[arg(value_name = "S3_URL")]
         target: Option<String>,
-        /// Start the backfill after the estimate.
-        #[arg(long, short = 'y')]
-        yes: bool,
-        /// With --yes: queue it and return without following it.
-        #[arg(long)]
-        detach: bool,
-        /// The account's Bedrock requests-per-minute quota for the model (default: the
-        /// Region's default quota for it).
-        #[arg(long, value_name = "N")]
-        rpm: Option<u32>,
-        /// The account's Bedrock tokens-per-minute quota for the model.
-        #[arg(long, value_name = "N")]
-        tpm: Option<u32>,
-        /// Price in USD per million input tokens, instead of the built-in list price.
-        #[arg(long, value_name = "USD")]
-        price: Option<f64>,
-        /// Objects read for the estimate (spread over the listing).
-        #[arg(long, default_value_t = 20, value_name = "N")]
-        sample: usize,
-        /// Print JSON for scripts.
-        #[arg(long)]
-        json: bool,
+        #[command(flatten)]
+        options: backfill::Options,
     },
     /// Is the index equal to the bucket? Find objects missing, changed or orphaned, and with
     /// --fix queue exactly the work that repairs them.
@@ -308,25 +288,7 @@ async fn run_command(command: Command, mut env: Env) -> i32 {
         Command::Reconcile { target, fix, json } => {
             cli::reconcile(&mut env, target.as_deref(), fix, json).await
         }
-        Command::Backfill {
-            target,
-            yes,
-            detach,
-            rpm,
-            tpm,
-            price,
-            sample,
-            json,
-        } => {
-            let options = backfill::Options {
-                start: yes,
-                detach,
-                rpm,
-                tpm,
-                price,
-                sample,
-                json,
-            };
+        Command::Backfill { target, options } => {
             cli::backfill(&mut env, target.as_deref(), options).await
         }
         Command::Status {
@@ -760,10 +722,13 @@ mod tests {
         assert!(matches!(
             cli.command,
             Command::Backfill {
-                yes: true,
-                rpm: Some(600),
                 target: None,
-                ..
+                options: backfill::Options {
+                    start: true,
+                    rpm: Some(600),
+                    sample: 20,
+                    ..
+                },
             }
         ));
         assert!(parse(&["status", "--stack"]).is_err());

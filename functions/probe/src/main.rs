@@ -13,8 +13,8 @@ use serde_json::Value;
 #[tokio::main]
 async fn main() -> Result<(), Error> {
     sakuin::init_logging();
-    let env = Env::from_process();
-    let deps = ProbeDeps::from_env(&mut Env::from_process()).await?;
+    let mut env = Env::from_process();
+    let deps = ProbeDeps::from_env(&mut env).await?;
     let (deps, env) = (&deps, &env);
     lambda_runtime::run(service_fn(move |event: LambdaEvent<Value>| async move {
         if let Some(request) = event.payload.get("reconcile") {

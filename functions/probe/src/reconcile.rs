@@ -111,8 +111,9 @@ impl Kind {
 pub struct Drift {
     pub kind: Kind,
     pub key: String,
-    /// The listed eTag (none for an orphan).
+    /// The listed eTag and size (none and 0 for an orphan).
     pub etag: Option<String>,
+    pub size: u64,
     /// The eTags of the chunks the index holds, with their counts (`""`: chunks without one).
     pub indexed: Vec<(String, u64)>,
 }
@@ -123,18 +124,35 @@ pub type Held = BTreeMap<String, Vec<(String, u64)>>;
 /// The comparison of one listing page with the index's objects in the same key range.
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct PageOutcome {
+    /// Data objects listed, and their bytes.
+    pub objects: u64,
+    pub bytes: u64,
     pub in_sync: u64,
     /// In sync with no chunks: the marker says this version was read and held no records.
     pub empty: u64,
     pub drift: Vec<Drift>,
 }
 
-/// Compares one page. `markers` holds, for listed keys without matching chunks, the eTag the
-/// object's marker recorded (`None` inside: the marker says deleted).
+/// An object's marker, as far as the comparison needs it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Marker {
+    /// The sequencer of the newest event applied (empty: only a backfill's).
+    pub sequencer: String,
+    /// The eTag of the version it read; `None` when that event deleted the object.
+    pub etag: Option<String>,
+}
+
+/// Whether the index holds chunks of `object` at its listed eTag, and of no other.
+fn held_at_listed_etag(held: &Held, object: &Listed) -> bool {
+    held.get(&object.key)
+        .is_some_and(|etags| etags.len() == 1 && Some(&etags[0].0) == object.etag.as_ref())
+}
+
+/// Compares one page. `markers` holds the markers of listed keys without matching chunks.
 pub fn compare(
     listed: &[Listed],
     held: &Held,
-    markers: &HashMap<String, Option<String>>,
+    markers: &HashMap<String, Marker>,
     rejects_prefix: &str,
 ) -> PageOutcome {
     let mut out = PageOutcome::default();
@@ -144,23 +162,24 @@ pub fn compare(
         .filter(|o| is_data_key(&o.key, rejects_prefix))
     {
         seen.insert(object.key.as_str());
-        let listed_etag = object.etag.clone().unwrap_or_default();
+        out.objects += 1;
+        out.bytes += object.size;
+        if held_at_listed_etag(held, object) {
+            out.in_sync += 1;
+            continue;
+        }
+        let drift = |kind, indexed: &[(String, u64)]| Drift {
+            kind,
+            key: object.key.clone(),
+            etag: object.etag.clone(),
+            size: object.size,
+            indexed: indexed.to_vec(),
+        };
         match held.get(&object.key) {
-            Some(etags) if etags.len() == 1 && etags[0].0 == listed_etag => out.in_sync += 1,
-            Some(etags) => out.drift.push(Drift {
-                kind: Kind::Changed,
-                key: object.key.clone(),
-                etag: object.etag.clone(),
-                indexed: etags.clone(),
-            }),
+            Some(etags) => out.drift.push(drift(Kind::Changed, etags)),
             None => match markers.get(&object.key) {
-                Some(Some(etag)) if *etag == listed_etag => out.empty += 1,
-                _ => out.drift.push(Drift {
-                    kind: Kind::Missing,
-                    key: object.key.clone(),
-                    etag: object.etag.clone(),
-                    indexed: Vec::new(),
-                }),
+                Some(m) if m.etag.is_some() && m.etag == object.etag => out.empty += 1,
+                _ => out.drift.push(drift(Kind::Missing, &[])),
             },
         }
     }
@@ -170,6 +189,7 @@ pub fn compare(
                 kind: Kind::Orphaned,
                 key: key.clone(),
                 etag: None,
+                size: 0,
                 indexed: etags.clone(),
             });
         }
@@ -238,6 +258,14 @@ impl Report {
     }
 
     fn add(&mut self, page: &PageOutcome) {
+        self.objects += page.objects;
+        self.bytes += page.bytes;
+        self.bytes_to_ingest += page
+            .drift
+            .iter()
+            .filter(|d| d.kind != Kind::Orphaned)
+            .map(|d| d.size)
+            .sum::<u64>();
         self.in_sync += page.in_sync;
         self.empty += page.empty;
         for d in &page.drift {
@@ -365,7 +393,7 @@ impl<S: ObjectStore, C: Continuation> Reconciler<'_, S, C> {
     pub async fn run(
         &self,
         scope: &Scope,
-        visit: &mut dyn FnMut(&Report, &[Listed], &PageOutcome),
+        visit: &mut dyn FnMut(&Report, &PageOutcome),
     ) -> Result<Report, String> {
         let started = Instant::now();
         let mut report = Report {
@@ -410,40 +438,14 @@ impl<S: ObjectStore, C: Continuation> Reconciler<'_, S, C> {
                 .objects
                 .iter()
                 .filter(|o| {
-                    is_data_key(&o.key, &scope.rejects_prefix)
-                        && held
-                            .get(&o.key)
-                            .is_none_or(|e| e.len() != 1 || Some(&e[0].0) != o.etag.as_ref())
+                    is_data_key(&o.key, &scope.rejects_prefix) && !held_at_listed_etag(&held, o)
                 })
                 .map(|o| o.key.as_str())
                 .collect();
             let markers = markers(self.es, &scope.bucket, &unmatched)
                 .await
                 .map_err(|e| format!("reading the source markers: {e}"))?;
-            let etags: HashMap<String, Option<String>> = markers
-                .iter()
-                .map(|(k, (_, etag))| (k.clone(), etag.clone()))
-                .collect();
-            for o in page
-                .objects
-                .iter()
-                .filter(|o| is_data_key(&o.key, &scope.rejects_prefix))
-            {
-                report.objects += 1;
-                report.bytes += o.size;
-            }
-            let outcome = compare(&page.objects, &held, &etags, &scope.rejects_prefix);
-            let sizes: HashMap<&str, u64> = page
-                .objects
-                .iter()
-                .map(|o| (o.key.as_str(), o.size))
-                .collect();
-            report.bytes_to_ingest += outcome
-                .drift
-                .iter()
-                .filter(|d| d.kind != Kind::Orphaned)
-                .filter_map(|d| sizes.get(d.key.as_str()))
-                .sum::<u64>();
+            let outcome = compare(&page.objects, &held, &markers, &scope.rejects_prefix);
             if let Some(queue) = self.fix
                 && !outcome.drift.is_empty()
             {
@@ -451,7 +453,7 @@ impl<S: ObjectStore, C: Continuation> Reconciler<'_, S, C> {
                     .drift
                     .iter()
                     .map(|d| {
-                        let sequencer = markers.get(&d.key).map_or("", |(s, _)| s.as_str());
+                        let sequencer = markers.get(&d.key).map_or("", |m| m.sequencer.as_str());
                         repair(scope, d, sequencer)
                     })
                     .collect();
@@ -461,7 +463,7 @@ impl<S: ObjectStore, C: Continuation> Reconciler<'_, S, C> {
             }
             report.seconds = started.elapsed().as_secs_f64();
             report.add(&outcome);
-            visit(&report, &page.objects, &outcome);
+            visit(&report, &outcome);
             match upper {
                 Some(upper) => after = Some(upper),
                 None => break,
@@ -509,15 +511,11 @@ pub async fn scheduled(
     request: &Value,
     deadline: Instant,
 ) -> Result<Report, String> {
-    let target = match (request["bucket"].as_str(), request["prefix"].as_str()) {
-        (Some(b), p) => Some(format!("s3://{b}/{}", p.unwrap_or(""))),
-        (None, _) => None,
-    };
+    // The event may name another bucket (all of it) or prefix than the variables.
+    let target = request["bucket"].as_str().map(|b| format!("s3://{b}/"));
     let mut scope = Scope::from_env(env, target.as_deref())?;
-    if target.is_none()
-        && let Some(p) = request["prefix"].as_str()
-    {
-        scope.prefix = p.to_owned();
+    if let Some(prefix) = request["prefix"].as_str() {
+        scope.prefix = prefix.to_owned();
     }
     let fix = request["fix"].as_bool().unwrap_or(false);
     let es = walking_client(deps, env)?;
@@ -533,7 +531,7 @@ pub async fn scheduled(
                 .unwrap_or(deadline),
         ),
     };
-    let report = reconciler.run(&scope, &mut |_, _, _| {}).await?;
+    let report = reconciler.run(&scope, &mut |_, _| {}).await?;
     report.metrics().emit();
     Ok(report)
 }
@@ -556,10 +554,7 @@ async fn held_objects(
         if let Some(u) = upto {
             range.insert("lte".into(), json!(u));
         }
-        let mut filter = vec![json!({"term": {"source.bucket": scope.bucket}})];
-        if !scope.prefix.is_empty() {
-            filter.push(json!({"prefix": {"source.key": scope.prefix}}));
-        }
+        let mut filter = sakuin::search::under(&scope.bucket, &scope.prefix);
         if !range.is_empty() {
             filter.push(json!({"range": {"source.key": range}}));
         }
@@ -618,7 +613,7 @@ async fn markers(
     es: &EsClient,
     bucket: &str,
     keys: &[&str],
-) -> Result<HashMap<String, (String, Option<String>)>, EsError> {
+) -> Result<HashMap<String, Marker>, EsError> {
     if keys.is_empty() {
         return Ok(HashMap::new());
     }
@@ -633,8 +628,11 @@ async fn markers(
         .into_values()
         .map(|m| {
             let m = m.marker;
-            let etag = m.etag.filter(|_| !m.deleted);
-            (m.key, (m.sequencer, etag))
+            let marker = Marker {
+                etag: m.etag.filter(|_| !m.deleted),
+                sequencer: m.sequencer,
+            };
+            (m.key, marker)
         })
         .collect())
 }
@@ -682,10 +680,14 @@ mod tests {
             ("gone.jsonl", &[("e9", 4)]),
             ("rejects/x.jsonl", &[("r", 1)]),
         ]);
+        let marker = |etag: Option<&str>| Marker {
+            sequencer: "0A".into(),
+            etag: etag.map(str::to_owned),
+        };
         let markers = HashMap::from([
-            ("d.jsonl".to_owned(), Some("e4".to_owned())),
-            ("e.jsonl".to_owned(), Some("other".to_owned())),
-            ("f.jsonl".to_owned(), None),
+            ("d.jsonl".to_owned(), marker(Some("e4"))),
+            ("e.jsonl".to_owned(), marker(Some("other"))),
+            ("f.jsonl".to_owned(), marker(None)),
         ]);
         let out = compare(&page, &index, &markers, "rejects/");
         assert_eq!(out.in_sync, 1, "a");
@@ -715,6 +717,7 @@ mod tests {
             kind: Kind::Changed,
             key: "p/x y.jsonl".into(),
             etag: Some("e2".into()),
+            size: 10,
             indexed: vec![("e1".into(), 2)],
         };
         let seq = sakuin::ids::normalize_sequencer("0A");
@@ -732,6 +735,7 @@ mod tests {
             kind: Kind::Orphaned,
             key: "p/gone".into(),
             etag: None,
+            size: 0,
             indexed: vec![("e1".into(), 1)],
         };
         let body = repair(&scope, &orphan, "");
@@ -755,12 +759,12 @@ mod tests {
         let mut report = Report {
             scope: "s3://b/".into(),
             index: "documents".into(),
-            objects: 3,
-            bytes: 3 * 1024 * 1024,
             complete: true,
             ..Default::default()
         };
         report.add(&PageOutcome {
+            objects: 3,
+            bytes: 3 * 1024 * 1024,
             in_sync: 1,
             empty: 0,
             drift: vec![
@@ -768,12 +772,14 @@ mod tests {
                     kind: Kind::Missing,
                     key: "new.jsonl".into(),
                     etag: Some("e1".into()),
+                    size: 10,
                     indexed: vec![],
                 },
                 Drift {
                     kind: Kind::Orphaned,
                     key: "gone.jsonl".into(),
                     etag: None,
+                    size: 0,
                     indexed: vec![("e0".into(), 2)],
                 },
             ],
@@ -787,5 +793,6 @@ mod tests {
         );
         assert!(text.contains("sakuin reconcile s3://b/ --fix"), "{text}");
         assert_eq!(report.drifted(), 2);
+        assert_eq!(report.bytes_to_ingest, 10, "the missing object's size");
     }
 }

@@ -260,7 +260,8 @@ impl Status {
     }
 }
 
-async fn depth(sqs: &aws_sdk_sqs::Client, url: &str) -> Result<Depth, String> {
+/// A queue's messages by state, from one GetQueueAttributes.
+pub(crate) async fn depth(sqs: &aws_sdk_sqs::Client, url: &str) -> Result<Depth, String> {
     let answer = sqs
         .get_queue_attributes()
         .queue_url(url)
