@@ -140,7 +140,24 @@ def _slot_table(dims):
     return table
 
 
+# A real embedding model puts a paraphrase near its original ("recover a lost passcode" near
+# "reset a forgotten password") although they share no word. Hashed tokens alone cannot, so the
+# words of each group below share one feature: enough meaning for tests of hybrid search, where
+# the vectors must find what the words miss. Groups are few and small on purpose.
+SYNONYM_GROUPS = (
+    ("password", "passcode", "passphrase", "pin", "credentials"),
+    ("reset", "recover", "restore", "change", "renew"),
+    ("forgot", "forgotten", "forget", "lost", "misplaced"),
+    ("sign", "login", "logon", "signin", "log"),
+    ("invoice", "invoices", "bill", "bills", "receipt", "receipts", "billing"),
+    ("download", "downloaded", "fetch", "save", "export"),
+    ("buy", "order", "purchase", "ordering"),
+)
+_SYNONYMS = {word: "~" + group[0] for group in SYNONYM_GROUPS for word in group}
+
+
 def _token_slot(token, dims):
+    token = _SYNONYMS.get(token, token)
     digest = hashlib.blake2b(token.encode("utf-8"), digest_size=8).digest()
     h = int.from_bytes(digest, "little")
     return (h >> 1) % dims, (1.0 if h & 1 else -1.0)

@@ -270,6 +270,13 @@ class EmbeddingQualityTests(StubTestCase):
         unrelated = self.titan("bake bread with flour water and yeast")
         self.assertGreater(cosine(query, similar), cosine(query, unrelated) + 0.3)
 
+    def test_a_paraphrase_is_near_its_original(self):
+        original = self.titan("How to reset your password from the sign-in page.")
+        paraphrase = self.titan("recover a lost passcode")
+        unrelated = self.titan("Invoices can be downloaded from the billing page as PDF.")
+        self.assertGreater(cosine(original, paraphrase), cosine(unrelated, paraphrase) + 0.2)
+        self.assertGreater(cosine(original, paraphrase), 0.25)
+
     def test_similar_japanese_sentences_score_higher(self):
         query = self.titan("東京の天気予報")
         similar = self.titan("明日の東京の天気予報を確認する")

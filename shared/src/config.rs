@@ -102,6 +102,18 @@ impl Env {
         }
     }
 
+    /// `ES_TEXT_ANALYZER`: the analyzer of `text` in a new index (default `cjk`).
+    pub fn text_analyzer(&mut self) -> String {
+        let analyzer = self.get("ES_TEXT_ANALYZER").unwrap_or_else(|| "cjk".into());
+        if !TEXT_ANALYZERS.contains(&analyzer.as_str()) {
+            self.problem(format!(
+                "ES_TEXT_ANALYZER={analyzer:?} is not one of {}",
+                TEXT_ANALYZERS.join(", ")
+            ));
+        }
+        analyzer
+    }
+
     pub fn list(&self, name: &str, default: &str) -> Vec<String> {
         self.get(name)
             .unwrap_or_else(|| default.to_owned())
@@ -418,13 +430,7 @@ impl EmbedIndexConfig {
                 crate::es::version::INDEX_TYPES.join(", ")
             ));
         }
-        let text_analyzer = env.get("ES_TEXT_ANALYZER").unwrap_or_else(|| "cjk".into());
-        if !TEXT_ANALYZERS.contains(&text_analyzer.as_str()) {
-            env.problem(format!(
-                "ES_TEXT_ANALYZER={text_analyzer:?} is not one of {}",
-                TEXT_ANALYZERS.join(", ")
-            ));
-        }
+        let text_analyzer = env.text_analyzer();
         let concurrency = env.parse::<usize>("EMBED_CONCURRENCY", 8);
         if !(1..=256).contains(&concurrency) {
             env.problem(format!(
@@ -508,6 +514,9 @@ pub struct ProbeConfig {
     pub cert_warn_days: u32,
     /// `ES_VECTOR_INDEX_TYPE`, as embed-index reads it: checked against the cluster's release.
     pub vector_index_type: Option<String>,
+    /// `ES_TEXT_ANALYZER`, as embed-index reads it: before the index exists, the probe asks the
+    /// cluster whether it has this analyzer (a plugin's, for kuromoji and icu_analyzer).
+    pub text_analyzer: String,
 }
 
 impl ProbeConfig {
@@ -534,6 +543,7 @@ impl ProbeConfig {
             }
         }
         let cert_warn_days = env.parse::<u32>("PROBE_CERT_WARN_DAYS", 14);
+        let text_analyzer = env.text_analyzer();
         env.check()?;
         Ok(Self {
             es,
@@ -548,6 +558,7 @@ impl ProbeConfig {
             required_checks,
             cert_warn_days,
             vector_index_type: env.get("ES_VECTOR_INDEX_TYPE"),
+            text_analyzer,
         })
     }
 }

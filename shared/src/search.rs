@@ -2,9 +2,10 @@
 //! (BM25 on `text`), or both, fused by reciprocal rank; with filters on `metadata.*` and
 //! `source.*` applied inside each search (a kNN pre-filter, not a post-filter).
 //!
-//! Reciprocal rank fusion is computed here, from the two ranked lists, so it needs no licence
-//! and no particular release (Elasticsearch's own `rrf` retriever is a paid feature before 8.16):
-//! <https://www.elastic.co/guide/en/elasticsearch/reference/current/rrf.html>.
+//! Reciprocal rank fusion is done by the cluster's `rrf` retriever where the release has it and
+//! the licence allows it (Enterprise: <https://www.elastic.co/guide/en/elasticsearch/reference/8.14/rrf.html>),
+//! else here, from the two ranked lists with the same constant, which needs no licence and no
+//! particular release.
 
 use std::collections::HashMap;
 
@@ -12,7 +13,7 @@ use serde_json::{Value, json};
 
 use crate::embed::{EmbedError, Embedder, InputPurpose};
 use crate::es::client::Hit;
-use crate::es::{EsClient, EsError};
+use crate::es::{EsClient, EsError, version};
 
 /// How the chunks are found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -24,12 +25,25 @@ pub enum Mode {
     Hybrid,
 }
 
+/// Who fuses the two lists of a hybrid search.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Fusion {
+    /// The cluster where it can (release and licence), else the client.
+    #[default]
+    Auto,
+    /// The client, from the two lists (each hit then knows its rank in each).
+    Client,
+    /// The cluster's `rrf` retriever, or an error saying why not.
+    Cluster,
+}
+
 /// What to search for.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Query {
     pub text: String,
     pub k: usize,
     pub mode: Mode,
+    pub fusion: Fusion,
     /// `field = value` on `metadata.*` or `source.*`, all of which must hold.
     pub filters: Vec<(String, String)>,
     /// Only chunks of objects under `s3://bucket/prefix`.
@@ -42,6 +56,7 @@ impl Query {
             text: text.into(),
             k,
             mode: Mode::default(),
+            fusion: Fusion::default(),
             filters: Vec::new(),
             under: None,
         }
@@ -80,6 +95,18 @@ pub enum SearchError {
     Embed(String, EmbedError),
     #[error(transparent)]
     Index(EsError),
+    #[error("the cluster cannot fuse the lists: {0}")]
+    Fusion(String),
+}
+
+/// The hits of a search, and how a hybrid search was fused.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Found {
+    pub hits: Vec<Ranked>,
+    /// `Client` or `Cluster` for a hybrid search; `None` for one list.
+    pub fused_by: Option<Fusion>,
+    /// Why a hybrid search with [`Fusion::Auto`] was fused in the client.
+    pub note: Option<String>,
 }
 
 /// The constant of reciprocal rank fusion (Elasticsearch's default `rank_constant`).
@@ -136,49 +163,161 @@ pub async fn search<E: Embedder>(
     es: &EsClient,
     embedder: &E,
     query: &Query,
-) -> Result<Vec<Ranked>, SearchError> {
-    let filter = filter_clauses(query);
-    let window = if query.mode == Mode::Hybrid {
-        (query.k * 2).max(10)
-    } else {
-        query.k
+) -> Result<Found, SearchError> {
+    let lists = Lists {
+        filter: filter_clauses(query),
+        window: if query.mode == Mode::Hybrid {
+            (query.k * 2).max(10)
+        } else {
+            query.k
+        },
     };
-    let knn = if query.mode == Mode::Keyword {
-        Vec::new()
-    } else {
-        let model = embedder.model().id.clone();
-        let out = embedder
-            .invoke(&[query.text.as_str()], InputPurpose::Query)
-            .await
-            .map_err(|e| SearchError::Embed(model.clone(), e))?;
-        let vector = out.vectors.into_iter().next().ok_or_else(|| {
-            SearchError::Embed(
-                model,
-                EmbedError::Permanent {
-                    code: "UnexpectedResponse".into(),
-                    message: "no vector in the answer".into(),
-                },
-            )
-        })?;
-        let body = json!({
-            "knn": {"field": "embedding", "query_vector": vector, "k": window,
-                    "num_candidates": (window * 10).max(50), "filter": filter},
+    let vector = match query.mode {
+        Mode::Keyword => None,
+        _ => Some(embed_query(embedder, &query.text).await?),
+    };
+    let mut note = None;
+    if let (Mode::Hybrid, Some(vector)) = (query.mode, &vector)
+        && query.fusion != Fusion::Client
+    {
+        match fused_by_cluster(es, query, &lists, vector).await {
+            Ok(hits) => {
+                return Ok(Found {
+                    hits,
+                    fused_by: Some(Fusion::Cluster),
+                    note: None,
+                });
+            }
+            Err(Unfused::Cannot(why)) if query.fusion == Fusion::Auto => note = Some(why),
+            Err(Unfused::Cannot(why)) => return Err(SearchError::Fusion(why)),
+            Err(Unfused::Failed(e)) => return Err(SearchError::Index(e)),
+        }
+    }
+    let knn = match &vector {
+        Some(v) => lists.knn(es, v).await?,
+        None => Vec::new(),
+    };
+    let keyword = match query.mode {
+        Mode::Knn => Vec::new(),
+        _ => lists.keyword(es, &query.text).await?,
+    };
+    Ok(Found {
+        hits: rank(query, knn, keyword),
+        fused_by: (query.mode == Mode::Hybrid).then_some(Fusion::Client),
+        note,
+    })
+}
+
+/// The query text as a vector (`search_query` for Cohere).
+async fn embed_query<E: Embedder>(embedder: &E, text: &str) -> Result<Vec<f32>, SearchError> {
+    let model = embedder.model().id.clone();
+    let out = embedder
+        .invoke(&[text], InputPurpose::Query)
+        .await
+        .map_err(|e| SearchError::Embed(model.clone(), e))?;
+    out.vectors.into_iter().next().ok_or_else(|| {
+        SearchError::Embed(
+            model,
+            EmbedError::Permanent {
+                code: "UnexpectedResponse".into(),
+                message: "no vector in the answer".into(),
+            },
+        )
+    })
+}
+
+/// The two searches of a query: their filter and how many candidates each ranks.
+struct Lists {
+    filter: Vec<Value>,
+    window: usize,
+}
+
+impl Lists {
+    /// The kNN search, pre-filtered.
+    fn knn_clause(&self, vector: &[f32]) -> Value {
+        json!({"field": "embedding", "query_vector": vector, "k": self.window,
+               "num_candidates": (self.window * 10).max(50), "filter": self.filter})
+    }
+
+    /// BM25 on `text`, filtered.
+    fn keyword_clause(&self, text: &str) -> Value {
+        json!({"bool": {"must": {"match": {"text": text}}, "filter": self.filter}})
+    }
+
+    async fn knn(&self, es: &EsClient, vector: &[f32]) -> Result<Vec<Hit>, SearchError> {
+        let body = json!({"knn": self.knn_clause(vector), "_source": FIELDS, "size": self.window});
+        Ok(Hit::all_of(
+            &es.search(&body).await.map_err(SearchError::Index)?,
+        ))
+    }
+
+    async fn keyword(&self, es: &EsClient, text: &str) -> Result<Vec<Hit>, SearchError> {
+        let body =
+            json!({"query": self.keyword_clause(text), "_source": FIELDS, "size": self.window});
+        Ok(Hit::all_of(
+            &es.search(&body).await.map_err(SearchError::Index)?,
+        ))
+    }
+
+    /// One `rrf` retriever over both searches, with the client's constant and window.
+    fn rrf_body(&self, text: &str, vector: &[f32], k: usize) -> Value {
+        json!({
+            "retriever": {"rrf": {
+                "retrievers": [
+                    {"knn": self.knn_clause(vector)},
+                    {"standard": {"query": self.keyword_clause(text)}},
+                ],
+                "rank_window_size": self.window,
+                "rank_constant": RANK_CONSTANT as u64,
+            }},
             "_source": FIELDS,
-            "size": window,
-        });
-        Hit::all_of(&es.search(&body).await.map_err(SearchError::Index)?)
-    };
-    let keyword = if query.mode == Mode::Knn {
-        Vec::new()
-    } else {
-        let body = json!({
-            "query": {"bool": {"must": {"match": {"text": query.text}}, "filter": filter}},
-            "_source": FIELDS,
-            "size": window,
-        });
-        Hit::all_of(&es.search(&body).await.map_err(SearchError::Index)?)
-    };
-    Ok(rank(query, knn, keyword))
+            "size": k,
+        })
+    }
+}
+
+/// Why the cluster did not fuse: it cannot (release, licence), or the search failed.
+enum Unfused {
+    Cannot(String),
+    Failed(EsError),
+}
+
+/// The hybrid search fused by the cluster's `rrf` retriever.
+async fn fused_by_cluster(
+    es: &EsClient,
+    query: &Query,
+    lists: &Lists,
+    vector: &[f32],
+) -> Result<Vec<Ranked>, Unfused> {
+    let since = version::since(version::RRF_RETRIEVER).expect("a row of the table");
+    let release = es.version().await.map_err(|e| match e {
+        EsError::Status { .. } => Unfused::Cannot(format!("the release is unknown ({e})")),
+        e => Unfused::Failed(e),
+    })?;
+    if release < since {
+        return Err(Unfused::Cannot(format!(
+            "Elasticsearch {release} has no rrf retriever (it came in {since})"
+        )));
+    }
+    let body = lists.rrf_body(&query.text, vector, query.k);
+    match es.search(&body).await {
+        Ok(answer) => Ok(Hit::all_of(&answer)
+            .into_iter()
+            .map(|hit| Ranked {
+                knn_rank: None,
+                keyword_rank: None,
+                score: hit.score,
+                hit,
+            })
+            .collect()),
+        // A basic licence answers 403 ("current license is non-compliant for [rank-rrf]").
+        Err(EsError::Status { status, reason, .. }) if (400..500).contains(&status) => {
+            Err(Unfused::Cannot(format!(
+                "Elasticsearch {release} refused the rrf retriever ({status}: {reason})"
+            )))
+        }
+        Err(e) => Err(Unfused::Failed(e)),
+    }
 }
 
 /// The final list: one list as it came, or both fused.
@@ -282,5 +421,28 @@ mod tests {
                 json!({"prefix": {"source.key": "faq/"}}),
             ]
         );
+    }
+
+    #[test]
+    fn the_cluster_fuses_the_same_two_searches_with_the_same_constant() {
+        let lists = Lists {
+            filter: vec![json!({"term": {"metadata.lang": "ja"}})],
+            window: 20,
+        };
+        let body = lists.rrf_body("パスワード", &[0.5, -0.5], 10);
+        let rrf = &body["retriever"]["rrf"];
+        assert_eq!(rrf["retrievers"][0]["knn"], lists.knn_clause(&[0.5, -0.5]));
+        assert_eq!(
+            rrf["retrievers"][1]["standard"]["query"],
+            lists.keyword_clause("パスワード")
+        );
+        assert_eq!(
+            rrf["retrievers"][0]["knn"]["filter"],
+            json!([{"term": {"metadata.lang": "ja"}}]),
+            "a pre-filter inside the kNN search"
+        );
+        assert_eq!(rrf["rank_window_size"], 20);
+        assert_eq!(rrf["rank_constant"], 60);
+        assert_eq!(body["size"], 10);
     }
 }

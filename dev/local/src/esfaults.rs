@@ -36,7 +36,12 @@ pub struct Injected {
 struct Release {
     number: String,
     index_types: Vec<String>,
+    /// `basic` (a self-managed cluster's default) refuses the `rrf` retriever as a paid feature.
+    license: String,
 }
+
+/// The release that brought the `rrf` retriever (8.14).
+const RRF_SINCE: (u32, u32) = (8, 14);
 
 #[derive(Default)]
 struct Plan {
@@ -92,11 +97,20 @@ impl EsFaults {
     /// Plays release `number`: `GET /` reports it, and creating an index whose `embedding` asks
     /// for an `index_options.type` outside `index_types` is refused with the 400 that release
     /// answers (`mapper_parsing_exception`, "Unknown vector index options type").
+    /// The release's licence is `basic` until [`EsFaults::play_license`] says otherwise.
     pub fn play_release(&self, number: &str, index_types: &[&str]) {
         self.plan.lock().unwrap().release = Some(Release {
             number: number.to_owned(),
             index_types: index_types.iter().map(|t| t.to_string()).collect(),
+            license: "basic".into(),
         });
+    }
+
+    /// The played release's licence type (`basic`, `trial`, `enterprise`, ...).
+    pub fn play_license(&self, license: &str) {
+        let mut plan = self.plan.lock().unwrap();
+        let release = plan.release.as_mut().expect("play_release first");
+        release.license = license.to_owned();
     }
 
     pub fn injected(&self) -> Injected {
@@ -199,6 +213,9 @@ async fn play(
         root["version"]["number"] = json!(release.number);
         return Some((status, root.to_string().into_bytes()));
     }
+    if request.method == "POST" && path.ends_with("/_search") {
+        return refuse_retriever(release, &request.body);
+    }
     let creates_index = request.method == "PUT" && path.len() > 1 && !path[1..].contains('/');
     if !creates_index {
         return None;
@@ -216,6 +233,36 @@ async fn play(
     let error = json!({"error": {"root_cause": [{"type": "mapper_parsing_exception", "reason": reason}],
         "type": "mapper_parsing_exception", "reason": reason}, "status": 400});
     Some((400, error.to_string().into_bytes()))
+}
+
+/// A search with a `retriever` as the release answers it: unknown before 8.14 (400), refused
+/// under a basic licence (403), else `None` (forwarded).
+fn refuse_retriever(release: &Release, body: &[u8]) -> Option<(u16, Vec<u8>)> {
+    let search: Value = serde_json::from_slice(body).ok()?;
+    search.get("retriever")?;
+    let mut parts = release
+        .number
+        .split('.')
+        .map(|p| p.parse::<u32>().unwrap_or(0));
+    let (major, minor) = (parts.next().unwrap_or(0), parts.next().unwrap_or(0));
+    let (status, kind, reason) = if (major, minor) < RRF_SINCE {
+        (
+            400,
+            "parsing_exception",
+            "Unknown key for a START_OBJECT in [retriever].".to_owned(),
+        )
+    } else if !["trial", "enterprise"].contains(&release.license.as_str()) {
+        (
+            403,
+            "security_exception",
+            "current license is non-compliant for [rank-rrf]".to_owned(),
+        )
+    } else {
+        return None;
+    };
+    let error = json!({"error": {"root_cause": [{"type": kind, "reason": reason}],
+        "type": kind, "reason": reason}, "status": status});
+    Some((status, error.to_string().into_bytes()))
 }
 
 /// One bulk action: its verb, index, id, and its lines (the source too, except for deletes).

@@ -1163,7 +1163,8 @@ async fn hybrid_search_finds_what_either_search_finds_and_filters_inside_both() 
 
     let sakuin = sakuin_local::pipeline::require(&sakuin_local::pipeline::binary_dir(), "sakuin")
         .expect("cargo build --workspace builds the sakuin CLI");
-    let search = |args: &[&str]| {
+    // The hits, and what the command said on stderr (how a hybrid search was fused).
+    let search_said = |args: &[&str]| {
         let mut command = tokio::process::Command::new(&sakuin);
         command
             .arg("search")
@@ -1173,15 +1174,14 @@ async fn hybrid_search_finds_what_either_search_finds_and_filters_inside_both() 
         async move {
             let out = command.output().await.unwrap();
             let text = String::from_utf8_lossy(&out.stdout).into_owned();
-            assert_eq!(
-                out.status.code(),
-                Some(0),
-                "{text}{}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-            serde_json::from_str::<Vec<Value>>(&text).unwrap_or_else(|e| panic!("{e}: {text}"))
+            let said = String::from_utf8_lossy(&out.stderr).into_owned();
+            assert_eq!(out.status.code(), Some(0), "{text}{said}");
+            let hits =
+                serde_json::from_str::<Vec<Value>>(&text).unwrap_or_else(|e| panic!("{e}: {text}"));
+            (hits, said)
         }
     };
+    let search = async |args: &[&str]| search_said(args).await.0;
     let ids = |hits: &[Value]| -> Vec<String> {
         hits.iter()
             .map(|h| h["doc_id"].as_str().unwrap().to_owned())
@@ -1202,8 +1202,7 @@ async fn hybrid_search_finds_what_either_search_finds_and_filters_inside_both() 
     assert_eq!(ids(&keyword)[0], "p2", "{keyword:?}");
     assert_eq!(ids(&hybrid)[0], "p2", "{hybrid:?}");
     figures.push(format!(
-        "{code}: p2 keyword #{:?}, knn #{:?}, hybrid #1",
-        rank_of(&hybrid, "p2", "keyword_rank"),
+        "{code}: p2 keyword #1, knn #{:?}, hybrid #1",
         ids(&knn).iter().position(|i| i == "p2").map(|p| p + 1)
     ));
 
@@ -1220,6 +1219,34 @@ async fn hybrid_search_finds_what_either_search_finds_and_filters_inside_both() 
         "{word}: p1 knn #1, keyword #{:?}, hybrid #1",
         ids(&keyword).iter().position(|i| i == "p1").map(|p| p + 1)
     ));
+
+    // A paraphrase that shares no word with its original: the words miss it, the vectors
+    // (the stand-in has a few synonym groups, as a model has meaning) find it, hybrid keeps it.
+    let paraphrase = "recover a lost passcode";
+    let knn = search(&[paraphrase, "--mode", "knn"]).await;
+    let keyword = search(&[paraphrase, "--mode", "keyword"]).await;
+    let hybrid = search(&[paraphrase, "--explain"]).await;
+    assert_eq!(ids(&knn)[0], "p3", "{knn:?}");
+    assert!(!ids(&keyword).contains(&"p3".to_owned()), "{keyword:?}");
+    assert_eq!(ids(&hybrid)[0], "p3", "{hybrid:?}");
+    assert_eq!(rank_of(&hybrid, "p3", "knn_rank"), Some(1));
+    figures.push(format!(
+        "{paraphrase}: p3 knn #1, keyword {:?}, hybrid #1",
+        ids(&keyword).iter().position(|i| i == "p3").map(|p| p + 1)
+    ));
+
+    // The local cluster (8.15) has the rrf retriever: a plain hybrid search is fused there,
+    // and fuses the two lists as the client does.
+    for q in [code, word, paraphrase] {
+        let (by_cluster, said) = search_said(&[q]).await;
+        assert!(
+            said.contains("fused by the cluster's rrf retriever"),
+            "{said}"
+        );
+        let (by_client, said) = search_said(&[q, "--fusion", "client"]).await;
+        assert!(said.contains("fused in the client"), "{said}");
+        assert_eq!(ids(&by_cluster), ids(&by_client), "{q}");
+    }
 
     // Filters apply inside both searches: only Japanese records, only under a prefix.
     // (kNN always answers its nearest neighbours, so p1, the other Japanese record, follows.)

@@ -97,7 +97,7 @@ async fn default_settings_pick_the_best_index_type_each_release_takes() {
             .unwrap();
         assert!(
             index.contains(&format!(
-                "with index type {expected} (Elasticsearch {number})"
+                "with index type {expected} and the cjk analyzer (Elasticsearch {number})"
             )),
             "{index}"
         );
@@ -183,6 +183,17 @@ async fn a_type_the_release_lacks_and_a_release_too_old_are_clear_errors() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_analyzer_without_its_plugin_is_a_clear_error() {
     let pipeline = start("kuromoji", "", "kuromoji").await;
+    // The probe asks the cluster before the index exists, so the first batch need not find out.
+    let err = pipeline.invoke_probe(&json!({})).await.unwrap_err();
+    assert!(
+        err.error_message
+            .contains("elasticsearch.index failed at analyzer")
+            && err
+                .error_message
+                .contains("ES_TEXT_ANALYZER=kuromoji needs the analysis-kuromoji plugin"),
+        "{}",
+        err.error_message
+    );
     let event = pipeline.put_object("v/a.jsonl", records(2)).await.unwrap();
     pipeline.invoke_ingest(&event).await.unwrap();
     let (outcome, _) = pipeline.deliver_batch(10).await.unwrap().expect("a batch");
@@ -193,5 +204,76 @@ async fn an_analyzer_without_its_plugin_is_a_clear_error() {
         "{}",
         err.error_message
     );
+    pipeline.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hybrid_search_is_fused_by_the_cluster_where_its_release_and_licence_allow() {
+    let pipeline = start("fusion", "", "").await;
+    let proxy = pipeline.es_faults.as_ref().unwrap();
+    proxy.play_release("8.15.3", &["hnsw", "int8_hnsw"]);
+    let event = pipeline.put_object("v/a.jsonl", records(12)).await.unwrap();
+    pipeline.invoke_ingest(&event).await.unwrap();
+    pipeline.drain(Duration::from_secs(60)).await.unwrap();
+    pipeline.es().refresh().await.unwrap();
+
+    let sakuin = sakuin_local::pipeline::require(&sakuin_local::pipeline::binary_dir(), "sakuin")
+        .expect("cargo build --workspace builds the sakuin CLI");
+    let search = async |fusion: &str| {
+        let out = tokio::process::Command::new(&sakuin)
+            .args(["search", "Version record 7", "--json", "-k", "5"])
+            .args(["--fusion", fusion])
+            .envs(pipeline.env.iter().cloned())
+            .output()
+            .await
+            .unwrap();
+        let hits: Vec<String> = serde_json::from_slice::<Vec<Value>>(&out.stdout)
+            .unwrap_or_default()
+            .iter()
+            .map(|h| h["doc_id"].as_str().unwrap_or_default().to_owned())
+            .collect();
+        let said = String::from_utf8_lossy(&out.stderr).into_owned();
+        (out.status.code(), hits, said)
+    };
+    let (_, by_client, _) = search("client").await;
+    assert_eq!(by_client.len(), 5, "{by_client:?}");
+
+    // (release, licence, what auto says, whether --fusion cluster works)
+    let cases = [
+        (
+            "8.11.4",
+            "enterprise",
+            "has no rrf retriever (it came in 8.14.0)",
+            false,
+        ),
+        ("8.15.3", "basic", "non-compliant for [rank-rrf]", false),
+        (
+            "8.15.3",
+            "trial",
+            "fused by the cluster's rrf retriever",
+            true,
+        ),
+        (
+            "9.1.0",
+            "enterprise",
+            "fused by the cluster's rrf retriever",
+            true,
+        ),
+    ];
+    for (number, license, says, cluster_fuses) in cases {
+        proxy.play_release(number, &["hnsw"]);
+        proxy.play_license(license);
+        let (code, hits, said) = search("auto").await;
+        assert_eq!(code, Some(0), "{number} {license}: {said}");
+        assert!(said.contains(says), "{number} {license}: {said}");
+        assert_eq!(hits, by_client, "{number} {license}: the same fused list");
+        let (code, hits, said) = search("cluster").await;
+        if cluster_fuses {
+            assert_eq!((code, &hits), (Some(0), &by_client), "{said}");
+        } else {
+            assert_eq!(code, Some(1), "{number} {license}: {said}");
+            assert!(said.contains("the cluster cannot fuse the lists"), "{said}");
+        }
+    }
     pipeline.stop().await;
 }

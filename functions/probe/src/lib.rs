@@ -13,7 +13,7 @@ use sakuin::config::{Env, RedriveConfig};
 use sakuin::embed::bedrock::BedrockEmbedder;
 use sakuin::es::client::Hit;
 use sakuin::probe::{self, ProbeDeps, ProbeReport};
-use sakuin::search::Ranked;
+use sakuin::search::{Found, Fusion, Ranked};
 use serde_json::{Value, json};
 
 /// The variables the commands read, shown under every `--help`.
@@ -106,7 +106,12 @@ pub enum Command {
         /// Only chunks of objects under s3://bucket/prefix.
         #[arg(long, value_name = "S3_URL", value_parser = reconcile::parse_s3_url)]
         prefix: Option<(String, String)>,
-        /// Show each hit's kNN rank, keyword rank and fused score.
+        /// Who fuses a hybrid search: the cluster's rrf retriever where its release and licence
+        /// allow (auto), the client, or the cluster only.
+        #[arg(long, value_enum, default_value_t = SearchFusion::Auto)]
+        fusion: SearchFusion,
+        /// Show each hit's kNN rank, keyword rank and fused score (a hybrid search with
+        /// --fusion auto is then fused in the client, where each list's rank is known).
         #[arg(long)]
         explain: bool,
         /// Print JSON for scripts.
@@ -180,6 +185,23 @@ impl From<SearchMode> for sakuin::search::Mode {
             SearchMode::Knn => Self::Knn,
             SearchMode::Keyword => Self::Keyword,
             SearchMode::Hybrid => Self::Hybrid,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum SearchFusion {
+    Auto,
+    Client,
+    Cluster,
+}
+
+impl From<SearchFusion> for sakuin::search::Fusion {
+    fn from(f: SearchFusion) -> Self {
+        match f {
+            SearchFusion::Auto => Self::Auto,
+            SearchFusion::Client => Self::Client,
+            SearchFusion::Cluster => Self::Cluster,
         }
     }
 }
@@ -341,13 +363,19 @@ async fn run_command(command: Command, mut env: Env) -> i32 {
             mode,
             filters,
             prefix,
+            fusion,
             explain,
             json,
         } => {
+            let fusion = match fusion {
+                SearchFusion::Auto if explain => SearchFusion::Client,
+                f => f,
+            };
             let query = sakuin::search::Query {
                 text: query.join(" ").trim().to_owned(),
                 k: usize::from(k),
                 mode: mode.into(),
+                fusion: fusion.into(),
                 filters,
                 under: prefix,
             };
@@ -435,7 +463,19 @@ async fn run_search(
     };
     let embedder = BedrockEmbedder::new(deps.aws.bedrock.clone(), deps.config.model.clone());
     match sakuin::search::search(es, &embedder, query).await {
-        Ok(hits) => {
+        Ok(Found {
+            hits,
+            fused_by,
+            note,
+        }) => {
+            match (fused_by, note) {
+                (Some(Fusion::Cluster), _) => {
+                    eprintln!("sakuin: hybrid: fused by the cluster's rrf retriever")
+                }
+                (Some(_), Some(why)) => eprintln!("sakuin: hybrid: fused in the client: {why}"),
+                (Some(_), None) => eprintln!("sakuin: hybrid: fused in the client"),
+                _ => {}
+            }
             if json {
                 println!(
                     "{}",
@@ -630,6 +670,7 @@ mod tests {
                 mode: SearchMode::Hybrid,
                 filters: vec![],
                 prefix: None,
+                fusion: SearchFusion::Auto,
                 explain: false,
                 json: false
             }
@@ -642,6 +683,7 @@ mod tests {
                 mode: SearchMode::Hybrid,
                 filters: vec![],
                 prefix: None,
+                fusion: SearchFusion::Auto,
                 explain: false,
                 json: true
             }
@@ -657,6 +699,7 @@ mod tests {
                 "--filter=source.etag=e1",
                 "--prefix",
                 "s3://b/faq/",
+                "--fusion=cluster",
                 "--explain"
             ])
             .unwrap(),
@@ -669,6 +712,7 @@ mod tests {
                     ("source.etag".into(), "e1".into())
                 ],
                 prefix: Some(("b".into(), "faq/".into())),
+                fusion: SearchFusion::Cluster,
                 explain: true,
                 json: false
             }

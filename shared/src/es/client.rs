@@ -411,6 +411,30 @@ impl EsClient {
     }
 
     /// `GET <index>/_mapping`, keyed by concrete index (an alias may name several).
+    /// Whether the cluster knows `analyzer` (`POST /_analyze` with it): a plugin's analyzer is
+    /// missing where the plugin is not installed ("failed to find global analyzer").
+    pub async fn has_analyzer(&self, analyzer: &str) -> Result<bool, EsError> {
+        let body = serde_json::to_vec(&json!({"analyzer": analyzer, "text": "東京 search"}))
+            .expect("a small JSON body");
+        let (status, bytes) = self
+            .send(Method::POST, "/_analyze", Some((body, "application/json")))
+            .await?;
+        if status.is_success() {
+            return Ok(true);
+        }
+        let missing = status == StatusCode::BAD_REQUEST
+            && String::from_utf8_lossy(&bytes).contains(&format!("analyzer [{analyzer}]"));
+        if missing {
+            Ok(false)
+        } else {
+            Err(status_error(
+                &format!("asking for the {analyzer} analyzer"),
+                status,
+                &bytes,
+            ))
+        }
+    }
+
     pub async fn mapping(&self) -> Result<Value, EsError> {
         let what = format!("reading the mapping of {}", self.index);
         let bytes = self

@@ -86,7 +86,23 @@ pub const FEATURES: &[Feature] = &[
         since: Version::new(8, 16, 0),
         source: DENSE_VECTOR,
     },
+    // Hybrid search fused by the cluster: the `rrf` retriever (technical preview in 8.14, GA in
+    // 8.16). It is an Enterprise-licence feature (`rank-rrf`): a basic cluster answers 403
+    // "current license is non-compliant for [rank-rrf]", and the search fuses in the client.
+    Feature {
+        name: RRF_RETRIEVER,
+        since: Version::new(8, 14, 0),
+        source: "https://www.elastic.co/guide/en/elasticsearch/reference/8.14/rrf.html",
+    },
 ];
+
+/// The name of the cluster-side reciprocal rank fusion row of [`FEATURES`].
+pub const RRF_RETRIEVER: &str = "rrf retriever (Enterprise licence)";
+
+/// The release that introduced feature `name` of [`FEATURES`].
+pub fn since(name: &str) -> Option<Version> {
+    FEATURES.iter().find(|f| f.name == name).map(|f| f.since)
+}
 
 /// The oldest release sakuin supports: the first with the `knn` search option.
 pub const OLDEST_SUPPORTED: Version = Version::new(8, 4, 0);
@@ -101,7 +117,7 @@ pub fn index_type_since(index_type: &str) -> Option<Version> {
         "bbq_hnsw" | "bbq_flat" => "index_options bbq_hnsw, bbq_flat",
         _ => return None,
     };
-    FEATURES.iter().find(|f| f.name == feature).map(|f| f.since)
+    since(feature)
 }
 
 /// Every index type, in the order the documentation lists them.
@@ -209,6 +225,8 @@ mod tests {
             ]
         );
         assert_eq!(index_types(v("9.1.0")), INDEX_TYPES);
+        assert_eq!(since(RRF_RETRIEVER), Some(v("8.14.0")));
+        assert_eq!(since("no such feature"), None);
     }
 
     #[test]

@@ -11,6 +11,7 @@ use serde_json::{Value, json};
 
 use super::tls::{self, HandshakeError, LeafCertificate};
 use super::{CheckResult, ProbeDeps, timed};
+use crate::es::client::analyzer_plugin;
 use crate::es::document::mapped_dimensions;
 use crate::es::{EsAuth, EsClient, EsError};
 
@@ -749,7 +750,10 @@ async fn check_index(deps: &ProbeDeps, client: &EsClient, release: Option<Versio
                 .and_then(|v| v.pointer("/mappings/properties/embedding"))
                 .cloned()
                 .unwrap_or(Value::Null);
-            let similarity = field["similarity"].as_str().map(|s| format!(", {s}")).unwrap_or_default();
+            let similarity = field["similarity"]
+                .as_str()
+                .map(|s| format!(", {s}"))
+                .unwrap_or_default();
             let index_type = field
                 .pointer("/index_options/type")
                 .and_then(Value::as_str)
@@ -757,9 +761,10 @@ async fn check_index(deps: &ProbeDeps, client: &EsClient, release: Option<Versio
                 .unwrap_or_default();
             let (count, detail_count) = match client.count().await {
                 Ok(c) => (Some(c), format!("; {c} documents (chunks)")),
-                Err(EsError::Status { status: 403, .. }) => {
-                    (None, "; the document count is forbidden (grant `read` on the index)".into())
-                }
+                Err(EsError::Status { status: 403, .. }) => (
+                    None,
+                    "; the document count is forbidden (grant `read` on the index)".into(),
+                ),
                 Err(e) => (None, format!("; count failed: {e}")),
             };
             let concrete: Vec<&str> = dims.iter().map(|(i, _)| i.as_str()).collect();
@@ -771,32 +776,75 @@ async fn check_index(deps: &ProbeDeps, client: &EsClient, release: Option<Versio
             let result = CheckResult::pass(
                 NAME,
                 0,
-                format!("{index}{alias}: `embedding` dense_vector with {want} dimensions{similarity}{index_type}, matching {}{detail_count}", model.id),
+                format!(
+                    "{index}{alias}: `embedding` dense_vector with {want} dimensions{similarity}{index_type}, matching {}{detail_count}",
+                    model.id
+                ),
             );
             match count {
                 Some(c) => result.metric("DocumentCount", c as f64),
                 None => result,
             }
         }
-        Err(EsError::Status { status: 404, .. }) => CheckResult::warn(
-            NAME,
-            0,
-            match &planned {
-                Some((r, Ok(t))) => format!(
-                    "{index} does not exist yet; embed-index will create it with index type {t} (Elasticsearch {r})"
-                ),
-                _ => format!("{index} does not exist yet"),
-            },
-        )
-        .hint("embed-index creates it with the first batch; if documents were expected, check that ES_INDEX matches embed-index's"),
-        Err(EsError::Status { status: 403, reason, .. }) => CheckResult::fail(
+        Err(EsError::Status { status: 404, .. }) => {
+            if let Some(failed) = missing_analyzer(deps, client).await {
+                return failed;
+            }
+            let analyzer = &deps.config.text_analyzer;
+            CheckResult::warn(
+                NAME,
+                0,
+                match &planned {
+                    Some((r, Ok(t))) => format!(
+                        "{index} does not exist yet; embed-index will create it with index type {t} and the {analyzer} analyzer (Elasticsearch {r})"
+                    ),
+                    _ => format!("{index} does not exist yet"),
+                },
+            )
+            .hint("embed-index creates it with the first batch; if documents were expected, check that ES_INDEX matches embed-index's")
+        }
+        Err(EsError::Status {
+            status: 403,
+            reason,
+            ..
+        }) => CheckResult::fail(
             NAME,
             "authz",
             0,
             format!("403 reading the mapping of {index} ({reason})"),
         )
-        .hint(format!("grant `view_index_metadata` (and `read` for the count) on {index} to the probe's role")),
+        .hint(format!(
+            "grant `view_index_metadata` (and `read` for the count) on {index} to the probe's role"
+        )),
         Err(e) => CheckResult::fail(NAME, "mapping", 0, e.to_string()),
+    }
+}
+
+/// Before the index exists: a failure when `ES_TEXT_ANALYZER` names a plugin's analyzer the
+/// cluster lacks, so the first batch does not find out. Built-in analyzers need no question.
+async fn missing_analyzer(deps: &ProbeDeps, client: &EsClient) -> Option<CheckResult> {
+    let analyzer = &deps.config.text_analyzer;
+    let plugin = analyzer_plugin(analyzer)?;
+    match client.has_analyzer(analyzer).await {
+        Ok(true) => None,
+        Ok(false) => Some(
+            CheckResult::fail(
+                "elasticsearch.index",
+                "analyzer",
+                0,
+                format!(
+                    "ES_TEXT_ANALYZER={analyzer} needs the {plugin} plugin, which the cluster does not have; \
+                     embed-index could not create {}",
+                    client.index
+                ),
+            )
+            .hint(format!(
+                "install it on every node (bin/elasticsearch-plugin install {plugin}, then a rolling restart), \
+                 or set EsTextAnalyzer (ES_TEXT_ANALYZER) to cjk, which is built in"
+            )),
+        ),
+        // The question itself failed (a role without `monitor`, say): the creation will tell.
+        Err(_) => None,
     }
 }
 
