@@ -8,7 +8,7 @@ PY := $(VENV)/bin/python
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 REGION ?= ap-northeast-1
 
-.PHONY: help venv build demo test lint fmt template sam-build lambda bench clean
+.PHONY: help venv build demo test lint fmt template sam-build lambda bench clean netns-tools
 
 help:
 	@echo "make demo    run the whole pipeline locally (stack, functions, samples, probe, search)"
@@ -51,7 +51,20 @@ sam-build: venv
 lambda: venv
 	cargo lambda build --release --arm64
 
-test: venv lint template sam-build
+# The path-MTU tests build networks of namespaces: as root, install what they need from Debian
+# (without it, or without root, they skip and say why).
+NETNS_TOOLS := iproute2 iptables openssl
+netns-tools:
+	@if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null \
+	    && ! { command -v ip && command -v iptables && command -v openssl; } >/dev/null; then \
+	  export DEBIAN_FRONTEND=noninteractive; \
+	  apt-get install -y -qq --no-install-recommends $(NETNS_TOOLS) >/dev/null 2>&1 \
+	  || { apt-get update -qq >/dev/null 2>&1 \
+	       && apt-get install -y -qq --no-install-recommends $(NETNS_TOOLS) >/dev/null 2>&1; } \
+	  || echo "netns-tools: could not install $(NETNS_TOOLS); the path-MTU tests will skip"; \
+	fi
+
+test: venv netns-tools lint template sam-build
 	$(PY) -m unittest discover --start-directory dev --pattern 'test_*.py'
 	cargo build --workspace
 	cargo test --workspace

@@ -180,6 +180,14 @@ impl Env {
             Duration::from_secs(self.parse::<u64>("ES_CONNECT_TIMEOUT_SECS", 5).max(1));
         let index = self.get("ES_INDEX").unwrap_or_else(|| "documents".into());
         let secret_id = self.get("ES_SECRET_ID");
+        let tcp_mss = self.optional::<u32>("ES_TCP_MSS");
+        if let Some(mss) = tcp_mss.filter(|m| !crate::net::MSS_RANGE.contains(m)) {
+            self.problem(format!(
+                "ES_TCP_MSS={mss} must be between {} and {} bytes (or empty: the path's own)",
+                crate::net::MSS_RANGE.start(),
+                crate::net::MSS_RANGE.end()
+            ));
+        }
         (
             EsSettings {
                 host,
@@ -191,6 +199,7 @@ impl Env {
                 index,
                 timeout,
                 connect_timeout,
+                tcp_mss,
             },
             secret_id,
         )

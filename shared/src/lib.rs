@@ -12,6 +12,7 @@ pub mod ids;
 pub mod ingest;
 pub mod message;
 pub mod metrics;
+pub mod net;
 pub mod probe;
 pub mod queue;
 pub mod reader;

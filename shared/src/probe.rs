@@ -9,6 +9,7 @@
 //! group's `CheckFailed` metric, so its alarm fires), but it does not fail the invocation.
 
 mod elasticsearch;
+mod path_mtu;
 mod services;
 pub mod tls;
 
@@ -35,6 +36,7 @@ pub const CHECKS: &[&str] = &[
     "elasticsearch.tcp",
     "elasticsearch.tls",
     "elasticsearch.http",
+    "elasticsearch.path_mtu",
     "elasticsearch.auth",
     "elasticsearch.cluster",
     "elasticsearch.index",
@@ -65,7 +67,8 @@ pub struct CheckResult {
     pub ms: u64,
     /// What was found, in one sentence.
     pub detail: String,
-    /// The layer a failed check broke at: dns, tcp, tls, http, auth, authz, cluster, mapping for
+    /// The layer a failed check broke at: dns, tcp, tls, http, path_mtu, auth, authz, cluster,
+    /// version, analyzer, mapping for
     /// Elasticsearch; network, access, model_access, not_found, region, throttled, service,
     /// request, response for the AWS services; config for the probe's own settings.
     #[serde(skip_serializing_if = "Option::is_none", default)]

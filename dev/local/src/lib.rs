@@ -7,6 +7,7 @@ pub mod demo;
 pub mod esfaults;
 pub mod fleet;
 pub mod http;
+pub mod netns;
 pub mod pipeline;
 pub mod quota;
 pub mod runtime;

@@ -252,6 +252,7 @@ impl LocalStack {
     /// A client for the local Elasticsearch (directly, not through any fault proxy) on `index`.
     pub fn es(&self, index: &str) -> sakuin::es::EsClient {
         sakuin::es::EsClient::new(&sakuin::es::EsSettings {
+            tcp_mss: None,
             host: "127.0.0.1".into(),
             port: self.elasticsearch.port,
             use_ssl: false,

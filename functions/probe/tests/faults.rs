@@ -437,6 +437,7 @@ async fn a_healthy_cluster_reports_every_layer() {
             "elasticsearch.dns",
             "elasticsearch.tcp",
             "elasticsearch.http",
+            "elasticsearch.path_mtu",
             "elasticsearch.auth",
             "elasticsearch.cluster",
             "elasticsearch.index"
@@ -564,7 +565,9 @@ async fn search_embeds_a_query_and_runs_knn() {
         mode: sakuin::search::Mode::Knn,
         ..sakuin::search::Query::new("パスワードを忘れました", 2)
     };
-    let hits = sakuin::search::search(es, &embedder, &query).await.unwrap();
+    let found = sakuin::search::search(es, &embedder, &query).await.unwrap();
+    assert_eq!(found.fused_by, None, "one list");
+    let hits = found.hits;
     assert_eq!(hits.len(), 2);
     assert_eq!(
         *embedder.seen.lock().unwrap(),
@@ -703,6 +706,7 @@ async fn the_elasticsearch_client_trusts_the_private_ca_and_checks_the_host_name
     ] {
         let server = serve(Cluster::default().responder(), Some(certs.acceptor(cert))).await;
         let settings = EsSettings {
+            tcp_mss: None,
             host: "127.0.0.1".into(),
             port: server.port().parse().unwrap(),
             use_ssl: true,

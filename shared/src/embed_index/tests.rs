@@ -336,6 +336,7 @@ type Deps = EmbedIndexDeps<CountingEmbedder, MemoryIndex, MemoryQueue>;
 fn config(model: EmbeddingModel) -> EmbedIndexConfig {
     EmbedIndexConfig {
         es: EsSettings {
+            tcp_mss: None,
             host: "h".into(),
             port: 9200,
             use_ssl: false,

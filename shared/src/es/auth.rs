@@ -224,6 +224,7 @@ mod tests {
 
     fn client(port: u16, password: &str) -> EsClient {
         EsClient::new(&EsSettings {
+            tcp_mss: None,
             host: "127.0.0.1".into(),
             port,
             use_ssl: false,

@@ -13,6 +13,7 @@ use super::auth::{AuthFuture, Credentials};
 use super::bulk::{BulkOutcome, parse_bulk_answer};
 use super::document::{index_mapping, mapped_dimensions};
 use crate::embed::bedrock::error_chain;
+use crate::net::MssRelay;
 use crate::secret::Secret;
 
 /// How to reach and authenticate to the cluster.
@@ -28,6 +29,9 @@ pub struct EsSettings {
     pub index: String,
     pub timeout: Duration,
     pub connect_timeout: Duration,
+    /// `ES_TCP_MSS`: every connection to the cluster sets this TCP maximum segment size before
+    /// connecting, to pass a path-MTU blackhole until the network is fixed ([`crate::net`]).
+    pub tcp_mss: Option<u32>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -165,6 +169,8 @@ pub struct EsClient {
     base: String,
     /// The `Authorization` header, shared by every clone so a refresh after a 401 serves all.
     auth: Arc<Credentials>,
+    /// With `ES_TCP_MSS`: the relay every connection goes through, shared by the clones.
+    relay: Option<Arc<MssRelay>>,
     pub index: String,
 }
 
@@ -205,6 +211,14 @@ impl EsClient {
                 .tls_danger_accept_invalid_certs(true)
                 .tls_danger_accept_invalid_hostnames(true);
         }
+        let relay = match settings.tcp_mss {
+            Some(mss) => {
+                let relay = Self::relay(settings, mss)?;
+                builder = builder.unix_socket(relay.path());
+                Some(Arc::new(relay))
+            }
+            None => None,
+        };
         let http = builder
             .build()
             .map_err(|e| EsError::Setup(error_chain(&e)))?;
@@ -212,8 +226,31 @@ impl EsClient {
             http,
             base: settings.base_url(),
             auth: Arc::new(Credentials::new(settings.auth.as_ref())),
+            relay,
             index: settings.index.clone(),
         })
+    }
+
+    /// The clamped path to the cluster: reqwest speaks HTTP (and TLS, with the URL's host name
+    /// for SNI and verification) over the relay's Unix socket; the relay connects over TCP.
+    fn relay(settings: &EsSettings, mss: u32) -> Result<MssRelay, EsError> {
+        if tokio::runtime::Handle::try_current().is_err() {
+            return Err(EsError::Setup(
+                "ES_TCP_MSS needs the client built inside the Tokio runtime".into(),
+            ));
+        }
+        let host = settings.host.trim_matches(['[', ']']);
+        MssRelay::start(host, settings.port, mss, settings.connect_timeout).map_err(|e| {
+            EsError::Setup(format!(
+                "ES_TCP_MSS={mss}: could not open the relay's socket in {}: {e}",
+                std::env::temp_dir().display()
+            ))
+        })
+    }
+
+    /// `ES_TCP_MSS`, when the connections clamp their segment size.
+    pub fn tcp_mss(&self) -> Option<u32> {
+        self.relay.as_ref().map(|r| r.mss())
     }
 
     /// Re-read the credentials with `refresh` (the start-up code path, e.g. the secret named by
@@ -283,10 +320,21 @@ impl EsClient {
     }
 
     fn unreachable(&self, e: reqwest::Error) -> EsError {
+        let mut detail = error_chain(&e);
+        // Through the relay, the client sees only its Unix connection close; the reason is the
+        // relay's TCP connect.
+        if let Some(relay) = &self.relay
+            && let Some(why) = relay.take_error()
+        {
+            detail = format!(
+                "{why} (connecting with ES_TCP_MSS={}; the client saw: {detail})",
+                relay.mss()
+            );
+        }
         EsError::Unreachable {
             url: self.base.clone(),
             timeout: e.is_timeout(),
-            detail: error_chain(&e),
+            detail,
         }
     }
 
@@ -736,7 +784,7 @@ pub(super) fn status_error(what: &str, status: StatusCode, body: &[u8]) -> EsErr
 
 /// Index names cannot hold most reserved characters; percent-encode the few that may appear in
 /// an alias or pattern so they stay one path segment.
-pub(super) fn encode_path(name: &str) -> String {
+pub(crate) fn encode_path(name: &str) -> String {
     use percent_encoding::{AsciiSet, CONTROLS, utf8_percent_encode};
     const SEGMENT: &AsciiSet = &CONTROLS.add(b' ').add(b'/').add(b'?').add(b'#').add(b'%');
     utf8_percent_encode(name, SEGMENT).to_string()
@@ -748,6 +796,7 @@ mod tests {
 
     fn settings() -> EsSettings {
         EsSettings {
+            tcp_mss: None,
             host: "es.internal".into(),
             port: 9200,
             use_ssl: true,

@@ -10,7 +10,7 @@ use rustls::CertificateError;
 use serde_json::{Value, json};
 
 use super::tls::{self, HandshakeError, LeafCertificate};
-use super::{CheckResult, ProbeDeps, timed};
+use super::{CheckResult, ProbeDeps, path_mtu, timed};
 use crate::es::client::analyzer_plugin;
 use crate::es::document::mapped_dimensions;
 use crate::es::{EsAuth, EsClient, EsError};
@@ -45,11 +45,26 @@ pub(super) async fn check(deps: &ProbeDeps) -> Vec<CheckResult> {
         }
     };
 
-    // TLS: our own handshake, to tell the certificate problems apart.
+    // TLS: our own handshake, to tell the certificate problems apart; a stalled one is tried
+    // again with smaller TCP segments, which tells a path-MTU blackhole from a wrong port.
     if es.use_ssl {
-        let result = check_tls(deps, addr).await;
+        let (mut result, stalled) = check_tls(deps, addr).await;
+        let diagnosis = match stalled {
+            true if es.tcp_mss.is_none() => {
+                path_mtu::after_handshake_stall(deps, addr, &result.detail).await
+            }
+            _ => None,
+        };
+        if let Some(found) = &diagnosis {
+            result.detail.push_str(&format!(
+                "; with smaller TCP segments it completes: a path-MTU blackhole ({})",
+                path_mtu::NAME
+            ));
+            result.hint = found.hint.clone();
+        }
         let failed = !result.ok;
         out.push(result);
+        out.extend(diagnosis);
         if failed {
             return out;
         }
@@ -144,6 +159,14 @@ pub(super) async fn check(deps: &ProbeDeps) -> Vec<CheckResult> {
     } else {
         CheckResult::pass("elasticsearch.http", ms, detail)
     });
+
+    // Large requests: a small GET / crosses a path-MTU blackhole, a `_bulk` body does not.
+    let path = path_mtu::check_upstream(deps, client).await;
+    let failed = !path.ok;
+    out.push(path);
+    if failed {
+        return out;
+    }
 
     // Authentication: 401 is the credentials; 403 means they were accepted.
     let (auth, ms) = timed(check_auth(deps, client, status, &body)).await;
@@ -287,14 +310,16 @@ pub(super) async fn connect_any(
     Err((problems.join(" / "), hint))
 }
 
-async fn check_tls(deps: &ProbeDeps, addr: SocketAddr) -> CheckResult {
+/// The TLS check, and whether the handshake stalled (no answer in time after TCP connected).
+async fn check_tls(deps: &ProbeDeps, addr: SocketAddr) -> (CheckResult, bool) {
     const NAME: &str = "elasticsearch.tls";
     let es = &deps.config.es;
     let trust = match &deps.tls {
         Ok(t) => t,
         Err(e) => {
-            return CheckResult::fail(NAME, "tls", 0, e.clone())
+            let result = CheckResult::fail(NAME, "tls", 0, e.clone())
                 .hint("ES_CA_CERT must be PEM text or the path of a PEM file holding the cluster's CA certificate(s)");
+            return (result, false);
         }
     };
     let budget = deps.config.timeout;
@@ -303,9 +328,27 @@ async fn check_tls(deps: &ProbeDeps, addr: SocketAddr) -> CheckResult {
         addr,
         &es.host,
         es.verify_certs,
+        es.tcp_mss,
         budget,
     ))
     .await;
+    let stalled = matches!(result, Err(HandshakeError::Timeout(_)));
+    (tls_result(deps, addr, result, ms), stalled)
+}
+
+/// The TLS check's result for the handshake's outcome.
+fn tls_result(
+    deps: &ProbeDeps,
+    addr: SocketAddr,
+    result: Result<tls::Handshake, HandshakeError>,
+    ms: u64,
+) -> CheckResult {
+    const NAME: &str = "elasticsearch.tls";
+    let es = &deps.config.es;
+    let trust = match &deps.tls {
+        Ok(t) => t,
+        Err(e) => return CheckResult::fail(NAME, "tls", ms, e.clone()),
+    };
     let now = chrono::Utc::now().timestamp();
     let trusted = if trust.extra_roots > 0 {
         "the system roots or ES_CA_CERT"
@@ -866,7 +909,7 @@ fn es_reason(body: &[u8]) -> String {
     }
 }
 
-fn secs(d: Duration) -> String {
+pub(super) fn secs(d: Duration) -> String {
     if d.subsec_millis() == 0 {
         format!("{} s", d.as_secs())
     } else {

@@ -12,7 +12,6 @@ use rustls::crypto::CryptoProvider;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::{CertificateError, DigitallySignedStruct, RootCertStore, SignatureScheme};
-use tokio::net::TcpStream;
 
 /// The roots a handshake trusts; built once per container.
 #[derive(Debug)]
@@ -147,12 +146,14 @@ impl ServerCertVerifier for Capture {
     }
 }
 
-/// Connects to `addr` and runs a TLS handshake for `host`, all within `timeout`.
+/// Connects to `addr` (with the TCP segment size clamped to `mss`, when given) and runs a TLS
+/// handshake for `host`, all within `timeout`.
 pub async fn handshake(
     trust: &TlsTrust,
     addr: SocketAddr,
     host: &str,
     verify: bool,
+    mss: Option<u32>,
     timeout: Duration,
 ) -> Result<Handshake, HandshakeError> {
     let server_name =
@@ -172,7 +173,7 @@ pub async fn handshake(
         .with_no_client_auth();
     let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
     let attempt = async {
-        let tcp = TcpStream::connect(addr)
+        let tcp = crate::net::connect(addr, mss)
             .await
             .map_err(|e| HandshakeError::Connect(format!("{addr}: {e}")))?;
         connector

@@ -1,0 +1,377 @@
+//! Path-MTU blackholes between the functions and the cluster, on a network of namespaces
+//! (`sakuin_local::netns`): the probe names the cause and the segment size that passes, in each
+//! direction, and `ES_TCP_MSS` carries a `_bulk` of 1,000 chunks across.
+//!
+//! Needs root, `ip` and `iptables` (`make test` installs them as root); elsewhere each test says
+//! why it skipped. Figures: `cargo test -p sakuin-local --test path_mtu -- --nocapture`.
+
+use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
+use std::process::Output;
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
+
+use sakuin::es::bulk::{Expect, push_index};
+use sakuin::es::{EsClient, EsError, EsSettings, VectorSettings};
+use sakuin_local::netns::{Blackhole, Topology, in_netns};
+use sakuin_local::stack::LocalStack;
+use serde_json::{Value, json};
+use tokio::net::{TcpListener, TcpStream};
+use tokio_rustls::TlsAcceptor;
+use tokio_rustls::rustls::pki_types::pem::PemObject;
+use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
+
+/// The network for one test, or the reason it cannot be built here (the test then skips).
+fn topology(id: u8, blackhole: Blackhole) -> Option<Topology> {
+    if std::process::Command::new("openssl")
+        .arg("version")
+        .output()
+        .is_err()
+    {
+        eprintln!(
+            "skipped: `openssl` is missing (apt-get install openssl; `make test` installs it as root)"
+        );
+        return None;
+    }
+    match Topology::build(id, blackhole) {
+        Ok(t) => Some(t),
+        Err(why) => {
+            eprintln!("skipped: {why}");
+            None
+        }
+    }
+}
+
+/// A CA and a server certificate, both RSA 4096 (a chain of about 3 KB, so the server's first
+/// flight is several full-size segments), for the servers' addresses in every topology.
+struct Chain {
+    dir: PathBuf,
+}
+
+impl Chain {
+    fn get() -> &'static Chain {
+        static CHAIN: OnceLock<Chain> = OnceLock::new();
+        CHAIN.get_or_init(|| {
+            let dir = std::env::temp_dir().join(format!("sakuin-path-mtu-{}", std::process::id()));
+            std::fs::create_dir_all(&dir).unwrap();
+            let sans: Vec<String> = (0..8).map(|id| format!("IP:198.18.{id}.10")).collect();
+            std::fs::write(
+                dir.join("leaf.ext"),
+                format!(
+                    "subjectAltName={}\nbasicConstraints=critical,CA:FALSE\nextendedKeyUsage=serverAuth\n",
+                    sans.join(",")
+                ),
+            )
+            .unwrap();
+            let openssl = |args: &[&str]| {
+                let out = std::process::Command::new("openssl")
+                    .args(args)
+                    .current_dir(&dir)
+                    .output()
+                    .expect("openssl (Debian's openssl package)");
+                assert!(out.status.success(), "openssl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+            };
+            openssl(&["req", "-x509", "-newkey", "rsa:4096", "-nodes", "-keyout", "ca.key", "-out", "ca.pem",
+                "-days", "2", "-subj", "/CN=sakuin path-MTU test CA"]);
+            openssl(&["req", "-newkey", "rsa:4096", "-nodes", "-keyout", "leaf.key", "-out", "leaf.csr",
+                "-subj", "/CN=elasticsearch.test"]);
+            openssl(&["x509", "-req", "-in", "leaf.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial",
+                "-out", "leaf.pem", "-days", "2", "-extfile", "leaf.ext"]);
+            Chain { dir }
+        })
+    }
+
+    fn ca(&self) -> PathBuf {
+        self.dir.join("ca.pem")
+    }
+
+    fn acceptor(&self) -> TlsAcceptor {
+        let mut certs: Vec<CertificateDer<'static>> =
+            CertificateDer::pem_file_iter(self.dir.join("leaf.pem"))
+                .unwrap()
+                .map(Result::unwrap)
+                .collect();
+        certs.extend(
+            CertificateDer::pem_file_iter(self.ca())
+                .unwrap()
+                .map(Result::unwrap),
+        );
+        let key = PrivateKeyDer::from_pem_file(self.dir.join("leaf.key")).unwrap();
+        let config = tokio_rustls::rustls::ServerConfig::builder_with_provider(Arc::new(
+            tokio_rustls::rustls::crypto::aws_lc_rs::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .unwrap();
+        TlsAcceptor::from(Arc::new(config))
+    }
+}
+
+/// The local Elasticsearch on the server's side of the network: a listener in the server's
+/// namespace (TLS-terminating when `tls` is given) joined to the cluster on this host's
+/// loopback. Returns the port.
+async fn front(topology: &Topology, es_port: u16, tls: Option<TlsAcceptor>) -> u16 {
+    let addr = topology.server_addr;
+    let listener = in_netns(topology.server_ns(), move || {
+        let l = std::net::TcpListener::bind((addr, 0)).unwrap();
+        l.set_nonblocking(true).unwrap();
+        l
+    })
+    .unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let listener = TcpListener::from_std(listener).unwrap();
+    tokio::spawn(async move {
+        while let Ok((outside, _)) = listener.accept().await {
+            let tls = tls.clone();
+            tokio::spawn(async move {
+                let Ok(mut cluster) = TcpStream::connect(("127.0.0.1", es_port)).await else {
+                    return;
+                };
+                match tls {
+                    Some(acceptor) => {
+                        if let Ok(mut outside) = acceptor.accept(outside).await {
+                            let _ = tokio::io::copy_bidirectional(&mut outside, &mut cluster).await;
+                        }
+                    }
+                    None => {
+                        let mut outside = outside;
+                        let _ = tokio::io::copy_bidirectional(&mut outside, &mut cluster).await;
+                    }
+                }
+            });
+        }
+    });
+    port
+}
+
+/// `sakuin probe --checks elasticsearch --json`, run in the client's namespace.
+async fn probe(topology: &Topology, port: u16, env: &[(&str, &str)]) -> (Output, Duration) {
+    let sakuin = sakuin_local::pipeline::require(&sakuin_local::pipeline::binary_dir(), "sakuin")
+        .expect("cargo build --workspace builds the sakuin CLI");
+    let started = Instant::now();
+    let out = tokio::process::Command::new("ip")
+        .args(["netns", "exec", topology.client_ns()])
+        .arg(sakuin)
+        .args(["probe", "--checks", "elasticsearch", "--json"])
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("AWS_REGION", "ap-northeast-1")
+        .env("ES_HOST", topology.server_addr.to_string())
+        .env("ES_PORT", port.to_string())
+        .env("ES_INDEX", "path-mtu")
+        .env("PROBE_TIMEOUT_SECS", "5")
+        .envs(env.iter().copied())
+        .output()
+        .await
+        .unwrap();
+    (out, started.elapsed())
+}
+
+fn check<'a>(out: &'a Value, name: &str) -> &'a Value {
+    out["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == name)
+        .unwrap_or_else(|| panic!("{name} not in {out}"))
+}
+
+fn report_of(out: &Output) -> Value {
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "{e}: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    })
+}
+
+/// A failed probe whose `elasticsearch.path_mtu` names a blackhole (`says`) and a segment size
+/// within 4 bytes of the narrow link's, with `ES_TCP_MSS` at that size as the workaround.
+fn diagnosed(out: &Output, says: &str) -> (Value, u32) {
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    let report = report_of(out);
+    let path = check(&report, "elasticsearch.path_mtu");
+    assert_eq!(path["layer"], "path_mtu", "{path}");
+    let detail = path["detail"].as_str().unwrap();
+    assert!(detail.contains(says), "{detail}");
+    let mss = path["metrics"]["PathMss"]
+        .as_f64()
+        .unwrap_or_else(|| panic!("{path}")) as u32;
+    let limit = sakuin_local::netns::NARROW_MTU - 40;
+    assert!(
+        mss <= limit && limit - mss < 5,
+        "{mss} for a path of {limit}: {report:#}"
+    );
+    let hint = path["hint"].as_str().unwrap();
+    assert!(hint.contains(&format!("(ES_TCP_MSS) to {mss}")), "{hint}");
+    (report, mss)
+}
+
+/// The probe with `ES_TCP_MSS` set passes where the path broke.
+async fn passes_with_the_workaround(net: &Topology, port: u16, env: &[(&str, &str)], mss: u32) {
+    let mss = mss.to_string();
+    let env: Vec<(&str, &str)> = env
+        .iter()
+        .copied()
+        .chain([("ES_TCP_MSS", mss.as_str())])
+        .collect();
+    let (out, _) = probe(net, port, &env).await;
+    let report = report_of(&out);
+    for name in ["elasticsearch.http", "elasticsearch.path_mtu"] {
+        assert_eq!(check(&report, name)["ok"], true, "{report:#}");
+    }
+    let detail = check(&report, "elasticsearch.path_mtu")["detail"]
+        .as_str()
+        .unwrap();
+    assert!(detail.contains("ES_TCP_MSS"), "{detail}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_probe_names_a_blackhole_on_the_way_from_the_cluster() {
+    let Some(net) = topology(1, Blackhole::TowardClient) else {
+        return;
+    };
+    let stack = LocalStack::start(&[]).await.unwrap();
+    let chain = Chain::get();
+    let port = front(&net, stack.elasticsearch.port, Some(chain.acceptor())).await;
+    let ca = chain.ca().display().to_string();
+    let tls = [("ES_USE_SSL", "true"), ("ES_CA_CERT", ca.as_str())];
+
+    // The server's certificate chain is lost: the handshake stalls after TCP connected.
+    let (out, took) = probe(&net, port, &tls).await;
+    let (report, mss) = diagnosed(
+        &out,
+        "the TLS handshake's client hello or certificate chain",
+    );
+    let tls_check = check(&report, "elasticsearch.tls");
+    assert_eq!(tls_check["layer"], "tls", "{tls_check}");
+    let detail = tls_check["detail"].as_str().unwrap();
+    assert!(detail.contains("path-MTU blackhole"), "{detail}");
+    println!(
+        "a stalled TLS handshake: diagnosed in {:.1} s, MSS {mss}",
+        took.as_secs_f64()
+    );
+    passes_with_the_workaround(&net, port, &tls, mss).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_probe_names_a_blackhole_on_the_way_to_the_cluster() {
+    let Some(net) = topology(2, Blackhole::TowardServer) else {
+        return;
+    };
+    let stack = LocalStack::start(&[]).await.unwrap();
+    let port = front(&net, stack.elasticsearch.port, None).await;
+
+    // GET / crosses; a 6 KB request does not.
+    let (out, took) = probe(&net, port, &[]).await;
+    let (report, mss) = diagnosed(&out, "on the way from the function to the cluster");
+    assert_eq!(
+        check(&report, "elasticsearch.http")["ok"],
+        true,
+        "{report:#}"
+    );
+    println!(
+        "a stalled 6 KB request: diagnosed in {:.1} s, MSS {mss}",
+        took.as_secs_f64()
+    );
+    passes_with_the_workaround(&net, port, &[], mss).await;
+}
+
+/// 1,000 chunk documents of 256 dimensions in one `_bulk` body.
+fn thousand_chunks(index: &str) -> Vec<u8> {
+    let mut body = Vec::new();
+    for i in 0..1000 {
+        let vector: Vec<f32> = (0..256)
+            .map(|d| ((i * 7 + d) % 97) as f32 / 97.0 - 0.5)
+            .collect();
+        let doc = json!({"doc_id": format!("d{i}"), "chunk_index": 0, "chunk_count": 1,
+                         "text": format!("chunk {i} of the path-MTU test"), "embedding": vector});
+        push_index(&mut body, index, &format!("d{i}#0"), Expect::Any, &doc);
+    }
+    body
+}
+
+/// Indexes the 1,000 chunks from the client's namespace; the time it took, or the error.
+fn index_from_client(
+    net: &Topology,
+    addr: Ipv4Addr,
+    port: u16,
+    ca: &Path,
+    tcp_mss: Option<u32>,
+) -> (Result<usize, EsError>, Duration) {
+    let settings = EsSettings {
+        host: addr.to_string(),
+        port,
+        use_ssl: true,
+        verify_certs: true,
+        ca_cert_pem: Some(std::fs::read_to_string(ca).unwrap()),
+        auth: None,
+        index: "path-mtu-bulk".into(),
+        timeout: Duration::from_secs(10),
+        connect_timeout: Duration::from_secs(5),
+        tcp_mss,
+    };
+    in_netns(net.client_ns(), move || {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        runtime.block_on(async move {
+            let started = Instant::now();
+            let result = async {
+                let es = EsClient::new(&settings)?;
+                let vectors = VectorSettings {
+                    similarity: "cosine".into(),
+                    index_type: Some("hnsw".into()),
+                    text_analyzer: "standard".into(),
+                };
+                es.ensure_index(256, &vectors, "amazon.titan-embed-text-v2:0")
+                    .await?;
+                let outcome = es.bulk(thousand_chunks(&es.index), 1000).await?;
+                Ok(outcome.items.len())
+            }
+            .await;
+            (result, started.elapsed())
+        })
+    })
+    .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bulk_of_a_thousand_chunks_crosses_the_blackhole_with_es_tcp_mss() {
+    let Some(net) = topology(3, Blackhole::Both) else {
+        return;
+    };
+    let stack = LocalStack::start(&[]).await.unwrap();
+    let chain = Chain::get();
+    let port = front(&net, stack.elasticsearch.port, Some(chain.acceptor())).await;
+    let (addr, ca) = (net.server_addr, chain.ca());
+
+    // Without the workaround: an error within the request's deadline, not a hang.
+    let (result, took) =
+        tokio::task::block_in_place(|| index_from_client(&net, addr, port, &ca, None));
+    match result {
+        Err(EsError::Unreachable { timeout: true, .. }) => {}
+        other => panic!("expected a timeout, got {other:?}"),
+    }
+    assert!(took < Duration::from_secs(16), "{took:?}");
+    println!(
+        "without ES_TCP_MSS: failed after {:.1} s",
+        took.as_secs_f64()
+    );
+
+    let (result, took) =
+        tokio::task::block_in_place(|| index_from_client(&net, addr, port, &ca, Some(1360)));
+    assert_eq!(result.unwrap(), 1000);
+    let es = stack.es("path-mtu-bulk");
+    es.refresh().await.unwrap();
+    assert_eq!(es.count().await.unwrap(), 1000);
+    println!(
+        "with ES_TCP_MSS=1360: the index created and 1,000 chunks (256 dimensions) in one _bulk in {:.2} s",
+        took.as_secs_f64()
+    );
+}
