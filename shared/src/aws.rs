@@ -58,7 +58,7 @@ pub async fn es_auth_from_secret(
         .map_err(|e| ConfigError {
             problems: vec![format!(
                 "ES_SECRET_ID {secret_id}: could not be read: {}",
-                crate::embed::bedrock::error_chain(&e.into_service_error())
+                crate::error::error_chain(&e.into_service_error())
             )],
         })?;
     let text = out.secret_string().ok_or_else(|| ConfigError {

@@ -543,11 +543,11 @@ impl ProbeConfig {
         let intake_dead_letter_queue_url = env.get("INGEST_DEAD_LETTER_QUEUE_URL");
         let required_checks = env.list("PROBE_REQUIRED_CHECKS", "all");
         for name in &required_checks {
-            if !crate::probe::is_known_selector(name) {
+            if !crate::checks::is_known_selector(name) {
                 env.problem(format!(
                     "PROBE_REQUIRED_CHECKS names {name:?}, which is not all, none, a group ({}) or a check ({})",
-                    crate::probe::GROUPS.join(", "),
-                    crate::probe::CHECKS.join(", ")
+                    crate::checks::GROUPS.join(", "),
+                    crate::checks::CHECKS.join(", ")
                 ));
             }
         }

@@ -16,12 +16,12 @@ pub fn chunk_id(doc_id: &str, chunk_index: u32) -> String {
     // A separator no id can contain keeps ("a1", 0) and ("a", 10) apart.
     hasher.update([0u8]);
     hasher.update(chunk_index.to_be_bytes());
-    hex(&hasher.finalize()[..16])
+    hex::encode(&hasher.finalize()[..16])
 }
 
 /// SHA-256 of a chunk's text, in hex: what decides whether a chunk must be embedded again.
 pub fn content_sha256(text: &str) -> String {
-    hex(&Sha256::digest(text.as_bytes()))
+    hex::encode(Sha256::digest(text.as_bytes()))
 }
 
 /// S3 sequencers order events for one key once left-padded to equal length; padded to a fixed
@@ -45,17 +45,7 @@ pub fn source_marker_id(bucket: &str, key: &str) -> String {
     hasher.update(bucket.as_bytes());
     hasher.update([0u8]);
     hasher.update(key.as_bytes());
-    hex(&hasher.finalize()[..16])
-}
-
-fn hex(bytes: &[u8]) -> String {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    let mut out = String::with_capacity(bytes.len() * 2);
-    for b in bytes {
-        out.push(DIGITS[(b >> 4) as usize] as char);
-        out.push(DIGITS[(b & 0xf) as usize] as char);
-    }
-    out
+    hex::encode(&hasher.finalize()[..16])
 }
 
 #[cfg(test)]

@@ -267,7 +267,7 @@ impl Continuation for LambdaContinuation {
                 format!(
                     "invoking {} to continue: {}",
                     self.function_name,
-                    crate::embed::bedrock::error_chain(&e.into_service_error())
+                    crate::error::error_chain(&e.into_service_error())
                 )
             })
     }

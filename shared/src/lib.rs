@@ -2,11 +2,12 @@
 //! This crate holds everything the three Lambda functions do; their `main.rs` only wires it up.
 
 pub mod aws;
-pub mod base64;
+pub mod checks;
 pub mod chunker;
 pub mod config;
 pub mod embed;
 pub mod embed_index;
+pub mod error;
 pub mod es;
 pub mod ids;
 pub mod ingest;

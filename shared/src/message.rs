@@ -1,6 +1,8 @@
 //! The chunk message the ingester queues and the embed-index worker consumes, and the packing of
 //! chunks into message bodies under a byte budget.
 
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as BASE64;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
@@ -49,13 +51,13 @@ impl CarriedVector {
         let bytes: Vec<u8> = vector.iter().flat_map(|x| x.to_le_bytes()).collect();
         Self {
             model_id: model_id.to_owned(),
-            f32le: crate::base64::encode(&bytes),
+            f32le: BASE64.encode(&bytes),
         }
     }
 
     /// The vector, if it decodes to `dimensions` floats.
     pub fn decode(&self, dimensions: usize) -> Option<Vec<f32>> {
-        let bytes = crate::base64::decode(&self.f32le)?;
+        let bytes = BASE64.decode(&self.f32le).ok()?;
         if bytes.len() != dimensions * 4 {
             return None;
         }

@@ -70,6 +70,12 @@ impl Topology {
     }
 
     fn wire(&self, id: u8, blackhole: Blackhole) -> Result<(), String> {
+        self.link(id)?;
+        self.route(id, blackhole)
+    }
+
+    /// The namespaces, the veth pairs between them, their addresses and the narrow link's MTU.
+    fn link(&self, id: u8) -> Result<(), String> {
         let [c, r1, r2, s] = &self.names;
         let net = |host: u8| format!("198.18.{id}.{host}");
         for ns in &self.names {
@@ -111,7 +117,14 @@ impl Topology {
         }
         let mtu = NARROW_MTU.to_string();
         ip(&["-n", r1, "link", "set", "r1n", "mtu", &mtu])?;
-        ip(&["-n", r2, "link", "set", "r2n", "mtu", &mtu])?;
+        ip(&["-n", r2, "link", "set", "r2n", "mtu", &mtu])
+    }
+
+    /// Each direction over the narrow link or the wide one; forwarding on, and the ICMP
+    /// "fragmentation needed" the routers would send dropped.
+    fn route(&self, id: u8, blackhole: Blackhole) -> Result<(), String> {
+        let [c, r1, r2, s] = &self.names;
+        let net = |host: u8| format!("198.18.{id}.{host}");
         ip(&["-n", c, "route", "add", "default", "via", &net(2)])?;
         ip(&["-n", s, "route", "add", "default", "via", &net(9)])?;
         let (to_server, to_client) = match blackhole {

@@ -375,3 +375,45 @@ async fn a_bulk_of_a_thousand_chunks_crosses_the_blackhole_with_es_tcp_mss() {
         took.as_secs_f64()
     );
 }
+
+/// On any path (here loopback, no namespaces needed): the deployed functions with
+/// `ES_TCP_MSS` index a batch and probe through the relay.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_functions_index_and_probe_through_es_tcp_mss() {
+    let pipeline =
+        sakuin_local::pipeline::Pipeline::start_logged(sakuin_local::pipeline::PipelineOptions {
+            index: "mss".into(),
+            extra_env: vec![("ES_TCP_MSS".into(), "1200".into())],
+            ..Default::default()
+        })
+        .await;
+    let lines: String = (0..20)
+        .map(|i| {
+            json!({"id": format!("m{i}"), "text": format!("Clamped record {i}.")}).to_string()
+                + "\n"
+        })
+        .collect();
+    let event = pipeline
+        .put_object("mss/a.jsonl", lines.into_bytes())
+        .await
+        .unwrap();
+    pipeline.invoke_ingest(&event).await.unwrap();
+    let stats = pipeline.drain(Duration::from_secs(60)).await.unwrap();
+    assert_eq!(stats.function_errors, 0, "{stats:?}");
+    let es = pipeline.es();
+    es.refresh().await.unwrap();
+    assert_eq!(es.count().await.unwrap(), 20);
+
+    let report = pipeline
+        .invoke_probe(&json!({"checks": ["elasticsearch"]}))
+        .await
+        .unwrap();
+    let path = check(&report, "elasticsearch.path_mtu");
+    assert_eq!(path["ok"], true, "{report:#}");
+    let detail = path["detail"].as_str().unwrap();
+    assert!(
+        detail.contains("clamped to 1200 bytes by ES_TCP_MSS"),
+        "{detail}"
+    );
+    pipeline.stop().await;
+}

@@ -16,7 +16,7 @@ use aws_sdk_sqs::types::{
     SendMessageBatchRequestEntry,
 };
 use sakuin::config::QueuePair;
-use sakuin::embed::bedrock::error_chain;
+use sakuin::error::error_chain;
 use serde_json::{Value, json};
 
 /// How the messages went back.

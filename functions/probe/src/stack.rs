@@ -8,7 +8,7 @@
 
 use std::collections::HashMap;
 
-use sakuin::embed::bedrock::error_chain;
+use sakuin::error::error_chain;
 
 /// The probe function's logical id in template.yaml.
 pub const PROBE_LOGICAL_ID: &str = "ProbeFunction";

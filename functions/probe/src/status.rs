@@ -270,7 +270,7 @@ pub(crate) async fn depth(sqs: &aws_sdk_sqs::Client, url: &str) -> Result<Depth,
         .attribute_names(A::ApproximateNumberOfMessagesDelayed)
         .send()
         .await
-        .map_err(|e| sakuin::embed::bedrock::error_chain(&e))?;
+        .map_err(|e| sakuin::error::error_chain(&e))?;
     let attributes = answer.attributes.unwrap_or_default();
     let count = |name: A| {
         attributes
@@ -353,7 +353,7 @@ async fn oldest_ages(
         .scan_by(ScanBy::TimestampDescending)
         .send()
         .await
-        .map_err(|e| sakuin::embed::bedrock::error_chain(&e))?;
+        .map_err(|e| sakuin::error::error_chain(&e))?;
     let mut ages = vec![None; queues.len()];
     for result in answer.metric_data_results() {
         let i = result
@@ -395,7 +395,7 @@ async fn last_report(
             .map_err(|e| {
                 format!(
                     "reading log group {group}: {} (the caller needs logs:FilterLogEvents)",
-                    sakuin::embed::bedrock::error_chain(&e)
+                    sakuin::error::error_chain(&e)
                 )
             })?;
         for event in page.events() {

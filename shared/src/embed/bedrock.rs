@@ -9,6 +9,7 @@ use aws_sdk_bedrockruntime::operation::invoke_model::InvokeModelError;
 use aws_sdk_bedrockruntime::primitives::Blob;
 
 use super::{EmbedError, Embedder, EmbeddingModel, InputPurpose, ModelOutput};
+use crate::error::error_chain;
 
 /// Amazon Bedrock through the AWS SDK. Build the client with retries disabled: `embed_all`
 /// retries with the invocation's deadline in view, and counts what it does.
@@ -147,19 +148,4 @@ pub fn classify(err: SdkError<InvokeModelError>) -> EmbedError {
         // Timeouts, connection failures and unreadable responses: the network, not the request.
         _ => EmbedError::Transient(error_chain(&err)),
     }
-}
-
-/// An error and its sources on one line, the way an operator wants to read a connection failure.
-pub fn error_chain(err: &dyn std::error::Error) -> String {
-    let mut out = err.to_string();
-    let mut source = err.source();
-    while let Some(s) = source {
-        let text = s.to_string();
-        if !out.contains(&text) {
-            out.push_str(": ");
-            out.push_str(&text);
-        }
-        source = s.source();
-    }
-    out
 }

@@ -5,6 +5,8 @@ use std::pin::Pin;
 use std::sync::RwLock;
 use std::time::Duration;
 
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as BASE64;
 use reqwest::header::HeaderValue;
 use tokio::time::Instant;
 use tracing::{info, warn};
@@ -20,7 +22,7 @@ pub(crate) fn header(auth: &EsAuth) -> HeaderValue {
     let value = match auth {
         EsAuth::Basic { username, password } => format!(
             "Basic {}",
-            crate::base64::encode(format!("{username}:{}", password.expose()).as_bytes())
+            BASE64.encode(format!("{username}:{}", password.expose()))
         ),
         EsAuth::ApiKey(key) => format!("ApiKey {}", key.expose()),
     };

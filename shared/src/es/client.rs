@@ -12,7 +12,7 @@ use tracing::warn;
 use super::auth::{AuthFuture, Credentials};
 use super::bulk::{BulkOutcome, parse_bulk_answer};
 use super::document::{index_mapping, mapped_dimensions};
-use crate::embed::bedrock::error_chain;
+use crate::error::error_chain;
 use crate::net::MssRelay;
 use crate::secret::Secret;
 
@@ -834,7 +834,10 @@ mod tests {
         ] {
             assert!(!text.contains("s3cr3t-pass"), "{text}");
             assert!(
-                !text.contains(&crate::base64::encode(b"elastic:s3cr3t-pass")),
+                !text.contains(&base64::Engine::encode(
+                    &base64::engine::general_purpose::STANDARD,
+                    b"elastic:s3cr3t-pass"
+                )),
                 "{text}"
             );
         }

@@ -9,7 +9,7 @@ use reqwest::{Method, StatusCode};
 use rustls::CertificateError;
 use serde_json::{Value, json};
 
-use super::tls::{self, HandshakeError, LeafCertificate};
+use super::tls::{self, HandshakeError, LeafCertificate, TlsTrust};
 use super::{CheckResult, ProbeDeps, path_mtu, timed};
 use crate::es::client::analyzer_plugin;
 use crate::es::document::mapped_dimensions;
@@ -21,55 +21,16 @@ const ROUTE_HINT: &str = "check, in order: the Lambda subnet's route table has a
 pub(super) async fn check(deps: &ProbeDeps) -> Vec<CheckResult> {
     let mut out = Vec::new();
     let es = &deps.config.es;
-    let budget = deps.config.timeout;
-
     // DNS: which addresses the name gives, from where the probe runs.
-    let Some(addrs) = resolve(&es.host, es.port, budget, &mut out).await else {
+    let Some(addrs) = resolve(&es.host, es.port, deps.config.timeout, &mut out).await else {
         return out;
     };
-
-    // TCP: refused (a host answered) or timed out (the packets went nowhere).
-    let (connected, ms) = timed(connect_any(&addrs, es.connect_timeout.min(budget))).await;
-    let addr = match connected {
-        Ok(addr) => {
-            out.push(CheckResult::pass(
-                "elasticsearch.tcp",
-                ms,
-                format!("connected to {addr}"),
-            ));
-            addr
-        }
-        Err((detail, hint)) => {
-            out.push(CheckResult::fail("elasticsearch.tcp", "tcp", ms, detail).hint(hint));
-            return out;
-        }
+    let Some(addr) = check_tcp(deps, &addrs, &mut out).await else {
+        return out;
     };
-
-    // TLS: our own handshake, to tell the certificate problems apart; a stalled one is tried
-    // again with smaller TCP segments, which tells a path-MTU blackhole from a wrong port.
-    if es.use_ssl {
-        let (mut result, stalled) = check_tls(deps, addr).await;
-        let diagnosis = match stalled {
-            true if es.tcp_mss.is_none() => {
-                path_mtu::after_handshake_stall(deps, addr, &result.detail).await
-            }
-            _ => None,
-        };
-        if let Some(found) = &diagnosis {
-            result.detail.push_str(&format!(
-                "; with smaller TCP segments it completes: a path-MTU blackhole ({})",
-                path_mtu::NAME
-            ));
-            result.hint = found.hint.clone();
-        }
-        let failed = !result.ok;
-        out.push(result);
-        out.extend(diagnosis);
-        if failed {
-            return out;
-        }
+    if es.use_ssl && !check_tls_layer(deps, addr, &mut out).await {
+        return out;
     }
-
     let client = match &deps.es {
         Ok(c) => c,
         Err(e) => {
@@ -80,55 +41,104 @@ pub(super) async fn check(deps: &ProbeDeps) -> Vec<CheckResult> {
             return out;
         }
     };
+    let Some((status, body, release)) = check_http(deps, client, &mut out).await else {
+        return out;
+    };
+    // Large requests: a small GET / crosses a path-MTU blackhole, a `_bulk` body does not.
+    if !passed(&mut out, path_mtu::check_upstream(deps, client).await) {
+        return out;
+    }
+    // Authentication: 401 is the credentials; 403 means they were accepted.
+    let (auth, ms) = timed(check_auth(deps, client, status, &body)).await;
+    if !passed(&mut out, CheckResult { ms, ..auth }) {
+        return out;
+    }
+    // Cluster health, which also needs the `monitor` privilege.
+    let (cluster, ms) = timed(check_cluster(client)).await;
+    if !passed(&mut out, CheckResult { ms, ..cluster }) {
+        return out;
+    }
+    let (index, ms) = timed(check_index(deps, client, release)).await;
+    out.push(CheckResult { ms, ..index });
+    out
+}
 
-    // HTTP: any answer to GET / counts; its status decides the auth layer.
+/// Adds `result` to the report; whether the next layer may run.
+fn passed(out: &mut Vec<CheckResult>, result: CheckResult) -> bool {
+    let ok = result.ok;
+    out.push(result);
+    ok
+}
+
+/// TCP: refused (a host answered) or timed out (the packets went nowhere).
+async fn check_tcp(
+    deps: &ProbeDeps,
+    addrs: &[SocketAddr],
+    out: &mut Vec<CheckResult>,
+) -> Option<SocketAddr> {
+    let timeout = deps.config.es.connect_timeout.min(deps.config.timeout);
+    let (connected, ms) = timed(connect_any(addrs, timeout)).await;
+    match connected {
+        Ok(addr) => {
+            let detail = format!("connected to {addr}");
+            out.push(CheckResult::pass("elasticsearch.tcp", ms, detail));
+            Some(addr)
+        }
+        Err((detail, hint)) => {
+            out.push(CheckResult::fail("elasticsearch.tcp", "tcp", ms, detail).hint(hint));
+            None
+        }
+    }
+}
+
+/// TLS: our own handshake, to tell the certificate problems apart; a stalled one is tried again
+/// with smaller TCP segments, which tells a path-MTU blackhole from a wrong port. Whether the
+/// next layer may run.
+async fn check_tls_layer(deps: &ProbeDeps, addr: SocketAddr, out: &mut Vec<CheckResult>) -> bool {
+    let (mut result, stalled) = check_tls(deps, addr).await;
+    let diagnosis = match stalled && deps.config.es.tcp_mss.is_none() {
+        true => path_mtu::after_handshake_stall(deps, addr, &result.detail).await,
+        false => None,
+    };
+    if let Some(found) = &diagnosis {
+        result.detail.push_str(&format!(
+            "; with smaller TCP segments it completes: a path-MTU blackhole ({})",
+            path_mtu::NAME
+        ));
+        result.hint = found.hint.clone();
+    }
+    let ok = passed(out, result);
+    out.extend(diagnosis);
+    ok
+}
+
+/// HTTP: any answer to GET / counts; its status decides the auth layer. The status, the body
+/// and the release it reports, when the next layer may run.
+async fn check_http(
+    deps: &ProbeDeps,
+    client: &EsClient,
+    out: &mut Vec<CheckResult>,
+) -> Option<(StatusCode, Vec<u8>, Option<Version>)> {
+    let es = &deps.config.es;
     let (answer, ms) = timed(client.send(Method::GET, "/", None)).await;
     let (status, body) = match answer {
         Ok(a) => a,
         Err(e) => {
-            out.push(http_failure(e, es.use_ssl, budget, ms));
-            return out;
+            out.push(http_failure(e, es.use_ssl, deps.config.timeout, ms));
+            return None;
         }
     };
-    let root: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
     if !(status.is_success()
         || status == StatusCode::UNAUTHORIZED
         || status == StatusCode::FORBIDDEN)
     {
-        let (detail, hint) = match status.as_u16() {
-            502..=504 => (
-                format!(
-                    "HTTP {status} from {}: a proxy or load balancer in front of Elasticsearch has no healthy node behind it",
-                    client.base_url()
-                ),
-                "check the Elasticsearch nodes and whatever balances in front of them",
-            ),
-            s if s >= 500 => (
-                format!(
-                    "HTTP {status} from {}: {}",
-                    client.base_url(),
-                    es_reason(&body)
-                ),
-                "Elasticsearch is up but failing: read its logs",
-            ),
-            _ => (
-                format!(
-                    "HTTP {status} for GET / from {}: this does not look like Elasticsearch",
-                    client.base_url()
-                ),
-                "check ES_HOST / ES_PORT point at Elasticsearch's HTTP port (9200 by default), not a proxy or another service",
-            ),
-        };
-        out.push(CheckResult::fail("elasticsearch.http", "http", ms, detail).hint(hint));
-        return out;
+        out.push(http_refusal(client, status, &body, ms));
+        return None;
     }
-    let release = root
-        .pointer("/version/number")
-        .and_then(Value::as_str)
-        .and_then(Version::parse);
-    let version = root
-        .pointer("/version/number")
-        .and_then(Value::as_str)
+    let root: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+    let number = root.pointer("/version/number").and_then(Value::as_str);
+    let release = number.and_then(Version::parse);
+    let version = number
         .map(|v| format!(", Elasticsearch {v}"))
         .unwrap_or_default();
     let cluster = root
@@ -151,7 +161,7 @@ pub(super) async fn check(deps: &ProbeDeps) -> Vec<CheckResult> {
             )
             .hint(format!("upgrade the cluster from {release} to {OLDEST_SUPPORTED} or later")),
         );
-        return out;
+        return None;
     }
     out.push(if status.is_success() && version.is_empty() {
         CheckResult::warn("elasticsearch.http", ms, format!("{detail}, but the answer to GET / is not Elasticsearch's (no version number)"))
@@ -159,36 +169,36 @@ pub(super) async fn check(deps: &ProbeDeps) -> Vec<CheckResult> {
     } else {
         CheckResult::pass("elasticsearch.http", ms, detail)
     });
+    Some((status, body, release))
+}
 
-    // Large requests: a small GET / crosses a path-MTU blackhole, a `_bulk` body does not.
-    let path = path_mtu::check_upstream(deps, client).await;
-    let failed = !path.ok;
-    out.push(path);
-    if failed {
-        return out;
-    }
-
-    // Authentication: 401 is the credentials; 403 means they were accepted.
-    let (auth, ms) = timed(check_auth(deps, client, status, &body)).await;
-    let auth = CheckResult { ms, ..auth };
-    let failed = !auth.ok;
-    out.push(auth);
-    if failed {
-        return out;
-    }
-
-    // Cluster health, which also needs the `monitor` privilege.
-    let (cluster, ms) = timed(check_cluster(client)).await;
-    let cluster = CheckResult { ms, ..cluster };
-    let failed = !cluster.ok;
-    out.push(cluster);
-    if failed {
-        return out;
-    }
-
-    let (index, ms) = timed(check_index(deps, client, release)).await;
-    out.push(CheckResult { ms, ..index });
-    out
+/// An HTTP answer to GET / that is neither Elasticsearch's nor an authentication refusal.
+fn http_refusal(client: &EsClient, status: StatusCode, body: &[u8], ms: u64) -> CheckResult {
+    let (detail, hint) = match status.as_u16() {
+        502..=504 => (
+            format!(
+                "HTTP {status} from {}: a proxy or load balancer in front of Elasticsearch has no healthy node behind it",
+                client.base_url()
+            ),
+            "check the Elasticsearch nodes and whatever balances in front of them",
+        ),
+        s if s >= 500 => (
+            format!(
+                "HTTP {status} from {}: {}",
+                client.base_url(),
+                es_reason(body)
+            ),
+            "Elasticsearch is up but failing: read its logs",
+        ),
+        _ => (
+            format!(
+                "HTTP {status} for GET / from {}: this does not look like Elasticsearch",
+                client.base_url()
+            ),
+            "check ES_HOST / ES_PORT point at Elasticsearch's HTTP port (9200 by default), not a proxy or another service",
+        ),
+    };
+    CheckResult::fail("elasticsearch.http", "http", ms, detail).hint(hint)
 }
 
 async fn resolve(
@@ -333,78 +343,113 @@ async fn check_tls(deps: &ProbeDeps, addr: SocketAddr) -> (CheckResult, bool) {
     ))
     .await;
     let stalled = matches!(result, Err(HandshakeError::Timeout(_)));
-    (tls_result(deps, addr, result, ms), stalled)
+    (tls_result(deps, trust, addr, result, ms), stalled)
 }
 
 /// The TLS check's result for the handshake's outcome.
 fn tls_result(
     deps: &ProbeDeps,
+    trust: &TlsTrust,
     addr: SocketAddr,
     result: Result<tls::Handshake, HandshakeError>,
     ms: u64,
 ) -> CheckResult {
-    const NAME: &str = "elasticsearch.tls";
-    let es = &deps.config.es;
-    let trust = match &deps.tls {
-        Ok(t) => t,
-        Err(e) => return CheckResult::fail(NAME, "tls", ms, e.clone()),
-    };
-    let now = chrono::Utc::now().timestamp();
-    let trusted = if trust.extra_roots > 0 {
-        "the system roots or ES_CA_CERT"
-    } else {
-        "the system roots (ES_CA_CERT is not set)"
+    let context = TlsContext {
+        now: chrono::Utc::now().timestamp(),
+        trusted: if trust.extra_roots > 0 {
+            "the system roots or ES_CA_CERT"
+        } else {
+            "the system roots (ES_CA_CERT is not set)"
+        },
+        addr,
+        ms,
     };
     match result {
-        Ok(hs) => {
-            let mut detail = format!("{} {} with {addr}", hs.protocol, hs.cipher);
-            let mut warning = false;
-            let mut hint = None;
-            let mut days = None;
-            if let Some(leaf) = &hs.leaf {
-                let left = leaf.days_left(now);
-                days = Some(left);
-                detail.push_str(&format!(
-                    ", certificate for {} issued by {}, valid until {} ({left} days left)",
-                    leaf.describe_names(),
-                    leaf.issuer_cn.as_deref().unwrap_or("?"),
-                    tls::date(leaf.not_after)
-                ));
-                let warn_days = i64::from(deps.config.cert_warn_days);
-                if left < warn_days {
-                    warning = true;
-                    hint = Some(format!(
-                        "the certificate expires in {left} days (PROBE_CERT_WARN_DAYS={warn_days}): renew the cluster's HTTP certificate before {}",
-                        tls::date(leaf.not_after)
-                    ));
-                }
-            }
-            if !es.verify_certs {
-                warning = true;
-                let would = match &hs.verdict {
-                    Ok(()) => "it would pass verification".to_owned(),
-                    Err(e) => format!(
-                        "it would FAIL verification: {}",
-                        certificate_problem(e, hs.leaf.as_ref(), &es.host, now, trusted).0
-                    ),
-                };
-                detail = format!(
-                    "certificate verification is OFF (ES_VERIFY_CERTS=false), anyone on the path can read and change the traffic; {would}; {detail}"
-                );
-                hint = Some("set ES_CA_CERT to the cluster's CA certificate and ES_VERIFY_CERTS=true".into());
-            }
-            let mut result = if warning {
-                CheckResult::warn(NAME, ms, detail)
-            } else {
-                CheckResult::pass(NAME, ms, detail)
-            };
-            result.hint = hint;
-            match days {
-                Some(d) => result.metric("CertDaysLeft", d as f64),
-                None => result,
-            }
+        Ok(hs) => handshake_passed(deps, &hs, &context),
+        Err(e) => handshake_failed(deps, e, &context),
+    }
+}
+
+/// What every TLS outcome is described with.
+struct TlsContext {
+    now: i64,
+    /// The roots the verifier trusted, in words.
+    trusted: &'static str,
+    addr: SocketAddr,
+    ms: u64,
+}
+
+/// A completed handshake: the certificate, its expiry, and a warning when verification is off.
+fn handshake_passed(deps: &ProbeDeps, hs: &tls::Handshake, context: &TlsContext) -> CheckResult {
+    const NAME: &str = "elasticsearch.tls";
+    let es = &deps.config.es;
+    let TlsContext {
+        now,
+        trusted,
+        addr,
+        ms,
+    } = *context;
+    let mut detail = format!("{} {} with {addr}", hs.protocol, hs.cipher);
+    let mut warning = false;
+    let mut hint = None;
+    let mut days = None;
+    if let Some(leaf) = &hs.leaf {
+        let left = leaf.days_left(now);
+        days = Some(left);
+        detail.push_str(&format!(
+            ", certificate for {} issued by {}, valid until {} ({left} days left)",
+            leaf.describe_names(),
+            leaf.issuer_cn.as_deref().unwrap_or("?"),
+            tls::date(leaf.not_after)
+        ));
+        let warn_days = i64::from(deps.config.cert_warn_days);
+        if left < warn_days {
+            warning = true;
+            hint = Some(format!(
+                "the certificate expires in {left} days (PROBE_CERT_WARN_DAYS={warn_days}): renew the cluster's HTTP certificate before {}",
+                tls::date(leaf.not_after)
+            ));
         }
-        Err(HandshakeError::Certificate { error, leaf }) => {
+    }
+    if !es.verify_certs {
+        warning = true;
+        let would = match &hs.verdict {
+            Ok(()) => "it would pass verification".to_owned(),
+            Err(e) => format!(
+                "it would FAIL verification: {}",
+                certificate_problem(e, hs.leaf.as_ref(), &es.host, now, trusted).0
+            ),
+        };
+        detail = format!(
+            "certificate verification is OFF (ES_VERIFY_CERTS=false), anyone on the path can read and change the traffic; {would}; {detail}"
+        );
+        hint =
+            Some("set ES_CA_CERT to the cluster's CA certificate and ES_VERIFY_CERTS=true".into());
+    }
+    let mut result = if warning {
+        CheckResult::warn(NAME, ms, detail)
+    } else {
+        CheckResult::pass(NAME, ms, detail)
+    };
+    result.hint = hint;
+    match days {
+        Some(d) => result.metric("CertDaysLeft", d as f64),
+        None => result,
+    }
+}
+
+/// A handshake that failed: the certificate, a stall, the connection, or the protocol.
+fn handshake_failed(deps: &ProbeDeps, error: HandshakeError, context: &TlsContext) -> CheckResult {
+    const NAME: &str = "elasticsearch.tls";
+    let es = &deps.config.es;
+    let TlsContext {
+        now,
+        trusted,
+        addr,
+        ms,
+    } = *context;
+    match error {
+        HandshakeError::Certificate { error, leaf } => {
             let (detail, hint) = certificate_problem(&error, leaf.as_ref(), &es.host, now, trusted);
             let result = CheckResult::fail(NAME, "tls", ms, detail).hint(hint);
             match leaf {
@@ -412,16 +457,16 @@ fn tls_result(
                 None => result,
             }
         }
-        Err(HandshakeError::Timeout(t)) => CheckResult::fail(
+        HandshakeError::Timeout(t) => CheckResult::fail(
             NAME,
             "tls",
             ms,
             format!("{addr} accepted TCP but no TLS handshake answer came within {}", secs(t)),
         )
         .hint("is this the TLS port? a server that waits for plain HTTP never answers a ClientHello; otherwise a firewall or proxy may hold TLS traffic (check ES_PORT and ES_USE_SSL)"),
-        Err(HandshakeError::Connect(e)) => CheckResult::fail(NAME, "tls", ms, format!("could not connect for the handshake: {e}"))
+        HandshakeError::Connect(e) => CheckResult::fail(NAME, "tls", ms, format!("could not connect for the handshake: {e}"))
             .hint(ROUTE_HINT),
-        Err(HandshakeError::Protocol(io)) => {
+        HandshakeError::Protocol(io) => {
             let (detail, hint) = match tls::rustls_error(&io) {
                 Some(rustls::Error::InvalidMessage(_)) | Some(rustls::Error::InappropriateMessage { .. }) |
                 Some(rustls::Error::InappropriateHandshakeMessage { .. }) => (
@@ -760,92 +805,10 @@ async fn check_index(deps: &ProbeDeps, client: &EsClient, release: Option<Versio
             "set EsVectorIndexType (ES_VECTOR_INDEX_TYPE) to a type the cluster takes, or leave it empty for the best of them",
         );
     }
-    let model = &deps.config.model;
-    let want = model.dimensions;
     let index = &client.index;
     match client.mapping().await {
-        Ok(m) => {
-            let dims = mapped_dimensions(&m);
-            let wrong: Vec<String> = dims
-                .iter()
-                .filter(|(_, d)| *d != Some(want as u64))
-                .map(|(i, d)| match d {
-                    Some(d) => format!("{i} maps `embedding` with {d} dimensions"),
-                    None => format!("{i} has no dense_vector `embedding`"),
-                })
-                .collect();
-            if !wrong.is_empty() {
-                return CheckResult::fail(
-                    NAME,
-                    "mapping",
-                    0,
-                    format!("{model_id} produces {want} dimensions but {}", wrong.join(", "), model_id = model.id),
-                )
-                .hint(format!(
-                    "every document embed-index writes would be rejected: point ES_INDEX at a new index (or an alias) for this model, \
-                     or set EMBEDDING_DIMENSIONS to the mapped size if {} offers it",
-                    model.id
-                ));
-            }
-            let field = m
-                .as_object()
-                .and_then(|o| o.values().next())
-                .and_then(|v| v.pointer("/mappings/properties/embedding"))
-                .cloned()
-                .unwrap_or(Value::Null);
-            let similarity = field["similarity"]
-                .as_str()
-                .map(|s| format!(", {s}"))
-                .unwrap_or_default();
-            let index_type = field
-                .pointer("/index_options/type")
-                .and_then(Value::as_str)
-                .map(|s| format!(", {s}"))
-                .unwrap_or_default();
-            let (count, detail_count) = match client.count().await {
-                Ok(c) => (Some(c), format!("; {c} documents (chunks)")),
-                Err(EsError::Status { status: 403, .. }) => (
-                    None,
-                    "; the document count is forbidden (grant `read` on the index)".into(),
-                ),
-                Err(e) => (None, format!("; count failed: {e}")),
-            };
-            let concrete: Vec<&str> = dims.iter().map(|(i, _)| i.as_str()).collect();
-            let alias = if concrete.len() == 1 && concrete[0] == index {
-                String::new()
-            } else {
-                format!(" (alias of {})", concrete.join(", "))
-            };
-            let result = CheckResult::pass(
-                NAME,
-                0,
-                format!(
-                    "{index}{alias}: `embedding` dense_vector with {want} dimensions{similarity}{index_type}, matching {}{detail_count}",
-                    model.id
-                ),
-            );
-            match count {
-                Some(c) => result.metric("DocumentCount", c as f64),
-                None => result,
-            }
-        }
-        Err(EsError::Status { status: 404, .. }) => {
-            if let Some(failed) = missing_analyzer(deps, client).await {
-                return failed;
-            }
-            let analyzer = &deps.config.text_analyzer;
-            CheckResult::warn(
-                NAME,
-                0,
-                match &planned {
-                    Some((r, Ok(t))) => format!(
-                        "{index} does not exist yet; embed-index will create it with index type {t} and the {analyzer} analyzer (Elasticsearch {r})"
-                    ),
-                    _ => format!("{index} does not exist yet"),
-                },
-            )
-            .hint("embed-index creates it with the first batch; if documents were expected, check that ES_INDEX matches embed-index's")
-        }
+        Ok(m) => index_found(deps, client, &m).await,
+        Err(EsError::Status { status: 404, .. }) => index_missing(deps, client, planned).await,
         Err(EsError::Status {
             status: 403,
             reason,
@@ -861,6 +824,102 @@ async fn check_index(deps: &ProbeDeps, client: &EsClient, release: Option<Versio
         )),
         Err(e) => CheckResult::fail(NAME, "mapping", 0, e.to_string()),
     }
+}
+
+/// The index exists: its `embedding` must hold the model's dimensions; how many chunks it holds.
+async fn index_found(deps: &ProbeDeps, client: &EsClient, m: &Value) -> CheckResult {
+    const NAME: &str = "elasticsearch.index";
+    let model = &deps.config.model;
+    let want = model.dimensions;
+    let index = &client.index;
+    let dims = mapped_dimensions(m);
+    let wrong: Vec<String> = dims
+        .iter()
+        .filter(|(_, d)| *d != Some(want as u64))
+        .map(|(i, d)| match d {
+            Some(d) => format!("{i} maps `embedding` with {d} dimensions"),
+            None => format!("{i} has no dense_vector `embedding`"),
+        })
+        .collect();
+    if !wrong.is_empty() {
+        return CheckResult::fail(
+            NAME,
+            "mapping",
+            0,
+            format!("{model_id} produces {want} dimensions but {}", wrong.join(", "), model_id = model.id),
+        )
+        .hint(format!(
+            "every document embed-index writes would be rejected: point ES_INDEX at a new index (or an alias) for this model, \
+             or set EMBEDDING_DIMENSIONS to the mapped size if {} offers it",
+            model.id
+        ));
+    }
+    let field = m
+        .as_object()
+        .and_then(|o| o.values().next())
+        .and_then(|v| v.pointer("/mappings/properties/embedding"))
+        .cloned()
+        .unwrap_or(Value::Null);
+    let similarity = field["similarity"]
+        .as_str()
+        .map(|s| format!(", {s}"))
+        .unwrap_or_default();
+    let index_type = field
+        .pointer("/index_options/type")
+        .and_then(Value::as_str)
+        .map(|s| format!(", {s}"))
+        .unwrap_or_default();
+    let (count, detail_count) = match client.count().await {
+        Ok(c) => (Some(c), format!("; {c} documents (chunks)")),
+        Err(EsError::Status { status: 403, .. }) => (
+            None,
+            "; the document count is forbidden (grant `read` on the index)".into(),
+        ),
+        Err(e) => (None, format!("; count failed: {e}")),
+    };
+    let concrete: Vec<&str> = dims.iter().map(|(i, _)| i.as_str()).collect();
+    let alias = if concrete.len() == 1 && concrete[0] == index {
+        String::new()
+    } else {
+        format!(" (alias of {})", concrete.join(", "))
+    };
+    let result = CheckResult::pass(
+        NAME,
+        0,
+        format!(
+            "{index}{alias}: `embedding` dense_vector with {want} dimensions{similarity}{index_type}, matching {}{detail_count}",
+            model.id
+        ),
+    );
+    match count {
+        Some(c) => result.metric("DocumentCount", c as f64),
+        None => result,
+    }
+}
+
+/// The index does not exist yet: what embed-index will create, unless the analyzer is missing.
+async fn index_missing(
+    deps: &ProbeDeps,
+    client: &EsClient,
+    planned: Option<(Version, Result<String, String>)>,
+) -> CheckResult {
+    const NAME: &str = "elasticsearch.index";
+    let index = &client.index;
+    if let Some(failed) = missing_analyzer(deps, client).await {
+        return failed;
+    }
+    let analyzer = &deps.config.text_analyzer;
+    CheckResult::warn(
+        NAME,
+        0,
+        match &planned {
+            Some((r, Ok(t))) => format!(
+                "{index} does not exist yet; embed-index will create it with index type {t} and the {analyzer} analyzer (Elasticsearch {r})"
+            ),
+            _ => format!("{index} does not exist yet"),
+        },
+    )
+    .hint("embed-index creates it with the first batch; if documents were expected, check that ES_INDEX matches embed-index's")
 }
 
 /// Before the index exists: a failure when `ES_TEXT_ANALYZER` names a plugin's analyzer the

@@ -111,31 +111,16 @@ pub(super) fn blackhole(direction: &str, mss: u32, ms: u64, stalled: &str) -> Ch
 /// does not, the same request with clamped segments tells a blackhole from a slow cluster.
 pub(super) async fn check_upstream(deps: &ProbeDeps, client: &EsClient) -> CheckResult {
     let budget = deps.config.timeout;
-    let path = format!("/{}/_count", crate::es::client::encode_path(&client.index));
-    let send = |c: &EsClient| {
-        let body = padded_count_body();
-        let path = path.clone();
-        let c = c.clone();
-        async move {
-            c.send(Method::POST, &path, Some((body, "application/json")))
-                .await
-        }
-    };
-    let (answer, ms) = timed(tokio::time::timeout(budget, send(client))).await;
+    let (answer, ms) = timed(tokio::time::timeout(budget, padded_count(client))).await;
+    let kb = padded_count_body().len() / 1024;
     let clamped = client
         .tcp_mss()
         .map(|m| format!(" (segments clamped to {m} bytes by ES_TCP_MSS)"))
         .unwrap_or_default();
     match answer {
         Ok(Ok(_)) => {
-            return CheckResult::pass(
-                NAME,
-                ms,
-                format!(
-                    "a {} KB request got its answer in {ms} ms{clamped}",
-                    padded_count_body().len() / 1024
-                ),
-            );
+            let detail = format!("a {kb} KB request got its answer in {ms} ms{clamped}");
+            return CheckResult::pass(NAME, ms, detail);
         }
         // Not a stall: the HTTP check already said whether the cluster answers.
         Ok(Err(e)) if client.tcp_mss().is_some() || !stalled(&e) => {
@@ -144,8 +129,7 @@ pub(super) async fn check_upstream(deps: &ProbeDeps, client: &EsClient) -> Check
         _ => {}
     }
     let stalled_words = format!(
-        "GET / is answered, but a {} KB request got no answer within {}",
-        padded_count_body().len() / 1024,
+        "GET / is answered, but a {kb} KB request got no answer within {}",
         super::elasticsearch::secs(budget)
     );
     if client.tcp_mss().is_some() {
@@ -153,21 +137,7 @@ pub(super) async fn check_upstream(deps: &ProbeDeps, client: &EsClient) -> Check
             "lower ES_TCP_MSS, or look for what holds large requests on the way (a proxy, a WAF)",
         );
     }
-    let settings = &deps.config.es;
-    let (found, more) = timed(largest_passing(|mss| {
-        let settings = EsSettings {
-            tcp_mss: Some(mss),
-            timeout: ATTEMPT,
-            ..settings.clone()
-        };
-        async move {
-            match EsClient::new(&settings) {
-                Ok(c) => send(&c).await.is_ok(),
-                Err(_) => false,
-            }
-        }
-    }))
-    .await;
+    let (found, more) = timed(largest_passing(|mss| clamped_count(deps, mss))).await;
     match found {
         Some(mss) => blackhole(
             "on the way from the function to the cluster",
@@ -180,6 +150,27 @@ pub(super) async fn check_upstream(deps: &ProbeDeps, client: &EsClient) -> Check
             FIRST_ROUND[FIRST_ROUND.len() - 1]
         ))
         .hint("something on the way holds large requests (a proxy, a WAF, an IPS): check what sits between the VPC and the cluster"),
+    }
+}
+
+/// The padded `_count` request on `client`'s index; any HTTP answer is an answer.
+async fn padded_count(client: &EsClient) -> Result<(), crate::es::EsError> {
+    let path = format!("/{}/_count", crate::es::client::encode_path(&client.index));
+    let body = Some((padded_count_body(), "application/json"));
+    client.send(Method::POST, &path, body).await.map(|_| ())
+}
+
+/// Whether the padded request gets its answer with segments of at most `mss` bytes (through
+/// the same relay `ES_TCP_MSS` uses).
+async fn clamped_count(deps: &ProbeDeps, mss: u32) -> bool {
+    let settings = EsSettings {
+        tcp_mss: Some(mss),
+        timeout: ATTEMPT,
+        ..deps.config.es.clone()
+    };
+    match EsClient::new(&settings) {
+        Ok(client) => padded_count(&client).await.is_ok(),
+        Err(_) => false,
     }
 }
 

@@ -14,7 +14,7 @@ use super::{CheckResult, ProbeDeps, timed};
 use crate::config::ProbeConfig;
 use crate::config::auth_from_secret;
 use crate::embed::InputPurpose;
-use crate::embed::bedrock::error_chain;
+use crate::error::error_chain;
 use crate::es::EsAuth;
 
 /// How an AWS call failed.
