@@ -1235,7 +1235,7 @@ mod tests {
     use crate::queue::{EntryFailure, QueueEntry};
     use crate::store::{ObjectHead, OpenedObject};
     use serde_json::json;
-    use std::collections::{HashMap, HashSet};
+    use std::collections::{BTreeSet, HashMap, HashSet};
     use std::sync::Mutex;
 
     /// Objects in memory. Honours ranged reads, records every read, and can fail or slow down
@@ -1829,6 +1829,61 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(summary.into_response(), json!({"batchItemFailures": []}));
+    }
+
+    /// The S3 notifications of `events/` (what `sam local invoke` and the README use), invoked
+    /// directly as S3 would: each is read, decoded and queued as the demo bucket would have it.
+    #[tokio::test]
+    async fn the_s3_events_of_the_events_folder() {
+        let event = |text: &str| serde_json::from_str::<Value>(text).unwrap();
+        let d = deps(&[], false);
+        for (key, body) in [
+            ("docs/faq.jsonl", lines("faq", 3)),
+            // `+` is a space and %2B a plus in a notification's key.
+            ("docs/2024 annual report+q4日本.jsonl", lines("report", 2)),
+            (
+                "docs/articles.json",
+                json!([{"id": "a1", "text": "An article."}]).to_string(),
+            ),
+        ] {
+            d.store
+                .objects
+                .lock()
+                .unwrap()
+                .insert(("sakuin-demo".into(), key.into()), body.into_bytes());
+        }
+        let run = async |text: &str| handle_event(&d, event(text), later()).await.unwrap();
+
+        let put = run(include_str!("../../events/s3-put.json")).await;
+        assert_eq!((put.objects, put.records), (1, 3));
+        let encoded = run(include_str!("../../events/s3-put-encoded-key.json")).await;
+        assert_eq!((encoded.objects, encoded.records), (1, 2));
+        let multi = run(include_str!("../../events/s3-put-multi.json")).await;
+        assert_eq!((multi.objects, multi.records), (2, 4));
+        let keys: BTreeSet<String> = messages(&d).into_iter().map(|m| m.source.key).collect();
+        assert_eq!(
+            keys,
+            [
+                "docs/2024 annual report+q4日本.jsonl",
+                "docs/articles.json",
+                "docs/faq.jsonl"
+            ]
+            .map(String::from)
+            .into()
+        );
+
+        // The test event S3 sends when notifications are configured: nothing to do.
+        let test = run(include_str!("../../events/s3-test-event.json")).await;
+        assert_eq!((test.objects, test.deleted), (0, 0));
+        // The removal of a key that is gone: its chunks are queued for deletion.
+        d.store.objects.lock().unwrap().clear();
+        let removed = run(include_str!("../../events/s3-removed.json")).await;
+        assert_eq!(removed.deleted, 1);
+        let last = messages(&d).pop().unwrap();
+        assert_eq!(
+            (last.op, last.source.key.as_str()),
+            (Operation::Delete, "docs/faq.jsonl")
+        );
     }
 
     #[tokio::test]

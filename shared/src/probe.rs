@@ -459,10 +459,12 @@ mod tests {
 
     #[test]
     fn any_event_shape_checks_everything_unless_told() {
+        let file = |text: &str| serde_json::from_str::<Value>(text).unwrap();
         for event in [
             json!({}),
-            json!({"version": "0", "source": "aws.scheduler", "detail-type": "Scheduled Event", "detail": "{}"}),
-            json!({"source": "aws.events", "detail": {}}),
+            // The schedules of `events/`: EventBridge Scheduler's (a string `detail`) and a rule's.
+            file(include_str!("../../events/schedule-scheduler.json")),
+            file(include_str!("../../events/schedule-rule.json")),
             json!(null),
             json!({"checks": []}),
             json!({"checks": ["all"]}),

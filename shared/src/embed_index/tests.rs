@@ -421,6 +421,27 @@ fn requeued(d: &Deps) -> Vec<(String, i32)> {
     std::mem::take(&mut *d.requeue.as_ref().unwrap().bodies.lock().unwrap())
 }
 
+/// The SQS batches of `events/` (what `sam local invoke` uses): the chunk messages are indexed,
+/// and the poison one (its body cut short) fails alone, by its message id.
+#[tokio::test(start_paused = true)]
+async fn the_sqs_events_of_the_events_folder() {
+    let d = deps(None);
+    let batch = async |text: &str| {
+        let event: SqsEvent = serde_json::from_str(text).unwrap();
+        let (r, stats) = handle_batch(&d, event, Deadline::after(Duration::from_secs(30)))
+            .await
+            .unwrap();
+        (failures(&r), stats)
+    };
+    let (failed, stats) = batch(include_str!("../../../events/sqs-chunks.json")).await;
+    assert!(failed.is_empty(), "{failed:?}");
+    assert_eq!((stats.chunks, stats.indexed), (3, 3));
+    assert_eq!(d.index.chunk_count(), 3);
+
+    let (failed, _) = batch(include_str!("../../../events/sqs-poison.json")).await;
+    assert_eq!(failed, ["c3d9e8f1-2a4b-4c6d-8e0f-1a2b3c4d5e6f"]);
+}
+
 #[tokio::test(start_paused = true)]
 async fn a_poison_message_fails_alone() {
     let d = deps(None);
