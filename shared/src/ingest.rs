@@ -1232,8 +1232,8 @@ async fn write_rejects<S: ObjectStore, Q: ChunkQueue, C: Continuation>(
 mod tests {
     use super::*;
     use crate::config::{Env, IngestConfig};
-    use crate::queue::{EntryFailure, QueueEntry};
     use crate::store::{ObjectHead, OpenedObject};
+    use crate::test_util::{FailingQueue, MemoryQueue};
     use serde_json::json;
     use std::collections::{BTreeSet, HashMap, HashSet};
     use std::sync::Mutex;
@@ -1349,28 +1349,6 @@ mod tests {
         }
     }
 
-    #[derive(Default)]
-    struct MemoryQueue {
-        bodies: Mutex<Vec<String>>,
-        down: bool,
-    }
-
-    impl ChunkQueue for MemoryQueue {
-        async fn send_batch(
-            &self,
-            entries: &[QueueEntry],
-        ) -> Result<Vec<EntryFailure>, QueueError> {
-            if self.down {
-                return Err(QueueError::Request("connection refused".into()));
-            }
-            self.bodies
-                .lock()
-                .unwrap()
-                .extend(entries.iter().map(|e| e.body.clone()));
-            Ok(Vec::new())
-        }
-    }
-
     /// Records the work handed over instead of invoking anything; `queue` makes it behave as
     /// the intake queue (backfill pages fan out).
     #[derive(Default)]
@@ -1390,7 +1368,7 @@ mod tests {
         }
     }
 
-    type Deps = IngestDeps<MemoryStore, MemoryQueue, Handover>;
+    type Deps = IngestDeps<MemoryStore, FailingQueue<MemoryQueue>, Handover>;
 
     fn later() -> Deadline {
         Deadline::after(Duration::from_secs(600))
@@ -1416,9 +1394,10 @@ mod tests {
         let config = IngestConfig::from_env(&mut Env::from_map(vars)).unwrap();
         IngestDeps {
             store,
-            queue: MemoryQueue {
-                down,
-                ..Default::default()
+            queue: {
+                let queue = FailingQueue::new(MemoryQueue::default());
+                queue.set_down(down);
+                queue
             },
             continuation: Handover::default(),
             config,
@@ -1462,9 +1441,8 @@ mod tests {
 
     fn messages(d: &Deps) -> Vec<ChunkMessage> {
         d.queue
-            .bodies
-            .lock()
-            .unwrap()
+            .inner
+            .bodies()
             .iter()
             .map(|b| ChunkMessage::parse(b).unwrap())
             .collect()

@@ -24,6 +24,8 @@ pub mod search;
 pub mod secret;
 pub mod store;
 pub mod survey;
+#[cfg(any(test, feature = "test-util"))]
+pub mod test_util;
 
 pub use aws_lambda_events;
 pub use lambda_runtime;

@@ -17,7 +17,7 @@ use crate::es::bulk::parse_bulk_answer;
 use crate::es::state::parse_lookup;
 use crate::es::{BulkOutcome, DocVersion, EsSettings, Stored, VectorSettings};
 use crate::message::SourceRef;
-use crate::queue::QueueError;
+use crate::test_util::MemoryQueue;
 
 /// Embeds every text as a constant vector; counts calls and texts.
 struct CountingEmbedder {
@@ -312,25 +312,6 @@ impl SearchIndex for MemoryIndex {
     }
 }
 
-/// Collects requeued message bodies and their delays.
-#[derive(Default)]
-struct MemoryQueue {
-    bodies: Mutex<Vec<(String, i32)>>,
-}
-
-impl ChunkQueue for MemoryQueue {
-    async fn send_batch(
-        &self,
-        entries: &[crate::queue::QueueEntry],
-    ) -> Result<Vec<crate::queue::EntryFailure>, QueueError> {
-        self.bodies
-            .lock()
-            .unwrap()
-            .extend(entries.iter().map(|e| (e.body.clone(), e.delay_seconds)));
-        Ok(Vec::new())
-    }
-}
-
 type Deps = EmbedIndexDeps<CountingEmbedder, MemoryIndex, MemoryQueue>;
 
 fn config(model: EmbeddingModel) -> EmbedIndexConfig {
@@ -418,7 +399,9 @@ async fn run(d: &Deps, bodies: &[String]) -> (Vec<String>, BatchStats) {
 }
 
 fn requeued(d: &Deps) -> Vec<(String, i32)> {
-    std::mem::take(&mut *d.requeue.as_ref().unwrap().bodies.lock().unwrap())
+    let queue = d.requeue.as_ref().unwrap();
+    let taken = queue.take().into_iter();
+    taken.map(|e| (e.body, e.delay_seconds)).collect()
 }
 
 /// The SQS batches of `events/` (what `sam local invoke` uses): the chunk messages are indexed,
