@@ -15,11 +15,14 @@ use crate::ids::normalize_sequencer;
 use crate::message::{ChunkMessage, ChunkPayload, MessagePacker, Operation, SourceRef};
 use crate::metrics::MetricSet;
 use crate::queue::{BatchLimits, ChunkQueue, MAX_BATCH_ENTRIES, QueueError, SqsQueue, send_all};
-use crate::reader::{ReadError, RecordPosition, Resume, ResumePoint, open_records_resumed};
+use crate::reader::{
+    BoxedBufRead, ReadError, RecordPosition, RecordReader, Resume, ResumePoint,
+    open_records_resumed,
+};
 use crate::record::RecordOrigin;
 use crate::retry::Deadline;
 use crate::s3key::decode_key;
-use crate::store::{ObjectRef, ObjectStore, StoreError};
+use crate::store::{ListPage, ObjectRef, ObjectStore, StoreError};
 
 /// Hand-overs after which a chain of continuations is taken for a runaway loop and stopped.
 /// Lambda's own recursive loop detection is off for ingest (`RecursiveLoop: Allow`), so this is
@@ -123,6 +126,14 @@ pub struct IngestSummary {
         skip_serializing_if = "Option::is_none"
     )]
     pub batch_item_failures: Option<Vec<BatchItemFailure>>,
+}
+
+impl IngestSummary {
+    /// Counts what one `send_all` sent.
+    fn add_sent(&mut self, stats: crate::queue::SendStats) {
+        self.messages += stats.messages;
+        self.sqs_requests += stats.batches;
+    }
 }
 
 impl IngestSummary {
@@ -723,116 +734,142 @@ async fn run_unit<S: ObjectStore, Q: ChunkQueue, C: Continuation>(
             read_object(deps, source, at, deadline, made_progress, summary).await
         }
         Work::Removed { source } => {
-            let name = format!("s3://{}/{}", source.bucket, source.key);
-            match deps.store.head(&source.bucket, &source.key).await {
-                Ok(Some(head)) => {
-                    info!(bucket = %source.bucket, key = %source.key, removed_version = ?source.version_id, current_version = ?head.version_id, "the key still has a current version: it is read again");
-                    summary.reindexed += 1;
-                    // Pinned to what is current now, ordered by the removal's sequencer so it
-                    // replaces whatever the removed version left.
-                    let current = SourceRef {
-                        version_id: head.version_id,
-                        etag: head.etag,
-                        ..source
-                    };
-                    read_object(
-                        deps,
-                        current,
-                        ObjectAt::default(),
-                        deadline,
-                        made_progress,
-                        summary,
-                    )
-                    .await
-                }
-                Ok(None) => {
-                    let body = ChunkMessage::control(Operation::Delete, &source);
-                    let stats = send_all(&deps.queue, vec![body], deps.config.batch_limits())
-                        .await
-                        .map_err(|e| format!("{name}: {e}"))?;
-                    summary.deleted += 1;
-                    summary.messages += stats.messages;
-                    summary.sqs_requests += stats.batches;
-                    Ok(None)
-                }
-                Err(e) => {
-                    warn!(bucket = %source.bucket, key = %source.key, error = %e, "could not look up the key's current version");
-                    Err(format!("{name}: {e}"))
-                }
-            }
+            run_removed(deps, source, deadline, made_progress, summary).await
         }
         Work::Backfill {
             bucket,
             prefix,
             start_after,
-        } => {
-            let page = deps
-                .store
-                .list(&bucket, &prefix, start_after.as_deref())
-                .await
-                .map_err(|e| format!("backfill of s3://{bucket}/{prefix}: {e}"))?;
-            summary.listed += page.objects.len() as u64;
-            info!(%bucket, %prefix, after = ?start_after, listed = page.objects.len(), more = page.truncated, "backfill page");
-            let next = if page.truncated {
-                // The cursor must move on, or the same page would be listed forever.
-                let last = page.objects.last().map(|o| o.key.clone());
-                match last {
-                    Some(last) if start_after.as_ref().is_none_or(|a| last > *a) => {
-                        Some(Work::Backfill {
-                            bucket: bucket.clone(),
-                            prefix: prefix.clone(),
-                            start_after: Some(last),
-                        })
-                    }
-                    _ => {
-                        return Err(format!(
-                            "backfill of s3://{bucket}/{prefix}: the listing after {} is truncated but does not move on",
-                            start_after.as_deref().unwrap_or("the start")
-                        ));
-                    }
-                }
-            } else {
-                None
+        } => run_backfill_page(deps, bucket, prefix, start_after, work, summary).await,
+    }
+}
+
+/// A removal (or expiration): the key's current version is read again where there still is
+/// one; otherwise its chunks are queued for deletion.
+async fn run_removed<S: ObjectStore, Q: ChunkQueue, C: Continuation>(
+    deps: &IngestDeps<S, Q, C>,
+    source: SourceRef,
+    deadline: Deadline,
+    made_progress: bool,
+    summary: &mut IngestSummary,
+) -> Result<Option<Work>, String> {
+    let name = format!("s3://{}/{}", source.bucket, source.key);
+    match deps.store.head(&source.bucket, &source.key).await {
+        Ok(Some(head)) => {
+            info!(bucket = %source.bucket, key = %source.key, removed_version = ?source.version_id, current_version = ?head.version_id, "the key still has a current version: it is read again");
+            summary.reindexed += 1;
+            // Pinned to what is current now, ordered by the removal's sequencer so it
+            // replaces whatever the removed version left.
+            let current = SourceRef {
+                version_id: head.version_id,
+                etag: head.etag,
+                ..source
             };
-            let objects = page
-                .objects
-                .into_iter()
-                .filter(|o| is_data_key(&o.key, &deps.config.rejects_prefix))
-                .map(|o| Work::Object {
-                    source: SourceRef {
-                        bucket: bucket.clone(),
-                        key: o.key,
-                        version_id: None,
-                        etag: o.etag,
-                        sequencer: None,
-                    },
-                    resume: None,
-                    part: 0,
-                    queued: 0,
-                });
-            if deps.continuation.is_queue() {
-                // One message per object, so each succeeds, retries and dead-letters on its
-                // own; each starts its own chain (hops 0), and the page chain is bounded by the
-                // listing, whose cursor only moves forward.
-                let events: Vec<Value> = objects
-                    .chain(next)
-                    .map(|unit| serde_json::json!({ "work": [unit], "hops": 0 }))
-                    .collect();
-                let count = events.len();
-                deps.continuation
-                    .hand_over_all(events)
-                    .await
-                    .map_err(|e| format!("backfill of s3://{bucket}/{prefix}: {e}"))?;
-                info!(%bucket, %prefix, messages = count, "backfill page fanned out to the intake queue");
-            } else {
-                // In key order, each object before the cursor that follows it.
-                let units: Vec<Work> = objects.chain(next).collect();
-                for unit in units.into_iter().rev() {
-                    work.push_front(unit);
-                }
-            }
+            read_object(
+                deps,
+                current,
+                ObjectAt::default(),
+                deadline,
+                made_progress,
+                summary,
+            )
+            .await
+        }
+        Ok(None) => {
+            let body = ChunkMessage::control(Operation::Delete, &source);
+            let stats = send_all(&deps.queue, vec![body], deps.config.batch_limits())
+                .await
+                .map_err(|e| format!("{name}: {e}"))?;
+            summary.deleted += 1;
+            summary.add_sent(stats);
             Ok(None)
         }
+        Err(e) => {
+            warn!(bucket = %source.bucket, key = %source.key, error = %e, "could not look up the key's current version");
+            Err(format!("{name}: {e}"))
+        }
+    }
+}
+
+/// One page of a backfill listing: its objects (and the next page) fanned out to the intake
+/// queue, or put first in this invocation's work, in key order.
+async fn run_backfill_page<S: ObjectStore, Q: ChunkQueue, C: Continuation>(
+    deps: &IngestDeps<S, Q, C>,
+    bucket: String,
+    prefix: String,
+    start_after: Option<String>,
+    work: &mut VecDeque<Work>,
+    summary: &mut IngestSummary,
+) -> Result<Option<Work>, String> {
+    let page = deps
+        .store
+        .list(&bucket, &prefix, start_after.as_deref())
+        .await
+        .map_err(|e| format!("backfill of s3://{bucket}/{prefix}: {e}"))?;
+    summary.listed += page.objects.len() as u64;
+    info!(%bucket, %prefix, after = ?start_after, listed = page.objects.len(), more = page.truncated, "backfill page");
+    let next = next_page(&bucket, &prefix, start_after.as_deref(), &page)?;
+    let objects = page
+        .objects
+        .into_iter()
+        .filter(|o| is_data_key(&o.key, &deps.config.rejects_prefix))
+        .map(|o| Work::Object {
+            source: SourceRef {
+                bucket: bucket.clone(),
+                key: o.key,
+                version_id: None,
+                etag: o.etag,
+                sequencer: None,
+            },
+            resume: None,
+            part: 0,
+            queued: 0,
+        });
+    if deps.continuation.is_queue() {
+        // One message per object, so each succeeds, retries and dead-letters on its
+        // own; each starts its own chain (hops 0), and the page chain is bounded by the
+        // listing, whose cursor only moves forward.
+        let events: Vec<Value> = objects
+            .chain(next)
+            .map(|unit| serde_json::json!({ "work": [unit], "hops": 0 }))
+            .collect();
+        let count = events.len();
+        deps.continuation
+            .hand_over_all(events)
+            .await
+            .map_err(|e| format!("backfill of s3://{bucket}/{prefix}: {e}"))?;
+        info!(%bucket, %prefix, messages = count, "backfill page fanned out to the intake queue");
+    } else {
+        // In key order, each object before the cursor that follows it.
+        let units: Vec<Work> = objects.chain(next).collect();
+        for unit in units.into_iter().rev() {
+            work.push_front(unit);
+        }
+    }
+    Ok(None)
+}
+
+/// The work that lists the page after `page`, if the listing is truncated.
+fn next_page(
+    bucket: &str,
+    prefix: &str,
+    start_after: Option<&str>,
+    page: &ListPage,
+) -> Result<Option<Work>, String> {
+    if !page.truncated {
+        return Ok(None);
+    }
+    // The cursor must move on, or the same page would be listed forever.
+    match page.objects.last().map(|o| o.key.clone()) {
+        Some(last) if start_after.is_none_or(|a| last.as_str() > a) => Ok(Some(Work::Backfill {
+            bucket: bucket.to_owned(),
+            prefix: prefix.to_owned(),
+            start_after: Some(last),
+        })),
+        _ => Err(format!(
+            "backfill of s3://{bucket}/{prefix}: the listing after {} is truncated but does not move on",
+            start_after.unwrap_or("the start")
+        )),
     }
 }
 
@@ -1029,62 +1066,13 @@ async fn ingest_object<S: ObjectStore, Q: ChunkQueue, C: Continuation>(
     made_progress: bool,
     summary: &mut IngestSummary,
 ) -> Result<ObjectProgress, ObjectFailure> {
-    let ObjectAt {
-        resume,
-        part,
-        queued: queued_before,
-    } = at;
-    let mut queued = queued_before;
+    let (source, mut records) = open_object(deps, source, at, deadline, made_progress).await?;
     let cfg = &deps.config;
-    // Plain content is read from where the last part stopped; gzip (or content whose kind an
-    // older resume point did not record) has to be decompressed from its start.
-    let range_start = resume
-        .filter(|r| r.compressed == Some(false) && r.offset > 0)
-        .map(|r| r.offset);
-    let object = ObjectRef {
-        bucket: source.bucket.clone(),
-        key: source.key.clone(),
-        version_id: source.version_id.clone(),
-        etag: source.etag.clone(),
-        range_start,
-    };
-    let opened = match deps.store.open(&object).await {
-        Ok(o) => o,
-        Err(e @ (StoreError::NotFound { .. } | StoreError::Superseded { .. })) => {
-            return Err(ObjectFailure::Skipped(e.to_string()));
-        }
-        Err(e) => return Err(ObjectFailure::Retry(e.to_string())),
-    };
-    let source = SourceRef {
-        etag: source.etag.or(opened.etag),
-        version_id: source.version_id.or(opened.version_id),
-        ..source
-    };
-    let resume = resume.map(|point| Resume {
-        point,
-        body_offset: opened.offset,
-        skip_deadline: made_progress.then_some(deadline),
-    });
-    let mut records = match open_records_resumed(
-        opened.body,
-        &source.key,
-        cfg.max_record_bytes,
-        &cfg.records_path,
-        resume,
-    )
-    .await
-    {
-        Ok(r) => r,
-        Err(e @ ReadError::OutOfTime { .. }) => {
-            return Err(ObjectFailure::OutOfTime(e.to_string()));
-        }
-        Err(e) => return Err(ObjectFailure::Retry(e.to_string())),
-    };
-
     let limits = cfg.batch_limits();
     let mut packer = MessagePacker::new(&source, cfg.message_max_bytes);
     let mut bodies: Vec<String> = Vec::new();
     let mut rejects = Rejects::new();
+    let mut queued = at.queued;
     let mut paused = None;
     loop {
         let raw = match records.next_record().await {
@@ -1092,7 +1080,7 @@ async fn ingest_object<S: ObjectStore, Q: ChunkQueue, C: Continuation>(
             Ok(None) => break,
             Err(e @ (ReadError::UnsupportedFormat(_) | ReadError::RecordsPathNotFound(_))) => {
                 rejects.add(&source, RecordPosition::Index(0), &e.to_string(), "");
-                write_rejects(deps, &source, part, rejects).await?;
+                write_rejects(deps, &source, at.part, rejects).await?;
                 return Err(ObjectFailure::Rejected(e.to_string()));
             }
             Err(e) => return Err(ObjectFailure::Retry(e.to_string())),
@@ -1112,19 +1100,13 @@ async fn ingest_object<S: ObjectStore, Q: ChunkQueue, C: Continuation>(
             }
         }
         if bodies.len() >= MAX_BATCH_ENTRIES {
-            let stats = send_all(&deps.queue, std::mem::take(&mut bodies), limits).await?;
-            summary.messages += stats.messages;
-            summary.sqs_requests += stats.batches;
+            let sent = std::mem::take(&mut bodies);
+            summary.add_sent(send_all(&deps.queue, sent, limits).await?);
         }
         // After every record, rejected ones too: an object of bad records or a slow part
         // hands over instead of running into the Lambda timeout. (At the end of the object
         // there is nothing to hand over.)
-        if !deadline.allows(Duration::ZERO)
-            && !records
-                .is_done()
-                .await
-                .map_err(|e| ObjectFailure::Retry(e.to_string()))?
-        {
+        if !deadline.allows(Duration::ZERO) && !records.is_done().await.map_err(retry)? {
             paused = Some(resume_after);
             break;
         }
@@ -1135,12 +1117,10 @@ async fn ingest_object<S: ObjectStore, Q: ChunkQueue, C: Continuation>(
         // only once the version's chunks are indexed (so none of them is embedded again).
         bodies.push(ChunkMessage::sweep(&source, queued));
     }
-    let stats = send_all(&deps.queue, bodies, limits).await?;
-    summary.messages += stats.messages;
-    summary.sqs_requests += stats.batches;
+    summary.add_sent(send_all(&deps.queue, bodies, limits).await?);
     let rejected = rejects.count;
-    write_rejects(deps, &source, part, rejects).await?;
-    info!(bucket = %source.bucket, key = %source.key, part, bytes = records.bytes_read(), rejected, paused = paused.is_some(), "object read");
+    write_rejects(deps, &source, at.part, rejects).await?;
+    info!(bucket = %source.bucket, key = %source.key, part = at.part, bytes = records.bytes_read(), rejected, paused = paused.is_some(), "object read");
     Ok(match paused {
         Some(point) => ObjectProgress::Paused {
             source,
@@ -1149,6 +1129,59 @@ async fn ingest_object<S: ObjectStore, Q: ChunkQueue, C: Continuation>(
         },
         None => ObjectProgress::Done,
     })
+}
+
+fn retry(e: impl std::fmt::Display) -> ObjectFailure {
+    ObjectFailure::Retry(e.to_string())
+}
+
+/// Opens the object (from where the last part stopped, when it can be read from there) and its
+/// record stream; the source as stored, with the eTag and version the read returned.
+async fn open_object<S: ObjectStore, Q: ChunkQueue, C: Continuation>(
+    deps: &IngestDeps<S, Q, C>,
+    source: SourceRef,
+    at: ObjectAt,
+    deadline: Deadline,
+    made_progress: bool,
+) -> Result<(SourceRef, RecordReader<BoxedBufRead>), ObjectFailure> {
+    let cfg = &deps.config;
+    // Plain content is read from where the last part stopped; gzip (or content whose kind an
+    // older resume point did not record) has to be decompressed from its start.
+    let range_start = at
+        .resume
+        .filter(|r| r.compressed == Some(false) && r.offset > 0)
+        .map(|r| r.offset);
+    let object = ObjectRef {
+        bucket: source.bucket.clone(),
+        key: source.key.clone(),
+        version_id: source.version_id.clone(),
+        etag: source.etag.clone(),
+        range_start,
+    };
+    let opened = match deps.store.open(&object).await {
+        Ok(o) => o,
+        Err(e @ (StoreError::NotFound { .. } | StoreError::Superseded { .. })) => {
+            return Err(ObjectFailure::Skipped(e.to_string()));
+        }
+        Err(e) => return Err(retry(e)),
+    };
+    let source = SourceRef {
+        etag: source.etag.or(opened.etag),
+        version_id: source.version_id.or(opened.version_id),
+        ..source
+    };
+    let resume = at.resume.map(|point| Resume {
+        point,
+        body_offset: opened.offset,
+        skip_deadline: made_progress.then_some(deadline),
+    });
+    let path = &cfg.records_path;
+    let opened = open_records_resumed(opened.body, &source.key, cfg.max_record_bytes, path, resume);
+    match opened.await {
+        Ok(records) => Ok((source, records)),
+        Err(e @ ReadError::OutOfTime { .. }) => Err(ObjectFailure::OutOfTime(e.to_string())),
+        Err(e) => Err(retry(e)),
+    }
 }
 
 /// Packs one record's chunks; returns how many, or why it was rejected with the text to keep.
