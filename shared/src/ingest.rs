@@ -383,36 +383,10 @@ fn plan(
     summary: &mut IngestSummary,
 ) -> Result<Job, IngestError> {
     if let Some(work) = event.get("work") {
-        let work = serde_json::from_value(work.clone())
-            .map_err(|e| IngestError::BadEvent(format!("continuation: {e}")))?;
-        let hops = match event.get("hops") {
-            None | Some(Value::Null) => 0,
-            Some(h) => h
-                .as_u64()
-                .map(|h| u32::try_from(h).unwrap_or(u32::MAX))
-                .ok_or_else(|| {
-                    IngestError::BadEvent(format!("continuation: hops is not a count: {h}"))
-                })?,
-        };
-        return Ok(Job { work, hops });
+        return continuation_job(work, event.get("hops"));
     }
     if let Some(backfill) = event.get("backfill") {
-        let bucket = backfill
-            .get("bucket")
-            .and_then(Value::as_str)
-            .ok_or_else(|| IngestError::BadEvent("backfill needs a bucket".into()))?;
-        let prefix = backfill
-            .get("prefix")
-            .and_then(Value::as_str)
-            .unwrap_or_default();
-        return Ok(Job {
-            work: VecDeque::from([Work::Backfill {
-                bucket: bucket.into(),
-                prefix: prefix.into(),
-                start_after: None,
-            }]),
-            hops: 0,
-        });
+        return backfill_job(backfill);
     }
     if event.get("Records").is_none() && event.get("Event").is_none() {
         return Err(IngestError::BadEvent(format!(
@@ -426,56 +400,99 @@ fn plan(
         info!(event = %kind, "ignoring S3 test event");
         summary.ignored += 1;
     }
-    let mut work = VecDeque::new();
-    for record in notification.records {
-        // A removed version is not a removed object, and lifecycle expirations have their own
-        // event types: both are settled by the key's current state when the unit runs.
-        // https://docs.aws.amazon.com/AmazonS3/latest/userguide/notification-how-to-event-types-and-destinations.html
-        let removed = record.event_name.starts_with("ObjectRemoved:")
-            || record.event_name.starts_with("LifecycleExpiration:");
-        if !record.event_name.starts_with("ObjectCreated:") && !removed {
-            info!(event = %record.event_name, bucket = %record.s3.bucket.name, key = %record.s3.object.key, "ignoring event");
-            summary.ignored += 1;
-            continue;
-        }
-        let bucket = record.s3.bucket.name;
-        let key = match decode_key(&record.s3.object.key) {
-            Ok(k) => k,
-            Err(e) => {
-                warn!(bucket = %bucket, error = %e, "object skipped");
-                summary.rejected += 1;
-                continue;
-            }
-        };
-        if !is_data_key(&key, &config.rejects_prefix) {
-            info!(bucket = %bucket, key = %key, "ignoring folder marker or rejects object");
-            summary.ignored += 1;
-            continue;
-        }
-        let source = SourceRef {
-            bucket,
-            key,
-            version_id: record.s3.object.version_id.filter(|v| !v.is_empty()),
-            etag: record.s3.object.etag.filter(|e| !e.is_empty()),
-            sequencer: record
-                .s3
-                .object
-                .sequencer
-                .as_deref()
-                .map(normalize_sequencer),
-        };
-        work.push_back(if removed {
-            Work::Removed { source }
-        } else {
-            Work::Object {
-                source,
-                resume: None,
-                part: 0,
-                queued: 0,
-            }
-        });
-    }
+    let work = notification
+        .records
+        .into_iter()
+        .filter_map(|record| notification_work(record, config, summary))
+        .collect();
     Ok(Job { work, hops: 0 })
+}
+
+/// The work a continuation carries on, and how many hops its chain has made.
+fn continuation_job(work: &Value, hops: Option<&Value>) -> Result<Job, IngestError> {
+    let work = serde_json::from_value(work.clone())
+        .map_err(|e| IngestError::BadEvent(format!("continuation: {e}")))?;
+    let hops = match hops {
+        None | Some(Value::Null) => 0,
+        Some(h) => h
+            .as_u64()
+            .map(|h| u32::try_from(h).unwrap_or(u32::MAX))
+            .ok_or_else(|| {
+                IngestError::BadEvent(format!("continuation: hops is not a count: {h}"))
+            })?,
+    };
+    Ok(Job { work, hops })
+}
+
+/// `{"backfill": {"bucket", "prefix"}}`: the listing's first page.
+fn backfill_job(backfill: &Value) -> Result<Job, IngestError> {
+    let bucket = backfill
+        .get("bucket")
+        .and_then(Value::as_str)
+        .ok_or_else(|| IngestError::BadEvent("backfill needs a bucket".into()))?;
+    let prefix = backfill
+        .get("prefix")
+        .and_then(Value::as_str)
+        .unwrap_or_default();
+    Ok(Job {
+        work: VecDeque::from([Work::Backfill {
+            bucket: bucket.into(),
+            prefix: prefix.into(),
+            start_after: None,
+        }]),
+        hops: 0,
+    })
+}
+
+/// The work one notification record asks for: an object to read, a removal to settle, or
+/// nothing (other event types, folder markers and rejects objects, undecodable keys).
+fn notification_work(
+    record: S3Record,
+    config: &IngestConfig,
+    summary: &mut IngestSummary,
+) -> Option<Work> {
+    // A removed version is not a removed object, and lifecycle expirations have their own
+    // event types: both are settled by the key's current state when the unit runs.
+    // https://docs.aws.amazon.com/AmazonS3/latest/userguide/notification-how-to-event-types-and-destinations.html
+    let removed = record.event_name.starts_with("ObjectRemoved:")
+        || record.event_name.starts_with("LifecycleExpiration:");
+    if !record.event_name.starts_with("ObjectCreated:") && !removed {
+        info!(event = %record.event_name, bucket = %record.s3.bucket.name, key = %record.s3.object.key, "ignoring event");
+        summary.ignored += 1;
+        return None;
+    }
+    let bucket = record.s3.bucket.name;
+    let key = match decode_key(&record.s3.object.key) {
+        Ok(k) => k,
+        Err(e) => {
+            warn!(bucket = %bucket, error = %e, "object skipped");
+            summary.rejected += 1;
+            return None;
+        }
+    };
+    if !is_data_key(&key, &config.rejects_prefix) {
+        info!(bucket = %bucket, key = %key, "ignoring folder marker or rejects object");
+        summary.ignored += 1;
+        return None;
+    }
+    let object = record.s3.object;
+    let source = SourceRef {
+        bucket,
+        key,
+        version_id: object.version_id.filter(|v| !v.is_empty()),
+        etag: object.etag.filter(|e| !e.is_empty()),
+        sequencer: object.sequencer.as_deref().map(normalize_sequencer),
+    };
+    Some(if removed {
+        Work::Removed { source }
+    } else {
+        Work::Object {
+            source,
+            resume: None,
+            part: 0,
+            queued: 0,
+        }
+    })
 }
 
 /// Folder markers and ingest's own rejects are never data (reading the rejects would loop).
