@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use tracing::warn;
 
-use crate::retry::Backoff;
+use crate::retry::{Attempts, RetryPolicy};
 
 /// SendMessageBatch takes at most this many entries.
 pub const MAX_BATCH_ENTRIES: usize = 10;
@@ -110,9 +110,15 @@ async fn send_batch_with_retries<Q: ChunkQueue>(
     limits: BatchLimits,
     stats: &mut SendStats,
 ) -> Result<(), QueueError> {
-    let mut backoff = Backoff::new(Duration::from_millis(50), Duration::from_secs(2));
+    let policy = RetryPolicy {
+        max_attempts: limits.max_attempts,
+        base_delay: Duration::from_millis(50),
+        max_delay: Duration::from_secs(2),
+    };
+    let mut attempts = Attempts::new(policy, None);
     let total = pending.len() as u64;
-    for attempt in 1..=limits.max_attempts {
+    loop {
+        let attempt = attempts.number();
         stats.batches += 1;
         let failures = queue.send_batch(&pending).await?;
         if failures.is_empty() {
@@ -129,7 +135,7 @@ async fn send_batch_with_retries<Q: ChunkQueue>(
         warn!(failed = failures.len(), attempt, code = %last.code, "chunk queue failed some entries; retrying them");
         pending.retain(|e| failures.iter().any(|f| f.id == e.id));
         stats.retried_entries += pending.len() as u64;
-        if attempt == limits.max_attempts {
+        if !attempts.wait().await {
             return Err(QueueError::GaveUp {
                 remaining: pending.len(),
                 attempts: attempt,
@@ -137,9 +143,7 @@ async fn send_batch_with_retries<Q: ChunkQueue>(
                 message: last.message,
             });
         }
-        tokio::time::sleep(backoff.next_delay()).await;
     }
-    unreachable!("the loop returns on its last attempt")
 }
 
 /// Amazon SQS through the AWS SDK.

@@ -1,4 +1,5 @@
-//! Exponential backoff with equal jitter, and deadlines that leave room to report.
+//! Exponential backoff with equal jitter, the one driver every retry loop uses ([`Attempts`]),
+//! and deadlines that leave room to report.
 
 use std::time::Duration;
 
@@ -24,6 +25,67 @@ impl Backoff {
         self.ceiling = (self.ceiling * 2).min(self.cap);
         let millis = ceiling.as_millis().max(1) as u64;
         Duration::from_millis(fastrand::u64(millis / 2..=millis))
+    }
+}
+
+/// How often and how patiently an operation is tried.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RetryPolicy {
+    /// Attempts in all, the first included.
+    pub max_attempts: u32,
+    pub base_delay: Duration,
+    pub max_delay: Duration,
+}
+
+/// The attempts of one operation under a policy: it counts them, draws the delays between
+/// them, and refuses a wait that no attempt is left for or that would end past the deadline.
+#[derive(Debug)]
+pub struct Attempts {
+    policy: RetryPolicy,
+    backoff: Backoff,
+    made: u32,
+    deadline: Option<Deadline>,
+}
+
+impl Attempts {
+    /// The first attempt is about to be made.
+    pub fn new(policy: RetryPolicy, deadline: Option<Deadline>) -> Self {
+        Self {
+            policy,
+            backoff: Backoff::new(policy.base_delay, policy.max_delay),
+            made: 1,
+            deadline,
+        }
+    }
+
+    /// The attempt under way (1-based).
+    pub fn number(&self) -> u32 {
+        self.made
+    }
+
+    /// The wait before another attempt (`instead` of the backoff's, when the caller has its
+    /// own, as a pacer does), or `None` when the attempts or the time are used up.
+    pub fn next_wait(&mut self, instead: Option<Duration>) -> Option<Duration> {
+        if self.made >= self.policy.max_attempts {
+            return None;
+        }
+        let delay = instead.unwrap_or_else(|| self.backoff.next_delay());
+        if self.deadline.is_some_and(|d| !d.allows(delay)) {
+            return None;
+        }
+        self.made += 1;
+        Some(delay)
+    }
+
+    /// Waits the backoff's delay before another attempt; `false` when none is left.
+    pub async fn wait(&mut self) -> bool {
+        match self.next_wait(None) {
+            Some(delay) => {
+                tokio::time::sleep(delay).await;
+                true
+            }
+            None => false,
+        }
     }
 }
 
@@ -68,6 +130,30 @@ impl Deadline {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn attempts_stop_at_the_policy_or_the_deadline() {
+        let policy = RetryPolicy {
+            max_attempts: 3,
+            base_delay: Duration::from_millis(100),
+            max_delay: Duration::from_secs(1),
+        };
+        let mut attempts = Attempts::new(policy, None);
+        assert_eq!(attempts.number(), 1);
+        assert!(attempts.wait().await);
+        assert!(attempts.wait().await);
+        assert_eq!(attempts.number(), 3);
+        assert!(!attempts.wait().await, "three attempts in all");
+
+        // A wait that would end past the deadline is refused; a caller's own wait counts too.
+        let mut attempts = Attempts::new(policy, Some(Deadline::after(Duration::from_millis(500))));
+        assert_eq!(
+            attempts.next_wait(Some(Duration::from_millis(400))),
+            Some(Duration::from_millis(400))
+        );
+        assert_eq!(attempts.next_wait(Some(Duration::from_millis(600))), None);
+        assert_eq!(attempts.number(), 2);
+    }
 
     #[test]
     fn delays_grow_within_bounds() {

@@ -5,7 +5,8 @@ use std::time::Duration;
 
 use sakuin::embed::bedrock::BedrockEmbedder;
 use sakuin::embed::{
-    EmbedError, EmbedPolicy, Embedder, EmbeddingModel, InputPurpose, Pacer, embed_all,
+    EMBED_RETRIES, EmbedError, EmbedPolicy, Embedder, EmbeddingModel, InputPurpose, Pacer,
+    embed_all,
 };
 use sakuin::retry::Deadline;
 use sakuin_local::stack::LocalStack;
@@ -70,7 +71,7 @@ async fn every_model_family_on_the_wire() {
                 &e,
                 &refs,
                 InputPurpose::Document,
-                EmbedPolicy::default(),
+                EMBED_RETRIES,
                 &Pacer::fixed(8),
                 deadline(),
             )
@@ -194,7 +195,7 @@ async fn failures_are_told_apart() {
     let policy = EmbedPolicy {
         base_delay: Duration::from_millis(5),
         max_delay: Duration::from_millis(20),
-        ..EmbedPolicy::default()
+        ..EMBED_RETRIES
     };
     let (vectors, stats) = embed_all(
         &titan,

@@ -14,7 +14,7 @@ use tracing::warn;
 pub use model::{EmbeddingModel, InputPurpose, ModelError, ModelFamily, ModelOutput};
 pub use pace::{PaceReport, Pacer, Quota};
 
-use crate::retry::{Backoff, Deadline};
+use crate::retry::{Attempts, Deadline, RetryPolicy};
 
 /// Why a call to the embedding model did not give vectors.
 #[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
@@ -73,23 +73,15 @@ pub trait Embedder: Send + Sync {
     ) -> impl Future<Output = Result<ModelOutput, EmbedError>> + Send;
 }
 
-/// How long to keep trying (how hard to push is the [`Pacer`]'s).
-#[derive(Debug, Clone, Copy)]
-pub struct EmbedPolicy {
-    pub max_attempts: u32,
-    pub base_delay: Duration,
-    pub max_delay: Duration,
-}
+/// How long to keep trying a Bedrock call (how hard to push is the [`Pacer`]'s).
+pub type EmbedPolicy = RetryPolicy;
 
-impl Default for EmbedPolicy {
-    fn default() -> Self {
-        Self {
-            max_attempts: 6,
-            base_delay: Duration::from_millis(200),
-            max_delay: Duration::from_secs(10),
-        }
-    }
-}
+/// The Bedrock calls' policy: six attempts, 0.2 s doubling to 10 s.
+pub const EMBED_RETRIES: EmbedPolicy = RetryPolicy {
+    max_attempts: 6,
+    base_delay: Duration::from_millis(200),
+    max_delay: Duration::from_secs(10),
+};
 
 /// What one `embed_all` cost.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -157,8 +149,7 @@ async fn call_with_retries<E: Embedder>(
     deadline: Deadline,
 ) -> (Result<ModelOutput, EmbedError>, EmbedStats) {
     let mut stats = EmbedStats::default();
-    let mut backoff = Backoff::new(policy.base_delay, policy.max_delay);
-    let mut attempt = 1;
+    let mut attempts = Attempts::new(policy, Some(deadline));
     loop {
         if !deadline.allows(Duration::ZERO) {
             return (Err(EmbedError::OutOfTime), stats);
@@ -192,17 +183,14 @@ async fn call_with_retries<E: Embedder>(
                 };
                 // A throttled call waits for the pacer's turn, which is its backoff; without
                 // adaptation (and for faults) the backoff is the caller's.
-                let delay = if throttled && pacer.is_adaptive() {
-                    Duration::ZERO
-                } else {
-                    backoff.next_delay()
-                };
-                if !e.is_retryable() || attempt >= policy.max_attempts || !deadline.allows(delay) {
+                let pacer_wait = (throttled && pacer.is_adaptive()).then_some(Duration::ZERO);
+                let attempt = attempts.number();
+                let Some(delay) = attempts.next_wait(pacer_wait).filter(|_| e.is_retryable())
+                else {
                     return (Err(e), stats);
-                }
+                };
                 warn!(model = %embedder.model().id, attempt, error = %e, delay_ms = delay.as_millis() as u64, "embedding call failed; retrying");
                 stats.retries += 1;
-                attempt += 1;
                 tokio::time::sleep(delay).await;
             }
         }
@@ -295,7 +283,7 @@ mod tests {
             &e,
             &refs,
             InputPurpose::Document,
-            EmbedPolicy::default(),
+            EMBED_RETRIES,
             &Pacer::fixed(8),
             Deadline::after(Duration::from_secs(60)),
         )
@@ -318,7 +306,7 @@ mod tests {
             &e,
             &refs,
             InputPurpose::Document,
-            EmbedPolicy::default(),
+            EMBED_RETRIES,
             &Pacer::fixed(5),
             Deadline::after(Duration::from_secs(60)),
         )
@@ -338,7 +326,7 @@ mod tests {
             &e,
             &refs,
             InputPurpose::Document,
-            EmbedPolicy::default(),
+            EMBED_RETRIES,
             &Pacer::fixed(8),
             Deadline::after(Duration::from_secs(600)),
         )
@@ -361,7 +349,7 @@ mod tests {
             &e,
             &refs,
             InputPurpose::Document,
-            EmbedPolicy::default(),
+            EMBED_RETRIES,
             &Pacer::fixed(8),
             Deadline::after(Duration::from_secs(60)),
         )
@@ -381,7 +369,7 @@ mod tests {
             &e,
             &refs,
             InputPurpose::Document,
-            EmbedPolicy::default(),
+            EMBED_RETRIES,
             &Pacer::fixed(2),
             Deadline::after(Duration::from_millis(1050)),
         )

@@ -24,7 +24,7 @@ use tokio::sync::OnceCell;
 use tracing::{error, info, warn};
 
 use crate::config::EmbedIndexConfig;
-use crate::embed::{EmbedPolicy, Embedder, Pacer};
+use crate::embed::{Embedder, Pacer};
 use crate::es::bulk::{push_delete, push_index};
 use crate::es::{EsError, StoredChunk, StoredMarker};
 use crate::ids::{chunk_id, content_sha256, source_marker_id};
@@ -500,7 +500,7 @@ async fn write_chunks<E: Embedder, I: SearchIndex, Q: ChunkQueue>(
     let writer = Writer {
         embedder: &deps.embedder,
         index: &deps.index,
-        policy: EmbedPolicy::default(),
+        policy: crate::embed::EMBED_RETRIES,
         pacer: &deps.pacer,
         embed_deadline: Deadline::after(deadline.remaining().saturating_sub(reserve)),
         deadline,

@@ -12,7 +12,7 @@ use crate::es::bulk::{push_index, push_update};
 use crate::es::document::SourceFields;
 use crate::es::{ChunkDocument, DocVersion, EsError, Expect, ItemOutcome, StoredChunk};
 use crate::message::{ChunkPayload, SourceRef};
-use crate::retry::{Backoff, Deadline};
+use crate::retry::{Attempts, Deadline, RetryPolicy};
 
 use super::SearchIndex;
 
@@ -338,6 +338,13 @@ pub(super) enum Sent {
     Unavailable,
 }
 
+/// `_bulk` requests whose items the cluster asked to retry (429, 5xx) or that got no answer.
+const BULK_RETRIES: RetryPolicy = RetryPolicy {
+    max_attempts: 5,
+    base_delay: Duration::from_millis(200),
+    max_delay: Duration::from_secs(5),
+};
+
 /// Sends the actions in `_bulk` requests of at most `max_bytes`, resending items answered 429 /
 /// 5xx (and requests that got no answer) with backoff while the deadline allows, and halving a
 /// request the cluster answers 413 (larger than its `http.max_content_length`). No request starts
@@ -351,12 +358,9 @@ pub(super) async fn send_with_retries<I: SearchIndex>(
     stats: &mut BatchStats,
 ) -> Vec<(Action, Sent)> {
     let mut results = Vec::new();
-    let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(5));
+    let mut attempts = Attempts::new(BULK_RETRIES, Some(deadline));
     let mut max_bytes = max_bytes;
-    let max_attempts = 5;
-    let mut attempt = 0;
     while !pending.is_empty() {
-        attempt += 1;
         let mut retry = Vec::new();
         let mut requests = split_by_size(pending, max_bytes);
         while let Some(request) = requests.pop() {
@@ -426,11 +430,9 @@ pub(super) async fn send_with_retries<I: SearchIndex>(
             }
         }
         pending = retry;
-        let delay = backoff.next_delay();
-        if pending.is_empty() || attempt == max_attempts || !deadline.allows(delay) {
+        if pending.is_empty() || !attempts.wait().await {
             break;
         }
-        tokio::time::sleep(delay).await;
     }
     results.extend(pending.into_iter().map(|a| (a, Sent::Unavailable)));
     results
