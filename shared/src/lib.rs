@@ -9,6 +9,7 @@ pub mod embed;
 pub mod embed_index;
 pub mod error;
 pub mod es;
+pub mod failure;
 pub mod ids;
 pub mod ingest;
 pub mod message;

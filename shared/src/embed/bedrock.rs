@@ -113,33 +113,12 @@ const PARSE_INLINE_MAX_BYTES: usize = 64 * 1024;
 pub fn classify(err: SdkError<InvokeModelError>) -> EmbedError {
     match &err {
         SdkError::ServiceError(ctx) => {
-            let status = ctx.raw().status().as_u16();
-            let e = ctx.err();
-            let message = e.meta().message().unwrap_or("no message").to_owned();
-            let code = e.meta().code().unwrap_or("Unknown").to_owned();
-            match e {
-                InvokeModelError::ThrottlingException(_)
-                | InvokeModelError::ServiceQuotaExceededException(_) => {
-                    EmbedError::Throttled(message)
-                }
-                InvokeModelError::InternalServerException(_)
-                | InvokeModelError::ServiceUnavailableException(_)
-                | InvokeModelError::ModelNotReadyException(_)
-                | InvokeModelError::ModelTimeoutException(_) => {
-                    EmbedError::Transient(format!("{code}: {message}"))
-                }
-                InvokeModelError::AccessDeniedException(_)
-                | InvokeModelError::ValidationException(_)
-                | InvokeModelError::ResourceNotFoundException(_)
-                | InvokeModelError::ModelErrorException(_) => {
-                    EmbedError::Permanent { code, message }
-                }
-                _ if status == 429 => EmbedError::Throttled(message),
-                _ if status >= 500 || status == 408 => {
-                    EmbedError::Transient(format!("{code}: {message}"))
-                }
-                _ => EmbedError::Permanent { code, message },
-            }
+            let meta = ctx.err().meta();
+            classify_answer(
+                ctx.raw().status().as_u16(),
+                meta.code().unwrap_or("Unknown"),
+                meta.message().unwrap_or("no message"),
+            )
         }
         SdkError::ConstructionFailure(_) => EmbedError::Permanent {
             code: "ConstructionFailure".into(),
@@ -147,5 +126,25 @@ pub fn classify(err: SdkError<InvokeModelError>) -> EmbedError {
         },
         // Timeouts, connection failures and unreadable responses: the network, not the request.
         _ => EmbedError::Transient(error_chain(&err)),
+    }
+}
+
+/// An answer that says no, by its status and error code: throttling (the quotas), faults
+/// worth another try, or a refusal that the same call will get again.
+pub fn classify_answer(status: u16, code: &str, message: &str) -> EmbedError {
+    let (code, message) = (code.to_owned(), message.to_owned());
+    match code.as_str() {
+        "ThrottlingException" | "ServiceQuotaExceededException" => EmbedError::Throttled(message),
+        "InternalServerException"
+        | "ServiceUnavailableException"
+        | "ModelNotReadyException"
+        | "ModelTimeoutException" => EmbedError::Transient(format!("{code}: {message}")),
+        "AccessDeniedException"
+        | "ValidationException"
+        | "ResourceNotFoundException"
+        | "ModelErrorException" => EmbedError::Permanent { code, message },
+        _ if status == 429 => EmbedError::Throttled(message),
+        _ if status >= 500 || status == 408 => EmbedError::Transient(format!("{code}: {message}")),
+        _ => EmbedError::Permanent { code, message },
     }
 }

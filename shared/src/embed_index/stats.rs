@@ -1,6 +1,7 @@
 //! What one batch did: counts, failures by reason, and their EMF metrics.
 
-use crate::embed::{EmbedError, EmbedStats, EmbeddingModel};
+use crate::embed::{EmbedStats, EmbeddingModel};
+pub use crate::failure::FailureReason;
 use crate::metrics::MetricSet;
 
 /// Counts for one invocation, logged and emitted as metrics.
@@ -40,69 +41,6 @@ pub struct BatchStats {
     /// Wall time spent embedding, and writing to Elasticsearch.
     pub embed_ms: u64,
     pub index_ms: u64,
-}
-
-/// Why a chunk did not land in an invocation: the `Reason` dimension of `ChunksFailed`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum FailureReason {
-    /// Bedrock was still throttling when the retries or the time ran out.
-    Throttled,
-    /// Bedrock 5xx, timeouts or connection errors past the retries.
-    BedrockError,
-    /// Not embedded because the invocation's time ran short.
-    OutOfTime,
-    /// Bedrock refused the input (`ValidationException` and other permanent errors).
-    ModelRejected,
-    /// `AccessDeniedException`: the role's policy or the account's model access.
-    AccessDenied,
-    /// Elasticsearch rejected the document (mapping, size): permanent for its message.
-    EsRejected,
-    /// Elasticsearch unreachable, or 429 / 5xx past the retries.
-    EsUnavailable,
-}
-
-impl FailureReason {
-    pub const ALL: [FailureReason; 7] = [
-        FailureReason::Throttled,
-        FailureReason::BedrockError,
-        FailureReason::OutOfTime,
-        FailureReason::ModelRejected,
-        FailureReason::AccessDenied,
-        FailureReason::EsRejected,
-        FailureReason::EsUnavailable,
-    ];
-
-    /// Whether the work only needs time: Elasticsearch back, Bedrock's quota free again, or
-    /// a fresh invocation's clock. Such chunks go back on the queue, delayed, with what they
-    /// already have (vectors), and never count toward the DLQ.
-    pub fn waits(self) -> bool {
-        matches!(
-            self,
-            FailureReason::EsUnavailable | FailureReason::Throttled | FailureReason::OutOfTime
-        )
-    }
-
-    pub fn label(self) -> &'static str {
-        match self {
-            FailureReason::Throttled => "throttled",
-            FailureReason::BedrockError => "bedrock_error",
-            FailureReason::OutOfTime => "out_of_time",
-            FailureReason::ModelRejected => "model_rejected",
-            FailureReason::AccessDenied => "access_denied",
-            FailureReason::EsRejected => "es_rejected",
-            FailureReason::EsUnavailable => "es_unavailable",
-        }
-    }
-
-    pub(super) fn of_embedding(error: &EmbedError) -> Self {
-        match error {
-            EmbedError::Throttled(_) => FailureReason::Throttled,
-            EmbedError::Transient(_) => FailureReason::BedrockError,
-            EmbedError::OutOfTime => FailureReason::OutOfTime,
-            EmbedError::Permanent { .. } if error.is_access_denied() => FailureReason::AccessDenied,
-            EmbedError::Permanent { .. } => FailureReason::ModelRejected,
-        }
-    }
 }
 
 /// Failed chunks counted by [`FailureReason`].

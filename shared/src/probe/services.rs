@@ -16,6 +16,7 @@ use crate::config::auth_from_secret;
 use crate::embed::InputPurpose;
 use crate::error::error_chain;
 use crate::es::EsAuth;
+use crate::failure::FailureReason;
 
 /// How an AWS call failed.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -404,23 +405,92 @@ pub(super) async fn check_bedrock(deps: &ProbeDeps) -> Vec<CheckResult> {
             Err(e) => CheckResult::fail(NAME, "response", ms, format!("{}: {e}", model.id))
                 .hint("the answer is not this model family's embedding response: check EMBEDDING_MODEL_ID"),
         },
-        Err(f @ (CallFailure::Timeout(_) | CallFailure::Network(_))) => {
-            unreachable_service(NAME, ms, &model.id, &f, "bedrock-runtime")
-        }
         Err(CallFailure::Service {
             status,
             code,
             message,
         }) => {
-            let (layer, detail, hint) = bedrock_failure(status, &code, &message, &model.id, &region);
+            let refusal = BedrockRefusal::new(status, &code, &message);
+            let (layer, detail, hint) = bedrock_failure(&refusal, &model.id, &region);
             CheckResult::fail(NAME, layer, ms, detail).hint(hint)
         }
+        Err(f) => unreachable_service(NAME, ms, &model.id, &f, "bedrock-runtime"),
     }]
 }
 
-/// Tells Bedrock's refusals apart: IAM, model access, throttling, a wrong id, the service.
-fn bedrock_failure(
+/// A Bedrock refusal: its reason, as embed-index counts (and retries) it, and what Bedrock said.
+struct BedrockRefusal<'a> {
+    reason: FailureReason,
     status: u16,
+    code: &'a str,
+    message: &'a str,
+}
+
+impl<'a> BedrockRefusal<'a> {
+    fn new(status: u16, code: &'a str, message: &'a str) -> Self {
+        let error = crate::embed::bedrock::classify_answer(status, code, message);
+        Self {
+            reason: FailureReason::of_embedding(&error),
+            status,
+            code,
+            message,
+        }
+    }
+}
+
+/// Tells Bedrock's refusals apart by their reason: IAM or model access, throttling, a wrong id
+/// or a request the model refuses, the service.
+fn bedrock_failure(
+    refusal: &BedrockRefusal<'_>,
+    model: &str,
+    region: &str,
+) -> (&'static str, String, String) {
+    let BedrockRefusal {
+        reason,
+        status,
+        code,
+        message,
+    } = *refusal;
+    let lower = message.to_ascii_lowercase();
+    match reason {
+        FailureReason::AccessDenied => access_refusal(code, message, model, region),
+        FailureReason::Throttled => (
+            "throttled",
+            format!("{model}: throttled ({code}: {message})"),
+            "the account's requests- or tokens-per-minute quota for this model is used up (embed-index may be busy): lower EmbedMaxConcurrency or EMBED_CONCURRENCY, \
+             or ask for more in Service Quotas"
+                .into(),
+        ),
+        FailureReason::ModelRejected if code == "ResourceNotFoundException" => (
+            "not_found",
+            format!("{model} was not found in {region} ({message})"),
+            "check EMBEDDING_MODEL_ID and that the model is offered in this Region".into(),
+        ),
+        FailureReason::ModelRejected
+            if code == "ValidationException" && lower.contains("model identifier is invalid") =>
+        {
+            (
+                "not_found",
+                format!("{model} is not a model id Bedrock knows in {region} ({message})"),
+                "check EMBEDDING_MODEL_ID (and use an inference-profile id such as us.cohere.embed-v4:0 where the model needs one)".into(),
+            )
+        }
+        FailureReason::ModelRejected if status == 403 => access_refusal(code, message, model, region),
+        FailureReason::ModelRejected => (
+            "request",
+            format!("{model} refused the request ({code}: {message})"),
+            "the request does not fit the model: check EMBEDDING_DIMENSIONS, and whether the model needs an inference-profile id".into(),
+        ),
+        _ => (
+            "service",
+            format!("{model}: HTTP {status} {code}: {message}"),
+            "Bedrock is failing or the model is not ready: retry later, and check the AWS Health Dashboard".into(),
+        ),
+    }
+}
+
+/// Access denied: the account's model access, or the role (or a policy above it).
+fn access_refusal(
     code: &str,
     message: &str,
     model: &str,
@@ -434,65 +504,24 @@ fn bedrock_failure(
     .find_map(|p| tail.strip_prefix(p))
     .unwrap_or(tail);
     let lower = message.to_ascii_lowercase();
-    match code {
-        "AccessDeniedException" | "AccessDenied" => {
-            if lower.contains("access to the model") || lower.contains("model access") {
-                (
-                    "model_access",
-                    format!("{model}: model access is not granted in {region} ({code}: {message})"),
-                    format!(
-                        "the account has not enabled this model: open the Amazon Bedrock console in {region}, Model access, and request access to {model} \
-                         (for an inference profile, in every Region it routes to)"
-                    ),
-                )
-            } else {
-                (
-                    "access",
-                    format!("{model}: the role may not invoke the model ({code}: {message})"),
-                    format!(
-                        "the function role needs bedrock:InvokeModel on arn:aws:bedrock:{region}::foundation-model/{base} (and on the inference-profile ARN for a profile id); \
-                         a service control policy or the bedrock-runtime endpoint policy can also deny it"
-                    ),
-                )
-            }
-        }
-        "ThrottlingException" | "ServiceQuotaExceededException" | "TooManyRequestsException" => (
-            "throttled",
-            format!("{model}: throttled ({code}: {message})"),
-            "the account's requests- or tokens-per-minute quota for this model is used up (embed-index may be busy): lower EmbedMaxConcurrency or EMBED_CONCURRENCY, \
-             or ask for more in Service Quotas"
-                .into(),
-        ),
-        "ResourceNotFoundException" => (
-            "not_found",
-            format!("{model} was not found in {region} ({message})"),
-            "check EMBEDDING_MODEL_ID and that the model is offered in this Region".into(),
-        ),
-        "ValidationException" if lower.contains("model identifier is invalid") => (
-            "not_found",
-            format!("{model} is not a model id Bedrock knows in {region} ({message})"),
-            "check EMBEDDING_MODEL_ID (and use an inference-profile id such as us.cohere.embed-v4:0 where the model needs one)".into(),
-        ),
-        "ValidationException" => (
-            "request",
-            format!("{model} refused the request ({message})"),
-            "the request does not fit the model: check EMBEDDING_DIMENSIONS, and whether the model needs an inference-profile id".into(),
-        ),
-        _ if status == 429 => (
-            "throttled",
-            format!("{model}: throttled ({code}: {message})"),
-            "the model's quota is used up: lower the concurrency or ask for more in Service Quotas".into(),
-        ),
-        _ if status == 403 => (
+    if lower.contains("access to the model") || lower.contains("model access") {
+        (
+            "model_access",
+            format!("{model}: model access is not granted in {region} ({code}: {message})"),
+            format!(
+                "the account has not enabled this model: open the Amazon Bedrock console in {region}, Model access, and request access to {model} \
+                 (for an inference profile, in every Region it routes to)"
+            ),
+        )
+    } else {
+        (
             "access",
-            format!("{model}: access denied ({code}: {message})"),
-            format!("the function role needs bedrock:InvokeModel on the model in {region}"),
-        ),
-        _ => (
-            "service",
-            format!("{model}: HTTP {status} {code}: {message}"),
-            "Bedrock is failing or the model is not ready: retry later, and check the AWS Health Dashboard".into(),
-        ),
+            format!("{model}: the role may not invoke the model ({code}: {message})"),
+            format!(
+                "the function role needs bedrock:InvokeModel on arn:aws:bedrock:{region}::foundation-model/{base} (and on the inference-profile ARN for a profile id); \
+                 a service control policy or the bedrock-runtime endpoint policy can also deny it"
+            ),
+        )
     }
 }
 
@@ -554,9 +583,7 @@ mod tests {
     fn bedrock_refusals_are_told_apart() {
         let stub_denied = "You don't have access to the model with the specified model ID.";
         let (layer, detail, hint) = bedrock_failure(
-            403,
-            "AccessDeniedException",
-            stub_denied,
+            &BedrockRefusal::new(403, "AccessDeniedException", stub_denied),
             "amazon.titan-embed-text-v2:0",
             "ap-northeast-1",
         );
@@ -568,9 +595,7 @@ mod tests {
 
         let iam = "User: arn:aws:sts::123456789012:assumed-role/probe/x is not authorized to perform: bedrock:InvokeModel on resource: arn:aws:bedrock:ap-northeast-1::foundation-model/amazon.titan-embed-text-v2:0 because no identity-based policy allows the bedrock:InvokeModel action";
         let (layer, _, hint) = bedrock_failure(
-            403,
-            "AccessDeniedException",
-            iam,
+            &BedrockRefusal::new(403, "AccessDeniedException", iam),
             "amazon.titan-embed-text-v2:0",
             "ap-northeast-1",
         );
@@ -581,18 +606,25 @@ mod tests {
         );
 
         assert_eq!(
-            bedrock_failure(429, "ThrottlingException", "Too many requests", "m", "r").0,
+            bedrock_failure(
+                &BedrockRefusal::new(429, "ThrottlingException", "Too many requests"),
+                "m",
+                "r"
+            )
+            .0,
             "throttled"
         );
         assert_eq!(
-            bedrock_failure(429, "Weird", "slow", "m", "r").0,
+            bedrock_failure(&BedrockRefusal::new(429, "Weird", "slow"), "m", "r").0,
             "throttled"
         );
         assert_eq!(
             bedrock_failure(
-                400,
-                "ValidationException",
-                "The provided model identifier is invalid.",
+                &BedrockRefusal::new(
+                    400,
+                    "ValidationException",
+                    "The provided model identifier is invalid."
+                ),
                 "m",
                 "r"
             )
@@ -601,9 +633,7 @@ mod tests {
         );
         assert_eq!(
             bedrock_failure(
-                400,
-                "ValidationException",
-                "Malformed input request",
+                &BedrockRefusal::new(400, "ValidationException", "Malformed input request"),
                 "m",
                 "r"
             )
@@ -611,7 +641,12 @@ mod tests {
             "request"
         );
         assert_eq!(
-            bedrock_failure(503, "ServiceUnavailableException", "later", "m", "r").0,
+            bedrock_failure(
+                &BedrockRefusal::new(503, "ServiceUnavailableException", "later"),
+                "m",
+                "r"
+            )
+            .0,
             "service"
         );
     }
