@@ -424,11 +424,9 @@ impl EmbedIndexConfig {
     pub fn from_env(env: &mut Env) -> Result<Self, ConfigError> {
         let (es, es_secret_id) = env.elasticsearch();
         let model = env.model();
-        let similarity = env.get("ES_SIMILARITY").unwrap_or_else(|| "cosine".into());
-        if !["cosine", "dot_product", "l2_norm", "max_inner_product"].contains(&similarity.as_str())
-        {
-            env.problem(format!("ES_SIMILARITY={similarity:?} is not cosine, dot_product, l2_norm or max_inner_product"));
-        }
+        let similarity = env
+            .optional::<crate::es::Similarity>("ES_SIMILARITY")
+            .unwrap_or_default();
         // Empty: the best type the cluster's release takes, decided when the index is created.
         let index_type = env.get("ES_VECTOR_INDEX_TYPE");
         if let Some(t) = &index_type
@@ -689,6 +687,8 @@ mod tests {
             ("EMBEDDING_MODEL_ID", "amazon.titan-embed-text-v2:0"),
             ("EMBEDDING_DIMENSIONS", "300"),
             ("ES_USERNAME", "elastic"),
+            ("ES_SIMILARITY", "dots"),
+            ("ES_TCP_MSS", "100"),
         ]))
         .unwrap_err();
         let text = err.to_string();
@@ -698,10 +698,12 @@ mod tests {
             "ES_USE_SSL",
             "EMBEDDING_DIMENSIONS 300",
             "ES_USERNAME is set without",
+            "ES_SIMILARITY=\"dots\" is not valid: not one of cosine, dot_product, l2_norm, max_inner_product",
+            "ES_TCP_MSS=100 must be between 536 and 8961",
         ] {
             assert!(text.contains(needle), "missing {needle:?} in:\n{text}");
         }
-        assert_eq!(err.problems.len(), 5);
+        assert_eq!(err.problems.len(), 7);
     }
 
     #[test]

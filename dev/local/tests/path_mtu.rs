@@ -325,7 +325,7 @@ fn index_from_client(
             let result = async {
                 let es = EsClient::new(&settings)?;
                 let vectors = VectorSettings {
-                    similarity: "cosine".into(),
+                    similarity: sakuin::es::Similarity::Cosine,
                     index_type: Some("hnsw".into()),
                     text_analyzer: "standard".into(),
                 };

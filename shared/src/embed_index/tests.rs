@@ -331,7 +331,7 @@ fn config(model: EmbeddingModel) -> EmbedIndexConfig {
         es_secret_id: None,
         model,
         vectors: VectorSettings {
-            similarity: "cosine".into(),
+            similarity: crate::es::Similarity::Cosine,
             index_type: Some("hnsw".into()),
             text_analyzer: "cjk".into(),
         },

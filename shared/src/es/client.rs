@@ -108,10 +108,55 @@ impl EsError {
     }
 }
 
+/// How the vectors of a new index are compared (`ES_SIMILARITY`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Similarity {
+    #[default]
+    Cosine,
+    /// Needs unit-length vectors (Titan v2 normalises by default).
+    DotProduct,
+    L2Norm,
+    /// From Elasticsearch 8.11.
+    MaxInnerProduct,
+}
+
+impl Similarity {
+    pub const ALL: [Similarity; 4] = [
+        Similarity::Cosine,
+        Similarity::DotProduct,
+        Similarity::L2Norm,
+        Similarity::MaxInnerProduct,
+    ];
+
+    /// The name Elasticsearch's mapping uses.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Similarity::Cosine => "cosine",
+            Similarity::DotProduct => "dot_product",
+            Similarity::L2Norm => "l2_norm",
+            Similarity::MaxInnerProduct => "max_inner_product",
+        }
+    }
+}
+
+impl std::str::FromStr for Similarity {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        Self::ALL
+            .into_iter()
+            .find(|v| v.as_str() == s)
+            .ok_or_else(|| {
+                let names: Vec<&str> = Self::ALL.iter().map(|v| v.as_str()).collect();
+                format!("not one of {}", names.join(", "))
+            })
+    }
+}
+
 /// How a new index is laid out: how it stores and compares vectors, how it analyses text.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct VectorSettings {
-    pub similarity: String,
+    pub similarity: Similarity,
     /// `index_options.type` (hnsw, int8_hnsw, int4_hnsw, bbq_hnsw, flat, ...); `None`: the best
     /// the cluster's release takes ([`super::version::choose_index_type`]).
     pub index_type: Option<String>,
@@ -380,7 +425,7 @@ impl EsClient {
             tracing::info!(index = %self.index, %version, %index_type, "creating the index");
             let body = serde_json::to_vec(&index_mapping(
                 dimensions,
-                &vectors.similarity,
+                vectors.similarity.as_str(),
                 &index_type,
                 &vectors.text_analyzer,
             ))
