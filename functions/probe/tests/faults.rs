@@ -7,7 +7,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::*;
-use sakuin::embed::{EmbedError, Embedder, EmbeddingModel, InputPurpose, ModelOutput};
+use sakuin::embed::{Embedder, InputPurpose};
 use sakuin::probe::{self, ProbeReport, handle_event};
 use serde_json::{Value, json};
 
@@ -519,33 +519,6 @@ async fn only_required_checks_fail_the_invocation() {
     );
 }
 
-/// Records what it was asked to embed, and answers a fixed vector.
-struct RecordingEmbedder {
-    model: EmbeddingModel,
-    seen: std::sync::Mutex<Vec<(String, InputPurpose)>>,
-}
-
-impl Embedder for RecordingEmbedder {
-    fn model(&self) -> &EmbeddingModel {
-        &self.model
-    }
-
-    async fn invoke(
-        &self,
-        texts: &[&str],
-        purpose: InputPurpose,
-    ) -> Result<ModelOutput, EmbedError> {
-        self.seen
-            .lock()
-            .unwrap()
-            .push((texts[0].to_owned(), purpose));
-        Ok(ModelOutput {
-            vectors: vec![vec![0.25; self.model.dimensions]],
-            input_tokens: Some(1),
-        })
-    }
-}
-
 #[tokio::test]
 async fn search_embeds_a_query_and_runs_knn() {
     let server = serve(Cluster::default().responder(), None).await;
@@ -556,10 +529,7 @@ async fn search_embeds_a_query_and_runs_knn() {
         ("EMBEDDING_MODEL_ID", "cohere.embed-multilingual-v3"),
     ])
     .await;
-    let embedder = RecordingEmbedder {
-        model: deps.config.model.clone(),
-        seen: Default::default(),
-    };
+    let embedder = sakuin::test_util::MemoryEmbedder::new(deps.config.model.clone());
     let es = deps.es.as_ref().unwrap();
     let query = sakuin::search::Query {
         mode: sakuin::search::Mode::Knn,
@@ -570,12 +540,16 @@ async fn search_embeds_a_query_and_runs_knn() {
     let hits = found.hits;
     assert_eq!(hits.len(), 2);
     assert_eq!(
-        *embedder.seen.lock().unwrap(),
-        vec![("パスワードを忘れました".to_owned(), InputPurpose::Query)]
+        embedder.calls(),
+        vec![(
+            vec!["パスワードを忘れました".to_owned()],
+            InputPurpose::Query
+        )]
     );
     // Cohere's body for a query says so.
     let body: Value =
-        serde_json::from_slice(&embedder.model.request_body(&["q"], InputPurpose::Query)).unwrap();
+        serde_json::from_slice(&embedder.model().request_body(&["q"], InputPurpose::Query))
+            .unwrap();
     assert_eq!(body["input_type"], "search_query");
     let (_, path, request) = server.requests.lock().unwrap().last().cloned().unwrap();
     assert_eq!(path, "/documents/_search");

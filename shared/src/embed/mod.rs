@@ -200,74 +200,12 @@ async fn call_with_retries<E: Embedder>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::sync::Mutex;
-    use std::sync::atomic::{AtomicUsize, Ordering};
+    use crate::test_util::{FailingEmbedder, MemoryEmbedder};
 
-    /// Embeds a text as [len, first byte, ...]; throttles every `throttle_every`-th call and
-    /// tracks peak concurrency.
-    struct FakeEmbedder {
-        model: EmbeddingModel,
-        throttle_every: usize,
-        reject: Option<&'static str>,
-        calls: AtomicUsize,
-        in_flight: AtomicUsize,
-        peak: AtomicUsize,
-        latency: Duration,
-        seen: Mutex<Vec<usize>>,
-    }
-
-    impl FakeEmbedder {
-        fn new(model_id: &str) -> Self {
-            Self {
-                model: EmbeddingModel::resolve(model_id, None).unwrap(),
-                throttle_every: 0,
-                reject: None,
-                calls: AtomicUsize::new(0),
-                in_flight: AtomicUsize::new(0),
-                peak: AtomicUsize::new(0),
-                latency: Duration::from_millis(10),
-                seen: Mutex::new(Vec::new()),
-            }
-        }
-    }
-
-    impl Embedder for FakeEmbedder {
-        fn model(&self) -> &EmbeddingModel {
-            &self.model
-        }
-
-        async fn invoke(&self, texts: &[&str], _: InputPurpose) -> Result<ModelOutput, EmbedError> {
-            let n = self.calls.fetch_add(1, Ordering::SeqCst) + 1;
-            let now = self.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
-            self.peak.fetch_max(now, Ordering::SeqCst);
-            tokio::time::sleep(self.latency).await;
-            self.in_flight.fetch_sub(1, Ordering::SeqCst);
-            self.seen.lock().unwrap().push(texts.len());
-            if self.throttle_every > 0 && n.is_multiple_of(self.throttle_every) {
-                return Err(EmbedError::Throttled("slow down".into()));
-            }
-            if let Some(bad) = self.reject
-                && texts.contains(&bad)
-            {
-                return Err(EmbedError::Permanent {
-                    code: "ValidationException".into(),
-                    message: "bad input".into(),
-                });
-            }
-            let dims = self.model.dimensions;
-            let vectors = texts
-                .iter()
-                .map(|t| {
-                    let mut v = vec![0.0; dims];
-                    v[0] = t.len() as f32;
-                    v
-                })
-                .collect();
-            Ok(ModelOutput {
-                vectors,
-                input_tokens: Some(texts.len() as u64),
-            })
-        }
+    /// The shared fake, answering after 10 ms so that concurrency shows.
+    fn fake(model_id: &str) -> MemoryEmbedder {
+        let model = EmbeddingModel::resolve(model_id, None).unwrap();
+        MemoryEmbedder::new(model).with_latency(Duration::from_millis(10))
     }
 
     fn texts(n: usize) -> Vec<String> {
@@ -276,7 +214,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn cohere_batches_of_96_in_order() {
-        let e = FakeEmbedder::new("cohere.embed-english-v3");
+        let e = fake("cohere.embed-english-v3");
         let owned = texts(97);
         let refs: Vec<&str> = owned.iter().map(String::as_str).collect();
         let (out, stats) = embed_all(
@@ -289,7 +227,7 @@ mod tests {
         )
         .await;
         assert_eq!(stats.calls, 2);
-        let mut seen = e.seen.lock().unwrap().clone();
+        let mut seen: Vec<usize> = e.calls().iter().map(|(texts, _)| texts.len()).collect();
         seen.sort();
         assert_eq!(seen, vec![1, 96]);
         for (i, v) in out.iter().enumerate() {
@@ -299,7 +237,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn titan_runs_up_to_the_concurrency_limit() {
-        let e = FakeEmbedder::new("amazon.titan-embed-text-v2:0");
+        let e = fake("amazon.titan-embed-text-v2:0");
         let owned = texts(40);
         let refs: Vec<&str> = owned.iter().map(String::as_str).collect();
         let (out, stats) = embed_all(
@@ -313,13 +251,12 @@ mod tests {
         .await;
         assert!(out.iter().all(Result::is_ok));
         assert_eq!(stats.calls, 40);
-        assert_eq!(e.peak.load(Ordering::SeqCst), 5);
+        assert_eq!(e.peak(), 5);
     }
 
     #[tokio::test(start_paused = true)]
     async fn throttles_are_retried_and_counted() {
-        let mut e = FakeEmbedder::new("amazon.titan-embed-text-v2:0");
-        e.throttle_every = 3;
+        let e = FailingEmbedder::new(fake("amazon.titan-embed-text-v2:0")).throttle_every(3);
         let owned = texts(30);
         let refs: Vec<&str> = owned.iter().map(String::as_str).collect();
         let (out, stats) = embed_all(
@@ -341,8 +278,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn permanent_errors_fail_only_their_batch() {
-        let mut e = FakeEmbedder::new("amazon.titan-embed-text-v2:0");
-        e.reject = Some("xxx");
+        let e = FailingEmbedder::new(fake("amazon.titan-embed-text-v2:0")).reject("xxx");
         let owned = texts(5);
         let refs: Vec<&str> = owned.iter().map(String::as_str).collect();
         let (out, stats) = embed_all(
@@ -361,8 +297,9 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn no_new_calls_once_time_is_up() {
-        let mut e = FakeEmbedder::new("amazon.titan-embed-text-v2:0");
-        e.latency = Duration::from_millis(100);
+        let model = EmbeddingModel::resolve("amazon.titan-embed-text-v2:0", None).unwrap();
+        let slow = MemoryEmbedder::new(model).with_latency(Duration::from_millis(100));
+        let e = FailingEmbedder::new(slow);
         let owned = texts(50);
         let refs: Vec<&str> = owned.iter().map(String::as_str).collect();
         let (out, _) = embed_all(
@@ -381,6 +318,6 @@ mod tests {
                 .filter(|r| r.is_err())
                 .all(|r| matches!(r, Err(EmbedError::OutOfTime)))
         );
-        assert!(e.calls.load(Ordering::SeqCst) <= 22);
+        assert!(e.attempts() <= 22);
     }
 }

@@ -12,47 +12,21 @@ use serde_json::{Value, json};
 
 use super::*;
 use crate::config::EmbedIndexConfig;
-use crate::embed::{EmbedError, EmbeddingModel, InputPurpose, ModelOutput};
+use crate::embed::{EmbedError, EmbeddingModel};
 use crate::es::bulk::parse_bulk_answer;
 use crate::es::state::parse_lookup;
 use crate::es::{BulkOutcome, DocVersion, EsSettings, Stored, VectorSettings};
 use crate::message::SourceRef;
-use crate::test_util::MemoryQueue;
+use crate::test_util::{FailingEmbedder, MemoryEmbedder, MemoryQueue};
 
-/// Embeds every text as a constant vector; counts calls and texts.
-struct CountingEmbedder {
-    model: EmbeddingModel,
-    calls: AtomicUsize,
-    texts: AtomicUsize,
-    reject: Option<&'static str>,
-    /// Every call is answered `ThrottlingException` while set.
-    throttle: std::sync::atomic::AtomicBool,
-}
+/// The shared fake embedder, behind the wrapper that throttles or refuses on a plan.
+type TestEmbedder = FailingEmbedder<MemoryEmbedder>;
 
-impl Embedder for CountingEmbedder {
-    fn model(&self) -> &EmbeddingModel {
-        &self.model
-    }
-
-    async fn invoke(&self, texts: &[&str], _: InputPurpose) -> Result<ModelOutput, EmbedError> {
-        self.calls.fetch_add(1, AtomicOrdering::SeqCst);
-        if self.throttle.load(AtomicOrdering::SeqCst) {
-            return Err(EmbedError::Throttled("Too many requests".into()));
-        }
-        self.texts.fetch_add(texts.len(), AtomicOrdering::SeqCst);
-        if self.reject.is_some_and(|r| texts.contains(&r)) {
-            return Err(EmbedError::Permanent {
-                code: "ValidationException".into(),
-                message: "bad".into(),
-            });
-        }
-        Ok(ModelOutput {
-            vectors: texts
-                .iter()
-                .map(|_| vec![0.5; self.model.dimensions])
-                .collect(),
-            input_tokens: None,
-        })
+fn embedder(model: &EmbeddingModel, reject: Option<&str>) -> TestEmbedder {
+    let e = FailingEmbedder::new(MemoryEmbedder::new(model.clone()));
+    match reject {
+        Some(text) => e.reject(text),
+        None => e,
     }
 }
 
@@ -312,7 +286,7 @@ impl SearchIndex for MemoryIndex {
     }
 }
 
-type Deps = EmbedIndexDeps<CountingEmbedder, MemoryIndex, MemoryQueue>;
+type Deps = EmbedIndexDeps<TestEmbedder, MemoryIndex, MemoryQueue>;
 
 fn config(model: EmbeddingModel) -> EmbedIndexConfig {
     EmbedIndexConfig {
@@ -350,13 +324,7 @@ fn config(model: EmbeddingModel) -> EmbedIndexConfig {
 
 fn deps(reject: Option<&'static str>) -> Deps {
     let model = EmbeddingModel::resolve("amazon.titan-embed-text-v2:0", Some(256)).unwrap();
-    let embedder = CountingEmbedder {
-        model: model.clone(),
-        calls: AtomicUsize::new(0),
-        texts: AtomicUsize::new(0),
-        reject,
-        throttle: Default::default(),
-    };
+    let embedder = embedder(&model, reject);
     EmbedIndexDeps::new(
         embedder,
         MemoryIndex::default(),
@@ -448,7 +416,7 @@ async fn duplicates_and_unchanged_chunks_cost_no_embedding() {
     assert_eq!((stats.chunks, stats.embedded), (2, 2));
     let (_, stats) = run(&d, &[body]).await;
     assert_eq!((stats.unchanged, stats.embedded, stats.indexed), (2, 0, 2));
-    assert_eq!(d.embedder.texts.load(AtomicOrdering::SeqCst), 2);
+    assert_eq!(d.embedder.inner.texts(), 2);
 }
 
 #[tokio::test(start_paused = true)]
@@ -715,7 +683,7 @@ async fn an_outage_waits_on_the_queue_with_growing_delays_and_never_pays_twice()
     // without calling Bedrock, until the hop limit (3 here) sends it to the DLQ.
     d.index.script.lock().unwrap().clear();
     d.index.down.store(true, AtomicOrdering::SeqCst);
-    let calls = d.embedder.calls.load(AtomicOrdering::SeqCst);
+    let calls = d.embedder.attempts();
     let mut body = back[0].0.clone();
     for delay in [120, 240] {
         let (failed, _) = run(&d, &[body.clone()]).await;
@@ -732,7 +700,7 @@ async fn an_outage_waits_on_the_queue_with_growing_delays_and_never_pays_twice()
     let (failed, stats) = run(&d, &[body]).await;
     assert!(failed.is_empty());
     assert_eq!((stats.reused, stats.embedded, stats.indexed), (2, 0, 2));
-    assert_eq!(d.embedder.calls.load(AtomicOrdering::SeqCst), calls);
+    assert_eq!(d.embedder.attempts(), calls);
     assert_eq!(
         d.index.chunk(&chunk_id("a", 0)).unwrap()["embedding"]
             .as_array()
@@ -745,7 +713,7 @@ async fn an_outage_waits_on_the_queue_with_growing_delays_and_never_pays_twice()
 #[tokio::test(start_paused = true)]
 async fn throttled_work_waits_on_the_queue_and_never_counts_toward_the_dlq() {
     let d = deps(None);
-    d.embedder.throttle.store(true, AtomicOrdering::SeqCst);
+    d.embedder.set_throttled(true);
     let body = message("index", "k", Some("01"), &[("a", "alpha"), ("b", "beta")]);
     let (failed, stats) = run(&d, &[body]).await;
     assert!(failed.is_empty(), "handed back, not failed toward the DLQ");
@@ -763,7 +731,7 @@ async fn throttled_work_waits_on_the_queue_and_never_counts_toward_the_dlq() {
     );
 
     // The quota has room again: the handed-back message lands.
-    d.embedder.throttle.store(false, AtomicOrdering::SeqCst);
+    d.embedder.set_throttled(false);
     let (failed, stats) = run(&d, &[back[0].0.clone()]).await;
     assert!(failed.is_empty());
     assert_eq!((stats.embedded, stats.indexed), (2, 2));
@@ -780,11 +748,7 @@ async fn a_cold_start_during_an_outage_is_no_failure() {
     let (failed, stats) = run(&d, &bodies).await;
     assert!(failed.is_empty());
     assert_eq!((stats.embedded, stats.messages_requeued), (0, 2));
-    assert_eq!(
-        d.embedder.calls.load(AtomicOrdering::SeqCst),
-        0,
-        "nothing embedded blind"
-    );
+    assert_eq!(d.embedder.attempts(), 0, "nothing embedded blind");
     let back = requeued(&d);
     assert!(ChunkMessage::parse(&back[1].0).unwrap().requeues == 1);
 }
@@ -832,13 +796,7 @@ async fn a_bulk_too_large_for_the_cluster_is_split() {
     }
     let model = EmbeddingModel::resolve("amazon.titan-embed-text-v2:0", Some(256)).unwrap();
     let d = EmbedIndexDeps::new(
-        CountingEmbedder {
-            model: model.clone(),
-            calls: AtomicUsize::new(0),
-            texts: AtomicUsize::new(0),
-            reject: None,
-            throttle: Default::default(),
-        },
+        embedder(&model, None),
         Small(MemoryIndex::default()),
         Some(MemoryQueue::default()),
         config(model),
@@ -900,11 +858,7 @@ async fn a_failed_undo_is_finished_by_the_replay() {
     assert!(failed.is_empty());
     assert_eq!((stats.superseded, stats.compensated), (2, 2), "{stats:?}");
     assert_eq!(d.index.chunk_count(), 0);
-    assert_eq!(
-        d.embedder.texts.load(AtomicOrdering::SeqCst),
-        2,
-        "embedded once"
-    );
+    assert_eq!(d.embedder.inner.texts(), 2, "embedded once");
 }
 
 /// A sweep that overtakes its own version's chunks waits for them, so the unchanged ones are
@@ -935,5 +889,5 @@ async fn a_sweep_waits_for_its_version() {
     assert_eq!(stats.deleted, 1, "now the old chunk goes");
     assert!(d.index.chunk(&chunk_id("a", 0)).is_some());
     assert!(d.index.chunk(&chunk_id("b", 0)).is_none());
-    assert_eq!(d.embedder.texts.load(AtomicOrdering::SeqCst), 2);
+    assert_eq!(d.embedder.inner.texts(), 2);
 }
