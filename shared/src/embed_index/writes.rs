@@ -338,6 +338,28 @@ pub(super) enum Sent {
     Unavailable,
 }
 
+/// What one `_bulk` item's answer means for its action; `None`: send it again.
+fn settle(item: ItemOutcome, stats: &mut BatchStats) -> Option<Sent> {
+    match item {
+        ItemOutcome::Stored { version } => Some(Sent::Stored(version)),
+        ItemOutcome::Conflict { .. } => Some(Sent::Conflict),
+        ItemOutcome::Retry {
+            status,
+            kind,
+            reason,
+        } => {
+            warn!(status, %kind, %reason, "bulk item will be retried");
+            stats.bulk_retries += 1;
+            None
+        }
+        ItemOutcome::Reject {
+            status,
+            kind,
+            reason,
+        } => Some(Sent::Rejected(format!("{status} {kind}: {reason}"))),
+    }
+}
+
 /// `_bulk` requests whose items the cluster asked to retry (429, 5xx) or that got no answer.
 const BULK_RETRIES: RetryPolicy = RetryPolicy {
     max_attempts: 5,
@@ -376,29 +398,11 @@ pub(super) async fn send_with_retries<I: SearchIndex>(
             stats.bulk_bytes += body.len() as u64;
             match index.bulk(body, request.len()).await {
                 Ok(outcome) => {
-                    for (action, (_, item)) in request.into_iter().zip(outcome.items) {
-                        match item {
-                            ItemOutcome::Stored { version } => {
-                                results.push((action, Sent::Stored(version)))
-                            }
-                            ItemOutcome::Conflict { .. } => results.push((action, Sent::Conflict)),
-                            ItemOutcome::Retry {
-                                status,
-                                kind,
-                                reason,
-                            } => {
-                                warn!(status, %kind, %reason, "bulk item will be retried");
-                                stats.bulk_retries += 1;
-                                retry.push(action);
-                            }
-                            ItemOutcome::Reject {
-                                status,
-                                kind,
-                                reason,
-                            } => results.push((
-                                action,
-                                Sent::Rejected(format!("{status} {kind}: {reason}")),
-                            )),
+                    let items = outcome.items.into_iter().map(|(_, item)| item);
+                    for (action, item) in request.into_iter().zip(items) {
+                        match settle(item, stats) {
+                            Some(sent) => results.push((action, sent)),
+                            None => retry.push(action),
                         }
                     }
                 }
