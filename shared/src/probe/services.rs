@@ -258,37 +258,7 @@ async fn check_queue(deps: &ProbeDeps, q: &QueueCheck<'_>, url: &str) -> CheckRe
     .await;
     let r = match result {
         Ok(r) => r,
-        Err(f @ (CallFailure::Timeout(_) | CallFailure::Network(_))) => {
-            return unreachable_service(name, ms, url, &f, "SQS");
-        }
-        Err(CallFailure::Service {
-            status,
-            code,
-            message,
-        }) => {
-            return if code.contains("NonExistentQueue") || code.contains("QueueDoesNotExist") {
-                CheckResult::fail(
-                    name,
-                    "not_found",
-                    ms,
-                    format!("{url} does not exist ({code})"),
-                )
-                .hint(format!(
-                    "check {}: the queue URL of this account and Region",
-                    q.var
-                ))
-            } else if status == 403 || code.contains("AccessDenied") {
-                CheckResult::fail(name, "access", ms, format!("{url}: access denied ({code}: {message})"))
-                    .hint("the role needs sqs:GetQueueAttributes on the queue; also check the queue policy and, in a VPC, the SQS endpoint's policy")
-            } else {
-                CheckResult::fail(
-                    name,
-                    "service",
-                    ms,
-                    format!("{url}: HTTP {status} {code}: {message}"),
-                )
-            };
-        }
+        Err(failure) => return queue_failure(q, url, ms, failure),
     };
     let attr = |a: A| {
         r.attributes()
@@ -299,49 +269,98 @@ async fn check_queue(deps: &ProbeDeps, q: &QueueCheck<'_>, url: &str) -> CheckRe
     let visible = attr(A::ApproximateNumberOfMessages);
     let in_flight = attr(A::ApproximateNumberOfMessagesNotVisible);
     let delayed = attr(A::ApproximateNumberOfMessagesDelayed);
-    let mut detail = format!("{visible} waiting, {in_flight} in flight, {delayed} delayed");
+    let detail = format!("{visible} waiting, {in_flight} in flight, {delayed} delayed");
     let Some((dlq_url, dlq_var)) = q.dead_letter else {
-        let depth = visible + in_flight;
-        let result = if depth > 0 {
-            CheckResult::warn(name, ms, format!("{depth} dead letter(s): {detail}")).hint(format!(
-                "{} that failed every retry: read {}'s errors in its log group, fix the cause, then move them back with `sakuin redrive --queue {}`",
-                q.letters, q.consumer, q.redrive
-            ))
-        } else {
-            CheckResult::pass(name, ms, detail)
-        };
-        return result.metric("DeadLetterQueueDepth", depth as f64);
+        return dead_letters(q, ms, visible + in_flight, detail);
     };
     let redrive: Option<Value> = r
         .attributes()
         .and_then(|m| m.get(&A::RedrivePolicy))
         .and_then(|v| serde_json::from_str(v).ok());
     let result = match redrive {
-        Some(policy) => {
-            let target = policy["deadLetterTargetArn"]
-                .as_str()
-                .map(|arn| arn.rsplit(':').next().unwrap_or(arn).to_owned())
-                .unwrap_or_default();
-            let receives = policy["maxReceiveCount"]
-                .as_u64()
-                .or_else(|| policy["maxReceiveCount"].as_str().and_then(|s| s.parse().ok()));
-            detail.push_str(&format!(
-                "; failed messages move to {target} after {} receives",
-                receives.map(|n| n.to_string()).unwrap_or_else(|| "?".into())
-            ));
-            match dlq_url.map(queue_name) {
-                Some(configured) if configured != target => CheckResult::warn(name, ms, detail).hint(format!(
-                    "the queue's redrive policy sends to {target}, but {dlq_var} names {configured}: the probe watches the wrong dead-letter queue"
-                )),
-                _ => CheckResult::pass(name, ms, detail),
-            }
-        }
+        Some(policy) => redrive_result(name, ms, detail, &policy, (dlq_url, dlq_var)),
         None => CheckResult::warn(name, ms, format!("{detail}; no redrive policy"))
             .hint("without a dead-letter queue a poison message is retried until the retention period ends: set a redrive policy"),
     };
     result
         .metric("QueueBacklog", visible as f64)
         .metric("QueueInFlight", in_flight as f64)
+}
+
+/// A queue that could not be read: unreachable, missing, or not the role's to read.
+fn queue_failure(q: &QueueCheck<'_>, url: &str, ms: u64, failure: CallFailure) -> CheckResult {
+    let name = q.name;
+    let CallFailure::Service {
+        status,
+        code,
+        message,
+    } = failure
+    else {
+        return unreachable_service(name, ms, url, &failure, "SQS");
+    };
+    if code.contains("NonExistentQueue") || code.contains("QueueDoesNotExist") {
+        CheckResult::fail(
+            name,
+            "not_found",
+            ms,
+            format!("{url} does not exist ({code})"),
+        )
+        .hint(format!(
+            "check {}: the queue URL of this account and Region",
+            q.var
+        ))
+    } else if status == 403 || code.contains("AccessDenied") {
+        CheckResult::fail(name, "access", ms, format!("{url}: access denied ({code}: {message})"))
+            .hint("the role needs sqs:GetQueueAttributes on the queue; also check the queue policy and, in a VPC, the SQS endpoint's policy")
+    } else {
+        let detail = format!("{url}: HTTP {status} {code}: {message}");
+        CheckResult::fail(name, "service", ms, detail)
+    }
+}
+
+/// A dead-letter queue: anything in it needs a person.
+fn dead_letters(q: &QueueCheck<'_>, ms: u64, depth: u64, detail: String) -> CheckResult {
+    let result = if depth > 0 {
+        CheckResult::warn(q.name, ms, format!("{depth} dead letter(s): {detail}")).hint(format!(
+            "{} that failed every retry: read {}'s errors in its log group, fix the cause, then move them back with `sakuin redrive --queue {}`",
+            q.letters, q.consumer, q.redrive
+        ))
+    } else {
+        CheckResult::pass(q.name, ms, detail)
+    };
+    result.metric("DeadLetterQueueDepth", depth as f64)
+}
+
+/// A queue's redrive policy: where failed messages go, and whether that is the dead-letter
+/// queue the configuration names.
+fn redrive_result(
+    name: &str,
+    ms: u64,
+    mut detail: String,
+    policy: &Value,
+    (dlq_url, dlq_var): (Option<&str>, &str),
+) -> CheckResult {
+    let target = policy["deadLetterTargetArn"]
+        .as_str()
+        .map(|arn| arn.rsplit(':').next().unwrap_or(arn).to_owned())
+        .unwrap_or_default();
+    let receives = policy["maxReceiveCount"].as_u64().or_else(|| {
+        policy["maxReceiveCount"]
+            .as_str()
+            .and_then(|s| s.parse().ok())
+    });
+    detail.push_str(&format!(
+        "; failed messages move to {target} after {} receives",
+        receives
+            .map(|n| n.to_string())
+            .unwrap_or_else(|| "?".into())
+    ));
+    match dlq_url.map(queue_name) {
+        Some(configured) if configured != target => CheckResult::warn(name, ms, detail).hint(format!(
+            "the queue's redrive policy sends to {target}, but {dlq_var} names {configured}: the probe watches the wrong dead-letter queue"
+        )),
+        _ => CheckResult::pass(name, ms, detail),
+    }
 }
 
 fn queue_name(url: &str) -> String {
