@@ -207,6 +207,23 @@ pub async fn redrive(
     Redrive { sqs, pair }.run(options, progress).await
 }
 
+/// The two queues of a pair, as SQS names them, and how many messages wait.
+struct Queues {
+    dlq_arn: String,
+    source_arn: String,
+    waiting: u64,
+}
+
+/// How the move begins.
+enum Start {
+    /// A move task: one already running (`started` false) or one just started.
+    Task { handle: String, started: bool },
+    /// Nothing waits and no task runs.
+    Empty,
+    /// The endpoint has no move tasks: receive, send and delete instead.
+    ByHand { why: String },
+}
+
 impl Redrive<'_> {
     fn error(&self, problem: impl Into<String>, hint: impl Into<Option<String>>) -> RedriveError {
         RedriveError {
@@ -254,56 +271,85 @@ impl Redrive<'_> {
         progress: &mut dyn FnMut(String),
     ) -> Result<Outcome, RedriveError> {
         let pair = self.pair;
+        let queues = self.queues().await?;
+        let outcome = |way, moved, status: &str, finished| Outcome {
+            queue: pair.name,
+            dead_letter_queue: pair.dead_letter_queue_url.clone(),
+            source_queue: pair.queue_url.clone(),
+            waiting: queues.waiting,
+            way,
+            moved,
+            status: status.to_owned(),
+            finished,
+        };
+        let (handle, started) = match self.start_or_join(&queues).await? {
+            Start::Task { handle, started } => (handle, started),
+            Start::Empty => return Ok(outcome(Way::Nothing, 0, "EMPTY", true)),
+            Start::ByHand { why } => {
+                let moved = self.by_hand().await?;
+                return Ok(outcome(Way::ByHand { why }, moved, "COMPLETED", true));
+            }
+        };
+        let way = Way::MoveTask {
+            handle: handle.clone(),
+            started,
+        };
+        if options.detach {
+            return Ok(outcome(way, 0, "RUNNING", false));
+        }
+        self.follow(
+            &queues.dlq_arn,
+            &queues.source_arn,
+            &handle,
+            options,
+            progress,
+        )
+        .await
+        .map(|(moved, status)| outcome(way, moved, &status, true))
+    }
+
+    /// The two queues' ARNs and how many messages wait; an error when the source's redrive
+    /// policy names another dead-letter queue (the variables do not belong together).
+    async fn queues(&self) -> Result<Queues, RedriveError> {
         use QueueAttributeName as A;
-        let dlq = self
-            .sqs
-            .get_queue_attributes()
-            .queue_url(&pair.dead_letter_queue_url)
-            .attribute_names(A::QueueArn)
-            .attribute_names(A::ApproximateNumberOfMessages)
-            .send()
-            .await
-            .map_err(|e| {
-                self.call_error(
-                    &format!("GetQueueAttributes on {}", pair.dead_letter_queue_url),
-                    pair.dead_letter_queue_var,
-                    &CallFailure::of(&e),
-                )
-            })?;
-        let source = self
-            .sqs
-            .get_queue_attributes()
-            .queue_url(&pair.queue_url)
-            .attribute_names(A::QueueArn)
-            .attribute_names(A::RedrivePolicy)
-            .send()
-            .await
-            .map_err(|e| {
-                self.call_error(
-                    &format!("GetQueueAttributes on {}", pair.queue_url),
-                    pair.queue_var,
-                    &CallFailure::of(&e),
-                )
-            })?;
-        let attr =
-            |out: &aws_sdk_sqs::operation::get_queue_attributes::GetQueueAttributesOutput, a: A| {
-                out.attributes().and_then(|m| m.get(&a)).cloned()
-            };
-        let (Some(dlq_arn), Some(source_arn)) =
-            (attr(&dlq, A::QueueArn), attr(&source, A::QueueArn))
+        let pair = self.pair;
+        let read = async |url: &str, var: &str, names: [A; 2]| {
+            self.sqs
+                .get_queue_attributes()
+                .queue_url(url)
+                .set_attribute_names(Some(names.to_vec()))
+                .send()
+                .await
+                .map(|out| out.attributes().cloned().unwrap_or_default())
+                .map_err(|e| {
+                    let what = format!("GetQueueAttributes on {url}");
+                    self.call_error(&what, var, &CallFailure::of(&e))
+                })
+        };
+        let dlq_names = [A::QueueArn, A::ApproximateNumberOfMessages];
+        let dlq = read(
+            &pair.dead_letter_queue_url,
+            pair.dead_letter_queue_var,
+            dlq_names,
+        )
+        .await?;
+        let source_names = [A::QueueArn, A::RedrivePolicy];
+        let source = read(&pair.queue_url, pair.queue_var, source_names).await?;
+        let (Some(dlq_arn), Some(source_arn)) = (dlq.get(&A::QueueArn), source.get(&A::QueueArn))
         else {
             return Err(self.error("SQS did not name the queues' ARNs", None));
         };
-        let waiting = attr(&dlq, A::ApproximateNumberOfMessages)
+        let waiting = dlq
+            .get(&A::ApproximateNumberOfMessages)
             .and_then(|v| v.parse::<u64>().ok())
             .unwrap_or(0);
-        // Messages go back only to the queue that sent them: a source whose redrive policy
-        // names another dead-letter queue means the two variables do not belong together.
-        let target = attr(&source, A::RedrivePolicy)
-            .and_then(|p| serde_json::from_str::<Value>(&p).ok())
+        // Messages go back only to the queue that sent them.
+        let target = source
+            .get(&A::RedrivePolicy)
+            .and_then(|p| serde_json::from_str::<Value>(p).ok())
             .and_then(|p| p["deadLetterTargetArn"].as_str().map(str::to_owned));
         if let Some(target) = target
-            && target != dlq_arn
+            && target != *dlq_arn
         {
             return Err(self.error(
                 format!(
@@ -318,82 +364,61 @@ impl Redrive<'_> {
                 )),
             ));
         }
-        let outcome = |way, moved, status: &str, finished| Outcome {
-            queue: pair.name,
-            dead_letter_queue: pair.dead_letter_queue_url.clone(),
-            source_queue: pair.queue_url.clone(),
+        Ok(Queues {
+            dlq_arn: dlq_arn.clone(),
+            source_arn: source_arn.clone(),
             waiting,
-            way,
-            moved,
-            status: status.to_owned(),
-            finished,
-        };
+        })
+    }
 
-        // Only one task may run per queue: follow one that is already running.
-        let handle = match self.tasks(&dlq_arn).await {
-            Err(f) if f.unsupported() => {
-                let why = format!(
-                    "the SQS endpoint does not offer message move tasks (ListMessageMoveTasks: {})",
-                    f.describe()
-                );
-                let moved = self.by_hand().await?;
-                return Ok(outcome(Way::ByHand { why }, moved, "COMPLETED", true));
-            }
-            Err(f) => {
-                return Err(self.call_error(
-                    "ListMessageMoveTasks",
-                    pair.dead_letter_queue_var,
-                    &f,
-                ));
-            }
+    /// Only one task may run per queue: follow one that is already running, else start one
+    /// (when anything waits), or move by hand where the endpoint has no move tasks.
+    async fn start_or_join(&self, queues: &Queues) -> Result<Start, RedriveError> {
+        let dlq_var = self.pair.dead_letter_queue_var;
+        let no_tasks = |call: &str, f: &CallFailure| Start::ByHand {
+            why: format!(
+                "the SQS endpoint does not offer message move tasks ({call}: {})",
+                f.describe()
+            ),
+        };
+        let running = match self.tasks(&queues.dlq_arn).await {
+            Err(f) if f.unsupported() => return Ok(no_tasks("ListMessageMoveTasks", &f)),
+            Err(f) => return Err(self.call_error("ListMessageMoveTasks", dlq_var, &f)),
             Ok(tasks) => tasks
                 .iter()
                 .find(|t| t.status() == Some("RUNNING"))
                 .and_then(|t| t.task_handle())
-                .map(|h| (h.to_owned(), false)),
+                .map(str::to_owned),
         };
-        let (handle, started) = match handle {
-            Some(running) => running,
-            None if waiting == 0 => return Ok(outcome(Way::Nothing, 0, "EMPTY", true)),
-            None => {
-                let answer = self
-                    .sqs
-                    .start_message_move_task()
-                    .source_arn(&dlq_arn)
-                    .destination_arn(&source_arn)
-                    .send()
-                    .await;
-                match answer {
-                    Ok(out) => (out.task_handle().unwrap_or_default().to_owned(), true),
-                    Err(e) => {
-                        let f = CallFailure::of(&e);
-                        if f.unsupported() {
-                            let why = format!(
-                                "the SQS endpoint does not offer message move tasks (StartMessageMoveTask: {})",
-                                f.describe()
-                            );
-                            let moved = self.by_hand().await?;
-                            return Ok(outcome(Way::ByHand { why }, moved, "COMPLETED", true));
-                        }
-                        return Err(self.call_error(
-                            "StartMessageMoveTask",
-                            pair.dead_letter_queue_var,
-                            &f,
-                        ));
-                    }
-                }
-            }
-        };
-        let way = Way::MoveTask {
-            handle: handle.clone(),
-            started,
-        };
-        if options.detach {
-            return Ok(outcome(way, 0, "RUNNING", false));
+        if let Some(handle) = running {
+            return Ok(Start::Task {
+                handle,
+                started: false,
+            });
         }
-        self.follow(&dlq_arn, &source_arn, &handle, options, progress)
-            .await
-            .map(|(moved, status)| outcome(way, moved, &status, true))
+        if queues.waiting == 0 {
+            return Ok(Start::Empty);
+        }
+        let answer = self
+            .sqs
+            .start_message_move_task()
+            .source_arn(&queues.dlq_arn)
+            .destination_arn(&queues.source_arn)
+            .send()
+            .await;
+        match answer {
+            Ok(out) => Ok(Start::Task {
+                handle: out.task_handle().unwrap_or_default().to_owned(),
+                started: true,
+            }),
+            Err(e) => {
+                let f = CallFailure::of(&e);
+                if f.unsupported() {
+                    return Ok(no_tasks("StartMessageMoveTask", &f));
+                }
+                Err(self.call_error("StartMessageMoveTask", dlq_var, &f))
+            }
+        }
     }
 
     async fn tasks(
@@ -469,8 +494,7 @@ impl Redrive<'_> {
     /// Receive, send, delete until a receive comes back empty; returns how many were moved.
     async fn by_hand(&self) -> Result<u64, RedriveError> {
         let pair = self.pair;
-        let (mut moved, mut unsent, mut undeleted) = (0u64, 0u64, 0u64);
-        let mut first_problem: Option<String> = None;
+        let mut tally = Tally::default();
         loop {
             let received = self
                 .sqs
@@ -484,123 +508,126 @@ impl Redrive<'_> {
                 .send()
                 .await
                 .map_err(|e| {
-                    self.call_error(
-                        &format!(
-                            "ReceiveMessage on {} ({moved} moved so far)",
-                            pair.dead_letter_queue_url
-                        ),
-                        pair.dead_letter_queue_var,
-                        &CallFailure::of(&e),
-                    )
+                    let what = format!(
+                        "ReceiveMessage on {} ({} moved so far)",
+                        pair.dead_letter_queue_url, tally.moved
+                    );
+                    self.call_error(&what, pair.dead_letter_queue_var, &CallFailure::of(&e))
                 })?;
             let messages = received.messages();
             if messages.is_empty() {
                 break;
             }
             for pack in packs(messages, SEND_BATCH_BYTES) {
-                let entries: Vec<SendMessageBatchRequestEntry> = pack
-                    .iter()
-                    .enumerate()
-                    .map(|(i, m)| {
-                        SendMessageBatchRequestEntry::builder()
-                            .id(i.to_string())
-                            .message_body(m.body().unwrap_or_default())
-                            .set_message_attributes(m.message_attributes().cloned())
-                            .build()
-                            .expect("id and body are set")
-                    })
-                    .collect();
-                let sent = self
-                    .sqs
-                    .send_message_batch()
-                    .queue_url(&pair.queue_url)
-                    .set_entries(Some(entries))
-                    .send()
-                    .await
-                    .map_err(|e| {
-                        self.call_error(
-                            &format!(
-                                "SendMessageBatch to {} ({moved} moved so far; the rest stay in {})",
-                                pair.queue_url,
-                                queue_name(&pair.dead_letter_queue_url)
-                            ),
-                            pair.queue_var,
-                            &CallFailure::of(&e),
-                        )
-                    })?;
-                // A 200 from SendMessageBatch is not success: only the entries it lists as
-                // successful may leave the dead-letter queue.
-                for failed in sent.failed() {
-                    unsent += 1;
-                    first_problem.get_or_insert_with(|| {
-                        format!(
-                            "sending failed: {}: {}",
-                            failed.code(),
-                            failed.message().unwrap_or("")
-                        )
-                    });
-                }
-                let deletes: Vec<DeleteMessageBatchRequestEntry> = sent
-                    .successful()
-                    .iter()
-                    .filter_map(|ok| {
-                        let m = pack.get(ok.id().parse::<usize>().ok()?)?;
-                        DeleteMessageBatchRequestEntry::builder()
-                            .id(ok.id())
-                            .receipt_handle(m.receipt_handle()?)
-                            .build()
-                            .ok()
-                    })
-                    .collect();
-                moved += sent.successful().len() as u64;
-                if deletes.is_empty() {
-                    continue;
-                }
-                match self
-                    .sqs
-                    .delete_message_batch()
-                    .queue_url(&pair.dead_letter_queue_url)
-                    .set_entries(Some(deletes))
-                    .send()
-                    .await
-                {
-                    Ok(out) => {
-                        for failed in out.failed() {
-                            undeleted += 1;
-                            first_problem.get_or_insert_with(|| {
-                                format!(
-                                    "deleting failed: {}: {}",
-                                    failed.code(),
-                                    failed.message().unwrap_or("")
-                                )
-                            });
-                        }
-                    }
-                    Err(e) => {
-                        return Err(self.call_error(
-                            &format!(
-                                "DeleteMessageBatch on {} after sending {moved}: those sent in this batch are now in both queues",
-                                pair.dead_letter_queue_url
-                            ),
-                            pair.dead_letter_queue_var,
-                            &CallFailure::of(&e),
-                        ));
-                    }
-                }
+                self.move_pack(&pack, &mut tally).await?;
             }
         }
-        if unsent + undeleted > 0 {
+        if tally.unsent + tally.undeleted > 0 {
             return Err(self.error(
                 format!(
-                    "moved {moved} message(s) by hand, but {unsent} could not be sent (they stay in {}) and {undeleted} sent could not be deleted \
+                    "moved {} message(s) by hand, but {} could not be sent (they stay in {}) and {} sent could not be deleted \
                      (they are in both queues; ids are deterministic, so a second delivery is harmless); first: {}",
+                    tally.moved,
+                    tally.unsent,
                     queue_name(&pair.dead_letter_queue_url),
-                    first_problem.unwrap_or_default()
+                    tally.undeleted,
+                    tally.first_problem.unwrap_or_default()
                 ),
                 Some("run `sakuin redrive` again once the cause is fixed".into()),
             ));
         }
-        Ok(moved)
+        Ok(tally.moved)
+    }
+
+    /// Sends one pack to the source queue and deletes from the dead-letter queue exactly the
+    /// messages SQS says it took.
+    async fn move_pack(&self, pack: &[&Message], tally: &mut Tally) -> Result<(), RedriveError> {
+        let pair = self.pair;
+        let entries: Vec<SendMessageBatchRequestEntry> = pack
+            .iter()
+            .enumerate()
+            .map(|(i, m)| {
+                SendMessageBatchRequestEntry::builder()
+                    .id(i.to_string())
+                    .message_body(m.body().unwrap_or_default())
+                    .set_message_attributes(m.message_attributes().cloned())
+                    .build()
+                    .expect("id and body are set")
+            })
+            .collect();
+        let sent = self
+            .sqs
+            .send_message_batch()
+            .queue_url(&pair.queue_url)
+            .set_entries(Some(entries))
+            .send()
+            .await
+            .map_err(|e| {
+                let what = format!(
+                    "SendMessageBatch to {} ({} moved so far; the rest stay in {})",
+                    pair.queue_url,
+                    tally.moved,
+                    queue_name(&pair.dead_letter_queue_url)
+                );
+                self.call_error(&what, pair.queue_var, &CallFailure::of(&e))
+            })?;
+        // A 200 from SendMessageBatch is not success: only the entries it lists as successful
+        // may leave the dead-letter queue.
+        for failed in sent.failed() {
+            tally.unsent += 1;
+            tally.problem("sending", failed.code(), failed.message());
+        }
+        let deletes: Vec<DeleteMessageBatchRequestEntry> = sent
+            .successful()
+            .iter()
+            .filter_map(|ok| {
+                let m = pack.get(ok.id().parse::<usize>().ok()?)?;
+                DeleteMessageBatchRequestEntry::builder()
+                    .id(ok.id())
+                    .receipt_handle(m.receipt_handle()?)
+                    .build()
+                    .ok()
+            })
+            .collect();
+        tally.moved += sent.successful().len() as u64;
+        if deletes.is_empty() {
+            return Ok(());
+        }
+        let deleted = self
+            .sqs
+            .delete_message_batch()
+            .queue_url(&pair.dead_letter_queue_url)
+            .set_entries(Some(deletes))
+            .send()
+            .await
+            .map_err(|e| {
+                let what = format!(
+                    "DeleteMessageBatch on {} after sending {}: those sent in this batch are now in both queues",
+                    pair.dead_letter_queue_url, tally.moved
+                );
+                self.call_error(&what, pair.dead_letter_queue_var, &CallFailure::of(&e))
+            })?;
+        for failed in deleted.failed() {
+            tally.undeleted += 1;
+            tally.problem("deleting", failed.code(), failed.message());
+        }
+        Ok(())
+    }
+}
+
+/// What a move by hand has done so far.
+#[derive(Default)]
+struct Tally {
+    moved: u64,
+    unsent: u64,
+    undeleted: u64,
+    first_problem: Option<String>,
+}
+
+impl Tally {
+    fn problem(&mut self, doing: &str, code: &str, message: Option<&str>) {
+        self.first_problem
+            .get_or_insert_with(|| format!("{doing} failed: {code}: {}", message.unwrap_or("")));
     }
 }
 
