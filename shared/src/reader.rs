@@ -159,78 +159,15 @@ pub async fn open_records_resumed(
     records_path: &[String],
     resume: Option<Resume>,
 ) -> Result<RecordReader<BoxedBufRead>, ReadError> {
-    let mut raw = BufReader::with_capacity(READ_BUFFER, Box::pin(body));
+    let body: Pin<Box<dyn AsyncRead + Send>> = Box::pin(body);
+    let raw = BufReader::with_capacity(READ_BUFFER, body);
     let body_offset = resume.map_or(0, |r| r.body_offset);
-    if let Some(r) = resume
-        && r.body_offset > 0
-        && (r.point.compressed != Some(false) || r.body_offset > r.point.offset)
-    {
-        return Err(ReadError::Io(io::Error::new(
-            io::ErrorKind::InvalidInput,
-            format!(
-                "a read from byte {} cannot resume at byte {} of {} content",
-                r.body_offset,
-                r.point.offset,
-                match r.point.compressed {
-                    Some(true) => "compressed",
-                    Some(false) => "plain",
-                    None => "possibly compressed",
-                }
-            ),
-        )));
+    if let Some(r) = resume {
+        check_resumable(r)?;
     }
-    let mut magic = Vec::with_capacity(2);
-    // Only an object's first bytes can be the gzip magic.
-    while body_offset == 0 && magic.len() < 2 {
-        let buf = raw.fill_buf().await?;
-        if buf.is_empty() {
-            break;
-        }
-        let n = buf.len().min(2 - magic.len());
-        magic.extend_from_slice(&buf[..n]);
-        raw.consume(n);
-    }
-    // The magic bytes decide: a `.gz` name on plain content (or the reverse) still reads.
-    let gzip = magic == [0x1f, 0x8b];
-    let stream = io::Cursor::new(magic).chain(raw);
-    let src: BoxedBufRead = if gzip {
-        let mut decoder = GzipDecoder::new(BufReader::with_capacity(READ_BUFFER, stream));
-        decoder.multiple_members(true);
-        Box::pin(BufReader::with_capacity(READ_BUFFER, decoder))
-    } else {
-        Box::pin(BufReader::with_capacity(READ_BUFFER, stream))
-    };
-    let mut src = src;
-    let mut reader_splitter_pos = 0;
-    if let Some(Resume {
-        point,
-        skip_deadline,
-        ..
-    }) = resume
-    {
-        let mut left = point.offset - body_offset;
-        while left > 0 {
-            if skip_deadline.is_some_and(|d| !d.allows(std::time::Duration::ZERO)) {
-                return Err(ReadError::OutOfTime {
-                    offset: point.offset,
-                });
-            }
-            let buf = src.fill_buf().await?;
-            if buf.is_empty() {
-                return Err(ReadError::Io(io::Error::new(
-                    io::ErrorKind::UnexpectedEof,
-                    format!(
-                        "the object ends at {} bytes, before the resume point at {}",
-                        point.offset - left,
-                        point.offset
-                    ),
-                )));
-            }
-            let n = buf.len().min(usize::try_from(left).unwrap_or(usize::MAX));
-            src.consume(n);
-            left -= n as u64;
-        }
-        reader_splitter_pos = point.offset;
+    let (mut src, gzip) = decoded(raw, body_offset).await?;
+    if let Some(r) = resume {
+        skip_to(&mut src, r, body_offset).await?;
     }
     let mut reader = RecordReader::new(src, FormatHint::from_key(key), max_record_bytes);
     reader.compressed = Some(gzip);
@@ -248,12 +185,92 @@ pub async fn open_records_resumed(
             Mode::Lines
         };
         s.bom_checked = true;
-        s.pos = reader_splitter_pos;
+        s.pos = point.offset;
         s.line = point.line;
         s.index = point.index;
         s.in_array = point.in_array;
     }
     Ok(reader)
+}
+
+/// A read that starts past byte 0 can resume only plain content, at or after where it starts.
+fn check_resumable(r: Resume) -> Result<(), ReadError> {
+    if r.body_offset == 0 || (r.point.compressed == Some(false) && r.body_offset <= r.point.offset)
+    {
+        return Ok(());
+    }
+    let kind = match r.point.compressed {
+        Some(true) => "compressed",
+        Some(false) => "plain",
+        None => "possibly compressed",
+    };
+    Err(ReadError::Io(io::Error::new(
+        io::ErrorKind::InvalidInput,
+        format!(
+            "a read from byte {} cannot resume at byte {} of {kind} content",
+            r.body_offset, r.point.offset
+        ),
+    )))
+}
+
+/// The content, decompressed when its first bytes are gzip's magic (whatever the key's name
+/// says), and whether it was.
+async fn decoded(
+    mut raw: BufReader<Pin<Box<dyn AsyncRead + Send>>>,
+    body_offset: u64,
+) -> Result<(BoxedBufRead, bool), ReadError> {
+    let mut magic = Vec::with_capacity(2);
+    // Only an object's first bytes can be the gzip magic.
+    while body_offset == 0 && magic.len() < 2 {
+        let buf = raw.fill_buf().await?;
+        if buf.is_empty() {
+            break;
+        }
+        let n = buf.len().min(2 - magic.len());
+        magic.extend_from_slice(&buf[..n]);
+        raw.consume(n);
+    }
+    let gzip = magic == [0x1f, 0x8b];
+    let stream = io::Cursor::new(magic).chain(raw);
+    let src: BoxedBufRead = if gzip {
+        let mut decoder = GzipDecoder::new(BufReader::with_capacity(READ_BUFFER, stream));
+        decoder.multiple_members(true);
+        Box::pin(BufReader::with_capacity(READ_BUFFER, decoder))
+    } else {
+        Box::pin(BufReader::with_capacity(READ_BUFFER, stream))
+    };
+    Ok((src, gzip))
+}
+
+/// Skips the (decompressed) content up to the resume point; out of time is its own error, so
+/// the work is handed over rather than failed.
+async fn skip_to(src: &mut BoxedBufRead, r: Resume, body_offset: u64) -> Result<(), ReadError> {
+    let point = r.point;
+    let mut left = point.offset - body_offset;
+    while left > 0 {
+        if r.skip_deadline
+            .is_some_and(|d| !d.allows(std::time::Duration::ZERO))
+        {
+            return Err(ReadError::OutOfTime {
+                offset: point.offset,
+            });
+        }
+        let buf = src.fill_buf().await?;
+        if buf.is_empty() {
+            return Err(ReadError::Io(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                format!(
+                    "the object ends at {} bytes, before the resume point at {}",
+                    point.offset - left,
+                    point.offset
+                ),
+            )));
+        }
+        let n = buf.len().min(usize::try_from(left).unwrap_or(usize::MAX));
+        src.consume(n);
+        left -= n as u64;
+    }
+    Ok(())
 }
 
 /// Pulls records from a buffered byte stream.
