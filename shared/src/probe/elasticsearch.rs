@@ -723,42 +723,62 @@ async fn check_cluster(client: &EsClient) -> CheckResult {
             format!("yellow, {nodes} node(s), {unassigned} unassigned shard(s): replicas are not allocated (normal for a single node)"),
         )
         .hint("on a multi-node cluster, find the unassigned replicas with GET _cluster/allocation/explain"),
-        "red" => {
-            let mut red: Vec<String> = h["indices"]
-                .as_object()
-                .map(|m| {
-                    m.iter()
-                        .filter(|(_, v)| v["status"] == "red")
-                        .map(|(k, _)| k.clone())
-                        .collect()
-                })
-                .unwrap_or_default();
-            red.sort();
-            let primaries = h["unassigned_primary_shards"]
-                .as_u64()
-                .map(|n| format!("{n} primary shard(s) unassigned"))
-                .unwrap_or_else(|| "some primary shards are unassigned".into());
-            let mut detail = format!("red, {nodes} node(s): {primaries}");
-            if !red.is_empty() {
-                let shown: Vec<&str> = red.iter().take(5).map(String::as_str).collect();
-                detail.push_str(&format!(
-                    "; red indices: {}{}",
-                    shown.join(", "),
-                    if red.len() > 5 { format!(" and {} more", red.len() - 5) } else { String::new() }
-                ));
-            }
-            if index_status == Some("red") {
-                detail.push_str(&format!("; the target index {index} is red, writes to it fail"));
-            }
-            let explain_index = if index_status == Some("red") { Some(index.as_str()) } else { red.first().map(String::as_str) };
-            if let Some(reason) = allocation_reason(client, explain_index).await {
-                detail.push_str(&format!("; reason: {reason}"));
-            }
-            CheckResult::fail(NAME, "cluster", 0, detail)
-                .hint("a lost data node, full disks (flood-stage watermark) or a failed recovery: check the nodes, their disks and GET _cluster/allocation/explain")
-        }
+        "red" => red_cluster(client, &h, nodes, index_status).await,
         other => CheckResult::fail(NAME, "cluster", 0, format!("unexpected health status {other:?}")),
     }
+}
+
+/// A red cluster: which indices are red (the target among them?), and the allocator's reason.
+async fn red_cluster(
+    client: &EsClient,
+    h: &Value,
+    nodes: u64,
+    index_status: Option<&str>,
+) -> CheckResult {
+    const NAME: &str = "elasticsearch.cluster";
+    let index = &client.index;
+    let mut red: Vec<String> = h["indices"]
+        .as_object()
+        .map(|m| {
+            m.iter()
+                .filter(|(_, v)| v["status"] == "red")
+                .map(|(k, _)| k.clone())
+                .collect()
+        })
+        .unwrap_or_default();
+    red.sort();
+    let primaries = h["unassigned_primary_shards"]
+        .as_u64()
+        .map(|n| format!("{n} primary shard(s) unassigned"))
+        .unwrap_or_else(|| "some primary shards are unassigned".into());
+    let mut detail = format!("red, {nodes} node(s): {primaries}");
+    if !red.is_empty() {
+        let shown: Vec<&str> = red.iter().take(5).map(String::as_str).collect();
+        detail.push_str(&format!(
+            "; red indices: {}{}",
+            shown.join(", "),
+            if red.len() > 5 {
+                format!(" and {} more", red.len() - 5)
+            } else {
+                String::new()
+            }
+        ));
+    }
+    if index_status == Some("red") {
+        detail.push_str(&format!(
+            "; the target index {index} is red, writes to it fail"
+        ));
+    }
+    let explain_index = if index_status == Some("red") {
+        Some(index.as_str())
+    } else {
+        red.first().map(String::as_str)
+    };
+    if let Some(reason) = allocation_reason(client, explain_index).await {
+        detail.push_str(&format!("; reason: {reason}"));
+    }
+    CheckResult::fail(NAME, "cluster", 0, detail)
+        .hint("a lost data node, full disks (flood-stage watermark) or a failed recovery: check the nodes, their disks and GET _cluster/allocation/explain")
 }
 
 /// Why a primary shard is unassigned, from `_cluster/allocation/explain` (best effort).
