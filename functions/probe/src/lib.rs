@@ -282,26 +282,7 @@ async fn environment(stack: Option<&str>) -> Result<Env, String> {
 
 async fn run_command(command: Command, mut env: Env) -> i32 {
     match command {
-        Command::Probe { checks, json } => {
-            let deps = match ProbeDeps::from_env(&mut env).await {
-                Ok(d) => d,
-                Err(e) => {
-                    eprintln!("sakuin: {e}");
-                    return 2;
-                }
-            };
-            let (groups, _) = probe::select_groups(&checks);
-            let report = probe::run(&deps, &groups).await;
-            if json {
-                println!(
-                    "{}",
-                    serde_json::to_string_pretty(&report).expect("the report serialises")
-                );
-            } else {
-                print!("{}", render_report(&report));
-            }
-            if report.ok { 0 } else { 1 }
-        }
+        Command::Probe { checks, json } => run_probe(&mut env, &checks, json).await,
         Command::Redrive {
             queue,
             detach,
@@ -317,46 +298,7 @@ async fn run_command(command: Command, mut env: Env) -> i32 {
             json,
             last,
             log_group,
-        } => {
-            let deps = match ProbeDeps::from_env(&mut env).await {
-                Ok(d) => d,
-                Err(e) => {
-                    eprintln!("sakuin: {e}");
-                    return 2;
-                }
-            };
-            let group = log_group.or_else(|| env.get("PROBE_LOG_GROUP"));
-            if last && group.is_none() {
-                eprintln!(
-                    "sakuin: status --last reads the probe function's log group: give --log-group NAME, \
-                     set PROBE_LOG_GROUP, or use --stack NAME"
-                );
-                return 2;
-            }
-            let sdk = sakuin::aws::sdk_config().await;
-            let cloudwatch = aws_sdk_cloudwatch::Client::new(&sdk);
-            let logs = aws_sdk_cloudwatchlogs::Client::new(&sdk);
-            let checks = match (&group, last) {
-                (Some(group), true) => status::Checks::Last { logs: &logs, group },
-                _ => status::Checks::Now,
-            };
-            let status = match status::Status::gather(&deps, &cloudwatch, checks).await {
-                Ok(s) => s,
-                Err(e) => {
-                    eprintln!("sakuin: {e}");
-                    return 1;
-                }
-            };
-            if json {
-                println!(
-                    "{}",
-                    serde_json::to_string_pretty(&status.to_json()).expect("the status serialises")
-                );
-            } else {
-                print!("{}", status.render());
-            }
-            if status.attention().is_empty() { 0 } else { 1 }
-        }
+        } => run_status(&mut env, json, last, log_group).await,
         Command::Search {
             query,
             k,
@@ -382,6 +324,66 @@ async fn run_command(command: Command, mut env: Env) -> i32 {
             run_search(&mut env, &query, explain, json).await
         }
     }
+}
+
+/// `sakuin probe`: the report on stdout, 1 when a required check failed.
+async fn run_probe(env: &mut Env, checks: &[String], json: bool) -> i32 {
+    let deps = match ProbeDeps::from_env(env).await {
+        Ok(d) => d,
+        Err(e) => {
+            eprintln!("sakuin: {e}");
+            return 2;
+        }
+    };
+    let (groups, _) = probe::select_groups(checks);
+    let report = probe::run(&deps, &groups).await;
+    if json {
+        let text = serde_json::to_string_pretty(&report).expect("the report serialises");
+        println!("{text}");
+    } else {
+        print!("{}", render_report(&report));
+    }
+    if report.ok { 0 } else { 1 }
+}
+
+/// `sakuin status`: the queues, the index and the checks (now, or the probe's last report).
+async fn run_status(env: &mut Env, json: bool, last: bool, log_group: Option<String>) -> i32 {
+    let deps = match ProbeDeps::from_env(env).await {
+        Ok(d) => d,
+        Err(e) => {
+            eprintln!("sakuin: {e}");
+            return 2;
+        }
+    };
+    let group = log_group.or_else(|| env.get("PROBE_LOG_GROUP"));
+    if last && group.is_none() {
+        eprintln!(
+            "sakuin: status --last reads the probe function's log group: give --log-group NAME, \
+             set PROBE_LOG_GROUP, or use --stack NAME"
+        );
+        return 2;
+    }
+    let sdk = sakuin::aws::sdk_config().await;
+    let cloudwatch = aws_sdk_cloudwatch::Client::new(&sdk);
+    let logs = aws_sdk_cloudwatchlogs::Client::new(&sdk);
+    let checks = match (&group, last) {
+        (Some(group), true) => status::Checks::Last { logs: &logs, group },
+        _ => status::Checks::Now,
+    };
+    let status = match status::Status::gather(&deps, &cloudwatch, checks).await {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("sakuin: {e}");
+            return 1;
+        }
+    };
+    if json {
+        let text = serde_json::to_string_pretty(&status.to_json()).expect("the status serialises");
+        println!("{text}");
+    } else {
+        print!("{}", status.render());
+    }
+    if status.attention().is_empty() { 0 } else { 1 }
 }
 
 /// `sakuin redrive`: each configured pair in turn; results on stdout, progress on stderr.
