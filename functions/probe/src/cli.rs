@@ -5,11 +5,12 @@ use std::io::{IsTerminal, Write};
 use std::time::{Duration, Instant};
 
 use sakuin::config::{Env, IngestConfig};
-use sakuin::ingest::Continuation;
+use sakuin::ingest::{Continuation, QueueContinuation};
 use sakuin::probe::ProbeDeps;
+use sakuin::queue::SqsQueue;
 use sakuin::store::S3Store;
 use sakuin::survey::{Survey, survey_object};
-use serde_json::json;
+use serde_json::{Value, json};
 
 use crate::backfill::{
     Bar, Estimate, Options, Progress, Reservoir, SAMPLE_BYTES_PER_OBJECT, duration, thousands,
@@ -112,22 +113,8 @@ pub(crate) async fn reconcile(env: &mut Env, target: Option<&str>, fix: bool, js
 
 /// `sakuin backfill`: the estimate; with `--yes` the backfill, followed until the queues drain.
 pub(crate) async fn backfill(env: &mut Env, target: Option<&str>, options: Options) -> i32 {
-    let w = match walk(env, target).await {
-        Ok(w) => w,
-        Err(e) => {
-            eprintln!("sakuin: {e}");
-            return 2;
-        }
-    };
-    let config = match IngestConfig::from_env(env) {
-        Ok(c) => c,
-        Err(e) => {
-            eprintln!("sakuin: {e}");
-            return 2;
-        }
-    };
-    let queue = match options.start.then(|| intake(&w.deps)).transpose() {
-        Ok(q) => q,
+    let (w, config, queue) = match backfill_setup(env, target, &options).await {
+        Ok(set) => set,
         Err(e) => {
             eprintln!("sakuin: {e}");
             return 2;
@@ -140,12 +127,15 @@ pub(crate) async fn backfill(env: &mut Env, target: Option<&str>, options: Optio
             return 1;
         }
     };
+    let print_json = |value: Value| {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&value).expect("serialises")
+        );
+    };
     let Some(queue) = queue else {
         if options.json {
-            println!(
-                "{}",
-                serde_json::to_string_pretty(&json!({ "estimate": estimate })).expect("serialises")
-            );
+            print_json(json!({ "estimate": estimate }));
         } else {
             print!("{}", estimate.render());
             println!("Nothing was queued: add --yes to start it.");
@@ -167,16 +157,10 @@ pub(crate) async fn backfill(env: &mut Env, target: Option<&str>, options: Optio
     }
     if options.detach {
         if options.json {
-            println!(
-                "{}",
-                serde_json::to_string_pretty(&json!({"estimate": estimate, "started": true}))
-                    .expect("serialises")
-            );
+            print_json(json!({"estimate": estimate, "started": true}));
         } else {
-            println!(
-                "Backfill of {} queued; `sakuin status` shows the queues drain.",
-                w.scope.url()
-            );
+            let url = w.scope.url();
+            println!("Backfill of {url} queued; `sakuin status` shows the queues drain.");
         }
         return 0;
     }
@@ -184,29 +168,9 @@ pub(crate) async fn backfill(env: &mut Env, target: Option<&str>, options: Optio
         Ok(progress) => {
             let seconds = started.elapsed().as_secs_f64();
             if options.json {
-                println!(
-                    "{}",
-                    serde_json::to_string_pretty(&json!({
-                        "estimate": estimate,
-                        "actual": progress,
-                        "seconds": seconds,
-                    }))
-                    .expect("serialises")
-                );
+                print_json(json!({"estimate": estimate, "actual": progress, "seconds": seconds}));
             } else {
-                println!(
-                    "done in {}: {} objects, {} records, {} chunks written or refreshed (estimated: {} records, {} chunks)",
-                    duration(Duration::from_secs_f64(seconds)),
-                    thousands(progress.objects),
-                    thousands(progress.records),
-                    thousands(progress.chunks),
-                    thousands(estimate.records),
-                    thousands(estimate.chunks),
-                );
-                println!(
-                    "`sakuin reconcile {}` checks that the index equals the bucket.",
-                    w.scope.url()
-                );
+                print!("{}", render_done(&w, &estimate, &progress, seconds));
             }
             0
         }
@@ -215,6 +179,34 @@ pub(crate) async fn backfill(env: &mut Env, target: Option<&str>, options: Optio
             1
         }
     }
+}
+
+/// What a backfill needs before it estimates: the listing's scope and clients, ingest's
+/// settings (the reader's and chunker's), and the intake queue when it is to start.
+async fn backfill_setup(
+    env: &mut Env,
+    target: Option<&str>,
+    options: &Options,
+) -> Result<(Walk, IngestConfig, Option<QueueContinuation<SqsQueue>>), String> {
+    let w = walk(env, target).await.map_err(|e| e.to_string())?;
+    let config = IngestConfig::from_env(env).map_err(|e| e.to_string())?;
+    let queue = options.start.then(|| intake(&w.deps)).transpose()?;
+    Ok((w, config, queue))
+}
+
+/// The summary of a finished backfill, against its estimate.
+fn render_done(w: &Walk, estimate: &Estimate, progress: &Progress, seconds: f64) -> String {
+    format!(
+        "done in {}: {} objects, {} records, {} chunks written or refreshed (estimated: {} records, {} chunks)\n\
+         `sakuin reconcile {}` checks that the index equals the bucket.\n",
+        duration(Duration::from_secs_f64(seconds)),
+        thousands(progress.objects),
+        thousands(progress.records),
+        thousands(progress.chunks),
+        thousands(estimate.records),
+        thousands(estimate.chunks),
+        w.scope.url()
+    )
 }
 
 /// Walks the listing, samples the objects to ingest, and reads the sample.
