@@ -213,44 +213,7 @@ impl<E: Embedder, I: SearchIndex> Writer<'_, E, I> {
         plans: &[(usize, Plan)],
         stats: &mut BatchStats,
     ) -> Vec<usize> {
-        let index = self.index.index_name();
-        let mut actions = Vec::new();
-        for &(w, plan) in plans {
-            let work = &works[w];
-            if matches!(work.outcome, Outcome::Failed { .. }) {
-                continue;
-            }
-            let mut bytes = Vec::new();
-            match plan {
-                Plan::Skip => {
-                    works[w].outcome = Outcome::Superseded;
-                    stats.superseded += 1;
-                    continue;
-                }
-                Plan::Update(expect) => push_update(
-                    &mut bytes,
-                    index,
-                    &work.id,
-                    expect,
-                    &self.document(work, None),
-                ),
-                Plan::Write(expect) => {
-                    let vector = work.vector.as_deref().expect("embedded or failed above");
-                    push_index(
-                        &mut bytes,
-                        index,
-                        &work.id,
-                        expect,
-                        &self.document(work, Some(vector)),
-                    )
-                }
-            }
-            actions.push(Action {
-                work: w,
-                embedded: matches!(plan, Plan::Write(_)),
-                bytes,
-            });
-        }
+        let actions = self.actions(works, plans, stats);
         let started = std::time::Instant::now();
         let results = send_with_retries(
             self.index,
@@ -283,6 +246,50 @@ impl<E: Embedder, I: SearchIndex> Writer<'_, E, I> {
             }
         }
         conflicts
+    }
+
+    /// The `_bulk` action of each planned chunk that did not fail; a skipped one is settled as
+    /// superseded here.
+    fn actions(
+        &self,
+        works: &mut [ChunkWork<'_>],
+        plans: &[(usize, Plan)],
+        stats: &mut BatchStats,
+    ) -> Vec<Action> {
+        let index = self.index.index_name();
+        let mut actions = Vec::new();
+        for &(w, plan) in plans {
+            let work = &works[w];
+            if matches!(work.outcome, Outcome::Failed { .. }) {
+                continue;
+            }
+            let mut bytes = Vec::new();
+            match plan {
+                Plan::Skip => {
+                    works[w].outcome = Outcome::Superseded;
+                    stats.superseded += 1;
+                    continue;
+                }
+                Plan::Update(expect) => push_update(
+                    &mut bytes,
+                    index,
+                    &work.id,
+                    expect,
+                    &self.document(work, None),
+                ),
+                Plan::Write(expect) => {
+                    let vector = work.vector.as_deref().expect("embedded or failed above");
+                    let doc = self.document(work, Some(vector));
+                    push_index(&mut bytes, index, &work.id, expect, &doc)
+                }
+            }
+            actions.push(Action {
+                work: w,
+                embedded: matches!(plan, Plan::Write(_)),
+                bytes,
+            });
+        }
+        actions
     }
 
     fn document<'w>(
