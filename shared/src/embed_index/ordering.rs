@@ -91,53 +91,74 @@ pub fn order(
             .filter_map(|(_, e)| e.clone())
             .chain(marker.map(|m| m.sequencer.clone()))
             .max();
-        let mut applied: Vec<&ChunkMessage> = Vec::new();
-        for ((i, m), eff) in group.iter().zip(&effs) {
-            let decision = match eff {
-                None if m.op == Operation::Sweep => Decision::Nothing,
-                None => Decision::Superseded,
-                Some(e) if m.source.sequencer.is_none() && m.op == Operation::Delete => {
-                    Decision::Apply {
-                        sequencer: e.clone(),
-                    }
-                }
-                Some(e) if Some(e) == newest.as_ref() => {
-                    applied.push(m);
-                    Decision::Apply {
-                        sequencer: e.clone(),
-                    }
-                }
-                Some(_) => Decision::Superseded,
-            };
-            order.decisions.insert(*i, decision);
-        }
-        let (Some(newest), Some(first)) = (newest, applied.first()) else {
+        let applied = decide(&group, &effs, newest.as_ref(), &mut order);
+        let Some(newest) = newest else {
             continue;
         };
+        // Already claimed: a retry, or another message of the same event.
         if marker.is_some_and(|m| m.sequencer == newest) {
-            continue; // already claimed: a retry, or another message of the same event
+            continue;
         }
-        let deleted = applied.iter().any(|m| m.op == Operation::Delete);
-        // The version's eTag, from its chunks or, for a version without records, its sweep.
-        let etag = applied
-            .iter()
-            .find(|m| m.op == Operation::Index)
-            .or_else(|| applied.iter().find(|m| m.op == Operation::Sweep))
-            .and_then(|m| m.source.etag.clone());
-        order.claims.push(Claim {
-            id,
-            marker: SourceMarker {
-                bucket: first.source.bucket.clone(),
-                key: first.source.key.clone(),
-                sequencer: newest,
-                deleted,
-                etag: if deleted { None } else { etag },
-                updated_at: now.to_owned(),
-            },
-            expect: stored.map(|s| s.version).into(),
-        });
+        if let Some(marker) = claimed_marker(&applied, newest, now) {
+            order.claims.push(Claim {
+                id,
+                marker,
+                expect: stored.map(|s| s.version).into(),
+            });
+        }
     }
     order
+}
+
+/// Each message of one object's group: applied (the newest event's, or a hand-made removal),
+/// superseded, or nothing to do. Returns the messages of the newest event.
+fn decide<'m>(
+    group: &[(usize, &'m ChunkMessage)],
+    effs: &[Option<String>],
+    newest: Option<&String>,
+    order: &mut Order,
+) -> Vec<&'m ChunkMessage> {
+    let mut applied = Vec::new();
+    for ((i, m), eff) in group.iter().zip(effs) {
+        let decision = match eff {
+            None if m.op == Operation::Sweep => Decision::Nothing,
+            None => Decision::Superseded,
+            Some(e) if m.source.sequencer.is_none() && m.op == Operation::Delete => {
+                Decision::Apply {
+                    sequencer: e.clone(),
+                }
+            }
+            Some(e) if Some(e) == newest => {
+                applied.push(*m);
+                Decision::Apply {
+                    sequencer: e.clone(),
+                }
+            }
+            Some(_) => Decision::Superseded,
+        };
+        order.decisions.insert(*i, decision);
+    }
+    applied
+}
+
+/// The marker the newest event's messages claim: its sequencer, whether it removed the object,
+/// and the version's eTag (from its chunks or, for a version without records, its sweep).
+fn claimed_marker(applied: &[&ChunkMessage], newest: String, now: &str) -> Option<SourceMarker> {
+    let first = applied.first()?;
+    let deleted = applied.iter().any(|m| m.op == Operation::Delete);
+    let etag = applied
+        .iter()
+        .find(|m| m.op == Operation::Index)
+        .or_else(|| applied.iter().find(|m| m.op == Operation::Sweep))
+        .and_then(|m| m.source.etag.clone());
+    Some(SourceMarker {
+        bucket: first.source.bucket.clone(),
+        key: first.source.key.clone(),
+        sequencer: newest,
+        deleted,
+        etag: if deleted { None } else { etag },
+        updated_at: now.to_owned(),
+    })
 }
 
 #[cfg(test)]
