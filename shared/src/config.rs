@@ -424,49 +424,13 @@ impl EmbedIndexConfig {
     pub fn from_env(env: &mut Env) -> Result<Self, ConfigError> {
         let (es, es_secret_id) = env.elasticsearch();
         let model = env.model();
-        let similarity = env
-            .optional::<crate::es::Similarity>("ES_SIMILARITY")
-            .unwrap_or_default();
-        // Empty: the best type the cluster's release takes, decided when the index is created.
-        let index_type = env.get("ES_VECTOR_INDEX_TYPE");
-        if let Some(t) = &index_type
-            && !crate::es::version::INDEX_TYPES.contains(&t.as_str())
-        {
-            env.problem(format!(
-                "ES_VECTOR_INDEX_TYPE={t:?} is not one of {} (or empty: the best the cluster takes)",
-                crate::es::version::INDEX_TYPES.join(", ")
-            ));
-        }
-        let text_analyzer = env.text_analyzer();
-        let concurrency = env.parse::<usize>("EMBED_CONCURRENCY", 8);
-        if !(1..=256).contains(&concurrency) {
-            env.problem(format!(
-                "EMBED_CONCURRENCY={concurrency} must be between 1 and 256"
-            ));
-        }
-        let adaptive = env.flag("EMBED_ADAPTIVE", true);
-        let tpm = env.parse::<u64>("BEDROCK_TPM", 0);
-        let containers = env.parse::<u64>("EMBED_MAX_CONTAINERS", 1);
-        if containers == 0 {
-            env.problem("EMBED_MAX_CONTAINERS=0 must be at least 1");
-        }
-        let token_budget = (tpm > 0).then(|| tpm as f64 / 60.0 / containers.max(1) as f64);
+        let vectors = env.vector_settings();
+        let (concurrency, adaptive, token_budget) = env.embed_pace();
         let bulk_max_bytes = env
             .parse::<usize>("ES_BULK_MAX_BYTES", 10 * 1024 * 1024)
             .max(64 * 1024);
         let requeue_url = env.get("CHUNK_QUEUE_URL");
-        let requeue_delay_secs = env.parse::<i32>("REQUEUE_DELAY_SECS", 60);
-        if !(0..=900).contains(&requeue_delay_secs) {
-            env.problem(format!(
-                "REQUEUE_DELAY_SECS={requeue_delay_secs} must be between 0 and 900 (SQS DelaySeconds)"
-            ));
-        }
-        let requeue_max_delay_secs = env.parse::<i32>("REQUEUE_MAX_DELAY_SECS", 900);
-        if !(requeue_delay_secs..=900).contains(&requeue_max_delay_secs) {
-            env.problem(format!(
-                "REQUEUE_MAX_DELAY_SECS={requeue_max_delay_secs} must be between REQUEUE_DELAY_SECS ({requeue_delay_secs}) and 900"
-            ));
-        }
+        let (requeue_delay_secs, requeue_max_delay_secs) = env.requeue_delays();
         let max_requeues = env.parse::<u32>("MAX_REQUEUES", 288);
         let message_max_bytes = env
             .parse::<usize>("MESSAGE_MAX_BYTES", 64 * 1024)
@@ -475,11 +439,6 @@ impl EmbedIndexConfig {
             .parse::<usize>("SQS_MAX_PAYLOAD_BYTES", 256 * 1024)
             .clamp(message_max_bytes, 1024 * 1024);
         env.check()?;
-        let vectors = VectorSettings {
-            similarity,
-            index_type,
-            text_analyzer,
-        };
         Ok(Self {
             es,
             es_secret_id,
@@ -496,6 +455,67 @@ impl EmbedIndexConfig {
             message_max_bytes,
             sqs_max_payload_bytes,
         })
+    }
+}
+
+impl Env {
+    /// How a new index stores, compares and analyses: `ES_SIMILARITY`, `ES_VECTOR_INDEX_TYPE`
+    /// (empty: the best type the cluster's release takes, decided when the index is created)
+    /// and `ES_TEXT_ANALYZER`.
+    fn vector_settings(&mut self) -> VectorSettings {
+        let similarity = self
+            .optional::<crate::es::Similarity>("ES_SIMILARITY")
+            .unwrap_or_default();
+        let index_type = self.get("ES_VECTOR_INDEX_TYPE");
+        if let Some(t) = &index_type
+            && !crate::es::version::INDEX_TYPES.contains(&t.as_str())
+        {
+            self.problem(format!(
+                "ES_VECTOR_INDEX_TYPE={t:?} is not one of {} (or empty: the best the cluster takes)",
+                crate::es::version::INDEX_TYPES.join(", ")
+            ));
+        }
+        VectorSettings {
+            similarity,
+            index_type,
+            text_analyzer: self.text_analyzer(),
+        }
+    }
+
+    /// How hard one container pushes Bedrock: `EMBED_CONCURRENCY`, `EMBED_ADAPTIVE`, and its
+    /// share of `BEDROCK_TPM` among `EMBED_MAX_CONTAINERS` (tokens a second).
+    fn embed_pace(&mut self) -> (usize, bool, Option<f64>) {
+        let concurrency = self.parse::<usize>("EMBED_CONCURRENCY", 8);
+        if !(1..=256).contains(&concurrency) {
+            self.problem(format!(
+                "EMBED_CONCURRENCY={concurrency} must be between 1 and 256"
+            ));
+        }
+        let adaptive = self.flag("EMBED_ADAPTIVE", true);
+        let tpm = self.parse::<u64>("BEDROCK_TPM", 0);
+        let containers = self.parse::<u64>("EMBED_MAX_CONTAINERS", 1);
+        if containers == 0 {
+            self.problem("EMBED_MAX_CONTAINERS=0 must be at least 1");
+        }
+        let token_budget = (tpm > 0).then(|| tpm as f64 / 60.0 / containers.max(1) as f64);
+        (concurrency, adaptive, token_budget)
+    }
+
+    /// `REQUEUE_DELAY_SECS` and `REQUEUE_MAX_DELAY_SECS`, within SQS's 0–900 s.
+    fn requeue_delays(&mut self) -> (i32, i32) {
+        let delay = self.parse::<i32>("REQUEUE_DELAY_SECS", 60);
+        if !(0..=900).contains(&delay) {
+            self.problem(format!(
+                "REQUEUE_DELAY_SECS={delay} must be between 0 and 900 (SQS DelaySeconds)"
+            ));
+        }
+        let max_delay = self.parse::<i32>("REQUEUE_MAX_DELAY_SECS", 900);
+        if !(delay..=900).contains(&max_delay) {
+            self.problem(format!(
+                "REQUEUE_MAX_DELAY_SECS={max_delay} must be between REQUEUE_DELAY_SECS ({delay}) and 900"
+            ));
+        }
+        (delay, max_delay)
     }
 }
 
