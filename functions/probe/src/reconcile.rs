@@ -416,50 +416,11 @@ impl<S: ObjectStore, C: Continuation> Reconciler<'_, S, C> {
                 report.stopped_after = after.clone();
                 break;
             }
-            let page: ListPage = self
-                .store
-                .list(&scope.bucket, &scope.prefix, after.as_deref())
-                .await
-                .map_err(|e| format!("listing {}: {e}", scope.url()))?;
-            // The range this page covers ends at its last key; the last page's runs to the end.
-            let last = page.objects.last().map(|o| o.key.clone());
-            let upper = if page.truncated { last.clone() } else { None };
-            if page.truncated && (last.is_none() || last <= after) {
-                return Err(format!(
-                    "listing {} after {:?} is truncated but does not move on",
-                    scope.url(),
-                    after
-                ));
-            }
-            let held = held_objects(self.es, scope, after.as_deref(), upper.as_deref())
-                .await
-                .map_err(|e| format!("reading what {} holds: {e}", self.es.index))?;
-            let unmatched: Vec<&str> = page
-                .objects
-                .iter()
-                .filter(|o| {
-                    is_data_key(&o.key, &scope.rejects_prefix) && !held_at_listed_etag(&held, o)
-                })
-                .map(|o| o.key.as_str())
-                .collect();
-            let markers = markers(self.es, &scope.bucket, &unmatched)
-                .await
-                .map_err(|e| format!("reading the source markers: {e}"))?;
-            let outcome = compare(&page.objects, &held, &markers, &scope.rejects_prefix);
+            let (outcome, markers, upper) = self.compare_page(scope, after.as_deref()).await?;
             if let Some(queue) = self.fix
                 && !outcome.drift.is_empty()
             {
-                let repairs: Vec<Value> = outcome
-                    .drift
-                    .iter()
-                    .map(|d| {
-                        let sequencer = markers.get(&d.key).map_or("", |m| m.sequencer.as_str());
-                        repair(scope, d, sequencer)
-                    })
-                    .collect();
-                let n = repairs.len() as u64;
-                queue.hand_over_all(repairs).await?;
-                report.queued += n;
+                report.queued += repair_page(queue, scope, &outcome, &markers).await?;
             }
             report.seconds = started.elapsed().as_secs_f64();
             report.add(&outcome);
@@ -472,6 +433,68 @@ impl<S: ObjectStore, C: Continuation> Reconciler<'_, S, C> {
         report.seconds = started.elapsed().as_secs_f64();
         Ok(report)
     }
+
+    /// Lists one page after `after` and compares it with what the index holds for the same key
+    /// range; returns the outcome, the markers read for it, and the page's upper key (none for
+    /// the last page).
+    async fn compare_page(
+        &self,
+        scope: &Scope,
+        after: Option<&str>,
+    ) -> Result<(PageOutcome, HashMap<String, Marker>, Option<String>), String> {
+        let page: ListPage = self
+            .store
+            .list(&scope.bucket, &scope.prefix, after)
+            .await
+            .map_err(|e| format!("listing {}: {e}", scope.url()))?;
+        // The range this page covers ends at its last key; the last page's runs to the end.
+        let last = page.objects.last().map(|o| o.key.clone());
+        let upper = if page.truncated { last.clone() } else { None };
+        if page.truncated && (last.is_none() || last.as_deref() <= after) {
+            return Err(format!(
+                "listing {} after {:?} is truncated but does not move on",
+                scope.url(),
+                after
+            ));
+        }
+        let held = held_objects(self.es, scope, after, upper.as_deref())
+            .await
+            .map_err(|e| format!("reading what {} holds: {e}", self.es.index))?;
+        let unmatched: Vec<&str> = page
+            .objects
+            .iter()
+            .filter(|o| {
+                is_data_key(&o.key, &scope.rejects_prefix) && !held_at_listed_etag(&held, o)
+            })
+            .map(|o| o.key.as_str())
+            .collect();
+        let markers = markers(self.es, &scope.bucket, &unmatched)
+            .await
+            .map_err(|e| format!("reading the source markers: {e}"))?;
+        let outcome = compare(&page.objects, &held, &markers, &scope.rejects_prefix);
+        Ok((outcome, markers, upper))
+    }
+}
+
+/// Queues the repairs of a page's drift on the intake queue, each ordered after the marker it
+/// found; returns how many.
+async fn repair_page<C: Continuation>(
+    queue: &C,
+    scope: &Scope,
+    outcome: &PageOutcome,
+    markers: &HashMap<String, Marker>,
+) -> Result<u64, String> {
+    let repairs: Vec<Value> = outcome
+        .drift
+        .iter()
+        .map(|d| {
+            let sequencer = markers.get(&d.key).map_or("", |m| m.sequencer.as_str());
+            repair(scope, d, sequencer)
+        })
+        .collect();
+    let n = repairs.len() as u64;
+    queue.hand_over_all(repairs).await?;
+    Ok(n)
 }
 
 /// An Elasticsearch client for walks over the whole index: the probe's configuration bounds
