@@ -874,21 +874,7 @@ async fn index_found(deps: &ProbeDeps, client: &EsClient, m: &Value) -> CheckRes
             model.id
         ));
     }
-    let field = m
-        .as_object()
-        .and_then(|o| o.values().next())
-        .and_then(|v| v.pointer("/mappings/properties/embedding"))
-        .cloned()
-        .unwrap_or(Value::Null);
-    let similarity = field["similarity"]
-        .as_str()
-        .map(|s| format!(", {s}"))
-        .unwrap_or_default();
-    let index_type = field
-        .pointer("/index_options/type")
-        .and_then(Value::as_str)
-        .map(|s| format!(", {s}"))
-        .unwrap_or_default();
+    let vector = vector_field(m);
     let (count, detail_count) = match client.count().await {
         Ok(c) => (Some(c), format!("; {c} documents (chunks)")),
         Err(EsError::Status { status: 403, .. }) => (
@@ -907,7 +893,7 @@ async fn index_found(deps: &ProbeDeps, client: &EsClient, m: &Value) -> CheckRes
         NAME,
         0,
         format!(
-            "{index}{alias}: `embedding` dense_vector with {want} dimensions{similarity}{index_type}, matching {}{detail_count}",
+            "{index}{alias}: `embedding` dense_vector with {want} dimensions{vector}, matching {}{detail_count}",
             model.id
         ),
     );
@@ -915,6 +901,24 @@ async fn index_found(deps: &ProbeDeps, client: &EsClient, m: &Value) -> CheckRes
         Some(c) => result.metric("DocumentCount", c as f64),
         None => result,
     }
+}
+
+/// The mapped `embedding`'s similarity and index type, as ", cosine, int8_hnsw".
+fn vector_field(mapping: &Value) -> String {
+    let field = mapping
+        .as_object()
+        .and_then(|o| o.values().next())
+        .and_then(|v| v.pointer("/mappings/properties/embedding"));
+    let Some(field) = field else {
+        return String::new();
+    };
+    let similarity = field["similarity"].as_str();
+    let index_type = field.pointer("/index_options/type").and_then(Value::as_str);
+    [similarity, index_type]
+        .into_iter()
+        .flatten()
+        .map(|s| format!(", {s}"))
+        .collect()
 }
 
 /// The index does not exist yet: what embed-index will create, unless the analyzer is missing.
@@ -1010,6 +1014,18 @@ mod tests {
             .unwrap_err();
         assert!(detail.contains("refused"), "{detail}");
         assert!(hint.contains("nothing accepts port"), "{hint}");
+    }
+
+    #[test]
+    fn the_mapped_vector_field_is_described() {
+        let mapping = json!({"docs-v2": {"mappings": {"properties": {"embedding": {
+            "type": "dense_vector", "dims": 256, "similarity": "cosine",
+            "index_options": {"type": "int8_hnsw"}}}}}});
+        assert_eq!(vector_field(&mapping), ", cosine, int8_hnsw");
+        let bare =
+            json!({"docs": {"mappings": {"properties": {"embedding": {"type": "dense_vector"}}}}});
+        assert_eq!(vector_field(&bare), "");
+        assert_eq!(vector_field(&json!({})), "");
     }
 
     #[test]
