@@ -423,36 +423,8 @@ impl EsClient {
         let (status, _) = self.send(Method::HEAD, &path, None).await?;
         if status == StatusCode::NOT_FOUND {
             tracing::info!(index = %self.index, %version, %index_type, "creating the index");
-            let body = serde_json::to_vec(&index_mapping(
-                dimensions,
-                vectors.similarity.as_str(),
-                &index_type,
-                &vectors.text_analyzer,
-            ))
-            .expect("mapping serialises");
-            let (status, bytes) = self
-                .send(Method::PUT, &path, Some((body, "application/json")))
+            self.create_index(&path, dimensions, vectors, &index_type)
                 .await?;
-            let lost_race = status == StatusCode::BAD_REQUEST
-                && String::from_utf8_lossy(&bytes).contains("resource_already_exists_exception");
-            let text = String::from_utf8_lossy(&bytes);
-            if let Some(plugin) = analyzer_plugin(&vectors.text_analyzer)
-                && status == StatusCode::BAD_REQUEST
-                && text.contains(&format!("analyzer [{}]", vectors.text_analyzer))
-            {
-                return Err(EsError::Unsupported(format!(
-                    "ES_TEXT_ANALYZER={} needs the {plugin} plugin on every node of the cluster \
-                     (bin/elasticsearch-plugin install {plugin}), or choose cjk (built in)",
-                    vectors.text_analyzer
-                )));
-            }
-            if !status.is_success() && !lost_race {
-                return Err(status_error(
-                    &format!("creating index {}", self.index),
-                    status,
-                    &bytes,
-                ));
-            }
         } else if !status.is_success() {
             return Err(status_error(
                 &format!("checking index {}", self.index),
@@ -474,6 +446,45 @@ impl EsClient {
                 }
                 None => return Err(EsError::NoVectorField { index }),
             }
+        }
+        Ok(())
+    }
+
+    /// Creates the index with the chunk mapping; another container creating it first is fine,
+    /// a missing analyzer plugin is named.
+    async fn create_index(
+        &self,
+        path: &str,
+        dimensions: usize,
+        vectors: &VectorSettings,
+        index_type: &str,
+    ) -> Result<(), EsError> {
+        let analyzer = &vectors.text_analyzer;
+        let mapping = index_mapping(
+            dimensions,
+            vectors.similarity.as_str(),
+            index_type,
+            analyzer,
+        );
+        let body = serde_json::to_vec(&mapping).expect("mapping serialises");
+        let (status, bytes) = self
+            .send(Method::PUT, path, Some((body, "application/json")))
+            .await?;
+        let text = String::from_utf8_lossy(&bytes);
+        let lost_race =
+            status == StatusCode::BAD_REQUEST && text.contains("resource_already_exists_exception");
+        if let Some(plugin) = analyzer_plugin(analyzer)
+            && status == StatusCode::BAD_REQUEST
+            && text.contains(&format!("analyzer [{analyzer}]"))
+        {
+            return Err(EsError::Unsupported(format!(
+                "ES_TEXT_ANALYZER={analyzer} needs the {plugin} plugin on every node of the cluster \
+                 (bin/elasticsearch-plugin install {plugin}), or choose cjk (built in)"
+            )));
+        }
+        if !status.is_success() && !lost_race {
+            let what = format!("creating index {}", self.index);
+            return Err(status_error(&what, status, &bytes));
         }
         Ok(())
     }
