@@ -634,31 +634,7 @@ async fn check_auth(
         };
         return CheckResult::fail(NAME, "auth", 0, detail).hint(hint);
     }
-    // Who the cluster thinks we are (needs no privilege beyond being authenticated).
-    let whoami = match client
-        .send(Method::GET, "/_security/_authenticate", None)
-        .await
-    {
-        Ok((s, b)) if s.is_success() => serde_json::from_slice::<Value>(&b).ok(),
-        _ => None,
-    };
-    let identity = whoami.as_ref().map(|v| {
-        let user = v["username"].as_str().unwrap_or("?");
-        let roles: Vec<&str> = v["roles"]
-            .as_array()
-            .map(|r| r.iter().filter_map(Value::as_str).collect())
-            .unwrap_or_default();
-        let via = v["authentication_type"].as_str().unwrap_or("");
-        format!(
-            "authenticated as `{user}`{} with roles [{}]",
-            if via.is_empty() {
-                String::new()
-            } else {
-                format!(" ({via})")
-            },
-            roles.join(", ")
-        )
-    });
+    let identity = identity(client).await;
     let mut detail = match (&identity, status == StatusCode::FORBIDDEN, auth) {
         (Some(id), false, _) => id.clone(),
         (Some(id), true, _) => format!("{id}; GET / is forbidden (403) to it, continuing"),
@@ -674,6 +650,31 @@ async fn check_auth(
             .hint("see secretsmanager.secret; embed-index cannot authenticate either");
     }
     CheckResult::pass(NAME, 0, detail)
+}
+
+/// Who the cluster thinks we are (`_security/_authenticate`, which needs no privilege beyond
+/// being authenticated): user, realm type and roles; `None` where security is off.
+async fn identity(client: &EsClient) -> Option<String> {
+    let answer = client
+        .send(Method::GET, "/_security/_authenticate", None)
+        .await;
+    let v: Value = match answer {
+        Ok((s, b)) if s.is_success() => serde_json::from_slice(&b).ok()?,
+        _ => return None,
+    };
+    let user = v["username"].as_str().unwrap_or("?");
+    let roles: Vec<&str> = v["roles"]
+        .as_array()
+        .map(|r| r.iter().filter_map(Value::as_str).collect())
+        .unwrap_or_default();
+    let via = match v["authentication_type"].as_str().unwrap_or("") {
+        "" => String::new(),
+        via => format!(" ({via})"),
+    };
+    Some(format!(
+        "authenticated as `{user}`{via} with roles [{}]",
+        roles.join(", ")
+    ))
 }
 
 async fn check_cluster(client: &EsClient) -> CheckResult {
