@@ -120,40 +120,58 @@ pub(super) async fn check_s3(deps: &ProbeDeps) -> Vec<CheckResult> {
         Err((f @ (CallFailure::Timeout(_) | CallFailure::Network(_)), _)) => {
             unreachable_service(NAME, ms, bucket, &f, "S3")
         }
-        Err((CallFailure::Service { status, code, message }, header_region)) => {
-            match (status, header_region) {
-                (301, Some(r)) | (400, Some(r)) if r != region => CheckResult::fail(
-                    NAME,
-                    "region",
-                    ms,
-                    format!("{bucket} is in {r}, but the probe calls S3 in {region}"),
-                )
-                .hint("run the functions in the bucket's Region, or set AWS_REGION to it when running from a shell"),
-                (404, _) => CheckResult::fail(
-                    NAME,
-                    "not_found",
-                    ms,
-                    format!("{bucket} does not exist (404 {code})"),
-                )
-                .hint("check SOURCE_BUCKET: the bucket name (not an ARN or URL), in this account"),
-                (403, _) => CheckResult::fail(
-                    NAME,
-                    "access",
-                    ms,
-                    format!("{bucket}: access denied (403 {code})"),
-                )
-                .hint(format!(
-                    "the role needs s3:ListBucket on arn:aws:s3:::{bucket}; also check the bucket policy and, in a VPC, the S3 gateway endpoint's policy"
-                )),
-                (s, _) => CheckResult::fail(
-                    NAME,
-                    "service",
-                    ms,
-                    format!("{bucket}: HTTP {s} {code}: {message}"),
-                ),
-            }
+        Err((
+            CallFailure::Service {
+                status,
+                code,
+                message,
+            },
+            header_region,
+        )) => {
+            let answer = BucketAnswer {
+                status,
+                code: &code,
+                message: &message,
+                header_region,
+            };
+            bucket_refusal(bucket, &region, answer, ms)
         }
     }]
+}
+
+/// S3's refusal of HeadBucket, and the Region it says the bucket is in.
+struct BucketAnswer<'a> {
+    status: u16,
+    code: &'a str,
+    message: &'a str,
+    header_region: Option<String>,
+}
+
+/// The bucket is elsewhere, missing, or not the role's to list.
+fn bucket_refusal(bucket: &str, region: &str, answer: BucketAnswer<'_>, ms: u64) -> CheckResult {
+    const NAME: &str = "s3.bucket";
+    let BucketAnswer {
+        status,
+        code,
+        message,
+        header_region,
+    } = answer;
+    match (status, header_region) {
+        (301, Some(r)) | (400, Some(r)) if r != region => CheckResult::fail(
+            NAME,
+            "region",
+            ms,
+            format!("{bucket} is in {r}, but the probe calls S3 in {region}"),
+        )
+        .hint("run the functions in the bucket's Region, or set AWS_REGION to it when running from a shell"),
+        (404, _) => CheckResult::fail(NAME, "not_found", ms, format!("{bucket} does not exist (404 {code})"))
+            .hint("check SOURCE_BUCKET: the bucket name (not an ARN or URL), in this account"),
+        (403, _) => CheckResult::fail(NAME, "access", ms, format!("{bucket}: access denied (403 {code})"))
+            .hint(format!(
+                "the role needs s3:ListBucket on arn:aws:s3:::{bucket}; also check the bucket policy and, in a VPC, the S3 gateway endpoint's policy"
+            )),
+        (s, _) => CheckResult::fail(NAME, "service", ms, format!("{bucket}: HTTP {s} {code}: {message}")),
+    }
 }
 
 /// One queue the probe watches.
