@@ -193,14 +193,20 @@ pub async fn search<E: Embedder>(
             Err(Unfused::Failed(e)) => return Err(SearchError::Index(e)),
         }
     }
-    let knn = match &vector {
-        Some(v) => lists.knn(es, v).await?,
-        None => Vec::new(),
+    // The two searches are independent: a hybrid search sends them at once.
+    let knn = async {
+        match &vector {
+            Some(v) => lists.knn(es, v).await,
+            None => Ok(Vec::new()),
+        }
     };
-    let keyword = match query.mode {
-        Mode::Knn => Vec::new(),
-        _ => lists.keyword(es, &query.text).await?,
+    let keyword = async {
+        match query.mode {
+            Mode::Knn => Ok(Vec::new()),
+            _ => lists.keyword(es, &query.text).await,
+        }
     };
+    let (knn, keyword) = futures::future::try_join(knn, keyword).await?;
     Ok(Found {
         hits: rank(query, knn, keyword),
         fused_by: (query.mode == Mode::Hybrid).then_some(Fusion::Client),
@@ -246,17 +252,13 @@ impl Lists {
 
     async fn knn(&self, es: &EsClient, vector: &[f32]) -> Result<Vec<Hit>, SearchError> {
         let body = json!({"knn": self.knn_clause(vector), "_source": FIELDS, "size": self.window});
-        Ok(Hit::all_of(
-            &es.search(&body).await.map_err(SearchError::Index)?,
-        ))
+        hits(es, &body).await.map_err(SearchError::Index)
     }
 
     async fn keyword(&self, es: &EsClient, text: &str) -> Result<Vec<Hit>, SearchError> {
         let body =
             json!({"query": self.keyword_clause(text), "_source": FIELDS, "size": self.window});
-        Ok(Hit::all_of(
-            &es.search(&body).await.map_err(SearchError::Index)?,
-        ))
+        hits(es, &body).await.map_err(SearchError::Index)
     }
 
     /// One `rrf` retriever over both searches, with the client's constant and window.
@@ -274,6 +276,11 @@ impl Lists {
             "size": k,
         })
     }
+}
+
+/// The hits of one `_search`.
+async fn hits(es: &EsClient, body: &Value) -> Result<Vec<Hit>, EsError> {
+    Ok(Hit::all_of(&es.search(body).await?))
 }
 
 /// Why the cluster did not fuse: it cannot (release, licence), or the search failed.
@@ -300,8 +307,8 @@ async fn fused_by_cluster(
         )));
     }
     let body = lists.rrf_body(&query.text, vector, query.k);
-    match es.search(&body).await {
-        Ok(answer) => Ok(Hit::all_of(&answer)
+    match hits(es, &body).await {
+        Ok(hits) => Ok(hits
             .into_iter()
             .map(|hit| Ranked {
                 knn_rank: None,

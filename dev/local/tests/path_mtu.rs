@@ -402,7 +402,17 @@ async fn the_functions_index_and_probe_through_es_tcp_mss() {
     assert_eq!(stats.function_errors, 0, "{stats:?}");
     let es = pipeline.es();
     es.refresh().await.unwrap();
-    assert_eq!(es.count().await.unwrap(), 20);
+    // The whole index against the whole bucket: every record, its current text, nothing else.
+    let comparison = sakuin_local::truth::compare_index_with_bucket(
+        &pipeline.s3,
+        sakuin_local::pipeline::BUCKET,
+        &es,
+    )
+    .await
+    .unwrap();
+    assert!(comparison.is_equal(), "index ≠ bucket: {comparison}");
+    assert_eq!(comparison.expected, 20);
+    assert_eq!(pipeline.dead_letters().await.unwrap(), 0, "chunk DLQ");
 
     let report = pipeline
         .invoke_probe(&json!({"checks": ["elasticsearch"]}))

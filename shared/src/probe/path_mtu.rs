@@ -35,9 +35,12 @@ const FIRST_ROUND: &[u32] = &[
 /// few full-size segments.
 pub(super) fn padded_count_body() -> Vec<u8> {
     let mut body = br#"{"query":{"match_all":{}}}"#.to_vec();
-    body.resize(6 * 1024, b' ');
+    body.resize(PADDED_BYTES, b' ');
     body
 }
+
+/// The size of the padded request: four full-size segments and more.
+const PADDED_BYTES: usize = 6 * 1024;
 
 /// The largest segment size for which `works` completes, to within 4 bytes: `FIRST_ROUND` at
 /// once, then finer rounds between the largest that passed and the next size up; `None` when
@@ -112,7 +115,7 @@ pub(super) fn blackhole(direction: &str, mss: u32, ms: u64, stalled: &str) -> Ch
 pub(super) async fn check_upstream(deps: &ProbeDeps, client: &EsClient) -> CheckResult {
     let budget = deps.config.timeout;
     let (answer, ms) = timed(tokio::time::timeout(budget, padded_count(client))).await;
-    let kb = padded_count_body().len() / 1024;
+    let kb = PADDED_BYTES / 1024;
     let clamped = client
         .tcp_mss()
         .map(|m| format!(" (segments clamped to {m} bytes by ES_TCP_MSS)"))
