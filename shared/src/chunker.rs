@@ -1,6 +1,8 @@
 //! Splits a document's text into chunks of at most `max_chars` characters, on paragraph and
 //! sentence ends, with a sentence-aligned overlap between neighbours.
 
+use unicode_segmentation::GraphemeCursor;
+
 /// How text is cut into chunks. Both sizes count Unicode scalar values, not bytes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ChunkSettings {
@@ -146,7 +148,7 @@ fn segments(text: &str, max: usize) -> Vec<Segment> {
                 newlines += usize::from(chars[end].1 == '\n');
                 end += 1;
             }
-            push_segment(&chars, text.len(), start, end, newlines >= 2, max, &mut out);
+            push_segment(text, &chars, start, end, newlines >= 2, max, &mut out);
             start = end;
             i = end;
         } else {
@@ -154,15 +156,15 @@ fn segments(text: &str, max: usize) -> Vec<Segment> {
         }
     }
     if start < chars.len() {
-        push_segment(&chars, text.len(), start, chars.len(), true, max, &mut out);
+        push_segment(text, &chars, start, chars.len(), true, max, &mut out);
     }
     out
 }
 
 /// Pushes chars[start..end] as one segment, or as several when it is longer than `max`.
 fn push_segment(
+    text: &str,
     chars: &[(usize, char)],
-    text_len: usize,
     start: usize,
     end: usize,
     ends_paragraph: bool,
@@ -173,12 +175,12 @@ fn push_segment(
         if i < chars.len() {
             chars[i].0
         } else {
-            text_len
+            text.len()
         }
     };
     let mut s = start;
     while end - s > max {
-        let cut = soft_cut(chars, s, s + max);
+        let cut = soft_cut(text, chars, s, s + max);
         out.push(Segment {
             start: byte(s),
             end: byte(cut),
@@ -198,9 +200,10 @@ fn push_segment(
 }
 
 /// Where to cut an over-long sentence at or before `limit`: after the last space or clause mark
-/// in the window's last third, else at `limit` itself — never before a combining mark or inside
-/// a joined emoji sequence.
-fn soft_cut(chars: &[(usize, char)], start: usize, limit: usize) -> usize {
+/// in the window's last third, else at the start of the grapheme cluster `limit` falls in (a
+/// letter and its combining marks, a Hangul syllable's jamo, an emoji sequence or flag stay
+/// whole), or at `limit` itself when one cluster fills the window.
+fn soft_cut(text: &str, chars: &[(usize, char)], start: usize, limit: usize) -> usize {
     let floor = start + (limit - start) * 2 / 3;
     for i in (floor + 1..=limit).rev() {
         let prev = chars[i - 1].1;
@@ -208,17 +211,27 @@ fn soft_cut(chars: &[(usize, char)], start: usize, limit: usize) -> usize {
             return i;
         }
     }
-    let mut cut = limit;
-    while cut > start + 1 && cut < chars.len() && !may_cut_before(chars[cut].1, chars[cut - 1].1) {
-        cut -= 1;
+    match grapheme_start(text, chars, limit) {
+        cut if cut > start => cut,
+        _ => limit,
     }
-    cut
 }
 
-fn may_cut_before(next: char, prev: char) -> bool {
-    let joins_previous = matches!(next as u32,
-        0x0300..=0x036F | 0x3099..=0x309A | 0x200D | 0xFE00..=0xFE0F | 0x1F3FB..=0x1F3FF | 0xE0100..=0xE01EF);
-    !joins_previous && prev != '\u{200D}'
+/// The index in `chars` of the start of the extended grapheme cluster (UAX #29) that holds
+/// `chars[i]`; `i` itself at a cluster boundary or the end of the text.
+fn grapheme_start(text: &str, chars: &[(usize, char)], i: usize) -> usize {
+    let Some(&(byte, _)) = chars.get(i) else {
+        return i;
+    };
+    let mut cursor = GraphemeCursor::new(byte, text.len(), true);
+    // The whole text is the one chunk the cursor reads, so it never asks for more context.
+    if cursor.is_boundary(text, 0).unwrap_or(true) {
+        return i;
+    }
+    match cursor.prev_boundary(text, 0) {
+        Ok(Some(b)) => chars.partition_point(|&(offset, _)| offset < b),
+        _ => i,
+    }
 }
 
 #[cfg(test)]
@@ -357,6 +370,30 @@ mod tests {
             "{chunks:?}"
         );
         assert_eq!(chunks.concat(), text);
+    }
+
+    #[test]
+    fn no_script_is_cut_inside_a_character() {
+        // Each straddles the cut at 10: a flag (two regional indicators), a Hangul syllable of
+        // three conjoining jamo, a Devanagari consonant with its vowel sign, a Thai consonant
+        // with SARA AM, a skin-toned emoji and a letter with two stacked accents.
+        for cluster in [
+            "🇯🇵",
+            "\u{1100}\u{1161}\u{11A8}",
+            "कि",
+            "กำ",
+            "👍🏽",
+            "e\u{0301}\u{0323}",
+        ] {
+            let text = format!("{}{cluster}{}", "x".repeat(9), "y".repeat(9));
+            let chunks = chunk_text(&text, &settings(10, 0));
+            assert_within(&chunks, 10);
+            assert_eq!(chunks.concat(), text, "{cluster:?}");
+            assert!(
+                chunks.iter().any(|c| c.starts_with(cluster)),
+                "{cluster:?} was cut: {chunks:?}"
+            );
+        }
     }
 
     #[test]
