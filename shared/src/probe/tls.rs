@@ -237,41 +237,35 @@ pub struct LeafCertificate {
 }
 
 impl LeafCertificate {
-    /// Reads an X.509 certificate's DER: just enough of it for the probe's report.
+    /// Reads what the report needs from an X.509 certificate's DER; `None` when it is not one.
     pub fn parse(der: &[u8]) -> Option<Self> {
-        let (tag, cert, _) = der::tlv(der)?;
-        if tag != der::SEQUENCE {
-            return None;
-        }
-        let (tag, tbs, _) = der::tlv(cert)?;
-        if tag != der::SEQUENCE {
-            return None;
-        }
-        // [0] version (optional), serialNumber, signature algorithm.
-        let (tag, _, next) = der::tlv(tbs)?;
-        let next = if tag == 0xA0 { der::tlv(next)?.2 } else { next };
-        let (_, _, next) = der::tlv(next)?;
-        let (_, issuer, next) = der::tlv(next)?;
-        let (_, validity, next) = der::tlv(next)?;
-        let (_, subject_raw, next) = der::tlv(next)?;
-        let (_, _spki, mut next) = der::tlv(next)?;
-        let (t1, v1, after) = der::tlv(validity)?;
-        let (t2, v2, _) = der::tlv(after)?;
-        let not_before = der::time(t1, v1)?;
-        let not_after = der::time(t2, v2)?;
-        let mut names = Vec::new();
-        while let Some((tag, value, after)) = der::tlv(next) {
-            if tag == 0xA3 {
-                names = der::subject_alt_names(value).unwrap_or_default();
-            }
-            next = after;
-        }
+        use x509_parser::prelude::{FromDer, GeneralName, X509Certificate, X509Name};
+        let (_, cert) = X509Certificate::from_der(der).ok()?;
+        let common_name = |name: &X509Name| {
+            let cn = name.iter_common_name().next()?;
+            Some(match cn.as_str() {
+                Ok(text) => text.to_owned(),
+                Err(_) => String::from_utf8_lossy(cn.as_slice()).into_owned(),
+            })
+        };
+        // A certificate with a malformed or doubled subjectAltName is read without its names:
+        // the handshake's own verdict says what is wrong with it.
+        let san = cert.subject_alternative_name().ok().flatten();
+        let names = san
+            .iter()
+            .flat_map(|ext| &ext.value.general_names)
+            .filter_map(|name| match *name {
+                GeneralName::DNSName(dns) => Some(dns.to_owned()),
+                GeneralName::IPAddress(ip) => ip_address(ip),
+                _ => None,
+            })
+            .collect();
         Some(Self {
-            subject_cn: der::common_name(subject_raw),
-            issuer_cn: der::common_name(issuer),
-            self_issued: issuer == subject_raw,
-            not_before,
-            not_after,
+            subject_cn: common_name(cert.subject()),
+            issuer_cn: common_name(cert.issuer()),
+            self_issued: cert.subject().as_raw() == cert.issuer().as_raw(),
+            not_before: cert.validity().not_before.timestamp(),
+            not_after: cert.validity().not_after.timestamp(),
             names,
         })
     }
@@ -315,120 +309,12 @@ pub fn rustls_error(io: &std::io::Error) -> Option<&rustls::Error> {
         .and_then(|inner| inner.downcast_ref::<rustls::Error>())
 }
 
-/// A minimal DER reader: tag-length-value, times and names.
-mod der {
-    pub const SEQUENCE: u8 = 0x30;
-    const SET: u8 = 0x31;
-    const OID: u8 = 0x06;
-    const OCTET_STRING: u8 = 0x04;
-    const UTC_TIME: u8 = 0x17;
-    const GENERALIZED_TIME: u8 = 0x18;
-    /// 2.5.4.3, commonName.
-    const CN: &[u8] = &[0x55, 0x04, 0x03];
-    /// 2.5.29.17, subjectAltName.
-    const SAN: &[u8] = &[0x55, 0x1D, 0x11];
-
-    /// One element: (tag, contents, what follows). Only single-byte tags and definite lengths,
-    /// which is all DER allows for certificates.
-    pub fn tlv(input: &[u8]) -> Option<(u8, &[u8], &[u8])> {
-        let (&tag, rest) = input.split_first()?;
-        let (&first, rest) = rest.split_first()?;
-        let (len, rest) = if first < 0x80 {
-            (first as usize, rest)
-        } else {
-            let n = (first & 0x7F) as usize;
-            if n == 0 || n > 4 || rest.len() < n {
-                return None;
-            }
-            let len = rest[..n]
-                .iter()
-                .fold(0usize, |acc, b| (acc << 8) | *b as usize);
-            (len, &rest[n..])
-        };
-        if rest.len() < len {
-            return None;
-        }
-        Some((tag, &rest[..len], &rest[len..]))
-    }
-
-    /// UTCTime (YYMMDDHHMMSSZ, years 1950–2049) or GeneralizedTime (YYYYMMDDHHMMSSZ).
-    pub fn time(tag: u8, value: &[u8]) -> Option<i64> {
-        let text = std::str::from_utf8(value).ok()?;
-        let digits = text.strip_suffix('Z')?;
-        if !digits.bytes().all(|b| b.is_ascii_digit()) {
-            return None;
-        }
-        let num = |s: &str| s.parse::<u32>().ok();
-        let (year, rest) = match (tag, digits.len()) {
-            (UTC_TIME, 12) => {
-                let yy = num(&digits[..2])? as i32;
-                (if yy < 50 { 2000 + yy } else { 1900 + yy }, &digits[2..])
-            }
-            (GENERALIZED_TIME, 14) => (num(&digits[..4])? as i32, &digits[4..]),
-            _ => return None,
-        };
-        let date = chrono::NaiveDate::from_ymd_opt(year, num(&rest[..2])?, num(&rest[2..4])?)?;
-        let time = date.and_hms_opt(num(&rest[4..6])?, num(&rest[6..8])?, num(&rest[8..10])?)?;
-        Some(time.and_utc().timestamp())
-    }
-
-    /// The first commonName of a Name (SEQUENCE of SET of SEQUENCE {OID, value}).
-    pub fn common_name(name: &[u8]) -> Option<String> {
-        let mut sets = name;
-        while let Some((tag, set, next)) = tlv(sets) {
-            sets = next;
-            if tag != SET {
-                continue;
-            }
-            let mut attrs = set;
-            while let Some((_, attr, after)) = tlv(attrs) {
-                attrs = after;
-                let (tag, oid, value) = tlv(attr)?;
-                if tag == OID && oid == CN {
-                    let (_, text, _) = tlv(value)?;
-                    return Some(String::from_utf8_lossy(text).into_owned());
-                }
-            }
-        }
-        None
-    }
-
-    /// dNSName and iPAddress entries of the subjectAltName extension, given the contents of
-    /// the `[3]` extensions wrapper.
-    pub fn subject_alt_names(extensions: &[u8]) -> Option<Vec<String>> {
-        let (_, mut list, _) = tlv(extensions)?;
-        while let Some((_, ext, next)) = tlv(list) {
-            list = next;
-            let (tag, oid, mut rest) = tlv(ext)?;
-            if tag != OID || oid != SAN {
-                continue;
-            }
-            let mut names = Vec::new();
-            while let Some((tag, value, after)) = tlv(rest) {
-                rest = after;
-                if tag != OCTET_STRING {
-                    continue; // the `critical` flag
-                }
-                let (_, mut general, _) = tlv(value)?;
-                while let Some((tag, name, after)) = tlv(general) {
-                    general = after;
-                    match (tag, name.len()) {
-                        (0x82, _) => names.push(String::from_utf8_lossy(name).into_owned()),
-                        (0x87, 4) => names.push(
-                            std::net::Ipv4Addr::new(name[0], name[1], name[2], name[3]).to_string(),
-                        ),
-                        (0x87, 16) => {
-                            let mut b = [0u8; 16];
-                            b.copy_from_slice(name);
-                            names.push(std::net::Ipv6Addr::from(b).to_string());
-                        }
-                        _ => {}
-                    }
-                }
-            }
-            return Some(names);
-        }
-        None
+/// An iPAddress subjectAltName entry (4 or 16 octets) as text.
+fn ip_address(octets: &[u8]) -> Option<String> {
+    match octets.len() {
+        4 => Some(std::net::Ipv4Addr::from(<[u8; 4]>::try_from(octets).ok()?).to_string()),
+        16 => Some(std::net::Ipv6Addr::from(<[u8; 16]>::try_from(octets).ok()?).to_string()),
+        _ => None,
     }
 }
 
