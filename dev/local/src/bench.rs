@@ -104,7 +104,22 @@ async fn cold_starts(stack: &LocalStack) -> Result<(), Box<dyn std::error::Error
             times[times.len() - 1]
         );
     }
+    binary_sizes(&bin);
     Ok(())
+}
+
+/// What each function weighs: the host's release binary, and the arm64 `bootstrap` that
+/// `make lambda` / `make sam-build` leave under `target/lambda/` when there is one.
+fn binary_sizes(bin: &std::path::Path) {
+    println!("\n## Binary size (release, symbols stripped)");
+    let lambda = bin.join("../lambda");
+    for name in ["ingest", "embed-index", "probe"] {
+        let size = |path: std::path::PathBuf| std::fs::metadata(path).ok().map(|m| mib(m.len()));
+        let host = size(bin.join(name)).map_or("—".into(), |m| format!("{m:.2} MiB"));
+        let arm = size(lambda.join(name).join("bootstrap"))
+            .map_or("not built".into(), |m| format!("{m:.2} MiB"));
+        println!("  {name:<12} host {host:>10}   lambda bootstrap {arm:>10}");
+    }
 }
 
 async fn ingest_sizes(sizes: &[(&str, usize, bool)]) -> Result<(), Box<dyn std::error::Error>> {
