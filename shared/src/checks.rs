@@ -33,3 +33,78 @@ pub fn is_known_selector(name: &str) -> bool {
 pub fn group_of(check: &str) -> &str {
     check.split('.').next().unwrap_or(check)
 }
+
+/// Where a failed check broke: the layer a report's `layer` field names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Layer {
+    // Elasticsearch, from the network up.
+    Dns,
+    Tcp,
+    Tls,
+    Http,
+    PathMtu,
+    Auth,
+    Authz,
+    Cluster,
+    Version,
+    Analyzer,
+    Mapping,
+    // The AWS services.
+    Network,
+    Access,
+    ModelAccess,
+    NotFound,
+    Region,
+    Throttled,
+    Service,
+    Request,
+    Response,
+    /// The probe's own settings or request.
+    Config,
+    /// A layer this build does not know (a report written by a newer probe).
+    #[serde(other)]
+    Other,
+}
+
+impl Layer {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Dns => "dns",
+            Self::Tcp => "tcp",
+            Self::Tls => "tls",
+            Self::Http => "http",
+            Self::PathMtu => "path_mtu",
+            Self::Auth => "auth",
+            Self::Authz => "authz",
+            Self::Cluster => "cluster",
+            Self::Version => "version",
+            Self::Analyzer => "analyzer",
+            Self::Mapping => "mapping",
+            Self::Network => "network",
+            Self::Access => "access",
+            Self::ModelAccess => "model_access",
+            Self::NotFound => "not_found",
+            Self::Region => "region",
+            Self::Throttled => "throttled",
+            Self::Service => "service",
+            Self::Request => "request",
+            Self::Response => "response",
+            Self::Config => "config",
+            Self::Other => "other",
+        }
+    }
+}
+
+/// Compares with the name a report writes.
+impl PartialEq<&str> for Layer {
+    fn eq(&self, other: &&str) -> bool {
+        self.as_str() == *other
+    }
+}
+
+impl std::fmt::Display for Layer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}

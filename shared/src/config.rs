@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use crate::chunker::ChunkSettings;
 use crate::embed::EmbeddingModel;
+use crate::es::version::IndexType;
 use crate::es::{EsAuth, EsSettings, VectorSettings};
 use crate::record::FieldSelection;
 use crate::secret::Secret;
@@ -458,6 +459,17 @@ impl EmbedIndexConfig {
     }
 }
 
+/// `ES_VECTOR_INDEX_TYPE` as the probe reads it: a value that is no index type is kept as the
+/// finding its index check reports.
+fn vector_index_type(env: &mut Env) -> Result<Option<IndexType>, String> {
+    env.get("ES_VECTOR_INDEX_TYPE")
+        .map(|t| {
+            t.parse()
+                .map_err(|e| format!("ES_VECTOR_INDEX_TYPE={t} is {e}"))
+        })
+        .transpose()
+}
+
 impl Env {
     /// How a new index stores, compares and analyses: `ES_SIMILARITY`, `ES_VECTOR_INDEX_TYPE`
     /// (empty: the best type the cluster's release takes, decided when the index is created)
@@ -466,15 +478,7 @@ impl Env {
         let similarity = self
             .optional::<crate::es::Similarity>("ES_SIMILARITY")
             .unwrap_or_default();
-        let index_type = self.get("ES_VECTOR_INDEX_TYPE");
-        if let Some(t) = &index_type
-            && !crate::es::version::INDEX_TYPES.contains(&t.as_str())
-        {
-            self.problem(format!(
-                "ES_VECTOR_INDEX_TYPE={t:?} is not one of {} (or empty: the best the cluster takes)",
-                crate::es::version::INDEX_TYPES.join(", ")
-            ));
-        }
+        let index_type = self.optional::<IndexType>("ES_VECTOR_INDEX_TYPE");
         VectorSettings {
             similarity,
             index_type,
@@ -540,7 +544,8 @@ pub struct ProbeConfig {
     /// `PROBE_CERT_WARN_DAYS`: the TLS check warns when the certificate expires sooner.
     pub cert_warn_days: u32,
     /// `ES_VECTOR_INDEX_TYPE`, as embed-index reads it: checked against the cluster's release.
-    pub vector_index_type: Option<String>,
+    /// A value that is no index type is the index check's finding, not a refusal to start.
+    pub vector_index_type: Result<Option<IndexType>, String>,
     /// `ES_TEXT_ANALYZER`, as embed-index reads it: before the index exists, the probe asks the
     /// cluster whether it has this analyzer (a plugin's, for kuromoji and icu_analyzer).
     pub text_analyzer: String,
@@ -584,7 +589,7 @@ impl ProbeConfig {
             timeout,
             required_checks,
             cert_warn_days,
-            vector_index_type: env.get("ES_VECTOR_INDEX_TYPE"),
+            vector_index_type: vector_index_type(env),
             text_analyzer,
         })
     }

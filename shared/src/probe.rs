@@ -28,7 +28,7 @@ use crate::metrics::MetricSet;
 pub use tls::TlsTrust;
 
 use crate::checks::group_of;
-pub use crate::checks::{CHECKS, GROUPS, is_known_selector};
+pub use crate::checks::{CHECKS, GROUPS, Layer, is_known_selector};
 
 /// One check's result, as reported.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -38,12 +38,9 @@ pub struct CheckResult {
     pub ms: u64,
     /// What was found, in one sentence.
     pub detail: String,
-    /// The layer a failed check broke at: dns, tcp, tls, http, path_mtu, auth, authz, cluster,
-    /// version, analyzer, mapping for
-    /// Elasticsearch; network, access, model_access, not_found, region, throttled, service,
-    /// request, response for the AWS services; config for the probe's own settings.
+    /// The layer a failed check broke at (written as `dns`, `tls`, `model_access`, ...).
     #[serde(skip_serializing_if = "Option::is_none", default)]
-    pub layer: Option<String>,
+    pub layer: Option<Layer>,
     /// Passed, but needs a look (a yellow cluster, a certificate expiring soon, a non-empty
     /// dead-letter queue, certificate verification turned off).
     #[serde(skip_serializing_if = "std::ops::Not::not", default)]
@@ -82,10 +79,10 @@ impl CheckResult {
         }
     }
 
-    pub fn fail(name: &str, layer: &str, ms: u64, detail: impl Into<String>) -> Self {
+    pub fn fail(name: &str, layer: Layer, ms: u64, detail: impl Into<String>) -> Self {
         Self {
             ok: false,
-            layer: Some(layer.into()),
+            layer: Some(layer),
             ..Self::pass(name, ms, detail)
         }
     }
@@ -112,7 +109,7 @@ impl CheckResult {
         format!(
             "{} failed at {}: {}{}",
             self.name,
-            self.layer.as_deref().unwrap_or("?"),
+            self.layer.map_or("?", Layer::as_str),
             self.detail,
             if self.required { "" } else { " (not required)" }
         )
@@ -355,7 +352,7 @@ pub async fn handle_event(deps: &ProbeDeps, event: Value) -> Result<ProbeReport,
             0,
             CheckResult::fail(
                 "probe.request",
-                "config",
+                Layer::Config,
                 0,
                 format!("the event asks for unknown checks: {}", unknown.join(", ")),
             )
@@ -493,14 +490,14 @@ mod tests {
 
     #[test]
     fn failures_name_check_and_layer_required_first() {
-        let mut optional = CheckResult::fail("s3.bucket", "not_found", 3, "gone");
+        let mut optional = CheckResult::fail("s3.bucket", Layer::NotFound, 3, "gone");
         optional.required = false;
         let report = ProbeReport {
             ok: false,
             checks: vec![
                 CheckResult::pass("elasticsearch.dns", 1, "ok"),
                 optional,
-                CheckResult::fail("elasticsearch.tcp", "tcp", 5, "refused"),
+                CheckResult::fail("elasticsearch.tcp", Layer::Tcp, 5, "refused"),
             ],
             skipped: vec![],
         };
@@ -529,7 +526,7 @@ mod tests {
             ok: false,
             checks: vec![
                 CheckResult::pass("elasticsearch.tls", 7, "ok").metric("CertDaysLeft", 40.0),
-                CheckResult::fail("elasticsearch.http", "http", 9, "no"),
+                CheckResult::fail("elasticsearch.http", Layer::Http, 9, "no"),
                 CheckResult::pass("sqs.dead_letter_queue", 2, "0")
                     .metric("DeadLetterQueueDepth", 0.0),
             ],
@@ -572,7 +569,9 @@ mod tests {
     fn the_report_line_is_one_json_object() {
         let report = ProbeReport {
             ok: false,
-            checks: vec![CheckResult::fail("elasticsearch.tcp", "tcp", 5, "refused").hint("look")],
+            checks: vec![
+                CheckResult::fail("elasticsearch.tcp", Layer::Tcp, 5, "refused").hint("look"),
+            ],
             skipped: vec!["s3 (SOURCE_BUCKET is not set)".into()],
         };
         let line = report_line(&report);

@@ -326,7 +326,7 @@ fn index_from_client(
                 let es = EsClient::new(&settings)?;
                 let vectors = VectorSettings {
                     similarity: sakuin::es::Similarity::Cosine,
-                    index_type: Some("hnsw".into()),
+                    index_type: Some(sakuin::es::version::IndexType::Hnsw),
                     text_analyzer: "standard".into(),
                 };
                 es.ensure_index(256, &vectors, "amazon.titan-embed-text-v2:0")

@@ -585,11 +585,7 @@ pub fn render_report(report: &ProbeReport) -> String {
             (false, _, true) => "FAIL",
             (false, _, false) => "fail",
         };
-        let layer = c
-            .layer
-            .as_deref()
-            .map(|l| format!("at {l}: "))
-            .unwrap_or_default();
+        let layer = c.layer.map(|l| format!("at {l}: ")).unwrap_or_default();
         let optional = if !c.ok && !c.required {
             " (not required)"
         } else {
@@ -622,7 +618,7 @@ pub fn render_report(report: &ProbeReport) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use sakuin::probe::CheckResult;
+    use sakuin::probe::{CheckResult, Layer};
 
     fn args(v: &[&str]) -> Vec<String> {
         v.iter().map(|s| s.to_string()).collect()
@@ -803,7 +799,7 @@ mod tests {
 
     #[test]
     fn the_table_shows_layers_hints_and_the_verdict() {
-        let mut optional = CheckResult::fail("s3.bucket", "not_found", 2, "gone");
+        let mut optional = CheckResult::fail("s3.bucket", Layer::NotFound, 2, "gone");
         optional.required = false;
         let report = ProbeReport {
             ok: false,
@@ -811,7 +807,7 @@ mod tests {
                 CheckResult::pass("elasticsearch.dns", 1, "h → 10.0.0.5"),
                 CheckResult::fail(
                     "elasticsearch.tcp",
-                    "tcp",
+                    Layer::Tcp,
                     1000,
                     "10.0.0.5:9200 did not answer",
                 )

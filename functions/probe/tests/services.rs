@@ -4,6 +4,7 @@
 
 mod common;
 
+use sakuin::probe::Layer;
 use std::time::Duration;
 
 use aws_sdk_s3::types::{BucketLocationConstraint, CreateBucketConfiguration};
@@ -142,7 +143,11 @@ async fn fixture() -> Fixture {
 
 fn assert_failed(report: &ProbeReport, name: &str, layer: &str, needles: &[&str]) {
     let c = check(report, name);
-    assert_eq!((c.ok, c.layer.as_deref()), (false, Some(layer)), "{c:#?}");
+    assert_eq!(
+        (c.ok, c.layer.map(Layer::as_str)),
+        (false, Some(layer)),
+        "{c:#?}"
+    );
     for n in needles {
         assert!(
             c.detail.contains(n) || c.hint.as_deref().unwrap_or("").contains(n),
@@ -489,7 +494,7 @@ async fn cli(f: &Fixture) {
     let report: ProbeReport = serde_json::from_str(&out).unwrap();
     assert_eq!(report.checks.len(), 2);
     assert_eq!(
-        check(&report, "s3.bucket").layer.as_deref(),
+        check(&report, "s3.bucket").layer.map(Layer::as_str),
         Some("not_found")
     );
 

@@ -306,7 +306,7 @@ fn config(model: EmbeddingModel) -> EmbedIndexConfig {
         model,
         vectors: VectorSettings {
             similarity: crate::es::Similarity::Cosine,
-            index_type: Some("hnsw".into()),
+            index_type: Some(crate::es::version::IndexType::Hnsw),
             text_analyzer: "cjk".into(),
         },
         concurrency: 4,

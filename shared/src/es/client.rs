@@ -157,9 +157,9 @@ impl std::str::FromStr for Similarity {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct VectorSettings {
     pub similarity: Similarity,
-    /// `index_options.type` (hnsw, int8_hnsw, int4_hnsw, bbq_hnsw, flat, ...); `None`: the best
-    /// the cluster's release takes ([`super::version::choose_index_type`]).
-    pub index_type: Option<String>,
+    /// `index_options.type`; `None`: the best the cluster's release takes
+    /// ([`super::version::choose_index_type`]).
+    pub index_type: Option<super::version::IndexType>,
     /// The analyzer of `text` (`ES_TEXT_ANALYZER`): a built-in one, or `kuromoji` /
     /// `icu_analyzer` where the cluster has the plugin.
     pub text_analyzer: String,
@@ -417,13 +417,13 @@ impl EsClient {
         // Once per container: a release older than sakuin supports is a clear error, whether
         // the index exists or not.
         let version = self.version().await?;
-        let index_type = super::version::choose_index_type(vectors.index_type.as_deref(), version)
+        let index_type = super::version::choose_index_type(vectors.index_type, version)
             .map_err(EsError::Unsupported)?;
         let path = format!("/{}", encode_path(&self.index));
         let (status, _) = self.send(Method::HEAD, &path, None).await?;
         if status == StatusCode::NOT_FOUND {
             tracing::info!(index = %self.index, %version, %index_type, "creating the index");
-            self.create_index(&path, dimensions, vectors, &index_type)
+            self.create_index(&path, dimensions, vectors, index_type)
                 .await?;
         } else if !status.is_success() {
             return Err(status_error(
@@ -457,13 +457,13 @@ impl EsClient {
         path: &str,
         dimensions: usize,
         vectors: &VectorSettings,
-        index_type: &str,
+        index_type: super::version::IndexType,
     ) -> Result<(), EsError> {
         let analyzer = &vectors.text_analyzer;
         let mapping = index_mapping(
             dimensions,
             vectors.similarity.as_str(),
-            index_type,
+            index_type.as_str(),
             analyzer,
         );
         let body = serde_json::to_vec(&mapping).expect("mapping serialises");

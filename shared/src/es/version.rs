@@ -107,68 +107,126 @@ pub fn since(name: &str) -> Option<Version> {
 /// The oldest release sakuin supports: the first with the `knn` search option.
 pub const OLDEST_SUPPORTED: Version = Version::new(8, 4, 0);
 
-/// The release that introduced vector index type `index_type`; `None` for an unknown type.
-pub fn index_type_since(index_type: &str) -> Option<Version> {
-    let feature = match index_type {
-        "hnsw" => "dense_vector indexed (hnsw)",
-        "int8_hnsw" => "index_options int8_hnsw",
-        "flat" | "int8_flat" => "index_options flat, int8_flat",
-        "int4_hnsw" | "int4_flat" => "index_options int4_hnsw, int4_flat",
-        "bbq_hnsw" | "bbq_flat" => "index_options bbq_hnsw, bbq_flat",
-        _ => return None,
-    };
-    since(feature)
+/// A `dense_vector` field's `index_options.type` (`ES_VECTOR_INDEX_TYPE`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IndexType {
+    Hnsw,
+    Int8Hnsw,
+    Int4Hnsw,
+    BbqHnsw,
+    Flat,
+    Int8Flat,
+    Int4Flat,
+    BbqFlat,
 }
 
-/// Every index type, in the order the documentation lists them.
-pub const INDEX_TYPES: &[&str] = &[
-    "hnsw",
-    "int8_hnsw",
-    "int4_hnsw",
-    "bbq_hnsw",
-    "flat",
-    "int8_flat",
-    "int4_flat",
-    "bbq_flat",
-];
+impl IndexType {
+    /// Every index type, in the order the documentation lists them.
+    pub const ALL: [IndexType; 8] = [
+        IndexType::Hnsw,
+        IndexType::Int8Hnsw,
+        IndexType::Int4Hnsw,
+        IndexType::BbqHnsw,
+        IndexType::Flat,
+        IndexType::Int8Flat,
+        IndexType::Int4Flat,
+        IndexType::BbqFlat,
+    ];
+
+    /// The name the mapping uses.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            IndexType::Hnsw => "hnsw",
+            IndexType::Int8Hnsw => "int8_hnsw",
+            IndexType::Int4Hnsw => "int4_hnsw",
+            IndexType::BbqHnsw => "bbq_hnsw",
+            IndexType::Flat => "flat",
+            IndexType::Int8Flat => "int8_flat",
+            IndexType::Int4Flat => "int4_flat",
+            IndexType::BbqFlat => "bbq_flat",
+        }
+    }
+
+    /// The release that introduced it (its row of [`FEATURES`]).
+    pub fn since(self) -> Version {
+        let feature = match self {
+            IndexType::Hnsw => "dense_vector indexed (hnsw)",
+            IndexType::Int8Hnsw => "index_options int8_hnsw",
+            IndexType::Flat | IndexType::Int8Flat => "index_options flat, int8_flat",
+            IndexType::Int4Hnsw | IndexType::Int4Flat => "index_options int4_hnsw, int4_flat",
+            IndexType::BbqHnsw | IndexType::BbqFlat => "index_options bbq_hnsw, bbq_flat",
+        };
+        since(feature).expect("every index type has its row in FEATURES")
+    }
+
+    fn names() -> String {
+        Self::ALL.map(IndexType::as_str).join(", ")
+    }
+}
+
+impl fmt::Display for IndexType {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::str::FromStr for IndexType {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        Self::ALL
+            .into_iter()
+            .find(|t| t.as_str() == s)
+            .ok_or_else(|| {
+                format!(
+                    "not one of {} (or empty: the best the cluster takes)",
+                    Self::names()
+                )
+            })
+    }
+}
+
+/// Compares with the name, as the mapping and the settings write it.
+impl PartialEq<&str> for IndexType {
+    fn eq(&self, other: &&str) -> bool {
+        self.as_str() == *other
+    }
+}
 
 /// The index types `version` accepts.
-pub fn index_types(version: Version) -> Vec<&'static str> {
-    INDEX_TYPES
-        .iter()
-        .copied()
-        .filter(|t| index_type_since(t).is_some_and(|since| version >= since))
+pub fn index_types(version: Version) -> Vec<IndexType> {
+    IndexType::ALL
+        .into_iter()
+        .filter(|t| version >= t.since())
         .collect()
 }
 
 /// The vector index type of a new index: the configured one if the cluster takes it, else
 /// (unconfigured) the best the cluster has — `int8_hnsw` (a quarter of the memory of full floats
 /// at a small recall cost) from 8.12, `hnsw` before.
-pub fn choose_index_type(configured: Option<&str>, version: Version) -> Result<String, String> {
+pub fn choose_index_type(
+    configured: Option<IndexType>,
+    version: Version,
+) -> Result<IndexType, String> {
     if version < OLDEST_SUPPORTED {
         return Err(format!(
             "Elasticsearch {version} is older than {OLDEST_SUPPORTED}, the oldest release sakuin supports (it needs the knn search option)"
         ));
     }
     match configured {
-        Some(t) => match index_type_since(t) {
-            Some(since) if version >= since => Ok(t.to_owned()),
-            Some(since) => Err(format!(
-                "ES_VECTOR_INDEX_TYPE={t} needs Elasticsearch {since} or later, and the cluster runs {version}: \
-                 choose one of {} or leave it empty for the best of them",
-                index_types(version).join(", ")
-            )),
-            None => Err(format!(
-                "ES_VECTOR_INDEX_TYPE={t} is not one of {}",
-                INDEX_TYPES.join(", ")
-            )),
-        },
-        None => Ok(if version >= Version::new(8, 12, 0) {
-            "int8_hnsw"
-        } else {
-            "hnsw"
-        }
-        .to_owned()),
+        Some(t) if version >= t.since() => Ok(t),
+        Some(t) => Err(format!(
+            "ES_VECTOR_INDEX_TYPE={t} needs Elasticsearch {} or later, and the cluster runs {version}: \
+             choose one of {} or leave it empty for the best of them",
+            t.since(),
+            index_types(version)
+                .iter()
+                .map(|t| t.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        )),
+        None if version >= IndexType::Int8Hnsw.since() => Ok(IndexType::Int8Hnsw),
+        None => Ok(IndexType::Hnsw),
     }
 }
 
@@ -200,12 +258,11 @@ mod tests {
                 "{}",
                 f.name
             );
-            for t in INDEX_TYPES {
-                let since = index_type_since(t).unwrap();
-                if since == f.since {
-                    assert!(index_types(f.since).contains(t), "{t} at {}", f.since);
+            for t in IndexType::ALL {
+                if t.since() == f.since {
+                    assert!(index_types(f.since).contains(&t), "{t} at {}", f.since);
                     if f.since.minor > 0 {
-                        assert!(!index_types(before).contains(t), "{t} before {}", f.since);
+                        assert!(!index_types(before).contains(&t), "{t} before {}", f.since);
                     }
                 }
             }
@@ -224,7 +281,7 @@ mod tests {
                 "int4_flat"
             ]
         );
-        assert_eq!(index_types(v("9.1.0")), INDEX_TYPES);
+        assert_eq!(index_types(v("9.1.0")), IndexType::ALL);
         assert_eq!(since(RRF_RETRIEVER), Some(v("8.14.0")));
         assert_eq!(since("no such feature"), None);
     }
@@ -236,10 +293,10 @@ mod tests {
         assert_eq!(choose_index_type(None, v("8.12.0")).unwrap(), "int8_hnsw");
         assert_eq!(choose_index_type(None, v("9.1.0")).unwrap(), "int8_hnsw");
         assert_eq!(
-            choose_index_type(Some("bbq_hnsw"), v("9.1.0")).unwrap(),
+            choose_index_type(Some(IndexType::BbqHnsw), v("9.1.0")).unwrap(),
             "bbq_hnsw"
         );
-        let e = choose_index_type(Some("int8_hnsw"), v("8.11.4")).unwrap_err();
+        let e = choose_index_type(Some(IndexType::Int8Hnsw), v("8.11.4")).unwrap_err();
         assert!(
             e.contains("needs Elasticsearch 8.12.0")
                 && e.contains("runs 8.11.4")
@@ -248,6 +305,6 @@ mod tests {
         );
         let e = choose_index_type(None, v("8.3.3")).unwrap_err();
         assert!(e.contains("older than 8.4.0"), "{e}");
-        assert!(choose_index_type(Some("ivf"), v("9.1.0")).is_err());
+        assert!("ivf".parse::<IndexType>().is_err());
     }
 }

@@ -1,7 +1,7 @@
 //! Elasticsearch, layer by layer, stopping at the first layer that fails: DNS, TCP, TLS (when
 //! `ES_USE_SSL`), HTTP, authentication, authorisation and cluster health, the target index.
 
-use crate::es::version::{OLDEST_SUPPORTED, Version, choose_index_type};
+use crate::es::version::{IndexType, OLDEST_SUPPORTED, Version, choose_index_type};
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -10,7 +10,7 @@ use rustls::CertificateError;
 use serde_json::{Value, json};
 
 use super::tls::{self, HandshakeError, LeafCertificate, TlsTrust};
-use super::{CheckResult, ProbeDeps, path_mtu, timed};
+use super::{CheckResult, Layer, ProbeDeps, path_mtu, timed};
 use crate::es::client::analyzer_plugin;
 use crate::es::document::mapped_dimensions;
 use crate::es::{EsAuth, EsClient, EsError};
@@ -35,7 +35,7 @@ pub(super) async fn check(deps: &ProbeDeps) -> Vec<CheckResult> {
         Ok(c) => c,
         Err(e) => {
             out.push(
-                CheckResult::fail("elasticsearch.http", "config", 0, e.clone())
+                CheckResult::fail("elasticsearch.http", Layer::Config, 0, e.clone())
                     .hint("fix the ES_* settings the message names"),
             );
             return out;
@@ -85,7 +85,7 @@ async fn check_tcp(
             Some(addr)
         }
         Err((detail, hint)) => {
-            out.push(CheckResult::fail("elasticsearch.tcp", "tcp", ms, detail).hint(hint));
+            out.push(CheckResult::fail("elasticsearch.tcp", Layer::Tcp, ms, detail).hint(hint));
             None
         }
     }
@@ -155,7 +155,7 @@ async fn check_http(
         out.push(
             CheckResult::fail(
                 "elasticsearch.http",
-                "version",
+                Layer::Version,
                 ms,
                 format!("{detail}: older than {OLDEST_SUPPORTED}, the oldest release sakuin supports (it needs the knn search option)"),
             )
@@ -198,7 +198,7 @@ fn http_refusal(client: &EsClient, status: StatusCode, body: &[u8], ms: u64) -> 
             "check ES_HOST / ES_PORT point at Elasticsearch's HTTP port (9200 by default), not a proxy or another service",
         ),
     };
-    CheckResult::fail("elasticsearch.http", "http", ms, detail).hint(hint)
+    CheckResult::fail("elasticsearch.http", Layer::Http, ms, detail).hint(hint)
 }
 
 async fn resolve(
@@ -223,7 +223,7 @@ async fn resolve(
                 out.push(
                     CheckResult::fail(
                         "elasticsearch.dns",
-                        "dns",
+                        Layer::Dns,
                         ms,
                         format!("{host} resolves to no address"),
                     )
@@ -244,7 +244,7 @@ async fn resolve(
             out.push(
                 CheckResult::fail(
                     "elasticsearch.dns",
-                    "dns",
+                    Layer::Dns,
                     ms,
                     format!("{host} does not resolve ({e})"),
                 )
@@ -256,7 +256,7 @@ async fn resolve(
             out.push(
                 CheckResult::fail(
                     "elasticsearch.dns",
-                    "dns",
+                    Layer::Dns,
                     ms,
                     format!("resolving {host} did not finish within {}", secs(budget)),
                 )
@@ -327,7 +327,7 @@ async fn check_tls(deps: &ProbeDeps, addr: SocketAddr) -> (CheckResult, bool) {
     let trust = match &deps.tls {
         Ok(t) => t,
         Err(e) => {
-            let result = CheckResult::fail(NAME, "tls", 0, e.clone())
+            let result = CheckResult::fail(NAME, Layer::Tls, 0, e.clone())
                 .hint("ES_CA_CERT must be PEM text or the path of a PEM file holding the cluster's CA certificate(s)");
             return (result, false);
         }
@@ -451,7 +451,7 @@ fn handshake_failed(deps: &ProbeDeps, error: HandshakeError, context: &TlsContex
     match error {
         HandshakeError::Certificate { error, leaf } => {
             let (detail, hint) = certificate_problem(&error, leaf.as_ref(), &es.host, now, trusted);
-            let result = CheckResult::fail(NAME, "tls", ms, detail).hint(hint);
+            let result = CheckResult::fail(NAME, Layer::Tls, ms, detail).hint(hint);
             match leaf {
                 Some(l) => result.metric("CertDaysLeft", l.days_left(now) as f64),
                 None => result,
@@ -459,12 +459,12 @@ fn handshake_failed(deps: &ProbeDeps, error: HandshakeError, context: &TlsContex
         }
         HandshakeError::Timeout(t) => CheckResult::fail(
             NAME,
-            "tls",
+            Layer::Tls,
             ms,
             format!("{addr} accepted TCP but no TLS handshake answer came within {}", secs(t)),
         )
         .hint("is this the TLS port? a server that waits for plain HTTP never answers a ClientHello; otherwise a firewall or proxy may hold TLS traffic (check ES_PORT and ES_USE_SSL)"),
-        HandshakeError::Connect(e) => CheckResult::fail(NAME, "tls", ms, format!("could not connect for the handshake: {e}"))
+        HandshakeError::Connect(e) => CheckResult::fail(NAME, Layer::Tls, ms, format!("could not connect for the handshake: {e}"))
             .hint(ROUTE_HINT),
         HandshakeError::Protocol(io) => {
             let (detail, hint) = match tls::rustls_error(&io) {
@@ -486,7 +486,7 @@ fn handshake_failed(deps: &ProbeDeps, error: HandshakeError, context: &TlsContex
                     "a connection closed during the handshake is often a firewall or TLS-inspecting proxy: check what sits between the VPC and the cluster",
                 ),
             };
-            CheckResult::fail(NAME, "tls", ms, detail).hint(hint)
+            CheckResult::fail(NAME, Layer::Tls, ms, detail).hint(hint)
         }
     }
 }
@@ -575,26 +575,26 @@ fn http_failure(e: EsError, use_ssl: bool, budget: Duration, ms: u64) -> CheckRe
             detail, timeout: true, ..
         } => CheckResult::fail(
             NAME,
-            "http",
+            Layer::Http,
             ms,
             format!("connected, but no HTTP answer within {} ({detail})", secs(budget)),
         )
         .hint("Elasticsearch accepted the connection but did not answer: an overloaded or stuck node, or a port that is not Elasticsearch's HTTP port"),
         EsError::Unreachable { detail, .. } if !use_ssl => CheckResult::fail(
             NAME,
-            "http",
+            Layer::Http,
             ms,
             format!("the HTTP exchange failed ({detail})"),
         )
         .hint("the port accepted TCP but did not speak plain HTTP: if the cluster serves HTTPS (the default since Elasticsearch 8), set ES_USE_SSL=true"),
         EsError::Unreachable { detail, .. } => CheckResult::fail(
             NAME,
-            "http",
+            Layer::Http,
             ms,
             format!("the HTTPS exchange failed after a good TLS handshake ({detail})"),
         )
         .hint("the handshake passed but the request did not: a proxy or a node that closes connections; check the Elasticsearch logs"),
-        other => CheckResult::fail(NAME, "http", ms, other.to_string()),
+        other => CheckResult::fail(NAME, Layer::Http, ms, other.to_string()),
     }
 }
 
@@ -632,7 +632,7 @@ async fn check_auth(
                 format!("authentication failed, so the credentials themselves are wrong: a mistyped or rotated password, an expired or invalidated API key, or {who} in another realm; fix the value in ES_SECRET_ID (or ES_API_KEY / ES_PASSWORD)"),
             ),
         };
-        return CheckResult::fail(NAME, "auth", 0, detail).hint(hint);
+        return CheckResult::fail(NAME, Layer::Auth, 0, detail).hint(hint);
     }
     let identity = identity(client).await;
     let mut detail = match (&identity, status == StatusCode::FORBIDDEN, auth) {
@@ -682,12 +682,12 @@ async fn check_cluster(client: &EsClient) -> CheckResult {
     let path = "/_cluster/health?level=indices&filter_path=status,cluster_name,number_of_nodes,number_of_data_nodes,unassigned_shards,unassigned_primary_shards,indices.*.status";
     let (status, body) = match client.send(Method::GET, path, None).await {
         Ok(a) => a,
-        Err(e) => return CheckResult::fail(NAME, "cluster", 0, e.to_string()),
+        Err(e) => return CheckResult::fail(NAME, Layer::Cluster, 0, e.to_string()),
     };
     if status == StatusCode::FORBIDDEN {
         return CheckResult::fail(
             NAME,
-            "authz",
+            Layer::Authz,
             0,
             format!("403: authenticated, but not allowed to read cluster health ({})", es_reason(&body)),
         )
@@ -696,7 +696,7 @@ async fn check_cluster(client: &EsClient) -> CheckResult {
     if !status.is_success() {
         return CheckResult::fail(
             NAME,
-            "cluster",
+            Layer::Cluster,
             0,
             format!(
                 "HTTP {} from _cluster/health: {}",
@@ -725,7 +725,7 @@ async fn check_cluster(client: &EsClient) -> CheckResult {
         )
         .hint("on a multi-node cluster, find the unassigned replicas with GET _cluster/allocation/explain"),
         "red" => red_cluster(client, &h, nodes, index_status).await,
-        other => CheckResult::fail(NAME, "cluster", 0, format!("unexpected health status {other:?}")),
+        other => CheckResult::fail(NAME, Layer::Cluster, 0, format!("unexpected health status {other:?}")),
     }
 }
 
@@ -778,7 +778,7 @@ async fn red_cluster(
     if let Some(reason) = allocation_reason(client, explain_index).await {
         detail.push_str(&format!("; reason: {reason}"));
     }
-    CheckResult::fail(NAME, "cluster", 0, detail)
+    CheckResult::fail(NAME, Layer::Cluster, 0, detail)
         .hint("a lost data node, full disks (flood-stage watermark) or a failed recovery: check the nodes, their disks and GET _cluster/allocation/explain")
 }
 
@@ -816,13 +816,11 @@ async fn check_index(deps: &ProbeDeps, client: &EsClient, release: Option<Versio
     const NAME: &str = "elasticsearch.index";
     // What embed-index will create, or refuse to: the vector index type this release takes.
     let planned = release.map(|r| {
-        (
-            r,
-            choose_index_type(deps.config.vector_index_type.as_deref(), r),
-        )
+        let configured = deps.config.vector_index_type.clone();
+        (r, configured.and_then(|t| choose_index_type(t, r)))
     });
     if let Some((_, Err(e))) = &planned {
-        return CheckResult::fail(NAME, "version", 0, e.clone()).hint(
+        return CheckResult::fail(NAME, Layer::Version, 0, e.clone()).hint(
             "set EsVectorIndexType (ES_VECTOR_INDEX_TYPE) to a type the cluster takes, or leave it empty for the best of them",
         );
     }
@@ -836,14 +834,14 @@ async fn check_index(deps: &ProbeDeps, client: &EsClient, release: Option<Versio
             ..
         }) => CheckResult::fail(
             NAME,
-            "authz",
+            Layer::Authz,
             0,
             format!("403 reading the mapping of {index} ({reason})"),
         )
         .hint(format!(
             "grant `view_index_metadata` (and `read` for the count) on {index} to the probe's role"
         )),
-        Err(e) => CheckResult::fail(NAME, "mapping", 0, e.to_string()),
+        Err(e) => CheckResult::fail(NAME, Layer::Mapping, 0, e.to_string()),
     }
 }
 
@@ -865,7 +863,7 @@ async fn index_found(deps: &ProbeDeps, client: &EsClient, m: &Value) -> CheckRes
     if !wrong.is_empty() {
         return CheckResult::fail(
             NAME,
-            "mapping",
+            Layer::Mapping,
             0,
             format!("{model_id} produces {want} dimensions but {}", wrong.join(", "), model_id = model.id),
         )
@@ -926,7 +924,7 @@ fn vector_field(mapping: &Value) -> String {
 async fn index_missing(
     deps: &ProbeDeps,
     client: &EsClient,
-    planned: Option<(Version, Result<String, String>)>,
+    planned: Option<(Version, Result<IndexType, String>)>,
 ) -> CheckResult {
     const NAME: &str = "elasticsearch.index";
     let index = &client.index;
@@ -957,7 +955,7 @@ async fn missing_analyzer(deps: &ProbeDeps, client: &EsClient) -> Option<CheckRe
         Ok(false) => Some(
             CheckResult::fail(
                 "elasticsearch.index",
-                "analyzer",
+                Layer::Analyzer,
                 0,
                 format!(
                     "ES_TEXT_ANALYZER={analyzer} needs the {plugin} plugin, which the cluster does not have; \

@@ -17,7 +17,7 @@ use futures::future::join_all;
 use reqwest::Method;
 
 use super::tls::{self, HandshakeError};
-use super::{CheckResult, ProbeDeps, timed};
+use super::{CheckResult, Layer, ProbeDeps, timed};
 use crate::es::{EsClient, EsSettings};
 
 pub(super) const NAME: &str = "elasticsearch.path_mtu";
@@ -90,7 +90,7 @@ where
 pub(super) fn blackhole(direction: &str, mss: u32, ms: u64, stalled: &str) -> CheckResult {
     CheckResult::fail(
         NAME,
-        "path_mtu",
+        Layer::PathMtu,
         ms,
         format!(
             "a path-MTU blackhole {direction}: {stalled}, \
@@ -127,7 +127,7 @@ pub(super) async fn check_upstream(deps: &ProbeDeps, client: &EsClient) -> Check
         }
         // Not a stall: the HTTP check already said whether the cluster answers.
         Ok(Err(e)) if client.tcp_mss().is_some() || !stalled(&e) => {
-            return CheckResult::fail(NAME, "http", ms, e.to_string());
+            return CheckResult::fail(NAME, Layer::Http, ms, e.to_string());
         }
         _ => {}
     }
@@ -136,7 +136,13 @@ pub(super) async fn check_upstream(deps: &ProbeDeps, client: &EsClient) -> Check
         super::elasticsearch::secs(budget)
     );
     if client.tcp_mss().is_some() {
-        return CheckResult::fail(NAME, "path_mtu", ms, format!("{stalled_words}{clamped}")).hint(
+        return CheckResult::fail(
+            NAME,
+            Layer::PathMtu,
+            ms,
+            format!("{stalled_words}{clamped}"),
+        )
+        .hint(
             "lower ES_TCP_MSS, or look for what holds large requests on the way (a proxy, a WAF)",
         );
     }
@@ -148,7 +154,7 @@ pub(super) async fn check_upstream(deps: &ProbeDeps, client: &EsClient) -> Check
             ms + more,
             &stalled_words,
         ),
-        None => CheckResult::fail(NAME, "path_mtu", ms + more, format!(
+        None => CheckResult::fail(NAME, Layer::PathMtu, ms + more, format!(
             "{stalled_words}, nor with TCP segments clamped down to {} bytes: not a path-MTU problem",
             FIRST_ROUND[FIRST_ROUND.len() - 1]
         ))

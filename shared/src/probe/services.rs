@@ -10,7 +10,7 @@ use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_sqs::types::QueueAttributeName;
 use serde_json::Value;
 
-use super::{CheckResult, ProbeDeps, timed};
+use super::{CheckResult, Layer, ProbeDeps, timed};
 use crate::config::ProbeConfig;
 use crate::config::auth_from_secret;
 use crate::embed::InputPurpose;
@@ -80,7 +80,7 @@ fn unreachable_service(
             "in a VPC, the functions need an interface endpoint for {other} (private DNS on, its security group allowing 443 from the functions' security group) or a route to a NAT gateway; from a shell, check AWS_REGION and the proxy settings"
         ),
     };
-    CheckResult::fail(name, "network", ms, detail).hint(hint)
+    CheckResult::fail(name, Layer::Network, ms, detail).hint(hint)
 }
 
 pub(super) async fn check_s3(deps: &ProbeDeps) -> Vec<CheckResult> {
@@ -159,18 +159,18 @@ fn bucket_refusal(bucket: &str, region: &str, answer: BucketAnswer<'_>, ms: u64)
     match (status, header_region) {
         (301, Some(r)) | (400, Some(r)) if r != region => CheckResult::fail(
             NAME,
-            "region",
+            Layer::Region,
             ms,
             format!("{bucket} is in {r}, but the probe calls S3 in {region}"),
         )
         .hint("run the functions in the bucket's Region, or set AWS_REGION to it when running from a shell"),
-        (404, _) => CheckResult::fail(NAME, "not_found", ms, format!("{bucket} does not exist (404 {code})"))
+        (404, _) => CheckResult::fail(NAME, Layer::NotFound, ms, format!("{bucket} does not exist (404 {code})"))
             .hint("check SOURCE_BUCKET: the bucket name (not an ARN or URL), in this account"),
-        (403, _) => CheckResult::fail(NAME, "access", ms, format!("{bucket}: access denied (403 {code})"))
+        (403, _) => CheckResult::fail(NAME, Layer::Access, ms, format!("{bucket}: access denied (403 {code})"))
             .hint(format!(
                 "the role needs s3:ListBucket on arn:aws:s3:::{bucket}; also check the bucket policy and, in a VPC, the S3 gateway endpoint's policy"
             )),
-        (s, _) => CheckResult::fail(NAME, "service", ms, format!("{bucket}: HTTP {s} {code}: {message}")),
+        (s, _) => CheckResult::fail(NAME, Layer::Service, ms, format!("{bucket}: HTTP {s} {code}: {message}")),
     }
 }
 
@@ -319,7 +319,7 @@ fn queue_failure(q: &QueueCheck<'_>, url: &str, ms: u64, failure: CallFailure) -
     if code.contains("NonExistentQueue") || code.contains("QueueDoesNotExist") {
         CheckResult::fail(
             name,
-            "not_found",
+            Layer::NotFound,
             ms,
             format!("{url} does not exist ({code})"),
         )
@@ -328,11 +328,11 @@ fn queue_failure(q: &QueueCheck<'_>, url: &str, ms: u64, failure: CallFailure) -
             q.var
         ))
     } else if status == 403 || code.contains("AccessDenied") {
-        CheckResult::fail(name, "access", ms, format!("{url}: access denied ({code}: {message})"))
+        CheckResult::fail(name, Layer::Access, ms, format!("{url}: access denied ({code}: {message})"))
             .hint("the role needs sqs:GetQueueAttributes on the queue; also check the queue policy and, in a VPC, the SQS endpoint's policy")
     } else {
         let detail = format!("{url}: HTTP {status} {code}: {message}");
-        CheckResult::fail(name, "service", ms, detail)
+        CheckResult::fail(name, Layer::Service, ms, detail)
     }
 }
 
@@ -432,14 +432,14 @@ pub(super) async fn check_bedrock(deps: &ProbeDeps) -> Vec<CheckResult> {
                 } else {
                     CheckResult::fail(
                         NAME,
-                        "response",
+                        Layer::Response,
                         ms,
                         format!("{} answered {dims} dimensions, but {} are configured", model.id, model.dimensions),
                     )
                     .hint("EMBEDDING_DIMENSIONS and the index mapping must match what the model returns")
                 }
             }
-            Err(e) => CheckResult::fail(NAME, "response", ms, format!("{}: {e}", model.id))
+            Err(e) => CheckResult::fail(NAME, Layer::Response, ms, format!("{}: {e}", model.id))
                 .hint("the answer is not this model family's embedding response: check EMBEDDING_MODEL_ID"),
         },
         Err(CallFailure::Service {
@@ -481,7 +481,7 @@ fn bedrock_failure(
     refusal: &BedrockRefusal<'_>,
     model: &str,
     region: &str,
-) -> (&'static str, String, String) {
+) -> (Layer, String, String) {
     let BedrockRefusal {
         reason,
         status,
@@ -492,14 +492,14 @@ fn bedrock_failure(
     match reason {
         FailureReason::AccessDenied => access_refusal(code, message, model, region),
         FailureReason::Throttled => (
-            "throttled",
+            Layer::Throttled,
             format!("{model}: throttled ({code}: {message})"),
             "the account's requests- or tokens-per-minute quota for this model is used up (embed-index may be busy): lower EmbedMaxConcurrency or EMBED_CONCURRENCY, \
              or ask for more in Service Quotas"
                 .into(),
         ),
         FailureReason::ModelRejected if code == "ResourceNotFoundException" => (
-            "not_found",
+            Layer::NotFound,
             format!("{model} was not found in {region} ({message})"),
             "check EMBEDDING_MODEL_ID and that the model is offered in this Region".into(),
         ),
@@ -507,19 +507,19 @@ fn bedrock_failure(
             if code == "ValidationException" && lower.contains("model identifier is invalid") =>
         {
             (
-                "not_found",
+                Layer::NotFound,
                 format!("{model} is not a model id Bedrock knows in {region} ({message})"),
                 "check EMBEDDING_MODEL_ID (and use an inference-profile id such as us.cohere.embed-v4:0 where the model needs one)".into(),
             )
         }
         FailureReason::ModelRejected if status == 403 => access_refusal(code, message, model, region),
         FailureReason::ModelRejected => (
-            "request",
+            Layer::Request,
             format!("{model} refused the request ({code}: {message})"),
             "the request does not fit the model: check EMBEDDING_DIMENSIONS, and whether the model needs an inference-profile id".into(),
         ),
         _ => (
-            "service",
+            Layer::Service,
             format!("{model}: HTTP {status} {code}: {message}"),
             "Bedrock is failing or the model is not ready: retry later, and check the AWS Health Dashboard".into(),
         ),
@@ -527,12 +527,7 @@ fn bedrock_failure(
 }
 
 /// Access denied: the account's model access, or the role (or a policy above it).
-fn access_refusal(
-    code: &str,
-    message: &str,
-    model: &str,
-    region: &str,
-) -> (&'static str, String, String) {
+fn access_refusal(code: &str, message: &str, model: &str, region: &str) -> (Layer, String, String) {
     let tail = model.rsplit('/').next().unwrap_or(model);
     let base = [
         "us.", "eu.", "apac.", "global.", "us-gov.", "jp.", "au.", "ca.",
@@ -543,7 +538,7 @@ fn access_refusal(
     let lower = message.to_ascii_lowercase();
     if lower.contains("access to the model") || lower.contains("model access") {
         (
-            "model_access",
+            Layer::ModelAccess,
             format!("{model}: model access is not granted in {region} ({code}: {message})"),
             format!(
                 "the account has not enabled this model: open the Amazon Bedrock console in {region}, Model access, and request access to {model} \
@@ -552,7 +547,7 @@ fn access_refusal(
         )
     } else {
         (
-            "access",
+            Layer::Access,
             format!("{model}: the role may not invoke the model ({code}: {message})"),
             format!(
                 "the function role needs bedrock:InvokeModel on arn:aws:bedrock:{region}::foundation-model/{base} (and on the inference-profile ARN for a profile id); \
@@ -582,7 +577,7 @@ pub(super) async fn check_secret(deps: &ProbeDeps) -> Vec<CheckResult> {
     // Never print the secret: only its shape and, for basic auth, the user name.
     vec![match result {
         Ok(out) => match out.secret_string() {
-            None => CheckResult::fail(NAME, "response", ms, format!("{id} has no string value (a binary secret?)"))
+            None => CheckResult::fail(NAME, Layer::Response, ms, format!("{id} has no string value (a binary secret?)"))
                 .hint(r#"store the credentials as a JSON string: {"username":"…","password":"…"} or {"api_key":"…"}"#),
             Some(text) => match auth_from_secret(id, text) {
                 Ok(EsAuth::ApiKey(_)) => CheckResult::pass(NAME, ms, format!("{id} holds an API key")),
@@ -591,7 +586,7 @@ pub(super) async fn check_secret(deps: &ProbeDeps) -> Vec<CheckResult> {
                     ms,
                     format!("{id} holds a username and password (user `{username}`)"),
                 ),
-                Err(e) => CheckResult::fail(NAME, "response", ms, e.problems.join(", "))
+                Err(e) => CheckResult::fail(NAME, Layer::Response, ms, e.problems.join(", "))
                     .hint(r#"the secret must be JSON: {"username":"…","password":"…"} or {"api_key":"<the encoded API key>"}"#),
             },
         },
@@ -599,15 +594,15 @@ pub(super) async fn check_secret(deps: &ProbeDeps) -> Vec<CheckResult> {
             unreachable_service(NAME, ms, id, &f, "Secrets Manager")
         }
         Err(CallFailure::Service { status, code, message }) => match code.as_str() {
-            "ResourceNotFoundException" => CheckResult::fail(NAME, "not_found", ms, format!("{id}: no such secret in {region} ({message})"))
+            "ResourceNotFoundException" => CheckResult::fail(NAME, Layer::NotFound, ms, format!("{id}: no such secret in {region} ({message})"))
                 .hint("check ES_SECRET_ID (name or full ARN) and the Region"),
-            "AccessDeniedException" => CheckResult::fail(NAME, "access", ms, format!("{id}: access denied ({message})"))
+            "AccessDeniedException" => CheckResult::fail(NAME, Layer::Access, ms, format!("{id}: access denied ({message})"))
                 .hint("the role needs secretsmanager:GetSecretValue on the secret (check its resource policy too) and kms:Decrypt on its customer managed key"),
-            "DecryptionFailure" => CheckResult::fail(NAME, "access", ms, format!("{id}: KMS could not decrypt the secret ({message})"))
+            "DecryptionFailure" => CheckResult::fail(NAME, Layer::Access, ms, format!("{id}: KMS could not decrypt the secret ({message})"))
                 .hint("the role needs kms:Decrypt on the secret's KMS key (through Secrets Manager)"),
-            "InvalidRequestException" => CheckResult::fail(NAME, "request", ms, format!("{id}: {message}"))
+            "InvalidRequestException" => CheckResult::fail(NAME, Layer::Request, ms, format!("{id}: {message}"))
                 .hint("the secret may be scheduled for deletion or have no current version"),
-            _ => CheckResult::fail(NAME, "service", ms, format!("{id}: HTTP {status} {code}: {message}")),
+            _ => CheckResult::fail(NAME, Layer::Service, ms, format!("{id}: HTTP {status} {code}: {message}")),
         },
     }]
 }
