@@ -6,11 +6,12 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Context, Poll};
 
+use serde_json::Value;
 use tokio::io::{AsyncRead, ReadBuf};
 
 use crate::chunker::chunk_text;
 use crate::config::IngestConfig;
-use crate::reader::open_records_at;
+use crate::reader::{BoxedBufRead, RecordReader, open_records_at};
 use crate::record::RecordOrigin;
 use crate::store::{ObjectRef, ObjectStore};
 
@@ -52,22 +53,7 @@ pub async fn survey_object<S: ObjectStore>(
     max_bytes: u64,
 ) -> Result<Survey, String> {
     let name = format!("s3://{bucket}/{key}");
-    let opened = store
-        .open(&ObjectRef {
-            bucket: bucket.to_owned(),
-            key: key.to_owned(),
-            version_id: None,
-            etag: etag.map(str::to_owned),
-            range_start: None,
-        })
-        .await
-        .map_err(|e| e.to_string())?;
-    let read = Arc::new(AtomicU64::new(0));
-    let body = Counted {
-        inner: opened.body,
-        read: read.clone(),
-    };
-    let mut records = open_records_at(body, key, cfg.max_record_bytes, &cfg.records_path)
+    let (mut records, read) = open_counted(store, cfg, bucket, key, etag)
         .await
         .map_err(|e| format!("{name}: {e}"))?;
     let mut survey = Survey::default();
@@ -83,34 +69,60 @@ pub async fn survey_object<S: ObjectStore>(
         else {
             break;
         };
-        survey.records += 1;
         let origin = RecordOrigin {
             bucket,
             key,
             record: raw.position.number(),
         };
-        let document = raw
-            .value
-            .ok()
-            .and_then(|value| cfg.fields.document(value, origin).ok());
-        let Some(document) = document else {
-            survey.rejected += 1;
-            continue;
-        };
-        for chunk in chunk_text(&document.text, &cfg.chunking) {
-            survey.chunks += 1;
-            for c in chunk.chars() {
-                if c.is_ascii() {
-                    survey.ascii_chars += 1;
-                } else {
-                    survey.other_chars += 1;
-                }
-            }
-        }
+        survey.count_record(cfg, raw.value.ok(), origin);
     }
     survey.bytes = read.load(Ordering::Relaxed);
     survey.whole = true;
     Ok(survey)
+}
+
+/// Opens the object's record stream through a counter of the stored bytes read.
+async fn open_counted<S: ObjectStore>(
+    store: &S,
+    cfg: &IngestConfig,
+    bucket: &str,
+    key: &str,
+    etag: Option<&str>,
+) -> Result<(RecordReader<BoxedBufRead>, Arc<AtomicU64>), String> {
+    let object = ObjectRef {
+        bucket: bucket.to_owned(),
+        key: key.to_owned(),
+        version_id: None,
+        etag: etag.map(str::to_owned),
+        range_start: None,
+    };
+    let opened = store.open(&object).await.map_err(|e| e.to_string())?;
+    let read = Arc::new(AtomicU64::new(0));
+    let body = Counted {
+        inner: opened.body,
+        read: read.clone(),
+    };
+    let records = open_records_at(body, key, cfg.max_record_bytes, &cfg.records_path)
+        .await
+        .map_err(|e| e.to_string())?;
+    Ok((records, read))
+}
+
+impl Survey {
+    /// One record: rejected when it is not a document, else its chunks and their characters.
+    fn count_record(&mut self, cfg: &IngestConfig, value: Option<Value>, origin: RecordOrigin) {
+        self.records += 1;
+        let Some(document) = value.and_then(|value| cfg.fields.document(value, origin).ok()) else {
+            self.rejected += 1;
+            return;
+        };
+        for chunk in chunk_text(&document.text, &cfg.chunking) {
+            self.chunks += 1;
+            let ascii = chunk.chars().filter(char::is_ascii).count() as u64;
+            self.ascii_chars += ascii;
+            self.other_chars += chunk.chars().count() as u64 - ascii;
+        }
+    }
 }
 
 /// Counts the bytes read through it.
