@@ -53,6 +53,15 @@ pub fn jsonl_corpus(bytes: usize) -> (Vec<u8>, u64) {
     (out, n)
 }
 
+/// A JSON array (`array`) or JSON Lines corpus of about `bytes` bytes, and its record count.
+fn corpus(bytes: usize, array: bool) -> (Vec<u8>, u64) {
+    if array {
+        array_corpus(bytes)
+    } else {
+        jsonl_corpus(bytes)
+    }
+}
+
 /// A pretty JSON array of about `bytes` bytes.
 pub fn array_corpus(bytes: usize) -> (Vec<u8>, u64) {
     let (lines, n) = jsonl_corpus(bytes);
@@ -140,11 +149,7 @@ async fn ingest_sizes(sizes: &[(&str, usize, bool)]) -> Result<(), Box<dyn std::
     for &(label, bytes, array) in sizes {
         let stack = LocalStack::start(&[]).await?;
         let pipeline = Pipeline::start(stack, PipelineOptions::default()).await?;
-        let (body, records) = if array {
-            array_corpus(bytes)
-        } else {
-            jsonl_corpus(bytes)
-        };
+        let (body, records) = corpus(bytes, array);
         let size = body.len() as u64;
         let key = if array {
             "bench/array.json"
@@ -210,56 +215,118 @@ async fn embed_throughput(
         ..PipelineOptions::default()
     };
     let pipeline = Pipeline::start(stack, options).await?;
-    // Short records: one chunk each, so chunks = records.
-    let body: String = (0..chunks_wanted)
+    ingest_short_records(&pipeline, chunks_wanted).await?;
+
+    let pid = pipeline.embed_index.pid().await;
+    let (cpu_before, _) = pid.and_then(process_usage).unwrap_or_default();
+    let run = deliver_all(&pipeline).await?;
+    let (cpu_after, peak) = pid.and_then(process_usage).unwrap_or_default();
+    let figures = EmbedFigures::from_log(&log, concurrency);
+    let ratio = figures.ratio();
+    let usage = (cpu_after - cpu_before, peak);
+    print_embed_row(model, &figures, &run, usage);
+    pipeline.stop().await;
+    Ok(ratio)
+}
+
+/// Puts an object of `records` short records (one chunk each, so chunks = records) and
+/// invokes ingest with its notification.
+async fn ingest_short_records(
+    pipeline: &Pipeline,
+    records: usize,
+) -> Result<(), Box<dyn std::error::Error>> {
+    let body: String = (0..records)
         .map(|i| json!({"id": format!("e{i}"), "text": format!("Benchmark chunk {i}: a short paragraph about item {} in the catalogue.", i % 97)}).to_string() + "\n")
         .collect();
     let event = pipeline
         .put_object("bench/embed.jsonl", body.into_bytes())
         .await?;
     pipeline.invoke_ingest(&event).await?;
+    Ok(())
+}
 
-    let pid = pipeline.embed_index.pid().await;
-    let (cpu_before, _) = pid.and_then(process_usage).unwrap_or_default();
-    let mut invocation_time = 0.0;
-    let mut invocations = 0u64;
+/// embed-index's invocations in one run, and the seconds they took together.
+struct InvocationRun {
+    invocations: u64,
+    seconds: f64,
+}
+
+/// Invokes embed-index with batches of 10 until the chunk queue is empty.
+async fn deliver_all(pipeline: &Pipeline) -> Result<InvocationRun, Box<dyn std::error::Error>> {
+    let mut run = InvocationRun {
+        invocations: 0,
+        seconds: 0.0,
+    };
     loop {
         let started = Instant::now();
         let Some((outcome, _)) = pipeline.deliver_batch(10).await? else {
             break;
         };
         outcome?;
-        invocation_time += started.elapsed().as_secs_f64();
-        invocations += 1;
+        run.seconds += started.elapsed().as_secs_f64();
+        run.invocations += 1;
     }
-    let (cpu_after, peak) = pid.and_then(process_usage).unwrap_or_default();
-    let lines = emf_lines(&log, "embed-index");
-    let get = |m: &serde_json::Map<String, Value>, k: &str| {
-        m.get(k).and_then(Value::as_f64).unwrap_or(0.0)
-    };
-    let sum = |k: &str| lines.iter().map(|m| get(m, k)).sum::<f64>();
-    let embedded = sum("ChunksEmbedded");
-    let calls = sum("BedrockCalls");
-    // The floor for each invocation: its calls in waves of `concurrency`, 50 ms a wave.
-    let floor_ms: f64 = lines
-        .iter()
-        .map(|m| (get(m, "BedrockCalls") / concurrency as f64).ceil() * 50.0)
-        .sum();
-    let embed_ms = sum("EmbedMillis");
-    let ratio = 100.0 * floor_ms / embed_ms;
+    Ok(run)
+}
+
+/// What embed-index's EMF lines add up to over a run, and the floor its Bedrock calls allow.
+struct EmbedFigures {
+    embedded: f64,
+    calls: f64,
+    bulk_requests: f64,
+    embed_ms: f64,
+    /// Each invocation's calls in waves of `concurrency`, 50 ms a wave.
+    floor_ms: f64,
+}
+
+impl EmbedFigures {
+    /// Sums embed-index's EMF lines in `log`; `concurrency` is its `EMBED_CONCURRENCY`.
+    fn from_log(log: &std::path::Path, concurrency: usize) -> Self {
+        let lines = emf_lines(log, "embed-index");
+        let get = |m: &serde_json::Map<String, Value>, k: &str| {
+            m.get(k).and_then(Value::as_f64).unwrap_or(0.0)
+        };
+        let sum = |k: &str| lines.iter().map(|m| get(m, k)).sum::<f64>();
+        Self {
+            embedded: sum("ChunksEmbedded"),
+            calls: sum("BedrockCalls"),
+            bulk_requests: sum("BulkRequests"),
+            embed_ms: sum("EmbedMillis"),
+            floor_ms: lines
+                .iter()
+                .map(|m| (get(m, "BedrockCalls") / concurrency as f64).ceil() * 50.0)
+                .sum(),
+        }
+    }
+
+    /// The floor's share of the time spent embedding, in percent.
+    fn ratio(&self) -> f64 {
+        100.0 * self.floor_ms / self.embed_ms
+    }
+}
+
+/// Prints one row of the embed-index table; `usage` is embed-index's CPU seconds in the run
+/// and its peak RSS.
+fn print_embed_row(model: &str, figures: &EmbedFigures, run: &InvocationRun, usage: (f64, u64)) {
+    let EmbedFigures {
+        embedded,
+        calls,
+        bulk_requests,
+        embed_ms,
+        floor_ms,
+    } = *figures;
+    let (cpu, peak) = usage;
     println!(
         "  {model:<30} {embedded:>7.0} {:>10.0} {:>12.0} {:>7.1} % {:>10.1} {:>9.2} {:>12.0} {:>10.0} {:>8.1}",
         embedded / (embed_ms / 1e3),
         embedded / (floor_ms / 1e3),
-        ratio,
+        figures.ratio(),
         calls * 1000.0 / embedded.max(1.0),
-        sum("BulkRequests") / invocations.max(1) as f64,
-        embedded / invocation_time,
-        (cpu_after - cpu_before) * 1e3 * 1000.0 / embedded.max(1.0),
+        bulk_requests / run.invocations.max(1) as f64,
+        embedded / run.seconds,
+        cpu * 1e3 * 1000.0 / embedded.max(1.0),
         mib(peak)
     );
-    pipeline.stop().await;
-    Ok(ratio)
 }
 
 /// Runs of each embed-index measurement: the stand-in shares the cores, so one run can be noisy.
@@ -312,43 +379,22 @@ async fn end_to_end(documents: usize) -> Result<(), Box<dyn std::error::Error>> 
 /// The benchmark's sections, in the order they run; `bench embed e2e` runs only those.
 pub const SECTIONS: [&str; 6] = ["cold", "ingest", "memory", "embed", "e2e", "quota"];
 
+/// `sakuin-local bench`: prints the figures of the sections the command line chooses, in the
+/// order of [`SECTIONS`].
 pub async fn run(args: &[String]) -> Result<(), Box<dyn std::error::Error>> {
     let large = args.iter().any(|a| a == "--large");
-    let chosen: Vec<&str> = args
-        .iter()
-        .map(String::as_str)
-        .filter(|a| !a.starts_with("--"))
-        .collect();
-    if let Some(unknown) = chosen.iter().find(|a| !SECTIONS.contains(a)) {
-        return Err(format!(
-            "unknown section {unknown:?}; sections: {}",
-            SECTIONS.join(" ")
-        )
-        .into());
-    }
-    // `--memory` is the memory section alone, as before sections existed.
-    let memory_only = args.iter().any(|a| a == "--memory");
-    let runs = |section: &str| {
-        if memory_only {
-            section == "memory"
-        } else if section == "quota" {
-            // Ten minutes against a throttling stand-in: only when asked for.
-            chosen.contains(&section)
-        } else {
-            chosen.is_empty() || chosen.contains(&section)
-        }
-    };
+    let chosen = Chosen::from_args(args)?;
     println!(
         "# sakuin benchmarks ({} cores; figures, not pass/fail)",
         std::thread::available_parallelism()
             .map(|n| n.get())
             .unwrap_or(1)
     );
-    if runs("cold") {
+    if chosen.runs("cold") {
         let stack = LocalStack::start(&[]).await?;
         cold_starts(&stack).await?;
     }
-    if runs("ingest") {
+    if chosen.runs("ingest") {
         ingest_sizes(&[
             ("10 MB JSON Lines", 10 << 20, false),
             ("100 MB JSON Lines", 100 << 20, false),
@@ -356,77 +402,138 @@ pub async fn run(args: &[String]) -> Result<(), Box<dyn std::error::Error>> {
         ])
         .await?;
     }
-    if runs("memory") {
-        // 1 GiB only with --large (uploading it takes a while).
-        let mut sizes = vec![
-            ("10 MB JSON Lines", 10 << 20, false),
-            ("100 MB JSON Lines", 100 << 20, false),
-        ];
-        if large {
-            sizes.push(("1 GiB JSON Lines", 1 << 30, false));
-        }
-        sizes.push(("200 MiB JSON array", 200 << 20, true));
-        ingest_memory_by_size(&sizes).await?;
+    if chosen.runs("memory") {
+        ingest_memory_by_size(&memory_sizes(large)).await?;
     }
-    if runs("embed") {
-        println!(
-            "\n## Embed-index against the stand-in with 50 ms per call, EMBED_CONCURRENCY=8, batches of 10 messages"
-        );
-        println!(
-            "  chunks/s while embedding against the floor its calls allow (concurrent waves of 50 ms), and per whole\n  invocation; embed-index's own CPU per 1,000 chunks and peak RSS"
-        );
-        println!(
-            "  {:<30} {:>7} {:>10} {:>12} {:>9} {:>10} {:>9} {:>12} {:>10} {:>8}",
-            "model",
-            "chunks",
-            "achieved",
-            "theoretical",
-            "ratio",
-            "calls/1k",
-            "bulk/inv",
-            "invocation",
-            "CPU ms/1k",
-            "RSS MiB"
-        );
-        let mut medians = Vec::new();
-        for (model, dims, chunks) in [
-            ("amazon.titan-embed-text-v2:0", Some(256), 2000),
-            ("cohere.embed-multilingual-v3", None, 4000),
-        ] {
-            let mut ratios = Vec::with_capacity(EMBED_RUNS);
-            for _ in 0..EMBED_RUNS {
-                ratios.push(embed_throughput(model, dims, chunks).await?);
-            }
-            ratios.sort_by(f64::total_cmp);
-            medians.push(format!("{model} {:.1} %", ratios[EMBED_RUNS / 2]));
-        }
-        println!(
-            "  median ratio of {EMBED_RUNS} runs: {}",
-            medians.join(", ")
-        );
+    if chosen.runs("embed") {
+        embed_section().await?;
     }
-    if runs("e2e") {
+    if chosen.runs("e2e") {
         println!(
             "\n## End to end on the local stack (stand-in without latency; moto and noida-db are single processes)"
         );
         end_to_end(2000).await?;
     }
-    if runs("quota") {
-        let adaptive_only = args.iter().any(|a| a == "--adaptive-only");
-        let timeline = args.iter().any(|a| a == "--timeline");
-        let model = args
-            .iter()
-            .find_map(|a| a.strip_prefix("--model="))
-            .map(str::to_string);
-        crate::quota::run(crate::quota::QuotaOptions {
-            adaptive_only,
-            timeline,
-            model,
-        })
-        .await
-        .map_err(|e| e.to_string())?;
+    if chosen.runs("quota") {
+        crate::quota::run(quota_options(args))
+            .await
+            .map_err(|e| e.to_string())?;
     }
     Ok(())
+}
+
+/// The sections a `bench` command line names, and whether it says `--memory`.
+struct Chosen<'a> {
+    named: Vec<&'a str>,
+    memory_only: bool,
+}
+
+impl<'a> Chosen<'a> {
+    /// Reads the section names (an unknown one is an error) and `--memory` from `args`.
+    fn from_args(args: &'a [String]) -> Result<Self, Box<dyn std::error::Error>> {
+        let named: Vec<&str> = args
+            .iter()
+            .map(String::as_str)
+            .filter(|a| !a.starts_with("--"))
+            .collect();
+        if let Some(unknown) = named.iter().find(|a| !SECTIONS.contains(a)) {
+            return Err(format!(
+                "unknown section {unknown:?}; sections: {}",
+                SECTIONS.join(" ")
+            )
+            .into());
+        }
+        // `--memory` is the memory section alone, as before sections existed.
+        let memory_only = args.iter().any(|a| a == "--memory");
+        Ok(Self { named, memory_only })
+    }
+
+    /// Whether `section` runs: with `--memory` only memory; else those named, or every
+    /// section but quota when none is.
+    fn runs(&self, section: &str) -> bool {
+        if self.memory_only {
+            section == "memory"
+        } else if section == "quota" {
+            // Ten minutes against a throttling stand-in: only when asked for.
+            self.named.contains(&section)
+        } else {
+            self.named.is_empty() || self.named.contains(&section)
+        }
+    }
+}
+
+/// The memory section's objects: 1 GiB only with `--large` (uploading it takes a while).
+fn memory_sizes(large: bool) -> Vec<(&'static str, usize, bool)> {
+    let mut sizes = vec![
+        ("10 MB JSON Lines", 10 << 20, false),
+        ("100 MB JSON Lines", 100 << 20, false),
+    ];
+    if large {
+        sizes.push(("1 GiB JSON Lines", 1 << 30, false));
+    }
+    sizes.push(("200 MiB JSON array", 200 << 20, true));
+    sizes
+}
+
+/// The embed-index section: its table, [`EMBED_RUNS`] runs of each model, and each model's
+/// median ratio.
+async fn embed_section() -> Result<(), Box<dyn std::error::Error>> {
+    print_embed_header();
+    let mut medians = Vec::new();
+    for (model, dims, chunks) in [
+        ("amazon.titan-embed-text-v2:0", Some(256), 2000),
+        ("cohere.embed-multilingual-v3", None, 4000),
+    ] {
+        let mut ratios = Vec::with_capacity(EMBED_RUNS);
+        for _ in 0..EMBED_RUNS {
+            ratios.push(embed_throughput(model, dims, chunks).await?);
+        }
+        ratios.sort_by(f64::total_cmp);
+        medians.push(format!("{model} {:.1} %", ratios[EMBED_RUNS / 2]));
+    }
+    println!(
+        "  median ratio of {EMBED_RUNS} runs: {}",
+        medians.join(", ")
+    );
+    Ok(())
+}
+
+/// The embed-index section's heading, what its figures mean, and the table's header.
+fn print_embed_header() {
+    println!(
+        "\n## Embed-index against the stand-in with 50 ms per call, EMBED_CONCURRENCY=8, batches of 10 messages"
+    );
+    println!(
+        "  chunks/s while embedding against the floor its calls allow (concurrent waves of 50 ms), and per whole\n  invocation; embed-index's own CPU per 1,000 chunks and peak RSS"
+    );
+    println!(
+        "  {:<30} {:>7} {:>10} {:>12} {:>9} {:>10} {:>9} {:>12} {:>10} {:>8}",
+        "model",
+        "chunks",
+        "achieved",
+        "theoretical",
+        "ratio",
+        "calls/1k",
+        "bulk/inv",
+        "invocation",
+        "CPU ms/1k",
+        "RSS MiB"
+    );
+}
+
+/// The quota section's options: `--adaptive-only`, `--timeline` and `--model=`.
+fn quota_options(args: &[String]) -> crate::quota::QuotaOptions {
+    let adaptive_only = args.iter().any(|a| a == "--adaptive-only");
+    let timeline = args.iter().any(|a| a == "--timeline");
+    let model = args
+        .iter()
+        .find_map(|a| a.strip_prefix("--model="))
+        .map(str::to_string);
+    crate::quota::QuotaOptions {
+        adaptive_only,
+        timeline,
+        model,
+    }
 }
 
 /// Counts what ingest would send, and sends nothing: isolates ingest's own memory and CPU from
@@ -500,38 +607,12 @@ async fn ingest_memory_by_size(
     let stack = LocalStack::start(&[]).await?;
     let provisioned = crate::pipeline::provision(&stack, &PipelineOptions::default()).await?;
     for &(label, bytes, array) in sizes {
-        let (body, records) = if array {
-            array_corpus(bytes)
-        } else {
-            jsonl_corpus(bytes)
-        };
+        let (body, records) = corpus(bytes, array);
         let size = body.len() as u64;
         let key = format!("memory/{}.{}", size, if array { "json" } else { "jsonl" });
-        provisioned
-            .s3
-            .put_object()
-            .bucket(crate::pipeline::BUCKET)
-            .key(&key)
-            .body(body.into())
-            .send()
-            .await?;
-        let out = tokio::process::Command::new(std::env::current_exe()?)
-            .args(["ingest-memory", crate::pipeline::BUCKET, &key])
-            .envs(
-                provisioned
-                    .env
-                    .iter()
-                    .map(|(k, v)| (k.as_str(), v.as_str())),
-            )
-            .env("RUST_LOG", "warn")
-            .output()
-            .await?;
-        let line = String::from_utf8_lossy(&out.stdout)
-            .lines()
-            .rfind(|l| l.contains("\"peak_rss\""))
-            .unwrap_or_default()
-            .to_owned();
-        let Ok(v) = serde_json::from_str::<Value>(&line) else {
+        crate::pipeline::upload(&provisioned.s3, &key, body).await?;
+        let out = ingest_in_child(&provisioned, &key).await?;
+        let Some(v) = child_figures(&out) else {
             println!(
                 "  {label:<22} failed: {}",
                 String::from_utf8_lossy(&out.stderr)
@@ -542,15 +623,7 @@ async fn ingest_memory_by_size(
             continue;
         };
         assert_eq!(v["records"].as_u64(), Some(records));
-        let wall = v["wall_s"].as_f64().unwrap_or(1.0);
-        let cpu = v["cpu_s"].as_f64().unwrap_or(0.0);
-        println!(
-            "  {label:<22} {records:>9} {:>9.1} {:>10.0} {cpu:>9.2} {:>11.3} {:>13.1}",
-            mib(size) / wall,
-            records as f64 / wall,
-            cpu / records as f64 * 10_000.0,
-            mib(v["peak_rss"].as_u64().unwrap_or(0))
-        );
+        print_memory_row(label, records, size, &v);
         provisioned
             .s3
             .delete_object()
@@ -560,4 +633,46 @@ async fn ingest_memory_by_size(
             .await?;
     }
     Ok(())
+}
+
+/// Runs `sakuin-local ingest-memory` on `key` in a child process with the functions'
+/// environment, and collects its output.
+async fn ingest_in_child(
+    provisioned: &crate::pipeline::Provisioned,
+    key: &str,
+) -> std::io::Result<std::process::Output> {
+    tokio::process::Command::new(std::env::current_exe()?)
+        .args(["ingest-memory", crate::pipeline::BUCKET, key])
+        .envs(
+            provisioned
+                .env
+                .iter()
+                .map(|(k, v)| (k.as_str(), v.as_str())),
+        )
+        .env("RUST_LOG", "warn")
+        .output()
+        .await
+}
+
+/// The figures the child printed (its last line with `peak_rss`), if it printed them.
+fn child_figures(out: &std::process::Output) -> Option<Value> {
+    let line = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .rfind(|l| l.contains("\"peak_rss\""))
+        .unwrap_or_default()
+        .to_owned();
+    serde_json::from_str::<Value>(&line).ok()
+}
+
+/// Prints one row of the memory table from the child's figures `v`.
+fn print_memory_row(label: &str, records: u64, size: u64, v: &Value) {
+    let wall = v["wall_s"].as_f64().unwrap_or(1.0);
+    let cpu = v["cpu_s"].as_f64().unwrap_or(0.0);
+    println!(
+        "  {label:<22} {records:>9} {:>9.1} {:>10.0} {cpu:>9.2} {:>11.3} {:>13.1}",
+        mib(size) / wall,
+        records as f64 / wall,
+        cpu / records as f64 * 10_000.0,
+        mib(v["peak_rss"].as_u64().unwrap_or(0))
+    );
 }

@@ -1,11 +1,13 @@
 //! `make demo`: the sample documents through the whole pipeline, then a probe and a search.
 
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use sakuin::embed::bedrock::BedrockEmbedder;
 use sakuin::embed::{Embedder, EmbeddingModel, InputPurpose};
+use sakuin::es::EsClient;
 
-use crate::pipeline::{Pipeline, PipelineOptions};
+use crate::pipeline::{DrainStats, Pipeline, PipelineOptions};
 use crate::stack::LocalStack;
 
 /// Gzip in memory (the samples ship plain; one is uploaded compressed to show it reads).
@@ -36,20 +38,65 @@ pub async fn samples() -> std::io::Result<Vec<(String, Vec<u8>)>> {
     ])
 }
 
+/// The queries searched when the command line names none.
+const DEFAULT_QUERIES: [&str; 3] = [
+    "パスワードを忘れました",
+    "export all data as CSV",
+    "TCP check times out",
+];
+
+/// `sakuin-local demo`: the samples through ingest and embed-index, the figures, the probe's
+/// report, and a semantic search for each of `queries` (or the defaults).
 pub async fn run(queries: &[String]) -> Result<(), Box<dyn std::error::Error>> {
     println!("▶ starting the local stack (moto, noida-db, Bedrock stand-in) on loopback");
     let stack = LocalStack::start(&[]).await?;
     let log = stack.work_dir.join("functions.log");
-    let options = PipelineOptions {
+    let pipeline = Pipeline::start(stack, demo_options(&log)).await?;
+    print_readiness(&pipeline).await;
+
+    let started = Instant::now();
+    println!("▶ uploading samples and invoking ingest with each S3 notification");
+    let counts = ingest_samples(&pipeline).await?;
+    println!("▶ draining the chunk queue into embed-index (as the SQS event source mapping does)");
+    let ingested = started.elapsed();
+    let drained = pipeline.drain(Duration::from_secs(120)).await?;
+    print_drain(&pipeline, &drained).await?;
+    let es = pipeline.es();
+    print_indexed(&es, counts, ingested + drained.busy, &log).await?;
+
+    println!("▶ probe");
+    print_probe(&pipeline).await;
+
+    println!("▶ semantic search (query embedded with the same model, then kNN)");
+    let embedder = query_embedder(&pipeline).await?;
+    let queries: Vec<&str> = if queries.is_empty() {
+        DEFAULT_QUERIES.to_vec()
+    } else {
+        queries.iter().map(String::as_str).collect()
+    };
+    for q in queries {
+        print_search(&embedder, &es, q).await?;
+    }
+    pipeline.stop().await;
+    println!("✓ done");
+    Ok(())
+}
+
+/// The demo's function settings: the samples' text fields, short chunks, logs to `log`.
+fn demo_options(log: &Path) -> PipelineOptions {
+    PipelineOptions {
         extra_env: vec![
             ("TEXT_FIELDS".into(), "text,body.text".into()),
             ("CHUNK_MAX_CHARS".into(), "200".into()),
             ("CHUNK_OVERLAP_CHARS".into(), "40".into()),
         ],
-        log: Some(log.clone()),
+        log: Some(log.to_owned()),
         ..PipelineOptions::default()
-    };
-    let pipeline = Pipeline::start(stack, options).await?;
+    }
+}
+
+/// Prints each function's cold start: process start to its first call for an event.
+async fn print_readiness(pipeline: &Pipeline) {
     for f in [&pipeline.ingest, &pipeline.embed_index, &pipeline.probe] {
         let ready = f.ready_after(Duration::from_secs(10)).await;
         println!(
@@ -60,22 +107,36 @@ pub async fn run(queries: &[String]) -> Result<(), Box<dyn std::error::Error>> {
                 .unwrap_or("—".into())
         );
     }
+}
 
-    let started = Instant::now();
-    let mut records = 0;
-    let mut rejected = 0;
-    println!("▶ uploading samples and invoking ingest with each S3 notification");
+/// Records ingest read from the samples, and those it rejected.
+#[derive(Debug, Clone, Copy)]
+struct SampleCounts {
+    records: u64,
+    rejected: u64,
+}
+
+/// Uploads each sample and invokes ingest with its notification, printing ingest's summary.
+async fn ingest_samples(pipeline: &Pipeline) -> Result<SampleCounts, Box<dyn std::error::Error>> {
+    let mut counts = SampleCounts {
+        records: 0,
+        rejected: 0,
+    };
     for (key, body) in samples().await? {
         let event = pipeline.put_object(&key, body).await?;
         let summary = pipeline.invoke_ingest(&event).await?;
-        records += summary["records"].as_u64().unwrap_or(0);
-        rejected += summary["rejected"].as_u64().unwrap_or(0);
+        counts.records += summary["records"].as_u64().unwrap_or(0);
+        counts.rejected += summary["rejected"].as_u64().unwrap_or(0);
         println!("  s3://{}/{key:<34} → {summary}", crate::pipeline::BUCKET);
     }
-    println!("▶ draining the chunk queue into embed-index (as the SQS event source mapping does)");
-    let ingested = started.elapsed();
-    let drained = pipeline.drain(Duration::from_secs(120)).await?;
-    let elapsed = ingested + drained.busy;
+    Ok(counts)
+}
+
+/// Prints what draining the chunk queue did, and what reached the dead-letter queue.
+async fn print_drain(
+    pipeline: &Pipeline,
+    drained: &DrainStats,
+) -> Result<(), Box<dyn std::error::Error>> {
     println!(
         "  {} invocation(s), {} message(s), {} reported failure(s), {} in the DLQ",
         drained.invocations,
@@ -83,9 +144,19 @@ pub async fn run(queries: &[String]) -> Result<(), Box<dyn std::error::Error>> {
         drained.reported_failures,
         pipeline.dead_letters().await?
     );
-    let es = pipeline.es();
+    Ok(())
+}
+
+/// Prints the documents indexed, the chunks the index holds, and the rate end to end.
+async fn print_indexed(
+    es: &EsClient,
+    counts: SampleCounts,
+    elapsed: Duration,
+    log: &Path,
+) -> Result<(), Box<dyn std::error::Error>> {
     es.refresh().await?;
     let chunks = es.count().await?;
+    let SampleCounts { records, rejected } = counts;
     let indexed = records - rejected;
     println!(
         "  {indexed} documents ({rejected} rejected records, see {}) → {chunks} chunks in {:.2} s: {:.0} documents/s end to end",
@@ -93,8 +164,11 @@ pub async fn run(queries: &[String]) -> Result<(), Box<dyn std::error::Error>> {
         elapsed.as_secs_f64(),
         indexed as f64 / elapsed.as_secs_f64()
     );
+    Ok(())
+}
 
-    println!("▶ probe");
+/// Invokes the probe as its schedule does and prints each check, or the probe's error.
+async fn print_probe(pipeline: &Pipeline) {
     match pipeline
         .invoke_probe(&serde_json::json!({"source": "aws.scheduler", "detail": "{}"}))
         .await
@@ -112,52 +186,49 @@ pub async fn run(queries: &[String]) -> Result<(), Box<dyn std::error::Error>> {
         }
         Err(e) => println!("  ✗ {e}"),
     }
+}
 
-    println!("▶ semantic search (query embedded with the same model, then kNN)");
-    let sdk = aws_config::defaults(aws_config::BehaviorVersion::latest())
-        .region(aws_config::Region::new(crate::stack::REGION))
-        .credentials_provider(aws_sdk_s3::config::Credentials::new(
-            "testing", "testing", None, None, "local",
-        ))
+/// An embedder for queries: the pipeline's model, called through the Bedrock stand-in.
+async fn query_embedder(
+    pipeline: &Pipeline,
+) -> Result<BedrockEmbedder, Box<dyn std::error::Error>> {
+    let sdk = crate::stack::sdk_config_loader()
         .endpoint_url(pipeline.stack.bedrock.url())
         .load()
         .await;
     let model = EmbeddingModel::resolve(&pipeline.options.model_id, pipeline.options.dimensions)?;
-    let embedder = BedrockEmbedder::new(sakuin::aws::bedrock_client(&sdk), model);
-    let defaults = [
-        "パスワードを忘れました".to_string(),
-        "export all data as CSV".into(),
-        "TCP check times out".into(),
-    ];
-    let queries = if queries.is_empty() {
-        &defaults[..]
-    } else {
-        queries
-    };
-    for q in queries {
-        let vector = embedder
-            .invoke(&[q.as_str()], InputPurpose::Query)
-            .await?
-            .vectors
-            .remove(0);
-        println!("  \"{q}\"");
-        for hit in es.knn(&vector, 3).await? {
-            let text: String = hit.source["text"]
-                .as_str()
-                .unwrap_or("")
-                .chars()
-                .take(60)
-                .collect();
-            println!(
-                "    {:.3}  {:<36} {}",
-                hit.score,
-                hit.source["source"]["key"].as_str().unwrap_or(""),
-                text.replace('\n', " ")
-            );
-        }
+    Ok(BedrockEmbedder::new(
+        sakuin::aws::bedrock_client(&sdk),
+        model,
+    ))
+}
+
+/// Embeds `query` as a query and prints its three nearest chunks: score, object key, text.
+async fn print_search(
+    embedder: &BedrockEmbedder,
+    es: &EsClient,
+    query: &str,
+) -> Result<(), Box<dyn std::error::Error>> {
+    let vector = embedder
+        .invoke(&[query], InputPurpose::Query)
+        .await?
+        .vectors
+        .remove(0);
+    println!("  \"{query}\"");
+    for hit in es.knn(&vector, 3).await? {
+        let text: String = hit.source["text"]
+            .as_str()
+            .unwrap_or("")
+            .chars()
+            .take(60)
+            .collect();
+        println!(
+            "    {:.3}  {:<36} {}",
+            hit.score,
+            hit.source["source"]["key"].as_str().unwrap_or(""),
+            text.replace('\n', " ")
+        );
     }
-    pipeline.stop().await;
-    println!("✓ done");
     Ok(())
 }
 
@@ -175,14 +246,7 @@ pub async fn serve_stack() -> Result<(), Box<dyn std::error::Error>> {
         ("docs/handbook.json", "handbook.json"),
     ] {
         let body = std::fs::read(dir.join(file))?;
-        provisioned
-            .s3
-            .put_object()
-            .bucket(crate::pipeline::BUCKET)
-            .key(key)
-            .body(body.into())
-            .send()
-            .await?;
+        crate::pipeline::upload(&provisioned.s3, key, body).await?;
     }
     let env_file = crate::stack::repo_root().join(".local/stack.env");
     std::fs::create_dir_all(env_file.parent().expect("has a parent"))?;

@@ -307,58 +307,94 @@ async fn bulk(
     upstream: &Upstream,
 ) -> Result<(u16, Vec<u8>), String> {
     let actions = parse_actions(&request.body)?;
-    let mut faults: Vec<Option<(u16, &str, &str)>> = Vec::with_capacity(actions.len());
-    {
+    let faults: Vec<Option<ItemAnswer>> = {
         let mut plan = plan.lock().unwrap();
-        for action in &actions {
-            let fault = match plan.items.get_mut(&action.id) {
-                Some(ItemFault::Busy { times }) if *times > 0 => {
-                    *times -= 1;
-                    plan.injected.busy_items += 1;
-                    Some((
-                        429,
-                        "es_rejected_execution_exception",
-                        "rejected execution of coordinating operation [queue capacity reached]",
-                    ))
-                }
-                Some(ItemFault::Rejected) => {
-                    plan.injected.rejected_items += 1;
-                    Some((
-                        400,
-                        "document_parsing_exception",
-                        "[1:42] failed to parse field [embedding] of type [dense_vector]",
-                    ))
-                }
-                _ => None,
-            };
-            faults.push(fault);
-        }
-    }
-    let passed: Vec<u8> = actions
-        .iter()
-        .zip(&faults)
-        .filter(|(_, f)| f.is_none())
-        .flat_map(|(a, _)| a.lines.iter().flat_map(|l| l.iter().chain(b"\n")))
-        .copied()
-        .collect();
-    let mut upstream_items = Vec::new().into_iter();
-    let mut errors = false;
-    let mut took = 0;
+        actions.iter().map(|a| plan.item_fault(&a.id)).collect()
+    };
+    let passed = passed_body(&actions, &faults);
+    let mut cluster = BulkAnswer::default();
     if !passed.is_empty() {
         let (status, body) = upstream.forward(request, passed).await?;
         if status != 200 {
             return Ok((status, body));
         }
-        let answer: Value =
-            serde_json::from_slice(&body).map_err(|e| format!("bulk answer: {e}"))?;
-        errors = answer["errors"].as_bool().unwrap_or(false);
-        took = answer["took"].as_u64().unwrap_or(0);
-        upstream_items = answer["items"]
-            .as_array()
-            .cloned()
-            .unwrap_or_default()
-            .into_iter();
+        cluster = BulkAnswer::read(&body)?;
     }
+    let answer = merge_answers(&actions, &faults, cluster)?;
+    Ok((200, answer.to_string().into_bytes()))
+}
+
+/// A `_bulk` item's answer made by the proxy: status, error type and reason.
+type ItemAnswer = (u16, &'static str, &'static str);
+
+impl Plan {
+    /// The fault planned for the next item for document `id`, counted as injected: 429 while
+    /// a busy item has attempts left, 400 for a rejected one, else none.
+    fn item_fault(&mut self, id: &str) -> Option<ItemAnswer> {
+        match self.items.get_mut(id) {
+            Some(ItemFault::Busy { times }) if *times > 0 => {
+                *times -= 1;
+                self.injected.busy_items += 1;
+                Some((
+                    429,
+                    "es_rejected_execution_exception",
+                    "rejected execution of coordinating operation [queue capacity reached]",
+                ))
+            }
+            Some(ItemFault::Rejected) => {
+                self.injected.rejected_items += 1;
+                Some((
+                    400,
+                    "document_parsing_exception",
+                    "[1:42] failed to parse field [embedding] of type [dense_vector]",
+                ))
+            }
+            _ => None,
+        }
+    }
+}
+
+/// The lines of the actions without a fault: the `_bulk` body the cluster is sent.
+fn passed_body(actions: &[Action<'_>], faults: &[Option<ItemAnswer>]) -> Vec<u8> {
+    actions
+        .iter()
+        .zip(faults)
+        .filter(|(_, f)| f.is_none())
+        .flat_map(|(a, _)| a.lines.iter().flat_map(|l| l.iter().chain(b"\n")))
+        .copied()
+        .collect()
+}
+
+/// What the cluster answered to the forwarded actions (nothing when none were forwarded).
+#[derive(Default)]
+struct BulkAnswer {
+    took: u64,
+    errors: bool,
+    items: Vec<Value>,
+}
+
+impl BulkAnswer {
+    /// Reads the cluster's `_bulk` answer.
+    fn read(body: &[u8]) -> Result<Self, String> {
+        let answer: Value =
+            serde_json::from_slice(body).map_err(|e| format!("bulk answer: {e}"))?;
+        Ok(Self {
+            errors: answer["errors"].as_bool().unwrap_or(false),
+            took: answer["took"].as_u64().unwrap_or(0),
+            items: answer["items"].as_array().cloned().unwrap_or_default(),
+        })
+    }
+}
+
+/// The answer to the whole request, item by item in the order sent: the planned faults, and
+/// the cluster's answers to the rest.
+fn merge_answers(
+    actions: &[Action<'_>],
+    faults: &[Option<ItemAnswer>],
+    cluster: BulkAnswer,
+) -> Result<Value, String> {
+    let mut errors = cluster.errors;
+    let mut upstream_items = cluster.items.into_iter();
     let mut items = Vec::with_capacity(actions.len());
     for (action, fault) in actions.iter().zip(faults) {
         match fault {
@@ -375,8 +411,7 @@ async fn bulk(
             ),
         }
     }
-    let answer = json!({"took": took, "errors": errors, "items": items});
-    Ok((200, answer.to_string().into_bytes()))
+    Ok(json!({"took": cluster.took, "errors": errors, "items": items}))
 }
 
 #[cfg(test)]

@@ -19,7 +19,7 @@ use tokio::task::JoinHandle;
 use crate::esfaults::EsFaults;
 use crate::pipeline::{
     BUCKET, INTAKE_QUEUE, PipelineOptions, Provisioned, QUEUE, acknowledge, binary_dir,
-    fault_proxy, provision, put_object, queue_depth, require, s3_event, sqs_event_from,
+    fault_proxy_if, provision, put_object, queue_depth, require, s3_event, sqs_event_from,
     with_version_id,
 };
 use crate::runtime::{FunctionError, FunctionProcess};
@@ -126,14 +126,7 @@ impl Pool {
     async fn deliver(&self, sqs: &aws_sdk_sqs::Client, slot: usize, messages: Vec<Message>) {
         let mut container = self.slots[slot].lock().await;
         if container.is_none() {
-            match FunctionProcess::spawn(
-                &self.binary,
-                self.function,
-                &self.env,
-                self.log.as_deref(),
-            )
-            .await
-            {
+            match self.start_container().await {
                 Ok(process) => *container = Some(process),
                 // Nothing is deleted: the batch reappears after the visibility timeout.
                 Err(_) => return self.count(|s| s.function_errors += 1),
@@ -143,10 +136,35 @@ impl Pool {
         let process = container.as_ref().expect("a container was just started");
         let event = sqs_event_from(self.queue_name, &messages);
         let crash = self.take_crash(&messages);
-        let outcome = match crash {
+        let outcome = self.invoke_or_crash(process, &event, crash).await;
+        self.count(|s| {
+            s.invocations += 1;
+            s.messages += messages.len() as u64;
+        });
+        let response = match outcome {
+            Ok(response) => response,
+            Err(e) => return self.fail_batch(&mut container, &e, crash.is_some()).await,
+        };
+        self.delete_succeeded(sqs, &messages, &response).await;
+    }
+
+    /// Starts a container cold: the function's process under a Runtime API of its own.
+    async fn start_container(&self) -> std::io::Result<FunctionProcess> {
+        FunctionProcess::spawn(&self.binary, self.function, &self.env, self.log.as_deref()).await
+    }
+
+    /// Invokes `process` with `event`; with a crash planned, kills the container that long
+    /// into the invocation instead of waiting for its answer.
+    async fn invoke_or_crash(
+        &self,
+        process: &FunctionProcess,
+        event: &Value,
+        crash: Option<Duration>,
+    ) -> Result<Value, FunctionError> {
+        match crash {
             Some(after) => {
                 tokio::select! {
-                    outcome = process.invoke(&event, self.timeout) => outcome,
+                    outcome = process.invoke(event, self.timeout) => outcome,
                     () = tokio::time::sleep(after) => {
                         process.kill().await;
                         Err(FunctionError {
@@ -156,33 +174,40 @@ impl Pool {
                     }
                 }
             }
-            None => process.invoke(&event, self.timeout).await,
-        };
+            None => process.invoke(event, self.timeout).await,
+        }
+    }
+
+    /// A function error leaves the whole batch to reappear; a dead container is stopped, to be
+    /// replaced by a cold one at the next invocation.
+    async fn fail_batch(
+        &self,
+        container: &mut Option<FunctionProcess>,
+        error: &FunctionError,
+        crashed: bool,
+    ) {
         self.count(|s| {
-            s.invocations += 1;
-            s.messages += messages.len() as u64;
+            s.function_errors += 1;
+            s.crashes += u64::from(crashed);
         });
-        let response = match outcome {
-            Ok(response) => response,
-            Err(e) => {
-                // A function error leaves the whole batch to reappear; a dead container is
-                // replaced by a cold one at the next invocation.
-                self.count(|s| {
-                    s.function_errors += 1;
-                    s.crashes += u64::from(crash.is_some());
-                });
-                let dead = matches!(
-                    e.error_type.as_str(),
-                    "Runtime.ExitError" | "Sandbox.Timedout"
-                );
-                if dead && let Some(process) = container.take() {
-                    process.stop().await;
-                }
-                return;
-            }
-        };
+        let dead = matches!(
+            error.error_type.as_str(),
+            "Runtime.ExitError" | "Sandbox.Timedout"
+        );
+        if dead && let Some(process) = container.take() {
+            process.stop().await;
+        }
+    }
+
+    /// Deletes the messages the function's answer does not name as failures, and counts both.
+    async fn delete_succeeded(
+        &self,
+        sqs: &aws_sdk_sqs::Client,
+        messages: &[Message],
+        response: &Value,
+    ) {
         // A failed delete leaves the messages to reappear, as with Lambda.
-        let (deleted, failed) = acknowledge(sqs, &self.queue_url, &messages, &response)
+        let (deleted, failed) = acknowledge(sqs, &self.queue_url, messages, response)
             .await
             .unwrap_or((0, 0));
         self.count(|s| {
@@ -190,6 +215,97 @@ impl Pool {
             s.reported_failures += failed;
         });
     }
+}
+
+/// One function's event source mapping, and how many containers it feeds.
+struct Mapping<'a> {
+    function: &'static str,
+    /// The function's binary, in the directory of built binaries.
+    binary: &'static str,
+    queue_url: &'a str,
+    queue_name: &'static str,
+    containers: usize,
+    batch_size: i32,
+    timeout: Duration,
+}
+
+impl<'a> Mapping<'a> {
+    /// ingest fed by the intake queue: batches of 5 as in the template, its 300 s timeout.
+    fn ingest(queue_url: &'a str, containers: usize) -> Self {
+        Self {
+            function: "sakuin-ingest",
+            binary: "ingest",
+            queue_url,
+            queue_name: INTAKE_QUEUE,
+            containers,
+            batch_size: 5,
+            timeout: Duration::from_secs(300),
+        }
+    }
+
+    /// embed-index fed by the chunk queue: batches of 10 as in the template, its 120 s timeout.
+    fn embed_index(queue_url: &'a str, containers: usize) -> Self {
+        Self {
+            function: "sakuin-embed-index",
+            binary: "embed-index",
+            queue_url,
+            queue_name: QUEUE,
+            containers,
+            batch_size: 10,
+            timeout: Duration::from_secs(120),
+        }
+    }
+}
+
+/// Where every container starts from: the built binaries, the functions' variables and log.
+struct Functions<'a> {
+    bin: PathBuf,
+    env: &'a [(String, String)],
+    log: &'a Option<PathBuf>,
+}
+
+impl Functions<'_> {
+    /// The containers of `mapping`'s function (none started yet), or an error when its
+    /// binary is not built.
+    fn pool(&self, mapping: Mapping<'_>) -> Result<Arc<Pool>, BoxError> {
+        let binary = require(&self.bin, mapping.binary).map_err(|e| e.to_string())?;
+        Ok(Arc::new(Pool {
+            function: mapping.function,
+            binary,
+            env: self.env.to_vec(),
+            log: self.log.clone(),
+            queue_url: mapping.queue_url.to_owned(),
+            queue_name: mapping.queue_name,
+            batch_size: mapping.batch_size,
+            timeout: mapping.timeout,
+            slots: (0..mapping.containers.max(1))
+                .map(|_| Mutex::new(None))
+                .collect(),
+            busy: AtomicUsize::new(0),
+            crashes: Default::default(),
+            stats: Default::default(),
+        }))
+    }
+}
+
+/// Starts a poller for every container of each pool; they run until `stop` is set.
+fn start_pollers(
+    pools: &[&Arc<Pool>],
+    sqs: &aws_sdk_sqs::Client,
+    stop: &Arc<AtomicBool>,
+) -> Vec<JoinHandle<()>> {
+    let mut pollers = Vec::new();
+    for pool in pools {
+        for slot in 0..pool.containers() {
+            pollers.push(tokio::spawn(poll(
+                Arc::clone(pool),
+                sqs.clone(),
+                slot,
+                stop.clone(),
+            )));
+        }
+    }
+    pollers
 }
 
 /// One poller of an event source mapping, bound to one container.
@@ -265,67 +381,19 @@ impl Fleet {
             .await
             .map_err(|e| e.to_string())?;
         let (intake_url, intake_dlq_url) = intake.expect("the intake queue was asked for");
-        let es_faults = if pipeline.es_faults {
-            Some(fault_proxy(&stack, &mut env).await?)
-        } else {
-            None
+        let es_faults = fault_proxy_if(pipeline.es_faults, &stack, &mut env).await?;
+        let functions = Functions {
+            bin: binary_dir(),
+            env: &env,
+            log: &pipeline.log,
         };
-        let bin = binary_dir();
-        let ingest_binary = require(&bin, "ingest").map_err(|e| e.to_string())?;
-        let embed_index_binary = require(&bin, "embed-index").map_err(|e| e.to_string())?;
-        let pool = |function: &'static str,
-                    binary: &PathBuf,
-                    queue_url: &str,
-                    queue_name: &'static str,
-                    containers: usize,
-                    batch_size: i32,
-                    timeout: Duration| {
-            Arc::new(Pool {
-                function,
-                binary: binary.clone(),
-                env: env.clone(),
-                log: pipeline.log.clone(),
-                queue_url: queue_url.to_owned(),
-                queue_name,
-                batch_size,
-                timeout,
-                slots: (0..containers.max(1)).map(|_| Mutex::new(None)).collect(),
-                busy: AtomicUsize::new(0),
-                crashes: Default::default(),
-                stats: Default::default(),
-            })
-        };
-        // Batch sizes as in the template's mappings; timeouts as the functions'.
-        let ingest = pool(
-            "sakuin-ingest",
-            &ingest_binary,
-            &intake_url,
-            INTAKE_QUEUE,
-            options.ingest_containers,
-            5,
-            Duration::from_secs(300),
-        );
-        let embed_index = pool(
-            "sakuin-embed-index",
-            &embed_index_binary,
+        let ingest = functions.pool(Mapping::ingest(&intake_url, options.ingest_containers))?;
+        let embed_index = functions.pool(Mapping::embed_index(
             &queue_url,
-            QUEUE,
             options.embed_index_containers,
-            10,
-            Duration::from_secs(120),
-        );
+        ))?;
         let stop = Arc::new(AtomicBool::new(false));
-        let mut pollers = Vec::new();
-        for pool in [&ingest, &embed_index] {
-            for slot in 0..pool.containers() {
-                pollers.push(tokio::spawn(poll(
-                    pool.clone(),
-                    sqs.clone(),
-                    slot,
-                    stop.clone(),
-                )));
-            }
-        }
+        let pollers = start_pollers(&[&ingest, &embed_index], &sqs, &stop);
         Ok(Self {
             stack,
             s3,

@@ -157,11 +157,7 @@ impl Pipeline {
             mut env,
             ..
         } = provision(&stack, &options).await?;
-        let es_faults = if options.es_faults {
-            Some(fault_proxy(&stack, &mut env).await?)
-        } else {
-            None
-        };
+        let es_faults = fault_proxy_if(options.es_faults, &stack, &mut env).await?;
         let bin = binary_dir();
         let log = options.log.as_deref();
         let ingest =
@@ -342,6 +338,19 @@ pub async fn fault_proxy(
     Ok(proxy)
 }
 
+/// The fault-injecting proxy (see [`fault_proxy`]) when `wanted`, else none.
+pub async fn fault_proxy_if(
+    wanted: bool,
+    stack: &LocalStack,
+    env: &mut [(String, String)],
+) -> std::io::Result<Option<EsFaults>> {
+    if wanted {
+        Ok(Some(fault_proxy(stack, env).await?))
+    } else {
+        Ok(None)
+    }
+}
+
 /// Puts an object into the bucket; returns the notification S3 sends for it
 /// (`ObjectCreated:Put`) and the version it created, in a versioned bucket.
 pub async fn put_object(
@@ -363,6 +372,21 @@ pub async fn put_object(
         with_version_id(event, out.version_id()),
         out.version_id().map(str::to_owned),
     ))
+}
+
+/// Puts an object into the bucket, without a notification.
+pub async fn upload(
+    s3: &aws_sdk_s3::Client,
+    key: &str,
+    body: Vec<u8>,
+) -> Result<(), Box<dyn std::error::Error>> {
+    s3.put_object()
+        .bucket(BUCKET)
+        .key(key)
+        .body(body.into())
+        .send()
+        .await?;
+    Ok(())
 }
 
 /// A notification naming the object version it is about (versioned buckets).
@@ -419,45 +443,8 @@ pub async fn provision(
     stack: &LocalStack,
     options: &PipelineOptions,
 ) -> Result<Provisioned, Box<dyn std::error::Error>> {
-    let sdk = aws_config::defaults(aws_config::BehaviorVersion::latest())
-        .region(aws_config::Region::new(REGION))
-        .credentials_provider(aws_sdk_s3::config::Credentials::new(
-            "testing", "testing", None, None, "local",
-        ))
-        .load()
-        .await;
-    let s3 = aws_sdk_s3::Client::from_conf(
-        aws_sdk_s3::config::Builder::from(&sdk)
-            .endpoint_url(stack.moto.url())
-            .force_path_style(true)
-            .build(),
-    );
-    let sqs = aws_sdk_sqs::Client::from_conf(
-        aws_sdk_sqs::config::Builder::from(&sdk)
-            .endpoint_url(stack.moto.url())
-            .build(),
-    );
-
-    s3.create_bucket()
-        .bucket(BUCKET)
-        .create_bucket_configuration(
-            aws_sdk_s3::types::CreateBucketConfiguration::builder()
-                .location_constraint(aws_sdk_s3::types::BucketLocationConstraint::from(REGION))
-                .build(),
-        )
-        .send()
-        .await?;
-    if options.versioned_bucket {
-        s3.put_bucket_versioning()
-            .bucket(BUCKET)
-            .versioning_configuration(
-                aws_sdk_s3::types::VersioningConfiguration::builder()
-                    .status(aws_sdk_s3::types::BucketVersioningStatus::Enabled)
-                    .build(),
-            )
-            .send()
-            .await?;
-    }
+    let (s3, sqs) = moto_clients(stack).await;
+    create_bucket(&s3, options.versioned_bucket).await?;
     let (queue_url, dlq_url) = queue_with_dlq(
         &sqs,
         QUEUE,
@@ -478,12 +465,75 @@ pub async fn provision(
     } else {
         None
     };
+    let env = function_env(stack, options, (&queue_url, &dlq_url), intake.as_ref());
+    Ok(Provisioned {
+        s3,
+        sqs,
+        queue_url,
+        dlq_url,
+        intake,
+        env,
+    })
+}
 
+/// S3 (path-style) and SQS clients for the stack's moto.
+async fn moto_clients(stack: &LocalStack) -> (aws_sdk_s3::Client, aws_sdk_sqs::Client) {
+    let sdk = crate::stack::sdk_config_loader().load().await;
+    let s3 = aws_sdk_s3::Client::from_conf(
+        aws_sdk_s3::config::Builder::from(&sdk)
+            .endpoint_url(stack.moto.url())
+            .force_path_style(true)
+            .build(),
+    );
+    let sqs = aws_sdk_sqs::Client::from_conf(
+        aws_sdk_sqs::config::Builder::from(&sdk)
+            .endpoint_url(stack.moto.url())
+            .build(),
+    );
+    (s3, sqs)
+}
+
+/// Creates the bucket in the stack's Region, with versioning turned on when `versioned`.
+async fn create_bucket(
+    s3: &aws_sdk_s3::Client,
+    versioned: bool,
+) -> Result<(), Box<dyn std::error::Error>> {
+    s3.create_bucket()
+        .bucket(BUCKET)
+        .create_bucket_configuration(
+            aws_sdk_s3::types::CreateBucketConfiguration::builder()
+                .location_constraint(aws_sdk_s3::types::BucketLocationConstraint::from(REGION))
+                .build(),
+        )
+        .send()
+        .await?;
+    if versioned {
+        s3.put_bucket_versioning()
+            .bucket(BUCKET)
+            .versioning_configuration(
+                aws_sdk_s3::types::VersioningConfiguration::builder()
+                    .status(aws_sdk_s3::types::BucketVersioningStatus::Enabled)
+                    .build(),
+            )
+            .send()
+            .await?;
+    }
+    Ok(())
+}
+
+/// The functions' environment: the stack's endpoints, the chunk queue and its DLQ, the
+/// bucket, model and index, the intake queue and its DLQ when given, then `options.extra_env`.
+fn function_env(
+    stack: &LocalStack,
+    options: &PipelineOptions,
+    (queue_url, dlq_url): (&str, &str),
+    intake: Option<&(String, String)>,
+) -> Vec<(String, String)> {
     let mut env = stack.env();
     env.extend(
         [
-            ("CHUNK_QUEUE_URL", queue_url.clone()),
-            ("DEAD_LETTER_QUEUE_URL", dlq_url.clone()),
+            ("CHUNK_QUEUE_URL", queue_url.to_owned()),
+            ("DEAD_LETTER_QUEUE_URL", dlq_url.to_owned()),
             ("SOURCE_BUCKET", BUCKET.to_owned()),
             ("EMBEDDING_MODEL_ID", options.model_id.clone()),
             (
@@ -499,7 +549,7 @@ pub async fn provision(
         .into_iter()
         .map(|(k, v)| (k.to_owned(), v)),
     );
-    if let Some((intake_url, intake_dlq_url)) = &intake {
+    if let Some((intake_url, intake_dlq_url)) = intake {
         env.push(("INGEST_QUEUE_URL".into(), intake_url.clone()));
         env.push((
             "INGEST_DEAD_LETTER_QUEUE_URL".into(),
@@ -507,14 +557,7 @@ pub async fn provision(
         ));
     }
     env.extend(options.extra_env.iter().cloned());
-    Ok(Provisioned {
-        s3,
-        sqs,
-        queue_url,
-        dlq_url,
-        intake,
-        env,
-    })
+    env
 }
 
 /// Creates `name` with a redrive policy to `dlq_name` (created first); returns both URLs.

@@ -56,9 +56,43 @@ pub struct QuotaOptions {
 
 const TIMELINE_STEP: Duration = Duration::from_secs(15);
 
+/// The scenarios: Titan at a requests-per-minute quota, Cohere at a tokens-per-minute one.
+const SCENARIOS: [Scenario; 2] = [
+    Scenario {
+        model: "amazon.titan-embed-text-v2:0",
+        dimensions: Some(256),
+        chunks: 3000,
+        quota: ("--quota-rpm", 600),
+    },
+    Scenario {
+        model: "us.cohere.embed-v4:0",
+        dimensions: Some(256),
+        chunks: 10_000,
+        quota: ("--quota-tpm", 30_000),
+    },
+];
+
 /// Runs every scenario with adaptive pacing, and with the fixed concurrency too unless
 /// `adaptive_only`.
 pub async fn run(options: QuotaOptions) -> Result<(), BoxError> {
+    print_header();
+    let picked = SCENARIOS
+        .iter()
+        .filter(|s| options.model.as_deref().is_none_or(|m| s.model.contains(m)));
+    for scenario in picked {
+        for adaptive in [true, false] {
+            if options.adaptive_only && !adaptive {
+                continue;
+            }
+            let run = run_one(scenario, adaptive, options.timeline).await?;
+            print_row(scenario, adaptive, &run);
+        }
+    }
+    Ok(())
+}
+
+/// The section's heading, what its figures mean, and the table's header.
+fn print_header() {
     println!(
         "\n## Bedrock at the quota: {CONTAINERS} embed-index containers, the stand-in at 50 ms per call and the quota below"
     );
@@ -80,56 +114,41 @@ pub async fn run(options: QuotaOptions) -> Result<(), BoxError> {
         "timeouts",
         "lost"
     );
-    let scenarios = [
-        Scenario {
-            model: "amazon.titan-embed-text-v2:0",
-            dimensions: Some(256),
-            chunks: 3000,
-            quota: ("--quota-rpm", 600),
-        },
-        Scenario {
-            model: "us.cohere.embed-v4:0",
-            dimensions: Some(256),
-            chunks: 10_000,
-            quota: ("--quota-tpm", 30_000),
-        },
-    ];
-    let picked = scenarios
-        .iter()
-        .filter(|s| options.model.as_deref().is_none_or(|m| s.model.contains(m)));
-    for scenario in picked {
-        for adaptive in [true, false] {
-            if options.adaptive_only && !adaptive {
-                continue;
-            }
-            let run = run_one(scenario, adaptive, options.timeline).await?;
-            let (flag, limit) = scenario.quota;
-            // What the bucket held at the start passes on top of the quota; as the stand-in
-            // sizes it (dev/bedrock_stub.py, QUOTA_BURST_SECONDS and the floors).
-            let (used, burst) = if flag == "--quota-rpm" {
-                (run.ok as f64, (limit as f64 / 6.0).max(1.0))
-            } else {
-                (run.tokens as f64, (limit as f64 / 6.0).max(16_384.0))
-            };
-            let used = (used - burst).max(0.0) / run.minutes / limit as f64;
-            println!(
-                "  {:<30} {:<22} {:<8} {:>7} {:>10.2} {:>9.0}% {:>10.0} {:>4.0}%/{:>3.0}% {:>5} {:>8} {:>6}",
-                scenario.model,
-                format!("{} {}", flag.trim_start_matches("--"), limit),
-                if adaptive { "adaptive" } else { "fixed 8" },
-                scenario.chunks,
-                run.minutes,
-                used * 100.0,
-                scenario.chunks as f64 / run.minutes,
-                share(run.throttled, run.calls) * 100.0,
-                share(run.settled_throttled, run.settled_calls) * 100.0,
-                run.dead_letters,
-                run.timeouts,
-                run.mismatches,
-            );
-        }
-    }
-    Ok(())
+}
+
+/// The share of the quota a run used per minute, less what the stand-in's opening burst let
+/// through on top of it.
+fn quota_used(scenario: &Scenario, run: &QuotaRun) -> f64 {
+    let (flag, limit) = scenario.quota;
+    // What the bucket held at the start passes on top of the quota; as the stand-in
+    // sizes it (dev/bedrock_stub.py, QUOTA_BURST_SECONDS and the floors).
+    let (used, burst) = if flag == "--quota-rpm" {
+        (run.ok as f64, (limit as f64 / 6.0).max(1.0))
+    } else {
+        (run.tokens as f64, (limit as f64 / 6.0).max(16_384.0))
+    };
+    (used - burst).max(0.0) / run.minutes / limit as f64
+}
+
+/// Prints one run's row of the table.
+fn print_row(scenario: &Scenario, adaptive: bool, run: &QuotaRun) {
+    let (flag, limit) = scenario.quota;
+    let used = quota_used(scenario, run);
+    println!(
+        "  {:<30} {:<22} {:<8} {:>7} {:>10.2} {:>9.0}% {:>10.0} {:>4.0}%/{:>3.0}% {:>5} {:>8} {:>6}",
+        scenario.model,
+        format!("{} {}", flag.trim_start_matches("--"), limit),
+        if adaptive { "adaptive" } else { "fixed 8" },
+        scenario.chunks,
+        run.minutes,
+        used * 100.0,
+        scenario.chunks as f64 / run.minutes,
+        share(run.throttled, run.calls) * 100.0,
+        share(run.settled_throttled, run.settled_calls) * 100.0,
+        run.dead_letters,
+        run.timeouts,
+        run.mismatches,
+    );
 }
 
 fn share(part: u64, whole: u64) -> f64 {
@@ -140,18 +159,31 @@ fn share(part: u64, whole: u64) -> f64 {
     }
 }
 
+/// One run of `scenario` on a fresh stack, with adaptive pacing or the fixed concurrency: the
+/// backfill drained to the end, then measured.
 async fn run_one(
     scenario: &Scenario,
     adaptive: bool,
     timeline: bool,
 ) -> Result<QuotaRun, BoxError> {
+    let fleet = start_fleet(scenario, adaptive).await?;
+    queue_backfill(&fleet, scenario.chunks).await?;
+    let (took, at_settle) = drain(&fleet, timeline).await?;
+    let run = measure(&fleet, took, &at_settle).await?;
+    fleet.stop().await;
+    Ok(run)
+}
+
+/// A stack whose stand-in enforces the scenario's quota, and a fleet of [`CONTAINERS`]
+/// embed-index containers paced adaptively or at a fixed concurrency of 8.
+async fn start_fleet(scenario: &Scenario, adaptive: bool) -> Result<Fleet, BoxError> {
     let (flag, limit) = scenario.quota;
     let limit = limit.to_string();
     let stack = LocalStack::start(&["--latency-ms", "50", flag, &limit])
         .await
         .map_err(|e| e.to_string())?;
     let log = stack.work_dir.join("functions.log");
-    let fleet = Fleet::start(
+    Fleet::start(
         stack,
         FleetOptions {
             pipeline: PipelineOptions {
@@ -177,8 +209,12 @@ async fn run_one(
             embed_index_containers: CONTAINERS,
         },
     )
-    .await?;
-    let body: String = (0..scenario.chunks)
+    .await
+}
+
+/// Puts one object of `chunks` one-chunk records and delivers its notification.
+async fn queue_backfill(fleet: &Fleet, chunks: usize) -> Result<(), BoxError> {
+    let body: String = (0..chunks)
         .map(|i| {
             json!({"id": format!("q{i}"), "text": format!("Backfill record {i}: a short paragraph about item {} in the catalogue, for the quota run.", i % 89)})
                 .to_string()
@@ -187,13 +223,19 @@ async fn run_one(
         .collect();
     let note = fleet.put("quota/backfill.jsonl", body.into_bytes()).await?;
     fleet.deliver(&[note]).await?;
+    Ok(())
+}
+
+/// Runs the fleet until the queues are quiet (printing the timeline meanwhile when asked);
+/// returns how long the work took and the stand-in's counters [`SETTLE`] into it.
+async fn drain(fleet: &Fleet, timeline: bool) -> Result<(Duration, Value), BoxError> {
     let settle = async {
         tokio::time::sleep(SETTLE).await;
         fleet.stack.bedrock_stats().await.map_err(|e| e.to_string())
     };
     let watch = async {
         if timeline {
-            print_timeline(&fleet).await;
+            print_timeline(fleet).await;
         }
         std::future::pending::<()>().await;
     };
@@ -203,30 +245,39 @@ async fn run_one(
     };
     let took = took?;
     let at_settle = at_settle?;
+    Ok((took, at_settle))
+}
+
+/// What the run did: the stand-in's counters at the end and since [`SETTLE`], the tokens, the
+/// dead letters, the timeouts, and the index compared with the bucket.
+async fn measure(fleet: &Fleet, took: Duration, at_settle: &Value) -> Result<QuotaRun, BoxError> {
     let end = fleet
         .stack
         .bedrock_stats()
         .await
         .map_err(|e| e.to_string())?;
-    let count = |v: &Value, key: &str| v[key].as_u64().unwrap_or_default();
     let comparison = compare_index_with_bucket(&fleet.s3, BUCKET, &fleet.es()).await?;
     let (dlq, intake_dlq) = fleet.dead_letters().await?;
-    let tokens = tokens_used(&fleet);
+    let tokens = tokens_used(fleet);
     let stats = fleet.embed_index.stats();
-    let run = QuotaRun {
+    Ok(QuotaRun {
         minutes: took.as_secs_f64() / 60.0,
-        calls: count(&end, "calls"),
-        ok: count(&end, "ok"),
-        throttled: count(&end, "throttled"),
-        settled_calls: count(&end, "calls").saturating_sub(count(&at_settle, "calls")),
-        settled_throttled: count(&end, "throttled").saturating_sub(count(&at_settle, "throttled")),
+        calls: counter(&end, "calls"),
+        ok: counter(&end, "ok"),
+        throttled: counter(&end, "throttled"),
+        settled_calls: counter(&end, "calls").saturating_sub(counter(at_settle, "calls")),
+        settled_throttled: counter(&end, "throttled")
+            .saturating_sub(counter(at_settle, "throttled")),
         tokens,
         dead_letters: dlq + intake_dlq,
         timeouts: stats.function_errors,
         mismatches: comparison.mismatches(),
-    };
-    fleet.stop().await;
-    Ok(run)
+    })
+}
+
+/// One of the stand-in's counters (`GET /_stub/stats`).
+fn counter(stats: &Value, key: &str) -> u64 {
+    stats[key].as_u64().unwrap_or_default()
 }
 
 /// Input tokens the containers accounted for (`InputTokens` in their EMF lines).
@@ -238,7 +289,6 @@ fn tokens_used(fleet: &Fleet) -> u64 {
 /// Successful and throttled calls, and containers at work, every [`TIMELINE_STEP`] (until
 /// dropped).
 async fn print_timeline(fleet: &Fleet) {
-    let count = |v: &Value, key: &str| v[key].as_u64().unwrap_or_default();
     let (mut ok, mut throttled) = (0, 0);
     let mut at = Duration::ZERO;
     loop {
@@ -247,7 +297,7 @@ async fn print_timeline(fleet: &Fleet) {
         let Ok(stats) = fleet.stack.bedrock_stats().await else {
             continue;
         };
-        let (now_ok, now_throttled) = (count(&stats, "ok"), count(&stats, "throttled"));
+        let (now_ok, now_throttled) = (counter(&stats, "ok"), counter(&stats, "throttled"));
         println!(
             "    {:>4} s: {:>5} ok, {:>4} throttled, {} containers at work",
             at.as_secs(),

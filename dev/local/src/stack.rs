@@ -149,6 +149,71 @@ async fn wait_http(server: &mut Server, path: &str, log: &Path) -> Result<(), St
     })
 }
 
+/// Starts moto (S3, SQS, Secrets Manager) on a free port; returns it and its log's path.
+fn spawn_moto(venv: &Path, work_dir: &Path) -> Result<(Server, PathBuf), StackError> {
+    let port = free_port()?;
+    let log = work_dir.join("moto.log");
+    let args = [
+        "-H".into(),
+        "127.0.0.1".into(),
+        "-p".into(),
+        port.to_string(),
+    ];
+    let server = spawn("moto", &venv.join("moto_server"), &args, &log, port)?;
+    Ok((server, log))
+}
+
+/// Starts noida-db's Elasticsearch API on a free port, its data under `work_dir`; returns it
+/// and its log's path.
+fn spawn_noida(venv: &Path, work_dir: &Path) -> Result<(Server, PathBuf), StackError> {
+    let port = free_port()?;
+    let log = work_dir.join("noida-db.log");
+    let args = [
+        "start".into(),
+        "--data-dir".into(),
+        work_dir.join("noida").display().to_string(),
+        "--host".into(),
+        "127.0.0.1".into(),
+        "--only".into(),
+        "elasticsearch".into(),
+        "--elasticsearch-port".into(),
+        port.to_string(),
+    ];
+    let server = spawn("noida-db", &venv.join("noida-db"), &args, &log, port)?;
+    Ok((server, log))
+}
+
+/// Starts the Bedrock stand-in on a free port with `extra_args`; returns it and its log's path.
+fn spawn_bedrock(
+    root: &Path,
+    venv: &Path,
+    work_dir: &Path,
+    extra_args: &[&str],
+) -> Result<(Server, PathBuf), StackError> {
+    let port = free_port()?;
+    let log = work_dir.join("bedrock.log");
+    let mut args = vec![
+        root.join("dev/bedrock_stub.py").display().to_string(),
+        "--host".into(),
+        "127.0.0.1".into(),
+        "--port".into(),
+        port.to_string(),
+    ];
+    args.extend(extra_args.iter().map(|s| s.to_string()));
+    let server = spawn("bedrock stand-in", &venv.join("python"), &args, &log, port)?;
+    Ok((server, log))
+}
+
+/// The AWS SDK's configuration for the local stack, before it is loaded: its Region and the
+/// credentials moto accepts.
+pub fn sdk_config_loader() -> aws_config::ConfigLoader {
+    aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .region(aws_config::Region::new(REGION))
+        .credentials_provider(aws_sdk_s3::config::Credentials::new(
+            "testing", "testing", None, None, "local",
+        ))
+}
+
 impl LocalStack {
     /// Starts the three services. `bedrock_args` are extra flags for the stand-in
     /// (e.g. `--latency-ms 50`).
@@ -162,58 +227,9 @@ impl LocalStack {
         ));
         std::fs::create_dir_all(&work_dir)?;
 
-        let moto_port = free_port()?;
-        let moto_log = work_dir.join("moto.log");
-        let mut moto = spawn(
-            "moto",
-            &venv.join("moto_server"),
-            &[
-                "-H".into(),
-                "127.0.0.1".into(),
-                "-p".into(),
-                moto_port.to_string(),
-            ],
-            &moto_log,
-            moto_port,
-        )?;
-
-        let es_port = free_port()?;
-        let es_log = work_dir.join("noida-db.log");
-        let mut elasticsearch = spawn(
-            "noida-db",
-            &venv.join("noida-db"),
-            &[
-                "start".into(),
-                "--data-dir".into(),
-                work_dir.join("noida").display().to_string(),
-                "--host".into(),
-                "127.0.0.1".into(),
-                "--only".into(),
-                "elasticsearch".into(),
-                "--elasticsearch-port".into(),
-                es_port.to_string(),
-            ],
-            &es_log,
-            es_port,
-        )?;
-
-        let bedrock_port = free_port()?;
-        let bedrock_log = work_dir.join("bedrock.log");
-        let mut args = vec![
-            root.join("dev/bedrock_stub.py").display().to_string(),
-            "--host".into(),
-            "127.0.0.1".into(),
-            "--port".into(),
-            bedrock_port.to_string(),
-        ];
-        args.extend(bedrock_args.iter().map(|s| s.to_string()));
-        let mut bedrock = spawn(
-            "bedrock stand-in",
-            &venv.join("python"),
-            &args,
-            &bedrock_log,
-            bedrock_port,
-        )?;
+        let (mut moto, moto_log) = spawn_moto(&venv, &work_dir)?;
+        let (mut elasticsearch, es_log) = spawn_noida(&venv, &work_dir)?;
+        let (mut bedrock, bedrock_log) = spawn_bedrock(&root, &venv, &work_dir, bedrock_args)?;
 
         wait_http(&mut moto, "/moto-api/", &moto_log).await?;
         wait_http(&mut elasticsearch, "/", &es_log).await?;
