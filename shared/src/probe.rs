@@ -338,15 +338,27 @@ pub async fn run(deps: &ProbeDeps, groups: &[&str]) -> ProbeReport {
     }
 }
 
+/// What the probe's handler runs: the checks of the selected groups. [`ProbeDeps`] runs them
+/// against the real dependencies; a test answers with the report it wants to see handled.
+pub trait Checks: Sync {
+    fn run(&self, groups: &[&'static str]) -> impl Future<Output = ProbeReport> + Send;
+}
+
+impl Checks for ProbeDeps {
+    fn run(&self, groups: &[&'static str]) -> impl Future<Output = ProbeReport> + Send {
+        run(self, groups)
+    }
+}
+
 async fn maybe<F: Future<Output = Vec<CheckResult>>>(on: bool, f: F) -> Vec<CheckResult> {
     if on { f.await } else { Vec::new() }
 }
 
 /// The Lambda handler: runs what the event asks for, writes the metrics and one report line,
 /// and fails when a required check failed (so the function's `Errors` alarm fires).
-pub async fn handle_event(deps: &ProbeDeps, event: Value) -> Result<ProbeReport, ProbeError> {
+pub async fn handle_event<C: Checks>(checks: &C, event: Value) -> Result<ProbeReport, ProbeError> {
     let (groups, unknown) = requested_groups(&event);
-    let mut report = run(deps, &groups).await;
+    let mut report = checks.run(&groups).await;
     if !unknown.is_empty() {
         report.checks.insert(
             0,
@@ -449,6 +461,83 @@ async fn timed<T, F: Future<Output = T>>(f: F) -> (T, u64) {
 mod tests {
     use super::*;
     use serde_json::json;
+    use std::sync::Mutex;
+
+    /// Answers every run with the same checks, and keeps the groups each run asked for.
+    struct Answer {
+        checks: Vec<CheckResult>,
+        asked: Mutex<Vec<Vec<&'static str>>>,
+    }
+
+    impl Checks for Answer {
+        async fn run(&self, groups: &[&'static str]) -> ProbeReport {
+            self.asked.lock().unwrap().push(groups.to_vec());
+            let mut checks = self.checks.clone();
+            for c in &mut checks {
+                c.required = c.name != "s3.bucket";
+            }
+            ProbeReport {
+                ok: checks.iter().all(|c| c.ok || !c.required),
+                checks,
+                skipped: Vec::new(),
+            }
+        }
+    }
+
+    fn answer(checks: Vec<CheckResult>) -> Answer {
+        Answer {
+            checks,
+            asked: Mutex::new(Vec::new()),
+        }
+    }
+
+    #[tokio::test]
+    async fn the_handler_runs_what_the_event_asks_for_and_fails_on_required_checks_only() {
+        let healthy = answer(vec![CheckResult::pass("elasticsearch.http", 3, "200")]);
+        let scheduled: Value =
+            serde_json::from_str(include_str!("../../events/schedule-scheduler.json")).unwrap();
+        let report = handle_event(&healthy, scheduled).await.unwrap();
+        assert!(report.ok);
+        let asked = json!({"checks": ["sqs.queue", "elasticsearch"]});
+        handle_event(&healthy, asked).await.unwrap();
+        assert_eq!(
+            *healthy.asked.lock().unwrap(),
+            [GROUPS.to_vec(), vec!["elasticsearch", "sqs"]]
+        );
+
+        // A failing check that is not required is reported, and the invocation succeeds.
+        let optional = answer(vec![CheckResult::fail(
+            "s3.bucket",
+            Layer::NotFound,
+            2,
+            "no such bucket",
+        )]);
+        let report = handle_event(&optional, json!({})).await.unwrap();
+        assert_eq!(report.checks[0].layer, Some(Layer::NotFound));
+
+        // A required one fails the invocation: its sentence first, then the tolerated ones.
+        let broken = answer(vec![
+            CheckResult::fail("elasticsearch.tcp", Layer::Tcp, 5000, "timed out"),
+            CheckResult::fail("s3.bucket", Layer::NotFound, 2, "no such bucket"),
+        ]);
+        let ProbeError(failures) = handle_event(&broken, json!({})).await.unwrap_err();
+        assert_eq!(
+            failures,
+            [
+                "elasticsearch.tcp failed at tcp: timed out",
+                "s3.bucket failed at not_found: no such bucket (not required)"
+            ]
+        );
+
+        // Unknown names are the first finding, and fail the invocation even when all else passes.
+        let ProbeError(failures) = handle_event(&healthy, json!({"checks": ["elasticsaerch"]}))
+            .await
+            .unwrap_err();
+        assert_eq!(
+            failures,
+            ["probe.request failed at config: the event asks for unknown checks: elasticsaerch"]
+        );
+    }
 
     fn names(v: &[&str]) -> Vec<String> {
         v.iter().map(|s| s.to_string()).collect()
