@@ -127,50 +127,86 @@ pub(crate) async fn backfill(env: &mut Env, target: Option<&str>, options: Optio
             return 1;
         }
     };
-    let print_json = |value: Value| {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&value).expect("serialises")
-        );
-    };
     let Some(queue) = queue else {
-        if options.json {
-            print_json(json!({ "estimate": estimate }));
-        } else {
-            print!("{}", estimate.render());
-            println!("Nothing was queued: add --yes to start it.");
-        }
+        print_estimate_only(&estimate, &options);
         return 0;
     };
     if !options.json {
         print!("{}", estimate.render());
     }
-    // Chunks refreshed or written from now on are the backfill's (a minute of leeway for the
-    // clocks of this machine and Lambda's).
+    let (since, started) = match start_backfill(&w, &queue).await {
+        Ok(start) => start,
+        Err(e) => {
+            eprintln!("sakuin: {e}");
+            return 1;
+        }
+    };
+    if options.detach {
+        print_detached(&w, &estimate, &options);
+        return 0;
+    }
+    follow_to_the_end(&w, &estimate, &since, started, &options).await
+}
+
+/// A value on stdout as pretty JSON.
+fn print_json(value: Value) {
+    println!(
+        "{}",
+        serde_json::to_string_pretty(&value).expect("serialises")
+    );
+}
+
+/// The estimate of a backfill that was not asked to start, and how to start it.
+fn print_estimate_only(estimate: &Estimate, options: &Options) {
+    if options.json {
+        print_json(json!({ "estimate": estimate }));
+    } else {
+        print!("{}", estimate.render());
+        println!("Nothing was queued: add --yes to start it.");
+    }
+}
+
+/// Puts the backfill's request on the intake queue; returns the time from which chunks
+/// refreshed or written are the backfill's, and when it started.
+async fn start_backfill(
+    w: &Walk,
+    queue: &QueueContinuation<SqsQueue>,
+) -> Result<(String, Instant), String> {
+    // A minute of leeway for the clocks of this machine and Lambda's.
     let since = (chrono::Utc::now() - chrono::Duration::seconds(60))
         .to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
     let started = Instant::now();
     let request = json!({"backfill": {"bucket": w.scope.bucket, "prefix": w.scope.prefix}});
-    if let Err(e) = queue.hand_over(request).await {
-        eprintln!("sakuin: {e}");
-        return 1;
+    queue.hand_over(request).await?;
+    Ok((since, started))
+}
+
+/// What a backfill left running says: the estimate, or where to watch it.
+fn print_detached(w: &Walk, estimate: &Estimate, options: &Options) {
+    if options.json {
+        print_json(json!({"estimate": estimate, "started": true}));
+    } else {
+        let url = w.scope.url();
+        println!("Backfill of {url} queued; `sakuin status` shows the queues drain.");
     }
-    if options.detach {
-        if options.json {
-            print_json(json!({"estimate": estimate, "started": true}));
-        } else {
-            let url = w.scope.url();
-            println!("Backfill of {url} queued; `sakuin status` shows the queues drain.");
-        }
-        return 0;
-    }
-    match follow(&w, &estimate, &since).await {
+}
+
+/// Follows the backfill until the queues drain and prints what it did against the estimate;
+/// returns the exit status.
+async fn follow_to_the_end(
+    w: &Walk,
+    estimate: &Estimate,
+    since: &str,
+    started: Instant,
+    options: &Options,
+) -> i32 {
+    match follow(w, estimate, since).await {
         Ok(progress) => {
             let seconds = started.elapsed().as_secs_f64();
             if options.json {
                 print_json(json!({"estimate": estimate, "actual": progress, "seconds": seconds}));
             } else {
-                print!("{}", render_done(&w, &estimate, &progress, seconds));
+                print!("{}", render_done(w, estimate, &progress, seconds));
             }
             0
         }

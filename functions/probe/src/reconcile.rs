@@ -310,22 +310,7 @@ impl Report {
         ] {
             out.push_str(&format!("  {:<9} {n:>8}  ({what})\n", kind.label()));
             for d in self.examples.iter().filter(|d| d.kind == kind) {
-                let indexed: Vec<String> = d
-                    .indexed
-                    .iter()
-                    .map(|(e, n)| format!("{n} chunk(s) of {}", if e.is_empty() { "?" } else { e }))
-                    .collect();
-                let listed = d.etag.as_deref().map(|e| format!(" eTag {e}"));
-                out.push_str(&format!(
-                    "            {}{}{}\n",
-                    d.key,
-                    listed.unwrap_or_default(),
-                    if indexed.is_empty() {
-                        String::new()
-                    } else {
-                        format!(" — index: {}", indexed.join(", "))
-                    }
-                ));
+                out.push_str(&example_line(d));
             }
         }
         if !self.complete {
@@ -334,7 +319,13 @@ impl Report {
                 self.stopped_after.as_deref().unwrap_or("the start")
             ));
         }
-        let verdict = match (self.drifted(), self.fixed) {
+        out.push_str(&format!("{} ({:.1} s)\n", self.verdict(), self.seconds));
+        out
+    }
+
+    /// Whether the index equals the bucket, and if not, what `--fix` does or did about it.
+    fn verdict(&self) -> String {
+        match (self.drifted(), self.fixed) {
             (0, _) => "the index is equal to the bucket".to_owned(),
             (n, false) => format!(
                 "{n} object(s) differ: `sakuin reconcile {} --fix` queues their repair",
@@ -344,9 +335,7 @@ impl Report {
                 "{n} object(s) differed: {} repair(s) queued on the intake queue; `sakuin status` shows them drain",
                 self.queued
             ),
-        };
-        out.push_str(&format!("{verdict} ({:.1} s)\n", self.seconds));
-        out
+        }
     }
 
     /// The EMF line of a scheduled run: the drift by kind, so an alarm can watch it.
@@ -361,6 +350,27 @@ impl Report {
             .property("scope", self.scope.clone());
         m
     }
+}
+
+/// One example of drift under its kind's line: the key, the listed eTag, and the chunks the
+/// index holds per eTag (`?` for chunks without one).
+fn example_line(d: &Drift) -> String {
+    let indexed: Vec<String> = d
+        .indexed
+        .iter()
+        .map(|(e, n)| format!("{n} chunk(s) of {}", if e.is_empty() { "?" } else { e }))
+        .collect();
+    let listed = d.etag.as_deref().map(|e| format!(" eTag {e}"));
+    format!(
+        "            {}{}{}\n",
+        d.key,
+        listed.unwrap_or_default(),
+        if indexed.is_empty() {
+            String::new()
+        } else {
+            format!(" — index: {}", indexed.join(", "))
+        }
+    )
 }
 
 pub fn human_bytes(n: u64) -> String {
@@ -570,28 +580,7 @@ async fn held_objects(
     let mut held = Held::new();
     let mut lower = after.map(str::to_owned);
     loop {
-        let mut range = serde_json::Map::new();
-        if let Some(l) = &lower {
-            range.insert("gt".into(), json!(l));
-        }
-        if let Some(u) = upto {
-            range.insert("lte".into(), json!(u));
-        }
-        let mut filter = sakuin::search::under(&scope.bucket, &scope.prefix);
-        if !range.is_empty() {
-            filter.push(json!({"range": {"source.key": range}}));
-        }
-        let answer = es
-            .search(&json!({
-                "size": 0,
-                "track_total_hits": false,
-                "query": {"bool": {"filter": filter}},
-                "aggs": {"objects": {
-                    "terms": {"field": "source.key", "size": INDEX_PAGE, "order": {"_key": "asc"}},
-                    "aggs": {"etags": {"terms": {"field": "source.etag", "size": 10}}},
-                }},
-            }))
-            .await;
+        let answer = es.search(&held_query(scope, lower.as_deref(), upto)).await;
         let answer = match answer {
             Ok(a) => a,
             // Nothing was ever indexed: the index holds nothing of any object.
@@ -604,22 +593,7 @@ async fn held_objects(
             let Some(key) = b["key"].as_str() else {
                 continue;
             };
-            let total = b["doc_count"].as_u64().unwrap_or(0);
-            let mut etags: Vec<(String, u64)> = b["etags"]["buckets"]
-                .as_array()
-                .map(|e| {
-                    e.iter()
-                        .filter_map(|e| {
-                            Some((e["key"].as_str()?.to_owned(), e["doc_count"].as_u64()?))
-                        })
-                        .collect()
-                })
-                .unwrap_or_default();
-            let counted: u64 = etags.iter().map(|(_, n)| n).sum();
-            if counted < total {
-                etags.push((String::new(), total - counted));
-            }
-            held.insert(key.to_owned(), etags);
+            held.insert(key.to_owned(), held_etags(b));
         }
         let more = objects["sum_other_doc_count"].as_u64().unwrap_or(0) > 0;
         match buckets.last().and_then(|b| b["key"].as_str()) {
@@ -627,6 +601,50 @@ async fn held_objects(
             _ => return Ok(held),
         }
     }
+}
+
+/// The search for one page of the objects under the scope in `(lower, upto]`: their keys in
+/// order, each with its chunks per eTag.
+fn held_query(scope: &Scope, lower: Option<&str>, upto: Option<&str>) -> Value {
+    let mut range = serde_json::Map::new();
+    if let Some(l) = lower {
+        range.insert("gt".into(), json!(l));
+    }
+    if let Some(u) = upto {
+        range.insert("lte".into(), json!(u));
+    }
+    let mut filter = sakuin::search::under(&scope.bucket, &scope.prefix);
+    if !range.is_empty() {
+        filter.push(json!({"range": {"source.key": range}}));
+    }
+    json!({
+        "size": 0,
+        "track_total_hits": false,
+        "query": {"bool": {"filter": filter}},
+        "aggs": {"objects": {
+            "terms": {"field": "source.key", "size": INDEX_PAGE, "order": {"_key": "asc"}},
+            "aggs": {"etags": {"terms": {"field": "source.etag", "size": 10}}},
+        }},
+    })
+}
+
+/// One object's chunks per eTag, from its terms bucket of the aggregation; chunks the eTag terms do
+/// not count (without an eTag) are counted under `""`.
+fn held_etags(object: &Value) -> Vec<(String, u64)> {
+    let total = object["doc_count"].as_u64().unwrap_or(0);
+    let mut etags: Vec<(String, u64)> = object["etags"]["buckets"]
+        .as_array()
+        .map(|e| {
+            e.iter()
+                .filter_map(|e| Some((e["key"].as_str()?.to_owned(), e["doc_count"].as_u64()?)))
+                .collect()
+        })
+        .unwrap_or_default();
+    let counted: u64 = etags.iter().map(|(_, n)| n).sum();
+    if counted < total {
+        etags.push((String::new(), total - counted));
+    }
+    etags
 }
 
 /// The markers of `keys`: their sequencer, and the eTag they recorded (`None` when the newest

@@ -11,9 +11,10 @@ use std::time::Duration;
 
 use aws_sdk_sqs::Client;
 use aws_sdk_sqs::error::{ProvideErrorMetadata, SdkError};
+use aws_sdk_sqs::operation::send_message_batch::SendMessageBatchOutput;
 use aws_sdk_sqs::types::{
     DeleteMessageBatchRequestEntry, ListMessageMoveTasksResultEntry, Message, QueueAttributeName,
-    SendMessageBatchRequestEntry,
+    SendMessageBatchRequestEntry, SendMessageBatchResultEntry,
 };
 use sakuin::config::QueuePair;
 use sakuin::error::error_chain;
@@ -542,6 +543,28 @@ impl Redrive<'_> {
     /// Sends one pack to the source queue and deletes from the dead-letter queue exactly the
     /// messages SQS says it took.
     async fn move_pack(&self, pack: &[&Message], tally: &mut Tally) -> Result<(), RedriveError> {
+        let sent = self.send_pack(pack, tally).await?;
+        // A 200 from SendMessageBatch is not success: only the entries it lists as successful
+        // may leave the dead-letter queue.
+        for failed in sent.failed() {
+            tally.unsent += 1;
+            tally.problem("sending", failed.code(), failed.message());
+        }
+        let deletes = deletes_of_sent(pack, sent.successful());
+        tally.moved += sent.successful().len() as u64;
+        if deletes.is_empty() {
+            return Ok(());
+        }
+        self.delete_sent(deletes, tally).await
+    }
+
+    /// One SendMessageBatch of a pack to the source queue, each message with its body and
+    /// attributes, its entry id its place in the pack.
+    async fn send_pack(
+        &self,
+        pack: &[&Message],
+        tally: &Tally,
+    ) -> Result<SendMessageBatchOutput, RedriveError> {
         let pair = self.pair;
         let entries: Vec<SendMessageBatchRequestEntry> = pack
             .iter()
@@ -555,8 +578,7 @@ impl Redrive<'_> {
                     .expect("id and body are set")
             })
             .collect();
-        let sent = self
-            .sqs
+        self.sqs
             .send_message_batch()
             .queue_url(&pair.queue_url)
             .set_entries(Some(entries))
@@ -570,29 +592,17 @@ impl Redrive<'_> {
                     queue_name(&pair.dead_letter_queue_url)
                 );
                 self.call_error(&what, pair.queue_var, &CallFailure::of(&e))
-            })?;
-        // A 200 from SendMessageBatch is not success: only the entries it lists as successful
-        // may leave the dead-letter queue.
-        for failed in sent.failed() {
-            tally.unsent += 1;
-            tally.problem("sending", failed.code(), failed.message());
-        }
-        let deletes: Vec<DeleteMessageBatchRequestEntry> = sent
-            .successful()
-            .iter()
-            .filter_map(|ok| {
-                let m = pack.get(ok.id().parse::<usize>().ok()?)?;
-                DeleteMessageBatchRequestEntry::builder()
-                    .id(ok.id())
-                    .receipt_handle(m.receipt_handle()?)
-                    .build()
-                    .ok()
             })
-            .collect();
-        tally.moved += sent.successful().len() as u64;
-        if deletes.is_empty() {
-            return Ok(());
-        }
+    }
+
+    /// One DeleteMessageBatch on the dead-letter queue of the messages sent; those it could
+    /// not delete are tallied.
+    async fn delete_sent(
+        &self,
+        deletes: Vec<DeleteMessageBatchRequestEntry>,
+        tally: &mut Tally,
+    ) -> Result<(), RedriveError> {
+        let pair = self.pair;
         let deleted = self
             .sqs
             .delete_message_batch()
@@ -613,6 +623,25 @@ impl Redrive<'_> {
         }
         Ok(())
     }
+}
+
+/// The deletes of the messages SendMessageBatch took: each successful entry's message of the
+/// pack, by its receipt handle.
+fn deletes_of_sent(
+    pack: &[&Message],
+    successful: &[SendMessageBatchResultEntry],
+) -> Vec<DeleteMessageBatchRequestEntry> {
+    successful
+        .iter()
+        .filter_map(|ok| {
+            let m = pack.get(ok.id().parse::<usize>().ok()?)?;
+            DeleteMessageBatchRequestEntry::builder()
+                .id(ok.id())
+                .receipt_handle(m.receipt_handle()?)
+                .build()
+                .ok()
+        })
+        .collect()
 }
 
 /// What a move by hand has done so far.

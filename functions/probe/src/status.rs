@@ -74,55 +74,14 @@ impl Status {
         checks: Checks<'_>,
     ) -> Result<Self, String> {
         let config = &deps.config;
-        let named = [
-            ("intake", false, &config.intake_queue_url),
-            ("intake DLQ", true, &config.intake_dead_letter_queue_url),
-            ("chunk", false, &config.queue_url),
-            ("chunk DLQ", true, &config.dead_letter_queue_url),
-        ];
-        let mut queues = Vec::new();
-        for (name, dead_letter, url) in named {
-            if let Some(url) = url {
-                queues.push(QueueDepth {
-                    name,
-                    url: url.clone(),
-                    dead_letter,
-                    oldest_secs: None,
-                    // Bounded like the probe's own calls: a status must not hang on one queue.
-                    depth: tokio::time::timeout(config.timeout, depth(&deps.aws.sqs, url))
-                        .await
-                        .unwrap_or_else(|_| {
-                            Err(format!("no answer within {} s", config.timeout.as_secs()))
-                        }),
-                });
-            }
-        }
+        let mut queues = queue_depths(deps).await;
         let index = match &deps.es {
             Ok(es) => index_figures(es).await,
             Err(e) => Err(e.clone()),
         };
-        let ages = tokio::time::timeout(config.timeout, oldest_ages(cloudwatch, &queues))
-            .await
-            .unwrap_or_else(|_| Err(format!("no answer within {} s", config.timeout.as_secs())));
-        let ages_unreadable = match ages {
-            Ok(ages) => {
-                for (q, age) in queues.iter_mut().zip(ages) {
-                    q.oldest_secs = age;
-                }
-                None
-            }
-            Err(e) => Some(crate::one_line(&e, 200)),
-        };
-        let (probe, probe_logged_at) = match checks {
-            Checks::Now => {
-                let (groups, _) = probe::select_groups(&[]);
-                (probe::run(deps, &groups).await, None)
-            }
-            Checks::Last { logs, group } => {
-                let (at, report) = last_report(logs, group).await?;
-                (report, Some(at))
-            }
-        };
+        let ages = bounded(config.timeout, oldest_ages(cloudwatch, &queues)).await;
+        let ages_unreadable = record_ages(&mut queues, ages);
+        let (probe, probe_logged_at) = checks.read(deps).await?;
         Ok(Self {
             queues,
             ages_unreadable,
@@ -161,22 +120,29 @@ impl Status {
 
     pub fn render(&self) -> String {
         let mut out = String::new();
-        let _ = writeln!(
-            out,
-            "{:<12} {:>10} {:>10} {:>10} {:>12}",
-            "queue", "waiting", "in flight", "delayed", "oldest"
-        );
+        self.render_queues(&mut out);
+        let _ = writeln!(out);
+        self.render_index(&mut out);
+        let _ = writeln!(out);
+        if let Some(at) = &self.probe_logged_at {
+            let _ = writeln!(out, "the probe's last report, logged at {at}:");
+        }
+        out.push_str(&crate::render_report(&self.probe));
+        let _ = writeln!(out);
+        self.render_attention(&mut out);
+        out
+    }
+
+    /// The queue table, one row per queue, and why the oldest-message ages are missing.
+    fn render_queues(&self, out: &mut String) {
+        queue_row(out, "queue", "waiting", "in flight", "delayed", "oldest");
         for q in &self.queues {
             match &q.depth {
                 Ok(d) => {
                     let oldest = q.oldest_secs.map_or("-".to_owned(), |s| {
                         crate::backfill::duration(std::time::Duration::from_secs_f64(s.max(0.0)))
                     });
-                    let _ = writeln!(
-                        out,
-                        "{:<12} {:>10} {:>10} {:>10} {:>12}",
-                        q.name, d.waiting, d.in_flight, d.delayed, oldest
-                    );
+                    queue_row(out, q.name, d.waiting, d.in_flight, d.delayed, oldest);
                 }
                 Err(e) => {
                     let _ = writeln!(out, "{:<12} unreadable: {e}", q.name);
@@ -195,7 +161,10 @@ impl Status {
             }
             None => {}
         }
-        let _ = writeln!(out);
+    }
+
+    /// The index's line: its chunks, documents, objects and newest chunk, or why it is unreadable.
+    fn render_index(&self, out: &mut String) {
         match &self.index {
             Ok(i) => {
                 let _ = writeln!(
@@ -212,13 +181,11 @@ impl Status {
                 let _ = writeln!(out, "index {}: unreadable: {e}", self.index_name);
             }
         }
-        let _ = writeln!(out);
-        if let Some(at) = &self.probe_logged_at {
-            let _ = writeln!(out, "the probe's last report, logged at {at}:");
-        }
-        out.push_str(&crate::render_report(&self.probe));
+    }
+
+    /// The verdict: each thing that needs a person, or that nothing does.
+    fn render_attention(&self, out: &mut String) {
         let needs = self.attention();
-        let _ = writeln!(out);
         if needs.is_empty() {
             let _ = writeln!(out, "nothing needs a person");
         } else {
@@ -226,7 +193,6 @@ impl Status {
                 let _ = writeln!(out, "NEEDS A PERSON: {need}");
             }
         }
-        out
     }
 
     pub fn to_json(&self) -> Value {
@@ -257,6 +223,89 @@ impl Status {
             "probe_logged_at": self.probe_logged_at,
             "attention": self.attention(),
         })
+    }
+}
+
+impl Checks<'_> {
+    /// The probe's checks, and when they were logged (`None` when run now).
+    async fn read(self, deps: &ProbeDeps) -> Result<(ProbeReport, Option<String>), String> {
+        match self {
+            Checks::Now => {
+                let (groups, _) = probe::select_groups(&[]);
+                Ok((probe::run(deps, &groups).await, None))
+            }
+            Checks::Last { logs, group } => {
+                let (at, report) = last_report(logs, group).await?;
+                Ok((report, Some(at)))
+            }
+        }
+    }
+}
+
+/// One row of the queue table, the header's columns aligned with the counts'.
+fn queue_row(
+    out: &mut String,
+    name: &str,
+    waiting: impl std::fmt::Display,
+    in_flight: impl std::fmt::Display,
+    delayed: impl std::fmt::Display,
+    oldest: impl std::fmt::Display,
+) {
+    let _ = writeln!(
+        out,
+        "{name:<12} {waiting:>10} {in_flight:>10} {delayed:>10} {oldest:>12}"
+    );
+}
+
+/// `call`'s answer, or an error once `timeout` passes without one: like the probe's own calls,
+/// a status does not hang on one service.
+async fn bounded<T>(
+    timeout: std::time::Duration,
+    call: impl std::future::Future<Output = Result<T, String>>,
+) -> Result<T, String> {
+    tokio::time::timeout(timeout, call)
+        .await
+        .unwrap_or_else(|_| Err(format!("no answer within {} s", timeout.as_secs())))
+}
+
+/// Each configured queue's messages by state, read one queue after another.
+async fn queue_depths(deps: &ProbeDeps) -> Vec<QueueDepth> {
+    let config = &deps.config;
+    let named = [
+        ("intake", false, &config.intake_queue_url),
+        ("intake DLQ", true, &config.intake_dead_letter_queue_url),
+        ("chunk", false, &config.queue_url),
+        ("chunk DLQ", true, &config.dead_letter_queue_url),
+    ];
+    let mut queues = Vec::new();
+    for (name, dead_letter, url) in named {
+        if let Some(url) = url {
+            queues.push(QueueDepth {
+                name,
+                url: url.clone(),
+                dead_letter,
+                oldest_secs: None,
+                depth: bounded(config.timeout, depth(&deps.aws.sqs, url)).await,
+            });
+        }
+    }
+    queues
+}
+
+/// Gives each queue the age of its oldest message; returns why the ages are missing when
+/// CloudWatch could not be read.
+fn record_ages(
+    queues: &mut [QueueDepth],
+    ages: Result<Vec<Option<f64>>, String>,
+) -> Option<String> {
+    match ages {
+        Ok(ages) => {
+            for (q, age) in queues.iter_mut().zip(ages) {
+                q.oldest_secs = age;
+            }
+            None
+        }
+        Err(e) => Some(crate::one_line(&e, 200)),
     }
 }
 
