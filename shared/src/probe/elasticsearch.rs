@@ -201,6 +201,7 @@ fn http_refusal(client: &EsClient, status: StatusCode, body: &[u8], ms: u64) -> 
     CheckResult::fail("elasticsearch.http", Layer::Http, ms, detail).hint(hint)
 }
 
+/// The name's addresses (`elasticsearch.dns`), deduplicated; `None` when it has none.
 async fn resolve(
     host: &str,
     port: u16,
@@ -213,58 +214,45 @@ async fn resolve(
         tokio::net::lookup_host((host, port)),
     ))
     .await;
-    let hint = "check the name is right and resolvable from the VPC: the VPC's DNS resolution setting, a Route 53 private hosted zone, \
-                or a Route 53 Resolver outbound endpoint and forwarding rule for the on-premises domain (a laptop resolves with its own DNS)";
-    match resolved {
-        Ok(Ok(addrs)) => {
-            let mut addrs: Vec<SocketAddr> = addrs.collect();
-            addrs.dedup();
-            if addrs.is_empty() {
-                out.push(
-                    CheckResult::fail(
-                        "elasticsearch.dns",
-                        Layer::Dns,
-                        ms,
-                        format!("{host} resolves to no address"),
-                    )
-                    .hint(hint),
-                );
-                return None;
-            }
-            let listed: Vec<String> = addrs.iter().map(|a| a.ip().to_string()).collect();
-            let detail = if host.parse::<std::net::IpAddr>().is_ok() {
-                format!("{host} is an IP address (no lookup)")
-            } else {
-                format!("{host} → {}", listed.join(", "))
-            };
-            out.push(CheckResult::pass("elasticsearch.dns", ms, detail));
-            Some(addrs)
-        }
+    let mut addrs: Vec<SocketAddr> = match resolved {
+        Ok(Ok(addrs)) => addrs.collect(),
         Ok(Err(e)) => {
-            out.push(
-                CheckResult::fail(
-                    "elasticsearch.dns",
-                    Layer::Dns,
-                    ms,
-                    format!("{host} does not resolve ({e})"),
-                )
-                .hint(hint),
-            );
-            None
+            let detail = format!("{host} does not resolve ({e})");
+            return dns_failed(out, ms, detail, UNRESOLVED);
         }
         Err(_) => {
-            out.push(
-                CheckResult::fail(
-                    "elasticsearch.dns",
-                    Layer::Dns,
-                    ms,
-                    format!("resolving {host} did not finish within {}", secs(budget)),
-                )
-                .hint("the DNS resolver does not answer: check the VPC's resolver, or the Route 53 Resolver outbound endpoint's security group and the on-premises DNS servers it forwards to"),
-            );
-            None
+            let detail = format!("resolving {host} did not finish within {}", secs(budget));
+            return dns_failed(out, ms, detail, RESOLVER_SILENT);
         }
+    };
+    addrs.dedup();
+    if addrs.is_empty() {
+        let detail = format!("{host} resolves to no address");
+        return dns_failed(out, ms, detail, UNRESOLVED);
     }
+    let detail = if host.parse::<std::net::IpAddr>().is_ok() {
+        format!("{host} is an IP address (no lookup)")
+    } else {
+        let listed: Vec<String> = addrs.iter().map(|a| a.ip().to_string()).collect();
+        format!("{host} → {}", listed.join(", "))
+    };
+    out.push(CheckResult::pass("elasticsearch.dns", ms, detail));
+    Some(addrs)
+}
+
+const UNRESOLVED: &str = "check the name is right and resolvable from the VPC: the VPC's DNS resolution setting, a Route 53 private hosted zone, \
+                          or a Route 53 Resolver outbound endpoint and forwarding rule for the on-premises domain (a laptop resolves with its own DNS)";
+const RESOLVER_SILENT: &str = "the DNS resolver does not answer: check the VPC's resolver, or the Route 53 Resolver outbound endpoint's security group and the on-premises DNS servers it forwards to";
+
+/// Reports `elasticsearch.dns` failed; there is nothing to connect to.
+fn dns_failed(
+    out: &mut Vec<CheckResult>,
+    ms: u64,
+    detail: String,
+    hint: &str,
+) -> Option<Vec<SocketAddr>> {
+    out.push(CheckResult::fail("elasticsearch.dns", Layer::Dns, ms, detail).hint(hint));
+    None
 }
 
 /// Connects to the first address that answers, within `timeout` in total; otherwise says, per
@@ -499,71 +487,124 @@ fn certificate_problem(
     now: i64,
     trusted: &str,
 ) -> (String, String) {
-    let names = leaf
-        .map(LeafCertificate::describe_names)
-        .unwrap_or_else(|| "unknown names".into());
+    let Some(problem) = tls::certificate_error(error) else {
+        return (
+            format!("the certificate was refused: {error}"),
+            CHECK_THE_CHAIN.into(),
+        );
+    };
+    untrusted(problem, leaf, trusted)
+        .or_else(|| wrong_name(problem, leaf, host))
+        .or_else(|| out_of_date(problem, leaf, now))
+        .unwrap_or_else(|| unfit(problem, leaf))
+}
+
+const CHECK_THE_CHAIN: &str = "check the certificate chain the cluster sends and ES_CA_CERT";
+
+/// A certificate whose issuer is not trusted (or that signed itself).
+fn untrusted(
+    problem: &CertificateError,
+    leaf: Option<&LeafCertificate>,
+    trusted: &str,
+) -> Option<(String, String)> {
+    let CertificateError::UnknownIssuer = problem else {
+        return None;
+    };
     let issuer = leaf
         .and_then(|l| l.issuer_cn.clone())
         .unwrap_or_else(|| "an unknown issuer".into());
-    match tls::certificate_error(error) {
-        Some(CertificateError::UnknownIssuer) => {
-            let what = if leaf.is_some_and(|l| l.self_issued) {
-                format!("the certificate is self-signed ({issuer}) and not trusted")
-            } else {
-                format!("the certificate is untrusted: its issuer {issuer} is not in {trusted}")
-            };
-            (
-                format!("{what} (unknown issuer)"),
-                "set ES_CA_CERT to the PEM of the CA that signed the cluster's HTTP certificate (for a cluster that configured its own security, config/certs/http_ca.crt), or the certificate itself if it is self-signed".into(),
-            )
+    let what = if leaf.is_some_and(|l| l.self_issued) {
+        format!("the certificate is self-signed ({issuer}) and not trusted")
+    } else {
+        format!("the certificate is untrusted: its issuer {issuer} is not in {trusted}")
+    };
+    Some((
+        format!("{what} (unknown issuer)"),
+        "set ES_CA_CERT to the PEM of the CA that signed the cluster's HTTP certificate (for a cluster that configured its own security, config/certs/http_ca.crt), or the certificate itself if it is self-signed".into(),
+    ))
+}
+
+/// A certificate for other names than `ES_HOST`.
+fn wrong_name(
+    problem: &CertificateError,
+    leaf: Option<&LeafCertificate>,
+    host: &str,
+) -> Option<(String, String)> {
+    let presented = match problem {
+        CertificateError::NotValidForNameContext { presented, .. } if !presented.is_empty() => {
+            presented.join(", ")
         }
-        Some(CertificateError::NotValidForName) | Some(CertificateError::NotValidForNameContext { .. }) => {
-            let presented = match tls::certificate_error(error) {
-                Some(CertificateError::NotValidForNameContext { presented, .. }) if !presented.is_empty() => presented.join(", "),
-                _ => names,
-            };
-            (
-                format!("hostname mismatch: the certificate is for {presented}, not {host}"),
-                format!("set ES_HOST to a name the certificate holds (resolvable from the VPC, e.g. a Route 53 private zone record), or reissue the cluster's certificate with {host} in its subjectAltName"),
-            )
-        }
-        Some(CertificateError::Expired) | Some(CertificateError::ExpiredContext { .. }) => {
-            let when = leaf.map(|l| format!(" on {} ({} days ago)", tls::date(l.not_after), -l.days_left(now))).unwrap_or_default();
-            (
+        CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. } => leaf
+            .map(LeafCertificate::describe_names)
+            .unwrap_or_else(|| "unknown names".into()),
+        _ => return None,
+    };
+    Some((
+        format!("hostname mismatch: the certificate is for {presented}, not {host}"),
+        format!(
+            "set ES_HOST to a name the certificate holds (resolvable from the VPC, e.g. a Route 53 private zone record), or reissue the cluster's certificate with {host} in its subjectAltName"
+        ),
+    ))
+}
+
+/// A certificate outside its validity: expired, or not valid yet.
+fn out_of_date(
+    problem: &CertificateError,
+    leaf: Option<&LeafCertificate>,
+    now: i64,
+) -> Option<(String, String)> {
+    match problem {
+        CertificateError::Expired | CertificateError::ExpiredContext { .. } => {
+            let when = leaf
+                .map(|l| {
+                    format!(
+                        " on {} ({} days ago)",
+                        tls::date(l.not_after),
+                        -l.days_left(now)
+                    )
+                })
+                .unwrap_or_default();
+            Some((
                 format!("the certificate expired{when}"),
                 "renew the cluster's HTTP certificate (and check the clocks if it should still be valid)".into(),
-            )
+            ))
         }
-        Some(CertificateError::NotValidYet) | Some(CertificateError::NotValidYetContext { .. }) => {
-            let when = leaf.map(|l| format!(" until {}", tls::date(l.not_before))).unwrap_or_default();
-            (
+        CertificateError::NotValidYet | CertificateError::NotValidYetContext { .. } => {
+            let when = leaf
+                .map(|l| format!(" until {}", tls::date(l.not_before)))
+                .unwrap_or_default();
+            Some((
                 format!("the certificate is not valid yet{when}"),
                 "a clock is wrong (the cluster's CA or this host), or the certificate was issued with a future start date".into(),
-            )
+            ))
         }
-        Some(CertificateError::InvalidPurpose) | Some(CertificateError::InvalidPurposeContext { .. }) => (
+        _ => None,
+    }
+}
+
+/// A certificate that is not fit to serve TLS at all: its purpose, signature, revocation or
+/// CA flag.
+fn unfit(problem: &CertificateError, leaf: Option<&LeafCertificate>) -> (String, String) {
+    match problem {
+        CertificateError::InvalidPurpose | CertificateError::InvalidPurposeContext { .. } => (
             "the certificate is not meant for TLS servers (its extended key usage lacks serverAuth)".into(),
             "reissue the certificate with extendedKeyUsage=serverAuth".into(),
         ),
-        Some(CertificateError::Revoked) => ("the certificate is revoked".into(), "reissue the cluster's certificate".into()),
-        Some(CertificateError::BadSignature) => (
+        CertificateError::Revoked => ("the certificate is revoked".into(), "reissue the cluster's certificate".into()),
+        CertificateError::BadSignature => (
             "the certificate's signature does not verify".into(),
             "the chain is broken or tampered with: check the chain the cluster sends and ES_CA_CERT".into(),
         ),
-        Some(CertificateError::Other(other)) if format!("{other:?}").contains("CaUsedAsEndEntity") => (
+        CertificateError::Other(other) if format!("{other:?}").contains("CaUsedAsEndEntity") => (
             format!(
                 "the server presents a CA certificate (basicConstraints CA:TRUE) as its own{}, which TLS clients refuse even when it is trusted",
                 if leaf.is_some_and(|l| l.self_issued) { ", self-signed" } else { "" }
             ),
             "give the cluster a server certificate (CA:FALSE) signed by a CA, e.g. with elasticsearch-certutil http, and set ES_CA_CERT to that CA".into(),
         ),
-        Some(other) => (
+        other => (
             format!("the certificate was refused: {other:?}"),
-            "check the certificate chain the cluster sends and ES_CA_CERT".into(),
-        ),
-        None => (
-            format!("the certificate was refused: {error}"),
-            "check the certificate chain the cluster sends and ES_CA_CERT".into(),
+            CHECK_THE_CHAIN.into(),
         ),
     }
 }

@@ -165,13 +165,7 @@ pub async fn handshake(
         verify,
         seen: Mutex::new(None),
     });
-    let config = rustls::ClientConfig::builder_with_provider(trust.provider.clone())
-        .with_safe_default_protocol_versions()
-        .map_err(|e| HandshakeError::Connect(e.to_string()))?
-        .dangerous()
-        .with_custom_certificate_verifier(capture.clone())
-        .with_no_client_auth();
-    let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
+    let connector = connector(trust, capture.clone())?;
     let attempt = async {
         let tcp = crate::net::connect(addr, mss)
             .await
@@ -181,16 +175,9 @@ pub async fn handshake(
             .await
             .map_err(HandshakeError::Protocol)
     };
-    let seen = || {
-        capture
-            .seen
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .take()
-    };
     match tokio::time::timeout(timeout, attempt).await {
         Err(_) => Err(HandshakeError::Timeout(timeout)),
-        Ok(Err(HandshakeError::Protocol(io))) => match seen() {
+        Ok(Err(HandshakeError::Protocol(io))) => match capture.take() {
             Some((leaf, Err(error))) => Err(HandshakeError::Certificate {
                 error,
                 leaf: LeafCertificate::parse(&leaf),
@@ -198,27 +185,52 @@ pub async fn handshake(
             _ => Err(HandshakeError::Protocol(io)),
         },
         Ok(Err(e)) => Err(e),
-        Ok(Ok(stream)) => {
-            let (_, conn) = stream.get_ref();
-            let protocol = conn
-                .protocol_version()
-                .map(|v| format!("{v:?}").replace('_', "."))
-                .unwrap_or_default();
-            let cipher = conn
-                .negotiated_cipher_suite()
-                .map(|c| format!("{:?}", c.suite()))
-                .unwrap_or_default();
-            let (leaf, verdict) = match seen() {
-                Some((der, verdict)) => (LeafCertificate::parse(&der), verdict),
-                None => (None, Ok(())),
-            };
-            Ok(Handshake {
-                protocol,
-                cipher,
-                leaf,
-                verdict,
-            })
+        Ok(Ok(stream)) => Ok(Handshake::completed(stream.get_ref().1, capture.take())),
+    }
+}
+
+/// A TLS client with the trust's provider and protocol versions whose verifier is `capture`.
+fn connector(
+    trust: &TlsTrust,
+    capture: Arc<Capture>,
+) -> Result<tokio_rustls::TlsConnector, HandshakeError> {
+    let config = rustls::ClientConfig::builder_with_provider(trust.provider.clone())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| HandshakeError::Connect(e.to_string()))?
+        .dangerous()
+        .with_custom_certificate_verifier(capture)
+        .with_no_client_auth();
+    Ok(tokio_rustls::TlsConnector::from(Arc::new(config)))
+}
+
+impl Handshake {
+    /// What a completed handshake negotiated, and what the verifier saw.
+    fn completed(conn: &rustls::ClientConnection, seen: Option<Seen>) -> Self {
+        let protocol = conn
+            .protocol_version()
+            .map(|v| format!("{v:?}").replace('_', "."))
+            .unwrap_or_default();
+        let cipher = conn
+            .negotiated_cipher_suite()
+            .map(|c| format!("{:?}", c.suite()))
+            .unwrap_or_default();
+        let (leaf, verdict) = match seen {
+            Some((der, verdict)) => (LeafCertificate::parse(&der), verdict),
+            None => (None, Ok(())),
+        };
+        Self {
+            protocol,
+            cipher,
+            leaf,
+            verdict,
         }
+    }
+}
+
+impl Capture {
+    /// The leaf certificate and verdict the handshake left, once.
+    fn take(&self) -> Option<Seen> {
+        self.seen.lock().unwrap_or_else(|p| p.into_inner()).take()
     }
 }
 
