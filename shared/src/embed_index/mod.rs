@@ -28,7 +28,7 @@ use crate::embed::{Embedder, Pacer};
 use crate::es::bulk::{push_delete, push_index};
 use crate::es::{EsError, StoredChunk, StoredMarker};
 use crate::ids::{chunk_id, content_sha256, source_marker_id};
-use crate::message::{CarriedVector, ChunkMessage, ChunkPayload, Operation};
+use crate::message::{CarriedVector, ChunkMessage, ChunkPayload, Operation, SourceRef};
 use crate::queue::ChunkQueue;
 use crate::retry::Deadline;
 
@@ -38,7 +38,7 @@ pub use requeue::delay_secs as requeue_delay_secs;
 pub use stats::{BatchStats, FailureReason, Failures};
 
 use ordering::Claim;
-use writes::{Action, ChunkWork, Outcome, Sent, Writer, send_with_retries};
+use writes::{Action, ChunkWork, Outcome, Sent, Writer, numbered_actions, send_with_retries};
 
 /// Clients and settings, built once per container; the index check runs once too.
 pub struct EmbedIndexDeps<E, I, Q> {
@@ -132,6 +132,15 @@ impl Batch {
             .expect("a parsed message")
             .1
     }
+
+    /// The messages at `positions`, in batch order.
+    fn among(&self, positions: &[usize]) -> Vec<(usize, &ChunkMessage)> {
+        self.messages
+            .iter()
+            .filter(|(i, _)| positions.contains(i))
+            .map(|(i, m)| (*i, m))
+            .collect()
+    }
 }
 
 impl Fates {
@@ -140,15 +149,25 @@ impl Fates {
         self.0[i] = self.0[i].max(fate);
     }
 
-    fn mark_all(&mut self, batch: &Batch, fate: Fate) {
-        for (i, _) in &batch.messages {
-            self.mark(*i, fate);
+    /// Marks each message at `positions`.
+    fn mark_each(&mut self, positions: impl IntoIterator<Item = usize>, fate: Fate) {
+        for i in positions {
+            self.mark(i, fate);
         }
+    }
+
+    fn mark_all(&mut self, batch: &Batch, fate: Fate) {
+        self.mark_each(batch.messages.iter().map(|(i, _)| *i), fate);
     }
 
     fn is_live(&self, i: usize) -> bool {
         self.0[i] == Fate::Done
     }
+}
+
+/// The id of the marker of `source`'s object.
+fn marker_id(source: &SourceRef) -> String {
+    source_marker_id(&source.bucket, &source.key)
 }
 
 /// Handles one SQS batch. Messages are never failed wholesale: each one that did not fully land
@@ -310,21 +329,46 @@ async fn claim_markers<E: Embedder, I: SearchIndex, Q: ChunkQueue>(
         .filter(|i| fates.is_live(*i))
         .collect();
     for _ in 0..CLAIM_ROUNDS {
-        let messages: Vec<(usize, &ChunkMessage)> = batch
-            .messages
-            .iter()
-            .filter(|(i, _)| pending.contains(i))
-            .map(|(i, m)| (*i, m))
-            .collect();
-        let order = ordering::order(&messages, &markers, &now);
-        let object_of = |i: usize| -> String {
-            let m = &messages.iter().find(|(j, _)| *j == i).expect("pending").1;
-            source_marker_id(&m.source.bucket, &m.source.key)
+        let order = ordering::order(&batch.among(&pending), &markers, &now);
+        let sent = write_claims(deps, &marker_index, &order.claims, budget).await;
+        let round = ClaimRound::read(&order.claims, sent, &mut markers);
+        let again = round.settle(batch, order.decisions, fates, &mut decisions);
+        if again.is_empty() {
+            return decisions;
+        }
+        if let Err(e) = read_markers_again(&deps.index, &round.lost, &mut markers, budget).await {
+            warn!(error = %e, "could not read markers again after a lost claim");
+            fates.mark_each(again, Fate::Wait);
+            return decisions;
+        }
+        pending = again;
+    }
+    for i in pending {
+        warn!(message_id = %batch.ids[i], "marker still contended after several claims; the message will be retried");
+        fates.mark(i, Fate::Fail);
+    }
+    decisions
+}
+
+/// How one round's marker claims ended, by marker id: lost to another writer (read and claimed
+/// again), or making their objects' messages wait or fail.
+struct ClaimRound {
+    lost: Vec<String>,
+    fate_of: HashMap<String, Fate>,
+}
+
+impl ClaimRound {
+    /// Reads each claim's answer; a claim that was stored becomes its object's known marker.
+    fn read(
+        claims: &[Claim],
+        sent: Vec<Sent>,
+        markers: &mut HashMap<String, StoredMarker>,
+    ) -> Self {
+        let mut round = Self {
+            lost: Vec::new(),
+            fate_of: HashMap::new(),
         };
-        let results = write_claims(deps, &marker_index, &order.claims, budget).await;
-        let mut lost: Vec<String> = Vec::new();
-        let mut fate_of: HashMap<String, Fate> = HashMap::new();
-        for (claim, sent) in order.claims.iter().zip(results) {
+        for (claim, sent) in claims.iter().zip(sent) {
             match sent {
                 Sent::Stored(Some(version)) => {
                     markers.insert(
@@ -336,51 +380,55 @@ async fn claim_markers<E: Embedder, I: SearchIndex, Q: ChunkQueue>(
                     );
                 }
                 Sent::Stored(None) | Sent::Unavailable => {
-                    fate_of.insert(claim.id.clone(), Fate::Wait);
+                    round.fate_of.insert(claim.id.clone(), Fate::Wait);
                 }
-                Sent::Conflict => lost.push(claim.id.clone()),
+                Sent::Conflict => round.lost.push(claim.id.clone()),
                 Sent::Rejected(reason) => {
                     error!(bucket = %claim.marker.bucket, key = %claim.marker.key, %reason, "marker write refused");
-                    fate_of.insert(claim.id.clone(), Fate::Fail);
+                    round.fate_of.insert(claim.id.clone(), Fate::Fail);
                 }
             }
         }
+        round
+    }
+
+    /// Settles each decided message by its object's claim: it keeps its decision, waits or
+    /// fails with the claim, or (a lost claim) is returned to be decided again.
+    fn settle(
+        &self,
+        batch: &Batch,
+        decided: HashMap<usize, Decision>,
+        fates: &mut Fates,
+        decisions: &mut HashMap<usize, Decision>,
+    ) -> Vec<usize> {
         let mut again = Vec::new();
-        for (i, decision) in order.decisions {
-            let object = object_of(i);
-            if lost.contains(&object) {
+        for (i, decision) in decided {
+            let object = marker_id(&batch.message(i).source);
+            if self.lost.contains(&object) {
                 again.push(i);
-            } else if let Some(fate) = fate_of.get(&object) {
+            } else if let Some(fate) = self.fate_of.get(&object) {
                 fates.mark(i, *fate);
             } else {
                 decisions.insert(i, decision);
             }
         }
-        if again.is_empty() {
-            return decisions;
-        }
-        match lookup_in_time(&deps.index, &[], &lost, budget).await {
-            Ok(found) => {
-                for id in &lost {
-                    markers.remove(id);
-                }
-                markers.extend(found.markers);
-            }
-            Err(e) => {
-                warn!(error = %e, "could not read markers again after a lost claim");
-                for i in again {
-                    fates.mark(i, Fate::Wait);
-                }
-                return decisions;
-            }
-        }
-        pending = again;
+        again
     }
-    for i in pending {
-        warn!(message_id = %batch.ids[i], "marker still contended after several claims; the message will be retried");
-        fates.mark(i, Fate::Fail);
+}
+
+/// Reads the markers of the objects whose claim was lost again, in place of the ones known.
+async fn read_markers_again<I: SearchIndex>(
+    index: &I,
+    lost: &[String],
+    markers: &mut HashMap<String, StoredMarker>,
+    budget: Budget,
+) -> Result<(), EsError> {
+    let found = lookup_in_time(index, &[], lost, budget).await?;
+    for id in lost {
+        markers.remove(id);
     }
-    decisions
+    markers.extend(found.markers);
+    Ok(())
 }
 
 async fn write_claims<E: Embedder, I: SearchIndex, Q: ChunkQueue>(
@@ -392,19 +440,9 @@ async fn write_claims<E: Embedder, I: SearchIndex, Q: ChunkQueue>(
     if claims.is_empty() {
         return Vec::new();
     }
-    let actions: Vec<Action> = claims
-        .iter()
-        .enumerate()
-        .map(|(n, c)| {
-            let mut bytes = Vec::new();
-            push_index(&mut bytes, marker_index, &c.id, c.expect, &c.marker);
-            Action {
-                work: n,
-                embedded: false,
-                bytes,
-            }
-        })
-        .collect();
+    let actions = numbered_actions(claims, |bytes, c| {
+        push_index(bytes, marker_index, &c.id, c.expect, &c.marker);
+    });
     let mut scratch = BatchStats::default();
     let mut results =
         send_with_retries(&deps.index, actions, usize::MAX, budget, &mut scratch).await;
@@ -526,10 +564,7 @@ fn stale_survivors(
             continue;
         }
         let seq = message.source.sequencer.clone().unwrap_or_default();
-        let marker = stored.markers.get(&source_marker_id(
-            &message.source.bucket,
-            &message.source.key,
-        ));
+        let marker = stored.markers.get(&marker_id(&message.source));
         // A deleted object keeps nothing of older events. A requeued message may be the replay
         // of an undo that failed: what it wrote, if still there, is stale too. (A fresh duplicate
         // of an old event is left alone: the newer version rewrites or sweeps those chunks, and

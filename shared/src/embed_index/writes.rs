@@ -338,6 +338,23 @@ pub(super) struct Action {
     pub bytes: Vec<u8>,
 }
 
+/// One action per item, numbered in order and encoded by `encode`; none carries a new vector.
+pub(super) fn numbered_actions<T>(items: &[T], encode: impl Fn(&mut Vec<u8>, &T)) -> Vec<Action> {
+    items
+        .iter()
+        .enumerate()
+        .map(|(n, item)| {
+            let mut bytes = Vec::new();
+            encode(&mut bytes, item);
+            Action {
+                work: n,
+                embedded: false,
+                bytes,
+            }
+        })
+        .collect()
+}
+
 /// How one action ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(super) enum Sent {
