@@ -24,7 +24,7 @@ use tokio::sync::OnceCell;
 use tracing::{error, info, warn};
 
 use crate::config::EmbedIndexConfig;
-use crate::embed::{Embedder, Pacer};
+use crate::embed::{Embedder, EmbeddingModel, Pacer};
 use crate::es::bulk::{push_delete, push_index};
 use crate::es::{EsError, StoredChunk, StoredMarker};
 use crate::ids::{chunk_id, content_sha256, source_marker_id};
@@ -466,51 +466,18 @@ fn chunk_works<'a, E: Embedder, I: SearchIndex, Q: ChunkQueue>(
         if !fates.is_live(*i) {
             continue;
         }
-        let sequencer = match decisions.get(i) {
-            Some(Decision::Apply { sequencer }) if message.op == Operation::Index => sequencer,
-            Some(Decision::Superseded) => {
-                info!(bucket = %message.source.bucket, key = %message.source.key, sequencer = ?message.source.sequencer, op = ?message.op, "older event for this object: skipped");
-                stats.superseded += message.chunks.len() as u64;
-                continue;
-            }
-            _ => continue,
+        let Some(sequencer) = indexed_as(message, decisions.get(i), stats) else {
+            continue;
         };
         for chunk in &message.chunks {
             let id = chunk_id(&chunk.doc_id, chunk.chunk_index);
-            let carried = chunk
-                .vector
-                .as_ref()
-                .filter(|c| c.model_id == model.id)
-                .and_then(|c| c.decode(model.dimensions));
+            let carried = carried_vector(chunk, model);
             match by_id.get(&id) {
-                Some(&w) => {
-                    let work = &mut works[w];
-                    work.messages.push(*i);
-                    if *sequencer > work.sequencer {
-                        work.chunk = chunk;
-                        work.source = &message.source;
-                        work.sha = content_sha256(&chunk.text);
-                        work.sequencer = sequencer.clone();
-                        work.carried = carried.is_some();
-                        work.vector = carried;
-                    } else if work.vector.is_none() && work.sha == content_sha256(&chunk.text) {
-                        work.carried = carried.is_some();
-                        work.vector = carried;
-                    }
-                }
+                Some(&w) => works[w].join(*i, message, chunk, sequencer, carried),
                 None => {
                     by_id.insert(id.clone(), works.len());
-                    works.push(ChunkWork {
-                        id,
-                        sha: content_sha256(&chunk.text),
-                        chunk,
-                        source: &message.source,
-                        sequencer: sequencer.clone(),
-                        messages: vec![*i],
-                        carried: carried.is_some(),
-                        vector: carried,
-                        outcome: Outcome::Pending,
-                    });
+                    let work = ChunkWork::first(id, *i, message, chunk, sequencer, carried);
+                    works.push(work);
                 }
             }
         }
@@ -518,6 +485,84 @@ fn chunk_works<'a, E: Embedder, I: SearchIndex, Q: ChunkQueue>(
     stats.chunks = works.len() as u64;
     stats.reused = works.iter().filter(|w| w.vector.is_some()).count() as u64;
     works
+}
+
+/// The event an index message is written as, when its decision applies it; a superseded
+/// message is logged and its chunks counted as superseded.
+fn indexed_as<'d>(
+    message: &ChunkMessage,
+    decision: Option<&'d Decision>,
+    stats: &mut BatchStats,
+) -> Option<&'d str> {
+    match decision {
+        Some(Decision::Apply { sequencer }) if message.op == Operation::Index => {
+            Some(sequencer.as_str())
+        }
+        Some(Decision::Superseded) => {
+            info!(bucket = %message.source.bucket, key = %message.source.key, sequencer = ?message.source.sequencer, op = ?message.op, "older event for this object: skipped");
+            stats.superseded += message.chunks.len() as u64;
+            None
+        }
+        _ => None,
+    }
+}
+
+/// The vector a chunk carries, decoded, when it is the model's.
+fn carried_vector(chunk: &ChunkPayload, model: &EmbeddingModel) -> Option<Vec<f32>> {
+    chunk
+        .vector
+        .as_ref()
+        .filter(|c| c.model_id == model.id)
+        .and_then(|c| c.decode(model.dimensions))
+}
+
+impl<'a> ChunkWork<'a> {
+    /// The first copy of a chunk in the batch, carried by message `i` of event `sequencer`.
+    fn first(
+        id: String,
+        i: usize,
+        message: &'a ChunkMessage,
+        chunk: &'a ChunkPayload,
+        sequencer: &str,
+        carried: Option<Vec<f32>>,
+    ) -> Self {
+        Self {
+            id,
+            sha: content_sha256(&chunk.text),
+            chunk,
+            source: &message.source,
+            sequencer: sequencer.to_owned(),
+            messages: vec![i],
+            carried: carried.is_some(),
+            vector: carried,
+            outcome: Outcome::Pending,
+        }
+    }
+
+    /// Another copy of the chunk, carried by message `i` of event `sequencer`: a newer event's
+    /// copy is written instead; an older (or the same) event's fills in its vector when the
+    /// text is the same and none is known yet.
+    fn join(
+        &mut self,
+        i: usize,
+        message: &'a ChunkMessage,
+        chunk: &'a ChunkPayload,
+        sequencer: &str,
+        carried: Option<Vec<f32>>,
+    ) {
+        self.messages.push(i);
+        if sequencer > self.sequencer.as_str() {
+            self.chunk = chunk;
+            self.source = &message.source;
+            self.sha = content_sha256(&chunk.text);
+            self.sequencer = sequencer.to_owned();
+            self.carried = carried.is_some();
+            self.vector = carried;
+        } else if self.vector.is_none() && self.sha == content_sha256(&chunk.text) {
+            self.carried = carried.is_some();
+            self.vector = carried;
+        }
+    }
 }
 
 /// Step 5: embed what needs it, then write with compare-and-set. Embedding stops early enough
