@@ -38,7 +38,7 @@ pub use requeue::delay_secs as requeue_delay_secs;
 pub use stats::{BatchStats, FailureReason, Failures};
 
 use ordering::Claim;
-use writes::{Action, ChunkWork, Outcome, Sent, Writer, numbered_actions, send_with_retries};
+use writes::{ChunkWork, Outcome, Sent, Writer, numbered_actions, send_with_retries};
 
 /// Clients and settings, built once per container; the index check runs once too.
 pub struct EmbedIndexDeps<E, I, Q> {
@@ -170,6 +170,11 @@ fn marker_id(source: &SourceRef) -> String {
     source_marker_id(&source.bucket, &source.key)
 }
 
+/// The distinct ids among `ids`, sorted.
+fn distinct(ids: impl Iterator<Item = String>) -> Vec<String> {
+    ids.collect::<BTreeSet<_>>().into_iter().collect()
+}
+
 /// Handles one SQS batch. Messages are never failed wholesale: each one that did not fully land
 /// is requeued or reported by id, so Lambda retries only those (and the DLQ collects the
 /// poisonous ones).
@@ -257,21 +262,14 @@ async fn look_up<E: Embedder, I: SearchIndex, Q: ChunkQueue>(
     batch: &Batch,
     fates: &mut Fates,
 ) -> Option<crate::es::Stored> {
-    let marker_ids: Vec<String> = batch
-        .messages
-        .iter()
-        .map(|(_, m)| source_marker_id(&m.source.bucket, &m.source.key))
-        .collect::<BTreeSet<_>>()
-        .into_iter()
-        .collect();
-    let chunk_ids: Vec<String> = batch
-        .messages
-        .iter()
-        .flat_map(|(_, m)| &m.chunks)
-        .map(|c| chunk_id(&c.doc_id, c.chunk_index))
-        .collect::<BTreeSet<_>>()
-        .into_iter()
-        .collect();
+    let marker_ids = distinct(batch.messages.iter().map(|(_, m)| marker_id(&m.source)));
+    let chunk_ids = distinct(
+        batch
+            .messages
+            .iter()
+            .flat_map(|(_, m)| &m.chunks)
+            .map(|c| chunk_id(&c.doc_id, c.chunk_index)),
+    );
     match deps.index.lookup(&chunk_ids, &marker_ids).await {
         Ok(stored) => Some(stored),
         Err(e) => {
@@ -651,65 +649,69 @@ async fn undo_overtaken<E: Embedder, I: SearchIndex, Q: ChunkQueue>(
         .filter(|w| matches!(w.outcome, Outcome::Written { .. }))
         .collect();
     if !written.is_empty() {
-        let ids: Vec<String> = written
-            .iter()
-            .map(|w| source_marker_id(&w.source.bucket, &w.source.key))
-            .collect::<BTreeSet<_>>()
-            .into_iter()
-            .collect();
-        let markers = match lookup_in_time(&deps.index, &[], &ids, budget).await {
-            Ok(found) => found.markers,
+        match overtaken(&deps.index, &written, budget).await {
+            Ok(overtaken) => undo.extend(overtaken),
             Err(e) => {
                 warn!(error = %e, "could not read markers again after writing; the batch's messages wait and are checked again");
-                for w in &written {
-                    for &i in &w.messages {
-                        fates.mark(i, Fate::Wait);
-                    }
-                }
+                let messages = written.iter().flat_map(|w| w.messages.iter().copied());
+                fates.mark_each(messages, Fate::Wait);
                 return;
-            }
-        };
-        for w in written {
-            let marker = markers.get(&source_marker_id(&w.source.bucket, &w.source.key));
-            if let (
-                Some(m),
-                Outcome::Written {
-                    version: Some(v), ..
-                },
-            ) = (marker, &w.outcome)
-                && m.marker.sequencer > w.sequencer
-            {
-                info!(bucket = %w.source.bucket, key = %w.source.key, sequencer = %w.sequencer, newer = %m.marker.sequencer, "a newer event overtook this write: undoing it");
-                undo.push((w.messages.clone(), w.id.clone(), *v));
             }
         }
     }
+    delete_unless_changed(&deps.index, fates, &undo, budget, stats).await;
+}
+
+/// Reads the markers of the written chunks' objects again; returns the writes a newer event of
+/// their object has claimed it since.
+async fn overtaken<I: SearchIndex>(
+    index: &I,
+    written: &[&ChunkWork<'_>],
+    budget: Budget,
+) -> Result<Vec<Undo>, EsError> {
+    let ids = distinct(written.iter().map(|w| marker_id(w.source)));
+    let markers = lookup_in_time(index, &[], &ids, budget).await?.markers;
+    let mut undo = Vec::new();
+    for w in written {
+        let marker = markers.get(&marker_id(w.source));
+        if let (
+            Some(m),
+            Outcome::Written {
+                version: Some(v), ..
+            },
+        ) = (marker, &w.outcome)
+            && m.marker.sequencer > w.sequencer
+        {
+            info!(bucket = %w.source.bucket, key = %w.source.key, sequencer = %w.sequencer, newer = %m.marker.sequencer, "a newer event overtook this write: undoing it");
+            undo.push((w.messages.clone(), w.id.clone(), *v));
+        }
+    }
+    Ok(undo)
+}
+
+/// Deletes each chunk to undo if it is still at the version written; one changed since belongs
+/// to a newer writer. The messages of a chunk whose deletion did not land wait.
+async fn delete_unless_changed<I: SearchIndex>(
+    index: &I,
+    fates: &mut Fates,
+    undo: &[Undo],
+    budget: Budget,
+    stats: &mut BatchStats,
+) {
     if undo.is_empty() {
         return;
     }
-    let index = deps.index.index_name();
-    let actions: Vec<Action> = undo
-        .iter()
-        .enumerate()
-        .map(|(n, (_, id, version))| {
-            let mut bytes = Vec::new();
-            push_delete(&mut bytes, index, id, *version);
-            Action {
-                work: n,
-                embedded: false,
-                bytes,
-            }
-        })
-        .collect();
-    for (action, sent) in send_with_retries(&deps.index, actions, usize::MAX, budget, stats).await {
+    let index_name = index.index_name();
+    let actions = numbered_actions(undo, |bytes, (_, id, version)| {
+        push_delete(bytes, index_name, id, *version);
+    });
+    for (action, sent) in send_with_retries(index, actions, usize::MAX, budget, stats).await {
         match sent {
             Sent::Stored(_) => stats.compensated += 1,
             // Changed since: a newer writer owns it now.
             Sent::Conflict => {}
             Sent::Rejected(_) | Sent::Unavailable => {
-                for &i in &undo[action.work].0 {
-                    fates.mark(i, Fate::Wait);
-                }
+                fates.mark_each(undo[action.work].0.iter().copied(), Fate::Wait);
             }
         }
     }
