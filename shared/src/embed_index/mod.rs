@@ -94,6 +94,18 @@ enum Fate {
     Fail,
 }
 
+impl Fate {
+    /// The fate an Elasticsearch error gives its messages: a retryable one makes them wait, any
+    /// other fails them.
+    fn of(e: &EsError) -> Self {
+        if e.is_retryable() {
+            Fate::Wait
+        } else {
+            Fate::Fail
+        }
+    }
+}
+
 /// The batch's messages, parsed once; read by every step.
 struct Batch {
     ids: Vec<String>,
@@ -273,11 +285,7 @@ async fn look_up<E: Embedder, I: SearchIndex, Q: ChunkQueue>(
     match deps.index.lookup(&chunk_ids, &marker_ids).await {
         Ok(stored) => Some(stored),
         Err(e) => {
-            let fate = if e.is_retryable() {
-                Fate::Wait
-            } else {
-                Fate::Fail
-            };
+            let fate = Fate::of(&e);
             warn!(error = %e, ?fate, "could not read stored chunks and source markers");
             fates.mark_all(batch, fate);
             None
@@ -725,94 +733,123 @@ async fn remove<E: Embedder, I: SearchIndex, Q: ChunkQueue>(
     batch: &Batch,
     fates: &mut Fates,
     decisions: &HashMap<usize, Decision>,
-    (deadline, request_time): Budget,
+    budget: Budget,
     stats: &mut BatchStats,
 ) {
-    let removals: Vec<(usize, String, bool)> = batch
+    let removals = removals(batch, fates, decisions);
+    if removals.is_empty() || !refresh_for(&deps.index, fates, &removals, budget).await {
+        return;
+    }
+    let (deadline, request_time) = budget;
+    for removal in removals {
+        if !deadline.allows(request_time) {
+            fates.mark(removal.message, Fate::Wait);
+            continue;
+        }
+        let message = batch.message(removal.message);
+        if !sweep_waits(&deps.index, message, &removal, fates, stats).await {
+            remove_chunks(&deps.index, &message.source, &removal, fates, stats).await;
+        }
+    }
+}
+
+/// A deletion or sweep that applies: its message, the event it applies as, and whether that
+/// event's own chunks go too (a deletion) or only older ones (a sweep).
+struct Removal {
+    message: usize,
+    sequencer: String,
+    inclusive: bool,
+}
+
+/// The deletions and sweeps among the live messages whose event applies.
+fn removals(batch: &Batch, fates: &Fates, decisions: &HashMap<usize, Decision>) -> Vec<Removal> {
+    batch
         .messages
         .iter()
         .filter(|(i, m)| fates.is_live(*i) && m.op != Operation::Index)
         .filter_map(|(i, m)| match decisions.get(i) {
-            Some(Decision::Apply { sequencer }) => {
-                Some((*i, sequencer.clone(), m.op == Operation::Delete))
-            }
+            Some(Decision::Apply { sequencer }) => Some(Removal {
+                message: *i,
+                sequencer: sequencer.clone(),
+                inclusive: m.op == Operation::Delete,
+            }),
             _ => None,
         })
-        .collect();
-    if removals.is_empty() {
-        return;
-    }
+        .collect()
+}
+
+/// Refreshes the index so the removals see every chunk written; returns whether they go ahead.
+/// Without time for a refresh and a removal they wait; when the refresh fails they wait (or
+/// fail).
+async fn refresh_for<I: SearchIndex>(
+    index: &I,
+    fates: &mut Fates,
+    removals: &[Removal],
+    (deadline, request_time): Budget,
+) -> bool {
+    let messages = removals.iter().map(|r| r.message);
     if !deadline.allows(request_time * 2) {
-        for (i, _, _) in removals {
-            fates.mark(i, Fate::Wait);
-        }
-        return;
+        fates.mark_each(messages, Fate::Wait);
+        return false;
     }
-    if let Err(e) = deps.index.refresh().await {
+    if let Err(e) = index.refresh().await {
         warn!(error = %e, "refresh before removing chunks failed; the removals wait");
-        for (i, _, _) in removals {
-            fates.mark(
-                i,
-                if e.is_retryable() {
-                    Fate::Wait
-                } else {
-                    Fate::Fail
-                },
-            );
-        }
-        return;
+        fates.mark_each(messages, Fate::of(&e));
+        return false;
     }
-    for (i, sequencer, inclusive) in removals {
-        if !deadline.allows(request_time) {
-            fates.mark(i, Fate::Wait);
-            continue;
+    true
+}
+
+/// Whether a sweep waits because its version's chunks are not all indexed yet (at most
+/// `SWEEP_WAITS` times), or because counting them failed; its message is marked when so.
+async fn sweep_waits<I: SearchIndex>(
+    index: &I,
+    message: &ChunkMessage,
+    removal: &Removal,
+    fates: &mut Fates,
+    stats: &mut BatchStats,
+) -> bool {
+    let Some(expected) = message.chunks_expected else {
+        return false;
+    };
+    if removal.inclusive || message.requeues >= SWEEP_WAITS {
+        return false;
+    }
+    let source = &message.source;
+    match index.count_chunks(source, &removal.sequencer).await {
+        Ok(n) if n < expected => {
+            info!(bucket = %source.bucket, key = %source.key, indexed = n, expected, "sweep before its version is indexed: it waits");
+            stats.sweeps_waiting += 1;
+            fates.mark(removal.message, Fate::Wait);
+            true
         }
-        let message = batch.message(i);
-        let source = &message.source;
-        if let Some(expected) = message.chunks_expected
-            && !inclusive
-            && message.requeues < SWEEP_WAITS
-        {
-            match deps.index.count_chunks(source, &sequencer).await {
-                Ok(n) if n < expected => {
-                    info!(bucket = %source.bucket, key = %source.key, indexed = n, expected, "sweep before its version is indexed: it waits");
-                    stats.sweeps_waiting += 1;
-                    fates.mark(i, Fate::Wait);
-                    continue;
-                }
-                Ok(_) => {}
-                Err(e) => {
-                    warn!(bucket = %source.bucket, key = %source.key, error = %e, "counting the version's chunks failed");
-                    fates.mark(
-                        i,
-                        if e.is_retryable() {
-                            Fate::Wait
-                        } else {
-                            Fate::Fail
-                        },
-                    );
-                    continue;
-                }
-            }
+        Ok(_) => false,
+        Err(e) => {
+            warn!(bucket = %source.bucket, key = %source.key, error = %e, "counting the version's chunks failed");
+            fates.mark(removal.message, Fate::of(&e));
+            true
         }
-        match deps
-            .index
-            .delete_chunks(source, &sequencer, inclusive)
-            .await
-        {
-            Ok(n) => {
-                stats.deleted += n;
-                info!(bucket = %source.bucket, key = %source.key, deleted = n, op = if inclusive { "delete" } else { "sweep" }, "removed chunks");
-            }
-            Err(e) => {
-                warn!(bucket = %source.bucket, key = %source.key, error = %e, "removing chunks failed");
-                let fate = if e.is_retryable() {
-                    Fate::Wait
-                } else {
-                    Fate::Fail
-                };
-                fates.mark(i, fate);
-            }
+    }
+}
+
+/// Deletes the object's chunks older than the removal's event (a sweep), or up to and including
+/// it (a deletion); when that fails the message waits (or fails).
+async fn remove_chunks<I: SearchIndex>(
+    index: &I,
+    source: &SourceRef,
+    removal: &Removal,
+    fates: &mut Fates,
+    stats: &mut BatchStats,
+) {
+    let (sequencer, inclusive) = (&removal.sequencer, removal.inclusive);
+    match index.delete_chunks(source, sequencer, inclusive).await {
+        Ok(n) => {
+            stats.deleted += n;
+            info!(bucket = %source.bucket, key = %source.key, deleted = n, op = if inclusive { "delete" } else { "sweep" }, "removed chunks");
+        }
+        Err(e) => {
+            warn!(bucket = %source.bucket, key = %source.key, error = %e, "removing chunks failed");
+            fates.mark(removal.message, Fate::of(&e));
         }
     }
 }
