@@ -24,11 +24,11 @@ use tokio::sync::OnceCell;
 use tracing::{error, info, warn};
 
 use crate::config::EmbedIndexConfig;
-use crate::embed::{Embedder, Pacer};
+use crate::embed::{Embedder, EmbeddingModel, Pacer};
 use crate::es::bulk::{push_delete, push_index};
 use crate::es::{EsError, StoredChunk, StoredMarker};
 use crate::ids::{chunk_id, content_sha256, source_marker_id};
-use crate::message::{CarriedVector, ChunkMessage, ChunkPayload, Operation};
+use crate::message::{CarriedVector, ChunkMessage, ChunkPayload, Operation, SourceRef};
 use crate::queue::ChunkQueue;
 use crate::retry::Deadline;
 
@@ -38,7 +38,7 @@ pub use requeue::delay_secs as requeue_delay_secs;
 pub use stats::{BatchStats, FailureReason, Failures};
 
 use ordering::Claim;
-use writes::{Action, ChunkWork, Outcome, Sent, Writer, send_with_retries};
+use writes::{ChunkWork, Outcome, Sent, Writer, numbered_actions, send_with_retries};
 
 /// Clients and settings, built once per container; the index check runs once too.
 pub struct EmbedIndexDeps<E, I, Q> {
@@ -94,6 +94,18 @@ enum Fate {
     Fail,
 }
 
+impl Fate {
+    /// The fate an Elasticsearch error gives its messages: a retryable one makes them wait, any
+    /// other fails them.
+    fn of(e: &EsError) -> Self {
+        if e.is_retryable() {
+            Fate::Wait
+        } else {
+            Fate::Fail
+        }
+    }
+}
+
 /// The batch's messages, parsed once; read by every step.
 struct Batch {
     ids: Vec<String>,
@@ -132,6 +144,15 @@ impl Batch {
             .expect("a parsed message")
             .1
     }
+
+    /// The messages at `positions`, in batch order.
+    fn among(&self, positions: &[usize]) -> Vec<(usize, &ChunkMessage)> {
+        self.messages
+            .iter()
+            .filter(|(i, _)| positions.contains(i))
+            .map(|(i, m)| (*i, m))
+            .collect()
+    }
 }
 
 impl Fates {
@@ -140,15 +161,30 @@ impl Fates {
         self.0[i] = self.0[i].max(fate);
     }
 
-    fn mark_all(&mut self, batch: &Batch, fate: Fate) {
-        for (i, _) in &batch.messages {
-            self.mark(*i, fate);
+    /// Marks each message at `positions`.
+    fn mark_each(&mut self, positions: impl IntoIterator<Item = usize>, fate: Fate) {
+        for i in positions {
+            self.mark(i, fate);
         }
+    }
+
+    fn mark_all(&mut self, batch: &Batch, fate: Fate) {
+        self.mark_each(batch.messages.iter().map(|(i, _)| *i), fate);
     }
 
     fn is_live(&self, i: usize) -> bool {
         self.0[i] == Fate::Done
     }
+}
+
+/// The id of the marker of `source`'s object.
+fn marker_id(source: &SourceRef) -> String {
+    source_marker_id(&source.bucket, &source.key)
+}
+
+/// The distinct ids among `ids`, sorted.
+fn distinct(ids: impl Iterator<Item = String>) -> Vec<String> {
+    ids.collect::<BTreeSet<_>>().into_iter().collect()
 }
 
 /// Handles one SQS batch. Messages are never failed wholesale: each one that did not fully land
@@ -238,29 +274,18 @@ async fn look_up<E: Embedder, I: SearchIndex, Q: ChunkQueue>(
     batch: &Batch,
     fates: &mut Fates,
 ) -> Option<crate::es::Stored> {
-    let marker_ids: Vec<String> = batch
-        .messages
-        .iter()
-        .map(|(_, m)| source_marker_id(&m.source.bucket, &m.source.key))
-        .collect::<BTreeSet<_>>()
-        .into_iter()
-        .collect();
-    let chunk_ids: Vec<String> = batch
-        .messages
-        .iter()
-        .flat_map(|(_, m)| &m.chunks)
-        .map(|c| chunk_id(&c.doc_id, c.chunk_index))
-        .collect::<BTreeSet<_>>()
-        .into_iter()
-        .collect();
+    let marker_ids = distinct(batch.messages.iter().map(|(_, m)| marker_id(&m.source)));
+    let chunk_ids = distinct(
+        batch
+            .messages
+            .iter()
+            .flat_map(|(_, m)| &m.chunks)
+            .map(|c| chunk_id(&c.doc_id, c.chunk_index)),
+    );
     match deps.index.lookup(&chunk_ids, &marker_ids).await {
         Ok(stored) => Some(stored),
         Err(e) => {
-            let fate = if e.is_retryable() {
-                Fate::Wait
-            } else {
-                Fate::Fail
-            };
+            let fate = Fate::of(&e);
             warn!(error = %e, ?fate, "could not read stored chunks and source markers");
             fates.mark_all(batch, fate);
             None
@@ -310,21 +335,46 @@ async fn claim_markers<E: Embedder, I: SearchIndex, Q: ChunkQueue>(
         .filter(|i| fates.is_live(*i))
         .collect();
     for _ in 0..CLAIM_ROUNDS {
-        let messages: Vec<(usize, &ChunkMessage)> = batch
-            .messages
-            .iter()
-            .filter(|(i, _)| pending.contains(i))
-            .map(|(i, m)| (*i, m))
-            .collect();
-        let order = ordering::order(&messages, &markers, &now);
-        let object_of = |i: usize| -> String {
-            let m = &messages.iter().find(|(j, _)| *j == i).expect("pending").1;
-            source_marker_id(&m.source.bucket, &m.source.key)
+        let order = ordering::order(&batch.among(&pending), &markers, &now);
+        let sent = write_claims(deps, &marker_index, &order.claims, budget).await;
+        let round = ClaimRound::read(&order.claims, sent, &mut markers);
+        let again = round.settle(batch, order.decisions, fates, &mut decisions);
+        if again.is_empty() {
+            return decisions;
+        }
+        if let Err(e) = read_markers_again(&deps.index, &round.lost, &mut markers, budget).await {
+            warn!(error = %e, "could not read markers again after a lost claim");
+            fates.mark_each(again, Fate::Wait);
+            return decisions;
+        }
+        pending = again;
+    }
+    for i in pending {
+        warn!(message_id = %batch.ids[i], "marker still contended after several claims; the message will be retried");
+        fates.mark(i, Fate::Fail);
+    }
+    decisions
+}
+
+/// How one round's marker claims ended, by marker id: lost to another writer (read and claimed
+/// again), or making their objects' messages wait or fail.
+struct ClaimRound {
+    lost: Vec<String>,
+    fate_of: HashMap<String, Fate>,
+}
+
+impl ClaimRound {
+    /// Reads each claim's answer; a claim that was stored becomes its object's known marker.
+    fn read(
+        claims: &[Claim],
+        sent: Vec<Sent>,
+        markers: &mut HashMap<String, StoredMarker>,
+    ) -> Self {
+        let mut round = Self {
+            lost: Vec::new(),
+            fate_of: HashMap::new(),
         };
-        let results = write_claims(deps, &marker_index, &order.claims, budget).await;
-        let mut lost: Vec<String> = Vec::new();
-        let mut fate_of: HashMap<String, Fate> = HashMap::new();
-        for (claim, sent) in order.claims.iter().zip(results) {
+        for (claim, sent) in claims.iter().zip(sent) {
             match sent {
                 Sent::Stored(Some(version)) => {
                     markers.insert(
@@ -336,51 +386,55 @@ async fn claim_markers<E: Embedder, I: SearchIndex, Q: ChunkQueue>(
                     );
                 }
                 Sent::Stored(None) | Sent::Unavailable => {
-                    fate_of.insert(claim.id.clone(), Fate::Wait);
+                    round.fate_of.insert(claim.id.clone(), Fate::Wait);
                 }
-                Sent::Conflict => lost.push(claim.id.clone()),
+                Sent::Conflict => round.lost.push(claim.id.clone()),
                 Sent::Rejected(reason) => {
                     error!(bucket = %claim.marker.bucket, key = %claim.marker.key, %reason, "marker write refused");
-                    fate_of.insert(claim.id.clone(), Fate::Fail);
+                    round.fate_of.insert(claim.id.clone(), Fate::Fail);
                 }
             }
         }
+        round
+    }
+
+    /// Settles each decided message by its object's claim: it keeps its decision, waits or
+    /// fails with the claim, or (a lost claim) is returned to be decided again.
+    fn settle(
+        &self,
+        batch: &Batch,
+        decided: HashMap<usize, Decision>,
+        fates: &mut Fates,
+        decisions: &mut HashMap<usize, Decision>,
+    ) -> Vec<usize> {
         let mut again = Vec::new();
-        for (i, decision) in order.decisions {
-            let object = object_of(i);
-            if lost.contains(&object) {
+        for (i, decision) in decided {
+            let object = marker_id(&batch.message(i).source);
+            if self.lost.contains(&object) {
                 again.push(i);
-            } else if let Some(fate) = fate_of.get(&object) {
+            } else if let Some(fate) = self.fate_of.get(&object) {
                 fates.mark(i, *fate);
             } else {
                 decisions.insert(i, decision);
             }
         }
-        if again.is_empty() {
-            return decisions;
-        }
-        match lookup_in_time(&deps.index, &[], &lost, budget).await {
-            Ok(found) => {
-                for id in &lost {
-                    markers.remove(id);
-                }
-                markers.extend(found.markers);
-            }
-            Err(e) => {
-                warn!(error = %e, "could not read markers again after a lost claim");
-                for i in again {
-                    fates.mark(i, Fate::Wait);
-                }
-                return decisions;
-            }
-        }
-        pending = again;
+        again
     }
-    for i in pending {
-        warn!(message_id = %batch.ids[i], "marker still contended after several claims; the message will be retried");
-        fates.mark(i, Fate::Fail);
+}
+
+/// Reads the markers of the objects whose claim was lost again, in place of the ones known.
+async fn read_markers_again<I: SearchIndex>(
+    index: &I,
+    lost: &[String],
+    markers: &mut HashMap<String, StoredMarker>,
+    budget: Budget,
+) -> Result<(), EsError> {
+    let found = lookup_in_time(index, &[], lost, budget).await?;
+    for id in lost {
+        markers.remove(id);
     }
-    decisions
+    markers.extend(found.markers);
+    Ok(())
 }
 
 async fn write_claims<E: Embedder, I: SearchIndex, Q: ChunkQueue>(
@@ -392,19 +446,9 @@ async fn write_claims<E: Embedder, I: SearchIndex, Q: ChunkQueue>(
     if claims.is_empty() {
         return Vec::new();
     }
-    let actions: Vec<Action> = claims
-        .iter()
-        .enumerate()
-        .map(|(n, c)| {
-            let mut bytes = Vec::new();
-            push_index(&mut bytes, marker_index, &c.id, c.expect, &c.marker);
-            Action {
-                work: n,
-                embedded: false,
-                bytes,
-            }
-        })
-        .collect();
+    let actions = numbered_actions(claims, |bytes, c| {
+        push_index(bytes, marker_index, &c.id, c.expect, &c.marker);
+    });
     let mut scratch = BatchStats::default();
     let mut results =
         send_with_retries(&deps.index, actions, usize::MAX, budget, &mut scratch).await;
@@ -428,51 +472,18 @@ fn chunk_works<'a, E: Embedder, I: SearchIndex, Q: ChunkQueue>(
         if !fates.is_live(*i) {
             continue;
         }
-        let sequencer = match decisions.get(i) {
-            Some(Decision::Apply { sequencer }) if message.op == Operation::Index => sequencer,
-            Some(Decision::Superseded) => {
-                info!(bucket = %message.source.bucket, key = %message.source.key, sequencer = ?message.source.sequencer, op = ?message.op, "older event for this object: skipped");
-                stats.superseded += message.chunks.len() as u64;
-                continue;
-            }
-            _ => continue,
+        let Some(sequencer) = indexed_as(message, decisions.get(i), stats) else {
+            continue;
         };
         for chunk in &message.chunks {
             let id = chunk_id(&chunk.doc_id, chunk.chunk_index);
-            let carried = chunk
-                .vector
-                .as_ref()
-                .filter(|c| c.model_id == model.id)
-                .and_then(|c| c.decode(model.dimensions));
+            let carried = carried_vector(chunk, model);
             match by_id.get(&id) {
-                Some(&w) => {
-                    let work = &mut works[w];
-                    work.messages.push(*i);
-                    if *sequencer > work.sequencer {
-                        work.chunk = chunk;
-                        work.source = &message.source;
-                        work.sha = content_sha256(&chunk.text);
-                        work.sequencer = sequencer.clone();
-                        work.carried = carried.is_some();
-                        work.vector = carried;
-                    } else if work.vector.is_none() && work.sha == content_sha256(&chunk.text) {
-                        work.carried = carried.is_some();
-                        work.vector = carried;
-                    }
-                }
+                Some(&w) => works[w].join(*i, message, chunk, sequencer, carried),
                 None => {
                     by_id.insert(id.clone(), works.len());
-                    works.push(ChunkWork {
-                        id,
-                        sha: content_sha256(&chunk.text),
-                        chunk,
-                        source: &message.source,
-                        sequencer: sequencer.clone(),
-                        messages: vec![*i],
-                        carried: carried.is_some(),
-                        vector: carried,
-                        outcome: Outcome::Pending,
-                    });
+                    let work = ChunkWork::first(id, *i, message, chunk, sequencer, carried);
+                    works.push(work);
                 }
             }
         }
@@ -480,6 +491,84 @@ fn chunk_works<'a, E: Embedder, I: SearchIndex, Q: ChunkQueue>(
     stats.chunks = works.len() as u64;
     stats.reused = works.iter().filter(|w| w.vector.is_some()).count() as u64;
     works
+}
+
+/// The event an index message is written as, when its decision applies it; a superseded
+/// message is logged and its chunks counted as superseded.
+fn indexed_as<'d>(
+    message: &ChunkMessage,
+    decision: Option<&'d Decision>,
+    stats: &mut BatchStats,
+) -> Option<&'d str> {
+    match decision {
+        Some(Decision::Apply { sequencer }) if message.op == Operation::Index => {
+            Some(sequencer.as_str())
+        }
+        Some(Decision::Superseded) => {
+            info!(bucket = %message.source.bucket, key = %message.source.key, sequencer = ?message.source.sequencer, op = ?message.op, "older event for this object: skipped");
+            stats.superseded += message.chunks.len() as u64;
+            None
+        }
+        _ => None,
+    }
+}
+
+/// The vector a chunk carries, decoded, when it is the model's.
+fn carried_vector(chunk: &ChunkPayload, model: &EmbeddingModel) -> Option<Vec<f32>> {
+    chunk
+        .vector
+        .as_ref()
+        .filter(|c| c.model_id == model.id)
+        .and_then(|c| c.decode(model.dimensions))
+}
+
+impl<'a> ChunkWork<'a> {
+    /// The first copy of a chunk in the batch, carried by message `i` of event `sequencer`.
+    fn first(
+        id: String,
+        i: usize,
+        message: &'a ChunkMessage,
+        chunk: &'a ChunkPayload,
+        sequencer: &str,
+        carried: Option<Vec<f32>>,
+    ) -> Self {
+        Self {
+            id,
+            sha: content_sha256(&chunk.text),
+            chunk,
+            source: &message.source,
+            sequencer: sequencer.to_owned(),
+            messages: vec![i],
+            carried: carried.is_some(),
+            vector: carried,
+            outcome: Outcome::Pending,
+        }
+    }
+
+    /// Another copy of the chunk, carried by message `i` of event `sequencer`: a newer event's
+    /// copy is written instead; an older (or the same) event's fills in its vector when the
+    /// text is the same and none is known yet.
+    fn join(
+        &mut self,
+        i: usize,
+        message: &'a ChunkMessage,
+        chunk: &'a ChunkPayload,
+        sequencer: &str,
+        carried: Option<Vec<f32>>,
+    ) {
+        self.messages.push(i);
+        if sequencer > self.sequencer.as_str() {
+            self.chunk = chunk;
+            self.source = &message.source;
+            self.sha = content_sha256(&chunk.text);
+            self.sequencer = sequencer.to_owned();
+            self.carried = carried.is_some();
+            self.vector = carried;
+        } else if self.vector.is_none() && self.sha == content_sha256(&chunk.text) {
+            self.carried = carried.is_some();
+            self.vector = carried;
+        }
+    }
 }
 
 /// Step 5: embed what needs it, then write with compare-and-set. Embedding stops early enough
@@ -526,10 +615,7 @@ fn stale_survivors(
             continue;
         }
         let seq = message.source.sequencer.clone().unwrap_or_default();
-        let marker = stored.markers.get(&source_marker_id(
-            &message.source.bucket,
-            &message.source.key,
-        ));
+        let marker = stored.markers.get(&marker_id(&message.source));
         // A deleted object keeps nothing of older events. A requeued message may be the replay
         // of an undo that failed: what it wrote, if still there, is stale too. (A fresh duplicate
         // of an old event is left alone: the newer version rewrites or sweeps those chunks, and
@@ -571,65 +657,69 @@ async fn undo_overtaken<E: Embedder, I: SearchIndex, Q: ChunkQueue>(
         .filter(|w| matches!(w.outcome, Outcome::Written { .. }))
         .collect();
     if !written.is_empty() {
-        let ids: Vec<String> = written
-            .iter()
-            .map(|w| source_marker_id(&w.source.bucket, &w.source.key))
-            .collect::<BTreeSet<_>>()
-            .into_iter()
-            .collect();
-        let markers = match lookup_in_time(&deps.index, &[], &ids, budget).await {
-            Ok(found) => found.markers,
+        match overtaken(&deps.index, &written, budget).await {
+            Ok(overtaken) => undo.extend(overtaken),
             Err(e) => {
                 warn!(error = %e, "could not read markers again after writing; the batch's messages wait and are checked again");
-                for w in &written {
-                    for &i in &w.messages {
-                        fates.mark(i, Fate::Wait);
-                    }
-                }
+                let messages = written.iter().flat_map(|w| w.messages.iter().copied());
+                fates.mark_each(messages, Fate::Wait);
                 return;
-            }
-        };
-        for w in written {
-            let marker = markers.get(&source_marker_id(&w.source.bucket, &w.source.key));
-            if let (
-                Some(m),
-                Outcome::Written {
-                    version: Some(v), ..
-                },
-            ) = (marker, &w.outcome)
-                && m.marker.sequencer > w.sequencer
-            {
-                info!(bucket = %w.source.bucket, key = %w.source.key, sequencer = %w.sequencer, newer = %m.marker.sequencer, "a newer event overtook this write: undoing it");
-                undo.push((w.messages.clone(), w.id.clone(), *v));
             }
         }
     }
+    delete_unless_changed(&deps.index, fates, &undo, budget, stats).await;
+}
+
+/// Reads the markers of the written chunks' objects again; returns the writes a newer event of
+/// their object has claimed it since.
+async fn overtaken<I: SearchIndex>(
+    index: &I,
+    written: &[&ChunkWork<'_>],
+    budget: Budget,
+) -> Result<Vec<Undo>, EsError> {
+    let ids = distinct(written.iter().map(|w| marker_id(w.source)));
+    let markers = lookup_in_time(index, &[], &ids, budget).await?.markers;
+    let mut undo = Vec::new();
+    for w in written {
+        let marker = markers.get(&marker_id(w.source));
+        if let (
+            Some(m),
+            Outcome::Written {
+                version: Some(v), ..
+            },
+        ) = (marker, &w.outcome)
+            && m.marker.sequencer > w.sequencer
+        {
+            info!(bucket = %w.source.bucket, key = %w.source.key, sequencer = %w.sequencer, newer = %m.marker.sequencer, "a newer event overtook this write: undoing it");
+            undo.push((w.messages.clone(), w.id.clone(), *v));
+        }
+    }
+    Ok(undo)
+}
+
+/// Deletes each chunk to undo if it is still at the version written; one changed since belongs
+/// to a newer writer. The messages of a chunk whose deletion did not land wait.
+async fn delete_unless_changed<I: SearchIndex>(
+    index: &I,
+    fates: &mut Fates,
+    undo: &[Undo],
+    budget: Budget,
+    stats: &mut BatchStats,
+) {
     if undo.is_empty() {
         return;
     }
-    let index = deps.index.index_name();
-    let actions: Vec<Action> = undo
-        .iter()
-        .enumerate()
-        .map(|(n, (_, id, version))| {
-            let mut bytes = Vec::new();
-            push_delete(&mut bytes, index, id, *version);
-            Action {
-                work: n,
-                embedded: false,
-                bytes,
-            }
-        })
-        .collect();
-    for (action, sent) in send_with_retries(&deps.index, actions, usize::MAX, budget, stats).await {
+    let index_name = index.index_name();
+    let actions = numbered_actions(undo, |bytes, (_, id, version)| {
+        push_delete(bytes, index_name, id, *version);
+    });
+    for (action, sent) in send_with_retries(index, actions, usize::MAX, budget, stats).await {
         match sent {
             Sent::Stored(_) => stats.compensated += 1,
             // Changed since: a newer writer owns it now.
             Sent::Conflict => {}
             Sent::Rejected(_) | Sent::Unavailable => {
-                for &i in &undo[action.work].0 {
-                    fates.mark(i, Fate::Wait);
-                }
+                fates.mark_each(undo[action.work].0.iter().copied(), Fate::Wait);
             }
         }
     }
@@ -643,94 +733,123 @@ async fn remove<E: Embedder, I: SearchIndex, Q: ChunkQueue>(
     batch: &Batch,
     fates: &mut Fates,
     decisions: &HashMap<usize, Decision>,
-    (deadline, request_time): Budget,
+    budget: Budget,
     stats: &mut BatchStats,
 ) {
-    let removals: Vec<(usize, String, bool)> = batch
+    let removals = removals(batch, fates, decisions);
+    if removals.is_empty() || !refresh_for(&deps.index, fates, &removals, budget).await {
+        return;
+    }
+    let (deadline, request_time) = budget;
+    for removal in removals {
+        if !deadline.allows(request_time) {
+            fates.mark(removal.message, Fate::Wait);
+            continue;
+        }
+        let message = batch.message(removal.message);
+        if !sweep_waits(&deps.index, message, &removal, fates, stats).await {
+            remove_chunks(&deps.index, &message.source, &removal, fates, stats).await;
+        }
+    }
+}
+
+/// A deletion or sweep that applies: its message, the event it applies as, and whether that
+/// event's own chunks go too (a deletion) or only older ones (a sweep).
+struct Removal {
+    message: usize,
+    sequencer: String,
+    inclusive: bool,
+}
+
+/// The deletions and sweeps among the live messages whose event applies.
+fn removals(batch: &Batch, fates: &Fates, decisions: &HashMap<usize, Decision>) -> Vec<Removal> {
+    batch
         .messages
         .iter()
         .filter(|(i, m)| fates.is_live(*i) && m.op != Operation::Index)
         .filter_map(|(i, m)| match decisions.get(i) {
-            Some(Decision::Apply { sequencer }) => {
-                Some((*i, sequencer.clone(), m.op == Operation::Delete))
-            }
+            Some(Decision::Apply { sequencer }) => Some(Removal {
+                message: *i,
+                sequencer: sequencer.clone(),
+                inclusive: m.op == Operation::Delete,
+            }),
             _ => None,
         })
-        .collect();
-    if removals.is_empty() {
-        return;
-    }
+        .collect()
+}
+
+/// Refreshes the index so the removals see every chunk written; returns whether they go ahead.
+/// Without time for a refresh and a removal they wait; when the refresh fails they wait (or
+/// fail).
+async fn refresh_for<I: SearchIndex>(
+    index: &I,
+    fates: &mut Fates,
+    removals: &[Removal],
+    (deadline, request_time): Budget,
+) -> bool {
+    let messages = removals.iter().map(|r| r.message);
     if !deadline.allows(request_time * 2) {
-        for (i, _, _) in removals {
-            fates.mark(i, Fate::Wait);
-        }
-        return;
+        fates.mark_each(messages, Fate::Wait);
+        return false;
     }
-    if let Err(e) = deps.index.refresh().await {
+    if let Err(e) = index.refresh().await {
         warn!(error = %e, "refresh before removing chunks failed; the removals wait");
-        for (i, _, _) in removals {
-            fates.mark(
-                i,
-                if e.is_retryable() {
-                    Fate::Wait
-                } else {
-                    Fate::Fail
-                },
-            );
-        }
-        return;
+        fates.mark_each(messages, Fate::of(&e));
+        return false;
     }
-    for (i, sequencer, inclusive) in removals {
-        if !deadline.allows(request_time) {
-            fates.mark(i, Fate::Wait);
-            continue;
+    true
+}
+
+/// Whether a sweep waits because its version's chunks are not all indexed yet (at most
+/// `SWEEP_WAITS` times), or because counting them failed; its message is marked when so.
+async fn sweep_waits<I: SearchIndex>(
+    index: &I,
+    message: &ChunkMessage,
+    removal: &Removal,
+    fates: &mut Fates,
+    stats: &mut BatchStats,
+) -> bool {
+    let Some(expected) = message.chunks_expected else {
+        return false;
+    };
+    if removal.inclusive || message.requeues >= SWEEP_WAITS {
+        return false;
+    }
+    let source = &message.source;
+    match index.count_chunks(source, &removal.sequencer).await {
+        Ok(n) if n < expected => {
+            info!(bucket = %source.bucket, key = %source.key, indexed = n, expected, "sweep before its version is indexed: it waits");
+            stats.sweeps_waiting += 1;
+            fates.mark(removal.message, Fate::Wait);
+            true
         }
-        let message = batch.message(i);
-        let source = &message.source;
-        if let Some(expected) = message.chunks_expected
-            && !inclusive
-            && message.requeues < SWEEP_WAITS
-        {
-            match deps.index.count_chunks(source, &sequencer).await {
-                Ok(n) if n < expected => {
-                    info!(bucket = %source.bucket, key = %source.key, indexed = n, expected, "sweep before its version is indexed: it waits");
-                    stats.sweeps_waiting += 1;
-                    fates.mark(i, Fate::Wait);
-                    continue;
-                }
-                Ok(_) => {}
-                Err(e) => {
-                    warn!(bucket = %source.bucket, key = %source.key, error = %e, "counting the version's chunks failed");
-                    fates.mark(
-                        i,
-                        if e.is_retryable() {
-                            Fate::Wait
-                        } else {
-                            Fate::Fail
-                        },
-                    );
-                    continue;
-                }
-            }
+        Ok(_) => false,
+        Err(e) => {
+            warn!(bucket = %source.bucket, key = %source.key, error = %e, "counting the version's chunks failed");
+            fates.mark(removal.message, Fate::of(&e));
+            true
         }
-        match deps
-            .index
-            .delete_chunks(source, &sequencer, inclusive)
-            .await
-        {
-            Ok(n) => {
-                stats.deleted += n;
-                info!(bucket = %source.bucket, key = %source.key, deleted = n, op = if inclusive { "delete" } else { "sweep" }, "removed chunks");
-            }
-            Err(e) => {
-                warn!(bucket = %source.bucket, key = %source.key, error = %e, "removing chunks failed");
-                let fate = if e.is_retryable() {
-                    Fate::Wait
-                } else {
-                    Fate::Fail
-                };
-                fates.mark(i, fate);
-            }
+    }
+}
+
+/// Deletes the object's chunks older than the removal's event (a sweep), or up to and including
+/// it (a deletion); when that fails the message waits (or fails).
+async fn remove_chunks<I: SearchIndex>(
+    index: &I,
+    source: &SourceRef,
+    removal: &Removal,
+    fates: &mut Fates,
+    stats: &mut BatchStats,
+) {
+    let (sequencer, inclusive) = (&removal.sequencer, removal.inclusive);
+    match index.delete_chunks(source, sequencer, inclusive).await {
+        Ok(n) => {
+            stats.deleted += n;
+            info!(bucket = %source.bucket, key = %source.key, deleted = n, op = if inclusive { "delete" } else { "sweep" }, "removed chunks");
+        }
+        Err(e) => {
+            warn!(bucket = %source.bucket, key = %source.key, error = %e, "removing chunks failed");
+            fates.mark(removal.message, Fate::of(&e));
         }
     }
 }

@@ -2,6 +2,7 @@
 //! unchanged vector, embed the rest), then `_bulk` with compare-and-set, resending what was
 //! busy, splitting what was too large, and deciding again what another writer touched first.
 
+use std::collections::HashMap;
 use std::time::Duration;
 
 use tracing::warn;
@@ -10,11 +11,13 @@ use super::stats::{BatchStats, FailureReason};
 use crate::embed::{EmbedPolicy, Embedder, InputPurpose, Pacer, embed_all};
 use crate::es::bulk::{push_index, push_update};
 use crate::es::document::SourceFields;
-use crate::es::{ChunkDocument, DocVersion, EsError, Expect, ItemOutcome, StoredChunk};
+use crate::es::{
+    BulkOutcome, ChunkDocument, DocVersion, EsError, Expect, ItemOutcome, StoredChunk,
+};
 use crate::message::{ChunkPayload, SourceRef};
 use crate::retry::{Attempts, Deadline, RetryPolicy};
 
-use super::SearchIndex;
+use super::{SearchIndex, lookup_in_time};
 
 /// One distinct chunk of the batch, the event it is written as, and the messages carrying it.
 pub(super) struct ChunkWork<'a> {
@@ -97,15 +100,11 @@ impl<E: Embedder, I: SearchIndex> Writer<'_, E, I> {
     pub async fn write(
         &self,
         works: &mut [ChunkWork<'_>],
-        stored: &std::collections::HashMap<String, StoredChunk>,
+        stored: &HashMap<String, StoredChunk>,
         stats: &mut BatchStats,
     ) {
-        let mut plans: Vec<(usize, Plan)> = works
-            .iter()
-            .enumerate()
-            .filter(|(_, w)| w.outcome == Outcome::Pending)
-            .map(|(i, w)| (i, decide(w, stored.get(&w.id), &self.embedder.model().id)))
-            .collect();
+        let pending = (0..works.len()).filter(|&w| works[w].outcome == Outcome::Pending);
+        let mut plans = self.plan(works, pending, stored);
         stats.unchanged += plans
             .iter()
             .filter(|(_, p)| matches!(p, Plan::Update(_)))
@@ -117,43 +116,49 @@ impl<E: Embedder, I: SearchIndex> Writer<'_, E, I> {
                 return;
             }
             stats.conflicts += conflicts.len() as u64;
-            let ids: Vec<String> = conflicts.iter().map(|&w| works[w].id.clone()).collect();
-            let looked_up = if self.deadline.allows(self.request_time) {
-                self.index.lookup(&ids, &[]).await
-            } else {
-                Err(EsError::Unreachable {
-                    url: String::new(),
-                    detail: "no time left in this invocation".into(),
-                    timeout: true,
-                })
+            let Some(again) = self.read_again(works, &conflicts).await else {
+                return;
             };
-            let again = match looked_up {
-                Ok(found) => found.chunks,
-                Err(e) => {
-                    warn!(error = %e, "could not read chunks again after a write conflict");
-                    for &w in &conflicts {
-                        works[w].outcome = unavailable();
-                    }
-                    return;
-                }
-            };
-            plans = conflicts
-                .into_iter()
-                .map(|w| {
-                    (
-                        w,
-                        decide(
-                            &works[w],
-                            again.get(&works[w].id),
-                            &self.embedder.model().id,
-                        ),
-                    )
-                })
-                .collect();
+            plans = self.plan(works, conflicts, &again);
             if round + 1 == MAX_ROUNDS {
                 for (w, _) in &plans {
                     works[*w].outcome = unavailable();
                 }
+            }
+        }
+    }
+
+    /// Decides each of the chunks `which` against what is stored under its id.
+    fn plan(
+        &self,
+        works: &[ChunkWork<'_>],
+        which: impl IntoIterator<Item = usize>,
+        stored: &HashMap<String, StoredChunk>,
+    ) -> Vec<(usize, Plan)> {
+        let model_id = &self.embedder.model().id;
+        which
+            .into_iter()
+            .map(|w| (w, decide(&works[w], stored.get(&works[w].id), model_id)))
+            .collect()
+    }
+
+    /// Reads the chunks that lost a compare-and-set race again; when that fails (or no time is
+    /// left for it) they are unavailable.
+    async fn read_again(
+        &self,
+        works: &mut [ChunkWork<'_>],
+        conflicts: &[usize],
+    ) -> Option<HashMap<String, StoredChunk>> {
+        let ids: Vec<String> = conflicts.iter().map(|&w| works[w].id.clone()).collect();
+        let budget = (self.deadline, self.request_time);
+        match lookup_in_time(self.index, &ids, &[], budget).await {
+            Ok(found) => Some(found.chunks),
+            Err(e) => {
+                warn!(error = %e, "could not read chunks again after a write conflict");
+                for &w in conflicts {
+                    works[w].outcome = unavailable();
+                }
+                None
             }
         }
     }
@@ -333,6 +338,23 @@ pub(super) struct Action {
     pub bytes: Vec<u8>,
 }
 
+/// One action per item, numbered in order and encoded by `encode`; none carries a new vector.
+pub(super) fn numbered_actions<T>(items: &[T], encode: impl Fn(&mut Vec<u8>, &T)) -> Vec<Action> {
+    items
+        .iter()
+        .enumerate()
+        .map(|(n, item)| {
+            let mut bytes = Vec::new();
+            encode(&mut bytes, item);
+            Action {
+                work: n,
+                embedded: false,
+                bytes,
+            }
+        })
+        .collect()
+}
+
 /// How one action ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(super) enum Sent {
@@ -386,67 +408,99 @@ pub(super) async fn send_with_retries<I: SearchIndex>(
     (deadline, request_time): (Deadline, Duration),
     stats: &mut BatchStats,
 ) -> Vec<(Action, Sent)> {
-    let mut results = Vec::new();
     let mut attempts = Attempts::new(BULK_RETRIES, Some(deadline));
-    let mut max_bytes = max_bytes;
+    let mut sending = Sending {
+        max_bytes,
+        ..Sending::default()
+    };
     while !pending.is_empty() {
-        let mut retry = Vec::new();
-        let mut requests = split_by_size(pending, max_bytes);
+        let mut requests = split_by_size(pending, sending.max_bytes);
         while let Some(request) = requests.pop() {
-            if !deadline.allows(request_time) {
-                results.extend(request.into_iter().map(|a| (a, Sent::Unavailable)));
-                continue;
-            }
-            let body: Vec<u8> = request
-                .iter()
-                .flat_map(|a| a.bytes.iter().copied())
-                .collect();
-            stats.bulk_requests += 1;
-            stats.bulk_bytes += body.len() as u64;
-            match index.bulk(body, request.len()).await {
-                Ok(outcome) => {
-                    let items = outcome.items.into_iter().map(|(_, item)| item);
-                    for (action, item) in request.into_iter().zip(items) {
-                        match settle(item, stats) {
-                            Some(sent) => results.push((action, sent)),
-                            None => retry.push(action),
-                        }
-                    }
-                }
-                Err(EsError::Status { status: 413, .. }) if request.len() > 1 => {
-                    // Smaller requests from now on; this one again, in halves, at once.
-                    max_bytes = (request.iter().map(|a| a.bytes.len()).sum::<usize>() / 2).max(1);
-                    warn!(
-                        actions = request.len(),
-                        max_bytes, "_bulk too large for the cluster (413): splitting"
-                    );
-                    let mut request = request;
-                    let second = request.split_off(request.len() / 2);
-                    requests.push(second);
-                    requests.push(request);
-                }
-                Err(e) if e.is_retryable() => {
-                    warn!(error = %e, "bulk request failed; will retry");
-                    stats.bulk_retries += request.len() as u64;
-                    retry.extend(request);
-                }
-                Err(e) => {
-                    let reason = e.to_string();
-                    results.extend(
-                        request
-                            .into_iter()
-                            .map(|a| (a, Sent::Rejected(reason.clone()))),
-                    );
-                }
+            if deadline.allows(request_time) {
+                sending.send(index, request, &mut requests, stats).await;
+            } else {
+                sending.end_all(request, Sent::Unavailable);
             }
         }
-        pending = retry;
+        pending = std::mem::take(&mut sending.retry);
         if pending.is_empty() || !attempts.wait().await {
             break;
         }
     }
-    results.extend(pending.into_iter().map(|a| (a, Sent::Unavailable)));
-    results
+    sending.end_all(pending, Sent::Unavailable);
+    sending.results
+}
+
+/// Actions on their way through `_bulk`: how the ones that ended did, the ones to send again
+/// after a backoff, and the largest request the cluster takes.
+#[derive(Default)]
+struct Sending {
+    results: Vec<(Action, Sent)>,
+    retry: Vec<Action>,
+    max_bytes: usize,
+}
+
+impl Sending {
+    /// Sends one `_bulk` request and sorts its actions by the answer: ended, to send again, or
+    /// back in `requests` in halves when the request was too large.
+    async fn send<I: SearchIndex>(
+        &mut self,
+        index: &I,
+        request: Vec<Action>,
+        requests: &mut Vec<Vec<Action>>,
+        stats: &mut BatchStats,
+    ) {
+        let body: Vec<u8> = request
+            .iter()
+            .flat_map(|a| a.bytes.iter().copied())
+            .collect();
+        stats.bulk_requests += 1;
+        stats.bulk_bytes += body.len() as u64;
+        match index.bulk(body, request.len()).await {
+            Ok(outcome) => self.read_items(request, outcome, stats),
+            Err(EsError::Status { status: 413, .. }) if request.len() > 1 => {
+                self.halve(request, requests);
+            }
+            Err(e) if e.is_retryable() => {
+                warn!(error = %e, "bulk request failed; will retry");
+                stats.bulk_retries += request.len() as u64;
+                self.retry.extend(request);
+            }
+            Err(e) => self.end_all(request, Sent::Rejected(e.to_string())),
+        }
+    }
+
+    /// Ends each action as its item's answer says; an item the cluster asked to retry is sent
+    /// again.
+    fn read_items(&mut self, request: Vec<Action>, outcome: BulkOutcome, stats: &mut BatchStats) {
+        let items = outcome.items.into_iter().map(|(_, item)| item);
+        for (action, item) in request.into_iter().zip(items) {
+            match settle(item, stats) {
+                Some(sent) => self.results.push((action, sent)),
+                None => self.retry.push(action),
+            }
+        }
+    }
+
+    /// Splits a request larger than the cluster's `http.max_content_length` (413): smaller
+    /// requests from now on, and this one again, in halves, at once.
+    fn halve(&mut self, mut request: Vec<Action>, requests: &mut Vec<Vec<Action>>) {
+        self.max_bytes = (request.iter().map(|a| a.bytes.len()).sum::<usize>() / 2).max(1);
+        warn!(
+            actions = request.len(),
+            max_bytes = self.max_bytes,
+            "_bulk too large for the cluster (413): splitting"
+        );
+        let second = request.split_off(request.len() / 2);
+        requests.push(second);
+        requests.push(request);
+    }
+
+    /// Ends every one of `actions` with the same answer.
+    fn end_all(&mut self, actions: Vec<Action>, sent: Sent) {
+        self.results
+            .extend(actions.into_iter().map(|a| (a, sent.clone())));
+    }
 }
 
 /// Groups actions into requests of at most `max_bytes` (a single larger action goes alone).
