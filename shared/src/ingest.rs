@@ -1084,41 +1084,21 @@ async fn ingest_object<S: ObjectStore, Q: ChunkQueue, C: Continuation>(
     summary: &mut IngestSummary,
 ) -> Result<ObjectProgress, ObjectFailure> {
     let (source, mut records) = open_object(deps, source, at, deadline, made_progress).await?;
-    let cfg = &deps.config;
-    let limits = cfg.batch_limits();
-    let mut packer = MessagePacker::new(&source, cfg.message_max_bytes);
-    let mut bodies: Vec<String> = Vec::new();
-    let mut rejects = Rejects::new();
-    let mut queued = at.queued;
+    let mut out = Outbox {
+        packer: MessagePacker::new(&source, deps.config.message_max_bytes),
+        bodies: Vec::new(),
+        rejects: Rejects::new(),
+        queued: at.queued,
+    };
     let mut paused = None;
-    loop {
-        let raw = match records.next_record().await {
-            Ok(Some(raw)) => raw,
-            Ok(None) => break,
-            Err(e @ (ReadError::UnsupportedFormat(_) | ReadError::RecordsPathNotFound(_))) => {
-                rejects.add(&source, RecordPosition::Index(0), &e.to_string(), "");
-                write_rejects(deps, &source, at.part, rejects).await?;
-                return Err(ObjectFailure::Rejected(e.to_string()));
-            }
-            Err(e) => return Err(ObjectFailure::Retry(e.to_string())),
-        };
-        summary.records += 1;
+    while let Some(raw) =
+        next_record(deps, &source, at.part, &mut records, &mut out.rejects).await?
+    {
         let resume_after = raw.resume;
-        let position = raw.position;
-        match pack_record(cfg, &source, raw, &mut packer, &mut bodies) {
-            Ok(chunks) => {
-                summary.chunks += u64::from(chunks);
-                queued += u64::from(chunks);
-            }
-            Err((reason, raw)) => {
-                warn!(bucket = %source.bucket, key = %source.key, record = %position, %reason, "record rejected");
-                summary.rejected += 1;
-                rejects.add(&source, position, &reason, &raw);
-            }
-        }
-        if bodies.len() >= MAX_BATCH_ENTRIES {
-            let sent = std::mem::take(&mut bodies);
-            summary.add_sent(send_all(&deps.queue, sent, limits).await?);
+        out.take(&deps.config, &source, raw, summary);
+        if out.bodies.len() >= MAX_BATCH_ENTRIES {
+            let sent = std::mem::take(&mut out.bodies);
+            summary.add_sent(send_all(&deps.queue, sent, deps.config.batch_limits()).await?);
         }
         // After every record, rejected ones too: an object of bad records or a slow part
         // hands over instead of running into the Lambda timeout. (At the end of the object
@@ -1128,15 +1108,10 @@ async fn ingest_object<S: ObjectStore, Q: ChunkQueue, C: Continuation>(
             break;
         }
     }
-    bodies.extend(packer.finish());
-    if paused.is_none() && source.sequencer.is_some() {
-        // Sent last; whenever it is processed, it removes only chunks of older versions, and
-        // only once the version's chunks are indexed (so none of them is embedded again).
-        bodies.push(ChunkMessage::sweep(&source, queued));
-    }
-    summary.add_sent(send_all(&deps.queue, bodies, limits).await?);
-    let rejected = rejects.count;
-    write_rejects(deps, &source, at.part, rejects).await?;
+    let queued = out.queued;
+    let rejected = out
+        .flush(deps, &source, at.part, paused.is_none(), summary)
+        .await?;
     info!(bucket = %source.bucket, key = %source.key, part = at.part, bytes = records.bytes_read(), rejected, paused = paused.is_some(), "object read");
     Ok(match paused {
         Some(point) => ObjectProgress::Paused {
@@ -1146,6 +1121,84 @@ async fn ingest_object<S: ObjectStore, Q: ChunkQueue, C: Continuation>(
         },
         None => ObjectProgress::Done,
     })
+}
+
+/// The next record of the object. A format the reader cannot take rejects the whole object
+/// (written with the rejects); any other read error is retried.
+async fn next_record<S: ObjectStore, Q: ChunkQueue, C: Continuation>(
+    deps: &IngestDeps<S, Q, C>,
+    source: &SourceRef,
+    part: u32,
+    records: &mut RecordReader<BoxedBufRead>,
+    rejects: &mut Rejects,
+) -> Result<Option<crate::reader::RawRecord>, ObjectFailure> {
+    match records.next_record().await {
+        Ok(raw) => Ok(raw),
+        Err(e @ (ReadError::UnsupportedFormat(_) | ReadError::RecordsPathNotFound(_))) => {
+            rejects.add(source, RecordPosition::Index(0), &e.to_string(), "");
+            let rejects = std::mem::replace(rejects, Rejects::new());
+            write_rejects(deps, source, part, rejects).await?;
+            Err(ObjectFailure::Rejected(e.to_string()))
+        }
+        Err(e) => Err(ObjectFailure::Retry(e.to_string())),
+    }
+}
+
+/// What reading an object has produced and not yet sent: packed chunk messages, rejects, and
+/// the count of chunks queued for it so far (the sweep's).
+struct Outbox {
+    packer: MessagePacker,
+    bodies: Vec<String>,
+    rejects: Rejects,
+    queued: u64,
+}
+
+impl Outbox {
+    /// Packs one record's chunks, or counts and keeps it as a reject.
+    fn take(
+        &mut self,
+        cfg: &IngestConfig,
+        source: &SourceRef,
+        raw: crate::reader::RawRecord,
+        summary: &mut IngestSummary,
+    ) {
+        summary.records += 1;
+        let position = raw.position;
+        match pack_record(cfg, source, raw, &mut self.packer, &mut self.bodies) {
+            Ok(chunks) => {
+                summary.chunks += u64::from(chunks);
+                self.queued += u64::from(chunks);
+            }
+            Err((reason, raw)) => {
+                warn!(bucket = %source.bucket, key = %source.key, record = %position, %reason, "record rejected");
+                summary.rejected += 1;
+                self.rejects.add(source, position, &reason, &raw);
+            }
+        }
+    }
+
+    /// Sends what is left (with the sweep of older versions once the object is read to its
+    /// end) and writes the rejects; the count of rejected records.
+    async fn flush<S: ObjectStore, Q: ChunkQueue, C: Continuation>(
+        mut self,
+        deps: &IngestDeps<S, Q, C>,
+        source: &SourceRef,
+        part: u32,
+        whole: bool,
+        summary: &mut IngestSummary,
+    ) -> Result<u64, ObjectFailure> {
+        let mut bodies = self.bodies;
+        bodies.extend(self.packer.finish());
+        if whole && source.sequencer.is_some() {
+            // Sent last; whenever it is processed, it removes only chunks of older versions, and
+            // only once the version's chunks are indexed (so none of them is embedded again).
+            bodies.push(ChunkMessage::sweep(source, self.queued));
+        }
+        summary.add_sent(send_all(&deps.queue, bodies, deps.config.batch_limits()).await?);
+        let rejected = self.rejects.count;
+        write_rejects(deps, source, part, self.rejects).await?;
+        Ok(rejected)
+    }
 }
 
 fn retry(e: impl std::fmt::Display) -> ObjectFailure {

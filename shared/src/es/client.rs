@@ -683,25 +683,7 @@ pub fn delete_by_query_outcome(what: &str, answer: &Value) -> Result<u64, EsErro
             .and_then(|c| c["reason"].as_str())
             .or_else(|| first["reason"].as_str())
             .unwrap_or("no reason given");
-        let place = [
-            ("index", "index"),
-            ("id", "id"),
-            ("shard", "shard"),
-            ("node", "node"),
-        ]
-        .iter()
-        .filter_map(|(field, label)| match &first[*field] {
-            Value::String(v) => Some(format!("{label} {v}")),
-            Value::Number(v) => Some(format!("{label} {v}")),
-            _ => None,
-        })
-        .collect::<Vec<_>>()
-        .join(", ");
-        let place = if place.is_empty() {
-            String::new()
-        } else {
-            format!(" ({place})")
-        };
+        let place = failure_place(first);
         return Err(EsError::Status {
             what: what.to_owned(),
             status: first["status"]
@@ -721,6 +703,24 @@ pub fn delete_by_query_outcome(what: &str, answer: &Value) -> Result<u64, EsErro
         });
     }
     Ok(deleted)
+}
+
+/// Where a `_delete_by_query` failure happened, as " (index i, id d, shard 0, node n)"; empty
+/// when the failure does not say.
+fn failure_place(failure: &Value) -> String {
+    let place: Vec<String> = ["index", "id", "shard", "node"]
+        .into_iter()
+        .filter_map(|field| match &failure[field] {
+            Value::String(v) => Some(format!("{field} {v}")),
+            Value::Number(v) => Some(format!("{field} {v}")),
+            _ => None,
+        })
+        .collect();
+    if place.is_empty() {
+        String::new()
+    } else {
+        format!(" ({})", place.join(", "))
+    }
 }
 
 #[cfg(test)]
