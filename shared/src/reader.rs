@@ -650,112 +650,140 @@ impl Splitter {
     fn feed_values(&mut self, data: &[u8]) {
         let base = self.pos;
         self.pos += data.len() as u64;
-        let mut i = 0;
-        if let Some(nav) = &mut self.navigator
-            && !nav.found
-        {
-            self.line += data.iter().filter(|&&b| b == b'\n').count() as u64;
-            match nav.feed(data) {
-                Some(at) => {
-                    // Count back the lines after the array's start: they are scanned below.
-                    self.line -= data[at..].iter().filter(|&&b| b == b'\n').count() as u64;
-                    self.in_array = true;
-                    i = at;
-                }
-                None => return,
-            }
-        }
+        let Some(mut i) = self.records_start(data) else {
+            return;
+        };
         if self.path_done {
             return;
         }
         while i < data.len() {
-            let b = data[i];
-            if !self.in_value {
-                match b {
-                    b'\n' => self.line += 1,
-                    b' ' | b'\t' | b'\r' => {}
-                    b',' if self.in_array => {}
-                    b']' if self.in_array => {
-                        self.in_array = false;
-                        if self.navigator.is_some() {
-                            self.path_done = true;
-                            return;
-                        }
-                    }
-                    b'[' if !self.in_array => self.in_array = true,
-                    _ => {
-                        self.in_value = true;
-                        self.record_line = self.line;
-                        self.depth = 0;
-                        self.in_string = false;
-                        self.escape = false;
-                        self.scalar = !matches!(b, b'{' | b'[');
-                        continue; // the same byte now starts the value
-                    }
+            i += if !self.in_value {
+                match self.between_values(data[i]) {
+                    Some(consumed) => consumed,
+                    None => return,
                 }
-                i += 1;
-                continue;
-            }
-
-            if self.in_string {
-                // Copy a run of plain string bytes at once: the hot path for text-heavy records.
-                let run = data[i..]
-                    .iter()
-                    .position(|&c| c == b'"' || c == b'\\' || c == b'\n');
-                let end = run.map_or(data.len(), |r| i + r);
-                if end > i && !self.escape {
-                    self.push_slice(&data[i..end]);
-                    i = end;
-                    continue;
-                }
-                self.push_byte(b);
-                if b == b'\n' {
-                    self.line += 1;
-                }
-                if self.escape {
-                    self.escape = false;
-                } else if b == b'\\' {
-                    self.escape = true;
-                } else if b == b'"' {
-                    self.in_string = false;
-                    if self.scalar && self.depth == 0 {
-                        self.record_end = base + i as u64 + 1;
-                        self.end_value();
-                    }
-                }
-                i += 1;
-                continue;
-            }
-
-            if self.scalar
-                && self.depth == 0
-                && !self.cur.is_empty()
-                && matches!(
-                    b,
-                    b' ' | b'\t' | b'\r' | b'\n' | b',' | b']' | b'}' | b'{' | b'['
-                )
-            {
-                // A bare scalar ends at the first delimiter, which is then read again outside it.
-                self.record_end = base + i as u64;
-                self.end_value();
-                continue;
-            }
-            self.push_byte(b);
-            match b {
-                b'"' => self.in_string = true,
-                b'{' | b'[' => self.depth += 1,
-                b'}' | b']' => {
-                    self.depth = self.depth.saturating_sub(1);
-                    if self.depth == 0 && !self.scalar {
-                        self.record_end = base + i as u64 + 1;
-                        self.end_value();
-                    }
-                }
-                b'\n' => self.line += 1,
-                _ => {}
-            }
-            i += 1;
+            } else if self.in_string {
+                self.string_bytes(&data[i..], base + i as u64)
+            } else {
+                self.value_byte(data[i], base + i as u64)
+            };
         }
+    }
+
+    /// With a records path: where in `data` the records' array starts (0 once it was found in
+    /// an earlier buffer); `None` while it has not been found. Lines before it are counted.
+    #[inline]
+    fn records_start(&mut self, data: &[u8]) -> Option<usize> {
+        let Some(nav) = &mut self.navigator else {
+            return Some(0);
+        };
+        if nav.found {
+            return Some(0);
+        }
+        self.line += data.iter().filter(|&&b| b == b'\n').count() as u64;
+        let at = nav.feed(data)?;
+        // Count back the lines after the array's start: they are scanned by the caller.
+        self.line -= data[at..].iter().filter(|&&b| b == b'\n').count() as u64;
+        self.in_array = true;
+        Some(at)
+    }
+
+    /// One byte between records: whitespace and separators are skipped (1), the first byte of
+    /// a record starts it and is read again inside it (0); `None` once the records path's array
+    /// has ended.
+    #[inline]
+    fn between_values(&mut self, b: u8) -> Option<usize> {
+        match b {
+            b'\n' => self.line += 1,
+            b' ' | b'\t' | b'\r' => {}
+            b',' if self.in_array => {}
+            b']' if self.in_array => {
+                self.in_array = false;
+                if self.navigator.is_some() {
+                    self.path_done = true;
+                    return None;
+                }
+            }
+            b'[' if !self.in_array => self.in_array = true,
+            _ => {
+                self.in_value = true;
+                self.record_line = self.line;
+                self.depth = 0;
+                self.in_string = false;
+                self.escape = false;
+                self.scalar = !matches!(b, b'{' | b'[');
+                return Some(0);
+            }
+        }
+        Some(1)
+    }
+
+    /// Inside a string of a record: a run of plain bytes is copied at once (the hot path for
+    /// text-heavy records), else one byte is read; the number of bytes consumed. `at` is the
+    /// object offset of `rest[0]`.
+    #[inline]
+    fn string_bytes(&mut self, rest: &[u8], at: u64) -> usize {
+        if !self.escape {
+            let run = rest
+                .iter()
+                .position(|&c| c == b'"' || c == b'\\' || c == b'\n')
+                .unwrap_or(rest.len());
+            if run > 0 {
+                self.push_slice(&rest[..run]);
+                return run;
+            }
+        }
+        let b = rest[0];
+        self.push_byte(b);
+        if b == b'\n' {
+            self.line += 1;
+        }
+        if self.escape {
+            self.escape = false;
+        } else if b == b'\\' {
+            self.escape = true;
+        } else if b == b'"' {
+            self.in_string = false;
+            if self.scalar && self.depth == 0 {
+                self.record_end = at + 1;
+                self.end_value();
+            }
+        }
+        1
+    }
+
+    /// One byte of a record outside its strings; the number consumed: 0 when it is the
+    /// delimiter that ends a bare scalar (it is then read again between records). `at` is its
+    /// object offset.
+    #[inline]
+    fn value_byte(&mut self, b: u8, at: u64) -> usize {
+        if self.scalar
+            && self.depth == 0
+            && !self.cur.is_empty()
+            && matches!(
+                b,
+                b' ' | b'\t' | b'\r' | b'\n' | b',' | b']' | b'}' | b'{' | b'['
+            )
+        {
+            self.record_end = at;
+            self.end_value();
+            return 0;
+        }
+        self.push_byte(b);
+        match b {
+            b'"' => self.in_string = true,
+            b'{' | b'[' => self.depth += 1,
+            b'}' | b']' => {
+                self.depth = self.depth.saturating_sub(1);
+                if self.depth == 0 && !self.scalar {
+                    self.record_end = at + 1;
+                    self.end_value();
+                }
+            }
+            b'\n' => self.line += 1,
+            _ => {}
+        }
+        1
     }
 
     fn end_value(&mut self) {
