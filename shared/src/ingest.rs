@@ -5,6 +5,7 @@ use std::collections::VecDeque;
 use std::future::Future;
 use std::time::Duration;
 
+use aws_lambda_events::event::sqs::{BatchItemFailure, SqsBatchResponse, SqsMessage};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use tracing::{error, info, warn};
@@ -30,7 +31,10 @@ use crate::store::{ListPage, ObjectRef, ObjectStore, StoreError};
 /// object per hop, so a thousand hops is far beyond any real object.
 pub const MAX_HOPS: u32 = 1000;
 
-/// An S3 event notification, read leniently: only the fields ingest uses are required.
+/// An S3 event notification, read leniently: only the fields ingest uses are required. (The
+/// `s3:TestEvent` S3 sends when a notification is configured has no `Records`, and
+/// `aws_lambda_events`' `S3Event` requires them, and `eventTime`, `userIdentity` and
+/// `requestParameters` in each record, none of which ingest uses.)
 #[derive(Debug, Deserialize)]
 pub struct S3Notification {
     #[serde(rename = "Records", default)]
@@ -69,22 +73,6 @@ pub struct S3Object {
     pub version_id: Option<String>,
     #[serde(default)]
     pub sequencer: Option<String>,
-}
-
-/// A message of an SQS event, as the event source mapping delivers it.
-#[derive(Debug, Deserialize)]
-struct SqsMessage {
-    #[serde(rename = "messageId")]
-    message_id: String,
-    #[serde(default)]
-    body: Option<String>,
-}
-
-/// A message of an SQS batch that failed and is to be received again.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct BatchItemFailure {
-    #[serde(rename = "itemIdentifier")]
-    pub item_identifier: String,
 }
 
 /// What one invocation did; the function's response.
@@ -526,10 +514,15 @@ fn sqs_messages(event: &Value) -> Option<Result<Vec<SqsMessage>, IngestError>> {
     if !from_sqs {
         return None;
     }
-    Some(
-        serde_json::from_value(Value::Array(records.clone()))
-            .map_err(|e| IngestError::BadEvent(format!("SQS event: {e}"))),
-    )
+    let messages: Result<Vec<SqsMessage>, _> =
+        serde_json::from_value(Value::Array(records.clone()));
+    Some(match messages {
+        Err(e) => Err(IngestError::BadEvent(format!("SQS event: {e}"))),
+        Ok(m) if m.iter().any(|m| m.message_id.is_none()) => Err(IngestError::BadEvent(
+            "SQS event: a record without a messageId".into(),
+        )),
+        Ok(m) => Ok(m),
+    })
 }
 
 /// Handles one event: an SQS batch from the intake queue (each message an S3 notification, a
@@ -583,7 +576,7 @@ async fn handle_batch<S: ObjectStore, Q: ChunkQueue, C: Continuation>(
     let mut failures = Vec::new();
     let mut jobs = Vec::with_capacity(messages.len());
     for message in messages {
-        let id = message.message_id;
+        let id = message.message_id.unwrap_or_default();
         let body = message.body.unwrap_or_default();
         let planned = serde_json::from_str::<Value>(&body)
             .map_err(|e| IngestError::BadEvent(format!("the body is not JSON: {e}")))
@@ -626,10 +619,11 @@ async fn handle_batch<S: ObjectStore, Q: ChunkQueue, C: Continuation>(
             failures.push(id);
         }
     }
-    failures
-        .into_iter()
-        .map(|item_identifier| BatchItemFailure { item_identifier })
-        .collect()
+    let mut response = SqsBatchResponse::default();
+    for id in failures {
+        response.add_failure(id);
+    }
+    response.batch_item_failures
 }
 
 /// An event invoked directly (`sam local invoke`, a test, a continuation without the intake
@@ -1519,6 +1513,26 @@ mod tests {
             .map(|(i, b)| json!({"messageId": format!("m{i}"), "receiptHandle": "r", "body": b, "attributes": {"ApproximateReceiveCount": "1"}, "messageAttributes": {}, "eventSource": "aws:sqs", "eventSourceARN": "arn:aws:sqs:ap-northeast-1:123456789012:sakuin-intake"}))
             .collect();
         json!({ "Records": records })
+    }
+
+    #[test]
+    fn an_sqs_record_without_a_message_id_is_a_bad_event() {
+        let mut event = sqs_event(&["{}".into(), "{}".into()]);
+        event["Records"][1]
+            .as_object_mut()
+            .unwrap()
+            .remove("messageId");
+        let Some(Err(IngestError::BadEvent(e))) = sqs_messages(&event) else {
+            panic!("a record without an id must be refused");
+        };
+        assert!(e.contains("without a messageId"), "{e}");
+        let ids: Vec<_> = sqs_messages(&sqs_event(&["{}".into()]))
+            .unwrap()
+            .unwrap()
+            .into_iter()
+            .map(|m| m.message_id)
+            .collect();
+        assert_eq!(ids, [Some("m0".to_string())]);
     }
 
     fn failed_ids(summary: &IngestSummary) -> Vec<String> {
