@@ -165,7 +165,7 @@ pub async fn handshake(
         verify,
         seen: Mutex::new(None),
     });
-    let connector = connector(trust, capture.clone())?;
+    let connector = connector(trust, capture.clone()).map_err(HandshakeError::Connect)?;
     let attempt = async {
         let tcp = crate::net::connect(addr, mss)
             .await
@@ -193,10 +193,10 @@ pub async fn handshake(
 fn connector(
     trust: &TlsTrust,
     capture: Arc<Capture>,
-) -> Result<tokio_rustls::TlsConnector, HandshakeError> {
+) -> Result<tokio_rustls::TlsConnector, String> {
     let config = rustls::ClientConfig::builder_with_provider(trust.provider.clone())
         .with_safe_default_protocol_versions()
-        .map_err(|e| HandshakeError::Connect(e.to_string()))?
+        .map_err(|e| e.to_string())?
         .dangerous()
         .with_custom_certificate_verifier(capture)
         .with_no_client_auth();
