@@ -246,6 +246,7 @@ async fn ingest_short_records(
 }
 
 /// embed-index's invocations in one run, and the seconds they took together.
+#[derive(Default)]
 struct InvocationRun {
     invocations: u64,
     seconds: f64,
@@ -253,10 +254,7 @@ struct InvocationRun {
 
 /// Invokes embed-index with batches of 10 until the chunk queue is empty.
 async fn deliver_all(pipeline: &Pipeline) -> Result<InvocationRun, Box<dyn std::error::Error>> {
-    let mut run = InvocationRun {
-        invocations: 0,
-        seconds: 0.0,
-    };
+    let mut run = InvocationRun::default();
     loop {
         let started = Instant::now();
         let Some((outcome, _)) = pipeline.deliver_batch(10).await? else {

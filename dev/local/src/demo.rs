@@ -110,7 +110,7 @@ async fn print_readiness(pipeline: &Pipeline) {
 }
 
 /// Records ingest read from the samples, and those it rejected.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, Default)]
 struct SampleCounts {
     records: u64,
     rejected: u64,
@@ -118,10 +118,7 @@ struct SampleCounts {
 
 /// Uploads each sample and invokes ingest with its notification, printing ingest's summary.
 async fn ingest_samples(pipeline: &Pipeline) -> Result<SampleCounts, Box<dyn std::error::Error>> {
-    let mut counts = SampleCounts {
-        records: 0,
-        rejected: 0,
-    };
+    let mut counts = SampleCounts::default();
     for (key, body) in samples().await? {
         let event = pipeline.put_object(&key, body).await?;
         let summary = pipeline.invoke_ingest(&event).await?;

@@ -7,11 +7,11 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use serde_json::{Value, json};
-use tokio::io::{AsyncWriteExt, BufReader};
+
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinHandle;
 
-use crate::http::{Request, http_response, read_request};
+use crate::http::{Request, http_response, serve_connection};
 
 /// What happens to a `_bulk` item for a given document id.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -152,21 +152,14 @@ impl Upstream {
 }
 
 async fn serve(stream: TcpStream, plan: Arc<Mutex<Plan>>, upstream: Upstream) {
-    let (read, mut write) = stream.into_split();
-    let mut reader = BufReader::new(read);
-    while let Some(request) = read_request(&mut reader).await {
-        let (status, mut body) = answer(&request, &plan, &upstream).await;
-        if request.method == "HEAD" {
-            body.clear(); // a HEAD answer has no body, or the connection's framing breaks
+    serve_connection(stream, move |request| {
+        let (plan, upstream) = (plan.clone(), upstream.clone());
+        async move {
+            let (status, body) = answer(&request, &plan, &upstream).await;
+            http_response(status, &[], &body)
         }
-        if write
-            .write_all(&http_response(status, &[], &body))
-            .await
-            .is_err()
-        {
-            return;
-        }
-    }
+    })
+    .await;
 }
 
 async fn answer(request: &Request, plan: &Mutex<Plan>, upstream: &Upstream) -> (u16, Vec<u8>) {

@@ -1,9 +1,14 @@
-//! Just enough HTTP/1.1 for the loopback servers (the Runtime API, the Elasticsearch fault
-//! proxy): one request at a time per keep-alive connection.
+//! HTTP/1.1 for the loopback servers (the Runtime API, the Elasticsearch fault proxy), served by
+//! hyper: each handler sees a whole request and answers a whole JSON response.
 
-use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncReadExt};
+use std::future::Future;
 
-/// One request as read off the wire. Header names are lower-cased.
+use http_body_util::{BodyExt, Full};
+use hyper::body::{Bytes, Incoming};
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpStream;
+
+/// One request, its body read whole. Header names are lower-cased.
 pub struct Request {
     pub method: String,
     pub path: String,
@@ -18,82 +23,78 @@ impl Request {
             .find(|(k, _)| k == name)
             .map(|(_, v)| v.as_str())
     }
+
+    /// Reads hyper's request, body included.
+    async fn read(request: hyper::Request<Incoming>) -> Result<Self, hyper::Error> {
+        let (parts, body) = request.into_parts();
+        let body = body.collect().await?.to_bytes().to_vec();
+        Ok(Self {
+            method: parts.method.to_string(),
+            path: parts
+                .uri
+                .path_and_query()
+                .map_or_else(|| parts.uri.path().to_owned(), |p| p.as_str().to_owned()),
+            headers: parts
+                .headers
+                .iter()
+                .map(|(k, v)| {
+                    let value = String::from_utf8_lossy(v.as_bytes()).into_owned();
+                    (k.as_str().to_owned(), value)
+                })
+                .collect(),
+            body,
+        })
+    }
 }
 
-/// Reads the next request; `None` when the peer closed the connection or sent garbage.
-pub async fn read_request<R: AsyncBufRead + Unpin>(reader: &mut R) -> Option<Request> {
-    let mut line = String::new();
-    if reader.read_line(&mut line).await.ok()? == 0 {
-        return None;
-    }
-    let mut parts = line.split_whitespace();
-    let method = parts.next()?.to_owned();
-    let path = parts.next()?.to_owned();
-    let mut headers = Vec::new();
-    loop {
-        let mut header = String::new();
-        if reader.read_line(&mut header).await.ok()? == 0 {
-            return None;
-        }
-        let header = header.trim_end();
-        if header.is_empty() {
-            break;
-        }
-        if let Some((k, v)) = header.split_once(':') {
-            headers.push((k.trim().to_ascii_lowercase(), v.trim().to_owned()));
-        }
-    }
-    let mut request = Request {
-        method,
-        path,
-        headers,
-        body: Vec::new(),
-    };
-    let chunked = request
-        .header("transfer-encoding")
-        .is_some_and(|v| v.to_ascii_lowercase().contains("chunked"));
-    if chunked {
-        loop {
-            let mut size = String::new();
-            reader.read_line(&mut size).await.ok()?;
-            let n = usize::from_str_radix(size.trim().split(';').next()?, 16).ok()?;
-            let mut chunk = vec![0; n + 2];
-            reader.read_exact(&mut chunk).await.ok()?;
-            if n == 0 {
-                break;
-            }
-            request.body.extend_from_slice(&chunk[..n]);
-        }
-    } else {
-        let length: usize = match request.header("content-length") {
-            Some(v) => v.parse().ok()?,
-            None => 0,
-        };
-        request.body.resize(length, 0);
-        reader.read_exact(&mut request.body).await.ok()?;
-    }
-    Some(request)
+/// A JSON response.
+pub struct Response {
+    status: u16,
+    headers: Vec<(String, String)>,
+    body: Vec<u8>,
 }
 
-/// A complete JSON response with its framing.
-pub fn http_response(status: u16, headers: &[(&str, String)], body: &[u8]) -> Vec<u8> {
-    let reason = match status {
-        200 => "OK",
-        202 => "Accepted",
-        404 => "Not Found",
-        429 => "Too Many Requests",
-        503 => "Service Unavailable",
-        _ => "Error",
-    };
-    let mut out = format!(
-        "HTTP/1.1 {status} {reason}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n",
-        body.len()
-    );
-    for (k, v) in headers {
-        out.push_str(&format!("{k}: {v}\r\n"));
+/// A JSON response with these extra headers.
+pub fn http_response(status: u16, headers: &[(&str, String)], body: &[u8]) -> Response {
+    Response {
+        status,
+        headers: headers
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), v.clone()))
+            .collect(),
+        body: body.to_vec(),
     }
-    out.push_str("\r\n");
-    let mut bytes = out.into_bytes();
-    bytes.extend_from_slice(body);
-    bytes
+}
+
+impl Response {
+    fn into_hyper(self) -> hyper::Response<Full<Bytes>> {
+        let mut builder = hyper::Response::builder()
+            .status(self.status)
+            .header("content-type", "application/json");
+        for (name, value) in self.headers {
+            builder = builder.header(name, value);
+        }
+        builder
+            .body(Full::new(Bytes::from(self.body)))
+            .expect("a status and headers of our own make a valid response")
+    }
+}
+
+/// Serves one accepted connection (keep-alive: its requests in turn) until the peer closes it.
+pub async fn serve_connection<H, F>(stream: TcpStream, handler: H)
+where
+    H: Fn(Request) -> F + Clone + Send + Sync + 'static,
+    F: Future<Output = Response> + Send + 'static,
+{
+    let service = hyper::service::service_fn(move |request| {
+        let handler = handler.clone();
+        async move {
+            let request = Request::read(request).await?;
+            Ok::<_, hyper::Error>(handler(request).await.into_hyper())
+        }
+    });
+    // A peer that goes away mid-request is the end of its connection, nothing more.
+    let _ = hyper::server::conn::http1::Builder::new()
+        .serve_connection(TokioIo::new(stream), service)
+        .await;
 }

@@ -9,12 +9,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde_json::Value;
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::process::{Child, Command};
 use tokio::sync::{Mutex, mpsc, oneshot};
 
-use crate::http::{http_response, read_request};
+use crate::http::{Response, http_response, serve_connection};
 
 /// A function's error response, as Lambda reports it.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -310,17 +310,11 @@ fn reported_error(body: &[u8], default_type: &str) -> FunctionError {
 
 /// Serves one connection of the Runtime API (keep-alive: several requests in turn).
 async fn serve(stream: TcpStream, shared: Arc<Shared>) {
-    let (read, mut write) = stream.into_split();
-    let mut reader = BufReader::new(read);
-    loop {
-        let Some(request) = read_request(&mut reader).await else {
-            return;
-        };
-        let response = route(&request.method, &request.path, request.body, &shared).await;
-        if write.write_all(&response).await.is_err() {
-            return;
-        }
-    }
+    serve_connection(stream, move |request| {
+        let shared = shared.clone();
+        async move { route(&request.method, &request.path, request.body, &shared).await }
+    })
+    .await;
 }
 
 /// Records an asynchronous invocation's outcome and counts it done.
@@ -336,7 +330,7 @@ fn shared_results(shared: &Arc<Shared>) -> impl FnOnce(Outcome) + Send + 'static
 
 /// Answers one request: the Runtime API's calls, and Lambda's Invoke API for a function that
 /// invokes itself.
-async fn route(method: &str, path: &str, body: Vec<u8>, shared: &Arc<Shared>) -> Vec<u8> {
+async fn route(method: &str, path: &str, body: Vec<u8>, shared: &Arc<Shared>) -> Response {
     let path = path.strip_prefix("/2018-06-01/runtime").unwrap_or(path);
     match (method, path) {
         ("GET", "/invocation/next") => next_invocation(shared).await,
@@ -357,7 +351,7 @@ async fn route(method: &str, path: &str, body: Vec<u8>, shared: &Arc<Shared>) ->
 
 /// `GET /invocation/next`: notes the first call (the end of init), then waits for the next
 /// invocation and hands it over with Lambda's headers.
-async fn next_invocation(shared: &Shared) -> Vec<u8> {
+async fn next_invocation(shared: &Shared) -> Response {
     shared
         .first_next
         .lock()
@@ -392,7 +386,7 @@ fn invocation_headers(inv: &Invocation, function_name: &str) -> [(&'static str, 
 
 /// `POST /invocation/{id}/response` or `/error`: hands the function's answer (`rest` is what
 /// follows `/invocation/`) to the invocation waiting for it.
-async fn record_outcome(rest: &str, body: &[u8], shared: &Shared) -> Vec<u8> {
+async fn record_outcome(rest: &str, body: &[u8], shared: &Shared) -> Response {
     let (id, kind) = rest.split_once('/').unwrap_or((rest, ""));
     let outcome = match kind {
         "response" => Ok(serde_json::from_slice(body).unwrap_or(Value::Null)),
@@ -406,7 +400,7 @@ async fn record_outcome(rest: &str, body: &[u8], shared: &Shared) -> Vec<u8> {
 
 /// Lambda's Invoke API with InvocationType=Event: queues the invocation, answers 202 at once,
 /// and records its outcome when the function answers.
-async fn invoke_async(body: Vec<u8>, shared: &Arc<Shared>) -> Vec<u8> {
+async fn invoke_async(body: Vec<u8>, shared: &Arc<Shared>) -> Response {
     let n = shared
         .next_async
         .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
