@@ -403,7 +403,7 @@ struct Splitter {
     in_array: bool,
     depth: u32,
     in_string: bool,
-    escape: bool,
+    escape: Escape,
     scalar: bool,
     /// Finds the records array under a field path before element streaming starts.
     navigator: Option<Navigator>,
@@ -435,7 +435,7 @@ impl Splitter {
             in_array: false,
             depth: 0,
             in_string: false,
-            escape: false,
+            escape: Escape::default(),
             scalar: false,
             navigator: None,
             path_done: false,
@@ -710,7 +710,7 @@ impl Splitter {
                 self.record_line = self.line;
                 self.depth = 0;
                 self.in_string = false;
-                self.escape = false;
+                self.escape = Escape::default();
                 self.scalar = !matches!(b, b'{' | b'[');
                 return Some(0);
             }
@@ -723,7 +723,7 @@ impl Splitter {
     /// object offset of `rest[0]`.
     #[inline]
     fn string_bytes(&mut self, rest: &[u8], at: u64) -> usize {
-        if !self.escape {
+        if !self.escape.pending() {
             let run = rest
                 .iter()
                 .position(|&c| c == b'"' || c == b'\\' || c == b'\n')
@@ -738,11 +738,7 @@ impl Splitter {
         if b == b'\n' {
             self.line += 1;
         }
-        if self.escape {
-            self.escape = false;
-        } else if b == b'\\' {
-            self.escape = true;
-        } else if b == b'"' {
+        if self.escape.closes(b) {
             self.in_string = false;
             if self.scalar && self.depth == 0 {
                 self.record_end = at + 1;
@@ -813,6 +809,32 @@ fn is_json_object(line: &[u8]) -> bool {
         && serde_json::from_slice::<serde::de::IgnoredAny>(line).is_ok()
 }
 
+/// Inside a JSON string: whether the last byte was a backslash, so the next one is escaped.
+#[derive(Debug, Default, Clone, Copy)]
+struct Escape(bool);
+
+impl Escape {
+    /// Reads one byte of a string; `true` when it is the closing quote.
+    #[inline]
+    fn closes(&mut self, b: u8) -> bool {
+        if self.0 {
+            self.0 = false;
+            false
+        } else if b == b'\\' {
+            self.0 = true;
+            false
+        } else {
+            b == b'"'
+        }
+    }
+
+    /// The next byte is escaped.
+    #[inline]
+    fn pending(self) -> bool {
+        self.0
+    }
+}
+
 /// Walks a JSON document's structure (without building it) to the array at a field path.
 struct Navigator {
     path: Vec<Vec<u8>>,
@@ -821,7 +843,7 @@ struct Navigator {
     /// How many path segments the open containers match.
     matched: usize,
     in_string: bool,
-    escape: bool,
+    escape: Escape,
     /// In an object, whether the next string is a key.
     expecting_key: bool,
     capturing_key: bool,
@@ -836,7 +858,7 @@ impl Navigator {
             stack: Vec::new(),
             matched: 0,
             in_string: false,
-            escape: false,
+            escape: Escape::default(),
             expecting_key: false,
             capturing_key: false,
             key: Vec::new(),
@@ -848,11 +870,7 @@ impl Navigator {
     fn feed(&mut self, data: &[u8]) -> Option<usize> {
         for (i, &b) in data.iter().enumerate() {
             if self.in_string {
-                if self.escape {
-                    self.escape = false;
-                } else if b == b'\\' {
-                    self.escape = true;
-                } else if b == b'"' {
+                if self.escape.closes(b) {
                     self.in_string = false;
                     self.capturing_key = false;
                     continue;
