@@ -1085,9 +1085,14 @@ async fn ingest_object<S: ObjectStore, Q: ChunkQueue, C: Continuation>(
         queued: at.queued,
     };
     let mut paused = None;
-    while let Some(raw) =
-        next_record(deps, &source, at.part, &mut records, &mut out.rejects).await?
-    {
+    loop {
+        // The error path is its own step, awaited only when taken: the loop's per-record
+        // future stays small.
+        let raw = match records.next_record().await {
+            Ok(Some(raw)) => raw,
+            Ok(None) => break,
+            Err(e) => return Err(unreadable(deps, &source, at.part, out.rejects, e).await),
+        };
         let resume_after = raw.resume;
         out.take(&deps.config, &source, raw, summary);
         if out.bodies.len() >= MAX_BATCH_ENTRIES {
@@ -1117,24 +1122,24 @@ async fn ingest_object<S: ObjectStore, Q: ChunkQueue, C: Continuation>(
     })
 }
 
-/// The next record of the object. A format the reader cannot take rejects the whole object
-/// (written with the rejects); any other read error is retried.
-async fn next_record<S: ObjectStore, Q: ChunkQueue, C: Continuation>(
+/// A read error ends the object: a format the reader cannot take rejects it whole (written
+/// with the rejects), any other error is retried.
+async fn unreadable<S: ObjectStore, Q: ChunkQueue, C: Continuation>(
     deps: &IngestDeps<S, Q, C>,
     source: &SourceRef,
     part: u32,
-    records: &mut RecordReader<BoxedBufRead>,
-    rejects: &mut Rejects,
-) -> Result<Option<crate::reader::RawRecord>, ObjectFailure> {
-    match records.next_record().await {
-        Ok(raw) => Ok(raw),
-        Err(e @ (ReadError::UnsupportedFormat(_) | ReadError::RecordsPathNotFound(_))) => {
+    mut rejects: Rejects,
+    error: ReadError,
+) -> ObjectFailure {
+    match error {
+        e @ (ReadError::UnsupportedFormat(_) | ReadError::RecordsPathNotFound(_)) => {
             rejects.add(source, RecordPosition::Index(0), &e.to_string(), "");
-            let rejects = std::mem::replace(rejects, Rejects::new());
-            write_rejects(deps, source, part, rejects).await?;
-            Err(ObjectFailure::Rejected(e.to_string()))
+            match write_rejects(deps, source, part, rejects).await {
+                Ok(()) => ObjectFailure::Rejected(e.to_string()),
+                Err(failure) => failure,
+            }
         }
-        Err(e) => Err(ObjectFailure::Retry(e.to_string())),
+        e => ObjectFailure::Retry(e.to_string()),
     }
 }
 
