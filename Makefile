@@ -8,12 +8,13 @@ PY := $(VENV)/bin/python
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 REGION ?= ap-northeast-1
 
-.PHONY: help venv build demo test lint fmt template sam-build lambda bench clean netns-tools
+.PHONY: help venv build demo test lint fmt template sam-build lambda bench model-long clean netns-tools
 
 help:
 	@echo "make demo    run the whole pipeline locally (stack, functions, samples, probe, search)"
 	@echo "make test    run every test: lint, template checks and scan, sam build, unit, adapter and end-to-end tests"
 	@echo "make bench   print performance figures (cold start, ingest, embed-index)"
+	@echo "make model-long  the model-based pipeline test, long: 2,000 generated sequences, with figures"
 	@echo "make sam-build  build the arm64 Lambda artifacts with SAM (offline)"
 
 $(VENV)/.installed: dev/requirements.txt
@@ -68,6 +69,14 @@ test: venv netns-tools lint template sam-build
 	$(PY) -m unittest discover --start-directory dev --pattern 'test_*.py'
 	cargo build --workspace
 	cargo test --workspace
+
+# The model-based test of the whole pipeline (shared/tests/model.rs) with 2,000 sequences of up to
+# 40 operations, a new seed each run (printed; SAKUIN_MODEL_SEED replays it). The functions' metric
+# lines are left out of the output.
+model-long:
+	set -o pipefail; SAKUIN_MODEL_CASES=$${SAKUIN_MODEL_CASES:-2000} SAKUIN_MODEL_OPS=$${SAKUIN_MODEL_OPS:-40} \
+	  cargo test -p sakuin --features test-util --test model -- --nocapture the_index_ends_equal_to_the_bucket \
+	  2>&1 | grep -v '^{"'
 
 bench: venv
 	cargo build --workspace --release

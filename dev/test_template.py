@@ -132,6 +132,29 @@ def cfn_template() -> dict:
     return translator.translate(template, parameter_values={}, get_managed_policy_map=lambda: {})
 
 
+def find_in_map(template: dict, name: str, top: str, second: str):
+    return template["Mappings"][name][top][second]
+
+
+def function_timeout(function: str) -> int:
+    """A function's Timeout in seconds, a number or read from the Mappings."""
+    template = sam_template()
+    timeout = template["Resources"][function]["Properties"]["Timeout"]
+    if isinstance(timeout, dict):
+        ((key, arg),) = timeout.items()
+        assert key == "Fn::FindInMap", timeout
+        timeout = find_in_map(template, *arg)
+    return int(timeout)
+
+
+def rust_secs(path: str, name: str) -> int:
+    """The seconds of `const NAME: Duration = Duration::from_secs(N)` (or `NAME: u32 = N`)."""
+    text = (ROOT / path).read_text()
+    match = re.search(rf"const {name}: (?:Duration = Duration::from_secs\((\d+)\)|u32 = (\d+));", text)
+    assert match, f"{name} not found in {path}"
+    return int(match.group(1) or match.group(2))
+
+
 def as_list(value) -> list:
     return value if isinstance(value, list) else [value]
 
@@ -273,6 +296,8 @@ class Stack:
         if key == "Fn::GetAtt":
             resource, attribute = arg.split(".", 1) if isinstance(arg, str) else arg
             return self.get_att(resource, attribute)
+        if key == "Fn::FindInMap":
+            return find_in_map(self.template, *(self.eval(a) for a in arg))
         if key == "Fn::Sub":
             text, variables = (arg, {}) if isinstance(arg, str) else arg
             return self.sub(text, {k: self.eval(v) for k, v in variables.items()})
@@ -825,9 +850,38 @@ class Operations(unittest.TestCase):
         resources = sam_template()["Resources"]
         for queue, (function, _) in CONSUMED_QUEUES.items():
             with self.subTest(queue=queue):
-                timeout = int(resources[function]["Properties"]["Timeout"])
+                timeout = function_timeout(function)
                 visibility = int(resources[queue]["Properties"]["VisibilityTimeout"])
                 self.assertGreaterEqual(visibility, 6 * timeout)
+
+    def test_es_timeout_fits_the_embed_index_timeout(self):
+        """embed-index refuses to start (EmbedIndexConfig::least_function_timeout) unless its
+        timeout holds one request at ES_TIMEOUT_SECS, the batch's other requests at their least
+        useful time, the margin to act on the last answer and the response reserve: the largest
+        EsTimeoutSecs the template takes must pass that rule, and the function must be told its
+        timeout from the same place it is set."""
+        least_request = rust_secs("shared/src/retry.rs", "MIN_REQUEST_TIME")
+        answer_margin = rust_secs("shared/src/retry.rs", "ANSWER_MARGIN")
+        reserve = rust_secs("shared/src/config.rs", "RESPONSE_RESERVE")
+        requests = rust_secs("shared/src/config.rs", "BATCH_REQUESTS")
+        margin = (requests - 1) * least_request + answer_margin + reserve
+        self.assertEqual(margin, 19, "README and the template's ConstraintDescription say 19 s")
+        spec = sam_template()["Parameters"]["EsTimeoutSecs"]
+        timeout = function_timeout("EmbedIndexFunction")
+        self.assertLessEqual(int(spec["MaxValue"]) + margin, timeout)
+        self.assertLessEqual(int(spec["Default"]) + margin, timeout)
+        self.assertIn(f"{timeout} s timeout", spec["ConstraintDescription"])
+        self.assertIn(f"plus {margin} s", spec["ConstraintDescription"])
+        variables = sam_template()["Resources"]["EmbedIndexFunction"]["Properties"]["Environment"]["Variables"]
+        self.assertEqual(
+            variables["FUNCTION_TIMEOUT_SECS"],
+            sam_template()["Resources"]["EmbedIndexFunction"]["Properties"]["Timeout"],
+            "one source for the timeout and the variable",
+        )
+        for name, overrides in SCENARIOS.items():
+            with self.subTest(scenario=name):
+                rendered = Stack(overrides).properties("EmbedIndexFunction")
+                self.assertEqual(int(rendered["Environment"]["Variables"]["FUNCTION_TIMEOUT_SECS"]), timeout)
 
     def test_redrive_and_retention(self):
         resources = sam_template()["Resources"]

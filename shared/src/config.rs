@@ -350,9 +350,11 @@ fn fields(env: &mut Env) -> FieldSelection {
         env.problem("TEXT_FIELDS names no field");
     }
     let id_field = env.get("ID_FIELD").unwrap_or_else(|| "id".into());
+    let id_scope = env.parse("ID_SCOPE", crate::ids::IdScope::Object);
     FieldSelection {
         text_fields,
         id_field,
+        id_scope,
     }
 }
 
@@ -439,6 +441,14 @@ impl EmbedIndexConfig {
         let sqs_max_payload_bytes = env
             .parse::<usize>("SQS_MAX_PAYLOAD_BYTES", 256 * 1024)
             .clamp(message_max_bytes, 1024 * 1024);
+        // Lambda does not tell a function its timeout; the template passes the same value.
+        if let Some(secs) = env.optional::<u64>("FUNCTION_TIMEOUT_SECS") {
+            let function_time = Duration::from_secs(secs);
+            let setting = format!("FUNCTION_TIMEOUT_SECS={secs}");
+            if let Some(problem) = Self::time_problem(function_time, es.timeout, &setting) {
+                env.problem(problem);
+            }
+        }
         env.check()?;
         Ok(Self {
             es,
@@ -456,6 +466,60 @@ impl EmbedIndexConfig {
             message_max_bytes,
             sqs_max_payload_bytes,
         })
+    }
+}
+
+impl EmbedIndexConfig {
+    /// Time kept back from the Lambda deadline to send the response.
+    pub const RESPONSE_RESERVE: Duration = Duration::from_secs(2);
+
+    /// The Elasticsearch requests on a batch's shortest complete path: look up what is stored,
+    /// claim the markers, write (`_bulk`), read the markers again, refresh, remove.
+    pub const BATCH_REQUESTS: u32 = 6;
+
+    /// The shortest function timeout that works with `ES_TIMEOUT_SECS` = `es_timeout`. The rule:
+    /// after [`Self::RESPONSE_RESERVE`], one request may take its full `ES_TIMEOUT_SECS` (the
+    /// cluster is allowed that long), each of the other [`Self::BATCH_REQUESTS`] − 1 requests
+    /// gets at least the least useful time ([`crate::retry::MIN_REQUEST_TIME`]), and the last one
+    /// still ends [`crate::retry::ANSWER_MARGIN`] before the deadline, so what did not land can
+    /// be put back on the queue: `ES_TIMEOUT_SECS` + 19 s for a timeout of 3 s or more (49 s
+    /// for the default 30 s; the template's 120 s takes up to 101 s). Shorter functions are not
+    /// merely slower: a slow but healthy cluster would leave no batch room to finish, so its
+    /// messages would circle until `MAX_REQUEUES`.
+    pub fn least_function_timeout(es_timeout: Duration) -> Duration {
+        let others = crate::retry::MIN_REQUEST_TIME.min(es_timeout) * (Self::BATCH_REQUESTS - 1);
+        Self::RESPONSE_RESERVE + crate::retry::ANSWER_MARGIN + es_timeout + others
+    }
+
+    /// Why a function that runs `function_time` (named `setting` in the message) cannot work
+    /// with `ES_TIMEOUT_SECS` = `es_timeout`, naming both and what would fit; `None` when it can.
+    pub fn time_problem(
+        function_time: Duration,
+        es_timeout: Duration,
+        setting: &str,
+    ) -> Option<String> {
+        let least = Self::least_function_timeout(es_timeout);
+        if function_time >= least {
+            return None;
+        }
+        let fits = (1..=function_time.as_secs())
+            .rev()
+            .find(|s| Self::least_function_timeout(Duration::from_secs(*s)) <= function_time);
+        let lower = match fits {
+            Some(s) => format!(" or lower ES_TIMEOUT_SECS to at most {s}"),
+            None => String::new(),
+        };
+        Some(format!(
+            "{setting} is too short for ES_TIMEOUT_SECS={}: a batch needs one Elasticsearch \
+             request of up to ES_TIMEOUT_SECS, {} more of at least {} s each and {} s to answer, \
+             {} s in all; raise the function's timeout to at least {} s{lower}",
+            es_timeout.as_secs(),
+            Self::BATCH_REQUESTS - 1,
+            crate::retry::MIN_REQUEST_TIME.as_secs(),
+            (Self::RESPONSE_RESERVE + crate::retry::ANSWER_MARGIN).as_secs(),
+            least.as_secs(),
+            least.as_secs(),
+        ))
     }
 }
 

@@ -3,18 +3,61 @@
 
 use sha2::{Digest, Sha256};
 
-/// A record's id when it has no `ID_FIELD` value: where it came from, readable by an operator.
-pub fn derived_doc_id(bucket: &str, key: &str, record: u64) -> String {
-    format!("s3://{bucket}/{key}#{record}")
+/// A record's id when it has no `ID_FIELD` value: its object, readable by an operator, and 64
+/// bits of SHA-256 over the record's content (its JSON with keys in order). The id follows the
+/// content, not the position: a line inserted above it changes nothing, and identical records
+/// of one object are one document.
+pub fn derived_doc_id(bucket: &str, key: &str, record: &impl serde::Serialize) -> String {
+    let bytes = serde_json::to_vec(record).expect("a parsed record always serialises");
+    let digest = Sha256::digest(&bytes);
+    format!("s3://{bucket}/{key}#{}", hex::encode(&digest[..8]))
 }
 
-/// The Elasticsearch `_id` of one chunk: 32 hex digits (128 bits) of SHA-256 over the
-/// document id and the chunk's position.
+/// Where a record id is unique, and so what a chunk's `_id` is made of.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum IdScope {
+    /// Across the bucket (`ID_SCOPE=bucket`): one record id is one document wherever it lives.
+    /// A message without a scope was queued before scopes existed, when this was the only one.
+    #[default]
+    Bucket,
+    /// Within its object (the default): two objects that share a record id both keep it.
+    Object,
+}
+
+impl std::str::FromStr for IdScope {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "object" => Ok(Self::Object),
+            "bucket" => Ok(Self::Bucket),
+            other => Err(format!("{other:?} is not one of object, bucket")),
+        }
+    }
+}
+
+/// The Elasticsearch `_id` of one chunk with a bucket-wide record id: 32 hex digits (128 bits)
+/// of SHA-256 over the document id and the chunk's position.
 pub fn chunk_id(doc_id: &str, chunk_index: u32) -> String {
     let mut hasher = Sha256::new();
     hasher.update(doc_id.as_bytes());
     // A separator no id can contain keeps ("a1", 0) and ("a", 10) apart.
     hasher.update([0u8]);
+    hasher.update(chunk_index.to_be_bytes());
+    hex::encode(&hasher.finalize()[..16])
+}
+
+/// The `_id` of one chunk of a record id scoped by its object: the object (bucket and key)
+/// goes into the hash too, so the same record id in two objects is two documents.
+pub fn object_chunk_id(bucket: &str, key: &str, doc_id: &str, chunk_index: u32) -> String {
+    let mut hasher = Sha256::new();
+    // A leading tag no bucket-wide id hashes keeps the two kinds apart.
+    hasher.update(b"object\0");
+    for part in [bucket, key, doc_id] {
+        hasher.update(part.as_bytes());
+        hasher.update([0u8]);
+    }
     hasher.update(chunk_index.to_be_bytes());
     hex::encode(&hasher.finalize()[..16])
 }
@@ -94,8 +137,33 @@ mod tests {
     }
 
     #[test]
-    fn derived_id_names_the_source() {
-        assert_eq!(derived_doc_id("b", "k/x.jsonl", 7), "s3://b/k/x.jsonl#7");
+    fn derived_id_names_the_source_and_follows_the_content() {
+        let record = serde_json::json!({"text": "t", "tag": 1});
+        let id = derived_doc_id("b", "k/x.jsonl", &record);
+        assert!(id.starts_with("s3://b/k/x.jsonl#"), "{id}");
+        assert_eq!(id.len(), "s3://b/k/x.jsonl#".len() + 16);
+        // The same content wherever it stands; other content, another id.
+        let same: serde_json::Value = serde_json::from_str(r#"{ "tag": 1, "text": "t" }"#).unwrap();
+        assert_eq!(id, derived_doc_id("b", "k/x.jsonl", &same));
+        assert_ne!(
+            id,
+            derived_doc_id("b", "k/x.jsonl", &serde_json::json!({"text": "u"}))
+        );
+        assert_ne!(id, derived_doc_id("b", "k/y.jsonl", &record));
+    }
+
+    #[test]
+    fn object_scoped_ids_keep_two_objects_apart() {
+        let a = object_chunk_id("b", "a.jsonl", "1", 0);
+        assert_eq!(a, object_chunk_id("b", "a.jsonl", "1", 0));
+        assert_ne!(a, object_chunk_id("b", "c.jsonl", "1", 0));
+        assert_ne!(a, object_chunk_id("b", "a.jsonl", "1", 1));
+        assert_ne!(a, chunk_id("1", 0));
+        assert_eq!(
+            object_chunk_id("docs", "faq.jsonl", "faq-001", 0),
+            "c9911303f14b976a57d1b5c7f37dbe08",
+            "pinned: changing it re-keys every index"
+        );
     }
 
     #[test]

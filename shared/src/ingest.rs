@@ -25,10 +25,12 @@ use crate::retry::Deadline;
 use crate::s3key::decode_key;
 use crate::store::{ListPage, ObjectRef, ObjectStore, StoreError};
 
-/// Hand-overs after which a chain of continuations is taken for a runaway loop and stopped.
-/// Lambda's own recursive loop detection is off for ingest (`RecursiveLoop: Allow`), so this is
-/// the bound. A chain only grows while one unit of work outlasts an invocation: a part of an
-/// object per hop, so a thousand hops is far beyond any real object.
+/// Hand-overs in a row that moved nothing forward after which a chain of continuations is taken
+/// for a runaway loop and stopped. Lambda's own recursive loop detection is off for ingest
+/// (`RecursiveLoop: Allow`), so this is the bound. A hop that finished a unit or read further
+/// into an object starts the count again: an object is finite, so a chain that always moves
+/// forward ends by itself, however large the object (a gzip object, decompressed from its
+/// start by every part, needs many parts).
 pub const MAX_HOPS: u32 = 1000;
 
 /// An S3 event notification, read leniently: only the fields ingest uses are required. (The
@@ -177,6 +179,11 @@ pub enum Work {
         prefix: String,
         #[serde(default)]
         start_after: Option<String>,
+        /// The backfill's chain of pages: the intake message id of its request. Each page
+        /// claims the next one under this name before handing it over, so a page received twice
+        /// never starts a second chain.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        chain: Option<String>,
     },
 }
 
@@ -203,6 +210,7 @@ impl Work {
                 bucket,
                 prefix,
                 start_after,
+                ..
             } => format!(
                 "backfill of s3://{bucket}/{prefix} after {}",
                 start_after.as_deref().unwrap_or("the start")
@@ -361,6 +369,27 @@ pub struct IngestDeps<S, Q, C> {
 struct Job {
     work: VecDeque<Work>,
     hops: u32,
+    /// This invocation finished a unit or read further into one.
+    advanced: bool,
+    /// The intake message it came in (none when invoked directly).
+    origin: Option<String>,
+}
+
+impl Job {
+    fn new(work: VecDeque<Work>, hops: u32) -> Self {
+        Self {
+            work,
+            hops,
+            advanced: false,
+            origin: None,
+        }
+    }
+
+    /// The hop count of the hand-over of what is left: the count goes on only while nothing
+    /// moved forward.
+    fn next_hops(&self) -> u32 {
+        if self.advanced { 1 } else { self.hops + 1 }
+    }
 }
 
 /// Turns an event into work: an S3 notification, `{"backfill": {"bucket", "prefix"}}`, or a
@@ -393,7 +422,7 @@ fn plan(
         .into_iter()
         .filter_map(|record| notification_work(record, config, summary))
         .collect();
-    Ok(Job { work, hops: 0 })
+    Ok(Job::new(work, 0))
 }
 
 /// The work a continuation carries on, and how many hops its chain has made.
@@ -409,7 +438,7 @@ fn continuation_job(work: &Value, hops: Option<&Value>) -> Result<Job, IngestErr
                 IngestError::BadEvent(format!("continuation: hops is not a count: {h}"))
             })?,
     };
-    Ok(Job { work, hops })
+    Ok(Job::new(work, hops))
 }
 
 /// `{"backfill": {"bucket", "prefix"}}`: the listing's first page.
@@ -422,14 +451,15 @@ fn backfill_job(backfill: &Value) -> Result<Job, IngestError> {
         .get("prefix")
         .and_then(Value::as_str)
         .unwrap_or_default();
-    Ok(Job {
-        work: VecDeque::from([Work::Backfill {
+    Ok(Job::new(
+        VecDeque::from([Work::Backfill {
             bucket: bucket.into(),
             prefix: prefix.into(),
             start_after: None,
+            chain: None,
         }]),
-        hops: 0,
-    })
+        0,
+    ))
 }
 
 /// The work one notification record asks for: an object to read, a removal to settle, or
@@ -470,6 +500,7 @@ fn notification_work(
         version_id: object.version_id.filter(|v| !v.is_empty()),
         etag: object.etag.filter(|e| !e.is_empty()),
         sequencer: object.sequencer.as_deref().map(normalize_sequencer),
+        read_at: None,
     };
     Some(if removed {
         Work::Removed { source }
@@ -590,7 +621,10 @@ async fn handle_batch<S: ObjectStore, Q: ChunkQueue, C: Continuation>(
                 error!(message_id = %id, error = %e, "intake message failed: it goes to the dead-letter queue after its receives");
                 failures.push(id);
             }
-            Ok(job) => jobs.push((id, job)),
+            Ok(mut job) => {
+                job.origin = Some(id.clone());
+                jobs.push((id, job));
+            }
             Err(e) => {
                 error!(message_id = %id, body = %truncate(&body, 200), error = %e, "intake message cannot be read: it goes to the dead-letter queue after its receives");
                 failures.push(id);
@@ -613,8 +647,9 @@ async fn handle_batch<S: ObjectStore, Q: ChunkQueue, C: Continuation>(
             }
             out_of_time = true;
         }
+        let hops = job.next_hops();
         let work: Vec<Work> = job.work.into_iter().collect();
-        if let Err(e) = hand_over(deps, &work, job.hops + 1, summary).await {
+        if let Err(e) = hand_over(deps, &work, hops, summary).await {
             warn!(message_id = %id, error = %e, "could not hand the message's rest over: it will be received again");
             failures.push(id);
         }
@@ -655,8 +690,9 @@ async fn handle_direct<S: ObjectStore, Q: ChunkQueue, C: Continuation>(
     // Failed units first: they were first in the event.
     let mut rest: Vec<Work> = failed.into_iter().map(|(w, _)| w).collect();
     let retried = rest.len();
+    let hops = job.next_hops();
     rest.extend(job.work);
-    match hand_over(deps, &rest, job.hops + 1, summary).await {
+    match hand_over(deps, &rest, hops, summary).await {
         Ok(()) => {
             if retried > 0 {
                 warn!(
@@ -685,6 +721,7 @@ async fn run_job<S: ObjectStore, Q: ChunkQueue, C: Continuation>(
     summary: &mut IngestSummary,
 ) -> Vec<(Work, String)> {
     let mut failed = Vec::new();
+    job.advanced = false;
     while let Some(item) = job.work.pop_front() {
         // Every invocation makes progress on at least one unit before it may hand over.
         if *progress && !deadline.allows(Duration::ZERO) {
@@ -698,13 +735,15 @@ async fn run_job<S: ObjectStore, Q: ChunkQueue, C: Continuation>(
             deps,
             item.clone(),
             &mut job.work,
+            job.origin.as_deref(),
             deadline,
             made_progress,
             summary,
         ));
         match unit.await {
-            Ok(None) => {}
+            Ok(None) => job.advanced = true,
             Ok(Some(rest)) => {
+                job.advanced |= rest != item;
                 job.work.push_front(rest);
                 break;
             }
@@ -726,6 +765,7 @@ async fn run_unit<S: ObjectStore, Q: ChunkQueue, C: Continuation>(
     deps: &IngestDeps<S, Q, C>,
     item: Work,
     work: &mut VecDeque<Work>,
+    origin: Option<&str>,
     deadline: Deadline,
     made_progress: bool,
     summary: &mut IngestSummary,
@@ -751,7 +791,16 @@ async fn run_unit<S: ObjectStore, Q: ChunkQueue, C: Continuation>(
             bucket,
             prefix,
             start_after,
-        } => run_backfill_page(deps, bucket, prefix, start_after, work, summary).await,
+            chain,
+        } => {
+            let page = Page {
+                bucket,
+                prefix,
+                start_after,
+                chain,
+            };
+            run_backfill_page(deps, page, origin, work, summary).await
+        }
     }
 }
 
@@ -802,25 +851,44 @@ async fn run_removed<S: ObjectStore, Q: ChunkQueue, C: Continuation>(
     }
 }
 
-/// One page of a backfill listing: its objects (and the next page) fanned out to the intake
-/// queue, or put first in this invocation's work, in key order.
-async fn run_backfill_page<S: ObjectStore, Q: ChunkQueue, C: Continuation>(
-    deps: &IngestDeps<S, Q, C>,
+/// One page of a backfill listing, and the chain it belongs to.
+struct Page {
     bucket: String,
     prefix: String,
     start_after: Option<String>,
+    chain: Option<String>,
+}
+
+/// One page of a backfill listing: its objects (and the next page) fanned out to the intake
+/// queue, or put first in this invocation's work, in key order. `origin` is the intake message
+/// the page came in.
+async fn run_backfill_page<S: ObjectStore, Q: ChunkQueue, C: Continuation>(
+    deps: &IngestDeps<S, Q, C>,
+    page: Page,
+    origin: Option<&str>,
     work: &mut VecDeque<Work>,
     summary: &mut IngestSummary,
 ) -> Result<Option<Work>, String> {
-    let page = deps
+    let Page {
+        bucket,
+        prefix,
+        start_after,
+        chain,
+    } = page;
+    let listed = deps
         .store
         .list(&bucket, &prefix, start_after.as_deref())
         .await
         .map_err(|e| format!("backfill of s3://{bucket}/{prefix}: {e}"))?;
-    summary.listed += page.objects.len() as u64;
-    info!(%bucket, %prefix, after = ?start_after, listed = page.objects.len(), more = page.truncated, "backfill page");
-    let next = next_page(&bucket, &prefix, start_after.as_deref(), &page)?;
-    let objects = page
+    summary.listed += listed.objects.len() as u64;
+    info!(%bucket, %prefix, after = ?start_after, listed = listed.objects.len(), more = listed.truncated, "backfill page");
+    // The request's own message names the chain its pages belong to.
+    let chain = chain.or_else(|| origin.map(str::to_owned));
+    let mut next = next_page(&bucket, &prefix, start_after.as_deref(), &listed)?;
+    if let Some(Work::Backfill { chain: c, .. }) = &mut next {
+        c.clone_from(&chain);
+    }
+    let objects = listed
         .objects
         .into_iter()
         .filter(|o| is_data_key(&o.key, &deps.config.rejects_prefix))
@@ -831,12 +899,19 @@ async fn run_backfill_page<S: ObjectStore, Q: ChunkQueue, C: Continuation>(
                 version_id: None,
                 etag: o.etag,
                 sequencer: None,
+                read_at: None,
             },
             resume: None,
             part: 0,
             queued: 0,
         });
     if deps.continuation.is_queue() {
+        let next = match (next, chain.as_deref(), origin) {
+            (Some(next), Some(chain), Some(origin)) => {
+                claim_next_page(deps, &bucket, chain, origin, next).await?
+            }
+            (next, ..) => next,
+        };
         // One message per object, so each succeeds, retries and dead-letters on its
         // own; each starts its own chain (hops 0), and the page chain is bounded by the
         // listing, whose cursor only moves forward.
@@ -860,6 +935,46 @@ async fn run_backfill_page<S: ObjectStore, Q: ChunkQueue, C: Continuation>(
     Ok(None)
 }
 
+/// Claims the next page of a backfill's chain for the intake message `origin` before it is
+/// handed over: a small object under the rejects prefix, written only where none is (S3's
+/// conditional write), holding the message id. A page received again (its invocation crashed
+/// after handing the next page over) finds its own claim and hands the page over again (at
+/// most one page listed twice); a second chain finds another message's claim and stops here.
+/// Without a rejects prefix nothing can be written, and nothing is claimed.
+async fn claim_next_page<S: ObjectStore, Q: ChunkQueue, C: Continuation>(
+    deps: &IngestDeps<S, Q, C>,
+    bucket: &str,
+    chain: &str,
+    origin: &str,
+    next: Work,
+) -> Result<Option<Work>, String> {
+    let rejects = &deps.config.rejects_prefix;
+    let Work::Backfill {
+        start_after: Some(after),
+        ..
+    } = &next
+    else {
+        return Ok(Some(next));
+    };
+    if rejects.is_empty() {
+        return Ok(Some(next));
+    }
+    let page = crate::ids::content_sha256(after);
+    let key = format!("{rejects}.backfill/{chain}/{}", &page[..16]);
+    let held = deps
+        .store
+        .put_if_absent(bucket, &key, origin.as_bytes().to_vec())
+        .await
+        .map_err(|e| format!("claiming the backfill page after {after}: {e}"))?;
+    match held {
+        Some(claimant) if claimant != origin.as_bytes() => {
+            info!(%bucket, %chain, after = %after, claim = %key, "another message of this backfill already handed this page over: this chain stops here");
+            Ok(None)
+        }
+        _ => Ok(Some(next)),
+    }
+}
+
 /// The work that lists the page after `page`, if the listing is truncated.
 fn next_page(
     bucket: &str,
@@ -876,6 +991,7 @@ fn next_page(
             bucket: bucket.to_owned(),
             prefix: prefix.to_owned(),
             start_after: Some(last),
+            chain: None,
         })),
         _ => Err(format!(
             "backfill of s3://{bucket}/{prefix}: the listing after {} is truncated but does not move on",
@@ -1079,7 +1195,11 @@ async fn ingest_object<S: ObjectStore, Q: ChunkQueue, C: Continuation>(
 ) -> Result<ObjectProgress, ObjectFailure> {
     let (source, mut records) = open_object(deps, source, at, deadline, made_progress).await?;
     let mut out = Outbox {
-        packer: MessagePacker::new(&source, deps.config.message_max_bytes),
+        packer: MessagePacker::new(
+            &source,
+            deps.config.fields.id_scope,
+            deps.config.message_max_bytes,
+        ),
         bodies: Vec::new(),
         rejects: Rejects::new(),
         queued: at.queued,
@@ -1214,6 +1334,9 @@ async fn open_object<S: ObjectStore, Q: ChunkQueue, C: Continuation>(
     made_progress: bool,
 ) -> Result<(SourceRef, RecordReader<BoxedBufRead>), ObjectFailure> {
     let cfg = &deps.config;
+    if at.resume.is_none() {
+        still_current(deps, &source).await?;
+    }
     // Plain content is read from where the last part stopped; gzip (or content whose kind an
     // older resume point did not record) has to be decompressed from its start.
     let range_start = at
@@ -1234,9 +1357,15 @@ async fn open_object<S: ObjectStore, Q: ChunkQueue, C: Continuation>(
         }
         Err(e) => return Err(retry(e)),
     };
+    // The first part's read stamps the whole read: of two reads of the same content, the later
+    // one (under the settings in force later) holds the object.
+    let read_at = source
+        .read_at
+        .or_else(|| Some(chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Nanos, true)));
     let source = SourceRef {
         etag: source.etag.or(opened.etag),
         version_id: source.version_id.or(opened.version_id),
+        read_at,
         ..source
     };
     let resume = at.resume.map(|point| Resume {
@@ -1250,6 +1379,37 @@ async fn open_object<S: ObjectStore, Q: ChunkQueue, C: Continuation>(
         Ok(records) => Ok((source, records)),
         Err(e @ ReadError::OutOfTime { .. }) => Err(ObjectFailure::OutOfTime(e.to_string())),
         Err(e) => Err(retry(e)),
+    }
+}
+
+/// In a versioned bucket, a notification names a version that may no longer be current when it
+/// arrives (S3 delivers late): reading it would index an old version, which only the object's
+/// next event would correct. It is skipped; the current version's own event (or the removal
+/// that made it current) indexes that one. Unversioned reads are pinned by eTag instead.
+async fn still_current<S: ObjectStore, Q: ChunkQueue, C: Continuation>(
+    deps: &IngestDeps<S, Q, C>,
+    source: &SourceRef,
+) -> Result<(), ObjectFailure> {
+    let Some(version) = &source.version_id else {
+        return Ok(());
+    };
+    let head = deps
+        .store
+        .head(&source.bucket, &source.key)
+        .await
+        .map_err(retry)?;
+    match head {
+        Some(h) if h.version_id.as_ref() == Some(version) => Ok(()),
+        Some(h) => Err(ObjectFailure::Skipped(format!(
+            "s3://{}/{} version {version} is no longer current (now {}): its own event indexes that one",
+            source.bucket,
+            source.key,
+            h.version_id.as_deref().unwrap_or("null")
+        ))),
+        None => Err(ObjectFailure::Skipped(format!(
+            "s3://{}/{} version {version} is no longer current (the key has none)",
+            source.bucket, source.key
+        ))),
     }
 }
 
@@ -1271,7 +1431,6 @@ fn pack_record(
     let origin = RecordOrigin {
         bucket: &source.bucket,
         key: &source.key,
-        record: position.number(),
     };
     let doc = cfg
         .fields
@@ -1334,122 +1493,10 @@ async fn write_rejects<S: ObjectStore, Q: ChunkQueue, C: Continuation>(
 mod tests {
     use super::*;
     use crate::config::{Env, IngestConfig};
-    use crate::store::{ObjectHead, OpenedObject};
-    use crate::test_util::{FailingQueue, MemoryQueue};
+    use crate::test_util::{FailingQueue, MemoryQueue, MemoryStore};
     use serde_json::json;
-    use std::collections::{BTreeSet, HashMap, HashSet};
+    use std::collections::BTreeSet;
     use std::sync::Mutex;
-
-    /// Objects in memory. Honours ranged reads, records every read, and can fail or slow down
-    /// the reads of chosen keys.
-    #[derive(Default)]
-    struct MemoryStore {
-        objects: Mutex<HashMap<(String, String), Vec<u8>>>,
-        /// The current version id of a key, in a versioned bucket.
-        versions: Mutex<HashMap<String, String>>,
-        /// Keys whose reads fail with a transient error.
-        failing: Mutex<HashSet<String>>,
-        /// Keys whose reads take this long (on tokio's paused clock).
-        slow: Mutex<HashMap<String, Duration>>,
-        opened: Mutex<Vec<ObjectRef>>,
-    }
-
-    impl ObjectStore for MemoryStore {
-        async fn open(&self, object: &ObjectRef) -> Result<OpenedObject, StoreError> {
-            self.opened.lock().unwrap().push(object.clone());
-            let slow = self.slow.lock().unwrap().get(&object.key).copied();
-            if let Some(delay) = slow {
-                tokio::time::advance(delay).await;
-            }
-            if self.failing.lock().unwrap().contains(&object.key) {
-                return Err(StoreError::Other {
-                    bucket: object.bucket.clone(),
-                    key: object.key.clone(),
-                    source: "connection reset".into(),
-                });
-            }
-            let body = self
-                .objects
-                .lock()
-                .unwrap()
-                .get(&(object.bucket.clone(), object.key.clone()))
-                .cloned()
-                .ok_or(StoreError::NotFound {
-                    bucket: object.bucket.clone(),
-                    key: object.key.clone(),
-                })?;
-            let start = object.range_start.unwrap_or(0).min(body.len() as u64);
-            Ok(OpenedObject {
-                size: Some(body.len() as i64),
-                body: Box::pin(std::io::Cursor::new(body[start as usize..].to_vec())),
-                etag: Some("e1".into()),
-                version_id: self.versions.lock().unwrap().get(&object.key).cloned(),
-                offset: start,
-            })
-        }
-
-        async fn head(&self, bucket: &str, key: &str) -> Result<Option<ObjectHead>, StoreError> {
-            if self.failing.lock().unwrap().contains(key) {
-                return Err(StoreError::Other {
-                    bucket: bucket.into(),
-                    key: key.into(),
-                    source: "connection reset".into(),
-                });
-            }
-            let exists = self
-                .objects
-                .lock()
-                .unwrap()
-                .contains_key(&(bucket.into(), key.into()));
-            Ok(exists.then(|| ObjectHead {
-                version_id: self.versions.lock().unwrap().get(key).cloned(),
-                etag: Some("e2".into()),
-            }))
-        }
-
-        async fn put(&self, bucket: &str, key: &str, body: Vec<u8>) -> Result<(), StoreError> {
-            self.objects
-                .lock()
-                .unwrap()
-                .insert((bucket.into(), key.into()), body);
-            Ok(())
-        }
-
-        /// Pages of two, so backfills cross page boundaries.
-        async fn list(
-            &self,
-            bucket: &str,
-            prefix: &str,
-            start_after: Option<&str>,
-        ) -> Result<crate::store::ListPage, StoreError> {
-            let mut keys: Vec<String> = self
-                .objects
-                .lock()
-                .unwrap()
-                .keys()
-                .filter(|(b, k)| {
-                    b == bucket
-                        && k.starts_with(prefix)
-                        && start_after.is_none_or(|a| k.as_str() > a)
-                })
-                .map(|(_, k)| k.clone())
-                .collect();
-            keys.sort();
-            let truncated = keys.len() > 2;
-            keys.truncate(2);
-            Ok(crate::store::ListPage {
-                objects: keys
-                    .into_iter()
-                    .map(|key| crate::store::Listed {
-                        key,
-                        etag: Some("e1".into()),
-                        size: 1,
-                    })
-                    .collect(),
-                truncated,
-            })
-        }
-    }
 
     /// Records the work handed over instead of invoking anything; `queue` makes it behave as
     /// the intake queue (backfill pages fan out).
@@ -2052,13 +2099,14 @@ mod tests {
                 && err.to_string().contains("s3://b/loop.jsonl"),
             "{err}"
         );
-        // At the limit it still runs, and what it hands over counts one hop more.
+        // At the limit it still runs; it reads further into the object, so what it hands over
+        // starts the count again: a chain that moves forward ends by itself.
         let at = json!({"work": work, "hops": MAX_HOPS});
         let summary = handle_event(&d, sqs_event(&[at.to_string()]), now())
             .await
             .unwrap();
         assert_eq!(failed_ids(&summary), Vec::<String>::new());
-        assert_eq!(handed_over(&d)[0]["hops"], MAX_HOPS + 1);
+        assert_eq!(handed_over(&d)[0]["hops"], 1);
     }
 
     #[tokio::test]
@@ -2302,7 +2350,10 @@ mod tests {
             serde_json::from_value(gz_unit).unwrap(),
             "handed over as it came"
         );
-        assert_eq!(events[0]["hops"], 5);
+        assert_eq!(
+            events[0]["hops"], 1,
+            "the first unit moved the chain forward"
+        );
         // A fresh invocation gets through: the skip is its first unit.
         d.store.slow.lock().unwrap().clear();
         let summary = handle_event(
@@ -2414,6 +2465,7 @@ mod tests {
             version_id: None,
             etag: Some("e1".into()),
             sequencer: None,
+            read_at: None,
         };
         assert_eq!(
             units,
@@ -2433,10 +2485,82 @@ mod tests {
                 Work::Backfill {
                     bucket: "b".into(),
                     prefix: "in/".into(),
-                    start_after: Some("in/b.jsonl".into())
+                    start_after: Some("in/b.jsonl".into()),
+                    chain: Some("m0".into()),
                 },
             ]
         );
+    }
+
+    /// A backfill page received twice never starts a second chain: each page claims the next
+    /// one (a conditional write under the rejects prefix) before handing it over; the message
+    /// that made the claim may hand it over again, any other stops.
+    #[tokio::test]
+    async fn a_backfill_page_received_twice_starts_no_second_chain() {
+        let keys: Vec<String> = (0..5).map(|i| format!("in/{i}.jsonl")).collect();
+        let objects: Vec<(&str, String)> =
+            keys.iter().map(|k| (k.as_str(), lines("x", 1))).collect();
+        let objects: Vec<(&str, &str)> = objects.iter().map(|(k, b)| (*k, b.as_str())).collect();
+        let d = deps(&objects, false);
+        let d = Deps {
+            continuation: Handover {
+                queue: true,
+                ..Default::default()
+            },
+            ..d
+        };
+        let pages = |d: &Deps| -> Vec<Value> {
+            let pages = handed_over(d)
+                .into_iter()
+                .filter(|e| e["work"][0]["kind"] == "backfill")
+                .collect();
+            d.continuation.events.lock().unwrap().clear();
+            pages
+        };
+        let request = json!({"backfill": {"bucket": "b", "prefix": "in/"}}).to_string();
+        handle_event(&d, sqs_event(&[request]), later())
+            .await
+            .unwrap();
+        let first = pages(&d);
+        assert_eq!(first.len(), 1);
+        assert_eq!(
+            first[0]["work"][0]["chain"], "m0",
+            "the request's message names the chain"
+        );
+        let page = first[0].to_string();
+
+        // The second page, handed over twice (as two messages): the first to run claims the
+        // third page, the other stops; the claimant received again hands it over again.
+        handle_event(&d, sqs_event(&["{}".into(), page.clone()]), later())
+            .await
+            .unwrap();
+        assert_eq!(
+            pages(&d).len(),
+            1,
+            "the claimant (m1) hands the third page over"
+        );
+        handle_event(&d, sqs_event(std::slice::from_ref(&page)), later())
+            .await
+            .unwrap();
+        assert_eq!(
+            pages(&d).len(),
+            0,
+            "another message (m0) stops: no second chain"
+        );
+        handle_event(&d, sqs_event(&["{}".into(), page]), later())
+            .await
+            .unwrap();
+        assert_eq!(pages(&d).len(), 1, "m1 received again hands it over again");
+        let claims: Vec<String> = d
+            .store
+            .objects
+            .lock()
+            .unwrap()
+            .keys()
+            .filter(|(_, k)| k.starts_with("rejects/.backfill/m0/"))
+            .map(|(_, k)| k.clone())
+            .collect();
+        assert_eq!(claims.len(), 2, "{claims:?}");
     }
 
     #[tokio::test]

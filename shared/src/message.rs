@@ -6,6 +6,8 @@ use base64::engine::general_purpose::STANDARD as BASE64;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
+use crate::ids::{IdScope, chunk_id, object_chunk_id};
+
 /// Version of the message layout; a worker rejects versions it does not know.
 pub const MESSAGE_VERSION: u32 = 1;
 
@@ -20,6 +22,12 @@ pub struct SourceRef {
     pub etag: Option<String>,
     #[serde(default)]
     pub sequencer: Option<String>,
+    /// When ingest began reading this version (RFC 3339, nanoseconds): of two writes of the same
+    /// content (eTag) the later read holds the object, since it was cut under the settings in
+    /// force later (a backfill after `CHUNK_MAX_CHARS` changed, an event delivered late). Fixed
+    /// at the first part, so every message of one read carries the same.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub read_at: Option<String>,
 }
 
 /// One chunk of one document, as queued.
@@ -99,6 +107,13 @@ pub struct ChunkMessage {
     /// they would have kept (and so never makes it embed one again).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub chunks_expected: Option<u64>,
+    /// Where its chunks' record ids are unique, which decides their `_id`s.
+    #[serde(default, skip_serializing_if = "is_bucket")]
+    pub scope: IdScope,
+}
+
+fn is_bucket(scope: &IdScope) -> bool {
+    *scope == IdScope::Bucket
 }
 
 fn is_zero(n: &u32) -> bool {
@@ -124,6 +139,7 @@ impl ChunkMessage {
             chunks: Vec::new(),
             requeues: 0,
             chunks_expected: None,
+            scope: IdScope::default(),
         };
         serde_json::to_string(&message).expect("a control message always serialises")
     }
@@ -137,8 +153,46 @@ impl ChunkMessage {
             chunks: Vec::new(),
             requeues: 0,
             chunks_expected: Some(chunks),
+            scope: IdScope::default(),
         };
         serde_json::to_string(&message).expect("a sweep always serialises")
+    }
+
+    /// The `_id` a chunk of this message has in its scope: object-scoped ids name the object.
+    /// With bucket-wide ids, the object-scoped one is where a chunk goes when another object
+    /// holds its record id (see embed-index's writes).
+    pub fn chunk_id(&self, chunk: &ChunkPayload) -> String {
+        self.id_of(&chunk.doc_id, chunk.chunk_index)
+    }
+
+    /// The `_id` of chunk `chunk_index` of document `doc_id` of this message's object.
+    pub fn id_of(&self, doc_id: &str, chunk_index: u32) -> String {
+        match self.scope {
+            IdScope::Bucket => chunk_id(doc_id, chunk_index),
+            IdScope::Object => self.object_id_of(doc_id, chunk_index),
+        }
+    }
+
+    /// The `_id` of a chunk scoped by this message's object.
+    pub fn object_chunk_id(&self, chunk: &ChunkPayload) -> String {
+        self.object_id_of(&chunk.doc_id, chunk.chunk_index)
+    }
+
+    fn object_id_of(&self, doc_id: &str, chunk_index: u32) -> String {
+        object_chunk_id(&self.source.bucket, &self.source.key, doc_id, chunk_index)
+    }
+
+    /// The `_id`s chunk `chunk_index` of `doc_id` may be stored under: its scope's id and, for
+    /// a bucket-wide record id, its object's own id (where it goes when another object holds
+    /// the record id).
+    pub fn candidate_ids(&self, doc_id: &str, chunk_index: u32) -> Vec<String> {
+        let id = self.id_of(doc_id, chunk_index);
+        let object_id = self.object_id_of(doc_id, chunk_index);
+        if id == object_id {
+            vec![id]
+        } else {
+            vec![id, object_id]
+        }
     }
 
     pub fn parse(body: &str) -> Result<Self, MessageError> {
@@ -167,20 +221,26 @@ pub struct MessagePacker {
 }
 
 impl MessagePacker {
-    pub fn new(source: &SourceRef, budget: usize) -> Self {
-        Self::requeued(source, 0, budget)
+    pub fn new(source: &SourceRef, scope: IdScope, budget: usize) -> Self {
+        Self::requeued(source, scope, 0, budget)
     }
 
     /// A packer for chunks going back on the queue for the `requeues`-th time.
-    pub fn requeued(source: &SourceRef, requeues: u32, budget: usize) -> Self {
+    pub fn requeued(source: &SourceRef, scope: IdScope, requeues: u32, budget: usize) -> Self {
         let source = serde_json::to_string(source).expect("a source reference always serialises");
         let hops = if requeues > 0 {
             format!(r#""requeues":{requeues},"#)
         } else {
             String::new()
         };
-        let header =
-            format!(r#"{{"v":{MESSAGE_VERSION},"op":"index",{hops}"source":{source},"chunks":["#);
+        let scope = if is_bucket(&scope) {
+            ""
+        } else {
+            r#""scope":"object","#
+        };
+        let header = format!(
+            r#"{{"v":{MESSAGE_VERSION},"op":"index",{hops}{scope}"source":{source},"chunks":["#
+        );
         Self {
             body: header.clone(),
             header,
@@ -258,6 +318,7 @@ mod tests {
             version_id: None,
             etag: Some("e".into()),
             sequencer: Some("0A".into()),
+            read_at: None,
         }
     }
 
@@ -275,7 +336,7 @@ mod tests {
 
     #[test]
     fn packs_under_budget_and_round_trips() {
-        let mut packer = MessagePacker::new(&source(), 400);
+        let mut packer = MessagePacker::new(&source(), IdScope::Object, 400);
         let mut bodies = Vec::new();
         for i in 0..10 {
             if let Some(body) = packer
@@ -292,6 +353,7 @@ mod tests {
             assert!(body.len() <= 400, "{} bytes", body.len());
             let msg = ChunkMessage::parse(body).unwrap();
             assert_eq!(msg.source, source());
+            assert_eq!(msg.scope, IdScope::Object);
             for c in msg.chunks {
                 assert_eq!(c, chunk(seen, "テキスト text"));
                 seen += 1;
@@ -303,7 +365,7 @@ mod tests {
 
     #[test]
     fn a_chunk_over_budget_is_refused() {
-        let mut packer = MessagePacker::new(&source(), 200);
+        let mut packer = MessagePacker::new(&source(), IdScope::Object, 200);
         let err = packer
             .push(&MessagePacker::encode(&chunk(0, &"x".repeat(300))))
             .unwrap_err();
@@ -335,7 +397,7 @@ mod tests {
 
     #[test]
     fn requeued_messages_carry_their_hop_count() {
-        let mut packer = MessagePacker::requeued(&source(), 3, 4096);
+        let mut packer = MessagePacker::requeued(&source(), IdScope::Object, 3, 4096);
         packer.push(&MessagePacker::encode(&chunk(0, "t"))).unwrap();
         let msg = ChunkMessage::parse(&packer.finish().unwrap()).unwrap();
         assert_eq!((msg.requeues, msg.chunks.len()), (3, 1));

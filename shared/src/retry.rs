@@ -125,7 +125,33 @@ impl Deadline {
     pub fn allows(&self, needed: Duration) -> bool {
         self.remaining() > needed
     }
+
+    /// The timeout a request that starts now may have when it may take up to `longest` (e.g.
+    /// `ES_TIMEOUT_SECS`): `longest`, shortened near the deadline so that it ends
+    /// [`ANSWER_MARGIN`] before it; `None` when less than the least useful time is left
+    /// ([`MIN_REQUEST_TIME`], or `longest` when that is shorter). Near the deadline a request is
+    /// shorter instead of not sent, so a function timeout close to `longest` still gets work
+    /// done.
+    pub fn request_timeout(&self, longest: Duration) -> Option<Duration> {
+        let time = self.remaining().saturating_sub(ANSWER_MARGIN).min(longest);
+        (time >= MIN_REQUEST_TIME.min(longest) && !time.is_zero()).then_some(time)
+    }
+
+    /// Whether `requests` requests that may each take up to `longest` can still run one after
+    /// the other, each given at least the least useful time (see [`Deadline::request_timeout`]).
+    pub fn fits_requests(&self, requests: u32, longest: Duration) -> bool {
+        let least = MIN_REQUEST_TIME.min(longest);
+        self.remaining() >= least * requests.max(1) + ANSWER_MARGIN
+    }
 }
+
+/// The least time worth giving one request to a healthy service: a shorter request would
+/// mostly be cut off, so the work waits for a fresh invocation instead.
+pub const MIN_REQUEST_TIME: Duration = Duration::from_secs(3);
+
+/// Kept after a request's timeout, before the deadline, so its caller can still act on the
+/// outcome (put the work back on the queue).
+pub const ANSWER_MARGIN: Duration = Duration::from_secs(2);
 
 #[cfg(test)]
 mod tests {
@@ -153,6 +179,32 @@ mod tests {
         );
         assert_eq!(attempts.next_wait(Some(Duration::from_millis(600))), None);
         assert_eq!(attempts.number(), 2);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn requests_get_shorter_near_the_deadline_and_stop_below_the_useful_minimum() {
+        let es = Duration::from_secs(30);
+        let d = Deadline::after(Duration::from_secs(28));
+        assert_eq!(d.request_timeout(es), Some(Duration::from_secs(26)));
+        assert!(
+            d.fits_requests(2, es),
+            "a refresh and a removal fit in 28 s"
+        );
+        let d = Deadline::after(Duration::from_secs(118));
+        assert_eq!(
+            d.request_timeout(Duration::from_secs(60)),
+            Some(Duration::from_secs(60))
+        );
+        let d = Deadline::after(Duration::from_secs(5));
+        assert_eq!(d.request_timeout(es), Some(Duration::from_secs(3)));
+        assert!(!d.fits_requests(2, es));
+        let d = Deadline::after(Duration::from_millis(4900));
+        assert_eq!(d.request_timeout(es), None, "less than 3 s to give it");
+        // A configured timeout under the minimum is its own minimum.
+        assert_eq!(
+            d.request_timeout(Duration::from_secs(1)),
+            Some(Duration::from_secs(1))
+        );
     }
 
     #[test]

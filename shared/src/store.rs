@@ -67,6 +67,15 @@ pub trait ObjectStore: Send + Sync {
         body: Vec<u8>,
     ) -> impl Future<Output = Result<(), StoreError>> + Send;
 
+    /// Writes a small object only where no object has that key (a conditional write,
+    /// `If-None-Match: *`); returns `None` when written, else what the key already holds.
+    fn put_if_absent(
+        &self,
+        bucket: &str,
+        key: &str,
+        body: Vec<u8>,
+    ) -> impl Future<Output = Result<Option<Vec<u8>>, StoreError>> + Send;
+
     /// The key's current version; `None` when it has none (deleted, or a delete marker on top).
     fn head(
         &self,
@@ -190,6 +199,54 @@ impl ObjectStore for S3Store {
                 key: key.to_owned(),
                 source: Box::new(e.into_service_error()),
             })
+    }
+
+    /// S3 answers 412 when the key exists, and 409 when a write of the same key raced this one
+    /// (then it is tried once more, to read the winner).
+    /// <https://docs.aws.amazon.com/AmazonS3/latest/userguide/conditional-writes.html>
+    async fn put_if_absent(
+        &self,
+        bucket: &str,
+        key: &str,
+        body: Vec<u8>,
+    ) -> Result<Option<Vec<u8>>, StoreError> {
+        let other = |e: Box<dyn std::error::Error + Send + Sync>| StoreError::Other {
+            bucket: bucket.to_owned(),
+            key: key.to_owned(),
+            source: e,
+        };
+        for _ in 0..2 {
+            let sent = self
+                .client
+                .put_object()
+                .bucket(bucket)
+                .key(key)
+                .if_none_match("*")
+                .body(body.clone().into())
+                .send()
+                .await;
+            let status = match sent {
+                Ok(_) => return Ok(None),
+                Err(e) => match e.raw_response().map(|r| r.status().as_u16()) {
+                    Some(status @ (409 | 412)) => status,
+                    _ => return Err(other(Box::new(e.into_service_error()))),
+                },
+            };
+            if status == 409 {
+                continue;
+            }
+            let held = self
+                .client
+                .get_object()
+                .bucket(bucket)
+                .key(key)
+                .send()
+                .await
+                .map_err(|e| other(Box::new(e.into_service_error())))?;
+            let bytes = held.body.collect().await.map_err(|e| other(Box::new(e)))?;
+            return Ok(Some(bytes.into_bytes().to_vec()));
+        }
+        Err(other("conditional writes of this key kept racing".into()))
     }
 
     async fn head(&self, bucket: &str, key: &str) -> Result<Option<ObjectHead>, StoreError> {

@@ -69,11 +69,7 @@ pub async fn survey_object<S: ObjectStore>(
         else {
             break;
         };
-        let origin = RecordOrigin {
-            bucket,
-            key,
-            record: raw.position.number(),
-        };
+        let origin = RecordOrigin { bucket, key };
         survey.count_record(cfg, raw.value.ok(), origin);
     }
     survey.bytes = read.load(Ordering::Relaxed);
@@ -167,6 +163,14 @@ mod tests {
             })
         }
         async fn put(&self, _: &str, _: &str, _: Vec<u8>) -> Result<(), StoreError> {
+            unreachable!("a survey writes nothing")
+        }
+        async fn put_if_absent(
+            &self,
+            _: &str,
+            _: &str,
+            _: Vec<u8>,
+        ) -> Result<Option<Vec<u8>>, StoreError> {
             unreachable!("a survey writes nothing")
         }
         async fn head(&self, _: &str, _: &str) -> Result<Option<ObjectHead>, StoreError> {

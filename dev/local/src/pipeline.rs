@@ -303,6 +303,23 @@ impl Pipeline {
         .await
     }
 
+    /// Starts ingest again with `changes` to its environment, as a deployment whose settings
+    /// changed (chunk size, the scope of record ids) starts new containers.
+    pub async fn restart_ingest(
+        &mut self,
+        changes: &[(&str, &str)],
+    ) -> Result<(), Box<dyn std::error::Error>> {
+        for (name, value) in changes {
+            self.env.retain(|(n, _)| n != name);
+            self.env.push((name.to_string(), value.to_string()));
+        }
+        let binary = require(&binary_dir(), "ingest")?;
+        let log = self.options.log.as_deref();
+        let fresh = FunctionProcess::spawn(&binary, "sakuin-ingest", &self.env, log).await?;
+        std::mem::replace(&mut self.ingest, fresh).stop().await;
+        Ok(())
+    }
+
     pub async fn stop(self) {
         self.ingest.stop().await;
         self.embed_index.stop().await;

@@ -3,9 +3,10 @@
 //!
 //! The bucket side is read independently of sakuin's reader and chunker: the objects are JSON
 //! Lines whose records carry `id` and `text`, and every record is expected under its object's
-//! key as `doc_id` = `id` with a complete set of chunks (`chunk_index` 0 to `chunk_count` - 1):
-//! one chunk holding exactly its text, or several that are each a piece of its current text and
-//! together cover it.
+//! key as `doc_id` = `id` (ids are scoped by object: two objects may share one) with a complete
+//! set of chunks (`chunk_index` 0 to `chunk_count` - 1): one chunk holding exactly its text, or
+//! several that are each a piece of its current text and together cover it; and each chunk's
+//! `metadata` exactly the record's other fields, none of an older version left over.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -26,6 +27,8 @@ const PAGE: usize = 2000;
 pub struct Doc {
     pub key: String,
     pub text: String,
+    /// The record's fields but `id` and `text`.
+    pub metadata: Value,
 }
 
 /// How the whole index compares with the whole bucket.
@@ -97,8 +100,10 @@ pub async fn compare_index_with_bucket(
         indexed: indexed.values().map(Vec::len).sum(),
         ..Comparison::default()
     };
-    for (id, doc) in &expected {
-        let chunks = indexed.get(id).map_or(&[][..], Vec::as_slice);
+    for ((key, id), doc) in &expected {
+        let chunks = indexed
+            .get(&(key.clone(), id.clone()))
+            .map_or(&[][..], Vec::as_slice);
         if chunks.is_empty() {
             comparison.missing.push(id.clone());
         } else if holds(doc, chunks) {
@@ -107,7 +112,7 @@ pub async fn compare_index_with_bucket(
             // The same one-chunk record indexed several times.
             if !chunks
                 .iter()
-                .any(|c| c.key == doc.key && c.text == doc.text)
+                .any(|c| c.key == doc.key && c.text == doc.text && c.metadata == doc.metadata)
             {
                 comparison.stale.push(id.clone());
             }
@@ -118,8 +123,8 @@ pub async fn compare_index_with_bucket(
             comparison.stale.push(id.clone());
         }
     }
-    for (id, docs) in &indexed {
-        if !expected.contains_key(id) {
+    for ((key, id), docs) in &indexed {
+        if !expected.contains_key(&(key.clone(), id.clone())) {
             comparison
                 .extra
                 .extend(std::iter::repeat_n(id.clone(), docs.len()));
@@ -135,6 +140,7 @@ struct Chunk {
     index: u64,
     count: u64,
     text: String,
+    metadata: Value,
 }
 
 /// Whether `chunks` are exactly `doc`'s current chunks: all of them, under its key; one holding
@@ -142,7 +148,10 @@ struct Chunk {
 /// cover it.
 fn holds(doc: &Doc, chunks: &[Chunk]) -> bool {
     let n = chunks.len() as u64;
-    if chunks.iter().any(|c| c.count != n || c.key != doc.key) {
+    if chunks
+        .iter()
+        .any(|c| c.count != n || c.key != doc.key || c.metadata != doc.metadata)
+    {
         return false;
     }
     let mut indices: Vec<u64> = chunks.iter().map(|c| c.index).collect();
@@ -158,11 +167,11 @@ fn holds(doc: &Doc, chunks: &[Chunk]) -> bool {
         && chunks.iter().map(|c| visible(&c.text)).sum::<usize>() >= visible(&doc.text)
 }
 
-/// The records of the bucket's current objects, by id; and how many objects there are.
+/// The records of the bucket's current objects, by key and id; and how many objects there are.
 async fn bucket_documents(
     s3: &aws_sdk_s3::Client,
     bucket: &str,
-) -> Result<(usize, BTreeMap<String, Doc>), BoxError> {
+) -> Result<(usize, BTreeMap<(String, String), Doc>), BoxError> {
     let mut keys = Vec::new();
     let mut pages = s3.list_objects_v2().bucket(bucket).into_paginator().send();
     while let Some(page) = pages.next().await {
@@ -194,11 +203,17 @@ async fn bucket_documents(
             let (Some(id), Some(text)) = (record["id"].as_str(), record["text"].as_str()) else {
                 return Err(format!("{key} line {}: no id and text", n + 1).into());
             };
+            let mut metadata = record.clone();
+            if let Some(fields) = metadata.as_object_mut() {
+                fields.remove("id");
+                fields.remove("text");
+            }
             let doc = Doc {
                 key: key.clone(),
                 text: text.to_owned(),
+                metadata,
             };
-            if expected.insert(id.to_owned(), doc).is_some() {
+            if expected.insert((key.clone(), id.to_owned()), doc).is_some() {
                 return Err(format!("{key} line {}: the id {id} is used twice", n + 1).into());
             }
         }
@@ -206,8 +221,10 @@ async fn bucket_documents(
     Ok((keys.len(), expected))
 }
 
-/// Every chunk document of the index, by `doc_id`.
-async fn index_documents(es: &EsClient) -> Result<BTreeMap<String, Vec<Chunk>>, BoxError> {
+/// Every chunk document of the index, by `source.key` and `doc_id`.
+async fn index_documents(
+    es: &EsClient,
+) -> Result<BTreeMap<(String, String), Vec<Chunk>>, BoxError> {
     es.refresh().await.map_err(|e| e.to_string())?;
     let mut hits = Vec::new();
     let mut after: Option<Value> = None;
@@ -215,8 +232,8 @@ async fn index_documents(es: &EsClient) -> Result<BTreeMap<String, Vec<Chunk>>, 
         let mut query = json!({
             "size": PAGE,
             "query": {"match_all": {}},
-            "sort": [{"doc_id": "asc"}, {"chunk_index": "asc"}],
-            "_source": ["doc_id", "text", "source.key", "chunk_index", "chunk_count"]
+            "sort": [{"doc_id": "asc"}, {"source.key": "asc"}, {"chunk_index": "asc"}],
+            "_source": ["doc_id", "text", "source.key", "chunk_index", "chunk_count", "metadata"]
         });
         if let Some(after) = after.take() {
             query["search_after"] = after;
@@ -233,18 +250,20 @@ async fn index_documents(es: &EsClient) -> Result<BTreeMap<String, Vec<Chunk>>, 
             break;
         }
     }
-    let mut indexed: BTreeMap<String, Vec<Chunk>> = BTreeMap::new();
+    let mut indexed: BTreeMap<(String, String), Vec<Chunk>> = BTreeMap::new();
     for hit in &hits {
         let source = &hit["_source"];
         let text = |v: &Value| v.as_str().unwrap_or_default().to_owned();
+        let key = text(&source["source"]["key"]);
         indexed
-            .entry(text(&source["doc_id"]))
+            .entry((key.clone(), text(&source["doc_id"])))
             .or_default()
             .push(Chunk {
-                key: text(&source["source"]["key"]),
+                key,
                 index: source["chunk_index"].as_u64().unwrap_or(u64::MAX),
                 count: source["chunk_count"].as_u64().unwrap_or(0),
                 text: text(&source["text"]),
+                metadata: source.get("metadata").cloned().unwrap_or(json!({})),
             });
     }
     Ok(indexed)
@@ -260,6 +279,7 @@ mod tests {
             index,
             count,
             text: text.into(),
+            metadata: json!({}),
         }
     }
 
@@ -268,6 +288,7 @@ mod tests {
         let doc = Doc {
             key: "k".into(),
             text: "One. Two. Three.".into(),
+            metadata: json!({}),
         };
         assert!(holds(&doc, &[chunk(0, 1, "One. Two. Three.")]));
         assert!(holds(
@@ -290,5 +311,8 @@ mod tests {
         let mut moved = chunk(0, 1, "One. Two. Three.");
         moved.key = "other".into();
         assert!(!holds(&doc, &[moved]));
+        let mut old_fields = chunk(0, 1, "One. Two. Three.");
+        old_fields.metadata = json!({"tag": "removed since"});
+        assert!(!holds(&doc, &[old_fields]), "a field of an older version");
     }
 }

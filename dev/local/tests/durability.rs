@@ -288,24 +288,29 @@ async fn versioned_bucket_removals_markers_undeletes_and_expirations_end_equal_t
     // older text, one missing.
     let es = fleet.es();
     let doc = |id: &str, key: &str, text: &str| json!({"doc_id": id, "chunk_index": 0, "chunk_count": 1, "text": text, "source": {"bucket": BUCKET, "key": key}});
-    for (method, id, body) in [
+    for (method, id, key, body) in [
         (
             reqwest::Method::PUT,
             "ghost",
+            "v/deleted.jsonl",
             Some(doc("ghost", "v/deleted.jsonl", "left behind")),
         ),
         (
             reqwest::Method::PUT,
             "kept-0",
+            "v/kept.jsonl",
             Some(doc(
                 "kept-0",
                 "v/kept.jsonl",
                 "Record 0 of kept, version 1.",
             )),
         ),
-        (reqwest::Method::DELETE, "trim-1", None),
+        (reqwest::Method::DELETE, "trim-1", "v/trimmed.jsonl", None),
     ] {
-        let path = format!("/versions/_doc/{}", sakuin::ids::chunk_id(id, 0));
+        let path = format!(
+            "/versions/_doc/{}",
+            sakuin::ids::object_chunk_id(BUCKET, key, id, 0)
+        );
         let body = body.map(|b| (b.to_string().into_bytes(), "application/json"));
         let (status, answer) = es.send(method, &path, body).await.unwrap();
         assert!(

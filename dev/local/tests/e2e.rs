@@ -4,9 +4,9 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
-use sakuin::ids::chunk_id;
+use sakuin::ids::{derived_doc_id, object_chunk_id};
 use sakuin_local::demo::gzip;
-use sakuin_local::pipeline::{MAX_RECEIVE_COUNT, Pipeline, PipelineOptions};
+use sakuin_local::pipeline::{BUCKET, MAX_RECEIVE_COUNT, Pipeline, PipelineOptions};
 use sakuin_local::stack::LocalStack;
 use serde_json::{Value, json};
 
@@ -48,16 +48,16 @@ async fn corpus() -> Vec<(String, Vec<u8>, Vec<String>)> {
         ids,
     ));
 
-    // Gzip-compressed JSON Lines, no ids: derived from bucket, key and line.
+    // Gzip-compressed JSON Lines, no ids: derived from bucket, key and content.
+    let key = "corpus/compressed.jsonl.gz".to_owned();
     let mut gz = String::new();
+    let mut ids = Vec::new();
     for i in 0..60 {
-        gz.push_str(&json!({"text": format!("Compressed record {i}. Gzip is recognised by its magic bytes.")}).to_string());
+        let record = json!({"text": format!("Compressed record {i}. Gzip is recognised by its magic bytes.")});
+        ids.push(derived_doc_id("sakuin-demo", &key, &record));
+        gz.push_str(&record.to_string());
         gz.push('\n');
     }
-    let key = "corpus/compressed.jsonl.gz".to_owned();
-    let ids = (1..=60)
-        .map(|line| format!("s3://sakuin-demo/{key}#{line}"))
-        .collect();
     objects.push((key, gzip(gz.as_bytes()).await, ids));
 
     // Single objects.
@@ -758,8 +758,10 @@ async fn elasticsearch_faults_lose_nothing_and_never_pay_for_an_embedding_twice(
     for name in ["a", "b", "c"] {
         expected.extend(put(name, 10).await);
     }
-    faults.busy(&chunk_id("b-3", 0), 2);
-    faults.reject(&chunk_id("c-5", 0));
+    let id =
+        |name: &str, doc: &str| object_chunk_id(BUCKET, &format!("faults/{name}.jsonl"), doc, 0);
+    faults.busy(&id("b", "b-3"), 2);
+    faults.reject(&id("c", "c-5"));
     let drained = pipeline.drain(Duration::from_secs(120)).await.unwrap();
     assert_eq!(drained.function_errors, 0);
     expected.remove("c-5");
@@ -861,6 +863,7 @@ async fn status_shows_the_queues_the_index_and_what_needs_a_person() {
     };
     assert_eq!(queue("chunk")["waiting"], 0);
     assert_eq!(queue("chunk DLQ")["waiting"], 0);
+    assert_eq!(report["index"]["shared_record_ids"], json!([]), "{out}");
     assert_eq!(report["probe"]["ok"], true, "{out}");
     assert!(report["probe_logged_at"].is_null(), "the checks ran now");
     // No datapoint yet: no age, and no one is called for it.
@@ -931,6 +934,39 @@ async fn status_shows_the_queues_the_index_and_what_needs_a_person() {
         "{out}"
     );
 
+    // Another object numbering its records from 0 too: record ids shared by objects are shown,
+    // and with ID_SCOPE=bucket (ids declared unique) each is a collision a person must look at.
+    let shared = pipeline
+        .put_object(
+            "status/b.jsonl",
+            (json!({"id": "s-0", "text": "Another export's record 0."}).to_string() + "\n")
+                .into_bytes(),
+        )
+        .await
+        .unwrap();
+    pipeline.invoke_ingest(&shared).await.unwrap();
+    pipeline.drain(Duration::from_secs(60)).await.unwrap();
+    let (_, out) = status(true).await;
+    let report: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(
+        report["index"]["shared_record_ids"],
+        json!([{"doc_id": "s-0", "keys": ["status/a.jsonl", "status/b.jsonl"]}]),
+        "{out}"
+    );
+    let mut command = tokio::process::Command::new(&sakuin);
+    command
+        .arg("status")
+        .envs(pipeline.env.iter().cloned())
+        .env("ID_SCOPE", "bucket");
+    let out = command.output().await.unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    println!("{text}");
+    assert!(
+        text.contains("record ids collisions: 1 (s-0 in status/a.jsonl, status/b.jsonl)")
+            && text.contains("NEEDS A PERSON: 1 record id(s) collide across objects"),
+        "{text}"
+    );
+
     // `--stack`: the same answer with nothing but the SDK's own variables, the configuration
     // read from the deployed probe function, found by CloudFormation's tags.
     deploy_probe_function(&pipeline, "sakuin-e2e").await;
@@ -959,7 +995,7 @@ async fn status_shows_the_queues_the_index_and_what_needs_a_person() {
         .unwrap_or_else(|e| panic!("{e}: {text}{}", String::from_utf8_lossy(&out.stderr)));
     assert_eq!(out.status.code(), Some(1), "the dead letter is still there");
     assert_eq!(report["index"]["name"], "status");
-    assert_eq!(report["index"]["chunks"], 3);
+    assert_eq!(report["index"]["chunks"], 4, "both objects' records");
     // The stack's probe function logs to Lambda's default group here (moto keeps no logging
     // configuration; the template's names its own group, which `--stack` reads the same way).
     log_reports(
@@ -1273,5 +1309,184 @@ async fn hybrid_search_finds_what_either_search_finds_and_filters_inside_both() 
         ["p4".to_owned(), "p5".to_owned()].iter().collect()
     );
     println!("ranks: {}", figures.join("; "));
+    pipeline.stop().await;
+}
+
+/// Puts `records` as JSON Lines at `key`, ingests its notification and drains the chunk queue.
+async fn put_records(pipeline: &Pipeline, key: &str, records: &[Value]) {
+    let body: String = records.iter().map(|r| r.to_string() + "\n").collect();
+    let event = pipeline.put_object(key, body.into_bytes()).await.unwrap();
+    pipeline.invoke_ingest(&event).await.unwrap();
+    let drained = pipeline.drain(Duration::from_secs(120)).await.unwrap();
+    assert_eq!(drained.reported_failures, 0);
+}
+
+/// Backfills `prefix` (ingest invoked with the request `sakuin backfill` sends) and drains.
+async fn backfill(pipeline: &Pipeline, prefix: &str) -> Value {
+    let request = json!({"backfill": {"bucket": BUCKET, "prefix": prefix}});
+    let summary = pipeline.invoke_ingest(&request).await.unwrap();
+    let drained = pipeline.drain(Duration::from_secs(120)).await.unwrap();
+    assert_eq!(drained.reported_failures, 0);
+    summary
+}
+
+async fn assert_index_equals_bucket(pipeline: &Pipeline) -> sakuin_local::truth::Comparison {
+    let comparison =
+        sakuin_local::truth::compare_index_with_bucket(&pipeline.s3, BUCKET, &pipeline.es())
+            .await
+            .unwrap();
+    assert!(comparison.is_equal(), "{comparison}");
+    assert_eq!(pipeline.dead_letters().await.unwrap(), 0);
+    comparison
+}
+
+/// The ways users change their data, each step ending with the whole index compared with the
+/// whole bucket (texts, fields, chunk counts; nothing extra; DLQ empty): fields removed from a
+/// record, one record id in two objects, then chunk settings changed before a backfill, and back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn records_change_as_users_change_them_and_the_index_follows() {
+    let mut pipeline = start(PipelineOptions {
+        index: "changes".into(),
+        ..PipelineOptions::default()
+    })
+    .await;
+    let texts = async |p: &Pipeline| stub_stats(p).await["texts"].as_u64().unwrap();
+    let long = |n: usize| -> String {
+        (0..n)
+            .map(|i| {
+                format!("Sentence {i} of a record long enough to be cut when chunks are small.")
+            })
+            .collect::<Vec<_>>()
+            .join(" ")
+    };
+    let a_v1 = [
+        json!({"id": "1", "text": "Record one, as the first export has it.", "tags": ["x", "y"], "attrs": {"colour": "red", "size": 3}}),
+        json!({"id": "2", "text": long(6)}),
+    ];
+    put_records(&pipeline, "chg/a.jsonl", &a_v1).await;
+    // Another export numbers its records from 1 too.
+    put_records(
+        &pipeline,
+        "chg/b.jsonl",
+        &[json!({"id": "1", "text": "Record one of the second export."})],
+    )
+    .await;
+    assert_index_equals_bucket(&pipeline).await;
+
+    // A tag and a nested attribute removed: the document loses them; nothing is embedded.
+    let before = texts(&pipeline).await;
+    let a_v2 = [
+        json!({"id": "1", "text": "Record one, as the first export has it.", "attrs": {"colour": "red"}}),
+        a_v1[1].clone(),
+    ];
+    put_records(&pipeline, "chg/a.jsonl", &a_v2).await;
+    assert_index_equals_bucket(&pipeline).await;
+    assert_eq!(texts(&pipeline).await, before, "same texts, no embedding");
+
+    // Deleting the second export leaves the first one's record 1 alone.
+    pipeline
+        .s3
+        .delete_object()
+        .bucket(BUCKET)
+        .key("chg/b.jsonl")
+        .send()
+        .await
+        .unwrap();
+    let removed =
+        sakuin_local::pipeline::s3_event("ObjectRemoved:Delete", BUCKET, "chg/b.jsonl", None, None);
+    pipeline.invoke_ingest(&removed).await.unwrap();
+    pipeline.drain(Duration::from_secs(60)).await.unwrap();
+    let comparison = assert_index_equals_bucket(&pipeline).await;
+    assert_eq!(comparison.expected, 2);
+
+    // Smaller chunks, then a backfill: every record is cut anew and the old split is swept.
+    let chunks = async |p: &Pipeline| {
+        p.es()
+            .count_matching(&json!({"match_all": {}}))
+            .await
+            .unwrap()
+    };
+    let wide = chunks(&pipeline).await;
+    pipeline
+        .restart_ingest(&[("CHUNK_MAX_CHARS", "120"), ("CHUNK_OVERLAP_CHARS", "0")])
+        .await
+        .unwrap();
+    backfill(&pipeline, "chg/").await;
+    assert_index_equals_bucket(&pipeline).await;
+    let narrow = chunks(&pipeline).await;
+    assert!(
+        narrow > wide,
+        "{narrow} chunks after the backfill, {wide} before"
+    );
+    // And back: the long record is one chunk again, none of the narrow split is left.
+    pipeline
+        .restart_ingest(&[("CHUNK_MAX_CHARS", "1000"), ("CHUNK_OVERLAP_CHARS", "100")])
+        .await
+        .unwrap();
+    backfill(&pipeline, "chg/").await;
+    let comparison = assert_index_equals_bucket(&pipeline).await;
+    assert_eq!(chunks(&pipeline).await, wide);
+    println!("changes: {comparison}; chunks {wide} → {narrow} → {wide} across two backfills");
+    pipeline.stop().await;
+}
+
+/// A line inserted at the top of a JSON Lines object without ids: the other records keep
+/// their ids (derived from their content) and nothing but the new record is embedded.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_line_inserted_at_the_top_embeds_only_that_line() {
+    let pipeline = start(PipelineOptions {
+        index: "insert".into(),
+        ..PipelineOptions::default()
+    })
+    .await;
+    const RECORDS: usize = 1000;
+    let records: Vec<Value> = (0..RECORDS)
+        .map(|i| json!({"text": format!("Record {i} of an export without ids."), "n": i}))
+        .collect();
+    let key = "ins/export.jsonl";
+    put_records(&pipeline, key, &records).await;
+    let first = stub_stats(&pipeline).await["texts"].as_u64().unwrap();
+    let ids_before = doc_ids_for(&pipeline, key).await;
+    assert_eq!(ids_before.len(), RECORDS);
+
+    let mut inserted = vec![json!({"text": "A record inserted at the top.", "n": -1})];
+    inserted.extend(records);
+    put_records(&pipeline, key, &inserted).await;
+    let embedded = stub_stats(&pipeline).await["texts"].as_u64().unwrap() - first;
+    let ids_after = doc_ids_for(&pipeline, key).await;
+    assert_eq!(ids_after.len(), RECORDS + 1);
+    assert!(
+        ids_before.is_subset(&ids_after),
+        "every old record keeps its id"
+    );
+    println!(
+        "insert at the top of {RECORDS} records: {embedded} text(s) embedded (first upload: {first})"
+    );
+    assert_eq!(embedded, 1);
+    pipeline.stop().await;
+}
+
+/// The conditional write a backfill page claims the next one with, against S3's API: the first
+/// claim writes, a second finds the first one's holder.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_conditional_write_claims_a_key_once() {
+    use sakuin::store::{ObjectStore, S3Store};
+    let pipeline = start(PipelineOptions {
+        index: "claims".into(),
+        ..PipelineOptions::default()
+    })
+    .await;
+    let store = S3Store::new(pipeline.s3.clone());
+    let key = "rejects/.backfill/m-1/0123456789abcdef";
+    let first = store
+        .put_if_absent(BUCKET, key, b"m-1".to_vec())
+        .await
+        .unwrap();
+    assert_eq!(first, None, "written");
+    let second = store
+        .put_if_absent(BUCKET, key, b"m-2".to_vec())
+        .await
+        .unwrap();
+    assert_eq!(second.as_deref(), Some(&b"m-1"[..]), "held by the first");
     pipeline.stop().await;
 }

@@ -12,9 +12,6 @@ use sakuin::es::EsClient;
 use sakuin::queue::SqsQueue;
 use sakuin::retry::Deadline;
 
-/// Time kept back from the Lambda deadline to send the response.
-const RESPONSE_RESERVE: Duration = Duration::from_secs(2);
-
 /// How long a re-read of the Elasticsearch secret after a 401 may hold the refused request.
 const SECRET_READ_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -44,7 +41,9 @@ async fn main() -> Result<(), Error> {
     let deps = EmbedIndexDeps::new(embedder, index, requeue, config);
     let deps = &deps;
     lambda_runtime::run(service_fn(move |event: LambdaEvent<SqsEvent>| async move {
-        let deadline = Deadline::from_lambda_deadline_ms(event.context.deadline, RESPONSE_RESERVE);
+        let ms = event.context.deadline;
+        deps.check_function_time(Deadline::from_lambda_deadline_ms(ms, Duration::ZERO).remaining());
+        let deadline = Deadline::from_lambda_deadline_ms(ms, EmbedIndexConfig::RESPONSE_RESERVE);
         let (response, _) = handle_batch(deps, event.payload, deadline).await?;
         Ok::<SqsBatchResponse, IndexSetupError>(response)
     }))

@@ -234,7 +234,9 @@ async fn backfill_setup(
 fn render_done(w: &Walk, estimate: &Estimate, progress: &Progress, seconds: f64) -> String {
     format!(
         "done in {}: {} objects, {} records, {} chunks written or refreshed (estimated: {} records, {} chunks)\n\
-         `sakuin reconcile {}` checks that the index equals the bucket.\n",
+         Every object read now holds exactly its current chunks under the current settings. A backfill reads what the bucket holds: \
+         documents of objects that left it while no notification reached the pipeline are not removed by it — \
+         `sakuin reconcile {} --fix` finds and removes them.\n",
         duration(Duration::from_secs_f64(seconds)),
         thousands(progress.objects),
         thousands(progress.records),

@@ -370,7 +370,8 @@ async fn run_status(env: &mut Env, json: bool, last: bool, log_group: Option<Str
         (Some(group), true) => status::Checks::Last { logs: &logs, group },
         _ => status::Checks::Now,
     };
-    let status = match status::Status::gather(&deps, &cloudwatch, checks).await {
+    let ids_bucket_wide = env.get("ID_SCOPE").as_deref() == Some("bucket");
+    let status = match status::Status::gather(&deps, &cloudwatch, checks, ids_bucket_wide).await {
         Ok(s) => s,
         Err(e) => {
             eprintln!("sakuin: {e}");

@@ -207,17 +207,22 @@ pub fn repair(scope: &Scope, drift: &Drift, marker_sequencer: &str) -> Value {
         version_id: None,
         etag: drift.etag.clone(),
         sequencer: None,
+        read_at: None,
+    };
+    // Every repair is ordered after the marker it found, like an event: an upload (or a
+    // removal) S3 announces after that marker was read wins over it, whenever either lands.
+    let source = SourceRef {
+        sequencer: Some(repair_sequencer(marker_sequencer)),
+        ..source
     };
     let unit = match drift.kind {
         Kind::Missing | Kind::Changed => Work::Object {
-            source: SourceRef {
-                sequencer: Some(repair_sequencer(marker_sequencer)),
-                ..source
-            },
+            source,
             resume: None,
             part: 0,
             queued: 0,
         },
+        // Ingest looks at the key again: an object uploaded since is read, not removed.
         Kind::Orphaned => Work::Removed { source },
     };
     json!({ "work": [unit], "hops": 0 })
@@ -470,6 +475,10 @@ impl<S: ObjectStore, C: Continuation> Reconciler<'_, S, C> {
         let held = held_objects(self.es, scope, after, upper.as_deref())
             .await
             .map_err(|e| format!("reading what {} holds: {e}", self.es.index))?;
+        // The markers of listed keys out of sync, and of keys held but not listed (orphans):
+        // each repair is ordered after the marker it finds.
+        let listed: std::collections::HashSet<&str> =
+            page.objects.iter().map(|o| o.key.as_str()).collect();
         let unmatched: Vec<&str> = page
             .objects
             .iter()
@@ -477,6 +486,11 @@ impl<S: ObjectStore, C: Continuation> Reconciler<'_, S, C> {
                 is_data_key(&o.key, &scope.rejects_prefix) && !held_at_listed_etag(&held, o)
             })
             .map(|o| o.key.as_str())
+            .chain(
+                held.keys()
+                    .map(String::as_str)
+                    .filter(|k| !listed.contains(k)),
+            )
             .collect();
         let markers = markers(self.es, &scope.bucket, &unmatched)
             .await
@@ -779,9 +793,9 @@ mod tests {
             size: 0,
             indexed: vec![("e1".into(), 1)],
         };
-        let body = repair(&scope, &orphan, "");
+        let body = repair(&scope, &orphan, &seq);
         assert_eq!(body["work"][0]["kind"], "removed");
-        assert!(body["work"][0]["source"]["sequencer"].is_null());
+        assert_eq!(body["work"][0]["source"]["sequencer"], format!("{seq}+"));
     }
 
     #[test]

@@ -39,7 +39,20 @@ pub struct IndexFigures {
     pub objects: u64,
     /// The newest `indexed_at`.
     pub newest: Option<String>,
+    /// Record ids that more than one object holds (up to `SHARED_SHOWN`), with the objects;
+    /// `None` when the cluster could not say. With `ID_SCOPE=bucket` each is a collision.
+    pub shared: Option<Vec<SharedId>>,
 }
+
+/// A record id held by several objects.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct SharedId {
+    pub doc_id: String,
+    pub keys: Vec<String>,
+}
+
+/// How many shared record ids status lists.
+const SHARED_SHOWN: usize = 20;
 
 /// Everything `sakuin status` shows.
 #[derive(Debug, Clone)]
@@ -52,6 +65,9 @@ pub struct Status {
     pub probe: ProbeReport,
     /// Where the checks come from: `None` when run now, else the log line's time.
     pub probe_logged_at: Option<String>,
+    /// Record ids were declared unique across the bucket (`ID_SCOPE=bucket`): a shared one is
+    /// a collision that needs a person.
+    pub ids_bucket_wide: bool,
 }
 
 /// Where the probe's checks come from.
@@ -72,6 +88,7 @@ impl Status {
         deps: &ProbeDeps,
         cloudwatch: &aws_sdk_cloudwatch::Client,
         checks: Checks<'_>,
+        ids_bucket_wide: bool,
     ) -> Result<Self, String> {
         let config = &deps.config;
         let mut queues = queue_depths(deps).await;
@@ -89,6 +106,7 @@ impl Status {
             index,
             probe,
             probe_logged_at,
+            ids_bucket_wide,
         })
     }
 
@@ -109,8 +127,18 @@ impl Status {
                 Err(e) => needs.push(format!("the {} queue cannot be read: {e}", q.name)),
             }
         }
-        if let Err(e) = &self.index {
-            needs.push(format!("the index cannot be read: {e}"));
+        match &self.index {
+            Err(e) => needs.push(format!("the index cannot be read: {e}")),
+            Ok(IndexFigures {
+                shared: Some(shared),
+                ..
+            }) if self.ids_bucket_wide && !shared.is_empty() => needs.push(format!(
+                "{} record id(s) collide across objects although ID_SCOPE=bucket declares them unique \
+                 (e.g. {}): each object keeps its own document; fix the ids, or use ID_SCOPE=object",
+                shared.len(),
+                describe_shared(&shared[0])
+            )),
+            Ok(_) => {}
         }
         for check in self.probe.checks.iter().filter(|c| !c.ok && c.required) {
             needs.push(format!("{} failed: {}", check.name, check.detail));
@@ -176,6 +204,26 @@ impl Status {
                     i.objects,
                     i.newest.as_deref().unwrap_or("-")
                 );
+                if let Some(shared) = i.shared.as_ref().filter(|s| !s.is_empty()) {
+                    let more = if shared.len() >= SHARED_SHOWN {
+                        " or more"
+                    } else {
+                        ""
+                    };
+                    let what = if self.ids_bucket_wide {
+                        "collisions"
+                    } else {
+                        "shared by objects"
+                    };
+                    let examples: Vec<String> =
+                        shared.iter().take(3).map(describe_shared).collect();
+                    let _ = writeln!(
+                        out,
+                        "record ids {what}: {}{more} ({})",
+                        shared.len(),
+                        examples.join("; ")
+                    );
+                }
             }
             Err(e) => {
                 let _ = writeln!(out, "index {}: unreadable: {e}", self.index_name);
@@ -212,6 +260,7 @@ impl Status {
             Ok(i) => json!({
                 "name": self.index_name, "chunks": i.chunks, "documents": i.documents,
                 "objects": i.objects, "newest_indexed_at": i.newest,
+                "shared_record_ids": i.shared, "ids_bucket_wide": self.ids_bucket_wide,
             }),
             Err(e) => json!({"name": self.index_name, "error": e}),
         };
@@ -350,7 +399,9 @@ async fn index_figures(es: &EsClient) -> Result<IndexFigures, String> {
         .await
         .map_err(|e| e.to_string())?;
     let count = |pointer: &str| answer.pointer(pointer).and_then(Value::as_u64).unwrap_or(0);
+    let shared = shared_ids(es).await.ok();
     Ok(IndexFigures {
+        shared,
         chunks: count("/hits/total/value"),
         documents: count("/aggregations/documents/value"),
         objects: count("/aggregations/objects/value"),
@@ -359,6 +410,42 @@ async fn index_figures(es: &EsClient) -> Result<IndexFigures, String> {
             .and_then(Value::as_str)
             .map(str::to_owned),
     })
+}
+
+/// Record ids whose first chunk more than one object holds, with those objects.
+async fn shared_ids(es: &EsClient) -> Result<Vec<SharedId>, String> {
+    let answer = es
+        .search(&json!({
+            "size": 0,
+            "query": {"term": {"chunk_index": 0}},
+            "aggs": {"shared": {
+                "terms": {"field": "doc_id", "min_doc_count": 2, "size": SHARED_SHOWN},
+                "aggs": {"keys": {"terms": {"field": "source.key", "size": 5}}}
+            }},
+        }))
+        .await
+        .map_err(|e| e.to_string())?;
+    let buckets = answer
+        .pointer("/aggregations/shared/buckets")
+        .and_then(Value::as_array)
+        .ok_or("no aggregation in the answer")?;
+    Ok(buckets
+        .iter()
+        .map(|b| SharedId {
+            doc_id: b["key"].as_str().unwrap_or_default().to_owned(),
+            keys: b["keys"]["buckets"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|k| k["key"].as_str().map(str::to_owned))
+                .collect(),
+        })
+        .filter(|s| s.keys.len() > 1)
+        .collect())
+}
+
+fn describe_shared(s: &SharedId) -> String {
+    format!("{} in {}", s.doc_id, s.keys.join(", "))
 }
 
 /// Each queue's `ApproximateAgeOfOldestMessage`, in one GetMetricData call: the newest

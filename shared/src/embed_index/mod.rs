@@ -1,7 +1,8 @@
 //! The `embed-index` handler: a batch of chunk messages in; per object only its newest S3 event
 //! applied, chunks embedded (unless unchanged or carried) and written with compare-and-set,
 //! deletions and sweeps applied, and every message that did not land either put back on the
-//! queue (Elasticsearch unavailable) or named in the partial batch response.
+//! queue (out of time, Bedrock throttled, Elasticsearch unavailable, a sweep ahead of its
+//! chunks: the cause is logged) or named in the partial batch response.
 //!
 //! `handle_batch` reads top to bottom as its steps: parse → make sure the index exists → look up
 //! what is stored → claim each object's marker → write chunks → check the markers again and
@@ -27,7 +28,7 @@ use crate::config::EmbedIndexConfig;
 use crate::embed::{Embedder, EmbeddingModel, Pacer};
 use crate::es::bulk::{push_delete, push_index};
 use crate::es::{EsError, StoredChunk, StoredMarker};
-use crate::ids::{chunk_id, content_sha256, source_marker_id};
+use crate::ids::{content_sha256, source_marker_id};
 use crate::message::{CarriedVector, ChunkMessage, ChunkPayload, Operation, SourceRef};
 use crate::queue::ChunkQueue;
 use crate::retry::Deadline;
@@ -35,7 +36,7 @@ use crate::retry::Deadline;
 pub use index::SearchIndex;
 pub use ordering::Decision;
 pub use requeue::delay_secs as requeue_delay_secs;
-pub use stats::{BatchStats, FailureReason, Failures};
+pub use stats::{BatchStats, FailureReason, Failures, WaitCause, Waits};
 
 use ordering::Claim;
 use writes::{ChunkWork, Outcome, Sent, Writer, numbered_actions, send_with_retries};
@@ -50,6 +51,8 @@ pub struct EmbedIndexDeps<E, I, Q> {
     pub index_ready: OnceCell<()>,
     /// How fast this container calls Bedrock; it learns across invocations.
     pub pacer: Pacer,
+    /// The function's time is compared with the configuration on the first invocation only.
+    time_checked: std::sync::Once,
 }
 
 impl<E, I, Q> EmbedIndexDeps<E, I, Q> {
@@ -70,7 +73,30 @@ impl<E, I, Q> EmbedIndexDeps<E, I, Q> {
             config,
             index_ready: OnceCell::new(),
             pacer,
+            time_checked: std::sync::Once::new(),
         }
+    }
+
+    /// On the container's first invocation, compares the function's time (its invocation's
+    /// deadline, read at the start) with `ES_TIMEOUT_SECS` by the rule of
+    /// [`EmbedIndexConfig::least_function_timeout`], and logs an error naming both settings when
+    /// it cannot hold a batch: without `FUNCTION_TIMEOUT_SECS` this is where a short function
+    /// shows. The batch still runs, doing what fits. Returns the problem, the first time only.
+    pub fn check_function_time(&self, function_time: Duration) -> Option<String> {
+        let mut found = None;
+        self.time_checked.call_once(|| {
+            // The invocation started a moment before the handler read its deadline.
+            let timeout = Duration::from_secs(function_time.as_millis().div_ceil(1000) as u64);
+            let setting = format!(
+                "the function's timeout (about {} s by this invocation's deadline; FUNCTION_TIMEOUT_SECS / the template's Timeout)",
+                timeout.as_secs()
+            );
+            found = EmbedIndexConfig::time_problem(timeout, self.config.es.timeout, &setting);
+            if let Some(problem) = &found {
+                error!(es_timeout_secs = self.config.es.timeout.as_secs(), function_timeout_secs = timeout.as_secs(), "{problem}");
+            }
+        });
+        found
     }
 }
 
@@ -88,22 +114,11 @@ pub struct IndexSetupError {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 enum Fate {
     Done,
-    /// Elasticsearch was unavailable: back on the queue, delayed.
+    /// Back on the queue, delayed: it needs time (a fresh invocation, Bedrock's quota,
+    /// Elasticsearch, its own chunks), the cause kept beside it ([`Fates::wait`]).
     Wait,
     /// Reported in the partial batch response: SQS retries it, then dead-letters it.
     Fail,
-}
-
-impl Fate {
-    /// The fate an Elasticsearch error gives its messages: a retryable one makes them wait, any
-    /// other fails them.
-    fn of(e: &EsError) -> Self {
-        if e.is_retryable() {
-            Fate::Wait
-        } else {
-            Fate::Fail
-        }
-    }
 }
 
 /// The batch's messages, parsed once; read by every step.
@@ -112,8 +127,8 @@ struct Batch {
     messages: Vec<(usize, ChunkMessage)>,
 }
 
-/// Each message's fate so far, by position in the batch.
-struct Fates(Vec<Fate>);
+/// Each message's fate so far, by position in the batch, and why a waiting one waits.
+struct Fates(Vec<Fate>, Vec<Option<WaitCause>>);
 
 impl Batch {
     fn parse(event: &SqsEvent) -> (Self, Fates) {
@@ -133,7 +148,8 @@ impl Batch {
                 }
             }
         }
-        (Self { ids, messages }, Fates(fates))
+        let causes = vec![None; fates.len()];
+        (Self { ids, messages }, Fates(fates, causes))
     }
 
     fn message(&self, i: usize) -> &ChunkMessage {
@@ -161,15 +177,34 @@ impl Fates {
         self.0[i] = self.0[i].max(fate);
     }
 
-    /// Marks each message at `positions`.
-    fn mark_each(&mut self, positions: impl IntoIterator<Item = usize>, fate: Fate) {
-        for i in positions {
-            self.mark(i, fate);
+    /// Makes message `i` wait for `cause`, unless it fails already; the first cause stays.
+    fn wait(&mut self, i: usize, cause: WaitCause) {
+        self.mark(i, Fate::Wait);
+        if self.0[i] == Fate::Wait {
+            self.1[i].get_or_insert(cause);
         }
     }
 
-    fn mark_all(&mut self, batch: &Batch, fate: Fate) {
-        self.mark_each(batch.messages.iter().map(|(i, _)| *i), fate);
+    fn wait_each(&mut self, positions: impl IntoIterator<Item = usize>, cause: WaitCause) {
+        for i in positions {
+            self.wait(i, cause);
+        }
+    }
+
+    /// Marks each message at `positions` as an Elasticsearch error has it: a retryable one makes
+    /// them wait (out of time, or for the cluster), any other fails them.
+    fn mark_error(&mut self, positions: impl IntoIterator<Item = usize>, e: &EsError) {
+        for i in positions {
+            if e.is_retryable() {
+                self.wait(i, WaitCause::of_es(e));
+            } else {
+                self.mark(i, Fate::Fail);
+            }
+        }
+    }
+
+    fn all(batch: &Batch) -> impl Iterator<Item = usize> + '_ {
+        batch.messages.iter().map(|(i, _)| *i)
     }
 
     fn is_live(&self, i: usize) -> bool {
@@ -200,7 +235,9 @@ pub async fn handle_batch<E: Embedder, I: SearchIndex, Q: ChunkQueue>(
         messages: batch.ids.len() as u64,
         ..Default::default()
     };
-    let works = apply(deps, &batch, &mut fates, deadline, &mut stats).await?;
+    // Every Elasticsearch request of the batch ends before the deadline, shorter near it.
+    let work = apply(deps, &batch, &mut fates, deadline, &mut stats);
+    let works = crate::es::within_deadline(deadline, work).await?;
     settle(&mut fates, &works, &mut stats);
     requeue_waiting(deps, &batch, &mut fates, &works, &mut stats).await;
 
@@ -228,10 +265,10 @@ async fn apply<'b, E: Embedder, I: SearchIndex, Q: ChunkQueue>(
     if !index_ready(deps, batch, fates).await? {
         return Ok(Vec::new());
     }
-    let Some(stored) = look_up(deps, batch, fates).await else {
+    let budget = (deadline, deps.config.es.timeout);
+    let Some(stored) = look_up(deps, batch, fates, budget).await else {
         return Ok(Vec::new());
     };
-    let budget = (deadline, deps.config.es.timeout);
     let decisions = claim_markers(deps, batch, fates, stored.markers.clone(), budget).await;
     let mut works = chunk_works(deps, batch, fates, &decisions, stats);
     write_chunks(deps, &mut works, &stored.chunks, deadline, stats).await;
@@ -256,8 +293,9 @@ async fn index_ready<E: Embedder, I: SearchIndex, Q: ChunkQueue>(
     {
         Ok(()) => Ok(true),
         Err(e) if e.is_retryable() => {
-            warn!(error = %e, "Elasticsearch unavailable at the index check: the batch waits on the queue");
-            fates.mark_all(batch, Fate::Wait);
+            let cause = WaitCause::of_es(&e);
+            warn!(error = %e, cause = cause.label(), "{} at the index check: the batch waits on the queue", cause.describe());
+            fates.wait_each(Fates::all(batch), cause);
             Ok(false)
         }
         Err(source) => Err(IndexSetupError {
@@ -273,29 +311,45 @@ async fn look_up<E: Embedder, I: SearchIndex, Q: ChunkQueue>(
     deps: &EmbedIndexDeps<E, I, Q>,
     batch: &Batch,
     fates: &mut Fates,
+    budget: Budget,
 ) -> Option<crate::es::Stored> {
     let marker_ids = distinct(batch.messages.iter().map(|(_, m)| marker_id(&m.source)));
-    let chunk_ids = distinct(
-        batch
-            .messages
-            .iter()
-            .flat_map(|(_, m)| &m.chunks)
-            .map(|c| chunk_id(&c.doc_id, c.chunk_index)),
-    );
-    match deps.index.lookup(&chunk_ids, &marker_ids).await {
+    // Each chunk, and per document its first chunk (which tells whether a later read holds the
+    // document) and the one past its end (where the tail of a longer, older cut starts).
+    let chunk_ids = distinct(batch.messages.iter().flat_map(|(_, m)| {
+        m.chunks.iter().flat_map(move |c| {
+            [c.chunk_index, 0, c.chunk_count]
+                .into_iter()
+                .flat_map(move |i| m.candidate_ids(&c.doc_id, i))
+        })
+    }));
+    match lookup_in_time(&deps.index, &chunk_ids, &marker_ids, budget).await {
         Ok(stored) => Some(stored),
         Err(e) => {
-            let fate = Fate::of(&e);
-            warn!(error = %e, ?fate, "could not read stored chunks and source markers");
-            fates.mark_all(batch, fate);
+            warn!(error = %e, retryable = e.is_retryable(), "could not read stored chunks and source markers");
+            fates.mark_error(Fates::all(batch), &e);
             None
         }
     }
 }
 
-/// The invocation's deadline, and the longest one Elasticsearch request may take: a step starts
-/// a request only when that much time is left, and otherwise lets its messages wait.
+/// The invocation's deadline, and the longest one Elasticsearch request may take
+/// (`ES_TIMEOUT_SECS`). A step starts a request while the least useful time for it is left
+/// ([`Deadline::request_timeout`]: the request is then shorter, ending a margin before the
+/// deadline, as [`crate::es::within_deadline`] makes the client do), and otherwise lets its
+/// messages wait, out of time.
 type Budget = (Deadline, Duration);
+
+/// The error of a request that was not sent for lack of time.
+fn out_of_time(what: &str, deadline: Deadline) -> EsError {
+    EsError::OutOfTime {
+        what: what.to_owned(),
+        detail: format!(
+            "{} ms left in this invocation: not sent",
+            deadline.remaining().as_millis()
+        ),
+    }
+}
 
 async fn lookup_in_time<I: SearchIndex>(
     index: &I,
@@ -303,12 +357,8 @@ async fn lookup_in_time<I: SearchIndex>(
     marker_ids: &[String],
     (deadline, request_time): Budget,
 ) -> Result<crate::es::Stored, EsError> {
-    if !deadline.allows(request_time) {
-        return Err(EsError::Unreachable {
-            url: String::new(),
-            detail: "no time left in this invocation".into(),
-            timeout: true,
-        });
+    if deadline.request_timeout(request_time).is_none() {
+        return Err(out_of_time("_mget", deadline));
     }
     index.lookup(chunk_ids, marker_ids).await
 }
@@ -344,7 +394,7 @@ async fn claim_markers<E: Embedder, I: SearchIndex, Q: ChunkQueue>(
         }
         if let Err(e) = read_markers_again(&deps.index, &round.lost, &mut markers, budget).await {
             warn!(error = %e, "could not read markers again after a lost claim");
-            fates.mark_each(again, Fate::Wait);
+            fates.wait_each(again, WaitCause::of_es(&e));
             return decisions;
         }
         pending = again;
@@ -361,6 +411,8 @@ async fn claim_markers<E: Embedder, I: SearchIndex, Q: ChunkQueue>(
 struct ClaimRound {
     lost: Vec<String>,
     fate_of: HashMap<String, Fate>,
+    /// Why the objects whose messages wait do.
+    wait_for: HashMap<String, WaitCause>,
 }
 
 impl ClaimRound {
@@ -373,6 +425,7 @@ impl ClaimRound {
         let mut round = Self {
             lost: Vec::new(),
             fate_of: HashMap::new(),
+            wait_for: HashMap::new(),
         };
         for (claim, sent) in claims.iter().zip(sent) {
             match sent {
@@ -387,6 +440,15 @@ impl ClaimRound {
                 }
                 Sent::Stored(None) | Sent::Unavailable => {
                     round.fate_of.insert(claim.id.clone(), Fate::Wait);
+                    round
+                        .wait_for
+                        .insert(claim.id.clone(), WaitCause::EsUnavailable);
+                }
+                Sent::OutOfTime => {
+                    round.fate_of.insert(claim.id.clone(), Fate::Wait);
+                    round
+                        .wait_for
+                        .insert(claim.id.clone(), WaitCause::OutOfTime);
                 }
                 Sent::Conflict => round.lost.push(claim.id.clone()),
                 Sent::Rejected(reason) => {
@@ -412,6 +474,8 @@ impl ClaimRound {
             let object = marker_id(&batch.message(i).source);
             if self.lost.contains(&object) {
                 again.push(i);
+            } else if let Some(cause) = self.wait_for.get(&object) {
+                fates.wait(i, *cause);
             } else if let Some(fate) = self.fate_of.get(&object) {
                 fates.mark(i, *fate);
             } else {
@@ -467,6 +531,8 @@ fn chunk_works<'a, E: Embedder, I: SearchIndex, Q: ChunkQueue>(
 ) -> Vec<ChunkWork<'a>> {
     let model = &deps.config.model;
     let mut works: Vec<ChunkWork> = Vec::new();
+    // By object-scoped id: a chunk of one object queued twice is one write, while the same
+    // bucket-wide record id in two objects is two (their sequencers cannot be compared).
     let mut by_id: HashMap<String, usize> = HashMap::new();
     for (i, message) in &batch.messages {
         if !fates.is_live(*i) {
@@ -476,13 +542,13 @@ fn chunk_works<'a, E: Embedder, I: SearchIndex, Q: ChunkQueue>(
             continue;
         };
         for chunk in &message.chunks {
-            let id = chunk_id(&chunk.doc_id, chunk.chunk_index);
+            let object_id = message.object_chunk_id(chunk);
             let carried = carried_vector(chunk, model);
-            match by_id.get(&id) {
+            match by_id.get(&object_id) {
                 Some(&w) => works[w].join(*i, message, chunk, sequencer, carried),
                 None => {
-                    by_id.insert(id.clone(), works.len());
-                    let work = ChunkWork::first(id, *i, message, chunk, sequencer, carried);
+                    by_id.insert(object_id, works.len());
+                    let work = ChunkWork::first(*i, message, chunk, sequencer, carried);
                     works.push(work);
                 }
             }
@@ -525,7 +591,6 @@ fn carried_vector(chunk: &ChunkPayload, model: &EmbeddingModel) -> Option<Vec<f3
 impl<'a> ChunkWork<'a> {
     /// The first copy of a chunk in the batch, carried by message `i` of event `sequencer`.
     fn first(
-        id: String,
         i: usize,
         message: &'a ChunkMessage,
         chunk: &'a ChunkPayload,
@@ -533,9 +598,11 @@ impl<'a> ChunkWork<'a> {
         carried: Option<Vec<f32>>,
     ) -> Self {
         Self {
-            id,
+            id: message.chunk_id(chunk),
+            object_id: message.object_chunk_id(chunk),
             sha: content_sha256(&chunk.text),
             chunk,
+            message,
             source: &message.source,
             sequencer: sequencer.to_owned(),
             messages: vec![i],
@@ -557,8 +624,10 @@ impl<'a> ChunkWork<'a> {
         carried: Option<Vec<f32>>,
     ) {
         self.messages.push(i);
-        if sequencer > self.sequencer.as_str() {
+        let theirs = writes::Writing::of(&message.source, sequencer);
+        if theirs.is_newer_than(&writes::Writing::of(self.source, &self.sequencer)) {
             self.chunk = chunk;
+            self.message = message;
             self.source = &message.source;
             self.sha = content_sha256(&chunk.text);
             self.sequencer = sequencer.to_owned();
@@ -614,29 +683,42 @@ fn stale_survivors(
         if decisions.get(i) != Some(&Decision::Superseded) || message.op != Operation::Index {
             continue;
         }
-        let seq = message.source.sequencer.clone().unwrap_or_default();
-        let marker = stored.markers.get(&marker_id(&message.source));
-        // A deleted object keeps nothing of older events. A requeued message may be the replay
-        // of an undo that failed: what it wrote, if still there, is stale too. (A fresh duplicate
-        // of an old event is left alone: the newer version rewrites or sweeps those chunks, and
-        // deleting them early would only make it embed them again.)
-        if !marker
-            .is_some_and(|m| m.marker.sequencer > seq && (m.marker.deleted || message.requeues > 0))
-        {
+        let Some(marker) = stored.markers.get(&marker_id(&message.source)) else {
             continue;
-        }
+        };
         for chunk in &message.chunks {
-            let id = chunk_id(&chunk.doc_id, chunk.chunk_index);
-            if let Some(s) = stored.chunks.get(&id)
-                && s.sequencer == seq
-                && s.bucket == message.source.bucket
-                && s.key == message.source.key
-            {
-                undo.push((vec![*i], id, s.version));
+            for id in message.candidate_ids(&chunk.doc_id, chunk.chunk_index) {
+                if let Some(s) = stored.chunks.get(&id)
+                    && s.bucket == message.source.bucket
+                    && s.key == message.source.key
+                    && written_by(message, &s.sequencer)
+                    && left_behind(message, &s.sequencer, marker)
+                {
+                    undo.push((vec![*i], id, s.version));
+                }
             }
         }
     }
     undo
+}
+
+/// Whether a chunk stored as `applied` was written by `message`'s event.
+fn written_by(message: &ChunkMessage, applied: &str) -> bool {
+    applied == message.source.sequencer.as_deref().unwrap_or_default()
+}
+
+/// Whether a chunk a superseded message wrote as `applied` is left behind for good. A deleted
+/// object keeps nothing of older events; after a newer event's sweep ran, nothing else removes
+/// it (its writer's container crashed before checking the marker again). A requeued message
+/// may be the replay of an undo that failed: what it wrote, if still there, is stale too. (A
+/// fresh duplicate of an old event is otherwise left alone: the newer version rewrites or
+/// sweeps those chunks, and deleting them early would only make it embed them again.) A newer
+/// event of the same content (eTag) keeps it: of one content, the latest read holds the object.
+fn left_behind(message: &ChunkMessage, applied: &str, marker: &StoredMarker) -> bool {
+    let m = &marker.marker;
+    m.sequencer.as_str() > applied
+        && m.etag != message.source.etag
+        && (m.deleted || m.swept || message.requeues > 0)
 }
 
 /// Step 6: a writer that raced a newer event of its object can land after that event's sweep
@@ -662,7 +744,7 @@ async fn undo_overtaken<E: Embedder, I: SearchIndex, Q: ChunkQueue>(
             Err(e) => {
                 warn!(error = %e, "could not read markers again after writing; the batch's messages wait and are checked again");
                 let messages = written.iter().flat_map(|w| w.messages.iter().copied());
-                fates.mark_each(messages, Fate::Wait);
+                fates.wait_each(messages, WaitCause::of_es(&e));
                 return;
             }
         }
@@ -671,7 +753,8 @@ async fn undo_overtaken<E: Embedder, I: SearchIndex, Q: ChunkQueue>(
 }
 
 /// Reads the markers of the written chunks' objects again; returns the writes a newer event of
-/// their object has claimed it since.
+/// their object has claimed it since (of another content: a newer event of the same content
+/// keeps them, as its sweep does).
 async fn overtaken<I: SearchIndex>(
     index: &I,
     written: &[&ChunkWork<'_>],
@@ -689,6 +772,7 @@ async fn overtaken<I: SearchIndex>(
             },
         ) = (marker, &w.outcome)
             && m.marker.sequencer > w.sequencer
+            && m.marker.etag != w.source.etag
         {
             info!(bucket = %w.source.bucket, key = %w.source.key, sequencer = %w.sequencer, newer = %m.marker.sequencer, "a newer event overtook this write: undoing it");
             undo.push((w.messages.clone(), w.id.clone(), *v));
@@ -719,7 +803,12 @@ async fn delete_unless_changed<I: SearchIndex>(
             // Changed since: a newer writer owns it now.
             Sent::Conflict => {}
             Sent::Rejected(_) | Sent::Unavailable => {
-                fates.mark_each(undo[action.work].0.iter().copied(), Fate::Wait);
+                let messages = undo[action.work].0.iter().copied();
+                fates.wait_each(messages, WaitCause::EsUnavailable);
+            }
+            Sent::OutOfTime => {
+                let messages = undo[action.work].0.iter().copied();
+                fates.wait_each(messages, WaitCause::OutOfTime);
             }
         }
     }
@@ -736,18 +825,19 @@ async fn remove<E: Embedder, I: SearchIndex, Q: ChunkQueue>(
     budget: Budget,
     stats: &mut BatchStats,
 ) {
+    let waits = SWEEP_WAITS.min(deps.config.max_requeues);
     let removals = removals(batch, fates, decisions);
     if removals.is_empty() || !refresh_for(&deps.index, fates, &removals, budget).await {
         return;
     }
     let (deadline, request_time) = budget;
     for removal in removals {
-        if !deadline.allows(request_time) {
-            fates.mark(removal.message, Fate::Wait);
+        if deadline.request_timeout(request_time).is_none() {
+            fates.wait(removal.message, WaitCause::OutOfTime);
             continue;
         }
         let message = batch.message(removal.message);
-        if !sweep_waits(&deps.index, message, &removal, fates, stats).await {
+        if !sweep_waits(&deps.index, message, &removal, waits, fates, stats).await {
             remove_chunks(&deps.index, &message.source, &removal, fates, stats).await;
         }
     }
@@ -779,8 +869,9 @@ fn removals(batch: &Batch, fates: &Fates, decisions: &HashMap<usize, Decision>) 
 }
 
 /// Refreshes the index so the removals see every chunk written; returns whether they go ahead.
-/// Without time for a refresh and a removal they wait; when the refresh fails they wait (or
-/// fail).
+/// Without the least useful time for a refresh and a removal they wait, out of time (each
+/// request is shorter near the deadline, not refused for lacking `ES_TIMEOUT_SECS` twice); when
+/// the refresh fails they wait (or fail).
 async fn refresh_for<I: SearchIndex>(
     index: &I,
     fates: &mut Fates,
@@ -788,31 +879,34 @@ async fn refresh_for<I: SearchIndex>(
     (deadline, request_time): Budget,
 ) -> bool {
     let messages = removals.iter().map(|r| r.message);
-    if !deadline.allows(request_time * 2) {
-        fates.mark_each(messages, Fate::Wait);
+    if !deadline.fits_requests(2, request_time) {
+        fates.wait_each(messages, WaitCause::OutOfTime);
         return false;
     }
     if let Err(e) = index.refresh().await {
         warn!(error = %e, "refresh before removing chunks failed; the removals wait");
-        fates.mark_each(messages, Fate::of(&e));
+        fates.mark_error(messages, &e);
         return false;
     }
     true
 }
 
-/// Whether a sweep waits because its version's chunks are not all indexed yet (at most
-/// `SWEEP_WAITS` times), or because counting them failed; its message is marked when so.
+/// Whether a sweep waits because its version's chunks are not all indexed yet (at most `waits`
+/// times: `SWEEP_WAITS`, fewer when `MAX_REQUEUES` allows fewer requeues, so a waiting sweep
+/// never goes to the dead-letter queue), or because counting them failed; its message is
+/// marked when so.
 async fn sweep_waits<I: SearchIndex>(
     index: &I,
     message: &ChunkMessage,
     removal: &Removal,
+    waits: u32,
     fates: &mut Fates,
     stats: &mut BatchStats,
 ) -> bool {
     let Some(expected) = message.chunks_expected else {
         return false;
     };
-    if removal.inclusive || message.requeues >= SWEEP_WAITS {
+    if removal.inclusive || message.requeues >= waits {
         return false;
     }
     let source = &message.source;
@@ -820,13 +914,13 @@ async fn sweep_waits<I: SearchIndex>(
         Ok(n) if n < expected => {
             info!(bucket = %source.bucket, key = %source.key, indexed = n, expected, "sweep before its version is indexed: it waits");
             stats.sweeps_waiting += 1;
-            fates.mark(removal.message, Fate::Wait);
+            fates.wait(removal.message, WaitCause::SweepWaiting);
             true
         }
         Ok(_) => false,
         Err(e) => {
             warn!(bucket = %source.bucket, key = %source.key, error = %e, "counting the version's chunks failed");
-            fates.mark(removal.message, Fate::of(&e));
+            fates.mark_error([removal.message], &e);
             true
         }
     }
@@ -846,11 +940,52 @@ async fn remove_chunks<I: SearchIndex>(
         Ok(n) => {
             stats.deleted += n;
             info!(bucket = %source.bucket, key = %source.key, deleted = n, op = if inclusive { "delete" } else { "sweep" }, "removed chunks");
+            if !inclusive {
+                mark_swept(index, source, sequencer).await;
+            }
         }
         Err(e) => {
             warn!(bucket = %source.bucket, key = %source.key, error = %e, "removing chunks failed");
-            fates.mark(removal.message, Fate::of(&e));
+            fates.mark_error([removal.message], &e);
         }
+    }
+}
+
+/// Records on the object's marker that its event's sweep ran, if the marker is still that
+/// event's: from then on nothing else removes an older writer's chunk, so a superseded message
+/// that finds one it wrote (its container crashed before checking the marker again) removes
+/// it itself. Best effort: without the mark such a chunk waits for the object's next version.
+async fn mark_swept<I: SearchIndex>(index: &I, source: &SourceRef, sequencer: &str) {
+    let id = marker_id(source);
+    let marker = match index.lookup(&[], std::slice::from_ref(&id)).await {
+        Ok(mut stored) => stored.markers.remove(&id),
+        Err(e) => {
+            warn!(bucket = %source.bucket, key = %source.key, error = %e, "could not read the marker to record its sweep");
+            return;
+        }
+    };
+    let Some(StoredMarker {
+        mut marker,
+        version,
+    }) = marker
+    else {
+        return;
+    };
+    if marker.sequencer != sequencer || marker.swept {
+        return;
+    }
+    marker.swept = true;
+    let mut body = Vec::new();
+    push_index(
+        &mut body,
+        &index.marker_index(),
+        &id,
+        crate::es::Expect::Version(version),
+        &marker,
+    );
+    // A conflict means a newer event claimed the marker: its own sweep will be recorded.
+    if let Err(e) = index.bulk(body, 1).await {
+        warn!(bucket = %source.bucket, key = %source.key, error = %e, "could not record the sweep on the marker");
     }
 }
 
@@ -875,13 +1010,12 @@ fn settle(fates: &mut Fates, works: &[ChunkWork<'_>], stats: &mut BatchStats) {
                 }
                 // Work that only needs time (Elasticsearch back, Bedrock's quota free, a fresh
                 // invocation) waits on the queue; it does not count toward the DLQ.
-                let fate = if reason.waits() {
-                    Fate::Wait
-                } else {
-                    Fate::Fail
-                };
                 for &i in &work.messages {
-                    fates.mark(i, fate);
+                    if reason.waits() {
+                        fates.wait(i, WaitCause::of_failure(*reason));
+                    } else {
+                        fates.mark(i, Fate::Fail);
+                    }
                 }
             }
             Outcome::Pending | Outcome::Superseded => {}
@@ -893,8 +1027,57 @@ fn settle(fates: &mut Fates, works: &[ChunkWork<'_>], stats: &mut BatchStats) {
         .count() as u64;
 }
 
-/// Step 9: messages that wait for Elasticsearch go back on the queue with what they still need
-/// (their unfinished chunks, with every vector already paid for), delayed.
+/// A message that fails (one of its chunks can never land: SQS retries it, then dead-letters
+/// it) may also hold chunks that only waited and whose vectors this invocation paid for: those
+/// go back on the queue with their vectors, so the retry, or the dead-letter queue, does not
+/// throw them away. The retry then finds them written and embeds none of them again.
+async fn keep_paid_vectors<E: Embedder, I: SearchIndex, Q: ChunkQueue>(
+    deps: &EmbedIndexDeps<E, I, Q>,
+    batch: &Batch,
+    i: usize,
+    message: &ChunkMessage,
+    by_id: &HashMap<&str, &ChunkWork<'_>>,
+    stats: &mut BatchStats,
+) {
+    let Some(queue) = &deps.requeue else {
+        return;
+    };
+    let model_id = &deps.config.model.id;
+    let paid: Vec<ChunkPayload> = message
+        .chunks
+        .iter()
+        .filter_map(|chunk| {
+            let work = by_id.get(message.object_chunk_id(chunk).as_str())?;
+            let waits = match &work.outcome {
+                Outcome::Failed { reason, .. } => reason.waits(),
+                Outcome::Pending => true,
+                Outcome::Written { .. } | Outcome::Superseded => false,
+            };
+            let vector = work.vector.as_deref().filter(|_| waits && !work.carried)?;
+            (work.sha == content_sha256(&chunk.text)).then(|| ChunkPayload {
+                vector: Some(CarriedVector::new(model_id, vector)),
+                ..chunk.clone()
+            })
+        })
+        .collect();
+    if paid.is_empty() {
+        return;
+    }
+    match requeue::requeue(queue, message, paid, &deps.config).await {
+        Ok(chunks) => {
+            stats.requeued += chunks;
+            stats.messages_requeued += 1;
+            info!(message_id = %batch.ids[i], chunks, "the message fails; its embedded chunks wait on the queue with their vectors");
+        }
+        Err(e) => {
+            warn!(message_id = %batch.ids[i], error = %e, "could not keep the embedded chunks of a failing message");
+        }
+    }
+}
+
+/// Step 9: messages that wait (for time, Bedrock, Elasticsearch, their chunks) go back on the
+/// queue with what they still need (their unfinished chunks, with every vector already paid
+/// for), delayed; the log names the cause.
 async fn requeue_waiting<E: Embedder, I: SearchIndex, Q: ChunkQueue>(
     deps: &EmbedIndexDeps<E, I, Q>,
     batch: &Batch,
@@ -902,10 +1085,14 @@ async fn requeue_waiting<E: Embedder, I: SearchIndex, Q: ChunkQueue>(
     works: &[ChunkWork<'_>],
     stats: &mut BatchStats,
 ) {
-    let by_id: HashMap<&str, &ChunkWork> = works.iter().map(|w| (w.id.as_str(), w)).collect();
+    let by_id: HashMap<&str, &ChunkWork> =
+        works.iter().map(|w| (w.object_id.as_str(), w)).collect();
     let model_id = &deps.config.model.id;
     for (i, message) in &batch.messages {
         let i = *i;
+        if fates.0[i] == Fate::Fail {
+            keep_paid_vectors(deps, batch, i, message, &by_id, stats).await;
+        }
         if fates.0[i] != Fate::Wait {
             continue;
         }
@@ -915,7 +1102,7 @@ async fn requeue_waiting<E: Embedder, I: SearchIndex, Q: ChunkQueue>(
         };
         let mut carry: Vec<ChunkPayload> = Vec::new();
         for chunk in &message.chunks {
-            let work = by_id.get(chunk_id(&chunk.doc_id, chunk.chunk_index).as_str());
+            let work = by_id.get(message.object_chunk_id(chunk).as_str());
             if work
                 .is_some_and(|w| matches!(w.outcome, Outcome::Written { .. } | Outcome::Superseded))
             {
@@ -934,15 +1121,18 @@ async fn requeue_waiting<E: Embedder, I: SearchIndex, Q: ChunkQueue>(
         if carry.is_empty() {
             carry = message.chunks.clone();
         }
+        // Every wait records its cause; one marked without (none today) is the cluster's.
+        let cause = fates.1[i].unwrap_or(WaitCause::EsUnavailable);
         match requeue::requeue(queue, message, carry, &deps.config).await {
             Ok(chunks) => {
                 stats.requeued += chunks;
                 stats.messages_requeued += 1;
+                stats.waiting.add(cause);
                 fates.0[i] = Fate::Done;
-                warn!(message_id = %batch.ids[i], chunks, requeues = message.requeues + 1, delay_secs = requeue::delay_secs(&deps.config, message.requeues + 1), "Elasticsearch unavailable: the work waits on the queue");
+                warn!(message_id = %batch.ids[i], cause = cause.label(), chunks, requeues = message.requeues + 1, delay_secs = requeue::delay_secs(&deps.config, message.requeues + 1), "{}: the work waits on the queue", cause.describe());
             }
             Err(e) => {
-                error!(message_id = %batch.ids[i], error = %e, "could not put the work back on the queue; the message will be retried");
+                error!(message_id = %batch.ids[i], cause = cause.label(), error = %e, "could not put the work back on the queue; the message will be retried");
                 fates.0[i] = Fate::Fail;
             }
         }

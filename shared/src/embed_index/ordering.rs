@@ -91,7 +91,10 @@ pub fn order(
             .filter_map(|(_, e)| e.clone())
             .chain(marker.map(|m| m.sequencer.clone()))
             .max();
-        let applied = decide(&group, &effs, newest.as_ref(), &mut order);
+        let newest_content = newest
+            .as_ref()
+            .and_then(|n| content_of(&group, &effs, marker, n));
+        let applied = decide(&group, &effs, newest.as_ref(), newest_content, &mut order);
         let Some(newest) = newest else {
             continue;
         };
@@ -112,17 +115,25 @@ pub fn order(
 
 /// Each message of one object's group: applied (the newest event's, or a hand-made removal),
 /// superseded, or nothing to do. Returns the messages of the newest event.
+///
+/// The index messages of an older event, or a backfill, that read the same content (eTag) as
+/// the newest event apply as that event too: of one content, the latest read holds the object
+/// (it was cut under the settings in force later), which the writes decide chunk by chunk.
 fn decide<'m>(
     group: &[(usize, &'m ChunkMessage)],
     effs: &[Option<String>],
     newest: Option<&String>,
+    newest_content: Option<&str>,
     order: &mut Order,
 ) -> Vec<&'m ChunkMessage> {
     let mut applied = Vec::new();
+    let same_content = |m: &ChunkMessage| {
+        m.op == Operation::Index
+            && newest_content.is_some()
+            && m.source.etag.as_deref() == newest_content
+    };
     for ((i, m), eff) in group.iter().zip(effs) {
         let decision = match eff {
-            None if m.op == Operation::Sweep => Decision::Nothing,
-            None => Decision::Superseded,
             Some(e) if m.source.sequencer.is_none() && m.op == Operation::Delete => {
                 Decision::Apply {
                     sequencer: e.clone(),
@@ -134,11 +145,41 @@ fn decide<'m>(
                     sequencer: e.clone(),
                 }
             }
-            Some(_) => Decision::Superseded,
+            _ if same_content(m) => {
+                applied.push(*m);
+                Decision::Apply {
+                    sequencer: newest.cloned().unwrap_or_default(),
+                }
+            }
+            None if m.op == Operation::Sweep => Decision::Nothing,
+            None | Some(_) => Decision::Superseded,
         };
         order.decisions.insert(*i, decision);
     }
     applied
+}
+
+/// The content (eTag) of the object's version as of event `newest`: the marker's, when it is
+/// that event, else that of a message of that event (an index or a sweep; none for a deletion).
+fn content_of<'g>(
+    group: &[(usize, &'g ChunkMessage)],
+    effs: &[Option<String>],
+    marker: Option<&'g SourceMarker>,
+    newest: &str,
+) -> Option<&'g str> {
+    if let Some(m) = marker.filter(|m| m.sequencer == newest) {
+        return m.etag.as_deref().filter(|_| !m.deleted);
+    }
+    let of_newest: Vec<&ChunkMessage> = group
+        .iter()
+        .zip(effs)
+        .filter(|(_, e)| e.as_deref() == Some(newest))
+        .map(|((_, m), _)| *m)
+        .collect();
+    if of_newest.iter().any(|m| m.op == Operation::Delete) {
+        return None;
+    }
+    of_newest.iter().find_map(|m| m.source.etag.as_deref())
 }
 
 /// The marker the newest event's messages claim: its sequencer, whether it removed the object,
@@ -158,6 +199,7 @@ fn claimed_marker(applied: &[&ChunkMessage], newest: String, now: &str) -> Optio
         deleted,
         etag: if deleted { None } else { etag },
         updated_at: now.to_owned(),
+        swept: false,
     })
 }
 
@@ -178,10 +220,12 @@ mod tests {
                 version_id: None,
                 etag: etag.map(str::to_owned),
                 sequencer: seq.map(normalize_sequencer),
+                read_at: None,
             },
             chunks: Vec::new(),
             requeues: 0,
             chunks_expected: None,
+            scope: Default::default(),
         }
     }
 
@@ -196,6 +240,7 @@ mod tests {
                     deleted,
                     etag: etag.map(str::to_owned),
                     updated_at: "t".into(),
+                    swept: false,
                 },
                 version: DocVersion {
                     seq_no: 5,

@@ -21,9 +21,7 @@ pub fn delay_secs(cfg: &EmbedIndexConfig, requeues: u32) -> i32 {
 /// Why a message could not go back on the queue.
 #[derive(Debug, thiserror::Error)]
 pub enum RequeueError {
-    #[error(
-        "requeued {0} times while Elasticsearch stayed unavailable (MAX_REQUEUES); it goes to the dead-letter queue"
-    )]
+    #[error("requeued {0} times without landing (MAX_REQUEUES); it goes to the dead-letter queue")]
     HopLimit(u32),
     #[error(transparent)]
     Queue(#[from] QueueError),
@@ -51,7 +49,7 @@ pub async fn requeue<Q: ChunkQueue>(
         };
         vec![serde_json::to_string(&again).expect("a control message always serialises")]
     } else {
-        let mut packer = MessagePacker::requeued(&message.source, requeues, budget);
+        let mut packer = MessagePacker::requeued(&message.source, message.scope, requeues, budget);
         let mut bodies = Vec::new();
         for chunk in &chunks {
             let encoded = MessagePacker::encode(chunk);

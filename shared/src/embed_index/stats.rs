@@ -19,10 +19,18 @@ pub struct BatchStats {
     pub deleted: u64,
     /// Chunks whose message carried their vector: indexed without calling Bedrock.
     pub reused: u64,
+    /// Chunks whose text the index already held embedded by the model (under another id, or
+    /// another record's): indexed with that vector, without calling Bedrock.
+    pub reused_by_content: u64,
+    /// Chunks of record ids that another object holds too (`ID_SCOPE=bucket`): written under
+    /// their own object's id instead, so neither object loses its record.
+    pub id_collisions: u64,
     /// Chunks sent back to the queue with their vectors because Elasticsearch stayed unavailable.
     pub requeued: u64,
     /// Messages put back on the queue, delayed, because Elasticsearch was unavailable.
     pub messages_requeued: u64,
+    /// Those messages by what they wait for (out of time, throttled, Elasticsearch, a sweep).
+    pub waiting: Waits,
     /// Sweeps that came before their version's chunks were all indexed, and wait.
     pub sweeps_waiting: u64,
     /// Chunk writes that lost a compare-and-set race and were decided again.
@@ -41,6 +49,90 @@ pub struct BatchStats {
     /// Wall time spent embedding, and writing to Elasticsearch.
     pub embed_ms: u64,
     pub index_ms: u64,
+}
+
+/// Why a message waits on the queue rather than landing in this invocation; the first three
+/// are the [`FailureReason`]s that wait, under the same labels.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WaitCause {
+    /// The invocation's time ran short (Bedrock's retries or pace, or too little left for an
+    /// Elasticsearch request).
+    OutOfTime,
+    /// Bedrock was still throttling when the retries ran out.
+    Throttled,
+    /// Elasticsearch unreachable, or 429 / 5xx past the retries.
+    EsUnavailable,
+    /// A sweep came before its version's chunks were all indexed (`SweepsWaiting`).
+    SweepWaiting,
+}
+
+impl WaitCause {
+    pub const ALL: [WaitCause; 4] = [
+        WaitCause::OutOfTime,
+        WaitCause::Throttled,
+        WaitCause::EsUnavailable,
+        WaitCause::SweepWaiting,
+    ];
+
+    pub fn label(self) -> &'static str {
+        match self {
+            WaitCause::OutOfTime => FailureReason::OutOfTime.label(),
+            WaitCause::Throttled => FailureReason::Throttled.label(),
+            WaitCause::EsUnavailable => FailureReason::EsUnavailable.label(),
+            WaitCause::SweepWaiting => "sweep_waiting",
+        }
+    }
+
+    /// The cause as the requeue's log line names it: "<this>: the work waits on the queue".
+    pub fn describe(self) -> &'static str {
+        match self {
+            WaitCause::OutOfTime => "out of time",
+            WaitCause::Throttled => "Bedrock throttled",
+            WaitCause::EsUnavailable => "Elasticsearch unavailable",
+            WaitCause::SweepWaiting => "sweep before its version's chunks are indexed",
+        }
+    }
+
+    /// The wait of a chunk that failed for `reason` (one of those that [`FailureReason::waits`]).
+    pub fn of_failure(reason: FailureReason) -> Self {
+        match reason {
+            FailureReason::OutOfTime => WaitCause::OutOfTime,
+            FailureReason::Throttled => WaitCause::Throttled,
+            _ => WaitCause::EsUnavailable,
+        }
+    }
+
+    /// The wait a retryable Elasticsearch error gives: the invocation's time, or the cluster.
+    pub fn of_es(error: &crate::es::EsError) -> Self {
+        match error {
+            crate::es::EsError::OutOfTime { .. } => WaitCause::OutOfTime,
+            _ => WaitCause::EsUnavailable,
+        }
+    }
+}
+
+/// Requeued messages counted by [`WaitCause`].
+#[derive(Default, Clone, Copy, PartialEq, Eq)]
+pub struct Waits([u64; WaitCause::ALL.len()]);
+
+/// The causes that occurred, by label (`{out_of_time: 2}`), as the batch log shows them.
+impl std::fmt::Debug for Waits {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let nonzero = WaitCause::ALL.into_iter().map(|c| (c.label(), self.get(c)));
+        f.debug_map()
+            .entries(nonzero.filter(|(_, n)| *n > 0))
+            .finish()
+    }
+}
+
+impl Waits {
+    pub fn add(&mut self, cause: WaitCause) {
+        self.0[cause as usize] += 1;
+    }
+
+    pub fn get(&self, cause: WaitCause) -> u64 {
+        self.0[cause as usize]
+    }
 }
 
 /// Failed chunks counted by [`FailureReason`].
@@ -85,6 +177,8 @@ pub(super) fn emit(stats: &BatchStats, model: &EmbeddingModel, pace: crate::embe
         .count("ChunksSuperseded", stats.superseded)
         .count("ChunksDeleted", stats.deleted)
         .count("ChunksReused", stats.reused)
+        .count("ChunksReusedByContent", stats.reused_by_content)
+        .count("IdCollisions", stats.id_collisions)
         .count("ChunksRequeued", stats.requeued)
         .count("MessagesRequeued", stats.messages_requeued)
         .count("WriteConflicts", stats.conflicts)

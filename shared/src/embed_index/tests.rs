@@ -2,9 +2,7 @@
 //! depends on it: versions and compare-and-set on every write, real-time `_mget`, and
 //! `_delete_by_query` that only sees refreshed documents.
 
-use std::collections::{HashMap, HashSet};
-use std::sync::Mutex;
-use std::sync::atomic::{AtomicUsize, Ordering as AtomicOrdering};
+use std::sync::atomic::Ordering as AtomicOrdering;
 use std::time::Duration;
 
 use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent};
@@ -13,11 +11,14 @@ use serde_json::{Value, json};
 use super::*;
 use crate::config::EmbedIndexConfig;
 use crate::embed::{EmbedError, EmbeddingModel};
-use crate::es::bulk::parse_bulk_answer;
-use crate::es::state::parse_lookup;
 use crate::es::{BulkOutcome, DocVersion, EsSettings, Stored, VectorSettings};
+use crate::ids::chunk_id;
 use crate::message::SourceRef;
-use crate::test_util::{FailingEmbedder, MemoryEmbedder, MemoryQueue};
+use crate::test_util::{
+    CHUNKS, FailingEmbedder, MARKERS, MemoryEmbedder, MemoryIndex, MemoryQueue,
+};
+
+mod sync;
 
 /// The shared fake embedder, behind the wrapper that throttles or refuses on a plan.
 type TestEmbedder = FailingEmbedder<MemoryEmbedder>;
@@ -27,262 +28,6 @@ fn embedder(model: &EmbeddingModel, reject: Option<&str>) -> TestEmbedder {
     match reject {
         Some(text) => e.reject(text),
         None => e,
-    }
-}
-
-const CHUNKS: &str = "docs";
-const MARKERS: &str = "docs-sources";
-
-type Hook = Box<dyn FnOnce(&MemoryIndex) + Send>;
-
-/// A document and its version.
-#[derive(Clone)]
-struct Doc {
-    source: Value,
-    version: DocVersion,
-}
-
-/// Elasticsearch's ordering semantics in memory. Scripted statuses for the next chunk bulk
-/// items come first; `down` answers every request as an unreachable cluster.
-#[derive(Default)]
-struct MemoryIndex {
-    docs: Mutex<HashMap<(String, String), Doc>>,
-    /// Chunk ids a `_delete_by_query` can see (written before the last refresh).
-    refreshed: Mutex<HashSet<String>>,
-    seq_no: AtomicUsize,
-    script: Mutex<Vec<u16>>,
-    down: std::sync::atomic::AtomicBool,
-    bulk_calls: AtomicUsize,
-    /// Run once, right before / after the next chunk write lands: another container's move.
-    before_write: Mutex<Option<Hook>>,
-    after_write: Mutex<Option<Hook>>,
-}
-
-impl MemoryIndex {
-    fn chunk(&self, id: &str) -> Option<Value> {
-        let docs = self.docs.lock().unwrap();
-        docs.get(&(CHUNKS.into(), id.into()))
-            .map(|d| d.source.clone())
-    }
-
-    fn chunk_count(&self) -> usize {
-        let docs = self.docs.lock().unwrap();
-        docs.keys().filter(|(i, _)| i == CHUNKS).count()
-    }
-
-    /// Another container's marker write for key `key` of bucket `b` (`fields` over a live
-    /// marker, its sequencer normalised); returns whether a marker was there before.
-    fn set_marker(&self, key: &str, mut fields: Value) -> bool {
-        let id = crate::ids::source_marker_id("b", key);
-        let seq = fields["sequencer"].as_str().unwrap().to_owned();
-        fields["sequencer"] = json!(crate::ids::normalize_sequencer(&seq));
-        let mut source = json!({"bucket": "b", "key": key, "deleted": false, "updated_at": "t"});
-        for (k, v) in fields.as_object().unwrap() {
-            source[k] = v.clone();
-        }
-        let seq_no = self.seq_no.fetch_add(1, AtomicOrdering::SeqCst) as u64;
-        let version = DocVersion {
-            seq_no,
-            primary_term: 1,
-        };
-        let mut docs = self.docs.lock().unwrap();
-        docs.insert((MARKERS.into(), id), Doc { source, version })
-            .is_some()
-    }
-
-    fn check(&self) -> Result<(), EsError> {
-        if self.down.load(AtomicOrdering::SeqCst) {
-            Err(EsError::Unreachable {
-                url: "http://es".into(),
-                detail: "connection refused".into(),
-                timeout: false,
-            })
-        } else {
-            Ok(())
-        }
-    }
-
-    /// Applies one action with its precondition; returns the item's answer.
-    fn apply(&self, action: &str, meta: &Value, doc: Option<&Value>) -> Value {
-        let index = meta["_index"].as_str().unwrap().to_owned();
-        let id = meta["_id"].as_str().unwrap().to_owned();
-        let mut docs = self.docs.lock().unwrap();
-        let key = (index.clone(), id.clone());
-        let current = docs.get(&key).map(|d| d.version);
-        let wanted = meta["if_seq_no"].as_u64().map(|s| DocVersion {
-            seq_no: s,
-            primary_term: meta["if_primary_term"].as_u64().unwrap(),
-        });
-        let conflict = |reason: &str| json!({action: {"_id": id, "status": 409, "error": {"type": "version_conflict_engine_exception", "reason": reason}}});
-        if action == "create" && current.is_some() {
-            return conflict("document already exists");
-        }
-        if wanted.is_some() && wanted != current {
-            return conflict("required seqNo");
-        }
-        if action == "update" && current.is_none() {
-            return json!({action: {"_id": id, "status": 404, "error": {"type": "document_missing_exception", "reason": "missing"}}});
-        }
-        let seq_no = self.seq_no.fetch_add(1, AtomicOrdering::SeqCst) as u64;
-        let version = DocVersion {
-            seq_no,
-            primary_term: 1,
-        };
-        match action {
-            "delete" => {
-                docs.remove(&key);
-                self.refreshed.lock().unwrap().remove(&id);
-            }
-            "update" => {
-                let stored = docs.get_mut(&key).unwrap();
-                for (k, v) in doc.unwrap()["doc"].as_object().unwrap() {
-                    stored.source[k] = v.clone();
-                }
-                stored.version = version;
-            }
-            _ => {
-                docs.insert(
-                    key,
-                    Doc {
-                        source: doc.unwrap().clone(),
-                        version,
-                    },
-                );
-            }
-        }
-        json!({action: {"_id": id, "status": 200, "_seq_no": seq_no, "_primary_term": 1}})
-    }
-}
-
-impl SearchIndex for MemoryIndex {
-    fn index_name(&self) -> &str {
-        CHUNKS
-    }
-
-    fn marker_index(&self) -> String {
-        MARKERS.into()
-    }
-
-    async fn ensure_index(&self, _: &EmbeddingModel, _: &VectorSettings) -> Result<(), EsError> {
-        self.check()
-    }
-
-    /// Answers as `_mget` does, read by the client's own parser.
-    async fn lookup(&self, chunk_ids: &[String], marker_ids: &[String]) -> Result<Stored, EsError> {
-        self.check()?;
-        let docs = self.docs.lock().unwrap();
-        let answer: Vec<Value> = chunk_ids
-            .iter()
-            .map(|id| (CHUNKS, id))
-            .chain(marker_ids.iter().map(|id| (MARKERS, id)))
-            .map(|(index, id)| match docs.get(&(index.into(), id.clone())) {
-                Some(d) => json!({"_id": id, "found": true, "_seq_no": d.version.seq_no,
-                    "_primary_term": d.version.primary_term, "_source": d.source}),
-                None => json!({"_id": id, "found": false}),
-            })
-            .collect();
-        Ok(parse_lookup(&json!({ "docs": answer }), chunk_ids, marker_ids).unwrap())
-    }
-
-    async fn bulk(&self, body: Vec<u8>, actions: usize) -> Result<BulkOutcome, EsError> {
-        self.check()?;
-        self.bulk_calls.fetch_add(1, AtomicOrdering::SeqCst);
-        let text = String::from_utf8(body).unwrap();
-        if text.contains(&format!("\"_index\":\"{CHUNKS}\""))
-            && let Some(then) = self.before_write.lock().unwrap().take()
-        {
-            then(self);
-        }
-        let mut lines = text
-            .lines()
-            .map(|l| serde_json::from_str::<Value>(l).unwrap());
-        let mut items = Vec::new();
-        let mut wrote_chunk = false;
-        while let Some(line) = lines.next() {
-            let (action, meta) = line.as_object().unwrap().iter().next().unwrap();
-            let doc = if action == "delete" {
-                None
-            } else {
-                lines.next()
-            };
-            let chunk = meta["_index"] == CHUNKS;
-            let scripted = if chunk && action != "delete" {
-                let mut script = self.script.lock().unwrap();
-                (!script.is_empty()).then(|| script.remove(0))
-            } else {
-                None
-            };
-            let item = match scripted {
-                Some(status) if status >= 300 => {
-                    json!({action: {"_id": meta["_id"], "status": status, "error": {"type": if status == 429 { "es_rejected_execution_exception" } else { "document_parsing_exception" }, "reason": "scripted"}}})
-                }
-                _ => {
-                    wrote_chunk |= chunk && action != "delete";
-                    self.apply(action, meta, doc.as_ref())
-                }
-            };
-            items.push(item);
-        }
-        if wrote_chunk && let Some(then) = self.after_write.lock().unwrap().take() {
-            then(self);
-        }
-        let answer = json!({"errors": true, "items": items});
-        Ok(parse_bulk_answer(answer.to_string().as_bytes(), actions).unwrap())
-    }
-
-    async fn refresh(&self) -> Result<(), EsError> {
-        self.check()?;
-        let docs = self.docs.lock().unwrap();
-        let mut refreshed = self.refreshed.lock().unwrap();
-        refreshed.extend(
-            docs.keys()
-                .filter(|(i, _)| i == CHUNKS)
-                .map(|(_, id)| id.clone()),
-        );
-        Ok(())
-    }
-
-    async fn count_chunks(&self, source: &SourceRef, sequencer: &str) -> Result<u64, EsError> {
-        self.check()?;
-        let docs = self.docs.lock().unwrap();
-        let refreshed = self.refreshed.lock().unwrap();
-        Ok(docs
-            .iter()
-            .filter(|((index, id), d)| {
-                let s = &d.source["source"];
-                index == CHUNKS
-                    && refreshed.contains(id)
-                    && s["bucket"] == source.bucket.as_str()
-                    && s["key"] == source.key.as_str()
-                    && s["sequencer"] == sequencer
-            })
-            .count() as u64)
-    }
-
-    async fn delete_chunks(
-        &self,
-        source: &SourceRef,
-        sequencer: &str,
-        inclusive: bool,
-    ) -> Result<u64, EsError> {
-        self.check()?;
-        let mut docs = self.docs.lock().unwrap();
-        let refreshed = self.refreshed.lock().unwrap();
-        let before = docs.len();
-        docs.retain(|(index, id), d| {
-            let s = &d.source["source"];
-            let same = index == CHUNKS
-                && s["key"] == source.key.as_str()
-                && s["bucket"] == source.bucket.as_str();
-            let seq = s["sequencer"].as_str().unwrap_or("");
-            let older = if inclusive {
-                seq <= sequencer
-            } else {
-                seq < sequencer
-            };
-            !(same && older && refreshed.contains(id))
-        });
-        Ok((before - docs.len()) as u64)
     }
 }
 
@@ -338,7 +83,9 @@ fn message(op: &str, key: &str, seq: Option<&str>, docs: &[(&str, &str)]) -> Str
         .iter()
         .map(|(id, text)| json!({"doc_id": id, "chunk_index": 0, "chunk_count": 1, "record": 1, "text": text, "metadata": {"k": key}}))
         .collect();
-    json!({"v": 1, "op": op, "source": {"bucket": "b", "key": key, "etag": "e", "sequencer": seq.map(crate::ids::normalize_sequencer)}, "chunks": chunks}).to_string()
+    // Each event its own content (eTag); a backfill (no sequencer) reads the first one's.
+    let etag = seq.map_or("e".to_owned(), |s| format!("e-{s}"));
+    json!({"v": 1, "op": op, "source": {"bucket": "b", "key": key, "etag": etag, "sequencer": seq.map(crate::ids::normalize_sequencer)}, "chunks": chunks}).to_string()
 }
 
 fn event(bodies: &[String]) -> SqsEvent {
@@ -890,4 +637,283 @@ async fn a_sweep_waits_for_its_version() {
     assert!(d.index.chunk(&chunk_id("a", 0)).is_some());
     assert!(d.index.chunk(&chunk_id("b", 0)).is_none());
     assert_eq!(d.embedder.inner.texts(), 2);
+}
+
+/// The log lines written while the guard lives (the test runtime is one thread).
+#[derive(Clone, Default)]
+struct LogLines(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for LogLines {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(bytes);
+        Ok(bytes.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl LogLines {
+    fn capture() -> (Self, tracing::subscriber::DefaultGuard) {
+        let lines = Self::default();
+        let writer = lines.clone();
+        let subscriber = lambda_runtime::tracing::subscriber::fmt()
+            .with_ansi(false)
+            .with_writer(move || writer.clone())
+            .finish();
+        (lines, tracing::subscriber::set_default(subscriber))
+    }
+
+    fn text(&self) -> String {
+        String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
+    }
+}
+
+/// Deps whose Elasticsearch requests may take up to `es_timeout` (`ES_TIMEOUT_SECS`).
+fn deps_with_es_timeout(es_timeout: Duration) -> Deps {
+    let mut d = deps(None);
+    d.config.es.timeout = es_timeout;
+    d
+}
+
+/// A 30 s function with `ES_TIMEOUT_SECS` at its default 30: the batch is embedded, written and
+/// its deletion applied, not handed back for want of a whole request time.
+#[tokio::test(start_paused = true)]
+async fn a_30_s_function_with_the_30_s_elasticsearch_timeout_writes_its_batch() {
+    let d = deps_with_es_timeout(Duration::from_secs(30));
+    run(&d, &[message("index", "gone", Some("01"), &[("g", "old")])]).await;
+    let (logs, _guard) = LogLines::capture();
+    let bodies = [
+        message("index", "k", Some("01"), &[("a", "alpha"), ("b", "beta")]),
+        message("delete", "gone", Some("02"), &[]),
+    ];
+    let deadline = Deadline::after(Duration::from_secs(30) - EmbedIndexConfig::RESPONSE_RESERVE);
+    let (r, stats) = handle_batch(&d, event(&bodies), deadline).await.unwrap();
+    assert!(failures(&r).is_empty());
+    assert_eq!(
+        (
+            stats.embedded,
+            stats.indexed,
+            stats.deleted,
+            stats.messages_requeued
+        ),
+        (2, 2, 1, 0),
+        "{stats:?}"
+    );
+    assert_eq!(d.index.chunk_count(), 2);
+    assert!(requeued(&d).is_empty());
+    assert!(
+        !logs.text().contains("waits on the queue"),
+        "{}",
+        logs.text()
+    );
+}
+
+/// An index whose chunk `_bulk` takes `bulk_takes` (a slow cluster, within its timeout).
+struct SlowBulk {
+    index: MemoryIndex,
+    bulk_takes: Duration,
+}
+
+impl SearchIndex for SlowBulk {
+    fn index_name(&self) -> &str {
+        self.index.index_name()
+    }
+    fn marker_index(&self) -> String {
+        self.index.marker_index()
+    }
+    async fn ensure_index(&self, m: &EmbeddingModel, v: &VectorSettings) -> Result<(), EsError> {
+        self.index.ensure_index(m, v).await
+    }
+    async fn lookup(&self, c: &[String], m: &[String]) -> Result<Stored, EsError> {
+        self.index.lookup(c, m).await
+    }
+    async fn bulk(&self, body: Vec<u8>, actions: usize) -> Result<BulkOutcome, EsError> {
+        if String::from_utf8_lossy(&body).contains(&format!("\"_index\":\"{CHUNKS}\"")) {
+            tokio::time::sleep(self.bulk_takes).await;
+        }
+        self.index.bulk(body, actions).await
+    }
+    async fn refresh(&self) -> Result<(), EsError> {
+        self.index.refresh().await
+    }
+    async fn count_chunks(&self, s: &SourceRef, q: &str) -> Result<u64, EsError> {
+        self.index.count_chunks(s, q).await
+    }
+    async fn delete_chunks(&self, s: &SourceRef, q: &str, i: bool) -> Result<u64, EsError> {
+        self.index.delete_chunks(s, q, i).await
+    }
+}
+
+/// Near the deadline the rest of the work waits on the queue, and says why: out of time, not
+/// "Elasticsearch unavailable" (the cluster answered everything it was asked).
+#[tokio::test(start_paused = true)]
+async fn near_the_deadline_the_rest_waits_out_of_time() {
+    let (logs, _guard) = LogLines::capture();
+    let bodies = [
+        message("index", "k", Some("01"), &[("a", "alpha"), ("b", "beta")]),
+        message("delete", "j", Some("02"), &[]),
+    ];
+    // 4 s left: no request is worth starting, so nothing is looked up or embedded.
+    let d = deps_with_es_timeout(Duration::from_secs(30));
+    let (r, stats) = handle_batch(&d, event(&bodies), Deadline::after(Duration::from_secs(4)))
+        .await
+        .unwrap();
+    assert!(failures(&r).is_empty());
+    assert_eq!(stats.waiting.get(WaitCause::OutOfTime), 2, "{stats:?}");
+    assert_eq!(stats.waiting.get(WaitCause::EsUnavailable), 0);
+    assert_eq!(d.embedder.attempts(), 0, "nothing embedded blind");
+    assert_eq!(requeued(&d).len(), 2);
+
+    // 14 s left and the chunk write takes 10: it lands, but reading the markers again and the
+    // deletion's refresh no longer fit; those messages wait, out of time.
+    let model = d.config.model.clone();
+    let mut cfg = config(model.clone());
+    cfg.es.timeout = Duration::from_secs(30);
+    let slow = EmbedIndexDeps::new(
+        embedder(&model, None),
+        SlowBulk {
+            index: MemoryIndex::default(),
+            bulk_takes: Duration::from_secs(10),
+        },
+        Some(MemoryQueue::default()),
+        cfg,
+    );
+    let (r, stats) = handle_batch(
+        &slow,
+        event(&bodies),
+        Deadline::after(Duration::from_secs(14)),
+    )
+    .await
+    .unwrap();
+    assert!(failures(&r).is_empty());
+    assert_eq!((stats.embedded, stats.deleted), (2, 0), "{stats:?}");
+    assert_eq!(slow.index.index.chunk_count(), 2, "written");
+    assert_eq!(stats.waiting.get(WaitCause::OutOfTime), 2, "{stats:?}");
+    assert_eq!(stats.messages_requeued, 2);
+    let text = logs.text();
+    assert!(
+        text.contains("out of time: the work waits on the queue") && text.contains("out_of_time"),
+        "{text}"
+    );
+    assert!(!text.contains("Elasticsearch unavailable"), "{text}");
+
+    // The next invocation, with time, finishes them without embedding again.
+    let back: Vec<String> = slow
+        .requeue
+        .as_ref()
+        .unwrap()
+        .take()
+        .into_iter()
+        .map(|e| e.body)
+        .collect();
+    let (r, stats) = handle_batch(
+        &slow,
+        event(&back),
+        Deadline::after(Duration::from_secs(60)),
+    )
+    .await
+    .unwrap();
+    assert!(failures(&r).is_empty());
+    assert_eq!(
+        (stats.embedded, stats.messages_requeued),
+        (0, 0),
+        "{stats:?}"
+    );
+}
+
+/// The template's 120 s with `EsTimeoutSecs` at 60: a sweep's refresh and removal, which once
+/// asked for two whole request times (more than the 118 s left), run.
+#[tokio::test(start_paused = true)]
+async fn a_sweep_refreshes_and_removes_in_120_s_with_a_60_s_elasticsearch_timeout() {
+    let d = deps_with_es_timeout(Duration::from_secs(60));
+    run(
+        &d,
+        &[message(
+            "index",
+            "k",
+            Some("01"),
+            &[("a", "same"), ("b", "old")],
+        )],
+    )
+    .await;
+    let bodies = [
+        message("index", "k", Some("02"), &[("a", "same")]),
+        message("sweep", "k", Some("02"), &[]),
+    ];
+    let deadline = Deadline::after(Duration::from_secs(120) - EmbedIndexConfig::RESPONSE_RESERVE);
+    let (r, stats) = handle_batch(&d, event(&bodies), deadline).await.unwrap();
+    assert!(failures(&r).is_empty());
+    assert_eq!(
+        (stats.deleted, stats.messages_requeued),
+        (1, 0),
+        "{stats:?}"
+    );
+    assert_eq!(d.index.chunk_count(), 1, "the old version's chunk is swept");
+}
+
+/// `FUNCTION_TIMEOUT_SECS` too short for `ES_TIMEOUT_SECS` is refused at start, naming both,
+/// with the other problems; the first invocation checks the real deadline once per container.
+#[tokio::test(start_paused = true)]
+async fn a_function_timeout_too_short_for_the_elasticsearch_timeout_is_refused() {
+    let env = |pairs: &[(&str, &str)]| {
+        crate::config::Env::from_map(
+            pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        )
+    };
+    let err = EmbedIndexConfig::from_env(&mut env(&[
+        ("ES_HOST", "h"),
+        ("ES_PORT", "ninety"),
+        ("ES_TIMEOUT_SECS", "30"),
+        ("FUNCTION_TIMEOUT_SECS", "30"),
+    ]))
+    .unwrap_err();
+    assert_eq!(err.problems.len(), 2, "{err}");
+    let problem = err
+        .problems
+        .iter()
+        .find(|p| p.contains("FUNCTION_TIMEOUT_SECS"))
+        .expect("the timeout problem");
+    for needle in [
+        "FUNCTION_TIMEOUT_SECS=30 is too short for ES_TIMEOUT_SECS=30",
+        "at least 49 s",
+        "ES_TIMEOUT_SECS to at most 11",
+    ] {
+        assert!(problem.contains(needle), "{needle:?} not in {problem}");
+    }
+    // The template's 120 s takes EsTimeoutSecs up to its MaxValue (100); unset is not checked.
+    for (function, es, ok) in [
+        ("120", "30", true),
+        ("120", "60", true),
+        ("120", "100", true),
+        ("120", "102", false),
+        ("", "100", true),
+    ] {
+        let result = EmbedIndexConfig::from_env(&mut env(&[
+            ("ES_HOST", "h"),
+            ("ES_TIMEOUT_SECS", es),
+            ("FUNCTION_TIMEOUT_SECS", function),
+        ]));
+        assert_eq!(result.is_ok(), ok, "{function} / {es}: {:?}", result.err());
+    }
+
+    let d = deps_with_es_timeout(Duration::from_secs(30));
+    let problem = d
+        .check_function_time(Duration::from_millis(29_950))
+        .expect("30 s cannot hold a batch at ES_TIMEOUT_SECS=30");
+    assert!(
+        problem.contains("ES_TIMEOUT_SECS=30") && problem.contains("about 30 s"),
+        "{problem}"
+    );
+    assert_eq!(
+        d.check_function_time(Duration::from_secs(1)),
+        None,
+        "once per container"
+    );
+    let d = deps_with_es_timeout(Duration::from_secs(30));
+    assert_eq!(d.check_function_time(Duration::from_millis(119_900)), None);
 }

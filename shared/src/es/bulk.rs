@@ -42,24 +42,6 @@ pub fn push_index(body: &mut Vec<u8>, index: &str, id: &str, expect: Expect, doc
     body.push(b'\n');
 }
 
-/// Appends an `update` with a partial document: refreshes everything but the stored vector.
-pub fn push_update(
-    body: &mut Vec<u8>,
-    index: &str,
-    id: &str,
-    expect: Expect,
-    partial: &impl Serialize,
-) {
-    #[derive(Serialize)]
-    struct Update<'a, T> {
-        doc: &'a T,
-    }
-    push_action(body, "update", index, id, expect);
-    serde_json::to_writer(&mut *body, &Update { doc: partial })
-        .expect("documents always serialise");
-    body.push(b'\n');
-}
-
 /// Appends a `delete` of one document, only if it is still the version given.
 pub fn push_delete(body: &mut Vec<u8>, index: &str, id: &str, version: DocVersion) {
     push_action(body, "delete", index, id, Expect::Version(version));
@@ -242,11 +224,11 @@ mod tests {
             Expect::Any,
             &json!({"text": "日本\n語"}),
         );
-        push_update(
+        push_index(
             &mut body,
             "docs",
             "b",
-            Expect::Any,
+            Expect::Absent,
             &json!({"chunk_count": 2}),
         );
         let text = String::from_utf8(body).unwrap();
@@ -260,8 +242,8 @@ mod tests {
             json!({"index": {"_index": "docs", "_id": "a\"1"}})
         );
         assert_eq!(lines[1]["text"], "日本\n語");
-        assert_eq!(lines[2], json!({"update": {"_index": "docs", "_id": "b"}}));
-        assert_eq!(lines[3], json!({"doc": {"chunk_count": 2}}));
+        assert_eq!(lines[2], json!({"create": {"_index": "docs", "_id": "b"}}));
+        assert_eq!(lines[3], json!({"chunk_count": 2}));
         assert!(text.ends_with('\n'));
     }
 
@@ -274,7 +256,6 @@ mod tests {
         let mut body = Vec::new();
         push_index(&mut body, "docs", "new", Expect::Absent, &json!({}));
         push_index(&mut body, "docs", "seen", Expect::Version(v), &json!({}));
-        push_update(&mut body, "docs", "same", Expect::Version(v), &json!({}));
         push_delete(&mut body, "docs", "stale", v);
         let lines: Vec<Value> = String::from_utf8(body)
             .unwrap()
@@ -291,13 +272,9 @@ mod tests {
         );
         assert_eq!(
             lines[4],
-            json!({"update": {"_index": "docs", "_id": "same", "if_seq_no": 7, "if_primary_term": 2}})
-        );
-        assert_eq!(
-            lines[6],
             json!({"delete": {"_index": "docs", "_id": "stale", "if_seq_no": 7, "if_primary_term": 2}})
         );
-        assert_eq!(lines.len(), 7, "a delete has no document line");
+        assert_eq!(lines.len(), 5, "a delete has no document line");
     }
 
     #[test]

@@ -14,6 +14,7 @@ use super::bulk::{BulkOutcome, parse_bulk_answer};
 use super::document::{index_mapping, mapped_dimensions};
 use crate::error::error_chain;
 use crate::net::MssRelay;
+use crate::retry::Deadline;
 use crate::secret::Secret;
 
 /// How to reach and authenticate to the cluster.
@@ -65,6 +66,11 @@ pub enum EsError {
         detail: String,
         timeout: bool,
     },
+    /// The invocation's time ran out, not the cluster's: the request was not sent (too little
+    /// time left to be worth it), or was cut short by the deadline before Elasticsearch
+    /// answered (see [`within_deadline`]). The work waits for a fresh invocation.
+    #[error("out of time for {what}: {detail}")]
+    OutOfTime { what: String, detail: String },
     #[error("Elasticsearch answered {status} to {what}: {kind}: {reason}")]
     Status {
         what: String,
@@ -100,7 +106,7 @@ impl EsError {
     /// Whether a later attempt may succeed: no answer, 429, or a 5xx.
     pub fn is_retryable(&self) -> bool {
         match self {
-            EsError::Unreachable { .. } => true,
+            EsError::Unreachable { .. } | EsError::OutOfTime { .. } => true,
             EsError::Status { status, .. } => *status == 429 || *status >= 500,
             EsError::Decode { .. } => true,
             _ => false,
@@ -216,7 +222,30 @@ pub struct EsClient {
     auth: Arc<Credentials>,
     /// With `ES_TCP_MSS`: the relay every connection goes through, shared by the clones.
     relay: Option<Arc<MssRelay>>,
+    /// `ES_TIMEOUT_SECS`: the longest one request waits; shorter near a [`within_deadline`].
+    timeout: Duration,
     pub index: String,
+}
+
+tokio::task_local! {
+    /// The deadline of the invocation the current task works for, if any.
+    static REQUEST_DEADLINE: Deadline;
+}
+
+/// Runs `work` with every Elasticsearch request it makes bounded by `deadline`: each request's
+/// timeout is `ES_TIMEOUT_SECS`, shortened to end a margin before the deadline
+/// ([`Deadline::request_timeout`]); one with too little time left is not sent. Either way the
+/// error is [`EsError::OutOfTime`], never "unreachable": the invocation ran out, not the
+/// cluster.
+///
+/// A task-local rather than a parameter: the deadline belongs to the invocation, not to the
+/// index, and this way every request the handler makes — through the `SearchIndex` seam or the
+/// client's own helpers, today's and those added later — is bounded without threading a
+/// deadline through each trait method, each fake index and each caller outside an invocation
+/// (the probe, the command line, which set none and keep the plain timeout). It does not cross
+/// `tokio::spawn`: a request made on a spawned task falls back to `ES_TIMEOUT_SECS`.
+pub async fn within_deadline<F: std::future::Future>(deadline: Deadline, work: F) -> F::Output {
+    REQUEST_DEADLINE.scope(deadline, work).await
 }
 
 impl std::fmt::Debug for EsClient {
@@ -272,6 +301,7 @@ impl EsClient {
             base: settings.base_url(),
             auth: Arc::new(Credentials::new(settings.auth.as_ref())),
             relay,
+            timeout: settings.timeout,
             index: settings.index.clone(),
         })
     }
@@ -327,6 +357,8 @@ impl EsClient {
         body: Option<(Vec<u8>, &'static str)>,
     ) -> Result<(StatusCode, Vec<u8>), EsError> {
         let url = format!("{}{}", self.base, path);
+        let what = format!("{method} {path}");
+        let limit = self.time_limit(&what)?;
         let mut request = self.http.request(method, &url);
         let sent = self.auth.current();
         if let Some(auth) = &sent {
@@ -342,25 +374,63 @@ impl EsClient {
         } else {
             None
         };
-        let (status, bytes) = self.execute(request).await?;
+        let (status, bytes) = self.execute(request, limit, &what).await?;
         if status == StatusCode::UNAUTHORIZED
             && let Some(mut again) = again
             && let Some(fresh) = self.auth.after_unauthorized(sent.as_ref()).await
         {
             again.headers_mut().insert(AUTHORIZATION, fresh);
-            return self.execute(again).await;
+            let limit = self.time_limit(&what)?;
+            return self.execute(again, limit, &what).await;
         }
         Ok((status, bytes))
     }
 
-    async fn execute(&self, request: reqwest::Request) -> Result<(StatusCode, Vec<u8>), EsError> {
-        let response = self
-            .http
-            .execute(request)
-            .await
-            .map_err(|e| self.unreachable(e))?;
+    /// The timeout of a request about to start: `None` outside a [`within_deadline`] (the
+    /// client's `ES_TIMEOUT_SECS` applies), else the time the deadline leaves it, or
+    /// [`EsError::OutOfTime`] when that is too little to be worth sending.
+    fn time_limit(&self, what: &str) -> Result<Option<Duration>, EsError> {
+        let Ok(deadline) = REQUEST_DEADLINE.try_with(|d| *d) else {
+            return Ok(None);
+        };
+        match deadline.request_timeout(self.timeout) {
+            Some(limit) => Ok(Some(limit)),
+            None => Err(EsError::OutOfTime {
+                what: what.to_owned(),
+                detail: format!(
+                    "{} ms left in this invocation: not sent",
+                    deadline.remaining().as_millis()
+                ),
+            }),
+        }
+    }
+
+    /// Sends `request` with `limit` as its timeout when given; a timeout that the deadline made
+    /// shorter than `ES_TIMEOUT_SECS` is the invocation's, not the cluster's.
+    async fn execute(
+        &self,
+        mut request: reqwest::Request,
+        limit: Option<Duration>,
+        what: &str,
+    ) -> Result<(StatusCode, Vec<u8>), EsError> {
+        if let Some(limit) = limit {
+            *request.timeout_mut() = Some(limit);
+        }
+        let cut_short = limit.filter(|l| *l < self.timeout);
+        let classify = |e: reqwest::Error| match cut_short {
+            Some(limit) if e.is_timeout() => EsError::OutOfTime {
+                what: what.to_owned(),
+                detail: format!(
+                    "no answer within the {} ms the invocation's deadline left (ES_TIMEOUT_SECS is {} s)",
+                    limit.as_millis(),
+                    self.timeout.as_secs()
+                ),
+            },
+            _ => self.unreachable(e),
+        };
+        let response = self.http.execute(request).await.map_err(classify)?;
         let status = response.status();
-        let bytes = response.bytes().await.map_err(|e| self.unreachable(e))?;
+        let bytes = response.bytes().await.map_err(classify)?;
         Ok((status, bytes.to_vec()))
     }
 
@@ -923,5 +993,61 @@ mod tests {
         assert!(!err.is_retryable());
         assert!(status_error("_bulk", StatusCode::TOO_MANY_REQUESTS, b"").is_retryable());
         assert!(status_error("_bulk", StatusCode::BAD_GATEWAY, b"<html>").is_retryable());
+    }
+
+    /// A cluster that accepts connections and never answers. Inside an invocation's deadline a
+    /// request is cut short (or not sent) and is out of time; outside one it waits
+    /// `ES_TIMEOUT_SECS` and the cluster is unreachable.
+    #[tokio::test]
+    async fn a_request_cut_short_by_the_deadline_is_out_of_time() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let held = tokio::spawn(async move {
+            let mut open = Vec::new();
+            while let Ok((socket, _)) = listener.accept().await {
+                open.push(socket);
+            }
+        });
+        let silent = EsSettings {
+            host: "127.0.0.1".into(),
+            port,
+            use_ssl: false,
+            auth: None,
+            timeout: Duration::from_secs(30),
+            ..settings()
+        };
+        let client = EsClient::new(&silent).unwrap();
+
+        let err = within_deadline(Deadline::after(Duration::from_secs(1)), client.refresh())
+            .await
+            .unwrap_err();
+        assert!(matches!(err, EsError::OutOfTime { .. }), "{err}");
+        assert!(err.to_string().contains("not sent"), "{err}");
+
+        let started = std::time::Instant::now();
+        let err = within_deadline(
+            Deadline::after(Duration::from_millis(5500)),
+            client.refresh(),
+        )
+        .await
+        .unwrap_err();
+        assert!(matches!(err, EsError::OutOfTime { .. }), "{err}");
+        assert!(err.is_retryable() && err.to_string().contains("ES_TIMEOUT_SECS is 30 s"));
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "cut to 3.5 s, not 30"
+        );
+
+        let plain = EsClient::new(&EsSettings {
+            timeout: Duration::from_secs(1),
+            ..silent
+        })
+        .unwrap();
+        let err = plain.refresh().await.unwrap_err();
+        assert!(
+            matches!(err, EsError::Unreachable { timeout: true, .. }),
+            "{err}"
+        );
+        held.abort();
     }
 }

@@ -12,9 +12,14 @@ pub struct SourceFields<'a> {
     pub etag: Option<&'a str>,
     pub sequencer: Option<&'a str>,
     pub record: u64,
+    /// When ingest read the version (not mapped: only read back by `_mget` to order two writes
+    /// of the same content).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub read_at: Option<&'a str>,
 }
 
-/// One chunk as indexed; `embedding` is left out of partial updates of unchanged chunks.
+/// One chunk as indexed, always whole: an unchanged chunk is written again with its stored
+/// vector, so no field of an older version of its record survives.
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct ChunkDocument<'a> {
     pub doc_id: &'a str,
@@ -109,6 +114,7 @@ mod tests {
                 etag: Some("e"),
                 sequencer: None,
                 record: 3,
+                read_at: None,
             },
             metadata: &metadata,
             model_id: "amazon.titan-embed-text-v2:0",

@@ -12,7 +12,7 @@ use super::bulk::DocVersion;
 use super::client::{EsClient, EsError, encode_path, status_error};
 
 /// A chunk as stored.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct StoredChunk {
     pub content_sha256: String,
     pub model_id: String,
@@ -20,7 +20,15 @@ pub struct StoredChunk {
     pub key: String,
     /// The sequencer of the event that wrote it (empty for a backfill).
     pub sequencer: String,
+    /// The eTag of the version it holds, and when ingest read that version (empty if unknown).
+    pub etag: String,
+    pub read_at: String,
+    /// How many chunks its document had when it was written.
+    pub chunk_count: u32,
     pub version: DocVersion,
+    /// The stored vector: an unchanged chunk is written again whole with it (a partial update
+    /// would merge the new record's fields into the old ones and keep fields it no longer has).
+    pub vector: Option<Vec<f32>>,
 }
 
 /// The marker of one source object: the newest S3 event applied to it.
@@ -39,6 +47,10 @@ pub struct SourceMarker {
     pub etag: Option<String>,
     #[serde(default)]
     pub updated_at: String,
+    /// The sweep of this event ran: chunks older writers leave behind now are nobody else's
+    /// to remove.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub swept: bool,
 }
 
 /// A marker as stored, with its version.
@@ -49,7 +61,7 @@ pub struct StoredMarker {
 }
 
 /// What [`EsClient::lookup`] found: only ids that exist are present.
-#[derive(Debug, Default, Clone, PartialEq, Eq)]
+#[derive(Debug, Default, Clone, PartialEq)]
 pub struct Stored {
     pub chunks: HashMap<String, StoredChunk>,
     pub markers: HashMap<String, StoredMarker>,
@@ -106,7 +118,7 @@ impl EsClient {
         let docs: Vec<Value> = chunk_ids
             .iter()
             .map(|id| json!({"_index": self.index, "_id": id,
-                "_source": ["content_sha256", "model_id", "source.bucket", "source.key", "source.sequencer"]}))
+                "_source": ["content_sha256", "model_id", "embedding", "chunk_count", "source.bucket", "source.key", "source.sequencer", "source.etag", "source.read_at"]}))
             .chain(
                 marker_ids
                     .iter()
@@ -177,7 +189,11 @@ pub fn parse_lookup(
                     bucket: text(&s["source"]["bucket"]),
                     key: text(&s["source"]["key"]),
                     sequencer: text(&s["source"]["sequencer"]),
+                    etag: text(&s["source"]["etag"]),
+                    read_at: text(&s["source"]["read_at"]),
+                    chunk_count: s["chunk_count"].as_u64().unwrap_or(0) as u32,
                     version,
+                    vector: vector(&s["embedding"]),
                 },
             );
         }
@@ -193,6 +209,7 @@ pub fn parse_lookup(
                 deleted: s["deleted"].as_bool().unwrap_or(false),
                 etag: s["etag"].as_str().map(str::to_owned),
                 updated_at: text(&s["updated_at"]),
+                swept: s["swept"].as_bool().unwrap_or(false),
             };
             stored
                 .markers
@@ -200,6 +217,15 @@ pub fn parse_lookup(
         }
     }
     Ok(stored)
+}
+
+/// A stored `embedding`, when it is an array of numbers.
+pub(crate) fn vector(value: &Value) -> Option<Vec<f32>> {
+    value
+        .as_array()?
+        .iter()
+        .map(|x| x.as_f64().map(|x| x as f32))
+        .collect()
 }
 
 /// The version of a found document; `None` when it does not exist. A per-doc error (a missing

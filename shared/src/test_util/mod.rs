@@ -3,6 +3,12 @@
 //! `FailureClient`, instead of flags inside each fake: [`FailingQueue`] and
 //! [`FailingEmbedder`] make any queue or embedder fail on a plan.
 
+mod index;
+mod store;
+
+pub use index::{CHUNKS, Doc, Hook, MARKERS, MemoryIndex, merge};
+pub use store::{MemoryStore, ObjectVersion, S3Event, VersionedStore};
+
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
 use std::time::Duration;
