@@ -2492,6 +2492,35 @@ mod tests {
         );
     }
 
+    /// A late `ObjectCreated` in a versioned bucket names a version that is no longer current:
+    /// it is skipped (the current version's own event indexes that one), not read and indexed.
+    #[tokio::test]
+    async fn a_late_notification_of_a_version_no_longer_current_reads_nothing() {
+        let d = deps(&[("v.jsonl", &lines("v", 2))], false);
+        d.store
+            .versions
+            .lock()
+            .unwrap()
+            .insert("v.jsonl".into(), "version-2".into());
+        let mut late = record("ObjectCreated:Put", "v.jsonl", Some("0A"));
+        late["s3"]["object"]["versionId"] = json!("version-1");
+        let summary = handle_event(&d, json!({"Records": [late]}), later())
+            .await
+            .unwrap();
+        assert_eq!((summary.skipped, summary.records), (1, 0));
+        assert!(
+            messages(&d).is_empty(),
+            "nothing of the old version is queued"
+        );
+        // The current version's own notification is read.
+        let mut current = record("ObjectCreated:Put", "v.jsonl", Some("0B"));
+        current["s3"]["object"]["versionId"] = json!("version-2");
+        let summary = handle_event(&d, json!({"Records": [current]}), later())
+            .await
+            .unwrap();
+        assert_eq!(summary.records, 2);
+    }
+
     /// A backfill page received twice never starts a second chain: each page claims the next
     /// one (a conditional write under the rejects prefix) before handing it over; the message
     /// that made the claim may hand it over again, any other stops.

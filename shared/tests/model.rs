@@ -193,6 +193,9 @@ enum Op {
 #[derive(Clone)]
 struct Case {
     versioned: bool,
+    /// `ID_SCOPE=bucket`: record ids declared unique across the bucket (the generator shares
+    /// them anyway, so every shared id is a collision).
+    bucket_ids: bool,
     chunking: usize,
     /// The scheduler's and the fakes' seed: which worker runs next, yields, duplicates.
     sim_seed: u64,
@@ -266,12 +269,13 @@ impl fmt::Debug for Case {
         let (max, overlap) = CHUNKINGS[self.chunking];
         writeln!(
             f,
-            "{} bucket, chunks {max}/{overlap}, sim seed {}:",
+            "{} bucket, ids unique per {}, chunks {max}/{overlap}, sim seed {}:",
             if self.versioned {
                 "versioned"
             } else {
                 "unversioned"
             },
+            if self.bucket_ids { "bucket" } else { "object" },
             self.sim_seed
         )?;
         for (i, op) in self.ops.iter().enumerate() {
@@ -336,12 +340,14 @@ fn op_strategy() -> impl Strategy<Value = Op> {
 fn case_strategy(max_ops: usize) -> impl Strategy<Value = Case> {
     (
         proptest::bool::ANY,
+        proptest::bool::weighted(0.3),
         0..CHUNKINGS.len(),
         any::<u64>(),
         proptest::collection::vec(op_strategy(), 1..=max_ops),
     )
-        .prop_map(|(versioned, chunking, sim_seed, ops)| Case {
+        .prop_map(|(versioned, bucket_ids, chunking, sim_seed, ops)| Case {
             versioned,
+            bucket_ids,
             chunking,
             sim_seed,
             ops,
@@ -962,11 +968,13 @@ fn env(vars: &[(&str, String)]) -> Env {
     Env::from_map(map)
 }
 
-fn ingest_config(chunking: usize) -> IngestConfig {
+fn ingest_config(chunking: usize, bucket_ids: bool) -> IngestConfig {
     let (max, overlap) = CHUNKINGS[chunking];
+    let scope = if bucket_ids { "bucket" } else { "object" };
     IngestConfig::from_env(&mut env(&[
         ("CHUNK_MAX_CHARS", max.to_string()),
         ("CHUNK_OVERLAP_CHARS", overlap.to_string()),
+        ("ID_SCOPE", scope.to_string()),
     ]))
     .expect("the ingest settings are valid")
 }
@@ -989,7 +997,7 @@ impl Sim {
             chunks: Arc::new(SimQueue::new("chunks")),
             delayed: VecDeque::new(),
             chunking: case.chunking,
-            ingest_config: ingest_config(case.chunking),
+            ingest_config: ingest_config(case.chunking, case.bucket_ids),
             embed_config,
             workers: Vec::new(),
             next_worker: 0,
@@ -1065,7 +1073,10 @@ impl Sim {
             }
             Op::RechunkAndBackfill { chunking } => {
                 self.chunking = *chunking;
-                self.ingest_config = ingest_config(*chunking);
+                self.ingest_config = ingest_config(
+                    *chunking,
+                    self.ingest_config.fields.id_scope == sakuin::ids::IdScope::Bucket,
+                );
                 // As `sakuin backfill` sends it.
                 self.intake
                     .send(json!({"backfill": {"bucket": BUCKET, "prefix": ""}}).to_string());
@@ -1663,7 +1674,7 @@ fn env_number(name: &str) -> Option<u64> {
 
 #[test]
 fn the_index_ends_equal_to_the_bucket() {
-    let cases = env_number("SAKUIN_MODEL_CASES").unwrap_or(64) as u32;
+    let cases = env_number("SAKUIN_MODEL_CASES").unwrap_or(200) as u32;
     let max_ops = env_number("SAKUIN_MODEL_OPS").unwrap_or(25) as usize;
     let seed = env_number("SAKUIN_MODEL_SEED").unwrap_or_else(|| {
         if std::env::var("SAKUIN_MODEL_CASES").is_ok() {

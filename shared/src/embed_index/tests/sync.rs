@@ -273,3 +273,41 @@ async fn a_failing_message_keeps_the_vectors_it_paid_for() {
         "only the fine text was embedded"
     );
 }
+
+/// `reconcile --fix` removing an orphan (its object was gone when it looked) while the key is
+/// uploaded again: the repair is ordered just after the marker reconcile read, so the upload's
+/// event wins whichever lands first.
+#[tokio::test(start_paused = true)]
+async fn a_repair_never_undoes_an_upload_that_raced_it() {
+    let observed = crate::ids::normalize_sequencer("0A");
+    let repair = || {
+        let mut m: Value = serde_json::from_str(&message("delete", "k", Some("0A"), &[])).unwrap();
+        m["source"]["sequencer"] = json!(crate::ids::repair_sequencer(&observed));
+        m.to_string()
+    };
+    // The upload's chunks land first: the repair comes late and changes nothing.
+    let d = deps(None);
+    run(
+        &d,
+        &[message("index", "k", Some("0A"), &[("old", "gone since")])],
+    )
+    .await;
+    let upload = message("index", "k", Some("0B"), &[("new", "uploaded again")]);
+    run(&d, &[upload.clone()]).await;
+    let (failed, stats) = run(&d, &[repair()]).await;
+    assert!(failed.is_empty());
+    assert_eq!(stats.deleted, 0, "{stats:?}");
+    assert!(d.index.chunk(&chunk_id("new", 0)).is_some());
+    // The repair lands first: it removes the orphan, then the upload is indexed.
+    let d = deps(None);
+    run(
+        &d,
+        &[message("index", "k", Some("0A"), &[("old", "gone since")])],
+    )
+    .await;
+    run(&d, &[repair()]).await;
+    assert_eq!(d.index.chunk_count(), 0);
+    run(&d, &[upload]).await;
+    assert!(d.index.chunk(&chunk_id("new", 0)).is_some());
+    assert_eq!(d.index.chunk_count(), 1);
+}
