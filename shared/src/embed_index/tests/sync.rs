@@ -293,7 +293,7 @@ async fn a_repair_never_undoes_an_upload_that_raced_it() {
     )
     .await;
     let upload = message("index", "k", Some("0B"), &[("new", "uploaded again")]);
-    run(&d, &[upload.clone()]).await;
+    run(&d, std::slice::from_ref(&upload)).await;
     let (failed, stats) = run(&d, &[repair()]).await;
     assert!(failed.is_empty());
     assert_eq!(stats.deleted, 0, "{stats:?}");
