@@ -148,6 +148,15 @@ enum CrashPoint {
     AfterHandOver,
 }
 
+/// Every crash point, in declaration order.
+const CRASH_POINTS: [CrashPoint; 5] = [
+    CrashPoint::AfterBulk,
+    CrashPoint::BeforeRecheck,
+    CrashPoint::AfterRemoval,
+    CrashPoint::AfterChunkSend,
+    CrashPoint::AfterHandOver,
+];
+
 #[derive(Clone, PartialEq, Eq)]
 enum Op {
     Put {
@@ -916,6 +925,8 @@ struct Figures {
     operations: u64,
     invocations: u64,
     crashes: u64,
+    /// Crashes by point, in `CrashPoint` order.
+    crashes_at: [u64; CRASH_POINTS.len()],
     failing_cases: u64,
     texts_embedded: u64,
     chunks_indexed: u64,
@@ -1254,6 +1265,18 @@ impl Sim {
                 }
                 Poll::Pending if crashed => {
                     self.figures.crashes += 1;
+                    let at = self
+                        .chaos
+                        .crashed
+                        .lock()
+                        .unwrap()
+                        .iter()
+                        .rev()
+                        .find(|(w, _)| *w == id)
+                        .map(|(_, p)| *p);
+                    if let Some(at) = at {
+                        self.figures.crashes_at[at as usize] += 1;
+                    }
                     let w = self.workers.swap_remove(i);
                     w.queue.release(w.batch);
                 }
@@ -1530,6 +1553,7 @@ static FIGURES: Mutex<Figures> = Mutex::new(Figures {
     operations: 0,
     invocations: 0,
     crashes: 0,
+    crashes_at: [0; CRASH_POINTS.len()],
     failing_cases: 0,
     texts_embedded: 0,
     chunks_indexed: 0,
@@ -1642,6 +1666,9 @@ fn run_traced(case: &Case) -> Result<(), String> {
         f.operations += sim.figures.operations;
         f.invocations += sim.figures.invocations;
         f.crashes += sim.figures.crashes;
+        for (total, n) in f.crashes_at.iter_mut().zip(sim.figures.crashes_at) {
+            *total += n;
+        }
         f.texts_embedded += texts;
         f.chunks_indexed += chunks_indexed;
         f.failing_cases += u64::from(!problems.is_empty());
@@ -1708,11 +1735,17 @@ fn the_index_ends_equal_to_the_bucket() {
     });
     let f = *FIGURES.lock().unwrap();
     eprintln!(
-        "model: {} sequences run (shrinking included), {} operations, {} invocations, {} crash points hit, {} failing sequences; {} texts embedded for {} chunks indexed at the end; {:.1} s",
+        "model: {} sequences run (shrinking included), {} operations, {} invocations, {} crash points hit ({}), {} failing sequences; {} texts embedded for {} chunks indexed at the end; {:.1} s",
         f.cases,
         f.operations,
         f.invocations,
         f.crashes,
+        CRASH_POINTS
+            .iter()
+            .zip(f.crashes_at)
+            .map(|(p, n)| format!("{p:?} {n}"))
+            .collect::<Vec<_>>()
+            .join(", "),
         f.failing_cases,
         f.texts_embedded,
         f.chunks_indexed,
