@@ -311,8 +311,8 @@ impl<E: Embedder, I: SearchIndex> Writer<'_, E, I> {
     /// Removes what an older, longer cut of a written document left past its end (chunk
     /// settings changed, or the text got shorter): those chunks would stay, with a count that
     /// disagrees. The batch's lookup read the chunk one past each document's end; when it is an
-    /// older write of the same object, its count says how far the tail goes. The tail goes from
-    /// its far end; the chunk one past the end goes last, only once the rest is gone, so a tail
+    /// older write of the same object, its count says how far the tail goes. The chunks beyond
+    /// it go first; the chunk one past the end goes last, only once the rest is gone, so a tail
     /// removed in part is found again when the message comes back.
     async fn remove_tails(
         &self,
@@ -338,7 +338,7 @@ impl<E: Embedder, I: SearchIndex> Writer<'_, E, I> {
                 return;
             }
         };
-        // Far end first; the chunk one past the end (each tail's first id) in a second round.
+        // The chunks beyond first; the chunk one past the end (each tail's first) in a second round.
         for last in [false, true] {
             let mut doomed: Vec<(usize, String, DocVersion)> = Vec::new();
             for tail in &tails {
