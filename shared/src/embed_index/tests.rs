@@ -608,13 +608,11 @@ async fn a_failed_undo_is_finished_by_the_replay() {
     assert_eq!(d.embedder.inner.texts(), 2, "embedded once");
 }
 
-/// A sweep that overtakes its own version's chunks waits for them, so the unchanged ones are
-/// updated in place rather than deleted and embedded again.
-#[tokio::test(start_paused = true)]
-async fn a_sweep_waits_for_its_version() {
-    let d = deps(None);
+/// Version 01 of key `k`: chunk `a` ("same", kept by version 02) and chunk `b` ("old", which
+/// version 02 no longer has).
+async fn index_first_version(d: &Deps) {
     run(
-        &d,
+        d,
         &[message(
             "index",
             "k",
@@ -623,6 +621,14 @@ async fn a_sweep_waits_for_its_version() {
         )],
     )
     .await;
+}
+
+/// A sweep that overtakes its own version's chunks waits for them, so the unchanged ones are
+/// updated in place rather than deleted and embedded again.
+#[tokio::test(start_paused = true)]
+async fn a_sweep_waits_for_its_version() {
+    let d = deps(None);
+    index_first_version(&d).await;
     let mut sweep: Value = serde_json::from_str(&message("sweep", "k", Some("02"), &[])).unwrap();
     sweep["chunks_expected"] = json!(1);
     let (failed, stats) = run(&d, &[sweep.to_string()]).await;
@@ -828,16 +834,7 @@ async fn near_the_deadline_the_rest_waits_out_of_time() {
 #[tokio::test(start_paused = true)]
 async fn a_sweep_refreshes_and_removes_in_120_s_with_a_60_s_elasticsearch_timeout() {
     let d = deps_with_es_timeout(Duration::from_secs(60));
-    run(
-        &d,
-        &[message(
-            "index",
-            "k",
-            Some("01"),
-            &[("a", "same"), ("b", "old")],
-        )],
-    )
-    .await;
+    index_first_version(&d).await;
     let bodies = [
         message("index", "k", Some("02"), &[("a", "same")]),
         message("sweep", "k", Some("02"), &[]),
