@@ -2,7 +2,7 @@
 
 Usage: python3 dev/bedrock_stub.py --host 127.0.0.1 --port 0 [--latency-ms N]
        [--throttle-every N] [--fail-every N] [--fail-error CODE] [--deny-models a,b]
-       [--quota-rpm N] [--quota-tpm N] [--workers N] [--verbose]
+       [--quota-rpm N] [--quota-tpm N] [--quota-burst-secs N] [--workers N] [--verbose]
 
 Prints `listening on <host>:<port>` once it accepts connections. Besides
 `POST /model/{modelId}/invoke` it serves a small control API under `/_stub/`
@@ -65,7 +65,7 @@ COHERE_INPUT_TYPES = ("search_document", "search_query", "classification", "clus
 COHERE_EMBEDDING_TYPES = ("float", "int8", "uint8", "binary", "ubinary")
 # Inference-profile geographies; the template tests check this list against template.yaml.
 PROFILE_PREFIXES = ("us", "us-gov", "eu", "apac", "jp", "au", "global")
-# A per-minute quota lets a burst of this share of a minute through at once.
+# A per-minute quota lets a burst of this share of a minute through at once (--quota-burst-secs).
 QUOTA_BURST_SECONDS = 10
 
 
@@ -551,16 +551,17 @@ CONFIG_FIELDS = {
     "deny_models": _deny_list,
     "quota_rpm": _non_negative_int,
     "quota_tpm": _non_negative_int,
+    "quota_burst_secs": _non_negative_int,
 }
 
 
 class Quota:
     """A per-minute quota as a token bucket: refilled at quota/60 a second, holding at most
-    QUOTA_BURST_SECONDS of it (and never less than `floor`, so one large call can pass)."""
+    `burst_seconds` of it (and never less than `floor`, so one large call can pass)."""
 
-    def __init__(self, per_minute, floor=1):
+    def __init__(self, per_minute, floor=1, burst_seconds=QUOTA_BURST_SECONDS):
         self.per_minute = per_minute
-        self.capacity = max(per_minute * QUOTA_BURST_SECONDS / 60.0, floor)
+        self.capacity = max(per_minute * burst_seconds / 60.0, floor)
         self.level = self.capacity
         self.at = time.monotonic()
 
@@ -581,7 +582,8 @@ class StubState:
         self._lock = threading.Lock()
         self._config = {"latency_ms": 0, "throttle_every": 0, "fail_every": 0,
                         "fail_error": "InternalServerException", "deny_models": [],
-                        "quota_rpm": 0, "quota_tpm": 0}
+                        "quota_rpm": 0, "quota_tpm": 0,
+                        "quota_burst_secs": QUOTA_BURST_SECONDS}
         self._quotas = {}
         self.update_config(config)
         self._zero()
@@ -601,11 +603,12 @@ class StubState:
         checked = {k: CONFIG_FIELDS[k](v, k) for k, v in changes.items()}
         with self._lock:
             self._config.update(checked)
-            # A changed quota starts full.
+            # A changed quota (or burst) starts full.
+            burst = self._config["quota_burst_secs"]
             for key, floor in (("quota_rpm", 1), ("quota_tpm", 16_384)):
-                if key in checked:
+                if key in checked or "quota_burst_secs" in checked:
                     limit = self._config[key]
-                    self._quotas[key] = Quota(limit, floor) if limit else None
+                    self._quotas[key] = Quota(limit, floor, burst) if limit else None
             return self._config_copy()
 
     def within_quota(self, key, amount):
@@ -938,6 +941,9 @@ def parse_args(argv):
                              "quota (a token bucket; 0 = none)")
     parser.add_argument("--quota-tpm", type=_count, default=0,
                         help="input tokens per minute before ThrottlingException (0 = none)")
+    parser.add_argument("--quota-burst-secs", type=_count, default=QUOTA_BURST_SECONDS,
+                        help="seconds of a quota a full bucket lets through at once "
+                             f"(default {QUOTA_BURST_SECONDS})")
     parser.add_argument("--workers", type=_count, default=os.cpu_count() or 1,
                         help="processes computing embeddings (0 = in the request threads); "
                              "default: one per CPU")
@@ -962,6 +968,7 @@ def main(argv=None):
         "deny_models": args.deny_models.split(","),
         "quota_rpm": args.quota_rpm,
         "quota_tpm": args.quota_tpm,
+        "quota_burst_secs": args.quota_burst_secs,
     })
     pool = None
     if args.workers:

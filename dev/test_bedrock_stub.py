@@ -406,6 +406,16 @@ class QuotaTests(StubTestCase):
         self.assertEqual(message, "Too many tokens, please wait before trying again.")
 
 
+class QuotaBurstTests(StubTestCase):
+    # 60 a minute with a minute's burst: 60 at once, then one a second.
+    stub_args = ("--quota-rpm", "60", "--quota-burst-secs", "60")
+
+    def test_the_burst_is_a_minute_of_the_quota(self):
+        statuses = [self.invoke(TITAN_V2, {"inputText": "x"})[0] for _ in range(61)]
+        self.assertEqual(statuses, [200] * 60 + [429])
+        self.assertEqual(self.request("GET", "/_stub/config")[2]["quota_burst_secs"], 60)
+
+
 class ModelErrorTests(StubTestCase):
     def test_the_rest_of_bedrocks_errors(self):
         for code, status in (("ModelNotReadyException", 429), ("ModelErrorException", 424),

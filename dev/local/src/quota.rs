@@ -1,7 +1,10 @@
 //! `sakuin-local bench quota`: a backfill against an account's Bedrock quota. Four embed-index
 //! containers drain a few thousand chunks while the stand-in enforces a requests-per-minute
-//! (Titan) or tokens-per-minute (Cohere) quota, once with adaptive pacing and once with a fixed
-//! `EMBED_CONCURRENCY`; the figures are printed side by side.
+//! (Titan) or tokens-per-minute (Cohere, English and Japanese) quota with a minute's burst, once
+//! with adaptive pacing and once with a fixed `EMBED_CONCURRENCY`; then Titan with no quota,
+//! unthrottled and with every third call refused whatever the rate. The figures are printed
+//! side by side: the share of the quota used net of the burst, the share of calls throttled, the
+//! seconds the quota sat idle (no call succeeded), and the invocations and containers used.
 
 use std::time::Duration;
 
@@ -19,9 +22,18 @@ struct Scenario {
     model: &'static str,
     dimensions: Option<usize>,
     chunks: usize,
-    /// The stand-in's flags for the quota.
-    quota: (&'static str, u64),
+    /// Japanese records (about 45 tokens a chunk) rather than English ones.
+    japanese: bool,
+    /// The stand-in's quota flag and limit (`None`: no quota).
+    quota: Option<(&'static str, u64)>,
+    /// Every this many calls the stand-in refuses one whatever the rate (0: none).
+    throttle_every: u64,
 }
+
+/// Seconds of its quota the stand-in lets through at once.
+const BURST_SECS: u64 = 60;
+/// A run stops here if it has not drained; its pace is measured on what was embedded by then.
+const RUN_LIMIT: Duration = Duration::from_secs(300);
 
 /// What one run measured.
 #[derive(Debug, Default)]
@@ -34,6 +46,14 @@ pub struct QuotaRun {
     pub settled_calls: u64,
     pub settled_throttled: u64,
     pub tokens: u64,
+    /// Texts Bedrock embedded.
+    pub texts: u64,
+    /// Whether the queues drained within [`RUN_LIMIT`].
+    pub drained: bool,
+    /// Seconds in which no call succeeded while work was left.
+    pub idle_secs: u64,
+    pub invocations: u64,
+    pub containers: u64,
     pub dead_letters: u64,
     pub timeouts: u64,
     pub mismatches: usize,
@@ -56,19 +76,49 @@ pub struct QuotaOptions {
 
 const TIMELINE_STEP: Duration = Duration::from_secs(15);
 
-/// The scenarios: Titan at a requests-per-minute quota, Cohere at a tokens-per-minute one.
-const SCENARIOS: [Scenario; 2] = [
+/// The scenarios: Titan at a requests-per-minute quota, Cohere (v3 multilingual on Japanese,
+/// v4 on English) at a tokens-per-minute one, and Titan without a quota, unthrottled and with
+/// every third call refused.
+const SCENARIOS: [Scenario; 5] = [
     Scenario {
         model: "amazon.titan-embed-text-v2:0",
         dimensions: Some(256),
-        chunks: 3000,
-        quota: ("--quota-rpm", 600),
+        chunks: 2400,
+        japanese: false,
+        quota: Some(("--quota-rpm", 600)),
+        throttle_every: 0,
+    },
+    Scenario {
+        model: "cohere.embed-multilingual-v3",
+        dimensions: None,
+        chunks: 1200,
+        japanese: true,
+        quota: Some(("--quota-tpm", 12_000)),
+        throttle_every: 0,
     },
     Scenario {
         model: "us.cohere.embed-v4:0",
         dimensions: Some(256),
-        chunks: 10_000,
-        quota: ("--quota-tpm", 30_000),
+        chunks: 2000,
+        japanese: false,
+        quota: Some(("--quota-tpm", 12_000)),
+        throttle_every: 0,
+    },
+    Scenario {
+        model: "amazon.titan-embed-text-v2:0",
+        dimensions: Some(256),
+        chunks: 2900,
+        japanese: false,
+        quota: None,
+        throttle_every: 0,
+    },
+    Scenario {
+        model: "amazon.titan-embed-text-v2:0",
+        dimensions: Some(256),
+        chunks: 2900,
+        japanese: false,
+        quota: None,
+        throttle_every: 3,
     },
 ];
 
@@ -81,7 +131,7 @@ pub async fn run(options: QuotaOptions) -> Result<(), BoxError> {
         .filter(|s| options.model.as_deref().is_none_or(|m| s.model.contains(m)));
     for scenario in picked {
         for adaptive in [true, false] {
-            if options.adaptive_only && !adaptive {
+            if (options.adaptive_only || scenario.quota.is_none()) && !adaptive {
                 continue;
             }
             let run = run_one(scenario, adaptive, options.timeline).await?;
@@ -94,60 +144,80 @@ pub async fn run(options: QuotaOptions) -> Result<(), BoxError> {
 /// The section's heading, what its figures mean, and the table's header.
 fn print_header() {
     println!(
-        "\n## Bedrock at the quota: {CONTAINERS} embed-index containers, the stand-in at 50 ms per call and the quota below"
+        "\n## Bedrock at the quota: {CONTAINERS} embed-index containers, the stand-in at 50 ms per call, a quota with {BURST_SECS} s of burst"
     );
     println!(
-        "  quota used = successful calls (Titan) or tokens (Cohere) per minute ÷ the quota, less the stand-in's opening burst (ten seconds' worth; 16,384 tokens at least); throttled after {}s = the share once settled",
+        "  quota used = successful calls (Titan) or tokens (Cohere) per minute ÷ the quota, net of the burst; throttled = share of calls (all / after {}s); idle = seconds no call succeeded while work was left",
         SETTLE.as_secs()
     );
     println!(
-        "  {:<30} {:<22} {:<8} {:>7} {:>10} {:>10} {:>10} {:>11} {:>5} {:>8} {:>6}",
+        "  {:<30} {:<22} {:<8} {:>6} {:>8} {:>10} {:>10} {:>11} {:>6} {:>12} {:>4} {:>6} {:>5}",
         "model",
-        "quota",
+        "quota or fault",
         "pacing",
         "chunks",
         "minutes",
         "quota used",
         "chunks/min",
         "throttled",
+        "idle s",
+        "invocations",
+        "ctrs",
         "DLQ",
-        "timeouts",
         "lost"
     );
 }
 
-/// The share of the quota a run used per minute, less what the stand-in's opening burst let
+/// The share of the quota a run used per minute, net of what the stand-in's opening burst let
 /// through on top of it.
-fn quota_used(scenario: &Scenario, run: &QuotaRun) -> f64 {
-    let (flag, limit) = scenario.quota;
-    // What the bucket held at the start passes on top of the quota; as the stand-in
-    // sizes it (dev/bedrock_stub.py, QUOTA_BURST_SECONDS and the floors).
+fn quota_used(scenario: &Scenario, run: &QuotaRun) -> Option<f64> {
+    let (flag, limit) = scenario.quota?;
+    // The burst as the stand-in sizes it (dev/bedrock_stub.py: the seconds, and the floors).
+    let burst = |floor: f64| (limit as f64 * BURST_SECS as f64 / 60.0).max(floor);
     let (used, burst) = if flag == "--quota-rpm" {
-        (run.ok as f64, (limit as f64 / 6.0).max(1.0))
+        (run.ok as f64, burst(1.0))
     } else {
-        (run.tokens as f64, (limit as f64 / 6.0).max(16_384.0))
+        (run.tokens as f64, burst(16_384.0))
     };
-    (used - burst).max(0.0) / run.minutes / limit as f64
+    Some((used - burst).max(0.0) / run.minutes / limit as f64)
 }
 
 /// Prints one run's row of the table.
 fn print_row(scenario: &Scenario, adaptive: bool, run: &QuotaRun) {
-    let (flag, limit) = scenario.quota;
-    let used = quota_used(scenario, run);
+    let condition = match scenario.quota {
+        Some((flag, limit)) => format!("{} {limit}", flag.trim_start_matches("--")),
+        None if scenario.throttle_every > 0 => {
+            format!("every {}rd call refused", scenario.throttle_every)
+        }
+        None => "none".to_string(),
+    };
+    let model = if scenario.japanese {
+        format!("{} (ja)", scenario.model)
+    } else {
+        scenario.model.to_string()
+    };
+    let used = quota_used(scenario, run).map_or("-".to_string(), |u| format!("{:.0}%", u * 100.0));
+    let lost = if run.drained {
+        run.mismatches.to_string()
+    } else {
+        "(cut)".to_string()
+    };
     println!(
-        "  {:<30} {:<22} {:<8} {:>7} {:>10.2} {:>9.0}% {:>10.0} {:>4.0}%/{:>3.0}% {:>5} {:>8} {:>6}",
-        scenario.model,
-        format!("{} {}", flag.trim_start_matches("--"), limit),
+        "  {:<30} {:<22} {:<8} {:>6} {:>8.2} {:>10} {:>10.0} {:>4.0}%/{:>3.0}% {:>6} {:>12} {:>4} {:>6} {:>5}",
+        model,
+        condition,
         if adaptive { "adaptive" } else { "fixed 8" },
         scenario.chunks,
         run.minutes,
-        used * 100.0,
-        scenario.chunks as f64 / run.minutes,
+        used,
+        run.texts as f64 / run.minutes,
         share(run.throttled, run.calls) * 100.0,
         share(run.settled_throttled, run.settled_calls) * 100.0,
+        run.idle_secs,
+        run.invocations,
+        run.containers,
         run.dead_letters,
-        run.timeouts,
-        run.mismatches,
+        lost,
     );
 }
 
@@ -167,9 +237,11 @@ async fn run_one(
     timeline: bool,
 ) -> Result<QuotaRun, BoxError> {
     let fleet = start_fleet(scenario, adaptive).await?;
-    queue_backfill(&fleet, scenario.chunks).await?;
-    let (took, at_settle) = drain(&fleet, timeline).await?;
-    let run = measure(&fleet, took, &at_settle).await?;
+    queue_backfill(&fleet, scenario).await?;
+    let (took, drained, at_settle, idle_secs) = drain(&fleet, timeline).await?;
+    let mut run = measure(&fleet, took, &at_settle).await?;
+    run.drained = drained;
+    run.idle_secs = idle_secs;
     fleet.stop().await;
     Ok(run)
 }
@@ -177,11 +249,19 @@ async fn run_one(
 /// A stack whose stand-in enforces the scenario's quota, and a fleet of [`CONTAINERS`]
 /// embed-index containers paced adaptively or at a fixed concurrency of 8.
 async fn start_fleet(scenario: &Scenario, adaptive: bool) -> Result<Fleet, BoxError> {
-    let (flag, limit) = scenario.quota;
-    let limit = limit.to_string();
-    let stack = LocalStack::start(&["--latency-ms", "50", flag, &limit])
-        .await
-        .map_err(|e| e.to_string())?;
+    let mut flags: Vec<String> = vec!["--latency-ms".into(), "50".into()];
+    if let Some((flag, limit)) = scenario.quota {
+        flags.extend([flag.into(), limit.to_string()]);
+        flags.extend(["--quota-burst-secs".into(), BURST_SECS.to_string()]);
+    }
+    if scenario.throttle_every > 0 {
+        flags.extend([
+            "--throttle-every".into(),
+            scenario.throttle_every.to_string(),
+        ]);
+    }
+    let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
+    let stack = LocalStack::start(&flags).await.map_err(|e| e.to_string())?;
     let log = stack.work_dir.join("functions.log");
     Fleet::start(
         stack,
@@ -212,13 +292,22 @@ async fn start_fleet(scenario: &Scenario, adaptive: bool) -> Result<Fleet, BoxEr
     .await
 }
 
-/// Puts one object of `chunks` one-chunk records and delivers its notification.
-async fn queue_backfill(fleet: &Fleet, chunks: usize) -> Result<(), BoxError> {
-    let body: String = (0..chunks)
+/// Puts one object of the scenario's one-chunk records and delivers its notification.
+async fn queue_backfill(fleet: &Fleet, scenario: &Scenario) -> Result<(), BoxError> {
+    let body: String = (0..scenario.chunks)
         .map(|i| {
-            json!({"id": format!("q{i}"), "text": format!("Backfill record {i}: a short paragraph about item {} in the catalogue, for the quota run.", i % 89)})
-                .to_string()
-                + "\n"
+            let text = if scenario.japanese {
+                format!(
+                    "記録{i}：カタログの品目{}について、在庫と出荷の予定、保管場所、担当部署からの連絡事項をまとめた短い段落です。",
+                    i % 89
+                )
+            } else {
+                format!(
+                    "Backfill record {i}: a short paragraph about item {} in the catalogue, for the quota run.",
+                    i % 89
+                )
+            };
+            json!({"id": format!("q{i}"), "text": text}).to_string() + "\n"
         })
         .collect();
     let note = fleet.put("quota/backfill.jsonl", body.into_bytes()).await?;
@@ -226,26 +315,30 @@ async fn queue_backfill(fleet: &Fleet, chunks: usize) -> Result<(), BoxError> {
     Ok(())
 }
 
-/// Runs the fleet until the queues are quiet (printing the timeline meanwhile when asked);
-/// returns how long the work took and the stand-in's counters [`SETTLE`] into it.
-async fn drain(fleet: &Fleet, timeline: bool) -> Result<(Duration, Value), BoxError> {
+/// Runs the fleet until the queues are quiet or [`RUN_LIMIT`] (printing the timeline meanwhile
+/// when asked); returns how long the work took, whether it drained, the stand-in's counters
+/// [`SETTLE`] into it, and the seconds in which no call succeeded.
+async fn drain(fleet: &Fleet, timeline: bool) -> Result<(Duration, bool, Value, u64), BoxError> {
+    let started = std::time::Instant::now();
     let settle = async {
         tokio::time::sleep(SETTLE).await;
         fleet.stack.bedrock_stats().await.map_err(|e| e.to_string())
     };
+    let idle = std::sync::atomic::AtomicU64::new(0);
     let watch = async {
-        if timeline {
-            print_timeline(fleet).await;
-        }
+        watch_idle(fleet, timeline, &idle).await;
         std::future::pending::<()>().await;
     };
     let (took, at_settle) = tokio::select! {
-        both = async { tokio::join!(fleet.run_until_quiet(Duration::from_secs(1800)), settle) } => both,
-        () = watch => unreachable!("the timeline runs until the work is done"),
+        both = async { tokio::join!(fleet.run_until_quiet(RUN_LIMIT), settle) } => both,
+        () = watch => unreachable!("the watch runs until the work is done"),
     };
-    let took = took?;
-    let at_settle = at_settle?;
-    Ok((took, at_settle))
+    let (took, drained) = match took {
+        Ok(took) => (took, true),
+        Err(_) => (started.elapsed(), false),
+    };
+    let idle = idle.load(std::sync::atomic::Ordering::SeqCst);
+    Ok((took, drained, at_settle?, idle))
 }
 
 /// What the run did: the stand-in's counters at the end and since [`SETTLE`], the tokens, the
@@ -260,6 +353,7 @@ async fn measure(fleet: &Fleet, took: Duration, at_settle: &Value) -> Result<Quo
     let (dlq, intake_dlq) = fleet.dead_letters().await?;
     let tokens = tokens_used(fleet);
     let stats = fleet.embed_index.stats();
+    let texts = counter(&end, "texts");
     Ok(QuotaRun {
         minutes: took.as_secs_f64() / 60.0,
         calls: counter(&end, "calls"),
@@ -269,9 +363,13 @@ async fn measure(fleet: &Fleet, took: Duration, at_settle: &Value) -> Result<Quo
         settled_throttled: counter(&end, "throttled")
             .saturating_sub(counter(at_settle, "throttled")),
         tokens,
+        texts,
+        invocations: stats.invocations,
+        containers: stats.cold_starts,
         dead_letters: dlq + intake_dlq,
         timeouts: stats.function_errors,
         mismatches: comparison.mismatches(),
+        ..QuotaRun::default()
     })
 }
 
@@ -286,25 +384,33 @@ fn tokens_used(fleet: &Fleet) -> u64 {
     crate::pipeline::emf_sum(&log, "InputTokens", None) as u64
 }
 
-/// Successful and throttled calls, and containers at work, every [`TIMELINE_STEP`] (until
-/// dropped).
-async fn print_timeline(fleet: &Fleet) {
-    let (mut ok, mut throttled) = (0, 0);
+/// Counts the seconds in which no call succeeded while work was left (into `idle`), and prints
+/// successful and throttled calls and containers at work every [`TIMELINE_STEP`] when
+/// `timeline`; runs until dropped.
+async fn watch_idle(fleet: &Fleet, timeline: bool, idle: &std::sync::atomic::AtomicU64) {
+    let mut ok = 0;
+    let (mut step_ok, mut step_throttled) = (0, 0);
     let mut at = Duration::ZERO;
     loop {
-        tokio::time::sleep(TIMELINE_STEP).await;
-        at += TIMELINE_STEP;
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        at += Duration::from_secs(1);
         let Ok(stats) = fleet.stack.bedrock_stats().await else {
             continue;
         };
         let (now_ok, now_throttled) = (counter(&stats, "ok"), counter(&stats, "throttled"));
-        println!(
-            "    {:>4} s: {:>5} ok, {:>4} throttled, {} containers at work",
-            at.as_secs(),
-            now_ok - ok,
-            now_throttled - throttled,
-            fleet.embed_index.busy()
-        );
-        (ok, throttled) = (now_ok, now_throttled);
+        if now_ok == ok && fleet.work_left().await.is_ok_and(|left| left > 0) {
+            idle.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        }
+        ok = now_ok;
+        if timeline && at.as_secs().is_multiple_of(TIMELINE_STEP.as_secs()) {
+            println!(
+                "    {:>4} s: {:>5} ok, {:>4} throttled, {} containers at work",
+                at.as_secs(),
+                ok - step_ok,
+                now_throttled - step_throttled,
+                fleet.embed_index.busy()
+            );
+            (step_ok, step_throttled) = (ok, now_throttled);
+        }
     }
 }

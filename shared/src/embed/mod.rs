@@ -8,7 +8,6 @@ pub mod pace;
 use std::future::Future;
 use std::time::Duration;
 
-use futures::StreamExt;
 use tracing::warn;
 
 pub use model::{EmbeddingModel, InputPurpose, ModelError, ModelFamily, ModelOutput};
@@ -101,10 +100,13 @@ impl EmbedStats {
     }
 }
 
-/// Embeds every text, grouped into calls of the model's batch size and run as the `pacer`
-/// allows. Throttling and transient faults are retried with jittered backoff while the
-/// deadline allows; once it does not, no new call starts and the rest is reported `OutOfTime`.
-/// Results come back in the order of `texts`.
+/// Embeds every text, in calls of the model's batch size (fewer once a tokens quota paces the
+/// container: [`Pacer::texts_per_call`]), run as the `pacer` allows. Each call takes the next
+/// texts at the size the pace asks for at that moment, so a throttle shrinks the calls after it.
+/// Under adaptive pacing a throttled call's texts go back to the front of the work and are
+/// tried again at the pace's turn, as many times as the deadline allows; transient faults are
+/// retried with jittered backoff. Once the deadline passes no new call starts, and what is left
+/// is reported `Throttled` (if it was) or `OutOfTime`. Results come back in the order of `texts`.
 pub async fn embed_all<E: Embedder>(
     embedder: &E,
     texts: &[&str],
@@ -113,33 +115,178 @@ pub async fn embed_all<E: Embedder>(
     pacer: &Pacer,
     deadline: Deadline,
 ) -> (Vec<Result<Vec<f32>, EmbedError>>, EmbedStats) {
-    let batch = pacer.texts_per_call(embedder.model().max_batch(), texts);
-    let calls = texts
-        .chunks(batch)
-        .enumerate()
-        .map(|(i, group)| async move {
-            let (result, stats) =
+    let work = Work::new(texts.len());
+    let worker = || async {
+        let mut stats = EmbedStats::default();
+        while let Some(range) = work.take(pacer, embedder.model().max_batch(), texts).await {
+            if !deadline.allows(Duration::ZERO) {
+                work.give_back(range, None);
+                break;
+            }
+            let group = &texts[range.clone()];
+            let (result, call) =
                 call_with_retries(embedder, group, purpose, policy, pacer, deadline).await;
-            (i, group.len(), result, stats)
-        });
-    let mut done: Vec<_> = futures::stream::iter(calls)
-        .buffer_unordered(pacer.ceiling())
-        .collect()
-        .await;
-    done.sort_by_key(|(i, ..)| *i);
-
-    let mut results = Vec::with_capacity(texts.len());
-    let mut total = EmbedStats::default();
-    for (_, n, result, stats) in done {
-        total.add(stats);
-        match result {
-            Ok(out) => results.extend(out.vectors.into_iter().map(Ok)),
-            Err(e) => results.extend(std::iter::repeat_n(Err(e), n)),
+            stats.add(call);
+            match result {
+                Ok(out) => work.done(range, out.vectors.into_iter().map(Ok)),
+                // Tried again at the pace's turn, in calls of the size it asks for then.
+                Err(EmbedError::Throttled(message)) if pacer.is_adaptive() => {
+                    work.give_back(range, Some(message))
+                }
+                // The deadline came while waiting for the pace or Bedrock: the texts keep what
+                // they last met (a throttle, or only the clock).
+                Err(EmbedError::OutOfTime) => work.give_back(range, None),
+                Err(e) => {
+                    let n = range.len();
+                    work.done(range, std::iter::repeat_n(Err(e), n));
+                }
+            }
         }
+        stats
+    };
+    let workers = (0..pacer.ceiling().min(texts.len()).max(1)).map(|_| worker());
+    let mut total = EmbedStats::default();
+    for stats in futures::future::join_all(workers).await {
+        total.add(stats);
     }
-    (results, total)
+    (work.finish(), total)
 }
 
+/// The texts of one `embed_all`: which are still to be sent (from `next` on, and the ranges
+/// given back, first), the results so far, and the calls in flight.
+struct Work {
+    state: std::sync::Mutex<WorkState>,
+    changed: tokio::sync::Notify,
+}
+
+struct WorkState {
+    next: usize,
+    len: usize,
+    given_back: std::collections::VecDeque<std::ops::Range<usize>>,
+    in_flight: usize,
+    /// When the deadline passed: no more calls.
+    stopped: bool,
+    results: Vec<Option<Result<Vec<f32>, EmbedError>>>,
+    /// The last throttle of each text's call, while it has no result.
+    throttled: Vec<Option<String>>,
+}
+
+impl Work {
+    fn new(len: usize) -> Self {
+        Self {
+            state: std::sync::Mutex::new(WorkState {
+                next: 0,
+                len,
+                given_back: Default::default(),
+                in_flight: 0,
+                stopped: false,
+                results: vec![None; len],
+                throttled: vec![None; len],
+            }),
+            changed: tokio::sync::Notify::new(),
+        }
+    }
+
+    /// The texts of the next call, sized by the pace now; waits while calls in flight may
+    /// still give texts back; `None` when nothing is left.
+    async fn take(
+        &self,
+        pacer: &Pacer,
+        most: usize,
+        texts: &[&str],
+    ) -> Option<std::ops::Range<usize>> {
+        loop {
+            let changed = self.changed.notified();
+            {
+                let mut state = self.state.lock().unwrap();
+                if state.stopped {
+                    return None;
+                }
+                let from = match state.given_back.pop_front() {
+                    Some(range) => Some(range),
+                    None if state.next < state.len => {
+                        let range = state.next..state.len;
+                        Some(range)
+                    }
+                    None => None,
+                };
+                if let Some(range) = from {
+                    // The size from the texts about to go (a model batch of them).
+                    let ahead = &texts[range.start..range.end.min(range.start + most)];
+                    let n = pacer.texts_per_call(most, ahead).min(range.len());
+                    let taken = range.start..range.start + n;
+                    if range.start == state.next {
+                        state.next = taken.end;
+                    } else if taken.end < range.end {
+                        state.given_back.push_front(taken.end..range.end);
+                    }
+                    state.in_flight += 1;
+                    return Some(taken);
+                }
+                if state.in_flight == 0 {
+                    return None;
+                }
+            }
+            changed.await;
+        }
+    }
+
+    /// A call's texts go back to the front (`throttled` with Bedrock's message), or, with
+    /// `None`, the deadline passed before the call was made: no call starts any more.
+    fn give_back(&self, range: std::ops::Range<usize>, throttled: Option<String>) {
+        {
+            let mut state = self.state.lock().unwrap();
+            state.in_flight -= 1;
+            match throttled {
+                Some(message) => {
+                    for i in range.clone() {
+                        state.throttled[i] = Some(message.clone());
+                    }
+                }
+                None => state.stopped = true,
+            }
+            state.given_back.push_front(range);
+        }
+        self.changed.notify_waiters();
+    }
+
+    fn done(
+        &self,
+        range: std::ops::Range<usize>,
+        results: impl Iterator<Item = Result<Vec<f32>, EmbedError>>,
+    ) {
+        {
+            let mut state = self.state.lock().unwrap();
+            state.in_flight -= 1;
+            for (i, result) in range.zip(results) {
+                state.results[i] = Some(result);
+            }
+        }
+        self.changed.notify_waiters();
+    }
+
+    /// Every text's result; one never sent in time is `Throttled` if its last call was, and
+    /// `OutOfTime` otherwise.
+    fn finish(self) -> Vec<Result<Vec<f32>, EmbedError>> {
+        let state = self.state.into_inner().unwrap();
+        state
+            .results
+            .into_iter()
+            .zip(state.throttled)
+            .map(|(result, throttled)| {
+                result.unwrap_or(Err(match throttled {
+                    Some(message) => EmbedError::Throttled(message),
+                    None => EmbedError::OutOfTime,
+                }))
+            })
+            .collect()
+    }
+}
+
+/// One call, retried on transient faults with backoff while the deadline allows. A throttle
+/// under adaptive pacing is not retried here: the call's texts go back to [`embed_all`]'s work,
+/// to be sent again at the pace's turn in calls of the size it asks for then. Without
+/// adaptation a throttle is retried with backoff like a fault.
 async fn call_with_retries<E: Embedder>(
     embedder: &E,
     texts: &[&str],
@@ -173,20 +320,18 @@ async fn call_with_retries<E: Embedder>(
                 return (Ok(out), stats);
             }
             Err(e) => {
-                let throttled = if let EmbedError::Throttled(message) = &e {
+                if let EmbedError::Throttled(message) = &e {
                     stats.throttles += 1;
                     permit.throttled(Quota::of_message(message));
-                    true
+                    if pacer.is_adaptive() {
+                        stats.retries += 1;
+                        return (Err(e), stats);
+                    }
                 } else {
                     permit.failed();
-                    false
-                };
-                // A throttled call waits for the pacer's turn, which is its backoff; without
-                // adaptation (and for faults) the backoff is the caller's.
-                let pacer_wait = (throttled && pacer.is_adaptive()).then_some(Duration::ZERO);
+                }
                 let attempt = attempts.number();
-                let Some(delay) = attempts.next_wait(pacer_wait).filter(|_| e.is_retryable())
-                else {
+                let Some(delay) = attempts.next_wait(None).filter(|_| e.is_retryable()) else {
                     return (Err(e), stats);
                 };
                 warn!(model = %embedder.model().id, attempt, error = %e, delay_ms = delay.as_millis() as u64, "embedding call failed; retrying");
@@ -319,5 +464,73 @@ mod tests {
                 .all(|r| matches!(r, Err(EmbedError::OutOfTime)))
         );
         assert!(e.attempts() <= 22);
+    }
+
+    /// Throttles its first call as a tokens quota does, then answers, counting a token for
+    /// every four characters; records each call's size.
+    struct TokensQuota {
+        model: EmbeddingModel,
+        sizes: std::sync::Mutex<Vec<usize>>,
+    }
+
+    impl Embedder for TokensQuota {
+        fn model(&self) -> &EmbeddingModel {
+            &self.model
+        }
+
+        async fn invoke(&self, texts: &[&str], _: InputPurpose) -> Result<ModelOutput, EmbedError> {
+            let first = {
+                let mut sizes = self.sizes.lock().unwrap();
+                sizes.push(texts.len());
+                sizes.len() == 1
+            };
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            if first {
+                return Err(EmbedError::Throttled(
+                    "Too many tokens, please wait before trying again.".into(),
+                ));
+            }
+            let chars: usize = texts.iter().map(|t| t.len()).sum();
+            Ok(ModelOutput {
+                vectors: texts.iter().map(|t| vec![t.len() as f32]).collect(),
+                input_tokens: Some((chars / 4) as u64),
+            })
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_tokens_throttle_shrinks_the_calls_after_it_and_its_own_retry() {
+        let e = TokensQuota {
+            model: EmbeddingModel::resolve("cohere.embed-multilingual-v3", None).unwrap(),
+            sizes: Default::default(),
+        };
+        // 300 texts of 400 characters: about 100 tokens each, 9,600 in a call of 96.
+        let owned: Vec<String> = (0..300).map(|i| format!("{i:0>400}")).collect();
+        let refs: Vec<&str> = owned.iter().map(String::as_str).collect();
+        let pacer = Pacer::adaptive(1);
+        let (out, stats) = embed_all(
+            &e,
+            &refs,
+            InputPurpose::Document,
+            EMBED_RETRIES,
+            &pacer,
+            Deadline::after(Duration::from_secs(3600)),
+        )
+        .await;
+        assert!(
+            out.iter().all(Result::is_ok),
+            "every text embedded in the end"
+        );
+        assert_eq!(stats.throttles, 1);
+        let sizes = e.sizes.lock().unwrap().clone();
+        assert_eq!(sizes[0], 96, "unpaced, the first call is a whole batch");
+        assert!(
+            sizes[1..].iter().all(|&n| n < 96),
+            "after the throttle every call is sized to the pace, its retry too: {sizes:?}"
+        );
+        assert_eq!(sizes[1..].iter().sum::<usize>(), 300);
+        for (i, v) in out.iter().enumerate() {
+            assert_eq!(v.as_ref().unwrap()[0], owned[i].len() as f32, "in order");
+        }
     }
 }

@@ -260,6 +260,31 @@ impl Pacer {
         }
     }
 
+    /// How long until the pace lets the next call start: what a throttled piece of work
+    /// handed back waits before it is tried again (zero while nothing is owed).
+    pub fn capacity_in(&self) -> Duration {
+        let mut state = self.state.lock().unwrap();
+        let now = Instant::now();
+        state.calls.wait(now).max(state.tokens.wait(now))
+    }
+
+    /// How long the pace takes to send `chars` characters of text in `calls` calls, on top of
+    /// what it still owes; `None` while neither quota paces this container.
+    pub fn time_for(&self, chars: usize, calls: usize) -> Option<Duration> {
+        let mut state = self.state.lock().unwrap();
+        let now = Instant::now();
+        let tokens = chars as f64 * state.tokens_per_char;
+        let owed = state.calls.wait(now).max(state.tokens.wait(now));
+        let by_calls = state.calls.rate.map(|r| calls as f64 / r);
+        let by_tokens = state.tokens.rate.map(|r| tokens / r);
+        if by_calls.is_none() && by_tokens.is_none() {
+            return None;
+        }
+        // The rates bound the container's throughput whatever its concurrency.
+        let secs = by_calls.unwrap_or(0.0).max(by_tokens.unwrap_or(0.0));
+        Some(owed + Duration::from_secs_f64(secs))
+    }
+
     /// Waits for a turn to make a call carrying `chars` characters of text; the permit
     /// reports how the call went.
     pub async fn acquire(&self, chars: usize) -> Permit<'_> {

@@ -4,9 +4,11 @@
 //! queue (out of time, Bedrock throttled, Elasticsearch unavailable, a sweep ahead of its
 //! chunks: the cause is logged) or named in the partial batch response.
 //!
-//! `handle_batch` reads top to bottom as its steps: parse → make sure the index exists → look up
+//! `handle_batch` reads top to bottom as its steps: parse → hand back what the pace cannot embed
+//! before the deadline (once a quota paces the container) → make sure the index exists → look up
 //! what is stored → claim each object's marker → write chunks → check the markers again and
-//! undo what a newer event overtook → remove → requeue what waits for Elasticsearch → answer.
+//! undo what a newer event overtook → remove → requeue what waits (for as long as its cause
+//! needs: the pace, a fresh invocation, the cluster's schedule) → answer.
 
 mod index;
 mod ordering;
@@ -230,11 +232,12 @@ pub async fn handle_batch<E: Embedder, I: SearchIndex, Q: ChunkQueue>(
     event: SqsEvent,
     deadline: Deadline,
 ) -> Result<(SqsBatchResponse, BatchStats), IndexSetupError> {
-    let (batch, mut fates) = Batch::parse(&event);
+    let (mut batch, mut fates) = Batch::parse(&event);
     let mut stats = BatchStats {
         messages: batch.ids.len() as u64,
         ..Default::default()
     };
+    hand_back_beyond_pace(deps, &mut batch, deadline, &mut stats).await;
     // Every Elasticsearch request of the batch ends before the deadline, shorter near it.
     let work = apply(deps, &batch, &mut fates, deadline, &mut stats);
     let works = crate::es::within_deadline(deadline, work).await?;
@@ -252,6 +255,93 @@ pub async fn handle_batch<E: Embedder, I: SearchIndex, Q: ChunkQueue>(
     stats::emit(&stats, &deps.config.model, pace);
     info!(?stats, concurrency = pace.concurrency, rate = ?pace.rate, token_rate = ?pace.token_rate, "batch finished");
     Ok((response, stats))
+}
+
+/// How long a batch may embed: the deadline less what its writes need after (the cluster's
+/// timeout and a margin, at most a third of the time).
+fn embed_time(cfg: &EmbedIndexConfig, deadline: Deadline) -> Duration {
+    let reserve = (cfg.es.timeout + Duration::from_secs(2)).min(deadline.remaining() / 3);
+    deadline.remaining().saturating_sub(reserve)
+}
+
+/// Step 0: once this container's pace is known (a quota has throttled it, or `BEDROCK_TPM`),
+/// the messages it could not embed before the deadline go back on the queue at once, unopened,
+/// for a container with room to take now, rather than waiting out this invocation first. The
+/// first message that needs embedding always stays, so every batch moves forward. Order across
+/// containers is the markers' business, as for any two messages.
+async fn hand_back_beyond_pace<E: Embedder, I: SearchIndex, Q: ChunkQueue>(
+    deps: &EmbedIndexDeps<E, I, Q>,
+    batch: &mut Batch,
+    deadline: Deadline,
+    stats: &mut BatchStats,
+) {
+    let Some(queue) = &deps.requeue else {
+        return;
+    };
+    let beyond = beyond_pace(
+        &deps.pacer,
+        &deps.config.model,
+        batch,
+        embed_time(&deps.config, deadline),
+    );
+    if beyond.is_empty() {
+        return;
+    }
+    let mut kept = Vec::new();
+    for (i, message) in std::mem::take(&mut batch.messages) {
+        if !beyond.contains(&i) {
+            kept.push((i, message));
+            continue;
+        }
+        let ret = requeue::Return::after(Duration::ZERO, false);
+        match requeue::requeue(queue, &message, message.chunks.clone(), &deps.config, ret).await {
+            Ok(_) => {
+                stats.handed_back += 1;
+                info!(message_id = %batch.ids[i], chunks = message.chunks.len(), "beyond what the pace embeds before the deadline: handed back for another container");
+            }
+            // Kept: this invocation does what it can of it.
+            Err(e) => {
+                warn!(message_id = %batch.ids[i], error = %e, "could not hand the message back; it stays in this batch");
+                kept.push((i, message));
+            }
+        }
+    }
+    batch.messages = kept;
+}
+
+/// The positions of the messages past what `pacer` can embed in `time`, in batch order (none
+/// while it paces nothing). Texts that carry their vector cost nothing.
+fn beyond_pace(
+    pacer: &crate::embed::Pacer,
+    model: &EmbeddingModel,
+    batch: &Batch,
+    time: Duration,
+) -> Vec<usize> {
+    let (mut chars, mut calls, mut kept_one) = (0, 0, false);
+    let mut beyond = Vec::new();
+    for (i, message) in &batch.messages {
+        let texts: Vec<&str> = message
+            .chunks
+            .iter()
+            .filter(|c| c.vector.is_none())
+            .map(|c| c.text.as_str())
+            .collect();
+        if texts.is_empty() {
+            continue;
+        }
+        chars += texts.iter().map(|t| t.len()).sum::<usize>();
+        calls += texts
+            .len()
+            .div_ceil(pacer.texts_per_call(model.max_batch(), &texts));
+        let Some(needs) = pacer.time_for(chars, calls) else {
+            return Vec::new();
+        };
+        if kept_one && (needs > time || !beyond.is_empty()) {
+            beyond.push(*i);
+        }
+        kept_one = true;
+    }
+    beyond
 }
 
 /// Steps 1 to 7; returns the chunks and how each ended.
@@ -653,14 +743,13 @@ async fn write_chunks<E: Embedder, I: SearchIndex, Q: ChunkQueue>(
         return;
     }
     let cfg = &deps.config;
-    let reserve = (cfg.es.timeout + Duration::from_secs(2)).min(deadline.remaining() / 3);
     let indexed_at = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
     let writer = Writer {
         embedder: &deps.embedder,
         index: &deps.index,
         policy: crate::embed::EMBED_RETRIES,
         pacer: &deps.pacer,
-        embed_deadline: Deadline::after(deadline.remaining().saturating_sub(reserve)),
+        embed_deadline: Deadline::after(embed_time(cfg, deadline)),
         deadline,
         request_time: cfg.es.timeout,
         bulk_max_bytes: cfg.bulk_max_bytes,
@@ -1063,7 +1152,8 @@ async fn keep_paid_vectors<E: Embedder, I: SearchIndex, Q: ChunkQueue>(
     if paid.is_empty() {
         return;
     }
-    match requeue::requeue(queue, message, paid, &deps.config).await {
+    let ret = requeue::Return::scheduled(&deps.config, message);
+    match requeue::requeue(queue, message, paid, &deps.config, ret).await {
         Ok(chunks) => {
             stats.requeued += chunks;
             stats.messages_requeued += 1;
@@ -1123,13 +1213,25 @@ async fn requeue_waiting<E: Embedder, I: SearchIndex, Q: ChunkQueue>(
         }
         // Every wait records its cause; one marked without (none today) is the cluster's.
         let cause = fates.1[i].unwrap_or(WaitCause::EsUnavailable);
-        match requeue::requeue(queue, message, carry, &deps.config).await {
+        let paid = |chunks: &[ChunkPayload]| chunks.iter().filter(|c| c.vector.is_some()).count();
+        let progressed = carry.len() < message.chunks.len() || paid(&carry) > paid(&message.chunks);
+        let ret = match cause {
+            WaitCause::Throttled => requeue::Return::after(deps.pacer.capacity_in(), progressed),
+            // Out of time with the work moving: the next invocation goes on at once. Without
+            // progress the time went to a slow cluster, whose schedule it follows.
+            WaitCause::OutOfTime if progressed => requeue::Return::after(Duration::ZERO, true),
+            WaitCause::OutOfTime => requeue::Return::scheduled(&deps.config, message),
+            WaitCause::EsUnavailable | WaitCause::SweepWaiting => {
+                requeue::Return::scheduled(&deps.config, message)
+            }
+        };
+        match requeue::requeue(queue, message, carry, &deps.config, ret).await {
             Ok(chunks) => {
                 stats.requeued += chunks;
                 stats.messages_requeued += 1;
                 stats.waiting.add(cause);
                 fates.0[i] = Fate::Done;
-                warn!(message_id = %batch.ids[i], cause = cause.label(), chunks, requeues = message.requeues + 1, delay_secs = requeue::delay_secs(&deps.config, message.requeues + 1), "{}: the work waits on the queue", cause.describe());
+                warn!(message_id = %batch.ids[i], cause = cause.label(), chunks, requeues = message.requeues + u32::from(ret.hop), delay_secs = ret.delay_secs, "{}: the work waits on the queue", cause.describe());
             }
             Err(e) => {
                 error!(message_id = %batch.ids[i], cause = cause.label(), error = %e, "could not put the work back on the queue; the message will be retried");

@@ -1,6 +1,8 @@
-//! Waiting out an Elasticsearch outage on the queue: work goes back as new, delayed messages
-//! (carrying the vectors already paid for), never toward the dead-letter queue, with a delay that
-//! doubles up to SQS's 15 minutes and a hop count that bounds the loop.
+//! Work that waits goes back on the queue as new, delayed messages (carrying the vectors already
+//! paid for), never toward the dead-letter queue. How long it waits depends on what it waits for
+//! ([`Return`]): an Elasticsearch outage (or a sweep waiting for its chunks) on a schedule that
+//! doubles up to SQS's 15 minutes; Bedrock's quota only as long as the pace says capacity needs
+//! to return; a fresh invocation not at all. A hop count bounds the loop.
 //!
 //! Why new messages and not a failure with a longer visibility timeout: every failed receive
 //! counts toward the queue's `maxReceiveCount`, so an outage longer than receives × visibility
@@ -18,6 +20,35 @@ pub fn delay_secs(cfg: &EmbedIndexConfig, requeues: u32) -> i32 {
     doubled.min(i64::from(cfg.requeue_max_delay_secs)).min(900) as i32
 }
 
+/// How long a message handed back waits, and whether the hand-over counts toward
+/// `MAX_REQUEUES`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Return {
+    pub delay_secs: i32,
+    pub hop: bool,
+}
+
+impl Return {
+    /// The outage's schedule: [`delay_secs`] for the next return, each return counted.
+    pub fn scheduled(cfg: &EmbedIndexConfig, message: &ChunkMessage) -> Self {
+        Self {
+            delay_secs: delay_secs(cfg, message.requeues + 1),
+            hop: true,
+        }
+    }
+
+    /// Work that waits only for capacity (the pace's `wait`, rounded up; zero for a fresh
+    /// invocation): counted only when the message `progressed` nothing in this invocation (no
+    /// chunk landed, no vector was paid for), so a throttled backlog moving forward never
+    /// nears the hop limit, while one that never moves still ends in the dead-letter queue.
+    pub fn after(wait: std::time::Duration, progressed: bool) -> Self {
+        Self {
+            delay_secs: wait.as_secs_f64().ceil().min(900.0) as i32,
+            hop: !progressed,
+        }
+    }
+}
+
 /// Why a message could not go back on the queue.
 #[derive(Debug, thiserror::Error)]
 pub enum RequeueError {
@@ -28,15 +59,16 @@ pub enum RequeueError {
 }
 
 /// Puts `message` back with `chunks` (its unfinished chunks, with their vectors where known),
-/// one hop further. Packs up to SQS's message size rather than the ingest budget, so a large
+/// one hop further if `ret` counts one, after `ret`'s delay. Packs up to SQS's message size rather than the ingest budget, so a large
 /// chunk with its vector always fits and is never embedded again.
 pub async fn requeue<Q: ChunkQueue>(
     queue: &Q,
     message: &ChunkMessage,
     chunks: Vec<ChunkPayload>,
     cfg: &EmbedIndexConfig,
+    ret: Return,
 ) -> Result<u64, RequeueError> {
-    let requeues = message.requeues + 1;
+    let requeues = message.requeues + u32::from(ret.hop);
     if requeues > cfg.max_requeues {
         return Err(RequeueError::HopLimit(message.requeues));
     }
@@ -70,7 +102,7 @@ pub async fn requeue<Q: ChunkQueue>(
     let limits = BatchLimits {
         max_payload_bytes: budget,
         max_attempts: 3,
-        delay_seconds: delay_secs(cfg, requeues),
+        delay_seconds: ret.delay_secs,
     };
     send_all(queue, bodies, limits).await?;
     Ok(chunks.len() as u64)

@@ -31,6 +31,9 @@ pub struct BatchStats {
     pub messages_requeued: u64,
     /// Those messages by what they wait for (out of time, throttled, Elasticsearch, a sweep).
     pub waiting: Waits,
+    /// Messages handed back at the start, unopened, because the pace could not embed them
+    /// before the deadline: another container takes them now.
+    pub handed_back: u64,
     /// Sweeps that came before their version's chunks were all indexed, and wait.
     pub sweeps_waiting: u64,
     /// Chunk writes that lost a compare-and-set race and were decided again.
@@ -181,6 +184,7 @@ pub(super) fn emit(stats: &BatchStats, model: &EmbeddingModel, pace: crate::embe
         .count("IdCollisions", stats.id_collisions)
         .count("ChunksRequeued", stats.requeued)
         .count("MessagesRequeued", stats.messages_requeued)
+        .count("MessagesHandedBack", stats.handed_back)
         .count("WriteConflicts", stats.conflicts)
         .count("SweepsWaiting", stats.sweeps_waiting)
         .count("ChunksCompensated", stats.compensated)

@@ -458,7 +458,7 @@ async fn an_outage_waits_on_the_queue_with_growing_delays_and_never_pays_twice()
 }
 
 #[tokio::test(start_paused = true)]
-async fn throttled_work_waits_on_the_queue_and_never_counts_toward_the_dlq() {
+async fn throttled_work_waits_on_the_queue_as_long_as_the_pace_says() {
     let d = deps(None);
     d.embedder.set_throttled(true);
     let body = message("index", "k", Some("01"), &[("a", "alpha"), ("b", "beta")]);
@@ -470,8 +470,20 @@ async fn throttled_work_waits_on_the_queue_and_never_counts_toward_the_dlq() {
         2
     );
     assert!(stats.embed.throttles >= 1, "{:?}", stats.embed);
+    assert_eq!(stats.waiting.get(WaitCause::Throttled), 1, "{stats:?}");
     let back = requeued(&d);
-    assert_eq!((back.len(), back[0].1), (1, 60), "delayed");
+    let pace = d.pacer.capacity_in().as_secs_f64().ceil() as i32;
+    assert_eq!(
+        (back.len(), back[0].1),
+        (1, pace),
+        "delayed as long as the pace says, not the outage's minute"
+    );
+    assert!(back[0].1 < 60);
+    assert_eq!(
+        ChunkMessage::parse(&back[0].0).unwrap().requeues,
+        1,
+        "nothing moved: the hand-over counts toward the hop limit"
+    );
     assert!(
         d.pacer.report().rate.is_some(),
         "the container paces its calls from now on"
@@ -482,6 +494,70 @@ async fn throttled_work_waits_on_the_queue_and_never_counts_toward_the_dlq() {
     let (failed, stats) = run(&d, &[back[0].0.clone()]).await;
     assert!(failed.is_empty());
     assert_eq!((stats.embedded, stats.indexed), (2, 2));
+}
+
+#[tokio::test(start_paused = true)]
+async fn under_a_token_budget_messages_past_the_deadline_are_handed_back_at_once() {
+    let mut d = deps(None);
+    // 10 tokens a second: about 40 characters. Each message below is 50 texts of 40
+    // characters, 500 tokens: 50 s of the pace, so one fits the 30 s less the writes' reserve
+    // at most, and the rest go to containers with room.
+    d.pacer = crate::embed::Pacer::adaptive(4).with_token_budget(10.0);
+    let texts: Vec<(String, String)> = (0..50)
+        .map(|j| (format!("d{j}"), format!("{j:0>40}")))
+        .collect();
+    let docs: Vec<(&str, &str)> = texts
+        .iter()
+        .map(|(a, b)| (a.as_str(), b.as_str()))
+        .collect();
+    let bodies: Vec<String> = (0..3)
+        .map(|i| message("index", &format!("k{i}"), Some("01"), &docs))
+        .collect();
+    let (failed, stats) = run(&d, &bodies).await;
+    assert!(failed.is_empty());
+    assert_eq!(stats.handed_back, 2, "{stats:?}");
+    let back = requeued(&d);
+    let handed: Vec<_> = back
+        .iter()
+        .filter(|(body, _)| !body.contains("\"k0\""))
+        .collect();
+    assert_eq!(handed.len(), 2);
+    for (body, delay) in handed {
+        assert_eq!(*delay, 0, "taken by another container now");
+        let m = ChunkMessage::parse(body).unwrap();
+        assert_eq!(m.chunks.len(), 50, "unopened: every chunk, no vector");
+        assert!(m.chunks.iter().all(|c| c.vector.is_none()));
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn out_of_time_with_progress_goes_on_at_once_and_counts_no_hop() {
+    let mut d = deps(None);
+    // 2,000 texts of a token each (as the fake counts them) at 20 tokens a second: some land,
+    // the deadline takes the rest.
+    d.pacer = crate::embed::Pacer::adaptive(1).with_token_budget(20.0);
+    let texts: Vec<(String, String)> = (0..2000)
+        .map(|j| {
+            (
+                format!("d{j}"),
+                format!("text number {j} of a long message"),
+            )
+        })
+        .collect();
+    let docs: Vec<(&str, &str)> = texts
+        .iter()
+        .map(|(a, b)| (a.as_str(), b.as_str()))
+        .collect();
+    let body = message("index", "k", Some("01"), &docs);
+    let (failed, stats) = run(&d, &[body]).await;
+    assert!(failed.is_empty());
+    assert!(stats.indexed > 0 && stats.indexed < 2000, "{stats:?}");
+    let back = requeued(&d);
+    assert_eq!(back.len(), 1, "{stats:?}");
+    let m = ChunkMessage::parse(&back[0].0).unwrap();
+    assert_eq!(back[0].1, 0, "no outage to wait out");
+    assert_eq!(m.requeues, 0, "it moved forward: no hop");
+    assert_eq!(m.chunks.len() as u64, 2000 - stats.indexed);
 }
 
 #[tokio::test(start_paused = true)]
