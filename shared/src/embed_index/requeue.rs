@@ -107,3 +107,19 @@ pub async fn requeue<Q: ChunkQueue>(
     send_all(queue, bodies, limits).await?;
     Ok(chunks.len() as u64)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn a_pace_wait_is_rounded_up_and_counts_a_hop_only_without_progress() {
+        let moving = Return::after(Duration::from_millis(2_300), true);
+        assert_eq!((moving.delay_secs, moving.hop), (3, false));
+        let stuck = Return::after(Duration::ZERO, false);
+        assert_eq!((stuck.delay_secs, stuck.hop), (0, true));
+        let long = Return::after(Duration::from_secs(5_000), true);
+        assert_eq!(long.delay_secs, 900, "SQS's longest delay");
+    }
+}
