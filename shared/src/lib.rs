@@ -18,6 +18,7 @@ pub mod net;
 pub mod probe;
 pub mod queue;
 pub mod reader;
+pub mod reconcile;
 pub mod record;
 pub mod retry;
 pub mod s3key;

@@ -457,6 +457,15 @@ async fn timed<T, F: Future<Output = T>>(f: F) -> (T, u64) {
     (out, start.elapsed().as_millis() as u64)
 }
 
+/// A duration as the checks' details print it: whole seconds, or to a tenth.
+fn secs(d: std::time::Duration) -> String {
+    if d.subsec_millis() == 0 {
+        format!("{} s", d.as_secs())
+    } else {
+        format!("{:.1} s", d.as_secs_f64())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

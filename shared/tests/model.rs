@@ -1310,7 +1310,7 @@ impl Sim {
 }
 
 // ---------------------------------------------------------------------------------------------
-// `sakuin reconcile --fix`, as functions/probe/src/reconcile.rs computes and sends it.
+// `sakuin reconcile --fix`, as shared/src/reconcile.rs computes and sends it.
 // ---------------------------------------------------------------------------------------------
 
 fn reconcile_fix(store: &VersionedStore, index: &MemoryIndex) -> Vec<String> {

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use lambda_runtime::{Diagnostic, Error, LambdaEvent, service_fn};
 use sakuin::config::Env;
 use sakuin::probe::{ProbeDeps, handle_event};
-use sakuin_probe::reconcile;
+use sakuin::reconcile;
 use serde_json::Value;
 
 #[tokio::main]

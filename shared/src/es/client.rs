@@ -9,13 +9,13 @@ use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 use tracing::warn;
 
+pub use super::auth::EsAuth;
 use super::auth::{AuthFuture, Credentials};
 use super::bulk::{BulkOutcome, parse_bulk_answer};
 use super::document::{index_mapping, mapped_dimensions};
 use crate::error::error_chain;
 use crate::net::MssRelay;
 use crate::retry::Deadline;
-use crate::secret::Secret;
 
 /// How to reach and authenticate to the cluster.
 #[derive(Debug, Clone, PartialEq)]
@@ -33,16 +33,6 @@ pub struct EsSettings {
     /// `ES_TCP_MSS`: every connection to the cluster sets this TCP maximum segment size before
     /// connecting, to pass a path-MTU blackhole until the network is fixed ([`crate::net`]).
     pub tcp_mss: Option<u32>,
-}
-
-#[derive(Debug, Clone, PartialEq)]
-pub enum EsAuth {
-    Basic {
-        username: String,
-        password: Secret,
-    },
-    /// The `encoded` form the create-API-key call returns.
-    ApiKey(Secret),
 }
 
 impl EsSettings {
@@ -919,6 +909,7 @@ pub(crate) fn encode_path(name: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::secret::Secret;
 
     fn settings() -> EsSettings {
         EsSettings {

@@ -2,6 +2,8 @@
 //! item classification.
 
 pub mod auth;
+#[cfg(test)]
+mod auth_tests;
 pub mod bulk;
 pub mod client;
 pub mod document;

@@ -10,7 +10,7 @@ use rustls::CertificateError;
 use serde_json::{Value, json};
 
 use super::tls::{self, HandshakeError, LeafCertificate, TlsTrust};
-use super::{CheckResult, Layer, ProbeDeps, path_mtu, timed};
+use super::{CheckResult, Layer, ProbeDeps, path_mtu, secs, timed};
 use crate::es::client::analyzer_plugin;
 use crate::es::document::mapped_dimensions;
 use crate::es::{EsAuth, EsClient, EsError};
@@ -1029,14 +1029,6 @@ fn es_reason(body: &[u8]) -> String {
             let flat = text.split_whitespace().collect::<Vec<_>>().join(" ");
             flat.chars().take(200).collect()
         }
-    }
-}
-
-pub(super) fn secs(d: Duration) -> String {
-    if d.subsec_millis() == 0 {
-        format!("{} s", d.as_secs())
-    } else {
-        format!("{:.1} s", d.as_secs_f64())
     }
 }
 

@@ -133,7 +133,7 @@ pub(super) async fn check_upstream(deps: &ProbeDeps, client: &EsClient) -> Check
     }
     let stalled_words = format!(
         "GET / is answered, but a {kb} KB request got no answer within {}",
-        super::elasticsearch::secs(budget)
+        super::secs(budget)
     );
     if client.tcp_mss().is_some() {
         return CheckResult::fail(

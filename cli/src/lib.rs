@@ -4,7 +4,6 @@
 
 pub mod backfill;
 mod cli;
-pub mod reconcile;
 pub mod redrive;
 pub mod stack;
 pub mod status;
@@ -13,6 +12,7 @@ use sakuin::config::{Env, RedriveConfig};
 use sakuin::embed::bedrock::BedrockEmbedder;
 use sakuin::es::client::Hit;
 use sakuin::probe::{self, ProbeDeps, ProbeReport};
+use sakuin::reconcile;
 use sakuin::search::{Found, Fusion, Ranked};
 use serde_json::{Value, json};
 

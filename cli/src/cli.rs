@@ -16,7 +16,7 @@ use crate::backfill::{
     Bar, Estimate, Options, Progress, Reservoir, SAMPLE_BYTES_PER_OBJECT, duration, thousands,
     written_since,
 };
-use crate::reconcile::{Kind, Reconciler, Report, Scope, intake, walking_client};
+use sakuin::reconcile::{Kind, Reconciler, Report, Scope, intake, walking_client};
 
 /// What every walking command needs: the probe's dependencies, the scope, a client for walks.
 struct Walk {

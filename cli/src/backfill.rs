@@ -16,7 +16,7 @@ use sakuin::survey::Survey;
 use serde::Serialize;
 use serde_json::{Value, json};
 
-use crate::reconcile::Report;
+use sakuin::reconcile::Report;
 
 /// What the command line asked for.
 #[derive(Debug, Clone, Default, PartialEq, clap::Args)]
@@ -173,12 +173,12 @@ impl Estimate {
             self.scope,
             self.model,
             thousands(self.objects),
-            crate::reconcile::human_bytes(self.bytes),
+            sakuin::reconcile::human_bytes(self.bytes),
             thousands(self.unchanged),
             thousands(self.to_ingest),
-            crate::reconcile::human_bytes(self.bytes_to_ingest),
+            sakuin::reconcile::human_bytes(self.bytes_to_ingest),
             self.sampled_objects,
-            crate::reconcile::human_bytes(self.sampled_bytes),
+            sakuin::reconcile::human_bytes(self.sampled_bytes),
             thousands(self.records),
             thousands(self.rejected),
             thousands(self.chunks),

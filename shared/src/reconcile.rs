@@ -20,15 +20,15 @@
 use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant};
 
-use sakuin::config::Env;
-use sakuin::es::{EsClient, EsError};
-use sakuin::ids::{repair_sequencer, source_marker_id};
-use sakuin::ingest::QueueContinuation;
-use sakuin::ingest::{Continuation, Work, is_data_key};
-use sakuin::message::SourceRef;
-use sakuin::probe::ProbeDeps;
-use sakuin::queue::{BatchLimits, SqsQueue};
-use sakuin::store::{ListPage, Listed, ObjectStore};
+use crate::config::Env;
+use crate::es::{EsClient, EsError};
+use crate::ids::{repair_sequencer, source_marker_id};
+use crate::ingest::QueueContinuation;
+use crate::ingest::{Continuation, Work, is_data_key};
+use crate::message::SourceRef;
+use crate::probe::ProbeDeps;
+use crate::queue::{BatchLimits, SqsQueue};
+use crate::store::{ListPage, Listed, ObjectStore};
 use serde::Serialize;
 use serde_json::{Value, json};
 
@@ -344,8 +344,8 @@ impl Report {
     }
 
     /// The EMF line of a scheduled run: the drift by kind, so an alarm can watch it.
-    pub fn metrics(&self) -> sakuin::metrics::MetricSet {
-        let mut m = sakuin::metrics::MetricSet::new("reconcile");
+    pub fn metrics(&self) -> crate::metrics::MetricSet {
+        let mut m = crate::metrics::MetricSet::new("reconcile");
         m.count("ObjectsMissing", self.missing)
             .count("ObjectsChanged", self.changed)
             .count("ObjectsOrphaned", self.orphaned)
@@ -567,7 +567,7 @@ pub async fn scheduled(
     let fix = request["fix"].as_bool().unwrap_or(false);
     let es = walking_client(deps, env)?;
     let queue = if fix { Some(intake(deps)?) } else { None };
-    let store = sakuin::store::S3Store::new(deps.aws.s3.clone());
+    let store = crate::store::S3Store::new(deps.aws.s3.clone());
     let reconciler = Reconciler {
         store: &store,
         es: &es,
@@ -627,7 +627,7 @@ fn held_query(scope: &Scope, lower: Option<&str>, upto: Option<&str>) -> Value {
     if let Some(u) = upto {
         range.insert("lte".into(), json!(u));
     }
-    let mut filter = sakuin::search::under(&scope.bucket, &scope.prefix);
+    let mut filter = crate::search::under(&scope.bucket, &scope.prefix);
     if !range.is_empty() {
         filter.push(json!({"range": {"source.key": range}}));
     }
@@ -775,7 +775,7 @@ mod tests {
             size: 10,
             indexed: vec![("e1".into(), 2)],
         };
-        let seq = sakuin::ids::normalize_sequencer("0A");
+        let seq = crate::ids::normalize_sequencer("0A");
         let body = repair(&scope, &changed, &seq);
         let unit = &body["work"][0];
         assert_eq!(unit["kind"], "object");

@@ -560,7 +560,7 @@ async fn search_embeds_a_query_and_runs_knn() {
         request["knn"]["query_vector"].as_array().unwrap().len(),
         1024
     );
-    let text = sakuin_probe::render_hits("q", "documents", &hits, false);
+    let text = sakuin_cli::render_hits("q", "documents", &hits, false);
     assert!(
         text.contains("0.9100  faq/ja.jsonl #0")
             && text.contains("パスワードを忘れた場合は 再設定のリンクを使います。"),
