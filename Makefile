@@ -8,12 +8,13 @@ PY := $(VENV)/bin/python
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 REGION ?= ap-northeast-1
 
-.PHONY: help venv build demo test lint fmt template sam-build lambda bench model-long clean netns-tools
+.PHONY: help venv build demo test test-fast lint fmt template sam-build lambda bench model-long clean netns-tools
 
 help:
 	@echo "make demo    run the whole pipeline locally (stack, functions, samples, probe, search)"
 	@echo "make test    run every test: lint, template checks and scan, sam build, unit, adapter and end-to-end tests"
 	@echo "make bench   print performance figures (cold start, ingest, embed-index)"
+	@echo "make test-fast  the inner loop: the library's and the command line's unit tests and the model test (no stack)"
 	@echo "make model-long  the model-based pipeline test, long: 2,000 generated sequences, with figures"
 	@echo "make sam-build  build the arm64 Lambda artifacts with SAM (offline)"
 
@@ -69,6 +70,12 @@ test: venv netns-tools lint template sam-build
 	$(PY) -m unittest discover --start-directory dev --pattern 'test_*.py'
 	cargo build --workspace
 	cargo test --workspace
+
+# The inner loop: unit tests of the library (the handlers against the seams' fakes, the pacer's
+# simulations, the configuration reference) and of the command line, and the model-based test.
+test-fast:
+	cargo test -p sakuin --features test-util --lib --test model
+	cargo test -p sakuin-cli --lib
 
 # The model-based test of the whole pipeline (shared/tests/model.rs) with 2,000 sequences of up to
 # 40 operations, a new seed each run (printed; SAKUIN_MODEL_SEED replays it). The functions' metric

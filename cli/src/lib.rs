@@ -621,6 +621,108 @@ mod tests {
     use super::*;
     use sakuin::probe::{CheckResult, Layer};
 
+    /// The command lines of the README and `docs/`, inside their `sh` blocks.
+    fn documented_commands() -> Vec<(String, String)> {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+        let mut pages = vec![root.join("README.md")];
+        for entry in std::fs::read_dir(root.join("docs")).unwrap() {
+            pages.push(entry.unwrap().path());
+        }
+        let mut commands = Vec::new();
+        for page in pages {
+            let text = std::fs::read_to_string(&page).unwrap();
+            let mut in_sh = false;
+            for line in text.lines() {
+                if line.starts_with("```") {
+                    in_sh = line == "```sh";
+                    continue;
+                }
+                if in_sh {
+                    let command = line.split(" # ").next().unwrap_or_default().trim();
+                    let name = page.file_name().unwrap().to_string_lossy().into_owned();
+                    commands.push((name, command.to_owned()));
+                }
+            }
+        }
+        commands
+    }
+
+    /// Splits a command line as a shell would, for the quoting the docs use.
+    fn words(line: &str) -> Vec<String> {
+        let (mut words, mut word, mut quoted) = (Vec::new(), String::new(), None);
+        for c in line.chars() {
+            match (quoted, c) {
+                (None, '"' | '\'') => quoted = Some(c),
+                (Some(q), c) if c == q => quoted = None,
+                (None, ' ') => {
+                    if !word.is_empty() {
+                        words.push(std::mem::take(&mut word));
+                    }
+                }
+                _ => word.push(c),
+            }
+        }
+        if !word.is_empty() {
+            words.push(word);
+        }
+        words
+    }
+
+    /// Every `sakuin` command the docs show is one the command line takes, every `make` target
+    /// they name exists, and every package they build is in the workspace.
+    #[test]
+    fn every_documented_command_is_one_that_runs() {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+        let makefile = std::fs::read_to_string(root.join("Makefile")).unwrap();
+        let workspace = std::fs::read_to_string(root.join("Cargo.toml")).unwrap();
+        let mut sakuin = 0;
+        for (page, command) in documented_commands() {
+            let words = words(&command);
+            let Some(program) = words.first() else {
+                continue;
+            };
+            if program.ends_with("/sakuin") {
+                sakuin += 1;
+                let parsed = parse_args(&words);
+                assert!(
+                    parsed.is_ok(),
+                    "{page}: `{command}`: {}",
+                    parsed.unwrap_err()
+                );
+            } else if program == "make" {
+                for target in &words[1..] {
+                    assert!(
+                        makefile.contains(&format!("\n{target}:")),
+                        "{page}: `{command}`: no make target {target}"
+                    );
+                }
+            } else if program == "cargo"
+                && let Some(at) = words.iter().position(|w| w == "-p")
+            {
+                let package = &words[at + 1];
+                let manifest = [
+                    "shared",
+                    "cli",
+                    "dev/local",
+                    "functions/ingest",
+                    "functions/embed-index",
+                    "functions/probe",
+                ]
+                .iter()
+                .map(|dir| std::fs::read_to_string(root.join(dir).join("Cargo.toml")).unwrap())
+                .any(|m| m.contains(&format!("name = \"{package}\"")));
+                assert!(
+                    manifest && !workspace.is_empty(),
+                    "{page}: `{command}`: no package {package}"
+                );
+            }
+        }
+        assert!(
+            sakuin > 10,
+            "only {sakuin} sakuin commands found in the docs"
+        );
+    }
+
     fn args(v: &[&str]) -> Vec<String> {
         v.iter().map(|s| s.to_string()).collect()
     }

@@ -737,6 +737,98 @@ impl RedriveConfig {
 mod tests {
     use super::*;
 
+    /// The variables the code reads: string literals of upper-case words joined by `_` passed
+    /// straight to a call (`env.get("ES_HOST")`, `env.parse::<u32>("MAX_REQUEUES", 288)`), in
+    /// the sources of the library, the functions and the command line, tests left out.
+    fn variables_read() -> std::collections::BTreeSet<String> {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+        let mut files = Vec::new();
+        let mut dirs = vec![
+            root.join("shared/src"),
+            root.join("cli/src"),
+            root.join("functions"),
+        ];
+        while let Some(dir) = dirs.pop() {
+            for entry in std::fs::read_dir(&dir).unwrap().map(Result::unwrap) {
+                let path = entry.path();
+                let name = path.file_name().unwrap().to_string_lossy().into_owned();
+                if path.is_dir() && !name.starts_with("test") {
+                    dirs.push(path);
+                } else if name.ends_with(".rs") && !name.starts_with("test") {
+                    files.push(path);
+                }
+            }
+        }
+        let mut names = std::collections::BTreeSet::new();
+        for file in files {
+            let text = std::fs::read_to_string(&file).unwrap();
+            let code = text.split("#[cfg(test)]").next().unwrap_or_default();
+            for (at, _) in code.match_indices("(\"") {
+                let called = code[..at]
+                    .chars()
+                    .next_back()
+                    .is_some_and(|c| c.is_ascii_alphanumeric() || c == '_' || c == '>');
+                let rest = &code[at + 2..];
+                let word: String = rest
+                    .chars()
+                    .take_while(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || *c == '_')
+                    .collect();
+                let closed = rest[word.len()..].starts_with('"');
+                if called
+                    && closed
+                    && word.contains('_')
+                    && !word.ends_with('_')
+                    && word.starts_with(|c: char| c.is_ascii_uppercase())
+                {
+                    names.insert(word);
+                }
+            }
+        }
+        names
+    }
+
+    /// `docs/configuration.md` and the code cannot drift: every variable the code reads is in
+    /// the page, and every variable the page's table lists is read (or is the AWS SDK's own).
+    #[test]
+    fn the_configuration_reference_lists_every_variable_the_code_reads() {
+        let page = include_str!("../../docs/configuration.md");
+        let read = variables_read();
+        assert!(
+            read.len() > 40,
+            "the scan found too few variables: {read:?}"
+        );
+        let missing: Vec<&String> = read
+            .iter()
+            .filter(|name| !page.contains(&format!("`{name}`")))
+            .collect();
+        assert!(
+            missing.is_empty(),
+            "docs/configuration.md lacks {missing:?}"
+        );
+        let listed: Vec<&str> = page
+            .lines()
+            .filter_map(|line| line.strip_prefix("| `"))
+            .flat_map(|row| row.split(" |").next())
+            .flat_map(|cell| cell.split(", "))
+            .map(|name| name.trim_matches('`'))
+            .filter(|name| {
+                name.chars()
+                    .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_')
+            })
+            .collect();
+        let stale: Vec<&&str> = listed
+            .iter()
+            // The AWS SDK's own (`AWS_ENDPOINT_URL_S3`, `_SQS`, ...) are read by the SDK.
+            .filter(|name| {
+                !read.contains(**name) && !name.starts_with("AWS_") && !name.starts_with('_')
+            })
+            .collect();
+        assert!(
+            stale.is_empty(),
+            "docs/configuration.md lists {stale:?}, which no code reads"
+        );
+    }
+
     fn env(pairs: &[(&str, &str)]) -> Env {
         Env::from_map(
             pairs
