@@ -1165,6 +1165,57 @@ async fn keep_paid_vectors<E: Embedder, I: SearchIndex, Q: ChunkQueue>(
     }
 }
 
+/// What of `message` goes back on the queue: its chunks not written yet, each with the vector
+/// this invocation paid for or the one it carried (all of them, for a message without chunks).
+fn unfinished(
+    message: &ChunkMessage,
+    by_id: &HashMap<&str, &ChunkWork<'_>>,
+    model_id: &str,
+) -> Vec<ChunkPayload> {
+    let mut carry: Vec<ChunkPayload> = Vec::new();
+    for chunk in &message.chunks {
+        let work = by_id.get(message.object_chunk_id(chunk).as_str());
+        if work.is_some_and(|w| matches!(w.outcome, Outcome::Written { .. } | Outcome::Superseded))
+        {
+            continue;
+        }
+        let vector = work
+            .filter(|w| w.sha == content_sha256(&chunk.text))
+            .and_then(|w| w.vector.as_deref())
+            .map(|v| CarriedVector::new(model_id, v))
+            .or_else(|| chunk.vector.clone());
+        carry.push(ChunkPayload {
+            vector,
+            ..chunk.clone()
+        });
+    }
+    if carry.is_empty() {
+        carry = message.chunks.clone();
+    }
+    carry
+}
+
+/// How long `message`, going back with `carry`, waits for `cause`, and whether the return
+/// counts toward `MAX_REQUEUES` ([`requeue::Return`]).
+fn return_for<E: Embedder, I: SearchIndex, Q: ChunkQueue>(
+    deps: &EmbedIndexDeps<E, I, Q>,
+    cause: WaitCause,
+    message: &ChunkMessage,
+    carry: &[ChunkPayload],
+) -> requeue::Return {
+    let paid = |chunks: &[ChunkPayload]| chunks.iter().filter(|c| c.vector.is_some()).count();
+    let progressed = carry.len() < message.chunks.len() || paid(carry) > paid(&message.chunks);
+    match cause {
+        WaitCause::Throttled => requeue::Return::after(deps.pacer.capacity_in(), progressed),
+        // Out of time with the work moving: the next invocation goes on at once. Without
+        // progress the time went to a slow cluster, whose schedule it follows.
+        WaitCause::OutOfTime if progressed => requeue::Return::after(Duration::ZERO, true),
+        WaitCause::OutOfTime | WaitCause::EsUnavailable | WaitCause::SweepWaiting => {
+            requeue::Return::scheduled(&deps.config, message)
+        }
+    }
+}
+
 /// Step 9: messages that wait (for time, Bedrock, Elasticsearch, their chunks) go back on the
 /// queue with what they still need (their unfinished chunks, with every vector already paid
 /// for), delayed; the log names the cause.
@@ -1190,41 +1241,10 @@ async fn requeue_waiting<E: Embedder, I: SearchIndex, Q: ChunkQueue>(
             fates.0[i] = Fate::Fail;
             continue;
         };
-        let mut carry: Vec<ChunkPayload> = Vec::new();
-        for chunk in &message.chunks {
-            let work = by_id.get(message.object_chunk_id(chunk).as_str());
-            if work
-                .is_some_and(|w| matches!(w.outcome, Outcome::Written { .. } | Outcome::Superseded))
-            {
-                continue;
-            }
-            let vector = work
-                .filter(|w| w.sha == content_sha256(&chunk.text))
-                .and_then(|w| w.vector.as_deref())
-                .map(|v| CarriedVector::new(model_id, v))
-                .or_else(|| chunk.vector.clone());
-            carry.push(ChunkPayload {
-                vector,
-                ..chunk.clone()
-            });
-        }
-        if carry.is_empty() {
-            carry = message.chunks.clone();
-        }
+        let carry = unfinished(message, &by_id, model_id);
         // Every wait records its cause; one marked without (none today) is the cluster's.
         let cause = fates.1[i].unwrap_or(WaitCause::EsUnavailable);
-        let paid = |chunks: &[ChunkPayload]| chunks.iter().filter(|c| c.vector.is_some()).count();
-        let progressed = carry.len() < message.chunks.len() || paid(&carry) > paid(&message.chunks);
-        let ret = match cause {
-            WaitCause::Throttled => requeue::Return::after(deps.pacer.capacity_in(), progressed),
-            // Out of time with the work moving: the next invocation goes on at once. Without
-            // progress the time went to a slow cluster, whose schedule it follows.
-            WaitCause::OutOfTime if progressed => requeue::Return::after(Duration::ZERO, true),
-            WaitCause::OutOfTime => requeue::Return::scheduled(&deps.config, message),
-            WaitCause::EsUnavailable | WaitCause::SweepWaiting => {
-                requeue::Return::scheduled(&deps.config, message)
-            }
-        };
+        let ret = return_for(deps, cause, message, &carry);
         match requeue::requeue(queue, message, carry, &deps.config, ret).await {
             Ok(chunks) => {
                 stats.requeued += chunks;

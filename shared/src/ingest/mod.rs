@@ -175,16 +175,13 @@ pub async fn handle_event<S: ObjectStore, Q: ChunkQueue, C: Continuation>(
     result.map(|()| summary)
 }
 
-/// An SQS batch: each message succeeds or fails on its own. A message whose unit failed is
-/// received again and redone whole (ids are deterministic, so redoing is harmless); when time
-/// runs short, the rest of the message at hand and the messages not started are handed over,
-/// and succeed.
-async fn handle_batch<S: ObjectStore, Q: ChunkQueue, C: Continuation>(
+/// Each message of a batch read into its job; the ids of those that cannot be read (or whose
+/// chain of hand-overs ran away) fail, toward the intake dead-letter queue.
+fn plan_messages<S: ObjectStore, Q: ChunkQueue, C: Continuation>(
     deps: &IngestDeps<S, Q, C>,
     messages: Vec<SqsMessage>,
-    deadline: Deadline,
     summary: &mut IngestSummary,
-) -> Vec<BatchItemFailure> {
+) -> (Vec<(String, Job)>, Vec<String>) {
     let mut failures = Vec::new();
     let mut jobs = Vec::with_capacity(messages.len());
     for message in messages {
@@ -212,7 +209,20 @@ async fn handle_batch<S: ObjectStore, Q: ChunkQueue, C: Continuation>(
             }
         }
     }
+    (jobs, failures)
+}
 
+/// An SQS batch: each message succeeds or fails on its own. A message whose unit failed is
+/// received again and redone whole (ids are deterministic, so redoing is harmless); when time
+/// runs short, the rest of the message at hand and the messages not started are handed over,
+/// and succeed.
+async fn handle_batch<S: ObjectStore, Q: ChunkQueue, C: Continuation>(
+    deps: &IngestDeps<S, Q, C>,
+    messages: Vec<SqsMessage>,
+    deadline: Deadline,
+    summary: &mut IngestSummary,
+) -> Vec<BatchItemFailure> {
+    let (jobs, mut failures) = plan_messages(deps, messages, summary);
     let mut progress = false;
     let mut out_of_time = false;
     for (id, mut job) in jobs {
