@@ -1129,7 +1129,7 @@ def emitted_metrics() -> dict[str, set[frozenset[str]]]:
     add(metric_calls.findall(emit[:by_reason]), {"Function", "Model"})
     add(metric_calls.findall(emit[by_reason:]), {"Function", "Model", "Reason"})
     # ingest: by Function.
-    ingest = (SHARED_SRC / "ingest.rs").read_text()
+    ingest = (SHARED_SRC / "ingest" / "mod.rs").read_text()
     start = ingest.index('MetricSet::new("ingest")')
     add(metric_calls.findall(ingest[start:ingest.index(";", ingest.index(".count(", start))]), {"Function"})
     # probe: by Check, and every figure a check measured.
@@ -1139,7 +1139,7 @@ def emitted_metrics() -> dict[str, set[frozenset[str]]]:
     for path in (SHARED_SRC / "probe").glob("*.rs"):
         add(re.findall(r'\.metric\(\s*"(\w+)"', path.read_text()), {"Check"})
     # the scheduled reconcile: by Function.
-    reconcile = (ROOT / "functions" / "probe" / "src" / "reconcile.rs").read_text()
+    reconcile = (SHARED_SRC / "reconcile.rs").read_text()
     start = reconcile.index('MetricSet::new("reconcile")')
     add(metric_calls.findall(reconcile[start:reconcile.index(";", start + 40)]), {"Function"})
     return emitted
