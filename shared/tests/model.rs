@@ -21,7 +21,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, Wake, Waker};
 use std::time::{Duration, Instant};
@@ -57,6 +57,7 @@ mod weight {
     pub const RELEASE_NOTIFICATIONS: u32 = 4;
     pub const DELIVER: u32 = 6;
     pub const CRASH: u32 = 2;
+    pub const THROTTLE: u32 = 1;
 }
 
 /// The keys objects are written at.
@@ -197,6 +198,12 @@ enum Op {
     },
     /// The next invocation to reach this point crashes there.
     Crash(CrashPoint),
+    /// Bedrock throttles the next `calls` calls, as a tokens quota does: the texts go back to
+    /// the work, the calls after are sized to the pace, and what the deadline leaves waits on
+    /// the queue as long as the pace says.
+    Throttle {
+        calls: u8,
+    },
 }
 
 #[derive(Clone)]
@@ -252,6 +259,7 @@ impl fmt::Debug for Op {
                 write!(f, "chunk settings {max}/{overlap}, then backfill")
             }
             Op::Reconcile => write!(f, "reconcile --fix"),
+            Op::Throttle { calls } => write!(f, "Bedrock throttles the next {calls} call(s)"),
             Op::Release { count } => write!(f, "release {count} notification(s)"),
             Op::Deliver {
                 ingest,
@@ -343,6 +351,7 @@ fn op_strategy() -> impl Strategy<Value = Op> {
         DELIVER => (0..=MAX_INGEST_WORKERS, 0..=MAX_EMBED_WORKERS, 1..=MAX_BATCH, 1..=MAX_STEPS, proptest::bool::weighted(0.25))
             .prop_map(|(ingest, embed, batch, steps, short_deadline)| Op::Deliver { ingest, embed, batch, steps, short_deadline }),
         CRASH => crash.prop_map(Op::Crash),
+        THROTTLE => (1u8..12).prop_map(|calls| Op::Throttle { calls }),
     ]
 }
 
@@ -854,7 +863,11 @@ fn trace_bulk(body: &[u8]) -> Vec<String> {
     out
 }
 
-struct Bedrock(Arc<MemoryEmbedder>);
+/// Bedrock calls throttled over the whole run, for the figures.
+static THROTTLED_CALLS: AtomicUsize = AtomicUsize::new(0);
+
+/// The model's Bedrock: the fake embedder, throttling while `throttles` lasts.
+struct Bedrock(Arc<MemoryEmbedder>, Arc<AtomicUsize>);
 
 impl Embedder for Bedrock {
     fn model(&self) -> &EmbeddingModel {
@@ -866,6 +879,16 @@ impl Embedder for Bedrock {
         texts: &[&str],
         purpose: InputPurpose,
     ) -> Result<ModelOutput, EmbedError> {
+        let throttled = self
+            .1
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+            .is_ok();
+        if throttled {
+            THROTTLED_CALLS.fetch_add(1, Ordering::SeqCst);
+            return Err(EmbedError::Throttled(
+                "Too many tokens, please wait before trying again.".into(),
+            ));
+        }
         self.0.invoke(texts, purpose).await
     }
 }
@@ -938,6 +961,8 @@ struct Sim {
     store: Arc<VersionedStore>,
     index: Arc<MemoryIndex>,
     embedder: Arc<MemoryEmbedder>,
+    /// Bedrock calls still to throttle ([`Op::Throttle`]).
+    throttles: Arc<AtomicUsize>,
     intake: Arc<SimQueue>,
     chunks: Arc<SimQueue>,
     /// Notifications S3 holds back.
@@ -1004,6 +1029,7 @@ impl Sim {
             store: Arc::new(VersionedStore::new(BUCKET, case.versioned)),
             index: Arc::new(MemoryIndex::default()),
             embedder: Arc::new(MemoryEmbedder::new(embed_config.model.clone())),
+            throttles: Arc::default(),
             intake: Arc::new(SimQueue::new("intake")),
             chunks: Arc::new(SimQueue::new("chunks")),
             delayed: VecDeque::new(),
@@ -1113,6 +1139,10 @@ impl Sim {
                 }
             }
             Op::Crash(point) => self.chaos.armed.lock().unwrap().push(*point),
+            Op::Throttle { calls } => {
+                self.throttles
+                    .fetch_add(usize::from(*calls), Ordering::SeqCst);
+            }
         }
     }
 
@@ -1200,7 +1230,7 @@ impl Sim {
             return;
         }
         let deps = EmbedIndexDeps::new(
-            Bedrock(self.embedder.clone()),
+            Bedrock(self.embedder.clone(), self.throttles.clone()),
             Index {
                 index: self.index.clone(),
                 chaos: self.chaos.clone(),
@@ -1735,7 +1765,7 @@ fn the_index_ends_equal_to_the_bucket() {
     });
     let f = *FIGURES.lock().unwrap();
     eprintln!(
-        "model: {} sequences run (shrinking included), {} operations, {} invocations, {} crash points hit ({}), {} failing sequences; {} texts embedded for {} chunks indexed at the end; {:.1} s",
+        "model: {} sequences run (shrinking included), {} operations, {} invocations, {} crash points hit ({}), {} Bedrock calls throttled, {} failing sequences; {} texts embedded for {} chunks indexed at the end; {:.1} s",
         f.cases,
         f.operations,
         f.invocations,
@@ -1746,6 +1776,7 @@ fn the_index_ends_equal_to_the_bucket() {
             .map(|(p, n)| format!("{p:?} {n}"))
             .collect::<Vec<_>>()
             .join(", "),
+        THROTTLED_CALLS.load(Ordering::SeqCst),
         f.failing_cases,
         f.texts_embedded,
         f.chunks_indexed,
