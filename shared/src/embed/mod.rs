@@ -119,10 +119,6 @@ pub async fn embed_all<E: Embedder>(
     let worker = || async {
         let mut stats = EmbedStats::default();
         while let Some(range) = work.take(pacer, embedder.model().max_batch(), texts).await {
-            if !deadline.allows(Duration::ZERO) {
-                work.give_back(range, None);
-                break;
-            }
             let group = &texts[range.clone()];
             let (result, call) =
                 call_with_retries(embedder, group, purpose, policy, pacer, deadline).await;
