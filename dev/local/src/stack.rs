@@ -49,6 +49,18 @@ impl Server {
     }
 }
 
+impl Server {
+    /// Stops a server whose port is another process's, without waiting for that port.
+    fn abandon(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-KILL", "--", &format!("-{}", self.child.id())])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+        let _ = self.child.wait();
+    }
+}
+
 impl Drop for Server {
     fn drop(&mut self) {
         if let Ok(None) = self.child.try_wait() {
@@ -86,6 +98,19 @@ pub fn repo_root() -> PathBuf {
         .expect("the repository root exists")
 }
 
+const MOTO: Identity = Identity {
+    path: "/moto-api/",
+    marker: "Moto",
+};
+const NOIDA: Identity = Identity {
+    path: "/",
+    marker: "You Know, for Search",
+};
+const STAND_IN: Identity = Identity {
+    path: "/_stub/health",
+    marker: "\"ok\"",
+};
+
 fn free_port() -> std::io::Result<u16> {
     Ok(std::net::TcpListener::bind("127.0.0.1:0")?
         .local_addr()?
@@ -119,27 +144,58 @@ fn spawn(
     Ok(Server { name, port, child })
 }
 
-/// Waits until `url` answers any HTTP status.
-async fn wait_http(server: &mut Server, path: &str, log: &Path) -> Result<(), StackError> {
+/// How a server shows that the process answering on its port is itself: a path and a
+/// fragment of that path's answer. Another process can take the port between `free_port`
+/// and the server's own bind (noida-db, for one, binds a control port of the kernel's
+/// choosing), so "something answers" is not enough.
+struct Identity {
+    path: &'static str,
+    marker: &'static str,
+}
+
+/// What became of a started server.
+enum Ready {
+    Up,
+    /// Its port turned out to be another process's: start again on another.
+    PortTaken(String),
+}
+
+/// Waits until `server` answers `identity` on its port, for at most 60 s.
+async fn wait_ready(
+    server: &mut Server,
+    identity: &Identity,
+    log: &Path,
+) -> Result<Ready, StackError> {
     let client = reqwest::Client::new();
-    let url = format!("{}{path}", server.url());
+    let url = format!("{}{}", server.url(), identity.path);
     let deadline = Instant::now() + Duration::from_secs(60);
     while Instant::now() < deadline {
         if let Ok(Some(status)) = server.child.try_wait() {
             let tail = std::fs::read_to_string(log).unwrap_or_default();
+            if tail.contains("in use") {
+                return Ok(Ready::PortTaken(format!("port {} was taken", server.port)));
+            }
             return Err(StackError::Start {
                 name: server.name,
                 detail: format!("exited with {status}: {}", tail.trim()),
             });
         }
-        if client
+        let answer = client
             .get(&url)
             .timeout(Duration::from_secs(2))
             .send()
-            .await
-            .is_ok()
-        {
-            return Ok(());
+            .await;
+        if let Ok(response) = answer {
+            let status = response.status();
+            let body = response.text().await.unwrap_or_default();
+            if status.is_success() && body.contains(identity.marker) {
+                return Ok(Ready::Up);
+            }
+            // Something else answers on the port; our server will fail to bind it.
+            return Ok(Ready::PortTaken(format!(
+                "another process answered on port {} ({status})",
+                server.port
+            )));
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
@@ -149,9 +205,32 @@ async fn wait_http(server: &mut Server, path: &str, log: &Path) -> Result<(), St
     })
 }
 
-/// Starts moto (S3, SQS, Secrets Manager) on a free port; returns it and its log's path.
-fn spawn_moto(venv: &Path, work_dir: &Path) -> Result<(Server, PathBuf), StackError> {
-    let port = free_port()?;
+/// Starts a server on a free port (`launch` spawns it on the port it is given) and waits until
+/// it answers as itself; a port another process took first is given up for another, up to
+/// five times.
+async fn start_server(
+    identity: Identity,
+    launch: impl Fn(u16) -> Result<(Server, PathBuf), StackError>,
+) -> Result<Server, StackError> {
+    let mut last = String::new();
+    for _ in 0..5 {
+        let (mut server, log) = launch(free_port()?)?;
+        match wait_ready(&mut server, &identity, &log).await? {
+            Ready::Up => return Ok(server),
+            Ready::PortTaken(why) => {
+                server.abandon();
+                last = format!("{}: {why}", server.name);
+            }
+        }
+    }
+    Err(StackError::Start {
+        name: "local stack",
+        detail: format!("no free port after five tries ({last})"),
+    })
+}
+
+/// Starts moto (S3, SQS, Secrets Manager) on `port`; returns it and its log's path.
+fn spawn_moto(venv: &Path, work_dir: &Path, port: u16) -> Result<(Server, PathBuf), StackError> {
     let log = work_dir.join("moto.log");
     let args = [
         "-H".into(),
@@ -163,10 +242,9 @@ fn spawn_moto(venv: &Path, work_dir: &Path) -> Result<(Server, PathBuf), StackEr
     Ok((server, log))
 }
 
-/// Starts noida-db's Elasticsearch API on a free port, its data under `work_dir`; returns it
-/// and its log's path.
-fn spawn_noida(venv: &Path, work_dir: &Path) -> Result<(Server, PathBuf), StackError> {
-    let port = free_port()?;
+/// Starts noida-db's Elasticsearch API on `port`, its data under `work_dir`; returns it and
+/// its log's path.
+fn spawn_noida(venv: &Path, work_dir: &Path, port: u16) -> Result<(Server, PathBuf), StackError> {
     let log = work_dir.join("noida-db.log");
     let args = [
         "start".into(),
@@ -183,14 +261,14 @@ fn spawn_noida(venv: &Path, work_dir: &Path) -> Result<(Server, PathBuf), StackE
     Ok((server, log))
 }
 
-/// Starts the Bedrock stand-in on a free port with `extra_args`; returns it and its log's path.
+/// Starts the Bedrock stand-in on `port` with `extra_args`; returns it and its log's path.
 fn spawn_bedrock(
     root: &Path,
     venv: &Path,
     work_dir: &Path,
     extra_args: &[&str],
+    port: u16,
 ) -> Result<(Server, PathBuf), StackError> {
-    let port = free_port()?;
     let log = work_dir.join("bedrock.log");
     let mut args = vec![
         root.join("dev/bedrock_stub.py").display().to_string(),
@@ -227,13 +305,13 @@ impl LocalStack {
         ));
         std::fs::create_dir_all(&work_dir)?;
 
-        let (mut moto, moto_log) = spawn_moto(&venv, &work_dir)?;
-        let (mut elasticsearch, es_log) = spawn_noida(&venv, &work_dir)?;
-        let (mut bedrock, bedrock_log) = spawn_bedrock(&root, &venv, &work_dir, bedrock_args)?;
-
-        wait_http(&mut moto, "/moto-api/", &moto_log).await?;
-        wait_http(&mut elasticsearch, "/", &es_log).await?;
-        wait_http(&mut bedrock, "/_stub/health", &bedrock_log).await?;
+        let (moto, elasticsearch, bedrock) = tokio::try_join!(
+            start_server(MOTO, |port| spawn_moto(&venv, &work_dir, port)),
+            start_server(NOIDA, |port| spawn_noida(&venv, &work_dir, port)),
+            start_server(STAND_IN, |port| {
+                spawn_bedrock(&root, &venv, &work_dir, bedrock_args, port)
+            }),
+        )?;
         Ok(Self {
             moto,
             elasticsearch,
@@ -316,5 +394,51 @@ impl Drop for LocalStack {
         self.elasticsearch.stop();
         self.bedrock.stop();
         let _ = std::fs::remove_dir_all(&self.work_dir);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    /// A port another process answers on (here: like noida-db's control port, with a 401)
+    /// is given up for another instead of being taken for the server's own.
+    #[tokio::test]
+    async fn a_port_another_process_answers_on_is_given_up_for_another() {
+        let root = repo_root();
+        let venv = root.join(".venv/bin");
+        let work_dir =
+            std::env::temp_dir().join(format!("sakuin-stack-test-{}", std::process::id()));
+        std::fs::create_dir_all(&work_dir).unwrap();
+        let squatter = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let taken = squatter.local_addr().unwrap().port();
+        tokio::spawn(async move {
+            use tokio::io::{AsyncReadExt, AsyncWriteExt};
+            while let Ok((mut socket, _)) = squatter.accept().await {
+                let mut buf = [0u8; 1024];
+                let _ = socket.read(&mut buf).await;
+                let body = "missing or wrong token";
+                let answer = format!(
+                    "HTTP/1.1 401 Unauthorized\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+                let _ = socket.write_all(answer.as_bytes()).await;
+            }
+        });
+
+        let launches = AtomicUsize::new(0);
+        let server = start_server(STAND_IN, |port| {
+            let first = launches.fetch_add(1, Ordering::SeqCst) == 0;
+            let port = if first { taken } else { port };
+            spawn_bedrock(&root, &venv, &work_dir, &[], port)
+        })
+        .await
+        .expect("the stand-in starts on a port of its own");
+
+        assert_eq!(launches.load(Ordering::SeqCst), 2);
+        assert_ne!(server.port, taken);
+        drop(server);
+        let _ = std::fs::remove_dir_all(&work_dir);
     }
 }
