@@ -8,7 +8,7 @@ PY := $(VENV)/bin/python
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 REGION ?= ap-northeast-1
 
-.PHONY: help venv build demo test test-fast lint fmt template sam-build sam-build-check lambda bench model-long clean netns-tools
+.PHONY: help venv build demo test test-durability test-others lint-build sam-build-check-idle test-fast lint fmt template sam-build sam-build-check lambda bench model-long clean netns-tools
 
 help:
 	@echo "make demo    run the whole pipeline locally (stack, functions, samples, probe, search)"
@@ -74,10 +74,42 @@ netns-tools:
 	  || echo "netns-tools: could not install $(NETNS_TOOLS); the path-MTU tests will skip"; \
 	fi
 
-test: venv netns-tools lint template sam-build-check
+# `make test` in three stages, each as parallel as two cores allow:
+#   1. the virtualenv installs (mostly download) while cargo compiles the workspace once, with
+#      clippy's lints as it goes (clippy-driver as the workspace crates' compiler, which is what
+#      `cargo clippy` runs, so linting and building share one compile instead of two);
+#   2. the template checks and the Python tests;
+#   3. the Rust tests — the durability scenarios (mostly waiting on visibility timeouts and
+#      outages) beside every other test binary — and, at the lowest CPU priority so the tests'
+#      timings keep theirs, `sam build` of the arm64 artifacts in the cores' idle time.
+test:
+	$(MAKE) --no-print-directory -j2 --output-sync=target venv lint-build netns-tools
+	$(MAKE) --no-print-directory template
 	$(PY) -m unittest discover --start-directory dev --pattern 'test_*.py'
-	cargo build --workspace
-	cargo test --workspace
+	$(MAKE) --no-print-directory -j3 --output-sync=target test-durability test-others sam-build-check-idle
+
+# clippy-driver reads its flags from CLIPPY_ARGS, separated as cargo-clippy separates them.
+LINTED := RUSTC_WORKSPACE_WRAPPER=clippy-driver CLIPPY_ARGS=-D__CLIPPY_HACKERY__warnings__CLIPPY_HACKERY__
+# Every integration-test target of the workspace (from cargo metadata) but the durability
+# scenarios. Each cargo command below selects the whole workspace, so features resolve as in
+# the build and nothing compiles again.
+OTHER_TESTS = $(shell cargo metadata --no-deps --format-version 1 | python3 -c 'import json, sys; \
+  print(" ".join(sorted({t["name"] for p in json.load(sys.stdin)["packages"] for t in p["targets"] \
+  if "test" in t["kind"] and t["name"] != "durability"})))')
+
+sam-build-check-idle:
+	nice -n 19 $(MAKE) --no-print-directory sam-build-check
+
+lint-build:
+	cargo fmt --all --check
+	$(LINTED) cargo build --workspace --all-targets
+
+test-durability:
+	$(LINTED) cargo test --workspace --test durability
+
+test-others:
+	$(LINTED) cargo test --workspace --lib --bins $(addprefix --test ,$(OTHER_TESTS))
+	$(LINTED) cargo test --workspace --doc
 
 # The inner loop: unit tests of the library (the handlers against the seams' fakes, the pacer's
 # simulations, the configuration reference) and of the command line, and the model-based test.
