@@ -76,6 +76,7 @@ netns-tools:
 
 test: venv netns-tools lint template sam-build-check
 	$(PY) -m unittest discover --start-directory dev --pattern 'test_*.py'
+	$(PY) -m unittest -q dev/retrieval/test_dataset.py
 	cargo build --workspace
 	cargo test --workspace
 
