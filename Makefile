@@ -86,6 +86,7 @@ test:
 	$(MAKE) --no-print-directory -j2 --output-sync=target venv lint-build netns-tools
 	$(MAKE) --no-print-directory template
 	$(PY) -m unittest discover --start-directory dev --pattern 'test_*.py'
+	$(PY) -m unittest -q dev/retrieval/test_dataset.py
 	$(MAKE) --no-print-directory -j3 --output-sync=target test-durability test-others sam-build-check-idle
 
 # clippy-driver reads its flags from CLIPPY_ARGS, separated as cargo-clippy separates them.

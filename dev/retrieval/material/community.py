@@ -1,0 +1,131 @@
+"""Kiriko Gate command-line reference and threads from the customer community forum.
+
+The forum threads are questions from users with the answer that solved them; many share words
+with the FAQ and the knowledge base while being about something narrower."""
+
+KB = {"en": "kb-en.json", "ja": "kb-ja.json"}
+FORUM = {"en": "community-en.jsonl", "ja": "community-ja.jsonl"}
+
+# command, en description, ja description
+CLI = [
+    ("show interfaces", "Lists every port with its link state, speed, duplex and packet counters. Add the port name, for example show interfaces wan1, for the error counters of one port.",
+     "全ポートのリンク状態、速度、デュプレックス、パケットカウンターを表示します。show interfaces wan1 のようにポート名を付けると、そのポートのエラーカウンターを表示します。"),
+    ("show vpn sa", "Shows the IPsec security associations: for each peer, the phase 1 and phase 2 state, the cipher in use, the bytes sent and received and the time until the next rekey.",
+     "IPsecのセキュリティアソシエーションを表示します。対向ごとに、フェーズ1とフェーズ2の状態、使用中の暗号方式、送受信バイト数、次の鍵更新までの時間がわかります。"),
+    ("clear vpn sa", "Tears down the security associations of one peer (clear vpn sa peer <name>) or of all peers, and lets them renegotiate. Traffic through those tunnels stops for a few seconds.",
+     "1つの対向（clear vpn sa peer <名前>）または全対向のセキュリティアソシエーションを削除し、再ネゴシエーションさせます。対象のトンネルの通信は数秒間止まります。"),
+    ("show lte", "On the KG-310, or with a USB modem, shows the SIM state, carrier, signal strength (RSRP, RSRQ, SINR), the band in use and the data used this month.",
+     "KG-310、またはUSBモデム使用時に、SIMの状態、通信事業者、電波強度（RSRP、RSRQ、SINR）、使用中のバンド、当月のデータ使用量を表示します。"),
+    ("show failover", "Shows which line is active, the result of the last health checks and the time of the last switch between the wired line and LTE.",
+     "どの回線が使われているか、直近のヘルスチェックの結果、有線回線とLTEの最後の切り替え時刻を表示します。"),
+    ("show log", "Prints the system log, newest last. show log follow keeps printing new entries until you press Ctrl+C; show log vpn limits the output to VPN messages.",
+     "システムログを古い順に表示します。show log follow はCtrl+Cを押すまで新しいログを表示し続け、show log vpn はVPN関連のメッセージだけを表示します。"),
+    ("show system", "Shows the model, serial number, hardware revision, firmware version and which firmware bank is active, the uptime, and the CPU and memory load.",
+     "モデル、シリアル番号、ハードウェアリビジョン、ファームウェアのバージョンと使用中のファームウェア領域、稼働時間、CPUとメモリの負荷を表示します。"),
+    ("show environment", "Shows the internal temperature, and on the KG-510 the fan speed and the state of both power supplies.",
+     "内部温度と、KG-510ではファンの回転数と2台の電源ユニットの状態を表示します。"),
+    ("show poe", "On the KG-210, shows the power drawn by each PoE port and how much of the 60 W budget is left.",
+     "KG-210で、PoEポートごとの消費電力と、60Wの給電量の残りを表示します。"),
+    ("show dhcp leases", "Lists the addresses handed out by the DHCP server with each client's MAC address, host name and lease expiry.",
+     "DHCPサーバーが払い出したアドレスを、クライアントのMACアドレス、ホスト名、リースの期限とともに一覧表示します。"),
+    ("show route", "Prints the routing table, including routes learned over route-based VPN tunnels and the default route of the active line.",
+     "ルートベースVPNのトンネルで学習した経路や、使用中の回線のデフォルトルートを含むルーティングテーブルを表示します。"),
+    ("ping", "Sends ICMP echo requests. ping <address> source lan1 sends from the LAN address, which is how to test a VPN tunnel from the gateway itself.",
+     "ICMPエコー要求を送信します。ping <アドレス> source lan1 とするとLAN側のアドレスから送信するため、ゲートウェイ自身からVPNトンネルを試験できます。"),
+    ("traceroute", "Shows the path to an address hop by hop. Use it when a site can reach the internet but not another site over the VPN.",
+     "宛先までの経路をホップごとに表示します。インターネットには出られるのに、VPN経由で別の拠点に届かないときに使います。"),
+    ("show cloud", "Shows whether the gateway is registered with Kiriko Gate Cloud, the template applied, the last time it contacted the cloud and the last error, such as E601.",
+     "キリコゲートクラウドへの登録状態、適用中のテンプレート、最後にクラウドと通信した時刻、E601などの直近のエラーを表示します。"),
+    ("firmware check", "Asks the update server for newer firmware for this model and prints the version found. firmware install then downloads and installs it into the inactive bank.",
+     "このモデル用の新しいファームウェアを更新サーバーに問い合わせ、見つかったバージョンを表示します。続けて firmware install を実行すると、使用していない領域にダウンロードしてインストールします。"),
+    ("copy running-config startup-config", "Saves the running configuration so that it survives a restart. Changes made in the web console are saved automatically; changes made on the command line are not.",
+     "実行中の設定を保存し、再起動後も残るようにします。Web管理画面での変更は自動で保存されますが、コマンドラインでの変更は保存されません。"),
+    ("debug ike", "Prints every IKE message exchanged with a peer (debug ike peer <name>) until you enter no debug ike. The output shows which proposal or identity the peer rejected.",
+     "対向（debug ike peer <名前>）とやり取りするIKEメッセージを、no debug ike を入力するまですべて表示します。対向がどのプロポーザルやIDを拒否したかがわかります。"),
+    ("show arp", "Lists the IP and MAC addresses the gateway has seen on each LAN port, useful for finding a device that has no DHCP lease.",
+     "各LANポートで検出したIPアドレスとMACアドレスを一覧表示します。DHCPのリースを持たない機器を探すときに便利です。"),
+    ("show ntp", "Shows the time servers configured, which one the clock is synchronised to and the current offset.",
+     "設定されている時刻サーバー、同期先のサーバー、現在の時刻のずれを表示します。"),
+    ("show users", "Lists the administrators signed in to the web console and the command line, with their address and how long they have been idle.",
+     "Web管理画面とコマンドラインにサインインしている管理者を、接続元アドレスと無操作の時間とともに表示します。"),
+    ("show firewall hits", "Shows how many packets each firewall rule has matched since the last restart, to find rules that are never used.",
+     "前回の再起動以降、各ファイアウォールルールに一致したパケット数を表示します。使われていないルールを見つけるのに使います。"),
+    ("clear dhcp lease", "Releases the DHCP lease of one client (clear dhcp lease <address>) so that its address can be handed out again.",
+     "1台のクライアントのDHCPリース（clear dhcp lease <アドレス>）を解放し、そのアドレスを再び払い出せるようにします。"),
+    ("show cellular usage", "On the KG-310, or with a USB modem, shows LTE data used per day for the current month and the monthly allowance if one is set.",
+     "KG-310、またはUSBモデム使用時に、当月の日ごとのLTEデータ使用量と、設定されていれば月間の上限を表示します。"),
+    ("reboot", "Restarts the gateway. reboot bank other starts the firmware in the other bank, which is how to go back to the previous firmware after an update.",
+     "ゲートウェイを再起動します。reboot bank other とするともう一方の領域のファームウェアで起動するため、更新後に以前のファームウェアへ戻すときに使います。"),
+]
+
+# key, product, en (title, question, answer), ja (title, question, answer)
+THREADS = [
+    ("gate-vpn-after-isp-change", "gate",
+     ("VPN stopped after our provider changed our IP address", "Our branch KG-210 lost its tunnel to head office after the provider moved us to a new fixed address. Phase 1 fails every time.", "The head office KG-510 still had the branch's old address as the peer. Once we updated the peer address, the tunnel came up. If your branches get dynamic addresses, use an FQDN peer identity instead of an address."),
+     ("プロバイダのIPアドレス変更後にVPNが切れた", "支店のKG-210が、プロバイダから新しい固定アドレスに変更された後、本社へのトンネルを確立できなくなりました。毎回フェーズ1で失敗します。", "本社のKG-510に支店の古いアドレスが対向として残っていました。対向アドレスを更新したらトンネルが確立しました。支店のアドレスが動的な場合は、アドレスではなくFQDNによるIDを使ってください。")),
+    ("gate-slow-vpn", "gate",
+     ("VPN throughput much lower than the spec sheet", "Our KG-110 reaches only about 80 Mbps over the tunnel although the line is 1 Gbps.", "Check the cipher: on firmware 2.x our tunnel used AES-256-CBC with SHA-512, which is much slower than AES-256-GCM on 3.x. After updating and switching to GCM we got close to 250 Mbps. Also check the MTU; fragmentation costs a lot."),
+     ("VPNのスループットが仕様よりかなり低い", "回線は1Gbpsなのに、KG-110のトンネル経由では約80Mbpsしか出ません。", "暗号方式を確認してください。うちはファームウェア2.xでAES-256-CBCとSHA-512を使っていて、3.xのAES-256-GCMよりかなり遅かったです。更新してGCMに切り替えたら250Mbps近く出ました。MTUも確認を。フラグメントの影響は大きいです。")),
+    ("gate-lte-data-used", "gate",
+     ("LTE data used up although the wired line was fine", "Our KG-310 used 20 GB of LTE data in a week although the fibre never went down.", "The health check target was unreachable from our network because outbound ICMP was blocked, so the gateway thought the line had failed and stayed on LTE. Allow ping to the target or choose another target in the failover settings."),
+     ("有線回線は正常なのにLTEのデータを使い切った", "光回線は一度も切れていないのに、KG-310が1週間でLTEを20GB使いました。", "社内ネットワークで外向きのICMPが遮断されていて、ヘルスチェックの宛先に届かなかったため、ゲートウェイが回線障害と判断してLTEのままになっていました。宛先へのpingを許可するか、フェイルオーバー設定で別の宛先を選んでください。")),
+    ("gate-led-amber", "gate",
+     ("STATUS light amber after a power cut", "After a power cut the STATUS LED on our KG-210 stays amber, but the internet works.", "Amber means an error is shown in the console. In our case it was only a warning that the clock had been reset; once NTP synced, it went green. Log in and read the message on the dashboard."),
+     ("停電後にSTATUSランプが橙色のまま", "停電の後、KG-210のSTATUSランプが橙色のままですが、インターネットは使えています。", "橙色は管理画面にエラーが表示されているという意味です。うちの場合は時計がリセットされたという警告だけで、NTPで同期されたら緑に戻りました。ログインしてダッシュボードのメッセージを確認してください。")),
+    ("gate-template-subnet", "gate",
+     ("Template overwrote our branch LAN subnet", "We applied a Kiriko Gate Cloud template to twenty branches and all of them ended up with the same LAN subnet.", "The subnet in the template was typed as a fixed value instead of a variable. Replace it with the per-site variable and fill in each site's value; the cloud then applies the right subnet to each gateway."),
+     ("テンプレートで支店のLANサブネットが上書きされた", "キリコゲートクラウドのテンプレートを20拠点に適用したら、全拠点が同じLANサブネットになってしまいました。", "テンプレートのサブネットが変数ではなく固定値で入力されていました。拠点ごとの変数に置き換えて各拠点の値を入力すれば、クラウドが各ゲートウェイに正しいサブネットを適用します。")),
+    ("gate-poe-camera", "gate",
+     ("Camera on port 4 keeps rebooting", "A PoE camera on port 4 of our KG-210 restarts several times a day.", "We had three access points and the camera on ports 1 to 4 and were over the 60 W budget at times, so port 4 lost power. Moving the camera to port 2 fixed it, but really you need to stay under the budget; show poe tells you how much is left."),
+     ("ポート4のカメラが再起動を繰り返す", "KG-210のポート4につないだPoEカメラが1日に何度も再起動します。", "うちではポート1～4にアクセスポイント3台とカメラをつないでいて、時々60Wの給電量を超え、ポート4の給電が止まっていました。カメラをポート2に移したら直りましたが、本来は給電量内に収める必要があります。残りは show poe で確認できます。")),
+    ("gate-dhcp-full", "gate",
+     ("New devices get no IP address", "Laptops at one branch connect to the network but get no address. Older devices are fine.", "The DHCP pool was full: it had only 50 addresses and the lease time was seven days, with lots of visitors' phones. We enlarged the pool and shortened the lease to eight hours."),
+     ("新しい端末にIPアドレスが割り当てられない", "ある支店でノートPCがネットワークに接続されてもアドレスを取得できません。以前からある端末は問題ありません。", "DHCPのプールが満杯でした。50アドレスしかなく、リース期間が7日で、来客のスマートフォンが多かったためです。プールを広げ、リース期間を8時間に短縮しました。")),
+    ("tsumugi-kiosk-offline", "tsumugi",
+     ("Kiosk tablet shows offline every morning", "Our kiosk tablet at the warehouse entrance shows Offline at 7:00 every day and then recovers after a while.", "The tablet went to sleep overnight and its Wi-Fi took a while to reconnect. Turning off battery optimisation for the Tsumugi app and keeping the tablet on its charger solved it."),
+     ("キオスク端末が毎朝オフラインになる", "倉庫の入口に置いたキオスク端末が、毎日7:00にオフラインと表示され、しばらくすると回復します。", "夜間にタブレットがスリープし、Wi-Fiの再接続に時間がかかっていました。ツムギアプリのバッテリー最適化をオフにし、タブレットを充電器につないだままにしたら解決しました。")),
+    ("tsumugi-csv-garbled", "tsumugi",
+     ("Employee names garbled after import", "We imported employees from a CSV file and the Japanese names are garbled.", "The file was saved as Shift_JIS. Save it as CSV UTF-8 from the spreadsheet; the import expects UTF-8. Fix the garbled names by importing the corrected file again, matching on employee number."),
+     ("インポート後に従業員名が文字化けした", "CSVファイルから従業員を取り込んだら、日本語の氏名が文字化けしました。", "ファイルがShift_JISで保存されていました。表計算ソフトから「CSV UTF-8」で保存してください。取り込みはUTF-8が前提です。文字化けした氏名は、修正したファイルを社員番号で照合して再度取り込めば直ります。")),
+    ("tsumugi-flex-shortage", "tsumugi",
+     ("Flextime shortage shown although hours are enough", "An employee on flextime shows a shortage of hours for the month, but the total of the timesheet looks fine.", "Time before 7:00 does not count towards flextime hours in our work rule. The employee had started at 6:30 several days; those minutes were excluded. Check the counted hours column rather than the punch times."),
+     ("労働時間は足りているのにフレックスの不足が表示される", "フレックスタイム制の従業員に月の労働時間の不足が表示されますが、勤務表の合計は足りているように見えます。", "うちの就業ルールでは7:00より前の勤務はフレックスの労働時間に数えません。その従業員は何日か6:30から働いていて、その分が除外されていました。打刻時刻ではなく、集計対象時間の列を確認してください。")),
+    ("tsumugi-approver-left", "tsumugi",
+     ("Requests stuck after a manager left", "A manager left last week and her team's leave requests show as waiting.", "They move to her manager automatically after three days. To fix it for the future, edit the routes listed in the notice administrators received and name the new manager, or use the manager role instead of a named person."),
+     ("上長の退職後に申請が止まっている", "先週上長が退職し、そのチームの休暇申請が承認待ちのままになっています。", "3日後にその人の上長へ自動で回ります。今後のために、管理者に届いた通知に載っているルートを編集して新しい上長を指定するか、個人ではなく「上長」のロールを使ってください。")),
+    ("tsumugi-geofence-indoor", "tsumugi",
+     ("Punches refused inside our building", "Staff on the upper floors of our office tower get TS-2001 even though they are inside the building.", "Indoors the phones' position was off by several hundred metres. We raised the allowed radius for that location to 500 metres and asked staff to turn on precise location; the refusals stopped."),
+     ("ビルの中にいるのに打刻が拒否される", "オフィスビルの上層階の社員が、建物の中にいるのにTS-2001になります。", "屋内では端末の位置が数百メートルずれていました。その勤務地の許可半径を500メートルに広げ、社員に正確な位置情報をオンにしてもらったところ、拒否されなくなりました。")),
+    ("tsumugi-webhook-signature", "tsumugi",
+     ("Webhook signature never matches", "We verify the X-Tsumugi-Signature header but our computed HMAC never matches.", "We were computing the HMAC over the parsed and re-serialised JSON. It has to be computed over the raw request body exactly as received. After changing that, every signature matched."),
+     ("Webhookの署名が一致しない", "X-Tsumugi-Signatureヘッダーを検証していますが、計算したHMACが一致しません。", "JSONをパースしてから再シリアライズしたものでHMACを計算していました。受信したリクエストボディをそのまま使って計算する必要があります。そう変えたらすべての署名が一致しました。")),
+    ("tsumugi-night-shift-date", "tsumugi",
+     ("Night shift counted on the wrong day", "Our night shift runs from 22:00 to 6:00 and the hours show up split over two days.", "Set the day boundary of the work rule to 5:00 instead of midnight; then a shift that starts at 22:00 is counted entirely on the day it started."),
+     ("夜勤が別の日に計上される", "22:00～6:00の夜勤の時間が、2日に分かれて表示されます。", "就業ルールの日付の切り替え時刻を0:00ではなく5:00に設定してください。そうすると22:00に始まるシフトは、全体が開始日に計上されます。")),
+    ("tsumugi-receipt-blurry", "tsumugi",
+     ("Receipt amounts read wrongly", "The app often reads 8 as 3 on our thermal-paper receipts.", "Faded thermal paper is the problem. Photograph receipts on the day you get them, on a dark background, and check the amount before submitting; old receipts are better scanned."),
+     ("領収書の金額が誤って読み取られる", "感熱紙の領収書で、アプリがよく8を3と読み取ります。", "色あせた感熱紙が原因です。受け取ったその日に暗い背景の上で撮影し、申請前に金額を確認してください。古い領収書はスキャンしたほうが確実です。")),
+    ("tsumugi-sso-new-cert", "tsumugi",
+     ("Sign-in broken after renewing our IdP certificate", "We renewed the signing certificate of our identity provider and now nobody can sign in to Tsumugi.", "Upload the new certificate in Tsumugi under Settings > Single sign-on. Tsumugi can hold two certificates at once, so next time upload the new one before switching the identity provider over."),
+     ("IdPの証明書を更新したらサインインできなくなった", "IDプロバイダの署名証明書を更新したところ、誰もツムギにサインインできなくなりました。", "ツムギの「設定」＞「シングルサインオン」で新しい証明書を登録してください。ツムギは証明書を2つ同時に保持できるので、次回はIDプロバイダを切り替える前に新しい証明書を登録しておきましょう。")),
+    ("tsumugi-part-time-leave", "tsumugi",
+     ("Paid leave for part-time staff who work three days a week", "How does Tsumugi grant paid leave to part-timers who work three days a week?", "Set their scheduled working days in the work rule. Tsumugi then grants leave in proportion to the days worked, as the law requires, instead of the full-time table."),
+     ("週3日勤務のパートの有給休暇", "週3日勤務のパートタイマーに、ツムギはどのように有給休暇を付与しますか？", "就業ルールで所定労働日数を設定してください。ツムギはフルタイムの表ではなく、法律どおり所定労働日数に比例した日数を付与します。")),
+    ("tsumugi-export-excel", "tsumugi",
+     ("Opening the payroll CSV in Excel breaks employee numbers", "When we open the export in Excel, employee numbers lose their leading zeros.", "Excel converts them to numbers. Import the file with the column set to text, or have the payroll software read the CSV directly instead of through Excel."),
+     ("給与CSVをExcelで開くと社員番号が崩れる", "出力ファイルをExcelで開くと、社員番号の先頭の0が消えます。", "Excelが数値に変換するためです。列を文字列に指定して取り込むか、Excelを経由せずに給与ソフトでCSVを直接読み込んでください。")),
+]
+
+
+def build(c):
+    for cmd, en, ja in CLI:
+        key = cmd.replace(" ", "-")
+        c.add(KB["en"], "en", "cli", key, f"Kiriko Gate command reference: {cmd}", f"{cmd}\n\n{en} Available on firmware 3.x; connect with SSH or the console port.",
+              category="cli", product="gate", firmware="3.x")
+        c.add(KB["ja"], "ja", "cli", key, f"キリコゲート コマンドリファレンス：{cmd}", f"{cmd}\n\n{ja}ファームウェア3.xで利用できます。SSHまたはコンソールポートで接続してください。",
+              category="cli", product="gate", firmware="3.x")
+    for key, product, en, ja in THREADS:
+        c.add(FORUM["en"], "en", "forum", key, en[0], f"Question: {en[1]}\n\nAccepted answer: {en[2]}",
+              category="forum", product=product)
+        c.add(FORUM["ja"], "ja", "forum", key, ja[0], f"質問：{ja[1]}\n\nベストアンサー：{ja[2]}",
+              category="forum", product=product)
