@@ -375,7 +375,15 @@ async fn end_to_end(documents: usize) -> Result<(), Box<dyn std::error::Error>> 
 }
 
 /// The benchmark's sections, in the order they run; `bench embed e2e` runs only those.
-pub const SECTIONS: [&str; 6] = ["cold", "ingest", "memory", "embed", "e2e", "quota"];
+pub const SECTIONS: [&str; 7] = [
+    "cold",
+    "ingest",
+    "memory",
+    "embed",
+    "e2e",
+    "quota",
+    "retrieval",
+];
 
 /// `sakuin-local bench`: prints the figures of the sections the command line chooses, in the
 /// order of [`SECTIONS`].
@@ -417,6 +425,10 @@ pub async fn run(args: &[String]) -> Result<(), Box<dyn std::error::Error>> {
             .await
             .map_err(|e| e.to_string())?;
     }
+    if chosen.runs("retrieval") {
+        let flag = |f: &str| args.iter().any(|a| a == f);
+        crate::retrieval::run(flag("--quick"), flag("--hashed")).await?;
+    }
     Ok(())
 }
 
@@ -451,8 +463,8 @@ impl<'a> Chosen<'a> {
     fn runs(&self, section: &str) -> bool {
         if self.memory_only {
             section == "memory"
-        } else if section == "quota" {
-            // Ten minutes against a throttling stand-in: only when asked for.
+        } else if section == "quota" || section == "retrieval" {
+            // Minutes against a throttling stand-in, or a real model: only when asked for.
             self.named.contains(&section)
         } else {
             self.named.is_empty() || self.named.contains(&section)

@@ -186,7 +186,7 @@ async fn print_probe(pipeline: &Pipeline) {
 }
 
 /// An embedder for queries: the pipeline's model, called through the Bedrock stand-in.
-async fn query_embedder(
+pub(crate) async fn query_embedder(
     pipeline: &Pipeline,
 ) -> Result<BedrockEmbedder, Box<dyn std::error::Error>> {
     let sdk = crate::stack::sdk_config_loader()

@@ -10,6 +10,7 @@ pub mod http;
 pub mod netns;
 pub mod pipeline;
 pub mod quota;
+pub mod retrieval;
 pub mod runtime;
 pub mod stack;
 pub mod truth;
