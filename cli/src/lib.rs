@@ -522,12 +522,6 @@ pub fn render_hits(query: &str, index: &str, hits: &[Ranked], explain: bool) -> 
     let mut out = format!("{} hit(s) in {index} for {query:?}\n", hits.len());
     for (i, ranked) in hits.iter().enumerate() {
         let hit = &ranked.hit;
-        let chunk = hit
-            .source
-            .get("chunk_index")
-            .and_then(Value::as_u64)
-            .map(|c| format!(" #{c}"))
-            .unwrap_or_default();
         let why = if explain {
             let rank = |r: Option<usize>| r.map_or("-".to_owned(), |r| r.to_string());
             format!(
@@ -539,14 +533,41 @@ pub fn render_hits(query: &str, index: &str, hits: &[Ranked], explain: bool) -> 
             String::new()
         };
         out.push_str(&format!(
-            "{:>3}. {:.4}  {}{chunk}{why}\n     {}\n",
+            "{:>3}. {:.4}  {}{}{why}\n     {}\n",
             i + 1,
             ranked.score,
             hit_key(hit),
-            one_line(hit.source["text"].as_str().unwrap_or(""), 160)
+            position(hit),
+            one_line(passage(hit), 200)
         ));
     }
     out
+}
+
+/// Where a hit's chunk sits in its object: the record (JSON Lines line, or array element) and
+/// the chunk of that record's text, as `, record 12, chunk 2/5`.
+fn position(hit: &Hit) -> String {
+    let field = |path: &str| hit.source.pointer(path).and_then(Value::as_u64);
+    let record = field("/source/record").map(|r| format!(", record {r}"));
+    let chunk = match (field("/chunk_index"), field("/chunk_count")) {
+        (Some(i), Some(n)) => Some(format!(", chunk {}/{n}", i + 1)),
+        (Some(i), None) => Some(format!(", chunk {}", i + 1)),
+        _ => None,
+    };
+    format!(
+        "{}{}",
+        record.unwrap_or_default(),
+        chunk.unwrap_or_default()
+    )
+}
+
+/// The passage to show: the one the query's words matched (terms between « and »), else the
+/// chunk's text.
+fn passage(hit: &Hit) -> &str {
+    hit.highlight
+        .as_deref()
+        .or_else(|| hit.source["text"].as_str())
+        .unwrap_or("")
 }
 
 fn hits_json(hits: &[Ranked]) -> Value {
@@ -560,8 +581,11 @@ fn hits_json(hits: &[Ranked]) -> Value {
                     "keyword_rank": r.keyword_rank,
                     "id": h.id,
                     "key": h.source.pointer("/source/key"),
+                    "record": h.source.pointer("/source/record"),
                     "doc_id": h.source.get("doc_id"),
                     "chunk_index": h.source.get("chunk_index"),
+                    "chunk_count": h.source.get("chunk_count"),
+                    "highlight": h.highlight,
                     "text": h.source.get("text"),
                 })
             })

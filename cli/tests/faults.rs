@@ -562,7 +562,7 @@ async fn search_embeds_a_query_and_runs_knn() {
     );
     let text = sakuin_cli::render_hits("q", "documents", &hits, false);
     assert!(
-        text.contains("0.9100  faq/ja.jsonl #0")
+        text.contains("0.9100  faq/ja.jsonl, chunk 1\n")
             && text.contains("パスワードを忘れた場合は 再設定のリンクを使います。"),
         "{text}"
     );

@@ -155,7 +155,23 @@ fn filter_clauses(query: &Query) -> Vec<Value> {
     clauses
 }
 
-const FIELDS: [&str; 5] = ["doc_id", "chunk_index", "text", "source", "metadata"];
+/// The passage of a keyword hit that matched: one fragment of `text` around the best-scoring
+/// terms, or its start when none matched (`no_match_size`).
+fn highlight() -> Value {
+    json!({
+        "pre_tags": ["«"], "post_tags": ["»"],
+        "fields": {"text": {"fragment_size": 200, "number_of_fragments": 1, "no_match_size": 200}}
+    })
+}
+
+const FIELDS: [&str; 6] = [
+    "doc_id",
+    "chunk_index",
+    "chunk_count",
+    "text",
+    "source",
+    "metadata",
+];
 
 /// Runs `query` on `es`'s index; the query text is embedded (as a search query) only when the
 /// mode needs a vector. Each list fetches twice `k` candidates, so fusion has some to work with.
@@ -256,8 +272,8 @@ impl Lists {
     }
 
     async fn keyword(&self, es: &EsClient, text: &str) -> Result<Vec<Hit>, SearchError> {
-        let body =
-            json!({"query": self.keyword_clause(text), "_source": FIELDS, "size": self.window});
+        let body = json!({"query": self.keyword_clause(text), "_source": FIELDS,
+                          "size": self.window, "highlight": highlight()});
         hits(es, &body).await.map_err(SearchError::Index)
     }
 
@@ -308,15 +324,20 @@ async fn fused_by_cluster(
     }
     let body = lists.rrf_body(&query.text, vector, query.k);
     match hits(es, &body).await {
-        Ok(hits) => Ok(hits
-            .into_iter()
-            .map(|hit| Ranked {
-                knn_rank: None,
-                keyword_rank: None,
-                score: hit.score,
-                hit,
-            })
-            .collect()),
+        Ok(mut hits) => {
+            with_passages(es, &query.text, &mut hits)
+                .await
+                .map_err(Unfused::Failed)?;
+            Ok(hits
+                .into_iter()
+                .map(|hit| Ranked {
+                    knn_rank: None,
+                    keyword_rank: None,
+                    score: hit.score,
+                    hit,
+                })
+                .collect())
+        }
         // A basic licence answers 403 ("current license is non-compliant for [rank-rrf]").
         Err(EsError::Status { status, reason, .. }) if (400..500).contains(&status) => {
             Err(Unfused::Cannot(format!(
@@ -325,6 +346,28 @@ async fn fused_by_cluster(
         }
         Err(e) => Err(Unfused::Failed(e)),
     }
+}
+
+/// Gives the hits of a cluster-fused search the passages their words matched: a search may
+/// not rank and highlight at once ("[rank] cannot be used with [highlighter]" before the
+/// retrievers took highlighting), so one more search, of these chunks alone, asks for them.
+async fn with_passages(es: &EsClient, text: &str, hits: &mut [Hit]) -> Result<(), EsError> {
+    if hits.is_empty() {
+        return Ok(());
+    }
+    let ids: Vec<&str> = hits.iter().map(|h| h.id.as_str()).collect();
+    let body = json!({
+        "query": {"bool": {"must": {"match": {"text": text}}, "filter": {"ids": {"values": ids}}}},
+        "_source": false, "size": ids.len(), "highlight": highlight(),
+    });
+    let matched: HashMap<String, Option<String>> = Hit::all_of(&es.search(&body).await?)
+        .into_iter()
+        .map(|h| (h.id, h.highlight))
+        .collect();
+    for hit in hits {
+        hit.highlight = matched.get(&hit.id).cloned().flatten();
+    }
+    Ok(())
 }
 
 /// The final list: one list as it came, or both fused.
@@ -340,8 +383,9 @@ fn rank(query: &Query, knn: Vec<Hit>, keyword: Vec<Hit>) -> Vec<Ranked> {
             .map(|(id, s)| (id, Some(s)))
             .collect(),
     };
+    // A keyword hit carries the passage that matched: it wins over the same chunk's kNN hit.
     let mut by_id: HashMap<String, Hit> = HashMap::new();
-    for h in keyword.iter().chain(&knn) {
+    for h in knn.iter().chain(&keyword) {
         by_id.insert(h.id.clone(), h.clone());
     }
     order
@@ -372,6 +416,7 @@ mod tests {
             id: id.into(),
             score,
             source: json!({"text": id}),
+            highlight: None,
         }
     }
 
@@ -402,6 +447,23 @@ mod tests {
         assert_eq!(ranked[0].hit.id, "c");
         assert_eq!(ranked[0].score, 7.0);
         assert_eq!(ranked[0].knn_rank, None);
+    }
+
+    #[test]
+    fn a_chunk_both_lists_found_shows_the_passage_its_words_matched() {
+        let query = Query::new("q", 3);
+        let mut matched = hit("a", 3.0);
+        matched.highlight = Some("the «q» passage".into());
+        let ranked = rank(&query, vec![hit("a", 0.9)], vec![matched]);
+        assert_eq!(ranked[0].hit.highlight.as_deref(), Some("the «q» passage"));
+        assert_eq!(
+            Lists {
+                filter: vec![],
+                window: 5
+            }
+            .rrf_body("q", &[0.0], 3)["highlight"],
+            highlight()
+        );
     }
 
     #[test]

@@ -1237,6 +1237,13 @@ async fn hybrid_search_finds_what_either_search_finds_and_filters_inside_both() 
     let hybrid = search(&[code]).await;
     assert_eq!(ids(&keyword)[0], "p2", "{keyword:?}");
     assert_eq!(ids(&hybrid)[0], "p2", "{hybrid:?}");
+    // Each hit says where it is (object, record, chunk) and shows the passage its words matched.
+    for hit in [&keyword[0], &hybrid[0]] {
+        let passage = hit["highlight"].as_str().unwrap_or_default();
+        assert!(passage.contains("«4411»"), "{hit}");
+        assert!(hit["record"].is_u64() && hit["chunk_count"].is_u64(), "{hit}");
+    }
+    assert!(knn[0]["highlight"].is_null(), "kNN alone matches no words");
     figures.push(format!(
         "{code}: p2 keyword #1, knn #{:?}, hybrid #1",
         ids(&knn).iter().position(|i| i == "p2").map(|p| p + 1)

@@ -178,12 +178,15 @@ pub struct ClusterHealth {
     pub unassigned_shards: u64,
 }
 
-/// A kNN search hit.
+/// A search hit.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Hit {
     pub id: String,
     pub score: f64,
     pub source: Value,
+    /// The passage of `text` the words of a keyword search matched, with the matched terms
+    /// between `«` and `»`, when the search asked for it.
+    pub highlight: Option<String>,
 }
 
 impl Hit {
@@ -197,6 +200,7 @@ impl Hit {
                         id: h["_id"].as_str().unwrap_or_default().to_owned(),
                         score: h["_score"].as_f64().unwrap_or(0.0),
                         source: h["_source"].clone(),
+                        highlight: h["highlight"]["text"][0].as_str().map(str::to_owned),
                     })
                     .collect()
             })
