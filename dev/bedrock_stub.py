@@ -270,8 +270,9 @@ E5_DIMS = 384
 # search query to Titan exactly as it sends a chunk, so every Titan text is read as a passage,
 # queries included: the two sides of a search still get the same treatment, which is what a
 # symmetric model would give them. On the samples (16 English and Japanese queries against the
-# 22 sample texts) this ranks a relevant text first for 12 queries, against 14 when queries carry
-# "query: " as they do through Cohere.
+# 22 sample texts) this ranks a relevant text first for 12 queries (13 at 256 dimensions),
+# against 14 when queries carry "query: " as they do through Cohere; "query: " on both sides
+# does no better (13, and 12 at 256).
 E5_PURPOSE = {"search_query": "query", "search_document": "passage",
               "classification": "query", "clustering": "query"}
 TITAN_PURPOSE = "passage"
@@ -303,8 +304,12 @@ class E5Embedder:
     within 0.03 of the model's, 92% of the pairs of texts in the same order for each query, the
     same text first for all 16 queries; with queries as Titan sends them, 91% and 15 of 16.
 
-    Speed: measured with `.venv/bin/python dev/bedrock_stub.py --measure-e5` on two cores (see
-    `measure_e5`): about 40 short passages (~40 tokens) or 3 long ones (~300 tokens) a second.
+    Speed, on two cores: each worker process (one per core, one thread each) spends about
+    65 ms of CPU on a short passage (42 tokens) and 0.65 s on a long one (302 tokens), in
+    batches or one at a time, so both cores serve up to about 30 short or 3 long passages a
+    second. `.venv/bin/python dev/bedrock_stub.py --embedder e5 --measure` prints what the
+    stand-in serves (`measure`); while other builds held most of the machine it printed 13-15
+    short and 1.0-1.5 long passages a second.
     """
 
     PROJECTION_SEED = b"sakuin bedrock stand-in: e5 256-dimension projection"
@@ -1104,7 +1109,8 @@ def parse_args(argv):
                         help="where vectors come from: hashed words (default, instant) or e5, "
                              "the multilingual-e5-small model (tens of ms a text)")
     parser.add_argument("--measure", action="store_true",
-                        help="print the embedder's passages per second and exit")
+                        help="print the passages per second the embedder and --workers "
+                             "serve, and exit")
     parser.add_argument("--verbose", action="store_true", help="log requests to stderr")
     args = parser.parse_args(argv)
     if args.latency_ms < 0:
@@ -1137,31 +1143,71 @@ MEASURE_LONG = " ".join([
 ])
 
 
-def measure(embedder, seconds=5.0):
-    """Passages per second through `embedder` in this process, one text a call (as Titan sends
-    them) and 32 a call (as Cohere does), for a short and a long passage; printed."""
+def measure(embedder, workers, seconds=5.0):
+    """Passages per second as the stand-in serves them with `embedder` and `workers`: concurrent
+    calls of one text (as Titan takes them) and of eight (as Cohere can), for a short and a long
+    passage; printed."""
+    pool = start_pool(workers, embedder)
     if embedder == "e5":
         model = e5_embedder()._model
         print(f"tokens per passage: short {model.token_count(MEASURE_SHORT)}, "
               f"long {model.token_count(MEASURE_LONG)}")
-    for name, text in (("short", MEASURE_SHORT), ("long", MEASURE_LONG)):
-        for batch in (1, 32):
-            done = 0
-            started = time.monotonic()
-            while time.monotonic() - started < seconds:
-                # A number per text keeps any cache from answering.
-                texts = [f"{text} {done + i}" for i in range(batch)]
-                embed_texts(texts, 1024, "passage", embedder)
-                done += batch
-            rate = done / (time.monotonic() - started)
-            print(f"{embedder} {name:>5} passages, {batch:>2} a call: {rate:8.1f} a second",
-                  flush=True)
+    in_flight = max(1, workers) * 2
+    try:
+        for name, text in (("short", MEASURE_SHORT), ("long", MEASURE_LONG)):
+            for batch in (1, 8):
+                done = 0
+                started = time.monotonic()
+                while time.monotonic() - started < seconds:
+                    # A number per text keeps any cache from answering.
+                    bodies = [json.dumps({"texts": [f"{text} {done + i * batch + j}"
+                                                    for j in range(batch)],
+                                          "input_type": "search_document"}).encode()
+                              for i in range(in_flight)]
+                    model_id = "cohere.embed-multilingual-v3"
+                    if pool is None:
+                        results = [compute(model_id, body, embedder) for body in bodies]
+                    else:
+                        futures = [pool.submit(compute, model_id, body, embedder)
+                                   for body in bodies]
+                        results = [future.result() for future in futures]
+                    assert all(error is None for error, *_ in results), results
+                    done += in_flight * batch
+                rate = done / (time.monotonic() - started)
+                print(f"{embedder}, {workers} worker(s): {name:>5} passages, {batch:>2} a call: "
+                      f"{rate:8.1f} a second", flush=True)
+    finally:
+        if pool is not None:
+            pool.shutdown(cancel_futures=True)
+
+
+def start_pool(workers, embedder):
+    """The worker processes that compute embeddings (None for none), each started and with
+    `embedder` loaded; exits with a message when the embedder cannot start."""
+    if not workers:
+        if embedder == "e5":
+            e5_embedder()
+        return None
+    # Spawned, not forked: the server is multi-threaded by the time calls arrive. The warm-up
+    # call starts every worker (and loads the model) before the stand-in reports that it
+    # listens.
+    threads = max(1, (os.cpu_count() or 1) // workers)
+    pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
+                               initializer=start_worker, initargs=(os.getpid(), threads))
+    warm = [pool.submit(compute, "amazon.titan-embed-text-v2:0", b'{"inputText": "warm"}',
+                        embedder) for _ in range(workers)]
+    for future in warm:
+        error = future.result()[0]
+        if error is not None:
+            pool.shutdown(cancel_futures=True)
+            sys.exit(f"the {embedder} embedder did not start: {error[1]}")
+    return pool
 
 
 def main(argv=None):
     args = parse_args(argv)
     if args.measure:
-        measure(args.embedder)
+        measure(args.embedder, args.workers)
         return 0
     # A handler thread whose latency has passed must get the GIL back promptly to answer, not
     # after another thread's 5 ms time slice of embedding work.
@@ -1178,23 +1224,7 @@ def main(argv=None):
         "quota_burst_secs": args.quota_burst_secs,
         "embedder": args.embedder,
     })
-    pool = None
-    if args.workers:
-        # Spawned, not forked: the server is multi-threaded by the time calls arrive. The
-        # warm-up call starts every worker (and loads the model) before the stand-in reports
-        # that it listens.
-        threads = max(1, (os.cpu_count() or 1) // args.workers)
-        pool = ProcessPoolExecutor(args.workers, mp_context=multiprocessing.get_context("spawn"),
-                                   initializer=start_worker, initargs=(os.getpid(), threads))
-        warm = [pool.submit(compute, "amazon.titan-embed-text-v2:0", b'{"inputText": "warm"}',
-                            args.embedder) for _ in range(args.workers)]
-        for future in warm:
-            error = future.result()[0]
-            if error is not None:
-                pool.shutdown(cancel_futures=True)
-                sys.exit(f"the {args.embedder} embedder did not start: {error[1]}")
-    elif args.embedder == "e5":
-        e5_embedder()
+    pool = start_pool(args.workers, args.embedder)
     server = StubServer((args.host, args.port), state, args.verbose, pool)
     host, port = server.server_address[:2]
     # SIGTERM unwinds like Ctrl-C, so the worker processes are shut down with the server.
