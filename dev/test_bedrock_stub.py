@@ -558,8 +558,8 @@ class RealModelTests(StubTestCase):
                                      **options})["embeddings"]
 
     def test_a_query_ranks_its_paraphrase_above_an_unrelated_passage(self):
-        # Cohere marks queries, so they get e5's "query: "; Titan cannot, so both sides are
-        # passages, at the dimensions the demo asks for.
+        # Cohere marks queries and documents, so they get e5's "query: " and "passage: "; Titan
+        # cannot, so both sides get "query: ", at the dimensions the demo asks for.
         cohere_docs = self.cohere(self.PASSAGES, "search_document")
         cohere_queries = self.cohere([q for q, _, _ in self.QUERIES], "search_query")
         titan_docs = [self.titan(p, dimensions=256) for p in self.PASSAGES]
