@@ -531,6 +531,110 @@ class WorkerProcessTests(StubTestCase):
         self.assertEqual(alive, [], "worker processes outlived the stub")
 
 
+class RealModelTests(StubTestCase):
+    """`--embedder e5`: vectors from multilingual-e5-small, behind the same bodies. The model
+    costs tens of milliseconds a text, so these calls are few and short."""
+
+    stub_args = ("--embedder", "e5")
+    PASSAGES = [
+        "パスワードを忘れた場合は、ログイン画面の「パスワードをお忘れですか？」を押してください。",
+        "If you forgot your password, open the sign-in page and choose Forgot password.",
+        "請求書は管理画面の「請求」タブからPDFでダウンロードできます。",
+        "Invoices can be downloaded as PDF files from the Billing tab of the admin console.",
+        "明日の東京は晴れのち曇りで、最高気温は二十度の予報です。",
+    ]
+    # (query, its paraphrase, an unrelated passage in the paraphrase's language), by index.
+    QUERIES = [
+        ("パスワードを忘れました", 0, 2),
+        ("how can I get my invoices", 3, 1),
+        # Across languages, both ways.
+        ("請求書をPDFでダウンロードしたい", 3, 1),
+        ("I lost my passcode and cannot log in", 0, 2),
+        ("what is the weather forecast for Tokyo", 4, 0),
+    ]
+
+    def cohere(self, texts, input_type, model=COHERE_ML, **options):
+        return self.embed_ok(model, {"texts": texts, "input_type": input_type,
+                                     **options})["embeddings"]
+
+    def test_a_query_ranks_its_paraphrase_above_an_unrelated_passage(self):
+        # Cohere marks queries and documents, so they get e5's "query: " and "passage: "; Titan
+        # cannot, so both sides get "query: ", at the dimensions the demo asks for.
+        cohere_docs = self.cohere(self.PASSAGES, "search_document")
+        cohere_queries = self.cohere([q for q, _, _ in self.QUERIES], "search_query")
+        titan_docs = [self.titan(p, dimensions=256) for p in self.PASSAGES]
+        for i, (query, near, far) in enumerate(self.QUERIES):
+            with self.subTest(query=query):
+                q = cohere_queries[i]
+                self.assertGreater(cosine(q, cohere_docs[near]), cosine(q, cohere_docs[far]))
+                q = self.titan(query, dimensions=256)
+                self.assertGreater(cosine(q, titan_docs[near]), cosine(q, titan_docs[far]))
+
+    def test_dimensions_keep_the_model_ranking(self):
+        texts = [self.QUERIES[1][0], *self.PASSAGES[:4]]
+        by_dims = {dims: self.cohere(texts, "search_document", COHERE_V4, output_dimension=dims)
+                   for dims in (256, 512, 1024, 1536)}
+        by_dims[1024] = self.cohere(texts, "search_document", COHERE_EN)
+        model = by_dims[512]
+        for dims, vectors in by_dims.items():
+            with self.subTest(dims=dims):
+                self.assertTrue(all(len(v) == dims for v in vectors))
+                self.assertTrue(all(abs(norm(v) - 1.0) < 1e-4 for v in vectors))
+                scores = [cosine(vectors[0], v) for v in vectors[1:]]
+                expected = [cosine(model[0], v) for v in model[1:]]
+                if dims > 384:
+                    # The model's 384 values, then zeros: its cosines and so its ranking exactly.
+                    self.assertTrue(all(x == 0 for v in vectors for x in v[384:]))
+                    for got, want in zip(scores, expected):
+                        self.assertAlmostEqual(got, want, places=5)
+                else:
+                    # A fixed projection keeps cosines near the model's, not exactly: texts
+                    # within a few hundredths of each other may swap, the nearest stays first.
+                    for got, want in zip(scores, expected):
+                        self.assertAlmostEqual(got, want, delta=0.05)
+                    self.assertEqual(scores.index(max(scores)), expected.index(max(expected)))
+        titan_v1 = self.embed_ok(TITAN_V1, {"inputText": texts[1]})["embedding"]
+        self.assertEqual(len(titan_v1), 1536)
+        self.assertEqual(titan_v1[:512], self.titan(texts[1], dimensions=512))
+
+    def test_normalisation_and_embedding_types(self):
+        unit = self.titan("raw magnitude")
+        raw = self.titan("raw magnitude", normalize=False)
+        self.assertTrue(1.0 <= norm(raw) < 2.0 + 1e-4, norm(raw))
+        self.assertAlmostEqual(cosine(unit, raw), 1.0, places=4)
+        payload = self.embed_ok(TITAN_V2, {"inputText": "binary", "embeddingTypes": ["binary"]})
+        self.assertEqual(payload["embeddingsByType"]["binary"],
+                         [1 if x > 0 else 0 for x in payload["embedding"]])
+        types = ["float", "int8", "uint8", "binary", "ubinary"]
+        by_type = self.cohere(["quantised vectors"], "search_query", embedding_types=types)
+        for name, dims, low, high in (("int8", 1024, -128, 127), ("uint8", 1024, 0, 255),
+                                      ("binary", 128, -128, 127), ("ubinary", 128, 0, 255)):
+            with self.subTest(type=name):
+                vector = by_type[name][0]
+                self.assertEqual(len(vector), dims)
+                self.assertTrue(all(isinstance(x, int) and low <= x <= high for x in vector))
+        floats = by_type["float"][0]
+        self.assertEqual(max(map(abs, by_type["int8"][0])), 127)
+        self.assertEqual(sum(x > 0 for x in floats),
+                         sum(bin(b).count("1") for b in by_type["ubinary"][0]))
+
+    def test_switched_at_run_time(self):
+        status, _, config = self.request("POST", "/_stub/config", {"embedder": "hashed"})
+        self.assertEqual((status, config["embedder"]), (200, "hashed"))
+        hashed = self.titan("パスワードを忘れました", dimensions=256)
+        self.assertEqual(self.request("POST", "/_stub/config", {"embedder": "bert"})[0], 400)
+        self.request("POST", "/_stub/config", {"embedder": "e5"})
+        real = self.titan("パスワードを忘れました", dimensions=256)
+        self.assertNotEqual(hashed, real)
+        self.assertEqual(real, self.titan("パスワードを忘れました", dimensions=256))
+
+
+class RealModelValidationTests(ValidationTests):
+    """The same bodies are refused with the same messages when the model makes the vectors."""
+
+    stub_args = ("--embedder", "e5")
+
+
 class HttpTests(StubTestCase):
     def test_keep_alive(self):
         conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=10)

@@ -8,7 +8,7 @@ use sakuin::embed::{Embedder, EmbeddingModel, InputPurpose};
 use sakuin::es::EsClient;
 
 use crate::pipeline::{DrainStats, Pipeline, PipelineOptions};
-use crate::stack::LocalStack;
+use crate::stack::{LocalStack, VectorSource};
 
 /// Gzip in memory (the samples ship plain; one is uploaded compressed to show it reads).
 pub async fn gzip(data: &[u8]) -> Vec<u8> {
@@ -45,11 +45,21 @@ const DEFAULT_QUERIES: [&str; 3] = [
     "TCP check times out",
 ];
 
+/// The stand-in's vectors for the demo and `stack`: a real model, so that searches answer as
+/// they would against Bedrock, unless `SAKUIN_EMBEDDER` names another.
+fn embedder() -> Result<VectorSource, Box<dyn std::error::Error>> {
+    Ok(VectorSource::from_env(VectorSource::E5)?)
+}
+
 /// `sakuin-local demo`: the samples through ingest and embed-index, the figures, the probe's
 /// report, and a semantic search for each of `queries` (or the defaults).
 pub async fn run(queries: &[String]) -> Result<(), Box<dyn std::error::Error>> {
-    println!("▶ starting the local stack (moto, noida-db, Bedrock stand-in) on loopback");
-    let stack = LocalStack::start(&[]).await?;
+    let embedder = embedder()?;
+    println!(
+        "▶ starting the local stack (moto, noida-db, Bedrock stand-in with {}) on loopback",
+        embedder.describe()
+    );
+    let stack = LocalStack::start(&embedder.args()).await?;
     let log = stack.work_dir.join("functions.log");
     let pipeline = Pipeline::start(stack, demo_options(&log)).await?;
     print_readiness(&pipeline).await;
@@ -232,7 +242,7 @@ async fn print_search(
 /// `sakuin-local stack`: the stack with the bucket, queues and the objects `events/s3-put*.json`
 /// name, for `cargo lambda watch` and `cargo lambda invoke`; runs until Ctrl-C.
 pub async fn serve_stack() -> Result<(), Box<dyn std::error::Error>> {
-    let stack = LocalStack::start(&[]).await?;
+    let stack = LocalStack::start(&embedder()?.args()).await?;
     let options = PipelineOptions::default();
     let provisioned = crate::pipeline::provision(&stack, &options).await?;
     let dir = crate::stack::repo_root().join("dev/samples");

@@ -12,7 +12,10 @@ usage: sakuin-local demo [QUERY...]   run the samples through the whole pipeline
                                       twenty minutes at a Bedrock quota; --adaptive-only skips
                                       the fixed-concurrency runs, --model=titan|cohere picks one,
                                       --timeline prints calls every 15 s); --large adds a 1 GiB object,
-                                      --memory runs only the memory section";
+                                      --memory runs only the memory section
+
+demo and stack embed with a real model, multilingual-e5-small, behind the Bedrock stand-in;
+SAKUIN_EMBEDDER=hashed picks its instant hashed vectors instead (the tests' and benchmarks')";
 
 #[tokio::main]
 async fn main() -> ExitCode {

@@ -282,6 +282,64 @@ fn spawn_bedrock(
     Ok((server, log))
 }
 
+/// Where the Bedrock stand-in's vectors come from (its `--embedder`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum VectorSource {
+    /// Hashed words: instant, with a little meaning; what the tests and benchmarks use.
+    Hashed,
+    /// multilingual-e5-small, a real model: real answers at tens of milliseconds a text.
+    E5,
+}
+
+impl VectorSource {
+    /// The variable that picks the embedder for `sakuin-local demo` and `stack`.
+    pub const ENV: &'static str = "SAKUIN_EMBEDDER";
+
+    /// The embedder `SAKUIN_EMBEDDER` names (`hashed` or `e5`), or `default` when it is unset.
+    pub fn from_env(default: Self) -> Result<Self, String> {
+        match std::env::var(Self::ENV) {
+            Err(std::env::VarError::NotPresent) => Ok(default),
+            Ok(name) => name.parse(),
+            Err(e) => Err(format!("{}: {e}", Self::ENV)),
+        }
+    }
+
+    /// The stand-in's flags that select it.
+    pub fn args(self) -> [&'static str; 2] {
+        ["--embedder", self.name()]
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            VectorSource::Hashed => "hashed",
+            VectorSource::E5 => "e5",
+        }
+    }
+
+    /// What the vectors are, for a person reading the demo.
+    pub fn describe(self) -> &'static str {
+        match self {
+            VectorSource::Hashed => "hashed vectors",
+            VectorSource::E5 => "multilingual-e5-small",
+        }
+    }
+}
+
+impl std::str::FromStr for VectorSource {
+    type Err = String;
+
+    fn from_str(name: &str) -> Result<Self, String> {
+        match name {
+            "hashed" => Ok(VectorSource::Hashed),
+            "e5" => Ok(VectorSource::E5),
+            _ => Err(format!(
+                "{} must be `hashed` or `e5`, not `{name}`",
+                VectorSource::ENV
+            )),
+        }
+    }
+}
+
 /// The AWS SDK's configuration for the local stack, before it is loaded: its Region and the
 /// credentials moto accepts.
 pub fn sdk_config_loader() -> aws_config::ConfigLoader {
@@ -440,5 +498,18 @@ mod tests {
         assert_ne!(server.port, taken);
         drop(server);
         let _ = std::fs::remove_dir_all(&work_dir);
+    }
+
+    #[test]
+    fn an_embedder_is_named_as_the_stand_in_names_it() {
+        for embedder in [VectorSource::Hashed, VectorSource::E5] {
+            assert_eq!(embedder.name().parse(), Ok(embedder));
+            assert_eq!(embedder.args(), ["--embedder", embedder.name()]);
+        }
+        let refused = "bert".parse::<VectorSource>().unwrap_err();
+        assert!(
+            refused.contains(VectorSource::ENV) && refused.contains("bert"),
+            "{refused}"
+        );
     }
 }
