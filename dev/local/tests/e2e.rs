@@ -1241,7 +1241,10 @@ async fn hybrid_search_finds_what_either_search_finds_and_filters_inside_both() 
     for hit in [&keyword[0], &hybrid[0]] {
         let passage = hit["highlight"].as_str().unwrap_or_default();
         assert!(passage.contains("«4411»"), "{hit}");
-        assert!(hit["record"].is_u64() && hit["chunk_count"].is_u64(), "{hit}");
+        assert!(
+            hit["record"].is_u64() && hit["chunk_count"].is_u64(),
+            "{hit}"
+        );
     }
     assert!(knn[0]["highlight"].is_null(), "kNN alone matches no words");
     figures.push(format!(
