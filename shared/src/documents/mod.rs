@@ -50,6 +50,15 @@ pub const MAX_UNZIPPED_BYTES: u64 = 200 * 1024 * 1024;
 /// (one per image, sheet and style part); more is an archive built to waste time.
 pub const MAX_ZIP_ENTRIES: usize = 10_000;
 
+/// The most one stream of a PDF may inflate to (an object stream, a page's contents, a
+/// CMap): far above what a page of text needs, and a bound on what a crafted stream costs.
+pub const MAX_PDF_STREAM_BYTES: usize = 64 * 1024 * 1024;
+
+/// The most bytes of page content inflated for one PDF, all pages together. A page may draw
+/// the same content stream as every other page; without this, ten thousand pages of one 64 MB
+/// stream would inflate 640 GB.
+pub const MAX_PDF_CONTENT_BYTES: usize = 256 * 1024 * 1024;
+
 /// The most bytes of Markdown or HTML read: Bedrock Knowledge Bases' 50 MB. Both are parsed
 /// from one string (headings are found across the whole text), so the file is held in memory.
 pub const MAX_MARKUP_BYTES: u64 = 50_000_000;

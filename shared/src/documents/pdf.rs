@@ -21,16 +21,10 @@ use std::collections::BTreeMap;
 use lopdf::content::Content;
 use lopdf::{Dictionary, Document, Encoding, LoadOptions, Object, ObjectId};
 
-use super::{Citation, ExtractError, Format, Section, contain, tidy};
-
-/// The most one stream of a PDF may inflate to (an object stream, a page's contents, a
-/// CMap): far above what a page of text needs, and a bound on what a crafted stream costs.
-pub const MAX_PDF_STREAM_BYTES: usize = 64 * 1024 * 1024;
-
-/// The most bytes of page content inflated for one PDF, all pages together. A page may draw
-/// the same content stream as every other page; without this, ten thousand pages of one 64 MB
-/// stream would inflate 640 GB.
-pub const MAX_PDF_CONTENT_BYTES: usize = 256 * 1024 * 1024;
+use super::{
+    Citation, ExtractError, Format, MAX_PDF_CONTENT_BYTES, MAX_PDF_STREAM_BYTES, Section, contain,
+    tidy,
+};
 
 /// How deep form XObjects (content drawn from inside content) are followed.
 const MAX_FORM_DEPTH: usize = 4;

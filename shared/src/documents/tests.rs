@@ -369,35 +369,51 @@ fn records_are_left_to_the_record_reader() {
     assert!(e.to_string().contains("record reader"), "{e}");
 }
 
-/// The figures behind the crate choices: time and peak memory per sample.
+/// The figures behind the crate choices: time and peak memory per document, and the start of
+/// its text to read. `SAKUIN_DOCUMENTS_DIR` names another folder of documents to measure.
 /// `cargo test -p sakuin --release --lib documents::tests::figures -- --ignored --nocapture`
 #[test]
 #[ignore = "prints figures; run by hand"]
 fn figures() {
-    for name in [
-        "manual-ja.md",
-        "page.html",
-        "notes.txt",
-        "prices.csv",
-        "workbook.xlsx",
-        "report.docx",
-        "manual.pdf",
-    ] {
-        let bytes = read(name);
-        let format = detect(name, None, &bytes).unwrap().format;
+    let dir = std::env::var_os("SAKUIN_DOCUMENTS_DIR").map_or_else(samples, PathBuf::from);
+    let mut paths: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.is_file())
+        .collect();
+    paths.sort();
+    for path in paths {
+        let name = path.file_name().unwrap().to_string_lossy().into_owned();
+        let bytes = std::fs::read(&path).unwrap();
+        let Ok(detection) = detect(&name, None, &bytes) else {
+            continue;
+        };
+        let runs = (2_000_000 / bytes.len().max(1)).clamp(1, 100);
         let (result, elapsed, peak) = measured(|| {
-            for _ in 0..99 {
-                let _ = extract_bytes(format, &bytes, &ExtractSettings::default());
+            for _ in 1..runs {
+                let _ = extract_bytes(detection.format, &bytes, &ExtractSettings::default());
             }
-            extract_bytes(format, &bytes, &ExtractSettings::default())
+            extract_bytes(detection.format, &bytes, &ExtractSettings::default())
         });
-        let sections = result.unwrap();
+        let sections = match result {
+            Ok(sections) => sections,
+            Err(e) => {
+                println!("{name}: {e}");
+                continue;
+            }
+        };
+        let text: usize = sections.iter().map(|s| s.text.len()).sum();
         println!(
-            "{name:>16} {:>6} bytes {:>3} sections {:>8.1} µs/extract peak {:>6} KiB",
+            "{name:>24} {:>10} bytes {:>6} sections {:>10} text bytes {:>10.2} ms peak {:>8} KiB",
             bytes.len(),
             sections.len(),
-            elapsed.as_secs_f64() * 1e6 / 100.0,
+            text,
+            elapsed.as_secs_f64() * 1e3 / runs as f64,
             peak / 1024
         );
+        for section in sections.iter().take(3) {
+            let start: String = section.text.chars().take(80).collect();
+            println!("    [{}] {:?}", section.citation, start);
+        }
     }
 }
