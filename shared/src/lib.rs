@@ -5,6 +5,7 @@ pub mod aws;
 pub mod checks;
 pub mod chunker;
 pub mod config;
+pub mod documents;
 pub mod embed;
 pub mod embed_index;
 pub mod error;
