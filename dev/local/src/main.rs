@@ -11,7 +11,10 @@ usage: sakuin-local demo [QUERY...]   run the samples through the whole pipeline
                                       embed e2e (default all), and quota (only when named:
                                       twenty minutes at a Bedrock quota; --adaptive-only skips
                                       the fixed-concurrency runs, --model=titan|cohere picks one,
-                                      --timeline prints calls every 15 s); --large adds a 1 GiB object,
+                                      --timeline prints calls every 15 s), and retrieval (only
+                                      when named: search quality on dev/retrieval with the real
+                                      model, half an hour; --quick the shipped settings only,
+                                      --hashed the stand-in's vectors); --large adds a 1 GiB object,
                                       --memory runs only the memory section
 
 demo and stack embed with a real model, multilingual-e5-small, behind the Bedrock stand-in;
