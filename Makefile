@@ -106,10 +106,10 @@ lint-build:
 	$(LINTED) cargo build --workspace --all-targets
 
 test-durability:
-	$(LINTED) cargo test --workspace --test durability
+	$(LINTED) cargo test --workspace --no-fail-fast --test durability
 
 test-others:
-	$(LINTED) cargo test --workspace --lib --bins $(addprefix --test ,$(OTHER_TESTS))
+	$(LINTED) cargo test --workspace --no-fail-fast --lib --bins $(addprefix --test ,$(OTHER_TESTS))
 	$(LINTED) cargo test --workspace --doc
 
 # The inner loop: unit tests of the library (the handlers against the seams' fakes, the pacer's

@@ -523,7 +523,7 @@ async fn cli(f: &Fixture) {
     .await;
     assert_eq!(code, 0, "{out}{err}");
     assert!(
-        out.contains("0.9100  faq/ja.jsonl #0") && out.contains("再設定のリンク"),
+        out.contains("0.9100  faq/ja.jsonl, chunk 1\n") && out.contains("再設定のリンク"),
         "{out}"
     );
     let (_, path, body) = es.requests.lock().unwrap().last().cloned().unwrap();
