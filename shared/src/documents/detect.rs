@@ -105,6 +105,8 @@ fn unsupported(reason: impl Into<String>) -> Unsupported {
 /// Decides an object's format from its key, its stored `Content-Type` and its first bytes
 /// (up to [`SNIFF_BYTES`]; for a zip the whole object, or at least its central directory at
 /// the end, since the entry names are there). See the module's documentation for the order.
+/// Long because the order is one table, read top to bottom: signatures, extension,
+/// `Content-Type`, sniffing.
 pub fn detect(
     key: &str,
     content_type: Option<&str>,

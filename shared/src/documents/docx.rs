@@ -108,6 +108,9 @@ struct Paragraph {
     level: Option<u8>,
 }
 
+/// The paragraphs and table rows of `word/document.xml` as sections under their headings.
+/// Long because it is one pass over the XML events, whose arms share the paragraph, table and
+/// heading state.
 fn body(xml: &str, styles: &HashMap<String, u8>) -> Result<Vec<Section>, ExtractError> {
     let part = "word/document.xml";
     let mut reader = Reader::from_str(xml);

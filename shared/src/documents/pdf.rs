@@ -319,6 +319,9 @@ fn number(o: &Object) -> Option<f32> {
 /// A `TJ` adjustment (thousandths of a unit of text space) wider than this is a word gap.
 const WORD_GAP: f32 = 200.0;
 
+/// Reads one content stream's text into `text`, following Form XObjects (`Do`) to `depth`.
+/// Long because it is one match over the text operators, whose arms share the text state;
+/// split, that state would be passed through every piece.
 fn walk(
     doc: &Document,
     content: &[u8],

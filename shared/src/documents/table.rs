@@ -66,7 +66,9 @@ impl Header {
             .unwrap_or_else(|| format!("column {}", i + 1))
     }
 
-    /// One row as a section; `Ok(None)` for a row with no values at all.
+    /// One row as a section; `Ok(None)` for a row with no values at all. Long because the
+    /// row's text, its metadata (the columns that are not text) and its id come from one
+    /// reading of the mapping.
     pub(super) fn row(
         &self,
         cells: &[String],

@@ -11,6 +11,8 @@ use super::archive::Archive;
 use super::table::Header;
 use super::{ExtractError, ExtractSettings, Format, Section, contain};
 
+/// The rows of every sheet as sections. Long because calamine's reading is wrapped whole in
+/// [`contain`] (its panics become errors), with the zip budget checked before it starts.
 pub(super) fn extract(
     bytes: &[u8],
     settings: &ExtractSettings,
