@@ -269,6 +269,9 @@ pub struct IngestConfig {
     /// it always stops 30 s before the Lambda deadline.
     pub time_limit: Option<std::time::Duration>,
     pub model: EmbeddingModel,
+    /// How documents (PDF, Word, Excel, CSV, HTML, Markdown, text) are read: the table mapping
+    /// (`TABLE_TEXT_COLUMNS`, `TABLE_ID_COLUMN`) and the limits.
+    pub documents: crate::documents::ExtractSettings,
 }
 
 impl IngestConfig {
@@ -316,6 +319,14 @@ impl IngestConfig {
             .get("RECORDS_PATH")
             .map(|p| p.split('.').map(str::to_owned).collect())
             .unwrap_or_default();
+        let documents = crate::documents::ExtractSettings {
+            table: crate::documents::TableMapping {
+                text_columns: env.list("TABLE_TEXT_COLUMNS", ""),
+                id_column: env.get("TABLE_ID_COLUMN"),
+            },
+            max_section_bytes: max_record_bytes.max(1024),
+            ..Default::default()
+        };
         if records_path.iter().any(String::is_empty) {
             env.problem("RECORDS_PATH has an empty segment (write it like data.items)");
         }
@@ -340,6 +351,7 @@ impl IngestConfig {
             records_path,
             time_limit,
             model: model.expect("check() fails when the model is invalid"),
+            documents,
         })
     }
 }

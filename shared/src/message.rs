@@ -41,6 +41,11 @@ pub struct ChunkPayload {
     pub text: String,
     #[serde(default)]
     pub metadata: Map<String, Value>,
+    /// Where in a document (not a JSON record) the chunk's text is: the format, a label a
+    /// person reads (`"page 14"`, `"導入 > 2.1 ネットワーク"`) and its parts
+    /// (`documents::citation_fields`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub citation: Option<Value>,
     /// The chunk's embedding, when a worker already paid for it but could not index it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub vector: Option<CarriedVector>,
@@ -330,6 +335,7 @@ mod tests {
             record: u64::from(i),
             text: text.into(),
             metadata: json!({"lang": "ja"}).as_object().unwrap().clone(),
+            citation: None,
             vector: None,
         }
     }

@@ -23,6 +23,9 @@ pub struct OpenedObject {
     pub etag: Option<String>,
     pub version_id: Option<String>,
     pub size: Option<i64>,
+    /// The `Content-Type` stored with the object (what the uploader set), one input of
+    /// [`crate::documents::detect`].
+    pub content_type: Option<String>,
     /// Where `body` starts in the object: the range start when a ranged read was honoured, 0 when
     /// the whole object came back.
     pub offset: u64,
@@ -148,6 +151,7 @@ impl ObjectStore for S3Store {
                 etag: out.e_tag.map(|e| e.trim_matches('"').to_owned()),
                 version_id: out.version_id,
                 size: out.content_length,
+                content_type: out.content_type,
                 // A 206 says where its bytes start; a 200 (a store that ignored the range) is the
                 // whole object.
                 offset: out
@@ -171,6 +175,7 @@ impl ObjectStore for S3Store {
                         etag: object.etag.clone(),
                         version_id: object.version_id.clone(),
                         size: None,
+                        content_type: None,
                         offset: start.unwrap_or(0),
                         body: Box::pin(std::io::Cursor::new(Vec::new())),
                     }),

@@ -159,6 +159,7 @@ mod tests {
                 etag: Some("e".into()),
                 version_id: None,
                 size: Some(self.0.len() as i64),
+                content_type: None,
                 offset: 0,
             })
         }

@@ -21,12 +21,16 @@ pub mod detect;
 mod docx;
 mod html;
 mod markdown;
+pub mod metadata;
 mod pdf;
+pub mod stream;
 mod table;
 mod text;
 mod xlsx;
 
-pub use detect::{Decided, Detection, Format, Unsupported, detect};
+pub use detect::{Decided, Detection, Format, SNIFF_BYTES, Unsupported, detect};
+pub use metadata::{METADATA_SUFFIX, described_key, metadata_key, parse_metadata};
+pub use stream::{AsyncBody, DetectError, SectionStream, detect_body};
 pub use table::TableMapping;
 
 /// The most bytes of a PDF read: Bedrock Knowledge Bases' 50 MB per file. A PDF is parsed
@@ -136,6 +140,35 @@ impl std::fmt::Display for Citation {
             Citation::Lines { first, last } if first == last => write!(f, "line {first}"),
             Citation::Lines { first, last } => write!(f, "lines {first}-{last}"),
         }
+    }
+}
+
+impl Citation {
+    /// The citation as stored with each chunk (`citation` in the index): the format, the label
+    /// a search result shows, and the parts to filter on (`page`, `headings`, `sheet`, `row`,
+    /// `lines` as `[first, last]`).
+    pub fn fields(&self, format: Format) -> Value {
+        let mut fields = Map::new();
+        fields.insert("format".into(), format.name().into());
+        fields.insert("label".into(), self.to_string().into());
+        match self {
+            Citation::Page { page } => {
+                fields.insert("page".into(), (*page).into());
+            }
+            Citation::Headings { path } => {
+                fields.insert("headings".into(), path.clone().into());
+            }
+            Citation::Row { sheet, row, .. } => {
+                if let Some(sheet) = sheet {
+                    fields.insert("sheet".into(), sheet.clone().into());
+                }
+                fields.insert("row".into(), (*row).into());
+            }
+            Citation::Lines { first, last } => {
+                fields.insert("lines".into(), vec![*first, *last].into());
+            }
+        }
+        Value::Object(fields)
     }
 }
 

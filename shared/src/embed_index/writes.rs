@@ -638,6 +638,7 @@ impl<E: Embedder, I: SearchIndex> Writer<'_, E, I> {
                 read_at: work.source.read_at.as_deref(),
             },
             metadata: &work.chunk.metadata,
+            citation: work.chunk.citation.as_ref(),
             model_id: &self.embedder.model().id,
             content_sha256: &work.sha,
             indexed_at: self.indexed_at,

@@ -30,6 +30,9 @@ pub struct ChunkDocument<'a> {
     pub embedding: Option<&'a [f32]>,
     pub source: SourceFields<'a>,
     pub metadata: &'a Map<String, Value>,
+    /// Where in its document the chunk is (documents only; see `ChunkPayload::citation`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub citation: Option<&'a Value>,
     pub model_id: &'a str,
     pub content_sha256: &'a str,
     pub indexed_at: &'a str,
@@ -67,6 +70,15 @@ pub fn index_mapping(
                     "record": {"type": "long"}
                 }},
                 "metadata": {"type": "flattened"},
+                "citation": {"properties": {
+                    "format": {"type": "keyword"},
+                    "label": {"type": "keyword", "index": false},
+                    "page": {"type": "integer"},
+                    "headings": {"type": "keyword"},
+                    "sheet": {"type": "keyword"},
+                    "row": {"type": "long"},
+                    "lines": {"type": "long"}
+                }},
                 "model_id": {"type": "keyword"},
                 "content_sha256": {"type": "keyword"},
                 "indexed_at": {"type": "date"}
@@ -117,6 +129,7 @@ mod tests {
                 read_at: None,
             },
             metadata: &metadata,
+            citation: None,
             model_id: "amazon.titan-embed-text-v2:0",
             content_sha256: "abc",
             indexed_at: "2026-11-22T00:00:00.000Z",

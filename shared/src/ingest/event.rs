@@ -256,6 +256,28 @@ pub(super) fn notification_work(
             return None;
         }
     };
+    if let Some(document) = crate::documents::described_key(&key)
+        && is_data_key(document, &config.rejects_prefix)
+    {
+        // A metadata file changed or went: its document is read again as it is now (like a
+        // backfill, ordered by the content it finds), and its chunks are written again with
+        // the new fields. Their text is unchanged, so nothing is embedded again.
+        info!(bucket = %bucket, key = %key, document, "metadata file changed: reading its document again");
+        let source = SourceRef {
+            bucket,
+            key: document.to_owned(),
+            version_id: None,
+            etag: None,
+            sequencer: None,
+            read_at: None,
+        };
+        return Some(Work::Object {
+            source,
+            resume: None,
+            part: 0,
+            queued: 0,
+        });
+    }
     if !is_data_key(&key, &config.rejects_prefix) {
         info!(bucket = %bucket, key = %key, "ignoring folder marker or rejects object");
         summary.ignored += 1;
@@ -282,9 +304,13 @@ pub(super) fn notification_work(
     })
 }
 
-/// Folder markers and ingest's own rejects are never data (reading the rejects would loop).
+/// Folder markers, ingest's own rejects and documents' metadata files
+/// (`<key>.metadata.json`) are never data (reading the rejects would loop; a metadata file is
+/// read with its document).
 pub fn is_data_key(key: &str, rejects_prefix: &str) -> bool {
-    !key.ends_with('/') && (rejects_prefix.is_empty() || !key.starts_with(rejects_prefix))
+    !key.ends_with('/')
+        && (rejects_prefix.is_empty() || !key.starts_with(rejects_prefix))
+        && crate::documents::described_key(key).is_none()
 }
 
 pub(super) fn truncate(text: &str, max: usize) -> &str {

@@ -35,6 +35,7 @@ use remove::run_removed;
 
 mod backfill;
 mod continuation;
+mod document;
 mod event;
 mod read;
 mod remove;
@@ -42,9 +43,12 @@ mod send;
 mod split;
 
 #[cfg(test)]
+mod document_tests;
+#[cfg(test)]
 mod tests;
 
 pub use continuation::{Continuation, IntakeContinuation, LambdaContinuation, QueueContinuation};
+pub use document::{SKIPPED_DIR, skipped_key};
 pub use event::{S3Bucket, S3Entity, S3Notification, S3Object, S3Record, Work, is_data_key};
 
 /// Hand-overs in a row that moved nothing forward after which a chain of continuations is taken
@@ -75,6 +79,10 @@ pub struct IngestSummary {
     /// was read again, ordered by the removal's sequencer.
     #[serde(default)]
     pub reindexed: u64,
+    /// Documents no extractor could read (unsupported, encrypted, image-only, damaged): each
+    /// logged once with its reason and listed by `sakuin status`.
+    #[serde(default)]
+    pub documents_skipped: u64,
     /// Notifications that carry no data (test events, folder markers, ingest's own rejects,
     /// lifecycle transitions).
     pub ignored: u64,
@@ -168,6 +176,7 @@ pub async fn handle_event<S: ObjectStore, Q: ChunkQueue, C: Continuation>(
         .count("ObjectsDeleted", summary.deleted)
         .count("ObjectsReindexed", summary.reindexed)
         .count("ObjectsFailed", summary.failed)
+        .count("DocumentsSkipped", summary.documents_skipped)
         .count("IntakeMessagesFailed", failed_messages as u64)
         .count("Continuations", u64::from(summary.continued.is_some()));
     metrics.emit();

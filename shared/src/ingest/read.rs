@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use tracing::{info, warn};
 
+use crate::documents::{self, AsyncBody, DetectError, Format};
 use crate::message::{MessagePacker, SourceRef};
 use crate::queue::{ChunkQueue, MAX_BATCH_ENTRIES, QueueError, send_all};
 use crate::reader::{
@@ -15,6 +16,7 @@ use crate::retry::Deadline;
 use crate::store::{ObjectRef, ObjectStore, StoreError};
 
 use super::continuation::Continuation;
+use super::document::{Kind, ingest_document};
 use super::event::Work;
 use super::send::{Outbox, Rejects, write_rejects};
 use super::{IngestDeps, IngestSummary};
@@ -126,7 +128,23 @@ pub(super) async fn ingest_object<S: ObjectStore, Q: ChunkQueue, C: Continuation
     made_progress: bool,
     summary: &mut IngestSummary,
 ) -> Result<ObjectProgress, ObjectFailure> {
-    let (source, mut records) = open_object(deps, source, at, deadline, made_progress).await?;
+    let (source, mut records) = match open_object(deps, source, at, deadline, made_progress).await?
+    {
+        Opened::Records(source, records) => (source, records),
+        Opened::Document(source, kind, body) => {
+            let reading = ingest_document(
+                deps,
+                source,
+                kind,
+                body,
+                at,
+                deadline,
+                made_progress,
+                summary,
+            );
+            return Box::pin(reading).await;
+        }
+    };
     let mut out = Outbox {
         packer: MessagePacker::new(
             &source,
@@ -200,15 +218,25 @@ pub(super) fn retry(e: impl std::fmt::Display) -> ObjectFailure {
     ObjectFailure::Retry(e.to_string())
 }
 
-/// Opens the object (from where the last part stopped, when it can be read from there) and its
-/// record stream; the source as stored, with the eTag and version the read returned.
+/// An object opened for reading, with its source as stored (the eTag and version the read
+/// returned).
+pub(super) enum Opened {
+    /// JSON or JSON Lines: its record stream.
+    Records(SourceRef, RecordReader<BoxedBufRead>),
+    /// Any other format: a document, read by [`ingest_document`].
+    Document(SourceRef, Kind, AsyncBody),
+}
+
+/// Opens the object (from where the last part stopped, when it can be read from there): its
+/// format decided from its first bytes, its stored type and its key, then its record stream
+/// or its body as a document.
 pub(super) async fn open_object<S: ObjectStore, Q: ChunkQueue, C: Continuation>(
     deps: &IngestDeps<S, Q, C>,
     source: SourceRef,
     at: ObjectAt,
     deadline: Deadline,
     made_progress: bool,
-) -> Result<(SourceRef, RecordReader<BoxedBufRead>), ObjectFailure> {
+) -> Result<Opened, ObjectFailure> {
     let cfg = &deps.config;
     if at.resume.is_none() {
         still_current(deps, &source).await?;
@@ -244,15 +272,31 @@ pub(super) async fn open_object<S: ObjectStore, Q: ChunkQueue, C: Continuation>(
         read_at,
         ..source
     };
+    // A ranged read continues JSON records where the last part stopped; a whole body is
+    // looked at first.
+    let mut body = opened.body;
+    if opened.offset == 0 {
+        match documents::detect_body(&source.key, opened.content_type.as_deref(), body).await {
+            Ok((detection, whole)) if detection.format == Format::Records => body = whole,
+            Ok((detection, whole)) => {
+                return Ok(Opened::Document(source, Kind::Document(detection), whole));
+            }
+            Err(DetectError::Unsupported(e)) => {
+                let empty: AsyncBody = Box::pin(tokio::io::empty());
+                return Ok(Opened::Document(source, Kind::Unsupported(e.reason), empty));
+            }
+            Err(DetectError::Io(e)) => return Err(retry(e)),
+        }
+    }
     let resume = at.resume.map(|point| Resume {
         point,
         body_offset: opened.offset,
         skip_deadline: made_progress.then_some(deadline),
     });
     let path = &cfg.records_path;
-    let opened = open_records_resumed(opened.body, &source.key, cfg.max_record_bytes, path, resume);
+    let opened = open_records_resumed(body, &source.key, cfg.max_record_bytes, path, resume);
     match opened.await {
-        Ok(records) => Ok((source, records)),
+        Ok(records) => Ok(Opened::Records(source, records)),
         Err(e @ ReadError::OutOfTime { .. }) => Err(ObjectFailure::OutOfTime(e.to_string())),
         Err(e) => Err(retry(e)),
     }

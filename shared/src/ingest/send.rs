@@ -7,11 +7,12 @@ use crate::config::IngestConfig;
 use crate::message::{ChunkMessage, MessagePacker, SourceRef};
 use crate::queue::{ChunkQueue, send_all};
 use crate::reader::RecordPosition;
+use crate::record::Document;
 use crate::store::ObjectStore;
 
 use super::continuation::Continuation;
 use super::read::ObjectFailure;
-use super::split::pack_record;
+use super::split::{pack_document, pack_record};
 use super::{IngestDeps, IngestSummary};
 
 /// Rejected records of one object, kept as JSON Lines for an operator to read and replay.
@@ -90,9 +91,42 @@ impl Outbox {
         raw: crate::reader::RawRecord,
         summary: &mut IngestSummary,
     ) {
-        summary.records += 1;
         let position = raw.position;
-        match pack_record(cfg, source, raw, &mut self.packer, &mut self.bodies) {
+        let packed = pack_record(cfg, source, raw, &mut self.packer, &mut self.bodies);
+        self.count(source, position, packed, summary);
+    }
+
+    /// Packs the chunks of one section of a document (its `record` number, its citation), or
+    /// counts and keeps it as a reject.
+    pub(super) fn take_section(
+        &mut self,
+        cfg: &IngestConfig,
+        source: &SourceRef,
+        section: Document,
+        record: u64,
+        citation: serde_json::Value,
+        summary: &mut IngestSummary,
+    ) {
+        let packed = pack_document(
+            cfg,
+            section,
+            record,
+            Some(citation),
+            &mut self.packer,
+            &mut self.bodies,
+        );
+        self.count(source, RecordPosition::Index(record), packed, summary);
+    }
+
+    fn count(
+        &mut self,
+        source: &SourceRef,
+        position: RecordPosition,
+        packed: Result<u32, (String, String)>,
+        summary: &mut IngestSummary,
+    ) {
+        summary.records += 1;
+        match packed {
             Ok(chunks) => {
                 summary.chunks += u64::from(chunks);
                 self.queued += u64::from(chunks);

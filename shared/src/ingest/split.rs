@@ -6,7 +6,7 @@ use serde_json::Value;
 use crate::chunker::chunk_text;
 use crate::config::IngestConfig;
 use crate::message::{ChunkPayload, MessagePacker, SourceRef};
-use crate::record::RecordOrigin;
+use crate::record::{Document, RecordOrigin};
 
 /// Packs one record's chunks; returns how many, or why it was rejected with the text to keep.
 pub(super) fn pack_record(
@@ -31,6 +31,19 @@ pub(super) fn pack_record(
         .fields
         .document(value, origin)
         .map_err(|(e, record)| (e.to_string(), record.to_string()))?;
+    pack_document(cfg, doc, position.number(), None, packer, bodies)
+}
+
+/// Packs one document's chunks (a record's, or a section's of a PDF, Word, ... file, with its
+/// citation); returns how many, or why it was rejected with the text to keep.
+pub(super) fn pack_document(
+    cfg: &IngestConfig,
+    doc: Document,
+    record: u64,
+    citation: Option<Value>,
+    packer: &mut MessagePacker,
+    bodies: &mut Vec<String>,
+) -> Result<u32, (String, String)> {
     let texts = chunk_text(&doc.text, &cfg.chunking);
     let chunk_count = texts.len() as u32;
     let encoded: Vec<String> = texts
@@ -41,9 +54,10 @@ pub(super) fn pack_record(
                 doc_id: doc.doc_id.clone(),
                 chunk_index: i as u32,
                 chunk_count,
-                record: position.number(),
+                record,
                 text,
                 metadata: doc.metadata.clone(),
+                citation: citation.clone(),
                 vector: None,
             })
         })

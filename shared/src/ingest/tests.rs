@@ -394,19 +394,35 @@ async fn a_json_lines_object_whose_first_line_is_not_an_object_loses_only_that_l
 
 #[tokio::test]
 async fn not_json_is_rejected_whole_and_a_missing_object_is_skipped() {
-    let d = deps(&[("x.csv", "id,text\n1,hello\n")], false);
-    let event = json!({"Records": [record("ObjectCreated:Put", "x.csv", None), record("ObjectCreated:Put", "gone.json", None)]});
+    // Named JSON but not JSON: the record reader rejects it whole. Bytes no reader takes: a
+    // document skipped with its reason. Gone: skipped, its newer event covers it.
+    let d = deps(
+        &[("x.json", "id,text\n1,hello\n"), ("x.bin", "\0\x01\x02")],
+        false,
+    );
+    let event = json!({"Records": [
+        record("ObjectCreated:Put", "x.json", None),
+        record("ObjectCreated:Put", "x.bin", None),
+        record("ObjectCreated:Put", "gone.json", None)
+    ]});
     let summary = handle_event(&d, event, later()).await.unwrap();
     assert_eq!(
-        (summary.rejected, summary.skipped, summary.objects),
-        (1, 1, 0)
+        (
+            summary.rejected,
+            summary.documents_skipped,
+            summary.skipped,
+            summary.objects
+        ),
+        (1, 1, 1, 1)
     );
+    let objects = d.store.objects.lock().unwrap();
+    assert!(objects.contains_key(&("b".to_string(), "rejects/x.json/e1.jsonl".to_string())));
+    let skipped = &objects[&("b".to_string(), "rejects/skipped/x.bin.json".to_string())];
+    let skipped: Value = serde_json::from_slice(skipped).unwrap();
+    assert_eq!(skipped["kind"], "unsupported");
     assert!(
-        d.store
-            .objects
-            .lock()
-            .unwrap()
-            .contains_key(&("b".to_string(), "rejects/x.csv/e1.jsonl".to_string()))
+        skipped["reason"].as_str().unwrap().contains("binary"),
+        "{skipped}"
     );
 }
 

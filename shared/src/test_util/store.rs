@@ -52,6 +52,7 @@ impl ObjectStore for MemoryStore {
             body: Box::pin(std::io::Cursor::new(body[start as usize..].to_vec())),
             etag: Some("e1".into()),
             version_id: self.versions.lock().unwrap().get(&object.key).cloned(),
+            content_type: None,
             offset: start,
         })
     }
@@ -380,6 +381,7 @@ impl ObjectStore for VersionedStore {
             body: Box::pin(std::io::Cursor::new(body[start as usize..].to_vec())),
             etag,
             version_id: self.versioned.then_some(version_id),
+            content_type: None,
             offset: start,
         })
     }
