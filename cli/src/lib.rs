@@ -371,7 +371,12 @@ async fn run_status(env: &mut Env, json: bool, last: bool, log_group: Option<Str
         _ => status::Checks::Now,
     };
     let ids_bucket_wide = env.get("ID_SCOPE").as_deref() == Some("bucket");
-    let status = match status::Status::gather(&deps, &cloudwatch, checks, ids_bucket_wide).await {
+    let rejects_prefix = env
+        .get("REJECTS_PREFIX")
+        .unwrap_or_else(|| "rejects/".into());
+    let gathered =
+        status::Status::gather(&deps, &cloudwatch, checks, ids_bucket_wide, &rejects_prefix);
+    let status = match gathered.await {
         Ok(s) => s,
         Err(e) => {
             eprintln!("sakuin: {e}");
@@ -544,21 +549,30 @@ pub fn render_hits(query: &str, index: &str, hits: &[Ranked], explain: bool) -> 
     out
 }
 
-/// Where a hit's chunk sits in its object: the record (JSON Lines line, or array element) and
-/// the chunk of that record's text, as `, record 12, chunk 2/5`.
+/// Where a hit's chunk sits in its object: for a document, where in it (`, page 14`,
+/// `, § 導入 > 2.1 Network`, `, sheet "価格", row 12`); for JSON, the record (JSON Lines line,
+/// or array element); then the chunk of that text, as `, chunk 2/5`.
 fn position(hit: &Hit) -> String {
     let field = |path: &str| hit.source.pointer(path).and_then(Value::as_u64);
-    let record = field("/source/record").map(|r| format!(", record {r}"));
+    let citation = hit.source.get("citation").filter(|c| c.is_object());
+    let place = match citation {
+        Some(c) => {
+            let label = c["label"].as_str().unwrap_or_default();
+            let headings = c.get("headings").is_some();
+            Some(if headings {
+                format!(", § {label}")
+            } else {
+                format!(", {label}")
+            })
+        }
+        None => field("/source/record").map(|r| format!(", record {r}")),
+    };
     let chunk = match (field("/chunk_index"), field("/chunk_count")) {
         (Some(i), Some(n)) => Some(format!(", chunk {}/{n}", i + 1)),
         (Some(i), None) => Some(format!(", chunk {}", i + 1)),
         _ => None,
     };
-    format!(
-        "{}{}",
-        record.unwrap_or_default(),
-        chunk.unwrap_or_default()
-    )
+    format!("{}{}", place.unwrap_or_default(), chunk.unwrap_or_default())
 }
 
 /// The passage to show: the one the query's words matched (terms between « and »), else the
@@ -582,6 +596,7 @@ fn hits_json(hits: &[Ranked]) -> Value {
                     "id": h.id,
                     "key": h.source.pointer("/source/key"),
                     "record": h.source.pointer("/source/record"),
+                    "citation": h.source.get("citation"),
                     "doc_id": h.source.get("doc_id"),
                     "chunk_index": h.source.get("chunk_index"),
                     "chunk_count": h.source.get("chunk_count"),
@@ -644,6 +659,42 @@ pub fn render_report(report: &ProbeReport) -> String {
 mod tests {
     use super::*;
     use sakuin::probe::{CheckResult, Layer};
+
+    #[test]
+    fn a_document_hit_cites_where_it_is() {
+        let hit = |source: Value| Ranked {
+            hit: Hit {
+                id: "x".into(),
+                score: 0.5,
+                source,
+                highlight: None,
+            },
+            knn_rank: Some(1),
+            keyword_rank: None,
+            score: 0.5,
+        };
+        let hits = [
+            hit(json!({"text": "第2章", "chunk_index": 0, "chunk_count": 2,
+                "source": {"key": "docs/manual.pdf", "record": 2},
+                "citation": {"format": "PDF", "label": "page 2", "page": 2}})),
+            hit(json!({"text": "Run", "chunk_index": 0, "chunk_count": 1,
+                "source": {"key": "guide.md", "record": 4},
+                "citation": {"format": "Markdown", "label": "導入 > 2.1 Network", "headings": ["導入", "2.1 Network"]}})),
+            hit(json!({"text": "t", "chunk_index": 1, "chunk_count": 3,
+                "source": {"key": "faq.jsonl", "record": 7}})),
+        ];
+        let text = render_hits("q", "documents", &hits, false);
+        assert!(
+            text.contains("docs/manual.pdf, page 2, chunk 1/2\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("guide.md, § 導入 > 2.1 Network, chunk 1/1\n"),
+            "{text}"
+        );
+        assert!(text.contains("faq.jsonl, record 7, chunk 2/3\n"), "{text}");
+        assert_eq!(hits_json(&hits)[0]["citation"]["page"], 2);
+    }
 
     /// The command lines of the README and `docs/`, inside their `sh` blocks.
     fn documented_commands() -> Vec<(String, String)> {

@@ -54,6 +54,20 @@ pub struct SharedId {
 /// How many shared record ids status lists.
 const SHARED_SHOWN: usize = 20;
 
+/// A document ingest could not read, from its record under `<REJECTS_PREFIX>skipped/`, while
+/// the object still holds the content that was skipped.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct SkippedDocument {
+    pub key: String,
+    /// `ExtractError::kind`, or `unsupported`.
+    pub kind: String,
+    pub reason: String,
+    pub skipped_at: String,
+}
+
+/// How many skipped documents status reads and lists.
+const SKIPPED_SHOWN: usize = 50;
+
 /// Everything `sakuin status` shows.
 #[derive(Debug, Clone)]
 pub struct Status {
@@ -68,6 +82,9 @@ pub struct Status {
     /// Record ids were declared unique across the bucket (`ID_SCOPE=bucket`): a shared one is
     /// a collision that needs a person.
     pub ids_bucket_wide: bool,
+    /// Documents skipped because they yield no text (encrypted, image-only, damaged,
+    /// unsupported); `None` without a source bucket or a rejects prefix.
+    pub skipped: Option<Result<Vec<SkippedDocument>, String>>,
 }
 
 /// Where the probe's checks come from.
@@ -89,6 +106,7 @@ impl Status {
         cloudwatch: &aws_sdk_cloudwatch::Client,
         checks: Checks<'_>,
         ids_bucket_wide: bool,
+        rejects_prefix: &str,
     ) -> Result<Self, String> {
         let config = &deps.config;
         let mut queues = queue_depths(deps).await;
@@ -99,6 +117,14 @@ impl Status {
         let ages = bounded(config.timeout, oldest_ages(cloudwatch, &queues)).await;
         let ages_unreadable = record_ages(&mut queues, ages);
         let (probe, probe_logged_at) = checks.read(deps).await?;
+        let skipped = match &config.bucket {
+            Some(bucket) if !rejects_prefix.is_empty() => {
+                let store = sakuin::store::S3Store::new(deps.aws.s3.clone());
+                let read = skipped_documents(&store, bucket, rejects_prefix);
+                Some(bounded(config.timeout, read).await)
+            }
+            _ => None,
+        };
         Ok(Self {
             queues,
             ages_unreadable,
@@ -107,6 +133,7 @@ impl Status {
             probe,
             probe_logged_at,
             ids_bucket_wide,
+            skipped,
         })
     }
 
@@ -151,6 +178,7 @@ impl Status {
         self.render_queues(&mut out);
         let _ = writeln!(out);
         self.render_index(&mut out);
+        self.render_skipped(&mut out);
         let _ = writeln!(out);
         if let Some(at) = &self.probe_logged_at {
             let _ = writeln!(out, "the probe's last report, logged at {at}:");
@@ -231,6 +259,38 @@ impl Status {
         }
     }
 
+    /// The documents ingest skipped, one line each.
+    fn render_skipped(&self, out: &mut String) {
+        match &self.skipped {
+            None => {}
+            Some(Ok(docs)) if docs.is_empty() => {
+                let _ = writeln!(out, "documents skipped: none");
+            }
+            Some(Ok(docs)) => {
+                let more = if docs.len() >= SKIPPED_SHOWN {
+                    " or more"
+                } else {
+                    ""
+                };
+                let _ = writeln!(
+                    out,
+                    "documents skipped (no text to index): {}{more}",
+                    docs.len()
+                );
+                for d in docs {
+                    let _ = writeln!(
+                        out,
+                        "  {}: {} ({}, {})",
+                        d.key, d.reason, d.kind, d.skipped_at
+                    );
+                }
+            }
+            Some(Err(e)) => {
+                let _ = writeln!(out, "documents skipped: unreadable: {e}");
+            }
+        }
+    }
+
     /// The verdict: each thing that needs a person, or that nothing does.
     fn render_attention(&self, out: &mut String) {
         let needs = self.attention();
@@ -270,6 +330,11 @@ impl Status {
             "oldest_unreadable": self.ages_unreadable,
             "probe": self.probe,
             "probe_logged_at": self.probe_logged_at,
+            "skipped_documents": match &self.skipped {
+                None => Value::Null,
+                Some(Ok(docs)) => json!(docs),
+                Some(Err(e)) => json!({"error": e}),
+            },
             "attention": self.attention(),
         })
     }
@@ -289,6 +354,59 @@ impl Checks<'_> {
             }
         }
     }
+}
+
+/// The skipped documents whose object still holds the skipped content (the same eTag): a
+/// record whose object changed since, or went, is history, not a problem. Reads one page of
+/// the records, and up to [`SKIPPED_SHOWN`] of them.
+pub async fn skipped_documents<S: sakuin::store::ObjectStore>(
+    store: &S,
+    bucket: &str,
+    rejects_prefix: &str,
+) -> Result<Vec<SkippedDocument>, String> {
+    use tokio::io::AsyncReadExt;
+    let prefix = format!("{rejects_prefix}{}", sakuin::ingest::SKIPPED_DIR);
+    let page = store
+        .list(bucket, &prefix, None)
+        .await
+        .map_err(|e| e.to_string())?;
+    let mut found = Vec::new();
+    for listed in page.objects.iter().filter(|o| o.key.ends_with(".json")) {
+        if found.len() >= SKIPPED_SHOWN {
+            break;
+        }
+        let object = sakuin::store::ObjectRef {
+            bucket: bucket.to_owned(),
+            key: listed.key.clone(),
+            version_id: None,
+            etag: None,
+            range_start: None,
+        };
+        let Ok(opened) = store.open(&object).await else {
+            continue;
+        };
+        let mut bytes = Vec::new();
+        let mut body = opened.body.take(64 * 1024);
+        if body.read_to_end(&mut bytes).await.is_err() {
+            continue;
+        }
+        let Ok(record) = serde_json::from_slice::<Value>(&bytes) else {
+            continue;
+        };
+        let text = |field: &str| record[field].as_str().unwrap_or_default().to_owned();
+        let key = text("key");
+        let current = store.head(bucket, &key).await.map_err(|e| e.to_string())?;
+        if current.and_then(|h| h.etag) != record["etag"].as_str().map(str::to_owned) {
+            continue;
+        }
+        found.push(SkippedDocument {
+            key,
+            kind: text("kind"),
+            reason: text("reason"),
+            skipped_at: text("skipped_at"),
+        });
+    }
+    Ok(found)
 }
 
 /// One row of the queue table, the header's columns aligned with the counts'.
@@ -562,4 +680,48 @@ async fn last_report(
         })
         .unwrap_or_default();
     Ok((at, report))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sakuin::test_util::MemoryStore;
+
+    #[tokio::test]
+    async fn skipped_documents_are_listed_while_the_object_still_holds_them() {
+        let store = MemoryStore::default();
+        let put = |key: &str, body: Value| {
+            let id = ("b".to_string(), key.to_string());
+            store
+                .objects
+                .lock()
+                .unwrap()
+                .insert(id, body.to_string().into_bytes());
+        };
+        // MemoryStore answers HEAD with the eTag "e2".
+        put("in/a.pdf", json!("the encrypted file"));
+        put("in/b.pdf", json!("a new version that reads"));
+        let record = |key: &str, etag: &str| {
+            json!({"bucket": "b", "key": key, "etag": etag, "kind": "encrypted",
+                   "reason": "the PDF is encrypted with a password", "skipped_at": "2026-12-07T00:00:00Z"})
+        };
+        put("rejects/skipped/in/a.pdf.json", record("in/a.pdf", "e2"));
+        put("rejects/skipped/in/b.pdf.json", record("in/b.pdf", "e1"));
+        put(
+            "rejects/skipped/in/gone.pdf.json",
+            record("in/gone.pdf", "e2"),
+        );
+        // A rejects object of records under a key named skipped/: not a skipped document.
+        put("rejects/skipped/x.jsonl/e1.jsonl", json!({"record": 1}));
+        let found = skipped_documents(&store, "b", "rejects/").await.unwrap();
+        assert_eq!(
+            found,
+            [SkippedDocument {
+                key: "in/a.pdf".into(),
+                kind: "encrypted".into(),
+                reason: "the PDF is encrypted with a password".into(),
+                skipped_at: "2026-12-07T00:00:00Z".into(),
+            }]
+        );
+    }
 }

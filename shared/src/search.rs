@@ -164,13 +164,14 @@ fn highlight() -> Value {
     })
 }
 
-const FIELDS: [&str; 6] = [
+const FIELDS: [&str; 7] = [
     "doc_id",
     "chunk_index",
     "chunk_count",
     "text",
     "source",
     "metadata",
+    "citation",
 ];
 
 /// Runs `query` on `es`'s index; the query text is embedded (as a search query) only when the
