@@ -11,6 +11,7 @@ use tokio::io::{AsyncRead, ReadBuf};
 
 use crate::chunker::chunk_text;
 use crate::config::IngestConfig;
+use crate::documents::{AsyncBody, DetectError, Format, SectionStream, detect_body};
 use crate::reader::{BoxedBufRead, RecordReader, open_records_at};
 use crate::record::RecordOrigin;
 use crate::store::{ObjectRef, ObjectStore};
@@ -21,7 +22,8 @@ pub struct Survey {
     /// Stored bytes read (compressed bytes, for gzip): what the other figures are of.
     pub bytes: u64,
     pub records: u64,
-    /// Records ingest would reject (broken JSON, not an object, no text).
+    /// Records ingest would reject (broken JSON, not an object, no text), and documents it
+    /// would skip (no text to read).
     pub rejected: u64,
     pub chunks: u64,
     /// Characters of the chunks' texts: ASCII, and the rest (a CJK character is about a token,
@@ -44,6 +46,7 @@ impl Survey {
 }
 
 /// Reads `key` (at `etag`, when given) until its end or until `max_bytes` stored bytes are read.
+/// A document (PDF, Word, ...) is read whole, as ingest reads it.
 pub async fn survey_object<S: ObjectStore>(
     store: &S,
     cfg: &IngestConfig,
@@ -53,9 +56,20 @@ pub async fn survey_object<S: ObjectStore>(
     max_bytes: u64,
 ) -> Result<Survey, String> {
     let name = format!("s3://{bucket}/{key}");
-    let (mut records, read) = open_counted(store, cfg, bucket, key, etag)
+    let (opened, read) = open_counted(store, cfg, bucket, key, etag)
         .await
         .map_err(|e| format!("{name}: {e}"))?;
+    let mut records = match opened {
+        Opened::Records(records) => records,
+        Opened::Document(format, body) => {
+            let survey = survey_document(cfg, format, body, RecordOrigin { bucket, key }).await;
+            return Ok(Survey {
+                bytes: read.load(Ordering::Relaxed),
+                whole: true,
+                ..survey
+            });
+        }
+    };
     let mut survey = Survey::default();
     loop {
         if read.load(Ordering::Relaxed) >= max_bytes {
@@ -70,21 +84,68 @@ pub async fn survey_object<S: ObjectStore>(
             break;
         };
         let origin = RecordOrigin { bucket, key };
-        survey.count_record(cfg, raw.value.ok(), origin);
+        survey.count_record(&cfg.fields, &cfg.chunking, raw.value.ok(), origin);
     }
     survey.bytes = read.load(Ordering::Relaxed);
     survey.whole = true;
     Ok(survey)
 }
 
-/// Opens the object's record stream through a counter of the stored bytes read.
+/// What an object turned out to be.
+enum Opened {
+    Records(RecordReader<BoxedBufRead>),
+    /// A document of this format (`None`: one no extractor reads).
+    Document(Option<Format>, AsyncBody),
+}
+
+/// The sections of a document, each chunked as ingest chunks it (paragraphs of plain text,
+/// which ingest gathers while they fit in a chunk, count one chunk or more each here: the
+/// characters, and so the tokens and the cost, are the same). A document that cannot be read
+/// counts as one rejected record.
+async fn survey_document(
+    cfg: &IngestConfig,
+    format: Option<Format>,
+    body: AsyncBody,
+    origin: RecordOrigin<'_>,
+) -> Survey {
+    let mut survey = Survey::default();
+    let Some(format) = format else {
+        survey.rejected = 1;
+        return survey;
+    };
+    let mut sections = SectionStream::spawn(format, body, cfg.documents.clone(), 0);
+    while let Some(item) = sections.next().await {
+        match item {
+            Ok(section) => {
+                let value = serde_json::json!({"text": section.text});
+                let fields = crate::record::FieldSelection {
+                    text_fields: vec!["text".into()],
+                    ..cfg.fields.clone()
+                };
+                survey.count_record(&fields, &cfg.chunking, Some(value), origin);
+            }
+            Err(crate::documents::ExtractError::Row { .. }) => {
+                survey.records += 1;
+                survey.rejected += 1;
+            }
+            Err(_) => {
+                survey.rejected += 1;
+                break;
+            }
+        }
+    }
+    survey
+}
+
+/// Opens the object through a counter of the stored bytes read: its record stream, or its
+/// body as a document.
 async fn open_counted<S: ObjectStore>(
     store: &S,
     cfg: &IngestConfig,
     bucket: &str,
     key: &str,
     etag: Option<&str>,
-) -> Result<(RecordReader<BoxedBufRead>, Arc<AtomicU64>), String> {
+) -> Result<(Opened, Arc<AtomicU64>), String> {
     let object = ObjectRef {
         bucket: bucket.to_owned(),
         key: key.to_owned(),
@@ -94,25 +155,40 @@ async fn open_counted<S: ObjectStore>(
     };
     let opened = store.open(&object).await.map_err(|e| e.to_string())?;
     let read = Arc::new(AtomicU64::new(0));
-    let body = Counted {
+    let body: AsyncBody = Box::pin(Counted {
         inner: opened.body,
         read: read.clone(),
+    });
+    let body = match detect_body(key, opened.content_type.as_deref(), body).await {
+        Ok((detection, body)) if detection.format == Format::Records => body,
+        Ok((detection, body)) => return Ok((Opened::Document(Some(detection.format), body), read)),
+        Err(DetectError::Unsupported(_)) => {
+            let empty: AsyncBody = Box::pin(tokio::io::empty());
+            return Ok((Opened::Document(None, empty), read));
+        }
+        Err(DetectError::Io(e)) => return Err(e.to_string()),
     };
     let records = open_records_at(body, key, cfg.max_record_bytes, &cfg.records_path)
         .await
         .map_err(|e| e.to_string())?;
-    Ok((records, read))
+    Ok((Opened::Records(records), read))
 }
 
 impl Survey {
     /// One record: rejected when it is not a document, else its chunks and their characters.
-    fn count_record(&mut self, cfg: &IngestConfig, value: Option<Value>, origin: RecordOrigin) {
+    fn count_record(
+        &mut self,
+        fields: &crate::record::FieldSelection,
+        chunking: &crate::chunker::ChunkSettings,
+        value: Option<Value>,
+        origin: RecordOrigin,
+    ) {
         self.records += 1;
-        let Some(document) = value.and_then(|value| cfg.fields.document(value, origin).ok()) else {
+        let Some(document) = value.and_then(|value| fields.document(value, origin).ok()) else {
             self.rejected += 1;
             return;
         };
-        for chunk in chunk_text(&document.text, &cfg.chunking) {
+        for chunk in chunk_text(&document.text, chunking) {
             self.chunks += 1;
             let ascii = chunk.chars().filter(char::is_ascii).count() as u64;
             self.ascii_chars += ascii;
@@ -242,5 +318,25 @@ mod tests {
             !part.whole && part.records < 52 && part.bytes >= 4096,
             "{part:?}"
         );
+    }
+
+    #[tokio::test]
+    async fn a_document_is_surveyed_as_ingest_reads_it() {
+        let cfg = config();
+        let samples =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../dev/samples/documents");
+        let pdf = std::fs::read(samples.join("manual.pdf")).unwrap();
+        let survey = survey_object(&One(pdf.clone()), &cfg, "b", "manual.pdf", None, 10)
+            .await
+            .unwrap();
+        // Read whole whatever the sample size: a PDF cannot be cut.
+        assert_eq!((survey.records, survey.chunks, survey.rejected), (3, 3, 0));
+        assert!(survey.whole && survey.bytes == pdf.len() as u64);
+        assert!(survey.other_chars > 0 && survey.ascii_chars > 0);
+        let encrypted = std::fs::read(samples.join("hostile/encrypted.pdf")).unwrap();
+        let survey = survey_object(&One(encrypted), &cfg, "b", "secret.pdf", None, u64::MAX)
+            .await
+            .unwrap();
+        assert_eq!((survey.records, survey.chunks, survey.rejected), (0, 0, 1));
     }
 }
