@@ -35,14 +35,30 @@ pub async fn samples() -> std::io::Result<Vec<(String, Vec<u8>)>> {
             "docs/news/news.jsonl.gz".into(),
             gzip(&read("news.jsonl")?).await,
         ),
+        // Documents as they are: a PDF cited by page, Markdown by its headings, and the
+        // PDF's metadata file (its event reads the PDF again with the fields).
+        (
+            "docs/manuals/manual.pdf".into(),
+            read("documents/manual.pdf")?,
+        ),
+        (
+            "docs/guides/導入ガイド.md".into(),
+            read("documents/manual-ja.md")?,
+        ),
+        (
+            "docs/manuals/manual.pdf.metadata.json".into(),
+            br#"{"metadataAttributes": {"department": "platform", "product": "sakuin"}}"#.to_vec(),
+        ),
     ])
 }
 
 /// The queries searched when the command line names none.
-const DEFAULT_QUERIES: [&str; 3] = [
+const DEFAULT_QUERIES: [&str; 5] = [
     "パスワードを忘れました",
     "export all data as CSV",
     "TCP check times out",
+    "開けるポート番号は？",
+    "how do I install it with sam deploy",
 ];
 
 /// The stand-in's vectors for the demo and `stack`: a real model, so that searches answer as
@@ -239,10 +255,21 @@ async fn print_search(
             .chars()
             .take(60)
             .collect();
+        // A document's chunk says where in it: the page, or the headings it sits under.
+        let cited = match hit.source["citation"]["label"].as_str() {
+            Some(label) if hit.source["citation"].get("headings").is_some() => {
+                format!(", § {label}")
+            }
+            Some(label) => format!(", {label}"),
+            None => String::new(),
+        };
+        let place = format!(
+            "{}{cited}",
+            hit.source["source"]["key"].as_str().unwrap_or("")
+        );
         println!(
-            "    {:.3}  {:<36} {}",
+            "    {:.3}  {place:<44} {}",
             hit.score,
-            hit.source["source"]["key"].as_str().unwrap_or(""),
             text.replace('\n', " ")
         );
     }

@@ -1500,3 +1500,151 @@ async fn a_conditional_write_claims_a_key_once() {
     assert_eq!(second.as_deref(), Some(&b"m-1"[..]), "held by the first");
     pipeline.stop().await;
 }
+
+/// A sample document of `dev/samples/documents`.
+fn document_sample(name: &str) -> Vec<u8> {
+    let dir = sakuin_local::stack::repo_root().join("dev/samples/documents");
+    std::fs::read(dir.join(name)).unwrap()
+}
+
+/// Documents as they are, through the functions: found by `sakuin search` with their
+/// citations; a metadata file added and removed rewrites the fields and embeds nothing; a
+/// document with no text is skipped once and listed by `sakuin status`; the index equals
+/// what the bucket's documents say.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn documents_are_found_with_their_citations_and_metadata_changes_embed_nothing() {
+    let pipeline = start(PipelineOptions {
+        index: "documents".into(),
+        ..PipelineOptions::default()
+    })
+    .await;
+    let put = async |key: &str, body: Vec<u8>| {
+        let event = pipeline.put_object(key, body).await.unwrap();
+        let summary = pipeline.invoke_ingest(&event).await.unwrap();
+        pipeline.drain(Duration::from_secs(60)).await.unwrap();
+        summary
+    };
+    for (key, name) in [
+        ("manuals/manual.pdf", "manual.pdf"),
+        ("guides/導入ガイド.md", "manual-ja.md"),
+        ("tables/prices.csv", "prices.csv"),
+        ("manuals/locked.pdf", "hostile/encrypted.pdf"),
+    ] {
+        let summary = put(key, document_sample(name)).await;
+        assert_eq!(summary["failed"], 0, "{key}: {summary}");
+    }
+    let chunks = all_chunks(&pipeline).await;
+    let of = |key: &str| -> Vec<Value> {
+        let mut found: Vec<Value> = chunks
+            .iter()
+            .filter(|c| c["source"]["key"] == key)
+            .cloned()
+            .collect();
+        found.sort_by_key(|c| c["source"]["record"].as_u64());
+        found
+    };
+    let pages: Vec<Value> = of("manuals/manual.pdf")
+        .iter()
+        .map(|c| c["citation"]["page"].clone())
+        .collect();
+    assert_eq!(pages, [json!(1), json!(2), json!(3)]);
+    let guide = of("guides/導入ガイド.md");
+    assert_eq!(guide.len(), 6);
+    assert_eq!(
+        guide[4]["citation"]["headings"],
+        json!(["導入ガイド", "2. Installation", "2.1 Network"])
+    );
+    assert_eq!(of("tables/prices.csv").len(), 4);
+    assert!(of("manuals/locked.pdf").is_empty());
+
+    // Found by a Japanese and an English query, each hit citing where it is.
+    let sakuin = sakuin_local::pipeline::require(&sakuin_local::pipeline::binary_dir(), "sakuin")
+        .expect("cargo build --workspace builds the sakuin CLI");
+    let run = async |args: &[&str]| {
+        let out = tokio::process::Command::new(&sakuin)
+            .args(args)
+            .envs(pipeline.env.iter().cloned())
+            .output()
+            .await
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let ja = run(&["search", "ポート9200を開けます", "-k", "3"]).await;
+    assert!(ja.contains("manuals/manual.pdf, page 3, chunk 1/1"), "{ja}");
+    let en = run(&["search", "sam deploy --guided", "-k", "3", "--json"]).await;
+    let hits: Vec<Value> = serde_json::from_str(&en).unwrap();
+    let hit = hits
+        .iter()
+        .find(|h| h["key"] == "guides/導入ガイド.md")
+        .unwrap_or_else(|| panic!("{en}"));
+    assert_eq!(
+        hit["citation"]["headings"],
+        json!(["導入ガイド", "2. Installation"])
+    );
+
+    // The metadata file: its fields on every chunk of its document, nothing embedded again;
+    // removed, the fields go, again without an embedding.
+    let embedded = async || stub_stats(&pipeline).await["texts"].as_u64().unwrap();
+    let before = embedded().await;
+    let metadata = json!({"metadataAttributes": {"department": "platform",
+        "year": {"value": {"type": "NUMBER", "numberValue": 2026}}}});
+    put(
+        "manuals/manual.pdf.metadata.json",
+        metadata.to_string().into_bytes(),
+    )
+    .await;
+    let chunks = all_chunks(&pipeline).await;
+    let manual: Vec<&Value> = chunks
+        .iter()
+        .filter(|c| c["source"]["key"] == "manuals/manual.pdf")
+        .collect();
+    assert_eq!(manual.len(), 3, "the metadata file is never a document");
+    for chunk in &manual {
+        assert_eq!(
+            chunk["metadata"],
+            json!({"department": "platform", "year": 2026})
+        );
+    }
+    assert!(
+        chunks
+            .iter()
+            .all(|c| c["source"]["key"] != "manuals/manual.pdf.metadata.json")
+    );
+    pipeline
+        .s3
+        .delete_object()
+        .bucket(BUCKET)
+        .key("manuals/manual.pdf.metadata.json")
+        .send()
+        .await
+        .unwrap();
+    let removed = sakuin_local::pipeline::s3_event(
+        "ObjectRemoved:Delete",
+        BUCKET,
+        "manuals/manual.pdf.metadata.json",
+        None,
+        None,
+    );
+    pipeline.invoke_ingest(&removed).await.unwrap();
+    pipeline.drain(Duration::from_secs(60)).await.unwrap();
+    let chunks = all_chunks(&pipeline).await;
+    let manual = chunks
+        .iter()
+        .filter(|c| c["source"]["key"] == "manuals/manual.pdf");
+    assert!(manual.clone().count() == 3 && manual.clone().all(|c| c["metadata"] == json!({})));
+    assert_eq!(embedded().await, before, "metadata changes embed nothing");
+
+    // The encrypted PDF is listed by status with its reason.
+    let status: Value = serde_json::from_str(&run(&["status", "--json"]).await).unwrap();
+    let skipped = status["skipped_documents"].as_array().unwrap();
+    assert_eq!(skipped.len(), 1, "{status}");
+    assert_eq!(skipped[0]["key"], "manuals/locked.pdf");
+    assert_eq!(skipped[0]["kind"], "encrypted");
+    assert_eq!(pipeline.dead_letters().await.unwrap(), 0);
+    println!(
+        "documents: {} chunks; search: {}",
+        all_chunks(&pipeline).await.len(),
+        ja.lines().nth(1).unwrap_or_default()
+    );
+    pipeline.stop().await;
+}

@@ -708,7 +708,7 @@ impl EsClient {
     pub async fn knn(&self, vector: &[f32], k: usize) -> Result<Vec<Hit>, EsError> {
         let body = json!({
             "knn": {"field": "embedding", "query_vector": vector, "k": k, "num_candidates": (k * 10).max(50)},
-            "_source": ["doc_id", "chunk_index", "text", "source", "metadata"],
+            "_source": ["doc_id", "chunk_index", "text", "source", "metadata", "citation"],
             "size": k
         });
         Ok(Hit::all_of(&self.search(&body).await?))
