@@ -93,7 +93,7 @@ pub async fn survey_object<S: ObjectStore>(
 
 /// What an object turned out to be.
 enum Opened {
-    Records(RecordReader<BoxedBufRead>),
+    Records(Box<RecordReader<BoxedBufRead>>),
     /// A document of this format (`None`: one no extractor reads).
     Document(Option<Format>, AsyncBody),
 }
@@ -171,7 +171,7 @@ async fn open_counted<S: ObjectStore>(
     let records = open_records_at(body, key, cfg.max_record_bytes, &cfg.records_path)
         .await
         .map_err(|e| e.to_string())?;
-    Ok((Opened::Records(records), read))
+    Ok((Opened::Records(Box::new(records)), read))
 }
 
 impl Survey {

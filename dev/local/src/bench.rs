@@ -375,10 +375,11 @@ async fn end_to_end(documents: usize) -> Result<(), Box<dyn std::error::Error>> 
 }
 
 /// The benchmark's sections, in the order they run; `bench embed e2e` runs only those.
-pub const SECTIONS: [&str; 7] = [
+pub const SECTIONS: [&str; 8] = [
     "cold",
     "ingest",
     "memory",
+    "documents",
     "embed",
     "e2e",
     "quota",
@@ -410,6 +411,9 @@ pub async fn run(args: &[String]) -> Result<(), Box<dyn std::error::Error>> {
     }
     if chosen.runs("memory") {
         ingest_memory_by_size(&memory_sizes(large)).await?;
+    }
+    if chosen.runs("documents") {
+        ingest_documents().await?;
     }
     if chosen.runs("embed") {
         embed_section().await?;
@@ -463,7 +467,7 @@ impl<'a> Chosen<'a> {
     fn runs(&self, section: &str) -> bool {
         if self.memory_only {
             section == "memory"
-        } else if section == "quota" || section == "retrieval" {
+        } else if matches!(section, "quota" | "retrieval" | "documents") {
             // Minutes against a throttling stand-in, or a real model: only when asked for.
             self.named.contains(&section)
         } else {
@@ -597,6 +601,7 @@ pub async fn ingest_memory(args: &[String]) -> Result<(), Box<dyn std::error::Er
     println!(
         "{}",
         json!({"records": summary.records, "chunks": summary.chunks, "messages": summary.messages,
+               "documents_skipped": summary.documents_skipped,
                "wall_s": started.elapsed().as_secs_f64(), "cpu_s": cpu, "peak_rss": peak})
     );
     Ok(())
@@ -642,6 +647,69 @@ async fn ingest_memory_by_size(
             .send()
             .await?;
     }
+    Ok(())
+}
+
+/// Ingest on documents (PDF, Word, Excel, CSV, HTML, Markdown, text): each file of
+/// `SAKUIN_DOCUMENTS_DIR` (default `dev/samples/documents`) read by ingest in a process of its
+/// own, S3 from moto, chunks to a null queue: the throughput and the process's peak RSS.
+async fn ingest_documents() -> Result<(), Box<dyn std::error::Error>> {
+    let dir = std::env::var_os("SAKUIN_DOCUMENTS_DIR").map_or_else(
+        || crate::stack::repo_root().join("dev/samples/documents"),
+        std::path::PathBuf::from,
+    );
+    println!(
+        "\n## Ingest on documents from {} (one process per file, S3 from moto, chunks to a null queue)",
+        dir.display()
+    );
+    println!(
+        "  {:<28} {:>10} {:>9} {:>8} {:>9} {:>9} {:>13}",
+        "document", "KiB", "sections", "chunks", "MB/s", "CPU ms", "peak RSS MiB"
+    );
+    let stack = LocalStack::start(&[]).await?;
+    let provisioned = crate::pipeline::provision(&stack, &PipelineOptions::default()).await?;
+    let mut files: Vec<std::path::PathBuf> = std::fs::read_dir(&dir)?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.is_file())
+        .collect();
+    files.sort();
+    for path in files {
+        let name = path
+            .file_name()
+            .unwrap_or_default()
+            .to_string_lossy()
+            .into_owned();
+        let body = std::fs::read(&path)?;
+        let size = body.len() as u64;
+        let key = format!("documents/{name}");
+        crate::pipeline::upload(&provisioned.s3, &key, body).await?;
+        let out = ingest_in_child(&provisioned, &key).await?;
+        let Some(v) = child_figures(&out) else {
+            println!(
+                "  {name:<28} failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+                    .lines()
+                    .last()
+                    .unwrap_or_default()
+            );
+            continue;
+        };
+        let wall = v["wall_s"].as_f64().unwrap_or(1.0);
+        let skipped = v["documents_skipped"].as_u64().unwrap_or(0) > 0;
+        println!(
+            "  {name:<28} {:>10.1} {:>9} {:>8} {:>9.1} {:>9.0} {:>13.1}{}",
+            size as f64 / 1024.0,
+            v["records"].as_u64().unwrap_or(0),
+            v["chunks"].as_u64().unwrap_or(0),
+            size as f64 / 1e6 / wall,
+            v["cpu_s"].as_f64().unwrap_or(0.0) * 1e3,
+            mib(v["peak_rss"].as_u64().unwrap_or(0)),
+            if skipped { "  (skipped: no text)" } else { "" }
+        );
+    }
+    println!(
+        "  (MB/s and CPU include the S3 read from moto and the process's start; the peak RSS includes the runtime's ~10 MiB)"
+    );
     Ok(())
 }
 

@@ -276,6 +276,53 @@ async fn print_search(
     Ok(())
 }
 
+/// `sakuin-local extract [--json] FILE...`: what ingest reads from each document — its format
+/// and why, then each section with its citation (`--json`: one JSON object a line, the text
+/// whole).
+pub fn extract(args: &[String]) -> Result<(), Box<dyn std::error::Error>> {
+    use sakuin::documents::{self, ExtractSettings};
+    let json = args.iter().any(|a| a == "--json");
+    let files: Vec<&String> = args.iter().filter(|a| !a.starts_with("--")).collect();
+    if files.is_empty() {
+        return Err("usage: sakuin-local extract [--json] FILE...".into());
+    }
+    for file in files {
+        let bytes = std::fs::read(file).map_err(|e| format!("{file}: {e}"))?;
+        let detection = match documents::detect(file, None, &bytes) {
+            Ok(d) => d,
+            Err(e) => {
+                eprintln!("{file}: {e}");
+                continue;
+            }
+        };
+        if !json {
+            println!("{file}: {} ({})", detection.format, detection.reason);
+        }
+        let sections =
+            documents::extract_bytes(detection.format, &bytes, &ExtractSettings::default());
+        let sections = match sections {
+            Ok(sections) => sections,
+            Err(e) => {
+                eprintln!("{file}: skipped by ingest: {e} ({})", e.kind());
+                continue;
+            }
+        };
+        for section in sections {
+            if json {
+                let cited = section.citation.fields(detection.format);
+                println!(
+                    "{}",
+                    serde_json::json!({"file": file, "citation": cited, "text": section.text})
+                );
+            } else {
+                let text: String = section.text.chars().take(120).collect();
+                println!("  [{}] {}", section.citation, text.replace('\n', " "));
+            }
+        }
+    }
+    Ok(())
+}
+
 /// `sakuin-local stack`: the stack with the bucket, queues and the objects `events/s3-put*.json`
 /// name, for `cargo lambda watch` and `cargo lambda invoke`; runs until Ctrl-C.
 pub async fn serve_stack() -> Result<(), Box<dyn std::error::Error>> {

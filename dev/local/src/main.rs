@@ -6,12 +6,17 @@ use std::process::ExitCode;
 const USAGE: &str = "\
 usage: sakuin-local demo [QUERY...]   run the samples through the whole pipeline, probe, search
        sakuin-local stack             start the local stack, write .local/stack.env, wait for Ctrl-C
+       sakuin-local extract [--json] FILE...
+                                      the sections and citations ingest reads from each
+                                      document (PDF, Word, Excel, CSV, HTML, Markdown, text)
        sakuin-local bench [SECTION...] [--large] [--memory]
                                       print performance figures; sections: cold ingest memory
                                       embed e2e (default all), and quota (only when named:
                                       twenty minutes at a Bedrock quota; --adaptive-only skips
                                       the fixed-concurrency runs, --model=titan|cohere picks one,
-                                      --timeline prints calls every 15 s), and retrieval (only
+                                      --timeline prints calls every 15 s), documents (only when
+                                      named: ingest on each file of SAKUIN_DOCUMENTS_DIR), and
+                                      retrieval (only
                                       when named: search quality on dev/retrieval with the real
                                       model, half an hour; --quick the shipped settings only,
                                       --hashed the stand-in's vectors); --large adds a 1 GiB object,
@@ -30,6 +35,7 @@ async fn main() -> ExitCode {
             Some("stack") => sakuin_local::demo::serve_stack().await,
             Some("bench") => sakuin_local::bench::run(&args[1..]).await,
             Some("ingest-memory") => sakuin_local::bench::ingest_memory(&args[1..]).await,
+            Some("extract") => sakuin_local::demo::extract(&args[1..]),
             _ => Err(USAGE.into()),
         }
     };

@@ -55,17 +55,23 @@ pub(super) enum Kind {
     Unsupported(String),
 }
 
+/// A document object opened for reading: its source as stored, what it is, its body.
+pub(super) struct OpenedDocument {
+    pub(super) source: SourceRef,
+    pub(super) kind: Kind,
+    pub(super) body: AsyncBody,
+}
+
 /// Reads a document (or its next part) into chunk messages.
 pub(super) async fn ingest_document<S: ObjectStore, Q: ChunkQueue, C: Continuation>(
     deps: &IngestDeps<S, Q, C>,
-    source: SourceRef,
-    kind: Kind,
-    body: AsyncBody,
+    opened: OpenedDocument,
     at: ObjectAt,
     deadline: Deadline,
     made_progress: bool,
     summary: &mut IngestSummary,
 ) -> Result<ObjectProgress, ObjectFailure> {
+    let OpenedDocument { source, kind, body } = opened;
     let mut out = Outbox {
         packer: MessagePacker::new(
             &source,

@@ -16,7 +16,7 @@ use crate::retry::Deadline;
 use crate::store::{ObjectRef, ObjectStore, StoreError};
 
 use super::continuation::Continuation;
-use super::document::{Kind, ingest_document};
+use super::document::{Kind, OpenedDocument, ingest_document};
 use super::event::Work;
 use super::send::{Outbox, Rejects, write_rejects};
 use super::{IngestDeps, IngestSummary};
@@ -128,20 +128,11 @@ pub(super) async fn ingest_object<S: ObjectStore, Q: ChunkQueue, C: Continuation
     made_progress: bool,
     summary: &mut IngestSummary,
 ) -> Result<ObjectProgress, ObjectFailure> {
-    let (source, mut records) = match open_object(deps, source, at, deadline, made_progress).await?
-    {
-        Opened::Records(source, records) => (source, records),
-        Opened::Document(source, kind, body) => {
-            let reading = ingest_document(
-                deps,
-                source,
-                kind,
-                body,
-                at,
-                deadline,
-                made_progress,
-                summary,
-            );
+    let opened = open_object(deps, source, at, deadline, made_progress).await?;
+    let (source, mut records) = match opened {
+        Opened::Records(source, records) => (source, *records),
+        Opened::Document(document) => {
+            let reading = ingest_document(deps, document, at, deadline, made_progress, summary);
             return Box::pin(reading).await;
         }
     };
@@ -222,9 +213,9 @@ pub(super) fn retry(e: impl std::fmt::Display) -> ObjectFailure {
 /// returned).
 pub(super) enum Opened {
     /// JSON or JSON Lines: its record stream.
-    Records(SourceRef, RecordReader<BoxedBufRead>),
+    Records(SourceRef, Box<RecordReader<BoxedBufRead>>),
     /// Any other format: a document, read by [`ingest_document`].
-    Document(SourceRef, Kind, AsyncBody),
+    Document(OpenedDocument),
 }
 
 /// Opens the object (from where the last part stopped, when it can be read from there): its
@@ -279,11 +270,17 @@ pub(super) async fn open_object<S: ObjectStore, Q: ChunkQueue, C: Continuation>(
         match documents::detect_body(&source.key, opened.content_type.as_deref(), body).await {
             Ok((detection, whole)) if detection.format == Format::Records => body = whole,
             Ok((detection, whole)) => {
-                return Ok(Opened::Document(source, Kind::Document(detection), whole));
+                let kind = Kind::Document(detection);
+                return Ok(Opened::Document(OpenedDocument {
+                    source,
+                    kind,
+                    body: whole,
+                }));
             }
             Err(DetectError::Unsupported(e)) => {
-                let empty: AsyncBody = Box::pin(tokio::io::empty());
-                return Ok(Opened::Document(source, Kind::Unsupported(e.reason), empty));
+                let kind = Kind::Unsupported(e.reason);
+                let body: AsyncBody = Box::pin(tokio::io::empty());
+                return Ok(Opened::Document(OpenedDocument { source, kind, body }));
             }
             Err(DetectError::Io(e)) => return Err(retry(e)),
         }
@@ -296,7 +293,7 @@ pub(super) async fn open_object<S: ObjectStore, Q: ChunkQueue, C: Continuation>(
     let path = &cfg.records_path;
     let opened = open_records_resumed(body, &source.key, cfg.max_record_bytes, path, resume);
     match opened.await {
-        Ok(records) => Ok(Opened::Records(source, records)),
+        Ok(records) => Ok(Opened::Records(source, Box::new(records))),
         Err(e @ ReadError::OutOfTime { .. }) => Err(ObjectFailure::OutOfTime(e.to_string())),
         Err(e) => Err(retry(e)),
     }
