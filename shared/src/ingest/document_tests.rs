@@ -301,6 +301,8 @@ async fn hostile_documents_are_skipped_once_with_their_reason() {
         ("bad-xml.docx", "corrupt"),
         ("zip-named.pdf", "unsupported"),
         ("shift_jis.csv", "not_utf8"),
+        ("bomb-lying.xlsx", "corrupt"),
+        ("many-entries.docx", "no_text"),
     ];
     for (name, kind) in cases {
         let key = format!("in/{name}");
@@ -365,4 +367,34 @@ async fn a_document_read_in_parts_queues_what_one_read_does() {
         .into_iter()
         .filter(|m| m.op == Operation::Sweep);
     assert_eq!(sweeps.count(), 1, "one sweep, after the last part");
+}
+
+#[tokio::test]
+async fn every_format_takes_its_metadata_file() {
+    let metadata = json!({"metadataAttributes": {"owner": "山田", "tags": ["a", "b"]}}).to_string();
+    for name in [
+        "manual.pdf",
+        "report.docx",
+        "workbook.xlsx",
+        "manual-ja.md",
+        "page.html",
+        "prices.csv",
+        "notes.txt",
+    ] {
+        let meta_key = format!("{name}.metadata.json");
+        let d = deps(
+            &[
+                (name, sample(name)),
+                (&meta_key, metadata.clone().into_bytes()),
+            ],
+            &[],
+        );
+        ingest(&d, name).await;
+        let chunks = chunks(&d);
+        assert!(!chunks.is_empty(), "{name}");
+        for chunk in chunks {
+            assert_eq!(chunk.metadata["owner"], "山田", "{name}");
+            assert_eq!(chunk.metadata["tags"], json!(["a", "b"]), "{name}");
+        }
+    }
 }
