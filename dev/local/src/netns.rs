@@ -187,6 +187,63 @@ impl Topology {
         &self.names[0]
     }
 
+    /// Another address of the server, `198.18.<id>.<host>` (outside the /30s, so `host` ≥ 16),
+    /// routed to it by both routers; with `dropped`, the server's firewall drops every packet
+    /// to it (a dead address behind a name: connects time out).
+    pub fn add_server_address(&self, host: u8, dropped: bool) -> Result<Ipv4Addr, String> {
+        let [_, r1, r2, s] = &self.names;
+        let [a, b, id, _] = self.server_addr.octets();
+        let addr = Ipv4Addr::new(a, b, id, host);
+        let router = |last: u8| Ipv4Addr::new(a, b, id, last).to_string();
+        ip(&["-n", s, "addr", "add", &format!("{addr}/32"), "dev", "s0"])?;
+        // The server-bound route of router1 (over either link) already leads to router2.
+        let via = self.server_route_via(r1)?;
+        ip(&["-n", r1, "route", "add", &format!("{addr}/32"), "via", &via])?;
+        ip(&[
+            "-n",
+            r2,
+            "route",
+            "add",
+            &format!("{addr}/32"),
+            "via",
+            &router(10),
+        ])?;
+        if dropped {
+            let target = addr.to_string();
+            let rule = ["-A", "INPUT", "-d", target.as_str(), "-j", "DROP"];
+            let mut args = vec!["netns", "exec", s.as_str(), "iptables"];
+            args.extend(rule);
+            run("ip", &args)?;
+        }
+        Ok(addr)
+    }
+
+    /// The next hop `router` uses toward the server's /30.
+    fn server_route_via(&self, router: &str) -> Result<String, String> {
+        let [a, b, id, _] = self.server_addr.octets();
+        let net = format!("{a}.{b}.{id}.8/30");
+        let out = Command::new("ip")
+            .args(["-n", router, "route", "show", &net])
+            .output()
+            .map_err(|e| format!("ip: {e}"))?;
+        let text = String::from_utf8_lossy(&out.stdout);
+        text.split_whitespace()
+            .skip_while(|w| *w != "via")
+            .nth(1)
+            .map(str::to_owned)
+            .ok_or_else(|| format!("no route to {net} in {router}: {text}"))
+    }
+
+    /// What `name` resolves to inside the client's namespace: `ip netns exec` mounts
+    /// `/etc/netns/<namespace>/hosts` over `/etc/hosts`.
+    pub fn client_hosts(&self, name: &str, addrs: &[Ipv4Addr]) -> Result<(), String> {
+        let dir = format!("/etc/netns/{}", self.client_ns());
+        std::fs::create_dir_all(&dir).map_err(|e| format!("{dir}: {e}"))?;
+        let lines: String = addrs.iter().map(|a| format!("{a} {name}\n")).collect();
+        let hosts = format!("127.0.0.1 localhost\n{lines}");
+        std::fs::write(format!("{dir}/hosts"), hosts).map_err(|e| format!("{dir}/hosts: {e}"))
+    }
+
     pub fn server_ns(&self) -> &str {
         &self.names[3]
     }
@@ -194,6 +251,7 @@ impl Topology {
 
 impl Drop for Topology {
     fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(format!("/etc/netns/{}", self.client_ns()));
         // Deleting a namespace deletes its ends of the veth pairs, and so the pairs.
         for ns in &self.names {
             let _ = Command::new("ip").args(["netns", "del", ns]).output();

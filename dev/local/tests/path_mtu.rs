@@ -113,9 +113,9 @@ impl Chain {
 /// namespace (TLS-terminating when `tls` is given) joined to the cluster on this host's
 /// loopback. Returns the port.
 async fn front(topology: &Topology, es_port: u16, tls: Option<TlsAcceptor>) -> u16 {
-    let addr = topology.server_addr;
+    // Every address of the server's namespace (a test may give it more than one).
     let listener = in_netns(topology.server_ns(), move || {
-        let l = std::net::TcpListener::bind((addr, 0)).unwrap();
+        let l = std::net::TcpListener::bind((Ipv4Addr::UNSPECIFIED, 0)).unwrap();
         l.set_nonblocking(true).unwrap();
         l
     })
@@ -426,4 +426,58 @@ async fn the_functions_index_and_probe_through_es_tcp_mss() {
         "{detail}"
     );
     pipeline.stop().await;
+}
+
+/// A name with three addresses, one of them dead (the server's firewall drops its packets):
+/// the probe connects to each, says which one is dead and why, fails the TCP check (the worker
+/// would fail whenever the resolver hands it that address), and checks the cluster over a live
+/// one — all within the probe's budget.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_probe_tries_every_address_of_the_name_and_names_the_dead_one() {
+    let Some(net) = topology(5, Blackhole::TowardClient) else {
+        return;
+    };
+    let stack = LocalStack::start(&[]).await.unwrap();
+    let port = front(&net, stack.elasticsearch.port, None).await;
+    let second = net.add_server_address(20, false).unwrap();
+    let dead = net.add_server_address(21, true).unwrap();
+    net.client_hosts("es.sakuin.test", &[net.server_addr, second, dead])
+        .unwrap();
+    let env = [
+        ("ES_HOST", "es.sakuin.test"),
+        ("ES_CONNECT_TIMEOUT_SECS", "2"),
+    ];
+    let (out, took) = probe(&net, port, &env).await;
+    let report = report_of(&out);
+    assert_eq!(out.status.code(), Some(1), "{report:#}");
+    let dns = check(&report, "elasticsearch.dns");
+    assert!(
+        dns["detail"].as_str().unwrap().contains(&dead.to_string()),
+        "{dns}"
+    );
+    let tcp = check(&report, "elasticsearch.tcp");
+    assert_eq!(
+        (&tcp["ok"], &tcp["layer"]),
+        (&json!(false), &json!("tcp")),
+        "{tcp}"
+    );
+    let detail = tcp["detail"].as_str().unwrap();
+    assert!(
+        detail.starts_with("2 of 3 addresses of es.sakuin.test answer")
+            && detail.contains(&format!("{dead}:{port} did not answer within 2 s")),
+        "{detail}"
+    );
+    assert!(
+        tcp["hint"].as_str().unwrap().contains("whichever address"),
+        "{tcp}"
+    );
+    assert_eq!(tcp["metrics"]["AddressesDown"], 1.0);
+    // The layers above were checked over a live address.
+    assert_eq!(
+        check(&report, "elasticsearch.http")["ok"],
+        true,
+        "{report:#}"
+    );
+    println!("a dead address among three: {detail} ({took:?} for the probe)");
+    assert!(took < Duration::from_secs(10), "{took:?}");
 }

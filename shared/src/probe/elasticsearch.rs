@@ -70,25 +70,59 @@ fn passed(out: &mut Vec<CheckResult>, result: CheckResult) -> bool {
     ok
 }
 
-/// TCP: refused (a host answered) or timed out (the packets went nowhere).
+/// TCP to every address the name gives, all at once within the connect timeout: refused (a
+/// host answered) or timed out (the packets went nowhere). The worker connects to whichever
+/// address the resolver hands it, so one dead address among live ones fails a share of its
+/// requests while the others pass: the check fails naming it, and the next layers go on over
+/// a live address. Returns that address; `None` when none connects.
 async fn check_tcp(
     deps: &ProbeDeps,
     addrs: &[SocketAddr],
     out: &mut Vec<CheckResult>,
 ) -> Option<SocketAddr> {
     let timeout = deps.config.es.connect_timeout.min(deps.config.timeout);
-    let (connected, ms) = timed(connect_any(addrs, timeout)).await;
-    match connected {
-        Ok(addr) => {
-            let detail = format!("connected to {addr}");
-            out.push(CheckResult::pass("elasticsearch.tcp", ms, detail));
-            Some(addr)
-        }
-        Err((detail, hint)) => {
-            out.push(CheckResult::fail("elasticsearch.tcp", Layer::Tcp, ms, detail).hint(hint));
-            None
-        }
-    }
+    let (tried, ms) = timed(connect_each(addrs, timeout)).await;
+    let live: Vec<SocketAddr> = tried
+        .iter()
+        .filter(|(_, r)| r.is_ok())
+        .map(|(a, _)| *a)
+        .collect();
+    let Some(&first) = live.first() else {
+        let (detail, hint) = describe_failures(&tried);
+        out.push(CheckResult::fail("elasticsearch.tcp", Layer::Tcp, ms, detail).hint(hint));
+        return None;
+    };
+    let down = tried.len() - live.len();
+    let mut result = if down == 0 {
+        let detail = match live.len() {
+            1 => format!("connected to {first}"),
+            n => {
+                let listed: Vec<String> = live.iter().map(ToString::to_string).collect();
+                format!(
+                    "connected to each of the {n} addresses: {}",
+                    listed.join(", ")
+                )
+            }
+        };
+        CheckResult::pass("elasticsearch.tcp", ms, detail)
+    } else {
+        let failed: Vec<(SocketAddr, Result<(), ConnectFailure>)> =
+            tried.iter().filter(|(_, r)| r.is_err()).cloned().collect();
+        let (problems, cause) = describe_failures(&failed);
+        let host = &deps.config.es.host;
+        let detail = format!(
+            "{} of {} addresses of {host} answer; {problems}",
+            live.len(),
+            tried.len()
+        );
+        let hint = format!(
+            "the worker connects to whichever address the resolver gives it, so a share of its connections fail:              take the dead address out of the name's records (or the cluster's load balancer), or fix it — {cause}"
+        );
+        CheckResult::fail("elasticsearch.tcp", Layer::Tcp, ms, detail).hint(hint)
+    };
+    result.metrics.insert("AddressesDown".into(), down as f64);
+    out.push(result);
+    Some(first)
 }
 
 /// TLS: our own handshake, to tell the certificate problems apart; a stalled one is tried again
@@ -255,44 +289,69 @@ fn dns_failed(
     None
 }
 
-/// Connects to the first address that answers, within `timeout` in total; otherwise says, per
-/// address, whether it refused, was unreachable or timed out.
-pub(super) async fn connect_any(
+/// Why a TCP connect failed.
+#[derive(Debug, Clone)]
+pub(super) enum ConnectFailure {
+    Refused,
+    Unroutable(String),
+    TimedOut(Duration),
+    Other(String),
+}
+
+/// Connects to each address at once, each within `timeout`; the outcome per address, in the
+/// order given (the connections made are closed).
+pub(super) async fn connect_each(
     addrs: &[SocketAddr],
     timeout: Duration,
-) -> Result<SocketAddr, (String, String)> {
-    let deadline = tokio::time::Instant::now() + timeout;
+) -> Vec<(SocketAddr, Result<(), ConnectFailure>)> {
+    let attempts = addrs.iter().map(|&addr| async move {
+        let outcome = match tokio::time::timeout(timeout, tokio::net::TcpStream::connect(addr))
+            .await
+        {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(e)) => Err(match e.kind() {
+                std::io::ErrorKind::ConnectionRefused => ConnectFailure::Refused,
+                std::io::ErrorKind::HostUnreachable | std::io::ErrorKind::NetworkUnreachable => {
+                    ConnectFailure::Unroutable(e.to_string())
+                }
+                _ => ConnectFailure::Other(e.to_string()),
+            }),
+            Err(_) => Err(ConnectFailure::TimedOut(timeout)),
+        };
+        (addr, outcome)
+    });
+    futures::future::join_all(attempts).await
+}
+
+/// What failed connects say, per address, and the hint for the worst of them: a timeout
+/// (packets dropped on the way), no route, or a refusal (a host answered).
+pub(super) fn describe_failures(
+    tried: &[(SocketAddr, Result<(), ConnectFailure>)],
+) -> (String, String) {
     let mut problems = Vec::new();
     let (mut refused, mut silent, mut unroutable) = (false, false, false);
-    for addr in addrs {
-        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
-        if left.is_zero() {
-            problems.push(format!("{addr} not tried (out of time)"));
-            continue;
-        }
-        match tokio::time::timeout(left, tokio::net::TcpStream::connect(addr)).await {
-            Ok(Ok(_)) => return Ok(*addr),
-            Ok(Err(e)) => match e.kind() {
-                std::io::ErrorKind::ConnectionRefused => {
-                    refused = true;
-                    problems.push(format!("{addr} refused the connection"));
-                }
-                std::io::ErrorKind::HostUnreachable | std::io::ErrorKind::NetworkUnreachable => {
-                    unroutable = true;
-                    problems.push(format!("{addr}: {e}"));
-                }
-                _ => problems.push(format!("{addr}: {e}")),
-            },
-            Err(_) => {
+    for (addr, outcome) in tried {
+        match outcome {
+            Ok(()) => {}
+            Err(ConnectFailure::Refused) => {
+                refused = true;
+                problems.push(format!("{addr} refused the connection"));
+            }
+            Err(ConnectFailure::Unroutable(e)) => {
+                unroutable = true;
+                problems.push(format!("{addr}: {e}"));
+            }
+            Err(ConnectFailure::TimedOut(after)) => {
                 silent = true;
                 problems.push(format!(
                     "{addr} did not answer within {} (connect timed out)",
-                    secs(timeout)
+                    secs(*after)
                 ));
             }
+            Err(ConnectFailure::Other(e)) => problems.push(format!("{addr}: {e}")),
         }
     }
-    let port = addrs.first().map(|a| a.port()).unwrap_or_default();
+    let port = tried.first().map(|(a, _)| a.port()).unwrap_or_default();
     let hint = if silent {
         format!("a connect that times out means the packets are dropped on the way: {ROUTE_HINT}")
     } else if unroutable {
@@ -305,7 +364,7 @@ pub(super) async fn connect_any(
     } else {
         ROUTE_HINT.to_owned()
     };
-    Err((problems.join(" / "), hint))
+    (problems.join(" / "), hint)
 }
 
 /// The TLS check, and whether the handshake stalled (no answer in time after TCP connected).
@@ -1041,9 +1100,8 @@ mod tests {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = listener.local_addr().unwrap();
         drop(listener);
-        let (detail, hint) = connect_any(&[addr], Duration::from_secs(2))
-            .await
-            .unwrap_err();
+        let tried = connect_each(&[addr], Duration::from_secs(2)).await;
+        let (detail, hint) = describe_failures(&tried);
         assert!(detail.contains("refused"), "{detail}");
         assert!(hint.contains("nothing accepts port"), "{hint}");
     }
