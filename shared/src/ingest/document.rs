@@ -26,7 +26,7 @@ use crate::documents::{
     self, AsyncBody, Citation, Detection, ExtractError, Format, Section, SectionStream,
 };
 use crate::ids::derived_doc_id;
-use crate::message::{MessagePacker, SourceRef};
+use crate::message::SourceRef;
 use crate::metrics::MetricSet;
 use crate::queue::{ChunkQueue, MAX_BATCH_ENTRIES, send_all};
 use crate::reader::{RecordPosition, ResumePoint};
@@ -72,16 +72,7 @@ pub(super) async fn ingest_document<S: ObjectStore, Q: ChunkQueue, C: Continuati
     summary: &mut IngestSummary,
 ) -> Result<ObjectProgress, ObjectFailure> {
     let OpenedDocument { source, kind, body } = opened;
-    let mut out = Outbox {
-        packer: MessagePacker::new(
-            &source,
-            deps.config.fields.id_scope,
-            deps.config.message_max_bytes,
-        ),
-        bodies: Vec::new(),
-        rejects: Rejects::new(),
-        queued: at.queued,
-    };
+    let mut out = Outbox::new(&deps.config, &source, at.queued);
     let (format, ended) = match kind {
         Kind::Unsupported(reason) => (None, Ended::Skipped("unsupported", reason)),
         Kind::Document(detection) => {

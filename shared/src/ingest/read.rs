@@ -6,7 +6,7 @@ use std::time::Duration;
 use tracing::{info, warn};
 
 use crate::documents::{self, AsyncBody, DetectError, Format};
-use crate::message::{MessagePacker, SourceRef};
+use crate::message::SourceRef;
 use crate::queue::{ChunkQueue, MAX_BATCH_ENTRIES, QueueError, send_all};
 use crate::reader::{
     BoxedBufRead, ReadError, RecordPosition, RecordReader, Resume, ResumePoint,
@@ -136,16 +136,7 @@ pub(super) async fn ingest_object<S: ObjectStore, Q: ChunkQueue, C: Continuation
             return Box::pin(reading).await;
         }
     };
-    let mut out = Outbox {
-        packer: MessagePacker::new(
-            &source,
-            deps.config.fields.id_scope,
-            deps.config.message_max_bytes,
-        ),
-        bodies: Vec::new(),
-        rejects: Rejects::new(),
-        queued: at.queued,
-    };
+    let mut out = Outbox::new(&deps.config, &source, at.queued);
     let mut paused = None;
     loop {
         // The error path is its own step, awaited only when taken: the loop's per-record

@@ -83,6 +83,16 @@ pub(super) struct Outbox {
 }
 
 impl Outbox {
+    /// An empty outbox for `source`, which earlier parts queued `queued` chunks of.
+    pub(super) fn new(cfg: &IngestConfig, source: &SourceRef, queued: u64) -> Self {
+        Outbox {
+            packer: MessagePacker::new(source, cfg.fields.id_scope, cfg.message_max_bytes),
+            bodies: Vec::new(),
+            rejects: Rejects::new(),
+            queued,
+        }
+    }
+
     /// Packs one record's chunks, or counts and keeps it as a reject.
     pub(super) fn take(
         &mut self,
