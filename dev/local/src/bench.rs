@@ -708,7 +708,7 @@ async fn ingest_documents() -> Result<(), Box<dyn std::error::Error>> {
         );
     }
     println!(
-        "  (MB/s and CPU include the S3 read from moto and the process's start; the peak RSS includes the runtime's ~10 MiB)"
+        "  (MB/s and CPU include the S3 read from moto and the process's start; the peak RSS includes the process's baseline, ≈16 MiB)"
     );
     Ok(())
 }
