@@ -218,6 +218,51 @@ impl Topology {
         Ok(addr)
     }
 
+    /// Router1 forgets a TCP connection idle for `secs` seconds and drops its later packets, as
+    /// a stateful firewall, a NAT or a VPN concentrator with an idle timeout does (conntrack's
+    /// timeout for established connections; packets of connections it does not know, other
+    /// than a SYN, dropped).
+    pub fn forget_idle_connections(&self, secs: u32) -> Result<(), String> {
+        let r1 = self.names[1].as_str();
+        let exec = |args: &[&str]| {
+            let mut all = vec!["netns", "exec", r1];
+            all.extend(args);
+            run("ip", &all)
+        };
+        exec(&[
+            "iptables",
+            "-A",
+            "FORWARD",
+            "-p",
+            "tcp",
+            "-m",
+            "conntrack",
+            "--ctstate",
+            "INVALID",
+            "-j",
+            "DROP",
+        ])?;
+        exec(&[
+            "iptables",
+            "-A",
+            "FORWARD",
+            "-p",
+            "tcp",
+            "!",
+            "--syn",
+            "-m",
+            "conntrack",
+            "--ctstate",
+            "NEW",
+            "-j",
+            "DROP",
+        ])?;
+        // The rules load conntrack into the namespace; its settings exist from then on.
+        exec(&["sysctl", "-qw", "net.netfilter.nf_conntrack_tcp_loose=0"])?;
+        let timeout = format!("net.netfilter.nf_conntrack_tcp_timeout_established={secs}");
+        exec(&["sysctl", "-qw", &timeout])
+    }
+
     /// The next hop `router` uses toward the server's /30.
     fn server_route_via(&self, router: &str) -> Result<String, String> {
         let [a, b, id, _] = self.server_addr.octets();

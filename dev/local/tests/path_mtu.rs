@@ -481,3 +481,79 @@ async fn the_probe_tries_every_address_of_the_name_and_names_the_dead_one() {
     println!("a dead address among three: {detail} ({took:?} for the probe)");
     assert!(took < Duration::from_secs(10), "{took:?}");
 }
+
+/// A firewall on the path that forgets connections idle for 3 s and drops their later packets
+/// (a NAT, firewall or VPN concentrator with an idle timeout): a request on a pooled connection
+/// idle longer than that fails within `ES_CONNECT_TIMEOUT_SECS` (`TCP_USER_TIMEOUT` on the data
+/// the path dropped) and is sent again at once on a fresh connection, and counted. A client
+/// without that (sakuin's before) waits the whole `ES_TIMEOUT_SECS` and fails.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_dropped_while_idle_costs_seconds_not_the_request_timeout() {
+    let Some(net) = topology(6, Blackhole::TowardClient) else {
+        return;
+    };
+    net.forget_idle_connections(3).unwrap();
+    let stack = LocalStack::start(&[]).await.unwrap();
+    let port = front(&net, stack.elasticsearch.port, None).await;
+    let addr = net.server_addr;
+    let (now, before) = in_netns(net.client_ns(), move || {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        runtime.block_on(async move {
+            let settings = EsSettings {
+                host: addr.to_string(),
+                port,
+                use_ssl: false,
+                verify_certs: true,
+                ca_cert_pem: None,
+                auth: None,
+                index: "idle".into(),
+                timeout: Duration::from_secs(10),
+                connect_timeout: Duration::from_secs(2),
+                tcp_mss: None,
+            };
+            let client = EsClient::new(&settings).unwrap();
+            client.version().await.unwrap();
+            tokio::time::sleep(Duration::from_secs(5)).await;
+            let started = Instant::now();
+            let answered = client.version().await;
+            let now = (
+                answered.is_ok(),
+                started.elapsed(),
+                client.stale_connections(),
+            );
+
+            // The client as it was: pooled for 50 s, keepalive after 30 s, no user timeout.
+            let plain = reqwest::Client::builder()
+                .timeout(settings.timeout)
+                .connect_timeout(settings.connect_timeout)
+                .pool_idle_timeout(Duration::from_secs(50))
+                .tcp_keepalive(Duration::from_secs(30))
+                .build()
+                .unwrap();
+            let url = format!("http://{addr}:{port}/");
+            plain.get(&url).send().await.unwrap();
+            tokio::time::sleep(Duration::from_secs(5)).await;
+            let started = Instant::now();
+            let answered = plain.get(&url).send().await;
+            (now, (answered.is_ok(), started.elapsed()))
+        })
+    })
+    .unwrap();
+    println!(
+        "a request after 5 s idle behind a 3 s idle cut: {:?} and answered (one stale connection retried); before: {:?} and {}",
+        now.1,
+        before.1,
+        if before.0 { "answered" } else { "failed" }
+    );
+    let (answered, took, stale) = now;
+    assert!(answered, "answered on a fresh connection");
+    assert_eq!(stale, 1);
+    assert!(took < Duration::from_secs(4), "{took:?}");
+    assert!(
+        !before.0 && before.1 >= Duration::from_secs(9),
+        "{before:?}"
+    );
+}

@@ -13,6 +13,12 @@ use crate::message::SourceRef;
 pub trait SearchIndex: Send + Sync {
     fn index_name(&self) -> &str;
 
+    /// Requests sent again on a fresh connection because the pooled one had been dropped on
+    /// the path while idle, since the client was made (see `EsClient::stale_connections`).
+    fn stale_connections(&self) -> u64 {
+        0
+    }
+
     /// The index of the per-object markers.
     fn marker_index(&self) -> String;
 
@@ -75,6 +81,10 @@ pub trait SearchIndex: Send + Sync {
 impl SearchIndex for EsClient {
     fn index_name(&self) -> &str {
         &self.index
+    }
+
+    fn stale_connections(&self) -> u64 {
+        EsClient::stale_connections(self)
     }
 
     fn marker_index(&self) -> String {

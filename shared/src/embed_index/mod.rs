@@ -233,6 +233,7 @@ pub async fn handle_batch<E: Embedder, I: SearchIndex, Q: ChunkQueue>(
     deadline: Deadline,
 ) -> Result<(SqsBatchResponse, BatchStats), IndexSetupError> {
     let (mut batch, mut fates) = Batch::parse(&event);
+    let stale_before = deps.index.stale_connections();
     let mut stats = BatchStats {
         messages: batch.ids.len() as u64,
         ..Default::default()
@@ -245,6 +246,7 @@ pub async fn handle_batch<E: Embedder, I: SearchIndex, Q: ChunkQueue>(
     requeue_waiting(deps, &batch, &mut fates, &works, &mut stats).await;
 
     stats.messages_failed = fates.0.iter().filter(|f| **f == Fate::Fail).count() as u64;
+    stats.stale_connections = deps.index.stale_connections() - stale_before;
     let mut response = SqsBatchResponse::default();
     for (i, fate) in fates.0.iter().enumerate() {
         if *fate == Fate::Fail {

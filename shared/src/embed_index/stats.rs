@@ -8,6 +8,9 @@ use crate::metrics::MetricSet;
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct BatchStats {
     pub messages: u64,
+    /// Elasticsearch requests sent again on a fresh connection: the pooled one had been dropped
+    /// on the path while idle.
+    pub stale_connections: u64,
     pub messages_failed: u64,
     pub chunks: u64,
     pub unchanged: u64,
@@ -196,6 +199,7 @@ pub(super) fn emit(stats: &BatchStats, model: &EmbeddingModel, pace: crate::embe
         .count("InputTokens", stats.embed.input_tokens)
         .count("BulkRequests", stats.bulk_requests)
         .count("BulkRetries", stats.bulk_retries)
+        .count("EsStaleConnections", stats.stale_connections)
         .value("EmbedMillis", stats.embed_ms as f64, "Milliseconds")
         .value("IndexMillis", stats.index_ms as f64, "Milliseconds")
         .value("BulkBytes", stats.bulk_bytes as f64, "Bytes")

@@ -2,6 +2,7 @@
 //! the handful of calls the functions make.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use reqwest::header::{AUTHORIZATION, CONTENT_TYPE};
@@ -211,6 +212,10 @@ impl Hit {
 #[derive(Clone)]
 pub struct EsClient {
     http: reqwest::Client,
+    /// Without a pool: the one retry after a pooled connection turned out dead.
+    fresh: reqwest::Client,
+    /// Those retries so far, shared by the clones (see [`EsClient::stale_connections`]).
+    stale: Arc<AtomicU64>,
     base: String,
     /// The `Authorization` header, shared by every clone so a refresh after a 401 serves all.
     auth: Arc<Credentials>,
@@ -219,6 +224,21 @@ pub struct EsClient {
     /// `ES_TIMEOUT_SECS`: the longest one request waits; shorter near a [`within_deadline`].
     timeout: Duration,
     pub index: String,
+}
+
+/// How long a pooled connection may sit idle (see [`EsClient::new`]).
+const POOL_IDLE: Duration = Duration::from_secs(50);
+/// Keepalive probes: the first after this long idle, then every interval, this many unanswered
+/// before the connection is given up.
+const KEEPALIVE: Duration = Duration::from_secs(15);
+const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(5);
+const KEEPALIVE_RETRIES: u32 = 3;
+
+/// Whether `e` is a connection that existed and died under the request, before the request's
+/// own timeout (`budget`) could have run out: not a connect failure, not the cluster slow to
+/// answer.
+fn dead_connection(e: &reqwest::Error, elapsed: Duration, budget: Duration) -> bool {
+    !e.is_connect() && !e.is_builder() && !e.is_status() && elapsed < budget.mul_f64(0.9)
 }
 
 tokio::task_local! {
@@ -254,12 +274,52 @@ impl std::fmt::Debug for EsClient {
 
 impl EsClient {
     pub fn new(settings: &EsSettings) -> Result<Self, EsError> {
+        let relay = match settings.tcp_mss {
+            Some(mss) => Some(Arc::new(Self::relay(settings, mss)?)),
+            None => None,
+        };
+        let socket = relay.as_ref().map(|r| r.path().to_owned());
+        let http = Self::http(settings, socket.as_deref(), true)?;
+        let fresh = Self::http(settings, socket.as_deref(), false)?;
+        Ok(Self {
+            http,
+            fresh,
+            stale: Arc::new(AtomicU64::new(0)),
+            base: settings.base_url(),
+            auth: Arc::new(Credentials::new(settings.auth.as_ref())),
+            relay,
+            timeout: settings.timeout,
+            index: settings.index.clone(),
+        })
+    }
+
+    /// The HTTP client: `pooled` keeps idle connections for reuse, the other opens a fresh
+    /// connection for every request (the retry after a pooled one turned out dead).
+    ///
+    /// Connections that a NAT, firewall or VPN concentrator forgets while idle must not cost a
+    /// request its whole timeout: keepalive probes every 15 s keep the path's state alive while
+    /// the process runs; a pooled connection is closed after 50 s idle, below common cut-offs
+    /// (a NAT gateway's 350 s, firewalls' 300–3,600 s); and data left unacknowledged for
+    /// `ES_CONNECT_TIMEOUT_SECS` (`TCP_USER_TIMEOUT`) ends a connection the path has dropped
+    /// (after a Lambda freeze, say) in seconds — data on a live path is acknowledged within a
+    /// round trip, however long Elasticsearch takes to answer.
+    fn http(
+        settings: &EsSettings,
+        socket: Option<&std::path::Path>,
+        pooled: bool,
+    ) -> Result<reqwest::Client, EsError> {
         let mut builder = reqwest::Client::builder()
             .timeout(settings.timeout)
             .connect_timeout(settings.connect_timeout)
-            .pool_idle_timeout(Duration::from_secs(50))
-            .tcp_keepalive(Duration::from_secs(30))
+            .pool_idle_timeout(POOL_IDLE)
+            .tcp_keepalive(KEEPALIVE)
+            .tcp_keepalive_interval(KEEPALIVE_INTERVAL)
+            .tcp_keepalive_retries(KEEPALIVE_RETRIES)
+            .tcp_user_timeout(settings.connect_timeout)
             .user_agent(concat!("sakuin/", env!("CARGO_PKG_VERSION")));
+        if !pooled {
+            builder = builder.pool_max_idle_per_host(0);
+        }
         if let Some(pem) = &settings.ca_cert_pem {
             let certs = reqwest::Certificate::from_pem_bundle(pem.as_bytes()).map_err(|e| {
                 EsError::Setup(format!("ES_CA_CERT is not a PEM certificate bundle: {e}"))
@@ -270,38 +330,29 @@ impl EsClient {
             builder = builder.tls_certs_merge(certs);
         }
         if settings.use_ssl && !settings.verify_certs {
-            warn!(
-                host = %settings.host,
-                "ES_VERIFY_CERTS=false: TLS certificates and host names are NOT verified; anyone on the path can \
-                 read and change the traffic. Use ES_CA_CERT to trust a private CA instead."
-            );
+            if pooled {
+                warn!(
+                    host = %settings.host,
+                    "ES_VERIFY_CERTS=false: TLS certificates and host names are NOT verified; anyone on the path can \
+                     read and change the traffic. Use ES_CA_CERT to trust a private CA instead."
+                );
+            }
             builder = builder
                 .tls_danger_accept_invalid_certs(true)
                 .tls_danger_accept_invalid_hostnames(true);
         }
-        let relay = match settings.tcp_mss {
-            Some(mss) => {
-                let relay = Self::relay(settings, mss)?;
-                builder = builder.unix_socket(relay.path());
-                Some(Arc::new(relay))
-            }
-            None => None,
-        };
-        let http = builder
-            .build()
-            .map_err(|e| EsError::Setup(error_chain(&e)))?;
-        Ok(Self {
-            http,
-            base: settings.base_url(),
-            auth: Arc::new(Credentials::new(settings.auth.as_ref())),
-            relay,
-            timeout: settings.timeout,
-            index: settings.index.clone(),
-        })
+        if let Some(path) = socket {
+            builder = builder.unix_socket(path);
+        }
+        builder.build().map_err(|e| EsError::Setup(error_chain(&e)))
     }
 
-    /// The clamped path to the cluster: reqwest speaks HTTP (and TLS, with the URL's host name
-    /// for SNI and verification) over the relay's Unix socket; the relay connects over TCP.
+    /// Requests retried on a fresh connection because the pooled one was dead (cut while idle
+    /// by something on the path), since this client was made.
+    pub fn stale_connections(&self) -> u64 {
+        self.stale.load(Ordering::Relaxed)
+    }
+
     fn relay(settings: &EsSettings, mss: u32) -> Result<MssRelay, EsError> {
         if tokio::runtime::Handle::try_current().is_err() {
             return Err(EsError::Setup(
@@ -401,6 +452,13 @@ impl EsClient {
 
     /// Sends `request` with `limit` as its timeout when given; a timeout that the deadline made
     /// shorter than `ES_TIMEOUT_SECS` is the invocation's, not the cluster's.
+    ///
+    /// A request that fails on a connection that existed, before its own timeout (the socket
+    /// gave up: reset, closed, or `TCP_USER_TIMEOUT` on data the path dropped), went out on a
+    /// pooled connection something on the path had forgotten while it sat idle. It is sent
+    /// once more at once on a fresh connection: every request sakuin makes is idempotent (reads,
+    /// and writes by id under compare-and-set), so a request that did arrive the first time is
+    /// answered as a conflict, which the callers already settle.
     async fn execute(
         &self,
         mut request: reqwest::Request,
@@ -410,8 +468,41 @@ impl EsClient {
         if let Some(limit) = limit {
             *request.timeout_mut() = Some(limit);
         }
-        let cut_short = limit.filter(|l| *l < self.timeout);
-        let classify = |e: reqwest::Error| match cut_short {
+        let again = request.try_clone();
+        let started = tokio::time::Instant::now();
+        let first = Self::attempt(&self.http, request).await;
+        let budget = limit.unwrap_or(self.timeout);
+        let first = match (first, again) {
+            (Err(e), Some(again)) if dead_connection(&e, started.elapsed(), budget) => {
+                self.stale.fetch_add(1, Ordering::Relaxed);
+                warn!(
+                    request = %what,
+                    after_ms = started.elapsed().as_millis() as u64,
+                    error = %error_chain(&e),
+                    "a pooled connection to Elasticsearch was dead (something on the path dropped it while idle: \
+                     a NAT, firewall or VPN idle timeout); sent again on a fresh connection"
+                );
+                Self::attempt(&self.fresh, again).await
+            }
+            (first, _) => first,
+        };
+        first.map_err(|e| self.classify(e, limit, what))
+    }
+
+    async fn attempt(
+        client: &reqwest::Client,
+        request: reqwest::Request,
+    ) -> Result<(StatusCode, Vec<u8>), reqwest::Error> {
+        let response = client.execute(request).await?;
+        let status = response.status();
+        let bytes = response.bytes().await?;
+        Ok((status, bytes.to_vec()))
+    }
+
+    /// A failed request as the error callers see: out of the invocation's time when the
+    /// deadline cut its timeout short, else the cluster unreachable.
+    fn classify(&self, e: reqwest::Error, limit: Option<Duration>, what: &str) -> EsError {
+        match limit.filter(|l| *l < self.timeout) {
             Some(limit) if e.is_timeout() => EsError::OutOfTime {
                 what: what.to_owned(),
                 detail: format!(
@@ -421,11 +512,7 @@ impl EsClient {
                 ),
             },
             _ => self.unreachable(e),
-        };
-        let response = self.http.execute(request).await.map_err(classify)?;
-        let status = response.status();
-        let bytes = response.bytes().await.map_err(classify)?;
-        Ok((status, bytes.to_vec()))
+        }
     }
 
     fn unreachable(&self, e: reqwest::Error) -> EsError {
