@@ -126,6 +126,74 @@ async fn tls_report(certs: &Certs, cert: &str, extra: &[(&str, &str)]) -> ProbeR
     probe_es(&vars).await
 }
 
+/// A cluster whose HTTP layer requires client certificates: none offered is named as such, a
+/// certificate it does not trust is named as refused, and the right one passes every layer.
+#[tokio::test]
+async fn a_cluster_that_requires_client_certificates_is_named() {
+    let certs = Certs::make();
+    let server = serve(
+        Cluster::default().responder(),
+        Some(certs.acceptor_requiring_clients()),
+    )
+    .await;
+    let port = server.port();
+    let ca = certs.path("ca.pem");
+    let report_with = |cert: Option<&str>| {
+        let (port, ca) = (port.clone(), ca.clone());
+        let files = cert.map(|c| {
+            (
+                certs.path(&format!("{c}.pem")),
+                certs.path(&format!("{c}.key")),
+            )
+        });
+        async move {
+            let mut vars = vec![
+                ("ES_HOST", "127.0.0.1".to_owned()),
+                ("ES_PORT", port),
+                ("ES_USE_SSL", "true".to_owned()),
+                ("ES_CA_CERT", ca),
+                ("PROBE_TIMEOUT_SECS", "5".to_owned()),
+            ];
+            if let Some((cert, key)) = files {
+                vars.push(("ES_CLIENT_CERT", cert));
+                vars.push(("ES_CLIENT_KEY", key));
+            }
+            let vars: Vec<(&str, &str)> = vars.iter().map(|(k, v)| (*k, v.as_str())).collect();
+            probe_es(&vars).await
+        }
+    };
+    let report = report_with(None).await;
+    assert_stopped_at(
+        &report,
+        "elasticsearch.tls",
+        "tls",
+        &[
+            "asks for a client certificate and none is configured",
+            "client_certificate and client_key",
+        ],
+    );
+    let report = report_with(Some("stranger")).await;
+    assert_stopped_at(
+        &report,
+        "elasticsearch.tls",
+        "tls",
+        &["refused the client certificate", "certificate_authorities"],
+    );
+    let report = report_with(Some("client")).await;
+    assert!(report.ok, "{report:#?}");
+    let tls = check(&report, "elasticsearch.tls");
+    assert!(
+        tls.detail.contains("client certificate accepted"),
+        "{tls:#?}"
+    );
+    // The client's own requests carry it too: the cluster answered over it.
+    assert!(check(&report, "elasticsearch.index").ok || check(&report, "elasticsearch.http").ok);
+    // The key is never shown.
+    let key = std::fs::read_to_string(certs.path("client.key")).unwrap();
+    let shown = format!("{report:?}");
+    assert!(!shown.contains(key.lines().nth(1).unwrap()));
+}
+
 #[tokio::test]
 async fn tls_faults_are_told_apart() {
     let certs = Certs::make();
@@ -694,6 +762,7 @@ async fn the_elasticsearch_client_trusts_the_private_ca_and_checks_the_host_name
             index: "documents".into(),
             timeout: Duration::from_secs(5),
             connect_timeout: Duration::from_secs(2),
+            client_identity: None,
         };
         let result = EsClient::new(&settings).unwrap().cluster_health().await;
         match (trusted, result) {

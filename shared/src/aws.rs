@@ -6,7 +6,7 @@ use aws_config::BehaviorVersion;
 use aws_config::retry::RetryConfig;
 use aws_config::timeout::TimeoutConfig;
 
-use crate::config::{ConfigError, Env, auth_from_secret};
+use crate::config::{ConfigError, Env};
 use crate::es::{AuthFuture, EsAuth};
 
 /// The shared SDK configuration: region, credentials and `AWS_ENDPOINT_URL_*` from the
@@ -43,12 +43,12 @@ pub fn bedrock_client(conf: &aws_config::SdkConfig) -> aws_sdk_bedrockruntime::C
     aws_sdk_bedrockruntime::Client::from_conf(bedrock)
 }
 
-/// Reads Elasticsearch credentials from Secrets Manager: at start-up, and again after a 401
-/// (see [`es_auth_refresher`]).
-pub async fn es_auth_from_secret(
+/// Reads Elasticsearch credentials from Secrets Manager, and the client certificate when the
+/// secret holds one: at start-up.
+pub async fn es_credentials_from_secret(
     conf: &aws_config::SdkConfig,
     secret_id: &str,
-) -> Result<EsAuth, ConfigError> {
+) -> Result<crate::config::SecretCredentials, ConfigError> {
     let client = aws_sdk_secretsmanager::Client::new(conf);
     let out = client
         .get_secret_value()
@@ -66,7 +66,20 @@ pub async fn es_auth_from_secret(
             "ES_SECRET_ID {secret_id}: the secret has no string value"
         )],
     })?;
-    auth_from_secret(secret_id, text)
+    crate::config::credentials_from_secret(secret_id, text)
+}
+
+/// The credentials alone, as read again after a 401 (see [`es_auth_refresher`]).
+pub async fn es_auth_from_secret(
+    conf: &aws_config::SdkConfig,
+    secret_id: &str,
+) -> Result<EsAuth, ConfigError> {
+    let credentials = es_credentials_from_secret(conf, secret_id).await?;
+    credentials.auth.ok_or_else(|| ConfigError {
+        problems: vec![format!(
+            "ES_SECRET_ID {secret_id}: holds a client certificate but neither api_key nor username and password"
+        )],
+    })
 }
 
 /// Reads the credentials again through [`es_auth_from_secret`], for the Elasticsearch client's

@@ -156,7 +156,10 @@ impl Env {
         let port = self.parse::<u16>("ES_PORT", 9200);
         let use_ssl = self.flag("ES_USE_SSL", false);
         let verify_certs = self.flag("ES_VERIFY_CERTS", true);
-        let ca_cert_pem = self.get("ES_CA_CERT").and_then(|v| self.pem(&v));
+        let ca_cert_pem = self
+            .get("ES_CA_CERT")
+            .and_then(|v| self.pem("ES_CA_CERT", &v));
+        let client_identity = self.client_identity();
         let username = self.get("ES_USERNAME");
         let password = self.secret("ES_PASSWORD");
         let api_key = self.secret("ES_API_KEY");
@@ -201,30 +204,86 @@ impl Env {
                 timeout,
                 connect_timeout,
                 tcp_mss,
+                client_identity,
             },
             secret_id,
         )
     }
 
-    /// Inline PEM text, or a path to a PEM file.
-    fn pem(&mut self, value: &str) -> Option<String> {
+    /// Inline PEM text, or a path to a PEM file, from variable `name`.
+    fn pem(&mut self, name: &str, value: &str) -> Option<String> {
         if value.contains("-----BEGIN") {
             return Some(value.replace("\\n", "\n"));
         }
         match std::fs::read_to_string(value) {
             Ok(text) => Some(text),
             Err(e) => {
-                self.problem(format!(
-                    "ES_CA_CERT names {value:?}, which cannot be read: {e}"
-                ));
+                self.problem(format!("{name} names {value:?}, which cannot be read: {e}"));
                 None
             }
         }
     }
+
+    /// `ES_CLIENT_CERT` and `ES_CLIENT_KEY` (each PEM text or a path), both or neither. In a
+    /// deployment the pair comes from the `ES_SECRET_ID` secret instead.
+    fn client_identity(&mut self) -> Option<crate::es::ClientIdentity> {
+        let cert = self.get("ES_CLIENT_CERT");
+        let key = self.secret("ES_CLIENT_KEY");
+        match (cert, key) {
+            (Some(cert), Some(key)) => {
+                let certificate_pem = self.pem("ES_CLIENT_CERT", &cert)?;
+                let key = key.expose();
+                let key_pem = if key.contains("-----BEGIN") {
+                    key.replace("\\n", "\n")
+                } else {
+                    match std::fs::read_to_string(key) {
+                        Ok(text) => text,
+                        Err(e) => {
+                            // The value is a path here, not the key itself.
+                            self.problem(format!(
+                                "ES_CLIENT_KEY names a file that cannot be read: {e}"
+                            ));
+                            return None;
+                        }
+                    }
+                };
+                let identity = crate::es::ClientIdentity {
+                    certificate_pem,
+                    key_pem: Secret::new(key_pem),
+                };
+                if let Err(e) = identity.parse() {
+                    self.problem(format!("ES_CLIENT_CERT / ES_CLIENT_KEY: {e}"));
+                    return None;
+                }
+                Some(identity)
+            }
+            (Some(_), None) => {
+                self.problem("ES_CLIENT_CERT is set without ES_CLIENT_KEY");
+                None
+            }
+            (None, Some(_)) => {
+                self.problem("ES_CLIENT_KEY is set without ES_CLIENT_CERT");
+                None
+            }
+            (None, None) => None,
+        }
+    }
 }
 
-/// Credentials read from a Secrets Manager secret: `{"username","password"}` or `{"api_key"}`.
-pub fn auth_from_secret(secret_id: &str, secret_string: &str) -> Result<EsAuth, ConfigError> {
+/// What a Secrets Manager secret holds for Elasticsearch: `{"username","password"}` or
+/// `{"api_key"}`, and, for a cluster that requires client certificates, `client_certificate`
+/// and `client_key` (PEM) — with credentials or alone.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SecretCredentials {
+    pub auth: Option<EsAuth>,
+    pub identity: Option<crate::es::ClientIdentity>,
+}
+
+/// Reads the secret's JSON; the errors name the secret and what is missing, never a value.
+pub fn credentials_from_secret(
+    secret_id: &str,
+    secret_string: &str,
+) -> Result<SecretCredentials, ConfigError> {
     let problem = |text: &str| ConfigError {
         problems: vec![format!("secret {secret_id}: {text}")],
     };
@@ -236,16 +295,48 @@ pub fn auth_from_secret(secret_id: &str, secret_string: &str) -> Result<EsAuth, 
             .and_then(|v| v.as_str())
             .filter(|s| !s.is_empty())
     };
-    if let Some(key) = field("api_key") {
-        return Ok(EsAuth::ApiKey(Secret::new(key)));
-    }
-    match (field("username"), field("password")) {
-        (Some(u), Some(p)) => Ok(EsAuth::Basic {
+    let auth = match (field("api_key"), field("username"), field("password")) {
+        (Some(key), _, _) => Some(EsAuth::ApiKey(Secret::new(key))),
+        (None, Some(u), Some(p)) => Some(EsAuth::Basic {
             username: u.to_owned(),
             password: Secret::new(p),
         }),
-        _ => Err(problem("holds neither api_key nor username and password")),
+        _ => None,
+    };
+    let identity = match (field("client_certificate"), field("client_key")) {
+        (Some(cert), Some(key)) => {
+            let identity = crate::es::ClientIdentity {
+                certificate_pem: cert.replace("\\n", "\n"),
+                key_pem: Secret::new(key.replace("\\n", "\n")),
+            };
+            identity.parse().map_err(|e| problem(&e))?;
+            Some(identity)
+        }
+        (None, None) => None,
+        _ => {
+            return Err(problem(
+                "holds one of client_certificate and client_key without the other",
+            ));
+        }
+    };
+    if auth.is_none() && identity.is_none() {
+        return Err(problem(
+            "holds neither api_key nor username and password (nor client_certificate and client_key)",
+        ));
     }
+    Ok(SecretCredentials { auth, identity })
+}
+
+/// The credentials a secret holds (see [`credentials_from_secret`]); an error when it holds
+/// only a client certificate.
+pub fn auth_from_secret(secret_id: &str, secret_string: &str) -> Result<EsAuth, ConfigError> {
+    credentials_from_secret(secret_id, secret_string)?
+        .auth
+        .ok_or_else(|| ConfigError {
+            problems: vec![format!(
+                "secret {secret_id}: holds neither api_key nor username and password"
+            )],
+        })
 }
 
 /// What `ingest` needs.
@@ -965,6 +1056,18 @@ mod tests {
             Ok(EsAuth::Basic { .. })
         ));
         let err = auth_from_secret("arn:s", r#"{"user":"u"}"#).unwrap_err();
+        // A client certificate beside the credentials, or alone; never half of one.
+        let cert =
+            "-----BEGIN CERTIFICATE-----\nMIIBszCCAVmgAwIBAgIUDvJ2\n-----END CERTIFICATE-----\n";
+        let half = serde_json::json!({"api_key": "k", "client_certificate": cert}).to_string();
+        let e = credentials_from_secret("arn:s", &half).unwrap_err();
+        assert!(e.to_string().contains("without the other"), "{e}");
+        let key = "-----BEGIN PRIVATE KEY-----\n@@ not base64 @@\n-----END PRIVATE KEY-----\n";
+        let bad = serde_json::json!({"client_certificate": cert, "client_key": key}).to_string();
+        let e = credentials_from_secret("arn:s", &bad)
+            .unwrap_err()
+            .to_string();
+        assert!(!e.contains("@@"), "the key never shows: {e}");
         assert!(err.to_string().contains("arn:s"));
         let err = auth_from_secret("arn:s", "hunter2").unwrap_err();
         assert!(!err.to_string().contains("hunter2"));

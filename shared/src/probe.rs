@@ -184,7 +184,12 @@ impl ProbeDeps {
     pub fn new(config: ProbeConfig, aws: AwsClients) -> Self {
         let es = EsClient::new(&config.es).map_err(|e| e.to_string());
         let tls = if config.es.use_ssl {
-            TlsTrust::new(config.es.ca_cert_pem.as_deref())
+            TlsTrust::new(config.es.ca_cert_pem.as_deref()).and_then(|trust| {
+                match &config.es.client_identity {
+                    Some(identity) => trust.with_client_identity(identity),
+                    None => Ok(trust),
+                }
+            })
         } else {
             Err("ES_USE_SSL is false".into())
         };
@@ -211,10 +216,14 @@ impl ProbeDeps {
         env.check()?;
         let mut problem = None;
         if let Some(id) = &config.es_secret_id {
-            match tokio::time::timeout(config.timeout, crate::aws::es_auth_from_secret(&sdk, id))
-                .await
-            {
-                Ok(Ok(auth)) => config.es.auth = Some(auth),
+            let read = crate::aws::es_credentials_from_secret(&sdk, id);
+            match tokio::time::timeout(config.timeout, read).await {
+                Ok(Ok(credentials)) => {
+                    config.es.auth = credentials.auth.or(config.es.auth.take());
+                    if credentials.identity.is_some() {
+                        config.es.client_identity = credentials.identity;
+                    }
+                }
                 Ok(Err(e)) => problem = Some(e.problems.join(", ")),
                 Err(_) => {
                     problem = Some(format!(

@@ -394,6 +394,54 @@ impl Certs {
             openssl(&dir, &args);
         };
         sign("good.pem", "local.ext", &["-days", "5"]);
+        // A client certificate the CA signed, and a stranger's (self-signed).
+        std::fs::write(
+            dir.join("client.ext"),
+            "basicConstraints=CA:FALSE\nextendedKeyUsage=clientAuth\n",
+        )
+        .unwrap();
+        let mut client_csr = vec!["req", "-new"];
+        client_csr.extend(ec);
+        client_csr.extend([
+            "-keyout",
+            "client.key",
+            "-out",
+            "client.csr",
+            "-subj",
+            "/CN=sakuin-client",
+        ]);
+        openssl(&dir, &client_csr);
+        openssl(
+            &dir,
+            &[
+                "ca",
+                "-batch",
+                "-notext",
+                "-config",
+                "ca.cnf",
+                "-in",
+                "client.csr",
+                "-extfile",
+                "client.ext",
+                "-out",
+                "client.pem",
+                "-days",
+                "5",
+            ],
+        );
+        let mut stranger = vec!["req", "-x509"];
+        stranger.extend(ec);
+        stranger.extend([
+            "-keyout",
+            "stranger.key",
+            "-out",
+            "stranger.pem",
+            "-days",
+            "5",
+            "-subj",
+            "/CN=stranger",
+        ]);
+        openssl(&dir, &stranger);
         sign("wrong_host.pem", "other.ext", &["-days", "30"]);
         sign(
             "expired.pem",
@@ -471,6 +519,35 @@ impl Certs {
 
     pub fn path(&self, name: &str) -> String {
         self.dir.join(name).display().to_string()
+    }
+
+    /// A TLS acceptor serving `good.pem` that requires a client certificate signed by the CA
+    /// (`client_authentication: required`).
+    pub fn acceptor_requiring_clients(&self) -> tokio_rustls::TlsAcceptor {
+        let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+        let mut roots = rustls::RootCertStore::empty();
+        for cert in CertificateDer::pem_file_iter(self.dir.join("ca.pem")).unwrap() {
+            roots.add(cert.unwrap()).unwrap();
+        }
+        let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+            roots.into(),
+            provider.clone(),
+        )
+        .build()
+        .unwrap();
+        let certs: Vec<CertificateDer<'static>> =
+            CertificateDer::pem_file_iter(self.dir.join("good.pem"))
+                .unwrap()
+                .map(Result::unwrap)
+                .collect();
+        let key = PrivateKeyDer::from_pem_file(self.dir.join("leaf.key")).unwrap();
+        let config = rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_client_cert_verifier(verifier)
+            .with_single_cert(certs, key)
+            .unwrap();
+        tokio_rustls::TlsAcceptor::from(Arc::new(config))
     }
 
     /// A TLS acceptor serving `cert` (a file in the directory) with its key.

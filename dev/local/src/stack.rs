@@ -431,6 +431,7 @@ impl LocalStack {
             index: index.to_owned(),
             timeout: Duration::from_secs(30),
             connect_timeout: Duration::from_secs(2),
+            client_identity: None,
         })
         .expect("a plain-HTTP client always builds")
     }

@@ -314,6 +314,7 @@ fn index_from_client(
         timeout: Duration::from_secs(10),
         connect_timeout: Duration::from_secs(5),
         tcp_mss,
+        client_identity: None,
     };
     in_netns(net.client_ns(), move || {
         let runtime = tokio::runtime::Builder::new_current_thread()
@@ -513,6 +514,7 @@ async fn a_connection_dropped_while_idle_costs_seconds_not_the_request_timeout()
                 timeout: Duration::from_secs(10),
                 connect_timeout: Duration::from_secs(2),
                 tcp_mss: None,
+                client_identity: None,
             };
             let client = EsClient::new(&settings).unwrap();
             client.version().await.unwrap();

@@ -21,7 +21,11 @@ async fn main() -> Result<(), Error> {
     let mut config = EmbedIndexConfig::from_env(&mut Env::from_process())?;
     let sdk = sakuin::aws::sdk_config().await;
     if let Some(secret_id) = &config.es_secret_id {
-        config.es.auth = Some(sakuin::aws::es_auth_from_secret(&sdk, secret_id).await?);
+        let credentials = sakuin::aws::es_credentials_from_secret(&sdk, secret_id).await?;
+        config.es.auth = credentials.auth;
+        if credentials.identity.is_some() {
+            config.es.client_identity = credentials.identity;
+        }
     }
     let mut index = EsClient::new(&config.es)?;
     // A rotated secret: a 401 reads it again (at most every 30 s) instead of failing until the

@@ -46,6 +46,7 @@ fn config(model: EmbeddingModel) -> EmbedIndexConfig {
             index: CHUNKS.into(),
             timeout: Duration::from_secs(1),
             connect_timeout: Duration::from_secs(1),
+            client_identity: None,
         },
         es_secret_id: None,
         model,

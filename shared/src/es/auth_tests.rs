@@ -100,6 +100,7 @@ fn client(port: u16, password: &str) -> EsClient {
         index: "documents".into(),
         timeout: Duration::from_secs(5),
         connect_timeout: Duration::from_secs(2),
+        client_identity: None,
     })
     .unwrap()
 }

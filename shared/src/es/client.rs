@@ -34,6 +34,58 @@ pub struct EsSettings {
     /// `ES_TCP_MSS`: every connection to the cluster sets this TCP maximum segment size before
     /// connecting, to pass a path-MTU blackhole until the network is fixed ([`crate::net`]).
     pub tcp_mss: Option<u32>,
+    /// The client certificate offered to a cluster that asks for one.
+    pub client_identity: Option<ClientIdentity>,
+}
+
+/// A client certificate (with any intermediates) and its private key, PEM, for clusters whose
+/// HTTP layer requires one (`xpack.security.http.ssl.client_authentication: required`): from the
+/// `ES_SECRET_ID` secret's `client_certificate` and `client_key`, or `ES_CLIENT_CERT` and
+/// `ES_CLIENT_KEY`. The key is a [`Secret`]: never in a log, an error or `Debug`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct ClientIdentity {
+    pub certificate_pem: String,
+    pub key_pem: crate::secret::Secret,
+}
+
+impl std::fmt::Debug for ClientIdentity {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClientIdentity")
+            .field(
+                "certificate_pem",
+                &format!("{} bytes", self.certificate_pem.len()),
+            )
+            .field("key_pem", &self.key_pem)
+            .finish()
+    }
+}
+
+impl ClientIdentity {
+    /// The certificates and the key, DER; the error names what is wrong, never the key.
+    pub fn parse(
+        &self,
+    ) -> Result<
+        (
+            Vec<rustls::pki_types::CertificateDer<'static>>,
+            rustls::pki_types::PrivateKeyDer<'static>,
+        ),
+        String,
+    > {
+        use rustls::pki_types::pem::PemObject;
+        let certs: Vec<_> =
+            rustls::pki_types::CertificateDer::pem_slice_iter(self.certificate_pem.as_bytes())
+                .collect::<Result<_, _>>()
+                .map_err(|e| format!("the client certificate is not PEM: {e}"))?;
+        if certs.is_empty() {
+            return Err("the client certificate holds no CERTIFICATE block".into());
+        }
+        let key =
+            rustls::pki_types::PrivateKeyDer::from_pem_slice(self.key_pem.expose().as_bytes())
+                .map_err(|_| {
+                    "the client key is not a PEM private key (PKCS#8, PKCS#1 or SEC1)".to_owned()
+                })?;
+        Ok((certs, key))
+    }
 }
 
 impl EsSettings {
@@ -340,6 +392,17 @@ impl EsClient {
             builder = builder
                 .tls_danger_accept_invalid_certs(true)
                 .tls_danger_accept_invalid_hostnames(true);
+        }
+        if let Some(identity) = &settings.client_identity {
+            // Checked here so a bad PEM is named; reqwest's own error would not say which.
+            identity.parse().map_err(EsError::Setup)?;
+            let mut pem = identity.certificate_pem.clone();
+            pem.push('\n');
+            pem.push_str(identity.key_pem.expose());
+            let identity = reqwest::Identity::from_pem(pem.as_bytes()).map_err(|_| {
+                EsError::Setup("the client certificate and key could not be used together".into())
+            })?;
+            builder = builder.identity(identity);
         }
         if let Some(path) = socket {
             builder = builder.unix_socket(path);
@@ -1017,6 +1080,7 @@ mod tests {
             index: "documents".into(),
             timeout: Duration::from_secs(5),
             connect_timeout: Duration::from_secs(2),
+            client_identity: None,
         }
     }
 

@@ -13,7 +13,8 @@ pub mod version;
 pub use auth::AuthFuture;
 pub use bulk::{BulkOutcome, DocVersion, Expect, ItemOutcome};
 pub use client::{
-    EsAuth, EsClient, EsError, EsSettings, Similarity, VectorSettings, within_deadline,
+    ClientIdentity, EsAuth, EsClient, EsError, EsSettings, Similarity, VectorSettings,
+    within_deadline,
 };
 pub use document::{ChunkDocument, index_mapping};
 pub use state::{SourceMarker, Stored, StoredChunk, StoredMarker};

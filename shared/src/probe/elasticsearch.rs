@@ -437,6 +437,9 @@ fn handshake_passed(deps: &ProbeDeps, hs: &tls::Handshake, context: &TlsContext)
         ms,
     } = *context;
     let mut detail = format!("{} {} with {addr}", hs.protocol, hs.cipher);
+    if hs.client_certificate_accepted {
+        detail.push_str(", client certificate accepted");
+    }
     let mut warning = false;
     let mut hint = None;
     let mut days = None;
@@ -513,6 +516,20 @@ fn handshake_failed(deps: &ProbeDeps, error: HandshakeError, context: &TlsContex
         .hint("is this the TLS port? a server that waits for plain HTTP never answers a ClientHello; otherwise a firewall or proxy may hold TLS traffic (check ES_PORT and ES_USE_SSL)"),
         HandshakeError::Connect(e) => CheckResult::fail(NAME, Layer::Tls, ms, format!("could not connect for the handshake: {e}"))
             .hint(ROUTE_HINT),
+        HandshakeError::ClientCertificate { offered: false, detail } => CheckResult::fail(
+            NAME,
+            Layer::Tls,
+            ms,
+            format!("the server asks for a client certificate and none is configured ({detail})"),
+        )
+        .hint("the cluster's HTTP layer requires client certificates (xpack.security.http.ssl.client_authentication: required): put the certificate and its key (PEM) in the ES_SECRET_ID secret as client_certificate and client_key (ES_CLIENT_CERT and ES_CLIENT_KEY for the command line), or make client authentication optional on the cluster"),
+        HandshakeError::ClientCertificate { offered: true, detail } => CheckResult::fail(
+            NAME,
+            Layer::Tls,
+            ms,
+            format!("the server refused the client certificate ({detail})"),
+        )
+        .hint("the client certificate must be signed by a CA in the cluster's xpack.security.http.ssl.certificate_authorities, be within its validity, and allow client authentication (extendedKeyUsage clientAuth); check the pair in the ES_SECRET_ID secret"),
         HandshakeError::Protocol(io) => {
             let (detail, hint) = match tls::rustls_error(&io) {
                 Some(rustls::Error::InvalidMessage(_)) | Some(rustls::Error::InappropriateMessage { .. }) |

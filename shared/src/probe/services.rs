@@ -12,7 +12,7 @@ use serde_json::Value;
 
 use super::{CheckResult, Layer, ProbeDeps, timed};
 use crate::config::ProbeConfig;
-use crate::config::auth_from_secret;
+use crate::config::credentials_from_secret;
 use crate::embed::InputPurpose;
 use crate::error::error_chain;
 use crate::es::EsAuth;
@@ -579,15 +579,22 @@ pub(super) async fn check_secret(deps: &ProbeDeps) -> Vec<CheckResult> {
         Ok(out) => match out.secret_string() {
             None => CheckResult::fail(NAME, Layer::Response, ms, format!("{id} has no string value (a binary secret?)"))
                 .hint(r#"store the credentials as a JSON string: {"username":"…","password":"…"} or {"api_key":"…"}"#),
-            Some(text) => match auth_from_secret(id, text) {
-                Ok(EsAuth::ApiKey(_)) => CheckResult::pass(NAME, ms, format!("{id} holds an API key")),
-                Ok(EsAuth::Basic { username, .. }) => CheckResult::pass(
-                    NAME,
-                    ms,
-                    format!("{id} holds a username and password (user `{username}`)"),
-                ),
+            Some(text) => match credentials_from_secret(id, text) {
+                Ok(credentials) => {
+                    let mut holds = match credentials.auth {
+                        Some(EsAuth::ApiKey(_)) => "an API key".to_owned(),
+                        Some(EsAuth::Basic { username, .. }) => {
+                            format!("a username and password (user `{username}`)")
+                        }
+                        None => "no credentials".to_owned(),
+                    };
+                    if credentials.identity.is_some() {
+                        holds.push_str(" and a client certificate with its key");
+                    }
+                    CheckResult::pass(NAME, ms, format!("{id} holds {holds}"))
+                }
                 Err(e) => CheckResult::fail(NAME, Layer::Response, ms, e.problems.join(", "))
-                    .hint(r#"the secret must be JSON: {"username":"…","password":"…"} or {"api_key":"<the encoded API key>"}"#),
+                    .hint(r#"the secret must be JSON: {"username":"…","password":"…"} or {"api_key":"<the encoded API key>"}, with "client_certificate" and "client_key" (PEM) when the cluster requires client certificates"#),
             },
         },
         Err(f @ (CallFailure::Timeout(_) | CallFailure::Network(_))) => {

@@ -3,8 +3,13 @@
 //! certificate and the verifier's verdict so a failure can be named precisely.
 
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
+
+use rustls::client::ResolvesClientCert;
+use rustls::sign::CertifiedKey;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use rustls::client::WebPkiServerVerifier;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
@@ -22,6 +27,8 @@ pub struct TlsTrust {
     pub extra_roots: usize,
     /// Certificates taken from the system store.
     pub system_roots: usize,
+    /// The client certificate offered when the server asks for one.
+    client_key: Option<Arc<CertifiedKey>>,
 }
 
 impl TlsTrust {
@@ -59,7 +66,47 @@ impl TlsTrust {
             provider,
             extra_roots,
             system_roots,
+            client_key: None,
         })
+    }
+
+    /// Offers `identity` to a server that asks for a client certificate.
+    pub fn with_client_identity(
+        mut self,
+        identity: &crate::es::ClientIdentity,
+    ) -> Result<Self, String> {
+        let (certs, key) = identity.parse()?;
+        let key = self
+            .provider
+            .key_provider
+            .load_private_key(key)
+            .map_err(|e| format!("the client key cannot be used for TLS: {e}"))?;
+        self.client_key = Some(Arc::new(CertifiedKey::new(certs, key)));
+        Ok(self)
+    }
+}
+
+/// Answers a server's request for a client certificate with the configured one (or none), and
+/// remembers that it was asked.
+#[derive(Debug)]
+struct ClientCertOffer {
+    key: Option<Arc<CertifiedKey>>,
+    asked: AtomicBool,
+}
+
+impl ResolvesClientCert for ClientCertOffer {
+    fn resolve(
+        &self,
+        _root_hint_subjects: &[&[u8]],
+        _sigschemes: &[SignatureScheme],
+    ) -> Option<Arc<CertifiedKey>> {
+        self.asked.store(true, Ordering::Relaxed);
+        self.key.clone()
+    }
+
+    fn has_certs(&self) -> bool {
+        // Always asked, so the probe learns that the server wants one even when none is set.
+        true
     }
 }
 
@@ -72,6 +119,8 @@ pub struct Handshake {
     /// The verifier's verdict; only `Err` when verification is off (otherwise the handshake
     /// would have failed).
     pub verdict: Result<(), rustls::Error>,
+    /// The server asked for a client certificate, and accepted the one offered.
+    pub client_certificate_accepted: bool,
 }
 
 /// Why a handshake did not complete.
@@ -86,6 +135,9 @@ pub enum HandshakeError {
         error: rustls::Error,
         leaf: Option<LeafCertificate>,
     },
+    /// The server asks for a client certificate: none was configured (`offered` false), or it
+    /// refused the one offered; `detail` is what the server or rustls said.
+    ClientCertificate { offered: bool, detail: String },
     /// Anything else rustls or the socket said.
     Protocol(std::io::Error),
 }
@@ -165,16 +217,31 @@ pub async fn handshake(
         verify,
         seen: Mutex::new(None),
     });
-    let connector = connector(trust, capture.clone()).map_err(HandshakeError::Connect)?;
+    let offer = Arc::new(ClientCertOffer {
+        key: trust.client_key.clone(),
+        asked: AtomicBool::new(false),
+    });
+    let connector =
+        connector(trust, capture.clone(), offer.clone()).map_err(HandshakeError::Connect)?;
     let attempt = async {
         let tcp = crate::net::connect(addr, mss)
             .await
             .map_err(|e| HandshakeError::Connect(format!("{addr}: {e}")))?;
-        connector
+        let mut stream = connector
             .connect(server_name, tcp)
             .await
-            .map_err(HandshakeError::Protocol)
+            .map_err(HandshakeError::Protocol)?;
+        if offer.asked.load(Ordering::Relaxed) {
+            // In TLS 1.3 the server judges the client's certificate after the client has
+            // finished: its refusal comes on the first read.
+            client_certificate_judged(&mut stream, host)
+                .await
+                .map_err(HandshakeError::Protocol)?;
+        }
+        Ok(stream)
     };
+    let offered = trust.client_key.is_some();
+    let asked = || offer.asked.load(Ordering::Relaxed);
     match tokio::time::timeout(timeout, attempt).await {
         Err(_) => Err(HandshakeError::Timeout(timeout)),
         Ok(Err(HandshakeError::Protocol(io))) => match capture.take() {
@@ -182,24 +249,52 @@ pub async fn handshake(
                 error,
                 leaf: LeafCertificate::parse(&leaf),
             }),
+            _ if asked() => Err(HandshakeError::ClientCertificate {
+                offered,
+                detail: io.to_string(),
+            }),
             _ => Err(HandshakeError::Protocol(io)),
         },
         Ok(Err(e)) => Err(e),
-        Ok(Ok(stream)) => Ok(Handshake::completed(stream.get_ref().1, capture.take())),
+        Ok(Ok(stream)) => {
+            let mut done = Handshake::completed(stream.get_ref().1, capture.take());
+            done.client_certificate_accepted = asked() && offered;
+            Ok(done)
+        }
     }
 }
 
-/// A TLS client with the trust's provider and protocol versions whose verifier is `capture`.
+/// Sends a `HEAD /` on a connection whose server asked for a client certificate and reads the
+/// start of the answer: a server that refuses the certificate closes with an alert here.
+async fn client_certificate_judged(
+    stream: &mut tokio_rustls::client::TlsStream<tokio::net::TcpStream>,
+    host: &str,
+) -> std::io::Result<()> {
+    let request = format!("HEAD / HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).await?;
+    let mut first = [0u8; 1];
+    match stream.read(&mut first).await? {
+        0 => Err(std::io::Error::new(
+            std::io::ErrorKind::ConnectionAborted,
+            "the server closed the connection after the handshake",
+        )),
+        _ => Ok(()),
+    }
+}
+
+/// A TLS client with the trust's provider and protocol versions whose verifier is `capture`,
+/// offering a client certificate through `offer`.
 fn connector(
     trust: &TlsTrust,
     capture: Arc<Capture>,
+    offer: Arc<ClientCertOffer>,
 ) -> Result<tokio_rustls::TlsConnector, String> {
     let config = rustls::ClientConfig::builder_with_provider(trust.provider.clone())
         .with_safe_default_protocol_versions()
         .map_err(|e| e.to_string())?
         .dangerous()
         .with_custom_certificate_verifier(capture)
-        .with_no_client_auth();
+        .with_client_cert_resolver(offer);
     Ok(tokio_rustls::TlsConnector::from(Arc::new(config)))
 }
 
@@ -223,6 +318,7 @@ impl Handshake {
             cipher,
             leaf,
             verdict,
+            client_certificate_accepted: false,
         }
     }
 }
