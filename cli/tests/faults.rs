@@ -509,9 +509,20 @@ async fn a_healthy_cluster_reports_every_layer() {
             "elasticsearch.path_mtu",
             "elasticsearch.auth",
             "elasticsearch.cluster",
+            "elasticsearch.link",
             "elasticsearch.index"
         ]
     );
+    // Loopback carries a 10 MiB _bulk in a blink.
+    let link = check(&report, "elasticsearch.link");
+    assert!(
+        link.ok
+            && link
+                .detail
+                .contains("a 10.0 MiB _bulk (ES_BULK_MAX_BYTES) crosses in"),
+        "{link:#?}"
+    );
+    assert!(link.metrics["LinkUploadMbps"] > 100.0, "{link:#?}");
     assert!(
         check(&report, "elasticsearch.http")
             .detail

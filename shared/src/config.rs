@@ -694,6 +694,10 @@ impl Env {
 #[derive(Debug, Clone)]
 pub struct ProbeConfig {
     pub es: EsSettings,
+    /// `ES_TIMEOUT_SECS` as the workers use it (`es.timeout` is cut to the probe's budget), and
+    /// their `ES_BULK_MAX_BYTES`: whether one `_bulk` crosses the link in time.
+    pub worker_es_timeout: Duration,
+    pub bulk_max_bytes: usize,
     pub es_secret_id: Option<String>,
     pub model: EmbeddingModel,
     pub bucket: Option<String>,
@@ -723,6 +727,9 @@ impl ProbeConfig {
         let (mut es, es_secret_id) = env.elasticsearch();
         let model = env.model();
         let timeout = Duration::from_secs(env.parse::<u64>("PROBE_TIMEOUT_SECS", 5).max(1));
+        // The workers' request timeout and bulk size, for the link check.
+        let worker_es_timeout = es.timeout;
+        let bulk_max_bytes = env.parse::<usize>("ES_BULK_MAX_BYTES", 10 * 1024 * 1024);
         // A probe answers quickly or says where it hangs; it never waits out a 30 s default.
         es.timeout = es.timeout.min(timeout);
         es.connect_timeout = es.connect_timeout.min(timeout);
@@ -754,6 +761,8 @@ impl ProbeConfig {
             intake_queue_url,
             intake_dead_letter_queue_url,
             timeout,
+            worker_es_timeout,
+            bulk_max_bytes,
             required_checks,
             cert_warn_days,
             vector_index_type: vector_index_type(env),

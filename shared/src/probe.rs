@@ -9,6 +9,7 @@
 //! group's `CheckFailed` metric, so its alarm fires), but it does not fail the invocation.
 
 mod elasticsearch;
+mod link;
 mod path_mtu;
 mod services;
 pub mod tls;

@@ -218,6 +218,21 @@ impl Topology {
         Ok(addr)
     }
 
+    /// Limits what router1 sends toward the server (over the wide link, as `Blackhole::
+    /// TowardClient` routes it) to `kbit` kilobits a second: a token bucket (`tc ... tbf`),
+    /// as a slow VPN or hosted connection does. `Err` says why when the kernel lacks it.
+    pub fn limit_toward_server(&self, kbit: u32) -> Result<(), String> {
+        let r1 = self.names[1].as_str();
+        let rate = format!("{kbit}kbit");
+        run(
+            "ip",
+            &[
+                "netns", "exec", r1, "tc", "qdisc", "add", "dev", "r1w", "root", "tbf", "rate",
+                &rate, "burst", "16kb", "latency", "2000ms",
+            ],
+        )
+    }
+
     /// Router1 forgets a TCP connection idle for `secs` seconds and drops its later packets, as
     /// a stateful firewall, a NAT or a VPN concentrator with an idle timeout does (conntrack's
     /// timeout for established connections; packets of connections it does not know, other

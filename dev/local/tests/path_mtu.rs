@@ -559,3 +559,51 @@ async fn a_connection_dropped_while_idle_costs_seconds_not_the_request_timeout()
         "{before:?}"
     );
 }
+
+/// A link of 2 Mbit/s toward the cluster (a token bucket on the router) with the workers'
+/// 10 MiB `_bulk` and a 30 s request timeout: the probe measures the link, says a batch would
+/// take about 40 s to cross, fails `elasticsearch.link`, and gives a bulk size that fits — and
+/// the same link with 1 MiB bulks passes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_probe_says_when_the_link_is_too_slow_for_the_bulk_size() {
+    let Some(net) = topology(7, Blackhole::TowardClient) else {
+        return;
+    };
+    if let Err(why) = net.limit_toward_server(2_000) {
+        eprintln!("skipped: the kernel cannot shape the link here: {why}");
+        return;
+    }
+    let stack = LocalStack::start(&[]).await.unwrap();
+    let port = front(&net, stack.elasticsearch.port, None).await;
+    let env = [("ES_TIMEOUT_SECS", "30")];
+    let (out, took) = probe(&net, port, &env).await;
+    let report = report_of(&out);
+    let link = check(&report, "elasticsearch.link");
+    assert_eq!(
+        (&link["ok"], &link["layer"]),
+        (&json!(false), &json!("link")),
+        "{report:#}"
+    );
+    let mbps = link["metrics"]["LinkUploadMbps"].as_f64().unwrap();
+    assert!((1.4..2.6).contains(&mbps), "measured {mbps} Mbit/s: {link}");
+    let crossing = link["metrics"]["BulkCrossingSeconds"].as_f64().unwrap();
+    assert!((30.0..60.0).contains(&crossing), "{link}");
+    let hint = link["hint"].as_str().unwrap();
+    assert!(hint.contains("set ES_BULK_MAX_BYTES"), "{hint}");
+    // The check after it still ran.
+    check(&report, "elasticsearch.index");
+    println!(
+        "{} ({took:?} for the probe)",
+        link["detail"].as_str().unwrap()
+    );
+    println!("hint: {hint}");
+
+    let env = [("ES_TIMEOUT_SECS", "30"), ("ES_BULK_MAX_BYTES", "1048576")];
+    let (out, _) = probe(&net, port, &env).await;
+    let report = report_of(&out);
+    assert_eq!(
+        check(&report, "elasticsearch.link")["ok"],
+        true,
+        "{report:#}"
+    );
+}

@@ -58,6 +58,8 @@ pub(super) async fn check(deps: &ProbeDeps) -> Vec<CheckResult> {
     if !passed(&mut out, CheckResult { ms, ..cluster }) {
         return out;
     }
+    // The link's capacity against the workers' `_bulk` size: a failure does not stop the rest.
+    out.push(super::link::check(deps, client).await);
     let (index, ms) = timed(check_index(deps, client, release)).await;
     out.push(CheckResult { ms, ..index });
     out

@@ -34,8 +34,14 @@ const FIRST_ROUND: &[u32] = &[
 /// The body of the client-to-cluster test: a `_count` query padded with JSON whitespace to a
 /// few full-size segments.
 pub(super) fn padded_count_body() -> Vec<u8> {
+    padded_count_of(PADDED_BYTES)
+}
+
+/// A `_count` body of `bytes` bytes: a query padded with spaces, which Elasticsearch reads
+/// through and answers cheaply.
+pub(super) fn padded_count_of(bytes: usize) -> Vec<u8> {
     let mut body = br#"{"query":{"match_all":{}}}"#.to_vec();
-    body.resize(PADDED_BYTES, b' ');
+    body.resize(bytes.max(body.len()), b' ');
     body
 }
 
