@@ -47,6 +47,18 @@ VPC_ENI_ACTIONS = {
     "ec2:AssignPrivateIpAddresses",
     "ec2:UnassignPrivateIpAddresses",
 }
+# The probe reads its own network's configuration (read-only; Describe actions take no
+# resource-level permissions) to name what is missing when TCP to Elasticsearch fails.
+VPC_PATH_ACTIONS = {
+    "ec2:DescribeSubnets",
+    "ec2:DescribeVpcs",
+    "ec2:DescribeRouteTables",
+    "ec2:DescribeNetworkAcls",
+    "ec2:DescribeSecurityGroups",
+    "ec2:DescribeVpnConnections",
+    "ec2:DescribeVpnGateways",
+    "ec2:DescribeTransitGatewayVpcAttachments",
+}
 FUNCTIONS = {
     "IngestFunction": ("IngestRole", "ingest"),
     "EmbedIndexFunction": ("EmbedIndexRole", "embed-index"),
@@ -473,7 +485,8 @@ def expected_grants(p: dict) -> dict[str, set[tuple[str, str, str]]]:
         # Requeues chunks with their vectors while Elasticsearch is unavailable.
         ("sqs:SendMessage", queue, ""),
     }
-    probe = logs("probe") | eni | bedrock | secret | {
+    vpc_path = {(action, "*", "") for action in VPC_PATH_ACTIONS} if in_vpc else set()
+    probe = logs("probe") | eni | vpc_path | bedrock | secret | {
         ("s3:ListBucket", bucket, ""),
         ("s3:GetBucketLocation", bucket, ""),
         ("sqs:GetQueueAttributes", queue, ""),
@@ -509,7 +522,7 @@ READ_ONLY_ACTIONS = {
     "bedrock:InvokeModel",
     "secretsmanager:GetSecretValue",
     "kms:Decrypt",
-} | VPC_ENI_ACTIONS
+} | VPC_ENI_ACTIONS | VPC_PATH_ACTIONS
 
 
 # ---------------------------------------------------------------------------------------------
@@ -576,7 +589,8 @@ class IamLeastPrivilege(unittest.TestCase):
                     for action, resource, _ in stack.grants(role):
                         self.assertNotIn("*", action, f"{role}: wildcard action {action}")
                         if resource == "*":
-                            self.assertIn(action, VPC_ENI_ACTIONS, f"{role}: {action} on *")
+                            allowed = VPC_ENI_ACTIONS | (VPC_PATH_ACTIONS if role == "ProbeRole" else set())
+                            self.assertIn(action, allowed, f"{role}: {action} on *")
                             self.assertTrue(stack.condition("InVpc"))
 
     def test_probe_is_read_only(self):

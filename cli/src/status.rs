@@ -74,6 +74,9 @@ pub struct Status {
     pub queues: Vec<QueueDepth>,
     /// Why the oldest-message ages are missing, when CloudWatch could not be read.
     pub ages_unreadable: Option<String>,
+    /// embed-index's requests sent again because the path had cut their pooled connection
+    /// while idle (`EsStaleConnections`), in the last hour; `None` when CloudWatch has none.
+    pub idle_cuts: Option<f64>,
     pub index_name: String,
     pub index: Result<IndexFigures, String>,
     pub probe: ProbeReport,
@@ -114,7 +117,11 @@ impl Status {
             Ok(es) => index_figures(es).await,
             Err(e) => Err(e.clone()),
         };
-        let ages = bounded(config.timeout, oldest_ages(cloudwatch, &queues)).await;
+        let read = oldest_ages(cloudwatch, &queues, &config.model.id);
+        let (ages, idle_cuts) = match bounded(config.timeout, read).await {
+            Ok((ages, cuts)) => (Ok(ages), cuts),
+            Err(e) => (Err(e), None),
+        };
         let ages_unreadable = record_ages(&mut queues, ages);
         let (probe, probe_logged_at) = checks.read(deps).await?;
         let skipped = match &config.bucket {
@@ -128,6 +135,7 @@ impl Status {
         Ok(Self {
             queues,
             ages_unreadable,
+            idle_cuts,
             index_name: config.es.index.clone(),
             index,
             probe,
@@ -257,6 +265,9 @@ impl Status {
                 let _ = writeln!(out, "index {}: unreadable: {e}", self.index_name);
             }
         }
+        if let Some(line) = idle_cuts_line(self.idle_cuts) {
+            let _ = writeln!(out, "{line}");
+        }
     }
 
     /// The documents ingest skipped, one line each.
@@ -328,6 +339,7 @@ impl Status {
             "queues": queues,
             "index": index,
             "oldest_unreadable": self.ages_unreadable,
+            "es_idle_cuts_last_hour": self.idle_cuts,
             "probe": self.probe,
             "probe_logged_at": self.probe_logged_at,
             "skipped_documents": match &self.skipped {
@@ -562,6 +574,17 @@ async fn shared_ids(es: &EsClient) -> Result<Vec<SharedId>, String> {
         .collect())
 }
 
+/// The status line for embed-index's connections cut while idle, when there were any.
+fn idle_cuts_line(cuts: Option<f64>) -> Option<String> {
+    let cuts = cuts.filter(|n| *n > 0.0)?;
+    Some(format!(
+        "connections to Elasticsearch cut while idle, last hour: {cuts:.0} (something on the path — a NAT, firewall or VPN \
+         concentrator — drops connections idle for less than the pool's {} s; each request was sent again at once on a \
+         fresh connection: raise that device's idle timeout to stop it)",
+        sakuin::es::client::POOL_IDLE.as_secs()
+    ))
+}
+
 fn describe_shared(s: &SharedId) -> String {
     format!("{} in {}", s.doc_id, s.keys.join(", "))
 }
@@ -569,15 +592,33 @@ fn describe_shared(s: &SharedId) -> String {
 /// Each queue's `ApproximateAgeOfOldestMessage`, in one GetMetricData call: the newest
 /// datapoint of the last 15 minutes (SQS sends it every minute while the queue is active).
 /// <https://docs.aws.amazon.com/AWSSimpleQueueService/latest/SQSDeveloperGuide/sqs-available-cloudwatch-metrics.html>
+/// In the same call, embed-index's `EsStaleConnections` of the last hour (its EMF metric,
+/// dimensions `Function` and `Model`).
 async fn oldest_ages(
     cloudwatch: &aws_sdk_cloudwatch::Client,
     queues: &[QueueDepth],
-) -> Result<Vec<Option<f64>>, String> {
+    model: &str,
+) -> Result<(Vec<Option<f64>>, Option<f64>), String> {
     use aws_sdk_cloudwatch::primitives::DateTime;
     use aws_sdk_cloudwatch::types::{Dimension, Metric, MetricDataQuery, MetricStat, ScanBy};
-    if queues.is_empty() {
-        return Ok(Vec::new());
-    }
+    let dimension = |name: &str, value: &str| Dimension::builder().name(name).value(value).build();
+    let cuts = MetricDataQuery::builder()
+        .id("cuts")
+        .metric_stat(
+            MetricStat::builder()
+                .metric(
+                    Metric::builder()
+                        .namespace(sakuin::metrics::NAMESPACE)
+                        .metric_name("EsStaleConnections")
+                        .dimensions(dimension("Function", "embed-index"))
+                        .dimensions(dimension("Model", model))
+                        .build(),
+                )
+                .period(3600)
+                .stat("Sum")
+                .build(),
+        )
+        .build();
     let queries = queues.iter().enumerate().map(|(i, q)| {
         let name = q.url.rsplit('/').next().unwrap_or(&q.url);
         let metric = Metric::builder()
@@ -599,9 +640,9 @@ async fn oldest_ages(
     let now = std::time::SystemTime::now();
     let answer = cloudwatch
         .get_metric_data()
-        .set_metric_data_queries(Some(queries.collect()))
+        .set_metric_data_queries(Some(queries.chain([cuts]).collect()))
         .start_time(DateTime::from(
-            now - std::time::Duration::from_secs(15 * 60),
+            now - std::time::Duration::from_secs(60 * 60),
         ))
         .end_time(DateTime::from(now + std::time::Duration::from_secs(60)))
         .scan_by(ScanBy::TimestampDescending)
@@ -609,7 +650,15 @@ async fn oldest_ages(
         .await
         .map_err(|e| sakuin::error::error_chain(&e))?;
     let mut ages = vec![None; queues.len()];
+    let mut idle_cuts = None;
+    let recent = now - std::time::Duration::from_secs(15 * 60);
+    let recent = DateTime::from(recent).secs();
     for result in answer.metric_data_results() {
+        if result.id() == Some("cuts") {
+            let sum: f64 = result.values().iter().sum();
+            idle_cuts = (!result.values().is_empty()).then_some(sum);
+            continue;
+        }
         let i = result
             .id()
             .and_then(|id| id.strip_prefix('q'))
@@ -618,13 +667,14 @@ async fn oldest_ages(
             .timestamps()
             .iter()
             .zip(result.values())
+            .filter(|(t, _)| t.secs() >= recent)
             .max_by_key(|(t, _)| t.secs())
             .map(|(_, v)| *v);
         if let Some(i) = i.filter(|i| *i < ages.len()) {
             ages[i] = newest;
         }
     }
-    Ok(ages)
+    Ok((ages, idle_cuts))
 }
 
 /// The probe function's newest report line in `group` within the last day, and its time.
@@ -686,6 +736,18 @@ async fn last_report(
 mod tests {
     use super::*;
     use sakuin::test_util::MemoryStore;
+
+    #[test]
+    fn connections_cut_while_idle_are_named_only_when_there_were_some() {
+        assert_eq!(idle_cuts_line(None), None);
+        assert_eq!(idle_cuts_line(Some(0.0)), None);
+        let line = idle_cuts_line(Some(12.0)).unwrap();
+        assert!(
+            line.starts_with("connections to Elasticsearch cut while idle, last hour: 12 (")
+                && line.contains("idle for less than the pool's 50 s"),
+            "{line}"
+        );
+    }
 
     #[tokio::test]
     async fn skipped_documents_are_listed_while_the_object_still_holds_them() {

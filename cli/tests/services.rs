@@ -164,6 +164,198 @@ async fn aws_dependencies_fail_at_the_right_layer() {
         .expect("bounded");
 }
 
+/// The AWS side of the path, read from the local stack's EC2 (moto) with each missing piece in
+/// turn, each in a VPC of its own: what the probe says when TCP to the cluster times out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_aws_side_of_the_path_names_the_missing_piece() {
+    use sakuin::probe::vpc_path::{self, Placement};
+    use sakuin_local::vpc::{Network, act};
+    let f = fixture().await;
+    let ec2 = &f.clients.ec2;
+    let cluster: std::net::SocketAddr = "10.20.0.5:9200".parse().unwrap();
+    let read = |net: Network| async move {
+        let placement = Placement {
+            subnets: vec![net.subnet.clone()],
+            security_groups: vec![net.group.clone()],
+        };
+        let started = std::time::Instant::now();
+        let reading = vpc_path::read(ec2, &placement, cluster)
+            .await
+            .expect("the local stack answers");
+        let took = started.elapsed();
+        let hint = reading.hint(cluster.port());
+        println!("{hint} ({took:?})");
+        assert!(took < Duration::from_secs(3), "{took:?}");
+        (reading, hint)
+    };
+
+    // Complete: the hint turns to the on-premises side, with the VPC's CIDR.
+    let net = Network::build(ec2, "10.1.0.0/16", "10.20.0.0/16").await;
+    let (reading, hint) = read(net.clone()).await;
+    assert!(reading.problems.is_empty(), "{reading:?}");
+    assert!(
+        hint.starts_with("the AWS side of the path is complete")
+            && hint.contains(&format!("{} routes 10.20.0.0/16 to {}", net.table, net.vgw))
+            && hint.contains(&format!(
+                "{} allows egress tcp/9200 to 0.0.0.0/0",
+                net.group
+            ))
+            && hint.contains("must let 10.1.0.0/16 in to tcp/9200"),
+        "{hint}"
+    );
+
+    // No route to the cluster: propagation from the attached virtual private gateway.
+    let net = Network::build(ec2, "10.2.0.0/16", "10.20.0.0/16").await;
+    net.remove_route(ec2).await;
+    let (reading, _) = read(net.clone()).await;
+    assert_eq!(
+        reading.problems,
+        [format!(
+            "no route to 10.20.0.5 in {} (subnet {}); enable route propagation from the virtual private gateway {}, or add a static route to it",
+            net.table, net.subnet, net.vgw
+        )]
+    );
+
+    // The security group lets only HTTPS out.
+    let net = Network::build(ec2, "10.3.0.0/16", "10.20.0.0/16").await;
+    let everything = [
+        ("GroupId", net.group.as_str()),
+        ("IpPermissions.1.IpProtocol", "-1"),
+        ("IpPermissions.1.IpRanges.1.CidrIp", "0.0.0.0/0"),
+    ];
+    act(ec2, "RevokeSecurityGroupEgress", &everything).await;
+    let https = [
+        ("GroupId", net.group.as_str()),
+        ("IpPermissions.1.IpProtocol", "tcp"),
+        ("IpPermissions.1.FromPort", "443"),
+        ("IpPermissions.1.ToPort", "443"),
+        ("IpPermissions.1.IpRanges.1.CidrIp", "0.0.0.0/0"),
+    ];
+    act(ec2, "AuthorizeSecurityGroupEgress", &https).await;
+    let (reading, _) = read(net.clone()).await;
+    assert_eq!(
+        reading.problems,
+        [format!(
+            "security group {} allows no egress to 10.20.0.5 on tcp/9200: add an outbound rule for tcp/9200 to the cluster's address or the on-premises CIDR",
+            net.group
+        )]
+    );
+
+    // A network ACL that lets the request out but half the answers' ports in.
+    let net = Network::build(ec2, "10.4.0.0/16", "10.20.0.0/16").await;
+    let acl = act(ec2, "CreateNetworkAcl", &[("VpcId", &net.vpc)]).await;
+    let acl = acl.find("networkAclId").unwrap().text.clone();
+    for (egress, protocol, from, to) in [
+        ("true", "-1", "0", "65535"),
+        ("false", "6", "1024", "32767"),
+    ] {
+        act(
+            ec2,
+            "CreateNetworkAclEntry",
+            &[
+                ("NetworkAclId", &acl),
+                ("RuleNumber", "100"),
+                ("Protocol", protocol),
+                ("RuleAction", "allow"),
+                ("Egress", egress),
+                ("CidrBlock", "0.0.0.0/0"),
+                ("PortRange.From", from),
+                ("PortRange.To", to),
+            ],
+        )
+        .await;
+    }
+    let acls = act(
+        ec2,
+        "DescribeNetworkAcls",
+        &[("Filter.1.Name", "vpc-id"), ("Filter.1.Value.1", &net.vpc)],
+    )
+    .await;
+    let association = acls
+        .items("networkAclSet")
+        .flat_map(|a| a.items("associationSet"))
+        .find(|a| a.text_of("subnetId").as_deref() == Some(net.subnet.as_str()))
+        .and_then(|a| a.text_of("networkAclAssociationId"))
+        .expect("the subnet's association with the default ACL");
+    act(
+        ec2,
+        "ReplaceNetworkAclAssociation",
+        &[("AssociationId", &association), ("NetworkAclId", &acl)],
+    )
+    .await;
+    let (reading, _) = read(net.clone()).await;
+    assert_eq!(reading.problems.len(), 1, "{reading:?}");
+    assert!(
+        reading.problems[0].starts_with(&format!(
+            "the network ACL {acl} of {} denies the return traffic from 10.20.0.5 on ephemeral ports (32768 of them, from 32768–65535",
+            net.subnet
+        )) && reading.problems[0].contains("allow inbound tcp 1024–65535"),
+        "{reading:?}"
+    );
+
+    // The route goes to a transit gateway whose attachment has no subnet in the functions' zone.
+    let net = Network::build(ec2, "10.5.0.0/16", "10.20.0.0/16").await;
+    let tgw = act(ec2, "CreateTransitGateway", &[]).await;
+    let tgw = tgw.find("transitGatewayId").unwrap().text.clone();
+    let attachment = act(
+        ec2,
+        "CreateTransitGatewayVpcAttachment",
+        &[
+            ("TransitGatewayId", &tgw),
+            ("VpcId", &net.vpc),
+            ("SubnetIds.1", &net.other_subnet),
+        ],
+    )
+    .await;
+    let attachment = attachment
+        .find("transitGatewayAttachmentId")
+        .unwrap()
+        .text
+        .clone();
+    net.remove_route(ec2).await;
+    let via_tgw = [
+        ("RouteTableId", net.table.as_str()),
+        ("DestinationCidrBlock", "10.20.0.0/16"),
+        ("TransitGatewayId", tgw.as_str()),
+    ];
+    act(ec2, "CreateRoute", &via_tgw).await;
+    let (reading, _) = read(net.clone()).await;
+    assert_eq!(
+        reading.problems,
+        [format!(
+            "the transit gateway attachment {attachment} has no subnet in ap-northeast-1a, where {} is: the transit gateway drops traffic from a zone its attachment does not cover; add a subnet of ap-northeast-1a to the attachment",
+            net.subnet
+        )]
+    );
+
+    // The on-premises network routed to the internet gateway.
+    let net = Network::build(ec2, "10.6.0.0/16", "10.20.0.0/16").await;
+    let igw = act(ec2, "CreateInternetGateway", &[]).await;
+    let igw = igw.find("internetGatewayId").unwrap().text.clone();
+    act(
+        ec2,
+        "AttachInternetGateway",
+        &[("InternetGatewayId", &igw), ("VpcId", &net.vpc)],
+    )
+    .await;
+    net.remove_route(ec2).await;
+    let via_igw = [
+        ("RouteTableId", net.table.as_str()),
+        ("DestinationCidrBlock", "0.0.0.0/0"),
+        ("GatewayId", igw.as_str()),
+    ];
+    act(ec2, "CreateRoute", &via_igw).await;
+    let (reading, _) = read(net.clone()).await;
+    assert_eq!(reading.problems.len(), 1, "{reading:?}");
+    assert!(
+        reading.problems[0].starts_with(&format!(
+            "the route for 10.20.0.5 in {} (subnet {}) is 0.0.0.0/0 to the internet gateway {igw}",
+            net.table, net.subnet
+        )),
+        "{reading:?}"
+    );
+}
+
 async fn scenarios() {
     let f = fixture().await;
 

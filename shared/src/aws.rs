@@ -1,5 +1,7 @@
 //! Building AWS SDK clients once per container, with the settings each service needs here.
 
+pub mod ec2;
+
 use std::time::Duration;
 
 use aws_config::BehaviorVersion;

@@ -714,6 +714,9 @@ pub struct ProbeConfig {
     pub required_checks: Vec<String>,
     /// `PROBE_CERT_WARN_DAYS`: the TLS check warns when the certificate expires sooner.
     pub cert_warn_days: u32,
+    /// `SUBNET_IDS` and `SECURITY_GROUP_IDS`: the functions' own network, which the probe
+    /// reads (EC2 `Describe*`) when TCP to the cluster fails. `None` outside a VPC.
+    pub placement: Option<crate::probe::vpc_path::Placement>,
     /// `ES_VECTOR_INDEX_TYPE`, as embed-index reads it: checked against the cluster's release.
     /// A value that is no index type is the index check's finding, not a refusal to start.
     pub vector_index_type: Result<Option<IndexType>, String>,
@@ -749,6 +752,11 @@ impl ProbeConfig {
             }
         }
         let cert_warn_days = env.parse::<u32>("PROBE_CERT_WARN_DAYS", 14);
+        let subnets = env.list("SUBNET_IDS", "");
+        let placement = (!subnets.is_empty()).then(|| crate::probe::vpc_path::Placement {
+            subnets,
+            security_groups: env.list("SECURITY_GROUP_IDS", ""),
+        });
         let text_analyzer = env.text_analyzer();
         env.check()?;
         Ok(Self {
@@ -765,6 +773,7 @@ impl ProbeConfig {
             bulk_max_bytes,
             required_checks,
             cert_warn_days,
+            placement,
             vector_index_type: vector_index_type(env),
             text_analyzer,
         })

@@ -13,6 +13,7 @@ mod link;
 mod path_mtu;
 mod services;
 pub mod tls;
+pub mod vpc_path;
 
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -153,6 +154,8 @@ pub struct AwsClients {
     /// With the SDK's retries off (see `aws::bedrock_client`): one call answers the question.
     pub bedrock: aws_sdk_bedrockruntime::Client,
     pub secrets: aws_sdk_secretsmanager::Client,
+    /// The functions' own network, read when TCP to the cluster fails (see `vpc_path`).
+    pub ec2: crate::aws::ec2::Ec2,
 }
 
 impl AwsClients {
@@ -164,6 +167,7 @@ impl AwsClients {
             sqs: crate::aws::sqs_client(conf),
             bedrock: crate::aws::bedrock_client(conf),
             secrets: aws_sdk_secretsmanager::Client::new(conf),
+            ec2: crate::aws::ec2::Ec2::from_sdk(conf),
         }
     }
 }

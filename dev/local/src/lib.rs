@@ -14,3 +14,4 @@ pub mod retrieval;
 pub mod runtime;
 pub mod stack;
 pub mod truth;
+pub mod vpc;

@@ -30,6 +30,8 @@ pub enum Blackhole {
     /// Server to client.
     TowardClient,
     Both,
+    /// Neither: both directions over the wide link (tests of other faults).
+    Neither,
 }
 
 /// The MTU of the narrow link between the routers: segments of at most 1360 bytes pass.
@@ -131,6 +133,7 @@ impl Topology {
             Blackhole::TowardServer => (net(6), net(13)),
             Blackhole::TowardClient => (net(14), net(5)),
             Blackhole::Both => (net(6), net(5)),
+            Blackhole::Neither => (net(14), net(13)),
         };
         ip(&[
             "-n",

@@ -607,3 +607,60 @@ async fn the_probe_says_when_the_link_is_too_slow_for_the_bulk_size() {
         "{report:#}"
     );
 }
+
+/// Every address of the cluster dead, and the probe running in a VPC whose route table lacks the
+/// route to it: the TCP check's hint is what the EC2 API (the local stack's, reached across the
+/// topology) says is missing, not the list of every possibility.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connect_that_times_out_is_explained_by_the_vpc_configuration() {
+    let Some(net) = topology(8, Blackhole::Neither) else {
+        return;
+    };
+    let stack = LocalStack::start(&[]).await.unwrap();
+    let aws = front(&net, stack.moto.port, None).await;
+    let dead = net.add_server_address(21, true).unwrap();
+    let conf = aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .region(aws_config::Region::new("ap-northeast-1"))
+        .credentials_provider(aws_sdk_s3::config::Credentials::new(
+            "testing", "testing", None, None, "test",
+        ))
+        .endpoint_url(stack.moto.url())
+        .load()
+        .await;
+    let ec2 = sakuin::aws::ec2::Ec2::from_sdk(&conf);
+    let vpc = sakuin_local::vpc::Network::build(&ec2, "10.1.0.0/16", "198.18.0.0/16").await;
+    vpc.remove_route(&ec2).await;
+    let endpoint = format!("http://{}:{aws}", net.server_addr);
+    let dead_host = dead.to_string();
+    let env = [
+        ("ES_HOST", dead_host.as_str()),
+        ("ES_CONNECT_TIMEOUT_SECS", "2"),
+        ("SUBNET_IDS", vpc.subnet.as_str()),
+        ("SECURITY_GROUP_IDS", vpc.group.as_str()),
+        ("AWS_ENDPOINT_URL_EC2", endpoint.as_str()),
+        ("AWS_ACCESS_KEY_ID", "testing"),
+        ("AWS_SECRET_ACCESS_KEY", "testing"),
+    ];
+    let (out, took) = probe(&net, 9200, &env).await;
+    let report = report_of(&out);
+    let tcp = check(&report, "elasticsearch.tcp");
+    assert_eq!(tcp["ok"], false, "{report:#}");
+    assert!(
+        tcp["detail"]
+            .as_str()
+            .unwrap()
+            .contains(&format!("{dead}:9200 did not answer within 2 s")),
+        "{tcp}"
+    );
+    let hint = tcp["hint"].as_str().unwrap();
+    assert_eq!(
+        hint,
+        format!(
+            "the AWS side of the path: no route to {dead} in {} (subnet {}); enable route propagation from the virtual private gateway {}, or add a static route to it",
+            vpc.table, vpc.subnet, vpc.vgw
+        ),
+        "{tcp}"
+    );
+    println!("{}\nhint: {hint} ({took:?} for the probe)", tcp["detail"]);
+    assert!(took < Duration::from_secs(10), "{took:?}");
+}

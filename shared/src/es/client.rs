@@ -279,7 +279,7 @@ pub struct EsClient {
 }
 
 /// How long a pooled connection may sit idle (see [`EsClient::new`]).
-const POOL_IDLE: Duration = Duration::from_secs(50);
+pub const POOL_IDLE: Duration = Duration::from_secs(50);
 /// Keepalive probes: the first after this long idle, then every interval, this many unanswered
 /// before the connection is given up.
 const KEEPALIVE: Duration = Duration::from_secs(15);

@@ -90,8 +90,21 @@ async fn check_tcp(
         .map(|(a, _)| *a)
         .collect();
     let Some(&first) = live.first() else {
-        let (detail, hint) = describe_failures(&tried);
-        out.push(CheckResult::fail("elasticsearch.tcp", Layer::Tcp, ms, detail).hint(hint));
+        let (detail, mut hint) = describe_failures(&tried);
+        let lost = tried.iter().find_map(|(addr, r)| match r {
+            Err(ConnectFailure::TimedOut(_) | ConnectFailure::Unroutable(_)) => Some(*addr),
+            _ => None,
+        });
+        let (aws_side, read_ms) = match (lost, &deps.config.placement) {
+            (Some(addr), Some(placement)) => timed(read_aws_side(deps, placement, addr)).await,
+            _ => (None, 0),
+        };
+        if let Some(aws_side) = aws_side {
+            hint = aws_side;
+        }
+        out.push(
+            CheckResult::fail("elasticsearch.tcp", Layer::Tcp, ms + read_ms, detail).hint(hint),
+        );
         return None;
     };
     let down = tried.len() - live.len();
@@ -125,6 +138,30 @@ async fn check_tcp(
     result.metrics.insert("AddressesDown".into(), down as f64);
     out.push(result);
     Some(first)
+}
+
+/// What the VPC's configuration says about the path to `addr`, as the hint of a failed connect;
+/// `None` keeps the general one (when the configuration cannot be read, the reason is added).
+async fn read_aws_side(
+    deps: &ProbeDeps,
+    placement: &super::vpc_path::Placement,
+    addr: SocketAddr,
+) -> Option<String> {
+    let reading = tokio::time::timeout(
+        deps.config.timeout,
+        super::vpc_path::read(&deps.aws.ec2, placement, addr),
+    )
+    .await;
+    Some(match reading {
+        Ok(Ok(reading)) => reading.hint(addr.port()),
+        Ok(Err(e)) => format!(
+            "{ROUTE_HINT} (the probe could not read the AWS side itself: {e}; it needs ec2:Describe* on its role)"
+        ),
+        Err(_) => format!(
+            "{ROUTE_HINT} (the probe could not read the AWS side itself within {}: the EC2 API did not answer)",
+            secs(deps.config.timeout)
+        ),
+    })
 }
 
 /// TLS: our own handshake, to tell the certificate problems apart; a stalled one is tried again
