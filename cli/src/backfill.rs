@@ -27,6 +27,12 @@ pub struct Options {
     /// With --yes: queue it and return without following it.
     #[arg(long)]
     pub detach: bool,
+    /// With --yes: bulk-load mode while it runs — the index's refresh_interval -1 and 0
+    /// replicas, restored when the queues drain (or on Ctrl-C; after a crash, by the scheduled
+    /// probe once BULK_LOAD_LEASE_SECS pass). New chunks become searchable at the end. Not
+    /// with --detach.
+    #[arg(long)]
+    pub bulk_load: bool,
     /// The account's Bedrock requests-per-minute quota for the model ("On-demand InvokeModel
     /// requests per minute"); without it (or --tpm) the time is not estimated.
     #[arg(long, value_name = "N")]

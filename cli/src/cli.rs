@@ -113,6 +113,15 @@ pub(crate) async fn reconcile(env: &mut Env, target: Option<&str>, fix: bool, js
 
 /// `sakuin backfill`: the estimate; with `--yes` the backfill, followed until the queues drain.
 pub(crate) async fn backfill(env: &mut Env, target: Option<&str>, options: Options) -> i32 {
+    if options.bulk_load && (options.detach || !options.start) {
+        eprintln!(
+            "sakuin: --bulk-load needs --yes and the backfill followed to its end (no --detach): the index's settings are restored when the queues drain"
+        );
+        return 2;
+    }
+    let lease = Duration::from_secs(env.parse::<u64>("BULK_LOAD_LEASE_SECS", 600).max(5));
+    // The index as embed-index would create it, for bulk-load mode to apply to from the start.
+    let vectors = env.vector_settings();
     let (w, config, queue) = match backfill_setup(env, target, &options).await {
         Ok(set) => set,
         Err(e) => {
@@ -134,18 +143,113 @@ pub(crate) async fn backfill(env: &mut Env, target: Option<&str>, options: Optio
     if !options.json {
         print!("{}", estimate.render());
     }
-    let (since, started) = match start_backfill(&w, &queue).await {
-        Ok(start) => start,
+    let bulk_load = if options.bulk_load {
+        match BulkLoadMode::start(&w, &vectors, lease).await {
+            Ok(mode) => Some(mode),
+            Err(e) => {
+                eprintln!("sakuin: bulk-load mode could not be turned on: {e}");
+                return 1;
+            }
+        }
+    } else {
+        None
+    };
+    let code = match start_backfill(&w, &queue).await {
+        Ok(_) if options.detach => {
+            print_detached(&w, &estimate, &options);
+            0
+        }
+        Ok((since, started)) => {
+            tokio::select! {
+                code = follow_to_the_end(&w, &estimate, &since, started, &options) => code,
+                _ = tokio::signal::ctrl_c() => {
+                    eprintln!("sakuin: interrupted; the backfill goes on (`sakuin status` follows it)");
+                    130
+                }
+            }
+        }
         Err(e) => {
             eprintln!("sakuin: {e}");
-            return 1;
+            1
         }
     };
-    if options.detach {
-        print_detached(&w, &estimate, &options);
-        return 0;
+    match bulk_load {
+        Some(mode) => mode.end(&w).await.map_or(1, |()| code),
+        None => code,
     }
-    follow_to_the_end(&w, &estimate, &since, started, &options).await
+}
+
+/// Bulk-load mode for the length of a followed backfill: on before the first chunk is queued,
+/// its lease renewed meanwhile, and off at the end whatever the outcome.
+struct BulkLoadMode {
+    renewal: tokio::task::JoinHandle<()>,
+}
+
+impl BulkLoadMode {
+    async fn start(
+        w: &Walk,
+        vectors: &sakuin::es::VectorSettings,
+        lease: Duration,
+    ) -> Result<Self, String> {
+        let model = &w.deps.config.model;
+        w.es.ensure_index(model.dimensions, vectors, &model.id)
+            .await
+            .map_err(|e| e.to_string())?;
+        let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .ok()
+            .or_else(|| std::env::var("HOSTNAME").ok())
+            .map(|h| h.trim().to_owned())
+            .filter(|h| !h.is_empty())
+            .unwrap_or_else(|| "this machine".into());
+        let by = format!(
+            "`sakuin backfill {}` on {host}, pid {}",
+            w.scope.url(),
+            std::process::id()
+        );
+        let record =
+            w.es.start_bulk_load(&by, lease)
+                .await
+                .map_err(|e| e.to_string())?;
+        eprintln!(
+            "bulk-load mode on for {}: refresh_interval -1 and 0 replicas until the queues drain",
+            w.es.index
+        );
+        let es = w.es.clone();
+        let renewal = tokio::spawn(async move {
+            let mut record = record;
+            loop {
+                tokio::time::sleep(lease / 3).await;
+                match es.renew_bulk_load(&record, lease).await {
+                    Ok(renewed) => record = renewed,
+                    Err(e) => eprintln!("sakuin: renewing bulk-load mode's lease: {e}"),
+                }
+            }
+        });
+        Ok(Self { renewal })
+    }
+
+    /// Restores the index's settings; an error says how to restore them by hand.
+    async fn end(self, w: &Walk) -> Result<(), ()> {
+        // Stopped before the end, so no renewal writes the record back after it.
+        self.renewal.abort();
+        let _ = self.renewal.await;
+        match w.es.end_bulk_load().await {
+            Ok(_) => {
+                eprintln!(
+                    "bulk-load mode off for {}: its refresh_interval and replicas restored",
+                    w.es.index
+                );
+                Ok(())
+            }
+            Err(e) => {
+                eprintln!(
+                    "sakuin: restoring {} after bulk-load mode: {e}; the scheduled probe restores it once the lease runs out",
+                    w.es.index
+                );
+                Err(())
+            }
+        }
+    }
 }
 
 /// A value on stdout as pretty JSON.
@@ -200,7 +304,7 @@ async fn follow_to_the_end(
     started: Instant,
     options: &Options,
 ) -> i32 {
-    match follow(w, estimate, since).await {
+    match follow(w, estimate, since, options.bulk_load).await {
         Ok(progress) => {
             let seconds = started.elapsed().as_secs_f64();
             if options.json {
@@ -306,7 +410,17 @@ async fn estimate(w: &Walk, config: &IngestConfig, options: &Options) -> Result<
 
 /// Follows the backfill until the intake and chunk queues have stayed empty for three readings
 /// in a row and the index stopped changing.
-async fn follow(w: &Walk, estimate: &Estimate, since: &str) -> Result<Progress, String> {
+/// In bulk-load mode nothing is searchable until a refresh: the index is refreshed every
+/// `BULK_LOAD_REFRESH` for the progress shown, and at every look once the queues are empty, so
+/// the end is judged on what was written.
+async fn follow(
+    w: &Walk,
+    estimate: &Estimate,
+    since: &str,
+    bulk_load: bool,
+) -> Result<Progress, String> {
+    const BULK_LOAD_REFRESH: Duration = Duration::from_secs(30);
+    let mut refreshed = Instant::now();
     let bar = Bar::new();
     let queues: Vec<&String> = [&w.deps.config.intake_queue_url, &w.deps.config.queue_url]
         .into_iter()
@@ -322,6 +436,10 @@ async fn follow(w: &Walk, estimate: &Estimate, since: &str) -> Result<Progress, 
                 .await
                 .map_err(|e| format!("reading {url}: {e}"))?;
             queued += d.waiting + d.in_flight + d.delayed;
+        }
+        if bulk_load && (queued == 0 || refreshed.elapsed() >= BULK_LOAD_REFRESH) {
+            w.es.refresh().await.map_err(|e| e.to_string())?;
+            refreshed = Instant::now();
         }
         let (objects, records, chunks) =
             written_since(&w.es, &w.scope.bucket, &w.scope.prefix, since).await?;

@@ -42,6 +42,8 @@ pub struct IndexFigures {
     /// Record ids that more than one object holds (up to `SHARED_SHOWN`), with the objects;
     /// `None` when the cluster could not say. With `ID_SCOPE=bucket` each is a collision.
     pub shared: Option<Vec<SharedId>>,
+    /// Bulk-load mode's record when it is on (a backfill with `--bulk-load`).
+    pub bulk_load: Option<sakuin::es::bulk_load::BulkLoad>,
 }
 
 /// A record id held by several objects.
@@ -240,6 +242,9 @@ impl Status {
                     i.objects,
                     i.newest.as_deref().unwrap_or("-")
                 );
+                if let Some(mode) = &i.bulk_load {
+                    let _ = writeln!(out, "{}", bulk_load_line(mode, chrono::Utc::now()));
+                }
                 if let Some(shared) = i.shared.as_ref().filter(|s| !s.is_empty()) {
                     let more = if shared.len() >= SHARED_SHOWN {
                         " or more"
@@ -332,6 +337,7 @@ impl Status {
                 "name": self.index_name, "chunks": i.chunks, "documents": i.documents,
                 "objects": i.objects, "newest_indexed_at": i.newest,
                 "shared_record_ids": i.shared, "ids_bucket_wide": self.ids_bucket_wide,
+                "bulk_load": i.bulk_load,
             }),
             Err(e) => json!({"name": self.index_name, "error": e}),
         };
@@ -530,8 +536,10 @@ async fn index_figures(es: &EsClient) -> Result<IndexFigures, String> {
         .map_err(|e| e.to_string())?;
     let count = |pointer: &str| answer.pointer(pointer).and_then(Value::as_u64).unwrap_or(0);
     let shared = shared_ids(es).await.ok();
+    let bulk_load = es.bulk_load().await.ok().flatten();
     Ok(IndexFigures {
         shared,
+        bulk_load,
         chunks: count("/hits/total/value"),
         documents: count("/aggregations/documents/value"),
         objects: count("/aggregations/objects/value"),
@@ -572,6 +580,24 @@ async fn shared_ids(es: &EsClient) -> Result<Vec<SharedId>, String> {
         })
         .filter(|s| s.keys.len() > 1)
         .collect())
+}
+
+/// The status line of bulk-load mode: on for a running backfill, or left by one that stopped.
+fn bulk_load_line(
+    mode: &sakuin::es::bulk_load::BulkLoad,
+    now: chrono::DateTime<chrono::Utc>,
+) -> String {
+    if mode.expired(now) {
+        format!(
+            "{}: its lease ran out, so the backfill that turned it on stopped; the scheduled probe restores the settings",
+            mode.describe()
+        )
+    } else {
+        format!(
+            "{}: new chunks become searchable when it ends",
+            mode.describe()
+        )
+    }
 }
 
 /// The status line for embed-index's connections cut while idle, when there were any.
@@ -736,6 +762,32 @@ async fn last_report(
 mod tests {
     use super::*;
     use sakuin::test_util::MemoryStore;
+
+    #[test]
+    fn bulk_load_mode_says_whether_its_backfill_still_runs() {
+        let mode = sakuin::es::bulk_load::BulkLoad {
+            by: "`sakuin backfill s3://b/` on host, pid 7".into(),
+            since: "2026-12-07T00:00:00Z".into(),
+            lease_until: "2026-12-07T00:10:00Z".into(),
+            replaced: Default::default(),
+        };
+        let at = |t: &str| {
+            chrono::DateTime::parse_from_rfc3339(t)
+                .unwrap()
+                .with_timezone(&chrono::Utc)
+        };
+        let running = bulk_load_line(&mode, at("2026-12-07T00:05:00Z"));
+        assert_eq!(
+            running,
+            "bulk-load mode on since 2026-12-07T00:00:00Z by `sakuin backfill s3://b/` on host, pid 7 \
+             (refresh_interval -1, 0 replicas; lease until 2026-12-07T00:10:00Z): new chunks become searchable when it ends"
+        );
+        let left = bulk_load_line(&mode, at("2026-12-07T00:11:00Z"));
+        assert!(
+            left.ends_with("the scheduled probe restores the settings"),
+            "{left}"
+        );
+    }
 
     #[test]
     fn connections_cut_while_idle_are_named_only_when_there_were_some() {

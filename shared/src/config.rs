@@ -641,7 +641,7 @@ impl Env {
     /// How a new index stores, compares and analyses: `ES_SIMILARITY`, `ES_VECTOR_INDEX_TYPE`
     /// (empty: the best type the cluster's release takes, decided when the index is created)
     /// and `ES_TEXT_ANALYZER`.
-    fn vector_settings(&mut self) -> VectorSettings {
+    pub fn vector_settings(&mut self) -> VectorSettings {
         let similarity = self
             .optional::<crate::es::Similarity>("ES_SIMILARITY")
             .unwrap_or_default();

@@ -746,9 +746,18 @@ async fn a_backfill_is_estimated_run_to_the_end_and_free_to_repeat() {
     );
 
     let texts_before = fleet.texts_embedded().await.unwrap();
-    let (code, out) = sakuin(&fleet, &["backfill", &scope, "--yes", "--json"]).await;
+    let (code, out) = sakuin(
+        &fleet,
+        &["backfill", &scope, "--yes", "--json", "--bulk-load"],
+    )
+    .await;
     assert_eq!(code, Some(0), "{out}");
     let run = json_of(&out);
+    // Bulk-load mode ended with the backfill: the new index's defaults (the backfill created it
+    // as embed-index would, to relax it from the first chunk), its record gone.
+    let settings_before = index_settings(&fleet).await;
+    assert_eq!(settings_before, (None, Some("1".to_owned())));
+    assert_eq!(fleet.es().bulk_load().await.unwrap(), None);
     fleet
         .run_until_quiet(Duration::from_secs(300))
         .await
@@ -816,5 +825,110 @@ async fn a_backfill_is_estimated_run_to_the_end_and_free_to_repeat() {
         texts,
         "a repeated backfill embeds nothing"
     );
+
+    // A backfill in bulk-load mode killed mid-way: the index stays relaxed while the lease runs,
+    // and the scheduled probe restores it once the lease has run out.
+    for i in 0..8 {
+        fleet
+            .put(
+                &format!("bf2/{i:02}.jsonl"),
+                varied_records(&format!("c{i}"), RECORDS),
+            )
+            .await
+            .unwrap();
+    }
+    let bin = sakuin_local::pipeline::require(&sakuin_local::pipeline::binary_dir(), "sakuin")
+        .expect("cargo build --workspace builds the sakuin CLI");
+    let scope2 = format!("s3://{BUCKET}/bf2/");
+    let mut running = tokio::process::Command::new(bin)
+        .args(["backfill", &scope2, "--yes", "--bulk-load"])
+        .envs(fleet.env.iter().cloned())
+        .env("BULK_LOAD_LEASE_SECS", "5")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let es = fleet.es();
+    let waiting = std::time::Instant::now();
+    let mode = loop {
+        if let Some(mode) = es.bulk_load().await.unwrap() {
+            break mode;
+        }
+        assert!(
+            waiting.elapsed() < Duration::from_secs(60),
+            "bulk-load mode never came on"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    // The settings change just after the record: wait for them too.
+    while index_settings(&fleet).await.0.as_deref() != Some("-1") {
+        assert!(waiting.elapsed() < Duration::from_secs(60), "never relaxed");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    running.kill().await.unwrap();
+    let probe_index = |out: String| {
+        json_of(&out)["checks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["name"] == "elasticsearch.index")
+            .cloned()
+            .unwrap_or_else(|| panic!("no index check in {out}"))
+    };
+    let (_, out) = sakuin(&fleet, &["probe", "--checks", "elasticsearch", "--json"]).await;
+    let check = probe_index(out);
+    assert!(
+        check["detail"]
+            .as_str()
+            .unwrap()
+            .contains("bulk-load mode on since"),
+        "{check}"
+    );
+    assert_eq!(
+        index_settings(&fleet).await.0.as_deref(),
+        Some("-1"),
+        "the lease still runs"
+    );
+    let lease_left = chrono::DateTime::parse_from_rfc3339(&mode.lease_until)
+        .unwrap()
+        .with_timezone(&chrono::Utc)
+        - chrono::Utc::now();
+    tokio::time::sleep(lease_left.to_std().unwrap_or_default() + Duration::from_secs(6)).await;
+    let (_, out) = sakuin(&fleet, &["probe", "--checks", "elasticsearch", "--json"]).await;
+    let check = probe_index(out);
+    let detail = check["detail"].as_str().unwrap();
+    assert!(
+        detail.contains("bulk-load mode was left on by `sakuin backfill s3://")
+            && detail.contains("its refresh_interval and replicas restored"),
+        "{check}"
+    );
+    println!("the probe after a killed bulk-load backfill: {detail}");
+    assert_eq!(index_settings(&fleet).await, settings_before);
+    assert_eq!(fleet.es().bulk_load().await.unwrap(), None);
+    fleet
+        .run_until_quiet(Duration::from_secs(300))
+        .await
+        .unwrap();
     fleet.stop().await;
+}
+
+/// The index's `refresh_interval` and `number_of_replicas` (`None`: unset).
+async fn index_settings(fleet: &Fleet) -> (Option<String>, Option<String>) {
+    let es = fleet.es();
+    let (_, body) = es
+        .send(
+            reqwest::Method::GET,
+            &format!("/{}/_settings?flat_settings=true", es.index),
+            None,
+        )
+        .await
+        .unwrap();
+    let answer: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    let settings = answer.as_object().unwrap().values().next().unwrap()["settings"].clone();
+    let text = |k: &str| settings[k].as_str().map(str::to_owned);
+    (
+        text("index.refresh_interval"),
+        text("index.number_of_replicas"),
+    )
 }

@@ -5,6 +5,7 @@ pub mod auth;
 #[cfg(test)]
 mod auth_tests;
 pub mod bulk;
+pub mod bulk_load;
 pub mod client;
 pub mod document;
 pub mod state;

@@ -1044,17 +1044,52 @@ async fn index_found(deps: &ProbeDeps, client: &EsClient, m: &Value) -> CheckRes
     } else {
         format!(" (alias of {})", concrete.join(", "))
     };
-    let result = CheckResult::pass(
-        NAME,
-        0,
-        format!(
-            "{index}{alias}: `embedding` dense_vector with {want} dimensions{vector}, matching {}{detail_count}",
-            model.id
-        ),
+    let detail = format!(
+        "{index}{alias}: `embedding` dense_vector with {want} dimensions{vector}, matching {}{detail_count}",
+        model.id
     );
+    let result = match bulk_load(client).await {
+        Ok((said, on)) => CheckResult::pass(NAME, 0, format!("{detail}{said}"))
+            .metric("BulkLoadMode", f64::from(u8::from(on))),
+        Err((said, hint)) => {
+            CheckResult::fail(NAME, Layer::Authz, 0, format!("{detail}; {said}")).hint(hint)
+        }
+    };
     match count {
         Some(c) => result.metric("DocumentCount", c as f64),
         None => result,
+    }
+}
+
+/// Bulk-load mode (`sakuin backfill --bulk-load`): what the report says of it, and whether it is
+/// on. A mode whose lease ran out was left by a backfill that stopped: the probe restores the
+/// index's refresh interval and replicas (an index without replicas must not stay so); failing
+/// that, the check fails with what to do.
+async fn bulk_load(client: &EsClient) -> Result<(String, bool), (String, String)> {
+    let Ok(Some(mode)) = client.bulk_load().await else {
+        return Ok((String::new(), false));
+    };
+    if !mode.expired(chrono::Utc::now()) {
+        return Ok((format!("; {}", mode.describe()), true));
+    }
+    match client.end_bulk_load().await {
+        Ok(_) => Ok((
+            format!(
+                "; bulk-load mode was left on by {} (lease ran out at {}): its refresh_interval and replicas restored",
+                mode.by, mode.lease_until
+            ),
+            false,
+        )),
+        Err(e) => Err((
+            format!(
+                "{}, and its lease ran out, but restoring failed: {e}",
+                mode.describe()
+            ),
+            format!(
+                "grant `manage` on {} to the probe's role, or restore it by hand: PUT /{}/_settings with the values in its _meta.sakuin_bulk_load, then remove that key",
+                client.index, client.index
+            ),
+        )),
     }
 }
 
