@@ -441,6 +441,33 @@ async fn run_redrive(env: &mut Env, queue: &str, detach: bool, json: bool) -> i3
     if failed { 1 } else { 0 }
 }
 
+/// The model to embed the query by: the one whose vectors the index holds (see
+/// `sakuin::search::model_for_index`), said on stderr when it is not `EMBEDDING_MODEL_ID`. An
+/// index that cannot be read yet keeps the configured model: the search says what is wrong.
+async fn query_model(
+    es: &sakuin::es::EsClient,
+    configured: &sakuin::embed::EmbeddingModel,
+    query: &sakuin::search::Query,
+) -> Result<sakuin::embed::EmbeddingModel, String> {
+    if query.mode == sakuin::search::Mode::Keyword {
+        return Ok(configured.clone());
+    }
+    let Ok(held) = sakuin::search::models_held(es).await else {
+        return Ok(configured.clone());
+    };
+    let mapped = es.mapping().await.ok().and_then(|m| {
+        sakuin::es::document::mapped_dimensions(&m)
+            .first()
+            .and_then(|(_, d)| *d)
+            .map(|d| d as usize)
+    });
+    let (model, note) = sakuin::search::model_for_index(&es.index, configured, &held, mapped)?;
+    if let Some(note) = note {
+        eprintln!("sakuin: {note}");
+    }
+    Ok(model)
+}
+
 /// `sakuin search`: the hits on stdout, 1 when the search failed.
 async fn run_search(
     env: &mut Env,
@@ -470,7 +497,14 @@ async fn run_search(
             return 2;
         }
     };
-    let embedder = BedrockEmbedder::new(deps.aws.bedrock.clone(), deps.config.model.clone());
+    let model = match query_model(es, &deps.config.model, query).await {
+        Ok(model) => model,
+        Err(e) => {
+            eprintln!("sakuin: {e}");
+            return 1;
+        }
+    };
+    let embedder = BedrockEmbedder::new(deps.aws.bedrock.clone(), model);
     match sakuin::search::search(es, &embedder, query).await {
         Ok(Found {
             hits,

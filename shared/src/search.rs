@@ -514,3 +514,91 @@ mod tests {
         assert_eq!(body["size"], 10);
     }
 }
+
+/// The models whose vectors the index holds (`model_id` of its chunks), with their chunks.
+pub async fn models_held(es: &EsClient) -> Result<Vec<(String, u64)>, EsError> {
+    let answer = es
+        .search(&json!({
+            "size": 0,
+            "aggs": {"models": {"terms": {"field": "model_id", "size": 10}}},
+        }))
+        .await?;
+    Ok(answer
+        .pointer("/aggregations/models/buckets")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(|b| Some((b["key"].as_str()?.to_owned(), b["doc_count"].as_u64()?)))
+        .collect())
+}
+
+/// The model a query must be embedded by to be compared with the vectors `held` (see
+/// [`models_held`]) of an index whose `embedding` has `mapped` dimensions: the configured one
+/// when the index holds its vectors (or none yet), else the model the index was built with, and
+/// a note saying so. An index holding several models' vectors, or one sakuin does not know, is
+/// an error: a query vector compared with another model's vectors ranks noise.
+pub fn model_for_index(
+    index: &str,
+    configured: &crate::embed::EmbeddingModel,
+    held: &[(String, u64)],
+    mapped: Option<usize>,
+) -> Result<(crate::embed::EmbeddingModel, Option<String>), String> {
+    match held {
+        [] => Ok((configured.clone(), None)),
+        [(id, _)] if configured.made(id) => Ok((configured.clone(), None)),
+        [(id, chunks)] => {
+            let dimensions = mapped.unwrap_or(configured.dimensions);
+            let model = crate::embed::EmbeddingModel::resolve(id, Some(dimensions)).map_err(|e| {
+                format!("{index} holds {chunks} chunks embedded by {id}, which this sakuin cannot embed a query with: {e}")
+            })?;
+            let note = format!(
+                "{index} holds vectors of {id} ({chunks} chunks): the query is embedded by it, not by EMBEDDING_MODEL_ID {}",
+                configured.id
+            );
+            Ok((model, Some(note)))
+        }
+        several => {
+            let listed: Vec<String> = several
+                .iter()
+                .map(|(id, n)| format!("{id}: {n} chunks"))
+                .collect();
+            Err(format!(
+                "{index} holds vectors of several models ({}): one query vector cannot be compared with all of them; \
+                 give each model its own index (ES_INDEX) and backfill it",
+                listed.join(", ")
+            ))
+        }
+    }
+}
+
+#[cfg(test)]
+mod model_tests {
+    use super::*;
+    use crate::embed::EmbeddingModel;
+
+    #[test]
+    fn the_query_is_embedded_by_the_model_the_index_holds() {
+        let v2 = EmbeddingModel::resolve("amazon.titan-embed-text-v2:0", Some(1024)).unwrap();
+        assert_eq!(
+            model_for_index("docs", &v2, &[], Some(1024)).unwrap(),
+            (v2.clone(), None)
+        );
+        let own = [("amazon.titan-embed-text-v2:0".to_owned(), 7)];
+        assert_eq!(
+            model_for_index("docs", &v2, &own, Some(1024)).unwrap().0,
+            v2
+        );
+        let cohere = [("cohere.embed-multilingual-v3".to_owned(), 12)];
+        let (model, note) = model_for_index("docs", &v2, &cohere, Some(1024)).unwrap();
+        assert_eq!(model.id, "cohere.embed-multilingual-v3");
+        assert_eq!(
+            note.unwrap(),
+            "docs holds vectors of cohere.embed-multilingual-v3 (12 chunks): the query is embedded by it, not by EMBEDDING_MODEL_ID amazon.titan-embed-text-v2:0"
+        );
+        let mixed = [cohere[0].clone(), own[0].clone()];
+        let e = model_for_index("docs", &v2, &mixed, Some(1024)).unwrap_err();
+        assert!(e.starts_with("docs holds vectors of several models (cohere.embed-multilingual-v3: 12 chunks, amazon.titan-embed-text-v2:0: 7 chunks)"), "{e}");
+        let unknown = [("acme.embed-9".to_owned(), 3)];
+        assert!(model_for_index("docs", &v2, &unknown, Some(1024)).is_err());
+    }
+}

@@ -805,6 +805,100 @@ async fn elasticsearch_faults_lose_nothing_and_never_pay_for_an_embedding_twice(
     pipeline.stop().await;
 }
 
+/// `EMBEDDING_MODEL_ID` changed under an index that holds another model's vectors of the same
+/// size: the probe fails naming both (embed-index would mix them), and a search embeds the query
+/// by the model the index holds, says so, and finds the record — never a ranking of noise.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_model_changed_under_an_index_is_named_and_search_uses_the_index_model() {
+    let pipeline = start(PipelineOptions {
+        index: "model-switch".into(),
+        // Titan v2 and Cohere v3 both make 1,024: the dimensions check cannot tell them apart.
+        dimensions: Some(1024),
+        ..PipelineOptions::default()
+    })
+    .await;
+    let lines: String = [
+        (
+            "m-1",
+            "The invoice archive keeps every bill for seven years.",
+        ),
+        (
+            "m-2",
+            "Rotate the API keys of the ingestion service monthly.",
+        ),
+        ("m-3", "Lunch menus are posted on the third floor."),
+    ]
+    .iter()
+    .map(|(id, text)| json!({"id": id, "text": text}).to_string() + "\n")
+    .collect();
+    let event = pipeline
+        .put_object("switch/a.jsonl", lines.into_bytes())
+        .await
+        .unwrap();
+    pipeline.invoke_ingest(&event).await.unwrap();
+    pipeline.drain(Duration::from_secs(60)).await.unwrap();
+    let held = pipeline
+        .env
+        .iter()
+        .find(|(k, _)| k == "EMBEDDING_MODEL_ID")
+        .map(|(_, v)| v.clone())
+        .unwrap();
+    let other = if held.starts_with("cohere.") {
+        "amazon.titan-embed-text-v2:0"
+    } else {
+        "cohere.embed-multilingual-v3"
+    };
+    let sakuin = sakuin_local::pipeline::require(&sakuin_local::pipeline::binary_dir(), "sakuin")
+        .expect("cargo build --workspace builds the sakuin CLI");
+    let run = |args: &[&str]| {
+        let mut command = tokio::process::Command::new(&sakuin);
+        command
+            .args(args)
+            .envs(pipeline.env.iter().cloned())
+            .env("EMBEDDING_MODEL_ID", other)
+            .env("EMBEDDING_DIMENSIONS", "1024");
+        async move {
+            let out = command.output().await.unwrap();
+            (
+                String::from_utf8_lossy(&out.stdout).into_owned(),
+                String::from_utf8_lossy(&out.stderr).into_owned(),
+            )
+        }
+    };
+    let (out, _) = run(&["probe", "--checks", "elasticsearch", "--json"]).await;
+    let report: Value = serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out}"));
+    let index = report["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == "elasticsearch.index")
+        .cloned()
+        .unwrap();
+    assert_eq!(index["ok"], false, "{index}");
+    assert!(
+        index["detail"]
+            .as_str()
+            .unwrap()
+            .starts_with(&format!("model-switch holds chunks embedded by {held} (3 chunks), but EMBEDDING_MODEL_ID is {other}")),
+        "{index}"
+    );
+    let (out, err) = run(&[
+        "search",
+        "where are old invoices kept",
+        "--mode",
+        "knn",
+        "--json",
+    ])
+    .await;
+    assert!(
+        err.contains(&format!("model-switch holds vectors of {held} (3 chunks): the query is embedded by it, not by EMBEDDING_MODEL_ID {other}")),
+        "{err}"
+    );
+    let hits: Value = serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out}{err}"));
+    assert_eq!(hits[0]["doc_id"], "m-1", "{hits:#}");
+    pipeline.stop().await;
+}
+
 /// `sakuin status` against the pipeline it describes: the queues, the index and the probe, and
 /// exit status 1 once a dead letter needs a person.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -73,6 +73,23 @@ pub fn profile_ids(model_id: &str) -> Vec<String> {
 }
 
 impl EmbeddingModel {
+    /// The foundation model behind an id, an inference-profile id or either one's ARN:
+    /// `us.cohere.embed-v4:0` and `cohere.embed-v4:0` are the same model, whose vectors compare.
+    pub fn base_id(id: &str) -> &str {
+        let id = id.trim();
+        let tail = if id.starts_with("arn:") {
+            id.rsplit('/').next().unwrap_or(id)
+        } else {
+            id
+        };
+        profile_base(tail).unwrap_or(tail)
+    }
+
+    /// Whether vectors recorded as made by `id` are this model's.
+    pub fn made(&self, id: &str) -> bool {
+        Self::base_id(&self.id) == Self::base_id(id)
+    }
+
     /// Recognises a model id, an inference-profile id, or either one's ARN.
     pub fn resolve(id: &str, dimensions: Option<usize>) -> Result<Self, ModelError> {
         let id = id.trim();

@@ -1029,6 +1029,29 @@ async fn index_found(deps: &ProbeDeps, client: &EsClient, m: &Value) -> CheckRes
             model.id
         ));
     }
+    // Vectors of another model in the same space: same dimensions, unrelated meaning.
+    if let Ok(held) = crate::search::models_held(client).await {
+        let others: Vec<String> = held
+            .iter()
+            .filter(|(id, _)| !model.made(id))
+            .map(|(id, n)| format!("{id} ({n} chunks)"))
+            .collect();
+        if !others.is_empty() {
+            return CheckResult::fail(
+                NAME,
+                Layer::Mapping,
+                0,
+                format!(
+                    "{index} holds chunks embedded by {}, but EMBEDDING_MODEL_ID is {}: embed-index would add its vectors beside them, and a search compares vectors of different models",
+                    others.join(", "),
+                    model.id
+                ),
+            )
+            .hint(
+                "a new model needs its own index: point ES_INDEX at a new index and backfill it (searches keep reading the old one until you switch), or set EMBEDDING_MODEL_ID back",
+            );
+        }
+    }
     let vector = vector_field(m);
     let (count, detail_count) = match client.count().await {
         Ok(c) => (Some(c), format!("; {c} documents (chunks)")),
