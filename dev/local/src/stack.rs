@@ -368,6 +368,14 @@ pub fn sdk_config_loader() -> aws_config::ConfigLoader {
 }
 
 impl LocalStack {
+    /// The AWS SDK's configuration for this stack's moto (S3, SQS, Secrets Manager, EC2…).
+    pub async fn moto_config(&self) -> aws_config::SdkConfig {
+        sdk_config_loader()
+            .endpoint_url(self.moto.url())
+            .load()
+            .await
+    }
+
     /// Starts the three services. `bedrock_args` are extra flags for the stand-in
     /// (e.g. `--latency-ms 50`).
     pub async fn start(bedrock_args: &[&str]) -> Result<Self, StackError> {

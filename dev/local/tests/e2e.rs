@@ -506,14 +506,7 @@ async fn credentials_come_from_secrets_manager_and_a_bad_secret_is_named() {
     let stack = LocalStack::start(&[])
         .await
         .expect("the local stack starts");
-    let sdk = aws_config::defaults(aws_config::BehaviorVersion::latest())
-        .region(aws_config::Region::new("ap-northeast-1"))
-        .credentials_provider(aws_sdk_s3::config::Credentials::new(
-            "testing", "testing", None, None, "test",
-        ))
-        .endpoint_url(stack.moto.url())
-        .load()
-        .await;
+    let sdk = stack.moto_config().await;
     let secrets = aws_sdk_secretsmanager::Client::new(&sdk);
     let arn = secrets
         .create_secret()
@@ -1157,14 +1150,7 @@ async fn log_reports(
 
 /// An SDK configuration for the local stack's moto.
 async fn moto_config(pipeline: &Pipeline) -> aws_config::SdkConfig {
-    aws_config::defaults(aws_config::BehaviorVersion::latest())
-        .region(aws_config::Region::new(sakuin_local::stack::REGION))
-        .credentials_provider(aws_sdk_s3::config::Credentials::new(
-            "testing", "testing", None, None, "test",
-        ))
-        .endpoint_url(pipeline.stack.moto.url())
-        .load()
-        .await
+    pipeline.stack.moto_config().await
 }
 
 /// A probe function as CloudFormation leaves it in the account: named by SAM, tagged with the
@@ -1198,11 +1184,7 @@ async fn deploy_probe_function(pipeline: &Pipeline, stack: &str) {
         .await
         .unwrap();
     assert!(role.status().is_success(), "{}", role.text().await.unwrap());
-    let conf = aws_config::defaults(aws_config::BehaviorVersion::latest())
-        .region(aws_config::Region::new(sakuin_local::stack::REGION))
-        .credentials_provider(aws_sdk_s3::config::Credentials::new(
-            "testing", "testing", None, None, "test",
-        ))
+    let conf = sakuin_local::stack::sdk_config_loader()
         .endpoint_url(&moto)
         .load()
         .await;

@@ -619,15 +619,7 @@ async fn a_connect_that_times_out_is_explained_by_the_vpc_configuration() {
     let stack = LocalStack::start(&[]).await.unwrap();
     let aws = front(&net, stack.moto.port, None).await;
     let dead = net.add_server_address(21, true).unwrap();
-    let conf = aws_config::defaults(aws_config::BehaviorVersion::latest())
-        .region(aws_config::Region::new("ap-northeast-1"))
-        .credentials_provider(aws_sdk_s3::config::Credentials::new(
-            "testing", "testing", None, None, "test",
-        ))
-        .endpoint_url(stack.moto.url())
-        .load()
-        .await;
-    let ec2 = sakuin::aws::ec2::Ec2::from_sdk(&conf);
+    let ec2 = sakuin::aws::ec2::Ec2::from_sdk(&stack.moto_config().await);
     let vpc = sakuin_local::vpc::Network::build(&ec2, "10.1.0.0/16", "198.18.0.0/16").await;
     vpc.remove_route(&ec2).await;
     let endpoint = format!("http://{}:{aws}", net.server_addr);
