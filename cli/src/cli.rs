@@ -9,12 +9,12 @@ use sakuin::ingest::{Continuation, QueueContinuation};
 use sakuin::probe::ProbeDeps;
 use sakuin::queue::SqsQueue;
 use sakuin::store::S3Store;
-use sakuin::survey::{Survey, survey_object};
+use sakuin::survey::survey_object;
 use serde_json::{Value, json};
 
 use crate::backfill::{
-    Bar, Estimate, Options, Progress, Reservoir, SAMPLE_BYTES_PER_OBJECT, duration, thousands,
-    written_since,
+    Bar, Estimate, Options, Progress, SAMPLE_BYTES_PER_OBJECT, Sample, Sampler, duration,
+    thousands, written_since,
 };
 use sakuin::reconcile::{Kind, Reconciler, Report, Scope, intake, walking_client};
 
@@ -353,7 +353,7 @@ fn render_done(w: &Walk, estimate: &Estimate, progress: &Progress, seconds: f64)
 
 /// Walks the listing, samples the objects to ingest, and reads the sample.
 async fn estimate(w: &Walk, config: &IngestConfig, options: &Options) -> Result<Estimate, String> {
-    let mut reservoir = Reservoir::new(options.sample, 0x005a_6b1d);
+    let mut sampler = Sampler::new(options.sample, 0x005a_6b1d);
     let reconciler: Reconciler<
         '_,
         S3Store,
@@ -369,43 +369,44 @@ async fn estimate(w: &Walk, config: &IngestConfig, options: &Options) -> Result<
             walking(report);
             for d in &outcome.drift {
                 if d.kind != Kind::Orphaned && d.size > 0 {
-                    reservoir.offer((d.key.clone(), d.etag.clone()));
+                    sampler.offer(d.size, d.key.clone(), d.etag.clone());
                 }
             }
         })
         .await;
     done_walking();
     let report = report?;
-    let mut sample = Survey::default();
-    let mut sampled = 0;
-    for (key, etag) in &reservoir.items {
+    let mut sample = Sample::default();
+    for (size, key, etag, among_largest) in sampler.chosen() {
         match survey_object(
             &w.store,
             config,
             &w.scope.bucket,
-            key,
+            &key,
             etag.as_deref(),
             SAMPLE_BYTES_PER_OBJECT,
         )
         .await
         {
-            Ok(s) => {
-                sample.add(&s);
-                sampled += 1;
-            }
+            Ok(s) => sample.add(size, s, among_largest),
             Err(e) => eprintln!(
                 "sakuin: the sample skips s3://{}/{key}: {e}",
                 w.scope.bucket
             ),
         }
     }
-    Ok(Estimate::from_sample(
+    let extrapolated = sample.extrapolate(report.bytes_to_ingest);
+    let estimate = Estimate::from_sample(
         &report,
-        &sample,
-        sampled,
+        &extrapolated,
+        sample.objects,
         &config.model,
         options,
-    ))
+    );
+    Ok(Estimate {
+        sampled_bytes: sample.read,
+        ..estimate
+    })
 }
 
 /// Follows the backfill until the intake and chunk queues have stayed empty for three readings

@@ -910,6 +910,44 @@ async fn a_backfill_is_estimated_run_to_the_end_and_free_to_repeat() {
         .run_until_quiet(Duration::from_secs(300))
         .await
         .unwrap();
+
+    // A heavy-tailed prefix: sixty objects of twenty short records (a chunk each) and two of
+    // 300 long ones (several chunks each), which hold most of the bytes. The estimate reads the
+    // largest objects always, so it does not depend on whether a sample by count happens to
+    // meet them.
+    for i in 0..60 {
+        let records: String = (0..20)
+            .map(|j| {
+                let text = format!("Short note {j} of {i}.");
+                json!({"id": format!("h-small-{i}-{j}"), "text": text}).to_string() + "\n"
+            })
+            .collect();
+        fleet
+            .put(&format!("ht/small-{i:02}.jsonl"), records.into_bytes())
+            .await
+            .unwrap();
+    }
+    for i in 0..2 {
+        fleet
+            .put(
+                &format!("ht/large-{i}.jsonl"),
+                varied_records(&format!("h{i}"), 300),
+            )
+            .await
+            .unwrap();
+    }
+    let scope3 = format!("s3://{BUCKET}/ht/");
+    let (code, out) = sakuin(&fleet, &["backfill", &scope3, "--yes", "--json"]).await;
+    assert_eq!(code, Some(0), "{out}");
+    let run = json_of(&out);
+    let (estimated, actual) = (n(&run["estimate"], "chunks"), n(&run["actual"], "chunks"));
+    let error = (estimated as f64 - actual as f64) / actual as f64 * 100.0;
+    println!(
+        "heavy-tailed backfill (62 objects, 2 of them {:.0} % of the bytes): estimated {estimated} chunks, actual {actual} ({error:+.2} %)",
+        100.0 * (2.0 * varied_records("h0", 300).len() as f64)
+            / n(&run["estimate"], "bytes_to_ingest") as f64
+    );
+    assert!(error.abs() < 2.0, "{run:#}");
     fleet.stop().await;
 }
 
