@@ -185,7 +185,8 @@ async fn the_aws_side_of_the_path_names_the_missing_piece() {
         let took = started.elapsed();
         let hint = reading.hint(cluster.port());
         println!("{hint} ({took:?})");
-        assert!(took < Duration::from_secs(3), "{took:?}");
+        // Within the probe's budget (PROBE_TIMEOUT_SECS, 5 s by default).
+        assert!(took < Duration::from_secs(5), "{took:?}");
         (reading, hint)
     };
 

@@ -21,13 +21,16 @@ pub struct Network {
     pub onprem: String,
 }
 
-/// One EC2 action that must succeed.
+/// One EC2 action that must succeed. Setting up may wait: moto builds its EC2 backend on the
+/// first call, which takes seconds on a busy machine.
 pub async fn act(ec2: &Ec2, action: &str, params: &[(&str, &str)]) -> Node {
     let params: Vec<(String, String)> = params
         .iter()
         .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
         .collect();
-    ec2.call(action, &params)
+    ec2.clone()
+        .with_timeout(std::time::Duration::from_secs(120))
+        .call(action, &params)
         .await
         .unwrap_or_else(|e| panic!("EC2 {action} on the local stack: {e}"))
 }
