@@ -363,6 +363,20 @@ fn no_route(table: &Node, table_id: &str, subnet: &Subnet, ip: IpAddr, beyond: &
     }
     said.push_str("; ");
     said.push_str(&fixes.join(", or "));
+    // Routes to managed prefix lists are not expanded here: one of them may cover the address.
+    let lists: Vec<String> = table
+        .items("routeSet")
+        .filter_map(|r| {
+            let list = r.text_of("destinationPrefixListId")?;
+            Some(format!("{list} via {}", route_target(r)))
+        })
+        .collect();
+    if !lists.is_empty() {
+        said.push_str(&format!(
+            " (routes to prefix lists were not expanded: {}; if one of them holds the cluster's address, this route exists)",
+            lists.join(", ")
+        ));
+    }
     said
 }
 
@@ -712,6 +726,51 @@ mod tests {
         assert_eq!(
             reading.in_place,
             ["VPN connection vpn-44a8938f: 1 of 2 tunnels UP"]
+        );
+    }
+
+    /// A table whose only way on premises is a route to a managed prefix list: the address
+    /// may be in it, so the report says the list was not expanded rather than only "no route".
+    #[test]
+    fn a_route_to_a_prefix_list_is_named_not_ignored() {
+        let tables = Node::parse(
+            r#"<DescribeRouteTablesResponse><routeTableSet><item>
+              <routeTableId>rtb-1</routeTableId>
+              <associationSet><item><subnetId>subnet-1</subnetId></item></associationSet>
+              <routeSet>
+                <item><destinationCidrBlock>10.0.0.0/16</destinationCidrBlock><gatewayId>local</gatewayId><state>active</state></item>
+                <item><destinationPrefixListId>pl-0onprem</destinationPrefixListId><transitGatewayId>tgw-1</transitGatewayId><state>active</state></item>
+              </routeSet>
+            </item></routeTableSet></DescribeRouteTablesResponse>"#,
+        )
+        .unwrap();
+        let subnet = Subnet {
+            id: "subnet-1".into(),
+            vpc: "vpc-1".into(),
+            zone: "ap-northeast-1a".into(),
+        };
+        let beyond = Beyond {
+            connections: None,
+            gateways: vec![],
+            attachments: vec![],
+            zones: HashMap::new(),
+            vpc: "vpc-1".into(),
+        };
+        let mut reading = Reading::default();
+        route(
+            &tables,
+            &subnet,
+            "10.20.0.5".parse().unwrap(),
+            &beyond,
+            &mut reading,
+        );
+        assert_eq!(reading.problems.len(), 1);
+        assert!(
+            reading.problems[0].starts_with("no route to 10.20.0.5 in rtb-1 (subnet subnet-1)")
+                && reading.problems[0]
+                    .contains("(routes to prefix lists were not expanded: pl-0onprem via tgw-1;"),
+            "{}",
+            reading.problems[0]
         );
     }
 
