@@ -119,7 +119,7 @@ impl Status {
             Ok(es) => index_figures(es).await,
             Err(e) => Err(e.clone()),
         };
-        let read = oldest_ages(cloudwatch, &queues, &config.model.id);
+        let read = cloudwatch_figures(cloudwatch, &queues, &config.model.id);
         let (ages, idle_cuts) = match bounded(config.timeout, read).await {
             Ok((ages, cuts)) => (Ok(ages), cuts),
             Err(e) => (Err(e), None),
@@ -615,12 +615,12 @@ fn describe_shared(s: &SharedId) -> String {
     format!("{} in {}", s.doc_id, s.keys.join(", "))
 }
 
-/// Each queue's `ApproximateAgeOfOldestMessage`, in one GetMetricData call: the newest
+/// The figures status reads from CloudWatch. Each queue's `ApproximateAgeOfOldestMessage`, in one GetMetricData call: the newest
 /// datapoint of the last 15 minutes (SQS sends it every minute while the queue is active).
 /// <https://docs.aws.amazon.com/AWSSimpleQueueService/latest/SQSDeveloperGuide/sqs-available-cloudwatch-metrics.html>
 /// In the same call, embed-index's `EsStaleConnections` of the last hour (its EMF metric,
 /// dimensions `Function` and `Model`).
-async fn oldest_ages(
+async fn cloudwatch_figures(
     cloudwatch: &aws_sdk_cloudwatch::Client,
     queues: &[QueueDepth],
     model: &str,

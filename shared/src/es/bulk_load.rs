@@ -50,6 +50,23 @@ pub struct BulkLoad {
 }
 
 impl BulkLoad {
+    /// The record in a `GET <index>/_mapping` answer already read (from the first concrete
+    /// index that has one); `None` when the mode is off.
+    pub fn in_mapping(mapping: &Value, index: &str) -> Result<Option<BulkLoad>, EsError> {
+        for m in mapping.as_object().into_iter().flatten().map(|(_, m)| m) {
+            let record = m.pointer(&format!("/mappings/_meta/{META_KEY}"));
+            if let Some(record) = record.filter(|r| !r.is_null()) {
+                let record =
+                    serde_json::from_value(record.clone()).map_err(|e| EsError::Decode {
+                        what: format!("the bulk-load record in {index}'s _meta"),
+                        detail: e.to_string(),
+                    })?;
+                return Ok(Some(record));
+            }
+        }
+        Ok(None)
+    }
+
     /// Whether its lease ran out at `now`.
     pub fn expired(&self, now: DateTime<Utc>) -> bool {
         DateTime::parse_from_rfc3339(&self.lease_until)
@@ -87,17 +104,7 @@ impl EsClient {
 
     /// Bulk-load mode's record, when it is on (read from the first concrete index that has one).
     pub async fn bulk_load(&self) -> Result<Option<BulkLoad>, EsError> {
-        for meta in self.metas().await?.values() {
-            if let Some(record) = meta.get(META_KEY).filter(|r| !r.is_null()) {
-                let record =
-                    serde_json::from_value(record.clone()).map_err(|e| EsError::Decode {
-                        what: format!("the bulk-load record in {}'s _meta", self.index),
-                        detail: e.to_string(),
-                    })?;
-                return Ok(Some(record));
-            }
-        }
-        Ok(None)
+        BulkLoad::in_mapping(&self.mapping().await?, &self.index)
     }
 
     /// Writes (or clears, with `None`) the record in every concrete index's `_meta`, keeping

@@ -1071,7 +1071,7 @@ async fn index_found(deps: &ProbeDeps, client: &EsClient, m: &Value) -> CheckRes
         "{index}{alias}: `embedding` dense_vector with {want} dimensions{vector}, matching {}{detail_count}",
         model.id
     );
-    let result = match bulk_load(client).await {
+    let result = match bulk_load(client, m).await {
         Ok((said, on)) => CheckResult::pass(NAME, 0, format!("{detail}{said}"))
             .metric("BulkLoadMode", f64::from(u8::from(on))),
         Err((said, hint)) => {
@@ -1088,8 +1088,8 @@ async fn index_found(deps: &ProbeDeps, client: &EsClient, m: &Value) -> CheckRes
 /// on. A mode whose lease ran out was left by a backfill that stopped: the probe restores the
 /// index's refresh interval and replicas (an index without replicas must not stay so); failing
 /// that, the check fails with what to do.
-async fn bulk_load(client: &EsClient) -> Result<(String, bool), (String, String)> {
-    let Ok(Some(mode)) = client.bulk_load().await else {
+async fn bulk_load(client: &EsClient, mapping: &Value) -> Result<(String, bool), (String, String)> {
+    let Ok(Some(mode)) = crate::es::bulk_load::BulkLoad::in_mapping(mapping, &client.index) else {
         return Ok((String::new(), false));
     };
     if !mode.expired(chrono::Utc::now()) {
