@@ -536,7 +536,9 @@ async fn a_connection_dropped_while_idle_costs_seconds_not_the_request_timeout()
                 .build()
                 .unwrap();
             let url = format!("http://{addr}:{port}/");
-            plain.get(&url).send().await.unwrap();
+            // The body read to its end, so the connection goes back to the pool (a response
+            // dropped unread closes it, and the next request would open a fresh one).
+            plain.get(&url).send().await.unwrap().bytes().await.unwrap();
             tokio::time::sleep(Duration::from_secs(5)).await;
             let started = Instant::now();
             let answered = plain.get(&url).send().await;
