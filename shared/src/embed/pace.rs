@@ -29,6 +29,19 @@
 //! Only a throttle of a call sent after the last cut cuts again: the calls in flight when the
 //! quota ran out come back throttled together, and are one signal, not several.
 //!
+//! A quota refuses less when the rate falls; a service short of capacity refuses a share of
+//! calls whatever the rate. So the cuts made since the pace last stood (a **chain**) keep what
+//! the pace was before the first of them, and count the calls refused at the rates before and
+//! after it fell to [`TEST_RATE`] of what it was. Once [`TEST_CALLS`] calls have been made at
+//! that rate or lower, their share refused decides: if it is still about what it was (lower by
+//! no more than chance, between [`NOISE_MIN_SHARE`] and [`NOISE_MAX_SHARE`]), slowing down did
+//! not help, so the lane is unpaced again and that share becomes its **noise**: refusals retried
+//! at once rather than paced (should the share then rise above it at the restored rate, it was
+//! a quota after all, shared with containers that kept sending, and the noise is dropped). From then on a throttle cuts only when the recent share
+//! rises clearly above the noise, and each chain tests it again (one that lowers the share
+//! lowers the noise with it). A quota shared by containers passes the test too: all of them
+//! cut, so the share falls for each.
+//!
 //! <https://vector.dev/docs/reference/configuration/sinks/http/#request.adaptive_concurrency>,
 //! <https://docs.aws.amazon.com/sdkref/latest/guide/feature-retry-behavior.html>,
 //! <https://docs.aws.amazon.com/bedrock/latest/userguide/quotas-token-burndown.html>
@@ -74,6 +87,18 @@ const INITIAL_TOKENS_PER_CHAR: f64 = 0.25;
 const CALL_SECONDS: f64 = 4.0;
 /// ... but never fewer texts than this in a call, so the requests quota is not spent instead.
 const MIN_TEXTS_PER_CALL: usize = 8;
+/// Outcomes kept per lane to measure the share of calls throttled lately.
+const RECENT_CALLS: usize = 32;
+/// A chain is tested once the rate is down to this part of the rate it began at (its first
+/// cut) ...
+const TEST_RATE: f64 = DECREASE;
+/// ... on this many calls made at that rate or lower (a share of sixteen calls is known to
+/// within about a tenth).
+const TEST_CALLS: u32 = 16;
+/// Refusals that come whatever the rate are believed between these shares of calls: fewer
+/// are a quota's usual edge; more are a quota exhausted, or an outage, and are paced.
+const NOISE_MIN_SHARE: f64 = 0.1;
+const NOISE_MAX_SHARE: f64 = 0.5;
 /// The shortest wait for the pace.
 const MIN_WAIT: Duration = Duration::from_millis(1);
 
@@ -162,6 +187,39 @@ struct Lane {
     recover_secs: f64,
     /// Active seconds (the pacer's `totals.active`) at the last growth or cut.
     grown_at: f64,
+    /// The last [`RECENT_CALLS`] outcomes that tell of this quota (true: throttled by it).
+    recent: VecDeque<bool>,
+    /// The share of calls refused whatever the rate, once a test has shown it (0 before).
+    noise: f64,
+    /// Calls (and throttles among them) since the noise was found and the cuts undone: at the
+    /// restored rate the share must stay near the noise, or it was a quota after all.
+    probation: Option<(u32, u32)>,
+    /// The cuts under test, while they are.
+    chain: Option<Chain>,
+}
+
+/// Cuts under test: where the first of them began, and how calls fared at the rates before and
+/// once the rate is down to [`TEST_RATE`] of it.
+#[derive(Debug, Clone, Copy)]
+struct Chain {
+    /// Calls allowed in flight when it began.
+    limit: f64,
+    /// The rate sent at when the chain began.
+    sent: f64,
+    /// Calls (and the throttles among them) at rates above [`TEST_RATE`] of it, from the
+    /// recent calls before the chain on ...
+    high: (u32, u32),
+    /// ... and at the lowered rate.
+    low: (u32, u32),
+}
+
+/// A test's verdict on its chain of cuts.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Verdict {
+    /// The share refused fell: a quota, the cuts stand.
+    Quota,
+    /// The share refused held: the cuts are undone; concurrency returns to this limit.
+    Noise { limit: f64 },
 }
 
 /// What the pacer holds at a moment, for logs and metrics.
@@ -429,6 +487,10 @@ impl State {
         }
         self.totals.ok_calls += 1.0;
         self.totals.ok_tokens += counted;
+        let verdict = self.calls.outcome(false);
+        self.judged(verdict);
+        let verdict = self.tokens.outcome(false);
+        self.judged(verdict);
         let active = self.totals.active;
         self.calls.grow(active);
         self.tokens.grow(active);
@@ -458,15 +520,29 @@ impl State {
         let (t, b) = (&self.totals, &before);
         let calls = measure(t.sent_calls, b.sent_calls, t.ok_calls, b.ok_calls);
         let tokens = measure(t.sent_tokens, b.sent_tokens, t.ok_tokens, b.ok_tokens);
+        let limit = self.limit;
         let mut cut = false;
         if matches!(quota, Quota::Requests | Quota::Unknown) {
-            cut |= self.calls.cut(now, permit.started, calls, 1.0);
+            let verdict = self.calls.outcome(true);
+            self.judged(verdict);
+            cut |= self.calls.cut(now, permit.started, calls, 1.0, limit);
         }
         if matches!(quota, Quota::Tokens | Quota::Unknown) {
-            cut |= self.tokens.cut(now, permit.started, tokens, permit.tokens);
+            let verdict = self.tokens.outcome(true);
+            self.judged(verdict);
+            cut |= self
+                .tokens
+                .cut(now, permit.started, tokens, permit.tokens, limit);
         }
         if cut {
             self.limit = (self.limit * 0.5).max(1.0);
+        }
+    }
+
+    /// Applies a test's verdict: a cut found to answer noise gives its concurrency back.
+    fn judged(&mut self, verdict: Option<Verdict>) {
+        if let Some(Verdict::Noise { limit }) = verdict {
+            self.limit = self.limit.max(limit);
         }
     }
 }
@@ -493,6 +569,110 @@ impl Lane {
             recovered: 0.0,
             recover_secs,
             grown_at: 0.0,
+            recent: VecDeque::with_capacity(RECENT_CALLS + 1),
+            noise: 0.0,
+            probation: None,
+            chain: None,
+        }
+    }
+
+    /// The share of recent calls this quota throttled.
+    fn recent_share(&self) -> f64 {
+        if self.recent.is_empty() {
+            return 0.0;
+        }
+        self.recent.iter().filter(|&&t| t).count() as f64 / self.recent.len() as f64
+    }
+
+    /// Records how a call that tells of this quota fared (`throttled` by it or not), and
+    /// judges the chain of cuts once enough calls have been made at its lowered rate.
+    fn outcome(&mut self, throttled: bool) -> Option<Verdict> {
+        self.recent.push_back(throttled);
+        if self.recent.len() > RECENT_CALLS {
+            self.recent.pop_front();
+        }
+        if let Some((calls, refused)) = &mut self.probation {
+            *calls += 1;
+            *refused += u32::from(throttled);
+            if *calls >= TEST_CALLS {
+                let share = f64::from(*refused) / f64::from(*calls);
+                let chance = 2.0 * (self.noise * (1.0 - self.noise) / f64::from(*calls)).sqrt();
+                if share > self.noise + chance {
+                    // More refused at the restored rate: a quota (one shared with others
+                    // that were sending more while this container slowed down).
+                    self.noise = 0.0;
+                }
+                self.probation = None;
+            }
+            return None;
+        }
+        let rate = self.rate?;
+        let chain = self.chain.as_mut()?;
+        let counts = if rate > chain.sent * TEST_RATE * 1.001 && rate > self.floor * 2.0 {
+            &mut chain.high
+        } else {
+            &mut chain.low
+        };
+        counts.0 += 1;
+        counts.1 += u32::from(throttled);
+        // Most calls refused at the test rate: a quota far below it, decided at once.
+        let (calls, refused) = chain.low;
+        let far_below = refused >= 4 && f64::from(refused) > f64::from(calls) * NOISE_MAX_SHARE;
+        if calls < TEST_CALLS && !far_below {
+            return None;
+        }
+        let chain = self.chain.take()?;
+        let share = |(calls, throttled): (u32, u32)| f64::from(throttled) / f64::from(calls);
+        let (high, low) = (share(chain.high), share(chain.low));
+        let noise = (NOISE_MIN_SHARE..=NOISE_MAX_SHARE).contains(&low);
+        // The calls at the higher rates include the throttles that made the cuts, so their
+        // share runs high: only a share at the lowered rate under half of it, or under the
+        // least believed, answers a quota. So do refusals that came with the rate (few before).
+        if noise && high >= NOISE_MIN_SHARE && low >= high * 0.5 {
+            // Slowing down did not lower the refusals: the lane is unpaced again (at its
+            // budget, if it has one), and concurrency free to grow; the probation that follows
+            // tells a quota that only looked like noise.
+            self.noise = low;
+            self.probation = Some((0, 0));
+            self.rate = self.budget;
+            self.last_cut = None;
+            self.recovered = 0.0;
+            self.level = 0.0;
+            Some(Verdict::Noise { limit: chain.limit })
+        } else {
+            self.noise = self.noise.min(low);
+            Some(Verdict::Quota)
+        }
+    }
+
+    /// Whether a throttle of a call sent after the last cut should cut: always, unless the
+    /// lane knows its noise and the recent share is within it.
+    fn throttle_warrants_cut(&self) -> bool {
+        if let Some((calls, refused)) = self.probation {
+            // Only nearly every call refused ends a probation early.
+            return refused >= 6 && refused * 4 >= calls * 3;
+        }
+        self.noise == 0.0 || self.recent_share() > self.noise + self.noise_margin()
+    }
+
+    /// How far above the noise the recent share may be by chance: two and a half standard
+    /// deviations of a share of [`RECENT_CALLS`] calls.
+    fn noise_margin(&self) -> f64 {
+        2.5 * (self.noise * (1.0 - self.noise) / RECENT_CALLS as f64).sqrt()
+    }
+
+    /// Opens a chain at a cut sending at `sent` with `limit` calls in flight, unless one is open.
+    fn chain_cut(&mut self, sent: f64, limit: f64) {
+        if self.chain.is_none() {
+            self.chain = Some(Chain {
+                limit,
+                sent,
+                high: (
+                    self.recent.len() as u32,
+                    self.recent.iter().filter(|&&t| t).count() as u32,
+                ),
+                low: (0, 0),
+            });
         }
     }
 
@@ -535,14 +715,27 @@ impl Lane {
         let step = (active - self.grown_at) / self.recover_secs;
         self.recovered += step.clamp(0.0, MOST_RECOVERY_PER_CALL);
         self.grown_at = active;
-        let dip = 1.0 - self.cut_to / self.throttled_at;
+        // A cut at the floor leaves no dip; growth beyond the plateau must still come.
+        let dip = (1.0 - self.cut_to / self.throttled_at).max(1.0 - DECREASE);
         let rate = self.throttled_at * (1.0 + dip * (self.recovered - 1.0).powi(3));
         let rate = rate.max(self.floor);
         self.rate = Some(self.budget.map_or(rate, |b| rate.min(b)));
+        if self.chain.is_some_and(|chain| rate >= chain.sent) {
+            // Back where the chain began without a test: the pace stood.
+            self.chain = None;
+        }
     }
 
-    /// A throttle of a call started at `started`; returns whether the rate was cut.
-    fn cut(&mut self, now: Instant, started: Instant, measured: Measured, cost: f64) -> bool {
+    /// A throttle of a call started at `started`, with `limit` calls allowed in flight; returns
+    /// whether the rate was cut.
+    fn cut(
+        &mut self,
+        now: Instant,
+        started: Instant,
+        measured: Measured,
+        cost: f64,
+        limit: f64,
+    ) -> bool {
         let Measured {
             active,
             sent,
@@ -552,11 +745,25 @@ impl Lane {
             // Sent before the last cut: already answered for.
             return false;
         }
+        if !self.throttle_warrants_cut() {
+            // Within the refusals that come whatever the rate: retried at once.
+            return false;
+        }
+        if self.probation.take().is_some() {
+            self.noise = 0.0;
+        }
         self.refill(now);
         let base = self.rate.map_or(sent, |r| r.min(sent)).max(self.floor);
+        self.chain_cut(base, limit);
+        // A chain under test goes no deeper than its test rate until the test is decided.
+        let deepest = self
+            .chain
+            .filter(|chain| chain.high.1 * 10 >= chain.high.0)
+            .map_or(0.0, |chain| chain.sent * TEST_RATE);
         let to = (base * DECREASE)
             .min(admitted)
             .max(base * DEEPEST_CUT)
+            .max(deepest)
             .max(self.floor);
         self.rate = Some(to);
         // Throttled again before any success: the rate to return to is still the one of the
@@ -660,6 +867,9 @@ mod tests {
         run: Duration,
         /// A container stops calling after this long (its work is done), by caller.
         stops: Vec<Option<Duration>>,
+        /// The share of calls refused whatever the rate, at random, as a service short of
+        /// capacity does.
+        refuse_share: f64,
     }
 
     #[derive(Debug, Default, Clone)]
@@ -693,23 +903,38 @@ mod tests {
                     .copied()
                     .flatten()
                     .unwrap_or(account.run);
-            for _ in 0..8 {
+            for worker in 0..8 {
                 let (pacer, quota, spans, tallies) =
                     (pacer.clone(), quota.clone(), spans.clone(), tallies.clone());
                 tasks.push(tokio::spawn(async move {
                     // Texts of 80 characters and 16 tokens, as many in a call as the pacer
                     // asks for, up to Cohere's 96 (so calls of up to 1,536 tokens).
                     let text = "x".repeat(80);
+                    // Each worker's own draws (splitmix64), the same every run.
+                    let mut seed = (caller * 8 + worker) as u64;
+                    let mut draw = move || {
+                        seed = seed.wrapping_add(0x9E37_79B9_7F4A_7C15);
+                        let mut z = seed;
+                        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+                        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+                        z ^= z >> 31;
+                        (z >> 11) as f64 / (1u64 << 53) as f64
+                    };
                     let texts = vec![text.as_str(); 96];
                     while Instant::now() < end {
                         let n = pacer.texts_per_call(96, &texts) as u64;
                         let size = 16 * n;
                         let permit = pacer.acquire(80 * n as usize).await;
                         tokio::time::sleep(Duration::from_millis(50)).await;
+                        let draw = draw();
                         let (allowed, quota_hit) = {
                             let mut q = quota.lock().unwrap();
                             let (requests, tokens) = &mut *q;
-                            if requests.as_mut().is_some_and(|b| !b.take(1.0)) {
+                            // A refusal whatever the rate reads as the requests quota, as the
+                            // stand-in's `--throttle-every` does.
+                            if draw < account.refuse_share
+                                || requests.as_mut().is_some_and(|b| !b.take(1.0))
+                            {
                                 (false, Quota::Requests)
                             } else if tokens.as_mut().is_some_and(|b| !b.take(size as f64)) {
                                 (false, Quota::Tokens)
@@ -799,6 +1024,7 @@ mod tests {
                 callers: 4,
                 run: Duration::from_secs(300),
                 stops: vec![],
+                refuse_share: 0.0,
             },
             &spans,
         )
@@ -821,6 +1047,7 @@ mod tests {
                 callers: 4,
                 run: Duration::from_secs(1200),
                 stops: vec![],
+                refuse_share: 0.0,
             },
             &spans,
         )
@@ -844,12 +1071,64 @@ mod tests {
                     Some(Duration::from_secs(150)),
                     Some(Duration::from_secs(150)),
                 ],
+                refuse_share: 0.0,
             },
             &spans,
         )
         .await;
         let after = &t[2];
         assert!(after.ok as f64 / 1000.0 > 0.85, "{after:?}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn refusals_at_any_rate_are_not_taken_for_a_quota() {
+        let spans = [secs(0, 120), secs(30, 120)];
+        let account = |refuse_share| Account {
+            calls_per_second: None,
+            tokens_per_second: None,
+            callers: 4,
+            run: Duration::from_secs(120),
+            stops: vec![],
+            refuse_share,
+        };
+        println!("no quota, nothing refused:");
+        let free = run_account(account(0.0), &spans).await;
+        println!("no quota, a third of the calls refused at random:");
+        let refused = run_account(account(1.0 / 3.0), &spans).await;
+        let kept = refused[0].ok as f64 / free[0].ok as f64;
+        println!(
+            "{:.0} % of the calls of the run with nothing refused",
+            kept * 100.0
+        );
+        // Two calls in three get through: the pace keeps near that, far from its floor.
+        assert!(kept > 0.55, "{kept}");
+        assert!(
+            refused[1].ok as f64 / free[1].ok as f64 > 0.6,
+            "{refused:?}"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_quota_under_refusals_at_any_rate_is_still_kept() {
+        println!("10 calls/s shared by 4 containers, a fifth of the calls refused anyway:");
+        let spans = [secs(0, 300), secs(60, 300)];
+        let t = run_account(
+            Account {
+                calls_per_second: Some(10.0),
+                tokens_per_second: None,
+                callers: 4,
+                run: Duration::from_secs(300),
+                stops: vec![],
+                refuse_share: 0.2,
+            },
+            &spans,
+        )
+        .await;
+        let (whole, settled) = (&t[0], &t[1]);
+        assert!(whole.ok as f64 / 3000.0 > 0.85, "{whole:?}");
+        // The refusals are a fifth of the calls; the quota adds little to them.
+        let throttled = share(settled.throttled, settled.ok + settled.throttled);
+        assert!(throttled < 0.35, "{throttled}");
     }
 
     #[tokio::test(start_paused = true)]
@@ -964,7 +1243,8 @@ mod tests {
             "{probes} probes in the minute, down to {floor:.2} calls/s; 10 calls later {rate:.1} calls/s, {:?} after the quota came back",
             Instant::now() - back
         );
-        assert!(probes < 30, "{probes} calls throttled in a minute");
+        // A few calls a chain tell an exhausted quota from refusals at any rate.
+        assert!(probes < 45, "{probes} calls throttled in a minute");
         assert!(rate > 10.0, "{rate} calls/s after 10 successes");
     }
 
