@@ -1,5 +1,6 @@
 //! Building AWS SDK clients once per container, with the settings each service needs here.
 
+pub mod bedrock_batch;
 pub mod ec2;
 
 use std::time::Duration;

@@ -535,9 +535,11 @@ fn print_embed_header() {
     );
 }
 
-/// The quota section's options: `--adaptive-only`, `--timeline` and `--model=`.
+/// The quota section's options: `--adaptive-only`, `--without-quota`, `--timeline` and
+/// `--model=`.
 fn quota_options(args: &[String]) -> crate::quota::QuotaOptions {
     let adaptive_only = args.iter().any(|a| a == "--adaptive-only");
+    let without_quota = args.iter().any(|a| a == "--without-quota");
     let timeline = args.iter().any(|a| a == "--timeline");
     let model = args
         .iter()
@@ -545,6 +547,7 @@ fn quota_options(args: &[String]) -> crate::quota::QuotaOptions {
         .map(str::to_string);
     crate::quota::QuotaOptions {
         adaptive_only,
+        without_quota,
         timeline,
         model,
     }

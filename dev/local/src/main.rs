@@ -14,6 +14,7 @@ usage: sakuin-local demo [QUERY...]   run the samples through the whole pipeline
                                       embed e2e (default all), and quota (only when named:
                                       twenty minutes at a Bedrock quota; --adaptive-only skips
                                       the fixed-concurrency runs, --model=titan|cohere picks one,
+                                      --without-quota only the unthrottled and refusing runs,
                                       --timeline prints calls every 15 s), documents (only when
                                       named: ingest on each file of SAKUIN_DOCUMENTS_DIR), and
                                       retrieval (only

@@ -68,6 +68,8 @@ const CONTAINERS: usize = 4;
 pub struct QuotaOptions {
     /// Skip the runs with a fixed concurrency.
     pub adaptive_only: bool,
+    /// Only the scenarios without a quota (unthrottled, and refusals at any rate).
+    pub without_quota: bool,
     /// Print successful and throttled calls every [`TIMELINE_STEP`].
     pub timeline: bool,
     /// Only the scenarios whose model id contains this.
@@ -128,7 +130,8 @@ pub async fn run(options: QuotaOptions) -> Result<(), BoxError> {
     print_header();
     let picked = SCENARIOS
         .iter()
-        .filter(|s| options.model.as_deref().is_none_or(|m| s.model.contains(m)));
+        .filter(|s| options.model.as_deref().is_none_or(|m| s.model.contains(m)))
+        .filter(|s| !options.without_quota || s.quota.is_none());
     for scenario in picked {
         for adaptive in [true, false] {
             if (options.adaptive_only || scenario.quota.is_none()) && !adaptive {

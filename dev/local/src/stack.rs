@@ -117,10 +117,13 @@ fn free_port() -> std::io::Result<u16> {
         .port())
 }
 
+/// Starts `program`; `env` sets (`Some`) or removes (`None`) variables of the inherited
+/// environment.
 fn spawn(
     name: &'static str,
     program: &Path,
     args: &[String],
+    env: &[(&str, Option<&str>)],
     log: &Path,
     port: u16,
 ) -> Result<Server, StackError> {
@@ -129,7 +132,14 @@ fn spawn(
         return Err(StackError::Missing(program.to_owned()));
     }
     let file = std::fs::File::create(log)?;
-    let child = Command::new(program)
+    let mut command = Command::new(program);
+    for (key, value) in env {
+        match value {
+            Some(value) => command.env(key, value),
+            None => command.env_remove(key),
+        };
+    }
+    let child = command
         .args(args)
         .stdin(Stdio::null())
         .stdout(Stdio::from(file.try_clone()?))
@@ -205,16 +215,21 @@ async fn wait_ready(
     })
 }
 
-/// Starts a server on a free port (`launch` spawns it on the port it is given) and waits until
-/// it answers as itself; a port another process took first is given up for another, up to
-/// five times.
+/// Starts a server on `first` or else a free port (`launch` spawns it on the port it is given)
+/// and waits until it answers as itself; a port another process took first is given up for
+/// another, up to five times.
 async fn start_server(
     identity: Identity,
+    first: Option<u16>,
     launch: impl Fn(u16) -> Result<(Server, PathBuf), StackError>,
 ) -> Result<Server, StackError> {
     let mut last = String::new();
-    for _ in 0..5 {
-        let (mut server, log) = launch(free_port()?)?;
+    for attempt in 0..5 {
+        let port = match first {
+            Some(port) if attempt == 0 => port,
+            _ => free_port()?,
+        };
+        let (mut server, log) = launch(port)?;
         match wait_ready(&mut server, &identity, &log).await? {
             Ready::Up => return Ok(server),
             Ready::PortTaken(why) => {
@@ -238,7 +253,7 @@ fn spawn_moto(venv: &Path, work_dir: &Path, port: u16) -> Result<(Server, PathBu
         "-p".into(),
         port.to_string(),
     ];
-    let server = spawn("moto", &venv.join("moto_server"), &args, &log, port)?;
+    let server = spawn("moto", &venv.join("moto_server"), &args, &[], &log, port)?;
     Ok((server, log))
 }
 
@@ -257,15 +272,18 @@ fn spawn_noida(venv: &Path, work_dir: &Path, port: u16) -> Result<(Server, PathB
         "--elasticsearch-port".into(),
         port.to_string(),
     ];
-    let server = spawn("noida-db", &venv.join("noida-db"), &args, &log, port)?;
+    let server = spawn("noida-db", &venv.join("noida-db"), &args, &[], &log, port)?;
     Ok((server, log))
 }
 
 /// Starts the Bedrock stand-in on `port` with `extra_args`; returns it and its log's path.
+/// Its batch inference jobs read and write the S3 at `s3_endpoint` (moto's), as the stack's
+/// Region and with the credentials moto takes, never the ones the environment may hold.
 fn spawn_bedrock(
     root: &Path,
     venv: &Path,
     work_dir: &Path,
+    s3_endpoint: Option<&str>,
     extra_args: &[&str],
     port: u16,
 ) -> Result<(Server, PathBuf), StackError> {
@@ -277,8 +295,27 @@ fn spawn_bedrock(
         "--port".into(),
         port.to_string(),
     ];
+    // Before the caller's flags, so that a caller's own `--s3-endpoint` wins.
+    if let Some(endpoint) = s3_endpoint {
+        args.extend(["--s3-endpoint".to_owned(), endpoint.to_owned()]);
+    }
     args.extend(extra_args.iter().map(|s| s.to_string()));
-    let server = spawn("bedrock stand-in", &venv.join("python"), &args, &log, port)?;
+    let env = [
+        ("AWS_REGION", Some(REGION)),
+        ("AWS_ACCESS_KEY_ID", Some("testing")),
+        ("AWS_SECRET_ACCESS_KEY", Some("testing")),
+        ("AWS_SESSION_TOKEN", None),
+        ("AWS_PROFILE", None),
+        ("AWS_EC2_METADATA_DISABLED", Some("true")),
+    ];
+    let server = spawn(
+        "bedrock stand-in",
+        &venv.join("python"),
+        &args,
+        &env,
+        &log,
+        port,
+    )?;
     Ok((server, log))
 }
 
@@ -376,6 +413,21 @@ impl LocalStack {
             .await
     }
 
+    /// The AWS SDK's configuration for this stack's Bedrock stand-in (InvokeModel, and the
+    /// batch inference jobs).
+    pub async fn bedrock_sdk_config(&self) -> aws_config::SdkConfig {
+        sdk_config_loader()
+            .endpoint_url(self.bedrock.url())
+            .load()
+            .await
+    }
+
+    /// A client of the stand-in's batch inference jobs, whose input and output are in moto's S3
+    /// ([`moto_config`](Self::moto_config)).
+    pub async fn bedrock_batch(&self) -> sakuin::aws::bedrock_batch::BedrockBatch {
+        sakuin::aws::bedrock_batch::BedrockBatch::from_sdk(&self.bedrock_sdk_config().await)
+    }
+
     /// Starts the three services. `bedrock_args` are extra flags for the stand-in
     /// (e.g. `--latency-ms 50`).
     pub async fn start(bedrock_args: &[&str]) -> Result<Self, StackError> {
@@ -388,20 +440,41 @@ impl LocalStack {
         ));
         std::fs::create_dir_all(&work_dir)?;
 
+        // The three start at once, so the stand-in is told moto's port before moto listens:
+        // its batch jobs need moto's S3 only once a test creates one.
+        let moto_port = free_port()?;
+        let moto_url = format!("http://127.0.0.1:{moto_port}");
+        let caller_s3 = bedrock_args
+            .iter()
+            .any(|a| *a == "--s3-endpoint" || a.starts_with("--s3-endpoint="));
+        let s3_endpoint = (!caller_s3).then_some(moto_url.as_str());
         let (moto, elasticsearch, bedrock) = tokio::try_join!(
-            start_server(MOTO, |port| spawn_moto(&venv, &work_dir, port)),
-            start_server(NOIDA, |port| spawn_noida(&venv, &work_dir, port)),
-            start_server(STAND_IN, |port| {
-                spawn_bedrock(&root, &venv, &work_dir, bedrock_args, port)
+            start_server(MOTO, Some(moto_port), |port| spawn_moto(
+                &venv, &work_dir, port
+            )),
+            start_server(NOIDA, None, |port| spawn_noida(&venv, &work_dir, port)),
+            start_server(STAND_IN, None, |port| {
+                spawn_bedrock(&root, &venv, &work_dir, s3_endpoint, bedrock_args, port)
             }),
         )?;
-        Ok(Self {
+        let stack = Self {
             moto,
             elasticsearch,
             bedrock,
             root,
             work_dir,
-        })
+        };
+        // Another process took the port first and moto moved: tell the stand-in.
+        if s3_endpoint.is_some() && stack.moto.url() != moto_url {
+            stack
+                .bedrock_config(serde_json::json!({"s3_endpoint": stack.moto.url()}))
+                .await
+                .map_err(|e| StackError::Start {
+                    name: "bedrock stand-in",
+                    detail: format!("could not be given moto's S3 endpoint: {e}"),
+                })?;
+        }
+        Ok(stack)
     }
 
     /// The Bedrock stand-in's call counters (`GET /_stub/stats`).
@@ -455,6 +528,8 @@ impl LocalStack {
             ("AWS_ENDPOINT_URL_CLOUDWATCH_LOGS", moto.clone()),
             ("AWS_ENDPOINT_URL_SECRETS_MANAGER", moto),
             ("AWS_ENDPOINT_URL_BEDROCK_RUNTIME", self.bedrock.url()),
+            // Batch inference jobs (`sakuin::aws::bedrock_batch`), on the same port.
+            ("AWS_ENDPOINT_URL_BEDROCK", self.bedrock.url()),
             ("AWS_ACCESS_KEY_ID", "testing".into()),
             ("AWS_SECRET_ACCESS_KEY", "testing".into()),
             ("AWS_REGION", REGION.into()),
@@ -477,7 +552,10 @@ impl Drop for LocalStack {
         self.moto.stop();
         self.elasticsearch.stop();
         self.bedrock.stop();
-        let _ = std::fs::remove_dir_all(&self.work_dir);
+        // SAKUIN_KEEP_WORK_DIR keeps the servers' and functions' logs for a look afterwards.
+        if std::env::var_os("SAKUIN_KEEP_WORK_DIR").is_none() {
+            let _ = std::fs::remove_dir_all(&self.work_dir);
+        }
     }
 }
 
@@ -512,10 +590,9 @@ mod tests {
         });
 
         let launches = AtomicUsize::new(0);
-        let server = start_server(STAND_IN, |port| {
-            let first = launches.fetch_add(1, Ordering::SeqCst) == 0;
-            let port = if first { taken } else { port };
-            spawn_bedrock(&root, &venv, &work_dir, &[], port)
+        let server = start_server(STAND_IN, Some(taken), |port| {
+            launches.fetch_add(1, Ordering::SeqCst);
+            spawn_bedrock(&root, &venv, &work_dir, None, &[], port)
         })
         .await
         .expect("the stand-in starts on a port of its own");

@@ -177,16 +177,53 @@ impl EmbeddingModel {
         body.expect("embedding requests always serialise")
     }
 
+    /// Whether Bedrock's batch inference (CreateModelInvocationJob) serves this model: only
+    /// Titan Text Embeddings V2 among the embedding models sakuin knows. AWS lists
+    /// "Amazon / Titan Text Embeddings V2" in *Supported Regions and models for batch
+    /// inference* (<https://docs.aws.amazon.com/bedrock/latest/userguide/batch-inference-supported.html>;
+    /// its Regions include ap-northeast-1 and us-east-1). Titan Text Embeddings G1 (v1) has no
+    /// row there; Cohere's rows could not be read, and no batch quota exists for them.
+    /// Whether an inference profile of Titan V2 is accepted was not visible: Bedrock refuses a
+    /// job it cannot run with a ValidationException at creation.
+    pub fn supports_batch(&self) -> bool {
+        self.family == ModelFamily::TitanV2
+    }
+
     /// Reads the vectors (and input token count, where the model reports it) out of a response.
     pub fn parse_response(&self, body: &[u8], expected: usize) -> Result<ModelOutput, ModelError> {
-        let bad = |e: serde_json::Error| ModelError::Response(e.to_string());
+        let mut de = serde_json::Deserializer::from_slice(body);
+        let read = self
+            .read_answer(&mut de)
+            .and_then(|answer| de.end().map(|()| answer))
+            .map_err(|e| ModelError::Response(e.to_string()))?;
+        self.checked(read, expected)
+    }
+
+    /// [`parse_response`](Self::parse_response) for an answer that arrived inside other JSON
+    /// (the `modelOutput` of a batch inference output line).
+    pub fn parse_response_value(
+        &self,
+        answer: serde_json::Value,
+        expected: usize,
+    ) -> Result<ModelOutput, ModelError> {
+        let read = self
+            .read_answer(answer)
+            .map_err(|e| ModelError::Response(e.to_string()))?;
+        self.checked(read, expected)
+    }
+
+    /// The vectors and token count of this family's answer, from any JSON source, unchecked.
+    fn read_answer<'de, D: serde::Deserializer<'de>>(
+        &self,
+        answer: D,
+    ) -> Result<ModelOutput, D::Error> {
         let (vectors, input_tokens) = match self.family {
             ModelFamily::TitanV1 | ModelFamily::TitanV2 => {
-                let r: TitanResponse = serde_json::from_slice(body).map_err(bad)?;
+                let r = TitanResponse::deserialize(answer)?;
                 (vec![r.embedding], r.input_text_token_count)
             }
             ModelFamily::CohereV3 | ModelFamily::CohereV4 => {
-                let r: CohereResponse = serde_json::from_slice(body).map_err(bad)?;
+                let r = CohereResponse::deserialize(answer)?;
                 let vectors = match r.embeddings {
                     CohereEmbeddings::Floats(v) => v,
                     CohereEmbeddings::ByType { float } => float,
@@ -194,6 +231,15 @@ impl EmbeddingModel {
                 (vectors, None)
             }
         };
+        Ok(ModelOutput {
+            vectors,
+            input_tokens,
+        })
+    }
+
+    /// The answer's vectors held to the call: one per text, each of this model's size.
+    fn checked(&self, output: ModelOutput, expected: usize) -> Result<ModelOutput, ModelError> {
+        let vectors = &output.vectors;
         if vectors.len() != expected {
             return Err(ModelError::Response(format!(
                 "{} vectors for {expected} texts",
@@ -208,10 +254,7 @@ impl EmbeddingModel {
                 self.dimensions
             )));
         }
-        Ok(ModelOutput {
-            vectors,
-            input_tokens,
-        })
+        Ok(output)
     }
 }
 
@@ -454,6 +497,51 @@ mod tests {
                 .len(),
             1
         );
+    }
+
+    #[test]
+    fn only_titan_v2_has_batch_inference() {
+        for (id, batch) in [
+            ("amazon.titan-embed-text-v2:0", true),
+            (
+                "arn:aws:bedrock:us-east-1::foundation-model/amazon.titan-embed-text-v2:0",
+                true,
+            ),
+            ("amazon.titan-embed-text-v1", false),
+            ("cohere.embed-english-v3", false),
+            ("cohere.embed-multilingual-v3", false),
+            ("us.cohere.embed-v4:0", false),
+        ] {
+            let model = EmbeddingModel::resolve(id, None).unwrap();
+            assert_eq!(model.supports_batch(), batch, "{id}");
+        }
+    }
+
+    #[test]
+    fn an_answer_inside_other_json_reads_as_the_body_would() {
+        let v2 = EmbeddingModel::resolve("amazon.titan-embed-text-v2:0", Some(256)).unwrap();
+        let answer = json!({"embedding": vec![0.5; 256], "inputTextTokenCount": 7});
+        assert_eq!(
+            v2.parse_response_value(answer.clone(), 1).unwrap(),
+            v2.parse_response(answer.to_string().as_bytes(), 1).unwrap()
+        );
+        let short = json!({"embedding": [0.5, 0.5]});
+        assert!(
+            v2.parse_response_value(short, 1)
+                .unwrap_err()
+                .to_string()
+                .contains("2-dimension")
+        );
+        assert!(v2.parse_response_value(json!({"vector": []}), 1).is_err());
+        let c3 = EmbeddingModel::resolve("cohere.embed-english-v3", None).unwrap();
+        let by_type = json!({"embeddings": {"float": [vec![0.1; 1024]]}});
+        assert_eq!(
+            c3.parse_response_value(by_type, 1).unwrap().vectors.len(),
+            1
+        );
+        // The body still has to be all JSON.
+        let trailing = format!("{answer} trailing");
+        assert!(v2.parse_response(trailing.as_bytes(), 1).is_err());
     }
 
     #[test]
