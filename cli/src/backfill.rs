@@ -43,6 +43,10 @@ pub struct Options {
     /// Price in USD per million input tokens, instead of the built-in list price.
     #[arg(long, value_name = "USD")]
     pub price: Option<f64>,
+    /// Price in USD per million input tokens through Bedrock batch inference, instead of
+    /// half the on-demand price.
+    #[arg(long, value_name = "USD")]
+    pub batch_price: Option<f64>,
     /// Objects read for the estimate (spread over the listing).
     #[arg(long, default_value_t = 20, value_name = "N")]
     pub sample: usize,
@@ -65,6 +69,22 @@ pub fn list_price(model: &EmbeddingModel) -> f64 {
         ModelFamily::CohereV3 => 0.10,
         ModelFamily::CohereV4 => 0.12,
     }
+}
+
+/// Bedrock batch inference's price as a part of the on-demand price: "charged at a 50% discount
+/// compared to On-Demand pricing" (AWS Machine Learning Blog, *Automate Amazon Bedrock batch
+/// inference*, October 2024,
+/// <https://aws.amazon.com/blogs/machine-learning/automate-amazon-bedrock-batch-inference-building-a-scalable-and-efficient-pipeline/>).
+/// The post names no model, and the pricing page's batch rate for each embedding model could
+/// not be checked: `--batch-price` overrides it.
+pub const BATCH_SHARE_OF_ON_DEMAND: f64 = 0.5;
+
+/// What the same backfill costs through Bedrock batch inference (only for the models it takes).
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct BatchEstimate {
+    pub usd_per_million_tokens: f64,
+    pub price_source: String,
+    pub cost_usd: f64,
 }
 
 /// A token is about four ASCII characters, and about one CJK character (the ratio the pacing
@@ -99,6 +119,8 @@ pub struct Estimate {
     pub usd_per_million_tokens: f64,
     pub price_source: String,
     pub cost_usd: f64,
+    /// Through Bedrock batch inference; `None` for a model it does not take.
+    pub batch: Option<BatchEstimate>,
     /// At the quotas given (`--rpm`, `--tpm`); `None` when none was given.
     pub minutes: Option<f64>,
     pub seconds_to_estimate: f64,
@@ -131,6 +153,23 @@ impl Estimate {
                 "on-demand list price, us-east-1, December 2026".to_owned(),
             ),
         };
+        let batch = model.supports_batch().then(|| {
+            let (usd, source) = match options.batch_price {
+                Some(p) => (p, "--batch-price".to_owned()),
+                None => (
+                    usd_per_million_tokens * BATCH_SHARE_OF_ON_DEMAND,
+                    format!(
+                        "half the on-demand price ({}), as AWS announced batch inference in October 2024; check the model's batch rate",
+                        price_source
+                    ),
+                ),
+            };
+            BatchEstimate {
+                usd_per_million_tokens: usd,
+                price_source: source,
+                cost_usd: input_tokens as f64 / 1e6 * usd,
+            }
+        });
         let by_calls = options
             .rpm
             .map(|rpm| bedrock_calls as f64 / f64::from(rpm.max(1)));
@@ -160,6 +199,7 @@ impl Estimate {
             usd_per_million_tokens,
             price_source,
             cost_usd: input_tokens as f64 / 1e6 * usd_per_million_tokens,
+            batch,
             minutes,
             seconds_to_estimate: report.seconds,
         }
@@ -194,6 +234,18 @@ impl Estimate {
             self.usd_per_million_tokens,
             self.price_source,
         );
+        match &self.batch {
+            Some(b) => out.push_str(&format!(
+                "  batch       {:>12}  (Bedrock batch inference at ${}/million tokens: {}; outside the on-demand quota, in jobs of hours)\n",
+                format!("${:.2}", b.cost_usd),
+                b.usd_per_million_tokens,
+                b.price_source,
+            )),
+            None => out.push_str(&format!(
+                "  batch       {:>12}  (Bedrock batch inference does not take {})\n",
+                "-", self.model
+            )),
+        }
         match self.minutes {
             Some(m) => out.push_str(&format!(
                 "  time        {:>12}  (at the quota given; Bedrock is what bounds a backfill)\n",
@@ -591,6 +643,13 @@ mod tests {
         assert_eq!(e.input_tokens, 40_000);
         assert_eq!(e.bedrock_calls, 240, "Titan: a call per chunk");
         assert!((e.cost_usd - 0.0008).abs() < 1e-9, "{}", e.cost_usd);
+        let batch = e.batch.as_ref().expect("Titan V2 runs in batch jobs");
+        assert!((batch.cost_usd - 0.0004).abs() < 1e-9, "{batch:?}");
+        assert!(
+            e.render().contains("batch              $0.00"),
+            "{}",
+            e.render()
+        );
         assert!((e.minutes.unwrap() - 0.4).abs() < 1e-9);
         let cohere = EmbeddingModel::resolve("cohere.embed-multilingual-v3", None).unwrap();
         let e = Estimate::from_sample(
@@ -607,10 +666,15 @@ mod tests {
         assert_eq!(e.bedrock_calls, 3, "Cohere: 96 texts a call");
         assert!((e.cost_usd - 0.04).abs() < 1e-9);
         assert_eq!(e.price_source, "--price");
+        assert!(e.batch.is_none(), "Cohere: no batch inference");
         assert!((e.minutes.unwrap() - 4.0).abs() < 1e-9);
         let text = e.render();
         assert!(text.contains("unchanged             60"), "{text}");
         assert!(text.contains("Bedrock                3  calls"), "{text}");
+        assert!(
+            text.contains("batch                  -  (Bedrock batch inference does not take"),
+            "{text}"
+        );
     }
 
     #[test]

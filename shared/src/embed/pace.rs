@@ -100,6 +100,9 @@ const TEST_CALLS: u32 = 16;
 /// are a quota's usual edge; more are a quota exhausted, or an outage, and are paced.
 const NOISE_MIN_SHARE: f64 = 0.1;
 const NOISE_MAX_SHARE: f64 = 0.5;
+/// The least part of the sending rate that noise lets through, measured roughly: under
+/// [`NOISE_MAX_SHARE`] refused, half; a rate measured over a few calls reads lower.
+const ADMITTED_UNDER_NOISE: f64 = 0.35;
 /// The shortest wait for the pace.
 const MIN_WAIT: Duration = Duration::from_millis(1);
 
@@ -517,15 +520,32 @@ impl State {
             .readings
             .front()
             .map_or_else(Totals::default, |(_, t)| *t);
-        let spell = (self.totals.active - before.active).max(0.5);
-        let measure = |sent: f64, sent_before: f64, ok: f64, ok_before: f64| Measured {
+        let spell = self.totals.active - before.active;
+        let measure = |spell: f64, sent: f64, sent_before: f64, ok: f64, ok_before: f64| Measured {
             active: self.totals.active,
             sent: (sent - sent_before).max(0.0) / spell,
             admitted: (ok - ok_before).max(0.0) / spell,
         };
         let (t, b) = (&self.totals, &before);
-        let calls = measure(t.sent_calls, b.sent_calls, t.ok_calls, b.ok_calls);
-        let tokens = measure(t.sent_tokens, b.sent_tokens, t.ok_tokens, b.ok_tokens);
+        // Calls over at least one call's time: a container that has just started sent its
+        // first calls within a fraction of a second, and that is the rate its requests test
+        // starts from. Tokens over at least half a second: a first call of a hundred texts
+        // must not read as a rate the quota never saw.
+        let call = self.fastest.map_or(0.5, |f| f.as_secs_f64().max(0.01));
+        let calls = measure(
+            spell.max(call),
+            t.sent_calls,
+            b.sent_calls,
+            t.ok_calls,
+            b.ok_calls,
+        );
+        let tokens = measure(
+            spell.max(0.5),
+            t.sent_tokens,
+            b.sent_tokens,
+            t.ok_tokens,
+            b.ok_tokens,
+        );
         let limit = self.limit;
         let mut cut = false;
         if matches!(quota, Quota::Requests | Quota::Unknown) {
@@ -787,7 +807,10 @@ impl Lane {
                 let (calls, refused) = chain.high;
                 calls < TEST_CALLS / 2
                     || (refused * 10 >= calls
-                        && f64::from(refused) <= f64::from(calls) * NOISE_MAX_SHARE)
+                        && f64::from(refused) <= f64::from(calls) * NOISE_MAX_SHARE
+                        // A quota the containers overrun admits a small part of what is
+                        // sent; noise, most of it.
+                        && admitted >= base * ADMITTED_UNDER_NOISE)
             })
             .map_or(0.0, |chain| chain.sent * TEST_RATE);
         let to = (base * DECREASE)
