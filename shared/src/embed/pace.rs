@@ -1097,11 +1097,6 @@ mod tests {
         let t = run_account(
             Account {
                 calls_per_second: Some(10.0),
-                tokens_per_second: None,
-                callers: 4,
-                run: Duration::from_secs(300),
-                stops: vec![],
-                refuse_share: 0.0,
                 ..Account::default()
             },
             &spans,
@@ -1120,12 +1115,8 @@ mod tests {
         let spans = [secs(0, 1200), secs(300, 1200)];
         let t = run_account(
             Account {
-                calls_per_second: None,
                 tokens_per_second: Some(500.0),
-                callers: 4,
                 run: Duration::from_secs(1200),
-                stops: vec![],
-                refuse_share: 0.0,
                 ..Account::default()
             },
             &spans,
@@ -1168,14 +1159,10 @@ mod tests {
         let t = run_account(
             Account {
                 calls_per_second: Some(10.0),
-                tokens_per_second: None,
-                callers: 4,
-                run: Duration::from_secs(300),
                 stops: vec![
                     Some(Duration::from_secs(150)),
                     Some(Duration::from_secs(150)),
                 ],
-                refuse_share: 0.0,
                 ..Account::default()
             },
             &spans,
@@ -1189,11 +1176,7 @@ mod tests {
     async fn refusals_at_any_rate_are_not_taken_for_a_quota() {
         let spans = [secs(0, 120), secs(30, 120)];
         let account = |refuse_share| Account {
-            calls_per_second: None,
-            tokens_per_second: None,
-            callers: 4,
             run: Duration::from_secs(120),
-            stops: vec![],
             refuse_share,
             ..Account::default()
         };
@@ -1221,10 +1204,6 @@ mod tests {
         let t = run_account(
             Account {
                 calls_per_second: Some(10.0),
-                tokens_per_second: None,
-                callers: 4,
-                run: Duration::from_secs(300),
-                stops: vec![],
                 refuse_share: 0.2,
                 ..Account::default()
             },
