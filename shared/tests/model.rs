@@ -3,7 +3,8 @@
 //! Each case is a sequence of S3 operations (puts of JSON Lines, JSON arrays and gzip at a few
 //! keys, overwrites, deletes, and in a versioned bucket version removals, delete markers and
 //! undeletes), chunk-setting changes followed by a backfill, `sakuin reconcile --fix` repairs,
-//! and deliveries: several `ingest` and `embed-index` invocations at once, the real handlers,
+//! Bedrock throttles (a tokens quota) and refusals at any rate, and deliveries: several
+//! `ingest` and `embed-index` invocations at once, the real handlers,
 //! interleaved by a seeded scheduler over in-memory S3, SQS, Bedrock and Elasticsearch. SQS
 //! hands messages out in random order and sometimes twice, S3 notifications wait until
 //! released, and invocations crash at named points (their messages come back). At the end every
@@ -58,6 +59,7 @@ mod weight {
     pub const DELIVER: u32 = 6;
     pub const CRASH: u32 = 2;
     pub const THROTTLE: u32 = 1;
+    pub const REFUSE: u32 = 1;
 }
 
 /// The keys objects are written at.
@@ -204,6 +206,13 @@ enum Op {
     Throttle {
         calls: u8,
     },
+    /// Bedrock refuses every `every`-th of its next `calls` calls whatever the rate ("Too many
+    /// requests", as a service short of capacity does): the pace may take it for noise and
+    /// retry at once, or for a quota and wait; either way nothing may be lost or doubled.
+    Refuse {
+        every: u8,
+        calls: u8,
+    },
 }
 
 #[derive(Clone)]
@@ -260,6 +269,10 @@ impl fmt::Debug for Op {
             }
             Op::Reconcile => write!(f, "reconcile --fix"),
             Op::Throttle { calls } => write!(f, "Bedrock throttles the next {calls} call(s)"),
+            Op::Refuse { every, calls } => write!(
+                f,
+                "Bedrock refuses every {every}th of the next {calls} call(s) whatever the rate"
+            ),
             Op::Release { count } => write!(f, "release {count} notification(s)"),
             Op::Deliver {
                 ingest,
@@ -352,6 +365,7 @@ fn op_strategy() -> impl Strategy<Value = Op> {
             .prop_map(|(ingest, embed, batch, steps, short_deadline)| Op::Deliver { ingest, embed, batch, steps, short_deadline }),
         CRASH => crash.prop_map(Op::Crash),
         THROTTLE => (1u8..12).prop_map(|calls| Op::Throttle { calls }),
+        REFUSE => (2u8..=4, 4u8..48).prop_map(|(every, calls)| Op::Refuse { every, calls }),
     ]
 }
 
@@ -866,8 +880,29 @@ fn trace_bulk(body: &[u8]) -> Vec<String> {
 /// Bedrock calls throttled over the whole run, for the figures.
 static THROTTLED_CALLS: AtomicUsize = AtomicUsize::new(0);
 
-/// The model's Bedrock: the fake embedder, throttling while `throttles` lasts.
-struct Bedrock(Arc<MemoryEmbedder>, Arc<AtomicUsize>);
+/// Calls Bedrock still refuses one in `every` of ([`Op::Refuse`]).
+#[derive(Debug, Default)]
+struct Refusals {
+    left: usize,
+    every: usize,
+    seen: usize,
+}
+
+impl Refusals {
+    /// Whether this call is refused.
+    fn refuse(&mut self) -> bool {
+        if self.left == 0 {
+            return false;
+        }
+        self.left -= 1;
+        self.seen += 1;
+        self.seen.is_multiple_of(self.every.max(1))
+    }
+}
+
+/// The model's Bedrock: the fake embedder, throttling while `throttles` lasts and refusing
+/// while the refusals last.
+struct Bedrock(Arc<MemoryEmbedder>, Arc<AtomicUsize>, Arc<Mutex<Refusals>>);
 
 impl Embedder for Bedrock {
     fn model(&self) -> &EmbeddingModel {
@@ -887,6 +922,12 @@ impl Embedder for Bedrock {
             THROTTLED_CALLS.fetch_add(1, Ordering::SeqCst);
             return Err(EmbedError::Throttled(
                 "Too many tokens, please wait before trying again.".into(),
+            ));
+        }
+        if self.2.lock().unwrap().refuse() {
+            THROTTLED_CALLS.fetch_add(1, Ordering::SeqCst);
+            return Err(EmbedError::Throttled(
+                "Too many requests, please wait before trying again.".into(),
             ));
         }
         self.0.invoke(texts, purpose).await
@@ -963,6 +1004,7 @@ struct Sim {
     embedder: Arc<MemoryEmbedder>,
     /// Bedrock calls still to throttle ([`Op::Throttle`]).
     throttles: Arc<AtomicUsize>,
+    refusals: Arc<Mutex<Refusals>>,
     intake: Arc<SimQueue>,
     chunks: Arc<SimQueue>,
     /// Notifications S3 holds back.
@@ -1030,6 +1072,7 @@ impl Sim {
             index: Arc::new(MemoryIndex::default()),
             embedder: Arc::new(MemoryEmbedder::new(embed_config.model.clone())),
             throttles: Arc::default(),
+            refusals: Arc::default(),
             intake: Arc::new(SimQueue::new("intake")),
             chunks: Arc::new(SimQueue::new("chunks")),
             delayed: VecDeque::new(),
@@ -1143,6 +1186,11 @@ impl Sim {
                 self.throttles
                     .fetch_add(usize::from(*calls), Ordering::SeqCst);
             }
+            Op::Refuse { every, calls } => {
+                let mut refusals = self.refusals.lock().unwrap();
+                refusals.left += usize::from(*calls);
+                refusals.every = usize::from(*every);
+            }
         }
     }
 
@@ -1230,7 +1278,11 @@ impl Sim {
             return;
         }
         let deps = EmbedIndexDeps::new(
-            Bedrock(self.embedder.clone(), self.throttles.clone()),
+            Bedrock(
+                self.embedder.clone(),
+                self.throttles.clone(),
+                self.refusals.clone(),
+            ),
             Index {
                 index: self.index.clone(),
                 chaos: self.chaos.clone(),
