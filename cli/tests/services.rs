@@ -7,7 +7,6 @@ mod common;
 use sakuin::probe::Layer;
 use std::time::Duration;
 
-use aws_sdk_s3::types::{BucketLocationConstraint, CreateBucketConfiguration};
 use aws_sdk_sqs::types::QueueAttributeName;
 use common::*;
 use sakuin::probe::{self, ProbeDeps, ProbeReport};
@@ -58,16 +57,7 @@ async fn fixture() -> Fixture {
         .await
         .expect("the local stack starts (make venv installs it)");
     let clients = aws_clients(Some(&stack.moto.url()), Some(&stack.bedrock.url())).await;
-    clients
-        .s3
-        .create_bucket()
-        .bucket("sakuin-probe-src")
-        .create_bucket_configuration(
-            CreateBucketConfiguration::builder()
-                .location_constraint(BucketLocationConstraint::from(REGION))
-                .build(),
-        )
-        .send()
+    sakuin_local::stack::create_bucket(&clients.s3, "sakuin-probe-src")
         .await
         .unwrap();
     let dlq_url = clients

@@ -515,15 +515,7 @@ async fn create_bucket(
     s3: &aws_sdk_s3::Client,
     versioned: bool,
 ) -> Result<(), Box<dyn std::error::Error>> {
-    s3.create_bucket()
-        .bucket(BUCKET)
-        .create_bucket_configuration(
-            aws_sdk_s3::types::CreateBucketConfiguration::builder()
-                .location_constraint(aws_sdk_s3::types::BucketLocationConstraint::from(REGION))
-                .build(),
-        )
-        .send()
-        .await?;
+    crate::stack::create_bucket(s3, BUCKET).await?;
     if versioned {
         s3.put_bucket_versioning()
             .bucket(BUCKET)

@@ -559,6 +559,25 @@ impl Drop for LocalStack {
     }
 }
 
+/// Creates `bucket` in the stack's Region (moto, like S3 outside us-east-1, wants the Region
+/// named as the location constraint).
+pub async fn create_bucket(
+    s3: &aws_sdk_s3::Client,
+    bucket: &str,
+) -> Result<(), aws_sdk_s3::error::SdkError<aws_sdk_s3::operation::create_bucket::CreateBucketError>>
+{
+    s3.create_bucket()
+        .bucket(bucket)
+        .create_bucket_configuration(
+            aws_sdk_s3::types::CreateBucketConfiguration::builder()
+                .location_constraint(aws_sdk_s3::types::BucketLocationConstraint::from(REGION))
+                .build(),
+        )
+        .send()
+        .await?;
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

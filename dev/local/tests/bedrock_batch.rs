@@ -5,13 +5,12 @@ use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use aws_sdk_s3::primitives::ByteStream;
-use aws_sdk_s3::types::{BucketLocationConstraint, CreateBucketConfiguration};
 use sakuin::aws::bedrock_batch::records::{BatchModel, Manifest, OutputLocation, RecordError};
 use sakuin::aws::bedrock_batch::{
     BatchError, BedrockBatch, Job, JobArn, JobFilter, JobStatus, NewJob, Operation,
 };
 use sakuin::embed::EmbeddingModel;
-use sakuin_local::stack::{LocalStack, REGION};
+use sakuin_local::stack::{LocalStack, REGION, create_bucket};
 use serde_json::json;
 
 const ROLE: &str = "arn:aws:iam::123456789012:role/sakuin-batch";
@@ -86,16 +85,7 @@ async fn a_job_runs_from_input_lines_to_vectors_and_record_errors() {
         .await
         .unwrap();
     let s3 = s3_client(&stack.moto_config().await);
-    s3.create_bucket()
-        .bucket(BUCKET)
-        .create_bucket_configuration(
-            CreateBucketConfiguration::builder()
-                .location_constraint(BucketLocationConstraint::from(REGION))
-                .build(),
-        )
-        .send()
-        .await
-        .unwrap();
+    create_bucket(&s3, BUCKET).await.unwrap();
 
     // The input: one line per chunk, each chunk's id its record id.
     let model =
