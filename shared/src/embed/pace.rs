@@ -268,8 +268,8 @@ impl Pacer {
                 waiting: 0,
                 limit: limit as f64,
                 fastest: None,
-                calls: Lane::new("requests", MIN_CALL_RATE, REQUESTS_RECOVER_SECS, now),
-                tokens: Lane::new("tokens", MIN_TOKEN_RATE, TOKENS_RECOVER_SECS, now),
+                calls: Lane::new("requests", true, MIN_CALL_RATE, REQUESTS_RECOVER_SECS, now),
+                tokens: Lane::new("tokens", false, MIN_TOKEN_RATE, TOKENS_RECOVER_SECS, now),
                 tokens_per_char: INITIAL_TOKENS_PER_CHAR,
                 totals: Totals::default(),
                 readings: VecDeque::new(),
@@ -582,10 +582,16 @@ struct Measured {
 }
 
 impl Lane {
-    fn new(name: &'static str, floor: f64, recover_secs: f64, now: Instant) -> Self {
+    fn new(
+        name: &'static str,
+        may_be_noise: bool,
+        floor: f64,
+        recover_secs: f64,
+        now: Instant,
+    ) -> Self {
         Self {
             name,
-            may_be_noise: name != "tokens",
+            may_be_noise,
             rate: None,
             floor,
             budget: None,
