@@ -18,6 +18,10 @@
 //! rate the quota admitted lately when that is lower (never less than half: one sparse sample
 //! must not collapse it). Sending and admitted rates are measured over the time the container
 //! had calls to make, so an idle spell between invocations does not read as a slow sender.
+//! A quota's opening burst (a minute's worth, spent in a second by calls of 96 texts) is no
+//! rate it sustains: the tokens quota's rates are measured over at least a paced call's time
+//! and what it admitted only from when it first ran out, and a run of throttles returns to the
+//! rate it began at only when the pace had stood there.
 //! It then grows back as in CUBIC (and the SDKs' adaptive retry mode): fast at first, flat
 //! near the rate that was throttled, and faster again beyond it, so a share left by containers
 //! that finished is taken up. Growth runs by the clock of activity, the same for every
@@ -63,11 +67,11 @@ pub const DECREASE: f64 = 0.75;
 const DEEPEST_CUT: f64 = 0.5;
 /// Seconds of activity after a cut until the rate is back at the rate that was throttled (the
 /// plateau of the growth curve), for the requests quota and for the tokens quota (whose calls
-/// are sized to [`CALL_SECONDS`], so twenty calls). Growth by the clock, the same for every
+/// are sized to [`CALL_SECONDS`], so ten calls). Growth by the clock, the same for every
 /// container whatever its rate, is what makes containers converge to equal shares: one that
 /// sends more is throttled more often, and cut more.
 const REQUESTS_RECOVER_SECS: f64 = 10.0;
-const TOKENS_RECOVER_SECS: f64 = 80.0;
+const TOKENS_RECOVER_SECS: f64 = 20.0;
 /// ... but at most this share of the way per successful call: at a few calls a minute the
 /// evidence comes a call at a time, and the clock must not run ahead of it.
 const MOST_RECOVERY_PER_CALL: f64 = 0.1;
@@ -85,9 +89,9 @@ const INITIAL_TOKENS_PER_CHAR: f64 = 0.25;
 /// Once the tokens quota paces calls, a call carries about this long of the container's token
 /// rate: a call of 96 long texts can be minutes of a small share, and a pace learns a call at a
 /// time, so smaller calls find the share sooner and lose less to a throttle.
-const CALL_SECONDS: f64 = 4.0;
+const CALL_SECONDS: f64 = 2.0;
 /// ... but never fewer texts than this in a call, so the requests quota is not spent instead.
-const MIN_TEXTS_PER_CALL: usize = 8;
+const MIN_TEXTS_PER_CALL: usize = 2;
 /// Outcomes kept per lane to measure the share of calls throttled lately.
 const RECENT_CALLS: usize = 64;
 /// A chain is tested once the rate is down to this part of the rate it began at (its first
@@ -156,6 +160,8 @@ struct State {
     readings: VecDeque<(Instant, Totals)>,
     /// When `totals.active` was last brought up to date.
     ticked: Instant,
+    /// The totals when the tokens quota first throttled.
+    tokens_ran_out: Option<Totals>,
 }
 
 /// Counters since the pacer began.
@@ -194,6 +200,8 @@ struct Lane {
     cut_to: f64,
     recovered: f64,
     recover_secs: f64,
+    /// Whether the streak of cuts under way returns to the rate it began at.
+    streak_remembered: bool,
     /// Active seconds (the pacer's `totals.active`) at the last growth or cut.
     grown_at: f64,
     /// The last [`RECENT_CALLS`] outcomes that tell of this quota (true: throttled by it).
@@ -274,6 +282,7 @@ impl Pacer {
                 totals: Totals::default(),
                 readings: VecDeque::new(),
                 ticked: now,
+                tokens_ran_out: None,
             }),
             released: Notify::new(),
         }
@@ -521,16 +530,18 @@ impl State {
             .front()
             .map_or_else(Totals::default, |(_, t)| *t);
         let spell = self.totals.active - before.active;
-        let measure = |spell: f64, sent: f64, sent_before: f64, ok: f64, ok_before: f64| Measured {
+        let measure = |over: f64, sent: f64, sent_before: f64, ok: f64, ok_before: f64| Measured {
             active: self.totals.active,
-            sent: (sent - sent_before).max(0.0) / spell,
-            admitted: (ok - ok_before).max(0.0) / spell,
+            spell,
+            sent: (sent - sent_before).max(0.0) / over,
+            admitted: (ok - ok_before).max(0.0) / over,
         };
         let (t, b) = (&self.totals, &before);
         // Calls over at least one call's time: a container that has just started sent its
         // first calls within a fraction of a second, and that is the rate its requests test
-        // starts from. Tokens over at least half a second: a first call of a hundred texts
-        // must not read as a rate the quota never saw.
+        // starts from. Tokens over at least the time a paced call carries: a first call of a
+        // hundred texts, sent at once out of a minute's burst, must not read as a rate the
+        // quota could ever sustain.
         let call = self.fastest.map_or(0.5, |f| f.as_secs_f64().max(0.01));
         let calls = measure(
             spell.max(call),
@@ -539,13 +550,22 @@ impl State {
             t.ok_calls,
             b.ok_calls,
         );
-        let tokens = measure(
-            spell.max(0.5),
+        let mut tokens = measure(
+            spell.max(CALL_SECONDS),
             t.sent_tokens,
             b.sent_tokens,
             t.ok_tokens,
             b.ok_tokens,
         );
+        if matches!(quota, Quota::Tokens | Quota::Unknown) {
+            // What the tokens quota admits is measured from when it first ran out: the burst
+            // it let through before (a minute's worth, spent in a second) is no share of it.
+            let ran_out = *self.tokens_ran_out.get_or_insert(*t);
+            if ran_out.active > b.active {
+                let since = (t.active - ran_out.active).max(CALL_SECONDS);
+                tokens.admitted = (t.ok_tokens - ran_out.ok_tokens).max(0.0) / since;
+            }
+        }
         let limit = self.limit;
         let mut cut = false;
         if matches!(quota, Quota::Requests | Quota::Unknown) {
@@ -577,6 +597,8 @@ impl State {
 #[derive(Debug, Clone, Copy)]
 struct Measured {
     active: f64,
+    /// Seconds of activity the rates were measured over.
+    spell: f64,
     sent: f64,
     admitted: f64,
 }
@@ -602,6 +624,7 @@ impl Lane {
             cut_to: 0.0,
             recovered: 0.0,
             recover_secs,
+            streak_remembered: false,
             grown_at: 0.0,
             recent: VecDeque::with_capacity(RECENT_CALLS + 1),
             noise: 0.0,
@@ -786,6 +809,7 @@ impl Lane {
     ) -> bool {
         let Measured {
             active,
+            spell,
             sent,
             admitted,
         } = measured;
@@ -827,8 +851,15 @@ impl Lane {
         self.rate = Some(to);
         // Throttled again before any success: the rate to return to is still the one of the
         // first cut of the streak, so a quota that was exhausted for a while (by another
-        // application, say) is taken up again within a few calls once it has room.
-        if self.recovered > 0.0 || self.last_cut.is_none() {
+        // application, say) is taken up again within a few calls once it has room. Only a
+        // rate the lane stood at, measured over a few seconds, is remembered so: a burst spent
+        // at once, or a rate still being cut, is none the quota sustains.
+        let first_of_streak = self.recovered > 0.0 || self.last_cut.is_none();
+        if first_of_streak {
+            let stood = self.last_cut.is_none() || self.recovered >= 1.0;
+            self.streak_remembered = stood && spell >= CALL_SECONDS;
+        }
+        if first_of_streak || !self.streak_remembered {
             self.throttled_at = base;
         }
         self.cut_to = to;
@@ -1138,7 +1169,15 @@ mod tests {
         // `bench quota`'s Cohere run: 12,000 tokens a minute, a minute of it at once, texts of
         // 45 tokens (Japanese) in calls of up to 96.
         println!("200 tokens/s shared by 4 containers, 60 s of burst, 45 tokens a text:");
-        let spans = [secs(0, 600), secs(60, 600), secs(120, 600)];
+        let spans = [
+            secs(0, 600),
+            secs(60, 600),
+            secs(120, 600),
+            secs(0, 15),
+            secs(15, 30),
+            secs(30, 60),
+            secs(60, 90),
+        ];
         let t = run_account(
             Account {
                 tokens_per_second: Some(200.0),
@@ -1176,6 +1215,38 @@ mod tests {
         .await;
         let after = &t[2];
         assert!(after.ok as f64 / 1000.0 > 0.85, "{after:?}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_last_container_at_a_tokens_quota_takes_it_all_up() {
+        // The end of a backfill: three containers have no work left at 150 s, the fourth holds
+        // the last messages; at its share alone they would take four times as long.
+        println!("200 tokens/s, 60 s of burst, three of four containers done at 150 s:");
+        let spans = [
+            secs(90, 150),
+            secs(150, 165),
+            secs(165, 180),
+            secs(180, 240),
+        ];
+        let done = Some(Duration::from_secs(150));
+        let t = run_account(
+            Account {
+                tokens_per_second: Some(200.0),
+                run: Duration::from_secs(240),
+                burst_secs: 60.0,
+                tokens_per_text: 45,
+                stops: vec![done, done, done],
+                ..Account::default()
+            },
+            &spans,
+        )
+        .await;
+        let taken_up = t[3].tokens as f64 / 60.0 / 200.0;
+        println!(
+            "{:.0} % of the quota 30-90 s after the others finished",
+            taken_up * 100.0
+        );
+        assert!(taken_up > 0.8, "{:?}", t[3]);
     }
 
     #[tokio::test(start_paused = true)]
@@ -1376,11 +1447,11 @@ mod tests {
             "the requests quota: still whole"
         );
         let paced = Pacer::adaptive(8).with_token_budget(50.0);
-        // 50 tokens a second for four seconds: 40 texts of five tokens.
-        assert_eq!(paced.texts_per_call(96, &texts), 40);
+        // 50 tokens a second for two seconds: 20 texts of five tokens.
+        assert_eq!(paced.texts_per_call(96, &texts), 20);
         let long = vec!["a paragraph of two hundred characters ".repeat(5); 200];
         let long: Vec<&str> = long.iter().map(String::as_str).collect();
-        assert_eq!(paced.texts_per_call(96, &long), 8, "never fewer than eight");
+        assert_eq!(paced.texts_per_call(96, &long), 2, "never fewer than two");
         assert_eq!(paced.texts_per_call(1, &long), 1, "Titan: one text a call");
     }
 
