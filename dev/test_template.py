@@ -7,8 +7,12 @@ intrinsic functions and conditions it uses. For each function the IAM it gets is
 a new action, a wildcard, a broader resource, a dropped condition, an AWS managed policy -
 fails a test.
 
+The same exact comparison covers what is no function's: BatchRole, the service role Bedrock
+assumes for `sakuin backfill --mode batch`'s jobs, and BatchOperatorPolicy, the managed policy
+(attached to nothing) for whoever runs that command.
+
 Also checked: the durable intake (S3 notifications -> intake queue -> ingest, scoped to the
-bucket and account), the queue timing rules, declared loops, data-at-rest and in-transit
+bucket and account), the batch staging bucket, the queue timing rules, declared loops, data-at-rest and in-transit
 settings, the VPC endpoint option, the parameter Rules, the alarms, and that events/env.json
 covers every environment variable the template declares (`sam local invoke --env-vars`
 silently ignores undeclared ones).
@@ -35,6 +39,9 @@ STACK_NAME = "sakuin-test"
 STACK_GUID = "1b2c3d4e-5f60-7182-93a4-b5c6d7e8f901"
 STACK_ID = f"arn:aws:cloudformation:{REGION}:{ACCOUNT}:stack/{STACK_NAME}/{STACK_GUID}"
 BUCKET = f"sakuin-source-{ACCOUNT}-{REGION}-{STACK_GUID.split('-')[-1]}"
+STAGING_BUCKET = f"sakuin-batch-{ACCOUNT}-{REGION}-{STACK_GUID.split('-')[-1]}"
+# Every bucket of the stack, with its policy.
+BUCKETS = {"SourceBucket": "SourceBucketPolicy", "BatchStagingBucket": "BatchStagingBucketPolicy"}
 SECRET_SUFFIX = "-AbCdEf"  # Secrets Manager appends 6 random characters to a secret's ARN
 
 PROFILE_GEOGRAPHIES = {"us", "us-gov", "eu", "apac", "jp", "au", "global"}
@@ -395,10 +402,15 @@ class Stack:
                     documents.append((name, self.properties(name)["PolicyDocument"]))
         return documents, foreign
 
-    def grants(self, role: str) -> set[tuple[str, str, str]]:
-        documents, foreign = self.role_documents(role)
-        if foreign:
-            raise AssertionError(f"{role} has policies defined outside the stack: {foreign}")
+    def grants(self, name: str) -> set[tuple[str, str, str]]:
+        """The (action, resource, condition) grants of a role (all its policies), or of one
+        managed policy of the stack on its own (one attached to nothing)."""
+        if self.resource(name)["Type"] == "AWS::IAM::ManagedPolicy":
+            documents = [(name, self.properties(name)["PolicyDocument"])]
+        else:
+            documents, foreign = self.role_documents(name)
+            if foreign:
+                raise AssertionError(f"{name} has policies defined outside the stack: {foreign}")
         found = set()
         for source, document in documents:
             for statement in as_list(document["Statement"]):
@@ -424,9 +436,11 @@ def via(*services: str) -> str:
 
 
 def expected_grants(p: dict) -> dict[str, set[tuple[str, str, str]]]:
+    """The exact grants of each role, and of BatchOperatorPolicy (attached to nothing)."""
     in_vpc = "".join(p["SubnetIds"]) != ""
     data_key = p["DataKmsKeyArn"]
     bucket = f"arn:aws:s3:::{BUCKET}"
+    staging = f"arn:aws:s3:::{STAGING_BUCKET}"
     queue = f"arn:aws:sqs:{REGION}:{ACCOUNT}:ChunkQueue"
     dead_letter_queue = f"arn:aws:sqs:{REGION}:{ACCOUNT}:ChunkDeadLetterQueue"
     intake = f"arn:aws:sqs:{REGION}:{ACCOUNT}:IntakeQueue"
@@ -439,7 +453,8 @@ def expected_grants(p: dict) -> dict[str, set[tuple[str, str, str]]]:
     eni = {(action, "*", "") for action in VPC_ENI_ACTIONS} if in_vpc else set()
 
     model = p["EmbeddingModelId"]
-    if model.split(".", 1)[0] in PROFILE_GEOGRAPHIES:
+    is_profile = model.split(".", 1)[0] in PROFILE_GEOGRAPHIES
+    if is_profile:
         profile = f"arn:aws:bedrock:{REGION}:{ACCOUNT}:inference-profile/{model}"
         base = model.split(".", 1)[1]
         through_profile = normalise({"StringEquals": {"bedrock:InferenceProfileArn": profile}})
@@ -448,8 +463,11 @@ def expected_grants(p: dict) -> dict[str, set[tuple[str, str, str]]]:
             ("bedrock:InvokeModel", f"arn:aws:bedrock:*::foundation-model/{base}", through_profile),
             ("bedrock:InvokeModel", f"arn:aws:bedrock:::foundation-model/{base}", through_profile),
         }
+        # CreateModelInvocationJob takes no bedrock:InferenceProfileArn key: same models, unconditioned.
+        job_models = {profile, f"arn:aws:bedrock:*::foundation-model/{base}", f"arn:aws:bedrock:::foundation-model/{base}"}
     else:
         bedrock = {("bedrock:InvokeModel", f"arn:aws:bedrock:{REGION}::foundation-model/{model}", "")}
+        job_models = {f"arn:aws:bedrock:{REGION}::foundation-model/{model}"}
 
     if p["CreateEsSecret"] == "true":
         secrets = [f"arn:aws:secretsmanager:{REGION}:{ACCOUNT}:secret:{STACK_NAME}/elasticsearch{SECRET_SUFFIX}"]
@@ -499,9 +517,48 @@ def expected_grants(p: dict) -> dict[str, set[tuple[str, str, str]]]:
         probe |= {("sqs:SendMessage", intake, "")}
         if data_key:
             probe |= {("kms:Decrypt", data_key, via("sqs")), ("kms:GenerateDataKey", data_key, via("sqs"))}
+    # Bedrock's service role for the batch jobs: it reads a job's input, writes its output and
+    # lists those prefixes only, in this account; through a profile it invokes as embed-index does.
+    in_account = {"StringEquals": {"aws:ResourceAccount": ACCOUNT}}
+    batch_role = {
+        ("s3:GetObject", f"{staging}/runs/*/input/*", normalise(in_account)),
+        ("s3:PutObject", f"{staging}/runs/*/output/*", normalise(in_account)),
+        (
+            "s3:ListBucket",
+            staging,
+            normalise(dict(in_account, StringLike={"s3:prefix": ["runs/*/input/*", "runs/*/output/*"]})),
+        ),
+    }
+    if is_profile:
+        batch_role |= bedrock
+    # Whoever runs `sakuin backfill --mode batch`: the jobs, the run files, ingest's reading of
+    # the source bucket (and its rejects), the chunk queue.
+    jobs = f"arn:aws:bedrock:{REGION}:{ACCOUNT}:model-invocation-job/*"
+    operator = {
+        (
+            "iam:PassRole",
+            f"arn:aws:iam::{ACCOUNT}:role/BatchRole",
+            normalise({"StringEquals": {"iam:PassedToService": "bedrock.amazonaws.com"}}),
+        ),
+        ("bedrock:GetModelInvocationJob", jobs, ""),
+        ("bedrock:StopModelInvocationJob", jobs, ""),
+        # It takes no resource type; the Region is still pinned.
+        ("bedrock:ListModelInvocationJobs", "*", normalise({"StringEquals": {"aws:RequestedRegion": REGION}})),
+        ("s3:GetObject", f"{staging}/runs/*", ""),
+        ("s3:PutObject", f"{staging}/runs/*", ""),
+        ("s3:DeleteObject", f"{staging}/runs/*", ""),
+        ("s3:ListBucket", staging, ""),
+        ("s3:GetObject", f"{bucket}/*", ""),
+        ("s3:GetObjectVersion", f"{bucket}/*", ""),
+        ("s3:ListBucket", bucket, ""),
+        ("s3:PutObject", f"{bucket}/{p['RejectsPrefix']}*", ""),
+        ("sqs:SendMessage", queue, ""),
+    } | {("bedrock:CreateModelInvocationJob", resource, "") for resource in job_models | {jobs}}
     if data_key:
         ingest |= {("kms:Decrypt", data_key, via("s3", "sqs")), ("kms:GenerateDataKey", data_key, via("s3", "sqs"))}
         embed_index |= {("kms:Decrypt", data_key, via("sqs")), ("kms:GenerateDataKey", data_key, via("sqs"))}
+        batch_role |= {("kms:Decrypt", data_key, via("s3")), ("kms:GenerateDataKey", data_key, via("s3"))}
+        operator |= {("kms:Decrypt", data_key, via("s3", "sqs")), ("kms:GenerateDataKey", data_key, via("s3", "sqs"))}
     return {
         "IngestRole": ingest,
         "EmbedIndexRole": embed_index,
@@ -510,6 +567,8 @@ def expected_grants(p: dict) -> dict[str, set[tuple[str, str, str]]]:
         "ProbeFunctionScheduleRole": {
             ("lambda:InvokeFunction", f"arn:aws:lambda:{REGION}:{ACCOUNT}:function:ProbeFunction", "")
         },
+        "BatchRole": batch_role,
+        "BatchOperatorPolicy": operator,
     }
 
 
@@ -551,17 +610,19 @@ class IamLeastPrivilege(unittest.TestCase):
                 stack = Stack(overrides)
                 self.assertEqual(
                     set(stack.of_type("AWS::IAM::Role")),
-                    {"IngestRole", "EmbedIndexRole", "ProbeRole", "ProbeFunctionScheduleRole"},
+                    {"IngestRole", "EmbedIndexRole", "ProbeRole", "ProbeFunctionScheduleRole", "BatchRole"},
                 )
-                self.assertLessEqual(
-                    set(stack.of_type("AWS::IAM::ManagedPolicy")), {"EmbeddingInvokePolicy", "EsSecretReadPolicy"}
-                )
-                # Every grant lives in a role or one of the two shared managed policies.
+                policies = set(stack.of_type("AWS::IAM::ManagedPolicy"))
+                self.assertLessEqual(policies, {"EmbeddingInvokePolicy", "EsSecretReadPolicy", "BatchOperatorPolicy"})
+                self.assertIn("BatchOperatorPolicy", policies)
+                # Every grant lives in a role, one of the two shared managed policies, or the
+                # batch operator's policy.
                 self.assertEqual(stack.of_type("AWS::IAM::Policy"), {})
                 for kind in ("AWS::IAM::User", "AWS::IAM::Group", "AWS::IAM::AccessKey"):
                     self.assertEqual(stack.of_type(kind), {}, kind)
 
     def test_each_role_grants_exactly_what_its_function_needs(self):
+        # ...and BatchRole what Bedrock's jobs need, BatchOperatorPolicy what the operator does.
         for name, overrides in SCENARIOS.items():
             stack = Stack(overrides)
             for role, expected in expected_grants(stack.params).items():
@@ -665,26 +726,69 @@ class IamLeastPrivilege(unittest.TestCase):
 
 
 class DataProtection(unittest.TestCase):
-    def test_bucket_is_private_encrypted_and_tls_only(self):
+    def test_buckets_are_private_encrypted_and_tls_only(self):
+        names = {"SourceBucket": BUCKET, "BatchStagingBucket": STAGING_BUCKET}
+        for name, overrides in SCENARIOS.items():
+            stack = Stack(overrides)
+            self.assertEqual(set(stack.of_type("AWS::S3::Bucket")), set(BUCKETS))
+            for bucket_name, policy_name in BUCKETS.items():
+                with self.subTest(scenario=name, bucket=bucket_name):
+                    bucket = stack.properties(bucket_name)
+                    self.assertEqual(bucket["BucketName"], names[bucket_name])
+                    self.assertEqual(set(bucket["PublicAccessBlockConfiguration"].values()), {True})
+                    self.assertEqual(len(bucket["PublicAccessBlockConfiguration"]), 4)
+                    self.assertEqual(bucket["OwnershipControls"], {"Rules": [{"ObjectOwnership": "BucketOwnerEnforced"}]})
+                    (rule,) = bucket["BucketEncryption"]["ServerSideEncryptionConfiguration"]
+                    default = rule["ServerSideEncryptionByDefault"]
+                    if stack.params["DataKmsKeyArn"]:
+                        self.assertEqual(default, {"SSEAlgorithm": "aws:kms", "KMSMasterKeyID": KEY_ARN})
+                        self.assertIs(rule["BucketKeyEnabled"], True)
+                    else:
+                        self.assertEqual(default, {"SSEAlgorithm": "AES256"})
+                    logs = stack.params["AccessLogBucketName"]
+                    if logs:
+                        self.assertEqual(bucket["LoggingConfiguration"]["DestinationBucketName"], logs)
+                    else:
+                        self.assertNotIn("LoggingConfiguration", bucket)
+                    policy = stack.properties(policy_name)
+                    self.assertEqual(policy["Bucket"], names[bucket_name])
+                    statements = policy["PolicyDocument"]["Statement"]
+                    self.assertEqual({s["Effect"] for s in statements}, {"Deny"}, "a bucket policy only denies")
+                    arns = {f"arn:aws:s3:::{names[bucket_name]}", f"arn:aws:s3:::{names[bucket_name]}/*"}
+                    for condition in ({"Bool": {"aws:SecureTransport": "false"}}, {"NumericLessThan": {"s3:TlsVersion": "1.2"}}):
+                        (deny,) = [s for s in statements if s["Condition"] == condition]
+                        self.assertEqual((deny["Principal"], deny["Action"]), ("*", "s3:*"))
+                        self.assertEqual(set(deny["Resource"]), arns)
+            source = stack.properties("SourceBucket")
+            versioned = stack.params["EnableBucketVersioning"] == "true"
+            self.assertEqual(source.get("VersioningConfiguration"), {"Status": "Enabled"} if versioned else None)
+            self.assertEqual(self._deletion(stack, "SourceBucket"), "RetainExceptOnCreate")
+
+    def test_batch_staging_is_temporary(self):
+        # A run removes its own files; the lifecycle removes what a run left behind. The bucket
+        # goes with the stack (which fails while it is not empty, as the template explains).
         for name, overrides in SCENARIOS.items():
             with self.subTest(scenario=name):
                 stack = Stack(overrides)
-                bucket = stack.properties("SourceBucket")
-                self.assertEqual(set(bucket["PublicAccessBlockConfiguration"].values()), {True})
-                (rule,) = bucket["BucketEncryption"]["ServerSideEncryptionConfiguration"]
-                default = rule["ServerSideEncryptionByDefault"]
-                if stack.params["DataKmsKeyArn"]:
-                    self.assertEqual(default, {"SSEAlgorithm": "aws:kms", "KMSMasterKeyID": KEY_ARN})
-                else:
-                    self.assertEqual(default, {"SSEAlgorithm": "AES256"})
-                versioned = stack.params["EnableBucketVersioning"] == "true"
-                self.assertEqual(bucket.get("VersioningConfiguration"), {"Status": "Enabled"} if versioned else None)
-                policy = stack.properties("SourceBucketPolicy")["PolicyDocument"]["Statement"]
-                insecure = [s for s in policy if s["Condition"].get("Bool", {}).get("aws:SecureTransport") == "false"]
-                self.assertEqual(len(insecure), 1)
-                self.assertEqual((insecure[0]["Effect"], insecure[0]["Principal"], insecure[0]["Action"]), ("Deny", "*", "s3:*"))
-                self.assertEqual(set(insecure[0]["Resource"]), {f"arn:aws:s3:::{BUCKET}", f"arn:aws:s3:::{BUCKET}/*"})
-                self.assertEqual(self._deletion(stack, "SourceBucket"), "RetainExceptOnCreate")
+                bucket = stack.properties("BatchStagingBucket")
+                rules = {r["Id"]: r for r in bucket["LifecycleConfiguration"]["Rules"]}
+                self.assertEqual({r["Status"] for r in rules.values()}, {"Enabled"})
+                expire = [r for r in rules.values() if "ExpirationInDays" in r]
+                self.assertEqual([int(r["ExpirationInDays"]) for r in expire], [30])
+                self.assertNotIn("Prefix", expire[0])
+                self.assertNotIn("Filter", expire[0], "every object of the bucket expires")
+                aborts = [r["AbortIncompleteMultipartUpload"] for r in rules.values() if "AbortIncompleteMultipartUpload" in r]
+                self.assertEqual([int(a["DaysAfterInitiation"]) for a in aborts], [1])
+                self.assertNotIn("NotificationConfiguration", bucket)
+                self.assertNotIn("VersioningConfiguration", bucket)
+                self.assertEqual(self._deletion(stack, "BatchStagingBucket"), "Delete")
+                self.assertEqual(stack.resources["BatchStagingBucket"].get("UpdateReplacePolicy"), "Delete")
+        # Named from pseudo parameters only, within S3's 63 characters in any Region (the
+        # longest Region names have 14 characters, e.g. ap-southeast-5).
+        name = sam_template()["Resources"]["BatchStagingBucket"]["Properties"]["BucketName"]
+        self.assertEqual(references(name), set())
+        longest = Stack(SCENARIOS["defaults"]).eval(name).replace(REGION, "ap-southeast-5")
+        self.assertLessEqual(len(longest), 63, longest)
 
     @staticmethod
     def _deletion(stack: Stack, name: str) -> str:
@@ -747,6 +851,99 @@ class DataProtection(unittest.TestCase):
             env = stack.properties(function)["Environment"]["Variables"]
             self.assertEqual(env["ES_SECRET_ID"], stack.ref("EsSecret"))
         self.assertNotIn("EsSecret", Stack(SCENARIOS["existing-secret-model"]).resources)
+
+
+class BatchInference(unittest.TestCase):
+    """`sakuin backfill --mode batch`: the role Bedrock's jobs run as, the operator's policy,
+    and where the command (run with --stack) finds them."""
+
+    JOBS = f"arn:aws:bedrock:{REGION}:{ACCOUNT}:model-invocation-job/*"
+
+    def test_only_bedrock_may_assume_the_batch_role_for_this_accounts_jobs_in_this_region(self):
+        # https://docs.aws.amazon.com/bedrock/latest/userguide/batch-iam-sr.html
+        for name, overrides in SCENARIOS.items():
+            with self.subTest(scenario=name):
+                trust = Stack(overrides).properties("BatchRole")["AssumeRolePolicyDocument"]["Statement"]
+                (statement,) = trust
+                self.assertEqual(set(statement), {"Effect", "Principal", "Action", "Condition"})
+                self.assertEqual(
+                    (statement["Effect"], statement["Principal"], statement["Action"]),
+                    ("Allow", {"Service": "bedrock.amazonaws.com"}, "sts:AssumeRole"),
+                )
+                self.assertEqual(
+                    statement["Condition"],
+                    {"StringEquals": {"aws:SourceAccount": ACCOUNT}, "ArnEquals": {"aws:SourceArn": self.JOBS}},
+                )
+
+    def test_jobs_read_only_their_input_and_write_only_their_output(self):
+        staging = f"arn:aws:s3:::{STAGING_BUCKET}"
+        for name, overrides in SCENARIOS.items():
+            with self.subTest(scenario=name):
+                grants = Stack(overrides).grants("BatchRole")
+                s3 = {(a, r) for a, r, _ in grants if a.startswith("s3:")}
+                self.assertEqual(
+                    s3,
+                    {
+                        ("s3:GetObject", f"{staging}/runs/*/input/*"),
+                        ("s3:PutObject", f"{staging}/runs/*/output/*"),
+                        ("s3:ListBucket", staging),
+                    },
+                )
+                (listing,) = [json.loads(c) for a, _, c in grants if a == "s3:ListBucket"]
+                self.assertEqual(listing["StringLike"], {"s3:prefix": ["runs/*/input/*", "runs/*/output/*"]})
+                # Nothing but the staging bucket, Bedrock through a profile, and the data key.
+                self.assertLessEqual({a.split(":")[0] for a, _, _ in grants}, {"s3", "bedrock", "kms"})
+                self.assertLessEqual({a for a, _, _ in grants if a.startswith("bedrock:")}, {"bedrock:InvokeModel"})
+
+    def test_the_operator_policy_is_attached_to_nothing(self):
+        for name, overrides in SCENARIOS.items():
+            with self.subTest(scenario=name):
+                stack = Stack(overrides)
+                props = stack.properties("BatchOperatorPolicy")
+                self.assertEqual(set(props) & {"Roles", "Users", "Groups"}, set())
+                arn = stack.ref("BatchOperatorPolicy")
+                for role in stack.of_type("AWS::IAM::Role"):
+                    self.assertNotIn(arn, stack.properties(role).get("ManagedPolicyArns", []), role)
+                self.assertEqual(stack.eval(stack.template["Outputs"]["BatchOperatorPolicyArn"]["Value"]), arn)
+
+    def test_the_operator_passes_only_the_batch_role_and_only_to_bedrock(self):
+        for name, overrides in SCENARIOS.items():
+            with self.subTest(scenario=name):
+                grants = Stack(overrides).grants("BatchOperatorPolicy")
+                passes = [(r, json.loads(c)) for a, r, c in grants if a.startswith("iam:")]
+                self.assertEqual(
+                    passes,
+                    [
+                        (
+                            f"arn:aws:iam::{ACCOUNT}:role/BatchRole",
+                            {"StringEquals": {"iam:PassedToService": "bedrock.amazonaws.com"}},
+                        )
+                    ],
+                )
+                for action, resource, condition in grants:
+                    self.assertNotIn("*", action)
+                    if resource == "*":
+                        # The one action without a resource type, still held to this Region.
+                        self.assertEqual(action, "bedrock:ListModelInvocationJobs")
+                        self.assertEqual(json.loads(condition), {"StringEquals": {"aws:RequestedRegion": REGION}})
+                    if action in ("bedrock:GetModelInvocationJob", "bedrock:StopModelInvocationJob"):
+                        self.assertEqual(resource, self.JOBS)
+
+    def test_the_probe_carries_the_staging_and_the_role_the_command_reads(self):
+        for name, overrides in SCENARIOS.items():
+            with self.subTest(scenario=name):
+                stack = Stack(overrides)
+                env = stack.properties("ProbeFunction")["Environment"]["Variables"]
+                outputs = {k: stack.eval(v["Value"]) for k, v in stack.template["Outputs"].items() if "Condition" not in v}
+                self.assertEqual(env["BATCH_STAGING"], f"s3://{STAGING_BUCKET}/runs/")
+                self.assertEqual(env["BATCH_ROLE_ARN"], f"arn:aws:iam::{ACCOUNT}:role/BatchRole")
+                self.assertEqual(outputs["BatchStagingUri"], env["BATCH_STAGING"])
+                self.assertEqual(outputs["BatchRoleArn"], env["BATCH_ROLE_ARN"])
+                # ...and no function may use either (the probe stays read-only).
+                for role in ("IngestRole", "EmbedIndexRole", "ProbeRole", "ProbeFunctionScheduleRole"):
+                    for action, resource, _ in stack.grants(role):
+                        self.assertNotIn(STAGING_BUCKET, resource, f"{role}: {action}")
+                        self.assertNotEqual(action, "iam:PassRole", role)
 
 
 class Network(unittest.TestCase):
@@ -987,6 +1184,9 @@ class Operations(unittest.TestCase):
                 "EmbedIndexFunctionName",
                 "ProbeFunctionName",
                 "ProbeLogGroupName",
+                "BatchStagingUri",
+                "BatchRoleArn",
+                "BatchOperatorPolicyArn",
             },
             outputs,
         )

@@ -53,6 +53,50 @@ pub struct Options {
     /// Print JSON for scripts.
     #[arg(long)]
     pub json: bool,
+    /// With --yes: how the chunks are embedded. `on-demand`: InvokeModel from embed-index, at
+    /// the account's quota. `batch`: Bedrock batch inference (Titan Text Embeddings V2) — about
+    /// half the price and outside the on-demand quota, but hours a job; the objects are read
+    /// here, the jobs followed, and their vectors queued for embed-index to index (needs
+    /// BATCH_STAGING and BATCH_ROLE_ARN). `auto`: batch from --batch-above chunks on.
+    #[arg(long, value_enum, default_value_t = Mode::OnDemand)]
+    pub mode: Mode,
+    /// The estimated chunks from which `--mode auto` picks batch inference.
+    #[arg(long, default_value_t = 50_000, value_name = "CHUNKS")]
+    pub batch_above: u64,
+    /// Go on with batch run RUN (stopped by --detach, Ctrl-C or a crash): collect the jobs
+    /// that ended, submit the parts that wait.
+    #[arg(long, value_name = "RUN")]
+    pub resume: Option<String>,
+}
+
+/// How a backfill's chunks are embedded.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum Mode {
+    #[default]
+    OnDemand,
+    Batch,
+    Auto,
+}
+
+impl Mode {
+    /// Whether a backfill of `chunks` goes through batch inference with `model`; `Err` says
+    /// why `batch` cannot.
+    pub fn picks_batch(
+        self,
+        chunks: u64,
+        above: u64,
+        model: &EmbeddingModel,
+    ) -> Result<bool, String> {
+        match self {
+            Mode::OnDemand => Ok(false),
+            Mode::Batch if model.supports_batch() => Ok(true),
+            Mode::Batch => Err(format!(
+                "Bedrock batch inference does not take {}: use --mode on-demand",
+                model.id
+            )),
+            Mode::Auto => Ok(model.supports_batch() && chunks >= above),
+        }
+    }
 }
 
 /// Stored bytes read of one sampled object at most: a large object's first megabytes stand for
@@ -700,6 +744,21 @@ mod tests {
         assert_eq!(r.items.len(), 10);
         assert!(r.items.iter().any(|&i| i >= 5_000), "{:?}", r.items);
         assert!(r.items.iter().any(|&i| i < 5_000), "{:?}", r.items);
+    }
+
+    #[test]
+    fn auto_takes_batch_from_its_size_on_and_only_for_a_model_batch_takes() {
+        let titan = EmbeddingModel::resolve("amazon.titan-embed-text-v2:0", None).unwrap();
+        let cohere = EmbeddingModel::resolve("cohere.embed-multilingual-v3", None).unwrap();
+        assert_eq!(Mode::Auto.picks_batch(49_999, 50_000, &titan), Ok(false));
+        assert_eq!(Mode::Auto.picks_batch(50_000, 50_000, &titan), Ok(true));
+        assert_eq!(
+            Mode::Auto.picks_batch(10_000_000, 50_000, &cohere),
+            Ok(false)
+        );
+        assert_eq!(Mode::Batch.picks_batch(10, 50_000, &titan), Ok(true));
+        assert!(Mode::Batch.picks_batch(10, 50_000, &cohere).is_err());
+        assert_eq!(Mode::OnDemand.picks_batch(10_000_000, 1, &titan), Ok(false));
     }
 
     #[test]

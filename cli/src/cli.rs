@@ -13,9 +13,10 @@ use sakuin::survey::survey_object;
 use serde_json::{Value, json};
 
 use crate::backfill::{
-    Bar, Estimate, Options, Progress, SAMPLE_BYTES_PER_OBJECT, Sample, Sampler, duration,
+    Bar, Estimate, Mode, Options, Progress, SAMPLE_BYTES_PER_OBJECT, Sample, Sampler, duration,
     thousands, written_since,
 };
+use crate::batch::{self, BatchContext, BatchEnv};
 use sakuin::reconcile::{Kind, Reconciler, Report, Scope, intake, walking_client};
 
 /// What every walking command needs: the probe's dependencies, the scope, a client for walks.
@@ -119,6 +120,28 @@ pub(crate) async fn backfill(env: &mut Env, target: Option<&str>, options: Optio
         );
         return 2;
     }
+    if options.bulk_load && (options.mode != Mode::OnDemand || options.resume.is_some()) {
+        eprintln!(
+            "sakuin: --bulk-load is for on-demand backfills, which the command follows to the end"
+        );
+        return 2;
+    }
+    // A batch run's settings; `auto` without them stays on demand.
+    let batch_env = if options.mode == Mode::OnDemand && options.resume.is_none() {
+        None
+    } else {
+        match BatchEnv::from_env(env) {
+            Ok(b) => Some(b),
+            Err(e) if options.mode == Mode::Auto && options.resume.is_none() => {
+                eprintln!("sakuin: --mode auto stays on demand: {e}");
+                None
+            }
+            Err(e) => {
+                eprintln!("sakuin: {e}");
+                return 2;
+            }
+        }
+    };
     let lease = Duration::from_secs(env.parse::<u64>("BULK_LOAD_LEASE_SECS", 600).max(5));
     // The index as embed-index would create it, for bulk-load mode to apply to from the start.
     let vectors = env.vector_settings();
@@ -129,6 +152,10 @@ pub(crate) async fn backfill(env: &mut Env, target: Option<&str>, options: Optio
             return 2;
         }
     };
+    if let (Some(id), Some(benv)) = (&options.resume, &batch_env) {
+        let ctx = batch_context(&w, config);
+        return batch::resume(ctx, benv, id, options.detach, options.json).await;
+    }
     let estimate = match estimate(&w, &config, &options).await {
         Ok(e) => e,
         Err(e) => {
@@ -142,6 +169,21 @@ pub(crate) async fn backfill(env: &mut Env, target: Option<&str>, options: Optio
     };
     if !options.json {
         print!("{}", estimate.render());
+    }
+    let by_batch =
+        options
+            .mode
+            .picks_batch(estimate.chunks, options.batch_above, &w.deps.config.model);
+    match (by_batch, &batch_env) {
+        (Err(e), _) => {
+            eprintln!("sakuin: {e}");
+            return 2;
+        }
+        (Ok(true), Some(benv)) => {
+            let ctx = batch_context(&w, config);
+            return batch::start(ctx, benv, options.detach, options.json).await;
+        }
+        _ => {}
     }
     let bulk_load = if options.bulk_load {
         match BulkLoadMode::start(&w, &vectors, lease).await {
@@ -176,6 +218,19 @@ pub(crate) async fn backfill(env: &mut Env, target: Option<&str>, options: Optio
     match bulk_load {
         Some(mode) => mode.end(&w).await.map_or(1, |()| code),
         None => code,
+    }
+}
+
+/// What a batch run reads with: the walk's scope and clients, ingest's settings.
+fn batch_context(w: &Walk, config: IngestConfig) -> BatchContext<'_> {
+    BatchContext {
+        bucket: &w.scope.bucket,
+        prefix: &w.scope.prefix,
+        source: w.scope.url(),
+        store: w.store.clone(),
+        sqs: w.deps.aws.sqs.clone(),
+        bedrock: w.deps.aws.batch.clone(),
+        config,
     }
 }
 

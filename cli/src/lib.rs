@@ -3,6 +3,7 @@
 //! with the Lambdas' variables.
 
 pub mod backfill;
+mod batch;
 mod cli;
 pub mod redrive;
 pub mod stack;
@@ -377,13 +378,25 @@ async fn run_status(env: &mut Env, json: bool, last: bool, log_group: Option<Str
         .unwrap_or_else(|| "rejects/".into());
     let gathered =
         status::Status::gather(&deps, &cloudwatch, checks, ids_bucket_wide, &rejects_prefix);
-    let status = match gathered.await {
+    let mut status = match gathered.await {
         Ok(s) => s,
         Err(e) => {
             eprintln!("sakuin: {e}");
             return 1;
         }
     };
+    if let Some(uri) = env.get("BATCH_STAGING") {
+        status.batch_runs = Some(match sakuin::batch::StagingLocation::parse(&uri) {
+            Ok(location) => {
+                let staging = sakuin::batch::Staging::new(
+                    sakuin::store::S3Store::new(deps.aws.s3.clone()),
+                    location,
+                );
+                staging.runs().await.map_err(|e| e.to_string())
+            }
+            Err(e) => Err(e),
+        });
+    }
     if json {
         let text = serde_json::to_string_pretty(&status.to_json()).expect("the status serialises");
         println!("{text}");
@@ -987,6 +1000,28 @@ mod tests {
             }
         ));
         assert!(parse(&["status", "--stack"]).is_err());
+        assert!(matches!(
+            parse(&["backfill", "-y", "--mode", "batch"]).unwrap(),
+            Command::Backfill {
+                options: backfill::Options {
+                    mode: backfill::Mode::Batch,
+                    batch_above: 50_000,
+                    ..
+                },
+                ..
+            }
+        ));
+        assert!(matches!(
+            parse(&["backfill", "--resume", "20261207T120000-0a1b"]).unwrap(),
+            Command::Backfill {
+                options: backfill::Options { resume: Some(run), mode: backfill::Mode::OnDemand, .. },
+                ..
+            } if run == "20261207T120000-0a1b"
+        ));
+        let err = parse(&["backfill", "--mode", "nightly"])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("on-demand, batch, auto"), "{err}");
     }
 
     #[test]

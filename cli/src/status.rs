@@ -90,6 +90,8 @@ pub struct Status {
     /// Documents skipped because they yield no text (encrypted, image-only, damaged,
     /// unsupported); `None` without a source bucket or a rejects prefix.
     pub skipped: Option<Result<Vec<SkippedDocument>, String>>,
+    /// Batch backfills (`sakuin backfill --mode batch`) under `BATCH_STAGING`; `None` without it.
+    pub batch_runs: Option<Result<Vec<sakuin::batch::Run>, String>>,
 }
 
 /// Where the probe's checks come from.
@@ -144,6 +146,7 @@ impl Status {
             probe_logged_at,
             ids_bucket_wide,
             skipped,
+            batch_runs: None,
         })
     }
 
@@ -189,6 +192,7 @@ impl Status {
         let _ = writeln!(out);
         self.render_index(&mut out);
         self.render_skipped(&mut out);
+        self.render_batch_runs(&mut out);
         let _ = writeln!(out);
         if let Some(at) = &self.probe_logged_at {
             let _ = writeln!(out, "the probe's last report, logged at {at}:");
@@ -307,6 +311,32 @@ impl Status {
         }
     }
 
+    /// Batch runs under way, and the last one done.
+    fn render_batch_runs(&self, out: &mut String) {
+        match &self.batch_runs {
+            None => {}
+            Some(Ok(runs)) => {
+                let going: Vec<_> = runs.iter().filter(|r| !r.cleaned).collect();
+                for run in &going {
+                    let _ = writeln!(out, "{}", run.describe());
+                }
+                if going.is_empty() {
+                    match runs.last() {
+                        Some(last) => {
+                            let _ = writeln!(out, "{}", last.describe());
+                        }
+                        None => {
+                            let _ = writeln!(out, "batch runs: none");
+                        }
+                    }
+                }
+            }
+            Some(Err(e)) => {
+                let _ = writeln!(out, "batch runs: unreadable: {e}");
+            }
+        }
+    }
+
     /// The verdict: each thing that needs a person, or that nothing does.
     fn render_attention(&self, out: &mut String) {
         let needs = self.attention();
@@ -348,6 +378,10 @@ impl Status {
             "es_idle_cuts_last_hour": self.idle_cuts,
             "probe": self.probe,
             "probe_logged_at": self.probe_logged_at,
+            "batch_runs": self.batch_runs.as_ref().map(|r| match r {
+                Ok(runs) => json!(runs.iter().map(|run| json!({"run": run, "progress": run.progress()})).collect::<Vec<_>>()),
+                Err(e) => json!({"error": e}),
+            }),
             "skipped_documents": match &self.skipped {
                 None => Value::Null,
                 Some(Ok(docs)) => json!(docs),

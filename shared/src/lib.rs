@@ -2,6 +2,7 @@
 //! This crate holds everything the three Lambda functions do; their `main.rs` only wires it up.
 
 pub mod aws;
+pub mod batch;
 pub mod checks;
 pub mod chunker;
 pub mod config;

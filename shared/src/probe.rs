@@ -156,6 +156,8 @@ pub struct AwsClients {
     pub secrets: aws_sdk_secretsmanager::Client,
     /// The functions' own network, read when TCP to the cluster fails (see `vpc_path`).
     pub ec2: crate::aws::ec2::Ec2,
+    /// Bedrock's batch inference jobs (`sakuin backfill --mode batch`).
+    pub batch: crate::aws::bedrock_batch::BedrockBatch,
 }
 
 impl AwsClients {
@@ -168,6 +170,7 @@ impl AwsClients {
             bedrock: crate::aws::bedrock_client(conf),
             secrets: aws_sdk_secretsmanager::Client::new(conf),
             ec2: crate::aws::ec2::Ec2::from_sdk(conf),
+            batch: crate::aws::bedrock_batch::BedrockBatch::from_sdk(conf),
         }
     }
 }

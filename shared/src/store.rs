@@ -86,6 +86,14 @@ pub trait ObjectStore: Send + Sync {
         key: &str,
     ) -> impl Future<Output = Result<Option<ObjectHead>, StoreError>> + Send;
 
+    /// Removes the key's current object (a delete marker in a versioned bucket); a key with
+    /// none is no error. Only staging files are ever removed (`crate::batch`).
+    fn delete(
+        &self,
+        bucket: &str,
+        key: &str,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+
     /// One page of the objects under `prefix`, in key order, after `start_after`.
     fn list(
         &self,
@@ -252,6 +260,21 @@ impl ObjectStore for S3Store {
             return Ok(Some(bytes.into_bytes().to_vec()));
         }
         Err(other("conditional writes of this key kept racing".into()))
+    }
+
+    async fn delete(&self, bucket: &str, key: &str) -> Result<(), StoreError> {
+        self.client
+            .delete_object()
+            .bucket(bucket)
+            .key(key)
+            .send()
+            .await
+            .map(|_| ())
+            .map_err(|e| StoreError::Other {
+                bucket: bucket.to_owned(),
+                key: key.to_owned(),
+                source: Box::new(e.into_service_error()),
+            })
     }
 
     async fn head(&self, bucket: &str, key: &str) -> Result<Option<ObjectHead>, StoreError> {

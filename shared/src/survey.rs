@@ -250,6 +250,9 @@ mod tests {
         ) -> Result<Option<Vec<u8>>, StoreError> {
             unreachable!("a survey writes nothing")
         }
+        async fn delete(&self, _: &str, _: &str) -> Result<(), StoreError> {
+            unreachable!("a survey writes nothing")
+        }
         async fn head(&self, _: &str, _: &str) -> Result<Option<ObjectHead>, StoreError> {
             unreachable!()
         }

@@ -744,6 +744,11 @@ impl ObjectStore for Store {
         self.store.head(bucket, key).await
     }
 
+    async fn delete(&self, bucket: &str, key: &str) -> Result<(), StoreError> {
+        self.chaos.yields().await;
+        self.store.delete(bucket, key).await
+    }
+
     async fn list(
         &self,
         bucket: &str,

@@ -105,6 +105,23 @@ pub struct IngestSummary {
 }
 
 impl IngestSummary {
+    /// Adds the counts of another run of ingest (the staging of a batch backfill runs several).
+    pub fn add(&mut self, other: &IngestSummary) {
+        self.objects += other.objects;
+        self.records += other.records;
+        self.chunks += other.chunks;
+        self.messages += other.messages;
+        self.sqs_requests += other.sqs_requests;
+        self.rejected += other.rejected;
+        self.skipped += other.skipped;
+        self.deleted += other.deleted;
+        self.reindexed += other.reindexed;
+        self.documents_skipped += other.documents_skipped;
+        self.ignored += other.ignored;
+        self.listed += other.listed;
+        self.failed += other.failed;
+    }
+
     /// Counts what one `send_all` sent.
     fn add_sent(&mut self, stats: crate::queue::SendStats) {
         self.messages += stats.messages;

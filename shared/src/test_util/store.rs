@@ -84,6 +84,14 @@ impl ObjectStore for MemoryStore {
         Ok(())
     }
 
+    async fn delete(&self, bucket: &str, key: &str) -> Result<(), StoreError> {
+        self.objects
+            .lock()
+            .unwrap()
+            .remove(&(bucket.into(), key.into()));
+        Ok(())
+    }
+
     async fn put_if_absent(
         &self,
         bucket: &str,
@@ -396,6 +404,11 @@ impl ObjectStore for VersionedStore {
     /// Writes a new version, with no notification (ingest's rejects are not data).
     async fn put(&self, _bucket: &str, key: &str, body: Vec<u8>) -> Result<(), StoreError> {
         self.put_object(key, body);
+        Ok(())
+    }
+
+    async fn delete(&self, _bucket: &str, key: &str) -> Result<(), StoreError> {
+        let _ = self.delete_object(key);
         Ok(())
     }
 
