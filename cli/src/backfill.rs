@@ -10,6 +10,7 @@
 use std::io::{IsTerminal, Write};
 use std::time::{Duration, Instant};
 
+use sakuin::batch::BatchSettings;
 use sakuin::embed::model::{EmbeddingModel, ModelFamily};
 use sakuin::es::EsClient;
 use sakuin::survey::Survey;
@@ -67,6 +68,13 @@ pub struct Options {
     /// that ended, submit the parts that wait.
     #[arg(long, value_name = "RUN")]
     pub resume: Option<String>,
+    /// Chunks in one batch job, and jobs in flight, for the estimate (`BATCH_MAX_RECORDS_PER_JOB`
+    /// and `BATCH_MAX_JOBS_IN_FLIGHT`).
+    /// (0: the defaults.)
+    #[arg(skip)]
+    pub batch_records_per_job: usize,
+    #[arg(skip)]
+    pub batch_jobs_in_flight: usize,
 }
 
 /// How a backfill's chunks are embedded.
@@ -129,6 +137,10 @@ pub struct BatchEstimate {
     pub usd_per_million_tokens: f64,
     pub price_source: String,
     pub cost_usd: f64,
+    /// Jobs of at most `BATCH_MAX_RECORDS_PER_JOB` chunks, and how many times the jobs in
+    /// flight (`BATCH_MAX_JOBS_IN_FLIGHT`) must turn over to run them all.
+    pub jobs: u64,
+    pub rounds: u64,
 }
 
 /// A token is about four ASCII characters, and about one CJK character (the ratio the pacing
@@ -208,10 +220,22 @@ impl Estimate {
                     ),
                 ),
             };
+            let or = |n: usize, default: usize| if n == 0 { default } else { n } as u64;
+            let per_job = or(
+                options.batch_records_per_job,
+                BatchSettings::DEFAULT_MAX_RECORDS_PER_JOB,
+            );
+            let in_flight = or(
+                options.batch_jobs_in_flight,
+                BatchSettings::DEFAULT_MAX_JOBS_IN_FLIGHT,
+            );
+            let jobs = chunks.div_ceil(per_job);
             BatchEstimate {
                 usd_per_million_tokens: usd,
                 price_source: source,
                 cost_usd: input_tokens as f64 / 1e6 * usd,
+                jobs,
+                rounds: jobs.div_ceil(in_flight),
             }
         });
         let by_calls = options
@@ -280,10 +304,14 @@ impl Estimate {
         );
         match &self.batch {
             Some(b) => out.push_str(&format!(
-                "  batch       {:>12}  (Bedrock batch inference at ${}/million tokens: {}; outside the on-demand quota, in jobs of hours)\n",
+                "  batch       {:>12}  (Bedrock batch inference at ${}/million tokens: {}; outside the on-demand quota)\n                 \x20             {} job{} in {} round{} of the jobs in flight: hours each (Bedrock ends most jobs within a day; --mode batch)\n",
                 format!("${:.2}", b.cost_usd),
                 b.usd_per_million_tokens,
                 b.price_source,
+                thousands(b.jobs),
+                if b.jobs == 1 { "" } else { "s" },
+                thousands(b.rounds),
+                if b.rounds == 1 { "" } else { "s" },
             )),
             None => out.push_str(&format!(
                 "  batch       {:>12}  (Bedrock batch inference does not take {})\n",
@@ -689,6 +717,29 @@ mod tests {
         assert!((e.cost_usd - 0.0008).abs() < 1e-9, "{}", e.cost_usd);
         let batch = e.batch.as_ref().expect("Titan V2 runs in batch jobs");
         assert!((batch.cost_usd - 0.0004).abs() < 1e-9, "{batch:?}");
+        assert_eq!((batch.jobs, batch.rounds), (1, 1));
+        let ten_million = Estimate::from_sample(
+            &Report {
+                bytes_to_ingest: 4_000 * 41_667,
+                ..report.clone()
+            },
+            &sample,
+            5,
+            &titan,
+            &Options::default(),
+        );
+        let batch = ten_million.batch.as_ref().unwrap();
+        assert_eq!(ten_million.chunks, 10_000_080);
+        assert_eq!(
+            (batch.jobs, batch.rounds),
+            (201, 21),
+            "50,000 chunks a job, ten in flight"
+        );
+        assert!(
+            ten_million.render().contains("201 jobs in 21 rounds"),
+            "{}",
+            ten_million.render()
+        );
         assert!(
             e.render().contains("batch              $0.00"),
             "{}",

@@ -113,7 +113,7 @@ pub(crate) async fn reconcile(env: &mut Env, target: Option<&str>, fix: bool, js
 }
 
 /// `sakuin backfill`: the estimate; with `--yes` the backfill, followed until the queues drain.
-pub(crate) async fn backfill(env: &mut Env, target: Option<&str>, options: Options) -> i32 {
+pub(crate) async fn backfill(env: &mut Env, target: Option<&str>, mut options: Options) -> i32 {
     if options.bulk_load && (options.detach || !options.start) {
         eprintln!(
             "sakuin: --bulk-load needs --yes and the backfill followed to its end (no --detach): the index's settings are restored when the queues drain"
@@ -142,6 +142,10 @@ pub(crate) async fn backfill(env: &mut Env, target: Option<&str>, options: Optio
             }
         }
     };
+    if let Some(b) = &batch_env {
+        options.batch_records_per_job = b.settings.max_records_per_job;
+        options.batch_jobs_in_flight = b.settings.max_jobs_in_flight;
+    }
     let lease = Duration::from_secs(env.parse::<u64>("BULK_LOAD_LEASE_SECS", 600).max(5));
     // The index as embed-index would create it, for bulk-load mode to apply to from the start.
     let vectors = env.vector_settings();

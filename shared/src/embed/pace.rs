@@ -202,6 +202,10 @@ struct Lane {
     recover_secs: f64,
     /// Whether the streak of cuts under way returns to the rate it began at.
     streak_remembered: bool,
+    /// Whether the quota's opening burst, spent at once, can read as a rate (the tokens
+    /// quota's, spent by calls of a hundred texts; the requests quota's first rate comes a
+    /// call at a time).
+    burst_misleads: bool,
     /// Active seconds (the pacer's `totals.active`) at the last growth or cut.
     grown_at: f64,
     /// The last [`RECENT_CALLS`] outcomes that tell of this quota (true: throttled by it).
@@ -213,6 +217,28 @@ struct Lane {
     probation: Option<(u32, u32)>,
     /// The cuts under test, while they are.
     chain: Option<Chain>,
+}
+
+/// What sets a quota's lane apart.
+#[derive(Debug, Clone, Copy)]
+struct LaneKind {
+    may_be_noise: bool,
+    burst_misleads: bool,
+}
+
+impl LaneKind {
+    /// Refusals for want of capacity read as "Too many requests" too, so its throttles may be
+    /// noise; its first rate is measured a call at a time.
+    const REQUESTS: Self = Self {
+        may_be_noise: true,
+        burst_misleads: false,
+    };
+    /// "Too many tokens" names the quota that ran out, so never noise; but its opening burst,
+    /// spent at once by calls of a hundred texts, can read as a rate it sustains.
+    const TOKENS: Self = Self {
+        may_be_noise: false,
+        burst_misleads: true,
+    };
 }
 
 /// Cuts under test: where the first of them began, and how calls fared at the rates before and
@@ -276,8 +302,20 @@ impl Pacer {
                 waiting: 0,
                 limit: limit as f64,
                 fastest: None,
-                calls: Lane::new("requests", true, MIN_CALL_RATE, REQUESTS_RECOVER_SECS, now),
-                tokens: Lane::new("tokens", false, MIN_TOKEN_RATE, TOKENS_RECOVER_SECS, now),
+                calls: Lane::new(
+                    "requests",
+                    LaneKind::REQUESTS,
+                    MIN_CALL_RATE,
+                    REQUESTS_RECOVER_SECS,
+                    now,
+                ),
+                tokens: Lane::new(
+                    "tokens",
+                    LaneKind::TOKENS,
+                    MIN_TOKEN_RATE,
+                    TOKENS_RECOVER_SECS,
+                    now,
+                ),
                 tokens_per_char: INITIAL_TOKENS_PER_CHAR,
                 totals: Totals::default(),
                 readings: VecDeque::new(),
@@ -606,11 +644,15 @@ struct Measured {
 impl Lane {
     fn new(
         name: &'static str,
-        may_be_noise: bool,
+        kind: LaneKind,
         floor: f64,
         recover_secs: f64,
         now: Instant,
     ) -> Self {
+        let LaneKind {
+            may_be_noise,
+            burst_misleads,
+        } = kind;
         Self {
             name,
             may_be_noise,
@@ -625,6 +667,7 @@ impl Lane {
             recovered: 0.0,
             recover_secs,
             streak_remembered: false,
+            burst_misleads,
             grown_at: 0.0,
             recent: VecDeque::with_capacity(RECENT_CALLS + 1),
             noise: 0.0,
@@ -851,13 +894,14 @@ impl Lane {
         self.rate = Some(to);
         // Throttled again before any success: the rate to return to is still the one of the
         // first cut of the streak, so a quota that was exhausted for a while (by another
-        // application, say) is taken up again within a few calls once it has room. Only a
-        // rate the lane stood at, measured over a few seconds, is remembered so: a burst spent
-        // at once, or a rate still being cut, is none the quota sustains.
+        // application, say) is taken up again within a few calls once it has room. For the
+        // tokens quota, only a rate the lane stood at, measured over a few seconds, is
+        // remembered so: its burst spent at once by calls of a hundred texts, or a rate still
+        // being cut from it, is none the quota sustains.
         let first_of_streak = self.recovered > 0.0 || self.last_cut.is_none();
         if first_of_streak {
             let stood = self.last_cut.is_none() || self.recovered >= 1.0;
-            self.streak_remembered = stood && spell >= CALL_SECONDS;
+            self.streak_remembered = !self.burst_misleads || (stood && spell >= CALL_SECONDS);
         }
         if first_of_streak || !self.streak_remembered {
             self.throttled_at = base;
