@@ -30,20 +30,14 @@ impl BatchEnv {
             "--mode batch needs BATCH_ROLE_ARN (the role Bedrock assumes for the jobs: the stack's BatchRoleArn output)",
         )?;
         let mut settings = BatchSettings::new(StagingLocation::parse(&staging)?, role);
-        settings.max_records_per_job = env.parse(
-            "BATCH_MAX_RECORDS_PER_JOB",
+        let (per_job, least, in_flight) = (
             BatchSettings::DEFAULT_MAX_RECORDS_PER_JOB,
-        );
-        settings.min_records_per_job = env.parse(
-            "BATCH_MIN_RECORDS_PER_JOB",
             BatchSettings::DEFAULT_MIN_RECORDS_PER_JOB,
+            BatchSettings::DEFAULT_MAX_JOBS_IN_FLIGHT,
         );
-        settings.max_jobs_in_flight = env
-            .parse(
-                "BATCH_MAX_JOBS_IN_FLIGHT",
-                BatchSettings::DEFAULT_MAX_JOBS_IN_FLIGHT,
-            )
-            .max(1);
+        settings.max_records_per_job = env.parse("BATCH_MAX_RECORDS_PER_JOB", per_job);
+        settings.min_records_per_job = env.parse("BATCH_MIN_RECORDS_PER_JOB", least);
+        settings.max_jobs_in_flight = env.parse("BATCH_MAX_JOBS_IN_FLIGHT", in_flight).max(1);
         settings.timeout_hours = env.optional("BATCH_TIMEOUT_HOURS");
         let poll = Duration::from_secs(env.parse::<u64>("BATCH_POLL_SECS", 60).max(1));
         Ok(Self { settings, poll })

@@ -112,6 +112,11 @@ pub struct ChunkMessage {
     /// they would have kept (and so never makes it embed one again).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub chunks_expected: Option<u64>,
+    /// On a sweep that waits for its version's chunks: how many were indexed when it last
+    /// looked. More at the next look means they are arriving: it looks again soon, without
+    /// counting a wait, rather than on the outage's doubling schedule.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub indexed_seen: Option<u64>,
     /// Where its chunks' record ids are unique, which decides their `_id`s.
     #[serde(default, skip_serializing_if = "is_bucket")]
     pub scope: IdScope,
@@ -144,6 +149,7 @@ impl ChunkMessage {
             chunks: Vec::new(),
             requeues: 0,
             chunks_expected: None,
+            indexed_seen: None,
             scope: IdScope::default(),
         };
         serde_json::to_string(&message).expect("a control message always serialises")
@@ -158,6 +164,7 @@ impl ChunkMessage {
             chunks: Vec::new(),
             requeues: 0,
             chunks_expected: Some(chunks),
+            indexed_seen: None,
             scope: IdScope::default(),
         };
         serde_json::to_string(&message).expect("a sweep always serialises")

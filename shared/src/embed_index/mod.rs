@@ -130,7 +130,8 @@ struct Batch {
 }
 
 /// Each message's fate so far, by position in the batch, and why a waiting one waits.
-struct Fates(Vec<Fate>, Vec<Option<WaitCause>>);
+/// Each message's fate, what it waits for, and (a waiting sweep) the chunks it found indexed.
+struct Fates(Vec<Fate>, Vec<Option<WaitCause>>, Vec<Option<u64>>);
 
 impl Batch {
     fn parse(event: &SqsEvent) -> (Self, Fates) {
@@ -151,7 +152,8 @@ impl Batch {
             }
         }
         let causes = vec![None; fates.len()];
-        (Self { ids, messages }, Fates(fates, causes))
+        let seen = vec![None; fates.len()];
+        (Self { ids, messages }, Fates(fates, causes, seen))
     }
 
     fn message(&self, i: usize) -> &ChunkMessage {
@@ -1006,6 +1008,7 @@ async fn sweep_waits<I: SearchIndex>(
             info!(bucket = %source.bucket, key = %source.key, indexed = n, expected, "sweep before its version is indexed: it waits");
             stats.sweeps_waiting += 1;
             fates.wait(removal.message, WaitCause::SweepWaiting);
+            fates.2[removal.message] = Some(n);
             true
         }
         Ok(_) => false,
@@ -1198,12 +1201,14 @@ fn unfinished(
 }
 
 /// How long `message`, going back with `carry`, waits for `cause`, and whether the return
-/// counts toward `MAX_REQUEUES` ([`requeue::Return`]).
+/// counts toward `MAX_REQUEUES` ([`requeue::Return`]); a waiting sweep that found `seen` chunks
+/// of its version indexed.
 fn return_for<E: Embedder, I: SearchIndex, Q: ChunkQueue>(
     deps: &EmbedIndexDeps<E, I, Q>,
     cause: WaitCause,
     message: &ChunkMessage,
     carry: &[ChunkPayload],
+    seen: Option<u64>,
 ) -> requeue::Return {
     let paid = |chunks: &[ChunkPayload]| chunks.iter().filter(|c| c.vector.is_some()).count();
     let progressed = carry.len() < message.chunks.len() || paid(carry) > paid(&message.chunks);
@@ -1212,6 +1217,14 @@ fn return_for<E: Embedder, I: SearchIndex, Q: ChunkQueue>(
         // Out of time with the work moving: the next invocation goes on at once. Without
         // progress the time went to a slow cluster, whose schedule it follows.
         WaitCause::OutOfTime if progressed => requeue::Return::after(Duration::ZERO, true),
+        // A sweep whose chunks are arriving (more indexed than at its last look) looks again
+        // after the first delay, without counting a wait: its chunks are moving, not lost.
+        WaitCause::SweepWaiting
+            if seen.is_some_and(|n| message.indexed_seen.is_some_and(|before| n > before)) =>
+        {
+            let first = Duration::from_secs(requeue::delay_secs(&deps.config, 1) as u64);
+            requeue::Return::after(first, true)
+        }
         WaitCause::OutOfTime | WaitCause::EsUnavailable | WaitCause::SweepWaiting => {
             requeue::Return::scheduled(&deps.config, message)
         }
@@ -1246,7 +1259,19 @@ async fn requeue_waiting<E: Embedder, I: SearchIndex, Q: ChunkQueue>(
         let carry = unfinished(message, &by_id, model_id);
         // Every wait records its cause; one marked without (none today) is the cluster's.
         let cause = fates.1[i].unwrap_or(WaitCause::EsUnavailable);
-        let ret = return_for(deps, cause, message, &carry);
+        let seen = fates.2[i];
+        let ret = return_for(deps, cause, message, &carry, seen);
+        let looked;
+        let message = match seen {
+            Some(n) => {
+                looked = ChunkMessage {
+                    indexed_seen: Some(n),
+                    ..message.clone()
+                };
+                &looked
+            }
+            None => message,
+        };
         match requeue::requeue(queue, message, carry, &deps.config, ret).await {
             Ok(chunks) => {
                 stats.requeued += chunks;

@@ -225,6 +225,7 @@ mod tests {
             chunks: Vec::new(),
             requeues: 0,
             chunks_expected: None,
+            indexed_seen: None,
             scope: Default::default(),
         }
     }

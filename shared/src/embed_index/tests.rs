@@ -722,6 +722,39 @@ async fn a_sweep_waits_for_its_version() {
     assert_eq!(d.embedder.inner.texts(), 2);
 }
 
+/// A sweep whose chunks are arriving looks again after the first delay without counting a
+/// wait; one whose chunks do not move waits on the outage's doubling schedule, each wait
+/// counted, so it runs in the end.
+#[tokio::test(start_paused = true)]
+async fn a_sweep_whose_chunks_arrive_looks_again_soon() {
+    let d = deps(None);
+    let mut sweep: Value = serde_json::from_str(&message("sweep", "k", Some("02"), &[])).unwrap();
+    sweep["chunks_expected"] = json!(3);
+    run(&d, &[sweep.to_string()]).await;
+    let (first, first_delay) = requeued(&d).remove(0);
+    let first: Value = serde_json::from_str(&first).unwrap();
+    assert_eq!(
+        (first["requeues"].as_u64(), first["indexed_seen"].as_u64()),
+        (Some(1), Some(0))
+    );
+    // One of its three chunks lands meanwhile: moving, so soon and not counted.
+    run(&d, &[message("index", "k", Some("02"), &[("a", "one")])]).await;
+    run(&d, &[first.to_string()]).await;
+    let (second, second_delay) = requeued(&d).remove(0);
+    let second: Value = serde_json::from_str(&second).unwrap();
+    assert_eq!(
+        (second["requeues"].as_u64(), second["indexed_seen"].as_u64()),
+        (Some(1), Some(1))
+    );
+    assert_eq!(second_delay, first_delay, "the first delay again");
+    // Nothing more lands: the next wait is counted, and doubled.
+    run(&d, &[second.to_string()]).await;
+    let (third, third_delay) = requeued(&d).remove(0);
+    let third: Value = serde_json::from_str(&third).unwrap();
+    assert_eq!(third["requeues"].as_u64(), Some(2));
+    assert_eq!(third_delay, first_delay * 2);
+}
+
 /// The log lines written while the guard lives (the test runtime is one thread).
 #[derive(Clone, Default)]
 struct LogLines(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
