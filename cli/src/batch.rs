@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use sakuin::aws::bedrock_batch::BedrockBatch;
 use sakuin::aws::bedrock_batch::records::BatchModel;
-use sakuin::batch::{BatchSettings, Run, Staging, StagingLocation, advance, stage};
+use sakuin::batch::{BatchSettings, Run, Runner, Staging, StagingLocation, advance, stage};
 use sakuin::config::{Env, IngestConfig};
 use sakuin::queue::SqsQueue;
 use sakuin::store::S3Store;
@@ -55,17 +55,26 @@ pub struct BatchContext<'a> {
     pub config: IngestConfig,
 }
 
-/// Stages a new run and follows it (unless `detach`); returns the exit status.
-pub async fn start(ctx: BatchContext<'_>, env: &BatchEnv, detach: bool, json: bool) -> i32 {
-    let model = match BatchModel::new(ctx.config.model.clone()) {
-        Ok(m) => m,
-        Err(e) => {
-            eprintln!("sakuin: {e}");
-            return 2;
-        }
-    };
+/// The model's batch form, the run's files and the chunk queue; `Err` is the exit status.
+fn open(
+    ctx: &BatchContext<'_>,
+    env: &BatchEnv,
+) -> Result<(BatchModel, Staging<S3Store>, SqsQueue), i32> {
+    let model = BatchModel::new(ctx.config.model.clone()).map_err(|e| {
+        eprintln!("sakuin: {e}");
+        2
+    })?;
     let staging = Staging::new(ctx.store.clone(), env.settings.staging.clone());
     let queue = SqsQueue::new(ctx.sqs.clone(), ctx.config.queue_url.clone());
+    Ok((model, staging, queue))
+}
+
+/// Stages a new run and follows it (unless `detach`); returns the exit status.
+pub async fn start(ctx: BatchContext<'_>, env: &BatchEnv, detach: bool, json: bool) -> i32 {
+    let (model, staging, queue) = match open(&ctx, env) {
+        Ok(opened) => opened,
+        Err(code) => return code,
+    };
     let run = Run::new(
         Run::new_id(chrono::Utc::now()),
         ctx.source.clone(),
@@ -118,15 +127,10 @@ pub async fn resume(
     detach: bool,
     json: bool,
 ) -> i32 {
-    let model = match BatchModel::new(ctx.config.model.clone()) {
-        Ok(m) => m,
-        Err(e) => {
-            eprintln!("sakuin: {e}");
-            return 2;
-        }
+    let (model, staging, queue) = match open(&ctx, env) {
+        Ok(opened) => opened,
+        Err(code) => return code,
     };
-    let staging = Staging::new(ctx.store.clone(), env.settings.staging.clone());
-    let queue = SqsQueue::new(ctx.sqs.clone(), ctx.config.queue_url.clone());
     let run = match staging.load(id).await {
         Ok(Some(run)) => run,
         Ok(None) => {
@@ -167,18 +171,17 @@ async fn follow(
     detach: bool,
     json: bool,
 ) -> i32 {
-    let payload = ctx.config.sqs_max_payload_bytes;
+    let runner = Runner {
+        staging,
+        bedrock: &ctx.bedrock,
+        queue,
+        settings: &env.settings,
+        model,
+        max_payload_bytes: ctx.config.sqs_max_payload_bytes,
+    };
     let mut last = String::new();
     loop {
-        let step = advance(
-            staging,
-            &ctx.bedrock,
-            queue,
-            &env.settings,
-            model,
-            &mut run,
-            payload,
-        );
+        let step = advance(&runner, &mut run);
         let result = tokio::select! {
             r = step => r,
             _ = tokio::signal::ctrl_c() => {

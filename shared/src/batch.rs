@@ -560,6 +560,25 @@ pub async fn stage<R: ObjectStore, S: ObjectStore>(
     Ok((run, summary))
 }
 
+/// What moves runs on: their files, Bedrock's jobs, the chunk queue their messages go to (at
+/// most `max_payload_bytes` a send), and the settings.
+pub struct Runner<'a, S, Q> {
+    pub staging: &'a Staging<S>,
+    pub bedrock: &'a BedrockBatch,
+    pub queue: &'a Q,
+    pub settings: &'a BatchSettings,
+    pub model: &'a BatchModel,
+    pub max_payload_bytes: usize,
+}
+
+impl<S, Q> Clone for Runner<'_, S, Q> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+
+impl<S, Q> Copy for Runner<'_, S, Q> {}
+
 /// What one [`advance`] did.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct Advanced {
@@ -575,14 +594,17 @@ pub struct Advanced {
 /// idempotent by its token, and a part collected twice queues the same messages again, which
 /// embed-index finds already indexed.
 pub async fn advance<S: ObjectStore, Q: ChunkQueue>(
-    staging: &Staging<S>,
-    bedrock: &BedrockBatch,
-    queue: &Q,
-    settings: &BatchSettings,
-    model: &BatchModel,
+    runner: &Runner<'_, S, Q>,
     run: &mut Run,
-    max_payload_bytes: usize,
 ) -> Result<Advanced, RunError> {
+    let Runner {
+        staging,
+        bedrock,
+        queue,
+        settings,
+        model,
+        max_payload_bytes,
+    } = *runner;
     let mut did = Advanced::default();
     if !run.staged || run.cleaned {
         return Ok(did);

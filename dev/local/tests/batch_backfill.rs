@@ -12,7 +12,9 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use sakuin::aws::bedrock_batch::records::BatchModel;
-use sakuin::batch::{BatchSettings, PartState, Run, Staging, StagingLocation, advance, stage};
+use sakuin::batch::{
+    BatchSettings, PartState, Run, Runner, Staging, StagingLocation, advance, stage,
+};
 use sakuin::config::{Env, IngestConfig};
 use sakuin::queue::{ChunkQueue, EntryFailure, QueueEntry, QueueError, SqsQueue};
 use sakuin::store::S3Store;
@@ -78,6 +80,10 @@ async fn start_fleet(bedrock_args: &[&str]) -> Fleet {
         FleetOptions {
             pipeline: PipelineOptions {
                 index: "batch".into(),
+                // Longer than an invocation, as in the template: a batch is never taken by a
+                // second container while the first still works on it (which would embed its
+                // chunks twice, and this test counts them).
+                chunk_visibility_secs: 60,
                 ..PipelineOptions::default()
             },
             ingest_containers: 1,
@@ -128,7 +134,6 @@ async fn a_batch_backfill_ends_with_the_index_equal_to_the_bucket_and_no_chunk_e
     settings.max_records_per_job = RECORDS_PER_JOB;
     settings.max_jobs_in_flight = RUN_JOBS;
     let chunk_queue = SqsQueue::new(fleet.sqs.clone(), fleet.queue_url.clone());
-    let payload = config.sqs_max_payload_bytes;
 
     let started = Instant::now();
     let run = Run::new(
@@ -160,18 +165,16 @@ async fn a_batch_backfill_ends_with_the_index_equal_to_the_bucket_and_no_chunk_e
         run.parts
     );
 
+    let runner = Runner {
+        staging: &staging,
+        bedrock: &bedrock,
+        queue: &chunk_queue,
+        settings: &settings,
+        model: &model,
+        max_payload_bytes: config.sqs_max_payload_bytes,
+    };
     // First step: three jobs submitted, the stand-in takes two; the third waits for room.
-    let first = advance(
-        &staging,
-        &bedrock,
-        &chunk_queue,
-        &settings,
-        &model,
-        &mut run,
-        payload,
-    )
-    .await
-    .expect("a step");
+    let first = advance(&runner, &mut run).await.expect("a step");
     assert_eq!(first.submitted, 2, "{first:?}");
     assert!(first.waiting_for_room);
 
@@ -185,17 +188,21 @@ async fn a_batch_backfill_ends_with_the_index_equal_to_the_bucket_and_no_chunk_e
     fleet.deliver(&[overwrite, removal]).await.unwrap();
 
     // The process collecting the first job to end stops after two of its sends.
-    let crashing = Crashing {
+    let stopping = Crashing {
         queue: &chunk_queue,
         sends_left: AtomicU32::new(2),
     };
+    let crashing = Runner {
+        staging: &staging,
+        bedrock: &bedrock,
+        queue: &stopping,
+        settings: &settings,
+        model: &model,
+        max_payload_bytes: config.sqs_max_payload_bytes,
+    };
     let deadline = Instant::now() + Duration::from_secs(120);
     let crashed = loop {
-        match advance(
-            &staging, &bedrock, &crashing, &settings, &model, &mut run, payload,
-        )
-        .await
-        {
+        match advance(&crashing, &mut run).await {
             Err(e) => break e,
             Ok(_) => {
                 assert!(
@@ -217,17 +224,7 @@ async fn a_batch_backfill_ends_with_the_index_equal_to_the_bucket_and_no_chunk_e
         .expect("the run's state is kept");
     while !run.cleaned {
         assert!(Instant::now() < deadline, "{}", run.describe());
-        advance(
-            &staging,
-            &bedrock,
-            &chunk_queue,
-            &settings,
-            &model,
-            &mut run,
-            payload,
-        )
-        .await
-        .expect("a step");
+        advance(&runner, &mut run).await.expect("a step");
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
     let collected_in = started.elapsed();

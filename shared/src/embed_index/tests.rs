@@ -552,7 +552,9 @@ async fn out_of_time_with_progress_goes_on_at_once_and_counts_no_hop() {
     let body = message("index", "k", Some("01"), &docs);
     let (failed, stats) = run(&d, &[body]).await;
     assert!(failed.is_empty());
-    assert!(stats.indexed > 0 && stats.indexed < 2000, "{stats:?}");
+    // Beyond the pace from the first call: done as far as the deadline allows (20 tokens a
+    // second for most of 30 s), not handed back after the first call.
+    assert!(stats.indexed > 400 && stats.indexed < 2000, "{stats:?}");
     let back = requeued(&d);
     assert_eq!(back.len(), 1, "{stats:?}");
     let m = ChunkMessage::parse(&back[0].0).unwrap();
