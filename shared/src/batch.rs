@@ -28,19 +28,21 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
-use tokio::io::AsyncReadExt;
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader, Lines};
 use tracing::{info, warn};
 
 use crate::aws::bedrock_batch::records::{BatchModel, OutputLocation};
 use crate::aws::bedrock_batch::{BatchError, BedrockBatch, JobArn, JobStatus, NewJob};
 use crate::config::IngestConfig;
+use crate::documents::AsyncBody;
 use crate::ingest::{Continuation, IngestDeps, IngestSummary, handle_event};
 use crate::message::{CarriedVector, ChunkMessage, MessagePacker, Operation};
-use crate::queue::{
-    BatchLimits, ChunkQueue, EntryFailure, QueueEntry, QueueError, SendStats, send_all,
-};
+use crate::queue::{BatchLimits, ChunkQueue, EntryFailure, QueueEntry, QueueError, send_all};
 use crate::retry::Deadline;
 use crate::store::{ObjectRef, ObjectStore};
+
+/// Chunk messages collected before they are sent.
+const SEND_AT_ONCE: usize = 100;
 
 /// The version of `run.json`'s layout.
 const RUN_VERSION: u32 = 1;
@@ -310,6 +312,30 @@ impl<S: ObjectStore> Staging<S> {
 
     /// The object at `key` of the staging bucket; `None` when there is none.
     async fn get(&self, bucket: &str, key: &str) -> Result<Option<Vec<u8>>, RunError> {
+        let Some(mut body) = self.open(bucket, key).await? else {
+            return Ok(None);
+        };
+        let mut read = Vec::new();
+        body.read_to_end(&mut read)
+            .await
+            .map_err(|e| self.staging_error(key, e))?;
+        Ok(Some(read))
+    }
+
+    /// The lines of the object at `key`, read as they come: a part's output holds a vector a
+    /// line, hundreds of megabytes for a job of 50,000 records.
+    async fn lines(
+        &self,
+        bucket: &str,
+        key: &str,
+    ) -> Result<Option<Lines<BufReader<AsyncBody>>>, RunError> {
+        Ok(self
+            .open(bucket, key)
+            .await?
+            .map(|body| BufReader::new(body).lines()))
+    }
+
+    async fn open(&self, bucket: &str, key: &str) -> Result<Option<AsyncBody>, RunError> {
         let object = ObjectRef {
             bucket: bucket.to_owned(),
             key: key.to_owned(),
@@ -317,18 +343,11 @@ impl<S: ObjectStore> Staging<S> {
             etag: None,
             range_start: None,
         };
-        let mut opened = match self.store.open(&object).await {
-            Ok(o) => o,
-            Err(crate::store::StoreError::NotFound { .. }) => return Ok(None),
-            Err(e) => return Err(self.staging_error(key, e)),
-        };
-        let mut body = Vec::new();
-        opened
-            .body
-            .read_to_end(&mut body)
-            .await
-            .map_err(|e| self.staging_error(key, e))?;
-        Ok(Some(body))
+        match self.store.open(&object).await {
+            Ok(opened) => Ok(Some(opened.body)),
+            Err(crate::store::StoreError::NotFound { .. }) => Ok(None),
+            Err(e) => Err(self.staging_error(key, e)),
+        }
     }
 
     pub async fn save(&self, run: &Run) -> Result<(), RunError> {
@@ -726,13 +745,17 @@ async fn collect<S: ObjectStore, Q: ChunkQueue>(
         let output = OutputLocation::new(&loc.uri(&run.id, "output/"), job)
             .ok_or_else(|| RunError::Other(format!("{job}: no output location")))?;
         let key = output.records_key(&format!("{name}.jsonl"));
-        match staging.get(&output.bucket, &key).await? {
-            Some(body) => {
-                for line in String::from_utf8_lossy(&body).lines() {
+        match staging.lines(&output.bucket, &key).await? {
+            Some(mut lines) => {
+                while let Some(line) = lines
+                    .next_line()
+                    .await
+                    .map_err(|e| staging.staging_error(&key, e))?
+                {
                     if line.trim().is_empty() {
                         continue;
                     }
-                    match model.output_line(line) {
+                    match model.output_line(&line) {
                         Ok(record) => match record.outcome {
                             Ok(embedding) => {
                                 tokens += embedding.input_tokens.unwrap_or(0);
@@ -763,21 +786,45 @@ async fn collect<S: ObjectStore, Q: ChunkQueue>(
         info!(run = %run.id, part = %name, records = run.parts[i].records, "{why}: the part's chunks are embedded on demand");
     }
     let key = loc.key(&run.id, &format!("messages/{name}.jsonl"));
-    let body = staging
-        .get(&loc.bucket, &key)
+    let mut lines = staging
+        .lines(&loc.bucket, &key)
         .await?
         .ok_or_else(|| staging.staging_error(&key, "the part's messages are gone"))?;
-    let (mut from_batch, mut on_demand) = (0, 0);
+    let limits = BatchLimits {
+        max_payload_bytes,
+        max_attempts: 5,
+        delay_seconds: 0,
+    };
+    let send = async |bodies: Vec<String>| {
+        send_all(queue, bodies, limits)
+            .await
+            .map_err(|source| RunError::Queue {
+                part: name.clone(),
+                source,
+            })
+    };
+    let (mut from_batch, mut on_demand, mut sent) = (0, 0, 0);
     let mut bodies = Vec::new();
-    for (line, text) in String::from_utf8_lossy(&body).lines().enumerate() {
+    let mut next = 0;
+    while let Some(text) = lines
+        .next_line()
+        .await
+        .map_err(|e| staging.staging_error(&key, e))?
+    {
+        let line = next;
+        next += 1;
+        if bodies.len() >= SEND_AT_ONCE {
+            // Sent as they fill, in order: the part's vectors are never all in memory twice.
+            sent += send(std::mem::take(&mut bodies)).await?.messages;
+        }
         if text.trim().is_empty() {
             continue;
         }
-        let mut message = ChunkMessage::parse(text)
+        let mut message = ChunkMessage::parse(&text)
             .map_err(|e| staging.staging_error(&key, format!("line {}: {e}", line + 1)))?;
         if message.op != Operation::Index || message.chunks.is_empty() {
             // A sweep or a removal: as ingest made it.
-            bodies.push(text.to_owned());
+            bodies.push(text);
             continue;
         }
         for (c, chunk) in message.chunks.iter_mut().enumerate() {
@@ -806,25 +853,14 @@ async fn collect<S: ObjectStore, Q: ChunkQueue>(
         }
         bodies.extend(packer.finish());
     }
-    let limits = BatchLimits {
-        max_payload_bytes,
-        max_attempts: 5,
-        delay_seconds: 0,
-    };
-    let sent: SendStats =
-        send_all(queue, bodies, limits)
-            .await
-            .map_err(|source| RunError::Queue {
-                part: name.clone(),
-                source,
-            })?;
+    sent += send(bodies).await?.messages;
     let part = &mut run.parts[i];
     part.state = PartState::Collected;
     part.ended = Some(outcome);
     part.from_batch = from_batch;
     part.on_demand = on_demand;
     part.input_tokens = tokens;
-    info!(run = %run.id, part = %name, from_batch, on_demand, messages = sent.messages, "batch part collected onto the chunk queue");
+    info!(run = %run.id, part = %name, from_batch, on_demand, messages = sent, "batch part collected onto the chunk queue");
     staging.save(run).await
 }
 

@@ -55,6 +55,16 @@ pub enum StoreError {
     },
 }
 
+impl StoreError {
+    fn other(bucket: &str, key: &str, e: impl std::error::Error + Send + Sync + 'static) -> Self {
+        StoreError::Other {
+            bucket: bucket.to_owned(),
+            key: key.to_owned(),
+            source: Box::new(e),
+        }
+    }
+}
+
 /// Where documents are read from.
 pub trait ObjectStore: Send + Sync {
     fn open(
@@ -207,11 +217,7 @@ impl ObjectStore for S3Store {
             .send()
             .await
             .map(|_| ())
-            .map_err(|e| StoreError::Other {
-                bucket: bucket.to_owned(),
-                key: key.to_owned(),
-                source: Box::new(e.into_service_error()),
-            })
+            .map_err(|e| StoreError::other(bucket, key, e.into_service_error()))
     }
 
     /// S3 answers 412 when the key exists, and 409 when a write of the same key raced this one
@@ -270,11 +276,7 @@ impl ObjectStore for S3Store {
             .send()
             .await
             .map(|_| ())
-            .map_err(|e| StoreError::Other {
-                bucket: bucket.to_owned(),
-                key: key.to_owned(),
-                source: Box::new(e.into_service_error()),
-            })
+            .map_err(|e| StoreError::other(bucket, key, e.into_service_error()))
     }
 
     async fn head(&self, bucket: &str, key: &str) -> Result<Option<ObjectHead>, StoreError> {
