@@ -87,7 +87,13 @@ test:
 	$(MAKE) --no-print-directory template
 	$(PY) -m unittest discover --start-directory dev --pattern 'test_*.py'
 	$(PY) -m unittest -q dev/retrieval/test_dataset.py
-	$(MAKE) --no-print-directory -j3 --output-sync=target test-durability test-others sam-build-check-idle
+	rm -rf $(TEST_LOGS) && mkdir -p $(TEST_LOGS)
+	$(MAKE) --no-print-directory -j3 --output-sync=target test-durability test-others sam-build-check-idle \
+	  || { python3 dev/failed_tests.py $(TEST_LOGS)/*.log; exit 1; }
+
+# Each test run's output is kept here as well as printed; when a run fails, dev/failed_tests.py
+# prints the failed tests and their panics last, where the tail of a CI log shows them.
+TEST_LOGS := target/test-logs
 
 # clippy-driver reads its flags from CLIPPY_ARGS, separated as cargo-clippy separates them.
 LINTED := RUSTC_WORKSPACE_WRAPPER=clippy-driver CLIPPY_ARGS=-D__CLIPPY_HACKERY__warnings__CLIPPY_HACKERY__
@@ -106,11 +112,13 @@ lint-build:
 	$(LINTED) cargo build --workspace --all-targets
 
 test-durability:
-	$(LINTED) cargo test --workspace --no-fail-fast --test durability
+	mkdir -p $(TEST_LOGS); set -o pipefail; $(LINTED) cargo test --workspace --no-fail-fast --test durability \
+	  2>&1 | tee $(TEST_LOGS)/durability.log
 
 test-others:
-	$(LINTED) cargo test --workspace --no-fail-fast --lib --bins $(addprefix --test ,$(OTHER_TESTS))
-	$(LINTED) cargo test --workspace --doc
+	mkdir -p $(TEST_LOGS); set -o pipefail; $(LINTED) cargo test --workspace --no-fail-fast --lib --bins \
+	  $(addprefix --test ,$(OTHER_TESTS)) 2>&1 | tee $(TEST_LOGS)/others.log
+	set -o pipefail; $(LINTED) cargo test --workspace --doc 2>&1 | tee $(TEST_LOGS)/doc.log
 
 # The inner loop: unit tests of the library (the handlers against the seams' fakes, the pacer's
 # simulations, the configuration reference) and of the command line, and the model-based test.

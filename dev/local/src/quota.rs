@@ -38,7 +38,12 @@ const RUN_LIMIT: Duration = Duration::from_secs(300);
 /// What one run measured.
 #[derive(Debug, Default)]
 pub struct QuotaRun {
+    /// Until the queues were quiet (the sweeps done too).
     pub minutes: f64,
+    /// Until Bedrock embedded the last text: the span chunks a minute are measured over. A
+    /// sweep that came before its chunks were indexed waits a requeue delay after them, which in
+    /// a run of seconds would weigh as much as the embedding.
+    pub embedding_minutes: f64,
     pub calls: u64,
     pub ok: u64,
     pub throttled: u64,
@@ -150,7 +155,7 @@ fn print_header() {
         "\n## Bedrock at the quota: {CONTAINERS} embed-index containers, the stand-in at 50 ms per call, a quota with {BURST_SECS} s of burst"
     );
     println!(
-        "  quota used = successful calls (Titan) or tokens (Cohere) per minute ÷ the quota, net of the burst; throttled = share of calls (all / after {}s); idle = seconds no call succeeded while work was left",
+        "  quota used = successful calls (Titan) or tokens (Cohere) per minute ÷ the quota, net of the burst; chunks/min = texts embedded ÷ the minutes until the last; minutes = until the queues were quiet; throttled = share of calls (all / after {}s); idle = seconds no call succeeded while work was left",
         SETTLE.as_secs()
     );
     println!(
@@ -213,7 +218,7 @@ fn print_row(scenario: &Scenario, adaptive: bool, run: &QuotaRun) {
         scenario.chunks,
         run.minutes,
         used,
-        run.texts as f64 / run.minutes,
+        run.texts as f64 / run.embedding_minutes.max(f64::EPSILON),
         share(run.throttled, run.calls) * 100.0,
         share(run.settled_throttled, run.settled_calls) * 100.0,
         run.idle_secs,
@@ -241,10 +246,11 @@ async fn run_one(
 ) -> Result<QuotaRun, BoxError> {
     let fleet = start_fleet(scenario, adaptive).await?;
     queue_backfill(&fleet, scenario).await?;
-    let (took, drained, at_settle, idle_secs) = drain(&fleet, timeline).await?;
+    let (took, drained, at_settle, idle_secs, last_text) = drain(&fleet, timeline).await?;
     let mut run = measure(&fleet, took, &at_settle).await?;
     run.drained = drained;
     run.idle_secs = idle_secs;
+    run.embedding_minutes = last_text.as_secs_f64() / 60.0;
     fleet.stop().await;
     Ok(run)
 }
@@ -320,16 +326,24 @@ async fn queue_backfill(fleet: &Fleet, scenario: &Scenario) -> Result<(), BoxErr
 
 /// Runs the fleet until the queues are quiet or [`RUN_LIMIT`] (printing the timeline meanwhile
 /// when asked); returns how long the work took, whether it drained, the stand-in's counters
-/// [`SETTLE`] into it, and the seconds in which no call succeeded.
-async fn drain(fleet: &Fleet, timeline: bool) -> Result<(Duration, bool, Value, u64), BoxError> {
+/// [`SETTLE`] into it, the seconds in which no call succeeded, and when the last text was
+/// embedded.
+async fn drain(
+    fleet: &Fleet,
+    timeline: bool,
+) -> Result<(Duration, bool, Value, u64, Duration), BoxError> {
     let started = std::time::Instant::now();
     let settle = async {
         tokio::time::sleep(SETTLE).await;
         fleet.stack.bedrock_stats().await.map_err(|e| e.to_string())
     };
     let idle = std::sync::atomic::AtomicU64::new(0);
+    let last_text = std::sync::Mutex::new(Duration::ZERO);
     let watch = async {
-        watch_idle(fleet, timeline, &idle).await;
+        tokio::join!(
+            watch_idle(fleet, timeline, &idle),
+            watch_texts(fleet, started, &last_text)
+        );
         std::future::pending::<()>().await;
     };
     let (took, at_settle) = tokio::select! {
@@ -341,7 +355,29 @@ async fn drain(fleet: &Fleet, timeline: bool) -> Result<(Duration, bool, Value, 
         Err(_) => (started.elapsed(), false),
     };
     let idle = idle.load(std::sync::atomic::Ordering::SeqCst);
-    Ok((took, drained, at_settle?, idle))
+    let last_text = *last_text.lock().unwrap();
+    Ok((took, drained, at_settle?, idle, last_text))
+}
+
+/// Keeps in `last` when (since `started`) the stand-in's count of texts embedded last grew,
+/// to a tenth of a second; runs until dropped.
+async fn watch_texts(
+    fleet: &Fleet,
+    started: std::time::Instant,
+    last: &std::sync::Mutex<Duration>,
+) {
+    let mut texts = 0;
+    loop {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let Ok(stats) = fleet.stack.bedrock_stats().await else {
+            continue;
+        };
+        let now = counter(&stats, "texts");
+        if now > texts {
+            texts = now;
+            *last.lock().unwrap() = started.elapsed();
+        }
+    }
 }
 
 /// What the run did: the stand-in's counters at the end and since [`SETTLE`], the tokens, the

@@ -641,6 +641,17 @@ struct Measured {
     admitted: f64,
 }
 
+/// Two and a half standard deviations of the difference between the shares refused of two
+/// samples of calls, `(calls, refused)` each, were both drawn from one share (their pooled
+/// one). A chain that opened on a container's first calls has a handful of them before its cut
+/// — one call, refused, is a share of one — and only a test that counts both samples' sizes
+/// does not read that as a share the lowered rate must match.
+fn chance_between(a: (u32, u32), b: (u32, u32)) -> f64 {
+    let (n_a, n_b) = (f64::from(a.0.max(1)), f64::from(b.0.max(1)));
+    let pooled = f64::from(a.1 + b.1) / (n_a + n_b);
+    2.5 * (pooled * (1.0 - pooled) * (1.0 / n_a + 1.0 / n_b)).sqrt()
+}
+
 impl Lane {
     fn new(
         name: &'static str,
@@ -731,11 +742,11 @@ impl Lane {
         let share = |(calls, throttled): (u32, u32)| f64::from(throttled) / f64::from(calls);
         let (high, low) = (share(chain.high), share(chain.low));
         let noise = (NOISE_MIN_SHARE..=NOISE_MAX_SHARE).contains(&low);
-        // Lower by more than chance (two and a half standard deviations of a share of the
-        // calls at the lowered rate) answers a quota; so do refusals that came with the rate
+        // Lower by more than chance (two and a half standard deviations of the difference of
+        // the two shares) answers a quota; so do refusals that came with the rate
         // (few before the first cut). A shared quota that only looked like noise here shows
         // itself in the probation that follows.
-        let chance = 2.5 * (high * (1.0 - high) / f64::from(chain.low.0)).sqrt();
+        let chance = chance_between(chain.high, chain.low);
         if noise && high >= NOISE_MIN_SHARE && low >= high - chance {
             // Slowing down did not lower the refusals: the lane is unpaced again (at its
             // budget, if it has one), and concurrency free to grow; the probation that follows
@@ -746,7 +757,10 @@ impl Lane {
                 before = high,
                 "Bedrock refuses this share of calls whatever the rate, not a quota: retried at once rather than paced"
             );
-            self.noise = low;
+            // The share both samples show: sixteen calls alone put it within a tenth or so,
+            // and a noise believed too low reads the next run of refusals as a quota.
+            let (calls, refused) = (chain.high.0 + chain.low.0, chain.high.1 + chain.low.1);
+            self.noise = (f64::from(refused) / f64::from(calls.max(1))).min(NOISE_MAX_SHARE);
             self.probation = Some((0, 0));
             self.rate = self.budget;
             self.last_cut = None;
@@ -769,7 +783,7 @@ impl Lane {
         self.noise == 0.0 || self.recent_share() > self.noise + self.noise_margin()
     }
 
-    /// How far above the noise the recent share may be by chance: two and a half standard
+    /// How far above the noise the recent share may be by chance: two standard
     /// deviations of a share of [`RECENT_CALLS`] calls.
     fn noise_margin(&self) -> f64 {
         2.0 * (self.noise * (1.0 - self.noise) / RECENT_CALLS as f64).sqrt()
@@ -1311,7 +1325,7 @@ mod tests {
             kept * 100.0
         );
         // Two calls in three get through: the pace keeps near that, far from its floor.
-        assert!(kept > 0.55, "{kept}");
+        assert!(kept > 0.6, "{kept}");
         assert!(
             refused[1].ok as f64 / free[1].ok as f64 > 0.6,
             "{refused:?}"
@@ -1338,6 +1352,43 @@ mod tests {
         // half the calls, against nine in ten at the floor before noise was told apart.
         let throttled = share(settled.throttled, settled.ok + settled.throttled);
         assert!(throttled < 0.45, "{throttled}");
+    }
+
+    /// A chain that opened on a container's first call, refused, holds a share of one before
+    /// its cut; the calls at the lowered rate, refused a third of the time, are judged against
+    /// both samples' sizes, and the noise believed is the share of them all.
+    #[test]
+    fn a_chain_opened_on_one_refused_call_is_judged_by_both_samples() {
+        let mut lane = Lane::new(
+            "requests",
+            LaneKind::REQUESTS,
+            MIN_CALL_RATE,
+            REQUESTS_RECOVER_SECS,
+            Instant::now(),
+        );
+        lane.rate = Some(3.0);
+        lane.chain = Some(Chain {
+            limit: 8.0,
+            sent: 4.0,
+            high: (1, 1),
+            low: (0, 0),
+        });
+        let verdicts: Vec<_> = (0..TEST_CALLS).map(|i| lane.outcome(i % 3 == 0)).collect();
+        assert!(verdicts[..verdicts.len() - 1].iter().all(Option::is_none));
+        assert_eq!(verdicts.last(), Some(&Some(Verdict::Noise { limit: 8.0 })));
+        // 7 of 17 calls refused, not the 6 of 16 at the lowered rate alone.
+        assert!((lane.noise - 7.0 / 17.0).abs() < 1e-9, "{}", lane.noise);
+        // A quota shows itself: nothing refused at the lowered rate.
+        lane.chain = Some(Chain {
+            limit: 8.0,
+            sent: 4.0,
+            high: (1, 1),
+            low: (0, 0),
+        });
+        lane.probation = None;
+        lane.rate = Some(3.0);
+        let last = (0..TEST_CALLS).map(|_| lane.outcome(false)).last();
+        assert_eq!(last, Some(Some(Verdict::Quota)));
     }
 
     #[tokio::test(start_paused = true)]
