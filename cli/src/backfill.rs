@@ -149,6 +149,72 @@ pub fn tokens(survey: &Survey) -> f64 {
     survey.ascii_chars as f64 / 4.0 + survey.other_chars as f64
 }
 
+/// Bedrock's own count of the input tokens of some of the sample's chunk texts, beside the
+/// estimate from their characters: the ratio corrects the estimate of the whole.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
+pub struct TokenCount {
+    /// Chunk texts counted.
+    pub texts: u64,
+    /// Bedrock's count of their input tokens ...
+    pub counted: u64,
+    /// ... and [`tokens`] of the same texts.
+    pub from_chars: f64,
+}
+
+impl TokenCount {
+    /// Of `texts`, counted `counted` tokens by the model.
+    pub fn of(texts: &[String], counted: u64) -> Self {
+        let mut survey = Survey::default();
+        for t in texts {
+            let ascii = t.chars().filter(char::is_ascii).count() as u64;
+            survey.ascii_chars += ascii;
+            survey.other_chars += t.chars().count() as u64 - ascii;
+        }
+        Self {
+            texts: texts.len() as u64,
+            counted,
+            from_chars: tokens(&survey),
+        }
+    }
+
+    /// What the model counts for each token estimated from characters.
+    pub fn ratio(&self) -> f64 {
+        if self.from_chars > 0.0 && self.counted > 0 {
+            self.counted as f64 / self.from_chars
+        } else {
+            1.0
+        }
+    }
+}
+
+/// How long one counting call may take: the estimate goes on from characters rather than wait.
+const COUNT_CALL_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// Asks the model to count the input tokens of `texts` (some of the sample's chunks), in calls
+/// of its batch size: a few hundredths of a cent for what the estimate then rests on. Fails,
+/// naming why, when Bedrock refuses or does not say how many tokens it read.
+pub async fn count_tokens<E: sakuin::embed::Embedder>(
+    embedder: &E,
+    texts: &[String],
+) -> Result<TokenCount, String> {
+    if texts.is_empty() {
+        return Err("the sample has no chunk text".into());
+    }
+    let mut counted = 0;
+    for group in texts.chunks(embedder.model().max_batch().max(1)) {
+        let refs: Vec<&str> = group.iter().map(String::as_str).collect();
+        let call = embedder.invoke(&refs, sakuin::embed::model::InputPurpose::Document);
+        let output = tokio::time::timeout(COUNT_CALL_TIMEOUT, call)
+            .await
+            .map_err(|_| format!("no answer within {} s", COUNT_CALL_TIMEOUT.as_secs()))?
+            .map_err(|e| e.to_string())?;
+        counted += output
+            .input_tokens
+            .ok_or("Bedrock did not report the input token count")?;
+    }
+    Ok(TokenCount::of(texts, counted))
+}
+
 /// The estimate, and what it rests on.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct Estimate {
@@ -171,6 +237,9 @@ pub struct Estimate {
     pub rejected: u64,
     pub chunks: u64,
     pub input_tokens: u64,
+    /// The model's count of some sample texts' tokens, which `input_tokens` is scaled by;
+    /// `None`: estimated from characters alone (Bedrock could not be asked).
+    pub tokens_counted: Option<TokenCount>,
     pub bedrock_calls: u64,
     pub usd_per_million_tokens: f64,
     pub price_source: String,
@@ -190,6 +259,7 @@ impl Estimate {
         sampled_objects: u64,
         model: &EmbeddingModel,
         options: &Options,
+        counted: Option<TokenCount>,
     ) -> Self {
         let to_ingest = report.missing + report.changed;
         let scale = if sample.bytes > 0 {
@@ -199,7 +269,8 @@ impl Estimate {
         };
         let scaled = |n: u64| (n as f64 * scale).round() as u64;
         let chunks = scaled(sample.chunks);
-        let input_tokens = (tokens(sample) * scale).round() as u64;
+        let ratio = counted.map_or(1.0, |c| c.ratio());
+        let input_tokens = (tokens(sample) * scale * ratio).round() as u64;
         let per_call = model.max_batch() as u64;
         let bedrock_calls = chunks.div_ceil(per_call);
         let (usd_per_million_tokens, price_source) = match options.price {
@@ -263,6 +334,7 @@ impl Estimate {
             rejected: scaled(sample.rejected),
             chunks,
             input_tokens,
+            tokens_counted: counted,
             bedrock_calls,
             usd_per_million_tokens,
             price_source,
@@ -270,6 +342,18 @@ impl Estimate {
             batch,
             minutes,
             seconds_to_estimate: report.seconds,
+        }
+    }
+
+    /// What the tokens figure rests on.
+    fn tokens_basis(&self) -> String {
+        match self.tokens_counted {
+            Some(c) => format!(
+                "the characters' estimate × {:.2}, the model's own count of {} sample chunks",
+                c.ratio(),
+                c.texts
+            ),
+            None => "estimated from the characters; Bedrock did not count a sample".into(),
         }
     }
 
@@ -281,7 +365,7 @@ impl Estimate {
              \x20 to ingest   {:>12}  ({}; {} sampled, {} read)\n\
              \x20 records     {:>12}  (about; {} of them rejected)\n\
              \x20 chunks      {:>12}\n\
-             \x20 tokens      {:>12}  (input tokens, estimated from the characters)\n\
+             \x20 tokens      {:>12}  (input tokens: {})\n\
              \x20 Bedrock     {:>12}  calls\n\
              \x20 cost        {:>12}  (at ${}/million tokens: {})\n",
             self.scope,
@@ -297,6 +381,7 @@ impl Estimate {
             thousands(self.rejected),
             thousands(self.chunks),
             thousands(self.input_tokens),
+            self.tokens_basis(),
             thousands(self.bedrock_calls),
             format!("${:.2}", self.cost_usd),
             self.usd_per_million_tokens,
@@ -461,6 +546,13 @@ impl Sample {
         }
         let [records, rejected, chunks, ascii_chars, other_chars] =
             figures.map(|f| f.round() as u64);
+        // The texts for the model to count: some of every object read, as far as they go.
+        let texts = (self.largest.iter().map(|(_, s)| s))
+            .chain([&self.rest])
+            .flat_map(|s| s.texts.iter().take(sakuin::survey::TEXTS_KEPT_PER_OBJECT))
+            .take(sakuin::survey::TEXTS_KEPT)
+            .cloned()
+            .collect();
         Survey {
             bytes: bytes_to_ingest,
             records,
@@ -469,6 +561,7 @@ impl Sample {
             ascii_chars,
             other_chars,
             whole: false,
+            texts,
         }
     }
 }
@@ -698,6 +791,7 @@ mod tests {
             ascii_chars: 40_000,
             other_chars: 0,
             whole: true,
+            texts: vec![],
         };
         let titan = EmbeddingModel::resolve("amazon.titan-embed-text-v2:0", None).unwrap();
         let e = Estimate::from_sample(
@@ -709,6 +803,7 @@ mod tests {
                 rpm: Some(600),
                 ..Default::default()
             },
+            None,
         );
         assert_eq!((e.unchanged, e.to_ingest), (60, 40));
         assert_eq!((e.records, e.rejected, e.chunks), (200, 4, 240));
@@ -727,6 +822,7 @@ mod tests {
             5,
             &titan,
             &Options::default(),
+            None,
         );
         let batch = ten_million.batch.as_ref().unwrap();
         assert_eq!(ten_million.chunks, 10_000_080);
@@ -757,13 +853,55 @@ mod tests {
                 tpm: Some(10_000),
                 ..Default::default()
             },
+            None,
         );
         assert_eq!(e.bedrock_calls, 3, "Cohere: 96 texts a call");
         assert!((e.cost_usd - 0.04).abs() < 1e-9);
         assert_eq!(e.price_source, "--price");
         assert!(e.batch.is_none(), "Cohere: no batch inference");
         assert!((e.minutes.unwrap() - 4.0).abs() < 1e-9);
+        // Bedrock counted 30 tokens where the characters said 40 (40 ASCII characters and one
+        // CJK one — 10 + 1 — in two texts, say): every token figure is scaled by 0.75.
+        let count = TokenCount {
+            texts: 2,
+            counted: 30,
+            from_chars: 40.0,
+        };
+        let counted = Estimate::from_sample(
+            &report,
+            &sample,
+            5,
+            &cohere,
+            &Options {
+                price: Some(1.0),
+                tpm: Some(10_000),
+                ..Default::default()
+            },
+            Some(count),
+        );
+        assert_eq!(counted.input_tokens, 30_000);
+        assert!((counted.cost_usd - 0.03).abs() < 1e-9);
+        assert!((counted.minutes.unwrap() - 3.0).abs() < 1e-9);
+        assert!(
+            counted.render().contains(
+                "the characters' estimate × 0.75, the model's own count of 2 sample chunks"
+            ),
+            "{}",
+            counted.render()
+        );
+        assert_eq!(
+            TokenCount::of(&["abcd".repeat(10), "文".into()], 12),
+            TokenCount {
+                texts: 2,
+                counted: 12,
+                from_chars: 11.0
+            }
+        );
         let text = e.render();
+        assert!(
+            text.contains("estimated from the characters; Bedrock did not count"),
+            "{text}"
+        );
         assert!(text.contains("unchanged             60"), "{text}");
         assert!(text.contains("Bedrock                3  calls"), "{text}");
         assert!(
@@ -780,7 +918,14 @@ mod tests {
             ..Default::default()
         };
         let titan = EmbeddingModel::resolve("amazon.titan-embed-text-v2:0", None).unwrap();
-        let e = Estimate::from_sample(&report, &Survey::default(), 0, &titan, &Options::default());
+        let e = Estimate::from_sample(
+            &report,
+            &Survey::default(),
+            0,
+            &titan,
+            &Options::default(),
+            None,
+        );
         assert_eq!((e.chunks, e.bedrock_calls), (0, 0));
         assert_eq!(e.cost_usd, 0.0);
         assert!(e.render().contains("Nothing to embed"));

@@ -5,6 +5,7 @@ use std::io::{IsTerminal, Write};
 use std::time::{Duration, Instant};
 
 use sakuin::config::{Env, IngestConfig};
+use sakuin::embed::bedrock::BedrockEmbedder;
 use sakuin::ingest::{Continuation, QueueContinuation};
 use sakuin::probe::ProbeDeps;
 use sakuin::queue::SqsQueue;
@@ -13,8 +14,8 @@ use sakuin::survey::survey_object;
 use serde_json::{Value, json};
 
 use crate::backfill::{
-    Bar, Estimate, Mode, Options, Progress, SAMPLE_BYTES_PER_OBJECT, Sample, Sampler, duration,
-    thousands, written_since,
+    Bar, Estimate, Mode, Options, Progress, SAMPLE_BYTES_PER_OBJECT, Sample, Sampler, count_tokens,
+    duration, thousands, written_since,
 };
 use crate::batch::{self, BatchContext, BatchEnv};
 use sakuin::reconcile::{Kind, Reconciler, Report, Scope, intake, walking_client};
@@ -455,12 +456,26 @@ async fn estimate(w: &Walk, config: &IngestConfig, options: &Options) -> Result<
         }
     }
     let extrapolated = sample.extrapolate(report.bytes_to_ingest);
+    // Tokens as the model counts them, from a few of the sample's chunks.
+    let embedder = BedrockEmbedder::new(w.deps.aws.bedrock.clone(), config.model.clone());
+    let counted = match count_tokens(&embedder, &extrapolated.texts).await {
+        Ok(count) => Some(count),
+        Err(e) if report.bytes_to_ingest > 0 => {
+            eprintln!(
+                "sakuin: tokens estimated from characters; {} did not count a sample: {e}",
+                config.model.id
+            );
+            None
+        }
+        Err(_) => None,
+    };
     let estimate = Estimate::from_sample(
         &report,
         &extrapolated,
         sample.objects,
         &config.model,
         options,
+        counted,
     );
     Ok(Estimate {
         sampled_bytes: sample.read,

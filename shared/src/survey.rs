@@ -17,7 +17,7 @@ use crate::record::RecordOrigin;
 use crate::store::{ObjectRef, ObjectStore};
 
 /// The figures of one object, or of its first `bytes` when it was not read to the end.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct Survey {
     /// Stored bytes read (compressed bytes, for gzip): what the other figures are of.
     pub bytes: u64,
@@ -32,7 +32,15 @@ pub struct Survey {
     pub other_chars: u64,
     /// Read to its end.
     pub whole: bool,
+    /// The first chunks' texts ([`TEXTS_KEPT`] at most), for the model to count their tokens.
+    pub texts: Vec<String>,
 }
+
+/// Chunk texts a survey keeps: enough, over a sample of objects, for Bedrock's count of their
+/// tokens to correct the estimate from characters, in a few calls.
+pub const TEXTS_KEPT: usize = 32;
+/// ... of which one object gives at most this many, so the sample's objects all count.
+pub const TEXTS_KEPT_PER_OBJECT: usize = 4;
 
 impl Survey {
     pub fn add(&mut self, other: &Survey) {
@@ -42,6 +50,8 @@ impl Survey {
         self.chunks += other.chunks;
         self.ascii_chars += other.ascii_chars;
         self.other_chars += other.other_chars;
+        let room = TEXTS_KEPT.saturating_sub(self.texts.len());
+        self.texts.extend(other.texts.iter().take(room).cloned());
     }
 }
 
@@ -190,6 +200,9 @@ impl Survey {
         };
         for chunk in chunk_text(&document.text, chunking) {
             self.chunks += 1;
+            if self.texts.len() < TEXTS_KEPT_PER_OBJECT {
+                self.texts.push(chunk.to_string());
+            }
             let ascii = chunk.chars().filter(char::is_ascii).count() as u64;
             self.ascii_chars += ascii;
             self.other_chars += chunk.chars().count() as u64 - ascii;

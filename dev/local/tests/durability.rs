@@ -739,11 +739,13 @@ async fn a_backfill_is_estimated_run_to_the_end_and_free_to_repeat() {
         out.contains("Nothing was queued: add --yes to start it."),
         "{out}"
     );
-    assert_eq!(
-        fleet.texts_embedded().await.unwrap(),
-        0,
-        "an estimate embeds nothing"
+    // An estimate queues nothing; Bedrock counts the tokens of a few of the sample's chunks.
+    let counted = fleet.texts_embedded().await.unwrap();
+    assert!(
+        (1..=sakuin::survey::TEXTS_KEPT as u64).contains(&counted),
+        "{counted} texts embedded by an estimate"
     );
+    assert!(out.contains("the model's own count of"), "{out}");
 
     let texts_before = fleet.texts_embedded().await.unwrap();
     let (code, out) = sakuin(
@@ -765,7 +767,22 @@ async fn a_backfill_is_estimated_run_to_the_end_and_free_to_repeat() {
     assert_reconciled(&fleet, &scope).await;
     let estimate = &run["estimate"];
     let actual = &run["actual"];
-    let texts = fleet.texts_embedded().await.unwrap() - texts_before;
+    // Less the sample chunks this run's estimate had Bedrock count.
+    let sample_counted = estimate["tokens_counted"]["texts"].as_u64().unwrap();
+    let texts = fleet.texts_embedded().await.unwrap() - texts_before - sample_counted;
+    // The estimate's tokens (the model's count of a sample, scaled) against Bedrock's count
+    // over the whole backfill.
+    let tokens = emf_sum(&fleet, "InputTokens");
+    let estimated_tokens = estimate["input_tokens"].as_f64().unwrap();
+    println!(
+        "tokens: estimated {estimated_tokens}, counted by Bedrock over the backfill {tokens} ({:+.1} %; counted on {} sample chunks)",
+        (estimated_tokens - tokens) / tokens * 100.0,
+        estimate["tokens_counted"]["texts"]
+    );
+    assert!(
+        ((estimated_tokens - tokens) / tokens).abs() < 0.1,
+        "{estimated_tokens} tokens estimated, {tokens} counted"
+    );
     let records = (OBJECTS * RECORDS) as u64;
     let chunks = fleet
         .es()
@@ -822,8 +839,8 @@ async fn a_backfill_is_estimated_run_to_the_end_and_free_to_repeat() {
     assert_reconciled(&fleet, &scope).await;
     assert_eq!(
         fleet.texts_embedded().await.unwrap() - texts_before,
-        texts,
-        "a repeated backfill embeds nothing"
+        texts + sample_counted,
+        "a repeated backfill embeds nothing (nor counts tokens: there is nothing to ingest)"
     );
 
     // A backfill in bulk-load mode killed mid-way: the index stays relaxed while the lease runs,
