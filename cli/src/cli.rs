@@ -543,3 +543,211 @@ async fn follow(
         }
     }
 }
+
+/// What `sakuin migrate` does.
+#[derive(Debug, Clone, PartialEq, clap::Subcommand)]
+pub enum MigrateAction {
+    /// Create the new model's index and record the migration: within 30 s embed-index writes
+    /// every batch to both indices. Then run `sakuin backfill --yes` to fill the new one.
+    Start {
+        /// The new model (EMBEDDING_MODEL_ID's values).
+        #[arg(long)]
+        model: String,
+        /// Its output size, for a model that offers several.
+        #[arg(long)]
+        dimensions: Option<usize>,
+    },
+    /// The migration under way, and the new index against the bucket (exit 1 while they
+    /// differ); with --fix, queue what the new index lacks.
+    Status {
+        /// s3://bucket/prefix (default: SOURCE_BUCKET and SOURCE_PREFIX).
+        #[arg(value_name = "S3_URL")]
+        target: Option<String>,
+        #[arg(long)]
+        fix: bool,
+    },
+    /// Move the alias to the new index, once `status` finds it equal to the bucket.
+    Swap {
+        /// s3://bucket/prefix (default: SOURCE_BUCKET and SOURCE_PREFIX).
+        #[arg(value_name = "S3_URL")]
+        target: Option<String>,
+    },
+    /// Delete the former index (only one the alias has left).
+    RemoveOld {
+        /// The former index, as `swap` named it.
+        index: String,
+    },
+}
+
+/// `sakuin migrate`.
+pub(crate) async fn migrate(env: &mut Env, action: MigrateAction) -> i32 {
+    let vectors = env.vector_settings();
+    let target = match &action {
+        MigrateAction::Status { target, .. } | MigrateAction::Swap { target } => target.clone(),
+        _ => None,
+    };
+    let w = match walk(env, target.as_deref()).await {
+        Ok(w) => w,
+        Err(e) => {
+            eprintln!("sakuin: {e}");
+            return 2;
+        }
+    };
+    let es = &w.es;
+    match action {
+        MigrateAction::Start { model, dimensions } => {
+            let model = match sakuin::embed::model::EmbeddingModel::resolve(&model, dimensions) {
+                Ok(m) => m,
+                Err(e) => {
+                    eprintln!("sakuin: {e}");
+                    return 2;
+                }
+            };
+            match es
+                .start_migration(&model.id, model.dimensions, &vectors)
+                .await
+            {
+                Ok(m) => {
+                    println!("{}", m.describe());
+                    println!(
+                        "embed-index writes every batch to both indices within 30 s. Then fill {} \
+                         (the current index finds its chunks unchanged: only {} is called):\n  \
+                         sakuin backfill {} --yes\n\
+                         check it against the bucket (--fix queues what it lacks):\n  \
+                         sakuin migrate status {}\n\
+                         and move the alias once they are equal:\n  \
+                         sakuin migrate swap {}",
+                        m.to,
+                        m.model,
+                        w.scope.url(),
+                        w.scope.url(),
+                        w.scope.url()
+                    );
+                    0
+                }
+                Err(e) => {
+                    eprintln!("sakuin: {e}");
+                    1
+                }
+            }
+        }
+        MigrateAction::Status { fix, .. } => match under_way(es).await {
+            Ok(m) => {
+                println!("{}", m.describe());
+                match compare_new_index(&w, &m, fix).await {
+                    Ok(report) => {
+                        print!("{}", report.render());
+                        if report.drifted() == 0 && report.complete {
+                            println!(
+                                "{} equals the bucket: `sakuin migrate swap` moves the alias",
+                                m.to
+                            );
+                            0
+                        } else {
+                            1
+                        }
+                    }
+                    Err(e) => {
+                        eprintln!("sakuin: {e}");
+                        1
+                    }
+                }
+            }
+            Err(e) => {
+                eprintln!("sakuin: {e}");
+                1
+            }
+        },
+        MigrateAction::Swap { .. } => {
+            let m = match under_way(es).await {
+                Ok(m) => m,
+                Err(e) => {
+                    eprintln!("sakuin: {e}");
+                    return 1;
+                }
+            };
+            match compare_new_index(&w, &m, false).await {
+                Ok(report) if report.drifted() == 0 && report.complete => {}
+                Ok(report) => {
+                    print!("{}", report.render());
+                    eprintln!(
+                        "sakuin: {} does not equal the bucket yet ({} objects differ): nothing moved; `sakuin migrate status --fix` queues what it lacks",
+                        m.to,
+                        report.drifted()
+                    );
+                    return 1;
+                }
+                Err(e) => {
+                    eprintln!("sakuin: {e}");
+                    return 1;
+                }
+            }
+            match es.swap_migration(&m).await {
+                Ok(done) => {
+                    println!("{}", done.describe());
+                    println!(
+                        "search now reads {} with {}; embed-index follows within 30 s. Set the stack's EmbeddingModelId to {} at the next deploy.",
+                        done.to, done.model, done.model
+                    );
+                    0
+                }
+                Err(e) => {
+                    eprintln!("sakuin: {e}");
+                    1
+                }
+            }
+        }
+        MigrateAction::RemoveOld { index } => match es.remove_former_index(&index).await {
+            Ok(m) => {
+                println!(
+                    "deleted {index} (migrated to {} at {})",
+                    m.to,
+                    m.swapped.as_deref().unwrap_or("?")
+                );
+                0
+            }
+            Err(e) => {
+                eprintln!("sakuin: {e}");
+                1
+            }
+        },
+    }
+}
+
+/// The migration under way, or why there is none.
+async fn under_way(es: &sakuin::es::EsClient) -> Result<sakuin::es::migration::Migration, String> {
+    let routing = es.routing().await.map_err(|e| e.to_string())?;
+    routing.migration.ok_or_else(|| {
+        format!(
+            "no migration of {} is under way (it names {}{})",
+            es.index,
+            routing.indices.join(", "),
+            routing
+                .model
+                .map(|m| format!(", holding {} with {} dimensions", m.model, m.dimensions))
+                .unwrap_or_default()
+        )
+    })
+}
+
+/// The migration's new index compared with the bucket, as `reconcile` compares; with `fix`,
+/// what it lacks queued on the intake queue (embed-index writes both indices meanwhile).
+async fn compare_new_index(
+    w: &Walk,
+    m: &sakuin::es::migration::Migration,
+    fix: bool,
+) -> Result<Report, String> {
+    let queue = fix.then(|| intake(&w.deps)).transpose()?;
+    let es = w.es.for_index(&m.to);
+    let reconciler: Reconciler<'_, S3Store, QueueContinuation<SqsQueue>> = Reconciler {
+        store: &w.store,
+        es: &es,
+        fix: queue.as_ref(),
+        stop_at: None,
+    };
+    let result = reconciler
+        .run(&w.scope, &mut |report, _| walking(report))
+        .await;
+    done_walking();
+    result.map_err(|e| e.to_string())
+}

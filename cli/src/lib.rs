@@ -136,6 +136,14 @@ pub enum Command {
         #[command(flatten)]
         options: backfill::Options,
     },
+    /// Switch ES_INDEX to another embedding model without downtime: `start` creates the new
+    /// model's index beside the current one (embed-index then writes both, and a backfill fills
+    /// the new one), `status` compares it with the bucket (`--fix` queues what it lacks),
+    /// `swap` moves the alias once it equals the bucket, `remove-old` deletes the former index.
+    Migrate {
+        #[command(subcommand)]
+        action: cli::MigrateAction,
+    },
     /// Is the index equal to the bucket? Find objects missing, changed or orphaned, and with
     /// --fix queue exactly the work that repairs them.
     ///
@@ -296,6 +304,7 @@ async fn run_command(command: Command, mut env: Env) -> i32 {
         Command::Backfill { target, options } => {
             cli::backfill(&mut env, target.as_deref(), options).await
         }
+        Command::Migrate { action } => cli::migrate(&mut env, action).await,
         Command::Status {
             json,
             last,
@@ -509,6 +518,16 @@ async fn run_search(
             eprintln!("sakuin: {e}");
             return 2;
         }
+    };
+    // The one index the alias names now, read for the model and searched: an alias moved by a
+    // migration between the two must not pair one model's query with the other's vectors.
+    let concrete;
+    let es = match es.routing().await {
+        Ok(r) if r.indices.len() == 1 && r.is_alias(&es.index) => {
+            concrete = es.for_index(&r.indices[0]);
+            &concrete
+        }
+        _ => es,
     };
     let model = match query_model(es, &deps.config.model, query).await {
         Ok(model) => model,

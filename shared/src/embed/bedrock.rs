@@ -23,6 +23,14 @@ impl BedrockEmbedder {
     pub fn new(client: aws_sdk_bedrockruntime::Client, model: EmbeddingModel) -> Self {
         Self { client, model }
     }
+
+    /// The same client, calling another model.
+    pub fn with_model(&self, model: EmbeddingModel) -> Self {
+        Self {
+            client: self.client.clone(),
+            model,
+        }
+    }
 }
 
 impl Embedder for BedrockEmbedder {

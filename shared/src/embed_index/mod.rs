@@ -234,7 +234,18 @@ pub async fn handle_batch<E: Embedder, I: SearchIndex, Q: ChunkQueue>(
     event: SqsEvent,
     deadline: Deadline,
 ) -> Result<(SqsBatchResponse, BatchStats), IndexSetupError> {
-    let (mut batch, mut fates) = Batch::parse(&event);
+    let (response, stats, _) = handle_batch_finished(deps, &event, deadline).await?;
+    Ok((response, stats))
+}
+
+/// [`handle_batch`], and the ids of the messages it finished here: neither failed nor put back
+/// on the queue (handed back, or waiting) — the ones a second index may be written from.
+pub async fn handle_batch_finished<E: Embedder, I: SearchIndex, Q: ChunkQueue>(
+    deps: &EmbedIndexDeps<E, I, Q>,
+    event: &SqsEvent,
+    deadline: Deadline,
+) -> Result<(SqsBatchResponse, BatchStats, Vec<String>), IndexSetupError> {
+    let (mut batch, mut fates) = Batch::parse(event);
     let stale_before = deps.index.stale_connections();
     let mut stats = BatchStats {
         messages: batch.ids.len() as u64,
@@ -255,9 +266,53 @@ pub async fn handle_batch<E: Embedder, I: SearchIndex, Q: ChunkQueue>(
             response.add_failure(batch.ids[i].clone());
         }
     }
+    // Done without a wait (a wait's cause stays recorded once it is requeued), and still in
+    // the batch (not handed back unopened).
+    let finished = batch
+        .messages
+        .iter()
+        .filter(|(i, _)| fates.0[*i] == Fate::Done && fates.1[*i].is_none())
+        .map(|(i, _)| batch.ids[*i].clone())
+        .collect();
     let pace = deps.pacer.report();
     stats::emit(&stats, &deps.config.model, pace);
     info!(?stats, concurrency = pace.concurrency, rate = ?pace.rate, token_rate = ?pace.token_rate, "batch finished");
+    Ok((response, stats, finished))
+}
+
+/// A batch while the alias's index migrates to another model (`es::migration`): written to the
+/// current index by `current`, then, of the messages it finished, to the new index by `target`
+/// (the new model's embedder and index, nothing requeued: what it cannot finish fails, and SQS
+/// brings the message back to both, the current index finding it unchanged). A message is done
+/// only when both indices hold it. The current index has the first half of the time.
+pub async fn handle_migrating_batch<E: Embedder, I: SearchIndex, Q: ChunkQueue>(
+    current: &EmbedIndexDeps<E, I, Q>,
+    target: &EmbedIndexDeps<E, I, Q>,
+    event: SqsEvent,
+    deadline: Deadline,
+) -> Result<(SqsBatchResponse, BatchStats), IndexSetupError> {
+    let first = Deadline::after(deadline.remaining() / 2);
+    let (mut response, stats, finished) = handle_batch_finished(current, &event, first).await?;
+    let mut second = event;
+    second.records.retain(|r| {
+        r.message_id
+            .as_ref()
+            .is_some_and(|id| finished.contains(id))
+    });
+    match handle_batch_finished(target, &second, deadline).await {
+        Ok((target_response, _, _)) => {
+            response
+                .batch_item_failures
+                .extend(target_response.batch_item_failures);
+        }
+        Err(e) => {
+            // The new index cannot be written (its setup failed): every message waits for it.
+            warn!(error = %e, "the migration's new index could not be written; the batch is retried");
+            for id in finished {
+                response.add_failure(id);
+            }
+        }
+    }
     Ok((response, stats))
 }
 

@@ -276,6 +276,8 @@ pub struct EsClient {
     /// `ES_TIMEOUT_SECS`: the longest one request waits; shorter near a [`within_deadline`].
     timeout: Duration,
     pub index: String,
+    /// The marker index, when not `<index>-sources` (see [`EsClient::with_markers`]).
+    pub(crate) markers: Option<String>,
 }
 
 /// How long a pooled connection may sit idle (see [`EsClient::new`]).
@@ -342,6 +344,7 @@ impl EsClient {
             relay,
             timeout: settings.timeout,
             index: settings.index.clone(),
+            markers: None,
         })
     }
 
@@ -636,8 +639,12 @@ impl EsClient {
         let path = format!("/{}", encode_path(&self.index));
         let (status, _) = self.send(Method::HEAD, &path, None).await?;
         if status == StatusCode::NOT_FOUND {
-            tracing::info!(index = %self.index, %version, %index_type, "creating the index");
-            self.create_index(&path, dimensions, vectors, index_type)
+            // A versioned index behind the name, so a later model can take the name over
+            // without downtime (see `es::migration`).
+            let versioned = super::migration::versioned_name(&self.index, model_id, dimensions);
+            tracing::info!(index = %versioned, alias = %self.index, %version, %index_type, "creating the index");
+            self.for_index(&versioned)
+                .create_index(dimensions, vectors, index_type, model_id, Some(&self.index))
                 .await?;
         } else if !status.is_success() {
             return Err(status_error(
@@ -664,25 +671,47 @@ impl EsClient {
         Ok(())
     }
 
+    /// Creates `self.index`, a concrete index, with the chunk mapping and the model in its
+    /// `_meta`, and `alias` as its alias when given (for the release's vector index type).
+    pub(crate) async fn create_versioned_index(
+        &self,
+        dimensions: usize,
+        vectors: &VectorSettings,
+        model_id: &str,
+        alias: Option<&str>,
+    ) -> Result<(), EsError> {
+        let version = self.version().await?;
+        let index_type = super::version::choose_index_type(vectors.index_type, version)
+            .map_err(EsError::Unsupported)?;
+        self.create_index(dimensions, vectors, index_type, model_id, alias)
+            .await
+    }
+
     /// Creates the index with the chunk mapping; another container creating it first is fine,
     /// a missing analyzer plugin is named.
     async fn create_index(
         &self,
-        path: &str,
         dimensions: usize,
         vectors: &VectorSettings,
         index_type: super::version::IndexType,
+        model_id: &str,
+        alias: Option<&str>,
     ) -> Result<(), EsError> {
+        let path = format!("/{}", encode_path(&self.index));
         let analyzer = &vectors.text_analyzer;
-        let mapping = index_mapping(
+        let mut mapping = index_mapping(
             dimensions,
             vectors.similarity.as_str(),
             index_type.as_str(),
             analyzer,
         );
+        mapping["mappings"]["_meta"] = super::migration::created_meta(model_id, dimensions);
+        if let Some(alias) = alias {
+            mapping["aliases"] = json!({ alias: {} });
+        }
         let body = serde_json::to_vec(&mapping).expect("mapping serialises");
         let (status, bytes) = self
-            .send(Method::PUT, path, Some((body, "application/json")))
+            .send(Method::PUT, &path, Some((body, "application/json")))
             .await?;
         let text = String::from_utf8_lossy(&bytes);
         let lost_race =

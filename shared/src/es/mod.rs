@@ -8,6 +8,7 @@ pub mod bulk;
 pub mod bulk_load;
 pub mod client;
 pub mod document;
+pub mod migration;
 pub mod state;
 pub mod version;
 

@@ -71,7 +71,18 @@ impl EsClient {
     /// The index beside the chunk index that records, per source object, the newest S3 event
     /// applied (so an older event never wins over a newer one).
     pub fn marker_index(&self) -> String {
-        format!("{}-sources", self.index)
+        self.markers
+            .clone()
+            .unwrap_or_else(|| format!("{}-sources", self.index))
+    }
+
+    /// Writing a concrete index with the markers of the alias that names it: while a migration
+    /// runs, embed-index writes the alias's current index by its own name (a batch in flight
+    /// when the alias moves must not write the old model into the new index), keeping the
+    /// order of events the alias's markers hold.
+    pub fn with_markers(mut self, markers: String) -> Self {
+        self.markers = Some(markers);
+        self
     }
 
     /// Creates the marker index when it is missing.
