@@ -1,6 +1,7 @@
 //! A model switch without downtime on the local stack: an index of Titan Text Embeddings v1
-//! migrated to v2 (`sakuin migrate start`, a backfill, `status`, `swap`, `remove-old`) while
-//! searches run all through it and objects are uploaded, rewritten and removed.
+//! (a plain index of the name, as embed-index creates it) migrated to v2 (`sakuin migrate
+//! start`, which first makes the name an alias, a backfill, `status`, `swap`, `remove-old`)
+//! while searches run all through it and objects are uploaded, rewritten and removed.
 //!
 //! `cargo test -p sakuin-local --test migration -- --nocapture` prints the figures.
 
@@ -103,9 +104,9 @@ async fn a_migration_from_titan_v1_to_v2_keeps_search_answering() {
         .run_until_quiet(Duration::from_secs(120))
         .await
         .unwrap();
+    // embed-index created a plain index of the name, recording its model.
     let routing = fleet.es().routing().await.unwrap();
-    let old_index = routing.indices[0].clone();
-    assert!(routing.is_alias("migrate"), "{routing:?}");
+    assert_eq!(routing.indices, ["migrate"]);
     assert_eq!(routing.model.as_ref().unwrap().model, OLD);
 
     // Searches all through the migration.
@@ -143,12 +144,16 @@ async fn a_migration_from_titan_v1_to_v2_keeps_search_answering() {
     .await;
     println!("{out}{err}");
     assert_eq!(code, Some(0));
+    // The name became an alias of the index's clone, which the migration leaves.
     let routing = fleet.es().routing().await.unwrap();
     let migration = routing
         .migration
         .clone()
         .expect("the migration is recorded");
-    assert_eq!(migration.from, old_index);
+    let old_index = migration.from.clone();
+    assert!(routing.is_alias("migrate"), "{routing:?}");
+    assert_eq!(routing.indices, std::slice::from_ref(&old_index));
+    assert_eq!(old_index, "migrate-amazon-titan-embed-text-v1-1536");
     // Nothing to swap to yet: the new index is empty.
     let (code, _, err) = sakuin(
         &fleet,

@@ -125,8 +125,8 @@ pub enum EsError {
     Decode { what: String, detail: String },
     #[error(
         "index {index} maps `embedding` with {mapped} dimensions but {model} produces {wanted}; point \
-         ES_INDEX at a new index (or an alias to one) for this model, or set EMBEDDING_DIMENSIONS to {mapped} \
-         if the model offers it"
+         ES_INDEX at a new index (or an alias to one) for this model, switch the index to it without downtime \
+         (`sakuin migrate start`), or set EMBEDDING_DIMENSIONS to {mapped} if the model offers it"
     )]
     DimensionMismatch {
         index: String,
@@ -639,12 +639,8 @@ impl EsClient {
         let path = format!("/{}", encode_path(&self.index));
         let (status, _) = self.send(Method::HEAD, &path, None).await?;
         if status == StatusCode::NOT_FOUND {
-            // A versioned index behind the name, so a later model can take the name over
-            // without downtime (see `es::migration`).
-            let versioned = super::migration::versioned_name(&self.index, model_id, dimensions);
-            tracing::info!(index = %versioned, alias = %self.index, %version, %index_type, "creating the index");
-            self.for_index(&versioned)
-                .create_index(dimensions, vectors, index_type, model_id, Some(&self.index))
+            tracing::info!(index = %self.index, %version, %index_type, "creating the index");
+            self.create_index(dimensions, vectors, index_type, model_id, None)
                 .await?;
         } else if !status.is_success() {
             return Err(status_error(

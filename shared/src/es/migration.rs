@@ -1,10 +1,13 @@
 //! A model switch without downtime: one index per model behind the alias that search and writes
 //! use (`ES_INDEX`).
 //!
-//! - Each index sakuin creates records in its `_meta.sakuin` the model and dimensions it holds,
-//!   and is created under a versioned name (`<alias>-<model>-<dimensions>`) with `ES_INDEX` as
-//!   its alias.
-//! - `sakuin migrate start` creates the new model's index beside it and records the migration
+//! - Each index sakuin creates records in its `_meta.sakuin` the model and dimensions it holds.
+//! - `sakuin migrate start` on an index named `ES_INDEX` first makes the name an alias: writes
+//!   are blocked for the moment it takes to clone the index (hard links) to a versioned name
+//!   (`<alias>-<model>-<dimensions>`), and one `_aliases` request removes the index and gives
+//!   its name to the clone as an alias — searches read on throughout, and a write refused by the
+//!   block is retried from the queue. Then it creates the new model's index beside it and
+//!   records the migration
 //!   in the current index's `_meta.sakuin_migration`. From then embed-index writes every batch
 //!   to both: the current index as always, then the new one with the new model (only what the
 //!   first write finished, so a message is done when both hold it), and a backfill of the bucket
@@ -198,15 +201,12 @@ impl EsClient {
             )));
         }
         let from = match routing.indices.as_slice() {
-            [one] if one != alias => one.clone(),
-            [_] => {
-                return Err(EsError::Unsupported(format!(
-                    "{alias} is an index, not an alias: a migration moves an alias from one index to another. \
-                     Indices sakuin creates are versioned behind the alias; for this one, reindex it into \
-                     {} and make {alias} its alias (see docs/operating.md, \"Switching models\")",
-                    versioned_name(alias, "current", 0)
-                )));
+            [one] if one != alias => {
+                // Writable (a conversion stopped between its steps leaves the block on).
+                self.set_write_block(one, false).await?;
+                one.clone()
             }
+            [_] => self.convert_to_alias(&routing).await?,
             many => {
                 return Err(EsError::Unsupported(format!(
                     "{alias} is an alias of {} indices ({}): a migration needs it to name one",
@@ -240,6 +240,65 @@ impl EsClient {
         let record = serde_json::to_value(&migration).expect("serialises");
         self.put_meta(&from, MIGRATION_KEY, record).await?;
         Ok(migration)
+    }
+
+    /// Sets or lifts `index.blocks.write` on `index` (documents; its metadata stays writable).
+    async fn set_write_block(&self, index: &str, on: bool) -> Result<(), EsError> {
+        let body = serde_json::to_vec(&json!({"index.blocks.write": on})).expect("serialises");
+        self.call(
+            Method::PUT,
+            &format!("/{}/_settings", encode_path(index)),
+            Some((body, "application/json")),
+            &format!("setting index.blocks.write={on} on {index}"),
+        )
+        .await?;
+        Ok(())
+    }
+
+    /// Makes the index named like the alias a versioned index behind that alias: writes blocked,
+    /// the index cloned, then in one `_aliases` request the index removed and its name added to
+    /// the clone as an alias, the block lifted. Returns the clone's name. Every step may be run
+    /// again after a crash (`sakuin migrate start` again).
+    /// <https://www.elastic.co/guide/en/elasticsearch/reference/current/indices-clone-index.html>
+    async fn convert_to_alias(&self, routing: &Routing) -> Result<String, EsError> {
+        let alias = &self.index;
+        let versioned = match &routing.model {
+            Some(m) => versioned_name(alias, &m.model, m.dimensions),
+            None => format!("{alias}-{}", Utc::now().format("%Y%m%d%H%M%S")),
+        };
+        tracing::info!(index = %alias, to = %versioned, "making the index name an alias: writes wait for the clone");
+        self.set_write_block(alias, true).await?;
+        let body = serde_json::to_vec(&json!({"settings": {"index.blocks.write": null}}))
+            .expect("serialises");
+        let (status, bytes) = self
+            .send(
+                Method::POST,
+                &format!("/{}/_clone/{}", encode_path(alias), encode_path(&versioned)),
+                Some((body, "application/json")),
+            )
+            .await?;
+        let exists = String::from_utf8_lossy(&bytes).contains("resource_already_exists_exception");
+        if !status.is_success() && !exists {
+            return Err(super::client::status_error(
+                &format!("cloning {alias} to {versioned}"),
+                status,
+                &bytes,
+            ));
+        }
+        let actions = json!({"actions": [
+            {"remove_index": {"index": alias}},
+            {"add": {"index": versioned, "alias": alias}},
+        ]});
+        let body = serde_json::to_vec(&actions).expect("serialises");
+        self.call(
+            Method::POST,
+            "/_aliases",
+            Some((body, "application/json")),
+            &format!("giving {alias}'s name to {versioned} as an alias"),
+        )
+        .await?;
+        self.set_write_block(&versioned, false).await?;
+        Ok(versioned)
     }
 
     /// Moves the alias from the migration's former index to its new one, in one request, and
