@@ -389,7 +389,21 @@ async fn backfill_setup(
     options: &Options,
 ) -> Result<(Walk, IngestConfig, Option<QueueContinuation<SqsQueue>>), String> {
     let w = walk(env, target).await.map_err(|e| e.to_string())?;
-    let config = IngestConfig::from_env(env).map_err(|e| e.to_string())?;
+    let mut config = IngestConfig::from_env(env).map_err(|e| e.to_string())?;
+    // While a model switch runs, what a backfill embeds is the new index's: the current one
+    // finds its chunks unchanged. Its estimate and a batch run are of the new model.
+    if let Ok(sakuin::es::migration::Routing {
+        migration: Some(m), ..
+    }) = w.es.routing().await
+    {
+        let model = sakuin::embed::model::EmbeddingModel::resolve(&m.model, Some(m.dimensions))
+            .map_err(|e| format!("the migration's model: {e}"))?;
+        eprintln!(
+            "sakuin: a migration to {} is under way: the backfill fills {} with it (the current index finds its chunks unchanged)",
+            m.model, m.to
+        );
+        config.model = model;
+    }
     let queue = options.start.then(|| intake(&w.deps)).transpose()?;
     Ok((w, config, queue))
 }

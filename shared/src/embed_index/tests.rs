@@ -1026,3 +1026,62 @@ async fn a_function_timeout_too_short_for_the_elasticsearch_timeout_is_refused()
     let d = deps_with_es_timeout(Duration::from_secs(30));
     assert_eq!(d.check_function_time(Duration::from_millis(119_900)), None);
 }
+
+/// The model ids of the chunks `index` holds, sorted.
+fn models_of(index: &MemoryIndex) -> Vec<String> {
+    let docs = index.docs.lock().unwrap();
+    let mut models: Vec<String> = docs
+        .iter()
+        .filter(|((i, _), _)| i == CHUNKS)
+        .map(|(_, d)| d.source["model_id"].as_str().unwrap_or_default().to_owned())
+        .collect();
+    models.sort();
+    models
+}
+
+/// While a model switch runs, a batch is written to the current index and then, of what that
+/// finished, to the new one with the new model; a message is done only when both hold it. One the
+/// new model refuses fails whole, and its retry costs the current index nothing (unchanged).
+#[tokio::test(start_paused = true)]
+async fn a_migrating_batch_is_done_only_when_both_indices_hold_it() {
+    let current = deps(None);
+    let v1 = EmbeddingModel::resolve("amazon.titan-embed-text-v1", None).unwrap();
+    let target = EmbedIndexDeps::new(
+        embedder(&v1, Some("refused by the new model")),
+        MemoryIndex::default(),
+        None::<MemoryQueue>,
+        config(v1.clone()),
+    );
+    let bodies = vec![
+        message("index", "k", Some("01"), &[("a", "alpha"), ("b", "beta")]),
+        message(
+            "index",
+            "j",
+            Some("01"),
+            &[("c", "refused by the new model")],
+        ),
+    ];
+    let deadline = || Deadline::after(Duration::from_secs(30));
+    let (r, _) = handle_migrating_batch(&current, &target, event(&bodies), deadline())
+        .await
+        .unwrap();
+    assert_eq!(failures(&r), ["m1"]);
+    let current_model = current.config.model.id.clone();
+    assert_eq!(models_of(&current.index), vec![current_model.clone(); 3]);
+    assert_eq!(models_of(&target.index), vec![v1.id.clone(); 2]);
+    assert_eq!(current.embedder.inner.texts(), 3);
+    // The retry: the current index finds its chunk unchanged; the new model refuses again.
+    let (r, _) = handle_migrating_batch(&current, &target, event(&bodies[1..]), deadline())
+        .await
+        .unwrap();
+    assert_eq!(failures(&r), ["m0"]);
+    assert_eq!(current.embedder.inner.texts(), 3, "nothing embedded again");
+    // A message the current index cannot finish is not written to the new one.
+    *current.index.script.lock().unwrap() = vec![400];
+    let body = message("index", "n", Some("01"), &[("d", "delta")]);
+    let (r, _) = handle_migrating_batch(&current, &target, event(&[body]), deadline())
+        .await
+        .unwrap();
+    assert_eq!(failures(&r), ["m0"]);
+    assert_eq!(models_of(&target.index).len(), 2);
+}
