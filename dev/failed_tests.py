@@ -32,6 +32,9 @@ def failures(text):
         while j < len(lines) and not SECTION.match(lines[j]) and lines[j] != "failures:":
             j += 1
         body = [line for line in lines[i + 1 : j] if line.strip()]
+        # The panic's message, not the frames of its backtrace (they stay in the log).
+        if "stack backtrace:" in body:
+            body = body[: body.index("stack backtrace:")] + ["(backtrace in the log)"]
         found.append((m.group(1), body[-TAIL:]))
         i = j
     # A test that failed without a section of its own (a timeout, a crash of the binary).

@@ -20,6 +20,8 @@ thread 'b::fails' panicked at shared/src/b.rs:10:5:
 assertion `left == right` failed
   left: 1
  right: 2
+stack backtrace:
+   0: __rustc::rust_begin_unwind
 
 failures:
     b::fails
@@ -35,7 +37,7 @@ class FailedTests(unittest.TestCase):
         found = dict(failures(LOG))
         self.assertEqual(sorted(found), ["b::fails", "c::times_out"])
         self.assertIn("thread 'b::fails' panicked at shared/src/b.rs:10:5:", found["b::fails"])
-        self.assertEqual(found["b::fails"][-1], " right: 2")
+        self.assertEqual(found["b::fails"][-2:], [" right: 2", "(backtrace in the log)"])
         self.assertEqual(found["c::times_out"], [])
 
     def test_a_passing_log_reports_nothing(self):
