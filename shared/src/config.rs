@@ -519,6 +519,10 @@ pub struct EmbedIndexConfig {
     pub max_requeues: u32,
     pub message_max_bytes: usize,
     pub sqs_max_payload_bytes: usize,
+    /// How often the index's model and a migration under way are read again
+    /// (`MIGRATION_CHECK_SECS`): a migration's second writes start, and a swapped alias's model
+    /// is followed, within this.
+    pub migration_check: Duration,
 }
 
 /// The analyzers `text` may be created with: Elasticsearch's built-in ones that suit the
@@ -544,6 +548,8 @@ impl EmbedIndexConfig {
         let sqs_max_payload_bytes = env
             .parse::<usize>("SQS_MAX_PAYLOAD_BYTES", 256 * 1024)
             .clamp(message_max_bytes, 1024 * 1024);
+        let migration_check =
+            Duration::from_secs(env.parse::<u64>("MIGRATION_CHECK_SECS", 30).clamp(1, 3600));
         // Lambda does not tell a function its timeout; the template passes the same value.
         if let Some(secs) = env.optional::<u64>("FUNCTION_TIMEOUT_SECS") {
             let function_time = Duration::from_secs(secs);
@@ -568,6 +574,7 @@ impl EmbedIndexConfig {
             max_requeues,
             message_max_bytes,
             sqs_max_payload_bytes,
+            migration_check,
         })
     }
 }

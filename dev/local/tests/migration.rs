@@ -86,6 +86,8 @@ async fn a_migration_from_titan_v1_to_v2_keeps_search_answering() {
                 dimensions: None,
                 log: Some(log),
                 chunk_visibility_secs: 60,
+                // The containers look for a migration every 2 s here (30 s by default).
+                extra_env: vec![("MIGRATION_CHECK_SECS".into(), "2".into())],
                 ..PipelineOptions::default()
             },
             ingest_containers: 1,
@@ -163,8 +165,8 @@ async fn a_migration_from_titan_v1_to_v2_keeps_search_answering() {
     assert_eq!(code, Some(1), "{err}");
     assert!(err.contains("does not equal the bucket yet"), "{err}");
 
-    // The containers read the migration within 30 s of their last look.
-    tokio::time::sleep(Duration::from_secs(31)).await;
+    // The containers read the migration within MIGRATION_CHECK_SECS of their last look.
+    tokio::time::sleep(Duration::from_secs(3)).await;
     // Live changes while it runs: an upload, a rewrite, a removal.
     put_and_deliver(
         &fleet,
@@ -222,7 +224,7 @@ async fn a_migration_from_titan_v1_to_v2_keeps_search_answering() {
         &[],
     )
     .await;
-    tokio::time::sleep(Duration::from_secs(31)).await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
     fleet
         .run_until_quiet(Duration::from_secs(180))
         .await

@@ -17,10 +17,6 @@ use sakuin::retry::Deadline;
 
 /// How long a re-read of the Elasticsearch secret after a 401 may hold the refused request.
 const SECRET_READ_TIMEOUT: Duration = Duration::from_secs(5);
-/// How often the index's model and a migration under way are read again (`GET _mapping`): a
-/// migration's second writes start, and a swapped alias's model is followed, within this.
-const ROUTING_TTL: Duration = Duration::from_secs(30);
-
 type Deps = EmbedIndexDeps<BedrockEmbedder, EsClient, SqsQueue>;
 
 /// Where a batch is written: the alias's index (with the model it records holding), and while
@@ -144,7 +140,7 @@ async fn main() -> Result<(), Error> {
             .lock()
             .unwrap()
             .looked
-            .is_none_or(|at| at.elapsed() >= ROUTING_TTL);
+            .is_none_or(|at| at.elapsed() >= parts.config.migration_check);
         if stale {
             // Unreadable (the cluster down, the index not created yet): the lanes stay as they
             // were, and the batch meets the cluster's state itself.

@@ -65,6 +65,7 @@ fn config(model: EmbeddingModel) -> EmbedIndexConfig {
         max_requeues: 3,
         message_max_bytes: 64 * 1024,
         sqs_max_payload_bytes: 256 * 1024,
+        migration_check: Duration::from_secs(30),
     }
 }
 
