@@ -84,17 +84,7 @@ pub(crate) async fn reconcile(env: &mut Env, target: Option<&str>, fix: bool, js
             return 2;
         }
     };
-    let reconciler = Reconciler {
-        store: &w.store,
-        es: &w.es,
-        fix: queue.as_ref(),
-        stop_at: None,
-    };
-    let result = reconciler
-        .run(&w.scope, &mut |report, _| walking(report))
-        .await;
-    done_walking();
-    match result {
+    match compare_with_bucket(&w, &w.es, queue.as_ref()).await {
         Ok(report) => {
             if json {
                 println!(
@@ -752,11 +742,20 @@ async fn compare_new_index(
     fix: bool,
 ) -> Result<Report, String> {
     let queue = fix.then(|| intake(&w.deps)).transpose()?;
-    let es = w.es.for_index(&m.to);
-    let reconciler: Reconciler<'_, S3Store, QueueContinuation<SqsQueue>> = Reconciler {
+    compare_with_bucket(w, &w.es.for_index(&m.to), queue.as_ref()).await
+}
+
+/// The walk's scope of the bucket compared with `es`'s index, as `reconcile` compares, with a
+/// line of progress on a terminal; what drifted is queued on `fix` when given.
+async fn compare_with_bucket(
+    w: &Walk,
+    es: &sakuin::es::EsClient,
+    fix: Option<&QueueContinuation<SqsQueue>>,
+) -> Result<Report, String> {
+    let reconciler = Reconciler {
         store: &w.store,
-        es: &es,
-        fix: queue.as_ref(),
+        es,
+        fix,
         stop_at: None,
     };
     let result = reconciler

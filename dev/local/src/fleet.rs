@@ -363,6 +363,24 @@ pub struct Fleet {
 }
 
 impl Fleet {
+    /// Runs the `sakuin` command line (built by `cargo build --workspace`) with the fleet's
+    /// environment: its exit code, standard output and standard error.
+    pub async fn sakuin(&self, args: &[&str]) -> (Option<i32>, String, String) {
+        let bin = crate::pipeline::require(&crate::pipeline::binary_dir(), "sakuin")
+            .expect("cargo build --workspace builds the sakuin CLI");
+        let out = tokio::process::Command::new(bin)
+            .args(args)
+            .envs(self.env.iter().cloned())
+            .output()
+            .await
+            .expect("the sakuin CLI runs");
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    }
+
     /// Provisions the bucket and both queues with their DLQs, and starts the event source
     /// mappings' pollers (containers start cold at their first batch).
     pub async fn start(stack: LocalStack, options: FleetOptions) -> Result<Self, BoxError> {

@@ -517,22 +517,11 @@ async fn crashed_invocations_and_continuations_lose_nothing() {
 
 /// Runs the `sakuin` command line with the fleet's variables; exit status and stdout.
 async fn sakuin(fleet: &Fleet, args: &[&str]) -> (Option<i32>, String) {
-    let bin = sakuin_local::pipeline::require(&sakuin_local::pipeline::binary_dir(), "sakuin")
-        .expect("cargo build --workspace builds the sakuin CLI");
-    let out = tokio::process::Command::new(bin)
-        .args(args)
-        .envs(fleet.env.iter().cloned())
-        .output()
-        .await
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    if !stderr.is_empty() {
-        eprintln!("sakuin {}: {stderr}", args.join(" "));
+    let (code, out, err) = fleet.sakuin(args).await;
+    if !err.is_empty() {
+        eprintln!("sakuin {}: {err}", args.join(" "));
     }
-    (
-        out.status.code(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-    )
+    (code, out)
 }
 
 fn json_of(out: &str) -> serde_json::Value {

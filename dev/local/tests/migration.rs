@@ -33,23 +33,6 @@ fn records(object: usize, version: u32) -> Vec<u8> {
         .into_bytes()
 }
 
-/// Runs the CLI with the fleet's environment: exit code, stdout, stderr.
-async fn sakuin(fleet: &Fleet, args: &[&str]) -> (Option<i32>, String, String) {
-    let bin = sakuin_local::pipeline::require(&sakuin_local::pipeline::binary_dir(), "sakuin")
-        .expect("cargo build --workspace builds the sakuin CLI");
-    let out = tokio::process::Command::new(bin)
-        .args(args)
-        .envs(fleet.env.iter().cloned())
-        .output()
-        .await
-        .unwrap();
-    (
-        out.status.code(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
-
 /// One search: when it was answered, whether it succeeded, and whether the new model's index
 /// served it (the CLI says when the index holds another model than EMBEDDING_MODEL_ID).
 #[derive(Debug, Clone)]
@@ -118,11 +101,9 @@ async fn a_migration_from_titan_v1_to_v2_keeps_search_answering() {
         let (fleet, searches, stop) = (fleet.clone(), searches.clone(), stop.clone());
         tokio::spawn(async move {
             while !stop.load(Ordering::SeqCst) {
-                let (code, out, err) = sakuin(
-                    &fleet,
-                    &["search", "catalogue item 5 shelf", "-k", "3", "--json"],
-                )
-                .await;
+                let (code, out, err) = fleet
+                    .sakuin(&["search", "catalogue item 5 shelf", "-k", "3", "--json"])
+                    .await;
                 let hits = serde_json::from_str::<serde_json::Value>(&out)
                     .ok()
                     .and_then(|v| v.as_array().map(Vec::len))
@@ -139,11 +120,9 @@ async fn a_migration_from_titan_v1_to_v2_keeps_search_answering() {
     };
 
     let started = Instant::now();
-    let (code, out, err) = sakuin(
-        &fleet,
-        &["migrate", "start", "--model", NEW, "--dimensions", "256"],
-    )
-    .await;
+    let (code, out, err) = fleet
+        .sakuin(&["migrate", "start", "--model", NEW, "--dimensions", "256"])
+        .await;
     println!("{out}{err}");
     assert_eq!(code, Some(0));
     // The name became an alias of the index's clone, which the migration leaves.
@@ -157,11 +136,9 @@ async fn a_migration_from_titan_v1_to_v2_keeps_search_answering() {
     assert_eq!(routing.indices, std::slice::from_ref(&old_index));
     assert_eq!(old_index, "migrate-amazon-titan-embed-text-v1-1536");
     // Nothing to swap to yet: the new index is empty.
-    let (code, _, err) = sakuin(
-        &fleet,
-        &["migrate", "swap", &format!("s3://{BUCKET}/docs/")],
-    )
-    .await;
+    let (code, _, err) = fleet
+        .sakuin(&["migrate", "swap", &format!("s3://{BUCKET}/docs/")])
+        .await;
     assert_eq!(code, Some(1), "{err}");
     assert!(err.contains("does not equal the bucket yet"), "{err}");
 
@@ -177,34 +154,28 @@ async fn a_migration_from_titan_v1_to_v2_keeps_search_answering() {
         &["docs/05.jsonl".into()],
     )
     .await;
-    let (code, out, err) = sakuin(
-        &fleet,
-        &[
+    let (code, out, err) = fleet
+        .sakuin(&[
             "backfill",
             &format!("s3://{BUCKET}/docs/"),
             "--yes",
             "--json",
-        ],
-    )
-    .await;
+        ])
+        .await;
     assert_eq!(code, Some(0), "{out}{err}");
     fleet
         .run_until_quiet(Duration::from_secs(180))
         .await
         .unwrap();
-    let (code, out, err) = sakuin(
-        &fleet,
-        &["migrate", "status", &format!("s3://{BUCKET}/docs/")],
-    )
-    .await;
+    let (code, out, err) = fleet
+        .sakuin(&["migrate", "status", &format!("s3://{BUCKET}/docs/")])
+        .await;
     println!("{out}{err}");
     assert_eq!(code, Some(0), "the new index equals the bucket");
 
-    let (code, out, err) = sakuin(
-        &fleet,
-        &["migrate", "swap", &format!("s3://{BUCKET}/docs/")],
-    )
-    .await;
+    let (code, out, err) = fleet
+        .sakuin(&["migrate", "swap", &format!("s3://{BUCKET}/docs/")])
+        .await;
     println!("{out}{err}");
     assert_eq!(code, Some(0));
     let swapped_at = Instant::now();
@@ -274,13 +245,15 @@ async fn a_migration_from_titan_v1_to_v2_keeps_search_answering() {
     // The former index stays until removed on command.
     let old = fleet.es().for_index(&old_index);
     assert!(old.mapping().await.is_ok(), "{old_index} is kept");
-    let (code, out, err) = sakuin(&fleet, &["migrate", "remove-old", &migration.to]).await;
+    let (code, out, err) = fleet
+        .sakuin(&["migrate", "remove-old", &migration.to])
+        .await;
     assert_eq!(
         code,
         Some(1),
         "the alias's own index is never removed: {out}{err}"
     );
-    let (code, out, err) = sakuin(&fleet, &["migrate", "remove-old", &old_index]).await;
+    let (code, out, err) = fleet.sakuin(&["migrate", "remove-old", &old_index]).await;
     println!("{out}{err}");
     assert_eq!(code, Some(0));
     assert!(old.mapping().await.is_err(), "{old_index} is gone");
