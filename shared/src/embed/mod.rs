@@ -115,10 +115,34 @@ pub async fn embed_all<E: Embedder>(
     pacer: &Pacer,
     deadline: Deadline,
 ) -> (Vec<Result<Vec<f32>, EmbedError>>, EmbedStats) {
+    embed_holding(embedder, texts, purpose, policy, pacer, deadline, None).await
+}
+
+/// [`embed_all`] for work that other containers could take: while the pace paces this
+/// container (a quota has throttled it, or `BEDROCK_TPM`), no call starts later than `hold`
+/// after the start. The texts not sent by then come back `OutOfTime` before the deadline (or
+/// `Throttled`, if their last call was), for the caller to hand back.
+pub async fn embed_holding<E: Embedder>(
+    embedder: &E,
+    texts: &[&str],
+    purpose: InputPurpose,
+    policy: EmbedPolicy,
+    pacer: &Pacer,
+    deadline: Deadline,
+    hold: Option<Duration>,
+) -> (Vec<Result<Vec<f32>, EmbedError>>, EmbedStats) {
     let work = Work::new(texts.len());
+    let held_from = hold.map(|hold| tokio::time::Instant::now() + hold);
     let worker = || async {
         let mut stats = EmbedStats::default();
-        while let Some(range) = work.take(pacer, embedder.model().max_batch(), texts).await {
+        loop {
+            if held_from.is_some_and(|at| tokio::time::Instant::now() >= at) && pacer.paces() {
+                work.stop();
+                break;
+            }
+            let Some(range) = work.take(pacer, embedder.model().max_batch(), texts).await else {
+                break;
+            };
             let group = &texts[range.clone()];
             let (result, call) =
                 call_with_retries(embedder, group, purpose, policy, pacer, deadline).await;
@@ -225,6 +249,12 @@ impl Work {
             }
             changed.await;
         }
+    }
+
+    /// No call starts any more; the calls in flight finish.
+    fn stop(&self) {
+        self.state.lock().unwrap().stopped = true;
+        self.changed.notify_waiters();
     }
 
     /// A call's texts go back to the front (`throttled` with Bedrock's message), or, with

@@ -21,7 +21,11 @@
 //! A quota's opening burst (a minute's worth, spent in a second by calls of 96 texts) is no
 //! rate it sustains: the tokens quota's rates are measured over at least a paced call's time
 //! and what it admitted only from when it first ran out, and a run of throttles returns to the
-//! rate it began at only when the pace had stood there.
+//! rate it began at only when the pace had stood there. The tokens quota's first throttle is
+//! answered from the quota's own window instead: what the container got through in the last
+//! minute, over a minute, is about its share of a quota that lets a minute's worth through, so
+//! the pace starts a cut below that and grows back to it, rather than halving from the burst's
+//! rate five or six times.
 //! It then grows back as in CUBIC (and the SDKs' adaptive retry mode): fast at first, flat
 //! near the rate that was throttled, and faster again beyond it, so a share left by containers
 //! that finished is taken up. Growth runs by the clock of activity, the same for every
@@ -109,6 +113,10 @@ const NOISE_MAX_SHARE: f64 = 0.5;
 const ADMITTED_UNDER_NOISE: f64 = 0.35;
 /// The shortest wait for the pace.
 const MIN_WAIT: Duration = Duration::from_millis(1);
+/// The window of a per-minute quota: within any such span it lets through at most a minute's
+/// worth (its burst included), so what a container got through in the last one, over a
+/// minute, is about its share once the quota has run out.
+const QUOTA_WINDOW: Duration = Duration::from_secs(60);
 
 /// Which of the account's quotas a throttle names.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -162,6 +170,10 @@ struct State {
     ticked: Instant,
     /// The totals when the tokens quota first throttled.
     tokens_ran_out: Option<Totals>,
+    /// Tokens of the calls that succeeded within the last [`QUOTA_WINDOW`], by when they
+    /// finished, and their sum.
+    window: VecDeque<(Instant, f64)>,
+    window_tokens: f64,
 }
 
 /// Counters since the pacer began.
@@ -321,6 +333,8 @@ impl Pacer {
                 readings: VecDeque::new(),
                 ticked: now,
                 tokens_ran_out: None,
+                window: VecDeque::new(),
+                window_tokens: 0.0,
             }),
             released: Notify::new(),
         }
@@ -353,6 +367,12 @@ impl Pacer {
         let tokens_per_text = chars as f64 / texts.len() as f64 * state.tokens_per_char;
         let fits = (rate * CALL_SECONDS / tokens_per_text.max(1.0)) as usize;
         fits.clamp(MIN_TEXTS_PER_CALL.min(most), most)
+    }
+
+    /// Whether a quota paces this container (or `BEDROCK_TPM` does).
+    pub fn paces(&self) -> bool {
+        let state = self.state.lock().unwrap();
+        self.adaptive && (state.calls.rate.is_some() || state.tokens.rate.is_some())
     }
 
     /// The most calls that can be in flight: how many to start at once.
@@ -543,6 +563,9 @@ impl State {
         }
         self.totals.ok_calls += 1.0;
         self.totals.ok_tokens += counted;
+        self.window.push_back((now, counted));
+        self.window_tokens += counted;
+        self.forget_before(now);
         let verdict = self.calls.outcome(false);
         self.judged(verdict);
         let verdict = self.tokens.outcome(false);
@@ -580,7 +603,14 @@ impl State {
         // starts from. Tokens over at least the time a paced call carries: a first call of a
         // hundred texts, sent at once out of a minute's burst, must not read as a rate the
         // quota could ever sustain.
-        let call = self.fastest.map_or(0.5, |f| f.as_secs_f64().max(0.01));
+        // Before any call has succeeded, the refused call's own time is the one measure of a
+        // call's: a container whose first call is refused (noise, or a quota others spent)
+        // sent at the rate of its first calls, not one every half second.
+        let call = self
+            .fastest
+            .unwrap_or(now - permit.started)
+            .as_secs_f64()
+            .max(0.01);
         let calls = measure(
             spell.max(call),
             t.sent_calls,
@@ -609,18 +639,48 @@ impl State {
         if matches!(quota, Quota::Requests | Quota::Unknown) {
             let verdict = self.calls.outcome(true);
             self.judged(verdict);
-            cut |= self.calls.cut(now, permit.started, calls, 1.0, limit);
+            cut |= self.calls.cut(now, permit.started, calls, 1.0, limit, None);
         }
         if matches!(quota, Quota::Tokens | Quota::Unknown) {
             let verdict = self.tokens.outcome(true);
             self.judged(verdict);
+            let share = if quota == Quota::Tokens {
+                self.first_token_share(now)
+            } else {
+                None
+            };
             cut |= self
                 .tokens
-                .cut(now, permit.started, tokens, permit.tokens, limit);
+                .cut(now, permit.started, tokens, permit.tokens, limit, share);
         }
         if cut {
             self.limit = (self.limit * 0.5).max(1.0);
         }
+    }
+
+    /// Drops the successes older than [`QUOTA_WINDOW`] from the window.
+    fn forget_before(&mut self, now: Instant) {
+        while let Some(&(at, tokens)) = self.window.front() {
+            if now.duration_since(at) < QUOTA_WINDOW {
+                break;
+            }
+            self.window.pop_front();
+            self.window_tokens -= tokens;
+        }
+    }
+
+    /// The container's share of a tokens quota that has just run out for the first time: the
+    /// tokens it got through in the last [`QUOTA_WINDOW`], spread over the window. A burst
+    /// spent in a second by calls of a hundred texts is the quota's minute, not a rate it
+    /// sustains, and cutting from the rate it was sent at would take five or six throttles to
+    /// come down to the share; this is one. `None` when nothing went through (nothing is
+    /// known of the share), or once the lane has been cut (its own measurements lead).
+    fn first_token_share(&mut self, now: Instant) -> Option<f64> {
+        if self.tokens.last_cut.is_some() {
+            return None;
+        }
+        self.forget_before(now);
+        (self.window_tokens > 0.0).then(|| self.window_tokens / QUOTA_WINDOW.as_secs_f64())
     }
 
     /// Applies a test's verdict: a cut found to answer noise gives its concurrency back.
@@ -854,8 +914,9 @@ impl Lane {
         }
     }
 
-    /// A throttle of a call started at `started`, with `limit` calls allowed in flight; returns
-    /// whether the rate was cut.
+    /// A throttle of a call started at `started`, with `limit` calls allowed in flight, and the
+    /// container's `share` of the quota when it is known from its window; returns whether the
+    /// rate was cut.
     fn cut(
         &mut self,
         now: Instant,
@@ -863,6 +924,7 @@ impl Lane {
         measured: Measured,
         cost: f64,
         limit: f64,
+        share: Option<f64>,
     ) -> bool {
         let Measured {
             active,
@@ -926,6 +988,17 @@ impl Lane {
         self.last_cut = Some(now);
         // The throttled call's retry waits for its own cost at the new pace.
         self.level = self.level.min(0.0) - cost;
+        if let Some(share) = share {
+            // The share the window measured is the rate to return to, and the pace starts a
+            // cut below it. The retry goes in a call sized to the new pace, so it waits for
+            // such a call's cost, not the throttled call's hundred texts at the share.
+            let share = share.min(base).max(self.floor);
+            self.throttled_at = share;
+            self.streak_remembered = true;
+            self.cut_to = (share * DECREASE).max(self.floor);
+            self.rate = Some(self.budget.map_or(self.cut_to, |b| self.cut_to.min(b)));
+            self.level = -(self.cut_to * CALL_SECONDS).min(cost);
+        }
         true
     }
 }
@@ -1440,6 +1513,49 @@ mod tests {
         p.throttled(Quota::Tokens);
         let tokens = pacer.report().token_rate;
         assert!(tokens.is_some_and(|r| r > 0.0 && r < 250.0), "{tokens:?}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_first_tokens_throttle_paces_at_the_share_the_minute_let_through() {
+        // A burst: 6,000 tokens in calls of 1,500 within a second, then "Too many tokens".
+        let pacer = Pacer::adaptive(8);
+        for _ in 0..4 {
+            let p = pacer.acquire(6000).await;
+            tokio::time::advance(Duration::from_millis(200)).await;
+            p.succeeded(Some(1500));
+        }
+        let p = pacer.acquire(6000).await;
+        tokio::time::advance(Duration::from_millis(200)).await;
+        p.throttled(Quota::Tokens);
+        // The minute let 6,000 through: a share of 100 tokens a second, started a cut below.
+        let rate = pacer.report().token_rate.unwrap();
+        assert!((rate - 100.0 * DECREASE).abs() < 1e-6, "{rate}");
+        // The retry goes in a call of a few seconds of that pace, without first waiting for
+        // the throttled call's 1,500 tokens (20 s at the pace).
+        let n = pacer.texts_per_call(96, &["x".repeat(100).as_str(); 96]);
+        assert!(n < 20, "{n} texts");
+        let t0 = Instant::now();
+        pacer.acquire(100 * n).await.succeeded(Some(25 * n as u64));
+        assert!(
+            Instant::now() - t0 <= Duration::from_secs(3),
+            "{:?}",
+            Instant::now() - t0
+        );
+
+        // Successes older than the window are no part of the share: a container that sent
+        // 6,000 tokens long ago and one call since is cut from its own measurements.
+        let pacer = Pacer::adaptive(8);
+        let p = pacer.acquire(24_000).await;
+        p.succeeded(Some(6000));
+        tokio::time::advance(QUOTA_WINDOW).await;
+        assert_eq!(
+            pacer
+                .state
+                .lock()
+                .unwrap()
+                .first_token_share(Instant::now()),
+            None
+        );
     }
 
     #[tokio::test(start_paused = true)]

@@ -323,11 +323,17 @@ fn embed_time(cfg: &EmbedIndexConfig, deadline: Deadline) -> Duration {
     deadline.remaining().saturating_sub(reserve)
 }
 
+/// The most of its pace's work a container keeps from one batch: at a quota's share a batch of
+/// ten messages can be a minute or more, and the last batches of a backfill would then keep one
+/// or two containers busy while the others, done, leave their share of the quota unused.
+/// Holding this much at most, the containers finish within about this long of one another.
+const HOLD_AT_MOST: Duration = Duration::from_secs(20);
+
 /// Step 0: once this container's pace is known (a quota has throttled it, or `BEDROCK_TPM`),
-/// the messages it could not embed before the deadline go back on the queue at once, unopened,
-/// for a container with room to take now, rather than waiting out this invocation first. The
-/// first message that needs embedding always stays, so every batch moves forward. Order across
-/// containers is the markers' business, as for any two messages.
+/// the messages it could not embed before the deadline, or within [`HOLD_AT_MOST`], go back on
+/// the queue at once, unopened, for a container with room to take now, rather than waiting out
+/// this invocation first. The first message that needs embedding always stays, so every batch
+/// moves forward. Order across containers is the markers' business, as for any two messages.
 async fn hand_back_beyond_pace<E: Embedder, I: SearchIndex, Q: ChunkQueue>(
     deps: &EmbedIndexDeps<E, I, Q>,
     batch: &mut Batch,
@@ -341,7 +347,7 @@ async fn hand_back_beyond_pace<E: Embedder, I: SearchIndex, Q: ChunkQueue>(
         &deps.pacer,
         &deps.config.model,
         batch,
-        embed_time(&deps.config, deadline),
+        embed_time(&deps.config, deadline).min(HOLD_AT_MOST),
     );
     if beyond.is_empty() {
         return;
@@ -352,11 +358,12 @@ async fn hand_back_beyond_pace<E: Embedder, I: SearchIndex, Q: ChunkQueue>(
             kept.push((i, message));
             continue;
         }
-        let ret = requeue::Return::after(Duration::ZERO, false);
+        // Unopened, and moving only to a container with room: no hop toward MAX_REQUEUES.
+        let ret = requeue::Return::after(Duration::ZERO, true);
         match requeue::requeue(queue, &message, message.chunks.clone(), &deps.config, ret).await {
             Ok(_) => {
                 stats.handed_back += 1;
-                info!(message_id = %batch.ids[i], chunks = message.chunks.len(), "beyond what the pace embeds before the deadline: handed back for another container");
+                info!(message_id = %batch.ids[i], chunks = message.chunks.len(), "beyond what the pace embeds in the time a container holds work: handed back for another container");
             }
             // Kept: this invocation does what it can of it.
             Err(e) => {
@@ -809,6 +816,7 @@ async fn write_chunks<E: Embedder, I: SearchIndex, Q: ChunkQueue>(
         policy: crate::embed::EMBED_RETRIES,
         pacer: &deps.pacer,
         embed_deadline: Deadline::after(embed_time(cfg, deadline)),
+        hold: HOLD_AT_MOST,
         deadline,
         request_time: cfg.es.timeout,
         bulk_max_bytes: cfg.bulk_max_bytes,
@@ -1269,6 +1277,9 @@ fn return_for<E: Embedder, I: SearchIndex, Q: ChunkQueue>(
     let progressed = carry.len() < message.chunks.len() || paid(carry) > paid(&message.chunks);
     match cause {
         WaitCause::Throttled => requeue::Return::after(deps.pacer.capacity_in(), progressed),
+        // Held as long as a container holds work: another takes the rest at once. Not a wait
+        // that counts: the work is only moving to a container with room.
+        WaitCause::Held => requeue::Return::after(Duration::ZERO, true),
         // Out of time with the work moving: the next invocation goes on at once. Without
         // progress the time went to a slow cluster, whose schedule it follows.
         WaitCause::OutOfTime if progressed => requeue::Return::after(Duration::ZERO, true),
@@ -1313,7 +1324,11 @@ async fn requeue_waiting<E: Embedder, I: SearchIndex, Q: ChunkQueue>(
         };
         let carry = unfinished(message, &by_id, model_id);
         // Every wait records its cause; one marked without (none today) is the cluster's.
-        let cause = fates.1[i].unwrap_or(WaitCause::EsUnavailable);
+        let cause = match fates.1[i].unwrap_or(WaitCause::EsUnavailable) {
+            // Out of time before the deadline: the embedding stopped at the hold.
+            WaitCause::OutOfTime if stats.held_back > 0 => WaitCause::Held,
+            cause => cause,
+        };
         let seen = fates.2[i];
         let ret = return_for(deps, cause, message, &carry, seen);
         let looked;
@@ -1332,6 +1347,7 @@ async fn requeue_waiting<E: Embedder, I: SearchIndex, Q: ChunkQueue>(
                 stats.requeued += chunks;
                 stats.messages_requeued += 1;
                 stats.waiting.add(cause);
+                stats.handed_back += u64::from(cause == WaitCause::Held);
                 fates.0[i] = Fate::Done;
                 warn!(message_id = %batch.ids[i], cause = cause.label(), chunks, requeues = message.requeues + u32::from(ret.hop), delay_secs = ret.delay_secs, "{}: the work waits on the queue", cause.describe());
             }

@@ -34,9 +34,13 @@ pub struct BatchStats {
     pub messages_requeued: u64,
     /// Those messages by what they wait for (out of time, throttled, Elasticsearch, a sweep).
     pub waiting: Waits,
-    /// Messages handed back at the start, unopened, because the pace could not embed them
-    /// before the deadline: another container takes them now.
+    /// Messages handed back for another container to take now: at the start, unopened, because
+    /// the pace could not embed them before the deadline (or within the time a container holds
+    /// work), or with what they had once that time was up.
     pub handed_back: u64,
+    /// Chunks not sent to Bedrock because the container had held its work as long as it holds
+    /// work at the pace: their messages go back at once, for another container.
+    pub held_back: u64,
     /// Sweeps that came before their version's chunks were all indexed, and wait.
     pub sweeps_waiting: u64,
     /// Chunk writes that lost a compare-and-set race and were decided again.
@@ -70,14 +74,18 @@ pub enum WaitCause {
     EsUnavailable,
     /// A sweep came before its version's chunks were all indexed (`SweepsWaiting`).
     SweepWaiting,
+    /// The container held the batch as long as it holds work at the pace; another takes the
+    /// rest now.
+    Held,
 }
 
 impl WaitCause {
-    pub const ALL: [WaitCause; 4] = [
+    pub const ALL: [WaitCause; 5] = [
         WaitCause::OutOfTime,
         WaitCause::Throttled,
         WaitCause::EsUnavailable,
         WaitCause::SweepWaiting,
+        WaitCause::Held,
     ];
 
     pub fn label(self) -> &'static str {
@@ -86,6 +94,7 @@ impl WaitCause {
             WaitCause::Throttled => FailureReason::Throttled.label(),
             WaitCause::EsUnavailable => FailureReason::EsUnavailable.label(),
             WaitCause::SweepWaiting => "sweep_waiting",
+            WaitCause::Held => "held",
         }
     }
 
@@ -96,6 +105,9 @@ impl WaitCause {
             WaitCause::Throttled => "Bedrock throttled",
             WaitCause::EsUnavailable => "Elasticsearch unavailable",
             WaitCause::SweepWaiting => "sweep before its version's chunks are indexed",
+            WaitCause::Held => {
+                "held as long as a container holds work at the pace (handed back for another container)"
+            }
         }
     }
 

@@ -533,6 +533,56 @@ async fn under_a_token_budget_messages_past_the_deadline_are_handed_back_at_once
 }
 
 #[tokio::test(start_paused = true)]
+async fn a_batch_held_as_long_as_a_container_holds_work_hands_back_the_rest_at_once() {
+    let mut d = deps(None);
+    // 20 tokens a second, and one message of 1,000 texts of a token each (as the fake counts
+    // them): 50 s of the pace. The first message always stays, and the deadline (120 s) would
+    // allow it all; the container still stops starting calls 20 s in and hands back the rest.
+    d.pacer = crate::embed::Pacer::adaptive(4).with_token_budget(20.0);
+    let texts: Vec<(String, String)> = (0..1000)
+        .map(|j| (format!("d{j}"), format!("t{j}")))
+        .collect();
+    let docs: Vec<(&str, &str)> = texts
+        .iter()
+        .map(|(a, b)| (a.as_str(), b.as_str()))
+        .collect();
+    let body = message("index", "k0", Some("01"), &docs);
+    let started = tokio::time::Instant::now();
+    let (r, stats) = handle_batch(
+        &d,
+        event(&[body]),
+        Deadline::after(Duration::from_secs(120)),
+    )
+    .await
+    .unwrap();
+    assert!(failures(&r).is_empty());
+    assert!(
+        started.elapsed() < Duration::from_secs(30),
+        "{:?}",
+        started.elapsed()
+    );
+    assert!(stats.embedded > 0 && stats.held_back > 0, "{stats:?}");
+    assert_eq!(stats.embedded + stats.held_back, 1000, "{stats:?}");
+    assert_eq!(stats.waiting.get(WaitCause::Held), 1, "{stats:?}");
+    assert_eq!(stats.handed_back, 1, "{stats:?}");
+    let back = requeued(&d);
+    assert_eq!(back.len(), 1);
+    let (body, delay) = &back[0];
+    assert_eq!(*delay, 0, "taken by another container now");
+    let m = ChunkMessage::parse(body).unwrap();
+    assert_eq!(m.requeues, 0, "moving to a container with room is no hop");
+    assert_eq!(
+        m.chunks.len(),
+        1000 - stats.indexed as usize,
+        "what landed stays landed"
+    );
+    assert!(
+        m.chunks.iter().all(|c| c.vector.is_none()),
+        "nothing paid for is left behind"
+    );
+}
+
+#[tokio::test(start_paused = true)]
 async fn out_of_time_with_progress_goes_on_at_once_and_counts_no_hop() {
     let mut d = deps(None);
     // 2,000 texts of a token each (as the fake counts them) at 20 tokens a second: some land,

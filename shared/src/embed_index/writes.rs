@@ -9,7 +9,7 @@ use tracing::warn;
 
 use super::stats::{BatchStats, FailureReason};
 use crate::embed::EmbeddingModel;
-use crate::embed::{EmbedPolicy, Embedder, InputPurpose, Pacer, embed_all};
+use crate::embed::{EmbedError, EmbedPolicy, Embedder, InputPurpose, Pacer, embed_holding};
 use crate::es::bulk::push_index;
 use crate::es::document::SourceFields;
 use crate::es::{
@@ -261,6 +261,9 @@ pub(super) struct Writer<'a, E, I> {
     pub pacer: &'a Pacer,
     /// Embedding stops here, leaving time for the writes.
     pub embed_deadline: Deadline,
+    /// While the pace paces the container, no call starts later than this into the embedding:
+    /// the rest goes back for another container (`super::HOLD_AT_MOST`).
+    pub hold: Duration,
     pub deadline: Deadline,
     /// The longest one Elasticsearch request may take (`ES_TIMEOUT_SECS`); near the deadline a
     /// request is shorter, and none starts without the least useful time.
@@ -469,18 +472,24 @@ impl<E: Embedder, I: SearchIndex> Writer<'_, E, I> {
         }
         let texts: Vec<&str> = todo.iter().map(|&w| works[w].chunk.text.as_str()).collect();
         let started = std::time::Instant::now();
-        let (vectors, embed_stats) = embed_all(
+        let (vectors, embed_stats) = embed_holding(
             self.embedder,
             &texts,
             InputPurpose::Document,
             self.policy,
             self.pacer,
             self.embed_deadline,
+            Some(self.hold),
         )
         .await;
         stats.embed.add(embed_stats);
         stats.embed_ms += started.elapsed().as_millis() as u64;
+        // Texts out of time with the time still ahead were held back, not late.
+        let held = self.embed_deadline.allows(Duration::ZERO);
         for (&w, result) in todo.iter().zip(vectors) {
+            if held && result == Err(EmbedError::OutOfTime) {
+                stats.held_back += 1;
+            }
             match result {
                 Ok(v) => {
                     works[w].vector = Some(v);
