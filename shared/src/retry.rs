@@ -121,6 +121,13 @@ impl Deadline {
         self.at.saturating_duration_since(Instant::now())
     }
 
+    /// This deadline, or `at` if that comes first.
+    pub fn or_sooner(self, at: Instant) -> Self {
+        Self {
+            at: self.at.min(at),
+        }
+    }
+
     /// Whether `needed` still fits before the deadline.
     pub fn allows(&self, needed: Duration) -> bool {
         self.remaining() > needed

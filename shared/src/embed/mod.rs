@@ -144,8 +144,14 @@ pub async fn embed_holding<E: Embedder>(
                 break;
             };
             let group = &texts[range.clone()];
+            // A call still waiting for the pace when the hold comes is not made.
+            let start_by = match held_from {
+                Some(at) if pacer.paces() => deadline.or_sooner(at),
+                _ => deadline,
+            };
             let (result, call) =
-                call_with_retries(embedder, group, purpose, policy, pacer, deadline).await;
+                call_with_retries(embedder, group, purpose, policy, pacer, deadline, start_by)
+                    .await;
             stats.add(call);
             match result {
                 Ok(out) => work.done(range, out.vectors.into_iter().map(Ok)),
@@ -309,7 +315,8 @@ impl Work {
     }
 }
 
-/// One call, retried on transient faults with backoff while the deadline allows. A throttle
+/// One call, retried on transient faults with backoff while the deadline allows; no attempt
+/// starts (nor waits for the pace) past `start_by`, the deadline or the hold. A throttle
 /// under adaptive pacing is not retried here: the call's texts go back to [`embed_all`]'s work,
 /// to be sent again at the pace's turn in calls of the size it asks for then. Without
 /// adaptation a throttle is retried with backoff like a fault.
@@ -320,15 +327,16 @@ async fn call_with_retries<E: Embedder>(
     policy: EmbedPolicy,
     pacer: &Pacer,
     deadline: Deadline,
+    start_by: Deadline,
 ) -> (Result<ModelOutput, EmbedError>, EmbedStats) {
     let mut stats = EmbedStats::default();
     let mut attempts = Attempts::new(policy, Some(deadline));
     loop {
-        if !deadline.allows(Duration::ZERO) {
+        if !start_by.allows(Duration::ZERO) {
             return (Err(EmbedError::OutOfTime), stats);
         }
         let chars = texts.iter().map(|t| t.len()).sum();
-        let Ok(permit) = tokio::time::timeout(deadline.remaining(), pacer.acquire(chars)).await
+        let Ok(permit) = tokio::time::timeout(start_by.remaining(), pacer.acquire(chars)).await
         else {
             return (Err(EmbedError::OutOfTime), stats);
         };
