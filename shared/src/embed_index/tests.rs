@@ -90,6 +90,14 @@ fn message(op: &str, key: &str, seq: Option<&str>, docs: &[(&str, &str)]) -> Str
     json!({"v": 1, "op": op, "source": {"bucket": "b", "key": key, "etag": etag, "sequencer": seq.map(crate::ids::normalize_sequencer)}, "chunks": chunks}).to_string()
 }
 
+/// An index message at sequencer `01` for `key` of `n` one-chunk documents `d0`, `d1`, … whose
+/// texts `text` gives.
+fn numbered_message(key: &str, n: usize, text: impl Fn(usize) -> String) -> String {
+    let docs: Vec<(String, String)> = (0..n).map(|j| (format!("d{j}"), text(j))).collect();
+    let docs: Vec<(&str, &str)> = docs.iter().map(|(a, b)| (a.as_str(), b.as_str())).collect();
+    message("index", key, Some("01"), &docs)
+}
+
 fn event(bodies: &[String]) -> SqsEvent {
     let records: Vec<Value> = bodies
         .iter()
@@ -505,15 +513,8 @@ async fn under_a_token_budget_messages_past_the_deadline_are_handed_back_at_once
     // characters, 500 tokens: 50 s of the pace, so one fits the 30 s less the writes' reserve
     // at most, and the rest go to containers with room.
     d.pacer = crate::embed::Pacer::adaptive(4).with_token_budget(10.0);
-    let texts: Vec<(String, String)> = (0..50)
-        .map(|j| (format!("d{j}"), format!("{j:0>40}")))
-        .collect();
-    let docs: Vec<(&str, &str)> = texts
-        .iter()
-        .map(|(a, b)| (a.as_str(), b.as_str()))
-        .collect();
     let bodies: Vec<String> = (0..3)
-        .map(|i| message("index", &format!("k{i}"), Some("01"), &docs))
+        .map(|i| numbered_message(&format!("k{i}"), 50, |j| format!("{j:0>40}")))
         .collect();
     let (failed, stats) = run(&d, &bodies).await;
     assert!(failed.is_empty());
@@ -539,14 +540,7 @@ async fn a_batch_held_as_long_as_a_container_holds_work_hands_back_the_rest_at_o
     // them): 50 s of the pace. The first message always stays, and the deadline (120 s) would
     // allow it all; the container still stops starting calls 20 s in and hands back the rest.
     d.pacer = crate::embed::Pacer::adaptive(4).with_token_budget(20.0);
-    let texts: Vec<(String, String)> = (0..1000)
-        .map(|j| (format!("d{j}"), format!("t{j}")))
-        .collect();
-    let docs: Vec<(&str, &str)> = texts
-        .iter()
-        .map(|(a, b)| (a.as_str(), b.as_str()))
-        .collect();
-    let body = message("index", "k0", Some("01"), &docs);
+    let body = numbered_message("k0", 1000, |j| format!("t{j}"));
     let started = tokio::time::Instant::now();
     let (r, stats) = handle_batch(
         &d,
@@ -588,19 +582,7 @@ async fn out_of_time_with_progress_goes_on_at_once_and_counts_no_hop() {
     // 2,000 texts of a token each (as the fake counts them) at 20 tokens a second: some land,
     // the deadline takes the rest.
     d.pacer = crate::embed::Pacer::adaptive(1).with_token_budget(20.0);
-    let texts: Vec<(String, String)> = (0..2000)
-        .map(|j| {
-            (
-                format!("d{j}"),
-                format!("text number {j} of a long message"),
-            )
-        })
-        .collect();
-    let docs: Vec<(&str, &str)> = texts
-        .iter()
-        .map(|(a, b)| (a.as_str(), b.as_str()))
-        .collect();
-    let body = message("index", "k", Some("01"), &docs);
+    let body = numbered_message("k", 2000, |j| format!("text number {j} of a long message"));
     let (failed, stats) = run(&d, &[body]).await;
     assert!(failed.is_empty());
     // Beyond the pace from the first call: done as far as the deadline allows (20 tokens a
@@ -678,13 +660,9 @@ async fn a_bulk_too_large_for_the_cluster_is_split() {
         Some(MemoryQueue::default()),
         config(model),
     );
-    let docs: Vec<(String, String)> = (0..7)
-        .map(|i| (format!("d{i}"), format!("text {i}")))
-        .collect();
-    let docs: Vec<(&str, &str)> = docs.iter().map(|(a, b)| (a.as_str(), b.as_str())).collect();
     let (r, stats) = handle_batch(
         &d,
-        event(&[message("index", "k", Some("01"), &docs)]),
+        event(&[numbered_message("k", 7, |i| format!("text {i}"))]),
         Deadline::after(Duration::from_secs(30)),
     )
     .await
