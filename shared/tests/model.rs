@@ -222,6 +222,11 @@ struct Case {
     /// them anyway, so every shared id is a collision).
     bucket_ids: bool,
     chunking: usize,
+    /// `BEDROCK_TPM` at the pace's floor (20 tokens a second for the one container): every
+    /// invocation is paced from its first call, so batches beyond what the pace embeds in the
+    /// time a container holds work are handed back at the start, or held and handed back with
+    /// their vectors part way through.
+    paced: bool,
     /// The scheduler's and the fakes' seed: which worker runs next, yields, duplicates.
     sim_seed: u64,
     ops: Vec<Op>,
@@ -299,13 +304,18 @@ impl fmt::Debug for Case {
         let (max, overlap) = CHUNKINGS[self.chunking];
         writeln!(
             f,
-            "{} bucket, ids unique per {}, chunks {max}/{overlap}, sim seed {}:",
+            "{} bucket, ids unique per {}, chunks {max}/{overlap}{}, sim seed {}:",
             if self.versioned {
                 "versioned"
             } else {
                 "unversioned"
             },
             if self.bucket_ids { "bucket" } else { "object" },
+            if self.paced {
+                ", BEDROCK_TPM at the floor"
+            } else {
+                ""
+            },
             self.sim_seed
         )?;
         for (i, op) in self.ops.iter().enumerate() {
@@ -374,16 +384,20 @@ fn case_strategy(max_ops: usize) -> impl Strategy<Value = Case> {
         proptest::bool::ANY,
         proptest::bool::weighted(0.3),
         0..CHUNKINGS.len(),
+        proptest::bool::weighted(0.2),
         any::<u64>(),
         proptest::collection::vec(op_strategy(), 1..=max_ops),
     )
-        .prop_map(|(versioned, bucket_ids, chunking, sim_seed, ops)| Case {
-            versioned,
-            bucket_ids,
-            chunking,
-            sim_seed,
-            ops,
-        })
+        .prop_map(
+            |(versioned, bucket_ids, chunking, paced, sim_seed, ops)| Case {
+                versioned,
+                bucket_ids,
+                chunking,
+                paced,
+                sim_seed,
+                ops,
+            },
+        )
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -884,6 +898,10 @@ fn trace_bulk(body: &[u8]) -> Vec<String> {
 
 /// Bedrock calls throttled over the whole run, for the figures.
 static THROTTLED_CALLS: AtomicUsize = AtomicUsize::new(0);
+/// Messages embed-index handed back for another container (beyond the pace at the start, or
+/// held), and chunks it held back, over the whole run, for the figures.
+static HANDED_BACK: AtomicUsize = AtomicUsize::new(0);
+static HELD_BACK: AtomicUsize = AtomicUsize::new(0);
 
 /// Calls Bedrock still refuses one in `every` of ([`Op::Refuse`]).
 #[derive(Debug, Default)]
@@ -1064,8 +1082,10 @@ fn ingest_config(chunking: usize, bucket_ids: bool) -> IngestConfig {
 
 impl Sim {
     fn new(case: &Case) -> Self {
+        let budget = [("BEDROCK_TPM", "1200".to_string())];
         let embed_config =
-            EmbedIndexConfig::from_env(&mut env(&[])).expect("the embed-index settings are valid");
+            EmbedIndexConfig::from_env(&mut env(if case.paced { &budget } else { &[] }))
+                .expect("the embed-index settings are valid");
         Self {
             versioned: case.versioned,
             chaos: Arc::new(Chaos {
@@ -1305,11 +1325,15 @@ impl Sim {
         let future = Box::pin(async move {
             let deadline = Deadline::after(Duration::from_secs(900));
             match sakuin::embed_index::handle_batch(&deps, event, deadline).await {
-                Ok((response, _)) => response
-                    .batch_item_failures
-                    .into_iter()
-                    .map(|f| f.item_identifier)
-                    .collect(),
+                Ok((response, stats)) => {
+                    HANDED_BACK.fetch_add(stats.handed_back as usize, Ordering::SeqCst);
+                    HELD_BACK.fetch_add(stats.held_back as usize, Ordering::SeqCst);
+                    response
+                        .batch_item_failures
+                        .into_iter()
+                        .map(|f| f.item_identifier)
+                        .collect()
+                }
                 Err(_) => ids,
             }
         });
@@ -1822,7 +1846,7 @@ fn the_index_ends_equal_to_the_bucket() {
     });
     let f = *FIGURES.lock().unwrap();
     eprintln!(
-        "model: {} sequences run (shrinking included), {} operations, {} invocations, {} crash points hit ({}), {} Bedrock calls throttled, {} failing sequences; {} texts embedded for {} chunks indexed at the end; {:.1} s",
+        "model: {} sequences run (shrinking included), {} operations, {} invocations, {} crash points hit ({}), {} Bedrock calls throttled, {} messages handed back for another container ({} chunks held back part way), {} failing sequences; {} texts embedded for {} chunks indexed at the end; {:.1} s",
         f.cases,
         f.operations,
         f.invocations,
@@ -1834,6 +1858,8 @@ fn the_index_ends_equal_to_the_bucket() {
             .collect::<Vec<_>>()
             .join(", "),
         THROTTLED_CALLS.load(Ordering::SeqCst),
+        HANDED_BACK.load(Ordering::SeqCst),
+        HELD_BACK.load(Ordering::SeqCst),
         f.failing_cases,
         f.texts_embedded,
         f.chunks_indexed,
