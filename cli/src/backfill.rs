@@ -843,18 +843,12 @@ mod tests {
         );
         assert!((e.minutes.unwrap() - 0.4).abs() < 1e-9);
         let cohere = EmbeddingModel::resolve("cohere.embed-multilingual-v3", None).unwrap();
-        let e = Estimate::from_sample(
-            &report,
-            &sample,
-            5,
-            &cohere,
-            &Options {
-                price: Some(1.0),
-                tpm: Some(10_000),
-                ..Default::default()
-            },
-            None,
-        );
+        let at_10k_tpm = Options {
+            price: Some(1.0),
+            tpm: Some(10_000),
+            ..Default::default()
+        };
+        let e = Estimate::from_sample(&report, &sample, 5, &cohere, &at_10k_tpm, None);
         assert_eq!(e.bedrock_calls, 3, "Cohere: 96 texts a call");
         assert!((e.cost_usd - 0.04).abs() < 1e-9);
         assert_eq!(e.price_source, "--price");
@@ -867,18 +861,7 @@ mod tests {
             counted: 30,
             from_chars: 40.0,
         };
-        let counted = Estimate::from_sample(
-            &report,
-            &sample,
-            5,
-            &cohere,
-            &Options {
-                price: Some(1.0),
-                tpm: Some(10_000),
-                ..Default::default()
-            },
-            Some(count),
-        );
+        let counted = Estimate::from_sample(&report, &sample, 5, &cohere, &at_10k_tpm, Some(count));
         assert_eq!(counted.input_tokens, 30_000);
         assert!((counted.cost_usd - 0.03).abs() < 1e-9);
         assert!((counted.minutes.unwrap() - 3.0).abs() < 1e-9);

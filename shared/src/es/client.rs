@@ -616,6 +616,19 @@ impl EsClient {
         }
     }
 
+    /// [`Self::call`] with a JSON body.
+    pub(super) async fn call_json(
+        &self,
+        method: Method,
+        path: &str,
+        body: &Value,
+        what: &str,
+    ) -> Result<Vec<u8>, EsError> {
+        let body = serde_json::to_vec(body).expect("a JSON value serialises");
+        self.call(method, path, Some((body, "application/json")), what)
+            .await
+    }
+
     pub(super) fn json(what: &str, bytes: &[u8]) -> Result<Value, EsError> {
         serde_json::from_slice(bytes).map_err(|e| EsError::Decode {
             what: what.to_owned(),

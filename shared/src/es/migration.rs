@@ -169,11 +169,10 @@ impl EsClient {
         meta.as_object_mut()
             .expect("_meta is an object")
             .insert(key.to_owned(), record);
-        let body = serde_json::to_vec(&json!({ "_meta": meta })).expect("serialises");
-        self.call(
+        self.call_json(
             Method::PUT,
             &format!("/{}/_mapping", encode_path(index)),
-            Some((body, "application/json")),
+            &json!({ "_meta": meta }),
             &format!("recording the migration in {index}'s _meta"),
         )
         .await?;
@@ -244,11 +243,10 @@ impl EsClient {
 
     /// Sets or lifts `index.blocks.write` on `index` (documents; its metadata stays writable).
     async fn set_write_block(&self, index: &str, on: bool) -> Result<(), EsError> {
-        let body = serde_json::to_vec(&json!({"index.blocks.write": on})).expect("serialises");
-        self.call(
+        self.call_json(
             Method::PUT,
             &format!("/{}/_settings", encode_path(index)),
-            Some((body, "application/json")),
+            &json!({"index.blocks.write": on}),
             &format!("setting index.blocks.write={on} on {index}"),
         )
         .await?;
@@ -289,11 +287,10 @@ impl EsClient {
             {"remove_index": {"index": alias}},
             {"add": {"index": versioned, "alias": alias}},
         ]});
-        let body = serde_json::to_vec(&actions).expect("serialises");
-        self.call(
+        self.call_json(
             Method::POST,
             "/_aliases",
-            Some((body, "application/json")),
+            &actions,
             &format!("giving {alias}'s name to {versioned} as an alias"),
         )
         .await?;
@@ -310,11 +307,10 @@ impl EsClient {
             {"remove": {"index": migration.from, "alias": alias}},
             {"add": {"index": migration.to, "alias": alias}},
         ]});
-        let body = serde_json::to_vec(&actions).expect("serialises");
-        self.call(
+        self.call_json(
             Method::POST,
             "/_aliases",
-            Some((body, "application/json")),
+            &actions,
             &format!("moving {alias} from {} to {}", migration.from, migration.to),
         )
         .await?;
